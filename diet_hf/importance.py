@@ -1,0 +1,117 @@
+"""`ImportanceScores`: per-task, per-layer importance of MLP dimensions and attention heads, with provenance."""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .constants import SCORES_META_FILE, SCORES_WEIGHTS_FILE
+
+__all__ = ["ImportanceScores", "score_from_sums"]
+
+logger = logging.getLogger(__name__)
+
+
+def score_from_sums(sums: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Mean over real tokens from a float32 running sum (higher = more important)."""
+    if num_tokens <= 0:
+        raise ValueError(f"`num_tokens` must be > 0 to turn sums into means, got {num_tokens}.")
+    return (sums.double() / num_tokens).float()
+
+
+@dataclass
+class ImportanceScores:
+    """Per-task importance scores of a dense model.
+
+    Args:
+        mlp (`dict[str, torch.Tensor]`):
+            Task name -> `(num_hidden_layers, intermediate_size)` mean |input of `down_proj`| per MLP dimension.
+        heads (`dict[str, torch.Tensor]`):
+            Task name -> `(num_hidden_layers, num_attention_heads)` mean L2 norm of each head's slice of the input
+            of `o_proj`.
+        provenance (`dict`, *optional*):
+            Model id, revision, `model_type`, sizes, example ids per task, seed, library version.
+    """
+
+    mlp: dict[str, torch.Tensor]
+    heads: dict[str, torch.Tensor]
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if set(self.mlp) != set(self.heads):
+            raise ValueError(f"`mlp` and `heads` must cover the same tasks, got {sorted(self.mlp)} and {sorted(self.heads)}.")
+        if not self.mlp:
+            raise ValueError("`ImportanceScores` needs at least one task.")
+        shapes = {tuple(t.shape) for t in self.mlp.values()}, {tuple(t.shape) for t in self.heads.values()}
+        if len(shapes[0]) != 1 or len(shapes[1]) != 1:
+            raise ValueError(f"All tasks must have equal score shapes, got MLP {shapes[0]} and heads {shapes[1]}.")
+        for name, tensor in [*self.mlp.items(), *self.heads.items()]:
+            if tensor.dim() != 2:
+                raise ValueError(f"Scores of task {name!r} must be (num_layers, units), got shape {tuple(tensor.shape)}.")
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.mlp)
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return next(iter(self.mlp.values())).shape[0]
+
+    def select(self, tasks: list[str]) -> "ImportanceScores":
+        """The scores of a subset of tasks (leave-one-task-out and ablations)."""
+        missing = [t for t in tasks if t not in self.mlp]
+        if missing:
+            raise ValueError(f"Tasks {missing} are not in these scores; they have {self.tasks}.")
+        return ImportanceScores({t: self.mlp[t] for t in tasks}, {t: self.heads[t] for t in tasks}, dict(self.provenance))
+
+    def check_compatible(self, config) -> None:
+        """Raises `ValueError` when these scores were made for a model of another shape or type."""
+        layers, width = next(iter(self.mlp.values())).shape
+        heads = next(iter(self.heads.values())).shape[1]
+        expected = (config.num_hidden_layers, config.intermediate_size, config.num_attention_heads)
+        if (layers, width, heads) != expected:
+            raise ValueError(
+                f"These importance scores were made for another model ({self.provenance.get('model_id', 'unknown')}: "
+                f"{layers} layers, intermediate_size {width}, {heads} heads); this model has {expected[0]} layers, "
+                f"intermediate_size {expected[1]}, {expected[2]} heads."
+            )
+        model_type = self.provenance.get("model_type")
+        if model_type is not None and model_type != config.model_type:
+            raise ValueError(f"These scores were made for `model_type` {model_type!r}, not {config.model_type!r}.")
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Writes safetensors + JSON into `save_directory`, atomically (a failed save leaves nothing half-written)."""
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".scores-", dir=target.parent))
+        try:
+            tensors = {f"mlp/{t}": v.contiguous() for t, v in self.mlp.items()}
+            tensors.update({f"heads/{t}": v.contiguous() for t, v in self.heads.items()})
+            save_file(tensors, str(tmp / SCORES_WEIGHTS_FILE))
+            meta = {"tasks": self.tasks, "provenance": self.provenance}
+            (tmp / SCORES_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            target.mkdir(exist_ok=True)
+            for item in tmp.iterdir():
+                os.replace(item, target / item.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "ImportanceScores":
+        """Loads scores written by `save_pretrained`."""
+        directory = Path(directory)
+        weights, meta_path = directory / SCORES_WEIGHTS_FILE, directory / SCORES_META_FILE
+        for path in (weights, meta_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"No importance scores in {directory}: {path.name} is missing.")
+        tensors = load_file(str(weights))
+        meta = json.loads(meta_path.read_text())
+        tasks = meta["tasks"]
+        return cls({t: tensors[f"mlp/{t}"] for t in tasks}, {t: tensors[f"heads/{t}"] for t in tasks},
+                   meta.get("provenance", {}))

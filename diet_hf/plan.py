@@ -1,0 +1,392 @@
+"""Scores -> per-task keep-masks -> one merged `PruningPlan` (DIET's majority vote), with GQA-valid head selection."""
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from .constants import PLAN_FILE
+
+__all__ = ["PruningPlan", "build_plan", "merge_keep_masks", "merged_order", "rank_normalize", "select_global_top_k"]
+
+logger = logging.getLogger(__name__)
+
+MERGE_MODES = ("vote", "mean")
+NORMALIZATIONS = ("none", "layer")
+ALLOCATIONS = ("global", "uniform")
+
+
+@dataclass
+class PruningPlan:
+    """Kept indices per layer of a dense Gemma model (sorted int lists; query heads, KV heads, MLP dimensions).
+
+    Args:
+        model_type (`str`): `model_type` of the dense model.
+        hidden_size, head_dim, intermediate_size, num_attention_heads, num_key_value_heads (`int`):
+            Dense sizes the indices refer to.
+        mlp_kept_indices (`list[list[int]]`): kept MLP intermediate dimensions of every layer.
+        head_kept_indices (`list[list[int]]`): kept query heads of every layer.
+        kv_head_kept_indices (`list[list[int]]`): kept KV heads of every layer; every kept KV head keeps the same
+            number of query heads of its own group.
+        provenance (`dict`, *optional*): how the plan was made (tasks, sparsity, merge rule, ...).
+    """
+
+    model_type: str
+    hidden_size: int
+    head_dim: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    mlp_kept_indices: list[list[int]]
+    head_kept_indices: list[list[int]]
+    kv_head_kept_indices: list[list[int]]
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        lists = (self.mlp_kept_indices, self.head_kept_indices, self.kv_head_kept_indices)
+        if len({len(values) for values in lists}) != 1:
+            raise ValueError(f"Kept-index lists must have one entry per layer, got lengths {[len(v) for v in lists]}.")
+        group_size = self.num_attention_heads // self.num_key_value_heads
+        for layer_idx, (mlp, heads, kv_heads) in enumerate(zip(*lists)):
+            _check_indices(mlp, self.intermediate_size, f"mlp_kept_indices[{layer_idx}]")
+            _check_indices(heads, self.num_attention_heads, f"head_kept_indices[{layer_idx}]")
+            _check_indices(kv_heads, self.num_key_value_heads, f"kv_head_kept_indices[{layer_idx}]")
+            groups = [head // group_size for head in heads]
+            counts = {kv: groups.count(kv) for kv in kv_heads}
+            if sorted(set(groups)) != list(kv_heads) or len(set(counts.values())) > 1:
+                raise ValueError(
+                    f"Layer {layer_idx}: query heads {heads} do not split into equal groups over the kept KV heads "
+                    f"{kv_heads} ({group_size} query heads per KV head); remove heads in equal numbers per group."
+                )
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return len(self.mlp_kept_indices)
+
+    @property
+    def intermediate_size_per_layer(self) -> list[int]:
+        return [len(v) for v in self.mlp_kept_indices]
+
+    @property
+    def num_attention_heads_per_layer(self) -> list[int]:
+        return [len(v) for v in self.head_kept_indices]
+
+    @property
+    def num_key_value_heads_per_layer(self) -> list[int]:
+        return [len(v) for v in self.kv_head_kept_indices]
+
+    def block_parameters(self) -> tuple[int, int]:
+        """Attention + MLP parameters of the decoder blocks: (kept, dense)."""
+        h, d = self.hidden_size, self.head_dim
+        kept = sum(
+            3 * h * w + 2 * h * d * (q + kv)
+            for w, q, kv in zip(self.intermediate_size_per_layer, self.num_attention_heads_per_layer,
+                                self.num_key_value_heads_per_layer)
+        )
+        per_layer = 3 * h * self.intermediate_size + 2 * h * d * (self.num_attention_heads + self.num_key_value_heads)
+        return kept, per_layer * self.num_hidden_layers
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of decoder-block attention and MLP parameters removed."""
+        kept, dense = self.block_parameters()
+        return 1.0 - kept / dense
+
+    @classmethod
+    def keep_all(cls, config) -> "PruningPlan":
+        """The plan that removes nothing."""
+        layers = config.num_hidden_layers
+        return cls(
+            model_type=config.model_type, hidden_size=config.hidden_size, head_dim=_head_dim(config),
+            intermediate_size=config.intermediate_size, num_attention_heads=config.num_attention_heads,
+            num_key_value_heads=config.num_key_value_heads,
+            mlp_kept_indices=[list(range(config.intermediate_size)) for _ in range(layers)],
+            head_kept_indices=[list(range(config.num_attention_heads)) for _ in range(layers)],
+            kv_head_kept_indices=[list(range(config.num_key_value_heads)) for _ in range(layers)],
+        )
+
+    def check_compatible(self, config) -> None:
+        """Raises `ValueError` when the plan refers to a model of other sizes."""
+        expected = (config.num_hidden_layers, config.intermediate_size, config.num_attention_heads,
+                    config.num_key_value_heads, config.hidden_size)
+        found = (self.num_hidden_layers, self.intermediate_size, self.num_attention_heads, self.num_key_value_heads,
+                 self.hidden_size)
+        if expected != found:
+            raise ValueError(f"This plan was made for a model with (layers, intermediate_size, heads, KV heads, "
+                             f"hidden_size) = {found}; the model has {expected}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruningPlan":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            logger.warning("Ignoring unknown keys in a pruning plan (written by a newer diet-hf?): %s", unknown)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Writes `diet_pruning.json` into `save_directory` (via a temporary file, so never half-written)."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{PLAN_FILE}.tmp"
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        os.replace(tmp, directory / PLAN_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "PruningPlan":
+        path = Path(directory) / PLAN_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"No pruning plan in {directory}: {PLAN_FILE} is missing.")
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def _check_indices(values, size, name):
+    if list(values) != sorted(set(values)) or any(not 0 <= v < size for v in values):
+        raise ValueError(f"`{name}` must be sorted unique indices in [0, {size}), got {list(values)[:8]}...")
+
+
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def rank_normalize(scores: torch.Tensor) -> torch.Tensor:
+    """Ranks of all entries scaled to [0, 1] (1 = highest score); ties keep index order."""
+    flat = scores.flatten().double()
+    order = torch.sort(flat, stable=True).indices
+    ranks = torch.empty_like(flat)
+    ranks[order] = torch.arange(flat.numel(), dtype=torch.float64)
+    return (ranks / max(flat.numel() - 1, 1)).view_as(scores)
+
+
+def _priority_order(primary: torch.Tensor, secondary: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat indices sorted by descending `primary`, then descending `secondary`, then ascending (layer, index)."""
+    order = torch.arange(primary.numel())
+    if secondary is not None:
+        order = order[torch.sort(-secondary.flatten().double()[order], stable=True).indices]
+    return order[torch.sort(-primary.flatten().double()[order], stable=True).indices]
+
+
+def _take(order: torch.Tensor, shape: tuple[int, int], k: int, floor: int) -> torch.Tensor:
+    """Keep-mask of the first `k` units of `order`, after each layer's first `floor` units."""
+    num_layers, units = shape
+    keep = torch.zeros(num_layers * units, dtype=torch.bool)
+    if floor > 0:
+        taken = [0] * num_layers
+        for index in order.tolist():
+            layer = index // units
+            if taken[layer] < floor:
+                keep[index] = True
+                taken[layer] += 1
+    remaining = k - int(keep.sum())
+    if remaining > 0:
+        rest = order[~keep[order]]
+        keep[rest[:remaining]] = True
+    return keep.view(shape)
+
+
+def _uniform_take(order: torch.Tensor, shape: tuple[int, int], k: int) -> torch.Tensor:
+    num_layers, units = shape
+    per_layer = [k // num_layers + (1 if i < k % num_layers else 0) for i in range(num_layers)]
+    keep = torch.zeros(shape, dtype=torch.bool)
+    taken = [0] * num_layers
+    for index in order.tolist():
+        layer, unit = divmod(index, units)
+        if taken[layer] < per_layer[layer]:
+            keep[layer, unit] = True
+            taken[layer] += 1
+    return keep
+
+
+def select_global_top_k(scores: torch.Tensor, k: int, *, floor: int = 0) -> torch.Tensor:
+    """Keep-mask of the `k` highest scores across all layers, each layer keeping at least `floor` units."""
+    return _take(_priority_order(scores), tuple(scores.shape), k, floor)
+
+
+def merge_keep_masks(
+    masks: list[torch.Tensor],
+    scores: list[torch.Tensor],
+    k: int,
+    *,
+    merge: str = "vote",
+    weights: list[float] | None = None,
+    floor: int = 0,
+    allocation: str = "global",
+) -> torch.Tensor:
+    """Merges per-task keep-masks into one with exactly `k` kept units.
+
+    `merge="vote"` ranks units by (weighted votes, mean within-task rank-normalized score), then (layer, index), so
+    units kept by a majority of tasks come first; `merge="mean"` ranks by the mean rank-normalized score alone.
+    """
+    order = merged_order(masks, scores, merge=merge, weights=weights)
+    if allocation == "uniform":
+        return _uniform_take(order, tuple(scores[0].shape), k)
+    return _take(order, tuple(scores[0].shape), k, floor)
+
+
+def merged_order(masks, scores, *, merge: str = "vote", weights=None) -> torch.Tensor:
+    """All units' flat indices, most important first, under the merge rule of `merge_keep_masks`."""
+    weights = [1.0] * len(masks) if weights is None else list(weights)
+    ranks = torch.stack([rank_normalize(s) * w for s, w in zip(scores, weights)]).sum(0) / sum(weights)
+    votes = torch.stack([m.double() * w for m, w in zip(masks, weights)]).sum(0)
+    return _priority_order(votes, ranks) if merge == "vote" else _priority_order(ranks)
+
+
+def _normalize(scores: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "layer":
+        return scores / scores.mean(dim=1, keepdim=True).clamp_min(1e-12)
+    return scores
+
+
+def _legalize_heads(keep: torch.Tensor, goodness: torch.Tensor, num_kv_heads: int):
+    """Per layer, the GQA-valid (query heads, KV heads) closest in count to the selection: equal groups per KV head."""
+    num_heads = keep.shape[1]
+    group_size = num_heads // num_kv_heads
+    heads_kept, kv_kept = [], []
+    for layer_idx in range(keep.shape[0]):
+        wanted = int(keep[layer_idx].sum())
+        if wanted == 0:
+            heads_kept.append([])
+            kv_kept.append([])
+            continue
+        # (num_kv, group_size): goodness of each group's heads, best first
+        grouped = goodness[layer_idx].view(num_kv_heads, group_size).sort(dim=1, descending=True, stable=True)
+        options = [(abs(kv * g - wanted), kv, g) for kv in range(1, num_kv_heads + 1) for g in range(1, group_size + 1)]
+        _, kv_count, per_group = min(options)
+        group_value = grouped.values[:, :per_group].sum(dim=1)
+        groups = sorted(torch.sort(-group_value, stable=True).indices[:kv_count].tolist())
+        heads = sorted(g * group_size + int(i) for g in groups for i in grouped.indices[g, :per_group])
+        heads_kept.append(heads)
+        kv_kept.append(groups)
+    return heads_kept, kv_kept
+
+
+def _round_counts(counts: list[int], round_to: int, floor: int, maximum: int) -> list[int]:
+    """Per-layer counts in multiples of `round_to` whose total stays within `round_to` of the original total."""
+    if round_to <= 1:
+        return counts
+    total = sum(counts)
+    rounded = [min(max(round(c / round_to) * round_to, floor), maximum) for c in counts]
+    remainders = [c - r for c, r in zip(counts, rounded)]
+    while abs(sum(rounded) - total) >= round_to:
+        step = round_to if sum(rounded) < total else -round_to
+        candidates = [i for i in range(len(counts)) if floor <= rounded[i] + step <= maximum]
+        if not candidates:
+            break
+        i = max(candidates, key=lambda j: (remainders[j] if step > 0 else -remainders[j], -j))
+        rounded[i] += step
+        remainders[i] -= step
+    return rounded
+
+
+def _take_counts(order: torch.Tensor, shape: tuple[int, int], counts: list[int]) -> list[list[int]]:
+    units = shape[1]
+    kept = [[] for _ in range(shape[0])]
+    for index in order.tolist():
+        layer, unit = divmod(index, units)
+        if len(kept[layer]) < counts[layer]:
+            kept[layer].append(unit)
+    return [sorted(v) for v in kept]
+
+
+def _check_fraction(name, value, low_open):
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or not ((0 < value < 1) if low_open else (0 <= value < 1)):
+        interval = "(0, 1)" if low_open else "[0, 1)"
+        raise ValueError(f"`{name}` must be in {interval}, got {value!r}.")
+
+
+def build_plan(
+    scores,
+    config,
+    *,
+    sparsity: float | None = None,
+    mlp_sparsity: float | None = None,
+    attention_sparsity: float | None = None,
+    merge: str = "vote",
+    task_weights: dict[str, float] | None = None,
+    mlp_normalize: str = "none",
+    head_normalize: str = "layer",
+    allocation: str = "global",
+    round_to: int = 1,
+    min_mlp_fraction: float = 0.05,
+    allow_sublayer_removal: bool = False,
+) -> PruningPlan:
+    """Merges per-task scores into one plan that removes `sparsity` of the decoder blocks' attention + MLP parameters.
+
+    Each task keeps its global top-K MLP dimensions and top-K heads (across all layers); the per-task masks are merged
+    by `merge`; heads are then made GQA-valid per layer, and the MLP budget absorbs the difference so the total
+    removed fraction meets `sparsity`. See `DietPruner.prune` for the arguments.
+    """
+    _check_fraction("sparsity", sparsity, low_open=True)
+    _check_fraction("mlp_sparsity", mlp_sparsity, low_open=False)
+    _check_fraction("attention_sparsity", attention_sparsity, low_open=False)
+    if sparsity is not None and (mlp_sparsity is not None or attention_sparsity is not None):
+        raise ValueError("Pass either `sparsity` or `mlp_sparsity` / `attention_sparsity`, not both.")
+    if sparsity is None and not (mlp_sparsity or attention_sparsity):
+        raise ValueError("Nothing to prune: pass `sparsity` in (0, 1), or `mlp_sparsity` / `attention_sparsity` > 0.")
+    for name, value, allowed in (("merge", merge, MERGE_MODES), ("mlp_normalize", mlp_normalize, NORMALIZATIONS),
+                                 ("head_normalize", head_normalize, NORMALIZATIONS),
+                                 ("allocation", allocation, ALLOCATIONS)):
+        if value not in allowed:
+            raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+    if not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"`round_to` must be a positive integer, got {round_to!r}.")
+    scores.check_compatible(config)
+    tasks = scores.tasks
+    weights = None if task_weights is None else [float(task_weights.get(t, 0.0)) for t in tasks]
+    if weights is not None and sum(weights) <= 0:
+        raise ValueError(f"`task_weights` must give a positive weight to at least one of {tasks}, got {task_weights}.")
+    plan = PruningPlan.keep_all(config)
+    hidden, head_dim = plan.hidden_size, plan.head_dim
+    attn_share = sparsity if sparsity is not None else (attention_sparsity or 0.0)
+
+    # Heads: per-task global top-K, merged, then GQA-legalized per layer.
+    head_scores = [_normalize(scores.heads[t].double(), head_normalize) for t in tasks]
+    num_layers, num_heads = head_scores[0].shape
+    k_heads = round((1 - attn_share) * num_layers * num_heads)
+    head_floor = 0 if allow_sublayer_removal else 1
+    head_masks = [select_global_top_k(s, k_heads, floor=head_floor) for s in head_scores]
+    order = merged_order(head_masks, head_scores, merge=merge, weights=weights)
+    keep = (_uniform_take(order, (num_layers, num_heads), k_heads) if allocation == "uniform"
+            else _take(order, (num_layers, num_heads), k_heads, head_floor))
+    goodness = torch.empty(order.numel(), dtype=torch.float64)
+    goodness[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)
+    heads_kept, kv_kept = _legalize_heads(keep, goodness.view(num_layers, num_heads), plan.num_key_value_heads)
+
+    # MLP: the budget is what the total target leaves after the heads' exact removal.
+    width = plan.intermediate_size
+    mlp_scores = [_normalize(scores.mlp[t].double(), mlp_normalize) for t in tasks]
+    if sparsity is not None:
+        dense_total = plan.block_parameters()[1]
+        attn_removed = 2 * hidden * head_dim * sum(
+            (num_heads + plan.num_key_value_heads) - (len(q) + len(kv)) for q, kv in zip(heads_kept, kv_kept))
+        mlp_removed_units = round((sparsity * dense_total - attn_removed) / (3 * hidden))
+        k_mlp = num_layers * width - mlp_removed_units
+    else:
+        k_mlp = round((1 - (mlp_sparsity or 0.0)) * num_layers * width)
+    mlp_floor = 0 if allow_sublayer_removal else max(round_to, math.ceil(min_mlp_fraction * width))
+    k_mlp = min(max(k_mlp, mlp_floor * num_layers), num_layers * width)
+    mlp_masks = [select_global_top_k(s, k_mlp, floor=mlp_floor) for s in mlp_scores]
+    order = merged_order(mlp_masks, mlp_scores, merge=merge, weights=weights)
+    keep = (_uniform_take(order, (num_layers, width), k_mlp) if allocation == "uniform"
+            else _take(order, (num_layers, width), k_mlp, mlp_floor))
+    counts = _round_counts(keep.sum(dim=1).tolist(), round_to, mlp_floor, width)
+    mlp_kept = _take_counts(order, (num_layers, width), counts)
+
+    plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices = mlp_kept, heads_kept, kv_kept
+    plan.provenance = {
+        "tasks": tasks, "sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity,
+        "merge": merge, "task_weights": task_weights, "mlp_normalize": mlp_normalize, "head_normalize": head_normalize,
+        "allocation": allocation, "round_to": round_to, "min_mlp_fraction": min_mlp_fraction,
+        "allow_sublayer_removal": allow_sublayer_removal, "achieved_sparsity": None,
+    }
+    plan.__post_init__()
+    plan.provenance["achieved_sparsity"] = plan.sparsity
+    return plan

@@ -1,0 +1,99 @@
+"""Forward hooks that accumulate DIET's activation statistics (float32 running sums, padding ignored)."""
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .constants import ModelFamily
+
+__all__ = ["ActivationStats", "collect_activation_stats", "record_activation_stats"]
+
+logger = logging.getLogger(__name__)
+
+
+class ActivationStats:
+    """Running sums of |MLP activation| per dimension and of head-output L2 norms per head, over real tokens."""
+
+    def __init__(self, num_layers: int, intermediate_size: int, num_heads: int, head_dim: int):
+        self.head_dim = head_dim
+        self.num_heads = num_heads
+        self.mlp_sums = [torch.zeros(intermediate_size, dtype=torch.float32) for _ in range(num_layers)]
+        self.head_sums = [torch.zeros(num_heads, dtype=torch.float32) for _ in range(num_layers)]
+        self.num_tokens = 0
+        self.token_mask: torch.Tensor | None = None  # (batch, seq_len) bool, set per batch
+
+    def accumulate_mlp(self, layer_idx: int, activation: torch.Tensor) -> None:
+        """Adds `sum over real tokens of |a|`; `activation` is the input of `down_proj`, (batch, seq_len, width)."""
+        mask = self.token_mask.to(activation.device, torch.float32)
+        summed = torch.einsum("bsi,bs->i", activation.float().abs(), mask)
+        self.mlp_sums[layer_idx] += summed.cpu()
+
+    def accumulate_heads(self, layer_idx: int, attn_output: torch.Tensor) -> None:
+        """Adds per-head L2 norms; `attn_output` is the input of `o_proj`, (batch, seq_len, heads * head_dim)."""
+        batch, seq_len, _ = attn_output.shape
+        # (batch, seq_len, num_heads)
+        norms = attn_output.float().view(batch, seq_len, self.num_heads, self.head_dim).norm(dim=-1)
+        mask = self.token_mask.to(attn_output.device, torch.float32)
+        self.head_sums[layer_idx] += torch.einsum("bsh,bs->h", norms, mask).cpu()
+
+    def means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(num_layers, intermediate_size)` and `(num_layers, num_heads)` means over real tokens."""
+        if self.num_tokens == 0:
+            raise RuntimeError("No tokens were profiled; the calibration data is empty.")
+        return torch.stack(self.mlp_sums) / self.num_tokens, torch.stack(self.head_sums) / self.num_tokens
+
+
+@contextlib.contextmanager
+def record_activation_stats(model: nn.Module, family: ModelFamily, stats: ActivationStats) -> Iterator[ActivationStats]:
+    """Hooks `down_proj` and `o_proj` of every layer for the duration of the block; hooks leave on every path."""
+    handles = []
+    try:
+        for layer_idx in range(len(stats.mlp_sums)):
+            down = model.get_submodule(family.mlp_down_proj.format(layer_idx=layer_idx))
+            o_proj = model.get_submodule(family.attn_o_proj.format(layer_idx=layer_idx))
+            handles.append(down.register_forward_pre_hook(_hook(stats.accumulate_mlp, layer_idx)))
+            handles.append(o_proj.register_forward_pre_hook(_hook(stats.accumulate_heads, layer_idx)))
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _hook(accumulate, layer_idx):
+    def hook(module, args):
+        accumulate(layer_idx, args[0])
+
+    return hook
+
+
+def collect_activation_stats(
+    model: nn.Module,
+    family: ModelFamily,
+    batches: Iterable[dict[str, torch.Tensor]],
+    *,
+    num_batches: int | None = None,
+    description: str = "profiling",
+    disable_progress: bool = False,
+) -> ActivationStats:
+    """Runs `batches` (dicts with `input_ids`, `attention_mask`) through the decoder and returns the statistics.
+
+    Only the decoder runs: the LM head is not needed for the statistics and is most of the compute on Gemma 3.
+    """
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    stats = ActivationStats(config.num_hidden_layers, config.intermediate_size, config.num_attention_heads, head_dim)
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    device = next(model.parameters()).device
+    with record_activation_stats(model, family, stats), torch.inference_mode():
+        for batch in tqdm(batches, total=num_batches, desc=description, disable=disable_progress):
+            mask = batch["attention_mask"].bool()
+            stats.token_mask = mask
+            stats.num_tokens += int(mask.sum())
+            decoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                    use_cache=False)
+    stats.token_mask = None
+    return stats

@@ -1,0 +1,263 @@
+"""Task registry: where each task's data lives and how an example becomes lm-eval-harness 0.4's zero-shot prompt.
+
+Calibration and evaluation share the same formatting: a calibration text is the scored context, the task's target
+delimiter and the gold continuation, so DIET profiles the model on exactly what evaluation will ask of it.
+"""
+
+import json
+import os
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "TASKS",
+    "CalibrationSet",
+    "MultipleChoiceRequest",
+    "Task",
+    "get_task",
+    "load_calibration",
+    "load_examples",
+    "resolve_data_dir",
+]
+
+DATA_DIR_ENV = "DIET_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class MultipleChoiceRequest:
+    """One question as lm-eval scores it: `contexts[i]` + `delimiter` + `continuations[i]` for every choice `i`."""
+
+    example_id: str
+    contexts: list[str]
+    continuations: list[str]
+    label: int
+    delimiter: str = " "
+
+
+@dataclass(frozen=True)
+class Task:
+    """A multiple-choice task: its data sources and its prompt (lm-eval-harness 0.4 default template)."""
+
+    name: str
+    hub_path: str
+    hub_name: str | None
+    eval_split: str
+    train_split: str | None
+    build: Callable[[dict], MultipleChoiceRequest] = field(repr=False)
+    from_hub: Callable[[dict, int], dict] = field(repr=False)
+    # Headline metric (DESIGN.md section 4): `acc` for BoolQ, RTE, WinoGrande, `acc_norm` for the others.
+    headline_metric: str = "acc_norm"
+
+    def calibration_text(self, doc: dict) -> str:
+        """The scored prompt followed by the gold answer, as one calibration text."""
+        request = self.build(doc)
+        return request.contexts[request.label] + request.delimiter + request.continuations[request.label]
+
+
+def _hellaswag_preprocess(text: str) -> str:
+    # lm-eval's hellaswag `preprocess`.
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+def _single_context(doc_id: str, context: str, choices: list[str], label: int) -> MultipleChoiceRequest:
+    return MultipleChoiceRequest(doc_id, [context] * len(choices), list(choices), int(label))
+
+
+def _boolq(doc):
+    return _single_context(doc["id"], f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:", ["no", "yes"],
+                           doc["label"])
+
+
+def _rte(doc):
+    context = f"{doc['premise']}\nQuestion: {doc['hypothesis']} True or False?\nAnswer:"
+    return _single_context(doc["id"], context, ["True", "False"], doc["label"])
+
+
+def _hellaswag(doc):
+    context = _hellaswag_preprocess(doc["query"])
+    return _single_context(doc["id"], context, [_hellaswag_preprocess(e) for e in doc["endings"]], doc["label"])
+
+
+def _winogrande(doc):
+    # Partial scoring: each option fills the blank of the context; the shared remainder is the scored continuation.
+    sentence = doc["sentence"]
+    blank = sentence.index("_")
+    contexts = [sentence[:blank] + doc["option1"], sentence[:blank] + doc["option2"]]
+    remainder = sentence[blank + 1 :].strip()
+    return MultipleChoiceRequest(doc["id"], contexts, [remainder, remainder], int(doc["label"]))
+
+
+def _arc(doc):
+    return _single_context(doc["id"], f"Question: {doc['question']}\nAnswer:", doc["choices"]["text"], doc["label"])
+
+
+def _openbookqa(doc):
+    return _single_context(doc["id"], doc["question_stem"], doc["choices"]["text"], doc["label"])
+
+
+def _piqa(doc):
+    return _single_context(doc["id"], f"Question: {doc['goal']}\nAnswer:", [doc["sol1"], doc["sol2"]], doc["label"])
+
+
+# Hub rows -> the normalized schema of the local JSONL files (`shared/data/README.md`).
+def _hub_boolq(row, idx):
+    return {**row, "id": f"boolq-{row.get('idx', idx)}"}
+
+
+def _hub_rte(row, idx):
+    return {"id": f"rte-{row.get('idx', idx)}", "premise": row["sentence1"], "hypothesis": row["sentence2"],
+            "label": row["label"]}
+
+
+def _hub_hellaswag(row, idx):
+    query = row["activity_label"] + ": " + row["ctx_a"] + " " + row["ctx_b"].capitalize()
+    return {"id": f"hellaswag-{row.get('ind', idx)}", "query": query, "endings": row["endings"],
+            "label": int(row["label"])}
+
+
+def _hub_winogrande(row, idx):
+    return {**row, "id": f"winogrande-{idx}", "label": int(row["answer"]) - 1}
+
+
+def _hub_keyed_choices(row, idx):
+    return {**row, "id": row.get("id", str(idx)), "label": row["choices"]["label"].index(row["answerKey"])}
+
+
+def _hub_piqa(row, idx):
+    return {**row, "id": f"piqa-{idx}"}
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task("boolq", "super_glue", "boolq", "validation", "train", _boolq, _hub_boolq, "acc"),
+        Task("rte", "nyu-mll/glue", "rte", "validation", "train", _rte, _hub_rte, "acc"),
+        Task("hellaswag", "Rowan/hellaswag", None, "validation", "train", _hellaswag, _hub_hellaswag),
+        Task("winogrande", "allenai/winogrande", "winogrande_xl", "validation", "train", _winogrande,
+             _hub_winogrande, "acc"),
+        Task("arc_easy", "allenai/ai2_arc", "ARC-Easy", "test", "train", _arc, _hub_keyed_choices),
+        Task("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", "test", "train", _arc, _hub_keyed_choices),
+        Task("openbookqa", "allenai/openbookqa", "main", "test", "train", _openbookqa, _hub_keyed_choices),
+        Task("piqa", "ybisk/piqa", None, "validation", "train", _piqa, _hub_piqa),
+    )
+}
+PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+
+
+def get_task(name: str) -> Task:
+    """Returns the registered task `name`; `ValueError` lists the known ones."""
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; known tasks: {', '.join(TASKS)}.")
+    return TASKS[name]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """`data_dir`, else `$DIET_DATA_DIR`, else `None` (load from the Hub)."""
+    value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+    return None if value in (None, "") else Path(value)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_examples(task: str | Task, split: str, *, data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Loads one split of a task as normalized rows, from `data_dir` (or `$DIET_DATA_DIR`) or else from the Hub.
+
+    Raises:
+        FileNotFoundError: the split is neither in the data directory nor loadable from the Hub; the message says
+            where it looked.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    directory = resolve_data_dir(data_dir)
+    if directory is not None:
+        path = directory / task.name / f"{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"No `{split}` split for task {task.name!r}: {path} does not exist (data directory {directory}, "
+                f"from `data_dir` or ${DATA_DIR_ENV}). Point `data_dir` at a folder with <task>/<split>.jsonl files."
+            )
+        rows = _read_jsonl(path)
+    else:
+        rows = _load_from_hub(task, split)
+    if not rows:
+        raise ValueError(f"The `{split}` split of task {task.name!r} is empty.")
+    return rows
+
+
+def _load_from_hub(task: Task, split: str) -> list[dict]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(task.hub_path, task.hub_name, split=split)
+    except Exception as error:  # datasets raises many types for "not reachable / not found"
+        raise FileNotFoundError(
+            f"Could not load the `{split}` split of task {task.name!r} from the Hub dataset {task.hub_path!r}"
+            f"{f' ({task.hub_name})' if task.hub_name else ''} and no data directory is set (`data_dir` or "
+            f"${DATA_DIR_ENV}): {error}"
+        ) from error
+    return [task.from_hub(dict(row), idx) for idx, row in enumerate(dataset)]
+
+
+@dataclass
+class CalibrationSet:
+    """Calibration texts of one task, with the ids they came from and the evaluation ids they use up."""
+
+    task: str
+    texts: list[str]
+    example_ids: list[str]
+    excluded_eval_ids: list[str]
+
+
+def load_calibration(
+    task: str, *, num_samples: int = 100, seed: int = 0, data_dir: str | os.PathLike | None = None
+) -> CalibrationSet:
+    """Draws `num_samples` calibration texts of `task` with a fixed seed.
+
+    They come from the train split; where it is missing or too small, the rest is drawn from the evaluation split and
+    those ids are returned in `excluded_eval_ids`, so evaluation can leave them out.
+    """
+    if num_samples < 1:
+        raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
+    spec = get_task(task)
+    rng = random.Random(seed)
+    try:
+        train = load_examples(spec, spec.train_split, data_dir=data_dir) if spec.train_split else []
+    except FileNotFoundError:
+        train = []
+    chosen = rng.sample(train, min(num_samples, len(train)))
+    excluded: list[dict] = []
+    if len(chosen) < num_samples:
+        evaluation = load_examples(spec, spec.eval_split, data_dir=data_dir)
+        needed = num_samples - len(chosen)
+        if needed > len(evaluation):
+            raise ValueError(f"Task {task!r} has only {len(train) + len(evaluation)} examples; asked for {num_samples}.")
+        excluded = rng.sample(evaluation, needed)
+    docs = chosen + excluded
+    return CalibrationSet(
+        task=task,
+        texts=[spec.calibration_text(doc) for doc in docs],
+        example_ids=[str(doc["id"]) for doc in docs],
+        excluded_eval_ids=[str(doc["id"]) for doc in excluded],
+    )
+
+
+def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") -> CalibrationSet:
+    """A user task from a list of strings or a `datasets.Dataset` with a text column."""
+    if hasattr(data, "column_names"):
+        if text_column not in data.column_names:
+            raise ValueError(f"Dataset for task {name!r} has no `{text_column}` column; columns: {data.column_names}.")
+        texts = list(data[text_column])
+    else:
+        texts = list(data)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"Custom task {name!r} must be a non-empty list of strings or a Dataset with a text column.")
+    return CalibrationSet(task=name, texts=texts, example_ids=[f"{name}-{i}" for i in range(len(texts))],
+                          excluded_eval_ids=[])

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny random Gemma models, seeded batches, the local benchmark data. No network."""
+
+import os
+
+# Before transformers / datasets are imported anywhere: tests never reach the Hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("DIET_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+FAMILIES = {"gemma2": (Gemma2Config, Gemma2ForCausalLM), "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM)}
+
+
+def tiny_config_kwargs(**overrides) -> dict:
+    """Sizes of the tiny test models (STYLE.md section 7)."""
+    values = dict(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=4, max_position_embeddings=64, query_pre_attn_scalar=8,
+        pad_token_id=0, bos_token_id=2, eos_token_id=1, attn_implementation="eager",
+    )
+    values.update(overrides)
+    return values
+
+
+def tiny_gemma2_config(**overrides) -> Gemma2Config:
+    return Gemma2Config(**tiny_config_kwargs(**overrides))
+
+
+def tiny_dense_model(family: str = "gemma2", seed: int = 0, **overrides):
+    """A tiny random dense model of `family`, float32, eval mode, with non-trivial norm weights."""
+    config_class, model_class = FAMILIES[family]
+    if family == "gemma3_text":
+        overrides.setdefault("layer_types", ["sliding_attention", "full_attention"])
+    torch.manual_seed(seed)
+    model = model_class(config_class(**tiny_config_kwargs(**overrides))).eval()
+    with torch.no_grad():  # norms start at zero (scale 1); randomize them so they matter in the comparisons
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_(0, 0.3)
+    return model
+
+
+def random_batch(batch_size: int = 2, seq_len: int = 10, vocab_size: int = 128, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab_size, (batch_size, seq_len), generator=generator)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not (DATA_DIR / "boolq").is_dir():
+        pytest.skip(f"benchmark data not found at {DATA_DIR} (set DIET_DATA_DIR)")
+    return DATA_DIR

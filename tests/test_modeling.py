@@ -1,0 +1,243 @@
+"""The pruned model format: config validation and round trip, exactness vs the stock models, generation, training."""
+
+import random
+
+import pytest
+import torch
+from conftest import random_batch, tiny_config_kwargs, tiny_dense_model
+
+from diet_hf import (
+    PrunedGemma2Config,
+    PrunedGemma2ForCausalLM,
+    PrunedGemma2ForSequenceClassification,
+    PrunedGemma3ForCausalLM,
+    PrunedGemma3TextConfig,
+    to_pruned_model,
+)
+
+PRUNED = {
+    "gemma2": (PrunedGemma2Config, PrunedGemma2ForCausalLM),
+    "gemma3_text": (PrunedGemma3TextConfig, PrunedGemma3ForCausalLM),
+}
+
+
+def pruned_model(family, seed=0, **per_layer):
+    config_class, model_class = PRUNED[family]
+    extra = {"layer_types": ["sliding_attention", "full_attention"]} if family == "gemma3_text" else {}
+    kwargs = {**tiny_config_kwargs(**extra), **per_layer}
+    torch.manual_seed(seed)
+    model = model_class(config_class(**kwargs)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_(0, 0.3)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("config_class", [PrunedGemma2Config, PrunedGemma3TextConfig])
+def test_config_round_trip(tmp_path, config_class):
+    config = config_class(**tiny_config_kwargs(), intermediate_size_per_layer=[64, 0],
+                          num_attention_heads_per_layer=[2, 4], num_key_value_heads_per_layer=[1, 2],
+                          pruning={"method": "DIET", "tasks": ["boolq"]})
+    assert config_class.from_dict(config.to_dict()).to_dict() == config.to_dict()
+    config.save_pretrained(tmp_path)
+    loaded = config_class.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    assert loaded.intermediate_size_per_layer == [64, 0]
+    assert loaded.pruning == {"method": "DIET", "tasks": ["boolq"]}
+    assert loaded.auto_map["AutoModelForCausalLM"].startswith("modeling_pruned_gemma2.")
+    # global fields keep the base model's values
+    assert loaded.intermediate_size == 64 and loaded.num_attention_heads == 4
+
+
+def test_config_absent_lists_mean_unpruned():
+    config = PrunedGemma2Config(**tiny_config_kwargs())
+    assert [config.layer_intermediate_size(i) for i in range(2)] == [64, 64]
+    assert [config.layer_num_key_value_heads(i) for i in range(2)] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"intermediate_size_per_layer": [64]}, r"`intermediate_size_per_layer` must have one entry per layer"),
+        ({"num_attention_heads_per_layer": [4, 4, 4]}, r"`num_attention_heads_per_layer` must have one entry"),
+        ({"intermediate_size_per_layer": [64, -1]}, r"`intermediate_size_per_layer`\[1\] must be >= 0.*layer 1"),
+        ({"num_attention_heads_per_layer": [3, 4]}, r"Layer 0: 3 query heads .* do not split into 2 KV groups"),
+        ({"num_attention_heads_per_layer": [4, 0]}, r"Layer 1: 2 KV heads but 0 query heads"),
+        ({"num_key_value_heads_per_layer": [0, 2]}, r"Layer 0: 4 query heads but 0 KV heads"),
+    ],
+)
+@pytest.mark.parametrize("config_class", [PrunedGemma2Config, PrunedGemma3TextConfig])
+def test_config_validation_errors(config_class, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        config_class(**tiny_config_kwargs(), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ exactness
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_unpruned_equals_stock(family, attn):
+    # sdpa has no logit soft-capping; compare both sides without it so sdpa is exact (Gemma-2 caps by default)
+    dense = tiny_dense_model(family, attn_logit_softcapping=None)
+    pruned = to_pruned_model(dense)
+    if hasattr(pruned, "set_attn_implementation"):  # transformers 5.x
+        pruned.set_attn_implementation(attn)
+    assert pruned.config._attn_implementation == attn
+    ids = random_batch()
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding on the second row
+    with torch.no_grad():
+        expected = dense(ids, attention_mask=mask).logits
+        got = pruned(ids, attention_mask=mask).logits
+    assert type(pruned).__name__.startswith("Pruned")
+    real = mask.bool()  # padded positions attend to nothing; eager and sdpa fill them differently
+    assert (expected[real] - got[real]).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_unpruned_equals_stock_with_softcapping(family):
+    dense = tiny_dense_model(family, attn_logit_softcapping=5.0, final_logit_softcapping=3.0)
+    pruned = to_pruned_model(dense)
+    ids = random_batch()
+    with torch.no_grad():
+        assert (dense(ids).logits - pruned(ids).logits).abs().max().item() <= 1e-5
+
+
+def test_to_pruned_model_shares_weights():
+    dense = tiny_dense_model("gemma2")
+    pruned = to_pruned_model(dense)
+    assert pruned.model.layers[0].mlp.down_proj.weight.data_ptr() == dense.model.layers[0].mlp.down_proj.weight.data_ptr()
+    assert pruned.lm_head.weight.data_ptr() == pruned.model.embed_tokens.weight.data_ptr()
+
+
+# ------------------------------------------------------------------------------------------------ uneven configs
+
+
+def _random_uneven(rng: random.Random):
+    widths, heads, kv = [], [], []
+    for _ in range(2):
+        widths.append(rng.choice([0, 1, 7, 33, 64]))
+        kv_count = rng.choice([0, 1, 2])
+        kv.append(kv_count)
+        heads.append(kv_count * rng.choice([1, 2]))
+    return {"intermediate_size_per_layer": widths, "num_attention_heads_per_layer": heads,
+            "num_key_value_heads_per_layer": kv}
+
+
+UNEVEN_CASES = [
+    {"intermediate_size_per_layer": [0, 17], "num_attention_heads_per_layer": [2, 0],
+     "num_key_value_heads_per_layer": [1, 0]},  # a layer with no MLP and a layer with no attention
+    {"intermediate_size_per_layer": [5, 64], "num_attention_heads_per_layer": [0, 3],
+     "num_key_value_heads_per_layer": [0, 1]},  # layer 0 (whose cache length generate reads) has no attention
+] + [_random_uneven(random.Random(seed)) for seed in range(4)]
+
+
+def _greedy_by_full_forward(model, ids, steps):
+    for _ in range(steps):
+        with torch.no_grad():
+            next_token = model(ids).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, next_token], dim=1)
+    return ids
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("case", range(len(UNEVEN_CASES)))
+def test_uneven_generation_matches_full_forward(family, case):
+    model = pruned_model(family, seed=case, **UNEVEN_CASES[case])
+    model.generation_config.pad_token_id = 0
+    ids = random_batch(1, 7, seed=case)
+    expected = _greedy_by_full_forward(model, ids, 6)
+    dynamic = model.generate(ids, max_new_tokens=6, do_sample=False, min_new_tokens=6)
+    static = model.generate(ids, max_new_tokens=6, do_sample=False, min_new_tokens=6, cache_implementation="static")
+    assert dynamic.tolist() == expected.tolist()
+    assert static.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_left_padded_batch_generation_equals_one_by_one(family):
+    model = pruned_model(family, **UNEVEN_CASES[0])
+    model.generation_config.pad_token_id = 0
+    prompts = [random_batch(1, 5, seed=1)[0], random_batch(1, 8, seed=2)[0]]
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros((2, width), dtype=torch.long)
+    mask = torch.zeros((2, width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = prompt
+        mask[row, width - len(prompt):] = 1
+    batched = model.generate(ids, attention_mask=mask, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    for row, prompt in enumerate(prompts):
+        single = model.generate(prompt[None], max_new_tokens=5, min_new_tokens=5, do_sample=False)
+        assert batched[row, width:].tolist() == single[0, len(prompt):].tolist()
+
+
+def test_parameter_count_follows_per_layer_sizes():
+    model = pruned_model("gemma2", intermediate_size_per_layer=[10, 0], num_attention_heads_per_layer=[2, 4],
+                         num_key_value_heads_per_layer=[1, 2])
+    assert model.model.layers[0].mlp.gate_proj.weight.shape == (10, 32)
+    assert model.model.layers[0].self_attn.q_proj.weight.shape == (16, 32)
+    assert model.model.layers[0].self_attn.k_proj.weight.shape == (8, 32)
+    assert not any(name.startswith("model.layers.1.mlp.") for name, _ in model.named_parameters())
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def test_gradients_finite_and_checkpointing_matches():
+    model = pruned_model("gemma2", **UNEVEN_CASES[0]).train()
+    ids = random_batch()
+    loss = model(ids, labels=ids).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads and all(torch.isfinite(g).all() for g in grads.values())
+    model.zero_grad()
+    enable = getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)
+    enable()
+    assert model.model.gradient_checkpointing
+    model(ids, labels=ids).loss.backward()
+    for name, param in model.named_parameters():
+        if name in grads:
+            torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_peft_lora_trains(family):
+    peft = pytest.importorskip("peft")
+    model = pruned_model(family, intermediate_size_per_layer=[16, 40], num_attention_heads_per_layer=[2, 4],
+                         num_key_value_heads_per_layer=[1, 2])
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                              "up_proj", "down_proj"])
+    model = peft.get_peft_model(model, lora).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = random_batch(2, 12)
+    losses = []
+    for _ in range(8):
+        loss = model(input_ids=ids, labels=ids).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1] < losses[0] - 0.1
+
+
+def test_load_bfloat16_and_device_map(tmp_path):
+    model = pruned_model("gemma2", **UNEVEN_CASES[0])
+    model.save_pretrained(tmp_path)
+    loaded = PrunedGemma2ForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.model.layers[1].mlp.down_proj.weight.dtype == torch.bfloat16
+    assert torch.isfinite(loaded(random_batch()).logits.float()).all()
+    mapped = PrunedGemma2ForCausalLM.from_pretrained(tmp_path, device_map="auto")
+    assert {p.device.type for p in mapped.parameters()} == {"cpu"}
+    with torch.no_grad():
+        torch.testing.assert_close(mapped(random_batch()).logits, model(random_batch()).logits)
+
+
+def test_sequence_classification_runs():
+    config = PrunedGemma2Config(**tiny_config_kwargs(), intermediate_size_per_layer=[8, 16], num_labels=3)
+    model = PrunedGemma2ForSequenceClassification(config).eval()
+    ids = random_batch()
+    assert model(ids).logits.shape == (2, 3)
