@@ -156,12 +156,12 @@ def _head_dim(config) -> int:
 
 
 def rank_normalize(scores: torch.Tensor) -> torch.Tensor:
-    """Ranks of all entries scaled to [0, 1] (1 = highest score); ties keep index order."""
+    """Ranks of all entries scaled to [0, 1] (1 = highest score); tied scores share their average rank."""
     flat = scores.flatten().double()
-    order = torch.sort(flat, stable=True).indices
-    ranks = torch.empty_like(flat)
-    ranks[order] = torch.arange(flat.numel(), dtype=torch.float64)
-    return (ranks / max(flat.numel() - 1, 1)).view_as(scores)
+    values, inverse, counts = torch.unique(flat, sorted=True, return_inverse=True, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    average_rank = starts.double() + (counts.double() - 1) / 2
+    return (average_rank[inverse] / max(flat.numel() - 1, 1)).view_as(scores)
 
 
 def _priority_order(primary: torch.Tensor, secondary: torch.Tensor | None = None) -> torch.Tensor:

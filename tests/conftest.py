@@ -58,3 +58,20 @@ def data_dir() -> Path:
     if not (DATA_DIR / "boolq").is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR} (set DIET_DATA_DIR)")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A 128-token BPE tokenizer trained in-process on a few sentences (no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=128, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+                                  initial_alphabet=[], show_progress=False)
+    corpus = ["Question: what is the answer? Answer: yes no True False"] * 4
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>",
+                                   bos_token="<bos>", unk_token="<unk>")

@@ -1,0 +1,138 @@
+"""Keep-masks, DIET's majority vote, GQA legalization, budgets and the plan file."""
+
+import pytest
+import torch
+from conftest import tiny_gemma2_config
+
+from diet_hf import ImportanceScores, PruningPlan
+from diet_hf.plan import build_plan, merge_keep_masks, rank_normalize, select_global_top_k
+
+
+def test_rank_normalize_orders_and_averages_ties():
+    ranks = rank_normalize(torch.tensor([[3.0, 1.0], [1.0, 5.0]]))
+    assert ranks.tolist() == [[2 / 3, 0.5 / 3], [0.5 / 3, 1.0]]
+
+
+def test_global_top_k_with_floor():
+    scores = torch.tensor([[9.0, 8.0, 7.0], [1.0, 0.5, 0.2]])
+    assert select_global_top_k(scores, 3).tolist() == [[True, True, True], [False, False, False]]
+    assert select_global_top_k(scores, 3, floor=1).tolist() == [[True, True, False], [True, False, False]]
+
+
+def test_vote_keeps_majority_then_mean_rank_then_index():
+    # 3 tasks over 1 layer x 5 units, keep k = 2
+    masks = [torch.tensor([[1, 1, 0, 0, 0]]), torch.tensor([[1, 0, 1, 0, 0]]), torch.tensor([[0, 1, 1, 0, 0]])]
+    masks = [m.bool() for m in masks]
+    # every unit 0..2 has 2 votes; mean ranks decide: unit 2 best, then unit 0 and 1 tie -> lower index (0)
+    scores = [torch.tensor([[3.0, 4.0, 5.0, 1.0, 0.0]]), torch.tensor([[4.0, 3.0, 5.0, 1.0, 0.0]]),
+              torch.tensor([[4.0, 4.5, 3.5, 1.0, 0.0]])]
+    # mean ranks: unit0 (2+3+3)/3, unit1 (3+2+4)/3, unit2 (4+4+2)/3 -> unit2 10/3, unit1 9/3, unit0 8/3
+    assert merge_keep_masks(masks, scores, 2).tolist() == [[False, True, True, False, False]]
+    # exact ties in votes and ranks fall back to (layer, index)
+    same = [torch.tensor([[1.0, 1.0, 1.0]])] * 3
+    all_kept = [torch.tensor([[True, True, True]])] * 3
+    assert merge_keep_masks(all_kept, same, 2).tolist() == [[True, True, False]]
+
+
+def test_vote_outranks_scores():
+    # unit 3 has the best mean rank but only 1 of 5 votes; units with majority votes win
+    masks = [torch.tensor([[1, 1, 0, 0]]), torch.tensor([[1, 1, 0, 0]]), torch.tensor([[1, 0, 1, 0]]),
+             torch.tensor([[0, 1, 1, 0]]), torch.tensor([[0, 0, 0, 1]])]
+    scores = [torch.tensor([[1.0, 2.0, 3.0, 100.0]])] * 5
+    merged = merge_keep_masks([m.bool() for m in masks], scores, 2)
+    assert merged.tolist() == [[True, True, False, False]]
+    mean = merge_keep_masks([m.bool() for m in masks], scores, 2, merge="mean")
+    assert mean.tolist() == [[False, False, True, True]]
+
+
+def _scores(num_tasks=3, seed=0, config=None):
+    config = config or tiny_gemma2_config()
+    g = torch.Generator().manual_seed(seed)
+    layers = config.num_hidden_layers
+    mlp = {f"t{i}": torch.rand(layers, config.intermediate_size, generator=g) * (i + 1) for i in range(num_tasks)}
+    heads = {f"t{i}": torch.rand(layers, config.num_attention_heads, generator=g) for i in range(num_tasks)}
+    return ImportanceScores(mlp, heads, {"model_type": config.model_type})
+
+
+@pytest.mark.parametrize("sparsity", [0.1, 0.2, 0.3, 0.4, 0.5])
+@pytest.mark.parametrize("kv_heads", [2, 4])
+def test_budget_met_and_widths_uneven(sparsity, kv_heads):
+    config = tiny_gemma2_config(num_hidden_layers=6, intermediate_size=256, hidden_size=64, num_key_value_heads=kv_heads,
+                                layer_types=["sliding_attention", "full_attention"] * 3)
+    g = torch.Generator().manual_seed(1)
+    depth = torch.linspace(2.0, 0.2, 6)[:, None]  # scores fall with depth, as on Gemma 3
+    mlp = {f"t{i}": torch.rand(6, 256, generator=g) * depth for i in range(3)}
+    heads = {f"t{i}": torch.rand(6, 4, generator=g) * depth for i in range(3)}
+    plan = build_plan(ImportanceScores(mlp, heads), config, sparsity=sparsity)
+    assert abs(plan.sparsity - sparsity) <= 0.005
+    assert len(set(plan.intermediate_size_per_layer)) > 1
+
+
+def test_round_to_keeps_budget_within_one_unit_per_layer():
+    config = tiny_gemma2_config(num_hidden_layers=4, intermediate_size=256, layer_types=["sliding_attention"] * 4)
+    scores = _scores(config=config)
+    plan = build_plan(scores, config, mlp_sparsity=0.3, round_to=16)
+    assert all(w % 16 == 0 for w in plan.intermediate_size_per_layer)
+    assert abs(sum(plan.intermediate_size_per_layer) - round(0.7 * 4 * 256)) <= 16 * 4
+
+
+def test_heads_are_gqa_valid_and_floors_hold():
+    config = tiny_gemma2_config(num_hidden_layers=2)
+    plan = build_plan(_scores(config=config), config, attention_sparsity=0.6)
+    for heads, kv in zip(plan.head_kept_indices, plan.kv_head_kept_indices):
+        assert len(heads) >= 1 and len(heads) % len(kv) == 0
+        assert sorted({h // 2 for h in heads}) == kv
+    assert plan.intermediate_size_per_layer == [64, 64]
+
+
+def test_sublayer_removal_only_when_allowed():
+    config = tiny_gemma2_config()
+    mlp = {"a": torch.tensor([[1.0] * 64, [1e-6] * 64])}
+    heads = {"a": torch.tensor([[1.0] * 4, [1e-6] * 4])}
+    scores = ImportanceScores(mlp, heads)
+    kept = build_plan(scores, config, mlp_sparsity=0.5, attention_sparsity=0.5, head_normalize="none")
+    assert min(kept.intermediate_size_per_layer) > 0 and min(kept.num_attention_heads_per_layer) > 0
+    removed = build_plan(scores, config, mlp_sparsity=0.5, attention_sparsity=0.5, head_normalize="none",
+                         allow_sublayer_removal=True)
+    assert removed.intermediate_size_per_layer == [64, 0]
+    assert removed.num_attention_heads_per_layer == [4, 0]
+
+
+def test_plan_is_deterministic_and_round_trips(tmp_path):
+    config = tiny_gemma2_config()
+    first = build_plan(_scores(seed=3), config, sparsity=0.25)
+    second = build_plan(_scores(seed=3), config, sparsity=0.25)
+    assert first.to_dict() == second.to_dict()
+    first.save_pretrained(tmp_path)
+    assert PruningPlan.from_pretrained(tmp_path).to_dict() == first.to_dict()
+    assert PruningPlan.from_dict({**first.to_dict(), "from_the_future": 1}).to_dict() == first.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sparsity": 1.0}, r"`sparsity` must be in \(0, 1\), got 1.0"),
+        ({"sparsity": 0.0}, r"`sparsity` must be in \(0, 1\), got 0.0"),
+        ({"sparsity": -0.1}, r"`sparsity` must be in \(0, 1\)"),
+        ({"mlp_sparsity": 1.2}, r"`mlp_sparsity` must be in \[0, 1\), got 1.2"),
+        ({"sparsity": 0.2, "mlp_sparsity": 0.1}, r"either `sparsity` or"),
+        ({}, r"Nothing to prune"),
+        ({"sparsity": 0.2, "merge": "max"}, r"`merge` must be one of"),
+        ({"sparsity": 0.2, "round_to": 0}, r"`round_to` must be a positive integer"),
+        ({"sparsity": 0.2, "task_weights": {"zzz": 1.0}}, r"`task_weights` must give a positive weight"),
+    ],
+)
+def test_build_plan_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_plan(_scores(), tiny_gemma2_config(), **kwargs)
+
+
+def test_invalid_plan_errors():
+    plan = PruningPlan.keep_all(tiny_gemma2_config())
+    data = plan.to_dict()
+    with pytest.raises(ValueError, match=r"Layer 0: query heads \[0, 1, 2\] do not split into equal groups"):
+        PruningPlan.from_dict({**data, "head_kept_indices": [[0, 1, 2], [0, 1, 2, 3]]})
+    with pytest.raises(ValueError, match=r"`mlp_kept_indices\[1\]` must be sorted unique indices in \[0, 64\)"):
+        PruningPlan.from_dict({**data, "mlp_kept_indices": [[0], [5, 3]]})
+    with pytest.raises(ValueError, match=r"one entry per layer"):
+        PruningPlan.from_dict({**data, "mlp_kept_indices": [[0]]})

@@ -1,0 +1,69 @@
+"""Hooks give exact statistics, ignore padding, and always leave."""
+
+import pytest
+import torch
+from conftest import random_batch, tiny_dense_model
+
+from diet_hf.constants import FAMILIES
+from diet_hf.profiler import ActivationStats, collect_activation_stats, record_activation_stats
+
+GEMMA2 = FAMILIES[0]
+
+
+def test_accumulate_exact_on_hand_values():
+    stats = ActivationStats(num_layers=1, intermediate_size=3, num_heads=2, head_dim=2)
+    stats.token_mask = torch.tensor([[True, True, False]])
+    activation = torch.tensor([[[1.0, -2.0, 3.0], [-1.0, 0.0, 1.0], [100.0, 100.0, 100.0]]])
+    stats.accumulate_mlp(0, activation)
+    attn = torch.tensor([[[3.0, 4.0, 0.0, 1.0], [0.0, 0.0, 6.0, 8.0], [9.0, 9.0, 9.0, 9.0]]])
+    stats.accumulate_heads(0, attn)
+    stats.num_tokens = 2
+    mlp, heads = stats.means()
+    assert mlp.tolist() == [[1.0, 1.0, 2.0]]
+    assert heads.tolist() == [[2.5, 5.5]]
+
+
+def test_hooks_on_linear_inputs_and_removed_after_error():
+    model = tiny_dense_model("gemma2")
+    stats = ActivationStats(2, 64, 4, 8)
+    with pytest.raises(RuntimeError, match="boom"), record_activation_stats(model, GEMMA2, stats):
+        raise RuntimeError("boom")
+    for layer in model.model.layers:
+        assert not layer.mlp.down_proj._forward_pre_hooks and not layer.self_attn.o_proj._forward_pre_hooks
+
+
+def test_scores_match_manual_computation():
+    model = tiny_dense_model("gemma2")
+    ids = random_batch(1, 9)
+    captured = {}
+    handle = model.model.layers[1].mlp.down_proj.register_forward_hook(
+        lambda m, args, out: captured.__setitem__("a", args[0].detach()))
+    with torch.no_grad():
+        model(ids)
+    handle.remove()
+    stats = collect_activation_stats(model, GEMMA2, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}],
+                                     disable_progress=True)
+    mlp, _ = stats.means()
+    torch.testing.assert_close(mlp[1], captured["a"][0].abs().mean(0), rtol=1e-6, atol=1e-7)
+
+
+def test_batch_size_does_not_change_scores():
+    model = tiny_dense_model("gemma3_text")
+    lengths = [5, 9, 12, 3, 7, 12, 8, 4]
+    rows = [random_batch(1, n, seed=i)[0] for i, n in enumerate(lengths)]
+
+    def batches(size):
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            width = max(len(r) for r in chunk)
+            ids = torch.zeros(len(chunk), width, dtype=torch.long)
+            mask = torch.zeros(len(chunk), width, dtype=torch.long)
+            for i, r in enumerate(chunk):
+                ids[i, : len(r)], mask[i, : len(r)] = r, 1
+            yield {"input_ids": ids, "attention_mask": mask}
+
+    one = collect_activation_stats(model, FAMILIES[1], batches(1), disable_progress=True)
+    eight = collect_activation_stats(model, FAMILIES[1], batches(8), disable_progress=True)
+    assert one.num_tokens == eight.num_tokens == sum(lengths)
+    for a, b in zip(one.means(), eight.means()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

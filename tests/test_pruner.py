@@ -1,0 +1,94 @@
+"""DietPruner end to end on tiny models and the real local data; call-order and input errors."""
+
+import pytest
+import torch
+from conftest import random_batch, tiny_dense_model
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+import diet_hf.importance
+from diet_hf import DietPruner, ImportanceScores, PrunedGemma3ForCausalLM
+
+
+def test_profile_prune_save_load(tmp_path, data_dir, tiny_tokenizer):
+    dense = tiny_dense_model("gemma3_text")
+    pruner = DietPruner(dense, tiny_tokenizer, model_id="tiny/gemma3")
+    pruned = pruner.profile(tasks=["rte", "boolq", "winogrande"], num_samples=6, batch_size=4, data_dir=data_dir,
+                            disable_progress=True).prune(sparsity=0.2)
+    assert isinstance(pruned, PrunedGemma3ForCausalLM)
+    assert abs(pruner.plan.sparsity - 0.2) <= 0.01
+    record = pruned.config.pruning
+    assert record["method"] == "DIET" and record["tasks"] == ["rte", "boolq", "winogrande"]
+    assert record["total_parameters"]["pruned"] == sum(p.numel() for p in pruned.parameters())
+    assert pruner.scores.provenance["excluded_eval_ids"]["boolq"] == []
+    assert len(pruner.scores.provenance["sample_ids"]["rte"]) == 6
+    pruned.save_pretrained(tmp_path / "model")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    ids = random_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, pruned(ids).logits)
+
+
+def test_saved_scores_prune_without_forward_pass(tmp_path, monkeypatch):
+    dense = tiny_dense_model("gemma2")
+    batches = [{"input_ids": random_batch(2, 8, seed=i), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+               for i in range(2)]
+    pruner = DietPruner(dense).profile({"a": batches, "b": batches[:1]}, disable_progress=True)
+    first = pruner.prune(sparsity=0.3)
+    pruner.save_scores(tmp_path / "scores")
+    again = DietPruner(dense)
+    monkeypatch.setattr("diet_hf.pruner.collect_activation_stats", None)  # any forward pass would now fail
+    second = again.load_scores(tmp_path / "scores").prune(sparsity=0.3)
+    assert again.plan.to_dict() == pruner.plan.to_dict()
+    assert again.scores.provenance == pruner.scores.provenance
+    ids = random_batch()
+    with torch.no_grad():
+        assert torch.equal(first(ids).logits, second(ids).logits)
+
+
+def test_prune_before_profile():
+    with pytest.raises(RuntimeError, match=r"call `profile\(\)` \(or `load_scores\(\)`\) before `prune\(\)`"):
+        DietPruner(tiny_dense_model("gemma2")).prune(sparsity=0.2)
+
+
+def test_unsupported_model_is_refused(tmp_path):
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2))
+    with pytest.raises(ValueError, match=r"Unsupported `model_type` 'llama'; diet-hf supports gemma2, gemma3_text"):
+        DietPruner(llama)
+    llama.config.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"Unsupported `model_type` 'llama'"):
+        DietPruner.from_pretrained(tmp_path)
+
+
+def test_scores_for_another_model(tmp_path):
+    small = tiny_dense_model("gemma2")
+    batches = [{"input_ids": random_batch(), "attention_mask": torch.ones(2, 10, dtype=torch.long)}]
+    DietPruner(small).profile({"a": batches}, disable_progress=True).save_scores(tmp_path / "scores")
+    other = tiny_dense_model("gemma2", intermediate_size=48)
+    with pytest.raises(ValueError, match=r"importance scores were made for another model"):
+        DietPruner(other).load_scores(tmp_path / "scores")
+    gemma3 = tiny_dense_model("gemma3_text")
+    with pytest.raises(ValueError, match=r"made for `model_type` 'gemma2', not 'gemma3_text'"):
+        DietPruner(gemma3).load_scores(tmp_path / "scores")
+
+
+def test_unknown_task_and_bad_arguments(data_dir):
+    pruner = DietPruner(tiny_dense_model("gemma2"))
+    with pytest.raises(ValueError, match=r"Unknown task 'squad'; known tasks"):
+        pruner.profile(tasks=["squad"], data_dir=data_dir)
+    with pytest.raises(ValueError, match=r"`batch_size` must be >= 1, got 0"):
+        pruner.profile(tasks=["rte"], batch_size=0, data_dir=data_dir)
+    with pytest.raises(ValueError, match=r"needs a tokenizer"):
+        pruner.profile(tasks=["rte"], num_samples=2, data_dir=data_dir, disable_progress=True)
+
+
+def test_failed_score_save_leaves_nothing(tmp_path, monkeypatch):
+    scores = ImportanceScores({"a": torch.ones(2, 4)}, {"a": torch.ones(2, 2)})
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(diet_hf.importance, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        scores.save_pretrained(tmp_path / "scores")
+    assert list(tmp_path.iterdir()) == []

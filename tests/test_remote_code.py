@@ -1,0 +1,150 @@
+"""Saved checkpoints load anywhere with stock transformers: fresh process, `diet_hf` unimportable, 4.57 too."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT, random_batch, tiny_dense_model
+
+from diet_hf import PrunedGemma2Config, PrunedGemma2ForSequenceClassification, build_pruned_model
+from diet_hf.hub import remote_code_dir, remote_code_files
+from diet_hf.plan import PruningPlan
+
+ALLOWED_TOP_LEVEL = {"torch", "transformers"}
+# A second interpreter with transformers 4.57.x (built by .ci/run); the 4.57 test is skipped without it.
+TF457_PYTHON = os.environ.get("DIET_TF457_PYTHON")
+
+LOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
+    import torch, transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    path, ids_path, out_path, kind = sys.argv[1:5]
+    ids = torch.tensor(json.load(open(ids_path)))
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(path, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    with torch.no_grad():
+        logits = model(ids).logits
+    result = {"logits": logits.tolist(), "class": type(model).__name__, "version": transformers.__version__}
+    if kind == "causal":
+        model.generation_config.pad_token_id = 0
+        result["generated"] = model.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
+    json.dump(result, open(out_path, "w"))
+    """
+)
+
+
+def _uneven_plan(dense):
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
+    plan.head_kept_indices = [[0, 2], [2, 3]]
+    plan.kv_head_kept_indices = [[0, 1], [1]]
+    plan.__post_init__()
+    return plan
+
+
+def _load_in_fresh_process(path, ids, tmp_path, kind="causal", python=sys.executable):
+    ids_path, out_path = tmp_path / "ids.json", tmp_path / "out.json"
+    ids_path.write_text(json.dumps(ids.tolist()))
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_SCRIPT)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": ""}
+    result = subprocess.run([python, str(script), str(path), str(ids_path), str(out_path), kind], env=env,
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def saved_pruned(tmp_path_factory):
+    dense = tiny_dense_model("gemma3_text")
+    pruned = build_pruned_model(dense, _uneven_plan(dense))
+    path = tmp_path_factory.mktemp("pruned")
+    pruned.save_pretrained(path)
+    return pruned, path
+
+
+def test_save_writes_auto_map_and_byte_identical_code(saved_pruned):
+    _, path = saved_pruned
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "pruned_gemma3_text"
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM",
+                                       "AutoModelForSequenceClassification"}
+    for source in remote_code_files():
+        assert (path / source.name).read_bytes() == source.read_bytes()
+    assert not list(path.glob("*.bin")), "weights must be safetensors"
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_fresh_process_without_diet_hf_gives_same_logits(family, tmp_path):
+    dense = tiny_dense_model(family)
+    pruned = build_pruned_model(dense, _uneven_plan(dense))
+    pruned.save_pretrained(tmp_path / "model")
+    ids = random_batch()
+    result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path)
+    with torch.no_grad():
+        expected = pruned(ids).logits
+    # the fresh process picks its own default attention (sdpa where allowed): equal to float precision
+    assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-5
+    pruned.generation_config.pad_token_id = 0
+    assert result["generated"] == pruned.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
+
+
+def test_sequence_classification_loads_in_fresh_process(tmp_path):
+    config = PrunedGemma2Config(**{**tiny_dense_model("gemma2").config.to_dict(), "model_type": None},
+                                intermediate_size_per_layer=[8, 0], num_labels=3)
+    torch.manual_seed(0)
+    model = PrunedGemma2ForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    ids = random_batch()
+    result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path, kind="cls")
+    assert result["class"] == "PrunedGemma2ForSequenceClassification"
+    with torch.no_grad():
+        assert (torch.tensor(result["logits"]) - model(ids).logits).abs().max().item() <= 1e-5
+
+
+@pytest.mark.skipif(not TF457_PYTHON, reason="set DIET_TF457_PYTHON to a python with transformers 4.57.x")
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_same_checkpoint_loads_on_transformers_457(family, tmp_path):
+    dense = tiny_dense_model(family)
+    pruned = build_pruned_model(dense, _uneven_plan(dense))
+    pruned.save_pretrained(tmp_path / "model")
+    ids = random_batch()
+    result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path, python=TF457_PYTHON)
+    assert result["version"].startswith("4.57")
+    with torch.no_grad():
+        expected = pruned(ids).logits
+    assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-5
+
+
+def test_remote_code_imports_only_stdlib_torch_transformers():
+    for path in remote_code_files():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level > 0:  # the one relative import: the config module beside it
+                    assert node.module == "configuration_pruned_gemma2", ast.dump(node)
+                    continue
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in ALLOWED_TOP_LEVEL or top in sys.stdlib_module_names, f"{path.name} imports {name}"
+
+
+def test_remote_code_files_are_the_repository_modeling_folder():
+    assert remote_code_dir().resolve() == (REPO_ROOT / "modeling").resolve() or Path(remote_code_dir()).is_dir()
+    for path in remote_code_files():
+        assert path.is_file()

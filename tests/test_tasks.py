@@ -1,0 +1,78 @@
+"""The task registry: lm-eval prompts, the local loader on the real data, calibration exclusions, errors."""
+
+import pytest
+
+from diet_hf.tasks import TASKS, custom_calibration, get_task, load_calibration, load_examples
+
+
+def test_prompts_follow_lm_eval_templates():
+    boolq = get_task("boolq").build({"id": "b", "passage": "P", "question": "is it", "label": 1})
+    assert boolq.contexts[0] == "P\nQuestion: is it?\nAnswer:" and boolq.continuations == ["no", "yes"]
+    arc = get_task("arc_easy").build({"id": "a", "question": "Q?", "choices": {"text": ["x", "y"]}, "label": 1})
+    assert arc.contexts[0] == "Question: Q?\nAnswer:"
+    wino = get_task("winogrande").build({"id": "w", "sentence": "The cat sat because _ was tired.",
+                                         "option1": "cat", "option2": "mat", "label": 0})
+    assert wino.contexts == ["The cat sat because cat", "The cat sat because mat"]
+    assert wino.continuations == ["was tired.", "was tired."]
+    hella = get_task("hellaswag").build({"id": "h", "query": "Cooking: [header] He cuts  it.", "label": 0,
+                                         "endings": ["a [step] b", "c", "d", "e"]})
+    assert hella.contexts[0] == "Cooking: He cuts it." and hella.continuations[0] == "a b"
+    assert get_task("rte").calibration_text({"id": "r", "premise": "A", "hypothesis": "B", "label": 0}) == (
+        "A\nQuestion: B True or False?\nAnswer: True")
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_local_loader_reads_every_task(task, data_dir):
+    spec = get_task(task)
+    rows = load_examples(task, spec.eval_split, data_dir=data_dir)
+    assert rows and all(0 <= spec.build(r).label < len(spec.build(r).continuations) for r in rows[:50])
+    calibration = load_calibration(task, num_samples=100, seed=0, data_dir=data_dir)
+    assert len(calibration.texts) == 100 and len(set(calibration.example_ids)) == 100
+    eval_ids = {str(r["id"]) for r in rows}
+    # calibration examples drawn from the evaluation split are exactly those recorded for exclusion
+    assert set(calibration.example_ids) & eval_ids == set(calibration.excluded_eval_ids)
+    if task in ("hellaswag", "piqa"):  # no train split: everything comes from evaluation and is excluded
+        assert len(calibration.excluded_eval_ids) == 100
+    if task == "boolq":  # 64 train examples: 36 carved from validation
+        assert len(calibration.excluded_eval_ids) == 36
+    if task == "arc_easy":
+        assert calibration.excluded_eval_ids == []
+
+
+def test_calibration_is_seeded(data_dir):
+    a = load_calibration("rte", num_samples=10, seed=1, data_dir=data_dir)
+    b = load_calibration("rte", num_samples=10, seed=1, data_dir=data_dir)
+    c = load_calibration("rte", num_samples=10, seed=2, data_dir=data_dir)
+    assert a.example_ids == b.example_ids != c.example_ids
+
+
+def test_data_dir_from_environment(monkeypatch, data_dir):
+    monkeypatch.setenv("DIET_DATA_DIR", str(data_dir))
+    assert len(load_calibration("rte", num_samples=3).texts) == 3
+
+
+def test_unknown_task_lists_known():
+    with pytest.raises(ValueError, match=r"Unknown task 'squad'; known tasks: boolq, rte, hellaswag"):
+        get_task("squad")
+
+
+def test_missing_local_data_says_where(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"rte/validation.jsonl does not exist \(data directory"):
+        load_examples("rte", "validation", data_dir=tmp_path)
+
+
+def test_missing_hub_data_names_the_hub_id(monkeypatch):
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match=r"from the Hub dataset 'nyu-mll/glue' \(rte\) and no data directory"):
+        load_examples("rte", "validation")
+
+
+def test_custom_tasks():
+    assert custom_calibration("mine", ["a", "b"]).texts == ["a", "b"]
+    datasets = pytest.importorskip("datasets")
+    dataset = datasets.Dataset.from_dict({"text": ["x", "y"]})
+    assert custom_calibration("ds", dataset).example_ids == ["ds-0", "ds-1"]
+    with pytest.raises(ValueError, match="has no `text` column"):
+        custom_calibration("ds", datasets.Dataset.from_dict({"body": ["x"]}))
+    with pytest.raises(TypeError, match="non-empty list of strings"):
+        custom_calibration("bad", [1, 2])
