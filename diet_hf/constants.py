@@ -35,7 +35,9 @@ class ModelFamily:
 
 FAMILIES = (
     ModelFamily("gemma2", "gemma2", "pruned_gemma2", "PrunedGemma2Config", "PrunedGemma2ForCausalLM"),
-    ModelFamily("gemma3_text", "gemma3_text", "pruned_gemma3_text", "PrunedGemma3TextConfig", "PrunedGemma3ForCausalLM"),
+    ModelFamily(
+        "gemma3_text", "gemma3_text", "pruned_gemma3_text", "PrunedGemma3TextConfig", "PrunedGemma3ForCausalLM"
+    ),
 )
 
 

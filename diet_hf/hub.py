@@ -15,7 +15,7 @@ _PACKAGE = "diet_hf._remote_code"
 
 
 def remote_code_dir() -> Path:
-    """Directory holding the two remote-code files (`modeling/` in the source tree, `diet_hf/_remote_code` installed)."""
+    """Directory of the two remote-code files (`modeling/` in the source tree, `diet_hf/_remote_code` installed)."""
     return Path(importlib.import_module(_PACKAGE).__file__).parent
 
 
@@ -34,11 +34,7 @@ def modeling_module() -> ModuleType:
 def register_auto_classes() -> None:
     """Registers the pruned classes with the Auto classes, so in-process use needs no `trust_remote_code`."""
     module = modeling_module()
-    pairs = (
-        (module.PrunedGemma2Config, "Gemma2"),
-        (module.PrunedGemma3TextConfig, "Gemma3"),
-    )
-    for config_class, prefix in pairs:
+    for config_class in (module.PrunedGemma2Config, module.PrunedGemma3TextConfig):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         names = config_class._auto_map_models
         AutoModel.register(config_class, getattr(module, names["AutoModel"]), exist_ok=True)

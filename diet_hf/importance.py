@@ -45,7 +45,9 @@ class ImportanceScores:
 
     def __post_init__(self):
         if set(self.mlp) != set(self.heads):
-            raise ValueError(f"`mlp` and `heads` must cover the same tasks, got {sorted(self.mlp)} and {sorted(self.heads)}.")
+            raise ValueError(
+                f"`mlp` and `heads` must cover the same tasks, got {sorted(self.mlp)} and {sorted(self.heads)}."
+            )
         if not self.mlp:
             raise ValueError("`ImportanceScores` needs at least one task.")
         shapes = {tuple(t.shape) for t in self.mlp.values()}, {tuple(t.shape) for t in self.heads.values()}
@@ -53,7 +55,9 @@ class ImportanceScores:
             raise ValueError(f"All tasks must have equal score shapes, got MLP {shapes[0]} and heads {shapes[1]}.")
         for name, tensor in [*self.mlp.items(), *self.heads.items()]:
             if tensor.dim() != 2:
-                raise ValueError(f"Scores of task {name!r} must be (num_layers, units), got shape {tuple(tensor.shape)}.")
+                raise ValueError(
+                    f"Scores of task {name!r} must be (num_layers, units), got shape {tuple(tensor.shape)}."
+                )
 
     @property
     def tasks(self) -> list[str]:
@@ -68,7 +72,9 @@ class ImportanceScores:
         missing = [t for t in tasks if t not in self.mlp]
         if missing:
             raise ValueError(f"Tasks {missing} are not in these scores; they have {self.tasks}.")
-        return ImportanceScores({t: self.mlp[t] for t in tasks}, {t: self.heads[t] for t in tasks}, dict(self.provenance))
+        return ImportanceScores(
+            {t: self.mlp[t] for t in tasks}, {t: self.heads[t] for t in tasks}, dict(self.provenance)
+        )
 
     def check_compatible(self, config) -> None:
         """Raises `ValueError` when these scores were made for a model of another shape or type."""
@@ -113,5 +119,8 @@ class ImportanceScores:
         tensors = load_file(str(weights))
         meta = json.loads(meta_path.read_text())
         tasks = meta["tasks"]
-        return cls({t: tensors[f"mlp/{t}"] for t in tasks}, {t: tensors[f"heads/{t}"] for t in tasks},
-                   meta.get("provenance", {}))
+        return cls(
+            {t: tensors[f"mlp/{t}"] for t in tasks},
+            {t: tensors[f"heads/{t}"] for t in tasks},
+            meta.get("provenance", {}),
+        )

@@ -84,8 +84,11 @@ class PruningPlan:
         h, d = self.hidden_size, self.head_dim
         kept = sum(
             3 * h * w + 2 * h * d * (q + kv)
-            for w, q, kv in zip(self.intermediate_size_per_layer, self.num_attention_heads_per_layer,
-                                self.num_key_value_heads_per_layer)
+            for w, q, kv in zip(
+                self.intermediate_size_per_layer,
+                self.num_attention_heads_per_layer,
+                self.num_key_value_heads_per_layer,
+            )
         )
         per_layer = 3 * h * self.intermediate_size + 2 * h * d * (self.num_attention_heads + self.num_key_value_heads)
         return kept, per_layer * self.num_hidden_layers
@@ -101,8 +104,11 @@ class PruningPlan:
         """The plan that removes nothing."""
         layers = config.num_hidden_layers
         return cls(
-            model_type=config.model_type, hidden_size=config.hidden_size, head_dim=_head_dim(config),
-            intermediate_size=config.intermediate_size, num_attention_heads=config.num_attention_heads,
+            model_type=config.model_type,
+            hidden_size=config.hidden_size,
+            head_dim=_head_dim(config),
+            intermediate_size=config.intermediate_size,
+            num_attention_heads=config.num_attention_heads,
             num_key_value_heads=config.num_key_value_heads,
             mlp_kept_indices=[list(range(config.intermediate_size)) for _ in range(layers)],
             head_kept_indices=[list(range(config.num_attention_heads)) for _ in range(layers)],
@@ -111,13 +117,25 @@ class PruningPlan:
 
     def check_compatible(self, config) -> None:
         """Raises `ValueError` when the plan refers to a model of other sizes."""
-        expected = (config.num_hidden_layers, config.intermediate_size, config.num_attention_heads,
-                    config.num_key_value_heads, config.hidden_size)
-        found = (self.num_hidden_layers, self.intermediate_size, self.num_attention_heads, self.num_key_value_heads,
-                 self.hidden_size)
+        expected = (
+            config.num_hidden_layers,
+            config.intermediate_size,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.hidden_size,
+        )
+        found = (
+            self.num_hidden_layers,
+            self.intermediate_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.hidden_size,
+        )
         if expected != found:
-            raise ValueError(f"This plan was made for a model with (layers, intermediate_size, heads, KV heads, "
-                             f"hidden_size) = {found}; the model has {expected}.")
+            raise ValueError(
+                f"This plan was made for a model with (layers, intermediate_size, heads, KV heads, "
+                f"hidden_size) = {found}; the model has {expected}."
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -256,7 +274,9 @@ def _legalize_heads(keep: torch.Tensor, goodness: torch.Tensor, num_kv_heads: in
             continue
         # (num_kv, group_size): goodness of each group's heads, best first
         grouped = goodness[layer_idx].view(num_kv_heads, group_size).sort(dim=1, descending=True, stable=True)
-        options = [(abs(kv * g - wanted), kv, g) for kv in range(1, num_kv_heads + 1) for g in range(1, group_size + 1)]
+        options = [
+            (abs(kv * g - wanted), kv, g) for kv in range(1, num_kv_heads + 1) for g in range(1, group_size + 1)
+        ]
         _, kv_count, per_group = min(options)
         group_value = grouped.values[:, :per_group].sum(dim=1)
         groups = sorted(torch.sort(-group_value, stable=True).indices[:kv_count].tolist())
@@ -331,9 +351,12 @@ def build_plan(
         raise ValueError("Pass either `sparsity` or `mlp_sparsity` / `attention_sparsity`, not both.")
     if sparsity is None and not (mlp_sparsity or attention_sparsity):
         raise ValueError("Nothing to prune: pass `sparsity` in (0, 1), or `mlp_sparsity` / `attention_sparsity` > 0.")
-    for name, value, allowed in (("merge", merge, MERGE_MODES), ("mlp_normalize", mlp_normalize, NORMALIZATIONS),
-                                 ("head_normalize", head_normalize, NORMALIZATIONS),
-                                 ("allocation", allocation, ALLOCATIONS)):
+    for name, value, allowed in (
+        ("merge", merge, MERGE_MODES),
+        ("mlp_normalize", mlp_normalize, NORMALIZATIONS),
+        ("head_normalize", head_normalize, NORMALIZATIONS),
+        ("allocation", allocation, ALLOCATIONS),
+    ):
         if value not in allowed:
             raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
     if not isinstance(round_to, int) or round_to < 1:
@@ -354,8 +377,11 @@ def build_plan(
     head_floor = 0 if allow_sublayer_removal else 1
     head_masks = [select_global_top_k(s, k_heads, floor=head_floor) for s in head_scores]
     order = merged_order(head_masks, head_scores, merge=merge, weights=weights)
-    keep = (_uniform_take(order, (num_layers, num_heads), k_heads) if allocation == "uniform"
-            else _take(order, (num_layers, num_heads), k_heads, head_floor))
+    keep = (
+        _uniform_take(order, (num_layers, num_heads), k_heads)
+        if allocation == "uniform"
+        else _take(order, (num_layers, num_heads), k_heads, head_floor)
+    )
     goodness = torch.empty(order.numel(), dtype=torch.float64)
     goodness[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)
     heads_kept, kv_kept = _legalize_heads(keep, goodness.view(num_layers, num_heads), plan.num_key_value_heads)
@@ -365,8 +391,12 @@ def build_plan(
     mlp_scores = [_normalize(scores.mlp[t].double(), mlp_normalize) for t in tasks]
     if sparsity is not None:
         dense_total = plan.block_parameters()[1]
-        attn_removed = 2 * hidden * head_dim * sum(
-            (num_heads + plan.num_key_value_heads) - (len(q) + len(kv)) for q, kv in zip(heads_kept, kv_kept))
+        attn_removed = (
+            2
+            * hidden
+            * head_dim
+            * sum((num_heads + plan.num_key_value_heads) - (len(q) + len(kv)) for q, kv in zip(heads_kept, kv_kept))
+        )
         mlp_removed_units = round((sparsity * dense_total - attn_removed) / (3 * hidden))
         k_mlp = num_layers * width - mlp_removed_units
     else:
@@ -375,17 +405,29 @@ def build_plan(
     k_mlp = min(max(k_mlp, mlp_floor * num_layers), num_layers * width)
     mlp_masks = [select_global_top_k(s, k_mlp, floor=mlp_floor) for s in mlp_scores]
     order = merged_order(mlp_masks, mlp_scores, merge=merge, weights=weights)
-    keep = (_uniform_take(order, (num_layers, width), k_mlp) if allocation == "uniform"
-            else _take(order, (num_layers, width), k_mlp, mlp_floor))
+    keep = (
+        _uniform_take(order, (num_layers, width), k_mlp)
+        if allocation == "uniform"
+        else _take(order, (num_layers, width), k_mlp, mlp_floor)
+    )
     counts = _round_counts(keep.sum(dim=1).tolist(), round_to, mlp_floor, width)
     mlp_kept = _take_counts(order, (num_layers, width), counts)
 
     plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices = mlp_kept, heads_kept, kv_kept
     plan.provenance = {
-        "tasks": tasks, "sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity,
-        "merge": merge, "task_weights": task_weights, "mlp_normalize": mlp_normalize, "head_normalize": head_normalize,
-        "allocation": allocation, "round_to": round_to, "min_mlp_fraction": min_mlp_fraction,
-        "allow_sublayer_removal": allow_sublayer_removal, "achieved_sparsity": None,
+        "tasks": tasks,
+        "sparsity": sparsity,
+        "mlp_sparsity": mlp_sparsity,
+        "attention_sparsity": attention_sparsity,
+        "merge": merge,
+        "task_weights": task_weights,
+        "mlp_normalize": mlp_normalize,
+        "head_normalize": head_normalize,
+        "allocation": allocation,
+        "round_to": round_to,
+        "min_mlp_fraction": min_mlp_fraction,
+        "allow_sublayer_removal": allow_sublayer_removal,
+        "achieved_sparsity": None,
     }
     plan.__post_init__()
     plan.provenance["achieved_sparsity"] = plan.sparsity

@@ -48,7 +48,9 @@ class ActivationStats:
 
 
 @contextlib.contextmanager
-def record_activation_stats(model: nn.Module, family: ModelFamily, stats: ActivationStats) -> Iterator[ActivationStats]:
+def record_activation_stats(
+    model: nn.Module, family: ModelFamily, stats: ActivationStats
+) -> Iterator[ActivationStats]:
     """Hooks `down_proj` and `o_proj` of every layer for the duration of the block; hooks leave on every path."""
     handles = []
     try:
@@ -93,7 +95,10 @@ def collect_activation_stats(
             mask = batch["attention_mask"].bool()
             stats.token_mask = mask
             stats.num_tokens += int(mask.sum())
-            decoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                    use_cache=False)
+            decoder(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                use_cache=False,
+            )
     stats.token_mask = None
     return stats

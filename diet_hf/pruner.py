@@ -36,8 +36,10 @@ class DietPruner:
     def __init__(self, model, tokenizer=None, *, model_id: str | None = None):
         self.family = family_for_model_type(getattr(model.config, "model_type", type(model).__name__))
         if model.config.model_type == self.family.pruned_model_type:
-            raise ValueError(f"`model` is already pruned (`model_type` {model.config.model_type!r}); pass the dense "
-                             f"`{self.family.dense_model_type}` model.")
+            raise ValueError(
+                f"`model` is already pruned (`model_type` {model.config.model_type!r}); pass the dense "
+                f"`{self.family.dense_model_type}` model."
+            )
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id or getattr(model.config, "_name_or_path", None) or None
@@ -50,10 +52,11 @@ class DietPruner:
 
         Args:
             model_id_or_path (`str` or `os.PathLike`): Hub id or local directory of a Gemma-2 / Gemma 3 text model.
-            from_pretrained_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (`dtype`, `device_map`, `revision`).
+            from_pretrained_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (`dtype`, `device_map`, ...).
         """
-        hub_kwargs = {k: from_pretrained_kwargs[k] for k in ("revision", "token", "cache_dir")
-                      if k in from_pretrained_kwargs}
+        hub_kwargs = {
+            k: from_pretrained_kwargs[k] for k in ("revision", "token", "cache_dir") if k in from_pretrained_kwargs
+        }
         config = AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
         family_for_model_type(config.model_type)  # refuse unsupported models before loading weights
         model = AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
@@ -109,8 +112,14 @@ class DietPruner:
                 sample_ids[name], excluded[name] = data.example_ids, data.excluded_eval_ids
             else:
                 batches, count = data, None
-            stats = collect_activation_stats(self.model, self.family, batches, num_batches=count,
-                                             description=f"profiling {name}", disable_progress=disable_progress)
+            stats = collect_activation_stats(
+                self.model,
+                self.family,
+                batches,
+                num_batches=count,
+                description=f"profiling {name}",
+                disable_progress=disable_progress,
+            )
             mlp[name], heads[name] = stats.means()
         import diet_hf
 
@@ -131,7 +140,9 @@ class DietPruner:
 
     def _text_batches(self, texts: list[str], batch_size: int, max_length: int):
         if self.tokenizer is None:
-            raise ValueError("Profiling on text needs a tokenizer: pass `tokenizer` to `DietPruner(model, tokenizer)`.")
+            raise ValueError(
+                "Profiling on text needs a tokenizer: pass `tokenizer` to `DietPruner(model, tokenizer)`."
+            )
         encoded = [self.tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -200,13 +211,23 @@ class DietPruner:
         if tasks is not None:
             scores = scores.select(list(tasks))
         plan = build_plan(
-            scores, self.model.config, sparsity=sparsity, mlp_sparsity=mlp_sparsity,
-            attention_sparsity=attention_sparsity, merge=merge, task_weights=task_weights,
-            mlp_normalize=mlp_normalize, head_normalize=head_normalize, allocation=allocation, round_to=round_to,
-            min_mlp_fraction=min_mlp_fraction, allow_sublayer_removal=allow_sublayer_removal,
+            scores,
+            self.model.config,
+            sparsity=sparsity,
+            mlp_sparsity=mlp_sparsity,
+            attention_sparsity=attention_sparsity,
+            merge=merge,
+            task_weights=task_weights,
+            mlp_normalize=mlp_normalize,
+            head_normalize=head_normalize,
+            allocation=allocation,
+            round_to=round_to,
+            min_mlp_fraction=min_mlp_fraction,
+            allow_sublayer_removal=allow_sublayer_removal,
         )
-        plan.provenance.update({k: scores.provenance.get(k) for k in
-                                ("model_id", "revision", "num_samples", "seed", "diet_hf_version")})
+        plan.provenance.update(
+            {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
+        )
         self.plan = plan
         return build_pruned_model(self.model, plan, pruning=_pruning_record(self.model, plan, scores))
 
@@ -226,9 +247,19 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
         "achieved_block_sparsity": plan.sparsity,
         "block_parameters": {"dense": dense, "pruned": kept},
         "total_parameters": {"dense": total_dense, "pruned": total_dense - (dense - kept)},
-        "options": {k: plan.provenance.get(k) for k in ("merge", "task_weights", "mlp_normalize", "head_normalize",
-                                                        "allocation", "round_to", "min_mlp_fraction",
-                                                        "allow_sublayer_removal")},
+        "options": {
+            k: plan.provenance.get(k)
+            for k in (
+                "merge",
+                "task_weights",
+                "mlp_normalize",
+                "head_normalize",
+                "allocation",
+                "round_to",
+                "min_mlp_fraction",
+                "allow_sublayer_removal",
+            )
+        },
         "diet_hf_version": scores.provenance.get("diet_hf_version"),
     }
 

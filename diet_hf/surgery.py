@@ -23,9 +23,17 @@ def build_pruned_config(config, plan: PruningPlan, *, pruning: dict | None = Non
     family = family_for_model_type(config.model_type)
     config_class = getattr(modeling_module(), family.pruned_config_class)
     values = config.to_dict()
-    for key in ("model_type", "architectures", "auto_map", "transformers_version", "quantization_config",
-                "intermediate_size_per_layer", "num_attention_heads_per_layer", "num_key_value_heads_per_layer",
-                "pruning"):
+    for key in (
+        "model_type",
+        "architectures",
+        "auto_map",
+        "transformers_version",
+        "quantization_config",
+        "intermediate_size_per_layer",
+        "num_attention_heads_per_layer",
+        "num_key_value_heads_per_layer",
+        "pruning",
+    ):
         values.pop(key, None)
     pruned = config_class(
         intermediate_size_per_layer=plan.intermediate_size_per_layer,
@@ -43,12 +51,18 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan) -> dict[str, torch.T
     state = dict(model.state_dict())
     d = plan.head_dim
     for layer_idx in range(plan.num_hidden_layers):
-        mlp, heads, kv_heads = (plan.mlp_kept_indices[layer_idx], plan.head_kept_indices[layer_idx],
-                                plan.kv_head_kept_indices[layer_idx])
+        mlp, heads, kv_heads = (
+            plan.mlp_kept_indices[layer_idx],
+            plan.head_kept_indices[layer_idx],
+            plan.kv_head_kept_indices[layer_idx],
+        )
         prefix = f"model.layers.{layer_idx}"
         mlp_keys = [f"{prefix}.mlp.{name}.weight" for name in ("gate_proj", "up_proj", "down_proj")]
-        attn_keys = [f"{prefix}.self_attn.{name}.{kind}" for name in ("q_proj", "k_proj", "v_proj", "o_proj")
-                     for kind in ("weight", "bias")]
+        attn_keys = [
+            f"{prefix}.self_attn.{name}.{kind}"
+            for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+            for kind in ("weight", "bias")
+        ]
         if not mlp:
             for key in mlp_keys:
                 state.pop(key)

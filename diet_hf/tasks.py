@@ -70,8 +70,9 @@ def _single_context(doc_id: str, context: str, choices: list[str], label: int) -
 
 
 def _boolq(doc):
-    return _single_context(doc["id"], f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:", ["no", "yes"],
-                           doc["label"])
+    return _single_context(
+        doc["id"], f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:", ["no", "yes"], doc["label"]
+    )
 
 
 def _rte(doc):
@@ -111,14 +112,22 @@ def _hub_boolq(row, idx):
 
 
 def _hub_rte(row, idx):
-    return {"id": f"rte-{row.get('idx', idx)}", "premise": row["sentence1"], "hypothesis": row["sentence2"],
-            "label": row["label"]}
+    return {
+        "id": f"rte-{row.get('idx', idx)}",
+        "premise": row["sentence1"],
+        "hypothesis": row["sentence2"],
+        "label": row["label"],
+    }
 
 
 def _hub_hellaswag(row, idx):
     query = row["activity_label"] + ": " + row["ctx_a"] + " " + row["ctx_b"].capitalize()
-    return {"id": f"hellaswag-{row.get('ind', idx)}", "query": query, "endings": row["endings"],
-            "label": int(row["label"])}
+    return {
+        "id": f"hellaswag-{row.get('ind', idx)}",
+        "query": query,
+        "endings": row["endings"],
+        "label": int(row["label"]),
+    }
 
 
 def _hub_winogrande(row, idx):
@@ -139,8 +148,16 @@ TASKS: dict[str, Task] = {
         Task("boolq", "super_glue", "boolq", "validation", "train", _boolq, _hub_boolq, "acc"),
         Task("rte", "nyu-mll/glue", "rte", "validation", "train", _rte, _hub_rte, "acc"),
         Task("hellaswag", "Rowan/hellaswag", None, "validation", "train", _hellaswag, _hub_hellaswag),
-        Task("winogrande", "allenai/winogrande", "winogrande_xl", "validation", "train", _winogrande,
-             _hub_winogrande, "acc"),
+        Task(
+            "winogrande",
+            "allenai/winogrande",
+            "winogrande_xl",
+            "validation",
+            "train",
+            _winogrande,
+            _hub_winogrande,
+            "acc",
+        ),
         Task("arc_easy", "allenai/ai2_arc", "ARC-Easy", "test", "train", _arc, _hub_keyed_choices),
         Task("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", "test", "train", _arc, _hub_keyed_choices),
         Task("openbookqa", "allenai/openbookqa", "main", "test", "train", _openbookqa, _hub_keyed_choices),
@@ -238,7 +255,9 @@ def load_calibration(
         evaluation = load_examples(spec, spec.eval_split, data_dir=data_dir)
         needed = num_samples - len(chosen)
         if needed > len(evaluation):
-            raise ValueError(f"Task {task!r} has only {len(train) + len(evaluation)} examples; asked for {num_samples}.")
+            raise ValueError(
+                f"Task {task!r} has only {len(train) + len(evaluation)} examples; asked for {num_samples}."
+            )
         excluded = rng.sample(evaluation, needed)
     docs = chosen + excluded
     return CalibrationSet(
@@ -259,5 +278,6 @@ def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") 
         texts = list(data)
     if not texts or not all(isinstance(t, str) for t in texts):
         raise TypeError(f"Custom task {name!r} must be a non-empty list of strings or a Dataset with a text column.")
-    return CalibrationSet(task=name, texts=texts, example_ids=[f"{name}-{i}" for i in range(len(texts))],
-                          excluded_eval_ids=[])
+    return CalibrationSet(
+        task=name, texts=texts, example_ids=[f"{name}-{i}" for i in range(len(texts))], excluded_eval_ids=[]
+    )

@@ -6,15 +6,15 @@
 from transformers import Gemma2Config, Gemma3TextConfig
 
 
-
 class _PerLayerSizesMixin:
     """Per-layer MLP widths and head counts on top of a stock Gemma config; the global fields stay the base model's."""
 
     # Auto class -> model class name in `modeling_pruned_gemma2.py`; written into `config.json` as `auto_map`.
     _auto_map_models = {}
 
-    def _init_per_layer(self, intermediate_size_per_layer, num_attention_heads_per_layer,
-                        num_key_value_heads_per_layer, pruning):
+    def _init_per_layer(
+        self, intermediate_size_per_layer, num_attention_heads_per_layer, num_key_value_heads_per_layer, pruning
+    ):
         self.intermediate_size_per_layer = _as_int_list(intermediate_size_per_layer)
         self.num_attention_heads_per_layer = _as_int_list(num_attention_heads_per_layer)
         self.num_key_value_heads_per_layer = _as_int_list(num_key_value_heads_per_layer)
@@ -109,10 +109,17 @@ class PrunedGemma2Config(_PerLayerSizesMixin, Gemma2Config):
         "AutoModelForSequenceClassification": "PrunedGemma2ForSequenceClassification",
     }
 
-    def __init__(self, intermediate_size_per_layer=None, num_attention_heads_per_layer=None,
-                 num_key_value_heads_per_layer=None, pruning=None, **kwargs):
-        self._init_per_layer(intermediate_size_per_layer, num_attention_heads_per_layer,
-                             num_key_value_heads_per_layer, pruning)
+    def __init__(
+        self,
+        intermediate_size_per_layer=None,
+        num_attention_heads_per_layer=None,
+        num_key_value_heads_per_layer=None,
+        pruning=None,
+        **kwargs,
+    ):
+        self._init_per_layer(
+            intermediate_size_per_layer, num_attention_heads_per_layer, num_key_value_heads_per_layer, pruning
+        )
         super().__init__(**kwargs)
         self._finish_per_layer()
 
@@ -137,10 +144,17 @@ class PrunedGemma3TextConfig(_PerLayerSizesMixin, Gemma3TextConfig):
         "AutoModelForSequenceClassification": "PrunedGemma3ForSequenceClassification",
     }
 
-    def __init__(self, intermediate_size_per_layer=None, num_attention_heads_per_layer=None,
-                 num_key_value_heads_per_layer=None, pruning=None, **kwargs):
-        self._init_per_layer(intermediate_size_per_layer, num_attention_heads_per_layer,
-                             num_key_value_heads_per_layer, pruning)
+    def __init__(
+        self,
+        intermediate_size_per_layer=None,
+        num_attention_heads_per_layer=None,
+        num_key_value_heads_per_layer=None,
+        pruning=None,
+        **kwargs,
+    ):
+        self._init_per_layer(
+            intermediate_size_per_layer, num_attention_heads_per_layer, num_key_value_heads_per_layer, pruning
+        )
         super().__init__(**kwargs)
         self._finish_per_layer()
 

@@ -109,7 +109,7 @@ class _PrunedPreTrainedMixin:
 
 
 class _PrunedBaseModelMixin:
-    """`__init__` of a pruned base model: the stock one for embeddings, norm and RoPE, then per-layer decoder layers."""
+    """`__init__` of a pruned base model: the stock one for embeddings, norm and RoPE, then per-layer decoders."""
 
     _stock_model_cls = None
     _stock_layer_cls = None

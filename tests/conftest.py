@@ -22,9 +22,20 @@ FAMILIES = {"gemma2": (Gemma2Config, Gemma2ForCausalLM), "gemma3_text": (Gemma3T
 def tiny_config_kwargs(**overrides) -> dict:
     """Sizes of the tiny test models (STYLE.md section 7)."""
     values = dict(
-        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, sliding_window=4, max_position_embeddings=64, query_pre_attn_scalar=8,
-        pad_token_id=0, bos_token_id=2, eos_token_id=1, attn_implementation="eager",
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=4,
+        max_position_embeddings=64,
+        query_pre_attn_scalar=8,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+        attn_implementation="eager",
     )
     values.update(overrides)
     return values
@@ -69,9 +80,11 @@ def tiny_tokenizer():
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=128, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-                                  initial_alphabet=[], show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=128, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], initial_alphabet=[], show_progress=False
+    )
     corpus = ["Question: what is the answer? Answer: yes no True False"] * 4
     tokenizer.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>",
-                                   bos_token="<bos>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )

@@ -39,9 +39,13 @@ def pruned_model(family, seed=0, **per_layer):
 
 @pytest.mark.parametrize("config_class", [PrunedGemma2Config, PrunedGemma3TextConfig])
 def test_config_round_trip(tmp_path, config_class):
-    config = config_class(**tiny_config_kwargs(), intermediate_size_per_layer=[64, 0],
-                          num_attention_heads_per_layer=[2, 4], num_key_value_heads_per_layer=[1, 2],
-                          pruning={"method": "DIET", "tasks": ["boolq"]})
+    config = config_class(
+        **tiny_config_kwargs(),
+        intermediate_size_per_layer=[64, 0],
+        num_attention_heads_per_layer=[2, 4],
+        num_key_value_heads_per_layer=[1, 2],
+        pruning={"method": "DIET", "tasks": ["boolq"]},
+    )
     assert config_class.from_dict(config.to_dict()).to_dict() == config.to_dict()
     config.save_pretrained(tmp_path)
     loaded = config_class.from_pretrained(tmp_path)
@@ -111,7 +115,9 @@ def test_unpruned_equals_stock_with_softcapping(family):
 def test_to_pruned_model_shares_weights():
     dense = tiny_dense_model("gemma2")
     pruned = to_pruned_model(dense)
-    assert pruned.model.layers[0].mlp.down_proj.weight.data_ptr() == dense.model.layers[0].mlp.down_proj.weight.data_ptr()
+    assert (
+        pruned.model.layers[0].mlp.down_proj.weight.data_ptr() == dense.model.layers[0].mlp.down_proj.weight.data_ptr()
+    )
     assert pruned.lm_head.weight.data_ptr() == pruned.model.embed_tokens.weight.data_ptr()
 
 
@@ -125,15 +131,24 @@ def _random_uneven(rng: random.Random):
         kv_count = rng.choice([0, 1, 2])
         kv.append(kv_count)
         heads.append(kv_count * rng.choice([1, 2]))
-    return {"intermediate_size_per_layer": widths, "num_attention_heads_per_layer": heads,
-            "num_key_value_heads_per_layer": kv}
+    return {
+        "intermediate_size_per_layer": widths,
+        "num_attention_heads_per_layer": heads,
+        "num_key_value_heads_per_layer": kv,
+    }
 
 
 UNEVEN_CASES = [
-    {"intermediate_size_per_layer": [0, 17], "num_attention_heads_per_layer": [2, 0],
-     "num_key_value_heads_per_layer": [1, 0]},  # a layer with no MLP and a layer with no attention
-    {"intermediate_size_per_layer": [5, 64], "num_attention_heads_per_layer": [0, 3],
-     "num_key_value_heads_per_layer": [0, 1]},  # layer 0 (whose cache length generate reads) has no attention
+    {
+        "intermediate_size_per_layer": [0, 17],
+        "num_attention_heads_per_layer": [2, 0],
+        "num_key_value_heads_per_layer": [1, 0],
+    },  # a layer with no MLP and a layer with no attention
+    {
+        "intermediate_size_per_layer": [5, 64],
+        "num_attention_heads_per_layer": [0, 3],
+        "num_key_value_heads_per_layer": [0, 1],
+    },  # layer 0 (whose cache length generate reads) has no attention
 ] + [_random_uneven(random.Random(seed)) for seed in range(4)]
 
 
@@ -167,17 +182,21 @@ def test_left_padded_batch_generation_equals_one_by_one(family):
     ids = torch.zeros((2, width), dtype=torch.long)
     mask = torch.zeros((2, width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = prompt
-        mask[row, width - len(prompt):] = 1
+        ids[row, width - len(prompt) :] = prompt
+        mask[row, width - len(prompt) :] = 1
     batched = model.generate(ids, attention_mask=mask, max_new_tokens=5, min_new_tokens=5, do_sample=False)
     for row, prompt in enumerate(prompts):
         single = model.generate(prompt[None], max_new_tokens=5, min_new_tokens=5, do_sample=False)
-        assert batched[row, width:].tolist() == single[0, len(prompt):].tolist()
+        assert batched[row, width:].tolist() == single[0, len(prompt) :].tolist()
 
 
 def test_parameter_count_follows_per_layer_sizes():
-    model = pruned_model("gemma2", intermediate_size_per_layer=[10, 0], num_attention_heads_per_layer=[2, 4],
-                         num_key_value_heads_per_layer=[1, 2])
+    model = pruned_model(
+        "gemma2",
+        intermediate_size_per_layer=[10, 0],
+        num_attention_heads_per_layer=[2, 4],
+        num_key_value_heads_per_layer=[1, 2],
+    )
     assert model.model.layers[0].mlp.gate_proj.weight.shape == (10, 32)
     assert model.model.layers[0].self_attn.q_proj.weight.shape == (16, 32)
     assert model.model.layers[0].self_attn.k_proj.weight.shape == (8, 32)
@@ -207,10 +226,15 @@ def test_gradients_finite_and_checkpointing_matches():
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 def test_peft_lora_trains(family):
     peft = pytest.importorskip("peft")
-    model = pruned_model(family, intermediate_size_per_layer=[16, 40], num_attention_heads_per_layer=[2, 4],
-                         num_key_value_heads_per_layer=[1, 2])
-    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                              "up_proj", "down_proj"])
+    model = pruned_model(
+        family,
+        intermediate_size_per_layer=[16, 40],
+        num_attention_heads_per_layer=[2, 4],
+        num_key_value_heads_per_layer=[1, 2],
+    )
+    lora = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     model = peft.get_peft_model(model, lora).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     ids = random_batch(2, 12)

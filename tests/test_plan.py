@@ -24,8 +24,11 @@ def test_vote_keeps_majority_then_mean_rank_then_index():
     masks = [torch.tensor([[1, 1, 0, 0, 0]]), torch.tensor([[1, 0, 1, 0, 0]]), torch.tensor([[0, 1, 1, 0, 0]])]
     masks = [m.bool() for m in masks]
     # every unit 0..2 has 2 votes; mean ranks decide: unit 2 best, then unit 0 and 1 tie -> lower index (0)
-    scores = [torch.tensor([[3.0, 4.0, 5.0, 1.0, 0.0]]), torch.tensor([[4.0, 3.0, 5.0, 1.0, 0.0]]),
-              torch.tensor([[4.0, 4.5, 3.5, 1.0, 0.0]])]
+    scores = [
+        torch.tensor([[3.0, 4.0, 5.0, 1.0, 0.0]]),
+        torch.tensor([[4.0, 3.0, 5.0, 1.0, 0.0]]),
+        torch.tensor([[4.0, 4.5, 3.5, 1.0, 0.0]]),
+    ]
     # mean ranks: unit0 (2+3+3)/3, unit1 (3+2+4)/3, unit2 (4+4+2)/3 -> unit2 10/3, unit1 9/3, unit0 8/3
     assert merge_keep_masks(masks, scores, 2).tolist() == [[False, True, True, False, False]]
     # exact ties in votes and ranks fall back to (layer, index)
@@ -36,8 +39,13 @@ def test_vote_keeps_majority_then_mean_rank_then_index():
 
 def test_vote_outranks_scores():
     # unit 3 has the best mean rank but only 1 of 5 votes; units with majority votes win
-    masks = [torch.tensor([[1, 1, 0, 0]]), torch.tensor([[1, 1, 0, 0]]), torch.tensor([[1, 0, 1, 0]]),
-             torch.tensor([[0, 1, 1, 0]]), torch.tensor([[0, 0, 0, 1]])]
+    masks = [
+        torch.tensor([[1, 1, 0, 0]]),
+        torch.tensor([[1, 1, 0, 0]]),
+        torch.tensor([[1, 0, 1, 0]]),
+        torch.tensor([[0, 1, 1, 0]]),
+        torch.tensor([[0, 0, 0, 1]]),
+    ]
     scores = [torch.tensor([[1.0, 2.0, 3.0, 100.0]])] * 5
     merged = merge_keep_masks([m.bool() for m in masks], scores, 2)
     assert merged.tolist() == [[True, True, False, False]]
@@ -57,8 +65,13 @@ def _scores(num_tasks=3, seed=0, config=None):
 @pytest.mark.parametrize("sparsity", [0.1, 0.2, 0.3, 0.4, 0.5])
 @pytest.mark.parametrize("kv_heads", [2, 4])
 def test_budget_met_and_widths_uneven(sparsity, kv_heads):
-    config = tiny_gemma2_config(num_hidden_layers=6, intermediate_size=256, hidden_size=64, num_key_value_heads=kv_heads,
-                                layer_types=["sliding_attention", "full_attention"] * 3)
+    config = tiny_gemma2_config(
+        num_hidden_layers=6,
+        intermediate_size=256,
+        hidden_size=64,
+        num_key_value_heads=kv_heads,
+        layer_types=["sliding_attention", "full_attention"] * 3,
+    )
     g = torch.Generator().manual_seed(1)
     depth = torch.linspace(2.0, 0.2, 6)[:, None]  # scores fall with depth, as on Gemma 3
     mlp = {f"t{i}": torch.rand(6, 256, generator=g) * depth for i in range(3)}
@@ -92,8 +105,9 @@ def test_sublayer_removal_only_when_allowed():
     scores = ImportanceScores(mlp, heads)
     kept = build_plan(scores, config, mlp_sparsity=0.5, attention_sparsity=0.5, head_normalize="none")
     assert min(kept.intermediate_size_per_layer) > 0 and min(kept.num_attention_heads_per_layer) > 0
-    removed = build_plan(scores, config, mlp_sparsity=0.5, attention_sparsity=0.5, head_normalize="none",
-                         allow_sublayer_removal=True)
+    removed = build_plan(
+        scores, config, mlp_sparsity=0.5, attention_sparsity=0.5, head_normalize="none", allow_sublayer_removal=True
+    )
     assert removed.intermediate_size_per_layer == [64, 0]
     assert removed.num_attention_heads_per_layer == [4, 0]
 

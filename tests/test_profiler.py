@@ -37,12 +37,14 @@ def test_scores_match_manual_computation():
     ids = random_batch(1, 9)
     captured = {}
     handle = model.model.layers[1].mlp.down_proj.register_forward_hook(
-        lambda m, args, out: captured.__setitem__("a", args[0].detach()))
+        lambda m, args, out: captured.__setitem__("a", args[0].detach())
+    )
     with torch.no_grad():
         model(ids)
     handle.remove()
-    stats = collect_activation_stats(model, GEMMA2, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}],
-                                     disable_progress=True)
+    stats = collect_activation_stats(
+        model, GEMMA2, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}], disable_progress=True
+    )
     mlp, _ = stats.means()
     torch.testing.assert_close(mlp[1], captured["a"][0].abs().mean(0), rtol=1e-6, atol=1e-7)
 

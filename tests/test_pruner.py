@@ -12,8 +12,9 @@ from diet_hf import DietPruner, ImportanceScores, PrunedGemma3ForCausalLM
 def test_profile_prune_save_load(tmp_path, data_dir, tiny_tokenizer):
     dense = tiny_dense_model("gemma3_text")
     pruner = DietPruner(dense, tiny_tokenizer, model_id="tiny/gemma3")
-    pruned = pruner.profile(tasks=["rte", "boolq", "winogrande"], num_samples=6, batch_size=4, data_dir=data_dir,
-                            disable_progress=True).prune(sparsity=0.2)
+    pruned = pruner.profile(
+        tasks=["rte", "boolq", "winogrande"], num_samples=6, batch_size=4, data_dir=data_dir, disable_progress=True
+    ).prune(sparsity=0.2)
     assert isinstance(pruned, PrunedGemma3ForCausalLM)
     assert abs(pruner.plan.sparsity - 0.2) <= 0.01
     record = pruned.config.pruning
@@ -30,8 +31,10 @@ def test_profile_prune_save_load(tmp_path, data_dir, tiny_tokenizer):
 
 def test_saved_scores_prune_without_forward_pass(tmp_path, monkeypatch):
     dense = tiny_dense_model("gemma2")
-    batches = [{"input_ids": random_batch(2, 8, seed=i), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
-               for i in range(2)]
+    batches = [
+        {"input_ids": random_batch(2, 8, seed=i), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+        for i in range(2)
+    ]
     pruner = DietPruner(dense).profile({"a": batches, "b": batches[:1]}, disable_progress=True)
     first = pruner.prune(sparsity=0.3)
     pruner.save_scores(tmp_path / "scores")
@@ -51,8 +54,9 @@ def test_prune_before_profile():
 
 
 def test_unsupported_model_is_refused(tmp_path):
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2))
+    llama = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    )
     with pytest.raises(ValueError, match=r"Unsupported `model_type` 'llama'; diet-hf supports gemma2, gemma3_text"):
         DietPruner(llama)
     llama.config.save_pretrained(tmp_path)

@@ -56,10 +56,15 @@ def _load_in_fresh_process(path, ids, tmp_path, kind="causal", python=sys.execut
     ids_path.write_text(json.dumps(ids.tolist()))
     script = tmp_path / "load.py"
     script.write_text(LOAD_SCRIPT)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": ""}
-    result = subprocess.run([python, str(script), str(path), str(ids_path), str(out_path), kind], env=env,
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [python, str(script), str(path), str(ids_path), str(out_path), kind],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out_path.read_text())
 
@@ -77,8 +82,12 @@ def test_save_writes_auto_map_and_byte_identical_code(saved_pruned):
     _, path = saved_pruned
     config = json.loads((path / "config.json").read_text())
     assert config["model_type"] == "pruned_gemma3_text"
-    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM",
-                                       "AutoModelForSequenceClassification"}
+    assert set(config["auto_map"]) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForCausalLM",
+        "AutoModelForSequenceClassification",
+    }
     for source in remote_code_files():
         assert (path / source.name).read_bytes() == source.read_bytes()
     assert not list(path.glob("*.bin")), "weights must be safetensors"
@@ -96,12 +105,17 @@ def test_fresh_process_without_diet_hf_gives_same_logits(family, tmp_path):
     # the fresh process picks its own default attention (sdpa where allowed): equal to float precision
     assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-5
     pruned.generation_config.pad_token_id = 0
-    assert result["generated"] == pruned.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
+    assert (
+        result["generated"] == pruned.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
+    )
 
 
 def test_sequence_classification_loads_in_fresh_process(tmp_path):
-    config = PrunedGemma2Config(**{**tiny_dense_model("gemma2").config.to_dict(), "model_type": None},
-                                intermediate_size_per_layer=[8, 0], num_labels=3)
+    config = PrunedGemma2Config(
+        **{**tiny_dense_model("gemma2").config.to_dict(), "model_type": None},
+        intermediate_size_per_layer=[8, 0],
+        num_labels=3,
+    )
     torch.manual_seed(0)
     model = PrunedGemma2ForSequenceClassification(config).eval()
     model.save_pretrained(tmp_path / "model")

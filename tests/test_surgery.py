@@ -10,8 +10,11 @@ from diet_hf.plan import build_plan
 
 def _zeroed_dense(dense, plan):
     """The dense model with every removed MLP dimension and query head zeroed where it enters the residual."""
-    zeroed = tiny_dense_model(dense.config.model_type, attn_logit_softcapping=dense.config.attn_logit_softcapping,
-                              num_key_value_heads=dense.config.num_key_value_heads)
+    zeroed = tiny_dense_model(
+        dense.config.model_type,
+        attn_logit_softcapping=dense.config.attn_logit_softcapping,
+        num_key_value_heads=dense.config.num_key_value_heads,
+    )
     zeroed.load_state_dict(dense.state_dict())
     d = plan.head_dim
     with torch.no_grad():
@@ -36,8 +39,12 @@ TARGETS = {
     "mlp": {"mlp_sparsity": 0.4},
     "heads": {"attention_sparsity": 0.5},
     "both": {"sparsity": 0.35},
-    "removed_sublayers": {"mlp_sparsity": 0.6, "attention_sparsity": 0.7, "allow_sublayer_removal": True,
-                          "head_normalize": "none"},
+    "removed_sublayers": {
+        "mlp_sparsity": 0.6,
+        "attention_sparsity": 0.7,
+        "allow_sublayer_removal": True,
+        "head_normalize": "none",
+    },
 }
 
 

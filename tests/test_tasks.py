@@ -10,15 +10,18 @@ def test_prompts_follow_lm_eval_templates():
     assert boolq.contexts[0] == "P\nQuestion: is it?\nAnswer:" and boolq.continuations == ["no", "yes"]
     arc = get_task("arc_easy").build({"id": "a", "question": "Q?", "choices": {"text": ["x", "y"]}, "label": 1})
     assert arc.contexts[0] == "Question: Q?\nAnswer:"
-    wino = get_task("winogrande").build({"id": "w", "sentence": "The cat sat because _ was tired.",
-                                         "option1": "cat", "option2": "mat", "label": 0})
+    wino = get_task("winogrande").build(
+        {"id": "w", "sentence": "The cat sat because _ was tired.", "option1": "cat", "option2": "mat", "label": 0}
+    )
     assert wino.contexts == ["The cat sat because cat", "The cat sat because mat"]
     assert wino.continuations == ["was tired.", "was tired."]
-    hella = get_task("hellaswag").build({"id": "h", "query": "Cooking: [header] He cuts  it.", "label": 0,
-                                         "endings": ["a [step] b", "c", "d", "e"]})
+    hella = get_task("hellaswag").build(
+        {"id": "h", "query": "Cooking: [header] He cuts  it.", "label": 0, "endings": ["a [step] b", "c", "d", "e"]}
+    )
     assert hella.contexts[0] == "Cooking: He cuts it." and hella.continuations[0] == "a b"
     assert get_task("rte").calibration_text({"id": "r", "premise": "A", "hypothesis": "B", "label": 0}) == (
-        "A\nQuestion: B True or False?\nAnswer: True")
+        "A\nQuestion: B True or False?\nAnswer: True"
+    )
 
 
 @pytest.mark.parametrize("task", list(TASKS))

@@ -1,0 +1,145 @@
+"""The project's main job on the real Gemma 3 270M (from PyPI): prune with DIET at 20%, evaluate, save, reload.
+
+    python examples/main_job.py --data-dir ../shared/data
+
+Steps: convert the PyPI GGUF to safetensors once (cached), profile the seven paper tasks (100 calibration examples
+each), prune at 20%, evaluate dense and pruned on the same examples, save, reload the pruned model through
+`AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)` in a fresh process without diet_hf, and print a
+table of parameters, accuracy and tokens/s.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import torch
+
+from diet_hf import DietPruner
+from diet_hf.evaluation import evaluate
+from diet_hf.real_model import load_gemma3_270m
+from diet_hf.tasks import PAPER_TASKS
+
+RELOAD = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["diet_hf"] = None  # prove the checkpoint loads without diet-hf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path, prompt = sys.argv[1], sys.argv[2]
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    ids = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**ids).logits[0, -1]
+    out = model.generate(**ids, max_new_tokens=20, do_sample=False)
+    print(json.dumps({"class": type(model).__name__, "logits_head": logits[:8].tolist(),
+                      "text": tokenizer.decode(out[0], skip_special_tokens=True)}))
+    """
+)
+
+
+def tokens_per_second(model, tokenizer, *, prompt_len=256, batch=4, new_tokens=32, repeats=2):
+    """Prefill and greedy-decode tokens/s on fixed inputs (best of `repeats`)."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 20000, (batch, prompt_len), generator=generator)
+    prefill, decode = 0.0, 0.0
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(ids, logits_to_keep=1, use_cache=False)
+            prefill = max(prefill, batch * prompt_len / (time.perf_counter() - start))
+            start = time.perf_counter()
+            model.generate(
+                ids[:1, :16],
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            decode = max(decode, new_tokens / (time.perf_counter() - start))
+    return prefill, decode
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("DIET_DATA_DIR", "../shared/data"))
+    parser.add_argument("--output", default="outputs/gemma-3-270m-diet-20")
+    parser.add_argument("--sparsity", type=float, default=0.2)
+    parser.add_argument("--num-samples", type=int, default=100)
+    parser.add_argument("--limit", type=int, default=100, help="evaluation examples per task")
+    parser.add_argument("--cache-dir", default=None, help="safetensors copy of Gemma 3 270M (default ~/.cache)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    clock = time.perf_counter()
+
+    model, tokenizer, path = load_gemma3_270m(args.cache_dir)
+    print(f"[{time.perf_counter() - clock:6.0f}s] dense Gemma 3 270M loaded from {path}", flush=True)
+    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
+    pruner.profile(PAPER_TASKS, num_samples=args.num_samples, data_dir=args.data_dir)
+    pruned = pruner.prune(sparsity=args.sparsity)
+    print(f"[{time.perf_counter() - clock:6.0f}s] profiled and pruned", flush=True)
+    excluded = pruner.scores.provenance["excluded_eval_ids"]
+    dense_eval = evaluate(
+        model, tokenizer, PAPER_TASKS, limit=args.limit, exclude_ids=excluded, data_dir=args.data_dir
+    )
+    pruned_eval = evaluate(
+        pruned, tokenizer, PAPER_TASKS, limit=args.limit, exclude_ids=excluded, data_dir=args.data_dir
+    )
+    print(f"[{time.perf_counter() - clock:6.0f}s] evaluated dense and pruned", flush=True)
+
+    pruned.save_pretrained(args.output)
+    tokenizer.save_pretrained(args.output)
+    pruner.plan.save_pretrained(args.output)
+    prompt = "The capital of France is"
+    reload = subprocess.run(
+        [sys.executable, "-c", RELOAD, args.output, prompt],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
+    if reload.returncode != 0:
+        print(reload.stderr[-3000:], file=sys.stderr)
+        return 1
+    reloaded = json.loads(reload.stdout.strip().splitlines()[-1])
+    with torch.no_grad():
+        expected = pruned(**tokenizer(prompt, return_tensors="pt")).logits[0, -1, :8]
+    reload_diff = (torch.tensor(reloaded["logits_head"]) - expected).abs().max().item()
+    print(
+        f"[{time.perf_counter() - clock:6.0f}s] saved to {args.output}; reloaded as {reloaded['class']} in a fresh "
+        f"process without diet_hf (max |logit diff| {reload_diff:.2e})",
+        flush=True,
+    )
+
+    speed = {"dense": tokens_per_second(model, tokenizer), "pruned": tokens_per_second(pruned, tokenizer)}
+    params = {
+        "dense": sum(p.numel() for p in model.parameters()),
+        "pruned": sum(p.numel() for p in pruned.parameters()),
+    }
+    kept, dense_block = pruner.plan.block_parameters()
+    print()
+    print(
+        f"Gemma 3 270M, DIET at {args.sparsity:.0%} of decoder-block parameters (achieved {pruner.plan.sparsity:.2%}),"
+        f" {args.num_samples} calibration examples x {len(PAPER_TASKS)} tasks"
+    )
+    print(f"{'':28}{'dense':>12}{'pruned':>12}")
+    print(f"{'parameters (total)':28}{params['dense']:>12,}{params['pruned']:>12,}")
+    print(f"{'parameters (decoder blocks)':28}{dense_block:>12,}{kept:>12,}")
+    for task in PAPER_TASKS:
+        d, p = dense_eval["results"][task], pruned_eval["results"][task]
+        metric = d["headline_metric"]
+        print(f"{task + ' ' + metric + ' (n=' + str(d['num_scored']) + ')':28}{d[metric]:>12.3f}{p[metric]:>12.3f}")
+    print(f"{'average (headline)':28}{dense_eval['average']:>12.3f}{pruned_eval['average']:>12.3f}")
+    print(f"{'prefill tokens/s':28}{speed['dense'][0]:>12.0f}{speed['pruned'][0]:>12.0f}")
+    print(f"{'decode tokens/s':28}{speed['dense'][1]:>12.1f}{speed['pruned'][1]:>12.1f}")
+    print(f"\nreloaded pruned model says: {reloaded['text']!r}")
+    print(f"total time {time.perf_counter() - clock:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

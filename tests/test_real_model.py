@@ -1,0 +1,114 @@
+"""The real Gemma 3 270M (PyPI GGUF): converter errors (fast) and the real-model guarantees (slow)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from diet_hf.real_model import convert_gguf
+
+
+def test_missing_gguf(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"`gguf_file` .*nope.gguf does not exist"):
+        convert_gguf(tmp_path / "nope.gguf", tmp_path / "out")
+
+
+def test_not_a_gguf(tmp_path):
+    (tmp_path / "bad.gguf").write_bytes(b"PK\x03\x04 definitely not gguf")
+    with pytest.raises(ValueError, match=r"is not a GGUF file"):
+        convert_gguf(tmp_path / "bad.gguf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_gguf(tmp_path):
+    (tmp_path / "cut.gguf").write_bytes(b"GGUF\x03\x00\x00\x00\x05")
+    with pytest.raises(ValueError, match=r"Could not read the GGUF file .*cut.gguf \(corrupt or truncated\?\)"):
+        convert_gguf(tmp_path / "cut.gguf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unsupported_gguf_architecture(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(tmp_path / "llama.gguf"), "llama")
+    writer.add_context_length(32)
+    writer.add_embedding_length(8)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(2)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match=r"Unsupported `model_type` 'llama'"):
+        convert_gguf(tmp_path / "llama.gguf", tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def real_model():
+    from diet_hf.real_model import load_gemma3_270m
+
+    model, tokenizer, _ = load_gemma3_270m()
+    return model, tokenizer
+
+
+@pytest.mark.slow
+def test_real_unpruned_equals_stock(real_model):
+    from diet_hf import to_pruned_model
+
+    model, tokenizer = real_model
+    ids = tokenizer(["The capital of France is", "Structured pruning removes"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = model(**ids).logits
+        got = to_pruned_model(model)(**ids).logits
+    assert type(model).__name__ == "Gemma3ForCausalLM"
+    assert (expected - got).abs().max().item() <= 1e-4
+
+
+@pytest.mark.slow
+def test_real_pruned_loads_in_fresh_process_and_generates(real_model, tmp_path, data_dir):
+    from diet_hf import DietPruner
+
+    model, tokenizer = real_model
+    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
+    pruned = pruner.profile(num_samples=10, data_dir=data_dir, disable_progress=True).prune(sparsity=0.2)
+    pruned.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    script = textwrap.dedent(
+        """
+        import json, sys
+        sys.modules["diet_hf"] = None
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)
+        tok = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
+        ids = tok("The capital of France is", return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=20, do_sample=False)
+        print(json.dumps({"text": tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True),
+                          "class": type(model).__name__}))
+        """
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["class"] == "PrunedGemma3ForCausalLM"
+    words = output["text"].split()
+    # fluent enough: real words, mostly letters, not one token repeated
+    assert len(words) >= 8, output["text"]
+    assert sum(c.isalpha() or c.isspace() for c in output["text"]) / len(output["text"]) > 0.8, output["text"]
+    assert len(set(words)) >= 5, output["text"]
