@@ -4,6 +4,7 @@ Any causal LM that transformers loads works. The LM head runs only at the scored
 Gemma's vocabulary is 256k, so full logits at every position would dominate time and memory.
 """
 
+import inspect
 import json
 import logging
 import math
@@ -44,6 +45,86 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _cache_kwarg(model) -> str:
+    # transformers 5.x names the cache argument `cache`; 4.x `past_key_values`.
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _left_padded(rows: list[list[int]], pad_id: int):
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.tensor(row)
+        attention_mask[i, width - len(row) :] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+    return input_ids, attention_mask, position_ids
+
+
+def _score_unshared(model, requests, results, pad_id, max_length, device):
+    """One forward per (context + continuation); left padding puts every row's scored positions last."""
+    inputs = [(r.context_ids + r.continuation_ids)[-(max_length + 1) :][:-1] for r in requests]
+    keep = max(len(r.continuation_ids) for r in requests)
+    input_ids, attention_mask, position_ids = _left_padded(inputs, pad_id)
+    logits = model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        position_ids=position_ids.to(device),
+        logits_to_keep=keep,
+        use_cache=False,
+    ).logits
+    logprobs = F.log_softmax(logits.float(), dim=-1)  # (batch, keep, vocab)
+    for row, request in enumerate(requests):
+        targets = torch.tensor(request.continuation_ids, device=logprobs.device)
+        scored = logprobs[row, keep - len(targets) :]
+        results[request.index] = float(scored.gather(-1, targets[:, None]).sum())
+
+
+def _score_shared(model, groups, results, pad_id, max_length, device):
+    """One context forward per group, its KV cache copied to every continuation: exact, and n times less work."""
+    contexts = [list(group[0].context_ids) for group in groups]
+    input_ids, attention_mask, position_ids = _left_padded(contexts, pad_id)
+    out = model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        position_ids=position_ids.to(device),
+        logits_to_keep=1,
+        use_cache=True,
+    )
+    first = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (groups, vocab): predicts each first continuation token
+    cache = getattr(out, "cache", None)
+    cache = getattr(out, "past_key_values", None) if cache is None else cache
+    requests = [request for group in groups for request in group]
+    if cache is None:  # a model without a KV cache: score every pair on its own
+        return _score_unshared(model, requests, results, pad_id, max_length, device)
+    owner = [g for g, group in enumerate(groups) for _ in group]
+    cache.batch_select_indices(torch.tensor(owner, device=device))
+    keep = max(len(r.continuation_ids) for r in requests)
+    continuation = torch.full((len(requests), keep), pad_id, dtype=torch.long)
+    continuation_mask = torch.zeros((len(requests), keep), dtype=torch.long)
+    for row, request in enumerate(requests):  # right padding: pads come after every scored token
+        continuation[row, : len(request.continuation_ids)] = torch.tensor(request.continuation_ids)
+        continuation_mask[row, : len(request.continuation_ids)] = 1
+    lengths = torch.tensor([len(groups[g][0].context_ids) for g in owner])
+    positions = lengths[:, None] + torch.arange(keep)[None]
+    mask = torch.cat([attention_mask[owner], continuation_mask], dim=1)
+    logits = model(
+        input_ids=continuation.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        use_cache=True,
+        **{_cache_kwarg(model): cache},
+    ).logits
+    logprobs = F.log_softmax(logits.float(), dim=-1)  # (requests, keep, vocab)
+    for row, request in enumerate(requests):
+        targets = request.continuation_ids
+        total = first[owner[row], targets[0]]
+        if len(targets) > 1:
+            index = torch.tensor(targets[1:], device=logprobs.device)
+            total = total + logprobs[row, : len(targets) - 1].gather(-1, index[:, None]).sum()
+        results[request.index] = float(total)
+
+
 @torch.inference_mode()
 def loglikelihoods(
     model,
@@ -52,47 +133,42 @@ def loglikelihoods(
     *,
     batch_size: int = 16,
     max_length: int | None = None,
+    share_context: bool = True,
     disable_progress: bool = False,
     description: str = "scoring",
 ) -> list[float]:
-    """Sum of continuation log-probabilities for each `(context, continuation)` pair, as lm-eval computes it."""
+    """Sum of continuation log-probabilities for each `(context, continuation)` pair, as lm-eval computes it.
+
+    With `share_context`, pairs whose context tokens are identical (the choices of one question) run the context once
+    and reuse its KV cache; `batch_size` then counts contexts. Pairs longer than `max_length` (the model's context,
+    capped at 2048) are left-truncated as lm-eval does, without sharing.
+    """
     if tokenizer is None:
         raise ValueError("`tokenizer` is required to score text; pass the model's tokenizer.")
     max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
-    requests = []
+    groups: dict[tuple[int, ...], list[_Request]] = {}
     for index, (context, continuation) in enumerate(pairs):
         context_ids, continuation_ids = _encode_pair(tokenizer, context, continuation)
         if not continuation_ids:
             raise ValueError(f"Continuation {continuation!r} encodes to no tokens.")
-        requests.append(_Request(index, context_ids, continuation_ids))
+        key = tuple(context_ids) if share_context else (index,)
+        groups.setdefault(key, []).append(_Request(index, context_ids, continuation_ids))
+    too_long = lambda g: len(g[0].context_ids) + max(len(r.continuation_ids) for r in g) > max_length  # noqa: E731
+    shared = [g for g in groups.values() if share_context and not too_long(g)]
+    single = [r for g in groups.values() if not (share_context and not too_long(g)) for r in g]
     # Longest first: similar lengths share a batch, and an out-of-memory error shows up at once.
-    requests.sort(key=lambda r: -(len(r.context_ids) + len(r.continuation_ids)))
-    results = [0.0] * len(requests)
+    shared.sort(key=lambda g: -len(g[0].context_ids))
+    single.sort(key=lambda r: -(len(r.context_ids) + len(r.continuation_ids)))
+    results = [0.0] * len(pairs)
     device = _model_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in tqdm(range(0, len(requests), batch_size), desc=description, disable=disable_progress):
-        batch = requests[start : start + batch_size]
-        inputs = [(r.context_ids + r.continuation_ids)[-(max_length + 1) :][:-1] for r in batch]
-        width = max(len(x) for x in inputs)
-        keep = max(len(r.continuation_ids) for r in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(inputs):  # left padding: every row's scored positions are the last ones
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[row, width - len(ids) :] = 1
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        logits = model(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            position_ids=position_ids.to(device),
-            logits_to_keep=keep,
-            use_cache=False,
-        ).logits
-        logprobs = F.log_softmax(logits.float(), dim=-1)  # (batch, keep, vocab)
-        for row, request in enumerate(batch):
-            targets = torch.tensor(request.continuation_ids, device=logprobs.device)
-            scored = logprobs[row, keep - len(targets) :]
-            results[request.index] = float(scored.gather(-1, targets[:, None]).sum())
+    batches = [("shared", shared[i : i + batch_size]) for i in range(0, len(shared), batch_size)]
+    batches += [("single", single[i : i + batch_size]) for i in range(0, len(single), batch_size)]
+    for kind, batch in tqdm(batches, desc=description, disable=disable_progress):
+        if kind == "shared":
+            _score_shared(model, batch, results, pad_id, max_length, device)
+        else:
+            _score_unshared(model, batch, results, pad_id, max_length, device)
     return results
 
 
@@ -106,6 +182,7 @@ def evaluate(
     exclude_ids: dict[str, list[str]] | None = None,
     data_dir: str | os.PathLike | None = None,
     return_predictions: bool = False,
+    share_context: bool = True,
     disable_progress: bool = False,
 ) -> dict:
     """Zero-shot multiple-choice accuracy per task (`acc`, `acc_norm`, standard error) and the headline average.
@@ -116,6 +193,7 @@ def evaluate(
         exclude_ids (`dict[str, list[str]]`, *optional*): per task, example ids not to score (calibration examples
             carved from the evaluation split; `DietPruner.scores.provenance["excluded_eval_ids"]`).
         return_predictions (`bool`, *optional*): add each example's chosen answers under `predictions`.
+        share_context (`bool`, *optional*, defaults to `True`): run each question's context once for all choices.
 
     Returns:
         `dict` with `results` (per task: `acc`, `acc_norm`, `acc_stderr`, `num_scored`, `excluded_ids`), `average`
@@ -141,6 +219,7 @@ def evaluate(
             tokenizer,
             pairs,
             batch_size=batch_size,
+            share_context=share_context,
             disable_progress=disable_progress,
             description=f"eval {spec.name}",
         )

@@ -1,0 +1,174 @@
+"""The evaluator scores as lm-eval-harness 0.4 does: checked on hand-computable models and against brute force."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import tiny_dense_model
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from torch import nn
+from transformers import PreTrainedTokenizerFast
+
+from diet_hf.evaluation import evaluate, loglikelihoods
+
+WORDS = ["<pad>", "<bos>", "<unk>", "Question:", "Answer:", "a", "bbbb", "cc", "The", "cat", "dog", "sat", "ran", "."]
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer():
+    """One token per whitespace-separated word, BOS prepended (as Gemma's tokenizer does)."""
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>", unk_token="<unk>")
+
+
+class BigramLM(nn.Module):
+    """log p(next | previous) = `table[previous, next]`: every log-likelihood is a sum of table entries."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = nn.Parameter(torch.log_softmax(table, dim=-1))
+        self.config = SimpleNamespace(max_position_embeddings=64)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, use_cache=False):
+        logits = self.table[input_ids]  # (batch, seq_len, vocab)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+
+
+def _ids(word):
+    return WORDS.index(word)
+
+
+def _write_task(directory, task, split, rows):
+    (directory / task).mkdir(parents=True, exist_ok=True)
+    with (directory / task / f"{split}.jsonl").open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+def test_loglikelihood_is_sum_of_continuation_logprobs(word_tokenizer):
+    table = torch.randn(len(WORDS), len(WORDS), generator=torch.Generator().manual_seed(0))
+    model = BigramLM(table)
+    lp = model.table.detach()
+    got = loglikelihoods(model, word_tokenizer, [("The cat", " sat ."), ("The", " dog ran")], disable_progress=True)
+    expected = [
+        lp[_ids("cat"), _ids("sat")] + lp[_ids("sat"), _ids(".")],
+        lp[_ids("The"), _ids("dog")] + lp[_ids("dog"), _ids("ran")],
+    ]
+    assert got == pytest.approx([float(e) for e in expected], abs=1e-6)
+
+
+def test_acc_and_acc_norm_decisions(word_tokenizer, tmp_path):
+    table = torch.zeros(len(WORDS), len(WORDS))
+    table[_ids("Answer:"), _ids("a")] = 2.0  # "a": 1 character, higher log-likelihood
+    table[_ids("Answer:"), _ids("bbbb")] = 1.5  # "bbbb": 4 characters, lower total but higher per character
+    model = BigramLM(table)
+    lp = model.table.detach()[_ids("Answer:")]
+    assert lp[_ids("a")] > lp[_ids("bbbb")] and lp[_ids("a")] / 1 < lp[_ids("bbbb")] / 4
+    rows = [
+        {"id": f"q{i}", "question": "The", "choices": {"text": ["a", "bbbb"], "label": ["A", "B"]}, "label": label}
+        for i, label in enumerate([0, 1, 1])
+    ]
+    _write_task(tmp_path, "arc_easy", "test", rows)
+    result = evaluate(
+        model, word_tokenizer, ["arc_easy"], data_dir=tmp_path, return_predictions=True, disable_progress=True
+    )
+    scores = result["results"]["arc_easy"]
+    assert [p["acc"] for p in result["predictions"]["arc_easy"]] == [0, 0, 0]
+    assert [p["acc_norm"] for p in result["predictions"]["arc_easy"]] == [1, 1, 1]
+    assert scores["acc"] == pytest.approx(1 / 3) and scores["acc_norm"] == pytest.approx(2 / 3)
+    assert scores["acc_stderr"] == pytest.approx(math.sqrt((1 / 3) * (2 / 3) / 2))
+    assert result["average"] == pytest.approx(2 / 3)  # ARC's headline metric is acc_norm
+
+
+def test_winogrande_partial_scoring(word_tokenizer, tmp_path):
+    table = torch.zeros(len(WORDS), len(WORDS))
+    table[_ids("cat"), _ids("sat")] = 3.0  # after "cat" the shared remainder "sat ." is likely
+    table[_ids("dog"), _ids("ran")] = 3.0
+    model = BigramLM(table)
+    rows = [
+        {"id": "w1", "sentence": "The _ sat .", "option1": "dog", "option2": "cat", "label": 1},
+        {"id": "w2", "sentence": "The _ ran .", "option1": "dog", "option2": "cat", "label": 0},
+        {"id": "w3", "sentence": "The _ ran .", "option1": "cat", "option2": "dog", "label": 0},
+    ]
+    _write_task(tmp_path, "winogrande", "validation", rows)
+    result = evaluate(
+        model, word_tokenizer, ["winogrande"], data_dir=tmp_path, return_predictions=True, disable_progress=True
+    )
+    assert [p["acc"] for p in result["predictions"]["winogrande"]] == [1, 0, 1]
+    assert result["results"]["winogrande"]["acc"] == pytest.approx(2 / 3)
+    assert result["results"]["winogrande"]["acc_norm"] is None
+
+
+def test_exclusions_and_limit(word_tokenizer, tmp_path):
+    model = BigramLM(torch.zeros(len(WORDS), len(WORDS)))
+    rows = [{"id": f"p{i}", "goal": "The", "sol1": "a", "sol2": "cc", "label": i % 2} for i in range(6)]
+    _write_task(tmp_path, "piqa", "validation", rows)
+    result = evaluate(
+        model,
+        word_tokenizer,
+        ["piqa"],
+        data_dir=tmp_path,
+        exclude_ids={"piqa": ["p0", "p2"]},
+        limit=3,
+        return_predictions=True,
+        disable_progress=True,
+    )
+    assert [p["id"] for p in result["predictions"]["piqa"]] == ["p1", "p3", "p4"]
+    assert result["results"]["piqa"]["num_scored"] == 3
+    assert result["results"]["piqa"]["excluded_ids"] == ["p0", "p2"]
+
+
+def test_batched_padded_scoring_equals_one_by_one_on_gemma(tiny_tokenizer):
+    model = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
+    pairs = [
+        ("Question: what is the answer?\nAnswer:", " yes"),
+        ("Question:", " no True False"),
+        ("Answer: yes", " no"),
+        ("what", " is the answer? Answer: True"),
+    ]
+    batched = loglikelihoods(model, tiny_tokenizer, pairs, batch_size=4, disable_progress=True)
+    for pair, value in zip(pairs, batched):
+        context_ids = tiny_tokenizer(pair[0])["input_ids"]
+        whole = tiny_tokenizer(pair[0] + pair[1])["input_ids"]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([whole[:-1]])).logits[0], dim=-1)
+        targets = whole[len(context_ids) :]
+        expected = sum(logprobs[len(context_ids) - 1 + i, t].item() for i, t in enumerate(targets))
+        assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_errors(word_tokenizer, tmp_path):
+    model = BigramLM(torch.zeros(len(WORDS), len(WORDS)))
+    with pytest.raises(ValueError, match=r"Unknown task 'squad'"):
+        evaluate(model, word_tokenizer, ["squad"], data_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"`tokenizer` is required"):
+        evaluate(model, None, ["piqa"], data_dir=tmp_path)
+    (tmp_path / "piqa").mkdir()
+    (tmp_path / "piqa" / "validation.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"The `validation` split of task 'piqa' is empty"):
+        evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"`limit` must be >= 1"):
+        evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, limit=0)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_shared_context_equals_separate_scoring(tiny_tokenizer, family):
+    from diet_hf import build_pruned_model
+    from diet_hf.plan import PruningPlan
+
+    dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=4)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.head_kept_indices, plan.kv_head_kept_indices = [[], [0, 1]], [[], [0]]  # layer 0 without attention
+    plan.mlp_kept_indices = [list(range(10)), []]
+    pairs = [("Question: what is the answer?\\nAnswer:", c) for c in (" yes", " no", " True False is")]
+    pairs += [("Answer:", " no"), ("Answer:", " yes yes"), ("what", " is")]
+    for model in (dense, build_pruned_model(dense, plan)):
+        shared = loglikelihoods(model, tiny_tokenizer, pairs, batch_size=2, disable_progress=True)
+        separate = loglikelihoods(
+            model, tiny_tokenizer, pairs, batch_size=3, share_context=False, disable_progress=True
+        )
+        assert shared == pytest.approx(separate, abs=1e-4)
