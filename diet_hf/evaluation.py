@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .constants import FAMILIES
 from .tasks import PAPER_TASKS, get_task, load_examples, resolve_data_dir
 
 __all__ = ["evaluate", "loglikelihoods", "perplexity"]
@@ -41,13 +42,56 @@ def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int],
     return context_ids, whole[len(context_ids) :]
 
 
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
+class _Scorer:
+    """Runs the decoder, then the LM head only at scored positions (chunked), for Gemma-family models.
 
+    Other causal LMs run whole, with `logits_to_keep`, so any model-specific head transform is respected.
+    """
 
-def _cache_kwarg(model) -> str:
-    # transformers 5.x names the cache argument `cache`; 4.x `past_key_values`.
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    _HEAD_CHUNK = 256  # scored positions per LM-head matmul: 256 x 262k float32 logits = 268 MB
+
+    def __init__(self, model):
+        self.model = model
+        self.device = next(model.parameters()).device
+        model_type = getattr(model.config, "model_type", "")
+        self.split_head = any(model_type in (f.dense_model_type, f.pruned_model_type) for f in FAMILIES)
+        signature = inspect.signature(model.forward).parameters
+        # transformers 5.x names the cache argument `cache`; 4.x `past_key_values`.
+        self.cache_kwarg = "cache" if "cache" in signature else "past_key_values"
+
+    def forward(self, input_ids, attention_mask, position_ids, *, cache=None, keep: int):
+        """Hidden states (or, for other models, logits) of the last `keep` positions, and the KV cache."""
+        kwargs = {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": attention_mask.to(self.device),
+            "position_ids": position_ids.to(self.device),
+            "use_cache": cache is not False,
+        }
+        if cache is not None and cache is not False:
+            kwargs[self.cache_kwarg] = cache
+        if self.split_head:
+            out = self.model.get_decoder()(**kwargs)
+            states = out.last_hidden_state[:, -keep:]
+        else:
+            out = self.model(**kwargs, logits_to_keep=keep)
+            states = out.logits
+        # 5.x returns the cache as `cache` (reading `past_key_values` warns there); 4.x as `past_key_values`.
+        return states, getattr(out, self.cache_kwarg, None)
+
+    def target_logprobs(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(target) at each of `states` (positions, hidden or vocab) for `targets` (positions,)."""
+        if not self.split_head:
+            return F.log_softmax(states.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
+        head = self.model.get_output_embeddings()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        values = []
+        for start in range(0, states.shape[0], self._HEAD_CHUNK):
+            logits = head(states[start : start + self._HEAD_CHUNK]).float()
+            if softcap is not None:
+                logits = torch.tanh(logits / softcap) * softcap
+            chunk_targets = targets[start : start + self._HEAD_CHUNK, None]
+            values.append(logits.gather(-1, chunk_targets)[:, 0] - torch.logsumexp(logits, dim=-1))
+        return torch.cat(values)
 
 
 def _left_padded(rows: list[list[int]], pad_id: int):
@@ -61,68 +105,68 @@ def _left_padded(rows: list[list[int]], pad_id: int):
     return input_ids, attention_mask, position_ids
 
 
-def _score_unshared(model, requests, results, pad_id, max_length, device):
+def _sum_by_row(scorer, states, rows, columns, targets, requests, results, offsets=None):
+    """Scores the selected (row, column) states against `targets` and adds them up per request."""
+    device = states.device
+    picked = states[torch.tensor(rows, device=device), torch.tensor(columns, device=device)]
+    logprobs = scorer.target_logprobs(picked, torch.tensor(targets, device=device)).tolist()
+    totals = list(offsets) if offsets is not None else [0.0] * len(requests)
+    for row, value in zip(rows, logprobs):
+        totals[row] += value
+    for request, total in zip(requests, totals):
+        results[request.index] = float(total)
+
+
+def _score_unshared(scorer, requests, results, pad_id, max_length):
     """One forward per (context + continuation); left padding puts every row's scored positions last."""
     inputs = [(r.context_ids + r.continuation_ids)[-(max_length + 1) :][:-1] for r in requests]
     keep = max(len(r.continuation_ids) for r in requests)
-    input_ids, attention_mask, position_ids = _left_padded(inputs, pad_id)
-    logits = model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        position_ids=position_ids.to(device),
-        logits_to_keep=keep,
-        use_cache=False,
-    ).logits
-    logprobs = F.log_softmax(logits.float(), dim=-1)  # (batch, keep, vocab)
+    states, _ = scorer.forward(*_left_padded(inputs, pad_id), cache=False, keep=keep)  # (batch, keep, ...)
+    rows, columns, targets = [], [], []
     for row, request in enumerate(requests):
-        targets = torch.tensor(request.continuation_ids, device=logprobs.device)
-        scored = logprobs[row, keep - len(targets) :]
-        results[request.index] = float(scored.gather(-1, targets[:, None]).sum())
+        count = len(request.continuation_ids)
+        rows += [row] * count
+        columns += range(keep - count, keep)
+        targets += request.continuation_ids
+    _sum_by_row(scorer, states, rows, columns, targets, requests, results)
 
 
-def _score_shared(model, groups, results, pad_id, max_length, device):
+def _score_shared(scorer, groups, results, pad_id, max_length):
     """One context forward per group, its KV cache copied to every continuation: exact, and n times less work."""
-    contexts = [list(group[0].context_ids) for group in groups]
-    input_ids, attention_mask, position_ids = _left_padded(contexts, pad_id)
-    out = model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        position_ids=position_ids.to(device),
-        logits_to_keep=1,
-        use_cache=True,
-    )
-    first = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (groups, vocab): predicts each first continuation token
-    cache = getattr(out, "cache", None)
-    cache = getattr(out, "past_key_values", None) if cache is None else cache
+    input_ids, attention_mask, position_ids = _left_padded([list(g[0].context_ids) for g in groups], pad_id)
+    last, cache = scorer.forward(input_ids, attention_mask, position_ids, keep=1)  # (groups, 1, ...)
     requests = [request for group in groups for request in group]
     if cache is None:  # a model without a KV cache: score every pair on its own
-        return _score_unshared(model, requests, results, pad_id, max_length, device)
+        return _score_unshared(scorer, requests, results, pad_id, max_length)
     owner = [g for g, group in enumerate(groups) for _ in group]
-    cache.batch_select_indices(torch.tensor(owner, device=device))
-    keep = max(len(r.continuation_ids) for r in requests)
-    continuation = torch.full((len(requests), keep), pad_id, dtype=torch.long)
-    continuation_mask = torch.zeros((len(requests), keep), dtype=torch.long)
+    # The first continuation token is predicted at the context's last position.
+    first = scorer.target_logprobs(
+        last[owner, 0], torch.tensor([r.continuation_ids[0] for r in requests], device=last.device)
+    ).tolist()
+    cache.batch_select_indices(torch.tensor(owner, device=scorer.device))
+    width = max(len(r.continuation_ids) for r in requests) - 1
+    if width == 0:  # single-token continuations: nothing more to run
+        for request, value in zip(requests, first):
+            results[request.index] = value
+        return None
+    continuation = torch.full((len(requests), width), pad_id, dtype=torch.long)
+    continuation_mask = torch.zeros((len(requests), width), dtype=torch.long)
     for row, request in enumerate(requests):  # right padding: pads come after every scored token
-        continuation[row, : len(request.continuation_ids)] = torch.tensor(request.continuation_ids)
-        continuation_mask[row, : len(request.continuation_ids)] = 1
-    lengths = torch.tensor([len(groups[g][0].context_ids) for g in owner])
-    positions = lengths[:, None] + torch.arange(keep)[None]
+        tokens = request.continuation_ids[:-1]
+        continuation[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        continuation_mask[row, : len(tokens)] = 1
+    lengths = attention_mask.sum(-1)[owner]
+    positions = lengths[:, None] + torch.arange(width)[None]
     mask = torch.cat([attention_mask[owner], continuation_mask], dim=1)
-    logits = model(
-        input_ids=continuation.to(device),
-        attention_mask=mask.to(device),
-        position_ids=positions.to(device),
-        use_cache=True,
-        **{_cache_kwarg(model): cache},
-    ).logits
-    logprobs = F.log_softmax(logits.float(), dim=-1)  # (requests, keep, vocab)
+    states, _ = scorer.forward(continuation, mask, positions, cache=cache, keep=width)  # (requests, width, ...)
+    rows, columns, targets = [], [], []
     for row, request in enumerate(requests):
-        targets = request.continuation_ids
-        total = first[owner[row], targets[0]]
-        if len(targets) > 1:
-            index = torch.tensor(targets[1:], device=logprobs.device)
-            total = total + logprobs[row, : len(targets) - 1].gather(-1, index[:, None]).sum()
-        results[request.index] = float(total)
+        rest = request.continuation_ids[1:]
+        rows += [row] * len(rest)
+        columns += range(len(rest))
+        targets += rest
+    _sum_by_row(scorer, states, rows, columns, targets, requests, results, offsets=first)
+    return None
 
 
 @torch.inference_mode()
@@ -160,15 +204,15 @@ def loglikelihoods(
     shared.sort(key=lambda g: -len(g[0].context_ids))
     single.sort(key=lambda r: -(len(r.context_ids) + len(r.continuation_ids)))
     results = [0.0] * len(pairs)
-    device = _model_device(model)
+    scorer = _Scorer(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = [("shared", shared[i : i + batch_size]) for i in range(0, len(shared), batch_size)]
     batches += [("single", single[i : i + batch_size]) for i in range(0, len(single), batch_size)]
     for kind, batch in tqdm(batches, desc=description, disable=disable_progress):
         if kind == "shared":
-            _score_shared(model, batch, results, pad_id, max_length, device)
+            _score_shared(scorer, batch, results, pad_id, max_length)
         else:
-            _score_unshared(model, batch, results, pad_id, max_length, device)
+            _score_unshared(scorer, batch, results, pad_id, max_length)
     return results
 
 
@@ -285,13 +329,13 @@ def perplexity(
     bos = tokenizer.bos_token_id
     window = max_length - (1 if bos is not None else 0)
     starts = list(range(0, len(ids), window))[: max_windows or None]
-    device = _model_device(model)
+    scorer = _Scorer(model)
     nll, count = 0.0, 0
     for start in tqdm(starts, desc="perplexity", disable=disable_progress):
         chunk = ([bos] if bos is not None else []) + ids[start : start + window]
-        input_ids = torch.tensor([chunk], device=device)
-        logits = model(input_ids=input_ids, use_cache=False).logits.float()
-        targets = input_ids[0, 1:]
-        nll -= float(F.log_softmax(logits[0, :-1], dim=-1).gather(-1, targets[:, None]).sum())
+        input_ids, attention_mask, position_ids = _left_padded([chunk[:-1]], 0)
+        states, _ = scorer.forward(input_ids, attention_mask, position_ids, cache=False, keep=len(chunk) - 1)
+        targets = torch.tensor(chunk[1:], device=states.device)
+        nll -= float(scorer.target_logprobs(states[0], targets).sum())
         count += len(targets)
     return {"perplexity": math.exp(nll / count), "tokens": count, "windows": len(starts), "max_length": max_length}

@@ -42,7 +42,7 @@ RELOAD = textwrap.dedent(
 )
 
 
-def tokens_per_second(model, tokenizer, *, prompt_len=256, batch=4, new_tokens=32, repeats=2):
+def tokens_per_second(model, tokenizer, *, prompt_len=256, batch=4, new_tokens=32, repeats=5):
     """Prefill and greedy-decode tokens/s on fixed inputs (best of `repeats`)."""
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (batch, prompt_len), generator=generator)
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="outputs/gemma-3-270m-diet-20")
     parser.add_argument("--sparsity", type=float, default=0.2)
     parser.add_argument("--num-samples", type=int, default=100)
-    parser.add_argument("--limit", type=int, default=100, help="evaluation examples per task")
+    parser.add_argument("--limit", type=int, default=200, help="evaluation examples per task")
     parser.add_argument("--cache-dir", default=None, help="safetensors copy of Gemma 3 270M (default ~/.cache)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -115,6 +115,7 @@ def main(argv=None) -> int:
         flush=True,
     )
 
+    tokens_per_second(model, tokenizer, repeats=1)  # warm-up: first calls pay one-off allocation costs
     speed = {"dense": tokens_per_second(model, tokenizer), "pruned": tokens_per_second(pruned, tokenizer)}
     params = {
         "dense": sum(p.numel() for p in model.parameters()),

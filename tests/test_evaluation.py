@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from diet_hf.evaluation import evaluate, loglikelihoods
+from diet_hf.evaluation import evaluate, loglikelihoods, perplexity
 
 WORDS = ["<pad>", "<bos>", "<unk>", "Question:", "Answer:", "a", "bbbb", "cc", "The", "cat", "dog", "sat", "ran", "."]
 
@@ -172,3 +172,22 @@ def test_shared_context_equals_separate_scoring(tiny_tokenizer, family):
             model, tiny_tokenizer, pairs, batch_size=3, share_context=False, disable_progress=True
         )
         assert shared == pytest.approx(separate, abs=1e-4)
+
+
+def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
+    model = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer), final_logit_softcapping=3.0)
+    rows = [
+        {"id": f"w{i}", "text": text} for i, text in enumerate(["", " = Question =\n", "", " what is the answer\n"])
+    ]
+    _write_task(tmp_path, "wikitext2", "test", rows)
+    result = perplexity(model, tiny_tokenizer, data_dir=tmp_path, max_length=8)
+    ids = tiny_tokenizer("\n\n".join(r["text"] for r in rows), add_special_tokens=False)["input_ids"]
+    nll, count = 0.0, 0
+    for start in range(0, len(ids), 7):
+        chunk = torch.tensor([[tiny_tokenizer.bos_token_id] + ids[start : start + 7]])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(chunk).logits[0, :-1], dim=-1)
+        nll -= logprobs.gather(-1, chunk[0, 1:, None]).sum().item()
+        count += chunk.shape[1] - 1
+    assert result["tokens"] == count
+    assert result["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
