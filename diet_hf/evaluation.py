@@ -120,14 +120,15 @@ def _sum_by_row(scorer, states, rows, columns, targets, requests, results, offse
 def _score_unshared(scorer, requests, results, pad_id, max_length):
     """One forward per (context + continuation); left padding puts every row's scored positions last."""
     inputs = [(r.context_ids + r.continuation_ids)[-(max_length + 1) :][:-1] for r in requests]
-    keep = max(len(r.continuation_ids) for r in requests)
+    # A continuation longer than the window keeps only the tokens the window can predict (its tail).
+    counts = [min(len(r.continuation_ids), len(x)) for r, x in zip(requests, inputs)]
+    keep = max(counts)
     states, _ = scorer.forward(*_left_padded(inputs, pad_id), cache=False, keep=keep)  # (batch, keep, ...)
     rows, columns, targets = [], [], []
-    for row, request in enumerate(requests):
-        count = len(request.continuation_ids)
+    for row, (request, count) in enumerate(zip(requests, counts)):
         rows += [row] * count
         columns += range(keep - count, keep)
-        targets += request.continuation_ids
+        targets += request.continuation_ids[len(request.continuation_ids) - count :]
     _sum_by_row(scorer, states, rows, columns, targets, requests, results)
 
 

@@ -1,15 +1,26 @@
 """Locating the remote-code files, loading the pruned classes from them, and registering them with the Auto classes."""
 
 import importlib
+import os
+import shutil
+import tempfile
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 
+from huggingface_hub import HfApi
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from .constants import REMOTE_CODE_FILES
 
-__all__ = ["modeling_module", "register_auto_classes", "remote_code_dir", "remote_code_files"]
+__all__ = [
+    "modeling_module",
+    "push_saved_model",
+    "register_auto_classes",
+    "remote_code_dir",
+    "remote_code_files",
+    "save_pruned_model",
+]
 
 _PACKAGE = "diet_hf._remote_code"
 
@@ -42,3 +53,60 @@ def register_auto_classes() -> None:
         AutoModelForSequenceClassification.register(
             config_class, getattr(module, names["AutoModelForSequenceClassification"]), exist_ok=True
         )
+
+
+def save_pruned_model(model, save_directory, *, tokenizer=None, plan=None) -> Path:
+    """Saves a pruned model (safetensors, config with `auto_map`, remote code), its tokenizer and plan, atomically.
+
+    Everything is written into a temporary directory beside `save_directory` and moved into place at the end, so an
+    interrupted save never leaves a directory that half-loads; an existing directory is replaced only on success.
+    """
+    target = Path(save_directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if plan is not None:
+            plan.save_pretrained(tmp)
+        for source in remote_code_files():  # transformers copies them too; make sure they are byte-identical
+            shutil.copyfile(source, tmp / source.name)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def push_saved_model(
+    save_directory,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload DIET-pruned model",
+) -> str:
+    """Uploads a directory written by `save_pruned_model` as one commit; returns the commit id.
+
+    Raises:
+        RuntimeError: the upload failed; the local directory is untouched and the message says how to retry.
+    """
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(save_directory), repo_id=repo_id, revision=revision, commit_message=commit_message
+        )
+    except Exception as error:  # HTTP, connection and validation errors all end the same way for the user
+        raise RuntimeError(
+            f"Pushing {save_directory} to {repo_id!r} failed: {error}. The local copy in {save_directory} is complete "
+            f"and loadable; retry with `hf upload {repo_id} {save_directory}` or "
+            f"`diet_hf.hub.push_saved_model({str(save_directory)!r}, {repo_id!r})`."
+        ) from error
+    return getattr(info, "oid", None) or str(info)

@@ -1,0 +1,242 @@
+"""The `diet-hf` command: `prune`, `eval`, `info`. Parses arguments, calls the public API, prints results."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from error
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from .tasks import PAPER_TASKS, TASKS
+
+    parser = argparse.ArgumentParser(prog="diet-hf", description="DIET structured pruning for Gemma models.")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{prune,eval,info}")
+
+    prune = commands.add_parser("prune", help="profile a dense Gemma model on tasks and prune it with DIET")
+    prune.add_argument("model", help="Hub id or local directory of a dense Gemma-2 / Gemma 3 text model")
+    prune.add_argument(
+        "--output",
+        required=True,
+        help="output directory; with several --sparsity values, one directory OUTPUT-<percent> each",
+    )
+    prune.add_argument(
+        "--sparsity",
+        type=_fraction,
+        nargs="+",
+        default=None,
+        help="fraction(s) of decoder-block attention + MLP parameters to remove, e.g. 0.2 0.3",
+    )
+    prune.add_argument("--mlp-sparsity", type=float, default=None)
+    prune.add_argument("--attention-sparsity", type=float, default=None)
+    prune.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(PAPER_TASKS),
+        choices=list(TASKS),
+        metavar="TASK",
+        help=f"calibration tasks (default: the paper's seven); known: {', '.join(TASKS)}",
+    )
+    prune.add_argument("--num-samples", type=_positive_int, default=100, help="calibration examples per task")
+    prune.add_argument("--batch-size", type=_positive_int, default=8)
+    prune.add_argument("--max-length", type=_positive_int, default=512)
+    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--data-dir", default=None, help="local data directory (default: $DIET_DATA_DIR, else Hub)")
+    prune.add_argument("--scores", default=None, help="reuse a saved profile (no forward pass)")
+    prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
+    prune.add_argument("--merge", choices=("vote", "mean"), default="vote")
+    prune.add_argument("--round-to", type=_positive_int, default=1)
+    prune.add_argument("--allow-sublayer-removal", action="store_true")
+    prune.add_argument("--dtype", choices=DTYPES, default="float32")
+    prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
+    prune.add_argument("--revision", default=None)
+    prune.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this Hub repository")
+    prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
+
+    evaluate = commands.add_parser("eval", help="zero-shot accuracy (lm-eval-harness scoring) of a causal LM")
+    evaluate.add_argument("model", help="Hub id or local directory (dense or pruned)")
+    evaluate.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS), choices=list(TASKS), metavar="TASK")
+    evaluate.add_argument("--limit", type=_positive_int, default=None, help="first N examples of each task")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=16)
+    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--output", default=None, help="write the results as JSON here")
+    evaluate.add_argument("--dtype", choices=DTYPES, default="float32")
+    evaluate.add_argument("--revision", default=None)
+    evaluate.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow remote code (not needed for diet-hf models: diet-hf registers them)",
+    )
+
+    info = commands.add_parser("info", help="per-layer structure, parameter counts and provenance of a checkpoint")
+    info.add_argument("model", help="Hub id or local directory")
+    info.add_argument("--revision", default=None)
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def _quiet() -> None:
+    os.environ["TQDM_DISABLE"] = "1"
+    import huggingface_hub
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+
+
+def _run_prune(args) -> int:
+    from . import DietPruner
+    from .hub import push_saved_model, save_pruned_model
+
+    if args.sparsity is None and args.mlp_sparsity is None and args.attention_sparsity is None:
+        raise ValueError("give `--sparsity` (or `--mlp-sparsity` / `--attention-sparsity`).")
+    kwargs = {"dtype": _dtype(args.dtype)}
+    if args.device_map:
+        kwargs["device_map"] = args.device_map
+    if args.revision:
+        kwargs["revision"] = args.revision
+    pruner = DietPruner.from_pretrained(args.model, **kwargs)
+    if args.scores:
+        pruner.load_scores(args.scores)
+    else:
+        pruner.profile(
+            tasks=args.tasks,
+            num_samples=args.num_samples,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            seed=args.seed,
+            data_dir=args.data_dir,
+            disable_progress=args.quiet,
+        )
+    if args.save_scores:
+        pruner.save_scores(args.save_scores)
+    targets = args.sparsity or [None]
+    for sparsity in targets:
+        model = pruner.prune(
+            sparsity=sparsity,
+            mlp_sparsity=args.mlp_sparsity,
+            attention_sparsity=args.attention_sparsity,
+            merge=args.merge,
+            round_to=args.round_to,
+            allow_sublayer_removal=args.allow_sublayer_removal,
+        )
+        output = Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(sparsity * 100)}")
+        save_pruned_model(model, output, tokenizer=pruner.tokenizer, plan=pruner.plan)
+        record = model.config.pruning
+        print(
+            f"saved {output}: {record['total_parameters']['dense']:,} -> {record['total_parameters']['pruned']:,} "
+            f"parameters, decoder-block sparsity {record['achieved_block_sparsity']:.2%}"
+        )
+        if args.push_to_hub:
+            repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
+            commit = push_saved_model(output, repo, private=args.private)
+            print(f"pushed {output} to {repo} (commit {commit})")
+    return EXIT_OK
+
+
+def _run_eval(args) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluation import evaluate
+
+    kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=_dtype(args.dtype), **kwargs).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model, **kwargs)
+    result = evaluate(
+        model,
+        tokenizer,
+        args.tasks,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        disable_progress=args.quiet,
+    )
+    print(f"{'task':16}{'n':>7}{'acc':>8}{'acc_norm':>10}")
+    for task, row in result["results"].items():
+        norm = "-" if row["acc_norm"] is None else f"{row['acc_norm']:.4f}"
+        print(f"{task:16}{row['num_scored']:>7}{row['acc']:>8.4f}{norm:>10}")
+    print(f"{'average':16}{'':>7}{result['average']:>8.4f}  (acc for boolq/rte/winogrande, acc_norm otherwise)")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"model": args.model, **result}, indent=1) + "\n")
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _run_info(args) -> int:
+    from .info import describe_checkpoint
+
+    description = describe_checkpoint(args.model, revision=args.revision)
+    if args.json:
+        print(json.dumps(description, indent=1))
+        return EXIT_OK
+    print(f"{args.model}: model_type {description['model_type']}, {description['num_hidden_layers']} layers")
+    print(f"{'layer':>5}  {'type':18}{'mlp width':>10}{'heads':>7}{'kv heads':>9}")
+    for row in description["layers"]:
+        print(
+            f"{row['layer']:>5}  {row['type']:18}{row['intermediate_size']:>10}{row['num_attention_heads']:>7}"
+            f"{row['num_key_value_heads']:>9}"
+        )
+    params = description["parameters"]
+    print(
+        f"parameters: {params['total']:,} total, {params['decoder_blocks']:,} in decoder-block attention + MLP "
+        f"(base model {params['base_total']:,} / {params['base_decoder_blocks']:,})"
+    )
+    if description.get("pruning"):
+        print("provenance: " + json.dumps(description["pruning"], sort_keys=True))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `diet-hf` console script; returns the exit code (0 ok, 1 failure, 2 usage error)."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits 2 on usage errors (with its message) and 0 for --help
+        return int(exit_.code or 0)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if args.quiet:
+        _quiet()
+    runner = {"prune": _run_prune, "eval": _run_eval, "info": _run_info}[args.command]
+    try:
+        return runner(args)
+    except (ValueError, TypeError, FileNotFoundError, OSError, RuntimeError, ImportError) as error:
+        print(f"diet-hf {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""`diet-hf` subcommands through `main(argv)`: success, usage errors (exit 2) and failures (exit 1)."""
+
+import json
+
+import pytest
+import torch
+from conftest import random_batch, tiny_dense_model
+from transformers import AutoModelForCausalLM
+
+from diet_hf import build_pruned_model
+from diet_hf.cli import main
+from diet_hf.info import count_parameters
+from diet_hf.plan import PruningPlan
+
+
+@pytest.fixture
+def dense_dir(tmp_path, tiny_tokenizer):
+    model = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
+    model.save_pretrained(tmp_path / "dense")
+    tiny_tokenizer.save_pretrained(tmp_path / "dense")
+    return tmp_path / "dense"
+
+
+def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir, capsys):
+    out = tmp_path / "pruned"
+    code = main(
+        [
+            "--quiet",
+            "prune",
+            str(dense_dir),
+            "--sparsity",
+            "0.2",
+            "0.4",
+            "--tasks",
+            "rte",
+            "boolq",
+            "--num-samples",
+            "4",
+            "--data-dir",
+            str(data_dir),
+            "--output",
+            str(out),
+            "--save-scores",
+            str(tmp_path / "scores"),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    for percent in (20, 40):
+        model = AutoModelForCausalLM.from_pretrained(f"{out}-{percent}")
+        assert abs(model.config.pruning["achieved_block_sparsity"] - percent / 100) < 0.02
+        assert f"{out}-{percent}" in printed
+    # reusing the saved profile gives the same plan without profiling again
+    code = main(
+        [
+            "--quiet",
+            "prune",
+            str(dense_dir),
+            "--sparsity",
+            "0.2",
+            "--scores",
+            str(tmp_path / "scores"),
+            "--output",
+            str(tmp_path / "again"),
+        ]
+    )
+    assert code == 0
+    first = json.loads((tmp_path / "pruned-20" / "diet_pruning.json").read_text())
+    again = json.loads((tmp_path / "again" / "diet_pruning.json").read_text())
+    assert first["mlp_kept_indices"] == again["mlp_kept_indices"]
+
+
+def test_eval_writes_json(dense_dir, tmp_path, data_dir, capsys):
+    out = tmp_path / "results.json"
+    code = main(
+        [
+            "--quiet",
+            "eval",
+            str(dense_dir),
+            "--tasks",
+            "rte",
+            "piqa",
+            "--limit",
+            "3",
+            "--data-dir",
+            str(data_dir),
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["results"]["rte"]["num_scored"] == 3
+    assert "average" in capsys.readouterr().out
+
+
+def test_info_on_pruned_checkpoint(tmp_path, capsys):
+    dense = tiny_dense_model("gemma3_text")
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(10)), []]
+    plan.head_kept_indices, plan.kv_head_kept_indices = [[0, 1], [0, 1, 2, 3]], [[0], [0, 1]]
+    pruned = build_pruned_model(dense, plan)
+    pruned.save_pretrained(tmp_path / "m")
+    assert main(["info", str(tmp_path / "m"), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert [row["intermediate_size"] for row in described["layers"]] == [10, 0]
+    assert described["parameters"]["total"] == sum(p.numel() for p in pruned.parameters())
+    assert described["parameters"]["base_total"] == sum(p.numel() for p in dense.parameters())
+    assert main(["info", str(tmp_path / "m")]) == 0
+    assert "mlp width" in capsys.readouterr().out
+
+
+def test_count_parameters_matches_models():
+    dense = tiny_dense_model("gemma2")
+    assert count_parameters(dense.config)["total"] == sum(p.numel() for p in dense.parameters())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["prune", "m", "--output", "o", "--sparsity", "1.5"], "argument --sparsity: expected a number in (0, 1)"),
+        (["prune", "m", "--output", "o", "--tasks", "squad"], "argument --tasks: invalid choice: 'squad'"),
+        (["prune", "m"], "the following arguments are required: --output"),
+        (["eval", "m", "--limit", "0"], "argument --limit: expected a positive integer"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "the following arguments are required"),
+    ],
+)
+def test_usage_errors_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert main(["prune", "--help"]) == 0
+    assert "--num-samples" in capsys.readouterr().out
+
+
+def test_failures_exit_1(tmp_path, capsys):
+    assert main(["--quiet", "info", str(tmp_path / "missing")]) == 1
+    assert "diet-hf info: error:" in capsys.readouterr().err
+    assert main(["--quiet", "prune", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
+    assert "--sparsity" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_interrupted_save_leaves_no_loadable_directory(tmp_path, monkeypatch):
+    from diet_hf.hub import save_pruned_model
+
+    model = build_pruned_model(tiny_dense_model("gemma2"))
+    ids = random_batch()
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(model), "save_pretrained", broken)
+    with pytest.raises(KeyboardInterrupt):
+        save_pruned_model(model, tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    save_pruned_model(model, tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "m")(ids).logits, model(ids).logits)
