@@ -155,14 +155,16 @@ def _run_prune(args) -> int:
             allow_sublayer_removal=args.allow_sublayer_removal,
         )
         output = Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(sparsity * 100)}")
-        save_pruned_model(model, output, tokenizer=pruner.tokenizer, plan=pruner.plan)
+        repo = None
+        if args.push_to_hub:
+            repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
+        save_pruned_model(model, output, tokenizer=pruner.tokenizer, plan=pruner.plan, repo_id=repo)
         record = model.config.pruning
         print(
             f"saved {output}: {record['total_parameters']['dense']:,} -> {record['total_parameters']['pruned']:,} "
             f"parameters, decoder-block sparsity {record['achieved_block_sparsity']:.2%}"
         )
-        if args.push_to_hub:
-            repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
+        if repo:
             commit = push_saved_model(output, repo, private=args.private)
             print(f"pushed {output} to {repo} (commit {commit})")
     return EXIT_OK

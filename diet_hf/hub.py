@@ -55,12 +55,17 @@ def register_auto_classes() -> None:
         )
 
 
-def save_pruned_model(model, save_directory, *, tokenizer=None, plan=None) -> Path:
+def save_pruned_model(
+    model, save_directory, *, tokenizer=None, plan=None, evaluation: dict | None = None, repo_id: str | None = None
+) -> Path:
     """Saves a pruned model (safetensors, config with `auto_map`, remote code), its tokenizer and plan, atomically.
 
     Everything is written into a temporary directory beside `save_directory` and moved into place at the end, so an
     interrupted save never leaves a directory that half-loads; an existing directory is replaced only on success.
+    The model card (`README.md`, with the evaluation table when `evaluation` is given) and its plot are written too.
     """
+    from .card import write_model_card
+
     target = Path(save_directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -72,6 +77,7 @@ def save_pruned_model(model, save_directory, *, tokenizer=None, plan=None) -> Pa
             plan.save_pretrained(tmp)
         for source in remote_code_files():  # transformers copies them too; make sure they are byte-identical
             shutil.copyfile(source, tmp / source.name)
+        write_model_card(tmp, model.config, evaluation=evaluation, repo_id=repo_id)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)

@@ -1,10 +1,19 @@
 """Shared fixtures: tiny random Gemma models, seeded batches, the local benchmark data. No network."""
 
 import os
+import tempfile
 
-# Before transformers / datasets are imported anywhere: tests never reach the Hub.
-os.environ["HF_HUB_OFFLINE"] = "1"
+from hub_server import LocalHub
+
+# Before transformers / datasets / huggingface_hub are imported anywhere: the only Hub the tests can reach is the
+# local Hub-compatible server on 127.0.0.1 (tests/hub_server.py), with an empty cache of its own.
+LOCAL_HUB = LocalHub()
+os.environ["HF_ENDPOINT"] = LOCAL_HUB.endpoint
+os.environ["HF_HUB_OFFLINE"] = "0"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="diet-hf-tests-hf-home-")
+os.environ["HF_TOKEN"] = "hf_local_test_token"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path  # noqa: E402
@@ -62,6 +71,13 @@ def tiny_dense_model(family: str = "gemma2", seed: int = 0, **overrides):
 def random_batch(batch_size: int = 2, seq_len: int = 10, vocab_size: int = 128, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab_size, (batch_size, seq_len), generator=generator)
+
+
+@pytest.fixture
+def local_hub():
+    """The session's local Hub server, with faults reset after each test."""
+    yield LOCAL_HUB
+    LOCAL_HUB.state.fail_commits = LOCAL_HUB.state.drop_commits = 0
 
 
 @pytest.fixture

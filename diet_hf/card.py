@@ -1,0 +1,148 @@
+"""The model card (`README.md`) and per-layer plot written beside every saved pruned model."""
+
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from .info import count_parameters
+
+__all__ = ["PLOT_FILE", "write_model_card"]
+
+PLOT_FILE = "diet_layers.png"
+# License of the base model where known (Gemma models ship under the Gemma terms of use).
+_BASE_LICENSES = {"gemma2": "gemma", "gemma3_text": "gemma"}
+_CITATION = """@misc{diet2026,
+  title         = {{DIET} (arXiv:2603.23985)},
+  eprint        = {2603.23985},
+  archivePrefix = {arXiv},
+  year          = {2026},
+  url           = {https://arxiv.org/abs/2603.23985}
+}"""
+
+
+def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
+    return [
+        (
+            i,
+            config.layer_types[i],
+            config.layer_intermediate_size(i),
+            config.layer_num_attention_heads(i),
+            config.layer_num_key_value_heads(i),
+        )
+        for i in range(config.num_hidden_layers)
+    ]
+
+
+def _write_plot(config, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _layer_rows(config)
+    layers = [r[0] for r in rows]
+    figure, (mlp_axis, head_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    mlp_axis.bar(layers, [r[2] for r in rows], color="tab:blue", label="kept")
+    mlp_axis.axhline(config.intermediate_size, color="black", linestyle="--", label="base model")
+    mlp_axis.set(title="MLP width per layer", xlabel="layer", ylabel="intermediate size")
+    mlp_axis.legend(loc="lower left")
+    head_axis.bar(layers, [r[3] for r in rows], color="tab:orange", label="query heads kept")
+    head_axis.plot(layers, [r[4] for r in rows], "ko", label="KV heads kept")
+    head_axis.axhline(config.num_attention_heads, color="black", linestyle="--", label="base model")
+    head_axis.set(title="Attention heads per layer", xlabel="layer", ylabel="heads")
+    head_axis.legend(loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+
+
+def write_model_card(save_directory, config, *, evaluation: dict | None = None, repo_id: str | None = None) -> Path:
+    """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`."""
+    directory = Path(save_directory)
+    record = getattr(config, "pruning", None) or {}
+    base_type = config.model_type.removeprefix("pruned_")
+    counts, base = count_parameters(config), count_parameters(config, dense=True)
+    data = ModelCardData(
+        base_model=record.get("base_model"),
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["diet", "pruned", "structured-pruning", base_type],
+        license=_BASE_LICENSES.get(base_type),
+    )
+    _write_plot(config, directory / PLOT_FILE)
+    target = record.get("target") or {}
+    tasks = ", ".join(record.get("tasks") or []) or "unknown"
+    name = repo_id or "path/to/this/model"
+    lines = [
+        f"# {record.get('base_model') or base_type} pruned with DIET",
+        "",
+        "Structurally pruned without training by [DIET](https://arxiv.org/abs/2603.23985) with "
+        "[diet-hf](https://pypi.org/project/diet-hf/): activation magnitudes were profiled on calibration examples of "
+        "each task, every MLP dimension and attention head was ranked per task, the per-task rankings were merged by "
+        "majority vote into one global plan, and the dropped dimensions were physically removed.",
+        "",
+        "## How it was pruned",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | {record.get('base_model')} (revision {record.get('base_model_revision')}) |",
+        f"| calibration tasks | {tasks} |",
+        f"| samples per task | {record.get('num_samples')} (seed {record.get('seed')}) |",
+        f"| target sparsity | {target} |",
+        f"| achieved decoder-block sparsity | {record.get('achieved_block_sparsity', 0.0):.2%} |",
+        f"| parameters | {base['total']:,} before, {counts['total']:,} after |",
+        f"| decoder-block attention + MLP parameters | {base['decoder_blocks']:,} before, "
+        f"{counts['decoder_blocks']:,} after |",
+        f"| options | {record.get('options')} |",
+        "",
+        "## Per-layer structure",
+        "",
+        f"![Kept MLP width and heads per layer against the base model]({PLOT_FILE})",
+        "",
+        "| layer | type | MLP width | query heads | KV heads |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {i} | {t} | {w} / {config.intermediate_size} | {h} / {config.num_attention_heads} | "
+            f"{kv} / {config.num_key_value_heads} |"
+            for i, t, w, h, kv in _layer_rows(config)
+        ],
+        "",
+    ]
+    if evaluation:
+        lines += [
+            "## Evaluation",
+            "",
+            "Zero-shot, scored as lm-eval-harness 0.4 scores it.",
+            "",
+            "| task | examples | acc | acc_norm |",
+            "|---|---|---|---|",
+        ]
+        for task, row in evaluation["results"].items():
+            norm = "–" if row.get("acc_norm") is None else f"{row['acc_norm']:.4f}"
+            lines.append(f"| {task} | {row['num_scored']} | {row['acc']:.4f} | {norm} |")
+        lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
+    lines += [
+        "## Usage",
+        "",
+        "The per-layer sizes need the model code shipped in this repository (`trust_remote_code=True`); it imports "
+        "only torch and transformers. Pin the revision you reviewed, so the code you run cannot change under you:",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'revision = "main"  # replace with the commit hash you reviewed',
+        f'model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True, revision=revision)',
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}", revision=revision)',
+        "```",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        _CITATION,
+        "```",
+        "",
+    ]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    path = directory / "README.md"
+    card.save(path)
+    return path

@@ -1,0 +1,223 @@
+"""A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, for tests only.
+
+It answers what `huggingface_hub` and transformers use to publish and load a model repository: create repo,
+preupload (every file in the regular upload mode), NDJSON commit, model-card YAML validation, revision info, tree
+listing, and HEAD/GET resolve with `ETag`, `X-Repo-Commit` and `Content-Length`. Unknown routes answer 404.
+Repositories live in memory. Faults can be injected: `fail_commits` answers commits with HTTP 500, `drop_commits`
+closes the connection mid-upload.
+"""
+
+import base64
+import hashlib
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlparse
+
+
+def git_blob_sha(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+class HubState:
+    def __init__(self):
+        self.repos: dict[str, dict] = {}  # repo_id -> {"private", "commits": {sha: files}, "branches": {name: sha}}
+        self.fail_commits = 0
+        self.drop_commits = 0
+        self.commit_requests = 0
+        self.lock = threading.Lock()
+
+    def files_at(self, repo_id: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return None
+        sha = repo["branches"].get(revision, revision)
+        if sha not in repo["commits"]:
+            return None
+        return sha, repo["commits"][sha]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: HubState  # set on the subclass made per server
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False):
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if "Content-Length" not in (headers or {}):
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _json(self, status: int, payload, headers: dict | None = None):
+        self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+    def _not_found(self, code: str = "EntryNotFound", head: bool = False):
+        self._send(
+            404, b'{"error": "not found"}', {"X-Error-Code": code, "Content-Type": "application/json"}, head=head
+        )
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    # ---------------------------------------------------------------------------------------------- routes
+    def do_POST(self):  # noqa: N802
+        path = unquote(urlparse(self.path).path)
+        if path == "/api/repos/create":
+            payload = json.loads(self._body() or b"{}")
+            repo_id = "/".join(p for p in (payload.get("organization"), payload["name"]) if p)
+            with self.state.lock:
+                if repo_id in self.state.repos:
+                    return self._json(409, {"error": "You already created this model repo", "url": repo_id})
+                self.state.repos[repo_id] = {
+                    "private": bool(payload.get("private")),
+                    "commits": {"": {}},
+                    "branches": {"main": ""},
+                }
+            return self._json(200, {"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
+        if path == "/api/validate-yaml":  # model-card metadata check made before a README.md is committed
+            payload = json.loads(self._body() or b"{}")
+            ok = isinstance(payload.get("content"), str)
+            return self._json(200 if ok else 400, {"errors": [] if ok else ["no content"], "warnings": []})
+        match = re.fullmatch(r"/api/models/(.+)/(preupload|commit)/(.+)", path)
+        if not match:
+            self._body()
+            return self._not_found("RepoNotFound")
+        repo_id, action, revision = match.groups()
+        if action == "preupload":
+            payload = json.loads(self._body())
+            found = self.state.files_at(repo_id, revision)
+            if found is None:
+                return self._not_found("RepoNotFound")
+            files = found[1]
+            answer = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "regular",
+                    "shouldIgnore": False,
+                    **({"oid": git_blob_sha(files[f["path"]])} if f["path"] in files else {}),
+                }
+                for f in payload["files"]
+            ]
+            return self._json(200, {"files": answer})
+        return self._commit(repo_id, revision)
+
+    def _commit(self, repo_id: str, revision: str):
+        with self.state.lock:
+            self.state.commit_requests += 1
+            drop, fail = self.state.drop_commits > 0, self.state.fail_commits > 0
+            self.state.drop_commits -= drop
+            self.state.fail_commits -= fail and not drop
+        if drop:  # read part of the upload, then hang up without an answer
+            self.rfile.read(min(64, int(self.headers.get("Content-Length", 0))))
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return None
+        body = self._body()
+        if fail:
+            return self._json(500, {"error": "Internal Error (injected by the test server)"})
+        found = self.state.files_at(repo_id, revision)
+        if found is None:
+            return self._not_found("RepoNotFound")
+        parent, files = found
+        files = dict(files)
+        summary = ""
+        for line in body.splitlines():
+            item = json.loads(line)
+            value = item["value"]
+            if item["key"] == "header":
+                summary = value.get("summary", "")
+            elif item["key"] == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] in ("deletedFile", "deletedFolder"):
+                files = {p: c for p, c in files.items() if p != value["path"] and not p.startswith(value["path"])}
+            else:
+                return self._json(400, {"error": f"unsupported commit item {item['key']}"})
+        sha = hashlib.sha1(f"{parent}{summary}{time.time_ns()}{sorted(files)}".encode()).hexdigest()
+        with self.state.lock:
+            repo = self.state.repos[repo_id]
+            repo["commits"][sha] = files
+            repo["branches"][revision if revision in repo["branches"] else "main"] = sha
+        host = self.headers["Host"]
+        return self._json(200, {"commitOid": sha, "commitUrl": f"http://{host}/{repo_id}/commit/{sha}"})
+
+    def do_HEAD(self):  # noqa: N802
+        self._get(head=True)
+
+    def do_GET(self):  # noqa: N802
+        self._get(head=False)
+
+    def _get(self, head: bool):
+        path = unquote(urlparse(self.path).path)
+        match = re.fullmatch(r"/api/models/(.+?)(?:/revision/(.+))?", path)
+        if match and not path.endswith("/tree") and "/tree/" not in path:
+            repo_id, revision = match.group(1), match.group(2) or "main"
+            found = self.state.files_at(repo_id, revision)
+            if found is None:
+                return self._not_found("RepoNotFound" if repo_id not in self.state.repos else "RevisionNotFound", head)
+            sha, files = found
+            return self._json(
+                200,
+                {
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "sha": sha,
+                    "private": self.state.repos[repo_id]["private"],
+                    "siblings": [{"rfilename": p} for p in sorted(files)],
+                },
+            )
+        match = re.fullmatch(r"/api/models/(.+)/tree/([^/]+)(?:/(.*))?", path)
+        if match:
+            repo_id, revision, prefix = match.group(1), match.group(2), match.group(3) or ""
+            found = self.state.files_at(repo_id, revision)
+            if found is None:
+                return self._not_found("RepoNotFound", head)
+            entries = [
+                {"type": "file", "path": p, "size": len(c), "oid": git_blob_sha(c)}
+                for p, c in sorted(found[1].items())
+                if p.startswith(prefix)
+            ]
+            return self._json(200, entries)
+        match = re.fullmatch(r"/(.+?)/resolve/([^/]+)/(.+)", path)
+        if match:
+            repo_id, revision, filename = match.groups()
+            found = self.state.files_at(repo_id, revision)
+            if found is None:
+                return self._not_found("RepoNotFound" if repo_id not in self.state.repos else "RevisionNotFound", head)
+            sha, files = found
+            if filename not in files:
+                return self._not_found("EntryNotFound", head)
+            content = files[filename]
+            headers = {
+                "ETag": f'"{git_blob_sha(content)}"',
+                "X-Repo-Commit": sha,
+                "Content-Length": str(len(content)),
+                "Content-Type": "application/octet-stream",
+            }
+            return self._send(200, content, headers, head=head)
+        return self._not_found("RepoNotFound", head)
+
+
+class LocalHub:
+    """Starts the server on a free port of 127.0.0.1 in a daemon thread; `endpoint` is its URL."""
+
+    def __init__(self):
+        self.state = HubState()
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

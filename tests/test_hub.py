@@ -1,0 +1,163 @@
+"""Publishing through the real huggingface_hub / transformers code against the local Hub server on 127.0.0.1."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import random_batch, tiny_dense_model
+from huggingface_hub import HfApi, ModelCard
+
+from diet_hf import DietPruner
+from diet_hf.card import PLOT_FILE
+from diet_hf.cli import main
+from diet_hf.hub import push_saved_model, remote_code_files, save_pruned_model
+
+FRESH_LOAD = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["diet_hf"] = None  # diet_hf cannot be imported in this process
+    import torch
+    from transformers import AutoModelForCausalLM
+    repo, revision, ids = sys.argv[1], sys.argv[2] or None, torch.tensor(json.loads(sys.argv[3]))
+    model = AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True, revision=revision).eval()
+    with torch.no_grad():
+        print(json.dumps(model(ids).logits.tolist()))
+    """
+)
+
+
+def _fresh_load(repo, ids, tmp_path, revision=""):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, repo, revision, json.dumps(ids.tolist())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.tensor(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture
+def dense_dir(tmp_path, tiny_tokenizer):
+    model = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
+    model.save_pretrained(tmp_path / "dense")
+    tiny_tokenizer.save_pretrained(tmp_path / "dense")
+    return tmp_path / "dense"
+
+
+def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_dir, capsys):
+    out = tmp_path / "pruned"
+    code = main(
+        [
+            "--quiet",
+            "prune",
+            str(dense_dir),
+            "--sparsity",
+            "0.25",
+            "--tasks",
+            "rte",
+            "piqa",
+            "--num-samples",
+            "4",
+            "--data-dir",
+            str(data_dir),
+            "--output",
+            str(out),
+            "--push-to-hub",
+            "user/tiny-diet",
+            "--private",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    api = HfApi()
+    files = set(api.list_repo_files("user/tiny-diet"))
+    expected = {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        PLOT_FILE,
+        "diet_pruning.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        *(p.name for p in remote_code_files()),
+    }
+    assert expected <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    for source in remote_code_files():  # byte-identical remote code in the repository
+        assert (out / source.name).read_bytes() == source.read_bytes()
+    ids = random_batch(vocab_size=40)
+    from transformers import AutoModelForCausalLM
+
+    local = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        expected_logits = local(ids).logits
+    assert (_fresh_load("user/tiny-diet", ids, tmp_path) - expected_logits).abs().max().item() <= 1e-5
+
+    # `info` on the repo id reads its structure through the Hub
+    assert main(["info", "user/tiny-diet"]) == 0
+    assert "mlp width" in capsys.readouterr().out
+
+    # pushing the same model again creates no new commit; `revision=` pins the first one
+    first = api.model_info("user/tiny-diet").sha
+    assert push_saved_model(out, "user/tiny-diet") == first
+    assert api.model_info("user/tiny-diet").sha == first
+    assert (_fresh_load("user/tiny-diet", ids, tmp_path, revision=first) - expected_logits).abs().max() <= 1e-5
+
+
+def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_tokenizer):
+    dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
+    dense.config._name_or_path = "google/gemma-2-2b"
+    pruner = DietPruner(dense, tiny_tokenizer, model_id="google/gemma-2-2b")
+    model = pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.3)
+    evaluation = {"results": {"rte": {"acc": 0.5, "acc_norm": 0.5, "num_scored": 10}}, "average": 0.5}
+    save_pruned_model(model, tmp_path / "m", tokenizer=tiny_tokenizer, plan=pruner.plan, evaluation=evaluation)
+    card = ModelCard.load(tmp_path / "m" / "README.md")
+    assert card.data.base_model == "google/gemma-2-2b"
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
+    assert {"diet", "pruned", "structured-pruning"} <= set(card.data.tags)
+    assert card.data.license == "gemma"
+    assert f"]({PLOT_FILE})" in card.text and "trust_remote_code=True" in card.text and "2603.23985" in card.text
+    assert "| rte | 10 |" in card.text and "| layer | type |" in card.text
+    png = (tmp_path / "m" / PLOT_FILE).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    from PIL import Image
+
+    with Image.open(tmp_path / "m" / PLOT_FILE) as image:
+        image.verify()
+
+
+@pytest.mark.parametrize("fault", ["fail_commits", "drop_commits"])
+def test_failed_push_keeps_local_copy_and_says_how_to_retry(local_hub, tmp_path, fault, monkeypatch):
+    from diet_hf import build_pruned_model
+
+    model = build_pruned_model(tiny_dense_model("gemma2"))
+    out = save_pruned_model(model, tmp_path / "m")
+    setattr(local_hub.state, fault, 100)
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)  # skip retry back-off waits
+    with pytest.raises(RuntimeError, match=r"(?s)failed: .*local copy in .* is complete and loadable; retry with"):
+        push_saved_model(out, f"user/broken-{fault}")
+    setattr(local_hub.state, fault, 0)
+    from transformers import AutoModelForCausalLM
+
+    ids = random_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(out)(ids).logits, model(ids).logits)
+    push_saved_model(out, f"user/broken-{fault}")  # the advertised retry works
+    assert "config.json" in HfApi().list_repo_files(f"user/broken-{fault}")
+
+
+def test_unknown_routes_answer_404(local_hub):
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(f"{local_hub.endpoint}/api/unknown/route")
+    assert error.value.code == 404
