@@ -20,6 +20,7 @@ import torch
 
 from diet_hf import DietPruner
 from diet_hf.evaluation import evaluate
+from diet_hf.hub import save_pruned_model
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS
 
@@ -91,9 +92,7 @@ def main(argv=None) -> int:
     )
     print(f"[{time.perf_counter() - clock:6.0f}s] evaluated dense and pruned", flush=True)
 
-    pruned.save_pretrained(args.output)
-    tokenizer.save_pretrained(args.output)
-    pruner.plan.save_pretrained(args.output)
+    save_pruned_model(pruned, args.output, tokenizer=tokenizer, plan=pruner.plan, evaluation=pruned_eval)
     prompt = "The capital of France is"
     reload = subprocess.run(
         [sys.executable, "-c", RELOAD, args.output, prompt],
