@@ -37,11 +37,15 @@ class ImportanceScores:
             of `o_proj`.
         provenance (`dict`, *optional*):
             Model id, revision, `model_type`, sizes, example ids per task, seed, library version.
+        channel_stats (`dict`, *optional*):
+            Task name -> `mlp` `(layers, 2, intermediate_size)` and `attn` `(layers, 2, heads * head_dim)` sums of a
+            and a^2 per input channel of `down_proj` / `o_proj`, and `num_tokens`; for the baselines.
     """
 
     mlp: dict[str, torch.Tensor]
     heads: dict[str, torch.Tensor]
     provenance: dict = field(default_factory=dict)
+    channel_stats: dict[str, dict[str, torch.Tensor]] | None = None
 
     def __post_init__(self):
         if set(self.mlp) != set(self.heads):
@@ -99,6 +103,8 @@ class ImportanceScores:
         try:
             tensors = {f"mlp/{t}": v.contiguous() for t, v in self.mlp.items()}
             tensors.update({f"heads/{t}": v.contiguous() for t, v in self.heads.items()})
+            for task, stats in (self.channel_stats or {}).items():
+                tensors.update({f"channels/{task}/{k}": v.contiguous() for k, v in stats.items()})
             save_file(tensors, str(tmp / SCORES_WEIGHTS_FILE))
             meta = {"tasks": self.tasks, "provenance": self.provenance}
             (tmp / SCORES_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -119,8 +125,13 @@ class ImportanceScores:
         tensors = load_file(str(weights))
         meta = json.loads(meta_path.read_text())
         tasks = meta["tasks"]
+        channels = {
+            t: {k.split("/")[2]: v for k, v in tensors.items() if k.startswith(f"channels/{t}/")} for t in tasks
+        }
+        channels = channels if all(channels.values()) else None
         return cls(
             {t: tensors[f"mlp/{t}"] for t in tasks},
             {t: tensors[f"heads/{t}"] for t in tasks},
             meta.get("provenance", {}),
+            channels,
         )

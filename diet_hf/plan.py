@@ -16,7 +16,7 @@ __all__ = ["PruningPlan", "build_plan", "merge_keep_masks", "merged_order", "ran
 logger = logging.getLogger(__name__)
 
 MERGE_MODES = ("vote", "mean")
-NORMALIZATIONS = ("none", "layer")
+NORMALIZATIONS = ("none", "layer", "standardize")
 ALLOCATIONS = ("global", "uniform")
 
 
@@ -258,6 +258,8 @@ def merged_order(masks, scores, *, merge: str = "vote", weights=None) -> torch.T
 def _normalize(scores: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "layer":
         return scores / scores.mean(dim=1, keepdim=True).clamp_min(1e-12)
+    if mode == "standardize":  # FLAP: per-layer z-scores under one global threshold
+        return (scores - scores.mean(dim=1, keepdim=True)) / scores.std(dim=1, keepdim=True).clamp_min(1e-12)
     return scores
 
 

@@ -18,19 +18,34 @@ logger = logging.getLogger(__name__)
 class ActivationStats:
     """Running sums of |MLP activation| per dimension and of head-output L2 norms per head, over real tokens."""
 
-    def __init__(self, num_layers: int, intermediate_size: int, num_heads: int, head_dim: int):
+    def __init__(
+        self, num_layers: int, intermediate_size: int, num_heads: int, head_dim: int, *, channel_stats: bool = False
+    ):
         self.head_dim = head_dim
         self.num_heads = num_heads
         self.mlp_sums = [torch.zeros(intermediate_size, dtype=torch.float32) for _ in range(num_layers)]
         self.head_sums = [torch.zeros(num_heads, dtype=torch.float32) for _ in range(num_layers)]
+        # Optional per-input-channel sums of a and a^2 of `down_proj` and `o_proj` (for the Wanda-sp / FLAP baselines)
+        self.channel_stats = channel_stats
+        width = num_heads * head_dim
+        self.mlp_channel = [torch.zeros(2, intermediate_size, dtype=torch.float64) for _ in range(num_layers)]
+        self.attn_channel = [torch.zeros(2, width, dtype=torch.float64) for _ in range(num_layers)]
         self.num_tokens = 0
         self.token_mask: torch.Tensor | None = None  # (batch, seq_len) bool, set per batch
+
+    def _accumulate_channels(self, target: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> None:
+        # (2, channels): sum over real tokens of a and of a^2
+        first = torch.einsum("bsc,bs->c", values, mask)
+        second = torch.einsum("bsc,bs->c", values * values, mask)
+        target += torch.stack([first, second]).double().cpu()
 
     def accumulate_mlp(self, layer_idx: int, activation: torch.Tensor) -> None:
         """Adds `sum over real tokens of |a|`; `activation` is the input of `down_proj`, (batch, seq_len, width)."""
         mask = self.token_mask.to(activation.device, torch.float32)
         summed = torch.einsum("bsi,bs->i", activation.float().abs(), mask)
         self.mlp_sums[layer_idx] += summed.cpu()
+        if self.channel_stats:
+            self._accumulate_channels(self.mlp_channel[layer_idx], activation.float(), mask)
 
     def accumulate_heads(self, layer_idx: int, attn_output: torch.Tensor) -> None:
         """Adds per-head L2 norms; `attn_output` is the input of `o_proj`, (batch, seq_len, heads * head_dim)."""
@@ -39,6 +54,8 @@ class ActivationStats:
         norms = attn_output.float().view(batch, seq_len, self.num_heads, self.head_dim).norm(dim=-1)
         mask = self.token_mask.to(attn_output.device, torch.float32)
         self.head_sums[layer_idx] += torch.einsum("bsh,bs->h", norms, mask).cpu()
+        if self.channel_stats:
+            self._accumulate_channels(self.attn_channel[layer_idx], attn_output.float(), mask)
 
     def means(self) -> tuple[torch.Tensor, torch.Tensor]:
         """`(num_layers, intermediate_size)` and `(num_layers, num_heads)` means over real tokens."""
@@ -78,6 +95,7 @@ def collect_activation_stats(
     batches: Iterable[dict[str, torch.Tensor]],
     *,
     num_batches: int | None = None,
+    channel_stats: bool = False,
     description: str = "profiling",
     disable_progress: bool = False,
 ) -> ActivationStats:
@@ -87,7 +105,13 @@ def collect_activation_stats(
     """
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    stats = ActivationStats(config.num_hidden_layers, config.intermediate_size, config.num_attention_heads, head_dim)
+    stats = ActivationStats(
+        config.num_hidden_layers,
+        config.intermediate_size,
+        config.num_attention_heads,
+        head_dim,
+        channel_stats=channel_stats,
+    )
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     device = next(model.parameters()).device
     with record_activation_stats(model, family, stats), torch.inference_mode():

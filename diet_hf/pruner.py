@@ -72,6 +72,7 @@ class DietPruner:
         max_length: int = 512,
         seed: int = 0,
         data_dir: str | os.PathLike | None = None,
+        channel_stats: bool = False,
         disable_progress: bool = False,
     ) -> "DietPruner":
         """Collects per-task importance scores (hooks on `down_proj` / `o_proj` inputs, no gradients).
@@ -85,6 +86,8 @@ class DietPruner:
             max_length (`int`, *optional*, defaults to 512): longer texts are truncated.
             seed (`int`, *optional*, defaults to 0): seed of the calibration draw.
             data_dir (`str`, *optional*): local data directory (else `$DIET_DATA_DIR`, else the Hub).
+            channel_stats (`bool`, *optional*, defaults to `False`): also keep per-input-channel sums of a and a^2
+                of `down_proj` / `o_proj`, which the Wanda-sp and FLAP baselines need.
 
         Returns:
             `DietPruner`: `self`, with `scores` set.
@@ -104,7 +107,7 @@ class DietPruner:
                 calibration[name] = data
             else:
                 calibration[name] = custom_calibration(name, data)
-        mlp, heads, sample_ids, excluded = {}, {}, {}, {}
+        mlp, heads, sample_ids, excluded, channels = {}, {}, {}, {}, {}
         for name, data in calibration.items():
             if isinstance(data, CalibrationSet):
                 batches, count = self._text_batches(data.texts, batch_size, max_length), None
@@ -117,10 +120,17 @@ class DietPruner:
                 self.family,
                 batches,
                 num_batches=count,
+                channel_stats=channel_stats,
                 description=f"profiling {name}",
                 disable_progress=disable_progress,
             )
             mlp[name], heads[name] = stats.means()
+            if channel_stats:
+                channels[name] = {
+                    "mlp": torch.stack(stats.mlp_channel),
+                    "attn": torch.stack(stats.attn_channel),
+                    "num_tokens": torch.tensor(stats.num_tokens, dtype=torch.float64),
+                }
         import diet_hf
 
         provenance = {
@@ -135,7 +145,7 @@ class DietPruner:
             "excluded_eval_ids": excluded,
             "diet_hf_version": diet_hf.__version__,
         }
-        self.scores = ImportanceScores(mlp, heads, provenance)
+        self.scores = ImportanceScores(mlp, heads, provenance, channel_stats=channels or None)
         return self
 
     def _text_batches(self, texts: list[str], batch_size: int, max_length: int):

@@ -1,0 +1,78 @@
+"""Baseline importance scores in DIET's pipeline: same data, same plan and surgery code, only the scores differ.
+
+Each baseline returns an `ImportanceScores` with one pseudo-task named after the method; `BASELINE_PRUNE_OPTIONS`
+holds the plan options that reproduce the method's allocation rule.
+"""
+
+import torch
+
+from .importance import ImportanceScores
+
+__all__ = ["BASELINES", "BASELINE_PRUNE_OPTIONS", "baseline_scores"]
+
+BASELINES = ("random", "magnitude", "wanda_sp", "flap")
+# Plan options per baseline (everything else as DIET): magnitude and Wanda-sp prune every layer alike, as their
+# structured variants do; FLAP standardizes scores per layer and applies one global threshold.
+BASELINE_PRUNE_OPTIONS = {
+    "random": {"allocation": "global", "head_normalize": "none"},
+    "magnitude": {"allocation": "uniform", "head_normalize": "none"},
+    "wanda_sp": {"allocation": "uniform", "head_normalize": "none"},
+    "flap": {"mlp_normalize": "standardize", "head_normalize": "standardize"},
+}
+
+
+def _pooled_channels(scores: ImportanceScores):
+    if not scores or scores.channel_stats is None:
+        raise ValueError("Wanda-sp and FLAP need per-channel statistics: profile with `channel_stats=True`.")
+    mlp = sum(stats["mlp"] for stats in scores.channel_stats.values())  # (layers, 2, intermediate_size)
+    attn = sum(stats["attn"] for stats in scores.channel_stats.values())  # (layers, 2, heads * head_dim)
+    tokens = float(sum(stats["num_tokens"] for stats in scores.channel_stats.values()))
+    return mlp, attn, tokens
+
+
+def baseline_scores(method: str, model, scores: ImportanceScores | None = None, *, seed: int = 0) -> ImportanceScores:
+    """Scores of a baseline for every MLP dimension and query head of a dense Gemma model.
+
+    Args:
+        method (`str`): `random`; `magnitude` (L2 norms of the weights a unit owns); `wanda_sp` (|W| times the input
+            channel's activation L2 norm, per input channel of `down_proj` / `o_proj`, summed per unit); `flap` (the
+            fluctuation metric: input-channel variance times the squared norm of its `down_proj` / `o_proj` column).
+        scores (`ImportanceScores`, *optional*): DIET's profile with channel statistics (Wanda-sp and FLAP).
+    """
+    if method not in BASELINES:
+        raise ValueError(f"`method` must be one of {BASELINES}, got {method!r}.")
+    config = model.config
+    layers, width, heads = config.num_hidden_layers, config.intermediate_size, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    if method == "random":
+        generator = torch.Generator().manual_seed(seed)
+        mlp, head = torch.rand(layers, width, generator=generator), torch.rand(layers, heads, generator=generator)
+        return ImportanceScores({method: mlp}, {method: head}, {"method": method, "model_type": config.model_type})
+    if method in ("wanda_sp", "flap"):
+        mlp_channels, attn_channels, tokens = _pooled_channels(scores)
+    mlp_rows, head_rows = [], []
+    with torch.no_grad():
+        for layer_idx, layer in enumerate(model.model.layers):
+            gate, up = layer.mlp.gate_proj.weight.float(), layer.mlp.up_proj.weight.float()
+            down, o_proj = layer.mlp.down_proj.weight.float(), layer.self_attn.o_proj.weight.float()
+            query = layer.self_attn.q_proj.weight.float()
+            if method == "magnitude":
+                mlp_rows.append(gate.norm(dim=1) + up.norm(dim=1) + down.norm(dim=0))
+                per_head = query.view(heads, head_dim, -1).flatten(1).norm(dim=1)
+                head_rows.append(per_head + o_proj.view(-1, heads, head_dim).transpose(0, 1).flatten(1).norm(dim=1))
+                continue
+            # (2, channels): per-channel E[a] and E[a^2] over all calibration tokens
+            mlp_moments = mlp_channels[layer_idx].float() / tokens
+            attn_moments = attn_channels[layer_idx].float() / tokens
+            if method == "wanda_sp":  # |W| x ||X_j||_2
+                mlp_rows.append(down.abs().sum(0) * (mlp_moments[1] * tokens).sqrt())
+                channel = o_proj.abs().sum(0) * (attn_moments[1] * tokens).sqrt()
+            else:  # FLAP fluctuation: Var(X_j) x ||W_:,j||^2
+                mlp_rows.append((mlp_moments[1] - mlp_moments[0] ** 2).clamp_min(0) * down.pow(2).sum(0))
+                channel = (attn_moments[1] - attn_moments[0] ** 2).clamp_min(0) * o_proj.pow(2).sum(0)
+            head_rows.append(channel.view(heads, head_dim).sum(1))
+    return ImportanceScores(
+        {method: torch.stack(mlp_rows).cpu()},
+        {method: torch.stack(head_rows).cpu()},
+        {"method": method, "model_type": config.model_type},
+    )
