@@ -41,10 +41,52 @@ def modeling_module() -> ModuleType:
     return importlib.import_module(f"{_PACKAGE}.modeling_pruned_gemma2")
 
 
+def _with_card(stock_save):
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """The stock `save_pretrained`, then the model card, its plot and the plan (`diet_pruning.json`)."""
+        from .card import write_model_card
+
+        result = stock_save(self, save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_model_card(save_directory, self.config)
+            if getattr(self, "diet_plan", None) is not None:
+                self.diet_plan.save_pretrained(save_directory)
+        return result
+
+    return save_pretrained
+
+
+def _push_to_hub(
+    self,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload DIET-pruned model",
+    tokenizer=None,
+    **kwargs,
+):
+    """`push_to_hub` of the in-process pruned classes: saves everything (card, plot, plan) and uploads one commit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_pruned_model(
+            self, Path(tmp) / "model", tokenizer=tokenizer, plan=getattr(self, "diet_plan", None), repo_id=repo_id
+        )
+        return push_saved_model(path, repo_id, private=bool(private), revision=revision, commit_message=commit_message)
+
+
+def _install_publishing(module: ModuleType) -> None:
+    """Gives the in-process pruned classes (not the remote-code copies) diet-hf's card-writing save and push."""
+    for base in (module.PrunedGemma2PreTrainedModel, module.PrunedGemma3PreTrainedModel):
+        if "save_pretrained" not in base.__dict__:
+            base.save_pretrained = _with_card(base.save_pretrained)
+            base.push_to_hub = _push_to_hub
+
+
 @cache
 def register_auto_classes() -> None:
     """Registers the pruned classes with the Auto classes, so in-process use needs no `trust_remote_code`."""
     module = modeling_module()
+    _install_publishing(module)
     for config_class in (module.PrunedGemma2Config, module.PrunedGemma3TextConfig):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         names = config_class._auto_map_models

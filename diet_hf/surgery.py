@@ -120,6 +120,7 @@ def build_pruned_model(model: nn.Module, plan: PruningPlan | None = None, *, pru
             target._buffers[buffer_name] = buffer
     pruned.tie_weights()
     pruned.generation_config = copy.deepcopy(model.generation_config)
+    pruned.diet_plan = plan  # written as diet_pruning.json by save_pretrained / push_to_hub (see diet_hf.hub)
     return pruned.eval() if not model.training else pruned
 
 

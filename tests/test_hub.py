@@ -161,3 +161,28 @@ def test_unknown_routes_answer_404(local_hub):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(f"{local_hub.endpoint}/api/unknown/route")
     assert error.value.code == 404
+
+
+def test_model_save_pretrained_and_push_to_hub_carry_card_and_plan(local_hub, tmp_path, tiny_tokenizer):
+    from diet_hf.plan import PruningPlan
+
+    dense = tiny_dense_model("gemma2")
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(20)), list(range(64))]
+    from diet_hf import build_pruned_model
+
+    model = build_pruned_model(dense, plan)
+    model.save_pretrained(tmp_path / "m")
+    assert {"README.md", PLOT_FILE, "diet_pruning.json", "config.json"} <= {p.name for p in (tmp_path / "m").iterdir()}
+    commit = model.push_to_hub("user/direct", tokenizer=tiny_tokenizer)
+    files = set(HfApi().list_repo_files("user/direct"))
+    assert {
+        "README.md",
+        PLOT_FILE,
+        "diet_pruning.json",
+        "tokenizer.json",
+        *(p.name for p in remote_code_files()),
+    } <= files
+    card = ModelCard.load("user/direct")
+    assert "structured-pruning" in card.data.tags
+    assert model.push_to_hub("user/direct") == commit  # same content again: no new commit

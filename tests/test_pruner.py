@@ -96,3 +96,13 @@ def test_failed_score_save_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         scores.save_pretrained(tmp_path / "scores")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_from_pretrained_with_device_map(tmp_path, data_dir, tiny_tokenizer):
+    dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
+    dense.save_pretrained(tmp_path / "dense")
+    tiny_tokenizer.save_pretrained(tmp_path / "dense")
+    pruner = DietPruner.from_pretrained(tmp_path / "dense", device_map="auto", dtype=torch.float32)
+    pruned = pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.2)
+    assert pruner.scores.provenance["model_id"] == str(tmp_path / "dense")
+    assert torch.isfinite(pruned(random_batch(vocab_size=len(tiny_tokenizer))).logits).all()
