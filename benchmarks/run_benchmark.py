@@ -23,6 +23,7 @@ from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
 from diet_hf.evaluation import evaluate, perplexity
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
+from diet_hf.speed import measure_tokens_per_second
 from diet_hf.tasks import PAPER_TASKS
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
@@ -31,21 +32,6 @@ ABLATIONS = {"diet_mean": {"merge": "mean"}, "diet_uniform": {"allocation": "uni
 
 def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _speed(model, *, prompt_len=256, batch=4, new_tokens=32, repeats=3) -> dict:
-    """Prefill and greedy-decode tokens/s on fixed inputs, best of `repeats`."""
-    ids = torch.randint(1000, 20000, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
-    prefill = decode = 0.0
-    with torch.inference_mode():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(ids, logits_to_keep=1, use_cache=False)
-            prefill = max(prefill, batch * prompt_len / (time.perf_counter() - start))
-            start = time.perf_counter()
-            model.generate(ids[:1, :16], max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-            decode = max(decode, new_tokens / (time.perf_counter() - start))
-    return {"prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode}
 
 
 def _flops_per_token(model) -> int:
@@ -90,7 +76,7 @@ def _measure(name, model, dense, tokenizer, args, excluded, sparsity, options=No
         "perplexity": ppl["perplexity"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "ideal_speedup": _flops_per_token(dense) / _flops_per_token(model),
-        **_speed(model),
+        **measure_tokens_per_second(model, repeats=3),
         "eval_seconds": time.perf_counter() - start,
     }
     print(

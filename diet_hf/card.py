@@ -60,7 +60,7 @@ def write_model_card(save_directory, config, *, evaluation: dict | None = None, 
     """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`."""
     directory = Path(save_directory)
     record = getattr(config, "pruning", None) or {}
-    base_type = config.model_type.removeprefix("pruned_")
+    base_type = type(config).model_type.removeprefix("pruned_")
     counts, base = count_parameters(config), count_parameters(config, dense=True)
     data = ModelCardData(
         base_model=record.get("base_model"),

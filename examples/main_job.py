@@ -22,6 +22,7 @@ from diet_hf import DietPruner
 from diet_hf.evaluation import evaluate
 from diet_hf.hub import save_pruned_model
 from diet_hf.real_model import load_gemma3_270m
+from diet_hf.speed import measure_tokens_per_second
 from diet_hf.tasks import PAPER_TASKS
 
 RELOAD = textwrap.dedent(
@@ -41,28 +42,6 @@ RELOAD = textwrap.dedent(
                       "text": tokenizer.decode(out[0], skip_special_tokens=True)}))
     """
 )
-
-
-def tokens_per_second(model, tokenizer, *, prompt_len=256, batch=4, new_tokens=32, repeats=5):
-    """Prefill and greedy-decode tokens/s on fixed inputs (best of `repeats`)."""
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 20000, (batch, prompt_len), generator=generator)
-    prefill, decode = 0.0, 0.0
-    with torch.inference_mode():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(ids, logits_to_keep=1, use_cache=False)
-            prefill = max(prefill, batch * prompt_len / (time.perf_counter() - start))
-            start = time.perf_counter()
-            model.generate(
-                ids[:1, :16],
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            decode = max(decode, new_tokens / (time.perf_counter() - start))
-    return prefill, decode
 
 
 def main(argv=None) -> int:
@@ -114,8 +93,11 @@ def main(argv=None) -> int:
         flush=True,
     )
 
-    tokens_per_second(model, tokenizer, repeats=1)  # warm-up: first calls pay one-off allocation costs
-    speed = {"dense": tokens_per_second(model, tokenizer), "pruned": tokens_per_second(pruned, tokenizer)}
+    measure_tokens_per_second(model, repeats=1)  # warm-up: first calls pay one-off allocation costs
+    speed = {
+        name: measure_tokens_per_second(m, pad_token_id=tokenizer.pad_token_id)
+        for name, m in (("dense", model), ("pruned", pruned))
+    }
     params = {
         "dense": sum(p.numel() for p in model.parameters()),
         "pruned": sum(p.numel() for p in pruned.parameters()),
@@ -134,8 +116,11 @@ def main(argv=None) -> int:
         metric = d["headline_metric"]
         print(f"{task + ' ' + metric + ' (n=' + str(d['num_scored']) + ')':28}{d[metric]:>12.3f}{p[metric]:>12.3f}")
     print(f"{'average (headline)':28}{dense_eval['average']:>12.3f}{pruned_eval['average']:>12.3f}")
-    print(f"{'prefill tokens/s':28}{speed['dense'][0]:>12.0f}{speed['pruned'][0]:>12.0f}")
-    print(f"{'decode tokens/s':28}{speed['dense'][1]:>12.1f}{speed['pruned'][1]:>12.1f}")
+    for label, key, digits in (
+        ("prefill tokens/s", "prefill_tokens_per_s", 0),
+        ("decode tokens/s", "decode_tokens_per_s", 1),
+    ):
+        print(f"{label:28}{speed['dense'][key]:>12.{digits}f}{speed['pruned'][key]:>12.{digits}f}")
     print(f"\nreloaded pruned model says: {reloaded['text']!r}")
     print(f"total time {time.perf_counter() - clock:.0f}s")
     return 0

@@ -68,6 +68,13 @@ def tiny_dense_model(family: str = "gemma2", seed: int = 0, **overrides):
     return model
 
 
+def save_dense_checkpoint(path: Path, family: str, tokenizer) -> Path:
+    """Saves a tiny dense model of `family` sized to `tokenizer`, with the tokenizer, as a loadable checkpoint."""
+    tiny_dense_model(family, vocab_size=len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def random_batch(batch_size: int = 2, seq_len: int = 10, vocab_size: int = 128, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab_size, (batch_size, seq_len), generator=generator)

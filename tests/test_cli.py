@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import random_batch, tiny_dense_model
+from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
 from transformers import AutoModelForCausalLM
 
 from diet_hf import build_pruned_model
@@ -15,10 +15,7 @@ from diet_hf.plan import PruningPlan
 
 @pytest.fixture
 def dense_dir(tmp_path, tiny_tokenizer):
-    model = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
-    model.save_pretrained(tmp_path / "dense")
-    tiny_tokenizer.save_pretrained(tmp_path / "dense")
-    return tmp_path / "dense"
+    return save_dense_checkpoint(tmp_path / "dense", "gemma2", tiny_tokenizer)
 
 
 def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir, capsys):

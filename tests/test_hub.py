@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import random_batch, tiny_dense_model
+from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
 from huggingface_hub import HfApi, ModelCard
 
 from diet_hf import DietPruner
@@ -46,10 +46,7 @@ def _fresh_load(repo, ids, tmp_path, revision=""):
 
 @pytest.fixture
 def dense_dir(tmp_path, tiny_tokenizer):
-    model = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
-    model.save_pretrained(tmp_path / "dense")
-    tiny_tokenizer.save_pretrained(tmp_path / "dense")
-    return tmp_path / "dense"
+    return save_dense_checkpoint(tmp_path / "dense", "gemma3_text", tiny_tokenizer)
 
 
 def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_dir, capsys):

@@ -112,7 +112,7 @@ def test_fresh_process_without_diet_hf_gives_same_logits(family, tmp_path):
 
 def test_sequence_classification_loads_in_fresh_process(tmp_path):
     config = PrunedGemma2Config(
-        **{**tiny_dense_model("gemma2").config.to_dict(), "model_type": None},
+        **{k: v for k, v in tiny_dense_model("gemma2").config.to_dict().items() if k != "model_type"},
         intermediate_size_per_layer=[8, 0],
         num_labels=3,
     )
