@@ -42,7 +42,11 @@ def build_pruned_config(config, plan: PruningPlan, *, pruning: dict | None = Non
         pruning=pruning,
         **values,
     )
-    pruned._attn_implementation = getattr(config, "_attn_implementation", None) or "eager"
+    attn_implementation = getattr(config, "_attn_implementation", None) or "eager"
+    if attn_implementation == "sdpa" and getattr(config, "attn_logit_softcapping", None) is not None:
+        # sdpa cannot soft-cap attention logits (transformers 4.x still ran Gemma-2 that way); keep the exact path
+        attn_implementation = "eager"
+    pruned._attn_implementation = attn_implementation
     pruned.architectures = [family.pruned_causal_lm_class]
     return pruned
 
