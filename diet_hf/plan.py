@@ -242,9 +242,19 @@ def merge_keep_masks(
     units kept by a majority of tasks come first; `merge="mean"` ranks by the mean rank-normalized score alone.
     """
     order = merged_order(masks, scores, merge=merge, weights=weights)
-    if allocation == "uniform":
-        return _uniform_take(order, tuple(scores[0].shape), k)
-    return _take(order, tuple(scores[0].shape), k, floor)
+    return _allocate(order, tuple(scores[0].shape), k, floor, allocation)
+
+
+def _allocate(order: torch.Tensor, shape: tuple[int, int], k: int, floor: int, allocation: str) -> torch.Tensor:
+    """Keep-mask of `k` units in priority `order`: globally (each layer at least `floor`) or equally per layer."""
+    return _uniform_take(order, shape, k) if allocation == "uniform" else _take(order, shape, k, floor)
+
+
+def _vote(per_task: list[torch.Tensor], k: int, floor: int, merge: str, weights, allocation: str):
+    """Per-task global top-`k` masks merged by `merge`: the merged priority order and the merged keep-mask."""
+    masks = [select_global_top_k(s, k, floor=floor) for s in per_task]
+    order = merged_order(masks, per_task, merge=merge, weights=weights)
+    return order, _allocate(order, tuple(per_task[0].shape), k, floor, allocation)
 
 
 def merged_order(masks, scores, *, merge: str = "vote", weights=None) -> torch.Tensor:
@@ -377,13 +387,7 @@ def build_plan(
     num_layers, num_heads = head_scores[0].shape
     k_heads = round((1 - attn_share) * num_layers * num_heads)
     head_floor = 0 if allow_sublayer_removal else 1
-    head_masks = [select_global_top_k(s, k_heads, floor=head_floor) for s in head_scores]
-    order = merged_order(head_masks, head_scores, merge=merge, weights=weights)
-    keep = (
-        _uniform_take(order, (num_layers, num_heads), k_heads)
-        if allocation == "uniform"
-        else _take(order, (num_layers, num_heads), k_heads, head_floor)
-    )
+    order, keep = _vote(head_scores, k_heads, head_floor, merge, weights, allocation)
     goodness = torch.empty(order.numel(), dtype=torch.float64)
     goodness[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)
     heads_kept, kv_kept = _legalize_heads(keep, goodness.view(num_layers, num_heads), plan.num_key_value_heads)
@@ -405,13 +409,7 @@ def build_plan(
         k_mlp = round((1 - (mlp_sparsity or 0.0)) * num_layers * width)
     mlp_floor = 0 if allow_sublayer_removal else max(round_to, math.ceil(min_mlp_fraction * width))
     k_mlp = min(max(k_mlp, mlp_floor * num_layers), num_layers * width)
-    mlp_masks = [select_global_top_k(s, k_mlp, floor=mlp_floor) for s in mlp_scores]
-    order = merged_order(mlp_masks, mlp_scores, merge=merge, weights=weights)
-    keep = (
-        _uniform_take(order, (num_layers, width), k_mlp)
-        if allocation == "uniform"
-        else _take(order, (num_layers, width), k_mlp, mlp_floor)
-    )
+    order, keep = _vote(mlp_scores, k_mlp, mlp_floor, merge, weights, allocation)
     counts = _round_counts(keep.sum(dim=1).tolist(), round_to, mlp_floor, width)
     mlp_kept = _take_counts(order, (num_layers, width), counts)
 

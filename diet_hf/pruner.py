@@ -110,7 +110,7 @@ class DietPruner:
         mlp, heads, sample_ids, excluded, channels = {}, {}, {}, {}, {}
         for name, data in calibration.items():
             if isinstance(data, CalibrationSet):
-                batches, count = self._text_batches(data.texts, batch_size, max_length), None
+                batches = self._text_batches(data.texts, batch_size, max_length)
                 count = -(-len(data.texts) // batch_size)
                 sample_ids[name], excluded[name] = data.example_ids, data.excluded_eval_ids
             else:
