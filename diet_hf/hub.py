@@ -1,5 +1,6 @@
 """Locating the remote-code files, loading the pruned classes from them, and registering them with the Auto classes."""
 
+import functools
 import importlib
 import os
 import shutil
@@ -42,6 +43,9 @@ def modeling_module() -> ModuleType:
 
 
 def _with_card(stock_save):
+    @functools.wraps(
+        stock_save
+    )  # keeps `__wrapped__`: save_pruned_model calls the stock save and writes the rest once
     def save_pretrained(self, save_directory, *args, **kwargs):
         """The stock `save_pretrained`, then the model card, its plot and the plan (`diet_pruning.json`)."""
         from .card import write_model_card
@@ -68,9 +72,7 @@ def _push_to_hub(
 ):
     """`push_to_hub` of the in-process pruned classes: saves everything (card, plot, plan) and uploads one commit."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_pruned_model(
-            self, Path(tmp) / "model", tokenizer=tokenizer, plan=getattr(self, "diet_plan", None), repo_id=repo_id
-        )
+        path = save_pruned_model(self, Path(tmp) / "model", tokenizer=tokenizer, repo_id=repo_id)
         return push_saved_model(path, repo_id, private=bool(private), revision=revision, commit_message=commit_message)
 
 
@@ -104,7 +106,8 @@ def save_pruned_model(
 
     Everything is written into a temporary directory beside `save_directory` and moved into place at the end, so an
     interrupted save never leaves a directory that half-loads; an existing directory is replaced only on success.
-    The model card (`README.md`, with the evaluation table when `evaluation` is given) and its plot are written too.
+    The model card (`README.md`, with the evaluation table when `evaluation` is given) and its plot are written too;
+    `plan` defaults to the one surgery attached to the model.
     """
     from .card import write_model_card
 
@@ -112,9 +115,12 @@ def save_pruned_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        # The stock save: the in-process classes' own save would write the card and plan that are written below.
+        stock_save = getattr(type(model).save_pretrained, "__wrapped__", type(model).save_pretrained)
+        stock_save(model, tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        plan = plan if plan is not None else getattr(model, "diet_plan", None)  # the plan surgery attached
         if plan is not None:
             plan.save_pretrained(tmp)
         for source in remote_code_files():  # transformers copies them too; make sure they are byte-identical
