@@ -1,7 +1,8 @@
 """Zero-shot multiple-choice accuracy scored as lm-eval-harness 0.4 scores it, and WikiText-2 perplexity.
 
-Any causal LM that transformers loads works. The LM head runs only at the scored positions (`logits_to_keep`):
-Gemma's vocabulary is 256k, so full logits at every position would dominate time and memory.
+Any causal LM that transformers loads works. The LM head runs only at the scored positions (for Gemma models on the
+gathered hidden states, for others through `logits_to_keep`): Gemma's vocabulary is 256k, so full logits at every
+position would dominate time and memory.
 """
 
 import inspect
