@@ -21,15 +21,6 @@ BASELINE_PRUNE_OPTIONS = {
 }
 
 
-def _pooled_channels(scores: ImportanceScores):
-    if not scores or scores.channel_stats is None:
-        raise ValueError("Wanda-sp and FLAP need per-channel statistics: profile with `channel_stats=True`.")
-    mlp = sum(stats["mlp"] for stats in scores.channel_stats.values())  # (layers, 2, intermediate_size)
-    attn = sum(stats["attn"] for stats in scores.channel_stats.values())  # (layers, 2, heads * head_dim)
-    tokens = float(sum(stats["num_tokens"] for stats in scores.channel_stats.values()))
-    return mlp, attn, tokens
-
-
 def baseline_scores(method: str, model, scores: ImportanceScores | None = None, *, seed: int = 0) -> ImportanceScores:
     """Scores of a baseline for every MLP dimension and query head of a dense Gemma model.
 
@@ -49,7 +40,10 @@ def baseline_scores(method: str, model, scores: ImportanceScores | None = None, 
         mlp, head = torch.rand(layers, width, generator=generator), torch.rand(layers, heads, generator=generator)
         return ImportanceScores({method: mlp}, {method: head}, {"method": method, "model_type": config.model_type})
     if method in ("wanda_sp", "flap"):
-        mlp_channels, attn_channels, tokens = _pooled_channels(scores)
+        if scores is None:
+            raise ValueError(f"`{method}` needs DIET's profile with per-channel statistics as `scores`.")
+        moments = scores.channel_moments()
+        tokens = float(sum(stats["num_tokens"] for stats in scores.channel_stats.values()))
     mlp_rows, head_rows = [], []
     with torch.no_grad():
         for layer_idx, layer in enumerate(model.model.layers):
@@ -62,8 +56,7 @@ def baseline_scores(method: str, model, scores: ImportanceScores | None = None, 
                 head_rows.append(per_head + o_proj.view(-1, heads, head_dim).transpose(0, 1).flatten(1).norm(dim=1))
                 continue
             # (2, channels): per-channel E[a] and E[a^2] over all calibration tokens
-            mlp_moments = mlp_channels[layer_idx].float() / tokens
-            attn_moments = attn_channels[layer_idx].float() / tokens
+            mlp_moments, attn_moments = moments["mlp"][layer_idx].float(), moments["attn"][layer_idx].float()
             if method == "wanda_sp":  # |W| x ||X_j||_2
                 mlp_rows.append(down.abs().sum(0) * (mlp_moments[1] * tokens).sqrt())
                 channel = o_proj.abs().sum(0) * (attn_moments[1] * tokens).sqrt()

@@ -74,6 +74,11 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--merge", choices=("vote", "mean"), default="vote")
     prune.add_argument("--round-to", type=_positive_int, default=1)
     prune.add_argument("--allow-sublayer-removal", action="store_true")
+    prune.add_argument(
+        "--bias-compensation",
+        action="store_true",
+        help="FLAP's bias compensation: o_proj/down_proj biases hold the removed channels' mean contribution",
+    )
     prune.add_argument("--dtype", choices=DTYPES, default="float32")
     prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
     prune.add_argument("--revision", default=None)
@@ -140,6 +145,7 @@ def _run_prune(args) -> int:
             max_length=args.max_length,
             seed=args.seed,
             data_dir=args.data_dir,
+            channel_stats=args.bias_compensation,
             disable_progress=args.quiet,
         )
     if args.save_scores:
@@ -153,6 +159,7 @@ def _run_prune(args) -> int:
             merge=args.merge,
             round_to=args.round_to,
             allow_sublayer_removal=args.allow_sublayer_removal,
+            bias_compensation=args.bias_compensation,
         )
         output = Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(sparsity * 100)}")
         repo = None

@@ -76,9 +76,22 @@ class ImportanceScores:
         missing = [t for t in tasks if t not in self.mlp]
         if missing:
             raise ValueError(f"Tasks {missing} are not in these scores; they have {self.tasks}.")
+        channels = None if self.channel_stats is None else {t: self.channel_stats[t] for t in tasks}
         return ImportanceScores(
-            {t: self.mlp[t] for t in tasks}, {t: self.heads[t] for t in tasks}, dict(self.provenance)
+            {t: self.mlp[t] for t in tasks}, {t: self.heads[t] for t in tasks}, dict(self.provenance), channels
         )
+
+    def channel_moments(self) -> dict[str, torch.Tensor]:
+        """Per-input-channel E[a] and E[a^2] of `down_proj` (`mlp`) and `o_proj` (`attn`), pooled over all tasks'
+        tokens: `(layers, 2, channels)` float64 each. Needs a profile made with `channel_stats=True`."""
+        if self.channel_stats is None:
+            raise ValueError(
+                "These scores have no per-channel statistics (needed by Wanda-sp, FLAP and bias compensation): "
+                "profile with `channel_stats=True`."
+            )
+        stats = self.channel_stats.values()
+        tokens = float(sum(s["num_tokens"] for s in stats))
+        return {kind: sum(s[kind].double() for s in stats) / tokens for kind in ("mlp", "attn")}
 
     def check_compatible(self, config) -> None:
         """Raises `ValueError` when these scores were made for a model of another shape or type."""

@@ -197,6 +197,7 @@ class DietPruner:
         min_mlp_fraction: float = 0.05,
         allow_sublayer_removal: bool = False,
         tasks: list[str] | None = None,
+        bias_compensation: bool = False,
     ):
         """Builds the DIET plan from the scores and returns the physically pruned model.
 
@@ -213,6 +214,9 @@ class DietPruner:
             min_mlp_fraction (`float`, *optional*, defaults to 0.05): MLP width floor per layer.
             allow_sublayer_removal (`bool`, *optional*, defaults to `False`): allow 0 heads or 0 MLP width in a layer.
             tasks (`list[str]`, *optional*): use only these profiled tasks (e.g. leave-one-task-out).
+            bias_compensation (`bool`, *optional*, defaults to `False`): FLAP's bias compensation; the pruned model
+                gets `o_proj` / `down_proj` biases holding the removed channels' mean contribution (needs a profile
+                made with `channel_stats=True`).
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan.
@@ -238,8 +242,16 @@ class DietPruner:
         plan.provenance.update(
             {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
         )
+        plan.provenance["bias_compensation"] = bias_compensation
+        channel_means = None
+        if bias_compensation:
+            channel_means = {kind: m[:, 0] for kind, m in scores.channel_moments().items()}
         self.plan = plan
-        return build_pruned_model(self.model, plan, pruning=_pruning_record(self.model, plan, scores))
+        record = _pruning_record(self.model, plan, scores)
+        pruned = build_pruned_model(self.model, plan, pruning=record, channel_means=channel_means)
+        # biases added by compensation count too
+        pruned.config.pruning["total_parameters"]["pruned"] = sum(p.numel() for p in pruned.parameters())
+        return pruned
 
 
 def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
@@ -268,6 +280,7 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
                 "round_to",
                 "min_mlp_fraction",
                 "allow_sublayer_removal",
+                "bias_compensation",
             )
         },
         "diet_hf_version": scores.provenance.get("diet_hf_version"),

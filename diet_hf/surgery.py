@@ -18,7 +18,9 @@ def slice_linear_weight(weight: torch.Tensor, kept: list[int], *, dim: int, bloc
     return weight.index_select(dim, index).contiguous()
 
 
-def build_pruned_config(config, plan: PruningPlan, *, pruning: dict | None = None):
+def build_pruned_config(
+    config, plan: PruningPlan, *, pruning: dict | None = None, o_proj_bias: bool = False, down_proj_bias: bool = False
+):
     """The pruned config of a dense Gemma config: global fields unchanged, per-layer sizes from `plan`."""
     family = family_for_model_type(config.model_type)
     config_class = getattr(modeling_module(), family.pruned_config_class)
@@ -33,6 +35,8 @@ def build_pruned_config(config, plan: PruningPlan, *, pruning: dict | None = Non
         "num_attention_heads_per_layer",
         "num_key_value_heads_per_layer",
         "pruning",
+        "o_proj_bias",
+        "down_proj_bias",
     ):
         values.pop(key, None)
     pruned = config_class(
@@ -40,6 +44,8 @@ def build_pruned_config(config, plan: PruningPlan, *, pruning: dict | None = Non
         num_attention_heads_per_layer=plan.num_attention_heads_per_layer,
         num_key_value_heads_per_layer=plan.num_key_value_heads_per_layer,
         pruning=pruning,
+        o_proj_bias=o_proj_bias,
+        down_proj_bias=down_proj_bias,
         **values,
     )
     attn_implementation = getattr(config, "_attn_implementation", None) or "eager"
@@ -89,7 +95,45 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan) -> dict[str, torch.T
     return state
 
 
-def build_pruned_model(model: nn.Module, plan: PruningPlan | None = None, *, pruning: dict | None = None) -> nn.Module:
+def _compensation_biases(
+    model: nn.Module, plan: PruningPlan, channel_means: dict[str, torch.Tensor] | None, attention_biased: bool
+) -> dict[str, torch.Tensor]:
+    """FLAP's bias compensation: what the removed input channels of `down_proj` / `o_proj` contribute on average,
+    `W[:, removed] @ E[x_removed]`, becomes the output bias (plus a dense `o_proj` bias, which a removed attention
+    would otherwise lose). Keys follow the pruned model (a removed sublayer keeps its bias on the stand-in)."""
+    biases = {}
+    d = plan.head_dim
+    for layer_idx, layer in enumerate(model.model.layers):
+        prefix = f"model.layers.{layer_idx}"
+        for kind, kept, block, linear, name in (
+            ("mlp", plan.mlp_kept_indices[layer_idx], 1, layer.mlp.down_proj, "mlp.down_proj"),
+            ("attn", plan.head_kept_indices[layer_idx], d, layer.self_attn.o_proj, "self_attn.o_proj"),
+        ):
+            if kind == "attn" and not (attention_biased or channel_means is not None):
+                continue
+            if kind == "mlp" and channel_means is None:
+                continue
+            weight = linear.weight
+            bias = torch.zeros(weight.shape[0], dtype=torch.float64, device=weight.device)
+            if linear.bias is not None:
+                bias += linear.bias.double()
+            if channel_means is not None:
+                removed = torch.ones(weight.shape[1], dtype=torch.bool, device=weight.device)
+                removed[[k * block + i for k in kept for i in range(block)]] = False
+                means = channel_means[kind][layer_idx].to(weight.device, torch.float64)
+                bias += weight.double()[:, removed] @ means[removed]
+            key = f"{prefix}.{name}.bias" if kept else f"{prefix}.{name.split('.')[0]}.bias"
+            biases[key] = bias.to(weight.dtype)
+    return biases
+
+
+def build_pruned_model(
+    model: nn.Module,
+    plan: PruningPlan | None = None,
+    *,
+    pruning: dict | None = None,
+    channel_means: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
     """Builds the pruned causal LM of a dense Gemma causal LM; weights not cut are shared, not copied.
 
     Args:
@@ -97,21 +141,37 @@ def build_pruned_model(model: nn.Module, plan: PruningPlan | None = None, *, pru
             shared with the result).
         plan (`PruningPlan`, *optional*): what to keep; `None` keeps everything (an unpruned pruned-format model).
         pruning (`dict`, *optional*): provenance stored as `config.pruning`.
+        channel_means (`dict[str, torch.Tensor]`, *optional*): FLAP's bias compensation. `mlp` `(layers,
+            intermediate_size)` and `attn` `(layers, heads * head_dim)` mean inputs of `down_proj` / `o_proj` (e.g.
+            `ImportanceScores.channel_moments()` at index 0 of dim 1); the pruned model then gets `o_proj` and
+            `down_proj` biases holding what the removed channels contributed on average.
 
     Returns:
         `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`, with the logits of the dense model whose removed MLP
-        dimensions and heads are zeroed.
+        dimensions and heads are zeroed (with `channel_means`: replaced by those means).
     """
     family = family_for_model_type(model.config.model_type)
     if model.config.model_type == family.pruned_model_type:
         raise ValueError(f"The model is already a `{family.pruned_model_type}` model; prune its dense base model.")
     plan = PruningPlan.keep_all(model.config) if plan is None else plan
     plan.check_compatible(model.config)
-    config = build_pruned_config(model.config, plan, pruning=pruning)
+    if channel_means is not None:
+        _check_channel_means(channel_means, plan)
+    # A dense `o_proj` bias must survive a removed attention, so the format's `o_proj_bias` carries it.
+    attention_biased = bool(getattr(model.config, "attention_bias", False)) and not all(plan.head_kept_indices)
+    biases = _compensation_biases(model, plan, channel_means, attention_biased)
+    config = build_pruned_config(
+        model.config,
+        plan,
+        pruning=pruning,
+        o_proj_bias=channel_means is not None or attention_biased,
+        down_proj_bias=channel_means is not None,
+    )
     model_class = getattr(modeling_module(), family.pruned_causal_lm_class)
     with torch.device("meta"):
         pruned = model_class(config)
     state = _sliced_state_dict(model, plan)
+    state.update(biases)
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
     missing = [key for key in missing if key != "lm_head.weight"]
     if missing or unexpected:
@@ -126,6 +186,18 @@ def build_pruned_model(model: nn.Module, plan: PruningPlan | None = None, *, pru
     pruned.generation_config = copy.deepcopy(model.generation_config)
     pruned.diet_plan = plan  # written as diet_pruning.json by save_pretrained / push_to_hub (see diet_hf.hub)
     return pruned.eval() if not model.training else pruned
+
+
+def _check_channel_means(channel_means: dict, plan: PruningPlan) -> None:
+    expected = {
+        "mlp": (plan.num_hidden_layers, plan.intermediate_size),
+        "attn": (plan.num_hidden_layers, plan.num_attention_heads * plan.head_dim),
+    }
+    for kind, shape in expected.items():
+        value = channel_means.get(kind) if isinstance(channel_means, dict) else None
+        if value is None or tuple(value.shape) != shape:
+            got = "missing" if value is None else f"shape {tuple(value.shape)}"
+            raise ValueError(f"`channel_means[{kind!r}]` must be a tensor of shape {shape}, got {got}.")
 
 
 def to_pruned_model(model: nn.Module) -> nn.Module:

@@ -13,12 +13,23 @@ class _PerLayerSizesMixin:
     _auto_map_models = {}
 
     def _init_per_layer(
-        self, intermediate_size_per_layer, num_attention_heads_per_layer, num_key_value_heads_per_layer, pruning
+        self,
+        intermediate_size_per_layer,
+        num_attention_heads_per_layer,
+        num_key_value_heads_per_layer,
+        pruning,
+        o_proj_bias,
+        down_proj_bias,
     ):
         self.intermediate_size_per_layer = _as_int_list(intermediate_size_per_layer)
         self.num_attention_heads_per_layer = _as_int_list(num_attention_heads_per_layer)
         self.num_key_value_heads_per_layer = _as_int_list(num_key_value_heads_per_layer)
         self.pruning = pruning
+        for name, value in (("o_proj_bias", o_proj_bias), ("down_proj_bias", down_proj_bias)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be a bool, got {value!r}.")
+        self.o_proj_bias = o_proj_bias
+        self.down_proj_bias = down_proj_bias
 
     def _finish_per_layer(self):
         self.validate_per_layer_sizes()
@@ -95,6 +106,11 @@ class PrunedGemma2Config(_PerLayerSizesMixin, Gemma2Config):
             KV heads of every layer; each layer's query heads must be a multiple of them.
         pruning (`dict`, *optional*):
             Provenance of the pruning (method, base model, tasks, sparsity, per-layer summary) for the model card.
+        o_proj_bias (`bool`, *optional*, defaults to `False`):
+            Give every layer's attention output projection a bias (FLAP's bias compensation stores there what the
+            removed heads contributed on average). A layer without attention then outputs the bias alone.
+        down_proj_bias (`bool`, *optional*, defaults to `False`):
+            The same for every layer's MLP `down_proj`.
 
     ```python
     >>> config = PrunedGemma2Config(num_hidden_layers=2, intermediate_size_per_layer=[64, 0])
@@ -115,10 +131,17 @@ class PrunedGemma2Config(_PerLayerSizesMixin, Gemma2Config):
         num_attention_heads_per_layer=None,
         num_key_value_heads_per_layer=None,
         pruning=None,
+        o_proj_bias=False,
+        down_proj_bias=False,
         **kwargs,
     ):
         self._init_per_layer(
-            intermediate_size_per_layer, num_attention_heads_per_layer, num_key_value_heads_per_layer, pruning
+            intermediate_size_per_layer,
+            num_attention_heads_per_layer,
+            num_key_value_heads_per_layer,
+            pruning,
+            o_proj_bias,
+            down_proj_bias,
         )
         super().__init__(**kwargs)
         self._finish_per_layer()
@@ -150,10 +173,17 @@ class PrunedGemma3TextConfig(_PerLayerSizesMixin, Gemma3TextConfig):
         num_attention_heads_per_layer=None,
         num_key_value_heads_per_layer=None,
         pruning=None,
+        o_proj_bias=False,
+        down_proj_bias=False,
         **kwargs,
     ):
         self._init_per_layer(
-            intermediate_size_per_layer, num_attention_heads_per_layer, num_key_value_heads_per_layer, pruning
+            intermediate_size_per_layer,
+            num_attention_heads_per_layer,
+            num_key_value_heads_per_layer,
+            pruning,
+            o_proj_bias,
+            down_proj_bias,
         )
         super().__init__(**kwargs)
         self._finish_per_layer()

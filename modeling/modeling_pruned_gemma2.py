@@ -40,19 +40,35 @@ class _LayerConfigView:
         setattr(self._config, name, value)
 
 
+def _output_bias(hidden_size: int, enabled: bool):
+    # A removed sublayer with a compensation bias outputs that bias alone (what the dense model gave on average)
+    return nn.Parameter(torch.zeros(hidden_size)) if enabled else None
+
+
+def _constant_output(hidden_states, bias):
+    if bias is None:
+        return torch.zeros_like(hidden_states)
+    return bias.to(hidden_states.dtype).expand_as(hidden_states).clone()
+
+
 class _RemovedMLP(nn.Module):
-    """Stands in for an MLP pruned to width 0: its output is zero, so the residual stream passes through."""
+    """Stands in for an MLP pruned to width 0: its output is zero (or its bias), the residual stream passes through."""
+
+    def __init__(self, hidden_size: int, bias: bool = False):
+        super().__init__()
+        self.bias = _output_bias(hidden_size, bias)
 
     def forward(self, hidden_states):
-        return torch.zeros_like(hidden_states)
+        return _constant_output(hidden_states, self.bias)
 
 
 class _RemovedAttn(nn.Module):
     """Stands in for an attention pruned to 0 heads: zero output, and a one-channel placeholder cache entry."""
 
-    def __init__(self, replaced: nn.Module, layer_idx: int):
+    def __init__(self, replaced: nn.Module, layer_idx: int, hidden_size: int, bias: bool = False):
         super().__init__()
         self.layer_idx = layer_idx
+        self.bias = _output_bias(hidden_size, bias)
         # Some decoder layers read these from their attention (4.57's Gemma 3 picks its RoPE by `is_sliding`).
         for name in ("is_sliding", "layer_type", "attention_type", "sliding_window"):
             if hasattr(replaced, name):
@@ -67,7 +83,15 @@ class _RemovedAttn(nn.Module):
             cos, sin = position_embeddings
             cache_kwargs = {"sin": sin, "cos": cos, "cache_position": kwargs.get("cache_position")}
             cache.update(placeholder, placeholder, self.layer_idx, cache_kwargs)
-        return torch.zeros_like(hidden_states), None
+        return _constant_output(hidden_states, self.bias), None
+
+
+def _with_bias(linear: nn.Linear) -> nn.Linear:
+    """The same projection with a bias (zero until weights are loaded), on the weight's device and dtype."""
+    if linear.bias is not None:
+        return linear
+    weight = linear.weight
+    return nn.Linear(linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=weight.dtype)
 
 
 def _build_decoder_layer(layer_cls, config, layer_idx: int) -> nn.Module:
@@ -82,10 +106,16 @@ def _build_decoder_layer(layer_cls, config, layer_idx: int) -> nn.Module:
         "num_key_value_heads": max(num_kv_heads, 1),
     }
     layer = layer_cls(_LayerConfigView(config, sizes), layer_idx)
+    o_proj_bias = getattr(config, "o_proj_bias", False)
+    down_proj_bias = getattr(config, "down_proj_bias", False)
     if num_heads == 0:
-        layer.self_attn = _RemovedAttn(layer.self_attn, layer_idx)
+        layer.self_attn = _RemovedAttn(layer.self_attn, layer_idx, config.hidden_size, o_proj_bias)
+    elif o_proj_bias:
+        layer.self_attn.o_proj = _with_bias(layer.self_attn.o_proj)
     if intermediate_size == 0:
-        layer.mlp = _RemovedMLP()
+        layer.mlp = _RemovedMLP(config.hidden_size, down_proj_bias)
+    elif down_proj_bias:
+        layer.mlp.down_proj = _with_bias(layer.mlp.down_proj)
     return layer
 
 

@@ -72,6 +72,8 @@ def test_config_absent_lists_mean_unpruned():
         ({"num_attention_heads_per_layer": [3, 4]}, r"Layer 0: 3 query heads .* do not split into 2 KV groups"),
         ({"num_attention_heads_per_layer": [4, 0]}, r"Layer 1: 2 KV heads but 0 query heads"),
         ({"num_key_value_heads_per_layer": [0, 2]}, r"Layer 0: 4 query heads but 0 KV heads"),
+        ({"o_proj_bias": "yes"}, r"`o_proj_bias` must be a bool, got 'yes'"),
+        ({"down_proj_bias": 1}, r"`down_proj_bias` must be a bool, got 1"),
     ],
 )
 @pytest.mark.parametrize("config_class", [PrunedGemma2Config, PrunedGemma3TextConfig])

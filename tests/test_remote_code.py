@@ -69,6 +69,21 @@ def _load_in_fresh_process(path, ids, tmp_path, kind="causal", python=sys.execut
     return json.loads(out_path.read_text())
 
 
+def _pruned(family, compensated):
+    """The uneven plan; `compensated` adds FLAP bias compensation (biases on kept and on removed sublayers)."""
+    dense = tiny_dense_model(family)
+    plan = _uneven_plan(dense)
+    means = None
+    if compensated:
+        g = torch.Generator().manual_seed(1)
+        heads, d = dense.config.num_attention_heads, dense.config.head_dim
+        means = {
+            "mlp": torch.randn(2, dense.config.intermediate_size, generator=g),
+            "attn": torch.randn(2, heads * d, generator=g),
+        }
+    return build_pruned_model(dense, plan, channel_means=means)
+
+
 @pytest.fixture(scope="module")
 def saved_pruned(tmp_path_factory):
     dense = tiny_dense_model("gemma3_text")
@@ -94,9 +109,10 @@ def test_save_writes_auto_map_and_byte_identical_code(saved_pruned):
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-def test_fresh_process_without_diet_hf_gives_same_logits(family, tmp_path):
-    dense = tiny_dense_model(family)
-    pruned = build_pruned_model(dense, _uneven_plan(dense))
+@pytest.mark.parametrize("compensated", [False, True], ids=["plain", "bias_compensated"])
+def test_fresh_process_without_diet_hf_gives_same_logits(family, compensated, tmp_path):
+    pruned = _pruned(family, compensated)
+    assert any(n.endswith("mlp.bias") for n, _ in pruned.named_parameters()) == compensated
     pruned.save_pretrained(tmp_path / "model")
     ids = random_batch()
     result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path)
@@ -128,9 +144,9 @@ def test_sequence_classification_loads_in_fresh_process(tmp_path):
 
 @pytest.mark.skipif(not TF457_PYTHON, reason="set DIET_TF457_PYTHON to a python with transformers 4.57.x")
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-def test_same_checkpoint_loads_on_transformers_457(family, tmp_path):
-    dense = tiny_dense_model(family)
-    pruned = build_pruned_model(dense, _uneven_plan(dense))
+@pytest.mark.parametrize("compensated", [False, True], ids=["plain", "bias_compensated"])
+def test_same_checkpoint_loads_on_transformers_457(family, compensated, tmp_path):
+    pruned = _pruned(family, compensated)
     pruned.save_pretrained(tmp_path / "model")
     ids = random_batch()
     result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path, python=TF457_PYTHON)

@@ -77,3 +77,68 @@ def test_surgery_refuses_a_pruned_model():
     pruned = build_pruned_model(dense)
     with pytest.raises(ValueError, match="already a `pruned_gemma2` model"):
         build_pruned_model(pruned)
+
+
+def _mean_filled_dense(dense, plan, means):
+    """The dense model whose removed input channels of `down_proj` / `o_proj` read their mean instead."""
+    filled = tiny_dense_model(dense.config.model_type, num_key_value_heads=dense.config.num_key_value_heads)
+    filled.load_state_dict(dense.state_dict())
+    d = plan.head_dim
+
+    def fill(removed, values):
+        def hook(module, args):
+            x = args[0].clone()
+            x[..., removed] = values[removed].to(x.dtype)
+            return (x,)
+
+        return hook
+
+    for layer_idx, layer in enumerate(filled.model.layers):
+        removed_mlp = torch.ones(plan.intermediate_size, dtype=torch.bool)
+        removed_mlp[plan.mlp_kept_indices[layer_idx]] = False
+        removed_attn = torch.ones(plan.num_attention_heads * d, dtype=torch.bool)
+        removed_attn[[h * d + i for h in plan.head_kept_indices[layer_idx] for i in range(d)]] = False
+        layer.mlp.down_proj.register_forward_pre_hook(fill(removed_mlp, means["mlp"][layer_idx]))
+        layer.self_attn.o_proj.register_forward_pre_hook(fill(removed_attn, means["attn"][layer_idx]))
+    return filled
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("target", ["both", "removed_sublayers"])
+def test_bias_compensation_equals_mean_filled_dense(family, target):
+    dense = tiny_dense_model(family, num_key_value_heads=2)
+    scores = _random_scores(dense.config, seed=3)
+    if target == "removed_sublayers":
+        scores.mlp["t0"][1] *= 1e-3
+        scores.heads["t0"][1] *= 1e-3
+        scores = ImportanceScores({"t0": scores.mlp["t0"]}, {"t0": scores.heads["t0"]})
+    plan = build_plan(scores, dense.config, **TARGETS[target])
+    g = torch.Generator().manual_seed(0)
+    width = dense.config.num_attention_heads * plan.head_dim
+    layers = dense.config.num_hidden_layers
+    means = {
+        "mlp": torch.randn(layers, dense.config.intermediate_size, generator=g),
+        "attn": torch.randn(layers, width, generator=g),
+    }
+    pruned = build_pruned_model(dense, plan, channel_means=means)
+    assert pruned.config.o_proj_bias and pruned.config.down_proj_bias
+    ids = random_batch(2, 12)
+    with torch.no_grad():
+        expected = _mean_filled_dense(dense, plan, means)(ids).logits
+        got = pruned(ids).logits
+        plain_model = build_pruned_model(dense, plan)
+        plain = plain_model(ids).logits
+    assert (expected - got).abs().max().item() <= 1e-5
+    assert (plain - got).abs().max().item() > 1e-3  # the biases do change the output
+    biases = sum(p.numel() for n, p in pruned.named_parameters() if n.endswith("bias"))
+    assert biases == 2 * layers * dense.config.hidden_size  # one per layer and sublayer, also on removed ones
+    assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in plain_model.parameters()) + biases
+
+
+def test_bias_compensation_rejects_wrong_means():
+    dense = tiny_dense_model("gemma2")
+    plan = build_plan(_random_scores(dense.config, 0), dense.config, sparsity=0.3)
+    with pytest.raises(ValueError, match=r"`channel_means\['mlp'\]` must be a tensor of shape \(2, 64\), got shape"):
+        build_pruned_model(dense, plan, channel_means={"mlp": torch.zeros(2, 3), "attn": torch.zeros(2, 32)})
+    with pytest.raises(ValueError, match=r"`channel_means\['attn'\]` .* got missing"):
+        build_pruned_model(dense, plan, channel_means={"mlp": torch.zeros(2, 64)})
