@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .constants import FAMILIES
 from .tasks import PAPER_TASKS, get_task, load_examples, resolve_data_dir
 
-__all__ = ["evaluate", "loglikelihoods", "perplexity"]
+__all__ = ["evaluate", "kl_divergence", "loglikelihoods", "next_token_logprobs", "perplexity"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,17 @@ class _Scorer:
         # 5.x returns the cache as `cache` (reading `past_key_values` warns there); 4.x as `past_key_values`.
         return states, getattr(out, self.cache_kwarg, None)
 
+    def logprobs(self, states: torch.Tensor) -> torch.Tensor:
+        """Full next-token log-probabilities (positions, vocab) at each of `states`, float32."""
+        if not self.split_head:
+            return F.log_softmax(states.float(), dim=-1)
+        head = self.model.get_output_embeddings()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        logits = head(states).float()
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        return F.log_softmax(logits, dim=-1)
+
     def target_logprobs(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(target) at each of `states` (positions, hidden or vocab) for `targets` (positions,)."""
         if not self.split_head:
@@ -93,6 +104,40 @@ class _Scorer:
             chunk_targets = targets[start : start + self._HEAD_CHUNK, None]
             values.append(logits.gather(-1, chunk_targets)[:, 0] - torch.logsumexp(logits, dim=-1))
         return torch.cat(values)
+
+
+def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int = 16) -> torch.Tensor:
+    """Log-probabilities of the token after each prompt, `(len(prompts), vocab)` float32 on the CPU.
+
+    Prompts are tokenized as the evaluator tokenizes contexts (Gemma's BOS included), batched by length with left
+    padding; only the last position goes through the LM head."""
+    if tokenizer is None:
+        raise ValueError("`tokenizer` is required to encode the prompts.")
+    if not prompts:
+        raise ValueError("`prompts` is empty: pass at least one prompt.")
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scorer = _Scorer(model)
+    result = [None] * len(prompts)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            states, _ = scorer.forward(*_left_padded([encoded[i] for i in batch], pad_id), cache=False, keep=1)
+            for i, row in zip(batch, scorer.logprobs(states[:, -1]).cpu()):
+                result[i] = row
+    return torch.stack(result)
+
+
+def kl_divergence(reference_logprobs: torch.Tensor, logprobs: torch.Tensor) -> float:
+    """Mean over rows of KL(reference || model) in nats, from two `next_token_logprobs` results."""
+    if reference_logprobs.shape != logprobs.shape:
+        raise ValueError(
+            f"`reference_logprobs` {tuple(reference_logprobs.shape)} and `logprobs` {tuple(logprobs.shape)} must "
+            "have the same shape (same prompts, same vocabulary)."
+        )
+    reference = reference_logprobs.double()
+    return float((reference.exp() * (reference - logprobs.double())).sum(-1).mean())
 
 
 def _left_padded(rows: list[list[int]], pad_id: int):

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from diet_hf.evaluation import evaluate, loglikelihoods, perplexity
+from diet_hf.evaluation import evaluate, kl_divergence, loglikelihoods, next_token_logprobs, perplexity
 
 WORDS = ["<pad>", "<bos>", "<unk>", "Question:", "Answer:", "a", "bbbb", "cc", "The", "cat", "dog", "sat", "ran", "."]
 
@@ -191,3 +191,22 @@ def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
         count += chunk.shape[1] - 1
     assert result["tokens"] == count
     assert result["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+
+
+def test_next_token_logprobs_and_kl(tiny_tokenizer):
+    dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer), final_logit_softcapping=3.0)
+    other = tiny_dense_model("gemma2", seed=1, vocab_size=len(tiny_tokenizer), final_logit_softcapping=3.0)
+    prompts = ["Question: what is the answer?\nAnswer:", "what", "Answer: yes no", "is"]
+    got = next_token_logprobs(dense, tiny_tokenizer, prompts, batch_size=3)  # padded, reordered batches
+    for prompt, row in zip(prompts, got):
+        with torch.no_grad():
+            logits = dense(torch.tensor([tiny_tokenizer(prompt)["input_ids"]])).logits[0, -1]
+        torch.testing.assert_close(row, torch.log_softmax(logits, dim=-1), rtol=1e-5, atol=1e-5)
+    assert kl_divergence(got, got) == 0.0
+    theirs = next_token_logprobs(other, tiny_tokenizer, prompts)
+    expected = sum((p.exp() * (p - q)).sum().item() for p, q in zip(got, theirs)) / len(prompts)
+    assert kl_divergence(got, theirs) == pytest.approx(expected, rel=1e-6) and expected > 0
+    with pytest.raises(ValueError, match=r"must have the same shape"):
+        kl_divergence(got, theirs[:2])
+    with pytest.raises(ValueError, match=r"`prompts` is empty"):
+        next_token_logprobs(dense, tiny_tokenizer, [])
