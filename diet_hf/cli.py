@@ -1,4 +1,4 @@
-"""The `diet-hf` command: `prune`, `eval`, `info`. Parses arguments, calls the public API, prints results."""
+"""The `diet-hf` command: `prune`, `eval`, `info`, `export onnx`. Parses arguments, calls the API, prints results."""
 
 import argparse
 import json
@@ -38,7 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="diet-hf", description="DIET structured pruning for Gemma models.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{prune,eval,info}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{prune,eval,info,export}")
 
     prune = commands.add_parser("prune", help="profile a dense Gemma model on tasks and prune it with DIET")
     prune.add_argument("model", help="Hub id or local directory of a dense Gemma-2 / Gemma 3 text model")
@@ -99,6 +99,20 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow remote code (not needed for diet-hf models: diet-hf registers them)",
     )
+
+    export = commands.add_parser("export", help="export a pruned model for deployment")
+    formats = export.add_subparsers(dest="format", required=True, metavar="{onnx}")
+    onnx = formats.add_parser(
+        "onnx",
+        help='ONNX through optimum (needs `pip install "diet-hf[onnx]"`); ONNX Runtime loads the result with '
+        "ORTModelForCausalLM",
+    )
+    onnx.add_argument("model", help="local directory of a pruned model saved by diet-hf")
+    onnx.add_argument("output", help="new directory for model.onnx, config.json and the tokenizer")
+    onnx.add_argument("--task", choices=("text-generation-with-past", "text-generation"), default=None)
+    onnx.add_argument("--opset", type=_positive_int, default=None)
+    onnx.add_argument("--atol", type=float, default=1e-4, help="validation tolerance against PyTorch")
+    onnx.add_argument("--no-validation", action="store_true", help="skip optimum's output check")
 
     info = commands.add_parser("info", help="per-layer structure, parameter counts and provenance of a checkpoint")
     info.add_argument("model", help="Hub id or local directory")
@@ -205,6 +219,24 @@ def _run_eval(args) -> int:
     return EXIT_OK
 
 
+def _run_export(args) -> int:
+    from .info import check_pruned_checkpoint
+
+    check_pruned_checkpoint(args.model)  # clear errors before importing optimum (slow, and an optional extra)
+    from .onnx import export_onnx
+
+    output = export_onnx(
+        args.model,
+        args.output,
+        task=args.task or "text-generation-with-past",
+        opset=args.opset,
+        validate=not args.no_validation,
+        atol=args.atol,
+    )
+    print(f"exported {args.model} to {output / 'model.onnx'}; load it with ORTModelForCausalLM.from_pretrained")
+    return EXIT_OK
+
+
 def _run_info(args) -> int:
     from .info import describe_checkpoint
 
@@ -239,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.quiet:
         _quiet()
-    runner = {"prune": _run_prune, "eval": _run_eval, "info": _run_info}[args.command]
+    runner = {"prune": _run_prune, "eval": _run_eval, "info": _run_info, "export": _run_export}[args.command]
     try:
         return runner(args)
     except (ValueError, TypeError, FileNotFoundError, OSError, RuntimeError, ImportError) as error:

@@ -1,10 +1,14 @@
 """Structure and parameter counts of a (pruned or dense) Gemma checkpoint, read from its config alone."""
 
+import json
+import os
+from pathlib import Path
+
 from transformers import AutoConfig
 
-from .constants import family_for_model_type
+from .constants import FAMILIES, REMOTE_CODE_FILES, family_for_model_type
 
-__all__ = ["count_parameters", "describe_checkpoint"]
+__all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
 
 
 def _layer_sizes(config, layer_idx: int) -> tuple[int, int, int]:
@@ -36,7 +40,15 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
         blocks += 3 * h * width + 2 * h * d * (heads + kv_heads)
         norms += 4 * h + (2 * d if qk_norms and heads else 0)
     embeddings = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
-    return {"total": blocks + norms + embeddings + h, "decoder_blocks": blocks}
+    # bias compensation (FLAP) adds one bias per layer and sublayer; the decoder-block count stays the plan's
+    biases = (
+        0
+        if dense
+        else h
+        * config.num_hidden_layers
+        * sum(bool(getattr(config, name, False)) for name in ("o_proj_bias", "down_proj_bias"))
+    )
+    return {"total": blocks + norms + embeddings + h + biases, "decoder_blocks": blocks}
 
 
 def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -> dict:
@@ -68,3 +80,26 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -
         },
         "pruning": getattr(config, "pruning", None),
     }
+
+
+def check_pruned_checkpoint(model_dir: str | os.PathLike) -> str:
+    """Returns the `model_type` of a local pruned checkpoint saved by diet-hf; `ValueError` says what is wrong
+    (no config.json, another model type, remote code missing)."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"`model` must be a local directory with a config.json; {model_dir} has none.")
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    pruned_types = sorted(family.pruned_model_type for family in FAMILIES)
+    if model_type not in pruned_types:
+        raise ValueError(
+            f"`model` must be a pruned Gemma model ({', '.join(pruned_types)}); {model_dir} holds model_type "
+            f"{model_type!r}. Stock models export with `optimum-cli export onnx`."
+        )
+    missing = [name for name in REMOTE_CODE_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"{model_dir} has no remote code ({', '.join(missing)} missing beside config.json): save the model with "
+            "diet-hf's `save_pretrained` / `save_pruned_model`, which copies it there."
+        )
+    return model_type

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Sets up .venv and a second environment with transformers 4.57.6 (the last 4.x, for the compatibility test),
-# then runs the test suite. Extra arguments go to pytest, e.g. `scripts/test.sh -m slow` for the real-model tests.
+# Sets up .venv and a second environment with transformers 4.57.6 (the last 4.x: for the compatibility tests, and
+# the ONNX export, whose optimum-onnx caps transformers below 4.58), then runs the test suite. Extra arguments go
+# to pytest, e.g. `scripts/test.sh -m slow` for the real-model tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 PYTHON=${PYTHON:-python3}
 [ -x .venv-tf457/bin/python ] || "$PYTHON" -m venv .venv-tf457
-.venv-tf457/bin/pip install -q --disable-pip-version-check torch==2.13.0 "transformers==4.57.6" safetensors
+.venv-tf457/bin/pip install -q --disable-pip-version-check torch==2.13.0
+.venv-tf457/bin/pip install -q --disable-pip-version-check "transformers==4.57.6" -e ".[onnx]"
 export DIET_TF457_PYTHON="$PWD/.venv-tf457/bin/python"
+export DIET_ONNX_PYTHON="$DIET_TF457_PYTHON"
 export DIET_DATA_DIR="${DIET_DATA_DIR:-$PWD/../shared/data}"
 exec .venv/bin/python -m pytest "$@"

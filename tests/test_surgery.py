@@ -5,6 +5,7 @@ import torch
 from conftest import random_batch, tiny_dense_model
 
 from diet_hf import ImportanceScores, build_pruned_model
+from diet_hf.info import count_parameters
 from diet_hf.plan import build_plan
 
 
@@ -133,6 +134,7 @@ def test_bias_compensation_equals_mean_filled_dense(family, target):
     biases = sum(p.numel() for n, p in pruned.named_parameters() if n.endswith("bias"))
     assert biases == 2 * layers * dense.config.hidden_size  # one per layer and sublayer, also on removed ones
     assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in plain_model.parameters()) + biases
+    assert count_parameters(pruned.config)["total"] == sum(p.numel() for p in pruned.parameters())
 
 
 def test_bias_compensation_rejects_wrong_means():

@@ -1,0 +1,165 @@
+"""ONNX export of pruned models (optimum) and ONNX Runtime parity with PyTorch.
+
+optimum-onnx caps transformers below 4.58, so the export runs in the second environment that scripts/test.sh builds
+(`.venv-tf457`: transformers 4.57.6 with `diet-hf[onnx]`), named by DIET_ONNX_PYTHON. The checks on bad input run
+here, without optimum.
+"""
+
+import json
+import os
+import subprocess
+import textwrap
+
+import pytest
+import torch
+from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
+
+from diet_hf import build_pruned_model
+from diet_hf.cli import main
+from diet_hf.plan import PruningPlan
+
+ONNX_PYTHON = os.environ.get("DIET_ONNX_PYTHON")
+needs_onnx_env = pytest.mark.skipif(not ONNX_PYTHON, reason="set DIET_ONNX_PYTHON to a python with diet-hf[onnx]")
+
+# Runs in the ONNX environment: export (diet-hf CLI or optimum-cli), then ONNX Runtime against PyTorch there.
+PARITY_SCRIPT = textwrap.dedent(
+    """
+    import json, subprocess, sys
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoModelForCausalLM
+    model_dir, out_dir, ids_path, result_path, exporter = sys.argv[1:6]
+    if exporter == "diet-hf":
+        command = [sys.executable, "-m", "diet_hf.cli", "--quiet", "export", "onnx", model_dir, out_dir]
+    else:  # optimum's own CLI finds diet-hf's export config through its plug-in namespace; it cannot infer the
+        # task of a local directory, so it is given
+        optimum_cli = str(__import__("pathlib").Path(sys.executable).parent / "optimum-cli")
+        command = [optimum_cli, "export", "onnx", "--model", model_dir, "--trust-remote-code",
+                   "--task", "text-generation-with-past", out_dir]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    config = json.load(open(out_dir + "/config.json"))
+    sys.modules["diet_hf"] = None  # ONNX Runtime needs neither diet-hf nor remote code
+    ort = ORTModelForCausalLM.from_pretrained(out_dir)
+    torch_model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    ids = torch.tensor(json.load(open(ids_path)))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding in the second row
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        onnx_logits = ort(input_ids=ids, attention_mask=mask).logits
+        torch_logits = torch_model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    kwargs = {"max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
+    json.dump(
+        {
+            "config": config,
+            "onnx_logits": onnx_logits[mask.bool()].tolist(),
+            "torch_logits": torch_logits[mask.bool()].tolist(),
+            "onnx_generated": ort.generate(ids[:1], **kwargs).tolist(),
+            "torch_generated": torch_model.generate(ids[:1], **kwargs).tolist(),
+            "onnx_batch_generated": ort.generate(ids, attention_mask=mask, **kwargs).tolist(),
+            "torch_batch_generated": torch_model.generate(ids, attention_mask=mask, **kwargs).tolist(),
+        },
+        open(result_path, "w"),
+    )
+    """
+)
+
+
+def _uneven_pruned(family, compensated=False):
+    """Layer 0 without attention, layer 1 without MLP and with fewer KV heads: every per-layer cache shape differs."""
+    dense = tiny_dense_model(family)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
+    plan.head_kept_indices = [[], [2, 3]]
+    plan.kv_head_kept_indices = [[], [1]]
+    plan.__post_init__()
+    means = None
+    if compensated:
+        g = torch.Generator().manual_seed(0)
+        means = {"mlp": torch.randn(2, 64, generator=g), "attn": torch.randn(2, 32, generator=g)}
+    return build_pruned_model(dense, plan, channel_means=means)
+
+
+def _export_and_compare(tmp_path, family, exporter, compensated=False):
+    pruned = _uneven_pruned(family, compensated)
+    pruned.save_pretrained(tmp_path / "model")
+    ids = random_batch(2, 10)
+    (tmp_path / "ids.json").write_text(json.dumps(ids.tolist()))
+    (tmp_path / "parity.py").write_text(PARITY_SCRIPT)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    args = [tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json", tmp_path / "result.json"]
+    done = subprocess.run(
+        [ONNX_PYTHON, str(tmp_path / "parity.py"), *map(str, args), exporter],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    onnx_logits, torch_logits = torch.tensor(result["onnx_logits"]), torch.tensor(result["torch_logits"])
+    # the checkpoint's logits here (transformers 5.x) are those of the ONNX environment's PyTorch (4.57)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        here = pruned(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits[mask.bool()]
+    scale = torch_logits.abs().max()
+    assert (onnx_logits - torch_logits).abs().max() <= 1e-4 * scale
+    assert (here - torch_logits).abs().max() <= 1e-4 * scale
+    assert result["onnx_generated"] == result["torch_generated"]
+    assert result["onnx_batch_generated"] == result["torch_batch_generated"]
+    return result
+
+
+@needs_onnx_env
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_diet_hf_export_onnx_matches_pytorch(family, tmp_path):
+    result = _export_and_compare(tmp_path, family, "diet-hf", compensated=family == "gemma2")
+    config = result["config"]
+    # ONNX Runtime reads the base type; the per-layer sizes stay in the config, the structure is in the graph
+    assert config["model_type"] == family and config["diet_hf_pruned_model_type"] == f"pruned_{family}"
+    assert config["num_attention_heads_per_layer"] == [0, 2] and "auto_map" not in config
+
+
+@needs_onnx_env
+def test_optimum_cli_export_onnx_matches_pytorch(tmp_path):
+    _export_and_compare(tmp_path, "gemma3_text", "optimum-cli")
+
+
+def test_export_refuses_a_dense_model(tmp_path, tiny_tokenizer, capsys):
+    dense_dir = save_dense_checkpoint(tmp_path / "dense", "gemma2", tiny_tokenizer)
+    assert main(["--quiet", "export", "onnx", str(dense_dir), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "`model` must be a pruned Gemma model (pruned_gemma2, pruned_gemma3_text)" in error
+    assert "holds model_type 'gemma2'" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_a_directory_without_remote_code(tmp_path, capsys):
+    _uneven_pruned("gemma2").save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "modeling_pruned_gemma2.py").unlink()
+    assert main(["--quiet", "export", "onnx", str(tmp_path / "model"), str(tmp_path / "out")]) == 1
+    assert "has no remote code (modeling_pruned_gemma2.py missing beside config.json)" in capsys.readouterr().err
+    assert main(["--quiet", "export", "onnx", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
+    assert "has none" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_usage_errors(tmp_path):
+    assert main(["export"]) == 2
+    assert main(["export", "tflite", str(tmp_path), str(tmp_path / "o")]) == 2
+
+
+def test_onnx_extra_missing_is_a_clear_error(tmp_path, capsys):
+    try:
+        import optimum.exporters.onnx  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("optimum's ONNX exporter is installed in this environment")
+    _uneven_pruned("gemma2").save_pretrained(tmp_path / "model")
+    assert main(["--quiet", "export", "onnx", str(tmp_path / "model"), str(tmp_path / "out")]) == 1
+    assert 'pip install "diet-hf[onnx]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
