@@ -223,7 +223,7 @@ def _jobs(args, dense, tokenizer, scores, excluded):
     jobs = [("dense", 0.0, {}, lambda: dense)]
     for sparsity in args.sparsities:
         jobs.append(("diet", sparsity, {}, lambda s=sparsity: plan_model(scores, s)))
-    for sparsity in args.baseline_sparsities:
+    for sparsity in args.ablation_sparsities:
         for name, options in ABLATIONS.items():
             jobs.append((name, sparsity, options, lambda s=sparsity, o=options: plan_model(scores, s, **o)))
         jobs.append(
@@ -234,6 +234,7 @@ def _jobs(args, dense, tokenizer, scores, excluded):
                 lambda s=sparsity: plan_model(wikitext_scores(), s),
             )
         )
+    for sparsity in args.baseline_sparsities:
         for method in BASELINES:
             options = dict(BASELINE_PRUNE_OPTIONS[method])
             compensate = method == "flap"
@@ -256,6 +257,10 @@ def _jobs(args, dense, tokenizer, scores, excluded):
                 lambda s=sparsity, o=options: plan_model(baseline_scores("flap", dense, scores), s, **o),
             )
         )
+    # dense and 20% first (the comparison), DIET before the baselines before the ablations, so an interrupted
+    # run (continued with --resume) has the headline rows
+    priority = {"dense": 0, "diet": 1, **{m: 2 for m in BASELINES}, "flap_no_bias": 3}
+    jobs.sort(key=lambda job: (job[1] not in (0.0, 0.2), priority.get(job[0], 4)))
     return [job for job in jobs if job[0] in args.methods]
 
 
@@ -265,7 +270,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=100, help="evaluation examples per task")
     parser.add_argument("--num-samples", type=int, default=100, help="calibration examples per task")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
-    parser.add_argument("--baseline-sparsities", type=float, nargs="+", default=[0.2])
+    parser.add_argument("--baseline-sparsities", type=float, nargs="+", default=[0.2, 0.4])
+    parser.add_argument("--ablation-sparsities", type=float, nargs="+", default=[0.2])
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=ALL_METHODS)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--ppl-windows", type=int, default=16)

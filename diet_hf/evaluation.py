@@ -186,10 +186,10 @@ def _score_shared(scorer, groups, results, pad_id, max_length):
     if cache is None:  # a model without a KV cache: score every pair on its own
         return _score_unshared(scorer, requests, results, pad_id, max_length)
     owner = [g for g, group in enumerate(groups) for _ in group]
-    # The first continuation token is predicted at the context's last position.
-    first = scorer.target_logprobs(
-        last[owner, 0], torch.tensor([r.continuation_ids[0] for r in requests], device=last.device)
-    ).tolist()
+    # The first continuation token is predicted at the context's last position: one LM-head row per group, shared
+    # by its choices.
+    first_targets = torch.tensor([r.continuation_ids[0] for r in requests], device=last.device)
+    first = scorer.logprobs(last[:, 0])[torch.tensor(owner, device=last.device), first_targets].tolist()
     cache.batch_select_indices(torch.tensor(owner, device=scorer.device))
     width = max(len(r.continuation_ids) for r in requests) - 1
     if width == 0:  # single-token continuations: nothing more to run
