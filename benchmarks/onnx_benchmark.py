@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-note", default="", help="how the model directory was made (goes into the report)")
     parser.add_argument("--output", default="benchmarks/results/onnx_gemma3_270m")
     args = parser.parse_args(argv)
     work = Path(args.onnx_dir) if args.onnx_dir else Path(tempfile.mkdtemp(prefix="diet-onnx-")) / "onnx"
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
             p: version(p) for p in ("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "diet-hf")
         },
         "model": args.model,
+        "model_note": args.model_note,
         "pruning": getattr(torch_model.config, "pruning", None),
         "export_seconds": export_seconds,
         "onnx_bytes": sum(p.stat().st_size for p in work.glob("model.onnx*")),
@@ -125,9 +127,10 @@ def _markdown(report: dict) -> str:
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}; versions {report['versions']}  ",
         f"Model: {report['model']} (pruning record: sparsity "
-        f"{(report['pruning'] or {}).get('achieved_block_sparsity', 'n/a')})",
+        f"{(report['pruning'] or {}).get('achieved_block_sparsity', 'n/a')}); {report['model_note']}",
         "",
-        f"- export: {report['export_seconds']:.0f} s, model.onnx {report['onnx_bytes'] / 2**20:.0f} MiB",
+        f"- export: {report['export_seconds']:.0f} s, model.onnx {report['onnx_bytes'] / 2**20:.0f} MiB (the tied "
+        "embedding / LM-head matrix is stored twice: optimum keeps the transposed copy the MatMul uses)",
         f"- parity: max |ONNX Runtime - PyTorch| / max |PyTorch| over the logits of {len(report['generation'])} "
         f"left-padded real prompts = {report['max_relative_logit_difference']:.2e} (target <= 1e-4)",
         f"- greedy generation of {report['new_tokens']} tokens with past key values: "
