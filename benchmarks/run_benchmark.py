@@ -219,7 +219,7 @@ def _jobs(args, dense, tokenizer, scores, excluded):
             wikitext["scores"] = pruner.scores
         return wikitext["scores"]
 
-    means = {kind: m[:, 0] for kind, m in scores.channel_moments().items()}
+    means = scores.channel_means()
     jobs = [("dense", 0.0, {}, lambda: dense)]
     for sparsity in args.sparsities:
         jobs.append(("diet", sparsity, {}, lambda s=sparsity: plan_model(scores, s)))
@@ -346,7 +346,7 @@ def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save,
         if held_out in results:
             continue
         six = scores.select([t for t in PAPER_TASKS if t != held_out])
-        means = {kind: m[:, 0] for kind, m in six.channel_moments().items()}
+        means = six.channel_means()
         candidates = {"diet": (six, {}, None)}
         for method in BASELINES:
             candidates[method] = (

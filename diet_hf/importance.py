@@ -93,6 +93,11 @@ class ImportanceScores:
         tokens = float(sum(s["num_tokens"] for s in stats))
         return {kind: sum(s[kind].double() for s in stats) / tokens for kind in ("mlp", "attn")}
 
+    def channel_means(self) -> dict[str, torch.Tensor]:
+        """E[a] per input channel of `down_proj` (`mlp`, `(layers, intermediate_size)`) and `o_proj` (`attn`,
+        `(layers, heads * head_dim)`), pooled over all tasks: FLAP's bias compensation reads these."""
+        return {kind: moments[:, 0] for kind, moments in self.channel_moments().items()}
+
     def check_compatible(self, config) -> None:
         """Raises `ValueError` when these scores were made for a model of another shape or type."""
         layers, width = next(iter(self.mlp.values())).shape

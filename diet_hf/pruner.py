@@ -243,9 +243,7 @@ class DietPruner:
             {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
         )
         plan.provenance["bias_compensation"] = bias_compensation
-        channel_means = None
-        if bias_compensation:
-            channel_means = {kind: m[:, 0] for kind, m in scores.channel_moments().items()}
+        channel_means = scores.channel_means() if bias_compensation else None
         self.plan = plan
         record = _pruning_record(self.model, plan, scores)
         pruned = build_pruned_model(self.model, plan, pruning=record, channel_means=channel_means)

@@ -12,9 +12,14 @@ from .plan import PruningPlan
 __all__ = ["build_pruned_config", "build_pruned_model", "slice_linear_weight", "to_pruned_model"]
 
 
+def _channels(kept: list[int], block: int) -> list[int]:
+    """Channel indices of the kept units, each `block` channels wide (a head's `head_dim`, 1 for MLP dimensions)."""
+    return [k * block + i for k in kept for i in range(block)]
+
+
 def slice_linear_weight(weight: torch.Tensor, kept: list[int], *, dim: int, block: int = 1) -> torch.Tensor:
     """Rows (`dim=0`) or columns (`dim=1`) of a `nn.Linear` weight, in blocks of `block` (a head's `head_dim`)."""
-    index = torch.tensor([k * block + i for k in kept for i in range(block)], dtype=torch.long, device=weight.device)
+    index = torch.tensor(_channels(kept, block), dtype=torch.long, device=weight.device)
     return weight.index_select(dim, index).contiguous()
 
 
@@ -102,16 +107,14 @@ def _compensation_biases(
     `W[:, removed] @ E[x_removed]`, becomes the output bias (plus a dense `o_proj` bias, which a removed attention
     would otherwise lose). Keys follow the pruned model (a removed sublayer keeps its bias on the stand-in)."""
     biases = {}
-    d = plan.head_dim
+    wanted = {"mlp": channel_means is not None, "attn": channel_means is not None or attention_biased}
     for layer_idx, layer in enumerate(model.model.layers):
         prefix = f"model.layers.{layer_idx}"
         for kind, kept, block, linear, name in (
             ("mlp", plan.mlp_kept_indices[layer_idx], 1, layer.mlp.down_proj, "mlp.down_proj"),
-            ("attn", plan.head_kept_indices[layer_idx], d, layer.self_attn.o_proj, "self_attn.o_proj"),
+            ("attn", plan.head_kept_indices[layer_idx], plan.head_dim, layer.self_attn.o_proj, "self_attn.o_proj"),
         ):
-            if kind == "attn" and not (attention_biased or channel_means is not None):
-                continue
-            if kind == "mlp" and channel_means is None:
+            if not wanted[kind]:
                 continue
             weight = linear.weight
             bias = torch.zeros(weight.shape[0], dtype=torch.float64, device=weight.device)
@@ -119,7 +122,7 @@ def _compensation_biases(
                 bias += linear.bias.double()
             if channel_means is not None:
                 removed = torch.ones(weight.shape[1], dtype=torch.bool, device=weight.device)
-                removed[[k * block + i for k in kept for i in range(block)]] = False
+                removed[_channels(kept, block)] = False
                 means = channel_means[kind][layer_idx].to(weight.device, torch.float64)
                 bias += weight.double()[:, removed] @ means[removed]
             key = f"{prefix}.{name}.bias" if kept else f"{prefix}.{name.split('.')[0]}.bias"
@@ -143,7 +146,7 @@ def build_pruned_model(
         pruning (`dict`, *optional*): provenance stored as `config.pruning`.
         channel_means (`dict[str, torch.Tensor]`, *optional*): FLAP's bias compensation. `mlp` `(layers,
             intermediate_size)` and `attn` `(layers, heads * head_dim)` mean inputs of `down_proj` / `o_proj` (e.g.
-            `ImportanceScores.channel_moments()` at index 0 of dim 1); the pruned model then gets `o_proj` and
+            `ImportanceScores.channel_means()`); the pruned model then gets `o_proj` and
             `down_proj` biases holding what the removed channels contributed on average.
 
     Returns:
