@@ -39,6 +39,10 @@ PARITY_SCRIPT = textwrap.dedent(
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     config = json.load(open(out_dir + "/config.json"))
+    import onnx
+    graph = onnx.load(out_dir + "/model.onnx", load_external_data=False).graph
+    past_inputs = [i.name for i in graph.input if i.name.startswith("past_key_values.")]
+    consumers = {name: sorted({n.op_type for n in graph.node if name in n.input}) for name in past_inputs}
     sys.modules["diet_hf"] = None  # ONNX Runtime needs neither diet-hf nor remote code
     ort = ORTModelForCausalLM.from_pretrained(out_dir)
     torch_model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
@@ -53,6 +57,7 @@ PARITY_SCRIPT = textwrap.dedent(
     json.dump(
         {
             "config": config,
+            "past_consumers": consumers,
             "onnx_logits": onnx_logits[mask.bool()].tolist(),
             "torch_logits": torch_logits[mask.bool()].tolist(),
             "onnx_generated": ort.generate(ids[:1], **kwargs).tolist(),
@@ -109,6 +114,9 @@ def _export_and_compare(tmp_path, family, exporter, compensated=False):
     assert (onnx_logits - torch_logits).abs().max() <= 1e-4 * scale
     assert (here - torch_logits).abs().max() <= 1e-4 * scale
     assert result["onnx_generated"] == result["torch_generated"]
+    # every layer's past input is first reshaped to that layer's (heads, head_dim): valid ONNX for any empty past
+    assert len(result["past_consumers"]) == 2 * 2
+    assert all(ops == ["Reshape"] for ops in result["past_consumers"].values()), result["past_consumers"]
     assert result["onnx_batch_generated"] == result["torch_batch_generated"]
     return result
 
