@@ -121,9 +121,7 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
     )
     paper = [result["results"][t][result["results"][t]["headline_metric"]] for t in PAPER_TASKS]
     logprobs = next_token_logprobs(model, tokenizer, context["kl_prompts"], batch_size=args.batch_size)
-    kl = kl_divergence(context["dense_logprobs"], logprobs) if "dense_logprobs" in context else 0.0
-    if "dense_logprobs" not in context:
-        context["dense_logprobs"] = logprobs
+    kl = kl_divergence(context["dense_logprobs"], logprobs)  # main() computes the dense model's once
     ppl = perplexity(
         model,
         tokenizer,
