@@ -3,6 +3,12 @@
 Any causal LM that transformers loads works. The LM head runs only at the scored positions (for Gemma models on the
 gathered hidden states, for others through `logits_to_keep`): Gemma's vocabulary is 256k, so full logits at every
 position would dominate time and memory.
+
+For Gemma-family models (dense or pruned, `sdpa` or `eager` attention) the choices of one question are packed into one
+row behind their shared context, with an attention mask that lets each choice see the context and itself only, and
+position ids that continue the context for every choice: the same computation as scoring each pair on its own, with
+the context run once and almost no padding. The scored hidden states of many rows then go through the LM head
+together, one slice of the vocabulary at a time, with a running log-sum-exp.
 """
 
 import inspect
@@ -44,21 +50,28 @@ def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int],
 
 
 class _Scorer:
-    """Runs the decoder, then the LM head only at scored positions (chunked), for Gemma-family models.
+    """Runs the decoder, then the LM head only at scored positions, for Gemma-family models.
 
     Other causal LMs run whole, with `logits_to_keep`, so any model-specific head transform is respected.
     """
 
-    _HEAD_CHUNK = 256  # scored positions per LM-head matmul: 256 x 262k float32 logits = 268 MB
+    _VOCAB_CHUNK = 4096  # LM-head rows per matmul: the logits of a slice stay small and are reused
+    _STATE_CHUNK = 512  # hidden states per LM-head pass
 
     def __init__(self, model):
         self.model = model
         self.device = next(model.parameters()).device
-        model_type = getattr(model.config, "model_type", "")
+        config = model.config
+        model_type = getattr(config, "model_type", "")
         self.split_head = any(model_type in (f.dense_model_type, f.pruned_model_type) for f in FAMILIES)
         signature = inspect.signature(model.forward).parameters
         # transformers 5.x names the cache argument `cache`; 4.x `past_key_values`.
         self.cache_kwarg = "cache" if "cache" in signature else "past_key_values"
+        # Packed rows need a 4D mask per layer type, which Gemma's decoders accept as a dict for these two kernels.
+        self.attn_implementation = getattr(config, "_attn_implementation", None)
+        self.packed = self.split_head and self.attn_implementation in ("sdpa", "eager")
+        self.layer_types = sorted(set(getattr(config, "layer_types", None) or ["full_attention"]))
+        self.sliding_window = getattr(config, "sliding_window", None)
 
     def forward(self, input_ids, attention_mask, position_ids, *, cache=None, keep: int):
         """Hidden states (or, for other models, logits) of the last `keep` positions, and the KV cache."""
@@ -79,6 +92,27 @@ class _Scorer:
         # 5.x returns the cache as `cache` (reading `past_key_values` warns there); 4.x as `past_key_values`.
         return states, getattr(out, self.cache_kwarg, None)
 
+    def forward_packed(self, input_ids, position_ids, allowed):
+        """Decoder hidden states of packed rows; `allowed` (batch, query, key): the keys each position may see."""
+        distance = position_ids[:, :, None] - position_ids[:, None, :]
+        dtype = self.model.get_input_embeddings().weight.dtype
+        masks = {}
+        for layer_type in self.layer_types:
+            mask = allowed
+            if layer_type == "sliding_attention" and self.sliding_window is not None:
+                mask = allowed & (distance < self.sliding_window)  # transformers: key > query - window
+            mask = mask[:, None].to(self.device)
+            if self.attn_implementation == "eager":  # eager attention adds the mask to the scores
+                mask = torch.where(mask, torch.tensor(0.0, dtype=dtype), torch.finfo(dtype).min).to(dtype)
+            masks[layer_type] = mask
+        out = self.model.get_decoder()(
+            input_ids=input_ids.to(self.device),
+            attention_mask=masks,
+            position_ids=position_ids.to(self.device),
+            use_cache=False,
+        )
+        return out.last_hidden_state
+
     def logprobs(self, states: torch.Tensor) -> torch.Tensor:
         """Full next-token log-probabilities (positions, vocab) at each of `states`, float32."""
         if not self.split_head:
@@ -92,18 +126,70 @@ class _Scorer:
 
     def target_logprobs(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(target) at each of `states` (positions, hidden or vocab) for `targets` (positions,)."""
+        return self.pair_logprobs(states, torch.arange(states.shape[0], device=states.device), targets)
+
+    def pair_logprobs(self, states: torch.Tensor, owners: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(`targets[i]`) at `states[owners[i]]`, float32; a state may be scored against several targets."""
         if not self.split_head:
-            return F.log_softmax(states.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
-        head = self.model.get_output_embeddings()
+            return F.log_softmax(states.float(), dim=-1)[owners, targets]
+        values = torch.empty(len(targets), dtype=torch.float32, device=states.device)
+        for start in range(0, states.shape[0], self._STATE_CHUNK):
+            chunk = states[start : start + self._STATE_CHUNK]
+            picked = (owners >= start) & (owners < start + chunk.shape[0])
+            values[picked] = self._head_logprobs(chunk, owners[picked] - start, targets[picked])
+        return values
+
+    def _head_logprobs(self, states, owners, targets):
+        # The vocabulary in slices: full logits of a few hundred states would take gigabytes, and writing them to
+        # fresh memory costs more than the matmul; the slice's logits stay in one reused buffer.
+        weight = self.model.get_output_embeddings().weight  # Gemma's LM head: tied, no bias
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        values = []
-        for start in range(0, states.shape[0], self._HEAD_CHUNK):
-            logits = head(states[start : start + self._HEAD_CHUNK]).float()
+        count, vocab = states.shape[0], weight.shape[0]
+        buffer = torch.empty(count * self._VOCAB_CHUNK, dtype=states.dtype, device=states.device)
+        normalizer = torch.full((count,), -math.inf, dtype=torch.float32, device=states.device)
+        values = torch.empty(len(targets), dtype=torch.float32, device=states.device)
+        for start in range(0, vocab, self._VOCAB_CHUNK):
+            rows = weight[start : start + self._VOCAB_CHUNK]
+            logits = torch.mm(states, rows.t(), out=buffer[: count * rows.shape[0]].view(count, rows.shape[0])).float()
             if softcap is not None:
                 logits = torch.tanh(logits / softcap) * softcap
-            chunk_targets = targets[start : start + self._HEAD_CHUNK, None]
-            values.append(logits.gather(-1, chunk_targets)[:, 0] - torch.logsumexp(logits, dim=-1))
-        return torch.cat(values)
+            normalizer = torch.logaddexp(normalizer, torch.logsumexp(logits, dim=-1))
+            inside = (targets >= start) & (targets < start + rows.shape[0])
+            values[inside] = logits[owners[inside], targets[inside] - start]
+        return values - normalizer[owners]
+
+
+class _HeadQueue:
+    """Scored hidden states of many batches, put through the LM head together (an efficient matmul size)."""
+
+    def __init__(self, scorer, results):
+        self.scorer, self.results = scorer, results
+        self.states, self.owners, self.targets, self.indices = [], [], [], []
+        self.count = 0
+
+    def add(self, states, owners: list[int], targets: list[int], indices: list[int]) -> None:
+        """`states` (n, hidden); pair i adds log p(`targets[i]` | `states[owners[i]]`) to result `indices[i]`."""
+        self.states.append(states)
+        self.owners += [self.count + o for o in owners]
+        self.targets += targets
+        self.indices += indices
+        self.count += states.shape[0]
+        if self.count >= self.scorer._STATE_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.states:
+            return
+        device = self.states[0].device
+        values = self.scorer.pair_logprobs(
+            torch.cat(self.states),
+            torch.tensor(self.owners, device=device),
+            torch.tensor(self.targets, device=device),
+        ).tolist()
+        for index, value in zip(self.indices, values):
+            self.results[index] += value
+        self.states, self.owners, self.targets, self.indices = [], [], [], []
+        self.count = 0
 
 
 def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int = 16) -> torch.Tensor:
@@ -216,6 +302,59 @@ def _score_shared(scorer, groups, results, pad_id, max_length):
     return None
 
 
+def _score_packed(scorer, groups, queue):
+    """One row per group: the context, then every choice but its last token, each choice seeing the context and
+    itself only, at the positions it has when scored alone. Right padding; a pad position sees only itself."""
+    rows, scored = [], []
+    for group in groups:
+        context = group[0].context_ids
+        tokens, positions, segments = list(context), list(range(len(context))), [0] * len(context)
+        # The first token of every choice is predicted at the context's last position: one state, many targets.
+        pairs = [(len(context) - 1, r.continuation_ids[0], r.index) for r in group]
+        for segment, request in enumerate(group, start=1):
+            start, rest = len(tokens), request.continuation_ids[:-1]
+            tokens += rest
+            positions += range(len(context), len(context) + len(rest))
+            segments += [segment] * len(rest)
+            pairs += [(start + i, t, request.index) for i, t in enumerate(request.continuation_ids[1:])]
+        rows.append((tokens, positions, segments))
+        scored.append(pairs)
+    width = max(len(r[0]) for r in rows)
+    input_ids = torch.full((len(rows), width), 0, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    segment_ids = torch.full((len(rows), width), -1, dtype=torch.long)
+    for b, (tokens, positions, segments) in enumerate(rows):
+        input_ids[b, : len(tokens)] = torch.tensor(tokens)
+        position_ids[b, : len(tokens)] = torch.tensor(positions)
+        segment_ids[b, : len(tokens)] = torch.tensor(segments)
+    query, key = segment_ids[:, :, None], segment_ids[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = causal & (key >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(width, dtype=torch.bool)  # pads attend to themselves: finite values, never read
+    states = scorer.forward_packed(input_ids, position_ids, allowed)
+    flat, owners, targets, indices = [], [], [], []
+    for b, pairs in enumerate(scored):
+        slots = {}
+        for position, target, index in pairs:
+            owners.append(slots.setdefault(b * width + position, len(flat) + len(slots)))
+            targets.append(target)
+            indices.append(index)
+        flat += list(slots)
+    queue.add(states.reshape(-1, states.shape[-1])[torch.tensor(flat, device=states.device)], owners, targets, indices)
+
+
+def _batches_of_rows(items, length, batch_size):
+    """Longest first, at most `batch_size` per batch; a row under 3/4 of its batch's longest starts a new batch, so
+    one long outlier does not pad a whole batch to its length."""
+    batches = []
+    for item in sorted(items, key=lambda x: -length(x)):
+        if batches and len(batches[-1]) < batch_size and 4 * length(item) >= 3 * length(batches[-1][0]):
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    return batches
+
+
 @torch.inference_mode()
 def loglikelihoods(
     model,
@@ -230,9 +369,11 @@ def loglikelihoods(
 ) -> list[float]:
     """Sum of continuation log-probabilities for each `(context, continuation)` pair, as lm-eval computes it.
 
-    With `share_context`, pairs whose context tokens are identical (the choices of one question) run the context once
-    and reuse its KV cache; `batch_size` then counts contexts. Pairs longer than `max_length` (the model's context,
-    capped at 2048) are left-truncated as lm-eval does, without sharing.
+    With `share_context`, pairs whose context tokens are identical (the choices of one question) run the context once:
+    for Gemma-family models with `sdpa` or `eager` attention as one packed row (context, then each choice, masked to
+    see the context and itself), for other models through the context's KV cache, copied per choice. `batch_size`
+    then counts contexts. Pairs longer than `max_length` (the model's context, capped at 2048) are left-truncated as
+    lm-eval does, without sharing.
     """
     if tokenizer is None:
         raise ValueError("`tokenizer` is required to score text; pass the model's tokenizer.")
@@ -253,13 +394,21 @@ def loglikelihoods(
     results = [0.0] * len(pairs)
     scorer = _Scorer(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batches = [("shared", shared[i : i + batch_size]) for i in range(0, len(shared), batch_size)]
+    if scorer.packed:
+        row_length = lambda g: len(g[0].context_ids) + sum(len(r.continuation_ids) - 1 for r in g)  # noqa: E731
+        batches = [("packed", b) for b in _batches_of_rows(shared, row_length, batch_size)]
+    else:
+        batches = [("shared", shared[i : i + batch_size]) for i in range(0, len(shared), batch_size)]
     batches += [("single", single[i : i + batch_size]) for i in range(0, len(single), batch_size)]
+    queue = _HeadQueue(scorer, results)
     for kind, batch in tqdm(batches, desc=description, disable=disable_progress):
-        if kind == "shared":
+        if kind == "packed":
+            _score_packed(scorer, batch, queue)
+        elif kind == "shared":
             _score_shared(scorer, batch, results, pad_id, max_length)
         else:
             _score_unshared(scorer, batch, results, pad_id, max_length)
+    queue.flush()
     return results
 
 

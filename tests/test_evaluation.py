@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +14,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from diet_hf.evaluation import evaluate, kl_divergence, loglikelihoods, next_token_logprobs, perplexity
+
+TF457_PYTHON = os.environ.get("DIET_TF457_PYTHON")
 
 WORDS = ["<pad>", "<bos>", "<unk>", "Question:", "Answer:", "a", "bbbb", "cc", "The", "cat", "dog", "sat", "ran", "."]
 
@@ -155,23 +159,129 @@ def test_errors(word_tokenizer, tmp_path):
         evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, limit=0)
 
 
-@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-def test_shared_context_equals_separate_scoring(tiny_tokenizer, family):
-    from diet_hf import build_pruned_model
+# Groups of choices behind one context: several choices of 2 to 5 tokens after one another in a packed row (so a
+# choice that could see another's tokens, or sat at the wrong positions, would score differently), contexts longer
+# than the sliding window (3), rows of different lengths (padding, and the 3/4 rule that splits batches), a context
+# with a single choice.
+PACKED_PAIRS = [
+    ("Question: what is the answer?\nAnswer:", c) for c in (" True False is", " yes", " no yes True", " the answer")
+]
+PACKED_PAIRS += [("Answer:", " no yes"), ("Answer:", " yes yes what is the"), ("what", " is")]
+PACKED_PAIRS += [
+    ("Question: what is the answer? Answer: yes no True False Question:", c) for c in (" no", " yes False")
+]
+
+
+# Gemma-2's attention soft-capping has no SDPA kernel in transformers (5.x refuses `sdpa` for it).
+ATTENTION_KERNELS = [("gemma2", "eager"), ("gemma3_text", "eager"), ("gemma3_text", "sdpa")]
+
+
+def _set_attention(model, attn: str):
+    if hasattr(model, "set_attn_implementation"):  # transformers 5.x
+        model.set_attn_implementation(attn)
+    else:
+        model.config._attn_implementation = attn
+    return model
+
+
+def _uneven_plan(dense):
     from diet_hf.plan import PruningPlan
 
-    dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=4)
     plan = PruningPlan.keep_all(dense.config)
     plan.head_kept_indices, plan.kv_head_kept_indices = [[], [0, 1]], [[], [0]]  # layer 0 without attention
-    plan.mlp_kept_indices = [list(range(10)), []]
-    pairs = [("Question: what is the answer?\\nAnswer:", c) for c in (" yes", " no", " True False is")]
-    pairs += [("Answer:", " no"), ("Answer:", " yes yes"), ("what", " is")]
-    for model in (dense, build_pruned_model(dense, plan)):
-        shared = loglikelihoods(model, tiny_tokenizer, pairs, batch_size=2, disable_progress=True)
+    plan.mlp_kept_indices = [list(range(10)), []]  # layer 1 without MLP
+    return plan
+
+
+def _alone(model, tokenizer, pairs):
+    """Each pair scored on its own: one full forward of context + continuation through the stock masks."""
+    values = []
+    for context, continuation in pairs:
+        context_ids = tokenizer(context)["input_ids"]
+        whole = tokenizer(context + continuation)["input_ids"]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([whole[:-1]])).logits[0].double(), dim=-1)
+        targets = whole[len(context_ids) :]
+        values.append(sum(logprobs[len(context_ids) - 1 + i, t].item() for i, t in enumerate(targets)))
+    return values
+
+
+@pytest.mark.parametrize("family, attn", ATTENTION_KERNELS)
+def test_packed_choices_equal_scoring_each_pair_alone(tiny_tokenizer, family, attn, monkeypatch):
+    from diet_hf import build_pruned_model
+    from diet_hf.evaluation import _Scorer
+
+    # Small slices so the LM head crosses state-chunk and vocabulary-slice boundaries.
+    monkeypatch.setattr(_Scorer, "_VOCAB_CHUNK", 7)
+    monkeypatch.setattr(_Scorer, "_STATE_CHUNK", 5)
+    dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=3, final_logit_softcapping=3.0)
+    for model in (dense, build_pruned_model(dense, _uneven_plan(dense))):
+        _set_attention(model, attn)
+        assert _Scorer(model).packed
+        expected = _alone(model, tiny_tokenizer, PACKED_PAIRS)
+        for batch_size in (1, 2, 16):
+            got = loglikelihoods(model, tiny_tokenizer, PACKED_PAIRS, batch_size=batch_size, disable_progress=True)
+            assert got == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("packed", [True, False], ids=["packed_rows", "kv_cache_copies"])
+def test_shared_context_equals_separate_scoring(tiny_tokenizer, family, packed, monkeypatch):
+    from diet_hf import build_pruned_model, evaluation
+
+    if not packed:  # the path for attention kernels that take no custom mask: the context's KV cache, copied
+        init = evaluation._Scorer.__init__
+
+        def without_packing(self, model):
+            init(self, model)
+            self.packed = False
+
+        monkeypatch.setattr(evaluation._Scorer, "__init__", without_packing)
+    dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=4)
+    for model in (dense, build_pruned_model(dense, _uneven_plan(dense))):
+        assert evaluation._Scorer(model).packed == packed
+        shared = loglikelihoods(model, tiny_tokenizer, PACKED_PAIRS, batch_size=2, disable_progress=True)
         separate = loglikelihoods(
-            model, tiny_tokenizer, pairs, batch_size=3, share_context=False, disable_progress=True
+            model, tiny_tokenizer, PACKED_PAIRS, batch_size=3, share_context=False, disable_progress=True
         )
         assert shared == pytest.approx(separate, abs=1e-4)
+
+
+TF457_SCRIPT = """
+import json, sys, torch, transformers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from diet_hf.evaluation import _Scorer, loglikelihoods
+path, attn, pairs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, trust_remote_code=True).eval()
+assert _Scorer(model).packed
+tokenizer = PreTrainedTokenizerFast(tokenizer_file=f"{path}/tokenizer.json", pad_token="<pad>")  # 5.x's config: no
+values = loglikelihoods(model, tokenizer, pairs, batch_size=2, disable_progress=True)
+print(json.dumps({"version": transformers.__version__, "values": values}))
+"""
+
+
+@pytest.mark.skipif(not TF457_PYTHON, reason="set DIET_TF457_PYTHON to a python with transformers 4.57.x")
+@pytest.mark.parametrize("family, attn", ATTENTION_KERNELS)
+def test_packed_scoring_on_transformers_457(tiny_tokenizer, family, attn, tmp_path):
+    """The packed rows hand Gemma's decoder a dict of 4D masks; transformers 4.57 must take it as 5.x does."""
+    from diet_hf import build_pruned_model
+
+    dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=3, final_logit_softcapping=3.0)
+    for name, model in (("dense", dense), ("pruned", build_pruned_model(dense, _uneven_plan(dense)))):
+        model.save_pretrained(tmp_path / name)
+        tiny_tokenizer.save_pretrained(tmp_path / name)
+        done = subprocess.run(
+            [TF457_PYTHON, "-c", TF457_SCRIPT, str(tmp_path / name), attn, json.dumps(PACKED_PAIRS)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["version"].startswith("4.57")
+        assert result["values"] == pytest.approx(
+            _alone(_set_attention(model, attn), tiny_tokenizer, PACKED_PAIRS), abs=1e-4
+        )
 
 
 def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
