@@ -9,6 +9,9 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv-tf457/bin/python ] || "$PYTHON" -m venv .venv-tf457
 .venv-tf457/bin/pip install -q --disable-pip-version-check torch==2.13.0
 .venv-tf457/bin/pip install -q --disable-pip-version-check "transformers==4.57.6" -e ".[onnx]"
+if [[ " $* " == *slow* ]]; then  # the slow tests include the agreement with lm-eval-harness itself
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,gemma3-270m,lm-eval]"
+fi
 export DIET_TF457_PYTHON="$PWD/.venv-tf457/bin/python"
 export DIET_ONNX_PYTHON="$DIET_TF457_PYTHON"
 export DIET_DATA_DIR="${DIET_DATA_DIR:-$PWD/../shared/data}"

@@ -11,7 +11,7 @@ from conftest import REPO_ROOT
 @pytest.mark.slow
 def test_every_choice_agrees_with_lm_eval(tmp_path, data_dir):
     if importlib.util.find_spec("lm_eval") is None:
-        pytest.skip('needs `pip install "lm-eval==0.4.13"`')
+        pytest.skip('needs `pip install "diet-hf[lm-eval]"` (scripts/test.sh -m slow installs it)')
     spec = importlib.util.spec_from_file_location("agreement", REPO_ROOT / "benchmarks" / "lm_eval_agreement.py")
     agreement = importlib.util.module_from_spec(spec)
     sys.modules["agreement"] = agreement
