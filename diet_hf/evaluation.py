@@ -37,6 +37,20 @@ class _Request:
     continuation_ids: list[int]
 
 
+def _check_tokenizer(tokenizer, purpose: str) -> None:
+    if tokenizer is None:
+        raise ValueError(f"`tokenizer` is required {purpose}; pass the model's tokenizer.")
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    if special and len(tokenizer) <= len(special):
+        # transformers 5 builds a tokenizer of special tokens only from a directory without tokenizer files.
+        raise ValueError(
+            f"`tokenizer` has no vocabulary: its {len(tokenizer)} tokens are all special tokens "
+            f"({tokenizer.convert_ids_to_tokens(sorted(special))}). Is the model's tokenizer missing from "
+            f"{getattr(tokenizer, 'name_or_path', '') or 'its directory'} (tokenizer.json, tokenizer.model)? "
+            "Save it next to the model or pass the model's tokenizer."
+        )
+
+
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     # lm-eval 0.4 `_encode_pair`: trailing context spaces move to the continuation; the continuation's tokens are
     # the tail of the whole string's encoding. Special tokens (Gemma's BOS) are added as lm-eval adds them for Gemma.
@@ -197,8 +211,7 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int
 
     Prompts are tokenized as the evaluator tokenizes contexts (Gemma's BOS included), batched by length with left
     padding; only the last position goes through the LM head."""
-    if tokenizer is None:
-        raise ValueError("`tokenizer` is required to encode the prompts.")
+    _check_tokenizer(tokenizer, "to encode the prompts")
     if not prompts:
         raise ValueError("`prompts` is empty: pass at least one prompt.")
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
@@ -375,8 +388,7 @@ def loglikelihoods(
     then counts contexts. Pairs longer than `max_length` (the model's context, capped at 2048) are left-truncated as
     lm-eval does, without sharing.
     """
-    if tokenizer is None:
-        raise ValueError("`tokenizer` is required to score text; pass the model's tokenizer.")
+    _check_tokenizer(tokenizer, "to score text")
     max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
     groups: dict[tuple[int, ...], list[_Request]] = {}
     for index, (context, continuation) in enumerate(pairs):
@@ -439,8 +451,7 @@ def evaluate(
         `dict` with `results` (per task: `acc`, `acc_norm`, `acc_stderr`, `num_scored`, `excluded_ids`), `average`
         (headline: `acc` for BoolQ, RTE, WinoGrande, `acc_norm` for the others) and `tasks`.
     """
-    if tokenizer is None:
-        raise ValueError("`tokenizer` is required: evaluation scores text. Pass the model's tokenizer.")
+    _check_tokenizer(tokenizer, "to score text")
     if limit is not None and limit < 1:
         raise ValueError(f"`limit` must be >= 1, got {limit}.")
     specs = [get_task(name) for name in tasks]
@@ -512,6 +523,7 @@ def perplexity(
 
     Each window of `max_length` tokens (the model's context, capped at 2048) is scored after a BOS token.
     """
+    _check_tokenizer(tokenizer, "to encode WikiText-2")
     directory = resolve_data_dir(data_dir)
     if directory is None:
         raise ValueError("`perplexity` reads WikiText-2 from a data directory: pass `data_dir` or set DIET_DATA_DIR.")

@@ -91,6 +91,14 @@ def test_eval_writes_json(dense_dir, tmp_path, data_dir, capsys):
     assert "average" in capsys.readouterr().out
 
 
+def test_eval_of_a_model_without_tokenizer_files(tmp_path, data_dir, capsys):
+    tiny_dense_model("gemma2").save_pretrained(tmp_path / "no-tokenizer")
+    argv = ["--quiet", "eval", str(tmp_path / "no-tokenizer"), "--tasks", "piqa", "--data-dir", str(data_dir)]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert "diet-hf eval: error:" in error and "tokenizer" in error
+
+
 def test_info_on_pruned_checkpoint(tmp_path, capsys):
     dense = tiny_dense_model("gemma3_text")
     plan = PruningPlan.keep_all(dense.config)

@@ -151,6 +151,18 @@ def test_errors(word_tokenizer, tmp_path):
         evaluate(model, word_tokenizer, ["squad"], data_dir=tmp_path)
     with pytest.raises(ValueError, match=r"`tokenizer` is required"):
         evaluate(model, None, ["piqa"], data_dir=tmp_path)
+    specials_only = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS[:3])}, unk_token="<unk>"))
+    specials_only = PreTrainedTokenizerFast(
+        tokenizer_object=specials_only, pad_token="<pad>", bos_token="<bos>", unk_token="<unk>"
+    )
+    for call in (
+        lambda: evaluate(model, specials_only, ["piqa"], data_dir=tmp_path),
+        lambda: loglikelihoods(model, specials_only, [("The", " cat")]),
+        lambda: perplexity(model, specials_only, data_dir=tmp_path),
+        lambda: next_token_logprobs(model, specials_only, ["The"]),
+    ):
+        with pytest.raises(ValueError, match=r"`tokenizer` has no vocabulary: its 3 tokens are all special tokens"):
+            call()
     (tmp_path / "piqa").mkdir()
     (tmp_path / "piqa" / "validation.jsonl").write_text("")
     with pytest.raises(ValueError, match=r"The `validation` split of task 'piqa' is empty"):
