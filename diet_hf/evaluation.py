@@ -174,7 +174,8 @@ class _Scorer:
 
 
 class _HeadQueue:
-    """Scored hidden states of many batches, put through the LM head together (an efficient matmul size)."""
+    """Scored hidden states of many batches, put through the LM head together (an efficient matmul size), each
+    log-probability added to its request's result."""
 
     def __init__(self, scorer, results):
         self.scorer, self.results = scorer, results
@@ -188,7 +189,8 @@ class _HeadQueue:
         self.targets += targets
         self.indices += indices
         self.count += states.shape[0]
-        if self.count >= self.scorer._STATE_CHUNK:
+        # Other models hand over full-vocabulary log-probabilities already: nothing to gain from waiting.
+        if self.count >= self.scorer._STATE_CHUNK or not self.scorer.split_head:
             self.flush()
 
     def flush(self) -> None:
@@ -250,19 +252,7 @@ def _left_padded(rows: list[list[int]], pad_id: int):
     return input_ids, attention_mask, position_ids
 
 
-def _sum_by_row(scorer, states, rows, columns, targets, requests, results, offsets=None):
-    """Scores the selected (row, column) states against `targets` and adds them up per request."""
-    device = states.device
-    picked = states[torch.tensor(rows, device=device), torch.tensor(columns, device=device)]
-    logprobs = scorer.target_logprobs(picked, torch.tensor(targets, device=device)).tolist()
-    totals = list(offsets) if offsets is not None else [0.0] * len(requests)
-    for row, value in zip(rows, logprobs):
-        totals[row] += value
-    for request, total in zip(requests, totals):
-        results[request.index] = float(total)
-
-
-def _score_unshared(scorer, requests, results, pad_id, max_length):
+def _score_unshared(scorer, requests, queue, pad_id, max_length):
     """One forward per (context + continuation); left padding puts every row's scored positions last."""
     inputs = [(r.context_ids + r.continuation_ids)[-(max_length + 1) :][:-1] for r in requests]
     # A continuation longer than the window keeps only the tokens the window can predict (its tail).
@@ -274,26 +264,32 @@ def _score_unshared(scorer, requests, results, pad_id, max_length):
         rows += [row] * count
         columns += range(keep - count, keep)
         targets += request.continuation_ids[len(request.continuation_ids) - count :]
-    _sum_by_row(scorer, states, rows, columns, targets, requests, results)
+    _queue_states(queue, states, rows, columns, targets, [requests[row].index for row in rows])
 
 
-def _score_shared(scorer, groups, results, pad_id, max_length):
+def _queue_states(queue, states, rows, columns, targets, indices):
+    """Queues the (row, column) states of a batch, each scored against its target for result `indices[i]`."""
+    picked = states[torch.tensor(rows, device=states.device), torch.tensor(columns, device=states.device)]
+    queue.add(picked, list(range(len(rows))), targets, indices)
+
+
+def _score_shared(scorer, groups, queue, pad_id, max_length):
     """One context forward per group, its KV cache copied to every continuation: exact, and n times less work."""
     input_ids, attention_mask, position_ids = _left_padded([list(g[0].context_ids) for g in groups], pad_id)
     last, cache = scorer.forward(input_ids, attention_mask, position_ids, keep=1)  # (groups, 1, ...)
     requests = [request for group in groups for request in group]
     if cache is None:  # a model without a KV cache: score every pair on its own
-        return _score_unshared(scorer, requests, results, pad_id, max_length)
+        return _score_unshared(scorer, requests, queue, pad_id, max_length)
     owner = [g for g, group in enumerate(groups) for _ in group]
     # The first continuation token is predicted at the context's last position: one LM-head row per group, shared
     # by its choices.
     first_targets = torch.tensor([r.continuation_ids[0] for r in requests], device=last.device)
     first = scorer.logprobs(last[:, 0])[torch.tensor(owner, device=last.device), first_targets].tolist()
+    for request, value in zip(requests, first):
+        queue.results[request.index] += value
     cache.batch_select_indices(torch.tensor(owner, device=scorer.device))
     width = max(len(r.continuation_ids) for r in requests) - 1
     if width == 0:  # single-token continuations: nothing more to run
-        for request, value in zip(requests, first):
-            results[request.index] = value
         return None
     continuation = torch.full((len(requests), width), pad_id, dtype=torch.long)
     continuation_mask = torch.zeros((len(requests), width), dtype=torch.long)
@@ -311,7 +307,7 @@ def _score_shared(scorer, groups, results, pad_id, max_length):
         rows += [row] * len(rest)
         columns += range(len(rest))
         targets += rest
-    _sum_by_row(scorer, states, rows, columns, targets, requests, results, offsets=first)
+    _queue_states(queue, states, rows, columns, targets, [requests[row].index for row in rows])
     return None
 
 
@@ -401,7 +397,6 @@ def loglikelihoods(
     shared = [g for g in groups.values() if share_context and not too_long(g)]
     single = [r for g in groups.values() if not (share_context and not too_long(g)) for r in g]
     # Longest first: similar lengths share a batch, and an out-of-memory error shows up at once.
-    shared.sort(key=lambda g: -len(g[0].context_ids))
     single.sort(key=lambda r: -(len(r.context_ids) + len(r.continuation_ids)))
     results = [0.0] * len(pairs)
     scorer = _Scorer(model)
@@ -410,6 +405,7 @@ def loglikelihoods(
         row_length = lambda g: len(g[0].context_ids) + sum(len(r.continuation_ids) - 1 for r in g)  # noqa: E731
         batches = [("packed", b) for b in _batches_of_rows(shared, row_length, batch_size)]
     else:
+        shared.sort(key=lambda g: -len(g[0].context_ids))
         batches = [("shared", shared[i : i + batch_size]) for i in range(0, len(shared), batch_size)]
     batches += [("single", single[i : i + batch_size]) for i in range(0, len(single), batch_size)]
     queue = _HeadQueue(scorer, results)
@@ -417,9 +413,9 @@ def loglikelihoods(
         if kind == "packed":
             _score_packed(scorer, batch, queue)
         elif kind == "shared":
-            _score_shared(scorer, batch, results, pad_id, max_length)
+            _score_shared(scorer, batch, queue, pad_id, max_length)
         else:
-            _score_unshared(scorer, batch, results, pad_id, max_length)
+            _score_unshared(scorer, batch, queue, pad_id, max_length)
     queue.flush()
     return results
 
