@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .constants import FAMILIES
-from .tasks import PAPER_TASKS, get_task, load_examples, resolve_data_dir
+from .tasks import HALVES, PAPER_TASKS, get_task, load_examples, resolve_data_dir, split_half
 
 __all__ = ["evaluate", "kl_divergence", "loglikelihoods", "next_token_logprobs", "perplexity"]
 
@@ -428,6 +428,7 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 16,
     exclude_ids: dict[str, list[str]] | None = None,
+    half: str | None = None,
     data_dir: str | os.PathLike | None = None,
     return_predictions: bool = False,
     share_context: bool = True,
@@ -440,6 +441,9 @@ def evaluate(
         limit (`int`, *optional*): score only the first `limit` examples of each task (after exclusions).
         exclude_ids (`dict[str, list[str]]`, *optional*): per task, example ids not to score (calibration examples
             carved from the evaluation split; `DietPruner.scores.provenance["excluded_eval_ids"]`).
+        half (`str`, *optional*): `"dev"` or `"test"`: score only that half of each task's evaluation examples
+            (`tasks.split_half`, a hash of the example id), after exclusions and before `limit`. Choose recipes on
+            `"dev"`, report on `"test"`.
         return_predictions (`bool`, *optional*): add each example's chosen answers under `predictions`.
         share_context (`bool`, *optional*, defaults to `True`): run each question's context once for all choices.
 
@@ -450,12 +454,16 @@ def evaluate(
     _check_tokenizer(tokenizer, "to score text")
     if limit is not None and limit < 1:
         raise ValueError(f"`limit` must be >= 1, got {limit}.")
+    if half is not None and half not in HALVES:
+        raise ValueError(f"`half` must be one of {HALVES} or None, got {half!r}.")
     specs = [get_task(name) for name in tasks]
     exclude_ids = exclude_ids or {}
     results, predictions = {}, {}
     for spec in specs:
         excluded = {str(i) for i in exclude_ids.get(spec.name, [])}
         docs = [d for d in load_examples(spec, spec.eval_split, data_dir=data_dir) if str(d["id"]) not in excluded]
+        if half is not None:
+            docs = [d for d in docs if split_half(spec.name, str(d["id"])) == half]
         docs = docs[:limit] if limit is not None else docs
         if not docs:
             raise ValueError(f"No examples of task {spec.name!r} left to score after exclusions.")
@@ -491,6 +499,7 @@ def evaluate(
             "acc_stderr": math.sqrt(acc * (1 - acc) / max(count - 1, 1)),
             "num_scored": count,
             "excluded_ids": sorted(excluded),
+            "half": half,
             "headline_metric": spec.headline_metric,
         }
         predictions[spec.name] = chosen

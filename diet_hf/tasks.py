@@ -4,6 +4,7 @@ Calibration and evaluation share the same formatting: a calibration text is the 
 delimiter and the gold continuation, so DIET profiles the model on exactly what evaluation will ask of it.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -14,6 +15,7 @@ from pathlib import Path
 
 __all__ = [
     "DATA_DIR_ENV",
+    "HALVES",
     "TASKS",
     "CalibrationSet",
     "MultipleChoiceRequest",
@@ -22,9 +24,23 @@ __all__ = [
     "load_calibration",
     "load_examples",
     "resolve_data_dir",
+    "split_half",
 ]
 
 DATA_DIR_ENV = "DIET_DATA_DIR"
+# The two halves of every task's evaluation examples (DESIGN.md section 5): recipes and defaults are chosen on `dev`,
+# reported numbers come from `test`.
+HALVES = ("dev", "test")
+
+
+def split_half(task: str, example_id: str) -> str:
+    """`"dev"` or `"test"`: the half of `task`'s evaluation examples that `example_id` belongs to.
+
+    The first 8 bytes of SHA-256 of `"{task}/{example_id}"`, read as a big-endian integer: even is dev, odd is test.
+    Deterministic, independent of file order and of which examples calibration excluded, and about half and half.
+    """
+    digest = hashlib.sha256(f"{task}/{example_id}".encode()).digest()
+    return HALVES[int.from_bytes(digest[:8], "big") % 2]
 
 
 @dataclass(frozen=True)

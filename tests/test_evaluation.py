@@ -14,6 +14,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from diet_hf.evaluation import evaluate, kl_divergence, loglikelihoods, next_token_logprobs, perplexity
+from diet_hf.tasks import load_examples, split_half
 
 TF457_PYTHON = os.environ.get("DIET_TF457_PYTHON")
 
@@ -124,6 +125,50 @@ def test_exclusions_and_limit(word_tokenizer, tmp_path):
     assert [p["id"] for p in result["predictions"]["piqa"]] == ["p1", "p3", "p4"]
     assert result["results"]["piqa"]["num_scored"] == 3
     assert result["results"]["piqa"]["excluded_ids"] == ["p0", "p2"]
+
+
+def test_dev_and_test_halves_partition_the_examples(word_tokenizer, tmp_path):
+    model = BigramLM(torch.zeros(len(WORDS), len(WORDS)))
+    rows = [{"id": f"p{i}", "goal": "The", "sol1": "a", "sol2": "cc", "label": i % 2} for i in range(40)]
+    _write_task(tmp_path, "piqa", "validation", rows)
+    scored = {}
+    for half in ("dev", "test"):
+        result = evaluate(
+            model,
+            word_tokenizer,
+            ["piqa"],
+            data_dir=tmp_path,
+            exclude_ids={"piqa": ["p0"]},
+            half=half,
+            return_predictions=True,
+            disable_progress=True,
+        )
+        scored[half] = [p["id"] for p in result["predictions"]["piqa"]]
+        assert result["results"]["piqa"]["half"] == half
+        assert all(split_half("piqa", i) == half for i in scored[half])
+    assert sorted(scored["dev"] + scored["test"]) == sorted(f"p{i}" for i in range(1, 40))
+    assert 10 <= len(scored["dev"]) <= 29  # about half and half
+    limited = evaluate(
+        model,
+        word_tokenizer,
+        ["piqa"],
+        data_dir=tmp_path,
+        half="test",
+        limit=3,
+        return_predictions=True,
+        disable_progress=True,
+    )
+    assert [p["id"] for p in limited["predictions"]["piqa"]] == [i for i in scored["test"] if i != "p0"][:3]
+    with pytest.raises(ValueError, match=r"`half` must be one of \('dev', 'test'\) or None, got 'train'"):
+        evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, half="train", disable_progress=True)
+
+
+def test_split_half_is_a_fixed_hash_of_task_and_id(data_dir):
+    # pinned: changing the rule would silently move examples between the halves of published results
+    assert [split_half("boolq", f"boolq-{i}") for i in range(6)] == ["test", "test", "test", "test", "test", "dev"]
+    rows = load_examples("arc_easy", "test", data_dir=data_dir)
+    dev = sum(split_half("arc_easy", str(r["id"])) == "dev" for r in rows)
+    assert abs(dev / len(rows) - 0.5) < 0.03
 
 
 def test_batched_padded_scoring_equals_one_by_one_on_gemma(tiny_tokenizer):
