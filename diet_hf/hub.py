@@ -2,7 +2,6 @@
 
 import functools
 import importlib
-import os
 import shutil
 import tempfile
 from functools import cache
@@ -12,6 +11,7 @@ from types import ModuleType
 from huggingface_hub import HfApi
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+from ._io import atomic_directory
 from .constants import REMOTE_CODE_FILES
 
 __all__ = [
@@ -112,9 +112,7 @@ def save_pruned_model(
     from .card import write_model_card
 
     target = Path(save_directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         # The stock save: the in-process classes' own save would write the card and plan that are written below.
         stock_save = getattr(type(model).save_pretrained, "__wrapped__", type(model).save_pretrained)
         stock_save(model, tmp, safe_serialization=True)
@@ -126,15 +124,6 @@ def save_pruned_model(
         for source in remote_code_files():  # transformers copies them too; make sure they are byte-identical
             shutil.copyfile(source, tmp / source.name)
         write_model_card(tmp, model.config, evaluation=evaluation, repo_id=repo_id)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

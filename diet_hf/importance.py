@@ -3,26 +3,18 @@
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ._io import atomic_directory
 from .constants import SCORES_META_FILE, SCORES_WEIGHTS_FILE
 
-__all__ = ["ImportanceScores", "score_from_sums"]
+__all__ = ["ImportanceScores"]
 
 logger = logging.getLogger(__name__)
-
-
-def score_from_sums(sums: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """Mean over real tokens from a float32 running sum (higher = more important)."""
-    if num_tokens <= 0:
-        raise ValueError(f"`num_tokens` must be > 0 to turn sums into means, got {num_tokens}.")
-    return (sums.double() / num_tokens).float()
 
 
 @dataclass
@@ -115,10 +107,7 @@ class ImportanceScores:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Writes safetensors + JSON into `save_directory`, atomically (a failed save leaves nothing half-written)."""
-        target = Path(save_directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".scores-", dir=target.parent))
-        try:
+        with atomic_directory(save_directory) as tmp:
             tensors = {f"mlp/{t}": v.contiguous() for t, v in self.mlp.items()}
             tensors.update({f"heads/{t}": v.contiguous() for t, v in self.heads.items()})
             for task, stats in (self.channel_stats or {}).items():
@@ -126,11 +115,6 @@ class ImportanceScores:
             save_file(tensors, str(tmp / SCORES_WEIGHTS_FILE))
             meta = {"tasks": self.tasks, "provenance": self.provenance}
             (tmp / SCORES_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            target.mkdir(exist_ok=True)
-            for item in tmp.iterdir():
-                os.replace(item, target / item.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "ImportanceScores":

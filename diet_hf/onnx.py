@@ -17,10 +17,9 @@ import functools
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ._io import atomic_directory
 from .constants import FAMILIES
 from .info import check_pruned_checkpoint
 
@@ -172,9 +171,7 @@ def export_onnx(
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ValueError(f"`output` {output} exists and is not empty; choose a new directory.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with atomic_directory(output) as tmp:  # an existing empty `output` is replaced only on success
         main_export(
             str(model_dir),
             output=tmp,
@@ -185,9 +182,4 @@ def export_onnx(
             atol=atol,
             device="cpu",
         )
-        if output.exists():
-            output.rmdir()
-        os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return output

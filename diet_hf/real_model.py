@@ -2,13 +2,13 @@
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from ._io import atomic_directory
 from .constants import CONFIG_FILE, family_for_model_type
 
 __all__ = ["GEMMA3_270M_CACHE_ENV", "convert_gguf", "load_gemma3_270m"]
@@ -53,16 +53,9 @@ def convert_gguf(gguf_file: str | os.PathLike, output_dir: str | os.PathLike) ->
         del model.config.quantization_config
     model.config._name_or_path = "google/gemma-3-270m"
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import torch
 from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
 from huggingface_hub import HfApi, ModelCard
 
-from diet_hf import DietPruner
+from diet_hf import DietPruner, ImportanceScores, build_pruned_model
 from diet_hf.card import PLOT_FILE
 from diet_hf.cli import main
 from diet_hf.hub import push_saved_model, remote_code_files, save_pruned_model
@@ -183,3 +184,22 @@ def test_model_save_pretrained_and_push_to_hub_carry_card_and_plan(local_hub, tm
     card = ModelCard.load("user/direct")
     assert "structured-pruning" in card.data.tags
     assert model.push_to_hub("user/direct") == commit  # same content again: no new commit
+
+
+def test_saved_directories_and_files_follow_the_umask(tmp_path):
+    model = build_pruned_model(tiny_dense_model("gemma2"))
+    old = os.umask(0o027)
+    try:
+        target = save_pruned_model(model, tmp_path / "model")
+        scores_dir = tmp_path / "scores"
+        ImportanceScores({"a": torch.ones(2, 64)}, {"a": torch.ones(2, 4)}, {"model_type": "gemma2"}).save_pretrained(
+            scores_dir
+        )
+    finally:
+        os.umask(old)
+    for directory in (target, scores_dir):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o750
+        files = [p for p in directory.rglob("*") if p.is_file()]
+        assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in files), [
+            (p.name, oct(p.stat().st_mode)) for p in files
+        ]

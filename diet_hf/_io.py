@@ -1,0 +1,68 @@
+"""Atomic writes: a directory or file appears complete, with the permissions the user's umask gives, or not at all."""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_directory", "atomic_write_text", "current_umask", "apply_umask"]
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: Path) -> None:
+    """Gives `path` and everything below it the modes a plain `mkdir` / `open` would: 0o777 / 0o666 less the umask.
+
+    `tempfile` creates 0700 directories and some writers 0600 files; a saved model must be readable by whoever the
+    user's umask allows (a teammate, a container with another uid, a web server), as `save_pretrained` is."""
+    mask = current_umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        if item.is_symlink():
+            continue
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
+    """Yields a temporary directory beside `target`; on success it becomes `target` (umask permissions), replacing
+    an existing one when `replace`; on any error it is removed and `target` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        apply_umask(tmp)
+        if target.exists() and replace:
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        elif target.exists():
+            raise FileExistsError(f"{target} already exists.")
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` through a temporary file beside it, so the file is never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        apply_umask(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
