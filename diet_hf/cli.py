@@ -34,13 +34,20 @@ def _positive_int(text: str) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from .tasks import PAPER_TASKS, TASKS
+    from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
+    from .recipes import DEFAULT_RECIPE, RECIPES, SCORE_KINDS
+    from .tasks import HALVES, PAPER_TASKS, TASKS
 
     parser = argparse.ArgumentParser(prog="diet-hf", description="DIET structured pruning for Gemma models.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
+    # `--quiet` is also accepted after the subcommand (`diet-hf prune ... --quiet`); SUPPRESS keeps the top-level value
+    quiet_after = argparse.ArgumentParser(add_help=False)
+    quiet_after.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="as before the command")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{prune,eval,info,export}")
 
-    prune = commands.add_parser("prune", help="profile a dense Gemma model on tasks and prune it with DIET")
+    prune = commands.add_parser(
+        "prune", parents=[quiet_after], help="profile a dense Gemma model on tasks and prune it with DIET"
+    )
     prune.add_argument("model", help="Hub id or local directory of a dense Gemma-2 / Gemma 3 text model")
     prune.add_argument(
         "--output",
@@ -71,13 +78,33 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--data-dir", default=None, help="local data directory (default: $DIET_DATA_DIR, else Hub)")
     prune.add_argument("--scores", default=None, help="reuse a saved profile (no forward pass)")
     prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
-    prune.add_argument("--merge", choices=("vote", "mean"), default="vote")
+    prune.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=DEFAULT_RECIPE,
+        help=f"named set of the scoring and allocation options below (default {DEFAULT_RECIPE!r}; 'paper' is the "
+        "method as published); options given explicitly override it",
+    )
+    prune.add_argument("--score", choices=SCORE_KINDS, default=None, help="unit score (default: the recipe's)")
+    prune.add_argument("--merge", choices=MERGE_MODES, default=None, help="merge of the per-task rankings")
+    prune.add_argument("--mlp-normalize", choices=NORMALIZATIONS, default=None)
+    prune.add_argument("--head-normalize", choices=NORMALIZATIONS, default=None)
+    prune.add_argument("--allocation", choices=ALLOCATIONS, default=None, help="global ranking or equal widths")
+    prune.add_argument(
+        "--layer-sparsity-cap",
+        type=float,
+        default=None,
+        help="no layer loses more than this multiple (>= 1) of the global fraction",
+    )
     prune.add_argument("--round-to", type=_positive_int, default=1)
+    prune.add_argument("--min-mlp-fraction", type=float, default=0.05)
     prune.add_argument("--allow-sublayer-removal", action="store_true")
     prune.add_argument(
         "--bias-compensation",
-        action="store_true",
-        help="FLAP's bias compensation: o_proj/down_proj biases hold the removed channels' mean contribution",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="FLAP's bias compensation: o_proj/down_proj biases hold the removed channels' mean contribution "
+        "(default: the recipe's)",
     )
     prune.add_argument("--dtype", choices=DTYPES, default="float32")
     prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
@@ -85,10 +112,18 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this Hub repository")
     prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
 
-    evaluate = commands.add_parser("eval", help="zero-shot accuracy (lm-eval-harness scoring) of a causal LM")
+    evaluate = commands.add_parser(
+        "eval", parents=[quiet_after], help="zero-shot accuracy (lm-eval-harness scoring) of a causal LM"
+    )
     evaluate.add_argument("model", help="Hub id or local directory (dense or pruned)")
     evaluate.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS), choices=list(TASKS), metavar="TASK")
     evaluate.add_argument("--limit", type=_positive_int, default=None, help="first N examples of each task")
+    evaluate.add_argument(
+        "--half",
+        choices=HALVES,
+        default=None,
+        help="score only the dev or the test half of each task (a hash of the example id; choose on dev)",
+    )
     evaluate.add_argument("--batch-size", type=_positive_int, default=16)
     evaluate.add_argument("--data-dir", default=None)
     evaluate.add_argument("--output", default=None, help="write the results as JSON here")
@@ -104,6 +139,7 @@ def _build_parser() -> argparse.ArgumentParser:
     formats = export.add_subparsers(dest="format", required=True, metavar="{onnx}")
     onnx = formats.add_parser(
         "onnx",
+        parents=[quiet_after],
         help='ONNX through optimum (needs `pip install "diet-hf[onnx]"`); ONNX Runtime loads the result with '
         "ORTModelForCausalLM",
     )
@@ -114,7 +150,9 @@ def _build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--atol", type=float, default=1e-4, help="validation tolerance against PyTorch")
     onnx.add_argument("--no-validation", action="store_true", help="skip optimum's output check")
 
-    info = commands.add_parser("info", help="per-layer structure, parameter counts and provenance of a checkpoint")
+    info = commands.add_parser(
+        "info", parents=[quiet_after], help="per-layer structure, parameter counts and provenance of a checkpoint"
+    )
     info.add_argument("model", help="Hub id or local directory")
     info.add_argument("--revision", default=None)
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -159,7 +197,6 @@ def _run_prune(args) -> int:
             max_length=args.max_length,
             seed=args.seed,
             data_dir=args.data_dir,
-            channel_stats=args.bias_compensation,
             disable_progress=args.quiet,
         )
     if args.save_scores:
@@ -170,8 +207,15 @@ def _run_prune(args) -> int:
             sparsity=sparsity,
             mlp_sparsity=args.mlp_sparsity,
             attention_sparsity=args.attention_sparsity,
+            recipe=args.recipe,
+            score=args.score,
             merge=args.merge,
+            mlp_normalize=args.mlp_normalize,
+            head_normalize=args.head_normalize,
+            allocation=args.allocation,
+            layer_sparsity_cap=args.layer_sparsity_cap,
             round_to=args.round_to,
+            min_mlp_fraction=args.min_mlp_fraction,
             allow_sublayer_removal=args.allow_sublayer_removal,
             bias_compensation=args.bias_compensation,
         )
@@ -204,6 +248,7 @@ def _run_eval(args) -> int:
         tokenizer,
         args.tasks,
         limit=args.limit,
+        half=args.half,
         batch_size=args.batch_size,
         data_dir=args.data_dir,
         disable_progress=args.quiet,

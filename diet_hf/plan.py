@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ._io import atomic_write_text
 from .constants import PLAN_FILE
 
 __all__ = ["PruningPlan", "build_plan", "merge_keep_masks", "merged_order", "rank_normalize", "select_global_top_k"]
@@ -150,11 +151,7 @@ class PruningPlan:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Writes `diet_pruning.json` into `save_directory` (via a temporary file, so never half-written)."""
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{PLAN_FILE}.tmp"
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, directory / PLAN_FILE)
+        atomic_write_text(Path(save_directory) / PLAN_FILE, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "PruningPlan":
@@ -326,6 +323,17 @@ def _take_counts(order: torch.Tensor, shape: tuple[int, int], counts: list[int])
     return [sorted(v) for v in kept]
 
 
+def _capped_floor(cap: float | None, kept: int, shape: tuple[int, int]) -> int:
+    """Units every layer keeps when no layer may lose more than `cap` times the global removed fraction, as far as
+    `kept` units in all allow (a few heads per layer cannot always meet a fraction exactly)."""
+    if cap is None:
+        return 0
+    layers, units = shape
+    removed_fraction = 1 - kept / (layers * units)
+    wanted = math.ceil((1 - min(1.0, cap * removed_fraction)) * units - 1e-9)
+    return min(wanted, kept // layers)
+
+
 def _check_fraction(name, value, low_open):
     if value is None:
         return
@@ -349,12 +357,15 @@ def build_plan(
     round_to: int = 1,
     min_mlp_fraction: float = 0.05,
     allow_sublayer_removal: bool = False,
+    layer_sparsity_cap: float | None = None,
 ) -> PruningPlan:
     """Merges per-task scores into one plan that removes `sparsity` of the decoder blocks' attention + MLP parameters.
 
     Each task keeps its global top-K MLP dimensions and top-K heads (across all layers); the per-task masks are merged
     by `merge`; heads are then made GQA-valid per layer, and the MLP budget absorbs the difference so the total
-    removed fraction meets `sparsity`. See `DietPruner.prune` for the arguments.
+    removed fraction meets `sparsity`. `layer_sparsity_cap` (>= 1, or None) keeps every layer's removed fraction of
+    MLP width and of heads at most that multiple of the global fraction (1 = uniform widths; raises the floors).
+    See `DietPruner.prune` for the other arguments.
     """
     _check_fraction("sparsity", sparsity, low_open=True)
     _check_fraction("mlp_sparsity", mlp_sparsity, low_open=False)
@@ -373,6 +384,12 @@ def build_plan(
             raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
     if not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"`round_to` must be a positive integer, got {round_to!r}.")
+    if layer_sparsity_cap is not None and (
+        isinstance(layer_sparsity_cap, bool)
+        or not isinstance(layer_sparsity_cap, (int, float))
+        or not layer_sparsity_cap >= 1
+    ):
+        raise ValueError(f"`layer_sparsity_cap` must be a number >= 1 or None, got {layer_sparsity_cap!r}.")
     scores.check_compatible(config)
     tasks = scores.tasks
     weights = None if task_weights is None else [float(task_weights.get(t, 0.0)) for t in tasks]
@@ -387,6 +404,7 @@ def build_plan(
     num_layers, num_heads = head_scores[0].shape
     k_heads = round((1 - attn_share) * num_layers * num_heads)
     head_floor = 0 if allow_sublayer_removal else 1
+    head_floor = max(head_floor, _capped_floor(layer_sparsity_cap, k_heads, (num_layers, num_heads)))
     order, keep = _vote(head_scores, k_heads, head_floor, merge, weights, allocation)
     goodness = torch.empty(order.numel(), dtype=torch.float64)
     goodness[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)
@@ -409,6 +427,7 @@ def build_plan(
         k_mlp = round((1 - (mlp_sparsity or 0.0)) * num_layers * width)
     mlp_floor = 0 if allow_sublayer_removal else max(round_to, math.ceil(min_mlp_fraction * width))
     k_mlp = min(max(k_mlp, mlp_floor * num_layers), num_layers * width)
+    mlp_floor = max(mlp_floor, _capped_floor(layer_sparsity_cap, k_mlp, (num_layers, width)))
     order, keep = _vote(mlp_scores, k_mlp, mlp_floor, merge, weights, allocation)
     counts = _round_counts(keep.sum(dim=1).tolist(), round_to, mlp_floor, width)
     mlp_kept = _take_counts(order, (num_layers, width), counts)
@@ -427,6 +446,7 @@ def build_plan(
         "round_to": round_to,
         "min_mlp_fraction": min_mlp_fraction,
         "allow_sublayer_removal": allow_sublayer_removal,
+        "layer_sparsity_cap": layer_sparsity_cap,
         "achieved_sparsity": None,
     }
     plan.__post_init__()

@@ -1,5 +1,6 @@
 """`DietPruner`: load a dense Gemma model, profile it on tasks, prune it by DIET's majority vote."""
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -11,6 +12,7 @@ from .constants import family_for_model_type
 from .importance import ImportanceScores
 from .plan import PruningPlan, build_plan
 from .profiler import collect_activation_stats
+from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
 from .surgery import build_pruned_model
 from .tasks import PAPER_TASKS, CalibrationSet, custom_calibration, load_calibration
 
@@ -45,6 +47,7 @@ class DietPruner:
         self.model_id = model_id or getattr(model.config, "_name_or_path", None) or None
         self.scores: ImportanceScores | None = None
         self.plan: PruningPlan | None = None
+        self._calibration: dict | None = None  # the data of the last `profile()`, for iterative pruning
 
     @classmethod
     def from_pretrained(cls, model_id_or_path: str | os.PathLike, **from_pretrained_kwargs) -> "DietPruner":
@@ -72,7 +75,7 @@ class DietPruner:
         max_length: int = 512,
         seed: int = 0,
         data_dir: str | os.PathLike | None = None,
-        channel_stats: bool = False,
+        channel_stats: bool = True,
         disable_progress: bool = False,
     ) -> "DietPruner":
         """Collects per-task importance scores (hooks on `down_proj` / `o_proj` inputs, no gradients).
@@ -86,8 +89,9 @@ class DietPruner:
             max_length (`int`, *optional*, defaults to 512): longer texts are truncated.
             seed (`int`, *optional*, defaults to 0): seed of the calibration draw.
             data_dir (`str`, *optional*): local data directory (else `$DIET_DATA_DIR`, else the Hub).
-            channel_stats (`bool`, *optional*, defaults to `False`): also keep per-input-channel sums of a and a^2
-                of `down_proj` / `o_proj`, which the Wanda-sp and FLAP baselines need.
+            channel_stats (`bool`, *optional*, defaults to `True`): also keep per-input-channel sums of a and a^2
+                of `down_proj` / `o_proj`, which bias compensation and the Wanda-sp and FLAP baselines need
+                (`2 x (intermediate_size + heads x head_dim)` float64 per layer and task).
 
         Returns:
             `DietPruner`: `self`, with `scores` set.
@@ -104,33 +108,15 @@ class DietPruner:
             if data is None:
                 calibration[name] = load_calibration(name, num_samples=num_samples, seed=seed, data_dir=data_dir)
             elif _is_token_batches(data):
-                calibration[name] = data
+                calibration[name] = list(data)  # kept: iterative pruning profiles again
             else:
                 calibration[name] = custom_calibration(name, data)
-        mlp, heads, sample_ids, excluded, channels = {}, {}, {}, {}, {}
-        for name, data in calibration.items():
-            if isinstance(data, CalibrationSet):
-                batches = self._text_batches(data.texts, batch_size, max_length)
-                count = -(-len(data.texts) // batch_size)
-                sample_ids[name], excluded[name] = data.example_ids, data.excluded_eval_ids
-            else:
-                batches, count = data, None
-            stats = collect_activation_stats(
-                self.model,
-                self.family,
-                batches,
-                num_batches=count,
-                channel_stats=channel_stats,
-                description=f"profiling {name}",
-                disable_progress=disable_progress,
-            )
-            mlp[name], heads[name] = stats.means()
-            if channel_stats:
-                channels[name] = {
-                    "mlp": torch.stack(stats.mlp_channel),
-                    "attn": torch.stack(stats.attn_channel),
-                    "num_tokens": torch.tensor(stats.num_tokens, dtype=torch.float64),
-                }
+        self._calibration = {"data": calibration, "batch_size": batch_size, "max_length": max_length}
+        mlp, heads, channels = self._collect(
+            calibration, channel_stats=channel_stats, disable_progress=disable_progress
+        )
+        sample_ids = {n: d.example_ids for n, d in calibration.items() if isinstance(d, CalibrationSet)}
+        excluded = {n: d.excluded_eval_ids for n, d in calibration.items() if isinstance(d, CalibrationSet)}
         import diet_hf
 
         provenance = {
@@ -147,6 +133,48 @@ class DietPruner:
         }
         self.scores = ImportanceScores(mlp, heads, provenance, channel_stats=channels or None)
         return self
+
+    def _reprofile(self, plan: PruningPlan, tasks: list[str], fill, *, previous: ImportanceScores):
+        """Scores of the dense model with `plan`'s removed units masked (zero, or `fill` means): units already
+        removed score 0, so every later plan removes them too."""
+        calibration = {t: self._calibration["data"][t] for t in tasks}
+        masks = _ChannelMasks(self.model, self.family, plan, fill)
+        mlp, heads, channels = self._collect(
+            calibration, channel_stats=previous.channel_stats is not None, disable_progress=True, masks=masks
+        )
+        for task in tasks:
+            mlp[task][~masks.mlp_kept] = 0
+            heads[task][~masks.head_kept] = 0
+        return ImportanceScores(mlp, heads, dict(previous.provenance), channels or None)
+
+    def _collect(self, calibration: dict, *, channel_stats: bool, disable_progress: bool, masks=None):
+        """Per-task mean scores (and channel sums) of the dense model, with `masks` (`_ChannelMasks`) applied."""
+        mlp, heads, channels = {}, {}, {}
+        batch_size, max_length = self._calibration["batch_size"], self._calibration["max_length"]
+        for name, data in calibration.items():
+            if isinstance(data, CalibrationSet):
+                batches = self._text_batches(data.texts, batch_size, max_length)
+                count = -(-len(data.texts) // batch_size)
+            else:
+                batches, count = data, None
+            with masks if masks is not None else contextlib.nullcontext():
+                stats = collect_activation_stats(
+                    self.model,
+                    self.family,
+                    batches,
+                    num_batches=count,
+                    channel_stats=channel_stats,
+                    description=f"profiling {name}",
+                    disable_progress=disable_progress,
+                )
+            mlp[name], heads[name] = stats.means()
+            if channel_stats:
+                channels[name] = {
+                    "mlp": torch.stack(stats.mlp_channel),
+                    "attn": torch.stack(stats.attn_channel),
+                    "num_tokens": torch.tensor(stats.num_tokens, dtype=torch.float64),
+                }
+        return mlp, heads, channels
 
     def _text_batches(self, texts: list[str], batch_size: int, max_length: int):
         if self.tokenizer is None:
@@ -188,62 +216,116 @@ class DietPruner:
         sparsity: float | None = None,
         mlp_sparsity: float | None = None,
         attention_sparsity: float | None = None,
-        merge: str = "vote",
+        recipe: str = DEFAULT_RECIPE,
+        score: str | None = None,
+        merge: str | None = None,
         task_weights: dict[str, float] | None = None,
-        mlp_normalize: str = "none",
-        head_normalize: str = "layer",
-        allocation: str = "global",
+        mlp_normalize: str | None = None,
+        head_normalize: str | None = None,
+        allocation: str | None = None,
+        layer_sparsity_cap: float | None = None,
         round_to: int = 1,
         min_mlp_fraction: float = 0.05,
         allow_sublayer_removal: bool = False,
         tasks: list[str] | None = None,
-        bias_compensation: bool = False,
+        bias_compensation: bool | None = None,
+        steps: int | None = None,
     ):
         """Builds the DIET plan from the scores and returns the physically pruned model.
 
         Args:
             sparsity (`float`): fraction in (0, 1) of the decoder blocks' attention + MLP parameters to remove.
             mlp_sparsity, attention_sparsity (`float`, *optional*): set the MLP and attention fractions apart instead.
-            merge (`str`, *optional*, defaults to `"vote"`): `"vote"` (DIET's majority vote) or `"mean"`.
+            recipe (`str`, *optional*): a named set of the options below (`diet_hf.recipes.RECIPES`): the default
+                recipe, or `"paper"` for the method exactly as the paper describes it. Options passed explicitly
+                override the recipe's.
+            score (`str`, *optional*): `"activation"` (mean |activation| per MLP dimension, mean head-output norm
+                per head) or `"contribution"` (the same times the norm of the unit's `down_proj` / `o_proj` columns).
+            merge (`str`, *optional*): `"vote"` (DIET's majority vote) or `"mean"`.
             task_weights (`dict[str, float]`, *optional*): per-task weights of votes and scores.
-            mlp_normalize, head_normalize (`str`): `"none"` ranks raw scores globally; `"layer"` divides each layer's
-                scores by their mean first. Heads default to `"layer"`: raw head norms fall ~40x with depth on Gemma 3
-                and raw global ranking strips whole layers' attention at high sparsity (DESIGN.md section 2).
-            allocation (`str`, *optional*, defaults to `"global"`): `"uniform"` keeps equal widths in every layer.
+            mlp_normalize, head_normalize (`str`, *optional*): `"none"` ranks raw scores globally; `"layer"` divides
+                each layer's scores by their mean first; `"standardize"` uses per-layer z-scores (FLAP).
+            allocation (`str`, *optional*): `"global"` (one ranking across layers) or `"uniform"` (equal widths).
+            layer_sparsity_cap (`float`, *optional*): no layer loses more than this multiple of the global fraction
+                of its MLP width or heads (>= 1; `None` = no cap).
             round_to (`int`, *optional*, defaults to 1): per-layer MLP widths in multiples of this.
             min_mlp_fraction (`float`, *optional*, defaults to 0.05): MLP width floor per layer.
             allow_sublayer_removal (`bool`, *optional*, defaults to `False`): allow 0 heads or 0 MLP width in a layer.
             tasks (`list[str]`, *optional*): use only these profiled tasks (e.g. leave-one-task-out).
-            bias_compensation (`bool`, *optional*, defaults to `False`): FLAP's bias compensation; the pruned model
-                gets `o_proj` / `down_proj` biases holding the removed channels' mean contribution (needs a profile
-                made with `channel_stats=True`).
+            bias_compensation (`bool`, *optional*): FLAP's bias compensation; the pruned model gets `o_proj` /
+                `down_proj` biases holding the removed channels' mean contribution (needs a profile made with
+                `channel_stats=True`, the default of `profile`).
+            steps (`int`, *optional*): iterative pruning: reach the target in this many equal steps, profiling the
+                calibration data again (no gradients) through the dense model with the units removed so far masked
+                (filled with their means under bias compensation) before choosing the next ones. 1 = one shot. Needs
+                the calibration data of `profile()` in this session (not a profile from `load_scores`).
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan.
         """
+        options = recipe_options(recipe)
+        explicit = {
+            "score": score,
+            "merge": merge,
+            "mlp_normalize": mlp_normalize,
+            "head_normalize": head_normalize,
+            "allocation": allocation,
+            "layer_sparsity_cap": layer_sparsity_cap,
+            "bias_compensation": bias_compensation,
+            "steps": steps,
+        }
+        options.update({k: v for k, v in explicit.items() if v is not None})
+        score, bias_compensation = options.pop("score"), options.pop("bias_compensation")
+        steps = options.pop("steps", 1)
+        if score not in SCORE_KINDS:
+            raise ValueError(f"`score` must be one of {SCORE_KINDS}, got {score!r}.")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+        if steps > 1 and self._calibration is None:
+            raise ValueError(
+                f"`steps={steps}` profiles again between steps and needs the calibration data of `profile()`; these "
+                "scores were loaded with `load_scores`. Call `profile()` first, or pass `steps=1`."
+            )
+        if steps > 1 and "standardize" in (options["mlp_normalize"], options["head_normalize"]):
+            raise ValueError("`steps` > 1 needs scores where removed units rank last; `standardize` does not.")
         scores = self._require_scores()
         if tasks is not None:
             scores = scores.select(list(tasks))
-        plan = build_plan(
-            scores,
-            self.model.config,
-            sparsity=sparsity,
-            mlp_sparsity=mlp_sparsity,
-            attention_sparsity=attention_sparsity,
-            merge=merge,
-            task_weights=task_weights,
-            mlp_normalize=mlp_normalize,
-            head_normalize=head_normalize,
-            allocation=allocation,
-            round_to=round_to,
-            min_mlp_fraction=min_mlp_fraction,
-            allow_sublayer_removal=allow_sublayer_removal,
-        )
+        if bias_compensation and scores.channel_stats is None:
+            source = "passed" if explicit["bias_compensation"] else f"of recipe {recipe!r}"
+            raise ValueError(
+                f"`bias_compensation=True` ({source}) needs per-channel statistics, which this profile lacks: "
+                "profile with `channel_stats=True` (the default), or pass `bias_compensation=False`."
+            )
+        norms = output_weight_norms(self.model) if score == "contribution" else None
+        targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
+        fixed = {
+            "task_weights": task_weights,
+            "round_to": round_to,
+            "min_mlp_fraction": min_mlp_fraction,
+            "allow_sublayer_removal": allow_sublayer_removal,
+            **options,
+        }
+        current, channel_source, plan = scores, scores, None
+        for step in range(1, steps + 1):
+            ranked = weighted_scores(current, norms) if norms is not None else current
+            scaled = {k: (None if v is None else v * step / steps) for k, v in targets.items()}
+            previous, plan = plan, build_plan(ranked, self.model.config, **scaled, **fixed)
+            if previous is not None and not _nested(plan, previous):
+                raise RuntimeError(f"Step {step} of iterative pruning kept a unit that an earlier step removed.")
+            if step < steps:
+                fill = channel_source.channel_means() if bias_compensation else None
+                current = self._reprofile(plan, list(scores.tasks), fill, previous=current)
+                channel_source = current if bias_compensation else channel_source
+        if steps > 1:
+            plan.provenance.update(targets)
         plan.provenance.update(
             {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
         )
-        plan.provenance["bias_compensation"] = bias_compensation
-        channel_means = scores.channel_means() if bias_compensation else None
+        plan.provenance.update(
+            {"recipe": recipe, "score": score, "bias_compensation": bias_compensation, "steps": steps}
+        )
+        channel_means = channel_source.channel_means() if bias_compensation else None
         self.plan = plan
         record = _pruning_record(self.model, plan, scores)
         pruned = build_pruned_model(self.model, plan, pruning=record, channel_means=channel_means)
@@ -270,6 +352,8 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
         "options": {
             k: plan.provenance.get(k)
             for k in (
+                "recipe",
+                "score",
                 "merge",
                 "task_weights",
                 "mlp_normalize",
@@ -278,11 +362,63 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
                 "round_to",
                 "min_mlp_fraction",
                 "allow_sublayer_removal",
+                "layer_sparsity_cap",
                 "bias_compensation",
+                "steps",
             )
         },
         "diet_hf_version": scores.provenance.get("diet_hf_version"),
     }
+
+
+def _nested(plan: PruningPlan, previous: PruningPlan) -> bool:
+    """Whether every unit `plan` keeps was kept by `previous`."""
+    pairs = (
+        (plan.mlp_kept_indices, previous.mlp_kept_indices),
+        (plan.head_kept_indices, previous.head_kept_indices),
+    )
+    return all(set(now) <= set(before) for kept, kept_before in pairs for now, before in zip(kept, kept_before))
+
+
+class _ChannelMasks:
+    """Context manager: forward pre-hooks on every layer's `down_proj` / `o_proj` that replace the input channels of
+    the units `plan` removes by 0 (or by `fill`, `ImportanceScores.channel_means()`), as the pruned model sees them."""
+
+    def __init__(self, model, family, plan: PruningPlan, fill: dict | None):
+        self.model, self.family, self.plan, self.fill = model, family, plan, fill
+        layers, d = plan.num_hidden_layers, plan.head_dim
+        self.mlp_kept = torch.zeros(layers, plan.intermediate_size, dtype=torch.bool)
+        self.head_kept = torch.zeros(layers, plan.num_attention_heads, dtype=torch.bool)
+        for layer in range(layers):
+            self.mlp_kept[layer, plan.mlp_kept_indices[layer]] = True
+            self.head_kept[layer, plan.head_kept_indices[layer]] = True
+        self.attn_kept = self.head_kept.repeat_interleave(d, dim=1)  # per o_proj input channel
+        self.handles = []
+
+    def _hook(self, kept: torch.Tensor, fill: torch.Tensor | None):
+        def hook(module, args):
+            x = args[0]
+            keep = kept.to(x.device)
+            replacement = torch.zeros((), dtype=x.dtype, device=x.device) if fill is None else fill.to(x)
+            return (torch.where(keep, x, replacement), *args[1:])
+
+        return hook
+
+    def __enter__(self):
+        for layer in range(self.plan.num_hidden_layers):
+            for kind, template, kept in (
+                ("mlp", self.family.mlp_down_proj, self.mlp_kept),
+                ("attn", self.family.attn_o_proj, self.attn_kept),
+            ):
+                module = self.model.get_submodule(template.format(layer_idx=layer))
+                fill = None if self.fill is None else self.fill[kind][layer]
+                self.handles.append(module.register_forward_pre_hook(self._hook(kept[layer], fill)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
 
 def _is_token_batches(data) -> bool:

@@ -50,7 +50,6 @@ def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir
     # reusing the saved profile gives the same plan without profiling again
     code = main(
         [
-            "--quiet",
             "prune",
             str(dense_dir),
             "--sparsity",
@@ -59,12 +58,25 @@ def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir
             str(tmp_path / "scores"),
             "--output",
             str(tmp_path / "again"),
+            "--quiet",  # global flags after the subcommand too
         ]
     )
     assert code == 0
     first = json.loads((tmp_path / "pruned-20" / "diet_pruning.json").read_text())
     again = json.loads((tmp_path / "again" / "diet_pruning.json").read_text())
     assert first["mlp_kept_indices"] == again["mlp_kept_indices"]
+    # every recipe option from the command line reaches the plan and the model's provenance
+    argv = ["prune", str(dense_dir), "--sparsity", "0.3", "--scores", str(tmp_path / "scores"), "--quiet"]
+    options = ["--recipe", "paper", "--score", "contribution", "--layer-sparsity-cap", "1.5", "--bias-compensation"]
+    assert main([*argv, *options, "--output", str(tmp_path / "options")]) == 0
+    record = AutoModelForCausalLM.from_pretrained(tmp_path / "options").config.pruning["options"]
+    assert record["recipe"] == "paper" and record["score"] == "contribution"
+    assert record["layer_sparsity_cap"] == 1.5 and record["bias_compensation"] is True
+    assert main([*argv, "--no-bias-compensation", "--output", str(tmp_path / "no-bias")]) == 0
+    assert (
+        AutoModelForCausalLM.from_pretrained(tmp_path / "no-bias").config.pruning["options"]["bias_compensation"]
+        is False
+    )
 
 
 def test_eval_writes_json(dense_dir, tmp_path, data_dir, capsys):

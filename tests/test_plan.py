@@ -1,5 +1,7 @@
 """Keep-masks, DIET's majority vote, GQA legalization, budgets and the plan file."""
 
+import math
+
 import pytest
 import torch
 from conftest import tiny_gemma2_config
@@ -112,6 +114,32 @@ def test_sublayer_removal_only_when_allowed():
     assert removed.num_attention_heads_per_layer == [4, 0]
 
 
+@pytest.mark.parametrize("cap", [1.0, 1.5, 2.0])
+def test_layer_sparsity_cap_bounds_every_layer(cap):
+    config = tiny_gemma2_config(
+        num_hidden_layers=6, intermediate_size=256, hidden_size=64, layer_types=["sliding_attention"] * 6
+    )
+    g = torch.Generator().manual_seed(1)
+    depth = torch.linspace(2.0, 0.2, 6)[:, None]  # scores fall with depth: uncapped, the last layers lose most
+    mlp = {f"t{i}": torch.rand(6, 256, generator=g) * depth for i in range(3)}
+    heads = {f"t{i}": torch.rand(6, 4, generator=g) * depth for i in range(3)}
+    scores = ImportanceScores(mlp, heads)
+    uncapped = build_plan(scores, config, mlp_sparsity=0.3, head_normalize="none")
+    capped = build_plan(scores, config, mlp_sparsity=0.3, head_normalize="none", layer_sparsity_cap=cap)
+    assert min(uncapped.intermediate_size_per_layer) < 256 * (1 - cap * 0.3)
+    kept = sum(uncapped.intermediate_size_per_layer)
+    # each layer keeps 1 - cap x 30% of its width, as far as the kept total allows (integer widths)
+    assert min(capped.intermediate_size_per_layer) == min(math.ceil(256 * (1 - cap * 0.3) - 1e-9), kept // 6)
+    assert sum(capped.intermediate_size_per_layer) == kept
+    if cap == 1.0:
+        assert max(capped.intermediate_size_per_layer) - min(capped.intermediate_size_per_layer) <= 1
+    assert capped.provenance["layer_sparsity_cap"] == cap
+    # heads: 4 per layer cannot lose exactly 20% each; the cap holds as far as the kept count allows
+    total = build_plan(scores, config, sparsity=0.2, head_normalize="none", layer_sparsity_cap=1.0)
+    assert abs(total.sparsity - 0.2) <= 0.005
+    assert min(total.num_attention_heads_per_layer) >= 2
+
+
 def test_plan_is_deterministic_and_round_trips(tmp_path):
     config = tiny_gemma2_config()
     first = build_plan(_scores(seed=3), config, sparsity=0.25)
@@ -133,6 +161,7 @@ def test_plan_is_deterministic_and_round_trips(tmp_path):
         ({}, r"Nothing to prune"),
         ({"sparsity": 0.2, "merge": "max"}, r"`merge` must be one of"),
         ({"sparsity": 0.2, "round_to": 0}, r"`round_to` must be a positive integer"),
+        ({"sparsity": 0.2, "layer_sparsity_cap": 0.5}, r"`layer_sparsity_cap` must be a number >= 1 or None"),
         ({"sparsity": 0.2, "task_weights": {"zzz": 1.0}}, r"`task_weights` must give a positive weight"),
     ],
 )

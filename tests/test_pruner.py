@@ -6,7 +6,12 @@ from conftest import random_batch, tiny_dense_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 import diet_hf.importance
-from diet_hf import DietPruner, ImportanceScores, PrunedGemma3ForCausalLM
+from diet_hf import DietPruner, ImportanceScores, PrunedGemma3ForCausalLM, build_pruned_model
+from diet_hf.plan import build_plan
+from diet_hf.pruner import _ChannelMasks
+from diet_hf.recipes import output_weight_norms, weighted_scores
+
+PAPER_PLAN_OPTIONS = {"merge": "vote", "mlp_normalize": "none", "head_normalize": "layer", "allocation": "global"}
 
 
 def test_profile_prune_save_load(tmp_path, data_dir, tiny_tokenizer):
@@ -106,3 +111,105 @@ def test_from_pretrained_with_device_map(tmp_path, data_dir, tiny_tokenizer):
     pruned = pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.2)
     assert pruner.scores.provenance["model_id"] == str(tmp_path / "dense")
     assert torch.isfinite(pruned(random_batch(vocab_size=len(tiny_tokenizer))).logits).all()
+
+
+def _profiled(family="gemma2", channel_stats=True):
+    dense = tiny_dense_model(family)
+    batches = [
+        {"input_ids": random_batch(2, 8, seed=i), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+        for i in range(2)
+    ]
+    return DietPruner(dense).profile({"a": batches, "b": batches[:1]}, channel_stats=channel_stats)
+
+
+def test_paper_recipe_is_the_published_method():
+    pruner = _profiled()
+    pruner.prune(sparsity=0.3, recipe="paper")
+    expected = build_plan(pruner.scores, pruner.model.config, sparsity=0.3, **PAPER_PLAN_OPTIONS)
+    assert pruner.plan.mlp_kept_indices == expected.mlp_kept_indices
+    assert pruner.plan.head_kept_indices == expected.head_kept_indices
+    assert pruner.plan.provenance["recipe"] == "paper" and pruner.plan.provenance["score"] == "activation"
+
+
+def test_contribution_score_weights_activations_by_output_columns():
+    pruner = _profiled()
+    model = pruner.model
+    norms = output_weight_norms(model)
+    layer = model.model.layers[1]
+    # by hand: column j of down_proj; the o_proj columns of head h (head_dim wide)
+    assert torch.allclose(norms["mlp"][1, 5], layer.mlp.down_proj.weight[:, 5].norm())
+    head_dim = model.config.head_dim
+    assert torch.allclose(norms["heads"][1, 2], layer.self_attn.o_proj.weight[:, 2 * head_dim : 3 * head_dim].norm())
+    pruner.prune(sparsity=0.3, recipe="paper", score="contribution")
+    weighted = weighted_scores(pruner.scores, norms)
+    assert torch.equal(weighted.mlp["a"], pruner.scores.mlp["a"] * norms["mlp"])
+    expected = build_plan(weighted, model.config, sparsity=0.3, **PAPER_PLAN_OPTIONS)
+    assert pruner.plan.mlp_kept_indices == expected.mlp_kept_indices
+    assert pruner.plan.provenance["score"] == "contribution"
+
+
+def test_explicit_options_override_the_recipe_and_are_recorded():
+    pruner = _profiled()
+    pruned = pruner.prune(sparsity=0.3, recipe="paper", allocation="uniform", bias_compensation=True)
+    assert len(set(pruner.plan.intermediate_size_per_layer)) == 1
+    options = pruned.config.pruning["options"]
+    assert options["recipe"] == "paper" and options["allocation"] == "uniform" and options["bias_compensation"]
+    assert pruned.config.down_proj_bias
+
+
+def test_recipe_errors():
+    pruner = _profiled(channel_stats=False)
+    with pytest.raises(ValueError, match=r"`recipe` must be one of \[.*'paper'.*\], got 'best'"):
+        pruner.prune(sparsity=0.2, recipe="best")
+    with pytest.raises(ValueError, match=r"`score` must be one of \('activation', 'contribution'\), got 'grad'"):
+        pruner.prune(sparsity=0.2, score="grad")
+    with pytest.raises(ValueError, match=r"`bias_compensation=True` \(passed\) needs per-channel statistics"):
+        pruner.prune(sparsity=0.2, bias_compensation=True)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_masks_of_iterative_pruning_compute_the_pruned_model(family, bias):
+    pruner = _profiled(family)
+    plan = build_plan(pruner.scores, pruner.model.config, sparsity=0.4)
+    fill = pruner.scores.channel_means() if bias else None
+    pruned = build_pruned_model(pruner.model, plan, channel_means=fill)
+    ids = random_batch()
+    with torch.no_grad(), _ChannelMasks(pruner.model, pruner.family, plan, fill):
+        masked = pruner.model(ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(masked, pruned(ids).logits, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(pruner.model(ids).logits, masked)  # the hooks are gone again
+
+
+def test_iterative_pruning_reprofiles_and_nests():
+    pruner = _profiled()
+    one_shot = pruner.prune(sparsity=0.4, recipe="paper", steps=1)
+    one_plan = pruner.plan
+    calls = []
+    original = pruner._reprofile
+
+    def spy(plan, *args, **kwargs):
+        calls.append(plan.sparsity)
+        return original(plan, *args, **kwargs)
+
+    pruner._reprofile = spy
+    pruned = pruner.prune(sparsity=0.4, recipe="paper", steps=3, bias_compensation=True)
+    assert calls == pytest.approx([0.4 / 3, 0.8 / 3], abs=0.01)
+    assert abs(pruner.plan.sparsity - 0.4) <= 0.01
+    assert pruner.plan.provenance["steps"] == 3 and pruner.plan.provenance["sparsity"] == 0.4
+    assert pruned.config.pruning["options"]["steps"] == 3
+    assert pruner.plan.mlp_kept_indices != one_plan.mlp_kept_indices  # the re-profiles changed the choice
+    assert one_shot.config.pruning["options"]["steps"] == 1
+
+
+def test_iterative_pruning_errors(tmp_path):
+    pruner = _profiled()
+    with pytest.raises(ValueError, match=r"`steps` must be a positive integer, got 0"):
+        pruner.prune(sparsity=0.2, steps=0)
+    with pytest.raises(ValueError, match=r"`standardize` does not"):
+        pruner.prune(sparsity=0.2, steps=2, mlp_normalize="standardize")
+    pruner.save_scores(tmp_path / "scores")
+    loaded = DietPruner(pruner.model).load_scores(tmp_path / "scores")
+    with pytest.raises(ValueError, match=r"`steps=2` profiles again .* loaded with `load_scores`"):
+        loaded.prune(sparsity=0.2, steps=2)

@@ -1,0 +1,60 @@
+"""Named pruning recipes: which importance scores and which plan options make a DIET variant.
+
+A recipe is a set of `DietPruner.prune` options; explicit arguments of `prune` override it. `"paper"` is the method
+as arXiv:2603.23985 describes it (raw activation magnitudes ranked globally across layers, majority vote); the
+default recipe and the measurements behind it are in the README ("Choosing the default recipe").
+"""
+
+import torch
+
+from .importance import ImportanceScores
+
+__all__ = ["DEFAULT_RECIPE", "RECIPES", "SCORE_KINDS", "output_weight_norms", "recipe_options", "weighted_scores"]
+
+# `activation`: the paper's mean |activation| per MLP dimension and mean head-output norm per head.
+# `contribution`: the same times the norm of the output weights the unit writes through (`down_proj` column,
+# `o_proj` column block): the mean size of what the unit adds to the layer's output.
+SCORE_KINDS = ("activation", "contribution")
+
+RECIPES: dict[str, dict] = {
+    "paper": {
+        "score": "activation",
+        "merge": "vote",
+        "mlp_normalize": "none",
+        "head_normalize": "layer",
+        "allocation": "global",
+        "layer_sparsity_cap": None,
+        "bias_compensation": False,
+    },
+}
+DEFAULT_RECIPE = "paper"
+
+
+def recipe_options(recipe: str) -> dict:
+    """The options of the named recipe (a copy); `ValueError` lists the known recipes."""
+    if recipe not in RECIPES:
+        raise ValueError(f"`recipe` must be one of {sorted(RECIPES)}, got {recipe!r}.")
+    return dict(RECIPES[recipe])
+
+
+@torch.no_grad()
+def output_weight_norms(model) -> dict[str, torch.Tensor]:
+    """L2 norm of each MLP dimension's `down_proj` column (`mlp`, `(layers, intermediate_size)`) and Frobenius norm
+    of each query head's `o_proj` column block (`heads`, `(layers, num_attention_heads)`) of a dense Gemma model."""
+    config = model.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    mlp, head = [], []
+    for layer in model.model.layers:
+        mlp.append(layer.mlp.down_proj.weight.float().norm(dim=0).cpu())
+        o_proj = layer.self_attn.o_proj.weight.float()
+        head.append(o_proj.view(o_proj.shape[0], heads, head_dim).norm(dim=(0, 2)).cpu())
+    return {"mlp": torch.stack(mlp), "heads": torch.stack(head)}
+
+
+def weighted_scores(scores: ImportanceScores, norms: dict[str, torch.Tensor]) -> ImportanceScores:
+    """Every task's scores times the output-weight norms of `output_weight_norms` (the `contribution` score)."""
+    mlp = {task: values * norms["mlp"].to(values.dtype) for task, values in scores.mlp.items()}
+    heads = {task: values * norms["heads"].to(values.dtype) for task, values in scores.heads.items()}
+    provenance = {**scores.provenance, "score": "contribution"}
+    return ImportanceScores(mlp, heads, provenance, scores.channel_stats)
