@@ -56,6 +56,28 @@ def _write_plot(config, path: Path) -> None:
     plt.close(figure)
 
 
+def _target_text(target: dict) -> str:
+    if target.get("sparsity") is not None:
+        return f"{target['sparsity']:.0%} of the decoder blocks' attention + MLP parameters"
+    named = (("mlp_sparsity", "MLP"), ("attention_sparsity", "attention"))
+    return ", ".join(f"{name} {target[key]:.0%}" for key, name in named if target.get(key) is not None) or "–"
+
+
+def _option_text(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def _half_text(evaluation: dict) -> str:
+    halves = {row.get("half") for row in evaluation["results"].values()}
+    return f", on the {halves.pop()} half of each task's evaluation examples" if halves in ({"dev"}, {"test"}) else ""
+
+
 def write_model_card(save_directory, config, *, evaluation: dict | None = None, repo_id: str | None = None) -> Path:
     """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`."""
     directory = Path(save_directory)
@@ -88,12 +110,15 @@ def write_model_card(save_directory, config, *, evaluation: dict | None = None, 
         f"| base model | {record.get('base_model')} (revision {record.get('base_model_revision')}) |",
         f"| calibration tasks | {tasks} |",
         f"| samples per task | {record.get('num_samples')} (seed {record.get('seed')}) |",
-        f"| target sparsity | {target} |",
+        f"| target sparsity | {_target_text(target)} |",
         f"| achieved decoder-block sparsity | {record.get('achieved_block_sparsity', 0.0):.2%} |",
         f"| parameters | {base['total']:,} before, {counts['total']:,} after |",
         f"| decoder-block attention + MLP parameters | {base['decoder_blocks']:,} before, "
         f"{counts['decoder_blocks']:,} after |",
-        f"| options | {record.get('options')} |",
+        *[
+            f"| {key.replace('_', ' ')} | {_option_text(value)} |"
+            for key, value in (record.get("options") or {}).items()
+        ],
         "",
         "## Per-layer structure",
         "",
@@ -112,7 +137,7 @@ def write_model_card(save_directory, config, *, evaluation: dict | None = None, 
         lines += [
             "## Evaluation",
             "",
-            "Zero-shot, scored as lm-eval-harness 0.4 scores it.",
+            "Zero-shot, scored as lm-eval-harness 0.4 scores it" + _half_text(evaluation) + ".",
             "",
             "| task | examples | acc | acc_norm |",
             "|---|---|---|---|",

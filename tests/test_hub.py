@@ -115,7 +115,7 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     dense.config._name_or_path = "google/gemma-2-2b"
     pruner = DietPruner(dense, tiny_tokenizer, model_id="google/gemma-2-2b")
     model = pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.3)
-    evaluation = {"results": {"rte": {"acc": 0.5, "acc_norm": 0.5, "num_scored": 10}}, "average": 0.5}
+    evaluation = {"results": {"rte": {"acc": 0.5, "acc_norm": 0.5, "num_scored": 10, "half": "test"}}, "average": 0.5}
     save_pruned_model(model, tmp_path / "m", tokenizer=tiny_tokenizer, plan=pruner.plan, evaluation=evaluation)
     card = ModelCard.load(tmp_path / "m" / "README.md")
     assert card.data.base_model == "google/gemma-2-2b"
@@ -124,6 +124,11 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     assert card.data.license == "gemma"
     assert f"]({PLOT_FILE})" in card.text and "trust_remote_code=True" in card.text and "2603.23985" in card.text
     assert "| rte | 10 |" in card.text and "| layer | type |" in card.text
+    # options as readable rows, the target in words, the scored half named
+    assert "| target sparsity | 30% of the decoder blocks' attention + MLP parameters |" in card.text
+    assert f"| recipe | {pruner.plan.provenance['recipe']} |" in card.text and "| allocation |" in card.text
+    assert "on the test half of each task's evaluation examples" in card.text
+    assert "{'" not in card.text  # no Python dicts
     png = (tmp_path / "m" / PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     from PIL import Image
