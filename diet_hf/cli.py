@@ -96,6 +96,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="no layer loses more than this multiple (>= 1) of the global fraction",
     )
+    prune.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="iterative pruning: reach the target in this many steps, re-profiling in between (default: the recipe's)",
+    )
     prune.add_argument("--round-to", type=_positive_int, default=1)
     prune.add_argument("--min-mlp-fraction", type=float, default=0.05)
     prune.add_argument("--allow-sublayer-removal", action="store_true")
@@ -218,6 +224,7 @@ def _run_prune(args) -> int:
             min_mlp_fraction=args.min_mlp_fraction,
             allow_sublayer_removal=args.allow_sublayer_removal,
             bias_compensation=args.bias_compensation,
+            steps=args.steps,
         )
         output = Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(sparsity * 100)}")
         repo = None

@@ -3,9 +3,9 @@
     python examples/main_job.py --data-dir ../shared/data
 
 Steps: convert the PyPI GGUF to safetensors once (cached), profile the seven paper tasks (100 calibration examples
-each), prune at 20%, evaluate dense and pruned on the same examples, save, reload the pruned model through
-`AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)` in a fresh process without diet_hf, and print a
-table of parameters, accuracy and tokens/s.
+each), prune at 20% with the default recipe, evaluate dense and pruned on the same test-half examples, save, reload
+the pruned model through `AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)` in a fresh process
+without diet_hf, and print a table of parameters, accuracy and tokens/s.
 """
 
 import argparse
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="outputs/gemma-3-270m-diet-20")
     parser.add_argument("--sparsity", type=float, default=0.2)
     parser.add_argument("--num-samples", type=int, default=100)
-    parser.add_argument("--limit", type=int, default=200, help="evaluation examples per task")
+    parser.add_argument("--limit", type=int, default=200, help="test-half evaluation examples per task")
     parser.add_argument("--cache-dir", default=None, help="safetensors copy of Gemma 3 270M (default ~/.cache)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -63,12 +63,9 @@ def main(argv=None) -> int:
     pruned = pruner.prune(sparsity=args.sparsity)
     print(f"[{time.perf_counter() - clock:6.0f}s] profiled and pruned", flush=True)
     excluded = pruner.scores.provenance["excluded_eval_ids"]
-    dense_eval = evaluate(
-        model, tokenizer, PAPER_TASKS, limit=args.limit, exclude_ids=excluded, data_dir=args.data_dir
-    )
-    pruned_eval = evaluate(
-        pruned, tokenizer, PAPER_TASKS, limit=args.limit, exclude_ids=excluded, data_dir=args.data_dir
-    )
+    scored = {"limit": args.limit, "half": "test", "exclude_ids": excluded, "data_dir": args.data_dir}
+    dense_eval = evaluate(model, tokenizer, PAPER_TASKS, **scored)
+    pruned_eval = evaluate(pruned, tokenizer, PAPER_TASKS, **scored)
     print(f"[{time.perf_counter() - clock:6.0f}s] evaluated dense and pruned", flush=True)
 
     save_pruned_model(pruned, args.output, tokenizer=tokenizer, plan=pruner.plan, evaluation=pruned_eval)
@@ -105,8 +102,9 @@ def main(argv=None) -> int:
     kept, dense_block = pruner.plan.block_parameters()
     print()
     print(
-        f"Gemma 3 270M, DIET at {args.sparsity:.0%} of decoder-block parameters (achieved {pruner.plan.sparsity:.2%}),"
-        f" {args.num_samples} calibration examples x {len(PAPER_TASKS)} tasks"
+        f"Gemma 3 270M, DIET ({pruner.plan.provenance['recipe']!r} recipe) at {args.sparsity:.0%} of decoder-block "
+        f"parameters (achieved {pruner.plan.sparsity:.2%}), {args.num_samples} calibration examples x "
+        f"{len(PAPER_TASKS)} tasks; scored on the test half of each task"
     )
     print(f"{'':28}{'dense':>12}{'pruned':>12}")
     print(f"{'parameters (total)':28}{params['dense']:>12,}{params['pruned']:>12,}")

@@ -1,5 +1,8 @@
 """DietPruner end to end on tiny models and the real local data; call-order and input errors."""
 
+import hashlib
+import json
+
 import pytest
 import torch
 from conftest import random_batch, tiny_dense_model
@@ -213,3 +216,35 @@ def test_iterative_pruning_errors(tmp_path):
     loaded = DietPruner(pruner.model).load_scores(tmp_path / "scores")
     with pytest.raises(ValueError, match=r"`steps=2` profiles again .* loaded with `load_scores`"):
         loaded.prune(sparsity=0.2, steps=2)
+
+
+# Plans pinned by a hash of their kept indices. The "paper" hashes equal those of diet-hf before recipes existed
+# (`prune(sparsity=s)` at commit 56a642e): a refactoring that changes a plan fails here.
+PINNED_PLANS = {
+    ("gemma2", 0.2, "paper"): "97dabc53e21cb75f",
+    ("gemma2", 0.4, "paper"): "2ca15520a66662e0",
+    ("gemma3_text", 0.2, "paper"): "0307190451cce7a3",
+    ("gemma3_text", 0.4, "paper"): "c8fd376a81c02d3d",
+    ("gemma2", 0.2, "uniform+bias"): "e28e9e1daac2c1c1",
+    ("gemma2", 0.4, "uniform+bias"): "400412581ed68647",
+    ("gemma3_text", 0.2, "uniform+bias"): "5a549343d1a1b671",
+    ("gemma2", 0.2, "contribution+cap"): "fa5ea39cbacaaa06",
+    ("gemma3_text", 0.4, "contribution+cap"): "37e929690e505c8c",
+}
+PINNED_OPTIONS = {
+    "paper": {"recipe": "paper"},
+    "uniform+bias": {"recipe": "paper", "allocation": "uniform", "bias_compensation": True},
+    "contribution+cap": {"recipe": "paper", "score": "contribution", "layer_sparsity_cap": 1.5},
+}
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_plans_are_pinned(family):
+    pruner = _profiled(family)
+    for (pinned_family, sparsity, name), expected in PINNED_PLANS.items():
+        if pinned_family != family:
+            continue
+        pruner.prune(sparsity=sparsity, **PINNED_OPTIONS[name])
+        plan = pruner.plan
+        kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
+        assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == expected, (family, sparsity, name)
