@@ -228,10 +228,13 @@ PINNED_PLANS = {
     ("gemma2", 0.2, "uniform+bias"): "e28e9e1daac2c1c1",
     ("gemma2", 0.4, "uniform+bias"): "400412581ed68647",
     ("gemma3_text", 0.2, "uniform+bias"): "5a549343d1a1b671",
+    ("gemma2", 0.2, "default"): "e28e9e1daac2c1c1",  # the default recipe is uniform allocation + bias compensation
+    ("gemma3_text", 0.2, "default"): "5a549343d1a1b671",
     ("gemma2", 0.2, "contribution+cap"): "fa5ea39cbacaaa06",
     ("gemma3_text", 0.4, "contribution+cap"): "37e929690e505c8c",
 }
 PINNED_OPTIONS = {
+    "default": {},
     "paper": {"recipe": "paper"},
     "uniform+bias": {"recipe": "paper", "allocation": "uniform", "bias_compensation": True},
     "contribution+cap": {"recipe": "paper", "score": "contribution", "layer_sparsity_cap": 1.5},
