@@ -1,8 +1,11 @@
 """DIET against the baselines on the real Gemma 3 270M: quality, cost and speed, side by side in one process.
 
-    python benchmarks/run_benchmark.py --data-dir ../shared/data --limit 100 --output benchmarks/results/benchmark
+    python benchmarks/run_benchmark.py --data-dir ../shared/data --half test --limit 500 \
+        --output benchmarks/results/benchmark_test
 
 Every method runs through the same plan and surgery code on the same calibration data; only the scores differ.
+`--half test` scores the test half of every task's evaluation examples (`diet_hf.tasks.split_half`); recipes are
+chosen on the dev half (`benchmarks/dev_sweep.py`), never here.
 Per model: accuracy on the seven paper tasks and PIQA, WikiText-2 perplexity (first windows), the KL divergence of
 its next-token distribution from the dense model's after evaluation prompts, and prefill/decode tokens/s measured
 right after the dense model's on the same inputs. DIET is compared with every other method at the same sparsity by
@@ -18,6 +21,7 @@ import platform
 import sys
 import threading
 import time
+from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 
@@ -28,13 +32,21 @@ from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
 from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs, perplexity
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
+from diet_hf.recipes import DEFAULT_RECIPE
 from diet_hf.speed import measure_tokens_per_second
-from diet_hf.tasks import PAPER_TASKS, get_task, load_examples
+from diet_hf.tasks import HALVES, PAPER_TASKS, get_task, load_examples, split_half
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
-ABLATIONS = {"diet_mean": {"merge": "mean"}, "diet_uniform": {"allocation": "uniform"}}
-ALL_METHODS = ["dense", "diet", *ABLATIONS, "diet_wikitext", *BASELINES, "flap_no_bias"]
-DEFAULT_METHODS = [m for m in ALL_METHODS if m != "flap_no_bias"]
+SIGNAL_TASKS = ("hellaswag", "arc_easy", "piqa")  # where a 270M model is clearly above chance
+SPLIT_RULE = "diet_hf.tasks.split_half: SHA-256 of '<task>/<example id>', first 8 bytes even = dev, odd = test"
+# DIET's default recipe with one option changed (the paper's recipe, `diet_paper`, runs at the baselines' sparsities)
+ABLATIONS = {
+    "diet_mean": {"merge": "mean"},
+    "diet_uniform": {"allocation": "uniform"},
+    "diet_no_bias": {"bias_compensation": False},
+}
+ALL_METHODS = ["dense", "diet", "diet_paper", *ABLATIONS, "diet_wikitext", *BASELINES, "flap_no_bias"]
+DEFAULT_METHODS = ALL_METHODS
 
 
 class _PeakRss:
@@ -100,7 +112,11 @@ def _kl_prompts(args, excluded) -> list[str]:
     for task in EVAL_TASKS:
         spec = get_task(task)
         skip = set(excluded.get(task, []))
-        docs = [d for d in load_examples(spec, spec.eval_split, data_dir=args.data_dir) if str(d["id"]) not in skip]
+        docs = [
+            d
+            for d in load_examples(spec, spec.eval_split, data_dir=args.data_dir)
+            if str(d["id"]) not in skip and (args.half is None or split_half(task, str(d["id"])) == args.half)
+        ]
         prompts += [spec.build(d).contexts[0] for d in docs[: args.kl_prompts]]
     return prompts
 
@@ -113,6 +129,7 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
         tokenizer,
         EVAL_TASKS,
         limit=args.limit,
+        half=args.half,
         exclude_ids=excluded,
         data_dir=args.data_dir,
         batch_size=args.batch_size,
@@ -140,9 +157,16 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
         "options": options or {},
         "average_paper_tasks": sum(paper) / len(paper),
         "average_with_piqa": result["average"],
+        "average_signal_tasks": sum(
+            result["results"][t][result["results"][t]["headline_metric"]] for t in SIGNAL_TASKS
+        )
+        / len(SIGNAL_TASKS),
         "average_stderr": _average_stderr(result),
         "per_task": {t: {k: r[k] for k in ("acc", "acc_norm", "num_scored")} for t, r in result["results"].items()},
         "correct": _correct(result),
+        "majority_rate": {
+            t: max(Counter(p["label"] for p in rows).values()) / len(rows) for t, rows in result["predictions"].items()
+        },
         "perplexity": ppl["perplexity"],
         "kl_from_dense": kl,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -200,6 +224,28 @@ def _cost(pruner, dense, tokenizer, args) -> dict:
     }
 
 
+def _diet_model(dense, tokenizer, scores, sparsity, **options):
+    """DIET through the public API: `DietPruner.prune` on a given profile (`recipe` and overrides in `options`)."""
+    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
+    pruner.scores = scores
+    return pruner.prune(sparsity=sparsity, **options)
+
+
+_WIKITEXT = {}
+
+
+def _wikitext_profile(args, dense, tokenizer):
+    """DIET's profile on WikiText-2 validation paragraphs (as many texts as the seven tasks' calibration; the test
+    split stays for perplexity), made once."""
+    if not _WIKITEXT:
+        path = Path(args.data_dir) / "wikitext2" / "validation.jsonl"
+        rows = [json.loads(line)["text"] for line in path.open()]
+        paragraphs = [r for r in rows if len(r) > 400][: args.num_samples * len(PAPER_TASKS)]
+        pruner = DietPruner(dense, tokenizer).profile({"wikitext2": paragraphs}, disable_progress=True)
+        _WIKITEXT["scores"] = pruner.scores
+    return _WIKITEXT["scores"]
+
+
 def _jobs(args, dense, tokenizer, scores, excluded):
     """(method, sparsity, options, build) for every model of the run, in order; `build` makes the pruned model."""
 
@@ -207,32 +253,37 @@ def _jobs(args, dense, tokenizer, scores, excluded):
         plan = build_plan(method_scores, dense.config, sparsity=sparsity, **options)
         return build_pruned_model(dense, plan, channel_means=channel_means)
 
-    wikitext = {}
-
     def wikitext_scores():
-        if not wikitext:
-            rows = [json.loads(line)["text"] for line in (Path(args.data_dir) / "wikitext2" / "test.jsonl").open()]
-            paragraphs = [r for r in rows if len(r) > 400][: args.num_samples * len(PAPER_TASKS)]
-            pruner = DietPruner(dense, tokenizer).profile({"wikitext2": paragraphs}, disable_progress=True)
-            wikitext["scores"] = pruner.scores
-        return wikitext["scores"]
+        return _wikitext_profile(args, dense, tokenizer)
 
     means = scores.channel_means()
     jobs = [("dense", 0.0, {}, lambda: dense)]
     for sparsity in args.sparsities:
-        jobs.append(("diet", sparsity, {}, lambda s=sparsity: plan_model(scores, s)))
+        jobs.append(
+            ("diet", sparsity, {"recipe": DEFAULT_RECIPE}, lambda s=sparsity: _diet_model(dense, tokenizer, scores, s))
+        )
     for sparsity in args.ablation_sparsities:
         for name, options in ABLATIONS.items():
-            jobs.append((name, sparsity, options, lambda s=sparsity, o=options: plan_model(scores, s, **o)))
+            jobs.append(
+                (name, sparsity, options, lambda s=sparsity, o=options: _diet_model(dense, tokenizer, scores, s, **o))
+            )
         jobs.append(
             (
                 "diet_wikitext",
                 sparsity,
-                {"calibration": "wikitext2"},
-                lambda s=sparsity: plan_model(wikitext_scores(), s),
+                {"recipe": DEFAULT_RECIPE, "calibration": "wikitext2"},
+                lambda s=sparsity: _diet_model(dense, tokenizer, wikitext_scores(), s),
             )
         )
     for sparsity in args.baseline_sparsities:
+        jobs.append(
+            (
+                "diet_paper",
+                sparsity,
+                {"recipe": "paper"},
+                lambda s=sparsity: _diet_model(dense, tokenizer, scores, s, recipe="paper"),
+            )
+        )
         for method in BASELINES:
             options = dict(BASELINE_PRUNE_OPTIONS[method])
             compensate = method == "flap"
@@ -255,17 +306,23 @@ def _jobs(args, dense, tokenizer, scores, excluded):
                 lambda s=sparsity, o=options: plan_model(baseline_scores("flap", dense, scores), s, **o),
             )
         )
-    # dense and 20% first (the issue's comparison), DIET before the baselines before the ablations, so an interrupted
-    # run (continued with --resume) has the headline rows
-    priority = {"dense": 0, "diet": 1, **{m: 2 for m in BASELINES}, "flap_no_bias": 3}
-    jobs.sort(key=lambda job: (job[1] not in (0.0, 0.2), priority.get(job[0], 4)))
+    # dense first; then the headline comparisons at 20% and 40% (DIET, the paper's recipe, the baselines); then the
+    # other sparsities and the ablations, so an interrupted run (continued with --resume) has the headline rows
+    priority = {"dense": 0, "diet": 1, "flap": 2, "diet_paper": 3, "wanda_sp": 4, "flap_no_bias": 5}
+    jobs.sort(key=lambda job: (job[1] not in (0.0, 0.2, 0.4), priority.get(job[0], 6), job[1]))
     return [job for job in jobs if job[0] in args.methods]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--limit", type=int, default=100, help="evaluation examples per task")
+    parser.add_argument("--limit", type=int, default=500, help="evaluation examples per task (of the half)")
+    parser.add_argument(
+        "--half",
+        choices=HALVES,
+        default="test",
+        help="score this half of every task's evaluation examples (recipes are chosen on dev; report test)",
+    )
     parser.add_argument("--num-samples", type=int, default=100, help="calibration examples per task")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
     parser.add_argument("--baseline-sparsities", type=float, nargs="+", default=[0.2, 0.4])
@@ -278,13 +335,25 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt-len", type=int, default=256, help="prefill benchmark prompt length")
     parser.add_argument("--speed-repeats", type=int, default=3)
     parser.add_argument("--loto-limit", type=int, default=0, help="leave-one-task-out examples (0 = skip)")
+    parser.add_argument(
+        "--task-awareness",
+        action="store_true",
+        help="per task at 20%%: DIET from that task's profile alone vs from WikiText-2, scored on that task",
+    )
     parser.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples")
     parser.add_argument("--resume", action="store_true", help="keep the rows of an existing <output>.json")
+    parser.add_argument(
+        "--render", action="store_true", help="only write <output>.md and .png from the rows in <output>.json so far"
+    )
     parser.add_argument("--output", default="benchmarks/results/benchmark")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        report = json.loads(output.with_suffix(".json").read_text())
+        _finish(report, output, args.bootstrap)
+        return 0
     dense, tokenizer, _ = load_gemma3_270m()
     report = {
         "command": " ".join(["python", *sys.argv]),
@@ -294,6 +363,9 @@ def main(argv=None) -> int:
         "torch_threads": torch.get_num_threads(),
         "versions": {p: version(p) for p in ("torch", "transformers", "diet-hf")},
         "limit": args.limit,
+        "half": args.half,
+        "split_rule": SPLIT_RULE,
+        "default_recipe": DEFAULT_RECIPE,
         "num_samples": args.num_samples,
         "kl_prompts_per_task": args.kl_prompts,
         "ppl": {"windows": args.ppl_windows, "length": args.ppl_length},
@@ -301,7 +373,9 @@ def main(argv=None) -> int:
     }
     if args.resume and output.with_suffix(".json").is_file():
         previous = json.loads(output.with_suffix(".json").read_text())
-        report.update({k: previous[k] for k in ("rows", "cost", "leave_one_task_out") if k in previous})
+        report.update(
+            {k: previous[k] for k in ("rows", "cost", "leave_one_task_out", "task_awareness") if k in previous}
+        )
 
     def save():
         output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
@@ -324,17 +398,63 @@ def main(argv=None) -> int:
             continue
         report["rows"].append(_measure(name, build(), dense, tokenizer, args, context, sparsity, options))
         save()
+    if args.task_awareness:
+        report["task_awareness"] = _task_awareness(
+            dense,
+            tokenizer,
+            scores,
+            lambda: _wikitext_profile(args, dense, tokenizer),
+            excluded,
+            args,
+            report.get("task_awareness", {}),
+            save,
+            report,
+        )
+        save()
     if args.loto_limit:
         report["leave_one_task_out"] = _leave_one_task_out(
             dense, tokenizer, scores, excluded, args, report.get("leave_one_task_out", {}), save, report
         )
         save()
-    report["paired_bootstrap"] = _paired_bootstrap(report["rows"], args.bootstrap)
-    save()
+    _finish(report, output, args.bootstrap)
+    return 0
+
+
+def _finish(report: dict, output: Path, resamples: int) -> None:
+    """Paired bootstrap, then `<output>.json`, `.md` and `.png` from the rows measured so far."""
+    report["paired_bootstrap"] = _paired_bootstrap(report["rows"], resamples)
+    output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     output.with_suffix(".md").write_text(_markdown(report, output.with_suffix(".png").name))
     _plot(report, output.with_suffix(".png"))
     print(_markdown(report, output.with_suffix(".png").name))
-    return 0
+
+
+def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, results, save, report) -> dict:
+    """At 20%: each task scored by DIET's default from a profile of that task alone and from WikiText-2."""
+    report["task_awareness"] = results
+    for task in PAPER_TASKS:
+        if task in results:
+            continue
+        row = {}
+        for name, profile in (("task_only", scores.select([task])), ("wikitext2", wikitext_profile())):
+            out = evaluate(
+                _diet_model(dense, tokenizer, profile, 0.2),
+                tokenizer,
+                [task],
+                limit=args.limit,
+                half=args.half,
+                exclude_ids=excluded,
+                data_dir=args.data_dir,
+                batch_size=args.batch_size,
+                return_predictions=True,
+                disable_progress=True,
+            )
+            row[name] = out["average"]
+            row[f"{name}_correct"] = _correct(out)[task]
+        results[task] = row
+        save()
+        print("task awareness", task, {k: v for k, v in row.items() if not k.endswith("correct")}, flush=True)
+    return results
 
 
 def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save, report) -> dict:
@@ -345,22 +465,24 @@ def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save,
             continue
         six = scores.select([t for t in PAPER_TASKS if t != held_out])
         means = six.channel_means()
-        candidates = {"diet": (six, {}, None)}
+        row = {"diet": _diet_model(dense, tokenizer, six, 0.2)}
+        candidates = {}
         for method in BASELINES:
             candidates[method] = (
                 baseline_scores(method, dense, six),
                 BASELINE_PRUNE_OPTIONS[method],
                 means if method == "flap" else None,
             )
-        row = {}
         for name, (method_scores, options, channel_means) in candidates.items():
             plan = build_plan(method_scores, dense.config, sparsity=0.2, **options)
-            model = build_pruned_model(dense, plan, channel_means=channel_means)
+            row[name] = build_pruned_model(dense, plan, channel_means=channel_means)
+        for name, model in row.items():
             out = evaluate(
                 model,
                 tokenizer,
                 [held_out],
                 limit=args.loto_limit,
+                half=args.half,
                 exclude_ids=excluded,
                 data_dir=args.data_dir,
                 batch_size=args.batch_size,
@@ -407,8 +529,11 @@ def _markdown(report: dict, plot_name: str) -> str:
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}, {report['cpus']} CPUs ({report['torch_threads']} torch threads); "
         f"versions {report['versions']}  ",
-        f"Evaluation: first {report['limit']} examples per task (after excluding calibration examples carved from "
-        f"evaluation splits); calibration: {report['num_samples']} examples per task. Averages are over the seven "
+        f"Evaluation: the {report.get('half') or 'whole'} half of each task's evaluation examples "
+        f"({report.get('split_rule', '')}), first {report['limit']} per task after excluding calibration examples "
+        f"carved from evaluation splits; DIET's default recipe: "
+        f"{report.get('default_recipe')!r}; calibration: {report['num_samples']} examples per task. Averages are "
+        "over the seven "
         "paper tasks (acc for BoolQ, RTE, WinoGrande; acc_norm otherwise) with their standard error; PIQA is in the "
         "per-task table. Δ vs DIET: the method's average minus DIET's at the same sparsity, with a 95% paired "
         "bootstrap interval. Perplexity: WikiText-2 test, first "
@@ -417,8 +542,9 @@ def _markdown(report: dict, plot_name: str) -> str:
         "",
         f"![average accuracy against sparsity]({plot_name})",
         "",
-        "| method | sparsity | avg (7 tasks) | ± s.e. | Δ vs DIET [95% CI] | ppl | KL | params |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | sparsity | avg (7 tasks) | ± s.e. | Δ vs DIET [95% CI] | HellaSwag+ARC-e+PIQA | ppl | KL "
+        "| params |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         key = f"{r['method']}@{r['sparsity']}"
@@ -428,7 +554,8 @@ def _markdown(report: dict, plot_name: str) -> str:
             delta = f"{b['difference']:+.3f} [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]"
         lines.append(
             f"| {r['method']} | {r['sparsity']:.0%} | {r['average_paper_tasks']:.3f} | {r['average_stderr']:.3f} | "
-            f"{delta} | {r['perplexity']:.1f} | {r['kl_from_dense']:.3f} | {r['parameters']:,} |"
+            f"{delta} | {r['average_signal_tasks']:.3f} | {r['perplexity']:.1f} | {r['kl_from_dense']:.3f} | "
+            f"{r['parameters']:,} |"
         )
     lines += [
         "",
@@ -478,6 +605,23 @@ def _markdown(report: dict, plot_name: str) -> str:
         "the dense model's untouched tensors; the sliced ones are new memory.",
         "",
     ]
+    lines += _targets(report)
+    if report.get("task_awareness"):
+        diet = next((r for r in report["rows"] if r["method"] == "diet" and r["sparsity"] == 0.2), None)
+        lines += [
+            "## Task-awareness at 20% (DIET's default; each row scores one task)",
+            "",
+            "Profile of that task alone, of WikiText-2 validation (as many texts as the seven tasks together), and "
+            "the "
+            "seven-task vote (the `diet` row above), on the same examples.",
+            "",
+            "| task | that task alone | WikiText-2 | seven-task vote |",
+            "|---|---|---|---|",
+        ]
+        for task, row in report["task_awareness"].items():
+            vote = f"{_headline(diet, task):.3f}" if diet else ""
+            lines.append(f"| {task} | {row['task_only']:.3f} | {row['wikitext2']:.3f} | {vote} |")
+        lines.append("")
     if report.get("leave_one_task_out"):
         methods = list(next(iter(report["leave_one_task_out"].values())))
         lines += [
@@ -490,6 +634,81 @@ def _markdown(report: dict, plot_name: str) -> str:
             lines.append(f"| {task} | " + " | ".join(f"{row[m]:.3f}" for m in methods) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _targets(report: dict) -> list[str]:
+    """The quality targets of DIET's default, each stated as met or missed from the rows at hand."""
+    rows, boot = report["rows"], report.get("paired_bootstrap", {})
+    dense = next((r for r in rows if r["method"] == "dense"), None)
+    baselines = (*BASELINES, "flap_no_bias")
+    lines = ["## Targets of DIET's default (from the rows above)", ""]
+    for diet in (r for r in rows if r["method"] == "diet"):
+        sparsity = diet["sparsity"]
+        others = [r for r in rows if r["sparsity"] == sparsity and r["method"] not in ("dense", "diet")]
+        rivals = [r for r in others if r["method"] in baselines]
+        if not others:
+            continue
+        best_all = max(others, key=lambda r: r["average_paper_tasks"])
+        best_signal = max(others, key=lambda r: r["average_signal_tasks"])
+        verdict = "met" if diet["average_paper_tasks"] > best_all["average_paper_tasks"] else "MISSED"
+        line = (
+            f"- {sparsity:.0%}: best seven-task average of all methods measured: {verdict} (DIET "
+            f"{diet['average_paper_tasks']:.3f}, next {best_all['method']} {best_all['average_paper_tasks']:.3f}); "
+            f"best HellaSwag+ARC-e+PIQA: "
+            f"{'met' if diet['average_signal_tasks'] > best_signal['average_signal_tasks'] else 'MISSED'} "
+            f"({diet['average_signal_tasks']:.3f} vs {best_signal['method']} "
+            f"{best_signal['average_signal_tasks']:.3f})"
+        )
+        if rivals:
+            best = max(rivals, key=lambda r: r["average_paper_tasks"])
+            b = boot.get(f"{best['method']}@{sparsity}")
+            if b:
+                low, high = -b["ci95"][1], -b["ci95"][0]
+                line += (
+                    f"; vs the best baseline ({best['method']}): {-b['difference']:+.3f} [{low:+.3f}, {high:+.3f}], "
+                    f"interval above zero: {'met' if low > 0 else 'MISSED'}"
+                )
+        lines.append(line)
+        if dense is not None and abs(sparsity - 0.2) < 1e-9:
+            ratio = diet["average_paper_tasks"] / dense["average_paper_tasks"]
+            gaps = {t: diet["per_task"][t]["acc"] - dense["per_task"][t]["acc"] for t in ("boolq", "rte")}
+            below = [
+                t
+                for t in EVAL_TASKS
+                if _headline(diet, t) < max(diet.get("majority_rate", {}).get(t, 0.0), 1 / _choices(t))
+            ]
+            flap = next((r for r in rows if r["method"] == "flap" and r["sparsity"] == sparsity), None)
+            lines.append(
+                f"- 20%: {ratio:.1%} of the dense seven-task average (target 93%: "
+                f"{'met' if ratio >= 0.93 else 'MISSED'});"
+                f" BoolQ {gaps['boolq']:+.3f}, RTE {gaps['rte']:+.3f} vs dense (target within 3 points: "
+                f"{'met' if all(abs(g) <= 0.03 for g in gaps.values()) else 'MISSED'}); tasks below their chance or "
+                f"majority-class rate: {', '.join(below) or 'none'}"
+                + (
+                    f"; WikiText-2 perplexity {diet['perplexity']:.1f} vs FLAP {flap['perplexity']:.1f} "
+                    f"({'met' if diet['perplexity'] <= flap['perplexity'] else 'MISSED'})"
+                    if flap
+                    else ""
+                )
+            )
+    loto = report.get("leave_one_task_out") or {}
+    if loto and all("flap" in row for row in loto.values()):
+        diet_mean = sum(row["diet"] for row in loto.values()) / len(loto)
+        flap_mean = sum(row["flap"] for row in loto.values()) / len(loto)
+        lines.append(
+            f"- leave-one-task-out at 20%, mean over {len(loto)} held-out tasks: DIET {diet_mean:.3f}, FLAP "
+            f"{flap_mean:.3f} ({'met' if diet_mean >= flap_mean else 'MISSED'})"
+        )
+    return [*lines, ""]
+
+
+def _headline(row: dict, task: str) -> float:
+    metric = "acc" if task in ("boolq", "rte", "winogrande") else "acc_norm"
+    return row["per_task"][task][metric]
+
+
+def _choices(task: str) -> int:
+    return {"hellaswag": 4, "arc_easy": 4, "arc_challenge": 4, "openbookqa": 4}.get(task, 2)
 
 
 def _plot(report: dict, path: Path) -> None:

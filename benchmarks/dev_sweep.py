@@ -1,0 +1,305 @@
+"""Choosing DIET's recipe on dev examples only: candidate scores and plan options on the real Gemma 3 270M.
+
+    python benchmarks/dev_sweep.py --data-dir ../shared/data --limit 150 --output benchmarks/results/dev_sweep
+
+Every number here comes from the dev half of each task's evaluation examples (`diet_hf.tasks.split_half`); the test
+halves are left for `run_benchmark.py --half test`. One profile (7 paper tasks x 100 calibration examples, with
+channel statistics); each candidate is a set of `DietPruner.prune` options on top of the paper's recipe (or a
+baseline's scores and options), pruned at each sparsity.
+Per model: dev accuracy per task (7 paper tasks + PIQA), the seven-task average with its standard error, the
+HellaSwag + ARC-e + PIQA average, KL(dense || pruned) of the next-token distribution after dev prompts, and the BoolQ
+answer prior (mean P(yes) / (P(yes) + P(no)) after the BoolQ dev prompts, and the share of "yes" answers).
+
+`--diagnose S` adds the diagnosis at sparsity S: for the paper's plan, each layer's removed MLP width (then each
+layer's removed heads) is restored alone, and the KL from dense (overall and per task, after the dev prompts) and
+BoolQ's answer prior are measured again.
+Rows are saved after every model (`--resume` continues).
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from diet_hf import DietPruner, build_pruned_model
+from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, baseline_scores
+from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs
+from diet_hf.plan import build_plan
+from diet_hf.real_model import load_gemma3_270m
+from diet_hf.tasks import PAPER_TASKS, get_task, load_examples, split_half
+
+EVAL_TASKS = [*PAPER_TASKS, "piqa"]
+SIGNAL_TASKS = ("hellaswag", "arc_easy", "piqa")
+PAPER = {"mlp_normalize": "none", "head_normalize": "layer", "allocation": "global"}
+BIAS = {"bias_compensation": True}
+# name -> `DietPruner.prune` options (on top of the paper's recipe), or a baseline: ("baseline", method)
+CANDIDATES = {
+    "paper": {},
+    "paper+bias": BIAS,
+    "uniform+bias": {"allocation": "uniform", **BIAS},
+    "cap2+bias": {"layer_sparsity_cap": 2.0, **BIAS},
+    "cap1.5+bias": {"layer_sparsity_cap": 1.5, **BIAS},
+    "mlpnorm+bias": {"mlp_normalize": "layer", **BIAS},
+    "contrib+bias": {"score": "contribution", **BIAS},
+    "contrib+uniform+bias": {"score": "contribution", "allocation": "uniform", **BIAS},
+    "contrib+cap1.5+bias": {"score": "contribution", "layer_sparsity_cap": 1.5, **BIAS},
+    "contrib+mlpnorm+bias": {"score": "contribution", "mlp_normalize": "layer", **BIAS},
+    "iter4+cap1.5+bias": {"layer_sparsity_cap": 1.5, "steps": 4, **BIAS},
+    "iter4+uniform+bias": {"allocation": "uniform", "steps": 4, **BIAS},
+    "flap": ("baseline", "flap"),
+    "wanda_sp": ("baseline", "wanda_sp"),
+}
+
+
+def _dev_prompts(task, excluded, data_dir, count):
+    spec = get_task(task)
+    skip = set(excluded.get(task, []))
+    docs = [
+        d
+        for d in load_examples(spec, spec.eval_split, data_dir=data_dir)
+        if str(d["id"]) not in skip and split_half(task, str(d["id"])) == "dev"
+    ]
+    return [spec.build(d).contexts[0] for d in docs[:count]]
+
+
+def _yes_no_ids(tokenizer):
+    ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"] for word in ("yes", "no")]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError(f"' yes' / ' no' are not single tokens: {ids}")
+    return ids[0][0], ids[1][0]
+
+
+def _prompt_measures(model, tokenizer, context) -> dict:
+    """KL from dense after the dev prompts (all, and per task) and BoolQ's answer prior: cheap, low-variance."""
+    logprobs = next_token_logprobs(model, tokenizer, context["kl_prompts"])
+    yes, no = context["yes_no"]
+    boolq = logprobs[context["rows"]["boolq"]]
+    p_yes = (boolq[:, yes].exp() / (boolq[:, yes].exp() + boolq[:, no].exp())).mean().item()
+    dense = context["dense_logprobs"]
+    return {
+        "kl_from_dense": kl_divergence(dense, logprobs),
+        "kl_per_task": {t: kl_divergence(dense[rows], logprobs[rows]) for t, rows in context["rows"].items()},
+        "boolq_p_yes": p_yes,
+    }
+
+
+def _measure(model, tokenizer, args, context) -> dict:
+    start = time.perf_counter()
+    result = evaluate(
+        model,
+        tokenizer,
+        EVAL_TASKS,
+        limit=args.limit,
+        half="dev",
+        exclude_ids=context["excluded"],
+        data_dir=args.data_dir,
+        return_predictions=True,
+        disable_progress=True,
+    )
+    per_task = {t: r[r["headline_metric"]] for t, r in result["results"].items()}
+    stderr = math.sqrt(sum(result["results"][t]["acc_stderr"] ** 2 for t in PAPER_TASKS)) / len(PAPER_TASKS)
+    answers = result["predictions"]["boolq"]
+    correct = {
+        t: [int(p[result["results"][t]["headline_metric"]] == p["label"]) for p in rows]
+        for t, rows in result["predictions"].items()
+    }
+    return {
+        "average_paper_tasks": sum(per_task[t] for t in PAPER_TASKS) / len(PAPER_TASKS),
+        "average_stderr": stderr,
+        "average_signal_tasks": sum(per_task[t] for t in SIGNAL_TASKS) / len(SIGNAL_TASKS),
+        "per_task": per_task,
+        "num_scored": {t: r["num_scored"] for t, r in result["results"].items()},
+        **_prompt_measures(model, tokenizer, context),
+        "boolq_share_yes": sum(a["acc"] == 1 for a in answers) / len(answers),
+        "correct": correct,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _build(name, pruner, sparsity):
+    """The candidate's pruned model and its plan."""
+    candidate = CANDIDATES[name]
+    if isinstance(candidate, tuple):
+        method = candidate[1]
+        options = BASELINE_PRUNE_OPTIONS[method]
+        plan = build_plan(
+            baseline_scores(method, pruner.model, pruner.scores), pruner.model.config, **options, sparsity=sparsity
+        )
+        means = pruner.scores.channel_means() if method == "flap" else None
+        return build_pruned_model(pruner.model, plan, channel_means=means), plan, {**options, "method": method}
+    model = pruner.prune(sparsity=sparsity, recipe="paper", **candidate)
+    return model, pruner.plan, candidate
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--limit", type=int, default=150, help="dev examples per task")
+    parser.add_argument("--num-samples", type=int, default=100, help="calibration examples per task")
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.4])
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--kl-prompts", type=int, default=40, help="dev prompts per task for KL and the prior")
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="NAME@SPARSITY", help="run just these (candidate, sparsity) pairs"
+    )
+    parser.add_argument("--diagnose", type=float, default=None, help="sparsity of the per-layer restore diagnosis")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--render", action="store_true", help="only write <output>.md from <output>.json")
+    parser.add_argument("--output", default="benchmarks/results/dev_sweep")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    output = Path(args.output).with_suffix(".json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        output.with_suffix(".md").write_text(render(json.loads(output.read_text())))
+        return 0
+    report = {"command": " ".join(["python", *sys.argv]), "half": "dev", "limit": args.limit, "rows": []}
+    if args.resume and output.is_file():
+        report["rows"] = json.loads(output.read_text())["rows"]
+    done = {(r["name"], r["sparsity"]) for r in report["rows"]}
+
+    def add(row):
+        report["rows"].append(row)
+        output.write_text(json.dumps(report, indent=1) + "\n")
+        if "per_task" not in row:
+            print(f"{row['name']:24} kl {row['kl_from_dense']:.3f} p_yes {row['boolq_p_yes']:.3f}", flush=True)
+            return
+        print(
+            f"{row['name']:24} {row['sparsity']:.2f} avg {row['average_paper_tasks']:.3f} "
+            f"signal {row['average_signal_tasks']:.3f} boolq {row['per_task']['boolq']:.3f} "
+            f"rte {row['per_task']['rte']:.3f} kl {row['kl_from_dense']:.3f} p_yes {row['boolq_p_yes']:.3f} "
+            f"({row['seconds']:.0f} s)",
+            flush=True,
+        )
+
+    dense, tokenizer, _ = load_gemma3_270m()
+    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
+    pruner.profile(
+        PAPER_TASKS, num_samples=args.num_samples, data_dir=args.data_dir, channel_stats=True, disable_progress=True
+    )
+    scores = pruner.scores
+    excluded = scores.provenance["excluded_eval_ids"]
+    prompts = {t: _dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in EVAL_TASKS}
+    kl_prompts = [p for t in EVAL_TASKS for p in prompts[t]]
+    starts = [sum(len(prompts[t]) for t in EVAL_TASKS[:i]) for i in range(len(EVAL_TASKS))]
+    context = {
+        "excluded": excluded,
+        "kl_prompts": kl_prompts,
+        "rows": {t: list(range(start, start + len(prompts[t]))) for t, start in zip(EVAL_TASKS, starts)},
+        "yes_no": _yes_no_ids(tokenizer),
+    }
+    context["dense_logprobs"] = next_token_logprobs(dense, tokenizer, kl_prompts)
+    if ("dense", 0.0) not in done:
+        add({"name": "dense", "sparsity": 0.0, **_measure(dense, tokenizer, args, context)})
+    pairs = [(name, sparsity) for sparsity in args.sparsities for name in args.candidates]
+    if args.only is not None:
+        pairs = [(item.split("@")[0], float(item.split("@")[1])) for item in args.only]
+        unknown = [name for name, _ in pairs if name not in CANDIDATES]
+        if unknown:
+            parser.error(f"--only: unknown candidates {unknown}; known: {', '.join(CANDIDATES)}")
+    for name, sparsity in pairs:
+        if (name, sparsity) in done:
+            continue
+        model, plan, options = _build(name, pruner, sparsity)
+        row = {"name": name, "sparsity": sparsity, "options": options}
+        row["mlp_widths"] = plan.intermediate_size_per_layer
+        row["heads"] = plan.num_attention_heads_per_layer
+        add({**row, **_measure(model, tokenizer, args, context)})
+    if args.diagnose is not None:
+        _diagnose(dense, tokenizer, scores, args, context, report, add, done)
+    return 0
+
+
+def render(report: dict) -> str:
+    """Markdown of a sweep: candidates per sparsity (dev), then the restore diagnosis."""
+    rows = report["rows"]
+    dense = next(r for r in rows if r["name"] == "dense")
+    lines = [
+        "# DIET recipe candidates on the dev halves (Gemma 3 270M)",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Dev half of each task (`diet_hf.tasks.split_half`), first {report['limit']} examples per task after "
+        "calibration exclusions; 7 paper tasks x 100 calibration examples. avg: seven-task average (acc for BoolQ, "
+        "RTE, WinoGrande, acc_norm otherwise) ± its standard error; signal: HellaSwag + ARC-e + PIQA; KL: mean "
+        "KL(dense ‖ pruned) of the next-token distribution after 40 dev prompts per task (8 tasks); P(yes): mean "
+        "P(yes) / (P(yes) + P(no)) after BoolQ dev prompts (dense "
+        f"{dense['boolq_p_yes']:.3f}).",
+        "",
+        "| candidate | sparsity | avg ± s.e. | signal | BoolQ | RTE | HellaSwag | ARC-e | PIQA | KL | P(yes) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    full = sorted((r for r in rows if "per_task" in r), key=lambda r: (r["sparsity"], -r["average_paper_tasks"]))
+    for r in full:
+        t = r["per_task"]
+        lines.append(
+            f"| {r['name']} | {r['sparsity']:.0%} | {r['average_paper_tasks']:.3f} ± {r['average_stderr']:.3f} | "
+            f"{r['average_signal_tasks']:.3f} | {t['boolq']:.3f} | {t['rte']:.3f} | {t['hellaswag']:.3f} | "
+            f"{t['arc_easy']:.3f} | {t['piqa']:.3f} | {r['kl_from_dense']:.3f} | {r['boolq_p_yes']:.3f} |"
+        )
+    diagnosis = [r for r in rows if r["name"].startswith("restore_") or r["name"] == "diagnose_base"]
+    if diagnosis:
+        base = next(r for r in diagnosis if r["name"] == "diagnose_base")
+        tasks = list(base["kl_per_task"])
+        lines += [
+            "",
+            f"## Diagnosis: the paper's plan at {base['sparsity']:.0%}, one layer's removed part restored at a time",
+            "",
+            "KL per task (after that task's dev prompts) and BoolQ's P(yes); the first row is the plan itself. Lower "
+            "KL after restoring a layer means that layer's removal cost that task.",
+            "",
+            "| restored | parameters | KL (all) | " + " | ".join(tasks) + " | P(yes) |",
+            "|---|---|---|" + "---|" * len(tasks) + "---|",
+        ]
+        for r in diagnosis:
+            what = "nothing" if r["name"] == "diagnose_base" else f"{r['part']} of layer {r['layer']}"
+            cells = " | ".join(f"{r['kl_per_task'][t]:.3f}" for t in tasks)
+            lines.append(
+                f"| {what} | {r.get('restored_parameters', 0):,} | {r['kl_from_dense']:.3f} | {cells} | "
+                f"{r['boolq_p_yes']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _diagnose(dense, tokenizer, scores, args, context, report, add, done):
+    """The paper's plan at `--diagnose`, with one layer's removed MLP width (or heads) restored at a time."""
+    sparsity = args.diagnose
+    base = build_plan(scores, dense.config, sparsity=sparsity, **PAPER)
+    if ("diagnose_base", sparsity) not in done:
+        start = time.perf_counter()
+        row = {
+            "name": "diagnose_base",
+            "sparsity": sparsity,
+            **_prompt_measures(build_pruned_model(dense, base), tokenizer, context),
+        }
+        add({**row, "seconds": time.perf_counter() - start})
+    full = list(range(base.intermediate_size))
+    for layer in range(base.num_hidden_layers):
+        for part in ("mlp", "attn"):
+            name = f"restore_{part}_{layer}"
+            if (name, sparsity) in done:
+                continue
+            plan = build_plan(scores, dense.config, sparsity=sparsity, **PAPER)
+            if part == "mlp":
+                if len(plan.mlp_kept_indices[layer]) == base.intermediate_size:
+                    continue
+                plan.mlp_kept_indices[layer] = full
+            else:
+                if len(plan.head_kept_indices[layer]) == base.num_attention_heads:
+                    continue
+                plan.head_kept_indices[layer] = list(range(base.num_attention_heads))
+                plan.kv_head_kept_indices[layer] = list(range(base.num_key_value_heads))
+            model = build_pruned_model(dense, plan)
+            row = {"name": name, "sparsity": sparsity, "layer": layer, "part": part}
+            row["restored_parameters"] = plan.block_parameters()[0] - base.block_parameters()[0]
+            start = time.perf_counter()
+            row.update(_prompt_measures(model, tokenizer, context))
+            row["seconds"] = time.perf_counter() - start
+            add(row)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
