@@ -56,6 +56,19 @@ def _write_plot(config, path: Path) -> None:
     plt.close(figure)
 
 
+_METHOD_TEXT = {
+    "DIET": "Structurally pruned without training by [DIET](https://arxiv.org/abs/2603.23985) with "
+    "[diet-hf](https://pypi.org/project/diet-hf/): activation magnitudes were profiled on calibration examples of "
+    "each task, every MLP dimension and attention head was ranked per task, the per-task rankings were merged by "
+    "majority vote into one plan, and the dropped dimensions were physically removed.",
+}
+_OTHER_METHOD_TEXT = (
+    "Structurally pruned without training by the {method} baseline in the pipeline of "
+    "[diet-hf](https://pypi.org/project/diet-hf/): {method}'s importance scores and allocation, computed on the "
+    "calibration examples below, chose the MLP dimensions and attention heads to drop, which were physically removed."
+)
+
+
 def _target_text(target: dict) -> str:
     if target.get("sparsity") is not None:
         return f"{target['sparsity']:.0%} of the decoder blocks' attention + MLP parameters"
@@ -82,6 +95,7 @@ def write_model_card(save_directory, config, *, evaluation: dict | None = None, 
     """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`."""
     directory = Path(save_directory)
     record = getattr(config, "pruning", None) or {}
+    method = record.get("method") or "DIET"
     base_type = type(config).model_type.removeprefix("pruned_")
     counts, base = count_parameters(config), count_parameters(config, dense=True)
     data = ModelCardData(
@@ -96,12 +110,9 @@ def write_model_card(save_directory, config, *, evaluation: dict | None = None, 
     tasks = ", ".join(record.get("tasks") or []) or "unknown"
     name = repo_id or "path/to/this/model"
     lines = [
-        f"# {record.get('base_model') or base_type} pruned with DIET",
+        f"# {record.get('base_model') or base_type} pruned with {method}",
         "",
-        "Structurally pruned without training by [DIET](https://arxiv.org/abs/2603.23985) with "
-        "[diet-hf](https://pypi.org/project/diet-hf/): activation magnitudes were profiled on calibration examples of "
-        "each task, every MLP dimension and attention head was ranked per task, the per-task rankings were merged by "
-        "majority vote into one global plan, and the dropped dimensions were physically removed.",
+        _METHOD_TEXT.get(method, _OTHER_METHOD_TEXT.format(method=method)),
         "",
         "## How it was pruned",
         "",

@@ -35,6 +35,7 @@ def _positive_int(text: str) -> int:
 
 def _build_parser() -> argparse.ArgumentParser:
     from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
+    from .pruner import METHODS
     from .recipes import DEFAULT_RECIPE, RECIPES, SCORE_KINDS
     from .tasks import HALVES, PAPER_TASKS, TASKS
 
@@ -84,6 +85,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_RECIPE,
         help=f"named set of the scoring and allocation options below (default {DEFAULT_RECIPE!r}; 'paper' is the "
         "method as published); options given explicitly override it",
+    )
+    prune.add_argument(
+        "--method",
+        choices=METHODS,
+        default="diet",
+        help="DIET (default) or a baseline's scores and allocation in the same pipeline; the card names it",
     )
     prune.add_argument("--score", choices=SCORE_KINDS, default=None, help="unit score (default: the recipe's)")
     prune.add_argument("--merge", choices=MERGE_MODES, default=None, help="merge of the per-task rankings")
@@ -214,6 +221,7 @@ def _run_prune(args) -> int:
             mlp_sparsity=args.mlp_sparsity,
             attention_sparsity=args.attention_sparsity,
             recipe=args.recipe,
+            method=args.method,
             score=args.score,
             merge=args.merge,
             mlp_normalize=args.mlp_normalize,

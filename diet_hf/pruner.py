@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from .baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
 from .constants import family_for_model_type
 from .importance import ImportanceScores
 from .plan import PruningPlan, build_plan
@@ -19,6 +20,17 @@ from .tasks import PAPER_TASKS, CalibrationSet, custom_calibration, load_calibra
 __all__ = ["DietPruner"]
 
 logger = logging.getLogger(__name__)
+
+
+METHODS = ("diet", *BASELINES)
+METHOD_NAMES = {"diet": "DIET", "flap": "FLAP", "wanda_sp": "Wanda-sp", "magnitude": "magnitude", "random": "random"}
+
+
+def _baseline_options(method: str) -> dict:
+    """A baseline's plan options in the form of a recipe (its own score; FLAP with its bias compensation)."""
+    options = {"merge": "vote", "mlp_normalize": "none", "head_normalize": "none", "allocation": "global"}
+    options.update(BASELINE_PRUNE_OPTIONS[method])
+    return {**options, "score": method, "layer_sparsity_cap": None, "bias_compensation": method == "flap"}
 
 
 class DietPruner:
@@ -217,6 +229,7 @@ class DietPruner:
         mlp_sparsity: float | None = None,
         attention_sparsity: float | None = None,
         recipe: str = DEFAULT_RECIPE,
+        method: str = "diet",
         score: str | None = None,
         merge: str | None = None,
         task_weights: dict[str, float] | None = None,
@@ -239,6 +252,10 @@ class DietPruner:
             recipe (`str`, *optional*): a named set of the options below (`diet_hf.recipes.RECIPES`): the default
                 recipe, or `"paper"` for the method exactly as the paper describes it. Options passed explicitly
                 override the recipe's.
+            method (`str`, *optional*, defaults to `"diet"`): `"diet"`, or a baseline's scores and allocation in the
+                same pipeline (`"flap"`, `"wanda_sp"`, `"magnitude"`, `"random"`; `diet_hf.baselines`), so its pruned
+                model is saved and published the same way and its card names the method. `recipe` applies to DIET
+                only; FLAP gets its bias compensation by default.
             score (`str`, *optional*): `"activation"` (mean |activation| per MLP dimension, mean head-output norm
                 per head) or `"contribution"` (the same times the norm of the unit's `down_proj` / `o_proj` columns).
             merge (`str`, *optional*): `"vote"` (DIET's majority vote) or `"mean"`.
@@ -263,7 +280,9 @@ class DietPruner:
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan.
         """
-        options = recipe_options(recipe)
+        if method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+        options = recipe_options(recipe) if method == "diet" else _baseline_options(method)
         explicit = {
             "score": score,
             "merge": merge,
@@ -277,7 +296,9 @@ class DietPruner:
         options.update({k: v for k, v in explicit.items() if v is not None})
         score, bias_compensation = options.pop("score"), options.pop("bias_compensation")
         steps = options.pop("steps", 1)
-        if score not in SCORE_KINDS:
+        if method != "diet" and (score != method or steps != 1):
+            raise ValueError(f"`score` and `steps` belong to DIET; `method={method!r}` has its own scores.")
+        if method == "diet" and score not in SCORE_KINDS:
             raise ValueError(f"`score` must be one of {SCORE_KINDS}, got {score!r}.")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
@@ -306,7 +327,8 @@ class DietPruner:
             "allow_sublayer_removal": allow_sublayer_removal,
             **options,
         }
-        current, channel_source, plan = scores, scores, None
+        ranked_source = scores if method == "diet" else baseline_scores(method, self.model, scores)
+        current, channel_source, plan = ranked_source, scores, None
         for step in range(1, steps + 1):
             ranked = weighted_scores(current, norms) if norms is not None else current
             scaled = {k: (None if v is None else v * step / steps) for k, v in targets.items()}
@@ -323,9 +345,17 @@ class DietPruner:
             {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
         )
         plan.provenance.update(
-            {"recipe": recipe, "score": score, "bias_compensation": bias_compensation, "steps": steps}
+            {
+                "method": method,
+                "recipe": recipe if method == "diet" else None,
+                "score": score,
+                "bias_compensation": bias_compensation,
+                "steps": steps,
+            }
         )
-        channel_means = channel_source.channel_means() if bias_compensation else None
+        channel_means = (
+            (channel_source if method == "diet" else self.scores).channel_means() if bias_compensation else None
+        )
         self.plan = plan
         record = _pruning_record(self.model, plan, scores)
         pruned = build_pruned_model(self.model, plan, pruning=record, channel_means=channel_means)
@@ -338,8 +368,8 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
     kept, dense = plan.block_parameters()
     total_dense = sum(p.numel() for p in model.parameters())
     return {
-        "method": "DIET",
-        "paper": "arXiv:2603.23985",
+        "method": METHOD_NAMES[plan.provenance["method"]],
+        "paper": "arXiv:2603.23985" if plan.provenance["method"] == "diet" else None,
         "base_model": scores.provenance.get("model_id"),
         "base_model_revision": scores.provenance.get("revision"),
         "tasks": scores.tasks,

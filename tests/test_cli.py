@@ -72,6 +72,11 @@ def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir
     record = AutoModelForCausalLM.from_pretrained(tmp_path / "options").config.pruning["options"]
     assert record["recipe"] == "paper" and record["score"] == "contribution"
     assert record["layer_sparsity_cap"] == 1.5 and record["bias_compensation"] is True
+    # a baseline through the same pipeline: a loadable model whose card names the method
+    assert main([*argv, "--method", "flap", "--bias-compensation", "--output", str(tmp_path / "flap")]) == 0
+    flap = AutoModelForCausalLM.from_pretrained(tmp_path / "flap")
+    assert flap.config.pruning["method"] == "FLAP" and flap.config.down_proj_bias
+    assert (tmp_path / "flap" / "README.md").read_text().count("pruned with FLAP") == 1
     assert main([*argv, "--no-bias-compensation", "--output", str(tmp_path / "no-bias")]) == 0
     assert (
         AutoModelForCausalLM.from_pretrained(tmp_path / "no-bias").config.pruning["options"]["bias_compensation"]

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 import diet_hf.importance
 from diet_hf import DietPruner, ImportanceScores, PrunedGemma3ForCausalLM, build_pruned_model
+from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, baseline_scores
 from diet_hf.plan import build_plan
 from diet_hf.pruner import _ChannelMasks
 from diet_hf.recipes import output_weight_norms, weighted_scores
@@ -251,3 +252,25 @@ def test_plans_are_pinned(family):
         plan = pruner.plan
         kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
         assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == expected, (family, sparsity, name)
+
+
+@pytest.mark.parametrize("method", ["flap", "wanda_sp", "magnitude", "random"])
+def test_baseline_methods_through_the_pipeline(method):
+    pruner = _profiled()
+    pruned = pruner.prune(sparsity=0.3, method=method)
+    expected = build_plan(
+        baseline_scores(method, pruner.model, pruner.scores),
+        pruner.model.config,
+        sparsity=0.3,
+        **BASELINE_PRUNE_OPTIONS[method],
+    )
+    assert pruner.plan.mlp_kept_indices == expected.mlp_kept_indices
+    assert pruner.plan.head_kept_indices == expected.head_kept_indices
+    record = pruned.config.pruning
+    assert record["method"] == {"flap": "FLAP", "wanda_sp": "Wanda-sp"}.get(method, method)
+    assert record["options"]["recipe"] is None and record["tasks"] == ["a", "b"]
+    assert pruned.config.down_proj_bias == (method == "flap")  # FLAP comes with its bias compensation
+    with pytest.raises(ValueError, match=r"`score` and `steps` belong to DIET"):
+        pruner.prune(sparsity=0.3, method=method, steps=2)
+    with pytest.raises(ValueError, match=r"`method` must be one of \('diet', 'random'"):
+        pruner.prune(sparsity=0.3, method="sparsegpt")
