@@ -144,7 +144,11 @@ def main(argv=None) -> int:
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--kl-prompts", type=int, default=40, help="dev prompts per task for KL and the prior")
     parser.add_argument(
-        "--only", nargs="+", default=None, metavar="NAME@SPARSITY", help="run just these (candidate, sparsity) pairs"
+        "--only",
+        nargs="*",
+        default=None,
+        metavar="NAME@SPARSITY",
+        help="run just these (candidate, sparsity) pairs (none: only the diagnosis)",
     )
     parser.add_argument("--diagnose", type=float, default=None, help="sparsity of the per-layer restore diagnosis")
     parser.add_argument("--resume", action="store_true")
@@ -157,9 +161,12 @@ def main(argv=None) -> int:
     if args.render:
         output.with_suffix(".md").write_text(render(json.loads(output.read_text())))
         return 0
-    report = {"command": " ".join(["python", *sys.argv]), "half": "dev", "limit": args.limit, "rows": []}
+    command = " ".join(["python", *sys.argv])
+    report = {"commands": [command], "half": "dev", "limit": args.limit, "rows": []}
     if args.resume and output.is_file():
-        report["rows"] = json.loads(output.read_text())["rows"]
+        previous = json.loads(output.read_text())
+        report["rows"] = previous["rows"]
+        report["commands"] = [*previous.get("commands", [previous.get("command")]), command]
     done = {(r["name"], r["sparsity"]) for r in report["rows"]}
 
     def add(row):
@@ -193,7 +200,7 @@ def main(argv=None) -> int:
         "yes_no": _yes_no_ids(tokenizer),
     }
     context["dense_logprobs"] = next_token_logprobs(dense, tokenizer, kl_prompts)
-    if ("dense", 0.0) not in done:
+    if ("dense", 0.0) not in done and args.only != []:
         add({"name": "dense", "sparsity": 0.0, **_measure(dense, tokenizer, args, context)})
     pairs = [(name, sparsity) for sparsity in args.sparsities for name in args.candidates]
     if args.only is not None:
@@ -221,7 +228,10 @@ def render(report: dict) -> str:
     lines = [
         "# DIET recipe candidates on the dev halves (Gemma 3 270M)",
         "",
-        f"Command: `{report['command']}`  ",
+        "Commands (in order; each later one resumed the rows of the earlier ones):",
+        "",
+        *[f"- `{command}`" for command in report.get("commands", [report.get("command")])],
+        "",
         f"Dev half of each task (`diet_hf.tasks.split_half`), first {report['limit']} examples per task after "
         "calibration exclusions; 7 paper tasks x 100 calibration examples. avg: seven-task average (acc for BoolQ, "
         "RTE, WinoGrande, acc_norm otherwise) ± its standard error; signal: HellaSwag + ARC-e + PIQA; KL: mean "
@@ -248,8 +258,9 @@ def render(report: dict) -> str:
             "",
             f"## Diagnosis: the paper's plan at {base['sparsity']:.0%}, one layer's removed part restored at a time",
             "",
-            "KL per task (after that task's dev prompts) and BoolQ's P(yes); the first row is the plan itself. Lower "
-            "KL after restoring a layer means that layer's removal cost that task.",
+            f"KL per task (after that task's first {base.get('kl_prompts', 40)} dev prompts) and BoolQ's P(yes); the "
+            "first row is the plan itself. Lower KL after restoring a layer means that layer's removal cost that "
+            "task.",
             "",
             "| restored | parameters | KL (all) | " + " | ".join(tasks) + " | P(yes) |",
             "|---|---|---|" + "---|" * len(tasks) + "---|",
@@ -293,7 +304,7 @@ def _diagnose(dense, tokenizer, scores, args, context, report, add, done):
                 plan.head_kept_indices[layer] = list(range(base.num_attention_heads))
                 plan.kv_head_kept_indices[layer] = list(range(base.num_key_value_heads))
             model = build_pruned_model(dense, plan)
-            row = {"name": name, "sparsity": sparsity, "layer": layer, "part": part}
+            row = {"name": name, "sparsity": sparsity, "layer": layer, "part": part, "kl_prompts": args.kl_prompts}
             row["restored_parameters"] = plan.block_parameters()[0] - base.block_parameters()[0]
             start = time.perf_counter()
             row.update(_prompt_measures(model, tokenizer, context))

@@ -121,14 +121,13 @@ def _kl_prompts(args, excluded) -> list[str]:
     return prompts
 
 
-def _measure(name, model, dense, tokenizer, args, context, sparsity, options=None) -> dict:
-    excluded = context["excluded"]
-    start = time.perf_counter()
-    result = evaluate(
+def _evaluate(model, tokenizer, tasks, limit, args, excluded) -> dict:
+    """`evaluate` on the run's half, with its exclusions, data and batch size; predictions kept for the bootstrap."""
+    return evaluate(
         model,
         tokenizer,
-        EVAL_TASKS,
-        limit=args.limit,
+        tasks,
+        limit=limit,
         half=args.half,
         exclude_ids=excluded,
         data_dir=args.data_dir,
@@ -136,6 +135,12 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
         return_predictions=True,
         disable_progress=True,
     )
+
+
+def _measure(name, model, dense, tokenizer, args, context, sparsity, options=None) -> dict:
+    excluded = context["excluded"]
+    start = time.perf_counter()
+    result = _evaluate(model, tokenizer, EVAL_TASKS, args.limit, args, excluded)
     paper = [result["results"][t][result["results"][t]["headline_metric"]] for t in PAPER_TASKS]
     logprobs = next_token_logprobs(model, tokenizer, context["kl_prompts"], batch_size=args.batch_size)
     kl = kl_divergence(context["dense_logprobs"], logprobs)  # main() computes the dense model's once
@@ -437,18 +442,7 @@ def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, 
             continue
         row = {}
         for name, profile in (("task_only", scores.select([task])), ("wikitext2", wikitext_profile())):
-            out = evaluate(
-                _diet_model(dense, tokenizer, profile, 0.2),
-                tokenizer,
-                [task],
-                limit=args.limit,
-                half=args.half,
-                exclude_ids=excluded,
-                data_dir=args.data_dir,
-                batch_size=args.batch_size,
-                return_predictions=True,
-                disable_progress=True,
-            )
+            out = _evaluate(_diet_model(dense, tokenizer, profile, 0.2), tokenizer, [task], args.limit, args, excluded)
             row[name] = out["average"]
             row[f"{name}_correct"] = _correct(out)[task]
         results[task] = row
@@ -477,17 +471,7 @@ def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save,
             plan = build_plan(method_scores, dense.config, sparsity=0.2, **options)
             row[name] = build_pruned_model(dense, plan, channel_means=channel_means)
         for name, model in row.items():
-            out = evaluate(
-                model,
-                tokenizer,
-                [held_out],
-                limit=args.loto_limit,
-                half=args.half,
-                exclude_ids=excluded,
-                data_dir=args.data_dir,
-                batch_size=args.batch_size,
-                disable_progress=True,
-            )
+            out = _evaluate(model, tokenizer, [held_out], args.loto_limit, args, excluded)
             row[name] = out["average"]
         results[held_out] = row
         save()
