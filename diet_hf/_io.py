@@ -31,22 +31,24 @@ def apply_umask(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
-    """Yields a temporary directory beside `target`; on success it becomes `target` (umask permissions), replacing
-    an existing one when `replace`; on any error it is removed and `target` is untouched."""
+def atomic_directory(target: str | os.PathLike, *, merge: bool = False) -> Iterator[Path]:
+    """Yields a temporary directory beside `target`; on success it becomes `target` (umask permissions), replacing an
+    existing one, or with `merge` its files move into an existing `target` beside the others there; on any error it
+    is removed and `target` is untouched."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
         apply_umask(tmp)
-        if target.exists() and replace:
+        if target.exists() and merge:
+            for item in tmp.iterdir():
+                os.replace(item, target / item.name)
+        elif target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
-        elif target.exists():
-            raise FileExistsError(f"{target} already exists.")
         else:
             os.replace(tmp, target)
     finally:

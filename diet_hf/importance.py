@@ -107,7 +107,7 @@ class ImportanceScores:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Writes safetensors + JSON into `save_directory`, atomically (a failed save leaves nothing half-written)."""
-        with atomic_directory(save_directory) as tmp:
+        with atomic_directory(save_directory, merge=True) as tmp:  # other files there stay
             tensors = {f"mlp/{t}": v.contiguous() for t, v in self.mlp.items()}
             tensors.update({f"heads/{t}": v.contiguous() for t, v in self.heads.items()})
             for task, stats in (self.channel_stats or {}).items():

@@ -197,11 +197,15 @@ def test_saved_directories_and_files_follow_the_umask(tmp_path):
     try:
         target = save_pruned_model(model, tmp_path / "model")
         scores_dir = tmp_path / "scores"
+        scores_dir.mkdir()
+        (scores_dir / "notes.txt").write_text("mine")  # saving scores into a folder keeps what else is there
         ImportanceScores({"a": torch.ones(2, 64)}, {"a": torch.ones(2, 4)}, {"model_type": "gemma2"}).save_pretrained(
             scores_dir
         )
     finally:
         os.umask(old)
+    assert (scores_dir / "notes.txt").read_text() == "mine"
+    (scores_dir / "notes.txt").chmod(0o640)
     for directory in (target, scores_dir):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o750
         files = [p for p in directory.rglob("*") if p.is_file()]
