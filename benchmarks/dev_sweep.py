@@ -50,6 +50,8 @@ CANDIDATES = {
     "contrib+mlpnorm+bias": {"score": "contribution", "mlp_normalize": "layer", **BIAS},
     "iter4+cap1.5+bias": {"layer_sparsity_cap": 1.5, "steps": 4, **BIAS},
     "iter4+uniform+bias": {"allocation": "uniform", "steps": 4, **BIAS},
+    "heads0.5+uniform+bias": {"allocation": "uniform", "attention_ratio": 0.5, **BIAS},
+    "mlponly+uniform+bias": {"allocation": "uniform", "attention_ratio": 0.0, **BIAS},
     "flap": ("baseline", "flap"),
     "wanda_sp": ("baseline", "wanda_sp"),
 }

@@ -91,6 +91,42 @@ def _half_text(evaluation: dict) -> str:
     return f", on the {halves.pop()} half of each task's evaluation examples" if halves in ({"dev"}, {"test"}) else ""
 
 
+def _healing_lines(healing: dict | None) -> list[str]:
+    """The card's "Healing" section: what distillation after pruning did, from `config.pruning["healing"]`."""
+    if not healing:
+        return []
+    data = healing.get("data") or {}
+    splits = data.get("splits") or {}
+    sources = ", ".join(f"{name} ({split})" for name, split in splits.items()) or ", ".join(data.get("sources") or [])
+    curve = healing.get("loss_curve") or []
+    shown = curve if len(curve) <= 8 else [curve[round(i * (len(curve) - 1) / 7)] for i in range(8)]
+    verdict = (
+        "rolled back: no evaluation beat the unhealed model, so these are the unhealed weights"
+        if healing.get("rolled_back")
+        else f"kept the best evaluation (step {healing.get('best_step')})"
+    )
+    return [
+        "## Healing",
+        "",
+        "After pruning, the model was distilled from its dense parent (no evaluation examples were trained on).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| teacher | {healing.get('teacher')} |",
+        f"| data | {sources} |",
+        f"| objective | {healing.get('objective')} |",
+        f"| weights | {healing.get('adapter')} |",
+        f"| steps | {healing.get('steps')} ({healing.get('train_seconds')} s) |",
+        f"| tokens seen | {healing.get('tokens_seen'):,} |",
+        f"| validation KL to the teacher | {healing.get('validation_kl_before'):.4f} before, "
+        f"{healing.get('validation_kl_after'):.4f} after |",
+        f"| guard | {verdict} |",
+        "",
+        "Training loss: " + ", ".join(f"step {step}: {loss:.4f}" for step, loss in shown),
+        "",
+    ]
+
+
 def write_model_card(save_directory, config, *, evaluation: dict | None = None, repo_id: str | None = None) -> Path:
     """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`."""
     directory = Path(save_directory)
@@ -144,6 +180,7 @@ def write_model_card(save_directory, config, *, evaluation: dict | None = None, 
         ],
         "",
     ]
+    lines += _healing_lines(record.get("healing"))
     if evaluation:
         lines += [
             "## Evaluation",

@@ -1,4 +1,5 @@
-"""The `diet-hf` command: `prune`, `eval`, `info`, `export onnx`. Parses arguments, calls the API, prints results."""
+"""The `diet-hf` command: `prune`, `heal`, `eval`, `info`, `export onnx`. Parses arguments, calls the API, prints
+results."""
 
 import argparse
 import json
@@ -33,7 +34,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_dataclass_flags(parser, options_class) -> None:
+    """One flag per field of a frozen options dataclass, with its `metadata["help"]` and its default."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(options_class)
+    for option in dataclasses.fields(options_class):
+        flag = "--" + option.name.replace("_", "-")
+        kind = hints[option.name]
+        help_text = f"{option.metadata.get('help', '')} (default: {option.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=option.default, help=help_text)
+            continue
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        parser.add_argument(flag, type=base, default=option.default, help=help_text)
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    from .healing import HealingConfig
     from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
     from .pruner import METHODS
     from .recipes import DEFAULT_RECIPE, RECIPES, SCORE_KINDS
@@ -44,7 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
     # `--quiet` is also accepted after the subcommand (`diet-hf prune ... --quiet`); SUPPRESS keeps the top-level value
     quiet_after = argparse.ArgumentParser(add_help=False)
     quiet_after.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="as before the command")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{prune,eval,info,export}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{prune,heal,eval,info,export}")
 
     prune = commands.add_parser(
         "prune", parents=[quiet_after], help="profile a dense Gemma model on tasks and prune it with DIET"
@@ -104,6 +123,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="no layer loses more than this multiple (>= 1) of the global fraction",
     )
     prune.add_argument(
+        "--attention-ratio",
+        type=float,
+        default=None,
+        help="heads lose this multiple of --sparsity (1: as the MLP; 0: keep every head) (default: the recipe's)",
+    )
+    prune.add_argument(
         "--steps",
         type=_positive_int,
         default=None,
@@ -124,6 +149,31 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--revision", default=None)
     prune.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this Hub repository")
     prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
+
+    heal = commands.add_parser(
+        "heal",
+        parents=[quiet_after],
+        help="distill a pruned model from its dense parent (LoRA by default, merged into the weights)",
+    )
+    heal.add_argument("model", help="local directory (or Hub id) of a pruned model saved by diet-hf")
+    heal.add_argument(
+        "--teacher", required=True, help="Hub id or local directory of the dense model it was pruned from"
+    )
+    heal.add_argument("--output", required=True, help="new directory for the healed model (written atomically)")
+    heal.add_argument(
+        "--data",
+        nargs="+",
+        default=["wikitext2", "tasks"],
+        metavar="SOURCE",
+        help="training text: wikitext2 (its validation split), task names (their train split), or `tasks` (the "
+        "calibration tasks the model was pruned on that have a train split); each source gets an equal share",
+    )
+    heal.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
+    heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
+    heal.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    heal.add_argument("--dtype", choices=DTYPES, default="float32")
+    heal.add_argument("--device-map", default=None, help='e.g. "auto" or "cuda:0" (accelerate device map)')
+    _add_dataclass_flags(heal, HealingConfig)
 
     evaluate = commands.add_parser(
         "eval", parents=[quiet_after], help="zero-shot accuracy (lm-eval-harness scoring) of a causal LM"
@@ -228,6 +278,7 @@ def _run_prune(args) -> int:
             head_normalize=args.head_normalize,
             allocation=args.allocation,
             layer_sparsity_cap=args.layer_sparsity_cap,
+            attention_ratio=args.attention_ratio,
             round_to=args.round_to,
             min_mlp_fraction=args.min_mlp_fraction,
             allow_sublayer_removal=args.allow_sublayer_removal,
@@ -248,6 +299,75 @@ def _run_prune(args) -> int:
             commit = push_saved_model(output, repo, private=args.private)
             print(f"pushed {output} to {repo} (commit {commit})")
     return EXIT_OK
+
+
+def _run_heal(args) -> int:
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .healing import HealingConfig, check_parent, heal, healing_texts
+    from .hub import register_auto_classes
+    from .plan import PruningPlan
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(HealingConfig)}
+    if options["top_k"] == 0:
+        options["top_k"] = None
+    config = HealingConfig(**options)
+    register_auto_classes()
+    load = {"dtype": _dtype(args.dtype), "device_map": args.device_map}
+    student = AutoModelForCausalLM.from_pretrained(args.model, **load)
+    if not type(student).__name__.startswith("Pruned"):
+        raise ValueError(
+            f"`model` must be a pruned model saved by diet-hf; {args.model} is a {type(student).__name__}."
+        )
+    teacher = AutoModelForCausalLM.from_pretrained(args.teacher, **load)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    check_parent(student.config, teacher.config)  # before reading any data
+    names = []
+    for source in args.data:
+        if source == "tasks":
+            names += [
+                t for t in (student.config.pruning or {}).get("tasks") or [] if _has_train_split(t, args.data_dir)
+            ]
+        else:
+            names.append(source)
+    data, splits = {}, {}
+    for name in dict.fromkeys(names):
+        texts, split = healing_texts([name], data_dir=args.data_dir)
+        data[name], splits[name] = texts, split[name]
+    if Path(args.model, "diet_pruning.json").is_file():
+        student.diet_plan = PruningPlan.from_pretrained(args.model)
+    healed = heal(
+        student,
+        teacher,
+        tokenizer,
+        data,
+        config=config,
+        output_dir=args.output,
+        work_dir=args.work_dir,
+        resume=args.resume,
+        data_record={"sources": list(data), "splits": splits},
+    )
+    record = healed.config.pruning["healing"]
+    print(
+        f"healed {args.model} -> {args.output}: {record['steps']} steps, {record['tokens_seen']:,} tokens, validation "
+        f"KL {record['validation_kl_before']:.4f} -> {record['validation_kl_after']:.4f}"
+        + (" (rolled back: healing did not help)" if record["rolled_back"] else "")
+    )
+    return EXIT_OK
+
+
+def _has_train_split(task: str, data_dir) -> bool:
+    from .tasks import TASKS, get_task, load_examples
+
+    if task not in TASKS or get_task(task).train_split is None:
+        return False
+    try:
+        load_examples(task, get_task(task).train_split, data_dir=data_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _run_eval(args) -> int:
@@ -331,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.quiet:
         _quiet()
-    runner = {"prune": _run_prune, "eval": _run_eval, "info": _run_info, "export": _run_export}[args.command]
+    runner = {"prune": _run_prune, "heal": _run_heal, "eval": _run_eval, "info": _run_info, "export": _run_export}[
+        args.command
+    ]
     try:
         return runner(args)
     except (ValueError, TypeError, FileNotFoundError, OSError, RuntimeError, ImportError) as error:

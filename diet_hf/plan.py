@@ -358,6 +358,7 @@ def build_plan(
     min_mlp_fraction: float = 0.05,
     allow_sublayer_removal: bool = False,
     layer_sparsity_cap: float | None = None,
+    attention_ratio: float = 1.0,
 ) -> PruningPlan:
     """Merges per-task scores into one plan that removes `sparsity` of the decoder blocks' attention + MLP parameters.
 
@@ -365,6 +366,8 @@ def build_plan(
     by `merge`; heads are then made GQA-valid per layer, and the MLP budget absorbs the difference so the total
     removed fraction meets `sparsity`. `layer_sparsity_cap` (>= 1, or None) keeps every layer's removed fraction of
     MLP width and of heads at most that multiple of the global fraction (1 = uniform widths; raises the floors).
+    `attention_ratio` (>= 0, with `sparsity`) removes that multiple of `sparsity` of the heads (1 = the same fraction
+    as the MLP; 0 = keep every head and take the whole budget from the MLP width).
     See `DietPruner.prune` for the other arguments.
     """
     _check_fraction("sparsity", sparsity, low_open=True)
@@ -390,6 +393,13 @@ def build_plan(
         or not layer_sparsity_cap >= 1
     ):
         raise ValueError(f"`layer_sparsity_cap` must be a number >= 1 or None, got {layer_sparsity_cap!r}.")
+    if isinstance(attention_ratio, bool) or not isinstance(attention_ratio, (int, float)) or not attention_ratio >= 0:
+        raise ValueError(f"`attention_ratio` must be a number >= 0, got {attention_ratio!r}.")
+    if sparsity is not None and sparsity * attention_ratio >= 1:
+        raise ValueError(
+            f"`attention_ratio` * `sparsity` must stay below 1 (the fraction of heads removed), got "
+            f"{attention_ratio!r} * {sparsity!r}."
+        )
     scores.check_compatible(config)
     tasks = scores.tasks
     weights = None if task_weights is None else [float(task_weights.get(t, 0.0)) for t in tasks]
@@ -397,7 +407,7 @@ def build_plan(
         raise ValueError(f"`task_weights` must give a positive weight to at least one of {tasks}, got {task_weights}.")
     plan = PruningPlan.keep_all(config)
     hidden, head_dim = plan.hidden_size, plan.head_dim
-    attn_share = sparsity if sparsity is not None else (attention_sparsity or 0.0)
+    attn_share = sparsity * attention_ratio if sparsity is not None else (attention_sparsity or 0.0)
 
     # Heads: per-task global top-K, merged, then GQA-legalized per layer.
     head_scores = [_normalize(scores.heads[t].double(), head_normalize) for t in tasks]
@@ -447,6 +457,7 @@ def build_plan(
         "min_mlp_fraction": min_mlp_fraction,
         "allow_sublayer_removal": allow_sublayer_removal,
         "layer_sparsity_cap": layer_sparsity_cap,
+        "attention_ratio": attention_ratio,
         "achieved_sparsity": None,
     }
     plan.__post_init__()

@@ -237,6 +237,7 @@ class DietPruner:
         head_normalize: str | None = None,
         allocation: str | None = None,
         layer_sparsity_cap: float | None = None,
+        attention_ratio: float | None = None,
         round_to: int = 1,
         min_mlp_fraction: float = 0.05,
         allow_sublayer_removal: bool = False,
@@ -265,6 +266,8 @@ class DietPruner:
             allocation (`str`, *optional*): `"global"` (one ranking across layers) or `"uniform"` (equal widths).
             layer_sparsity_cap (`float`, *optional*): no layer loses more than this multiple of the global fraction
                 of its MLP width or heads (>= 1; `None` = no cap).
+            attention_ratio (`float`, *optional*): with `sparsity`, the fraction of heads removed is this multiple
+                of `sparsity` (1 = the same fraction as the MLP width; 0 = keep every head, the MLP pays the budget).
             round_to (`int`, *optional*, defaults to 1): per-layer MLP widths in multiples of this.
             min_mlp_fraction (`float`, *optional*, defaults to 0.05): MLP width floor per layer.
             allow_sublayer_removal (`bool`, *optional*, defaults to `False`): allow 0 heads or 0 MLP width in a layer.
@@ -290,6 +293,7 @@ class DietPruner:
             "head_normalize": head_normalize,
             "allocation": allocation,
             "layer_sparsity_cap": layer_sparsity_cap,
+            "attention_ratio": attention_ratio,
             "bias_compensation": bias_compensation,
             "steps": steps,
         }
@@ -393,6 +397,7 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
                 "min_mlp_fraction",
                 "allow_sublayer_removal",
                 "layer_sparsity_cap",
+                "attention_ratio",
                 "bias_compensation",
                 "steps",
             )

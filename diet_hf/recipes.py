@@ -27,6 +27,7 @@ RECIPES: dict[str, dict] = {
         "head_normalize": "layer",
         "allocation": "global",
         "layer_sparsity_cap": None,
+        "attention_ratio": 1.0,
         "bias_compensation": False,
     },
     "balanced": {
@@ -36,6 +37,7 @@ RECIPES: dict[str, dict] = {
         "head_normalize": "layer",
         "allocation": "uniform",
         "layer_sparsity_cap": None,
+        "attention_ratio": 1.0,
         "bias_compensation": True,
     },
 }

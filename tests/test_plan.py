@@ -140,6 +140,29 @@ def test_layer_sparsity_cap_bounds_every_layer(cap):
     assert min(total.num_attention_heads_per_layer) >= 2
 
 
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 1.0, 2.0])
+def test_attention_ratio_moves_the_budget_between_heads_and_mlp(ratio):
+    config = tiny_gemma2_config(
+        num_hidden_layers=6,
+        intermediate_size=256,
+        hidden_size=64,
+        num_key_value_heads=1,
+        layer_types=["sliding_attention"] * 6,
+    )
+    scores = _scores(seed=5, config=config)
+    plan = build_plan(scores, config, sparsity=0.25, attention_ratio=ratio, allocation="uniform")
+    heads = sum(plan.num_attention_heads_per_layer)
+    # heads removed: ratio x 25% of the 24 heads (one KV head: no GQA rounding); the MLP absorbs the rest
+    assert 24 - heads == round(ratio * 0.25 * 24)
+    if ratio == 0:
+        assert heads == 24
+    assert abs(plan.sparsity - 0.25) <= 0.01
+    assert plan.provenance["attention_ratio"] == ratio
+    default = build_plan(scores, config, sparsity=0.25, allocation="uniform")
+    if ratio == 1.0:
+        assert plan.to_dict()["mlp_kept_indices"] == default.to_dict()["mlp_kept_indices"]
+
+
 def test_plan_is_deterministic_and_round_trips(tmp_path):
     config = tiny_gemma2_config()
     first = build_plan(_scores(seed=3), config, sparsity=0.25)
@@ -162,6 +185,8 @@ def test_plan_is_deterministic_and_round_trips(tmp_path):
         ({"sparsity": 0.2, "merge": "max"}, r"`merge` must be one of"),
         ({"sparsity": 0.2, "round_to": 0}, r"`round_to` must be a positive integer"),
         ({"sparsity": 0.2, "layer_sparsity_cap": 0.5}, r"`layer_sparsity_cap` must be a number >= 1 or None"),
+        ({"sparsity": 0.2, "attention_ratio": -1}, r"`attention_ratio` must be a number >= 0, got -1"),
+        ({"sparsity": 0.5, "attention_ratio": 2}, r"`attention_ratio` \* `sparsity` must stay below 1"),
         ({"sparsity": 0.2, "task_weights": {"zzz": 1.0}}, r"`task_weights` must give a positive weight"),
     ],
 )

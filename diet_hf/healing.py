@@ -1,0 +1,712 @@
+"""Healing: knowledge distillation of a pruned model from its dense parent, on transformers' `Trainer` and PEFT.
+
+The student learns the teacher's next-token distribution. On Gemma's 262k vocabulary the full teacher distribution
+per token cannot be stored, so by default the teacher runs once over the packed data before training (then it is
+freed) and keeps its top-k log-probabilities per position; the loss is the exact KL divergence between the two
+distributions coarse-grained to those k tokens plus one "rest of the vocabulary" bucket. That KL is a lower bound of
+the full KL; the gap is the teacher's rest mass times the KL of the two rest-conditionals (a test bounds it).
+`top_k=None` keeps the teacher in memory and uses the full-vocabulary KL. Either way the student's logits are made
+position-chunk by chunk under activation checkpointing, so no (tokens x vocabulary) tensor is held for backward.
+
+LoRA (PEFT) is the default and is merged into the weights at the end: the healed checkpoint is the same pruned format
+and loads without PEFT. A validation guard scores held-out sequences before training and at every evaluation; the
+best state is kept, and if it is no better than the unhealed model the healing is rolled back (and recorded so).
+"""
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
+
+from .tasks import get_task, load_examples, resolve_data_dir
+
+__all__ = [
+    "HealingConfig",
+    "coarse_kl",
+    "distillation_loss",
+    "heal",
+    "healing_texts",
+    "pack_sources",
+    "pack_texts",
+    "teacher_targets",
+]
+
+_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _option(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class HealingConfig:
+    """Options of `heal`, validated on creation. Each field's `metadata["help"]` is its documentation and the help
+    of its `diet-hf heal` flag (the CLI is generated from these fields)."""
+
+    max_tokens: int = _option(90_000, "training tokens to see (sequences x seq_len); sets the number of steps")
+    max_time: float | None = _option(None, "stop training after this many seconds (a CPU budget), if sooner")
+    seq_len: int = _option(256, "tokens per packed training sequence")
+    batch_size: int = _option(4, "sequences per step (per device)")
+    gradient_accumulation_steps: int = _option(1, "batches accumulated per optimizer step")
+    learning_rate: float = _option(2e-4, "AdamW peak learning rate (linear warmup and decay)")
+    warmup_ratio: float = _option(0.05, "fraction of the steps spent warming up")
+    weight_decay: float = _option(0.0, "AdamW weight decay")
+    lora: bool = _option(True, "train LoRA adapters and merge them at the end (--no-lora: full fine-tuning)")
+    lora_r: int = _option(16, "LoRA rank, on q/k/v/o/gate/up/down of every layer")
+    lora_alpha: int = _option(32, "LoRA scaling numerator")
+    lora_dropout: float = _option(0.0, "LoRA dropout")
+    kd_weight: float = _option(1.0, "loss = w * KL(teacher || student) + (1 - w) * next-token cross-entropy")
+    temperature: float = _option(1.0, "softmax temperature of both distributions (KL scaled by its square)")
+    top_k: int | None = _option(
+        64, "teacher log-probs kept per position, precomputed so the teacher is freed (0 on the CLI: full vocabulary)"
+    )
+    chunk_size: int = _option(256, "positions whose student logits are materialized at once")
+    validation_sequences: int = _option(8, "packed sequences held out for the validation-KL guard")
+    eval_steps: int = _option(20, "guard evaluation every this many steps")
+    save_steps: int = _option(20, "resumable checkpoint every this many steps")
+    seed: int = _option(0, "data order, packing and LoRA initialization")
+    bf16: bool = _option(False, "bfloat16 mixed precision (GPU)")
+
+    def __post_init__(self):
+        positive_ints = ("max_tokens", "seq_len", "batch_size", "gradient_accumulation_steps", "lora_r", "chunk_size")
+        for name in (*positive_ints, "validation_sequences", "eval_steps", "save_steps", "lora_alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)):
+            raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise ValueError(f"`kd_weight` must be in [0, 1], got {self.kd_weight!r}.")
+        for name in ("learning_rate", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}.")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"`max_time` must be > 0 seconds or None, got {self.max_time!r}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}.")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.batch_size * self.gradient_accumulation_steps
+
+
+# --------------------------------------------------------------------------------------------------------- losses
+
+
+def coarse_kl(teacher_logprobs: torch.Tensor, student_logprobs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Per-position KL(teacher || student) over the teacher's top-k tokens `ids` plus one bucket for the rest.
+
+    `teacher_logprobs`: (N, k) the teacher's log-probabilities of `ids` under its full softmax; `student_logprobs`:
+    (N, V) the student's full log-softmax. Exact when k = V; otherwise a lower bound of the full KL, short of it by
+    the teacher's rest mass times the KL between the two distributions restricted to the rest.
+    """
+    student_top = student_logprobs.gather(-1, ids)
+    kl = (teacher_logprobs.exp() * (teacher_logprobs - student_top)).sum(-1)
+    teacher_rest = _log1mexp(torch.logsumexp(teacher_logprobs, dim=-1))
+    student_rest = _log1mexp(torch.logsumexp(student_top, dim=-1))
+    rest = teacher_rest.exp() * (teacher_rest - student_rest)
+    return kl + torch.where(teacher_rest > -30.0, rest, torch.zeros_like(rest))
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, stable; clamped away from log(0)."""
+    x = x.clamp(max=-1e-7)
+    return torch.where(x > -0.693, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The causal LM's logits for `hidden` (its LM head, then Gemma's final soft-capping where configured)."""
+    logits = model.lm_head(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def distillation_loss(
+    model,
+    hidden: torch.Tensor,
+    *,
+    teacher_ids: torch.Tensor | None,
+    teacher_logprobs: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    kd_weight: float = 1.0,
+    temperature: float = 1.0,
+    chunk_size: int = 256,
+) -> tuple[torch.Tensor, dict]:
+    """Mean per-position loss over the rows of `hidden` (N, H): KD against the teacher plus optional cross-entropy.
+
+    `teacher_logprobs` is (N, k) with `teacher_ids` (N, k) for the top-k form, or (N, V) full log-probabilities with
+    `teacher_ids=None`; both at `temperature`. `labels` (N,) are the next tokens (needed when `kd_weight < 1`).
+    Logits are made `chunk_size` rows at a time and recomputed in backward (activation checkpointing).
+    Returns the loss and its parts (`kd`, `lm`, detached floats).
+    """
+    if kd_weight < 1 and labels is None:
+        raise ValueError("`labels` are needed when `kd_weight` < 1 (the language-modelling part of the loss).")
+    n = hidden.shape[0]
+    if n == 0:
+        raise ValueError("No positions to score.")
+
+    def chunk_loss(h, t_lp, t_ids, y):
+        logits = _output_logits(model, h)
+        log_student = F.log_softmax(logits / temperature, dim=-1)
+        if t_ids is None:
+            kd = (t_lp.exp() * (t_lp - log_student)).sum(-1)
+        else:
+            kd = coarse_kl(t_lp, log_student, t_ids)
+        kd = kd.sum() * temperature**2
+        lm = F.cross_entropy(logits, y, reduction="sum") if y is not None and kd_weight < 1 else kd.new_zeros(())
+        return kd, lm
+
+    kd_total = hidden.new_zeros((), dtype=torch.float32)
+    lm_total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, n, chunk_size):
+        part = slice(start, start + chunk_size)
+        args = (
+            hidden[part],
+            teacher_logprobs[part],
+            None if teacher_ids is None else teacher_ids[part],
+            None if labels is None else labels[part],
+        )
+        if torch.is_grad_enabled() and hidden.requires_grad:
+            kd, lm = checkpoint(chunk_loss, *args, use_reentrant=False)
+        else:
+            kd, lm = chunk_loss(*args)
+        kd_total, lm_total = kd_total + kd, lm_total + lm
+    kd_mean, lm_mean = kd_total / n, lm_total / n
+    loss = kd_weight * kd_mean + (1 - kd_weight) * lm_mean if kd_weight < 1 else kd_mean
+    return loss, {"kd": float(kd_mean.detach()), "lm": float(lm_mean.detach())}
+
+
+@torch.no_grad()
+def teacher_targets(
+    teacher, input_ids: torch.Tensor, *, top_k: int | None, temperature: float = 1.0, chunk_size: int = 256
+) -> dict[str, torch.Tensor]:
+    """The teacher's next-token log-probabilities at every position but the last of each row of `input_ids` (B, L):
+    `logprobs` (B*(L-1), k) and `ids` (B*(L-1), k) for `top_k`, or full (B*(L-1), V) `logprobs` for `top_k=None`."""
+    device = next(teacher.parameters()).device
+    hidden = _decoder(teacher)(input_ids=input_ids.to(device)).last_hidden_state[:, :-1]
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    values, indices = [], []
+    for start in range(0, hidden.shape[0], chunk_size):
+        logprobs = F.log_softmax(_output_logits(teacher, hidden[start : start + chunk_size]) / temperature, dim=-1)
+        if top_k is None:
+            values.append(logprobs.cpu())
+        else:
+            top = logprobs.topk(min(top_k, logprobs.shape[-1]), dim=-1)
+            values.append(top.values.cpu())
+            indices.append(top.indices.to(torch.int32).cpu())
+    out = {"logprobs": torch.cat(values)}
+    if top_k is not None:
+        out["ids"] = torch.cat(indices)
+    return out
+
+
+def _decoder(model):
+    """The decoder stack (`model.model`) of a causal LM, through a PEFT wrapper if there is one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model
+
+
+def _causal_lm(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+
+
+def healing_texts(
+    sources: Iterable[str] = ("wikitext2",), *, data_dir: str | os.PathLike | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Training texts from `sources`: `"wikitext2"` (the WikiText-2 validation split, joined into one text; its test
+    split stays for perplexity) and task names (their train split, as prompt + gold answer; never evaluation
+    examples). Returns the texts and, per source, the split it came from."""
+    directory = resolve_data_dir(data_dir)
+    texts, splits = [], {}
+    for source in sources:
+        if source == "wikitext2":
+            if directory is None:
+                raise ValueError("`wikitext2` is read from a data directory: pass `data_dir` or set DIET_DATA_DIR.")
+            path = directory / "wikitext2" / "validation.jsonl"
+            if not path.is_file():
+                raise FileNotFoundError(f"WikiText-2 validation split not found at {path}.")
+            with path.open(encoding="utf-8") as handle:
+                texts.append("\n\n".join(json.loads(line)["text"] for line in handle if line.strip()))
+            splits[source] = "validation"
+            continue
+        spec = get_task(source)
+        if spec.train_split is None:
+            raise ValueError(f"Task {source!r} has no train split; healing never trains on evaluation examples.")
+        try:
+            docs = load_examples(spec, spec.train_split, data_dir=data_dir)
+        except FileNotFoundError as error:
+            raise ValueError(
+                f"Task {source!r}: its train split is not available ({error}); healing never trains on evaluation "
+                "examples. Leave the task out of `sources`."
+            ) from error
+        texts.extend(spec.calibration_text(doc) for doc in docs)
+        splits[source] = spec.train_split
+    return texts, splits
+
+
+def pack_texts(texts: list[str], tokenizer, seq_len: int, *, seed: int = 0) -> torch.Tensor:
+    """Tokenizes every text (BOS first, EOS last), shuffles the documents with `seed`, concatenates them, cuts the
+    stream into rows of `seq_len` tokens (the remainder is dropped) and shuffles the rows. Returns (rows, seq_len)."""
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError(
+            "The healing data is empty: give a non-empty list of strings or a dataset with a text column."
+        )
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    stream: list[int] = []
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    for i in order:
+        ids = tokenizer(texts[i], add_special_tokens=False)["input_ids"]
+        stream.extend(([bos] if bos is not None else []) + ids + ([eos] if eos is not None else []))
+    rows = len(stream) // seq_len
+    if rows == 0:
+        raise ValueError(f"The healing data has {len(stream)} tokens, fewer than one sequence of {seq_len}.")
+    packed = torch.tensor(stream[: rows * seq_len], dtype=torch.long).view(rows, seq_len)
+    return packed[torch.randperm(rows, generator=torch.Generator().manual_seed(seed))]
+
+
+def pack_sources(sources: dict[str, list[str]], tokenizer, seq_len: int, *, seed: int = 0) -> torch.Tensor:
+    """Packs each source apart (`pack_texts`) and interleaves their rows in turn, so every source gets an equal
+    share of any prefix of the result until it runs out."""
+    if not sources:
+        raise ValueError("The healing data is empty: give at least one source.")
+    packed = [pack_texts(texts, tokenizer, seq_len, seed=seed) for texts in sources.values()]
+    order = [(i, k) for i in range(max(len(p) for p in packed)) for k in range(len(packed)) if i < len(packed[k])]
+    return torch.stack([packed[k][i] for i, k in order])
+
+
+# -------------------------------------------------------------------------------------------------------- checks
+
+
+def check_parent(student_config, teacher_config) -> None:
+    """Raises `ValueError` unless `teacher_config` could be the dense model `student_config` was pruned from."""
+    fields = ("vocab_size", "hidden_size", "num_hidden_layers", "head_dim")
+    different = [
+        f"{name}: student {getattr(student_config, name, None)}, teacher {getattr(teacher_config, name, None)}"
+        for name in fields
+        if getattr(student_config, name, None) != getattr(teacher_config, name, None)
+    ]
+    family = type(student_config).model_type.removeprefix("pruned_")
+    if teacher_config.model_type.removeprefix("pruned_") != family:
+        different.append(f"model_type: student {student_config.model_type}, teacher {teacher_config.model_type}")
+    if different:
+        base = (getattr(student_config, "pruning", None) or {}).get("base_model")
+        raise ValueError(
+            "`teacher` is not the dense parent of this pruned model (" + "; ".join(different) + "). Pass the model "
+            f"it was pruned from (the card names {base})."
+        )
+
+
+# ------------------------------------------------------------------------------------------------------- training
+
+
+class _PackedDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: torch.Tensor, targets: dict[str, torch.Tensor] | None):
+        self.rows, self.targets = rows, targets
+        self.per_row = rows.shape[1] - 1
+
+    def __len__(self):
+        return self.rows.shape[0]
+
+    def __getitem__(self, i):
+        item = {"input_ids": self.rows[i]}
+        if self.targets is not None:
+            part = slice(i * self.per_row, (i + 1) * self.per_row)
+            item.update({f"teacher_{k}": v[part] for k, v in self.targets.items()})
+        return item
+
+
+def _collate(items):
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def _trainer_classes():
+    from transformers import Trainer, TrainerCallback
+
+    class DistillationTrainer(Trainer):
+        """`Trainer` whose loss is `distillation_loss` against precomputed or online teacher targets."""
+
+        def __init__(self, *args, healing: HealingConfig, teacher=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.healing, self.teacher, self.parts = healing, teacher, {"kd": [], "lm": []}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            ids = inputs["input_ids"]
+            hidden = _decoder(model)(input_ids=ids).last_hidden_state[:, :-1]
+            hidden = hidden.reshape(-1, hidden.shape[-1])
+            if self.teacher is not None:
+                targets = teacher_targets(
+                    self.teacher, ids, top_k=None, temperature=self.healing.temperature, chunk_size=256
+                )
+                t_lp, t_ids = targets["logprobs"].to(hidden.device), None
+            else:
+                t_lp = inputs["teacher_logprobs"].reshape(-1, inputs["teacher_logprobs"].shape[-1])
+                t_ids = inputs["teacher_ids"].reshape(-1, inputs["teacher_ids"].shape[-1]).long()
+            loss, parts = distillation_loss(
+                _causal_lm(model),
+                hidden,
+                teacher_ids=t_ids,
+                teacher_logprobs=t_lp.float(),
+                labels=ids[:, 1:].reshape(-1),
+                kd_weight=self.healing.kd_weight,
+                temperature=self.healing.temperature,
+                chunk_size=self.healing.chunk_size,
+            )
+            for key in parts:
+                self.parts[key].append(parts[key])
+            return (loss, None) if return_outputs else loss
+
+    class Guard(TrainerCallback):
+        """Scores the held-out sequences every `eval_steps`; keeps the best trainable state (starting from the
+        unhealed one), saved with every checkpoint so a resumed run chooses as an uninterrupted one; stops on the
+        time budget."""
+
+        def __init__(self, score, trainable, healing, before, initial_state):
+            self.score, self.trainable, self.healing = score, trainable, healing
+            self.history = [{"step": 0, "validation_kl": before}]
+            self.best, self.best_step, self.best_state = before, 0, initial_state
+            self.started = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+            if args.resume_from_checkpoint:
+                saved = torch.load(Path(args.resume_from_checkpoint) / "diet_guard.pt", weights_only=True)
+                self.history, self.best, self.best_step = saved["history"], saved["best"], saved["best_step"]
+                self.best_state = saved["best_state"]
+
+        def _check(self, state, model):
+            value = self.score(model)
+            self.history.append({"step": state.global_step, "validation_kl": value})
+            if value < self.best:
+                self.best, self.best_step = value, state.global_step
+                self.best_state = {k: v.detach().clone() for k, v in self.trainable(model).items()}
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            budget = self.healing.max_time
+            if budget is not None and time.monotonic() - self.started >= budget:
+                control.should_training_stop = True
+            if state.global_step % self.healing.eval_steps == 0 or control.should_training_stop:
+                self._check(state, model)
+            elif state.global_step == state.max_steps:
+                self._check(state, model)
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            saved = {
+                "history": self.history,
+                "best": self.best,
+                "best_step": self.best_step,
+                "best_state": self.best_state,
+            }
+            directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            torch.save(saved, directory / "diet_guard.pt")
+
+    class LossBar(TrainerCallback):
+        """A progress bar whose postfix shows the latest training loss (replaces transformers' log printing)."""
+
+        def __init__(self):
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="healing", unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return DistillationTrainer, Guard, LossBar
+
+
+@torch.no_grad()
+def _validation_kl(model, rows: torch.Tensor, targets, teacher, healing: HealingConfig) -> float:
+    """Mean per-position KD loss of `model` on the held-out rows (the guard's measure)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for start in range(0, rows.shape[0], healing.batch_size):
+        ids = rows[start : start + healing.batch_size].to(device)
+        hidden = _decoder(model)(input_ids=ids).last_hidden_state[:, :-1]
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        if teacher is not None:
+            t = teacher_targets(teacher, ids, top_k=None, temperature=healing.temperature)
+            t_lp, t_ids = t["logprobs"], None
+        else:
+            part = slice(start * (rows.shape[1] - 1), (start + ids.shape[0]) * (rows.shape[1] - 1))
+            t_lp, t_ids = targets["logprobs"][part], targets["ids"][part].long()
+        loss, _ = distillation_loss(
+            _causal_lm(model),
+            hidden,
+            teacher_ids=None if t_ids is None else t_ids.to(device),
+            teacher_logprobs=t_lp.to(device).float(),
+            temperature=healing.temperature,
+            chunk_size=healing.chunk_size,
+        )
+        total += float(loss) * hidden.shape[0]
+        count += hidden.shape[0]
+    model.train(was_training)
+    return total / count
+
+
+def _precompute(teacher, rows: torch.Tensor, healing: HealingConfig, path: Path | None) -> dict[str, torch.Tensor]:
+    """Top-k teacher targets for every row (cached in `path`, so a resumed run does not run the teacher again)."""
+    from safetensors.torch import load_file, save_file
+
+    if path is not None and path.is_file():
+        cached = load_file(path)
+        if cached["rows"].shape == rows.shape and torch.equal(cached["rows"], rows):
+            return {"logprobs": cached["logprobs"], "ids": cached["ids"]}
+    parts = {"logprobs": [], "ids": []}
+    for start in tqdm(range(0, rows.shape[0], healing.batch_size), desc="teacher top-k", unit="batch"):
+        out = teacher_targets(
+            teacher, rows[start : start + healing.batch_size], top_k=healing.top_k, temperature=healing.temperature
+        )
+        for key in parts:
+            parts[key].append(out[key])
+    targets = {key: torch.cat(value) for key, value in parts.items()}
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({**targets, "rows": rows.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    return targets
+
+
+def heal(
+    student,
+    teacher,
+    tokenizer,
+    data,
+    *,
+    config: HealingConfig | None = None,
+    output_dir: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    data_record: dict | None = None,
+    callbacks: list | None = None,
+):
+    """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
+
+    Args:
+        student: a pruned causal LM (`PrunedGemma*ForCausalLM`); trained in place.
+        teacher: its dense parent (checked: vocabulary, hidden size, layers, family); with `top_k` set it runs once
+            over the data and is not needed afterwards (`del` it to free the memory).
+        tokenizer: the tokenizer of both.
+        data: a list of strings, a `datasets.Dataset` with a `text` column, or a dict of such per source (each
+            packed apart, their sequences interleaved in equal shares; see `healing_texts`).
+        config (`HealingConfig`, *optional*): the options; defaults of `HealingConfig()`.
+        output_dir (*optional*): where to save the healed model (atomically: absent or complete, never half-written).
+        work_dir (*optional*): checkpoints and the teacher's cached targets (default `<output_dir>.healing`); kept
+            until the healed model is saved, so an interrupted run resumes with `resume=True`.
+        data_record (`dict`, *optional*): what the data is (sources, splits), recorded in the card.
+        callbacks (`list[TrainerCallback]`, *optional*): more `Trainer` callbacks.
+
+    Returns:
+        The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
+    """
+    from transformers import ProgressCallback, TrainingArguments
+
+    config = config or HealingConfig()
+    check_parent(student.config, teacher.config)
+    sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
+    rows = pack_sources(sources, tokenizer, config.seq_len, seed=config.seed)
+    if rows.shape[0] <= config.validation_sequences:
+        raise ValueError(
+            f"The healing data packs into {rows.shape[0]} sequences of {config.seq_len} tokens; at least "
+            f"{config.validation_sequences + 1} are needed ({config.validation_sequences} are held out for the guard)."
+        )
+    validation, train = rows[: config.validation_sequences], rows[config.validation_sequences :]
+    steps_for_tokens = math.ceil(config.max_tokens / config.tokens_per_step)
+    rows_needed = steps_for_tokens * config.batch_size * config.gradient_accumulation_steps
+    train = train[: max(rows_needed, config.batch_size)]
+    max_steps = min(
+        steps_for_tokens, math.ceil(train.shape[0] / (config.batch_size * config.gradient_accumulation_steps))
+    )
+    if work_dir is None:
+        if output_dir is None:
+            raise ValueError("Pass `output_dir` or `work_dir`: healing keeps resumable checkpoints there.")
+        work_dir = Path(output_dir).with_name(Path(output_dir).name + ".healing")
+    work_dir = Path(work_dir)
+    if work_dir.exists() and not resume and any(work_dir.iterdir()):
+        raise FileExistsError(
+            f"`work_dir` {work_dir} holds an earlier run: pass `resume=True` (CLI: --resume) to continue it, or "
+            "delete it."
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    online = config.top_k is None
+    if online:
+        teacher.eval()
+        train_targets = validation_targets = None
+    else:
+        teacher.eval()
+        validation_targets = _precompute(teacher, validation, config, work_dir / "teacher_validation.safetensors")
+        train_targets = _precompute(teacher, train, config, work_dir / "teacher_train.safetensors")
+    guard_teacher = teacher if online else None
+
+    before = _validation_kl(student, validation, validation_targets, guard_teacher, config)
+    if config.lora:
+        import peft
+
+        targets = [
+            name
+            for name, module in student.named_modules()
+            if name.rsplit(".", 1)[-1] in _LORA_MODULES
+            and isinstance(module, torch.nn.Linear)
+            and module.weight.numel()
+        ]
+        lora = peft.LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets
+        )
+        model = peft.get_peft_model(student, lora)
+    else:
+        model = student
+    model.train()
+
+    def trainable(m):
+        return {k: v for k, v in m.named_parameters() if v.requires_grad}
+
+    DistillationTrainer, Guard, LossBar = _trainer_classes()
+    guard = Guard(
+        lambda m: _validation_kl(m, validation, validation_targets, guard_teacher, config),
+        trainable,
+        config,
+        before,
+        {k: v.detach().clone() for k, v in trainable(model).items()},
+    )
+    use_cuda = torch.cuda.is_available() and next(student.parameters()).is_cuda
+    args = TrainingArguments(
+        output_dir=str(work_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=math.ceil(config.warmup_ratio * max_steps),
+        lr_scheduler_type="linear",
+        max_steps=max_steps,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        use_cpu=not use_cuda,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+    trainer = DistillationTrainer(
+        model=model,
+        args=args,
+        train_dataset=_PackedDataset(train, train_targets),
+        data_collator=_collate,
+        healing=config,
+        teacher=guard_teacher,
+        callbacks=[guard, LossBar(), *(callbacks or [])],
+    )
+    trainer.remove_callback(ProgressCallback)
+    checkpoints = sorted((work_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resume and checkpoints else None)
+    seconds = time.monotonic() - started
+
+    steps = trainer.state.global_step
+    # the best state seen (the unhealed one when no evaluation beat it: then the healing is rolled back)
+    rolled_back = guard.best_step == 0
+    with torch.no_grad():
+        current = trainable(model)
+        for name, value in guard.best_state.items():
+            current[name].copy_(value)
+    model.eval()
+    probe = validation[:1].to(next(model.parameters()).device)
+    with torch.no_grad():
+        trained_logits = _causal_lm(model)(input_ids=probe).logits.float()
+    healed = (model.unload() if rolled_back else model.merge_and_unload()) if config.lora else model
+    healed.eval()
+    with torch.no_grad():
+        merge_error = float((healed(input_ids=probe).logits.float() - trained_logits).abs().max())
+    tolerance = 1e-2 if config.bf16 else 1e-4
+    if merge_error > tolerance:
+        raise RuntimeError(f"Merging the LoRA weights changed the logits by {merge_error:.2e} (> {tolerance:g}).")
+    after = guard.best
+    curve = [(entry["step"], round(entry["loss"], 5)) for entry in trainer.state.log_history if "loss" in entry]
+    record = {
+        "method": "knowledge distillation from the dense parent",
+        "teacher": getattr(teacher.config, "_name_or_path", None) or None,
+        "data": data_record or {"sources": list(sources), "splits": None},
+        "training_sequences": int(train.shape[0]),
+        "validation_sequences": int(validation.shape[0]),
+        "steps": steps,
+        "tokens_seen": steps * config.tokens_per_step,
+        "train_seconds": round(seconds, 1),
+        "objective": (
+            f"KL(teacher || student) on top-{config.top_k} teacher log-probs + rest bucket"
+            if config.top_k
+            else "KL(teacher || student) on the full vocabulary"
+        )
+        + ("" if config.kd_weight == 1 else f", x{config.kd_weight} + {1 - config.kd_weight:g} x next-token loss"),
+        "adapter": (
+            f"LoRA r={config.lora_r} alpha={config.lora_alpha}, merged" if config.lora else "full fine-tuning"
+        ),
+        "options": asdict(config),
+        "validation_kl_before": round(before, 5),
+        "validation_kl_after": round(after, 5),
+        "validation_kl_history": [{**e, "validation_kl": round(e["validation_kl"], 5)} for e in guard.history],
+        "best_step": guard.best_step,
+        "merge_max_abs_logit_diff": merge_error,
+        "rolled_back": rolled_back,
+        "loss_curve": _thin(curve, 60),
+    }
+    healed.config.pruning = {**(getattr(healed.config, "pruning", None) or {}), "healing": record}
+    if output_dir is not None:
+        from .hub import save_pruned_model
+
+        plan = getattr(student, "diet_plan", None)
+        save_pruned_model(healed, output_dir, tokenizer=tokenizer, plan=plan)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return healed
+
+
+def _text_list(data) -> list[str]:
+    if hasattr(data, "column_names"):
+        if "text" not in data.column_names:
+            raise ValueError(f"`data` is a dataset without a `text` column; columns: {data.column_names}.")
+        return list(data["text"])
+    if isinstance(data, str):
+        raise TypeError("`data` must be a list of strings (or a dataset), not one string.")
+    return list(data)
+
+
+def _thin(points: list, limit: int) -> list:
+    if len(points) <= limit:
+        return [list(p) for p in points]
+    stride = len(points) / limit
+    picked = [points[int(i * stride)] for i in range(limit - 1)] + [points[-1]]
+    return [list(p) for p in picked]

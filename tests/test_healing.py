@@ -1,0 +1,345 @@
+"""Healing by distillation: the loss against brute force, the Trainer run (merge, resume, guard), bad input, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_batch, tiny_dense_model
+
+from diet_hf import build_pruned_model
+from diet_hf.healing import (
+    HealingConfig,
+    check_parent,
+    coarse_kl,
+    distillation_loss,
+    heal,
+    healing_texts,
+    pack_texts,
+    teacher_targets,
+)
+from diet_hf.plan import PruningPlan
+
+pytest.importorskip("peft")
+
+TEXTS = [
+    "Question: is the answer yes? Answer: yes",
+    "Question: what is the answer? Answer: no",
+    "True or False: the answer is True",
+] * 12
+
+
+def _pair(vocab_size=128, seed=0):
+    """A tiny dense Gemma 3 teacher and an uneven pruned student made from it."""
+    dense = tiny_dense_model("gemma3_text", seed=seed, vocab_size=vocab_size)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(0, 64, 2)), list(range(40))]
+    plan.head_kept_indices, plan.kv_head_kept_indices = [[0, 1], [0, 1, 2, 3]], [[0], [0, 1]]
+    plan.__post_init__()
+    return dense, build_pruned_model(dense, plan)
+
+
+def _small(**overrides):
+    values = dict(
+        max_tokens=16 * 2 * 6,
+        seq_len=16,
+        batch_size=2,
+        validation_sequences=2,
+        eval_steps=2,
+        save_steps=2,
+        learning_rate=1e-2,
+        lora_r=4,
+        lora_alpha=8,
+        top_k=8,
+        chunk_size=5,
+    )
+    values.update(overrides)
+    return HealingConfig(**values)
+
+
+# ------------------------------------------------------------------------------------------------------- losses
+
+
+def test_coarse_kl_is_exact_at_full_k_and_short_by_the_rest_term():
+    g = torch.Generator().manual_seed(0)
+    teacher = F.log_softmax(torch.randn(6, 40, generator=g) * 2, dim=-1)
+    student = F.log_softmax(torch.randn(6, 40, generator=g) * 2, dim=-1)
+    full = (teacher.exp() * (teacher - student)).sum(-1)
+    everything = teacher.topk(40, dim=-1)
+    assert torch.allclose(coarse_kl(everything.values, student, everything.indices), full, atol=1e-5)
+    for k in (1, 5, 20):
+        top = teacher.topk(k, dim=-1)
+        coarse = coarse_kl(top.values, student, top.indices)
+        # the gap is exactly the teacher's rest mass times KL(teacher | rest || student | rest) >= 0
+        rest = torch.ones_like(teacher, dtype=torch.bool).scatter(-1, top.indices, False)
+        t_rest = torch.where(rest, teacher, -torch.inf)
+        s_rest = torch.where(rest, student, -torch.inf)
+        t_mass = torch.logsumexp(t_rest, -1, keepdim=True)
+        t_cond, s_cond = t_rest - t_mass, s_rest - torch.logsumexp(s_rest, -1, keepdim=True)
+        gap = t_mass.squeeze(-1).exp() * torch.where(rest, t_cond.exp() * (t_cond - s_cond), 0.0).sum(-1)
+        assert torch.all(coarse <= full + 1e-6)
+        assert torch.allclose(full - coarse, gap, atol=1e-5)
+        assert torch.all(full - coarse <= t_mass.squeeze(-1).exp() * (full.max() + 10))
+
+
+@pytest.mark.parametrize("top_k", [None, 128, 7])
+@pytest.mark.parametrize("kd_weight", [1.0, 0.4])
+def test_distillation_loss_matches_brute_force(top_k, kd_weight):
+    teacher, student = _pair()
+    ids = random_batch(2, 9)
+    temperature = 1.5
+    targets = teacher_targets(teacher, ids, top_k=top_k, temperature=temperature, chunk_size=4)
+    hidden = student.model(input_ids=ids).last_hidden_state[:, :-1].reshape(-1, 32)
+    labels = ids[:, 1:].reshape(-1)
+    loss, parts = distillation_loss(
+        student,
+        hidden,
+        teacher_ids=None if top_k is None else targets["ids"].long(),
+        teacher_logprobs=targets["logprobs"],
+        labels=labels,
+        kd_weight=kd_weight,
+        temperature=temperature,
+        chunk_size=5,
+    )
+    loss.backward()
+    chunked_grad = student.model.layers[0].mlp.down_proj.weight.grad.clone()
+    student.zero_grad()
+    # brute force: the whole vocabulary at once, no chunks, no checkpointing
+    logits = student(input_ids=ids).logits[:, :-1].reshape(-1, 128)
+    t = F.log_softmax(teacher(input_ids=ids).logits[:, :-1].reshape(-1, 128).detach() / temperature, dim=-1)
+    s = F.log_softmax(logits / temperature, dim=-1)
+    if top_k in (None, 128):
+        kd = (t.exp() * (t - s)).sum(-1).mean() * temperature**2
+    else:
+        top = t.topk(top_k, dim=-1)
+        kd = coarse_kl(top.values, s, top.indices).mean() * temperature**2
+    expected = kd_weight * kd + (1 - kd_weight) * F.cross_entropy(logits, labels) if kd_weight < 1 else kd
+    expected.backward()
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert abs(parts["kd"] - float(kd.detach())) < 1e-5
+    assert torch.allclose(chunked_grad, student.model.layers[0].mlp.down_proj.weight.grad, atol=1e-6)
+
+
+def test_teacher_of_itself_gives_zero_loss():
+    teacher, _ = _pair()
+    ids = random_batch(1, 7)
+    targets = teacher_targets(teacher, ids, top_k=None)
+    hidden = teacher.model(input_ids=ids).last_hidden_state[:, :-1].reshape(-1, 32)
+    loss, _ = distillation_loss(teacher, hidden, teacher_ids=None, teacher_logprobs=targets["logprobs"])
+    assert abs(float(loss)) < 1e-6
+
+
+# --------------------------------------------------------------------------------------------------------- data
+
+
+def test_pack_texts_rows_and_errors(tiny_tokenizer):
+    rows = pack_texts(TEXTS, tiny_tokenizer, 16, seed=3)
+    assert rows.dtype == torch.long and rows.shape[1] == 16 and rows.shape[0] > 4
+    assert torch.equal(rows, pack_texts(TEXTS, tiny_tokenizer, 16, seed=3))
+    assert (rows == tiny_tokenizer.bos_token_id).any() and (rows == tiny_tokenizer.eos_token_id).any()
+    with pytest.raises(ValueError, match="healing data is empty"):
+        pack_texts([], tiny_tokenizer, 16)
+    with pytest.raises(ValueError, match="fewer than one sequence of 4096"):
+        pack_texts(["short"], tiny_tokenizer, 4096)
+
+
+def test_healing_texts_never_read_evaluation_splits(data_dir):
+    texts, splits = healing_texts(["wikitext2", "rte"], data_dir=data_dir)
+    assert splits == {"wikitext2": "validation", "rte": "train"}
+    assert len(texts) > 1000 and "Homarus gammarus" in texts[0]
+    with pytest.raises(ValueError, match="'piqa': its train split is not available"):
+        healing_texts(["piqa"], data_dir=data_dir)
+
+
+def test_healing_config_validation():
+    with pytest.raises(ValueError, match="`seq_len` must be a positive integer, got 0"):
+        HealingConfig(seq_len=0)
+    with pytest.raises(ValueError, match=r"`kd_weight` must be in \[0, 1\], got 1.5"):
+        HealingConfig(kd_weight=1.5)
+    with pytest.raises(ValueError, match="`top_k` must be a positive integer or None"):
+        HealingConfig(top_k=0)
+
+
+# ------------------------------------------------------------------------------------------------------ training
+
+FRESH = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["diet_hf"] = None  # neither diet-hf nor PEFT can be imported in this process
+    sys.modules["peft"] = None
+    import torch
+    from transformers import AutoModelForCausalLM
+    path, ids = sys.argv[1], torch.tensor(json.loads(sys.argv[2]))
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+    with torch.no_grad():
+        print(json.dumps(model(ids).logits.tolist()))
+    """
+)
+
+
+def test_heal_lora_merges_saves_and_reloads_without_diet_hf_or_peft(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    ids = random_batch(1, 8)
+    with torch.no_grad():
+        unhealed_logits = student(ids).logits
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "healed")
+    record = healed.config.pruning["healing"]
+    assert not record["rolled_back"] and record["validation_kl_after"] < record["validation_kl_before"]
+    assert record["steps"] == 6 and record["tokens_seen"] == 6 * 2 * 16
+    assert record["merge_max_abs_logit_diff"] <= 1e-5
+    assert len(record["loss_curve"]) == 6
+    assert not any("lora" in name for name, _ in healed.named_parameters())
+    assert type(healed).__name__ == "PrunedGemma3ForCausalLM"
+    with torch.no_grad():
+        healed_logits = healed(ids).logits
+    assert not torch.allclose(healed_logits, unhealed_logits)
+    saved = tmp_path / "healed"
+    assert (saved / "model.safetensors").is_file() and not (tmp_path / "healed.healing").exists()
+    card = (saved / "README.md").read_text()
+    assert "## Healing" in card and "tokens seen" in card
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, str(script), str(saved), json.dumps(ids.tolist())],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.allclose(torch.tensor(json.loads(result.stdout)), healed_logits, atol=1e-5)
+
+
+class _Interrupt:
+    """A `TrainerCallback` stand-in that raises after `step` steps (an interrupted run)."""
+
+    def __init__(self, step):
+        from transformers import TrainerCallback
+
+        class Raise(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == step:
+                    raise KeyboardInterrupt("interrupted by the test")
+
+        self.callback = Raise()
+
+
+def test_resume_gives_the_same_weights_and_interrupted_output_is_absent(tmp_path, tiny_tokenizer):
+    config = _small(lora_dropout=0.1)
+    teacher, student = _pair()
+    straight = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "a")
+    teacher, student = _pair()
+    with pytest.raises(KeyboardInterrupt):
+        heal(
+            student,
+            teacher,
+            tiny_tokenizer,
+            TEXTS,
+            config=config,
+            output_dir=tmp_path / "b",
+            callbacks=[_Interrupt(3).callback],
+        )
+    assert not (tmp_path / "b").exists()  # absent, not half-written
+    assert (tmp_path / "b.healing" / "checkpoints" / "checkpoint-2").is_dir()
+    with pytest.raises(FileExistsError, match="pass `resume=True`"):
+        heal(*_pair()[::-1], tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "b")
+    teacher, student = _pair()
+    resumed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "b", resume=True)
+    assert resumed.config.pruning["healing"]["steps"] == 6
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_guard_rolls_back_when_healing_hurts(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    ids = random_batch(1, 8)
+    with torch.no_grad():
+        before = student(ids).logits
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(learning_rate=50.0), work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert record["rolled_back"] and record["validation_kl_after"] == record["validation_kl_before"]
+    with torch.no_grad():
+        assert torch.allclose(healed(ids).logits, before, atol=1e-6)
+
+
+def test_full_finetuning_option(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    healed = heal(
+        student, teacher, tiny_tokenizer, TEXTS, config=_small(lora=False, learning_rate=1e-3), work_dir=tmp_path / "w"
+    )
+    record = healed.config.pruning["healing"]
+    assert record["adapter"] == "full fine-tuning" and not record["rolled_back"]
+
+
+def test_online_full_vocabulary_teacher(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(top_k=None), work_dir=tmp_path / "w")
+    assert "full vocabulary" in healed.config.pruning["healing"]["objective"]
+
+
+# ----------------------------------------------------------------------------------------------------- bad input
+
+
+def test_a_teacher_that_is_not_the_parent_fails_before_training(tmp_path, tiny_tokenizer):
+    _, student = _pair()
+    for other in (tiny_dense_model("gemma3_text", hidden_size=48), tiny_dense_model("gemma3_text", vocab_size=96)):
+        with pytest.raises(ValueError, match="`teacher` is not the dense parent"):
+            heal(student, other, tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="model_type: student pruned_gemma3_text, teacher gemma2"):
+        check_parent(student.config, tiny_dense_model("gemma2").config)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
+
+
+def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match="healing data is empty"):
+        heal(student, teacher, tiny_tokenizer, [], config=_small(), output_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="at least 3 are needed"):
+        heal(student, teacher, tiny_tokenizer, TEXTS[:2], config=_small(), output_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
+    from diet_hf.cli import main
+
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    student.save_pretrained(tmp_path / "pruned")
+    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
+    teacher.save_pretrained(tmp_path / "dense")
+    flags = [
+        "--data",
+        "rte",
+        "--data-dir",
+        str(data_dir),
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--max-tokens",
+        "64",
+    ]
+    flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2", "--quiet"]
+    argv = ["heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output", str(tmp_path / "h")]
+    assert main(argv + flags) == 0
+    assert "2 steps, 64 tokens" in capsys.readouterr().out
+    config = json.loads((tmp_path / "h" / "config.json").read_text())
+    healing = config["pruning"]["healing"]
+    assert healing["data"] == {"sources": ["rte"], "splits": {"rte": "train"}}
+    assert healing["options"]["top_k"] == 4 and healing["options"]["lora_r"] == 2
+    other = tiny_dense_model("gemma3_text", hidden_size=48, vocab_size=len(tiny_tokenizer))
+    other.save_pretrained(tmp_path / "other")
+    argv[3] = str(tmp_path / "other")
+    argv[5] = str(tmp_path / "h2")
+    assert main(argv + flags) == 1
+    assert "`teacher` is not the dense parent" in capsys.readouterr().err
+    assert not (tmp_path / "h2").exists()
+    assert main(argv[:2] + ["--output", "x"]) == 2  # --teacher is required
