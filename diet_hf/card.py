@@ -100,11 +100,12 @@ def _healing_lines(healing: dict | None) -> list[str]:
     sources = ", ".join(f"{name} ({split})" for name, split in splits.items()) or ", ".join(data.get("sources") or [])
     curve = healing.get("loss_curve") or []
     shown = curve if len(curve) <= 8 else [curve[round(i * (len(curve) - 1) / 7)] for i in range(8)]
-    verdict = (
-        "rolled back: no evaluation beat the unhealed model, so these are the unhealed weights"
-        if healing.get("rolled_back")
-        else f"kept the best evaluation (step {healing.get('best_step')})"
-    )
+    if not (healing.get("options") or {}).get("guard", True):
+        verdict = "off: the weights after the last step"
+    elif healing.get("rolled_back"):
+        verdict = "rolled back: no evaluation beat the unhealed model, so these are the unhealed weights"
+    else:
+        verdict = f"kept the best evaluation (step {healing.get('best_step')})"
     return [
         "## Healing",
         "",

@@ -74,6 +74,9 @@ class HealingConfig:
     validation_sequences: int = _option(8, "packed sequences held out for the validation-KL guard")
     eval_steps: int = _option(20, "guard evaluation every this many steps")
     save_steps: int = _option(20, "resumable checkpoint every this many steps")
+    guard: bool = _option(
+        True, "keep the best evaluated state, rolling back when none beats the unhealed model (--no-guard: the last)"
+    )
     seed: int = _option(0, "data order, packing and LoRA initialization")
     bf16: bool = _option(False, "bfloat16 mixed precision (GPU)")
 
@@ -639,11 +642,12 @@ def heal(
 
     steps = trainer.state.global_step
     # the best state seen (the unhealed one when no evaluation beat it: then the healing is rolled back)
-    rolled_back = guard.best_step == 0
-    with torch.no_grad():
-        current = trainable(model)
-        for name, value in guard.best_state.items():
-            current[name].copy_(value)
+    rolled_back = config.guard and guard.best_step == 0
+    if config.guard:
+        with torch.no_grad():
+            current = trainable(model)
+            for name, value in guard.best_state.items():
+                current[name].copy_(value)
     model.eval()
     probe = validation[:1].to(next(model.parameters()).device)
     with torch.no_grad():
@@ -655,7 +659,7 @@ def heal(
     tolerance = 1e-2 if config.bf16 else 1e-4
     if merge_error > tolerance:
         raise RuntimeError(f"Merging the LoRA weights changed the logits by {merge_error:.2e} (> {tolerance:g}).")
-    after = guard.best
+    after = guard.best if config.guard else guard.history[-1]["validation_kl"]
     curve = [(entry["step"], round(entry["loss"], 5)) for entry in trainer.state.log_history if "loss" in entry]
     record = {
         "method": "knowledge distillation from the dense parent",
@@ -679,7 +683,7 @@ def heal(
         "validation_kl_before": round(before, 5),
         "validation_kl_after": round(after, 5),
         "validation_kl_history": [{**e, "validation_kl": round(e["validation_kl"], 5)} for e in guard.history],
-        "best_step": guard.best_step,
+        "best_step": guard.best_step if config.guard else steps,
         "merge_max_abs_logit_diff": merge_error,
         "rolled_back": rolled_back,
         "loss_curve": _thin(curve, 60),
