@@ -52,6 +52,8 @@ CANDIDATES = {
     "iter4+uniform+bias": {"allocation": "uniform", "steps": 4, **BIAS},
     "heads0.5+uniform+bias": {"allocation": "uniform", "attention_ratio": 0.5, **BIAS},
     "mlponly+uniform+bias": {"allocation": "uniform", "attention_ratio": 0.0, **BIAS},
+    "mlponly+keeplast+uniform+bias": {"allocation": "uniform", "attention_ratio": 0.0, "keep_layers": [-1], **BIAS},
+    "keeplast+uniform+bias": {"allocation": "uniform", "keep_layers": [-1], **BIAS},
     "flap": ("baseline", "flap"),
     "wanda_sp": ("baseline", "wanda_sp"),
 }

@@ -129,6 +129,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="heads lose this multiple of --sparsity (1: as the MLP; 0: keep every head) (default: the recipe's)",
     )
     prune.add_argument(
+        "--keep-layers",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="LAYER",
+        help="layers left whole (negative: from the end, e.g. -1 for the last) (default: the recipe's)",
+    )
+    prune.add_argument(
         "--steps",
         type=_positive_int,
         default=None,
@@ -279,6 +287,7 @@ def _run_prune(args) -> int:
             allocation=args.allocation,
             layer_sparsity_cap=args.layer_sparsity_cap,
             attention_ratio=args.attention_ratio,
+            keep_layers=args.keep_layers,
             round_to=args.round_to,
             min_mlp_fraction=args.min_mlp_fraction,
             allow_sublayer_removal=args.allow_sublayer_removal,

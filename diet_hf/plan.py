@@ -254,6 +254,21 @@ def _vote(per_task: list[torch.Tensor], k: int, floor: int, merge: str, weights,
     return order, _allocate(order, tuple(per_task[0].shape), k, floor, allocation)
 
 
+def _vote_except(per_task, k, floor, merge, weights, allocation, protected: list[int]):
+    """`_vote` with the `protected` layers kept whole: the other layers share what is left of `k`."""
+    if not protected:
+        return _vote(per_task, k, floor, merge, weights, allocation)
+    layers, units = per_task[0].shape
+    free = [i for i in range(layers) if i not in protected]
+    k_free = max(k - len(protected) * units, floor * len(free))
+    order_free, keep_free = _vote([s[free] for s in per_task], k_free, floor, merge, weights, allocation)
+    mapped = torch.tensor(free)[order_free // units] * units + order_free % units
+    first = torch.tensor([layer * units + unit for layer in protected for unit in range(units)], dtype=mapped.dtype)
+    keep = torch.ones((layers, units), dtype=torch.bool)
+    keep[free] = keep_free
+    return torch.cat([first, mapped]), keep
+
+
 def merged_order(masks, scores, *, merge: str = "vote", weights=None) -> torch.Tensor:
     """All units' flat indices, most important first, under the merge rule of `merge_keep_masks`."""
     weights = [1.0] * len(masks) if weights is None else list(weights)
@@ -334,6 +349,22 @@ def _capped_floor(cap: float | None, kept: int, shape: tuple[int, int]) -> int:
     return min(wanted, kept // layers)
 
 
+def _layer_indices(keep_layers, num_layers: int) -> list[int]:
+    """`keep_layers` as sorted non-negative layer indices; `ValueError` naming the argument on anything else."""
+    if keep_layers is None:
+        return []
+    if isinstance(keep_layers, (str, int)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and -num_layers <= i < num_layers for i in keep_layers
+    ):
+        raise ValueError(
+            f"`keep_layers` must be a list of layer indices in [-{num_layers}, {num_layers}), got {keep_layers!r}."
+        )
+    indices = sorted({i % num_layers for i in keep_layers})
+    if len(indices) == num_layers:
+        raise ValueError(f"`keep_layers` keeps all {num_layers} layers whole: nothing is left to prune.")
+    return indices
+
+
 def _check_fraction(name, value, low_open):
     if value is None:
         return
@@ -359,6 +390,7 @@ def build_plan(
     allow_sublayer_removal: bool = False,
     layer_sparsity_cap: float | None = None,
     attention_ratio: float = 1.0,
+    keep_layers: list[int] | None = None,
 ) -> PruningPlan:
     """Merges per-task scores into one plan that removes `sparsity` of the decoder blocks' attention + MLP parameters.
 
@@ -367,7 +399,8 @@ def build_plan(
     removed fraction meets `sparsity`. `layer_sparsity_cap` (>= 1, or None) keeps every layer's removed fraction of
     MLP width and of heads at most that multiple of the global fraction (1 = uniform widths; raises the floors).
     `attention_ratio` (>= 0, with `sparsity`) removes that multiple of `sparsity` of the heads (1 = the same fraction
-    as the MLP; 0 = keep every head and take the whole budget from the MLP width).
+    as the MLP; 0 = keep every head and take the whole budget from the MLP width). `keep_layers` (layer indices,
+    negative from the end) are left whole; the other layers pay the whole budget.
     See `DietPruner.prune` for the other arguments.
     """
     _check_fraction("sparsity", sparsity, low_open=True)
@@ -401,6 +434,7 @@ def build_plan(
             f"{attention_ratio!r} * {sparsity!r}."
         )
     scores.check_compatible(config)
+    protected = _layer_indices(keep_layers, config.num_hidden_layers)
     tasks = scores.tasks
     weights = None if task_weights is None else [float(task_weights.get(t, 0.0)) for t in tasks]
     if weights is not None and sum(weights) <= 0:
@@ -415,7 +449,7 @@ def build_plan(
     k_heads = round((1 - attn_share) * num_layers * num_heads)
     head_floor = 0 if allow_sublayer_removal else 1
     head_floor = max(head_floor, _capped_floor(layer_sparsity_cap, k_heads, (num_layers, num_heads)))
-    order, keep = _vote(head_scores, k_heads, head_floor, merge, weights, allocation)
+    order, keep = _vote_except(head_scores, k_heads, head_floor, merge, weights, allocation, protected)
     goodness = torch.empty(order.numel(), dtype=torch.float64)
     goodness[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)
     heads_kept, kv_kept = _legalize_heads(keep, goodness.view(num_layers, num_heads), plan.num_key_value_heads)
@@ -438,7 +472,7 @@ def build_plan(
     mlp_floor = 0 if allow_sublayer_removal else max(round_to, math.ceil(min_mlp_fraction * width))
     k_mlp = min(max(k_mlp, mlp_floor * num_layers), num_layers * width)
     mlp_floor = max(mlp_floor, _capped_floor(layer_sparsity_cap, k_mlp, (num_layers, width)))
-    order, keep = _vote(mlp_scores, k_mlp, mlp_floor, merge, weights, allocation)
+    order, keep = _vote_except(mlp_scores, k_mlp, mlp_floor, merge, weights, allocation, protected)
     counts = _round_counts(keep.sum(dim=1).tolist(), round_to, mlp_floor, width)
     mlp_kept = _take_counts(order, (num_layers, width), counts)
 
@@ -458,6 +492,7 @@ def build_plan(
         "allow_sublayer_removal": allow_sublayer_removal,
         "layer_sparsity_cap": layer_sparsity_cap,
         "attention_ratio": attention_ratio,
+        "keep_layers": None if keep_layers is None else list(keep_layers),
         "achieved_sparsity": None,
     }
     plan.__post_init__()

@@ -238,6 +238,7 @@ class DietPruner:
         allocation: str | None = None,
         layer_sparsity_cap: float | None = None,
         attention_ratio: float | None = None,
+        keep_layers: list[int] | None = None,
         round_to: int = 1,
         min_mlp_fraction: float = 0.05,
         allow_sublayer_removal: bool = False,
@@ -268,6 +269,8 @@ class DietPruner:
                 of its MLP width or heads (>= 1; `None` = no cap).
             attention_ratio (`float`, *optional*): with `sparsity`, the fraction of heads removed is this multiple
                 of `sparsity` (1 = the same fraction as the MLP width; 0 = keep every head, the MLP pays the budget).
+            keep_layers (`list[int]`, *optional*): layers left whole (negative indices count from the end); the
+                others pay the whole budget.
             round_to (`int`, *optional*, defaults to 1): per-layer MLP widths in multiples of this.
             min_mlp_fraction (`float`, *optional*, defaults to 0.05): MLP width floor per layer.
             allow_sublayer_removal (`bool`, *optional*, defaults to `False`): allow 0 heads or 0 MLP width in a layer.
@@ -294,6 +297,7 @@ class DietPruner:
             "allocation": allocation,
             "layer_sparsity_cap": layer_sparsity_cap,
             "attention_ratio": attention_ratio,
+            "keep_layers": keep_layers,
             "bias_compensation": bias_compensation,
             "steps": steps,
         }
@@ -398,6 +402,7 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
                 "allow_sublayer_removal",
                 "layer_sparsity_cap",
                 "attention_ratio",
+                "keep_layers",
                 "bias_compensation",
                 "steps",
             )

@@ -28,6 +28,7 @@ RECIPES: dict[str, dict] = {
         "allocation": "global",
         "layer_sparsity_cap": None,
         "attention_ratio": 1.0,
+        "keep_layers": None,
         "bias_compensation": False,
     },
     "balanced": {
@@ -38,6 +39,7 @@ RECIPES: dict[str, dict] = {
         "allocation": "uniform",
         "layer_sparsity_cap": None,
         "attention_ratio": 1.0,
+        "keep_layers": None,
         "bias_compensation": True,
     },
 }

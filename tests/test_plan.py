@@ -163,6 +163,27 @@ def test_attention_ratio_moves_the_budget_between_heads_and_mlp(ratio):
         assert plan.to_dict()["mlp_kept_indices"] == default.to_dict()["mlp_kept_indices"]
 
 
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+def test_keep_layers_leaves_them_whole_and_meets_the_budget(allocation):
+    config = tiny_gemma2_config(
+        num_hidden_layers=4,
+        intermediate_size=256,
+        hidden_size=64,
+        num_key_value_heads=1,
+        layer_types=["sliding_attention"] * 4,
+    )
+    scores = _scores(seed=2, config=config)
+    plan = build_plan(scores, config, sparsity=0.3, keep_layers=[-1, 0], allocation=allocation)
+    assert plan.intermediate_size_per_layer[0] == plan.intermediate_size_per_layer[3] == 256
+    assert plan.num_attention_heads_per_layer[0] == plan.num_attention_heads_per_layer[3] == 4
+    assert max(plan.intermediate_size_per_layer[1:3]) < 256
+    assert abs(plan.sparsity - 0.3) <= 0.01
+    assert plan.provenance["keep_layers"] == [-1, 0]
+    # the free layers are ranked among themselves exactly as a plan of those layers alone would rank them
+    if allocation == "uniform":
+        assert abs(plan.intermediate_size_per_layer[1] - plan.intermediate_size_per_layer[2]) <= 1
+
+
 def test_plan_is_deterministic_and_round_trips(tmp_path):
     config = tiny_gemma2_config()
     first = build_plan(_scores(seed=3), config, sparsity=0.25)
@@ -187,6 +208,11 @@ def test_plan_is_deterministic_and_round_trips(tmp_path):
         ({"sparsity": 0.2, "layer_sparsity_cap": 0.5}, r"`layer_sparsity_cap` must be a number >= 1 or None"),
         ({"sparsity": 0.2, "attention_ratio": -1}, r"`attention_ratio` must be a number >= 0, got -1"),
         ({"sparsity": 0.5, "attention_ratio": 2}, r"`attention_ratio` \* `sparsity` must stay below 1"),
+        (
+            {"sparsity": 0.2, "keep_layers": [5]},
+            r"`keep_layers` must be a list of layer indices in \[-2, 2\), got \[5\]",
+        ),
+        ({"sparsity": 0.2, "keep_layers": [0, 1]}, r"`keep_layers` keeps all 2 layers whole"),
         ({"sparsity": 0.2, "task_weights": {"zzz": 1.0}}, r"`task_weights` must give a positive weight"),
     ],
 )
