@@ -315,6 +315,7 @@ def _run_heal(args) -> int:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ._io import check_model_location
     from .healing import HealingConfig, check_parent, heal, healing_texts
     from .hub import register_auto_classes
     from .plan import PruningPlan
@@ -323,6 +324,8 @@ def _run_heal(args) -> int:
     if options["top_k"] == 0:
         options["top_k"] = None
     config = HealingConfig(**options)
+    check_model_location(args.model)
+    check_model_location(args.teacher, "--teacher")
     register_auto_classes()
     load = {"dtype": _dtype(args.dtype), "device_map": args.device_map}
     student = AutoModelForCausalLM.from_pretrained(args.model, **load)
@@ -382,8 +385,10 @@ def _has_train_split(task: str, data_dir) -> bool:
 def _run_eval(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ._io import check_model_location
     from .evaluation import evaluate
 
+    check_model_location(args.model)
     kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=_dtype(args.dtype), **kwargs).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model, **kwargs)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
+from ._io import check_model_location
 from .constants import FAMILIES, REMOTE_CODE_FILES, family_for_model_type
 
 __all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
@@ -53,6 +54,7 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
 
 def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -> dict:
     """Per-layer sizes, parameter counts and pruning provenance of a local directory or Hub repository."""
+    check_model_location(model_id_or_path)
     config = AutoConfig.from_pretrained(model_id_or_path, revision=revision)
     family_for_model_type(config.model_type)
     layers = []

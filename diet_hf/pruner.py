@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from ._io import check_model_location
 from .baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
 from .constants import family_for_model_type
 from .importance import ImportanceScores
@@ -69,6 +70,7 @@ class DietPruner:
             model_id_or_path (`str` or `os.PathLike`): Hub id or local directory of a Gemma-2 / Gemma 3 text model.
             from_pretrained_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (`dtype`, `device_map`, ...).
         """
+        check_model_location(model_id_or_path, "model_id_or_path")
         hub_kwargs = {
             k: from_pretrained_kwargs[k] for k in ("revision", "token", "cache_dir") if k in from_pretrained_kwargs
         }

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
     if args.head == "causal":
         model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True)
         task_type = peft.TaskType.CAUSAL_LM

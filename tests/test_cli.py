@@ -183,3 +183,13 @@ def test_interrupted_save_leaves_no_loadable_directory(tmp_path, monkeypatch):
     save_pruned_model(model, tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "m")(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize("command", ["eval", "info", "prune"])
+def test_a_missing_local_directory_is_named_as_such(tmp_path, capsys, command):
+    missing = str(tmp_path / "no-such-model")
+    extra = {"eval": [], "info": [], "prune": ["--output", str(tmp_path / "o"), "--sparsity", "0.2"]}[command]
+    assert main(["--quiet", command, missing, *extra]) == 1
+    error = capsys.readouterr().err
+    assert f"the local directory {missing} does not exist" in error
+    assert "repo id" not in error.lower()

@@ -178,3 +178,31 @@ def test_remote_code_files_are_the_repository_modeling_folder():
     assert remote_code_dir().resolve() == (REPO_ROOT / "modeling").resolve() or Path(remote_code_dir()).is_dir()
     for path in remote_code_files():
         assert path.is_file()
+
+
+def test_card_usage_snippet_runs_without_a_prompt(saved_pruned, tmp_path):
+    """The card's code block, run as a user would (stock transformers, no diet-hf, no terminal to answer on)."""
+    import shutil
+
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(shutil.copytree(saved_pruned[1], tmp_path / "model"))
+    PreTrainedTokenizerFast(
+        tokenizer_object=__import__("tokenizers").Tokenizer(__import__("tokenizers").models.WordLevel({"a": 0}, "a"))
+    ).save_pretrained(path)
+    card = (path / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace("path/to/this/model", str(path))
+    script = tmp_path / "snippet.py"
+    script.write_text('import sys\nsys.modules["diet_hf"] = None\n' + snippet + "print(type(tokenizer).__name__)\n")
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in result.stdout + result.stderr
