@@ -51,6 +51,11 @@ def _write_plot(config, path: Path) -> None:
     head_axis.axhline(config.num_attention_heads, color="black", linestyle="--", label="base model")
     head_axis.set(title="Attention heads per layer", xlabel="layer", ylabel="heads")
     head_axis.legend(loc="lower left")
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (mlp_axis, head_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    head_axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
@@ -128,8 +133,16 @@ def _healing_lines(healing: dict | None) -> list[str]:
     ]
 
 
-def write_model_card(save_directory, config, *, evaluation: dict | None = None, repo_id: str | None = None) -> Path:
-    """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`."""
+def write_model_card(
+    save_directory,
+    config,
+    *,
+    evaluation: dict | None = None,
+    dense_evaluation: dict | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`.
+    With `dense_evaluation` (the base model on the same examples) the evaluation table shows both side by side."""
     directory = Path(save_directory)
     record = getattr(config, "pruning", None) or {}
     method = record.get("method") or "DIET"
@@ -191,10 +204,28 @@ def write_model_card(save_directory, config, *, evaluation: dict | None = None, 
             "| task | examples | acc | acc_norm |",
             "|---|---|---|---|",
         ]
+        if dense_evaluation:
+            lines[-2:] = [
+                f"| task | examples | metric | {record.get('base_model') or 'dense model'} | this model |",
+                "|---|---|---|---|---|",
+            ]
         for task, row in evaluation["results"].items():
+            if dense_evaluation and task in dense_evaluation["results"]:
+                metric = row.get("headline_metric", "acc")
+                dense_value = dense_evaluation["results"][task][metric]
+                lines.append(f"| {task} | {row['num_scored']} | {metric} | {dense_value:.4f} | {row[metric]:.4f} |")
+                continue
             norm = "–" if row.get("acc_norm") is None else f"{row['acc_norm']:.4f}"
             lines.append(f"| {task} | {row['num_scored']} | {row['acc']:.4f} | {norm} |")
-        lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
+        if dense_evaluation:
+            lines += [
+                f"| headline average | | | {dense_evaluation['average']:.4f} | {evaluation['average']:.4f} |",
+                "",
+                "Both models scored on the same examples (acc for BoolQ, RTE, WinoGrande; acc_norm otherwise).",
+                "",
+            ]
+        else:
+            lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
     lines += [
         "## Usage",
         "",

@@ -100,13 +100,21 @@ def register_auto_classes() -> None:
 
 
 def save_pruned_model(
-    model, save_directory, *, tokenizer=None, plan=None, evaluation: dict | None = None, repo_id: str | None = None
+    model,
+    save_directory,
+    *,
+    tokenizer=None,
+    plan=None,
+    evaluation: dict | None = None,
+    dense_evaluation: dict | None = None,
+    repo_id: str | None = None,
 ) -> Path:
     """Saves a pruned model (safetensors, config with `auto_map`, remote code), its tokenizer and plan, atomically.
 
     Everything is written into a temporary directory beside `save_directory` and moved into place at the end, so an
     interrupted save never leaves a directory that half-loads; an existing directory is replaced only on success.
-    The model card (`README.md`, with the evaluation table when `evaluation` is given) and its plot are written too;
+    The model card (`README.md`, with the evaluation table when `evaluation` is given, beside the base model's when
+    `dense_evaluation` is given) and its plot are written too;
     `plan` defaults to the one surgery attached to the model.
     """
     from .card import write_model_card
@@ -123,7 +131,7 @@ def save_pruned_model(
             plan.save_pretrained(tmp)
         for source in remote_code_files():  # transformers copies them too; make sure they are byte-identical
             shutil.copyfile(source, tmp / source.name)
-        write_model_card(tmp, model.config, evaluation=evaluation, repo_id=repo_id)
+        write_model_card(tmp, model.config, evaluation=evaluation, dense_evaluation=dense_evaluation, repo_id=repo_id)
     return target
 
 

@@ -68,7 +68,9 @@ def main(argv=None) -> int:
     pruned_eval = evaluate(pruned, tokenizer, PAPER_TASKS, **scored)
     print(f"[{time.perf_counter() - clock:6.0f}s] evaluated dense and pruned", flush=True)
 
-    save_pruned_model(pruned, args.output, tokenizer=tokenizer, plan=pruner.plan, evaluation=pruned_eval)
+    save_pruned_model(
+        pruned, args.output, tokenizer=tokenizer, plan=pruner.plan, evaluation=pruned_eval, dense_evaluation=dense_eval
+    )
     prompt = "The capital of France is"
     reload = subprocess.run(
         [sys.executable, "-c", RELOAD, args.output, prompt],

@@ -135,6 +135,16 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
 
     with Image.open(tmp_path / "m" / PLOT_FILE) as image:
         image.verify()
+    # with the dense model's scores on the same examples: side by side
+    dense_eval = {
+        "results": {"rte": {"acc": 0.6, "acc_norm": 0.6, "num_scored": 10, "headline_metric": "acc"}},
+        "average": 0.6,
+    }
+    evaluation["results"]["rte"]["headline_metric"] = "acc"
+    save_pruned_model(model, tmp_path / "m2", evaluation=evaluation, dense_evaluation=dense_eval)
+    text = (tmp_path / "m2" / "README.md").read_text()
+    assert "| task | examples | metric | google/gemma-2-2b | this model |" in text
+    assert "| rte | 10 | acc | 0.6000 | 0.5000 |" in text and "| headline average | | | 0.6000 | 0.5000 |" in text
 
 
 @pytest.mark.parametrize("fault", ["fail_commits", "drop_commits"])
