@@ -313,7 +313,7 @@ def _run_prune(args) -> int:
 def _run_heal(args) -> int:
     import dataclasses
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from ._io import check_model_location
     from .healing import HealingConfig, check_parent, heal, healing_texts
@@ -333,9 +333,9 @@ def _run_heal(args) -> int:
         raise ValueError(
             f"`model` must be a pruned model saved by diet-hf; {args.model} is a {type(student).__name__}."
         )
-    teacher = AutoModelForCausalLM.from_pretrained(args.teacher, **load)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    check_parent(student.config, teacher.config)  # before reading any data
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+    # the teacher is loaded by `heal` for its one pass over the data and freed before training
+    check_parent(student.config, AutoConfig.from_pretrained(args.teacher))  # before reading any data
     names = []
     for source in args.data:
         if source == "tasks":
@@ -352,7 +352,7 @@ def _run_heal(args) -> int:
         student.diet_plan = PruningPlan.from_pretrained(args.model)
     healed = heal(
         student,
-        teacher,
+        args.teacher if config.top_k is not None else AutoModelForCausalLM.from_pretrained(args.teacher, **load),
         tokenizer,
         data,
         config=config,

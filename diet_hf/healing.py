@@ -13,6 +13,7 @@ and loads without PEFT. A validation guard scores held-out sequences before trai
 best state is kept, and if it is no better than the unhealed model the healing is rolled back (and recorded so).
 """
 
+import gc
 import json
 import math
 import os
@@ -476,7 +477,27 @@ def _validation_kl(model, rows: torch.Tensor, targets, teacher, healing: Healing
     return total / count
 
 
-def _precompute(teacher, rows: torch.Tensor, healing: HealingConfig, path: Path | None) -> dict[str, torch.Tensor]:
+def _teacher_config(teacher):
+    """The teacher's config and name, without loading weights when `teacher` is a Hub id or directory."""
+    if isinstance(teacher, (str, os.PathLike)):
+        from transformers import AutoConfig
+
+        from ._io import check_model_location
+
+        check_model_location(teacher, "teacher")
+        return AutoConfig.from_pretrained(teacher), str(teacher)
+    return teacher.config, getattr(teacher.config, "_name_or_path", None) or None
+
+
+def _load_teacher(teacher, student):
+    from transformers import AutoModelForCausalLM
+
+    parameter = next(student.parameters())
+    model = AutoModelForCausalLM.from_pretrained(teacher, dtype=parameter.dtype)
+    return model.to(parameter.device).eval()
+
+
+def _precompute(get_teacher, rows: torch.Tensor, healing: HealingConfig, path: Path | None) -> dict[str, torch.Tensor]:
     """Top-k teacher targets for every row (cached in `path`, so a resumed run does not run the teacher again)."""
     from safetensors.torch import load_file, save_file
 
@@ -485,6 +506,7 @@ def _precompute(teacher, rows: torch.Tensor, healing: HealingConfig, path: Path 
         if cached["rows"].shape == rows.shape and torch.equal(cached["rows"], rows):
             return {"logprobs": cached["logprobs"], "ids": cached["ids"]}
     parts = {"logprobs": [], "ids": []}
+    teacher = get_teacher()
     for start in tqdm(range(0, rows.shape[0], healing.batch_size), desc="teacher top-k", unit="batch"):
         out = teacher_targets(
             teacher, rows[start : start + healing.batch_size], top_k=healing.top_k, temperature=healing.temperature
@@ -516,8 +538,10 @@ def heal(
 
     Args:
         student: a pruned causal LM (`PrunedGemma*ForCausalLM`); trained in place.
-        teacher: its dense parent (checked: vocabulary, hidden size, layers, family); with `top_k` set it runs once
-            over the data and is not needed afterwards (`del` it to free the memory).
+        teacher: its dense parent (checked: vocabulary, hidden size, layers, family), as a model or as a Hub id /
+            directory. With `top_k` set it runs once over the data and is not needed afterwards: given as a path, it
+            is loaded for that pass and freed before training (and not loaded at all when a resumed run finds its
+            cached targets); given as a model, `del` your reference to free the memory.
         tokenizer: the tokenizer of both.
         data: a list of strings, a `datasets.Dataset` with a `text` column, or a dict of such per source (each
             packed apart, their sequences interleaved in equal shares; see `healing_texts`).
@@ -534,7 +558,8 @@ def heal(
     from transformers import ProgressCallback, TrainingArguments
 
     config = config or HealingConfig()
-    check_parent(student.config, teacher.config)
+    teacher_config, teacher_name = _teacher_config(teacher)
+    check_parent(student.config, teacher_config)
     sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
     rows = pack_sources(sources, tokenizer, config.seq_len, seed=config.seed)
     if rows.shape[0] <= config.validation_sequences:
@@ -563,13 +588,23 @@ def heal(
 
     torch.manual_seed(config.seed)
     online = config.top_k is None
+    loaded = {}
+
+    def get_teacher():  # a teacher given by name is loaded only when something must run through it
+        if "model" not in loaded:
+            model = _load_teacher(teacher, student) if isinstance(teacher, (str, os.PathLike)) else teacher
+            loaded["model"] = model.eval()
+        return loaded["model"]
+
     if online:
-        teacher.eval()
+        teacher = get_teacher()
         train_targets = validation_targets = None
     else:
-        teacher.eval()
-        validation_targets = _precompute(teacher, validation, config, work_dir / "teacher_validation.safetensors")
-        train_targets = _precompute(teacher, train, config, work_dir / "teacher_train.safetensors")
+        validation_targets = _precompute(get_teacher, validation, config, work_dir / "teacher_validation.safetensors")
+        train_targets = _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors")
+        teacher = None  # a teacher loaded here is freed: training needs only its cached targets
+        loaded.clear()
+        gc.collect()
     guard_teacher = teacher if online else None
 
     before = _validation_kl(student, validation, validation_targets, guard_teacher, config)
@@ -663,7 +698,7 @@ def heal(
     curve = [(entry["step"], round(entry["loss"], 5)) for entry in trainer.state.log_history if "loss" in entry]
     record = {
         "method": "knowledge distillation from the dense parent",
-        "teacher": getattr(teacher.config, "_name_or_path", None) or None,
+        "teacher": teacher_name,
         "data": data_record or {"sources": list(sources), "splits": None},
         "training_sequences": int(train.shape[0]),
         "validation_sequences": int(validation.shape[0]),

@@ -343,3 +343,13 @@ def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
     assert "`teacher` is not the dense parent" in capsys.readouterr().err
     assert not (tmp_path / "h2").exists()
     assert main(argv[:2] + ["--output", "x"]) == 2  # --teacher is required
+
+
+def test_teacher_by_path_is_loaded_for_its_pass_only(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    teacher.save_pretrained(tmp_path / "dense")
+    healed = heal(student, str(tmp_path / "dense"), tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert record["teacher"] == str(tmp_path / "dense") and not record["rolled_back"]
+    with pytest.raises(FileNotFoundError, match="`teacher`: the local directory .* does not exist"):
+        heal(student, str(tmp_path / "nowhere"), tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "v")
