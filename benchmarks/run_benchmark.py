@@ -41,8 +41,9 @@ SIGNAL_TASKS = ("hellaswag", "arc_easy", "piqa")  # where a 270M model is clearl
 SPLIT_RULE = "diet_hf.tasks.split_half: SHA-256 of '<task>/<example id>', first 8 bytes even = dev, odd = test"
 # DIET's default recipe with one option changed (the paper's recipe, `diet_paper`, runs at the baselines' sparsities)
 ABLATIONS = {
+    "diet_balanced": {"recipe": "balanced"},  # heads removed too, at the MLP's fraction (the 0.1 default)
+    "diet_global": {"allocation": "global"},
     "diet_mean": {"merge": "mean"},
-    "diet_uniform": {"allocation": "uniform"},
     "diet_no_bias": {"bias_compensation": False},
 }
 ALL_METHODS = ["dense", "diet", "diet_paper", *ABLATIONS, "diet_wikitext", *BASELINES, "flap_no_bias"]

@@ -229,13 +229,16 @@ PINNED_PLANS = {
     ("gemma2", 0.2, "uniform+bias"): "e28e9e1daac2c1c1",
     ("gemma2", 0.4, "uniform+bias"): "400412581ed68647",
     ("gemma3_text", 0.2, "uniform+bias"): "5a549343d1a1b671",
-    ("gemma2", 0.2, "default"): "e28e9e1daac2c1c1",  # the default recipe is uniform allocation + bias compensation
-    ("gemma3_text", 0.2, "default"): "5a549343d1a1b671",
+    ("gemma2", 0.2, "balanced"): "e28e9e1daac2c1c1",  # the 0.1 default: uniform allocation + bias compensation
+    ("gemma3_text", 0.2, "balanced"): "5a549343d1a1b671",
+    ("gemma2", 0.2, "default"): "9c9ef00b1d759ba6",  # "uniform_mlp": "balanced" with every head kept
+    ("gemma3_text", 0.4, "default"): "d003175f0f13fd58",
     ("gemma2", 0.2, "contribution+cap"): "fa5ea39cbacaaa06",
     ("gemma3_text", 0.4, "contribution+cap"): "37e929690e505c8c",
 }
 PINNED_OPTIONS = {
     "default": {},
+    "balanced": {"recipe": "balanced"},
     "paper": {"recipe": "paper"},
     "uniform+bias": {"recipe": "paper", "allocation": "uniform", "bias_compensation": True},
     "contribution+cap": {"recipe": "paper", "score": "contribution", "layer_sparsity_cap": 1.5},
@@ -252,6 +255,9 @@ def test_plans_are_pinned(family):
         plan = pruner.plan
         kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
         assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == expected, (family, sparsity, name)
+        if name == "default":  # the default keeps every head; the MLP width pays the whole budget
+            assert plan.num_attention_heads_per_layer == [pruner.model.config.num_attention_heads] * len(kept[1])
+            assert abs(plan.sparsity - sparsity) < 0.02
 
 
 @pytest.mark.parametrize("method", ["flap", "wanda_sp", "magnitude", "random"])
