@@ -34,28 +34,58 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _pairs(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from error
+
+
 def _add_dataclass_flags(parser, options_class) -> None:
-    """One flag per field of a frozen options dataclass, with its `metadata["help"]` and its default."""
+    """One flag per field of a frozen options dataclass (`PruneOptions`, `HealingConfig`), with its
+    `metadata["help"]`, its choices and its default; values are validated by the dataclass itself."""
     import dataclasses
     import typing
 
     hints = typing.get_type_hints(options_class)
     for option in dataclasses.fields(options_class):
         flag = "--" + option.name.replace("_", "-")
-        kind = hints[option.name]
-        help_text = f"{option.metadata.get('help', '')} (default: {option.default})"
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=option.default, help=help_text)
-            continue
-        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        parser.add_argument(flag, type=base, default=option.default, help=help_text)
+        kind, metadata = hints[option.name], option.metadata
+        recipe = metadata.get("recipe")
+        default = None if option.default is dataclasses.MISSING else option.default
+        help_text = f"{metadata.get('help', '')} (default: {'the recipe' if recipe else default})"
+        args = typing.get_args(kind)
+        base = next((t for t in args if t is not type(None)), kind)
+        if kind is bool or (bool in args):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif metadata.get("cli") == "pairs":
+            parser.add_argument(flag, type=_pairs, nargs="+", default=default, metavar="NAME=NUMBER", help=help_text)
+        elif typing.get_origin(base) is list:
+            item = typing.get_args(base)[0]
+            parser.add_argument(flag, type=item, nargs="+", default=default, help=help_text)
+        else:
+            choices = metadata.get("choices")
+            parser.add_argument(flag, type=base, choices=choices, default=default, help=help_text)
+
+
+def _dataclass_values(args, options_class) -> dict:
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(options_class)}
+    for name, value in values.items():
+        if isinstance(value, list) and value and isinstance(value[0], tuple):  # NAME=NUMBER pairs
+            values[name] = dict(value)
+    return values
 
 
 def _build_parser() -> argparse.ArgumentParser:
     from .healing import HealingConfig
-    from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
+    from .options import PruneOptions
     from .pruner import METHODS
-    from .recipes import DEFAULT_RECIPE, RECIPES, SCORE_KINDS
+    from .recipes import DEFAULT_RECIPE, RECIPES
     from .tasks import HALVES, PAPER_TASKS, TASKS
 
     parser = argparse.ArgumentParser(prog="diet-hf", description="DIET structured pruning for Gemma models.")
@@ -111,47 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default="diet",
         help="DIET (default) or a baseline's scores and allocation in the same pipeline; the card names it",
     )
-    prune.add_argument("--score", choices=SCORE_KINDS, default=None, help="unit score (default: the recipe's)")
-    prune.add_argument("--merge", choices=MERGE_MODES, default=None, help="merge of the per-task rankings")
-    prune.add_argument("--mlp-normalize", choices=NORMALIZATIONS, default=None)
-    prune.add_argument("--head-normalize", choices=NORMALIZATIONS, default=None)
-    prune.add_argument("--allocation", choices=ALLOCATIONS, default=None, help="global ranking or equal widths")
-    prune.add_argument(
-        "--layer-sparsity-cap",
-        type=float,
-        default=None,
-        help="no layer loses more than this multiple (>= 1) of the global fraction",
-    )
-    prune.add_argument(
-        "--attention-ratio",
-        type=float,
-        default=None,
-        help="heads lose this multiple of --sparsity (1: as the MLP; 0: keep every head) (default: the recipe's)",
-    )
-    prune.add_argument(
-        "--keep-layers",
-        type=int,
-        nargs="+",
-        default=None,
-        metavar="LAYER",
-        help="layers left whole (negative: from the end, e.g. -1 for the last) (default: the recipe's)",
-    )
-    prune.add_argument(
-        "--steps",
-        type=_positive_int,
-        default=None,
-        help="iterative pruning: reach the target in this many steps, re-profiling in between (default: the recipe's)",
-    )
-    prune.add_argument("--round-to", type=_positive_int, default=1)
-    prune.add_argument("--min-mlp-fraction", type=float, default=0.05)
-    prune.add_argument("--allow-sublayer-removal", action="store_true")
-    prune.add_argument(
-        "--bias-compensation",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="FLAP's bias compensation: o_proj/down_proj biases hold the removed channels' mean contribution "
-        "(default: the recipe's)",
-    )
+    _add_dataclass_flags(prune, PruneOptions)  # every pruning option, with its help text
     prune.add_argument("--dtype", choices=DTYPES, default="float32")
     prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
     prune.add_argument("--revision", default=None)
@@ -280,19 +270,7 @@ def _run_prune(args) -> int:
             attention_sparsity=args.attention_sparsity,
             recipe=args.recipe,
             method=args.method,
-            score=args.score,
-            merge=args.merge,
-            mlp_normalize=args.mlp_normalize,
-            head_normalize=args.head_normalize,
-            allocation=args.allocation,
-            layer_sparsity_cap=args.layer_sparsity_cap,
-            attention_ratio=args.attention_ratio,
-            keep_layers=args.keep_layers,
-            round_to=args.round_to,
-            min_mlp_fraction=args.min_mlp_fraction,
-            allow_sublayer_removal=args.allow_sublayer_removal,
-            bias_compensation=args.bias_compensation,
-            steps=args.steps,
+            options=args.prune_options,
         )
         output = Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(sparsity * 100)}")
         repo = None
@@ -311,19 +289,15 @@ def _run_prune(args) -> int:
 
 
 def _run_heal(args) -> int:
-    import dataclasses
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from ._io import check_model_location
-    from .healing import HealingConfig, check_parent, heal, healing_texts
+    from .healing import check_parent, heal, healing_texts
     from .hub import register_auto_classes
     from .plan import PruningPlan
 
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(HealingConfig)}
-    if options["top_k"] == 0:
-        options["top_k"] = None
-    config = HealingConfig(**options)
+    config = args.healing_config
     check_model_location(args.model)
     check_model_location(args.teacher, "--teacher")
     register_auto_classes()
@@ -463,6 +437,20 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse exits 2 on usage errors (with its message) and 0 for --help
         return int(exit_.code or 0)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:  # the options objects validate the flags they were generated from: a bad value is a usage error
+        if args.command == "prune":
+            from .options import PruneOptions
+
+            args.prune_options = PruneOptions(**_dataclass_values(args, PruneOptions))
+        elif args.command == "heal":
+            from .healing import HealingConfig
+
+            values = _dataclass_values(args, HealingConfig)
+            values["top_k"] = values["top_k"] or None  # --top-k 0: the full vocabulary
+            args.healing_config = HealingConfig(**values)
+    except ValueError as error:
+        print(f"diet-hf {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     if args.quiet:
         _quiet()
     runner = {"prune": _run_prune, "heal": _run_heal, "eval": _run_eval, "info": _run_info, "export": _run_export}[

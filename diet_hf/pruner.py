@@ -4,6 +4,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -12,6 +13,7 @@ from ._io import check_model_location
 from .baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
 from .constants import family_for_model_type
 from .importance import ImportanceScores
+from .options import PruneOptions
 from .plan import PruningPlan, build_plan
 from .profiler import collect_activation_stats
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
@@ -31,7 +33,14 @@ def _baseline_options(method: str) -> dict:
     """A baseline's plan options in the form of a recipe (its own score; FLAP with its bias compensation)."""
     options = {"merge": "vote", "mlp_normalize": "none", "head_normalize": "none", "allocation": "global"}
     options.update(BASELINE_PRUNE_OPTIONS[method])
-    return {**options, "score": method, "layer_sparsity_cap": None, "bias_compensation": method == "flap"}
+    return {
+        **options,
+        "score": method,
+        "layer_sparsity_cap": None,
+        "attention_ratio": 1.0,
+        "keep_layers": None,
+        "bias_compensation": method == "flap",
+    }
 
 
 class DietPruner:
@@ -232,80 +241,43 @@ class DietPruner:
         attention_sparsity: float | None = None,
         recipe: str = DEFAULT_RECIPE,
         method: str = "diet",
-        score: str | None = None,
-        merge: str | None = None,
-        task_weights: dict[str, float] | None = None,
-        mlp_normalize: str | None = None,
-        head_normalize: str | None = None,
-        allocation: str | None = None,
-        layer_sparsity_cap: float | None = None,
-        attention_ratio: float | None = None,
-        keep_layers: list[int] | None = None,
-        round_to: int = 1,
-        min_mlp_fraction: float = 0.05,
-        allow_sublayer_removal: bool = False,
         tasks: list[str] | None = None,
-        bias_compensation: bool | None = None,
-        steps: int | None = None,
+        options: PruneOptions | None = None,
+        **option_values,
     ):
         """Builds the DIET plan from the scores and returns the physically pruned model.
 
         Args:
             sparsity (`float`): fraction in (0, 1) of the decoder blocks' attention + MLP parameters to remove.
             mlp_sparsity, attention_sparsity (`float`, *optional*): set the MLP and attention fractions apart instead.
-            recipe (`str`, *optional*): a named set of the options below (`diet_hf.recipes.RECIPES`): the default
-                recipe, or `"paper"` for the method exactly as the paper describes it. Options passed explicitly
-                override the recipe's.
+            recipe (`str`, *optional*): a named set of options (`diet_hf.recipes.RECIPES`): the default recipe, or
+                `"paper"` for the method exactly as the paper describes it. Options passed explicitly override it.
             method (`str`, *optional*, defaults to `"diet"`): `"diet"`, or a baseline's scores and allocation in the
                 same pipeline (`"flap"`, `"wanda_sp"`, `"magnitude"`, `"random"`; `diet_hf.baselines`), so its pruned
                 model is saved and published the same way and its card names the method. `recipe` applies to DIET
                 only; FLAP gets its bias compensation by default.
-            score (`str`, *optional*): `"activation"` (mean |activation| per MLP dimension, mean head-output norm
-                per head) or `"contribution"` (the same times the norm of the unit's `down_proj` / `o_proj` columns).
-            merge (`str`, *optional*): `"vote"` (DIET's majority vote) or `"mean"`.
-            task_weights (`dict[str, float]`, *optional*): per-task weights of votes and scores.
-            mlp_normalize, head_normalize (`str`, *optional*): `"none"` ranks raw scores globally; `"layer"` divides
-                each layer's scores by their mean first; `"standardize"` uses per-layer z-scores (FLAP).
-            allocation (`str`, *optional*): `"global"` (one ranking across layers) or `"uniform"` (equal widths).
-            layer_sparsity_cap (`float`, *optional*): no layer loses more than this multiple of the global fraction
-                of its MLP width or heads (>= 1; `None` = no cap).
-            attention_ratio (`float`, *optional*): with `sparsity`, the fraction of heads removed is this multiple
-                of `sparsity` (1 = the same fraction as the MLP width; 0 = keep every head, the MLP pays the budget).
-            keep_layers (`list[int]`, *optional*): layers left whole (negative indices count from the end); the
-                others pay the whole budget.
-            round_to (`int`, *optional*, defaults to 1): per-layer MLP widths in multiples of this.
-            min_mlp_fraction (`float`, *optional*, defaults to 0.05): MLP width floor per layer.
-            allow_sublayer_removal (`bool`, *optional*, defaults to `False`): allow 0 heads or 0 MLP width in a layer.
             tasks (`list[str]`, *optional*): use only these profiled tasks (e.g. leave-one-task-out).
-            bias_compensation (`bool`, *optional*): FLAP's bias compensation; the pruned model gets `o_proj` /
-                `down_proj` biases holding the removed channels' mean contribution (needs a profile made with
-                `channel_stats=True`, the default of `profile`).
-            steps (`int`, *optional*): iterative pruning: reach the target in this many equal steps, profiling the
-                calibration data again (no gradients) through the dense model with the units removed so far masked
-                (filled with their means under bias compensation) before choosing the next ones. 1 = one shot. Needs
-                the calibration data of `profile()` in this session (not a profile from `load_scores`).
+            options (`PruneOptions`, *optional*): the options below as one object.
+            **option_values: the fields of `diet_hf.options.PruneOptions` (`score`, `merge`, `mlp_normalize`,
+                `head_normalize`, `allocation`, `layer_sparsity_cap`, `attention_ratio`, `keep_layers`,
+                `bias_compensation`, `steps`, `task_weights`, `round_to`, `min_mlp_fraction`,
+                `allow_sublayer_removal`); each field's `metadata["help"]` documents it. `None` = the recipe's value.
+                `steps` > 1 profiles again between steps and needs the calibration data of `profile()` in this session.
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan.
         """
+        unknown = sorted(set(option_values) - set(PruneOptions.names()))
+        if unknown:
+            raise TypeError(
+                f"prune() got unexpected keyword argument(s) {unknown}; the options are {PruneOptions.names()}."
+            )
+        options = replace(options, **option_values) if options is not None else PruneOptions(**option_values)
         if method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-        options = recipe_options(recipe) if method == "diet" else _baseline_options(method)
-        explicit = {
-            "score": score,
-            "merge": merge,
-            "mlp_normalize": mlp_normalize,
-            "head_normalize": head_normalize,
-            "allocation": allocation,
-            "layer_sparsity_cap": layer_sparsity_cap,
-            "attention_ratio": attention_ratio,
-            "keep_layers": keep_layers,
-            "bias_compensation": bias_compensation,
-            "steps": steps,
-        }
-        options.update({k: v for k, v in explicit.items() if v is not None})
-        score, bias_compensation = options.pop("score"), options.pop("bias_compensation")
-        steps = options.pop("steps", 1)
+        values = options.resolved(recipe_options(recipe) if method == "diet" else _baseline_options(method))
+        score, bias_compensation = values.pop("score"), values.pop("bias_compensation")
+        steps = values.pop("steps") or 1
         if method != "diet" and (score != method or steps != 1):
             raise ValueError(f"`score` and `steps` belong to DIET; `method={method!r}` has its own scores.")
         if method == "diet" and score not in SCORE_KINDS:
@@ -317,26 +289,20 @@ class DietPruner:
                 f"`steps={steps}` profiles again between steps and needs the calibration data of `profile()`; these "
                 "scores were loaded with `load_scores`. Call `profile()` first, or pass `steps=1`."
             )
-        if steps > 1 and "standardize" in (options["mlp_normalize"], options["head_normalize"]):
+        if steps > 1 and "standardize" in (values["mlp_normalize"], values["head_normalize"]):
             raise ValueError("`steps` > 1 needs scores where removed units rank last; `standardize` does not.")
         scores = self._require_scores()
         if tasks is not None:
             scores = scores.select(list(tasks))
         if bias_compensation and scores.channel_stats is None:
-            source = "passed" if explicit["bias_compensation"] else f"of recipe {recipe!r}"
+            source = "passed" if options.bias_compensation else f"of recipe {recipe!r}"
             raise ValueError(
                 f"`bias_compensation=True` ({source}) needs per-channel statistics, which this profile lacks: "
                 "profile with `channel_stats=True` (the default), or pass `bias_compensation=False`."
             )
         norms = output_weight_norms(self.model) if score == "contribution" else None
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
-        fixed = {
-            "task_weights": task_weights,
-            "round_to": round_to,
-            "min_mlp_fraction": min_mlp_fraction,
-            "allow_sublayer_removal": allow_sublayer_removal,
-            **options,
-        }
+        fixed = values
         ranked_source = scores if method == "diet" else baseline_scores(method, self.model, scores)
         current, channel_source, plan = ranked_source, scores, None
         for step in range(1, steps + 1):
@@ -389,26 +355,7 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
         "achieved_block_sparsity": plan.sparsity,
         "block_parameters": {"dense": dense, "pruned": kept},
         "total_parameters": {"dense": total_dense, "pruned": total_dense - (dense - kept)},
-        "options": {
-            k: plan.provenance.get(k)
-            for k in (
-                "recipe",
-                "score",
-                "merge",
-                "task_weights",
-                "mlp_normalize",
-                "head_normalize",
-                "allocation",
-                "round_to",
-                "min_mlp_fraction",
-                "allow_sublayer_removal",
-                "layer_sparsity_cap",
-                "attention_ratio",
-                "keep_layers",
-                "bias_compensation",
-                "steps",
-            )
-        },
+        "options": {k: plan.provenance.get(k) for k in ("recipe", *PruneOptions.names())},
         "diet_hf_version": scores.provenance.get("diet_hf_version"),
     }
 

@@ -1,6 +1,7 @@
 """`diet-hf` subcommands through `main(argv)`: success, usage errors (exit 2) and failures (exit 1)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,28 @@ def test_a_missing_local_directory_is_named_as_such(tmp_path, capsys, command):
     error = capsys.readouterr().err
     assert f"the local directory {missing} does not exist" in error
     assert "repo id" not in error.lower()
+
+
+def test_every_prune_option_is_a_flag_a_record_field_and_a_readme_row(capsys):
+    from diet_hf.options import PruneOptions
+
+    assert main(["prune", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in PruneOptions.names():
+        assert "--" + name.replace("_", "-") in help_text, name
+        assert f"| `{name}`" in readme or f"`{name}` †" in readme or f", `{name}`" in readme, name
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--steps", "0"], "`steps` must be a positive integer, got 0"),
+        (["--layer-sparsity-cap", "0.5"], "`layer_sparsity_cap` must be a number >= 1, got 0.5"),
+        (["--task-weights", "boolq"], "argument --task-weights: expected NAME=NUMBER, got 'boolq'"),
+        (["--merge", "max"], "argument --merge: invalid choice: 'max'"),
+    ],
+)
+def test_bad_prune_options_are_usage_errors(flags, message, capsys):
+    assert main(["prune", "m", "--output", "o", "--sparsity", "0.2", *flags]) == 2
+    assert message in capsys.readouterr().err

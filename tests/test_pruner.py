@@ -280,3 +280,19 @@ def test_baseline_methods_through_the_pipeline(method):
         pruner.prune(sparsity=0.3, method=method, steps=2)
     with pytest.raises(ValueError, match=r"`method` must be one of \('diet', 'random'"):
         pruner.prune(sparsity=0.3, method="sparsegpt")
+
+
+def test_prune_takes_an_options_object_and_names_unknown_options():
+    from diet_hf.options import PruneOptions
+
+    pruner = _profiled()
+    by_keywords = pruner.prune(sparsity=0.3, allocation="uniform", attention_ratio=0.0)
+    by_object = pruner.prune(sparsity=0.3, options=PruneOptions(allocation="uniform", attention_ratio=0.0))
+    assert by_keywords.config.intermediate_size_per_layer == by_object.config.intermediate_size_per_layer
+    record = by_object.config.pruning["options"]
+    assert list(record) == ["recipe", *PruneOptions.names()]
+    assert record["attention_ratio"] == 0.0 and record["allocation"] == "uniform"
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['alocation'\]"):
+        pruner.prune(sparsity=0.3, alocation="uniform")
+    with pytest.raises(ValueError, match=r"`allocation` must be one of \('global', 'uniform'\), got 'even'"):
+        pruner.prune(sparsity=0.3, allocation="even")

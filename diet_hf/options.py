@@ -1,0 +1,146 @@
+"""The pruning options as one frozen, validated object: `DietPruner.prune`, the `diet-hf prune` flags, the provenance
+record and the model card's rows all come from the fields of `PruneOptions`.
+
+Adding an option is one field here (with its help text, and `recipe=True` if named recipes set it) plus the code
+that uses it (`plan.build_plan` for a plan option); the CLI flag, the record and the card follow. The README's table
+is checked against the fields by a test.
+"""
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
+from .recipes import SCORE_KINDS, recipe_options
+
+__all__ = ["PruneOptions", "option"]
+
+
+def option(default, help_text: str, *, choices=None, recipe: bool = False, cli: str | None = None):
+    """A dataclass field with its documentation. `choices`: allowed values (checked, and the CLI's choices);
+    `recipe`: `None` means "the recipe's value"; `cli`: how the CLI parses it (`"pairs"`: NAME=VALUE words)."""
+    metadata = {"help": help_text, "choices": choices, "recipe": recipe, "cli": cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """How `DietPruner.prune` scores and allocates, beyond the target (`sparsity`), the `recipe` and the `method`.
+
+    Fields marked `recipe` default to `None`: the recipe's value (`diet_hf.recipes.RECIPES`). Validated on creation;
+    `ValueError` names the field, what was expected and what came.
+    """
+
+    score: str | None = option(
+        None,
+        "unit score: 'activation' (mean |activation| per MLP dimension, mean head-output norm per head; the paper) "
+        "or 'contribution' (the same times the norm of the unit's down_proj / o_proj columns)",
+        choices=SCORE_KINDS,
+        recipe=True,
+    )
+    merge: str | None = option(
+        None, "merge of the per-task rankings: DIET's majority 'vote', or 'mean'", choices=MERGE_MODES, recipe=True
+    )
+    mlp_normalize: str | None = option(
+        None,
+        "MLP scores before ranking: 'none' (raw, global), 'layer' (divided by the layer's mean), 'standardize' "
+        "(per-layer z-scores, FLAP)",
+        choices=NORMALIZATIONS,
+        recipe=True,
+    )
+    head_normalize: str | None = option(
+        None, "head scores before ranking (as mlp_normalize)", choices=NORMALIZATIONS, recipe=True
+    )
+    allocation: str | None = option(
+        None,
+        "'global' (one ranking across layers: uneven widths) or 'uniform' (every layer the same width)",
+        choices=ALLOCATIONS,
+        recipe=True,
+    )
+    layer_sparsity_cap: float | None = option(
+        None,
+        "no layer loses more than this multiple (>= 1) of the global fraction of its MLP width or heads",
+        recipe=True,
+    )
+    attention_ratio: float | None = option(
+        None,
+        "with sparsity: heads lose this multiple of it (1: the same fraction as the MLP width; 0: every head kept, "
+        "the MLP width pays the whole budget)",
+        recipe=True,
+    )
+    keep_layers: list[int] | None = option(
+        None, "layers left whole (negative indices from the end); the others pay the whole budget", recipe=True
+    )
+    bias_compensation: bool | None = option(
+        None,
+        "FLAP's bias compensation: o_proj / down_proj biases hold the removed channels' mean contribution (needs the "
+        "channel statistics profile() keeps by default)",
+        recipe=True,
+    )
+    steps: int | None = option(
+        None,
+        "iterative pruning: reach the target in this many steps, re-profiling (no gradients) with the units removed "
+        "so far masked",
+        recipe=True,
+    )
+    task_weights: dict[str, float] | None = option(
+        None, "per-task weights of votes and ranks (CLI: TASK=WEIGHT ...)", cli="pairs"
+    )
+    round_to: int = option(1, "per-layer MLP widths in multiples of this, holding the global budget")
+    min_mlp_fraction: float = option(0.05, "MLP width floor per layer (each layer also keeps at least one head)")
+    allow_sublayer_removal: bool = option(
+        False, "allow a layer to lose its whole MLP or attention (the residual passes through)"
+    )
+
+    def __post_init__(self):
+        for spec in fields(self):
+            value, choices = getattr(self, spec.name), spec.metadata["choices"]
+            if choices is not None and value is not None and value not in choices:
+                raise ValueError(f"`{spec.name}` must be one of {tuple(choices)}, got {value!r}.")
+        _check_number("layer_sparsity_cap", self.layer_sparsity_cap, low=1)
+        _check_number("attention_ratio", self.attention_ratio, low=0)
+        _check_number("min_mlp_fraction", self.min_mlp_fraction, low=0, high=1)
+        for name in ("round_to", "steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("bias_compensation", "allow_sublayer_removal"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+        if self.keep_layers is not None:
+            if isinstance(self.keep_layers, (str, int)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in self.keep_layers
+            ):
+                raise ValueError(f"`keep_layers` must be a list of layer indices, got {self.keep_layers!r}.")
+            object.__setattr__(self, "keep_layers", list(self.keep_layers))
+        if self.task_weights is not None and not isinstance(self.task_weights, dict):
+            raise ValueError(f"`task_weights` must be a dict of task name to weight, got {self.task_weights!r}.")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [spec.name for spec in fields(cls)]
+
+    def resolved(self, recipe_values: dict) -> dict:
+        """Every option's value: the explicit ones, the recipe's (`recipe_values`) where `None`."""
+        values = asdict(self)
+        for spec in fields(self):
+            if spec.metadata["recipe"] and values[spec.name] is None:
+                values[spec.name] = recipe_values.get(spec.name, _default_of(spec))
+        return values
+
+    def for_recipe(self, recipe: str) -> dict:
+        return self.resolved(recipe_options(recipe))
+
+
+def _default_of(spec):
+    return None if spec.default is MISSING else spec.default
+
+
+def _check_number(name, value, *, low=None, high=None):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (low is not None and not value >= low):
+        raise ValueError(f"`{name}` must be a number >= {low}, got {value!r}.")
+    if high is not None and not value <= high:
+        raise ValueError(f"`{name}` must be a number in [{low}, {high}], got {value!r}.")
