@@ -117,9 +117,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--tasks",
         nargs="+",
         default=list(PAPER_TASKS),
-        choices=list(TASKS),
         metavar="TASK",
-        help=f"calibration tasks (default: the paper's seven); known: {', '.join(TASKS)}",
+        help=f"calibration tasks (default: the paper's seven): registered names ({', '.join(TASKS)}) and your own "
+        "data as NAME=FILE (.jsonl with a text field, or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]] "
+        "(a Hub dataset id or a save_to_disk directory; default split train, column text), mixed freely",
     )
     prune.add_argument("--num-samples", type=_positive_int, default=100, help="calibration examples per task")
     prune.add_argument("--batch-size", type=_positive_int, default=8)
@@ -252,7 +253,7 @@ def _run_prune(args) -> int:
         pruner.load_scores(args.scores)
     else:
         pruner.profile(
-            tasks=args.tasks,
+            tasks=args.task_data,
             num_samples=args.num_samples,
             batch_size=args.batch_size,
             max_length=args.max_length,
@@ -440,15 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the options objects validate the flags they were generated from: a bad value is a usage error
         if args.command == "prune":
             from .options import PruneOptions
+            from .tasks import load_task_source
 
             args.prune_options = PruneOptions(**_dataclass_values(args, PruneOptions))
+            # the user's own task data is read and checked before any model loads
+            args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
         elif args.command == "heal":
             from .healing import HealingConfig
 
             values = _dataclass_values(args, HealingConfig)
             values["top_k"] = values["top_k"] or None  # --top-k 0: the full vocabulary
             args.healing_config = HealingConfig(**values)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"diet-hf {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.quiet:

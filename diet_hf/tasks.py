@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "load_task_source",
     "DATA_DIR_ENV",
     "HALVES",
     "TASKS",
@@ -297,3 +298,87 @@ def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") 
     return CalibrationSet(
         task=name, texts=texts, example_ids=[f"{name}-{i}" for i in range(len(texts))], excluded_eval_ids=[]
     )
+
+
+def load_task_source(argument: str) -> tuple[str, list[str] | None]:
+    """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
+    calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
+    with one text per non-empty line), or a `datasets` source `ID_OR_DIR[:SPLIT[:COLUMN]]` (a Hub dataset id, or a
+    directory saved with `save_to_disk`; split `train` and column `text` by default). Everything is read and checked
+    here, so a bad path, split or column fails before any model is loaded; the error names what was wrong."""
+    if "=" not in argument:
+        if argument not in TASKS:
+            raise ValueError(
+                f"`--tasks`: {argument!r} is not a registered task ({', '.join(TASKS)}); give your own data as "
+                "NAME=PATH or NAME=DATASET[:SPLIT[:COLUMN]]."
+            )
+        return argument, None
+    name, source = argument.split("=", 1)
+    if not name or not source:
+        raise ValueError(f"`--tasks`: expected NAME=SOURCE, got {argument!r}.")
+    if name in TASKS:
+        raise ValueError(f"`--tasks`: {name!r} is a registered task; give your own data another name.")
+    location, _, rest = source.partition(":")
+    split, _, column = rest.partition(":")
+    path = Path(location).expanduser()
+    if path.is_file():
+        if rest:
+            raise ValueError(f"`--tasks` {name}: a file takes no split or column, got {source!r}.")
+        texts = _read_text_file(path, name)
+    else:
+        texts = _read_dataset(name, location, path, split or None, column or "text")
+    if not texts:
+        raise ValueError(f"`--tasks` {name}: {source} holds no non-empty texts.")
+    return name, texts
+
+
+def _read_text_file(path: Path, name: str) -> list[str]:
+    if path.suffix in (".jsonl", ".json"):
+        texts = []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"`--tasks` {name}: {path} line {number} is not JSON ({error.msg}).") from None
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise ValueError(f"`--tasks` {name}: {path} line {number} has no string `text` field.")
+                texts.append(row["text"])
+        return [t for t in texts if t.strip()]
+    if path.suffix in (".txt", ""):
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise ValueError(f"`--tasks` {name}: {path} must be .jsonl, .json (one object per line) or .txt.")
+
+
+def _read_dataset(name: str, location: str, path: Path, split: str | None, column: str) -> list[str]:
+    import datasets
+
+    if path.is_dir():
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            split = split or "train"
+            if split not in loaded:
+                raise ValueError(f"`--tasks` {name}: {path} has no split {split!r}; splits: {sorted(loaded)}.")
+            loaded = loaded[split]
+        elif split:
+            raise ValueError(f"`--tasks` {name}: {path} is a single dataset; it has no split {split!r}.")
+    else:
+        looks_local = location.startswith(("/", "./", "../", "~")) or location.count("/") > 1
+        if looks_local:
+            raise FileNotFoundError(f"`--tasks` {name}: no file or directory at {location}.")
+        try:
+            loaded = datasets.load_dataset(location, split=split or "train")
+        except ValueError as error:  # e.g. an unknown split
+            raise ValueError(f"`--tasks` {name}: dataset {location!r}: {error}") from None
+        except Exception as error:  # the Hub's many failure types, reported with the source named
+            raise ValueError(
+                f"`--tasks` {name}: could not load dataset {location!r} ({type(error).__name__}: {error})"
+            ) from error
+    if column not in loaded.column_names:
+        raise ValueError(f"`--tasks` {name}: no column {column!r}; columns: {loaded.column_names}.")
+    values = loaded[column]
+    if not all(isinstance(v, str) for v in values):
+        raise ValueError(f"`--tasks` {name}: column {column!r} does not hold strings.")
+    return [v for v in values if v.strip()]

@@ -142,7 +142,7 @@ def test_count_parameters_matches_models():
     ("argv", "message"),
     [
         (["prune", "m", "--output", "o", "--sparsity", "1.5"], "argument --sparsity: expected a number in (0, 1)"),
-        (["prune", "m", "--output", "o", "--tasks", "squad"], "argument --tasks: invalid choice: 'squad'"),
+        (["prune", "m", "--output", "o", "--tasks", "squad"], "`--tasks`: 'squad' is not a registered task"),
         (["prune", "m"], "the following arguments are required: --output"),
         (["eval", "m", "--limit", "0"], "argument --limit: expected a positive integer"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -219,3 +219,42 @@ def test_every_prune_option_is_a_flag_a_record_field_and_a_readme_row(capsys):
 def test_bad_prune_options_are_usage_errors(flags, message, capsys):
     assert main(["prune", "m", "--output", "o", "--sparsity", "0.2", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_prune_with_the_users_own_task_sources(tmp_path, data_dir, tiny_tokenizer, capsys):
+    import datasets
+
+    save_dense_checkpoint(tmp_path / "dense", "gemma3_text", tiny_tokenizer)
+    (tmp_path / "mine.jsonl").write_text(
+        "\n".join(json.dumps({"text": f"Question {i}? Answer: yes"}) for i in range(6))
+    )
+    (tmp_path / "lines.txt").write_text("one text\n\nanother text\na third\n")
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict({"body": [f"support ticket {i}" for i in range(5)]})}
+    ).save_to_disk(str(tmp_path / "ds"))
+    tasks = [
+        "rte",
+        f"mine={tmp_path / 'mine.jsonl'}",
+        f"lines={tmp_path / 'lines.txt'}",
+        f"tickets={tmp_path / 'ds'}:train:body",
+    ]
+    argv = ["--quiet", "prune", str(tmp_path / "dense"), "--output", str(tmp_path / "out"), "--sparsity", "0.2"]
+    argv += ["--num-samples", "3", "--data-dir", str(data_dir), "--tasks", *tasks]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "out" / "config.json").read_text())["pruning"]
+    assert record["tasks"] == ["rte", "mine", "lines", "tickets"]
+    assert "mine" in (tmp_path / "out" / "README.md").read_text()
+    capsys.readouterr()
+    # bad sources fail before the model loads (the model path does not even exist), naming what was wrong
+    bad = {
+        f"x={tmp_path / 'nope.jsonl'}": "no file or directory at",
+        f"x={tmp_path / 'ds'}:test": "has no split 'test'; splits: ['train']",
+        f"x={tmp_path / 'ds'}:train:text": "no column 'text'; columns: ['body']",
+        f"rte={tmp_path / 'lines.txt'}": "'rte' is a registered task",
+    }
+    for word, message in bad.items():
+        assert (
+            main(["prune", str(tmp_path / "missing-model"), "--output", "o", "--sparsity", "0.2", "--tasks", word])
+            == 2
+        )
+        assert message in capsys.readouterr().err, word
