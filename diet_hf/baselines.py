@@ -6,6 +6,7 @@ holds the plan options that reproduce the method's allocation rule.
 
 import torch
 
+from .constants import head_dim as config_head_dim
 from .importance import ImportanceScores
 
 __all__ = ["BASELINES", "BASELINE_PRUNE_OPTIONS", "baseline_scores"]
@@ -34,7 +35,7 @@ def baseline_scores(method: str, model, scores: ImportanceScores | None = None, 
         raise ValueError(f"`method` must be one of {BASELINES}, got {method!r}.")
     config = model.config
     layers, width, heads = config.num_hidden_layers, config.intermediate_size, config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    head_dim = config_head_dim(config)
     if method == "random":
         generator = torch.Generator().manual_seed(seed)
         mlp, head = torch.rand(layers, width, generator=generator), torch.rand(layers, heads, generator=generator)

@@ -4,13 +4,12 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .constants import family_for_model_type
 from .info import count_parameters
 
 __all__ = ["PLOT_FILE", "write_model_card"]
 
 PLOT_FILE = "diet_layers.png"
-# License of the base model where known (Gemma models ship under the Gemma terms of use).
-_BASE_LICENSES = {"gemma2": "gemma", "gemma3_text": "gemma"}
 _CITATION = """@misc{diet2026,
   title         = {{DIET} (arXiv:2603.23985)},
   eprint        = {2603.23985},
@@ -153,7 +152,7 @@ def write_model_card(
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["diet", "pruned", "structured-pruning", base_type],
-        license=_BASE_LICENSES.get(base_type),
+        license=family_for_model_type(config.model_type).license,
     )
     _write_plot(config, directory / PLOT_FILE)
     target = record.get("target") or {}

@@ -11,6 +11,7 @@ __all__ = [
     "SCORES_WEIGHTS_FILE",
     "ModelFamily",
     "family_for_model_type",
+    "head_dim",
 ]
 
 CONFIG_FILE = "config.json"
@@ -22,23 +23,48 @@ REMOTE_CODE_FILES = ("configuration_pruned_gemma2.py", "modeling_pruned_gemma2.p
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """How one stock architecture maps to its pruned classes and where DIET reads and cuts."""
+    """Every per-family fact in one place: how a stock architecture maps to its pruned classes, where DIET reads and
+    cuts, what its ONNX export and model card name, and what its parameter count includes. A new family is one entry
+    here plus its classes in the remote code (`modeling/`)."""
 
     name: str
     dense_model_type: str
     pruned_model_type: str
     pruned_config_class: str
     pruned_causal_lm_class: str
+    dense_causal_lm_class: str  # the stock class the ONNX export's config.json names
+    license: str | None = None  # the base model's license tag on the model card
+    qk_norms: bool = False  # per-layer q_norm / k_norm weights of head_dim (Gemma 3), counted as parameters
     mlp_down_proj: str = "model.layers.{layer_idx}.mlp.down_proj"
     attn_o_proj: str = "model.layers.{layer_idx}.self_attn.o_proj"
 
 
 FAMILIES = (
-    ModelFamily("gemma2", "gemma2", "pruned_gemma2", "PrunedGemma2Config", "PrunedGemma2ForCausalLM"),
     ModelFamily(
-        "gemma3_text", "gemma3_text", "pruned_gemma3_text", "PrunedGemma3TextConfig", "PrunedGemma3ForCausalLM"
+        "gemma2",
+        "gemma2",
+        "pruned_gemma2",
+        "PrunedGemma2Config",
+        "PrunedGemma2ForCausalLM",
+        "Gemma2ForCausalLM",
+        license="gemma",
+    ),
+    ModelFamily(
+        "gemma3_text",
+        "gemma3_text",
+        "pruned_gemma3_text",
+        "PrunedGemma3TextConfig",
+        "PrunedGemma3ForCausalLM",
+        "Gemma3ForCausalLM",
+        license="gemma",
+        qk_norms=True,
     ),
 )
+
+
+def head_dim(config) -> int:
+    """Per-head width of a Gemma config: `head_dim`, or `hidden_size / num_attention_heads` where it is unset."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def family_for_model_type(model_type: str) -> ModelFamily:

@@ -7,7 +7,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from ._io import check_model_location
-from .constants import FAMILIES, REMOTE_CODE_FILES, family_for_model_type
+from .constants import FAMILIES, REMOTE_CODE_FILES, family_for_model_type, head_dim
 
 __all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
 
@@ -29,8 +29,8 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
         dense (`bool`, *optional*): count the unpruned base model (the global sizes) instead.
     """
     h = config.hidden_size
-    d = getattr(config, "head_dim", None) or h // config.num_attention_heads
-    qk_norms = config.model_type in ("gemma3_text", "pruned_gemma3_text")
+    d = head_dim(config)
+    qk_norms = family_for_model_type(config.model_type).qk_norms
     blocks = norms = 0
     for layer_idx in range(config.num_hidden_layers):
         width, heads, kv_heads = (

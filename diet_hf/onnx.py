@@ -38,7 +38,6 @@ __all__ = ["PrunedGemma2OnnxConfig", "PrunedGemma3TextOnnxConfig", "export_onnx"
 
 TASKS = ("text-generation", "text-generation-with-past")
 PRUNED_MODEL_TYPES = {family.pruned_model_type: family for family in FAMILIES}
-_DENSE_CAUSAL_LM_CLASSES = {"gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"}
 
 
 def past_key_value_shapes(config) -> list[tuple[int, int]]:
@@ -131,7 +130,7 @@ def write_base_type_config(path: Path) -> None:
         return
     values["diet_hf_pruned_model_type"] = values["model_type"]
     values["model_type"] = family.dense_model_type
-    values["architectures"] = [_DENSE_CAUSAL_LM_CLASSES[family.dense_model_type]]
+    values["architectures"] = [family.dense_causal_lm_class]
     values.pop("auto_map", None)
     path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 

@@ -11,6 +11,7 @@ import torch
 
 from ._io import atomic_write_text
 from .constants import PLAN_FILE
+from .constants import head_dim as config_head_dim
 
 __all__ = ["PruningPlan", "build_plan", "merge_keep_masks", "merged_order", "rank_normalize", "select_global_top_k"]
 
@@ -107,7 +108,7 @@ class PruningPlan:
         return cls(
             model_type=config.model_type,
             hidden_size=config.hidden_size,
-            head_dim=_head_dim(config),
+            head_dim=config_head_dim(config),
             intermediate_size=config.intermediate_size,
             num_attention_heads=config.num_attention_heads,
             num_key_value_heads=config.num_key_value_heads,
@@ -164,10 +165,6 @@ class PruningPlan:
 def _check_indices(values, size, name):
     if list(values) != sorted(set(values)) or any(not 0 <= v < size for v in values):
         raise ValueError(f"`{name}` must be sorted unique indices in [0, {size}), got {list(values)[:8]}...")
-
-
-def _head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def rank_normalize(scores: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .constants import ModelFamily
+from .constants import head_dim as config_head_dim
 
 __all__ = ["ActivationStats", "collect_activation_stats", "record_activation_stats"]
 
@@ -104,7 +105,7 @@ def collect_activation_stats(
     Only the decoder runs: the LM head is not needed for the statistics and is most of the compute on Gemma 3.
     """
     config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = config_head_dim(config)
     stats = ActivationStats(
         config.num_hidden_layers,
         config.intermediate_size,

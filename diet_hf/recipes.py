@@ -13,6 +13,7 @@ the best HellaSwag + ARC-e + PIQA average; the README has the numbers and the ru
 
 import torch
 
+from .constants import head_dim as config_head_dim
 from .importance import ImportanceScores
 
 __all__ = ["DEFAULT_RECIPE", "RECIPES", "SCORE_KINDS", "output_weight_norms", "recipe_options", "weighted_scores"]
@@ -63,7 +64,7 @@ def output_weight_norms(model) -> dict[str, torch.Tensor]:
     of each query head's `o_proj` column block (`heads`, `(layers, num_attention_heads)`) of a dense Gemma model."""
     config = model.config
     heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    head_dim = config_head_dim(config)
     mlp, head = [], []
     for layer in model.model.layers:
         mlp.append(layer.mlp.down_proj.weight.float().norm(dim=0).cpu())
