@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_benchmark as rb  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
-from diet_hf.evaluation import kl_divergence, next_token_logprobs, perplexity  # noqa: E402
+from diet_hf.evaluation import next_token_logprobs  # noqa: E402
 from diet_hf.healing import HealingConfig, heal, healing_texts  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.recipes import DEFAULT_RECIPE  # noqa: E402
@@ -54,33 +54,7 @@ def _peak_rss_gib() -> float | None:
 
 
 def _measure(name, model, tokenizer, args, context, extra=None) -> dict:
-    start = time.perf_counter()
-    result = rb._evaluate(model, tokenizer, rb.EVAL_TASKS, args.limit, args, context["excluded"])
-    paper = [result["results"][t][result["results"][t]["headline_metric"]] for t in PAPER_TASKS]
-    logprobs = next_token_logprobs(model, tokenizer, context["kl_prompts"], batch_size=args.batch_size)
-    ppl = perplexity(
-        model,
-        tokenizer,
-        data_dir=args.data_dir,
-        max_length=args.ppl_length,
-        max_windows=args.ppl_windows,
-        disable_progress=True,
-    )
-    row = {
-        "model": name,
-        "average_paper_tasks": sum(paper) / len(paper),
-        "average_stderr": rb._average_stderr(result),
-        "average_signal_tasks": sum(
-            result["results"][t][result["results"][t]["headline_metric"]] for t in rb.SIGNAL_TASKS
-        )
-        / len(rb.SIGNAL_TASKS),
-        "per_task": {t: {k: r[k] for k in ("acc", "acc_norm", "num_scored")} for t, r in result["results"].items()},
-        "correct": rb._correct(result),
-        "perplexity": ppl["perplexity"],
-        "kl_from_dense": kl_divergence(context["dense_logprobs"], logprobs),
-        "eval_seconds": time.perf_counter() - start,
-        **(extra or {}),
-    }
+    row = {"model": name, **rb.quality(model, tokenizer, args, context), **(extra or {})}
     print(f"{name}: avg {row['average_paper_tasks']:.4f} ppl {row['perplexity']:.1f} KL {row['kl_from_dense']:.3f}")
     return row
 

@@ -138,10 +138,11 @@ def _evaluate(model, tokenizer, tasks, limit, args, excluded) -> dict:
     )
 
 
-def _measure(name, model, dense, tokenizer, args, context, sparsity, options=None) -> dict:
-    excluded = context["excluded"]
+def quality(model, tokenizer, args, context) -> dict:
+    """Accuracy (seven tasks, PIQA, the signal tasks, per task, with the scored examples for the bootstrap), KL from
+    the dense model after `context["kl_prompts"]`, and WikiText-2 perplexity: the quality fields of a row."""
     start = time.perf_counter()
-    result = _evaluate(model, tokenizer, EVAL_TASKS, args.limit, args, excluded)
+    result = _evaluate(model, tokenizer, EVAL_TASKS, args.limit, args, context["excluded"])
     paper = [result["results"][t][result["results"][t]["headline_metric"]] for t in PAPER_TASKS]
     logprobs = next_token_logprobs(model, tokenizer, context["kl_prompts"], batch_size=args.batch_size)
     kl = kl_divergence(context["dense_logprobs"], logprobs)  # main() computes the dense model's once
@@ -153,14 +154,7 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
         max_windows=args.ppl_windows,
         disable_progress=True,
     )
-    seconds = time.perf_counter() - start
-    # speed side by side: the dense model on the same inputs right before, so both see the same machine load
-    dense_speed = measure_tokens_per_second(dense, repeats=args.speed_repeats, prompt_len=args.prompt_len)
-    speed = measure_tokens_per_second(model, repeats=args.speed_repeats, prompt_len=args.prompt_len)
-    row = {
-        "method": name,
-        "sparsity": sparsity,
-        "options": options or {},
+    return {
         "average_paper_tasks": sum(paper) / len(paper),
         "average_with_piqa": result["average"],
         "average_signal_tasks": sum(
@@ -175,18 +169,32 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
         },
         "perplexity": ppl["perplexity"],
         "kl_from_dense": kl,
+        "eval_seconds": time.perf_counter() - start,
+    }
+
+
+def _measure(name, model, dense, tokenizer, args, context, sparsity, options=None) -> dict:
+    scores = quality(model, tokenizer, args, context)
+    seconds = scores["eval_seconds"]
+    # speed side by side: the dense model on the same inputs right before, so both see the same machine load
+    dense_speed = measure_tokens_per_second(dense, repeats=args.speed_repeats, prompt_len=args.prompt_len)
+    speed = measure_tokens_per_second(model, repeats=args.speed_repeats, prompt_len=args.prompt_len)
+    row = {
+        "method": name,
+        "sparsity": sparsity,
+        "options": options or {},
+        **scores,
         "parameters": sum(p.numel() for p in model.parameters()),
         **_ideal_speedups(dense, model, args.prompt_len),
         **speed,
         "dense_prefill_tokens_per_s": dense_speed["prefill_tokens_per_s"],
         "dense_decode_tokens_per_s": dense_speed["decode_tokens_per_s"],
-        "eval_seconds": seconds,
     }
     row["prefill_speedup"] = speed["prefill_tokens_per_s"] / dense_speed["prefill_tokens_per_s"]
     row["decode_speedup"] = speed["decode_tokens_per_s"] / dense_speed["decode_tokens_per_s"]
     print(
         f"{name:14} {sparsity!s:5} avg {row['average_paper_tasks']:.3f} ppl {row['perplexity']:8.1f} "
-        f"kl {kl:.3f} prefill x{row['prefill_speedup']:.3f} decode x{row['decode_speedup']:.3f} "
+        f"kl {row['kl_from_dense']:.3f} prefill x{row['prefill_speedup']:.3f} decode x{row['decode_speedup']:.3f} "
         f"({seconds:.0f} s)",
         flush=True,
     )

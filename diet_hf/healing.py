@@ -146,7 +146,7 @@ def distillation_loss(
     hidden: torch.Tensor,
     *,
     teacher_ids: torch.Tensor | None,
-    teacher_logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor | None,
     labels: torch.Tensor | None = None,
     kd_weight: float = 1.0,
     temperature: float = 1.0,
@@ -161,6 +161,8 @@ def distillation_loss(
     """
     if kd_weight < 1 and labels is None:
         raise ValueError("`labels` are needed when `kd_weight` < 1 (the language-modelling part of the loss).")
+    if teacher_logprobs is None and kd_weight > 0:
+        raise ValueError("`teacher_logprobs` are needed when `kd_weight` > 0.")
     n = hidden.shape[0]
     if n == 0:
         raise ValueError("No positions to score.")
@@ -168,7 +170,9 @@ def distillation_loss(
     def chunk_loss(h, t_lp, t_ids, y):
         logits = _output_logits(model, h)
         log_student = F.log_softmax(logits / temperature, dim=-1)
-        if t_ids is None:
+        if t_lp is None:
+            kd = logits.new_zeros(logits.shape[0])
+        elif t_ids is None:
             kd = (t_lp.exp() * (t_lp - log_student)).sum(-1)
         else:
             kd = coarse_kl(t_lp, log_student, t_ids)
@@ -182,7 +186,7 @@ def distillation_loss(
         part = slice(start, start + chunk_size)
         args = (
             hidden[part],
-            teacher_logprobs[part],
+            None if teacher_logprobs is None else teacher_logprobs[part],
             None if teacher_ids is None else teacher_ids[part],
             None if labels is None else labels[part],
         )
@@ -362,14 +366,16 @@ def _trainer_classes():
                     self.teacher, ids, top_k=None, temperature=self.healing.temperature, chunk_size=256
                 )
                 t_lp, t_ids = targets["logprobs"].to(hidden.device), None
-            else:
-                t_lp = inputs["teacher_logprobs"].reshape(-1, inputs["teacher_logprobs"].shape[-1])
+            elif "teacher_logprobs" in inputs:
+                t_lp = inputs["teacher_logprobs"].reshape(-1, inputs["teacher_logprobs"].shape[-1]).float()
                 t_ids = inputs["teacher_ids"].reshape(-1, inputs["teacher_ids"].shape[-1]).long()
+            else:  # kd_weight 0: the next-token loss alone
+                t_lp = t_ids = None
             loss, parts = distillation_loss(
                 _causal_lm(model),
                 hidden,
                 teacher_ids=t_ids,
-                teacher_logprobs=t_lp.float(),
+                teacher_logprobs=t_lp,
                 labels=ids[:, 1:].reshape(-1),
                 kd_weight=self.healing.kd_weight,
                 temperature=self.healing.temperature,
@@ -601,7 +607,12 @@ def heal(
         train_targets = validation_targets = None
     else:
         validation_targets = _precompute(get_teacher, validation, config, work_dir / "teacher_validation.safetensors")
-        train_targets = _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors")
+        # the next-token loss alone (kd_weight 0) needs the teacher only for the guard's held-out sequences
+        train_targets = (
+            _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors")
+            if config.kd_weight > 0
+            else None
+        )
         teacher = None  # a teacher loaded here is freed: training needs only its cached targets
         loaded.clear()
         gc.collect()
@@ -705,12 +716,7 @@ def heal(
         "steps": steps,
         "tokens_seen": steps * config.tokens_per_step,
         "train_seconds": round(seconds, 1),
-        "objective": (
-            f"KL(teacher || student) on top-{config.top_k} teacher log-probs + rest bucket"
-            if config.top_k
-            else "KL(teacher || student) on the full vocabulary"
-        )
-        + ("" if config.kd_weight == 1 else f", x{config.kd_weight} + {1 - config.kd_weight:g} x next-token loss"),
+        "objective": _objective_text(config),
         "adapter": (
             f"LoRA r={config.lora_r} alpha={config.lora_alpha}, merged" if config.lora else "full fine-tuning"
         ),
@@ -731,6 +737,19 @@ def heal(
         save_pruned_model(healed, output_dir, tokenizer=tokenizer, plan=plan)
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed
+
+
+def _objective_text(config: HealingConfig) -> str:
+    kl = (
+        f"KL(teacher || student) on top-{config.top_k} teacher log-probs + rest bucket"
+        if config.top_k
+        else "KL(teacher || student) on the full vocabulary"
+    )
+    if config.kd_weight == 0:
+        return "next-token loss only (the teacher is used for the guard's validation KL)"
+    if config.kd_weight == 1:
+        return kl
+    return f"{config.kd_weight:g} x {kl} + {1 - config.kd_weight:g} x next-token loss"
 
 
 def _text_list(data) -> list[str]:

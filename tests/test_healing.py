@@ -353,3 +353,12 @@ def test_teacher_by_path_is_loaded_for_its_pass_only(tmp_path, tiny_tokenizer):
     assert record["teacher"] == str(tmp_path / "dense") and not record["rolled_back"]
     with pytest.raises(FileNotFoundError, match="`teacher`: the local directory .* does not exist"):
         heal(student, str(tmp_path / "nowhere"), tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "v")
+
+
+def test_next_token_loss_alone_needs_no_teacher_pass_over_the_training_data(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    config = _small(kd_weight=0.0, guard=False)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert "next-token loss" in record["objective"] and record["steps"] == 6
+    assert len(record["validation_kl_history"]) >= 2  # the guard's measure is still reported
