@@ -131,8 +131,11 @@ def main(argv=None) -> int:
         "ppl": {"windows": args.ppl_windows, "length": args.ppl_length},
         "rows": [],
     }
+    report["commands"] = [report.pop("command")]
     if args.resume and output.is_file():
-        report["rows"] = json.loads(output.read_text())["rows"]
+        previous = json.loads(output.read_text())
+        report["rows"] = previous["rows"]
+        report["commands"] = previous.get("commands", [previous.get("command")]) + report["commands"]
     done = {r["model"] for r in report["rows"]}
 
     def save():
@@ -183,7 +186,8 @@ def render(report: dict) -> str:
     lines = [
         "# Healing DIET's default by distillation from the dense model (Gemma 3 270M)",
         "",
-        f"Command: `{report['command']}`",
+        "Commands (in order; each later one resumed the rows of the earlier ones): "
+        + "; ".join(f"`{c}`" for c in report.get("commands", [report.get("command")])),
         "",
         f"Test half (`diet_hf.tasks.split_half`), first {report['limit']} examples per task; calibration 7 x 100; "
         f"recipe `{report['default_recipe']}`; perplexity: WikiText-2 test, first {report['ppl']['windows']} windows "
