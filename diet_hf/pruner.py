@@ -10,9 +10,10 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ._io import check_model_location
-from .baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
 from .constants import family_for_model_type
 from .importance import ImportanceScores
+from .methods import METHODS as SCORING_METHODS
+from .methods import get_method, method_options
 from .options import PruneOptions
 from .plan import PruningPlan, build_plan
 from .profiler import collect_activation_stats
@@ -25,22 +26,7 @@ __all__ = ["DietPruner"]
 logger = logging.getLogger(__name__)
 
 
-METHODS = ("diet", *BASELINES)
-METHOD_NAMES = {"diet": "DIET", "flap": "FLAP", "wanda_sp": "Wanda-sp", "magnitude": "magnitude", "random": "random"}
-
-
-def _baseline_options(method: str) -> dict:
-    """A baseline's plan options in the form of a recipe (its own score; FLAP with its bias compensation)."""
-    options = {"merge": "vote", "mlp_normalize": "none", "head_normalize": "none", "allocation": "global"}
-    options.update(BASELINE_PRUNE_OPTIONS[method])
-    return {
-        **options,
-        "score": method,
-        "layer_sparsity_cap": None,
-        "attention_ratio": 1.0,
-        "keep_layers": None,
-        "bias_compensation": method == "flap",
-    }
+METHODS = tuple(SCORING_METHODS)  # "diet" and the baselines (`diet_hf.methods`)
 
 
 class DietPruner:
@@ -273,9 +259,8 @@ class DietPruner:
                 f"prune() got unexpected keyword argument(s) {unknown}; the options are {PruneOptions.names()}."
             )
         options = replace(options, **option_values) if options is not None else PruneOptions(**option_values)
-        if method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-        values = options.resolved(recipe_options(recipe) if method == "diet" else _baseline_options(method))
+        scoring = get_method(method)
+        values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
         score, bias_compensation = values.pop("score"), values.pop("bias_compensation")
         steps = values.pop("steps") or 1
         if method != "diet" and (score != method or steps != 1):
@@ -303,7 +288,7 @@ class DietPruner:
         norms = output_weight_norms(self.model) if score == "contribution" else None
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
         fixed = values
-        ranked_source = scores if method == "diet" else baseline_scores(method, self.model, scores)
+        ranked_source = scoring.scores(self.model, scores)
         current, channel_source, plan = ranked_source, scores, None
         for step in range(1, steps + 1):
             ranked = weighted_scores(current, norms) if norms is not None else current
@@ -344,8 +329,8 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
     kept, dense = plan.block_parameters()
     total_dense = sum(p.numel() for p in model.parameters())
     return {
-        "method": METHOD_NAMES[plan.provenance["method"]],
-        "paper": "arXiv:2603.23985" if plan.provenance["method"] == "diet" else None,
+        "method": get_method(plan.provenance["method"]).display_name,
+        "paper": get_method(plan.provenance["method"]).paper,
         "base_model": scores.provenance.get("model_id"),
         "base_model_revision": scores.provenance.get("revision"),
         "tasks": scores.tasks,

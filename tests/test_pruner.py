@@ -296,3 +296,22 @@ def test_prune_takes_an_options_object_and_names_unknown_options():
         pruner.prune(sparsity=0.3, alocation="uniform")
     with pytest.raises(ValueError, match=r"`allocation` must be one of \('global', 'uniform'\), got 'even'"):
         pruner.prune(sparsity=0.3, allocation="even")
+
+
+def test_a_registered_scoring_method_prunes_through_the_pipeline():
+    from diet_hf.methods import METHODS, ScoringMethod, register_method
+
+    def reversed_diet(model, profile):  # DIET's scores turned upside down: a method the pipeline has never seen
+        return ImportanceScores(
+            {"rev": -profile.mlp["a"]}, {"rev": -profile.heads["a"]}, {"model_type": model.config.model_type}
+        )
+
+    register_method(ScoringMethod("reverse", "Reverse", reversed_diet, plan_options={"score": "reverse"}))
+    try:
+        pruner = _profiled()
+        pruned = pruner.prune(sparsity=0.3, method="reverse")
+        assert pruned.config.pruning["method"] == "Reverse" and pruned.config.pruning["paper"] is None
+        diet_keep = set(pruner.prune(sparsity=0.3, allocation="global").diet_plan.mlp_kept_indices[0])
+        assert pruned.diet_plan.mlp_kept_indices[0] != sorted(diet_keep)
+    finally:
+        METHODS.pop("reverse")
