@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import random_batch, tiny_dense_model
+from transformers import AutoModelForCausalLM
 
 from diet_hf import build_pruned_model
 from diet_hf.healing import (
@@ -362,3 +363,16 @@ def test_next_token_loss_alone_needs_no_teacher_pass_over_the_training_data(tmp_
     record = healed.config.pruning["healing"]
     assert "next-token loss" in record["objective"] and record["steps"] == 6
     assert len(record["validation_kl_history"]) >= 2  # the guard's measure is still reported
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_heal_bf16_on_cuda(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    teacher, student = teacher.to("cuda", torch.bfloat16), student.to("cuda", torch.bfloat16)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(bf16=True), output_dir=tmp_path / "h")
+    record = healed.config.pruning["healing"]
+    assert next(healed.parameters()).is_cuda and record["steps"] == 6
+    assert record["validation_kl_after"] <= record["validation_kl_before"]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "h", trust_remote_code=True)
+    assert type(reloaded).__name__ == "PrunedGemma3ForCausalLM"
