@@ -318,14 +318,14 @@ class DietPruner:
             (channel_source if method == "diet" else self.scores).channel_means() if bias_compensation else None
         )
         self.plan = plan
-        record = _pruning_record(self.model, plan, scores)
-        pruned = build_pruned_model(self.model, plan, pruning=record, channel_means=channel_means)
-        # biases added by compensation count too
-        pruned.config.pruning["total_parameters"]["pruned"] = sum(p.numel() for p in pruned.parameters())
+        pruned = build_pruned_model(self.model, plan, channel_means=channel_means)
+        pruned.config.pruning = _pruning_record(self.model, pruned, plan, scores)  # the one place, after surgery
         return pruned
 
 
-def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
+def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) -> dict:
+    """The provenance of a pruned model (`config.pruning`; the card, `info` and `cli` read it), built once from the
+    dense model, the pruned one (its parameters include any compensation biases), the plan and the profile."""
     kept, dense = plan.block_parameters()
     total_dense = sum(p.numel() for p in model.parameters())
     return {
@@ -339,7 +339,7 @@ def _pruning_record(model, plan: PruningPlan, scores: ImportanceScores) -> dict:
         "target": {k: plan.provenance.get(k) for k in ("sparsity", "mlp_sparsity", "attention_sparsity")},
         "achieved_block_sparsity": plan.sparsity,
         "block_parameters": {"dense": dense, "pruned": kept},
-        "total_parameters": {"dense": total_dense, "pruned": total_dense - (dense - kept)},
+        "total_parameters": {"dense": total_dense, "pruned": sum(p.numel() for p in pruned.parameters())},
         "options": {k: plan.provenance.get(k) for k in ("recipe", *PruneOptions.names())},
         "diet_hf_version": scores.provenance.get("diet_hf_version"),
     }
