@@ -18,7 +18,9 @@ CONFIG_FILE = "config.json"
 PLAN_FILE = "diet_pruning.json"
 SCORES_WEIGHTS_FILE = "importance_scores.safetensors"
 SCORES_META_FILE = "importance_scores.json"
-REMOTE_CODE_FILES = ("configuration_pruned_gemma2.py", "modeling_pruned_gemma2.py")
+# The remote code shipped beside every checkpoint (both families). Checkpoints of diet-hf 0.1 ship the same code as
+# `configuration_pruned_gemma2.py` / `modeling_pruned_gemma2.py`; they keep loading (their `auto_map` names those).
+REMOTE_CODE_FILES = ("configuration_pruned_gemma.py", "modeling_pruned_gemma.py")
 
 
 @dataclass(frozen=True)

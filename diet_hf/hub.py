@@ -39,7 +39,7 @@ def remote_code_files() -> list[Path]:
 @cache
 def modeling_module() -> ModuleType:
     """The module that defines the pruned config and model classes."""
-    return importlib.import_module(f"{_PACKAGE}.modeling_pruned_gemma2")
+    return importlib.import_module(f"{_PACKAGE}.modeling_pruned_gemma")
 
 
 def _with_card(stock_save):

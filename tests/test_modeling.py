@@ -52,7 +52,7 @@ def test_config_round_trip(tmp_path, config_class):
     assert loaded.to_dict() == config.to_dict()
     assert loaded.intermediate_size_per_layer == [64, 0]
     assert loaded.pruning == {"method": "DIET", "tasks": ["boolq"]}
-    assert loaded.auto_map["AutoModelForCausalLM"].startswith("modeling_pruned_gemma2.")
+    assert loaded.auto_map["AutoModelForCausalLM"].startswith("modeling_pruned_gemma.")
     # global fields keep the base model's values
     assert loaded.intermediate_size == 64 and loaded.num_attention_heads == 4
 

@@ -149,9 +149,9 @@ def test_export_refuses_a_dense_model(tmp_path, tiny_tokenizer, capsys):
 
 def test_export_refuses_a_directory_without_remote_code(tmp_path, capsys):
     _uneven_pruned("gemma2").save_pretrained(tmp_path / "model")
-    (tmp_path / "model" / "modeling_pruned_gemma2.py").unlink()
+    (tmp_path / "model" / "modeling_pruned_gemma.py").unlink()
     assert main(["--quiet", "export", "onnx", str(tmp_path / "model"), str(tmp_path / "out")]) == 1
-    assert "has no remote code (modeling_pruned_gemma2.py missing beside config.json)" in capsys.readouterr().err
+    assert "has no remote code (modeling_pruned_gemma.py missing beside config.json)" in capsys.readouterr().err
     assert main(["--quiet", "export", "onnx", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
     assert "has none" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -164,7 +164,7 @@ def test_remote_code_imports_only_stdlib_torch_transformers():
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level > 0:  # the one relative import: the config module beside it
-                    assert node.module == "configuration_pruned_gemma2", ast.dump(node)
+                    assert node.module == "configuration_pruned_gemma", ast.dump(node)
                     continue
                 names = [node.module]
             else:
@@ -206,3 +206,40 @@ def test_card_usage_snippet_runs_without_a_prompt(saved_pruned, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Do you wish to run the custom code" not in result.stdout + result.stderr
+
+
+V01_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v0.1-pruned-gemma3"
+
+
+@pytest.mark.parametrize("python", [sys.executable, TF457_PYTHON], ids=["current", "tf457"])
+def test_a_checkpoint_of_diet_hf_0_1_keeps_loading(tmp_path, python):
+    """Saved by diet-hf 0.1 (remote code named `*_pruned_gemma2.py`, uneven widths, compensation biases): stock
+    transformers with its own remote code and diet-hf both give the logits it was saved with; re-saving through
+    diet-hf writes the current file names and loads the same way."""
+    if python is None:
+        pytest.skip("DIET_TF457_PYTHON not set (scripts/test.sh sets it)")
+    expected = json.loads((V01_FIXTURE / "expected_logits.json").read_text())
+    ids, logits = torch.tensor(expected["input_ids"]), torch.tensor(expected["logits"])
+    remote = _load_in_fresh_process(V01_FIXTURE, ids, tmp_path, python=python)
+    assert (torch.tensor(remote["logits"]) - logits).abs().max().item() <= 1e-5
+    if python != sys.executable:
+        return
+    from transformers import AutoModelForCausalLM
+
+    from diet_hf.hub import save_pruned_model
+
+    model = AutoModelForCausalLM.from_pretrained(V01_FIXTURE).eval()  # diet-hf's in-process classes
+    with torch.no_grad():
+        assert (model(ids).logits - logits).abs().max().item() <= 1e-5
+    resaved = save_pruned_model(model, tmp_path / "resaved")
+    assert sorted(p.name for p in resaved.glob("*.py")) == [
+        "configuration_pruned_gemma.py",
+        "modeling_pruned_gemma.py",
+    ]
+    auto_map = json.loads((resaved / "config.json").read_text())["auto_map"]
+    assert all(
+        value.split(".")[0] in ("configuration_pruned_gemma", "modeling_pruned_gemma") for value in auto_map.values()
+    )
+    (tmp_path / "again").mkdir()
+    again = _load_in_fresh_process(resaved, ids, tmp_path / "again", python=python)
+    assert (torch.tensor(again["logits"]) - logits).abs().max().item() <= 1e-5
