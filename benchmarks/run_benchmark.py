@@ -388,7 +388,11 @@ def main(argv=None) -> int:
     if args.resume and output.with_suffix(".json").is_file():
         previous = json.loads(output.with_suffix(".json").read_text())
         report.update(
-            {k: previous[k] for k in ("rows", "cost", "leave_one_task_out", "task_awareness") if k in previous}
+            {
+                k: previous[k]
+                for k in ("rows", "cost", "leave_one_task_out", "task_awareness", "task_awareness_limit", "loto_limit")
+                if k in previous
+            }
         )
 
     def save():
@@ -413,6 +417,7 @@ def main(argv=None) -> int:
         report["rows"].append(_measure(name, build(), dense, tokenizer, args, context, sparsity, options))
         save()
     if args.task_awareness:
+        report["task_awareness_limit"] = args.limit
         report["task_awareness"] = _task_awareness(
             dense,
             tokenizer,
@@ -426,6 +431,7 @@ def main(argv=None) -> int:
         )
         save()
     if args.loto_limit:
+        report["loto_limit"] = args.loto_limit
         report["leave_one_task_out"] = _leave_one_task_out(
             dense, tokenizer, scores, excluded, args, report.get("leave_one_task_out", {}), save, report
         )
@@ -605,20 +611,24 @@ def _markdown(report: dict, plot_name: str) -> str:
             "## Task-awareness at 20% (DIET's default; each row scores one task)",
             "",
             "Profile of that task alone, of WikiText-2 validation (as many texts as the seven tasks together), and "
-            "the "
-            "seven-task vote (the `diet` row above), on the same examples.",
+            f"the seven-task vote (the `diet` row above), on the same examples: the first "
+            f"{report.get('task_awareness_limit', report['limit'])} test-half examples of the task.",
             "",
             "| task | that task alone | WikiText-2 | seven-task vote |",
             "|---|---|---|---|",
         ]
         for task, row in report["task_awareness"].items():
-            vote = f"{_headline(diet, task):.3f}" if diet else ""
+            scored = len(row.get("task_only_correct") or [])
+            correct = (diet or {}).get("correct", {}).get(task, [])
+            vote = f"{sum(correct[:scored]) / scored:.3f}" if scored and len(correct) >= scored else ""
             lines.append(f"| {task} | {row['task_only']:.3f} | {row['wikitext2']:.3f} | {vote} |")
         lines.append("")
     if report.get("leave_one_task_out"):
         methods = list(next(iter(report["leave_one_task_out"].values())))
         lines += [
             "## Leave-one-task-out at 20% (profile on six tasks, score the seventh)",
+            "",
+            f"First {report.get('loto_limit', '?')} test-half examples of the held-out task.",
             "",
             "| held-out task | " + " | ".join(methods) + " |",
             "|---|" + "---|" * len(methods),
