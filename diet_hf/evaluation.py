@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ._batching import pad_id, pad_rows
 from .constants import FAMILIES
 from .tasks import HALVES, PAPER_TASKS, get_task, load_examples, resolve_data_dir, split_half
 
@@ -218,13 +219,13 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int
         raise ValueError("`prompts` is empty: pass at least one prompt.")
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     scorer = _Scorer(model)
     result = [None] * len(prompts)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            states, _ = scorer.forward(*_left_padded([encoded[i] for i in batch], pad_id), cache=False, keep=1)
+            states, _ = scorer.forward(*_left_padded([encoded[i] for i in batch], pad), cache=False, keep=1)
             for i, row in zip(batch, scorer.logprobs(states[:, -1]).cpu()):
                 result[i] = row
     return torch.stack(result)
@@ -241,24 +242,19 @@ def kl_divergence(reference_logprobs: torch.Tensor, logprobs: torch.Tensor) -> f
     return float((reference.exp() * (reference - logprobs.double())).sum(-1).mean())
 
 
-def _left_padded(rows: list[list[int]], pad_id: int):
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row) :] = torch.tensor(row)
-        attention_mask[i, width - len(row) :] = 1
+def _left_padded(rows: list[list[int]], pad: int):
+    input_ids, attention_mask = pad_rows(rows, pad, side="left")
     position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
     return input_ids, attention_mask, position_ids
 
 
-def _score_unshared(scorer, requests, queue, pad_id, max_length):
+def _score_unshared(scorer, requests, queue, pad, max_length):
     """One forward per (context + continuation); left padding puts every row's scored positions last."""
     inputs = [(r.context_ids + r.continuation_ids)[-(max_length + 1) :][:-1] for r in requests]
     # A continuation longer than the window keeps only the tokens the window can predict (its tail).
     counts = [min(len(r.continuation_ids), len(x)) for r, x in zip(requests, inputs)]
     keep = max(counts)
-    states, _ = scorer.forward(*_left_padded(inputs, pad_id), cache=False, keep=keep)  # (batch, keep, ...)
+    states, _ = scorer.forward(*_left_padded(inputs, pad), cache=False, keep=keep)  # (batch, keep, ...)
     rows, columns, targets = [], [], []
     for row, (request, count) in enumerate(zip(requests, counts)):
         rows += [row] * count
@@ -273,13 +269,13 @@ def _queue_states(queue, states, rows, columns, targets, indices):
     queue.add(picked, list(range(len(rows))), targets, indices)
 
 
-def _score_shared(scorer, groups, queue, pad_id, max_length):
+def _score_shared(scorer, groups, queue, pad, max_length):
     """One context forward per group, its KV cache copied to every continuation: exact, and n times less work."""
-    input_ids, attention_mask, position_ids = _left_padded([list(g[0].context_ids) for g in groups], pad_id)
+    input_ids, attention_mask, position_ids = _left_padded([list(g[0].context_ids) for g in groups], pad)
     last, cache = scorer.forward(input_ids, attention_mask, position_ids, keep=1)  # (groups, 1, ...)
     requests = [request for group in groups for request in group]
     if cache is None:  # a model without a KV cache: score every pair on its own
-        return _score_unshared(scorer, requests, queue, pad_id, max_length)
+        return _score_unshared(scorer, requests, queue, pad, max_length)
     owner = [g for g, group in enumerate(groups) for _ in group]
     # The first continuation token is predicted at the context's last position: one LM-head row per group, shared
     # by its choices.
@@ -291,7 +287,7 @@ def _score_shared(scorer, groups, queue, pad_id, max_length):
     width = max(len(r.continuation_ids) for r in requests) - 1
     if width == 0:  # single-token continuations: nothing more to run
         return None
-    continuation = torch.full((len(requests), width), pad_id, dtype=torch.long)
+    continuation = torch.full((len(requests), width), pad, dtype=torch.long)
     continuation_mask = torch.zeros((len(requests), width), dtype=torch.long)
     for row, request in enumerate(requests):  # right padding: pads come after every scored token
         tokens = request.continuation_ids[:-1]
@@ -400,7 +396,7 @@ def loglikelihoods(
     single.sort(key=lambda r: -(len(r.context_ids) + len(r.continuation_ids)))
     results = [0.0] * len(pairs)
     scorer = _Scorer(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     if scorer.packed:
         row_length = lambda g: len(g[0].context_ids) + sum(len(r.continuation_ids) - 1 for r in g)  # noqa: E731
         batches = [("packed", b) for b in _batches_of_rows(shared, row_length, batch_size)]
@@ -413,9 +409,9 @@ def loglikelihoods(
         if kind == "packed":
             _score_packed(scorer, batch, queue)
         elif kind == "shared":
-            _score_shared(scorer, batch, queue, pad_id, max_length)
+            _score_shared(scorer, batch, queue, pad, max_length)
         else:
-            _score_unshared(scorer, batch, queue, pad_id, max_length)
+            _score_unshared(scorer, batch, queue, pad, max_length)
     queue.flush()
     return results
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from ._batching import pad_id, pad_rows
 from ._io import check_model_location
 from .constants import family_for_model_type
 from .importance import ImportanceScores
@@ -192,15 +193,9 @@ class DietPruner:
             )
         encoded = [self.tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        pad = pad_id(self.tokenizer)
         for start in range(0, len(order), batch_size):
-            rows = [encoded[i] for i in order[start : start + batch_size]]
-            width = max(len(r) for r in rows)
-            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, row in enumerate(rows):
-                input_ids[i, : len(row)] = torch.tensor(row)
-                attention_mask[i, : len(row)] = 1
+            input_ids, attention_mask = pad_rows([encoded[i] for i in order[start : start + batch_size]], pad)
             yield {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def save_scores(self, save_directory: str | os.PathLike) -> None:
