@@ -702,7 +702,8 @@ def heal(
     healed.eval()
     with torch.no_grad():
         merge_error = float((healed(input_ids=probe).logits.float() - trained_logits).abs().max())
-    tolerance = 1e-2 if config.bf16 else 1e-4
+    # float32 rounding of W + BA against W x + B(A x): ~1e-4 on logits of tens over a 262k vocabulary
+    tolerance = 5e-2 if config.bf16 else 2e-3
     if merge_error > tolerance:
         raise RuntimeError(f"Merging the LoRA weights changed the logits by {merge_error:.2e} (> {tolerance:g}).")
     after = guard.best if config.guard else guard.history[-1]["validation_kl"]
