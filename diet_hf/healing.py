@@ -71,7 +71,9 @@ class HealingConfig:
     top_k: int | None = _option(
         64, "teacher log-probs kept per position, precomputed so the teacher is freed (0 on the CLI: full vocabulary)"
     )
-    chunk_size: int = _option(256, "positions whose student logits are materialized at once")
+    chunk_size: int = _option(
+        64, "positions whose logits (x 262k vocabulary) are materialized at once: memory against matmul efficiency"
+    )
     validation_sequences: int = _option(8, "packed sequences held out for the validation-KL guard")
     eval_steps: int = _option(20, "guard evaluation every this many steps")
     save_steps: int = _option(20, "resumable checkpoint every this many steps")
@@ -211,7 +213,10 @@ def teacher_targets(
     hidden = hidden.reshape(-1, hidden.shape[-1])
     values, indices = [], []
     for start in range(0, hidden.shape[0], chunk_size):
-        logprobs = F.log_softmax(_output_logits(teacher, hidden[start : start + chunk_size]) / temperature, dim=-1)
+        logprobs = _output_logits(teacher, hidden[start : start + chunk_size])
+        if temperature != 1.0:
+            logprobs.div_(temperature)
+        logprobs.sub_(torch.logsumexp(logprobs, dim=-1, keepdim=True))  # log-softmax in place: one vocab-wide copy
         if top_k is None:
             values.append(logprobs.cpu())
         else:
@@ -363,7 +368,11 @@ def _trainer_classes():
             hidden = hidden.reshape(-1, hidden.shape[-1])
             if self.teacher is not None:
                 targets = teacher_targets(
-                    self.teacher, ids, top_k=None, temperature=self.healing.temperature, chunk_size=256
+                    self.teacher,
+                    ids,
+                    top_k=None,
+                    temperature=self.healing.temperature,
+                    chunk_size=self.healing.chunk_size,
                 )
                 t_lp, t_ids = targets["logprobs"].to(hidden.device), None
             elif "teacher_logprobs" in inputs:
@@ -515,7 +524,11 @@ def _precompute(get_teacher, rows: torch.Tensor, healing: HealingConfig, path: P
     teacher = get_teacher()
     for start in tqdm(range(0, rows.shape[0], healing.batch_size), desc="teacher top-k", unit="batch"):
         out = teacher_targets(
-            teacher, rows[start : start + healing.batch_size], top_k=healing.top_k, temperature=healing.temperature
+            teacher,
+            rows[start : start + healing.batch_size],
+            top_k=healing.top_k,
+            temperature=healing.temperature,
+            chunk_size=healing.chunk_size,
         )
         for key in parts:
             parts[key].append(out[key])
