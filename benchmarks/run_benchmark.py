@@ -338,7 +338,7 @@ def main(argv=None) -> int:
         help="score this half of every task's evaluation examples (recipes are chosen on dev; report test)",
     )
     parser.add_argument("--num-samples", type=int, default=100, help="calibration examples per task")
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
+    parser.add_argument("--sparsities", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.4])
     parser.add_argument("--baseline-sparsities", type=float, nargs="*", default=[0.2, 0.4])
     parser.add_argument("--ablation-sparsities", type=float, nargs="*", default=[0.2])
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=ALL_METHODS)
