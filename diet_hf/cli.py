@@ -297,6 +297,7 @@ def _run_heal(args) -> int:
     from .healing import check_parent, heal, healing_texts
     from .hub import register_auto_classes
     from .plan import PruningPlan
+    from .tasks import TASKS
 
     config = args.healing_config
     check_model_location(args.model)
@@ -311,18 +312,20 @@ def _run_heal(args) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
     check_parent(student.config, AutoConfig.from_pretrained(args.teacher))  # before reading any data
-    names = []
-    for source in args.data:
-        if source == "tasks":
-            names += [
-                t for t in (student.config.pruning or {}).get("tasks") or [] if _has_train_split(t, args.data_dir)
-            ]
-        else:
-            names.append(source)
+    calibration = (student.config.pruning or {}).get("tasks") or []
     data, splits = {}, {}
-    for name in dict.fromkeys(names):
-        texts, split = healing_texts([name], data_dir=args.data_dir)
-        data[name], splits[name] = texts, split[name]
+    for source in args.data:
+        # `tasks`: the model's calibration tasks that are registered and have a train split here; others are skipped
+        for name in [t for t in calibration if t in TASKS] if source == "tasks" else [source]:
+            if name in data:
+                continue
+            try:
+                texts, split = healing_texts([name], data_dir=args.data_dir)
+            except ValueError:
+                if source == "tasks":
+                    continue
+                raise
+            data[name], splits[name] = texts, split[name]
     if Path(args.model, "diet_pruning.json").is_file():
         student.diet_plan = PruningPlan.from_pretrained(args.model)
     healed = heal(
@@ -343,18 +346,6 @@ def _run_heal(args) -> int:
         + (" (rolled back: healing did not help)" if record["rolled_back"] else "")
     )
     return EXIT_OK
-
-
-def _has_train_split(task: str, data_dir) -> bool:
-    from .tasks import TASKS, get_task, load_examples
-
-    if task not in TASKS or get_task(task).train_split is None:
-        return False
-    try:
-        load_examples(task, get_task(task).train_split, data_dir=data_dir)
-    except (FileNotFoundError, ValueError):
-        return False
-    return True
 
 
 def _run_eval(args) -> int:

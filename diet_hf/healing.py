@@ -21,7 +21,7 @@ import random
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
+from .options import option
 from .tasks import get_task, load_examples, resolve_data_dir
 
 __all__ = [
@@ -45,43 +46,39 @@ __all__ = [
 _LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def _option(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
-
-
 @dataclass(frozen=True)
 class HealingConfig:
     """Options of `heal`, validated on creation. Each field's `metadata["help"]` is its documentation and the help
     of its `diet-hf heal` flag (the CLI is generated from these fields)."""
 
-    max_tokens: int = _option(90_000, "training tokens to see (sequences x seq_len); sets the number of steps")
-    max_time: float | None = _option(None, "stop training after this many seconds (a CPU budget), if sooner")
-    seq_len: int = _option(256, "tokens per packed training sequence")
-    batch_size: int = _option(4, "sequences per step (per device)")
-    gradient_accumulation_steps: int = _option(1, "batches accumulated per optimizer step")
-    learning_rate: float = _option(2e-4, "AdamW peak learning rate (linear warmup and decay)")
-    warmup_ratio: float = _option(0.05, "fraction of the steps spent warming up")
-    weight_decay: float = _option(0.0, "AdamW weight decay")
-    lora: bool = _option(True, "train LoRA adapters and merge them at the end (--no-lora: full fine-tuning)")
-    lora_r: int = _option(16, "LoRA rank, on q/k/v/o/gate/up/down of every layer")
-    lora_alpha: int = _option(32, "LoRA scaling numerator")
-    lora_dropout: float = _option(0.0, "LoRA dropout")
-    kd_weight: float = _option(1.0, "loss = w * KL(teacher || student) + (1 - w) * next-token cross-entropy")
-    temperature: float = _option(1.0, "softmax temperature of both distributions (KL scaled by its square)")
-    top_k: int | None = _option(
+    max_tokens: int = option(90_000, "training tokens to see (sequences x seq_len); sets the number of steps")
+    max_time: float | None = option(None, "stop training after this many seconds (a CPU budget), if sooner")
+    seq_len: int = option(256, "tokens per packed training sequence")
+    batch_size: int = option(4, "sequences per step (per device)")
+    gradient_accumulation_steps: int = option(1, "batches accumulated per optimizer step")
+    learning_rate: float = option(2e-4, "AdamW peak learning rate (linear warmup and decay)")
+    warmup_ratio: float = option(0.05, "fraction of the steps spent warming up")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    lora: bool = option(True, "train LoRA adapters and merge them at the end (--no-lora: full fine-tuning)")
+    lora_r: int = option(16, "LoRA rank, on q/k/v/o/gate/up/down of every layer")
+    lora_alpha: int = option(32, "LoRA scaling numerator")
+    lora_dropout: float = option(0.0, "LoRA dropout")
+    kd_weight: float = option(1.0, "loss = w * KL(teacher || student) + (1 - w) * next-token cross-entropy")
+    temperature: float = option(1.0, "softmax temperature of both distributions (KL scaled by its square)")
+    top_k: int | None = option(
         64, "teacher log-probs kept per position, precomputed so the teacher is freed (0 on the CLI: full vocabulary)"
     )
-    chunk_size: int = _option(
+    chunk_size: int = option(
         64, "positions whose logits (x 262k vocabulary) are materialized at once: memory against matmul efficiency"
     )
-    validation_sequences: int = _option(8, "packed sequences held out for the validation-KL guard")
-    eval_steps: int = _option(20, "guard evaluation every this many steps")
-    save_steps: int = _option(20, "resumable checkpoint every this many steps")
-    guard: bool = _option(
+    validation_sequences: int = option(8, "packed sequences held out for the validation-KL guard")
+    eval_steps: int = option(20, "guard evaluation every this many steps")
+    save_steps: int = option(20, "resumable checkpoint every this many steps")
+    guard: bool = option(
         True, "keep the best evaluated state, rolling back when none beats the unhealed model (--no-guard: the last)"
     )
-    seed: int = _option(0, "data order, packing and LoRA initialization")
-    bf16: bool = _option(False, "bfloat16 mixed precision (GPU)")
+    seed: int = option(0, "data order, packing and LoRA initialization")
+    bf16: bool = option(False, "bfloat16 mixed precision (GPU)")
 
     def __post_init__(self):
         positive_ints = ("max_tokens", "seq_len", "batch_size", "gradient_accumulation_steps", "lora_r", "chunk_size")
