@@ -70,18 +70,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             os.unlink(tmp)
 
 
+def looks_like_local_path(text: str) -> bool:
+    """Whether `text` is written as a local path (absolute, `./`, `../`, `~`, a backslash, or more than one `/`)
+    rather than a Hub id (`name` or `org/name`)."""
+    return (
+        text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", "..") or text.count("/") > 1 or "\\" in text
+    )
+
+
 def check_model_location(model_id_or_path, argument: str = "model") -> None:
     """Raises `FileNotFoundError` naming `argument` when `model_id_or_path` is written as a local path (absolute,
     `./`, `../`, `~`, or more than one `/`) and no directory is there; a Hub id (`org/name`) passes through, so a
     missing local directory is not reported as an invalid Hub repo id."""
     text = os.fspath(model_id_or_path)
-    looks_local = (
-        isinstance(model_id_or_path, os.PathLike)
-        or text.startswith(("/", "./", "../", "~", ".\\"))
-        or text in (".", "..")
-        or text.count("/") > 1
-        or "\\" in text
-    )
+    looks_local = isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text)
     path = Path(text).expanduser()
     if looks_local and not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"

@@ -365,8 +365,9 @@ def _read_dataset(name: str, location: str, path: Path, split: str | None, colum
         elif split:
             raise ValueError(f"`--tasks` {name}: {path} is a single dataset; it has no split {split!r}.")
     else:
-        looks_local = location.startswith(("/", "./", "../", "~")) or location.count("/") > 1
-        if looks_local:
+        from ._io import looks_like_local_path
+
+        if looks_like_local_path(location):
             raise FileNotFoundError(f"`--tasks` {name}: no file or directory at {location}.")
         try:
             loaded = datasets.load_dataset(location, split=split or "train")
