@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import sys
 import time
 from importlib.metadata import version
@@ -57,26 +56,6 @@ def _measure(name, model, tokenizer, args, context, extra=None) -> dict:
     row = {"model": name, **rb.quality(model, tokenizer, args, context), **(extra or {})}
     print(f"{name}: avg {row['average_paper_tasks']:.4f} ppl {row['perplexity']:.1f} KL {row['kl_from_dense']:.3f}")
     return row
-
-
-def _paired(a: dict, b: dict, resamples: int = 2000) -> dict:
-    """Seven-task average of `b` minus `a` over the same examples, with a paired-bootstrap 95% interval."""
-    rng = random.Random(0)
-    tasks = [t for t in PAPER_TASKS if t in a["correct"] and t in b["correct"]]
-    delta = sum(
-        sum(b["correct"][t]) / len(b["correct"][t]) - sum(a["correct"][t]) / len(a["correct"][t]) for t in tasks
-    )
-    delta /= len(tasks)
-    draws = []
-    for _ in range(resamples):
-        total = 0.0
-        for t in tasks:
-            n = len(a["correct"][t])
-            idx = [rng.randrange(n) for _ in range(n)]
-            total += sum(b["correct"][t][i] - a["correct"][t][i] for i in idx) / n
-        draws.append(total / len(tasks))
-    draws.sort()
-    return {"delta": delta, "low": draws[int(0.025 * resamples)], "high": draws[int(0.975 * resamples) - 1]}
 
 
 def _heal(name, student, teacher, tokenizer, data, config, args):
@@ -218,7 +197,7 @@ def render(report: dict) -> str:
         if not h:
             continue
         base = rows.get(name.replace("+healed", "")) if "(control)" not in name else dense
-        delta = _paired(base, r) if base else None
+        delta = rb.paired_difference(r, base) if base else None
         recovered = "–"
         if base and dense and "(control)" not in name:
             gap_avg = dense["average_paper_tasks"] - base["average_paper_tasks"]
@@ -233,7 +212,7 @@ def render(report: dict) -> str:
             if not h["options"].get("guard", True)
             else ("rolled back" if h["rolled_back"] else f"best step {h['best_step']}")
         )
-        ci = f"{delta['delta']:+.3f} [{delta['low']:+.3f}, {delta['high']:+.3f}]" if delta else "–"
+        ci = f"{delta['difference']:+.3f} [{delta['ci95'][0]:+.3f}, {delta['ci95'][1]:+.3f}]" if delta else "–"
         peak = "–" if h.get("peak_rss_gib") is None else f"{h['peak_rss_gib']:.2f}"
         lines.append(
             f"| {name} | {h['tokens_seen']:,} | {h['steps']} | {h['train_seconds']:.0f} | "

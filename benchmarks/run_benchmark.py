@@ -504,19 +504,23 @@ def _paired_bootstrap(rows: list[dict], resamples: int) -> dict:
         reference = diet.get(row["sparsity"])
         if reference is None or row is reference:
             continue
-        total = torch.zeros(resamples, dtype=torch.float64)
-        for task in PAPER_TASKS:
-            a = torch.tensor(row["correct"][task], dtype=torch.float64)
-            b = torch.tensor(reference["correct"][task], dtype=torch.float64)
-            index = torch.randint(len(a), (resamples, len(a)), generator=generator)
-            total += (a[index] - b[index]).mean(1)
-        total /= len(PAPER_TASKS)
-        low, high = torch.quantile(total, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-        out[f"{row['method']}@{row['sparsity']}"] = {
-            "difference": row["average_paper_tasks"] - reference["average_paper_tasks"],
-            "ci95": [low, high],
-        }
+        out[f"{row['method']}@{row['sparsity']}"] = paired_difference(row, reference, resamples, generator)
     return out
+
+
+def paired_difference(row: dict, reference: dict, resamples: int = 2000, generator=None) -> dict:
+    """Seven-task average of `row` minus `reference` over the same scored examples, with the 95% interval of a paired
+    bootstrap (each task's examples resampled with replacement, the same indices for both)."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    total = torch.zeros(resamples, dtype=torch.float64)
+    for task in PAPER_TASKS:
+        a = torch.tensor(row["correct"][task], dtype=torch.float64)
+        b = torch.tensor(reference["correct"][task], dtype=torch.float64)
+        index = torch.randint(len(a), (resamples, len(a)), generator=generator)
+        total += (a[index] - b[index]).mean(1)
+    total /= len(PAPER_TASKS)
+    low, high = torch.quantile(total, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"difference": row["average_paper_tasks"] - reference["average_paper_tasks"], "ci95": [low, high]}
 
 
 def _markdown(report: dict, plot_name: str) -> str:
