@@ -4,7 +4,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .constants import family_for_model_type
+from .constants import base_sizes, family_for_model_type, layer_sizes
 from .info import count_parameters
 
 __all__ = ["PLOT_FILE", "write_model_card"]
@@ -20,16 +20,7 @@ _CITATION = """@misc{diet2026,
 
 
 def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
-    return [
-        (
-            i,
-            config.layer_types[i],
-            config.layer_intermediate_size(i),
-            config.layer_num_attention_heads(i),
-            config.layer_num_key_value_heads(i),
-        )
-        for i in range(config.num_hidden_layers)
-    ]
+    return [(i, config.layer_types[i], *layer_sizes(config, i)) for i in range(config.num_hidden_layers)]
 
 
 def _write_plot(config, path: Path) -> None:
@@ -42,12 +33,13 @@ def _write_plot(config, path: Path) -> None:
     layers = [r[0] for r in rows]
     figure, (mlp_axis, head_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
     mlp_axis.bar(layers, [r[2] for r in rows], color="tab:blue", label="kept")
-    mlp_axis.axhline(config.intermediate_size, color="black", linestyle="--", label="base model")
+    base_width, base_heads, _ = base_sizes(config)
+    mlp_axis.axhline(base_width, color="black", linestyle="--", label="base model")
     mlp_axis.set(title="MLP width per layer", xlabel="layer", ylabel="intermediate size")
     mlp_axis.legend(loc="lower left")
     head_axis.bar(layers, [r[3] for r in rows], color="tab:orange", label="query heads kept")
     head_axis.plot(layers, [r[4] for r in rows], "ko", label="KV heads kept")
-    head_axis.axhline(config.num_attention_heads, color="black", linestyle="--", label="base model")
+    head_axis.axhline(base_heads, color="black", linestyle="--", label="base model")
     head_axis.set(title="Attention heads per layer", xlabel="layer", ylabel="heads")
     head_axis.legend(loc="lower left")
     from matplotlib.ticker import MaxNLocator
@@ -147,6 +139,7 @@ def write_model_card(
     method = record.get("method") or "DIET"
     base_type = type(config).model_type.removeprefix("pruned_")
     counts, base = count_parameters(config), count_parameters(config, dense=True)
+    base_width, base_heads, base_kv_heads = base_sizes(config)
     data = ModelCardData(
         base_model=record.get("base_model"),
         library_name="transformers",
@@ -187,8 +180,7 @@ def write_model_card(
         "| layer | type | MLP width | query heads | KV heads |",
         "|---|---|---|---|---|",
         *[
-            f"| {i} | {t} | {w} / {config.intermediate_size} | {h} / {config.num_attention_heads} | "
-            f"{kv} / {config.num_key_value_heads} |"
+            f"| {i} | {t} | {w} / {base_width} | {h} / {base_heads} | {kv} / {base_kv_heads} |"
             for i, t, w, h, kv in _layer_rows(config)
         ],
         "",
@@ -228,8 +220,10 @@ def write_model_card(
     lines += [
         "## Usage",
         "",
-        "The per-layer sizes need the model code shipped in this repository (`trust_remote_code=True`); it imports "
-        "only torch and transformers. Pin the revision you reviewed, so the code you run cannot change under you:",
+        "`config.json` states the per-layer sizes as transformers' own sparse `per_layer_config` (layers that differ "
+        "from the base model; `skip` for a removed MLP or attention). Building the layers needs the model code "
+        "shipped in this repository (`trust_remote_code=True`); it imports only torch and transformers. Pin the "
+        "revision you reviewed, so the code you run cannot change under you:",
         "",
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",

@@ -404,7 +404,8 @@ def _run_info(args) -> int:
     if args.json:
         print(json.dumps(description, indent=1))
         return EXIT_OK
-    print(f"{args.model}: model_type {description['model_type']}, {description['num_hidden_layers']} layers")
+    fmt = f", format {description['format']}" if description.get("format") else ""
+    print(f"{args.model}: model_type {description['model_type']}{fmt}, {description['num_hidden_layers']} layers")
     print(f"{'layer':>5}  {'type':18}{'mlp width':>10}{'heads':>7}{'kv heads':>9}")
     for row in description["layers"]:
         print(

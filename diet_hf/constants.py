@@ -66,7 +66,23 @@ FAMILIES = (
 
 def head_dim(config) -> int:
     """Per-head width of a Gemma config: `head_dim`, or `hidden_size / num_attention_heads` where it is unset."""
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return getattr(config, "head_dim", None) or config.hidden_size // base_sizes(config)[1]
+
+
+def base_sizes(config) -> tuple[int, int, int]:
+    """`intermediate_size`, `num_attention_heads`, `num_key_value_heads` of the base (dense) model: a dense config's
+    own, a pruned config's global values (read without transformers' warning on global reads of per-layer sizes)."""
+    read = getattr(config, "base_model_size", None) or (lambda name: getattr(config, name))
+    return read("intermediate_size"), read("num_attention_heads"), read("num_key_value_heads")
+
+
+def layer_sizes(config, layer_idx: int) -> tuple[int, int, int]:
+    """Layer `layer_idx`'s MLP width, query heads and KV heads: a pruned config's `per_layer_config[layer_idx]`, or the
+    global sizes where no layer differs (a dense config)."""
+    if not getattr(config, "is_heterogeneous", False):
+        return base_sizes(config)
+    layer = config.per_layer_config[layer_idx]
+    return layer.intermediate_size, layer.num_attention_heads, layer.num_key_value_heads
 
 
 def family_for_model_type(model_type: str) -> ModelFamily:

@@ -4,22 +4,12 @@ import json
 import os
 from pathlib import Path
 
-from transformers import AutoConfig
+from transformers import AutoConfig, PretrainedConfig
 
 from ._io import check_model_location
-from .constants import FAMILIES, REMOTE_CODE_FILES, family_for_model_type, head_dim
+from .constants import FAMILIES, REMOTE_CODE_FILES, base_sizes, family_for_model_type, head_dim, layer_sizes
 
 __all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
-
-
-def _layer_sizes(config, layer_idx: int) -> tuple[int, int, int]:
-    if hasattr(config, "layer_intermediate_size"):
-        return (
-            config.layer_intermediate_size(layer_idx),
-            config.layer_num_attention_heads(layer_idx),
-            config.layer_num_key_value_heads(layer_idx),
-        )
-    return config.intermediate_size, config.num_attention_heads, config.num_key_value_heads
 
 
 def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
@@ -33,11 +23,7 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
     qk_norms = family_for_model_type(config.model_type).qk_norms
     blocks = norms = 0
     for layer_idx in range(config.num_hidden_layers):
-        width, heads, kv_heads = (
-            (config.intermediate_size, config.num_attention_heads, config.num_key_value_heads)
-            if dense
-            else _layer_sizes(config, layer_idx)
-        )
+        width, heads, kv_heads = base_sizes(config) if dense else layer_sizes(config, layer_idx)
         blocks += 3 * h * width + 2 * h * d * (heads + kv_heads)
         norms += 4 * h + (2 * d if qk_norms and heads else 0)
     embeddings = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
@@ -55,11 +41,12 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
 def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -> dict:
     """Per-layer sizes, parameter counts and pruning provenance of a local directory or Hub repository."""
     check_model_location(model_id_or_path)
+    raw, _ = PretrainedConfig.get_config_dict(model_id_or_path, revision=revision)
     config = AutoConfig.from_pretrained(model_id_or_path, revision=revision)
     family_for_model_type(config.model_type)
     layers = []
     for layer_idx in range(config.num_hidden_layers):
-        width, heads, kv_heads = _layer_sizes(config, layer_idx)
+        width, heads, kv_heads = layer_sizes(config, layer_idx)
         layers.append(
             {
                 "layer": layer_idx,
@@ -72,6 +59,9 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -
     counts, base = count_parameters(config), count_parameters(config, dense=True)
     return {
         "model_type": config.model_type,
+        # pruned checkpoints: "v2" (transformers' `per_layer_config`) or "v1" (diet-hf's own per-layer lists; it
+        # loads the same, and re-saving writes v2); None for a dense model
+        "format": _format_version(raw),
         "num_hidden_layers": config.num_hidden_layers,
         "layers": layers,
         "parameters": {
@@ -82,6 +72,12 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -
         },
         "pruning": getattr(config, "pruning", None),
     }
+
+
+def _format_version(raw: dict) -> str | None:
+    if not str(raw.get("model_type", "")).startswith("pruned_"):
+        return None
+    return "v1" if any(name.endswith("_per_layer") for name in raw) else "v2"
 
 
 def check_pruned_checkpoint(model_dir: str | os.PathLike) -> str:

@@ -4,12 +4,13 @@ Importing this module registers ONNX export configs for `pruned_gemma2` and `pru
 `TasksManager`, so `optimum.exporters.onnx.main_export` and `optimum-cli export onnx --trust-remote-code` (which
 imports it through the `optimum.commands.register` plug-in file that diet-hf installs) know these model types.
 
-The past key values of a pruned model differ per layer: `num_key_value_heads_per_layer[i]` heads of `head_dim`, and
-a `(batch, 1, length, 1)` placeholder for a layer whose attention was removed. The exported graph therefore declares
-the head and head-dim axes of its past inputs dynamic and reshapes each layer's past to its own shape. An empty past
+The past key values of a pruned model differ per layer: `config.per_layer_config[i].num_key_value_heads` heads of
+`head_dim`, and a `(batch, 1, length, 1)` placeholder for a layer whose attention was removed. The exported graph
+therefore declares the head and head-dim axes of its past inputs dynamic and reshapes each layer's past to its own
+shape. An empty past
 of any head count and width (what `ORTModelForCausalLM` creates for the first step from the config) thus works, and so
 do the presents it returned. The exported `config.json` carries the base model type (`gemma2` / `gemma3_text`), with
-the per-layer fields kept as extra keys, so `ORTModelForCausalLM.from_pretrained(out)` needs neither diet-hf nor
+its `per_layer_config` kept as an extra key, so `ORTModelForCausalLM.from_pretrained(out)` needs neither diet-hf nor
 `trust_remote_code`: the architecture is in the ONNX graph.
 """
 
@@ -122,7 +123,7 @@ class _PrunedGemmaOnnxConfigMixin:
 
 
 def write_base_type_config(path: Path) -> None:
-    """Rewrites an exported `config.json` to the base model type (per-layer fields kept), so ONNX Runtime loads it
+    """Rewrites an exported `config.json` to the base model type (`per_layer_config` kept), so ONNX Runtime loads it
     without remote code; `diet_hf_pruned_model_type` records what it was."""
     values = json.loads(path.read_text())
     family = PRUNED_MODEL_TYPES.get(values.get("model_type"))

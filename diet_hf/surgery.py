@@ -36,6 +36,7 @@ def build_pruned_config(
         "auto_map",
         "transformers_version",
         "quantization_config",
+        "per_layer_config",
         "intermediate_size_per_layer",
         "num_attention_heads_per_layer",
         "num_key_value_heads_per_layer",

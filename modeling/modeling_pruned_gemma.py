@@ -5,9 +5,10 @@
 # Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range).
 #
 # This file is the diff against transformers' own Gemma code: every decoder layer is transformers' stock
-# `Gemma2DecoderLayer` / `Gemma3DecoderLayer`, built from a per-layer *view* of the shared config that overrides the
-# MLP width and the head counts. Forward passes, masks, RoPE, caches and generation are inherited unchanged, so
-# parameter names, PEFT target modules, `device_map` and gradient checkpointing work as for the stock models.
+# `Gemma2DecoderLayer` / `Gemma3DecoderLayer`, built with the sizes of that layer's own config view,
+# `config.per_layer_config[i]` (transformers' view on 5.x, the config file's on 4.x). Forward passes, masks, RoPE,
+# caches and generation are inherited unchanged, so parameter names, PEFT target modules, `device_map`, gradient
+# checkpointing and attention backends registered through `AttentionInterface` work as for the stock models.
 import contextlib
 
 import torch
@@ -17,11 +18,13 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.models.gemma2 import modeling_gemma2 as gemma2
 from transformers.models.gemma3 import modeling_gemma3 as gemma3
 
-from .configuration_pruned_gemma import PrunedGemma2Config, PrunedGemma3TextConfig
+from .configuration_pruned_gemma import PER_LAYER_SIZES, PrunedGemma2Config, PrunedGemma3TextConfig
 
 
 class _LayerConfigView:
-    """One layer's view of the shared config: per-layer sizes overridden, every other read and write delegated."""
+    """What a stock decoder layer keeps as its `config`: its own sizes, every other read and write delegated to the
+    shared config. (A copied per-layer config would miss run-time switches such as `set_attn_implementation`, which
+    write `_attn_implementation` on the model's config only.)"""
 
     def __init__(self, config, sizes: dict):
         self.__dict__["_config"] = config
@@ -78,8 +81,16 @@ class _RemovedAttn(nn.Module):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if cache is not None:
             # Stock caches read the sequence length from stored keys (an empty tensor counts as length 0), so this
-            # layer stores (batch, 1, seq_len, 1) zeros to keep its length in step with the other layers.
-            placeholder = hidden_states.new_zeros(hidden_states.shape[0], 1, hidden_states.shape[1], 1)
+            # layer stores (batch, 1, seq_len, 1) zeros to keep its length in step with the other layers, or zeros of
+            # the shape its cache layer was initialized with in advance (a static cache sized from the config holds
+            # 0 heads here).
+            heads, width, dtype = 1, 1, hidden_states.dtype
+            layers = getattr(cache, "layers", None)
+            stored = getattr(layers[self.layer_idx], "keys", None) if layers is not None else None
+            if isinstance(stored, torch.Tensor) and stored.dim() == 4:
+                heads, width, dtype = stored.shape[1], stored.shape[-1], stored.dtype
+            placeholder = hidden_states.new_zeros(hidden_states.shape[0], heads, hidden_states.shape[1], width)
+            placeholder = placeholder.to(dtype)
             cos, sin = position_embeddings
             cache_kwargs = {"sin": sin, "cos": cos, "cache_position": kwargs.get("cache_position")}
             cache.update(placeholder, placeholder, self.layer_idx, cache_kwargs)
@@ -95,24 +106,20 @@ def _with_bias(linear: nn.Linear) -> nn.Linear:
 
 
 def _build_decoder_layer(layer_cls, config, layer_idx: int) -> nn.Module:
-    """Builds the stock decoder layer `layer_idx` with its own sizes; a size of 0 removes the sublayer."""
-    intermediate_size = config.layer_intermediate_size(layer_idx)
-    num_heads = config.layer_num_attention_heads(layer_idx)
-    num_kv_heads = config.layer_num_key_value_heads(layer_idx)
+    """Builds the stock decoder layer `layer_idx` with the sizes of `config.per_layer_config[layer_idx]`; a sublayer
+    that the view skips (size 0) is replaced by a stand-in without weights."""
+    layer_config = config.per_layer_config[layer_idx]
+    sizes = {name: getattr(layer_config, name) for name in PER_LAYER_SIZES}
+    skip = set(getattr(layer_config, "skip", None) or ())
     # A removed sublayer is first built at size 1 (stock modules cannot have size 0), then replaced.
-    sizes = {
-        "intermediate_size": max(intermediate_size, 1),
-        "num_attention_heads": max(num_heads, 1),
-        "num_key_value_heads": max(num_kv_heads, 1),
-    }
-    layer = layer_cls(_LayerConfigView(config, sizes), layer_idx)
+    layer = layer_cls(_LayerConfigView(config, {name: max(value, 1) for name, value in sizes.items()}), layer_idx)
     o_proj_bias = getattr(config, "o_proj_bias", False)
     down_proj_bias = getattr(config, "down_proj_bias", False)
-    if num_heads == 0:
+    if "attention" in skip:
         layer.self_attn = _RemovedAttn(layer.self_attn, layer_idx, config.hidden_size, o_proj_bias)
     elif o_proj_bias:
         layer.self_attn.o_proj = _with_bias(layer.self_attn.o_proj)
-    if intermediate_size == 0:
+    if "mlp" in skip:
         layer.mlp = _RemovedMLP(config.hidden_size, down_proj_bias)
     elif down_proj_bias:
         layer.mlp.down_proj = _with_bias(layer.mlp.down_proj)
@@ -131,7 +138,10 @@ def _without_decoder_layers(config):
 
 
 class _PrunedPreTrainedMixin:
-    """Shared by all pruned classes: sdpa only where it computes what eager does (it has no logit soft-capping)."""
+    """Shared by all pruned classes: sdpa only where it computes what eager does (it has no logit soft-capping);
+    attention goes through `ALL_ATTENTION_FUNCTIONS`, so a backend registered with `AttentionInterface` runs it."""
+
+    _supports_attention_backend = True
 
     @property
     def _supports_sdpa(self):

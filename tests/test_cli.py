@@ -129,8 +129,19 @@ def test_info_on_pruned_checkpoint(tmp_path, capsys):
     assert [row["intermediate_size"] for row in described["layers"]] == [10, 0]
     assert described["parameters"]["total"] == sum(p.numel() for p in pruned.parameters())
     assert described["parameters"]["base_total"] == sum(p.numel() for p in dense.parameters())
+    assert described["format"] == "v2"
     assert main(["info", str(tmp_path / "m")]) == 0
-    assert "mlp width" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mlp width" in out and "format v2" in out
+
+
+def test_info_reads_a_v1_checkpoint_and_says_so(capsys):
+    fixture = Path(__file__).resolve().parent / "fixtures" / "v1-pruned-gemma3"
+    assert main(["info", str(fixture), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["format"] == "v1"
+    assert [row["intermediate_size"] for row in described["layers"]] == [22, 0, 64]
+    assert [row["num_attention_heads"] for row in described["layers"]] == [2, 4, 0]
 
 
 def test_count_parameters_matches_models():

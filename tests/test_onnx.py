@@ -128,9 +128,12 @@ def _export_and_compare(tmp_path, family, exporter, compensated=False):
 def test_diet_hf_export_onnx_matches_pytorch(family, tmp_path):
     result = _export_and_compare(tmp_path, family, "diet-hf", compensated=family == "gemma2")
     config = result["config"]
-    # ONNX Runtime reads the base type; the per-layer sizes stay in the config, the structure is in the graph
+    # ONNX Runtime reads the base type; the per-layer sizes stay in the config (format v2: transformers'
+    # `per_layer_config`, no second copy), the structure is in the graph
     assert config["model_type"] == family and config["diet_hf_pruned_model_type"] == f"pruned_{family}"
-    assert config["num_attention_heads_per_layer"] == [0, 2] and "auto_map" not in config
+    assert "auto_map" not in config and "num_attention_heads_per_layer" not in config
+    assert config["per_layer_config"]["0"]["skip"][-1] == "attention"
+    assert config["per_layer_config"]["1"]["num_attention_heads"] == 2
 
 
 @needs_onnx_env
