@@ -239,7 +239,7 @@ def _quiet() -> None:
 
 def _run_prune(args) -> int:
     from . import DietPruner
-    from .hub import push_saved_model, save_pruned_model
+    from .hub import push_saved_model
 
     if args.sparsity is None and args.mlp_sparsity is None and args.attention_sparsity is None:
         raise ValueError("give `--sparsity` (or `--mlp-sparsity` / `--attention-sparsity`).")
@@ -277,7 +277,7 @@ def _run_prune(args) -> int:
         repo = None
         if args.push_to_hub:
             repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
-        save_pruned_model(model, output, tokenizer=pruner.tokenizer, plan=pruner.plan, repo_id=repo)
+        pruner.save_pretrained(output, repo_id=repo)
         record = model.config.pruning
         print(
             f"saved {output}: {record['total_parameters']['dense']:,} -> {record['total_parameters']['pruned']:,} "

@@ -1,6 +1,8 @@
-"""Locating the remote-code files, loading the pruned classes from them, and registering them with the Auto classes."""
+"""The one door to `modeling/`: locating the remote-code files, loading the pruned classes from them, registering
+them with the Auto classes (no patching: the pruned classes' `save_pretrained` / `push_to_hub` are transformers'
+own). Saving with card and plan is one function, `save_pruned_model` (`DietPruner.save_pretrained` / `push_to_hub`
+call it); `push_pruned_model` and `push_saved_model` upload what it writes."""
 
-import functools
 import importlib
 import shutil
 import tempfile
@@ -16,6 +18,7 @@ from .constants import REMOTE_CODE_FILES
 
 __all__ = [
     "modeling_module",
+    "push_pruned_model",
     "push_saved_model",
     "register_auto_classes",
     "remote_code_dir",
@@ -42,53 +45,10 @@ def modeling_module() -> ModuleType:
     return importlib.import_module(f"{_PACKAGE}.modeling_pruned_gemma")
 
 
-def _with_card(stock_save):
-    @functools.wraps(
-        stock_save
-    )  # keeps `__wrapped__`: save_pruned_model calls the stock save and writes the rest once
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """The stock `save_pretrained`, then the model card, its plot and the plan (`diet_pruning.json`)."""
-        from .card import write_model_card
-
-        result = stock_save(self, save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            write_model_card(save_directory, self.config)
-            if getattr(self, "diet_plan", None) is not None:
-                self.diet_plan.save_pretrained(save_directory)
-        return result
-
-    return save_pretrained
-
-
-def _push_to_hub(
-    self,
-    repo_id: str,
-    *,
-    private: bool | None = None,
-    revision: str | None = None,
-    commit_message: str = "Upload DIET-pruned model",
-    tokenizer=None,
-    **kwargs,
-):
-    """`push_to_hub` of the in-process pruned classes: saves everything (card, plot, plan) and uploads one commit."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_pruned_model(self, Path(tmp) / "model", tokenizer=tokenizer, repo_id=repo_id)
-        return push_saved_model(path, repo_id, private=bool(private), revision=revision, commit_message=commit_message)
-
-
-def _install_publishing(module: ModuleType) -> None:
-    """Gives the in-process pruned classes (not the remote-code copies) diet-hf's card-writing save and push."""
-    for base in (module.PrunedGemma2PreTrainedModel, module.PrunedGemma3PreTrainedModel):
-        if "save_pretrained" not in base.__dict__:
-            base.save_pretrained = _with_card(base.save_pretrained)
-            base.push_to_hub = _push_to_hub
-
-
 @cache
 def register_auto_classes() -> None:
     """Registers the pruned classes with the Auto classes, so in-process use needs no `trust_remote_code`."""
     module = modeling_module()
-    _install_publishing(module)
     for config_class in (module.PrunedGemma2Config, module.PrunedGemma3TextConfig):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         names = config_class._auto_map_models
@@ -121,9 +81,7 @@ def save_pruned_model(
 
     target = Path(save_directory)
     with atomic_directory(target) as tmp:
-        # The stock save: the in-process classes' own save would write the card and plan that are written below.
-        stock_save = getattr(type(model).save_pretrained, "__wrapped__", type(model).save_pretrained)
-        stock_save(model, tmp, safe_serialization=True)
+        model.save_pretrained(tmp)  # the stock save: weights, config with auto_map, remote code
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         plan = plan if plan is not None else getattr(model, "diet_plan", None)  # the plan surgery attached
@@ -133,6 +91,31 @@ def save_pruned_model(
             shutil.copyfile(source, tmp / source.name)
         write_model_card(tmp, model.config, evaluation=evaluation, dense_evaluation=dense_evaluation, repo_id=repo_id)
     return target
+
+
+def push_pruned_model(
+    model,
+    repo_id: str,
+    *,
+    tokenizer=None,
+    plan=None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload DIET-pruned model",
+) -> str:
+    """`save_pruned_model` into a temporary directory, then `push_saved_model`: one commit with weights, config,
+    remote code, tokenizer, plan and card. Returns the commit id."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_pruned_model(model, Path(tmp) / "model", tokenizer=tokenizer, plan=plan, repo_id=repo_id)
+        try:
+            return push_saved_model(path, repo_id, private=private, revision=revision, commit_message=commit_message)
+        except RuntimeError as error:
+            cause = error.__cause__ or error
+            raise RuntimeError(
+                f"Pushing to {repo_id!r} failed: {cause}. Nothing was written locally; call this again, or save "
+                "first (`save_pruned_model` / `DietPruner.save_pretrained`) and upload the folder with "
+                "`push_saved_model`."
+            ) from cause
 
 
 def push_saved_model(

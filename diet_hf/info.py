@@ -98,6 +98,6 @@ def check_pruned_checkpoint(model_dir: str | os.PathLike) -> str:
     if missing:
         raise ValueError(
             f"{model_dir} has no remote code ({', '.join(missing)} missing beside config.json): save the model with "
-            "diet-hf's `save_pretrained` / `save_pruned_model`, which copies it there."
+            "transformers' `save_pretrained` or diet-hf's `save_pruned_model`, which copy it there."
         )
     return model_type

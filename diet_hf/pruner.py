@@ -5,6 +5,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -56,6 +57,7 @@ class DietPruner:
         self.model_id = model_id or getattr(model.config, "_name_or_path", None) or None
         self.scores: ImportanceScores | None = None
         self.plan: PruningPlan | None = None
+        self.pruned_model = None  # the model the last `prune()` returned, for `save_pretrained` / `push_to_hub`
         self._calibration: dict | None = None  # the data of the last `profile()`, for iterative pruning
 
     @classmethod
@@ -315,7 +317,61 @@ class DietPruner:
         self.plan = plan
         pruned = build_pruned_model(self.model, plan, channel_means=channel_means)
         pruned.config.pruning = _pruning_record(self.model, pruned, plan, scores)  # the one place, after surgery
+        self.pruned_model = pruned
         return pruned
+
+    def _require_pruned(self, action: str):
+        if self.pruned_model is None:
+            raise RuntimeError(f"Nothing to {action}: call `prune()` first.")
+        return self.pruned_model
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        evaluation: dict | None = None,
+        dense_evaluation: dict | None = None,
+        repo_id: str | None = None,
+    ) -> Path:
+        """Saves the last pruned model with everything a published checkpoint carries, atomically: weights, config
+        with `auto_map`, remote code, tokenizer, plan (`diet_pruning.json`) and model card (with the evaluation
+        table when `evaluation` is given; beside the dense model's with `dense_evaluation`; `repo_id` names the
+        repository in the card's usage snippet). See `diet_hf.hub.save_pruned_model`."""
+        from .hub import save_pruned_model
+
+        model = self._require_pruned("save")
+        return save_pruned_model(
+            model,
+            save_directory,
+            tokenizer=self.tokenizer,
+            plan=self.plan,
+            evaluation=evaluation,
+            dense_evaluation=dense_evaluation,
+            repo_id=repo_id,
+        )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        revision: str | None = None,
+        commit_message: str = "Upload DIET-pruned model",
+    ) -> str:
+        """Uploads what `save_pretrained` writes to the Hub repository `repo_id` as one commit; returns its id.
+        Pushing unchanged files creates no commit."""
+        from .hub import push_pruned_model
+
+        model = self._require_pruned("push")
+        return push_pruned_model(
+            model,
+            repo_id,
+            tokenizer=self.tokenizer,
+            plan=self.plan,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+        )
 
 
 def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) -> dict:

@@ -188,7 +188,7 @@ def build_pruned_model(
             target._buffers[buffer_name] = buffer
     pruned.tie_weights()
     pruned.generation_config = copy.deepcopy(model.generation_config)
-    pruned.diet_plan = plan  # written as diet_pruning.json by save_pretrained / push_to_hub (see diet_hf.hub)
+    pruned.diet_plan = plan  # written as diet_pruning.json by diet_hf.hub.save_pruned_model
     return pruned.eval() if not model.training else pruned
 
 

@@ -20,7 +20,6 @@ import torch
 
 from diet_hf import DietPruner
 from diet_hf.evaluation import evaluate
-from diet_hf.hub import save_pruned_model
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.speed import measure_tokens_per_second
 from diet_hf.tasks import PAPER_TASKS
@@ -68,9 +67,7 @@ def main(argv=None) -> int:
     pruned_eval = evaluate(pruned, tokenizer, PAPER_TASKS, **scored)
     print(f"[{time.perf_counter() - clock:6.0f}s] evaluated dense and pruned", flush=True)
 
-    save_pruned_model(
-        pruned, args.output, tokenizer=tokenizer, plan=pruner.plan, evaluation=pruned_eval, dense_evaluation=dense_eval
-    )
+    pruner.save_pretrained(args.output, evaluation=pruned_eval, dense_evaluation=dense_eval)
     prompt = "The capital of France is"
     reload = subprocess.run(
         [sys.executable, "-c", RELOAD, args.output, prompt],

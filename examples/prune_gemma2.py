@@ -15,7 +15,6 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from diet_hf import DietPruner
-from diet_hf.hub import save_pruned_model
 
 TASKS = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
 
@@ -64,8 +63,8 @@ def main(argv=None) -> int:
     else:
         pruner = DietPruner.from_pretrained(args.model, dtype=torch.bfloat16, device_map="auto")
     pruner.profile(tasks=TASKS, num_samples=args.num_samples, data_dir=args.data_dir)
-    model = pruner.prune(sparsity=args.sparsity)
-    save_pruned_model(model, args.output, tokenizer=pruner.tokenizer, plan=pruner.plan)  # + model card, atomically
+    pruner.prune(sparsity=args.sparsity)  # the pruned model; physically smaller
+    pruner.save_pretrained(args.output)  # weights, config, remote code, tokenizer, plan, model card; atomically
     reloaded = AutoModelForCausalLM.from_pretrained(args.output, trust_remote_code=True)
     print(
         f"saved {type(reloaded).__name__} to {args.output}: "

@@ -176,18 +176,21 @@ def test_unknown_routes_answer_404(local_hub):
     assert error.value.code == 404
 
 
-def test_model_save_pretrained_and_push_to_hub_carry_card_and_plan(local_hub, tmp_path, tiny_tokenizer):
-    from diet_hf.plan import PruningPlan
-
-    dense = tiny_dense_model("gemma2")
-    plan = PruningPlan.keep_all(dense.config)
-    plan.mlp_kept_indices = [list(range(20)), list(range(64))]
-    from diet_hf import build_pruned_model
-
-    model = build_pruned_model(dense, plan)
-    model.save_pretrained(tmp_path / "m")
-    assert {"README.md", PLOT_FILE, "diet_pruning.json", "config.json"} <= {p.name for p in (tmp_path / "m").iterdir()}
-    commit = model.push_to_hub("user/direct", tokenizer=tiny_tokenizer)
+def test_pruner_save_pretrained_and_push_to_hub_carry_card_plan_and_tokenizer(
+    local_hub, tmp_path, data_dir, tiny_tokenizer
+):
+    """The taught way: `pruner.save_pretrained` / `pruner.push_to_hub`, both through `save_pruned_model`. The pruned
+    classes' own `save_pretrained` stays transformers' (no patching): weights, config and remote code only."""
+    pruner = DietPruner(tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer)), tiny_tokenizer, model_id="tiny")
+    with pytest.raises(RuntimeError, match="Nothing to save: call `prune\\(\\)` first"):
+        pruner.save_pretrained(tmp_path / "early")
+    assert not (tmp_path / "early").exists()
+    model = pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.3)
+    saved = pruner.save_pretrained(tmp_path / "m")
+    names = {p.name for p in saved.iterdir()}
+    assert {"README.md", PLOT_FILE, "diet_pruning.json", "config.json", "tokenizer.json"} <= names
+    assert {p.name for p in remote_code_files()} <= names
+    commit = pruner.push_to_hub("user/direct")
     files = set(HfApi().list_repo_files("user/direct"))
     assert {
         "README.md",
@@ -197,8 +200,24 @@ def test_model_save_pretrained_and_push_to_hub_carry_card_and_plan(local_hub, tm
         *(p.name for p in remote_code_files()),
     } <= files
     card = ModelCard.load("user/direct")
-    assert "structured-pruning" in card.data.tags
-    assert model.push_to_hub("user/direct") == commit  # same content again: no new commit
+    assert "structured-pruning" in card.data.tags and "user/direct" in card.text
+    assert pruner.push_to_hub("user/direct") == commit  # same content again: no new commit
+    # stock save of the pruned class: loadable, with remote code, but no card or plan of ours
+    assert "save_pretrained" not in vars(type(model)) and not hasattr(type(model).save_pretrained, "__wrapped__")
+    model.save_pretrained(tmp_path / "stock")
+    stock = {p.name for p in (tmp_path / "stock").iterdir()}
+    assert {"config.json", "model.safetensors", *(p.name for p in remote_code_files())} <= stock
+    assert not {"diet_pruning.json", PLOT_FILE} & stock
+
+
+def test_failed_push_of_a_model_leaves_nothing_and_says_how_to_retry(local_hub, tmp_path, monkeypatch):
+    from diet_hf.hub import push_pruned_model
+
+    local_hub.state.fail_commits = 100
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)
+    with pytest.raises(RuntimeError, match=r"(?s)Pushing to 'user/broken' failed: .*Nothing was written locally"):
+        push_pruned_model(build_pruned_model(tiny_dense_model("gemma2")), "user/broken")
+    local_hub.state.fail_commits = 0
 
 
 def test_saved_directories_and_files_follow_the_umask(tmp_path):

@@ -79,9 +79,8 @@ def test_real_pruned_loads_in_fresh_process_and_generates(real_model, tmp_path, 
 
     model, tokenizer = real_model
     pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
-    pruned = pruner.profile(num_samples=10, data_dir=data_dir, disable_progress=True).prune(sparsity=0.2)
-    pruned.save_pretrained(tmp_path / "m")
-    tokenizer.save_pretrained(tmp_path / "m")
+    pruner.profile(num_samples=10, data_dir=data_dir, disable_progress=True).prune(sparsity=0.2)
+    pruner.save_pretrained(tmp_path / "m")  # weights, config, remote code, tokenizer, plan, card
     script = textwrap.dedent(
         """
         import json, sys

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO_ROOT, random_batch, tiny_dense_model
 
 from diet_hf import PrunedGemma2Config, PrunedGemma2ForSequenceClassification, build_pruned_model
-from diet_hf.hub import remote_code_dir, remote_code_files
+from diet_hf.hub import remote_code_dir, remote_code_files, save_pruned_model
 from diet_hf.plan import PruningPlan
 
 ALLOWED_TOP_LEVEL = {"torch", "transformers"}
@@ -88,8 +88,7 @@ def _pruned(family, compensated):
 def saved_pruned(tmp_path_factory):
     dense = tiny_dense_model("gemma3_text")
     pruned = build_pruned_model(dense, _uneven_plan(dense))
-    path = tmp_path_factory.mktemp("pruned")
-    pruned.save_pretrained(path)
+    path = save_pruned_model(pruned, tmp_path_factory.mktemp("pruned") / "model")  # the taught save: card included
     return pruned, path
 
 
