@@ -83,8 +83,8 @@ def _dataclass_values(args, options_class) -> dict:
 
 def _build_parser() -> argparse.ArgumentParser:
     from .healing import HealingConfig
-    from .options import PruneOptions
-    from .pruner import METHODS
+    from .methods import METHODS
+    from .options import ProfileOptions, PruneOptions
     from .recipes import DEFAULT_RECIPE, RECIPES
     from .tasks import HALVES, PAPER_TASKS, TASKS
 
@@ -122,10 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "data as NAME=FILE (.jsonl with a text field, or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]] "
         "(a Hub dataset id or a save_to_disk directory; default split train, column text), mixed freely",
     )
-    prune.add_argument("--num-samples", type=_positive_int, default=100, help="calibration examples per task")
-    prune.add_argument("--batch-size", type=_positive_int, default=8)
-    prune.add_argument("--max-length", type=_positive_int, default=512)
-    prune.add_argument("--seed", type=int, default=0)
+    _add_dataclass_flags(prune, ProfileOptions)  # every calibration option, with its help text
     prune.add_argument("--data-dir", default=None, help="local data directory (default: $DIET_DATA_DIR, else Hub)")
     prune.add_argument("--scores", default=None, help="reuse a saved profile (no forward pass)")
     prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
@@ -138,7 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument(
         "--method",
-        choices=METHODS,
+        choices=sorted(METHODS),  # the registry as it is when the command runs: methods registered later count
         default="diet",
         help="DIET (default) or a baseline's scores and allocation in the same pipeline; the card names it",
     )
@@ -253,13 +250,7 @@ def _run_prune(args) -> int:
         pruner.load_scores(args.scores)
     else:
         pruner.profile(
-            tasks=args.task_data,
-            num_samples=args.num_samples,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            seed=args.seed,
-            data_dir=args.data_dir,
-            disable_progress=args.quiet,
+            tasks=args.task_data, options=args.profile_options, data_dir=args.data_dir, disable_progress=args.quiet
         )
     if args.save_scores:
         pruner.save_scores(args.save_scores)
@@ -368,11 +359,11 @@ def _run_eval(args) -> int:
         data_dir=args.data_dir,
         disable_progress=args.quiet,
     )
-    print(f"{'task':16}{'n':>7}{'acc':>8}{'acc_norm':>10}")
+    print(f"{'task':16}{'n':>7}{'acc':>8}{'acc_norm':>10}  headline")
     for task, row in result["results"].items():
         norm = "-" if row["acc_norm"] is None else f"{row['acc_norm']:.4f}"
-        print(f"{task:16}{row['num_scored']:>7}{row['acc']:>8.4f}{norm:>10}")
-    print(f"{'average':16}{'':>7}{result['average']:>8.4f}  (acc for boolq/rte/winogrande, acc_norm otherwise)")
+        print(f"{task:16}{row['num_scored']:>7}{row['acc']:>8.4f}{norm:>10}  {row['headline_metric']}")
+    print(f"{'average':16}{'':>7}{result['average']:>8.4f}  (of each task's headline metric)")
     if args.output:
         Path(args.output).write_text(json.dumps({"model": args.model, **result}, indent=1) + "\n")
         print(f"wrote {args.output}")
@@ -432,10 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:  # the options objects validate the flags they were generated from: a bad value is a usage error
         if args.command == "prune":
-            from .options import PruneOptions
+            from .options import ProfileOptions, PruneOptions
             from .tasks import load_task_source
 
             args.prune_options = PruneOptions(**_dataclass_values(args, PruneOptions))
+            args.profile_options = ProfileOptions(**_dataclass_values(args, ProfileOptions))
             # the user's own task data is read and checked before any model loads
             args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
         elif args.command == "heal":

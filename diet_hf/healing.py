@@ -14,7 +14,6 @@ best state is kept, and if it is no better than the unhealed model the healing i
 """
 
 import gc
-import json
 import math
 import os
 import random
@@ -30,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from .options import option
-from .tasks import get_task, load_examples, resolve_data_dir
+from .tasks import get_task, load_examples, wikitext2_text
 
 __all__ = [
     "HealingConfig",
@@ -245,17 +244,10 @@ def healing_texts(
     """Training texts from `sources`: `"wikitext2"` (the WikiText-2 validation split, joined into one text; its test
     split stays for perplexity) and task names (their train split, as prompt + gold answer; never evaluation
     examples). Returns the texts and, per source, the split it came from."""
-    directory = resolve_data_dir(data_dir)
     texts, splits = [], {}
     for source in sources:
         if source == "wikitext2":
-            if directory is None:
-                raise ValueError("`wikitext2` is read from a data directory: pass `data_dir` or set DIET_DATA_DIR.")
-            path = directory / "wikitext2" / "validation.jsonl"
-            if not path.is_file():
-                raise FileNotFoundError(f"WikiText-2 validation split not found at {path}.")
-            with path.open(encoding="utf-8") as handle:
-                texts.append("\n\n".join(json.loads(line)["text"] for line in handle if line.strip()))
+            texts.append(wikitext2_text("validation", data_dir=data_dir))
             splits[source] = "validation"
             continue
         spec = get_task(source)

@@ -1,5 +1,6 @@
 """The pruning options as one frozen, validated object: `DietPruner.prune`, the `diet-hf prune` flags, the provenance
-record and the model card's rows all come from the fields of `PruneOptions`.
+record and the model card's rows all come from the fields of `PruneOptions`. The profiling options likewise:
+`ProfileOptions` (`DietPruner.profile`, the calibration flags of `diet-hf prune`, the profile's provenance).
 
 Adding an option is one field here (with its help text, and `recipe=True` if named recipes set it) plus the code
 that uses it (`plan.build_plan` for a plan option); the CLI flag, the record and the card follow. The README's table
@@ -11,7 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
 from .recipes import SCORE_KINDS, recipe_options
 
-__all__ = ["PruneOptions", "option"]
+__all__ = ["ProfileOptions", "PruneOptions", "option"]
 
 
 def option(default, help_text: str, *, choices=None, recipe: bool = False, cli: str | None = None):
@@ -131,6 +132,32 @@ class PruneOptions:
 
     def for_recipe(self, recipe: str) -> dict:
         return self.resolved(recipe_options(recipe))
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """How `DietPruner.profile` draws and runs its calibration data (the data itself, its directory and the progress
+    bar are arguments of the call). Validated on creation; `ValueError` names the field."""
+
+    num_samples: int = option(100, "calibration examples per registered task")
+    batch_size: int = option(8, "calibration texts per forward pass (right padding, ignored)")
+    max_length: int = option(512, "calibration texts are truncated to this many tokens")
+    seed: int = option(0, "seed of the calibration draw")
+    channel_stats: bool = option(
+        True,
+        "also keep per-input-channel sums of a and a^2 of down_proj / o_proj (bias compensation, Wanda-sp and FLAP "
+        "need them)",
+    )
+
+    def __post_init__(self):
+        for name in ("num_samples", "batch_size", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+        if not isinstance(self.channel_stats, bool):
+            raise ValueError(f"`channel_stats` must be True or False, got {self.channel_stats!r}.")
 
 
 def _default_of(spec):

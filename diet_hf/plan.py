@@ -407,24 +407,22 @@ def build_plan(
         raise ValueError("Pass either `sparsity` or `mlp_sparsity` / `attention_sparsity`, not both.")
     if sparsity is None and not (mlp_sparsity or attention_sparsity):
         raise ValueError("Nothing to prune: pass `sparsity` in (0, 1), or `mlp_sparsity` / `attention_sparsity` > 0.")
-    for name, value, allowed in (
-        ("merge", merge, MERGE_MODES),
-        ("mlp_normalize", mlp_normalize, NORMALIZATIONS),
-        ("head_normalize", head_normalize, NORMALIZATIONS),
-        ("allocation", allocation, ALLOCATIONS),
-    ):
-        if value not in allowed:
-            raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
-    if not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"`round_to` must be a positive integer, got {round_to!r}.")
-    if layer_sparsity_cap is not None and (
-        isinstance(layer_sparsity_cap, bool)
-        or not isinstance(layer_sparsity_cap, (int, float))
-        or not layer_sparsity_cap >= 1
-    ):
-        raise ValueError(f"`layer_sparsity_cap` must be a number >= 1 or None, got {layer_sparsity_cap!r}.")
-    if isinstance(attention_ratio, bool) or not isinstance(attention_ratio, (int, float)) or not attention_ratio >= 0:
-        raise ValueError(f"`attention_ratio` must be a number >= 0, got {attention_ratio!r}.")
+    from .options import PruneOptions  # here: options.py imports this module's constants
+
+    # the option arguments are validated where the options are defined, once
+    PruneOptions(
+        merge=merge,
+        task_weights=task_weights,
+        mlp_normalize=mlp_normalize,
+        head_normalize=head_normalize,
+        allocation=allocation,
+        round_to=round_to,
+        min_mlp_fraction=min_mlp_fraction,
+        allow_sublayer_removal=allow_sublayer_removal,
+        layer_sparsity_cap=layer_sparsity_cap,
+        attention_ratio=attention_ratio,
+        keep_layers=keep_layers,
+    )
     if sparsity is not None and sparsity * attention_ratio >= 1:
         raise ValueError(
             f"`attention_ratio` * `sparsity` must stay below 1 (the fraction of heads removed), got "

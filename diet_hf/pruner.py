@@ -4,7 +4,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from .constants import family_for_model_type
 from .importance import ImportanceScores
 from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
-from .options import PruneOptions
+from .options import ProfileOptions, PruneOptions
 from .plan import PruningPlan, build_plan
 from .profiler import collect_activation_stats
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
@@ -82,13 +82,10 @@ class DietPruner:
         self,
         tasks: Iterable[str] | Mapping[str, object] = PAPER_TASKS,
         *,
-        num_samples: int = 100,
-        batch_size: int = 8,
-        max_length: int = 512,
-        seed: int = 0,
+        options: ProfileOptions | None = None,
         data_dir: str | os.PathLike | None = None,
-        channel_stats: bool = True,
         disable_progress: bool = False,
+        **option_values,
     ) -> "DietPruner":
         """Collects per-task importance scores (hooks on `down_proj` / `o_proj` inputs, no gradients).
 
@@ -96,25 +93,36 @@ class DietPruner:
             tasks (`list[str]` or `dict`): registered task names, or name -> custom data (a list of strings, a
                 `datasets.Dataset` with a `text` column, or an iterable of token batches with `input_ids` and
                 `attention_mask`).
-            num_samples (`int`, *optional*, defaults to 100): calibration examples per registered task.
-            batch_size (`int`, *optional*, defaults to 8): texts per forward pass (right padding, ignored).
-            max_length (`int`, *optional*, defaults to 512): longer texts are truncated.
-            seed (`int`, *optional*, defaults to 0): seed of the calibration draw.
+            options (`ProfileOptions`, *optional*): the calibration options as one object; or give them as keywords
+                (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `channel_stats=True`), which override
+                `options`. `channel_stats` keeps per-input-channel sums of a and a^2 of `down_proj` / `o_proj`, which
+                bias compensation and the Wanda-sp and FLAP baselines need (`2 x (intermediate_size + heads x
+                head_dim)` float64 per layer and task).
             data_dir (`str`, *optional*): local data directory (else `$DIET_DATA_DIR`, else the Hub).
-            channel_stats (`bool`, *optional*, defaults to `True`): also keep per-input-channel sums of a and a^2
-                of `down_proj` / `o_proj`, which bias compensation and the Wanda-sp and FLAP baselines need
-                (`2 x (intermediate_size + heads x head_dim)` float64 per layer and task).
+            disable_progress (`bool`, *optional*): no progress bar.
 
         Returns:
             `DietPruner`: `self`, with `scores` set.
         """
+        unknown = sorted(set(option_values) - {f.name for f in fields(ProfileOptions)})
+        if unknown:
+            raise TypeError(
+                f"profile() got unexpected keyword arguments {unknown}; its options are "
+                f"{[f.name for f in fields(ProfileOptions)]} (`diet_hf.options.ProfileOptions`)."
+            )
+        options = replace(options or ProfileOptions(), **option_values)
+        num_samples, batch_size, max_length, seed = (
+            options.num_samples,
+            options.batch_size,
+            options.max_length,
+            options.seed,
+        )
+        channel_stats = options.channel_stats
         if isinstance(tasks, str):
             tasks = [tasks]
         named = dict(tasks) if isinstance(tasks, Mapping) else {name: None for name in tasks}
         if not named:
             raise ValueError("`tasks` is empty; pass task names or custom task data.")
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
         calibration = {}
         for name, data in named.items():
             if data is None:

@@ -25,6 +25,7 @@ __all__ = [
     "load_calibration",
     "load_examples",
     "resolve_data_dir",
+    "wikitext2_text",
     "split_half",
 ]
 
@@ -68,6 +69,16 @@ class Task:
     from_hub: Callable[[dict, int], dict] = field(repr=False)
     # Headline metric (DESIGN.md section 4): `acc` for BoolQ, RTE, WinoGrande, `acc_norm` for the others.
     headline_metric: str = "acc_norm"
+    # The metrics lm-eval 0.4 reports for the task: `acc` (highest log-likelihood) and `acc_norm` (per character);
+    # WinoGrande scores one shared continuation after different contexts, so lm-eval reports `acc` only.
+    metrics: tuple[str, ...] = ("acc", "acc_norm")
+
+    def __post_init__(self):
+        if self.headline_metric not in self.metrics:
+            raise ValueError(
+                f"Task {self.name!r}: `headline_metric` {self.headline_metric!r} is not one of its metrics "
+                f"{self.metrics}."
+            )
 
     def calibration_text(self, doc: dict) -> str:
         """The scored prompt followed by the gold answer, as one calibration text."""
@@ -174,6 +185,7 @@ TASKS: dict[str, Task] = {
             _winogrande,
             _hub_winogrande,
             "acc",
+            metrics=("acc",),
         ),
         Task("arc_easy", "allenai/ai2_arc", "ARC-Easy", "test", "train", _arc, _hub_keyed_choices),
         Task("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", "test", "train", _arc, _hub_keyed_choices),
@@ -195,6 +207,20 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     """`data_dir`, else `$DIET_DATA_DIR`, else `None` (load from the Hub)."""
     value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     return None if value in (None, "") else Path(value)
+
+
+def wikitext2_text(split: str, *, data_dir: str | os.PathLike | None = None) -> str:
+    """WikiText-2 `split` (`"test"`: perplexity; `"validation"`: healing text) from the data directory, its rows
+    joined with blank lines."""
+    if split not in ("test", "validation"):
+        raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
+    directory = resolve_data_dir(data_dir)
+    if directory is None:
+        raise ValueError("WikiText-2 is read from a data directory: pass `data_dir` or set DIET_DATA_DIR.")
+    path = directory / "wikitext2" / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"WikiText-2 {split} split not found at {path}.")
+    return "\n\n".join(row["text"] for row in _read_jsonl(path))
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny random Gemma models, seeded batches, the local benchmark data. No network."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from hub_server import LocalHub
@@ -12,6 +14,7 @@ os.environ["HF_ENDPOINT"] = LOCAL_HUB.endpoint
 os.environ["HF_HUB_OFFLINE"] = "0"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="diet-hf-tests-hf-home-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)  # no test leftovers in the temp dir
 os.environ["HF_TOKEN"] = "hf_local_test_token"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -269,3 +269,28 @@ def test_prune_with_the_users_own_task_sources(tmp_path, data_dir, tiny_tokenize
             == 2
         )
         assert message in capsys.readouterr().err, word
+
+
+def test_calibration_flags_come_from_profile_options(capsys):
+    from dataclasses import fields
+
+    from diet_hf.options import ProfileOptions
+
+    assert main(["prune", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for spec in fields(ProfileOptions):
+        assert "--" + spec.name.replace("_", "-") in help_text
+    assert "--no-channel-stats" in help_text
+    assert main(["prune", "m", "--output", "o", "--num-samples", "0"]) == 2
+    assert "`num_samples` must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_a_method_registered_after_import_is_a_choice_of_the_cli(capsys):
+    from diet_hf.methods import METHODS, ScoringMethod, get_method, register_method
+
+    register_method(ScoringMethod("mine", "Mine", get_method("magnitude").scores, plan_options={}))
+    try:
+        assert main(["prune", "--help"]) == 0
+        assert "mine" in capsys.readouterr().out
+    finally:
+        METHODS.pop("mine")

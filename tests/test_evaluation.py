@@ -266,15 +266,15 @@ def _alone(model, tokenizer, pairs):
 @pytest.mark.parametrize("family, attn", ATTENTION_KERNELS)
 def test_packed_choices_equal_scoring_each_pair_alone(tiny_tokenizer, family, attn, monkeypatch):
     from diet_hf import build_pruned_model
-    from diet_hf.evaluation import _Scorer
+    from diet_hf.evaluation.scorer import Scorer
 
     # Small slices so the LM head crosses state-chunk and vocabulary-slice boundaries.
-    monkeypatch.setattr(_Scorer, "_VOCAB_CHUNK", 7)
-    monkeypatch.setattr(_Scorer, "_STATE_CHUNK", 5)
+    monkeypatch.setattr(Scorer, "VOCAB_CHUNK", 7)
+    monkeypatch.setattr(Scorer, "STATE_CHUNK", 5)
     dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=3, final_logit_softcapping=3.0)
     for model in (dense, build_pruned_model(dense, _uneven_plan(dense))):
         _set_attention(model, attn)
-        assert _Scorer(model).packed
+        assert Scorer(model).packed
         expected = _alone(model, tiny_tokenizer, PACKED_PAIRS)
         for batch_size in (1, 2, 16):
             got = loglikelihoods(model, tiny_tokenizer, PACKED_PAIRS, batch_size=batch_size, disable_progress=True)
@@ -284,19 +284,20 @@ def test_packed_choices_equal_scoring_each_pair_alone(tiny_tokenizer, family, at
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 @pytest.mark.parametrize("packed", [True, False], ids=["packed_rows", "kv_cache_copies"])
 def test_shared_context_equals_separate_scoring(tiny_tokenizer, family, packed, monkeypatch):
-    from diet_hf import build_pruned_model, evaluation
+    from diet_hf import build_pruned_model
+    from diet_hf.evaluation.scorer import Scorer
 
     if not packed:  # the path for attention kernels that take no custom mask: the context's KV cache, copied
-        init = evaluation._Scorer.__init__
+        init = Scorer.__init__
 
         def without_packing(self, model):
             init(self, model)
             self.packed = False
 
-        monkeypatch.setattr(evaluation._Scorer, "__init__", without_packing)
+        monkeypatch.setattr(Scorer, "__init__", without_packing)
     dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=4)
     for model in (dense, build_pruned_model(dense, _uneven_plan(dense))):
-        assert evaluation._Scorer(model).packed == packed
+        assert Scorer(model).packed == packed
         shared = loglikelihoods(model, tiny_tokenizer, PACKED_PAIRS, batch_size=2, disable_progress=True)
         separate = loglikelihoods(
             model, tiny_tokenizer, PACKED_PAIRS, batch_size=3, share_context=False, disable_progress=True
@@ -307,10 +308,11 @@ def test_shared_context_equals_separate_scoring(tiny_tokenizer, family, packed, 
 TF457_SCRIPT = """
 import json, sys, torch, transformers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-from diet_hf.evaluation import _Scorer, loglikelihoods
+from diet_hf.evaluation import loglikelihoods
+from diet_hf.evaluation.scorer import Scorer
 path, attn, pairs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, trust_remote_code=True).eval()
-assert _Scorer(model).packed
+assert Scorer(model).packed
 tokenizer = PreTrainedTokenizerFast(tokenizer_file=f"{path}/tokenizer.json", pad_token="<pad>")  # 5.x's config: no
 values = loglikelihoods(model, tokenizer, pairs, batch_size=2, disable_progress=True)
 print(json.dumps({"version": transformers.__version__, "values": values}))

@@ -267,37 +267,3 @@ def test_sequence_classification_runs():
     model = PrunedGemma2ForSequenceClassification(config).eval()
     ids = random_batch()
     assert model(ids).logits.shape == (2, 3)
-
-
-def test_a_registered_attention_backend_runs_the_uneven_model():
-    """What a serving engine relies on: an attention function registered through `AttentionInterface` (with a mask
-    function through `AttentionMaskInterface`) and selected by name runs every layer with that layer's head counts."""
-    from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    seen = {}
-
-    def probe(module, query, key, value, attention_mask, **kwargs):
-        seen[module.layer_idx] = (query.shape[1], key.shape[1])
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-
-    AttentionInterface.register("diet_probe", probe)
-    AttentionMaskInterface.register("diet_probe", sdpa_mask)
-    model = pruned_model(
-        "gemma3_text",
-        num_hidden_layers=3,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        intermediate_size_per_layer=[64, 0, 17],
-        num_attention_heads_per_layer=[2, 4, 0],
-        num_key_value_heads_per_layer=[1, 2, 0],
-    )
-    assert type(model)._supports_attention_backend
-    ids = random_batch(2, 9)
-    with torch.no_grad():
-        eager = model(ids).logits
-        model.set_attn_implementation("diet_probe")
-        probed = model(ids).logits
-    assert (probed - eager).abs().max().item() <= 1e-5
-    # the removed attention (layer 2) is never called; the others see their own query / KV head counts
-    assert seen == {0: (2, 1), 1: (4, 2)}

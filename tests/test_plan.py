@@ -205,7 +205,7 @@ def test_plan_is_deterministic_and_round_trips(tmp_path):
         ({}, r"Nothing to prune"),
         ({"sparsity": 0.2, "merge": "max"}, r"`merge` must be one of"),
         ({"sparsity": 0.2, "round_to": 0}, r"`round_to` must be a positive integer"),
-        ({"sparsity": 0.2, "layer_sparsity_cap": 0.5}, r"`layer_sparsity_cap` must be a number >= 1 or None"),
+        ({"sparsity": 0.2, "layer_sparsity_cap": 0.5}, r"`layer_sparsity_cap` must be a number >= 1, got 0.5"),
         ({"sparsity": 0.2, "attention_ratio": -1}, r"`attention_ratio` must be a number >= 0, got -1"),
         ({"sparsity": 0.5, "attention_ratio": 2}, r"`attention_ratio` \* `sparsity` must stay below 1"),
         (

@@ -89,7 +89,7 @@ def test_unknown_task_and_bad_arguments(data_dir):
     pruner = DietPruner(tiny_dense_model("gemma2"))
     with pytest.raises(ValueError, match=r"Unknown task 'squad'; known tasks"):
         pruner.profile(tasks=["squad"], data_dir=data_dir)
-    with pytest.raises(ValueError, match=r"`batch_size` must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive integer, got 0"):
         pruner.profile(tasks=["rte"], batch_size=0, data_dir=data_dir)
     with pytest.raises(ValueError, match=r"needs a tokenizer"):
         pruner.profile(tasks=["rte"], num_samples=2, data_dir=data_dir, disable_progress=True)
@@ -315,3 +315,17 @@ def test_a_registered_scoring_method_prunes_through_the_pipeline():
         assert pruned.diet_plan.mlp_kept_indices[0] != sorted(diet_keep)
     finally:
         METHODS.pop("reverse")
+
+
+def test_profile_options_as_one_object_or_as_keywords(data_dir, tiny_tokenizer):
+    from diet_hf.options import ProfileOptions
+
+    pruner = DietPruner(tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer)), tiny_tokenizer)
+    with pytest.raises(ValueError, match="`num_samples` must be a positive integer, got 0"):
+        pruner.profile(["rte"], num_samples=0, data_dir=data_dir)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['samples'\]; its options are"):
+        pruner.profile(["rte"], samples=3, data_dir=data_dir)
+    by_object = pruner.profile(["rte"], options=ProfileOptions(num_samples=3, seed=1), data_dir=data_dir).scores
+    by_keywords = pruner.profile(["rte"], num_samples=3, seed=1, data_dir=data_dir).scores
+    assert by_object.provenance == by_keywords.provenance and by_object.provenance["num_samples"] == 3
+    assert torch.equal(by_object.mlp["rte"], by_keywords.mlp["rte"])

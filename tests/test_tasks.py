@@ -79,3 +79,26 @@ def test_custom_tasks():
         custom_calibration("ds", datasets.Dataset.from_dict({"body": ["x"]}))
     with pytest.raises(TypeError, match="non-empty list of strings"):
         custom_calibration("bad", [1, 2])
+
+
+def test_a_task_owns_its_metrics_and_its_headline_is_one_of_them():
+    from dataclasses import replace
+
+    from diet_hf.tasks import TASKS
+
+    assert TASKS["winogrande"].metrics == ("acc",) and TASKS["boolq"].metrics == ("acc", "acc_norm")
+    assert all(task.headline_metric in task.metrics for task in TASKS.values())
+    with pytest.raises(ValueError, match="`headline_metric` 'acc_norm' is not one of its metrics"):
+        replace(TASKS["winogrande"], headline_metric="acc_norm")
+
+
+def test_wikitext2_text_names_what_is_missing(tmp_path, monkeypatch):
+    from diet_hf.tasks import wikitext2_text
+
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
+    with pytest.raises(ValueError, match="pass `data_dir` or set DIET_DATA_DIR"):
+        wikitext2_text("test")
+    with pytest.raises(FileNotFoundError, match="WikiText-2 validation split not found"):
+        wikitext2_text("validation", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="`split` must be 'test' or 'validation', got 'train'"):
+        wikitext2_text("train", data_dir=tmp_path)

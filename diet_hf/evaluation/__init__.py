@@ -1,0 +1,22 @@
+"""Zero-shot multiple-choice accuracy scored as lm-eval-harness 0.4 scores it, and WikiText-2 perplexity.
+
+The package: `harness` (`evaluate`: tasks, halves, metrics), `strategies` (`loglikelihoods` and the three scoring
+strategies behind one signature), `scorer` (the model: decoder, then LM head at scored positions),
+`language_modeling` (`next_token_logprobs`, `kl_divergence`, `perplexity`).
+
+Any causal LM that transformers loads works. The LM head runs only at the scored positions (for Gemma models on the
+gathered hidden states, for others through `logits_to_keep`): Gemma's vocabulary is 256k, so full logits at every
+position would dominate time and memory.
+
+For Gemma-family models (dense or pruned, `sdpa` or `eager` attention) the choices of one question are packed into one
+row behind their shared context, with an attention mask that lets each choice see the context and itself only, and
+position ids that continue the context for every choice: the same computation as scoring each pair on its own, with
+the context run once and almost no padding. The scored hidden states of many rows then go through the LM head
+together, one slice of the vocabulary at a time, with a running log-sum-exp.
+"""
+
+from .harness import evaluate
+from .language_modeling import kl_divergence, next_token_logprobs, perplexity
+from .strategies import loglikelihoods
+
+__all__ = ["evaluate", "kl_divergence", "loglikelihoods", "next_token_logprobs", "perplexity"]

@@ -1,0 +1,105 @@
+"""The zero-shot multiple-choice harness: each task's examples (after exclusions, on a half, up to a limit), its
+prompts and choices, the log-likelihoods of `strategies.loglikelihoods`, and the metrics the task defines."""
+
+import math
+import os
+
+from ..tasks import HALVES, PAPER_TASKS, get_task, load_examples, split_half
+from .scorer import check_tokenizer
+from .strategies import loglikelihoods
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    model,
+    tokenizer,
+    tasks: list[str] | tuple[str, ...] = PAPER_TASKS,
+    *,
+    limit: int | None = None,
+    batch_size: int = 16,
+    exclude_ids: dict[str, list[str]] | None = None,
+    half: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    return_predictions: bool = False,
+    share_context: bool = True,
+    disable_progress: bool = False,
+) -> dict:
+    """Zero-shot multiple-choice accuracy per task (`acc`, `acc_norm`, standard error) and the headline average.
+
+    Args:
+        tasks (`list[str]`): registered task names.
+        limit (`int`, *optional*): score only the first `limit` examples of each task (after exclusions).
+        exclude_ids (`dict[str, list[str]]`, *optional*): per task, example ids not to score (calibration examples
+            carved from the evaluation split; `DietPruner.scores.provenance["excluded_eval_ids"]`).
+        half (`str`, *optional*): `"dev"` or `"test"`: score only that half of each task's evaluation examples
+            (`tasks.split_half`, a hash of the example id), after exclusions and before `limit`. Choose recipes on
+            `"dev"`, report on `"test"`.
+        return_predictions (`bool`, *optional*): add each example's chosen answers under `predictions`.
+        share_context (`bool`, *optional*, defaults to `True`): run each question's context once for all choices.
+
+    Returns:
+        `dict` with `results` (per task: `acc`, `acc_norm` (None where the task has no such metric), `acc_stderr`,
+        `num_scored`, `excluded_ids`, `headline_metric`), `average` (of each task's `Task.headline_metric`: `acc` for
+        BoolQ, RTE, WinoGrande, `acc_norm` for the others) and `tasks`.
+    """
+    check_tokenizer(tokenizer, "to score text")
+    if limit is not None and limit < 1:
+        raise ValueError(f"`limit` must be >= 1, got {limit}.")
+    if half is not None and half not in HALVES:
+        raise ValueError(f"`half` must be one of {HALVES} or None, got {half!r}.")
+    specs = [get_task(name) for name in tasks]
+    exclude_ids = exclude_ids or {}
+    results, predictions = {}, {}
+    for spec in specs:
+        excluded = {str(i) for i in exclude_ids.get(spec.name, [])}
+        docs = [d for d in load_examples(spec, spec.eval_split, data_dir=data_dir) if str(d["id"]) not in excluded]
+        if half is not None:
+            docs = [d for d in docs if split_half(spec.name, str(d["id"])) == half]
+        docs = docs[:limit] if limit is not None else docs
+        if not docs:
+            raise ValueError(f"No examples of task {spec.name!r} left to score after exclusions.")
+        requests = [spec.build(d) for d in docs]
+        pairs = [(ctx, r.delimiter + cont) for r in requests for ctx, cont in zip(r.contexts, r.continuations)]
+        lls = loglikelihoods(
+            model,
+            tokenizer,
+            pairs,
+            batch_size=batch_size,
+            share_context=share_context,
+            disable_progress=disable_progress,
+            description=f"eval {spec.name}",
+        )
+        correct, correct_norm, chosen = 0, 0, []
+        offset = 0
+        for request in requests:
+            n = len(request.continuations)
+            scores = lls[offset : offset + n]
+            offset += n
+            # lm-eval 0.4.13 `acc_norm`: log-likelihood / length in characters of the choice, without the delimiter
+            normed = [s / len(c) for s, c in zip(scores, request.continuations)]
+            pick, pick_norm = _argmax(scores), _argmax(normed)
+            correct += pick == request.label
+            correct_norm += pick_norm == request.label
+            chosen.append({"id": request.example_id, "label": request.label, "acc": pick, "acc_norm": pick_norm})
+        count = len(requests)
+        acc = correct / count
+        results[spec.name] = {
+            "acc": acc,
+            "acc_norm": correct_norm / count if "acc_norm" in spec.metrics else None,  # the task says which it has
+            "acc_stderr": math.sqrt(acc * (1 - acc) / max(count - 1, 1)),
+            "num_scored": count,
+            "excluded_ids": sorted(excluded),
+            "half": half,
+            "headline_metric": spec.headline_metric,
+        }
+        predictions[spec.name] = chosen
+    headline = [r[r["headline_metric"]] for r in results.values()]
+    output = {"tasks": [s.name for s in specs], "results": results, "average": sum(headline) / len(headline)}
+    if return_predictions:
+        output["predictions"] = predictions
+    return output
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # first maximum, as numpy's argmax

@@ -1,0 +1,79 @@
+"""Language-modelling measures: next-token distributions and the KL between two of them, WikiText-2 perplexity."""
+
+import math
+import os
+
+import torch
+from tqdm.auto import tqdm
+
+from .._batching import pad_id
+from ..tasks import wikitext2_text
+from .scorer import Scorer, check_tokenizer, left_padded
+
+__all__ = ["kl_divergence", "next_token_logprobs", "perplexity"]
+
+
+def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int = 16) -> torch.Tensor:
+    """Log-probabilities of the token after each prompt, `(len(prompts), vocab)` float32 on the CPU.
+
+    Prompts are tokenized as the evaluator tokenizes contexts (Gemma's BOS included), batched by length with left
+    padding; only the last position goes through the LM head."""
+    check_tokenizer(tokenizer, "to encode the prompts")
+    if not prompts:
+        raise ValueError("`prompts` is empty: pass at least one prompt.")
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    pad = pad_id(tokenizer)
+    scorer = Scorer(model)
+    result = [None] * len(prompts)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            states, _ = scorer.forward(*left_padded([encoded[i] for i in batch], pad), cache=False, keep=1)
+            for i, row in zip(batch, scorer.logprobs(states[:, -1]).cpu()):
+                result[i] = row
+    return torch.stack(result)
+
+
+def kl_divergence(reference_logprobs: torch.Tensor, logprobs: torch.Tensor) -> float:
+    """Mean over rows of KL(reference || model) in nats, from two `next_token_logprobs` results."""
+    if reference_logprobs.shape != logprobs.shape:
+        raise ValueError(
+            f"`reference_logprobs` {tuple(reference_logprobs.shape)} and `logprobs` {tuple(logprobs.shape)} must "
+            "have the same shape (same prompts, same vocabulary)."
+        )
+    reference = reference_logprobs.double()
+    return float((reference.exp() * (reference - logprobs.double())).sum(-1).mean())
+
+
+@torch.inference_mode()
+def perplexity(
+    model,
+    tokenizer,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    max_length: int | None = None,
+    max_windows: int | None = None,
+    disable_progress: bool = False,
+) -> dict:
+    """WikiText-2 test perplexity: rows joined with blank lines, non-overlapping windows, token-weighted.
+
+    Each window of `max_length` tokens (the model's context, capped at 2048) is scored after a BOS token.
+    """
+    check_tokenizer(tokenizer, "to encode WikiText-2")
+    text = wikitext2_text("test", data_dir=data_dir)
+    max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    window = max_length - (1 if bos is not None else 0)
+    starts = list(range(0, len(ids), window))[: max_windows or None]
+    scorer = Scorer(model)
+    nll, count = 0.0, 0
+    for start in tqdm(starts, desc="perplexity", disable=disable_progress):
+        chunk = ([bos] if bos is not None else []) + ids[start : start + window]
+        input_ids, attention_mask, position_ids = left_padded([chunk[:-1]], 0)
+        states, _ = scorer.forward(input_ids, attention_mask, position_ids, cache=False, keep=len(chunk) - 1)
+        targets = torch.tensor(chunk[1:], device=states.device)
+        nll -= float(scorer.target_logprobs(states[0], targets).sum())
+        count += len(targets)
+    return {"perplexity": math.exp(nll / count), "tokens": count, "windows": len(starts), "max_length": max_length}
