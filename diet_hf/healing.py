@@ -37,6 +37,7 @@ __all__ = [
     "distillation_loss",
     "heal",
     "healing_texts",
+    "limit_heap_retention",
     "pack_sources",
     "pack_texts",
     "teacher_targets",
@@ -78,6 +79,12 @@ class HealingConfig:
     )
     seed: int = option(0, "data order, packing and LoRA initialization")
     bf16: bool = option(False, "bfloat16 mixed precision (GPU)")
+    release_memory: bool = option(
+        True,
+        "on CPU with glibc: allocations of 1 MiB or more go straight to the OS (process-wide, from then on) and freed "
+        "heap is returned after every step; on the 270M the peak resident size fell from 3.70 to 2.98 GB for a tenth "
+        "more time (measured)",
+    )
 
     def __post_init__(self):
         positive_ints = ("max_tokens", "seq_len", "batch_size", "gradient_accumulation_steps", "lora_r", "chunk_size")
@@ -223,6 +230,31 @@ def teacher_targets(
     if top_k is not None:
         out["ids"] = torch.cat(indices)
     return out
+
+
+def limit_heap_retention(threshold: int = 1 << 20) -> bool:
+    """glibc only: allocations of `threshold` bytes or more are mapped from and unmapped to the OS directly, for the
+    rest of the process. glibc otherwise raises that threshold as large blocks are freed and then keeps freed
+    activations of a few MiB in its heap, where they fragment: healing the 270M on CPU peaked at 3.70 GB resident
+    with the default and at 2.98 GB with 1 MiB (9% slower). Returns whether the setting took effect."""
+    try:
+        import ctypes
+
+        M_MMAP_THRESHOLD = -3
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def release_freed_memory() -> None:
+    """Returns the C heap's free memory to the operating system (glibc's `malloc_trim`; a no-op elsewhere). PyTorch's
+    CPU tensors are malloc'ed: freed ones stay in the process's heap, so the resident size keeps every step's peak."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        pass
 
 
 def _decoder(model):
@@ -431,14 +463,17 @@ def _trainer_classes():
     class LossBar(TrainerCallback):
         """A progress bar whose postfix shows the latest training loss (replaces transformers' log printing)."""
 
-        def __init__(self):
+        def __init__(self, release: bool = False):
             self.bar = None
+            self.release = release
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="healing", unit="step")
 
         def on_step_end(self, args, state, control, **kwargs):
             self.bar.update(state.global_step - self.bar.n)
+            if self.release:
+                release_freed_memory()  # a step's freed temporaries, kept by the C heap, go back to the OS
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -595,6 +630,8 @@ def heal(
     work_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)
+    if config.release_memory and not next(student.parameters()).is_cuda:
+        limit_heap_retention()
     online = config.top_k is None
     loaded = {}
 
@@ -618,6 +655,8 @@ def heal(
         teacher = None  # a teacher loaded here is freed: training needs only its cached targets
         loaded.clear()
         gc.collect()
+        if config.release_memory:
+            release_freed_memory()
     guard_teacher = teacher if online else None
 
     before = _validation_kl(student, validation, validation_targets, guard_teacher, config)
@@ -680,7 +719,7 @@ def heal(
         data_collator=_collate,
         healing=config,
         teacher=guard_teacher,
-        callbacks=[guard, LossBar(), *(callbacks or [])],
+        callbacks=[guard, LossBar(release=config.release_memory and not use_cuda), *(callbacks or [])],
     )
     trainer.remove_callback(ProgressCallback)
     checkpoints = sorted((work_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))

@@ -376,3 +376,14 @@ def test_heal_bf16_on_cuda(tmp_path, tiny_tokenizer):
     assert record["validation_kl_after"] <= record["validation_kl_before"]
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "h", trust_remote_code=True)
     assert type(reloaded).__name__ == "PrunedGemma3ForCausalLM"
+
+
+def test_heap_retention_is_limited_on_glibc_and_optional():
+    import platform
+
+    from diet_hf.healing import HealingConfig, limit_heap_retention, release_freed_memory
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert limit_heap_retention() is True
+    release_freed_memory()  # never raises, glibc or not
+    assert HealingConfig().release_memory is True and HealingConfig(release_memory=False).release_memory is False
