@@ -4,7 +4,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["atomic_directory", "atomic_write_text", "current_umask", "apply_umask"]
@@ -55,19 +55,24 @@ def atomic_directory(target: str | os.PathLike, *, merge: bool = False) -> Itera
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file beside it, so the file is never half-written."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` writes a temporary file beside `path`, which then replaces `path`: never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        write(Path(tmp))
         apply_umask(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` through a temporary file beside it, so the file is never half-written."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def looks_like_local_path(text: str) -> bool:
@@ -88,3 +93,20 @@ def check_model_location(model_id_or_path, argument: str = "model") -> None:
     if looks_local and not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise FileNotFoundError(f"`{argument}`: the local directory {text} {what}.")
+
+
+# What transformers' tokenizers are loaded from (fast, SentencePiece, BPE vocabularies); `tokenizer_config.json` alone
+# does not make a tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+
+
+def check_tokenizer_files(model_id_or_path, argument: str = "model") -> None:
+    """Raises `ValueError` naming `argument` when `model_id_or_path` is a local directory without tokenizer files (a
+    model saved without `tokenizer.save_pretrained`): transformers 4.57 then fails deep inside the tokenizer
+    conversion and 5.x builds a tokenizer of special tokens only. A Hub id passes through."""
+    path = Path(os.fspath(model_id_or_path)).expanduser()
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"`{argument}`: {path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}). Save the model's "
+            "tokenizer there (`tokenizer.save_pretrained(dir)`; `DietPruner.save_pretrained` does it)."
+        )

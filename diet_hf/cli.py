@@ -284,7 +284,7 @@ def _run_heal(args) -> int:
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from ._io import check_model_location
+    from ._io import check_model_location, check_tokenizer_files
     from .healing import check_parent, heal, healing_texts
     from .hub import register_auto_classes
     from .plan import PruningPlan
@@ -293,6 +293,7 @@ def _run_heal(args) -> int:
     config = args.healing_config
     check_model_location(args.model)
     check_model_location(args.teacher, "--teacher")
+    check_tokenizer_files(args.model)
     register_auto_classes()
     load = {"dtype": _dtype(args.dtype), "device_map": args.device_map}
     student = AutoModelForCausalLM.from_pretrained(args.model, **load)
@@ -342,10 +343,11 @@ def _run_heal(args) -> int:
 def _run_eval(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ._io import check_model_location
+    from ._io import check_model_location, check_tokenizer_files
     from .evaluation import evaluate
 
     check_model_location(args.model)
+    check_tokenizer_files(args.model)
     kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=_dtype(args.dtype), **kwargs).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model, **kwargs)

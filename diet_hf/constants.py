@@ -69,6 +69,12 @@ def head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // base_sizes(config)[1]
 
 
+def block_parameters(hidden_size: int, head_dim: int, width: int, heads: int, kv_heads: int) -> int:
+    """Attention + MLP parameters of one decoder layer: gate, up and down projections of `width`, query and output
+    projections of `heads`, key and value projections of `kv_heads` (norms and biases not counted)."""
+    return 3 * hidden_size * width + 2 * hidden_size * head_dim * (heads + kv_heads)
+
+
 def base_sizes(config) -> tuple[int, int, int]:
     """`intermediate_size`, `num_attention_heads`, `num_key_value_heads` of the base (dense) model: a dense config's
     own, a pruned config's global values (read without transformers' warning on global reads of per-layer sizes)."""

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
+from ._io import atomic_write
 from .options import option
 from .tasks import get_task, load_examples, wikitext2_text
 
@@ -558,9 +559,7 @@ def _precompute(get_teacher, rows: torch.Tensor, healing: HealingConfig, path: P
             parts[key].append(out[key])
     targets = {key: torch.cat(value) for key, value in parts.items()}
     if path is not None:
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({**targets, "rows": rows.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file({**targets, "rows": rows.contiguous()}, str(tmp)))
     return targets
 
 

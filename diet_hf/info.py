@@ -7,7 +7,15 @@ from pathlib import Path
 from transformers import AutoConfig, PretrainedConfig
 
 from ._io import check_model_location
-from .constants import FAMILIES, REMOTE_CODE_FILES, base_sizes, family_for_model_type, head_dim, layer_sizes
+from .constants import (
+    FAMILIES,
+    REMOTE_CODE_FILES,
+    base_sizes,
+    block_parameters,
+    family_for_model_type,
+    head_dim,
+    layer_sizes,
+)
 
 __all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
 
@@ -24,7 +32,7 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
     blocks = norms = 0
     for layer_idx in range(config.num_hidden_layers):
         width, heads, kv_heads = base_sizes(config) if dense else layer_sizes(config, layer_idx)
-        blocks += 3 * h * width + 2 * h * d * (heads + kv_heads)
+        blocks += block_parameters(h, d, width, heads, kv_heads)
         norms += 4 * h + (2 * d if qk_norms and heads else 0)
     embeddings = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
     # bias compensation (FLAP) adds one bias per layer and sublayer; the decoder-block count stays the plan's

@@ -4,16 +4,16 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
 from ._io import atomic_write_text
-from .constants import PLAN_FILE
+from .constants import PLAN_FILE, block_parameters
 from .constants import head_dim as config_head_dim
 
-__all__ = ["PruningPlan", "build_plan", "merge_keep_masks", "merged_order", "rank_normalize", "select_global_top_k"]
+__all__ = ["PruningPlan", "build_plan", "merged_order", "rank_normalize", "select_global_top_k"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +85,15 @@ class PruningPlan:
         """Attention + MLP parameters of the decoder blocks: (kept, dense)."""
         h, d = self.hidden_size, self.head_dim
         kept = sum(
-            3 * h * w + 2 * h * d * (q + kv)
+            block_parameters(h, d, w, q, kv)
             for w, q, kv in zip(
                 self.intermediate_size_per_layer,
                 self.num_attention_heads_per_layer,
                 self.num_key_value_heads_per_layer,
             )
         )
-        per_layer = 3 * h * self.intermediate_size + 2 * h * d * (self.num_attention_heads + self.num_key_value_heads)
-        return kept, per_layer * self.num_hidden_layers
+        dense = block_parameters(h, d, self.intermediate_size, self.num_attention_heads, self.num_key_value_heads)
+        return kept, dense * self.num_hidden_layers
 
     @property
     def sparsity(self) -> float:
@@ -220,25 +220,6 @@ def select_global_top_k(scores: torch.Tensor, k: int, *, floor: int = 0) -> torc
     return _take(_priority_order(scores), tuple(scores.shape), k, floor)
 
 
-def merge_keep_masks(
-    masks: list[torch.Tensor],
-    scores: list[torch.Tensor],
-    k: int,
-    *,
-    merge: str = "vote",
-    weights: list[float] | None = None,
-    floor: int = 0,
-    allocation: str = "global",
-) -> torch.Tensor:
-    """Merges per-task keep-masks into one with exactly `k` kept units.
-
-    `merge="vote"` ranks units by (weighted votes, mean within-task rank-normalized score), then (layer, index), so
-    units kept by a majority of tasks come first; `merge="mean"` ranks by the mean rank-normalized score alone.
-    """
-    order = merged_order(masks, scores, merge=merge, weights=weights)
-    return _allocate(order, tuple(scores[0].shape), k, floor, allocation)
-
-
 def _allocate(order: torch.Tensor, shape: tuple[int, int], k: int, floor: int, allocation: str) -> torch.Tensor:
     """Keep-mask of `k` units in priority `order`: globally (each layer at least `floor`) or equally per layer."""
     return _uniform_take(order, shape, k) if allocation == "uniform" else _take(order, shape, k, floor)
@@ -267,7 +248,9 @@ def _vote_except(per_task, k, floor, merge, weights, allocation, protected: list
 
 
 def merged_order(masks, scores, *, merge: str = "vote", weights=None) -> torch.Tensor:
-    """All units' flat indices, most important first, under the merge rule of `merge_keep_masks`."""
+    """All units' flat indices, most important first. `merge="vote"` ranks units by (weighted votes of the per-task
+    keep-`masks`, mean within-task rank-normalized score), then (layer, index), so units kept by a majority of tasks
+    come first; `merge="mean"` ranks by the mean rank-normalized score alone."""
     weights = [1.0] * len(masks) if weights is None else list(weights)
     ranks = torch.stack([rank_normalize(s) * w for s, w in zip(scores, weights)]).sum(0) / sum(weights)
     votes = torch.stack([m.double() * w for m, w in zip(masks, weights)]).sum(0)
@@ -471,8 +454,7 @@ def build_plan(
     counts = _round_counts(keep.sum(dim=1).tolist(), round_to, mlp_floor, width)
     mlp_kept = _take_counts(order, (num_layers, width), counts)
 
-    plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices = mlp_kept, heads_kept, kv_kept
-    plan.provenance = {
+    provenance = {
         "tasks": tasks,
         "sparsity": sparsity,
         "mlp_sparsity": mlp_sparsity,
@@ -490,6 +472,12 @@ def build_plan(
         "keep_layers": None if keep_layers is None else list(keep_layers),
         "achieved_sparsity": None,
     }
-    plan.__post_init__()
+    plan = replace(  # a new plan: its `__post_init__` checks the kept indices
+        plan,
+        mlp_kept_indices=mlp_kept,
+        head_kept_indices=heads_kept,
+        kv_head_kept_indices=kv_kept,
+        provenance=provenance,
+    )
     plan.provenance["achieved_sparsity"] = plan.sparsity
     return plan

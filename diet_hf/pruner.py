@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ._batching import pad_id, pad_rows
-from ._io import check_model_location
+from ._io import check_model_location, check_tokenizer_files
 from .constants import family_for_model_type
 from .importance import ImportanceScores
 from .methods import METHODS as SCORING_METHODS
@@ -75,7 +75,13 @@ class DietPruner:
         config = AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
         family_for_model_type(config.model_type)  # refuse unsupported models before loading weights
         model = AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs)
+        try:
+            check_tokenizer_files(model_id_or_path, "model_id_or_path")
+        except ValueError as error:  # profiling custom token batches needs no tokenizer; registered tasks say so
+            logger.warning("%s The pruner has no tokenizer.", error)
+            tokenizer = None
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs)
         return cls(model.eval(), tokenizer, model_id=str(model_id_or_path))
 
     def profile(

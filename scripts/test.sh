@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Sets up .venv and a second environment with transformers 4.57.6 (the last 4.x: for the compatibility tests, and
-# the ONNX export, whose optimum-onnx caps transformers below 4.58), then runs the test suite. Extra arguments go
-# to pytest, e.g. `scripts/test.sh -m slow` for the real-model tests.
+# the ONNX export, whose optimum-onnx caps transformers below 4.58), then runs the test suite on transformers 5.x and
+# again on 4.57.6 (one file set serves both; tests of 5.x-only features skip themselves there). Extra arguments go
+# to pytest, e.g. `scripts/test.sh -m slow` for the real-model tests (5.x only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 PYTHON=${PYTHON:-python3}
 [ -x .venv-tf457/bin/python ] || "$PYTHON" -m venv .venv-tf457
 .venv-tf457/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv-tf457/bin/pip install -q --disable-pip-version-check "transformers==4.57.6" -e ".[onnx]"
+.venv-tf457/bin/pip install -q --disable-pip-version-check "transformers==4.57.6" -e ".[onnx,test]"
 if [[ " $* " == *slow* ]]; then  # the slow tests include the agreement with lm-eval-harness itself
     .venv/bin/pip install -q --disable-pip-version-check -e ".[test,gemma3-270m,lm-eval]"
 fi
 export DIET_TF457_PYTHON="$PWD/.venv-tf457/bin/python"
 export DIET_ONNX_PYTHON="$DIET_TF457_PYTHON"
 export DIET_DATA_DIR="${DIET_DATA_DIR:-$PWD/../shared/data}"
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+if [[ " $* " != *slow* ]]; then
+    echo "--- the same suite on transformers 4.57.6"
+    env -u DIET_TF457_PYTHON -u DIET_ONNX_PYTHON .venv-tf457/bin/python -m pytest "$@"
+fi

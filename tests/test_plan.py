@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_gemma2_config
 
 from diet_hf import ImportanceScores, PruningPlan
-from diet_hf.plan import build_plan, merge_keep_masks, rank_normalize, select_global_top_k
+from diet_hf.plan import build_plan, merged_order, rank_normalize, select_global_top_k
 
 
 def test_rank_normalize_orders_and_averages_ties():
@@ -53,6 +53,13 @@ def test_vote_outranks_scores():
     assert merged.tolist() == [[True, True, False, False]]
     mean = merge_keep_masks([m.bool() for m in masks], scores, 2, merge="mean")
     assert mean.tolist() == [[False, False, True, True]]
+
+
+def merge_keep_masks(masks, scores, k, merge="vote"):
+    """The `k` units first in `merged_order`, as a keep-mask (global allocation, no floor)."""
+    keep = torch.zeros(scores[0].numel(), dtype=torch.bool)
+    keep[merged_order(masks, scores, merge=merge)[:k]] = True
+    return keep.view(scores[0].shape)
 
 
 def _scores(num_tasks=3, seed=0, config=None):

@@ -329,3 +329,13 @@ def test_profile_options_as_one_object_or_as_keywords(data_dir, tiny_tokenizer):
     by_keywords = pruner.profile(["rte"], num_samples=3, seed=1, data_dir=data_dir).scores
     assert by_object.provenance == by_keywords.provenance and by_object.provenance["num_samples"] == 3
     assert torch.equal(by_object.mlp["rte"], by_keywords.mlp["rte"])
+
+
+def test_from_pretrained_of_a_directory_without_tokenizer_files(tmp_path, caplog):
+    tiny_dense_model("gemma2").save_pretrained(tmp_path / "dense")
+    with caplog.at_level("WARNING", logger="diet_hf.pruner"):
+        pruner = DietPruner.from_pretrained(tmp_path / "dense")
+    assert pruner.tokenizer is None
+    assert "has no tokenizer files" in caplog.text
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        pruner.profile(["rte"], num_samples=2)
