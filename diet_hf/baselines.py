@@ -6,6 +6,7 @@ holds the plan options that reproduce the method's allocation rule.
 
 import torch
 
+from .constants import family_for_model_type
 from .constants import head_dim as config_head_dim
 from .importance import ImportanceScores
 
@@ -46,11 +47,12 @@ def baseline_scores(method: str, model, scores: ImportanceScores | None = None, 
         moments = scores.channel_moments()
         tokens = float(sum(stats["num_tokens"] for stats in scores.channel_stats.values()))
     mlp_rows, head_rows = [], []
+    layout = family_for_model_type(config.model_type).layout
     with torch.no_grad():
-        for layer_idx, layer in enumerate(model.model.layers):
-            gate, up = layer.mlp.gate_proj.weight.float(), layer.mlp.up_proj.weight.float()
-            down, o_proj = layer.mlp.down_proj.weight.float(), layer.self_attn.o_proj.weight.float()
-            query = layer.self_attn.q_proj.weight.float()
+        for layer_idx in range(layers):
+            weights = {role: model.get_submodule(path).weight.float() for role, path in _paths(layout, layer_idx)}
+            gate, up, down, o_proj = weights["gate"], weights["up"], weights["down"], weights["output"]
+            query = weights["query"]
             if method == "magnitude":
                 mlp_rows.append(gate.norm(dim=1) + up.norm(dim=1) + down.norm(dim=0))
                 per_head = query.view(heads, head_dim, -1).flatten(1).norm(dim=1)
@@ -70,3 +72,8 @@ def baseline_scores(method: str, model, scores: ImportanceScores | None = None, 
         {method: torch.stack(head_rows).cpu()},
         {"method": method, "model_type": config.model_type},
     )
+
+
+def _paths(layout, layer_idx: int):
+    yield from ((role, layout.mlp_path(layer_idx, role)) for role in ("gate", "up", "down"))
+    yield from ((role, layout.attention_path(layer_idx, role)) for role in ("query", "output"))

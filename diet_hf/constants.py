@@ -10,6 +10,7 @@ __all__ = [
     "SCORES_META_FILE",
     "SCORES_WEIGHTS_FILE",
     "ModelFamily",
+    "ModuleLayout",
     "family_for_model_type",
     "head_dim",
 ]
@@ -21,6 +22,37 @@ SCORES_META_FILE = "importance_scores.json"
 # The remote code shipped beside every checkpoint (both families). Checkpoints of diet-hf 0.1 ship the same code as
 # `configuration_pruned_gemma2.py` / `modeling_pruned_gemma2.py`; they keep loading (their `auto_map` names those).
 REMOTE_CODE_FILES = ("configuration_pruned_gemma.py", "modeling_pruned_gemma.py")
+
+
+@dataclass(frozen=True)
+class ModuleLayout:
+    """Where a decoder layer keeps what DIET reads and cuts: the module names under `model.layers.{i}`."""
+
+    layers: str = "model.layers"
+    mlp: str = "mlp"
+    attention: str = "self_attn"
+    gate: str = "gate_proj"
+    up: str = "up_proj"
+    down: str = "down_proj"  # its input channels are the MLP dimensions
+    query: str = "q_proj"
+    key: str = "k_proj"
+    value: str = "v_proj"
+    output: str = "o_proj"  # its input channels are the heads' outputs
+    qk_norms: tuple[str, ...] = ("q_norm", "k_norm")
+
+    def mlp_path(self, layer_idx: int | str, proj: str) -> str:
+        """`model.layers.{layer_idx}.mlp.{proj}` for one of `gate`, `up`, `down` (or the MLP itself for `""`)."""
+        return ".".join(filter(None, (self.layers, str(layer_idx), self.mlp, getattr(self, proj) if proj else "")))
+
+    def attention_path(self, layer_idx: int | str, proj: str) -> str:
+        """The path of one of `query`, `key`, `value`, `output` (or the attention itself for `""`)."""
+        parts = (self.layers, str(layer_idx), self.attention, getattr(self, proj) if proj else "")
+        return ".".join(filter(None, parts))
+
+    @property
+    def projection_names(self) -> tuple[str, ...]:
+        """The module names of every projection (PEFT's `target_modules`)."""
+        return tuple(getattr(self, role) for role in ("query", "key", "value", "output", "gate", "up", "down"))
 
 
 @dataclass(frozen=True)
@@ -37,8 +69,17 @@ class ModelFamily:
     dense_causal_lm_class: str  # the stock class the ONNX export's config.json names
     license: str | None = None  # the base model's license tag on the model card
     qk_norms: bool = False  # per-layer q_norm / k_norm weights of head_dim (Gemma 3), counted as parameters
-    mlp_down_proj: str = "model.layers.{layer_idx}.mlp.down_proj"
-    attn_o_proj: str = "model.layers.{layer_idx}.self_attn.o_proj"
+    layout: ModuleLayout = ModuleLayout()  # module names (surgery, profiler hooks, baselines, LoRA targets)
+
+    @property
+    def mlp_down_proj(self) -> str:
+        """`down_proj`'s path with a `{layer_idx}` field (the profiler's hook point)."""
+        return self.layout.mlp_path("{layer_idx}", "down")
+
+    @property
+    def attn_o_proj(self) -> str:
+        """`o_proj`'s path with a `{layer_idx}` field."""
+        return self.layout.attention_path("{layer_idx}", "output")
 
 
 FAMILIES = (

@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from ._io import atomic_write
+from .constants import family_for_model_type
 from .options import option
 from .tasks import get_task, load_examples, wikitext2_text
 
@@ -43,8 +44,6 @@ __all__ = [
     "pack_texts",
     "teacher_targets",
 ]
-
-_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -662,12 +661,11 @@ def heal(
     if config.lora:
         import peft
 
+        projections = family_for_model_type(student.config.model_type).layout.projection_names
         targets = [
             name
             for name, module in student.named_modules()
-            if name.rsplit(".", 1)[-1] in _LORA_MODULES
-            and isinstance(module, torch.nn.Linear)
-            and module.weight.numel()
+            if name.rsplit(".", 1)[-1] in projections and isinstance(module, torch.nn.Linear) and module.weight.numel()
         ]
         lora = peft.LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets

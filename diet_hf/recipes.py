@@ -13,6 +13,7 @@ the best HellaSwag + ARC-e + PIQA average; the README has the numbers and the ru
 
 import torch
 
+from .constants import family_for_model_type
 from .constants import head_dim as config_head_dim
 from .importance import ImportanceScores
 
@@ -66,9 +67,10 @@ def output_weight_norms(model) -> dict[str, torch.Tensor]:
     heads = config.num_attention_heads
     head_dim = config_head_dim(config)
     mlp, head = [], []
-    for layer in model.model.layers:
-        mlp.append(layer.mlp.down_proj.weight.float().norm(dim=0).cpu())
-        o_proj = layer.self_attn.o_proj.weight.float()
+    layout = family_for_model_type(config.model_type).layout
+    for layer_idx in range(config.num_hidden_layers):
+        mlp.append(model.get_submodule(layout.mlp_path(layer_idx, "down")).weight.float().norm(dim=0).cpu())
+        o_proj = model.get_submodule(layout.attention_path(layer_idx, "output")).weight.float()
         head.append(o_proj.view(o_proj.shape[0], heads, head_dim).norm(dim=(0, 2)).cpu())
     return {"mlp": torch.stack(mlp), "heads": torch.stack(head)}
 

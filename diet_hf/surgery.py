@@ -65,6 +65,7 @@ def build_pruned_config(
 
 def _sliced_state_dict(model: nn.Module, plan: PruningPlan) -> dict[str, torch.Tensor]:
     state = dict(model.state_dict())
+    layout = family_for_model_type(model.config.model_type).layout
     d = plan.head_dim
     for layer_idx in range(plan.num_hidden_layers):
         mlp, heads, kv_heads = (
@@ -72,11 +73,10 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan) -> dict[str, torch.T
             plan.head_kept_indices[layer_idx],
             plan.kv_head_kept_indices[layer_idx],
         )
-        prefix = f"model.layers.{layer_idx}"
-        mlp_keys = [f"{prefix}.mlp.{name}.weight" for name in ("gate_proj", "up_proj", "down_proj")]
+        mlp_keys = [f"{layout.mlp_path(layer_idx, role)}.weight" for role in ("gate", "up", "down")]
         attn_keys = [
-            f"{prefix}.self_attn.{name}.{kind}"
-            for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+            f"{layout.attention_path(layer_idx, role)}.{kind}"
+            for role in ("query", "key", "value", "output")
             for kind in ("weight", "bias")
         ]
         if not mlp:
@@ -89,14 +89,14 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan) -> dict[str, torch.T
         if not heads:
             for key in attn_keys:
                 state.pop(key, None)
-            for key in (f"{prefix}.self_attn.q_norm.weight", f"{prefix}.self_attn.k_norm.weight"):
-                state.pop(key, None)
+            for norm in layout.qk_norms:
+                state.pop(f"{layout.attention_path(layer_idx, '')}.{norm}.weight", None)
         elif len(heads) < plan.num_attention_heads or len(kv_heads) < plan.num_key_value_heads:
-            for name, kept in (("q_proj", heads), ("k_proj", kv_heads), ("v_proj", kv_heads)):
+            for role, kept in (("query", heads), ("key", kv_heads), ("value", kv_heads)):
                 for kind in ("weight", "bias"):
-                    if (key := f"{prefix}.self_attn.{name}.{kind}") in state:
+                    if (key := f"{layout.attention_path(layer_idx, role)}.{kind}") in state:
                         state[key] = slice_linear_weight(state[key], kept, dim=0, block=d)
-            key = f"{prefix}.self_attn.o_proj.weight"
+            key = f"{layout.attention_path(layer_idx, 'output')}.weight"
             state[key] = slice_linear_weight(state[key], heads, dim=1, block=d)
     return state
 
@@ -108,13 +108,26 @@ def _compensation_biases(
     `W[:, removed] @ E[x_removed]`, becomes the output bias (plus a dense `o_proj` bias, which a removed attention
     would otherwise lose). Keys follow the pruned model (a removed sublayer keeps its bias on the stand-in)."""
     biases = {}
+    layout = family_for_model_type(model.config.model_type).layout
     wanted = {"mlp": channel_means is not None, "attn": channel_means is not None or attention_biased}
-    for layer_idx, layer in enumerate(model.model.layers):
-        prefix = f"model.layers.{layer_idx}"
-        for kind, kept, block, linear, name in (
-            ("mlp", plan.mlp_kept_indices[layer_idx], 1, layer.mlp.down_proj, "mlp.down_proj"),
-            ("attn", plan.head_kept_indices[layer_idx], plan.head_dim, layer.self_attn.o_proj, "self_attn.o_proj"),
+    for layer_idx in range(plan.num_hidden_layers):
+        for kind, kept, block, path, parent in (
+            (
+                "mlp",
+                plan.mlp_kept_indices[layer_idx],
+                1,
+                layout.mlp_path(layer_idx, "down"),
+                layout.mlp_path(layer_idx, ""),
+            ),
+            (
+                "attn",
+                plan.head_kept_indices[layer_idx],
+                plan.head_dim,
+                layout.attention_path(layer_idx, "output"),
+                layout.attention_path(layer_idx, ""),
+            ),
         ):
+            linear = model.get_submodule(path)
             if not wanted[kind]:
                 continue
             weight = linear.weight
@@ -126,7 +139,7 @@ def _compensation_biases(
                 removed[_channels(kept, block)] = False
                 means = channel_means[kind][layer_idx].to(weight.device, torch.float64)
                 bias += weight.double()[:, removed] @ means[removed]
-            key = f"{prefix}.{name}.bias" if kept else f"{prefix}.{name.split('.')[0]}.bias"
+            key = f"{path}.bias" if kept else f"{parent}.bias"  # a removed sublayer: the stand-in's bias
             biases[key] = bias.to(weight.dtype)
     return biases
 

@@ -144,3 +144,20 @@ def test_bias_compensation_rejects_wrong_means():
         build_pruned_model(dense, plan, channel_means={"mlp": torch.zeros(2, 3), "attn": torch.zeros(2, 32)})
     with pytest.raises(ValueError, match=r"`channel_means\['attn'\]` .* got missing"):
         build_pruned_model(dense, plan, channel_means={"mlp": torch.zeros(2, 64)})
+
+
+def test_every_module_path_diet_uses_comes_from_the_family_layout():
+    from diet_hf.constants import FAMILIES
+
+    dense = tiny_dense_model("gemma3_text")
+    layout = FAMILIES[1].layout
+    names = {name for name, _ in dense.named_modules()}
+    for layer_idx in range(dense.config.num_hidden_layers):
+        for role in ("gate", "up", "down"):
+            assert layout.mlp_path(layer_idx, role) in names
+        for role in ("query", "key", "value", "output"):
+            assert layout.attention_path(layer_idx, role) in names
+        for norm in layout.qk_norms:
+            assert f"{layout.attention_path(layer_idx, '')}.{norm}" in names
+    assert FAMILIES[1].mlp_down_proj.format(layer_idx=1) == layout.mlp_path(1, "down")
+    assert set(layout.projection_names) == {n.rsplit(".", 1)[-1] for n in names if n.endswith("_proj")}
