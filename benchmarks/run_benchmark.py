@@ -42,8 +42,8 @@ SPLIT_RULE = "diet_hf.tasks.split_half: SHA-256 of '<task>/<example id>', first 
 # DIET's default recipe with one option changed (the paper's recipe, `diet_paper`, runs at the baselines' sparsities)
 ABLATIONS = {
     "diet_balanced": {"recipe": "balanced"},  # heads removed too, at the MLP's fraction (the 0.1 default)
+    "diet_uniform_mlp": {"recipe": "uniform_mlp"},  # the default before: DIET's majority vote
     "diet_global": {"allocation": "global"},
-    "diet_mean": {"merge": "mean"},
     "diet_no_bias": {"bias_compensation": False},
 }
 ALL_METHODS = ["dense", "diet", "diet_paper", *ABLATIONS, "diet_wikitext", *BASELINES, "flap_no_bias"]

@@ -231,13 +231,17 @@ PINNED_PLANS = {
     ("gemma3_text", 0.2, "uniform+bias"): "5a549343d1a1b671",
     ("gemma2", 0.2, "balanced"): "e28e9e1daac2c1c1",  # the 0.1 default: uniform allocation + bias compensation
     ("gemma3_text", 0.2, "balanced"): "5a549343d1a1b671",
-    ("gemma2", 0.2, "default"): "9c9ef00b1d759ba6",  # "uniform_mlp": "balanced" with every head kept
+    # "uniform_mlp_mean" ("uniform_mlp" with the mean-rank merge): with these two nested profiles the merges order
+    # alike, so "uniform_mlp" (the vote) pins the same plans; `test_default_recipe_merges_by_mean_rank` tells apart
+    ("gemma2", 0.2, "default"): "9c9ef00b1d759ba6",
     ("gemma3_text", 0.4, "default"): "d003175f0f13fd58",
+    ("gemma2", 0.2, "uniform_mlp"): "9c9ef00b1d759ba6",
     ("gemma2", 0.2, "contribution+cap"): "fa5ea39cbacaaa06",
     ("gemma3_text", 0.4, "contribution+cap"): "37e929690e505c8c",
 }
 PINNED_OPTIONS = {
     "default": {},
+    "uniform_mlp": {"recipe": "uniform_mlp"},
     "balanced": {"recipe": "balanced"},
     "paper": {"recipe": "paper"},
     "uniform+bias": {"recipe": "paper", "allocation": "uniform", "bias_compensation": True},
@@ -339,3 +343,24 @@ def test_from_pretrained_of_a_directory_without_tokenizer_files(tmp_path, caplog
     assert "has no tokenizer files" in caplog.text
     with pytest.raises(ValueError, match="needs a tokenizer"):
         pruner.profile(["rte"], num_samples=2)
+
+
+def test_default_recipe_merges_by_mean_rank():
+    from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
+
+    assert DEFAULT_RECIPE == "uniform_mlp_mean"
+    assert RECIPES[DEFAULT_RECIPE] == {**RECIPES["uniform_mlp"], "merge": "mean"}
+    dense = tiny_dense_model("gemma2")
+    g = torch.Generator().manual_seed(5)
+    shape = (dense.config.num_hidden_layers, dense.config.intermediate_size)
+    heads = (dense.config.num_hidden_layers, dense.config.num_attention_heads)
+    scores = ImportanceScores(
+        {t: torch.rand(shape, generator=g) for t in "abc"}, {t: torch.rand(heads, generator=g) for t in "abc"}
+    )
+    pruner = DietPruner(dense)
+    pruner.scores = scores
+    pruner.prune(sparsity=0.3, bias_compensation=False)
+    by_mean = pruner.plan.mlp_kept_indices
+    assert pruner.plan.provenance["merge"] == "mean"
+    pruner.prune(sparsity=0.3, recipe="uniform_mlp", bias_compensation=False)
+    assert pruner.plan.provenance["merge"] == "vote" and pruner.plan.mlp_kept_indices != by_mean
