@@ -7,12 +7,12 @@ that uses it (`plan.build_plan` for a plan option); the CLI flag, the record and
 is checked against the fields by a test.
 """
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
 from .recipes import SCORE_KINDS, recipe_options
 
-__all__ = ["ProfileOptions", "PruneOptions", "option"]
+__all__ = ["ProfileOptions", "PruneOptions", "option", "with_overrides"]
 
 
 def option(default, help_text: str, *, choices=None, recipe: bool = False, cli: str | None = None):
@@ -158,6 +158,19 @@ class ProfileOptions:
             raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
         if not isinstance(self.channel_stats, bool):
             raise ValueError(f"`channel_stats` must be True or False, got {self.channel_stats!r}.")
+
+
+def with_overrides(options_class, options, values: dict, caller: str):
+    """`options` (an `options_class` instance, or `None` for the defaults) with the keyword `values` of `caller`
+    applied and validated; `TypeError` names keywords that are no field of `options_class`."""
+    names = [spec.name for spec in fields(options_class)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise TypeError(
+            f"{caller}() got unexpected keyword argument(s) {unknown}; its options are {names} "
+            f"(`diet_hf.options.{options_class.__name__}`)."
+        )
+    return replace(options, **values) if options is not None else options_class(**values)
 
 
 def _default_of(spec):

@@ -4,7 +4,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from .constants import family_for_model_type
 from .importance import ImportanceScores
 from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
-from .options import ProfileOptions, PruneOptions
+from .options import ProfileOptions, PruneOptions, with_overrides
 from .plan import PruningPlan, build_plan
 from .profiler import collect_activation_stats
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
@@ -110,20 +109,7 @@ class DietPruner:
         Returns:
             `DietPruner`: `self`, with `scores` set.
         """
-        unknown = sorted(set(option_values) - {f.name for f in fields(ProfileOptions)})
-        if unknown:
-            raise TypeError(
-                f"profile() got unexpected keyword arguments {unknown}; its options are "
-                f"{[f.name for f in fields(ProfileOptions)]} (`diet_hf.options.ProfileOptions`)."
-            )
-        options = replace(options or ProfileOptions(), **option_values)
-        num_samples, batch_size, max_length, seed = (
-            options.num_samples,
-            options.batch_size,
-            options.max_length,
-            options.seed,
-        )
-        channel_stats = options.channel_stats
+        options = with_overrides(ProfileOptions, options, option_values, "profile")
         if isinstance(tasks, str):
             tasks = [tasks]
         named = dict(tasks) if isinstance(tasks, Mapping) else {name: None for name in tasks}
@@ -132,14 +118,16 @@ class DietPruner:
         calibration = {}
         for name, data in named.items():
             if data is None:
-                calibration[name] = load_calibration(name, num_samples=num_samples, seed=seed, data_dir=data_dir)
+                calibration[name] = load_calibration(
+                    name, num_samples=options.num_samples, seed=options.seed, data_dir=data_dir
+                )
             elif _is_token_batches(data):
                 calibration[name] = list(data)  # kept: iterative pruning profiles again
             else:
                 calibration[name] = custom_calibration(name, data)
-        self._calibration = {"data": calibration, "batch_size": batch_size, "max_length": max_length}
+        self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
         mlp, heads, channels = self._collect(
-            calibration, channel_stats=channel_stats, disable_progress=disable_progress
+            calibration, channel_stats=options.channel_stats, disable_progress=disable_progress
         )
         sample_ids = {n: d.example_ids for n, d in calibration.items() if isinstance(d, CalibrationSet)}
         excluded = {n: d.excluded_eval_ids for n, d in calibration.items() if isinstance(d, CalibrationSet)}
@@ -150,9 +138,9 @@ class DietPruner:
             "revision": getattr(self.model.config, "_commit_hash", None),
             "model_type": self.model.config.model_type,
             "tasks": list(calibration),
-            "num_samples": num_samples,
-            "max_length": max_length,
-            "seed": seed,
+            "num_samples": options.num_samples,
+            "max_length": options.max_length,
+            "seed": options.seed,
             "sample_ids": sample_ids,
             "excluded_eval_ids": excluded,
             "diet_hf_version": diet_hf.__version__,
@@ -264,12 +252,7 @@ class DietPruner:
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan.
         """
-        unknown = sorted(set(option_values) - set(PruneOptions.names()))
-        if unknown:
-            raise TypeError(
-                f"prune() got unexpected keyword argument(s) {unknown}; the options are {PruneOptions.names()}."
-            )
-        options = replace(options, **option_values) if options is not None else PruneOptions(**option_values)
+        options = with_overrides(PruneOptions, options, option_values, "prune")
         scoring = get_method(method)
         values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
         score, bias_compensation = values.pop("score"), values.pop("bias_compensation")

@@ -327,7 +327,7 @@ def test_profile_options_as_one_object_or_as_keywords(data_dir, tiny_tokenizer):
     pruner = DietPruner(tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer)), tiny_tokenizer)
     with pytest.raises(ValueError, match="`num_samples` must be a positive integer, got 0"):
         pruner.profile(["rte"], num_samples=0, data_dir=data_dir)
-    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['samples'\]; its options are"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['samples'\]; its options are"):
         pruner.profile(["rte"], samples=3, data_dir=data_dir)
     by_object = pruner.profile(["rte"], options=ProfileOptions(num_samples=3, seed=1), data_dir=data_dir).scores
     by_keywords = pruner.profile(["rte"], num_samples=3, seed=1, data_dir=data_dir).scores
