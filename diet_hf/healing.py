@@ -463,17 +463,14 @@ def _trainer_classes():
     class LossBar(TrainerCallback):
         """A progress bar whose postfix shows the latest training loss (replaces transformers' log printing)."""
 
-        def __init__(self, release: bool = False):
+        def __init__(self):
             self.bar = None
-            self.release = release
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="healing", unit="step")
 
         def on_step_end(self, args, state, control, **kwargs):
             self.bar.update(state.global_step - self.bar.n)
-            if self.release:
-                release_freed_memory()  # a step's freed temporaries, kept by the C heap, go back to the OS
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -482,7 +479,13 @@ def _trainer_classes():
         def on_train_end(self, args, state, control, **kwargs):
             self.bar.close()
 
-    return DistillationTrainer, Guard, LossBar
+    class ReleaseMemory(TrainerCallback):
+        """After every step, a step's freed temporaries, kept by the C heap, go back to the OS."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            release_freed_memory()
+
+    return DistillationTrainer, Guard, LossBar, ReleaseMemory
 
 
 @torch.no_grad()
@@ -628,7 +631,9 @@ def heal(
     work_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)
-    if config.release_memory and not next(student.parameters()).is_cuda:
+    use_cuda = torch.cuda.is_available() and next(student.parameters()).is_cuda
+    release = config.release_memory and not use_cuda  # the C heap's retention is a CPU training matter
+    if release:
         limit_heap_retention()
     online = config.top_k is None
     loaded = {}
@@ -653,7 +658,7 @@ def heal(
         teacher = None  # a teacher loaded here is freed: training needs only its cached targets
         loaded.clear()
         gc.collect()
-        if config.release_memory:
+        if release:
             release_freed_memory()
     guard_teacher = teacher if online else None
 
@@ -678,7 +683,7 @@ def heal(
     def trainable(m):
         return {k: v for k, v in m.named_parameters() if v.requires_grad}
 
-    DistillationTrainer, Guard, LossBar = _trainer_classes()
+    DistillationTrainer, Guard, LossBar, ReleaseMemory = _trainer_classes()
     guard = Guard(
         lambda m: _validation_kl(m, validation, validation_targets, guard_teacher, config),
         trainable,
@@ -686,7 +691,6 @@ def heal(
         before,
         {k: v.detach().clone() for k, v in trainable(model).items()},
     )
-    use_cuda = torch.cuda.is_available() and next(student.parameters()).is_cuda
     args = TrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -716,7 +720,7 @@ def heal(
         data_collator=_collate,
         healing=config,
         teacher=guard_teacher,
-        callbacks=[guard, LossBar(release=config.release_memory and not use_cuda), *(callbacks or [])],
+        callbacks=[guard, LossBar(), *([ReleaseMemory()] if release else []), *(callbacks or [])],
     )
     trainer.remove_callback(ProgressCallback)
     checkpoints = sorted((work_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))

@@ -330,6 +330,8 @@ class PrunedGemma2Config(_PerLayerSizesMixin, Gemma2Config):
         "AutoModelForSequenceClassification": "PrunedGemma2ForSequenceClassification",
     }
 
+    # Each class has its own `__init__` (the same in both): transformers 5 turns every config subclass into a dataclass
+    # whose generated `__init__` would shadow one inherited from the mixin.
     def __init__(
         self,
         per_layer_config=None,
