@@ -6,7 +6,10 @@ freed) and keeps its top-k log-probabilities per position; the loss is the exact
 distributions coarse-grained to those k tokens plus one "rest of the vocabulary" bucket. That KL is a lower bound of
 the full KL; the gap is the teacher's rest mass times the KL of the two rest-conditionals (a test bounds it).
 `top_k=None` keeps the teacher in memory and uses the full-vocabulary KL. Either way the student's logits are made
-position-chunk by chunk under activation checkpointing, so no (tokens x vocabulary) tensor is held for backward.
+position-chunk by chunk and no (tokens x vocabulary) tensor is held for backward: with a frozen head (LoRA) each
+chunk's gradient is taken right in forward, so the logits are made once; a trained head (full fine-tuning) uses
+activation checkpointing, which makes them again in backward. `position_stride` scores a subset of the positions
+(all still feed attention), cutting the head's share of the work in the teacher's pass and in training.
 
 LoRA (PEFT) is the default and is merged into the weights at the end: the healed checkpoint is the same pruned format
 and loads without PEFT. A validation guard scores held-out sequences before training and at every evaluation; the
@@ -42,6 +45,7 @@ __all__ = [
     "limit_heap_retention",
     "pack_sources",
     "pack_texts",
+    "scored_positions",
     "teacher_targets",
 ]
 
@@ -71,6 +75,12 @@ class HealingConfig:
     chunk_size: int = option(
         64, "positions whose logits (x 262k vocabulary) are materialized at once: memory against matmul efficiency"
     )
+    position_stride: int = option(
+        1,
+        "score every n-th position of each training sequence (a seeded offset per sequence; the rest still feed "
+        "attention): the LM head, about two thirds of the work per token on a 262k vocabulary, and the teacher's "
+        "pass then run on 1/n of the positions; the guard scores every position",
+    )
     validation_sequences: int = option(8, "packed sequences held out for the validation-KL guard")
     eval_steps: int = option(20, "guard evaluation every this many steps")
     save_steps: int = option(20, "resumable checkpoint every this many steps")
@@ -87,7 +97,10 @@ class HealingConfig:
     )
 
     def __post_init__(self):
-        positive_ints = ("max_tokens", "seq_len", "batch_size", "gradient_accumulation_steps", "lora_r", "chunk_size")
+        positive_ints = (
+            *("max_tokens", "seq_len", "batch_size", "gradient_accumulation_steps", "lora_r", "chunk_size"),
+            "position_stride",
+        )
         for name in (*positive_ints, "validation_sequences", "eval_steps", "save_steps", "lora_alpha"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -103,6 +116,10 @@ class HealingConfig:
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}.")
+        if self.position_stride >= self.seq_len:
+            raise ValueError(
+                f"`position_stride` must be smaller than `seq_len` ({self.seq_len}), got {self.position_stride!r}."
+            )
         if self.max_time is not None and not self.max_time > 0:
             raise ValueError(f"`max_time` must be > 0 seconds or None, got {self.max_time!r}.")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -185,35 +202,83 @@ def distillation_loss(
         lm = F.cross_entropy(logits, y, reduction="sum") if y is not None and kd_weight < 1 else kd.new_zeros(())
         return kd, lm
 
-    kd_total = hidden.new_zeros((), dtype=torch.float32)
-    lm_total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, n, chunk_size):
-        part = slice(start, start + chunk_size)
-        args = (
+    def chunk_args(part):
+        return (
             hidden[part],
             None if teacher_logprobs is None else teacher_logprobs[part],
             None if teacher_ids is None else teacher_ids[part],
             None if labels is None else labels[part],
         )
-        if torch.is_grad_enabled() and hidden.requires_grad:
-            kd, lm = checkpoint(chunk_loss, *args, use_reentrant=False)
+
+    def combine(kd, lm):
+        return kd_weight * kd + (1 - kd_weight) * lm if kd_weight < 1 else kd
+
+    chunks = [slice(start, start + chunk_size) for start in range(0, n, chunk_size)]
+    needs_grad = torch.is_grad_enabled() and hidden.requires_grad
+    if needs_grad and not any(p.requires_grad for p in model.lm_head.parameters()):
+        # the head is frozen (LoRA): each chunk's gradient with respect to its hidden states is taken right away, so
+        # the logits are made once (not again in backward, as checkpointing would) and then dropped
+        total, kd_total, lm_total = _FusedHeadLoss.apply(
+            hidden, chunks, lambda part, h: chunk_loss(h, *chunk_args(part)[1:]), combine
+        )
+        loss = total / n
+        return loss, {"kd": float(kd_total) / n, "lm": float(lm_total) / n}
+    kd_total = hidden.new_zeros((), dtype=torch.float32)
+    lm_total = hidden.new_zeros((), dtype=torch.float32)
+    for part in chunks:
+        if needs_grad:
+            kd, lm = checkpoint(chunk_loss, *chunk_args(part), use_reentrant=False)
         else:
-            kd, lm = chunk_loss(*args)
+            kd, lm = chunk_loss(*chunk_args(part))
         kd_total, lm_total = kd_total + kd, lm_total + lm
     kd_mean, lm_mean = kd_total / n, lm_total / n
-    loss = kd_weight * kd_mean + (1 - kd_weight) * lm_mean if kd_weight < 1 else kd_mean
-    return loss, {"kd": float(kd_mean.detach()), "lm": float(lm_mean.detach())}
+    return combine(kd_mean, lm_mean), {"kd": float(kd_mean.detach()), "lm": float(lm_mean.detach())}
+
+
+class _FusedHeadLoss(torch.autograd.Function):
+    """Sum over position chunks of a loss of the (frozen) head's logits, with the gradient with respect to `hidden`
+    computed chunk by chunk in forward and replayed in backward (what fused linear cross-entropy kernels do).
+    Returns the combined loss and its two parts (the parts carry no gradient)."""
+
+    @staticmethod
+    def forward(ctx, hidden, chunks, chunk_loss, combine):
+        grad = torch.zeros_like(hidden)
+        total = hidden.new_zeros((), dtype=torch.float32)
+        kd_total, lm_total = total.clone(), total.clone()
+        for part in chunks:
+            with torch.enable_grad():
+                h = hidden[part].detach().requires_grad_(True)
+                kd, lm = chunk_loss(part, h)
+                loss = combine(kd, lm)
+                (grad[part],) = torch.autograd.grad(loss, h)
+            total += loss.detach()
+            kd_total += kd.detach()
+            lm_total += lm.detach()
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(kd_total, lm_total)
+        return total, kd_total, lm_total
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_kd, _grad_lm):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total.to(grad.dtype), None, None, None
 
 
 @torch.no_grad()
 def teacher_targets(
-    teacher, input_ids: torch.Tensor, *, top_k: int | None, temperature: float = 1.0, chunk_size: int = 256
+    teacher,
+    input_ids: torch.Tensor,
+    *,
+    top_k: int | None,
+    temperature: float = 1.0,
+    chunk_size: int = 256,
+    positions: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The teacher's next-token log-probabilities at every position but the last of each row of `input_ids` (B, L):
-    `logprobs` (B*(L-1), k) and `ids` (B*(L-1), k) for `top_k`, or full (B*(L-1), V) `logprobs` for `top_k=None`."""
+    """The teacher's next-token log-probabilities at every position but the last of each row of `input_ids` (B, L),
+    or at `positions` (B, P) only: `logprobs` (B*P, k) and `ids` (B*P, k) for `top_k`, or full (B*P, V) `logprobs`
+    for `top_k=None` (P = L - 1 without `positions`)."""
     device = next(teacher.parameters()).device
-    hidden = _decoder(teacher)(input_ids=input_ids.to(device)).last_hidden_state[:, :-1]
-    hidden = hidden.reshape(-1, hidden.shape[-1])
+    hidden = _scored(_decoder(teacher)(input_ids=input_ids.to(device)).last_hidden_state, positions)
     values, indices = [], []
     for start in range(0, hidden.shape[0], chunk_size):
         logprobs = _output_logits(teacher, hidden[start : start + chunk_size])
@@ -230,6 +295,24 @@ def teacher_targets(
     if top_k is not None:
         out["ids"] = torch.cat(indices)
     return out
+
+
+def _scored(last_hidden: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """(B*P, H) hidden states that predict a next token: every position but the last, or `positions` (B, P)."""
+    hidden = last_hidden[:, :-1]
+    if positions is not None:
+        index = positions.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        hidden = hidden.gather(1, index)
+    return hidden.reshape(-1, hidden.shape[-1])
+
+
+def scored_positions(num_rows: int, seq_len: int, stride: int, *, seed: int = 0) -> torch.Tensor | None:
+    """(num_rows, (seq_len - 1) // stride) positions scored per packed row: every `stride`-th from an offset in
+    [0, stride) drawn per row from `seed`; None for stride 1 (every position)."""
+    if stride == 1:
+        return None
+    offsets = torch.randint(stride, (num_rows, 1), generator=torch.Generator().manual_seed(seed))
+    return offsets + stride * torch.arange((seq_len - 1) // stride).unsqueeze(0)
 
 
 def limit_heap_retention(threshold: int = 1 << 20) -> bool:
@@ -354,15 +437,17 @@ def check_parent(student_config, teacher_config) -> None:
 
 
 class _PackedDataset(torch.utils.data.Dataset):
-    def __init__(self, rows: torch.Tensor, targets: dict[str, torch.Tensor] | None):
-        self.rows, self.targets = rows, targets
-        self.per_row = rows.shape[1] - 1
+    def __init__(self, rows: torch.Tensor, targets: dict[str, torch.Tensor] | None, positions: torch.Tensor | None):
+        self.rows, self.targets, self.positions = rows, targets, positions
+        self.per_row = rows.shape[1] - 1 if positions is None else positions.shape[1]
 
     def __len__(self):
         return self.rows.shape[0]
 
     def __getitem__(self, i):
         item = {"input_ids": self.rows[i]}
+        if self.positions is not None:
+            item["positions"] = self.positions[i]
         if self.targets is not None:
             part = slice(i * self.per_row, (i + 1) * self.per_row)
             item.update({f"teacher_{k}": v[part] for k, v in self.targets.items()})
@@ -384,9 +469,9 @@ def _trainer_classes():
             self.healing, self.teacher, self.parts = healing, teacher, {"kd": [], "lm": []}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            ids = inputs["input_ids"]
-            hidden = _decoder(model)(input_ids=ids).last_hidden_state[:, :-1]
-            hidden = hidden.reshape(-1, hidden.shape[-1])
+            ids, positions = inputs["input_ids"], inputs.get("positions")
+            hidden = _scored(_decoder(model)(input_ids=ids).last_hidden_state, positions)
+            labels = ids[:, 1:] if positions is None else ids[:, 1:].gather(1, positions)
             if self.teacher is not None:
                 targets = teacher_targets(
                     self.teacher,
@@ -394,6 +479,7 @@ def _trainer_classes():
                     top_k=None,
                     temperature=self.healing.temperature,
                     chunk_size=self.healing.chunk_size,
+                    positions=positions,
                 )
                 t_lp, t_ids = targets["logprobs"].to(hidden.device), None
             elif "teacher_logprobs" in inputs:
@@ -406,7 +492,7 @@ def _trainer_classes():
                 hidden,
                 teacher_ids=t_ids,
                 teacher_logprobs=t_lp,
-                labels=ids[:, 1:].reshape(-1),
+                labels=labels.reshape(-1),
                 kd_weight=self.healing.kd_weight,
                 temperature=self.healing.temperature,
                 chunk_size=self.healing.chunk_size,
@@ -539,13 +625,19 @@ def _load_teacher(teacher, student):
     return model.to(parameter.device).eval()
 
 
-def _precompute(get_teacher, rows: torch.Tensor, healing: HealingConfig, path: Path | None) -> dict[str, torch.Tensor]:
-    """Top-k teacher targets for every row (cached in `path`, so a resumed run does not run the teacher again)."""
+def _precompute(
+    get_teacher, rows: torch.Tensor, healing: HealingConfig, path: Path | None, positions: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Top-k teacher targets for every row, at `positions` if given (cached in `path`, so a resumed run does not run
+    the teacher again)."""
     from safetensors.torch import load_file, save_file
 
+    key = {"rows": rows.contiguous(), **({} if positions is None else {"positions": positions.contiguous()})}
     if path is not None and path.is_file():
         cached = load_file(path)
-        if cached["rows"].shape == rows.shape and torch.equal(cached["rows"], rows):
+        if set(key) | {"logprobs", "ids"} == set(cached) and all(
+            cached[k].shape == v.shape and torch.equal(cached[k], v) for k, v in key.items()
+        ):
             return {"logprobs": cached["logprobs"], "ids": cached["ids"]}
     parts = {"logprobs": [], "ids": []}
     teacher = get_teacher()
@@ -556,12 +648,13 @@ def _precompute(get_teacher, rows: torch.Tensor, healing: HealingConfig, path: P
             top_k=healing.top_k,
             temperature=healing.temperature,
             chunk_size=healing.chunk_size,
+            positions=None if positions is None else positions[start : start + healing.batch_size],
         )
-        for key in parts:
-            parts[key].append(out[key])
-    targets = {key: torch.cat(value) for key, value in parts.items()}
+        for name in parts:
+            parts[name].append(out[name])
+    targets = {name: torch.cat(value) for name, value in parts.items()}
     if path is not None:
-        atomic_write(path, lambda tmp: save_file({**targets, "rows": rows.contiguous()}, str(tmp)))
+        atomic_write(path, lambda tmp: save_file({**targets, **key}, str(tmp)))
     return targets
 
 
@@ -599,7 +692,7 @@ def heal(
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
     """
-    from transformers import ProgressCallback, TrainingArguments
+    from transformers import PrinterCallback, ProgressCallback, TrainingArguments
 
     config = config or HealingConfig()
     teacher_config, teacher_name = _teacher_config(teacher)
@@ -618,6 +711,7 @@ def heal(
     max_steps = min(
         steps_for_tokens, math.ceil(train.shape[0] / (config.batch_size * config.gradient_accumulation_steps))
     )
+    positions = scored_positions(train.shape[0], config.seq_len, config.position_stride, seed=config.seed)
     if work_dir is None:
         if output_dir is None:
             raise ValueError("Pass `output_dir` or `work_dir`: healing keeps resumable checkpoints there.")
@@ -651,7 +745,7 @@ def heal(
         validation_targets = _precompute(get_teacher, validation, config, work_dir / "teacher_validation.safetensors")
         # the next-token loss alone (kd_weight 0) needs the teacher only for the guard's held-out sequences
         train_targets = (
-            _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors")
+            _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors", positions)
             if config.kd_weight > 0
             else None
         )
@@ -677,6 +771,7 @@ def heal(
         )
         model = peft.get_peft_model(student, lora)
     else:
+        _own_storage(student)
         model = student
     model.train()
 
@@ -716,13 +811,14 @@ def heal(
     trainer = DistillationTrainer(
         model=model,
         args=args,
-        train_dataset=_PackedDataset(train, train_targets),
+        train_dataset=_PackedDataset(train, train_targets, positions),
         data_collator=_collate,
         healing=config,
         teacher=guard_teacher,
         callbacks=[guard, LossBar(), *([ReleaseMemory()] if release else []), *(callbacks or [])],
     )
-    trainer.remove_callback(ProgressCallback)
+    for printer in (ProgressCallback, PrinterCallback):  # LossBar is the progress bar; no raw log dicts on stdout
+        trainer.remove_callback(printer)
     checkpoints = sorted((work_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resume and checkpoints else None)
@@ -740,7 +836,9 @@ def heal(
     probe = validation[:1].to(next(model.parameters()).device)
     with torch.no_grad():
         trained_logits = _causal_lm(model)(input_ids=probe).logits.float()
-    healed = (model.unload() if rolled_back else model.merge_and_unload()) if config.lora else model
+    # safe_merge writes W + BA into a new tensor: an in-place merge would change every model sharing W (a model fresh
+    # from `build_pruned_model` shares its unsliced weights with the dense parent, often the teacher itself)
+    healed = (model.unload() if rolled_back else model.merge_and_unload(safe_merge=True)) if config.lora else model
     healed.eval()
     with torch.no_grad():
         merge_error = float((healed(input_ids=probe).logits.float() - trained_logits).abs().max())
@@ -758,6 +856,7 @@ def heal(
         "validation_sequences": int(validation.shape[0]),
         "steps": steps,
         "tokens_seen": steps * config.tokens_per_step,
+        "scored_positions_per_sequence": config.seq_len - 1 if positions is None else int(positions.shape[1]),
         "train_seconds": round(seconds, 1),
         "objective": _objective_text(config),
         "adapter": (
@@ -780,6 +879,17 @@ def heal(
         save_pruned_model(healed, output_dir, tokenizer=tokenizer, plan=plan)
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed
+
+
+def _own_storage(model) -> None:
+    """Gives every parameter of `model` its own memory (tied ones stay tied), so training it in place cannot change
+    another model sharing its tensors (a pruned model shares its unsliced weights with the dense parent)."""
+    copies = {}
+    for param in model.parameters():
+        key = param.data_ptr()
+        if key not in copies:
+            copies[key] = param.data.clone()
+        param.data = copies[key]
 
 
 def _objective_text(config: HealingConfig) -> str:

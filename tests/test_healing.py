@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import random_batch, tiny_dense_model
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM
 
 from diet_hf import build_pruned_model
@@ -21,6 +22,7 @@ from diet_hf.healing import (
     heal,
     healing_texts,
     pack_texts,
+    scored_positions,
     teacher_targets,
 )
 from diet_hf.plan import PruningPlan
@@ -89,8 +91,16 @@ def test_coarse_kl_is_exact_at_full_k_and_short_by_the_rest_term():
 
 @pytest.mark.parametrize("top_k", [None, 128, 7])
 @pytest.mark.parametrize("kd_weight", [1.0, 0.4])
-def test_distillation_loss_matches_brute_force(top_k, kd_weight):
+@pytest.mark.parametrize("frozen_head", [True, False])
+def test_distillation_loss_matches_brute_force(top_k, kd_weight, frozen_head, monkeypatch):
+    """Both backward paths: a frozen head (LoRA) takes each chunk's gradient in forward (no checkpointing), a trained
+    head recomputes the chunk's logits in backward; each equals the whole-vocabulary loss and its gradients."""
+    import diet_hf.healing as healing
+
+    checkpointed = []
+    monkeypatch.setattr(healing, "checkpoint", lambda *a, **k: checkpointed.append(1) or checkpoint(*a, **k))
     teacher, student = _pair()
+    student.lm_head.weight.requires_grad_(not frozen_head)
     ids = random_batch(2, 9)
     temperature = 1.5
     targets = teacher_targets(teacher, ids, top_k=top_k, temperature=temperature, chunk_size=4)
@@ -123,6 +133,34 @@ def test_distillation_loss_matches_brute_force(top_k, kd_weight):
     assert torch.allclose(loss, expected, atol=1e-5)
     assert abs(parts["kd"] - float(kd.detach())) < 1e-5
     assert torch.allclose(chunked_grad, student.model.layers[0].mlp.down_proj.weight.grad, atol=1e-6)
+    assert bool(checkpointed) is not frozen_head
+
+
+def test_scored_positions_and_teacher_targets_at_them():
+    assert scored_positions(4, 16, 1) is None
+    positions = scored_positions(50, 16, 3, seed=1)
+    assert positions.shape == (50, 5) and positions.min() >= 0 and positions.max() <= 14  # 15 next-token positions
+    assert torch.equal(positions, scored_positions(50, 16, 3, seed=1))
+    assert torch.all(positions.diff(dim=1) == 3) and len(set(positions[:, 0].tolist())) == 3  # every offset drawn
+    teacher, _ = _pair()
+    ids = random_batch(4, 16)
+    full = teacher_targets(teacher, ids, top_k=6, chunk_size=7)
+    some = teacher_targets(teacher, ids, top_k=6, chunk_size=7, positions=positions[:4])
+    rows = (torch.arange(4).unsqueeze(1) * 15 + positions[:4]).reshape(-1)
+    assert torch.equal(some["ids"], full["ids"][rows])
+    assert torch.allclose(some["logprobs"], full["logprobs"][rows], atol=1e-6)
+
+
+@pytest.mark.parametrize("top_k", [8, None])
+def test_position_stride_scores_a_subset_and_still_heals(tmp_path, tiny_tokenizer, top_k):
+    teacher, student = _pair()
+    config = _small(position_stride=4, top_k=top_k)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert record["scored_positions_per_sequence"] == 3 and record["tokens_seen"] == 6 * 2 * 16
+    assert not record["rolled_back"] and record["validation_kl_after"] < record["validation_kl_before"]
+    with pytest.raises(ValueError, match="`position_stride` must be smaller than `seq_len` \\(16\\), got 16"):
+        _small(position_stride=16)
 
 
 def test_teacher_of_itself_gives_zero_loss():
@@ -231,8 +269,9 @@ class _Interrupt:
         self.callback = Raise()
 
 
-def test_resume_gives_the_same_weights_and_interrupted_output_is_absent(tmp_path, tiny_tokenizer):
-    config = _small(lora_dropout=0.1)
+@pytest.mark.parametrize("stride", [1, 3])
+def test_resume_gives_the_same_weights_and_interrupted_output_is_absent(tmp_path, tiny_tokenizer, stride):
+    config = _small(lora_dropout=0.1, position_stride=stride)
     teacher, student = _pair()
     straight = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "a")
     teacher, student = _pair()
@@ -255,6 +294,29 @@ def test_resume_gives_the_same_weights_and_interrupted_output_is_absent(tmp_path
     assert resumed.config.pruning["healing"]["steps"] == 6
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_healing_leaves_the_dense_parent_untouched(tmp_path, tiny_tokenizer, lora):
+    """A pruned model shares its unsliced weights (here every attention projection and norm) with the dense model it
+    was built from, which is usually the teacher: merging LoRA or training in full must not write through to it."""
+    dense = tiny_dense_model("gemma3_text", seed=0, vocab_size=128)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(0, 64, 2)), list(range(40))]
+    plan.__post_init__()
+    student = build_pruned_model(dense, plan)
+    shared = student.model.layers[0].self_attn.q_proj.weight
+    assert shared.data_ptr() == dense.model.layers[0].self_attn.q_proj.weight.data_ptr()
+    before = {k: v.clone() for k, v in dense.state_dict().items()}
+    config = _small(lora=lora, learning_rate=3e-3 if lora else 1e-3)
+    healed = heal(student, dense, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
+    assert not healed.config.pruning["healing"]["rolled_back"]
+    assert not torch.equal(
+        healed.model.layers[0].self_attn.q_proj.weight, before["model.layers.0.self_attn.q_proj.weight"]
+    )
+    for name, value in dense.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert healed.lm_head.weight is healed.model.embed_tokens.weight or not dense.config.tie_word_embeddings
 
 
 def test_guard_rolls_back_when_healing_hurts(tmp_path, tiny_tokenizer):
@@ -331,7 +393,9 @@ def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
     flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2", "--quiet"]
     argv = ["heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output", str(tmp_path / "h")]
     assert main(argv + flags) == 0
-    assert "2 steps, 64 tokens" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 steps, 64 tokens" in out
+    assert "'loss'" not in out  # transformers' raw log dicts are not printed (the loss is on the progress bar)
     config = json.loads((tmp_path / "h" / "config.json").read_text())
     healing = config["pruning"]["healing"]
     assert healing["data"] == {"sources": ["rte"], "splits": {"rte": "train"}}
