@@ -390,7 +390,10 @@ def main(argv=None) -> int:
         report.update(
             {
                 k: previous[k]
-                for k in ("rows", "cost", "leave_one_task_out", "task_awareness", "task_awareness_limit", "loto_limit")
+                for k in (
+                    *("rows", "cost", "leave_one_task_out", "task_awareness", "task_awareness_limit", "loto_limit"),
+                    *("loto_recipe", "task_awareness_recipe"),
+                )
                 if k in previous
             }
         )
@@ -452,10 +455,11 @@ def _finish(report: dict, output: Path, resamples: int) -> None:
 def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, results, save, report) -> dict:
     """At 20%: each task scored by DIET's default from a profile of that task alone and from WikiText-2."""
     report["task_awareness"] = results
+    _retire_old_recipe(results, report, "task_awareness_recipe", ("task_only", "wikitext2"))
     for task in PAPER_TASKS:
-        if task in results:
+        if task in results and "task_only" in results[task]:
             continue
-        row = {}
+        row = results.get(task, {})
         for name, profile in (("task_only", scores.select([task])), ("wikitext2", wikitext_profile())):
             out = _evaluate(_diet_model(dense, tokenizer, profile, 0.2), tokenizer, [task], args.limit, args, excluded)
             row[name] = out["average"]
@@ -466,17 +470,35 @@ def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, 
     return results
 
 
+def _retire_old_recipe(results: dict, report: dict, key: str, fields: tuple[str, ...]) -> None:
+    """Rows measured with an earlier default recipe keep DIET's values under `<field>@<old recipe>`; the fields are
+    measured again with the current default (the baselines' entries do not depend on it and stay)."""
+    old = report.get(key, "uniform_mlp" if results else DEFAULT_RECIPE)  # rows before the key existed: uniform_mlp
+    if old != DEFAULT_RECIPE:
+        for row in results.values():
+            for field in fields:
+                if field in row:
+                    row[f"{field}@{old}"] = row.pop(field)
+                    if f"{field}_correct" in row:
+                        row.pop(f"{field}_correct")
+    report[key] = DEFAULT_RECIPE
+
+
 def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save, report) -> dict:
     """At 20%: profile on six tasks (DIET) or pool their statistics (baselines), score the seventh."""
     report["leave_one_task_out"] = results
+    _retire_old_recipe(results, report, "loto_recipe", ("diet",))
     for held_out in PAPER_TASKS:
-        if held_out in results:
+        if held_out in results and "diet" in results[held_out]:
             continue
+        kept = results.get(held_out, {})
         six = scores.select([t for t in PAPER_TASKS if t != held_out])
         means = six.channel_means()
         row = {"diet": _diet_model(dense, tokenizer, six, 0.2)}
         candidates = {}
         for method in BASELINES:
+            if method in kept:  # the baselines do not depend on DIET's recipe: rows from before a change stay
+                continue
             candidates[method] = (
                 baseline_scores(method, dense, six),
                 BASELINE_PRUNE_OPTIONS[method],
@@ -488,7 +510,7 @@ def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save,
         for name, model in row.items():
             out = _evaluate(model, tokenizer, [held_out], args.loto_limit, args, excluded)
             row[name] = out["average"]
-        results[held_out] = row
+        results[held_out] = {"diet": row.pop("diet"), **{k: v for k, v in kept.items() if k != "diet"}, **row}
         save()
         print("loto", held_out, row, flush=True)
     return results
@@ -622,13 +644,15 @@ def _markdown(report: dict, plot_name: str) -> str:
             "|---|---|---|---|",
         ]
         for task, row in report["task_awareness"].items():
+            if "task_only" not in row:
+                continue
             scored = len(row.get("task_only_correct") or [])
             correct = (diet or {}).get("correct", {}).get(task, [])
             vote = f"{sum(correct[:scored]) / scored:.3f}" if scored and len(correct) >= scored else ""
             lines.append(f"| {task} | {row['task_only']:.3f} | {row['wikitext2']:.3f} | {vote} |")
         lines.append("")
     if report.get("leave_one_task_out"):
-        methods = list(next(iter(report["leave_one_task_out"].values())))
+        methods = list(dict.fromkeys(m for row in report["leave_one_task_out"].values() for m in row))
         lines += [
             "## Leave-one-task-out at 20% (profile on six tasks, score the seventh)",
             "",
@@ -638,7 +662,7 @@ def _markdown(report: dict, plot_name: str) -> str:
             "|---|" + "---|" * len(methods),
         ]
         for task, row in report["leave_one_task_out"].items():
-            lines.append(f"| {task} | " + " | ".join(f"{row[m]:.3f}" for m in methods) + " |")
+            lines.append(f"| {task} | " + " | ".join(f"{row[m]:.3f}" if m in row else "" for m in methods) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -699,7 +723,7 @@ def _targets(report: dict) -> list[str]:
                 )
             )
     loto = report.get("leave_one_task_out") or {}
-    if loto and all("flap" in row for row in loto.values()):
+    if loto and all("flap" in row and "diet" in row for row in loto.values()):
         diet_mean = sum(row["diet"] for row in loto.values()) / len(loto)
         flap_mean = sum(row["flap"] for row in loto.values()) / len(loto)
         lines.append(
