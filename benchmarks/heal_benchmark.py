@@ -83,9 +83,18 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=150, help="test-half examples per task")
     parser.add_argument("--half", default="test")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.4])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[1200, 600], help="seconds of training each")
-    parser.add_argument("--max-tokens", type=int, default=100_000, help="token cap per healing (teacher pass size)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[1200, 1200], help="seconds of training each")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        nargs="+",
+        default=[110_000],
+        help="training tokens per healing (the teacher's pass covers them): one value, or one per sparsity and one "
+        "for the control; chosen so that the teacher's pass and training together fit the budget",
+    )
     parser.add_argument("--control-budget", type=float, default=600, help="seconds; 0 skips the dense control")
+    parser.add_argument("--learning-rate", type=float, default=HealingConfig.learning_rate)
+    parser.add_argument("--position-stride", type=int, default=HealingConfig.position_stride)
     parser.add_argument("--sources", nargs="+", default=HEAL_SOURCES)
     parser.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
     parser.add_argument("--ppl-windows", type=int, default=16)
@@ -135,7 +144,9 @@ def main(argv=None) -> int:
     if "dense" not in done:
         report["rows"].append(_measure("dense", dense, tokenizer, args, context))
         save()
-    for sparsity, budget in zip(args.sparsities, args.budgets):
+    tokens = args.max_tokens * (len(args.sparsities) + 1) if len(args.max_tokens) == 1 else args.max_tokens
+    recipe = {"learning_rate": args.learning_rate, "position_stride": args.position_stride}
+    for sparsity, budget, max_tokens in zip(args.sparsities, args.budgets, tokens):
         tag = f"diet@{sparsity:g}"
         if tag not in done or f"{tag}+healed" not in done:
             pruned = pruner.prune(sparsity=sparsity)
@@ -143,14 +154,16 @@ def main(argv=None) -> int:
             report["rows"].append(_measure(tag, pruned, tokenizer, args, context, {"sparsity": sparsity}))
             save()
         if f"{tag}+healed" not in done:
-            config = HealingConfig(max_tokens=args.max_tokens, max_time=budget)
+            config = HealingConfig(max_tokens=max_tokens, max_time=budget, **recipe)
             healed, record = _heal(tag, pruned, dense, tokenizer, data, config, args)
             extra = {"sparsity": sparsity, "healing": record}
             report["rows"].append(_measure(f"{tag}+healed", healed, tokenizer, args, context, extra))
             save()
     if args.control_budget and "dense+healed (control)" not in done:
         student, _, _ = load_gemma3_270m()
-        config = HealingConfig(max_tokens=args.max_tokens, max_time=args.control_budget, kd_weight=0.0, guard=False)
+        config = HealingConfig(
+            max_tokens=tokens[len(args.sparsities)], max_time=args.control_budget, kd_weight=0.0, guard=False, **recipe
+        )
         healed, record = _heal("control", student, dense, tokenizer, data, config, args)
         report["rows"].append(
             _measure("dense+healed (control)", healed, tokenizer, args, context, {"sparsity": 0.0, "healing": record})
@@ -187,9 +200,9 @@ def render(report: dict) -> str:
         )
     lines += ["", "## Healing runs", ""]
     lines += [
-        "| model | tokens seen | steps | train s | total s (with teacher pass) | peak RSS GiB "
+        "| model | lr, position stride | tokens seen | steps | train s | total s (with teacher pass) | peak RSS GiB "
         "| validation KL before → after | guard | Δ avg vs unhealed [95% CI] | gap recovered: avg / ppl |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     dense = rows.get("dense")
     for name, r in rows.items():
@@ -214,8 +227,10 @@ def render(report: dict) -> str:
         )
         ci = f"{delta['difference']:+.3f} [{delta['ci95'][0]:+.3f}, {delta['ci95'][1]:+.3f}]" if delta else "–"
         peak = "–" if h.get("peak_rss_gib") is None else f"{h['peak_rss_gib']:.2f}"
+        options = h["options"]
         lines.append(
-            f"| {name} | {h['tokens_seen']:,} | {h['steps']} | {h['train_seconds']:.0f} | "
+            f"| {name} | {options['learning_rate']:g}, {options.get('position_stride', 1)} | "
+            f"{h['tokens_seen']:,} | {h['steps']} | {h['train_seconds']:.0f} | "
             f"{h['wall_seconds_with_teacher_pass']:.0f} | {peak} | {h['validation_kl_before']:.4f} → "
             f"{h['validation_kl_after']:.4f} | {guard} | {ci} | {recovered} |"
         )

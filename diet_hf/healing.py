@@ -60,7 +60,9 @@ class HealingConfig:
     seq_len: int = option(256, "tokens per packed training sequence")
     batch_size: int = option(4, "sequences per step (per device)")
     gradient_accumulation_steps: int = option(1, "batches accumulated per optimizer step")
-    learning_rate: float = option(2e-4, "AdamW peak learning rate (linear warmup and decay)")
+    learning_rate: float = option(
+        6e-4, "AdamW peak learning rate (linear warmup and decay); 6e-4 reached the lowest held-out KL in a fixed time"
+    )
     warmup_ratio: float = option(0.05, "fraction of the steps spent warming up")
     weight_decay: float = option(0.0, "AdamW weight decay")
     lora: bool = option(True, "train LoRA adapters and merge them at the end (--no-lora: full fine-tuning)")
@@ -76,7 +78,7 @@ class HealingConfig:
         64, "positions whose logits (x 262k vocabulary) are materialized at once: memory against matmul efficiency"
     )
     position_stride: int = option(
-        1,
+        4,
         "score every n-th position of each training sequence (a seeded offset per sequence; the rest still feed "
         "attention): the LM head, about two thirds of the work per token on a 262k vocabulary, and the teacher's "
         "pass then run on 1/n of the positions; the guard scores every position",

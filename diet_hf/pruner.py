@@ -250,7 +250,9 @@ class DietPruner:
                 `steps` > 1 profiles again between steps and needs the calibration data of `profile()` in this session.
 
         Returns:
-            `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan.
+            `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan. Its unsliced weights
+            are `self.model`'s own tensors (no copy): train a saved-and-reloaded checkpoint or a `copy.deepcopy`, or
+            use `diet_hf.healing.heal`, which never writes through to the dense model.
         """
         options = with_overrides(PruneOptions, options, option_values, "prune")
         scoring = get_method(method)

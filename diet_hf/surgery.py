@@ -155,7 +155,9 @@ def build_pruned_model(
 
     Args:
         model (`Gemma2ForCausalLM` or `Gemma3ForCausalLM`): the dense model (it stays usable; untouched tensors are
-            shared with the result).
+            shared with the result, so training the result in place, e.g. full fine-tuning or an in-place LoRA merge,
+            changes the dense model too: `heal` guards against that; for your own training, train a reloaded
+            checkpoint or a `copy.deepcopy` of the result).
         plan (`PruningPlan`, *optional*): what to keep; `None` keeps everything (an unpruned pruned-format model).
         pruning (`dict`, *optional*): provenance stored as `config.pruning`.
         channel_means (`dict[str, torch.Tensor]`, *optional*): FLAP's bias compensation. `mlp` `(layers,
