@@ -512,7 +512,7 @@ def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save,
             row[name] = out["average"]
         results[held_out] = {"diet": row.pop("diet"), **{k: v for k, v in kept.items() if k != "diet"}, **row}
         save()
-        print("loto", held_out, row, flush=True)
+        print("loto", held_out, results[held_out], flush=True)
     return results
 
 
@@ -637,10 +637,10 @@ def _markdown(report: dict, plot_name: str) -> str:
             "## Task-awareness at 20% (DIET's default; each row scores one task)",
             "",
             "Profile of that task alone, of WikiText-2 validation (as many texts as the seven tasks together), and "
-            f"the seven-task vote (the `diet` row above), on the same examples: the first "
+            f"the seven tasks merged (the `diet` row above), on the same examples: the first "
             f"{report.get('task_awareness_limit', report['limit'])} test-half examples of the task.",
             "",
-            "| task | that task alone | WikiText-2 | seven-task vote |",
+            "| task | that task alone | WikiText-2 | seven tasks merged |",
             "|---|---|---|---|",
         ]
         for task, row in report["task_awareness"].items():
