@@ -204,9 +204,8 @@ def distillation_loss(
         lm = F.cross_entropy(logits, y, reduction="sum") if y is not None and kd_weight < 1 else kd.new_zeros(())
         return kd, lm
 
-    def chunk_args(part):
+    def targets(part):  # a chunk's teacher log-probs, teacher ids and labels
         return (
-            hidden[part],
             None if teacher_logprobs is None else teacher_logprobs[part],
             None if teacher_ids is None else teacher_ids[part],
             None if labels is None else labels[part],
@@ -221,7 +220,7 @@ def distillation_loss(
         # the head is frozen (LoRA): each chunk's gradient with respect to its hidden states is taken right away, so
         # the logits are made once (not again in backward, as checkpointing would) and then dropped
         total, kd_total, lm_total = _FusedHeadLoss.apply(
-            hidden, chunks, lambda part, h: chunk_loss(h, *chunk_args(part)[1:]), combine
+            hidden, chunks, lambda part, h: chunk_loss(h, *targets(part)), combine
         )
         loss = total / n
         return loss, {"kd": float(kd_total) / n, "lm": float(lm_total) / n}
@@ -229,9 +228,9 @@ def distillation_loss(
     lm_total = hidden.new_zeros((), dtype=torch.float32)
     for part in chunks:
         if needs_grad:
-            kd, lm = checkpoint(chunk_loss, *chunk_args(part), use_reentrant=False)
+            kd, lm = checkpoint(chunk_loss, hidden[part], *targets(part), use_reentrant=False)
         else:
-            kd, lm = chunk_loss(*chunk_args(part))
+            kd, lm = chunk_loss(hidden[part], *targets(part))
         kd_total, lm_total = kd_total + kd, lm_total + lm
     kd_mean, lm_mean = kd_total / n, lm_total / n
     return combine(kd_mean, lm_mean), {"kd": float(kd_mean.detach()), "lm": float(lm_mean.detach())}
@@ -585,8 +584,7 @@ def _validation_kl(model, rows: torch.Tensor, targets, teacher, healing: Healing
     device = next(model.parameters()).device
     for start in range(0, rows.shape[0], healing.batch_size):
         ids = rows[start : start + healing.batch_size].to(device)
-        hidden = _decoder(model)(input_ids=ids).last_hidden_state[:, :-1]
-        hidden = hidden.reshape(-1, hidden.shape[-1])
+        hidden = _scored(_decoder(model)(input_ids=ids).last_hidden_state, None)
         if teacher is not None:
             t = teacher_targets(teacher, ids, top_k=None, temperature=healing.temperature)
             t_lp, t_ids = t["logprobs"], None
