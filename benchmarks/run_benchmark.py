@@ -32,7 +32,7 @@ from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
 from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs, perplexity
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
-from diet_hf.recipes import DEFAULT_RECIPE
+from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
 from diet_hf.speed import measure_tokens_per_second
 from diet_hf.tasks import HALVES, PAPER_TASKS, get_task, load_examples, split_half
 
@@ -45,7 +45,10 @@ ABLATIONS = {
     "diet_uniform_mlp": {"recipe": "uniform_mlp"},  # the default before: DIET's majority vote
     "diet_global": {"allocation": "global"},
     "diet_no_bias": {"bias_compensation": False},
+    "diet_round1": {"round_to": 1},  # the default before its widths were rounded to multiples of 64
 }
+# What rows of DIET's default were measured with: the recipe's name, and its width rounding since it has one.
+DEFAULT_LABEL = f"{DEFAULT_RECIPE}/round_to={RECIPES[DEFAULT_RECIPE]['round_to']}"
 ALL_METHODS = ["dense", "diet", "diet_paper", *ABLATIONS, "diet_wikitext", *BASELINES, "flap_no_bias"]
 DEFAULT_METHODS = ALL_METHODS
 
@@ -380,13 +383,16 @@ def main(argv=None) -> int:
         "half": args.half,
         "split_rule": SPLIT_RULE,
         "default_recipe": DEFAULT_RECIPE,
+        "default_label": DEFAULT_LABEL,
         "num_samples": args.num_samples,
         "kl_prompts_per_task": args.kl_prompts,
         "ppl": {"windows": args.ppl_windows, "length": args.ppl_length},
         "rows": [],
     }
+    previous_label = DEFAULT_LABEL
     if args.resume and output.with_suffix(".json").is_file():
         previous = json.loads(output.with_suffix(".json").read_text())
+        previous_label = previous.get("default_label", previous.get("default_recipe"))
         report.update(
             {
                 k: previous[k]
@@ -413,6 +419,7 @@ def main(argv=None) -> int:
     excluded = scores.provenance["excluded_eval_ids"]
     context = {"excluded": excluded, "kl_prompts": _kl_prompts(args, excluded)}
     context["dense_logprobs"] = next_token_logprobs(dense, tokenizer, context["kl_prompts"])
+    _retire_unrounded_default(report["rows"], previous_label)
     done = {(r["method"], r["sparsity"]) for r in report["rows"]}
     for name, sparsity, options, build in _jobs(args, dense, tokenizer, scores, excluded):
         if (name, sparsity) in done:
@@ -470,18 +477,28 @@ def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, 
     return results
 
 
+def _retire_unrounded_default(rows: list[dict], previous_label: str) -> None:
+    """Rows of `diet` measured when the default recipe had no width rounding are the `diet_round1` ablation's rows
+    (the same options); `diet` is measured again."""
+    if previous_label == f"{DEFAULT_RECIPE}/round_to=1" or previous_label == DEFAULT_RECIPE != DEFAULT_LABEL:
+        for row in rows:
+            if row["method"] == "diet":
+                row["method"] = "diet_round1"
+                row["options"] = {**row["options"], "round_to": 1}
+
+
 def _retire_old_recipe(results: dict, report: dict, key: str, fields: tuple[str, ...]) -> None:
     """Rows measured with an earlier default recipe keep DIET's values under `<field>@<old recipe>`; the fields are
     measured again with the current default (the baselines' entries do not depend on it and stay)."""
-    old = report.get(key, "uniform_mlp" if results else DEFAULT_RECIPE)  # rows before the key existed: uniform_mlp
-    if old != DEFAULT_RECIPE:
+    old = report.get(key, "uniform_mlp" if results else DEFAULT_LABEL)  # rows before the key existed: uniform_mlp
+    if old != DEFAULT_LABEL:
         for row in results.values():
             for field in fields:
                 if field in row:
                     row[f"{field}@{old}"] = row.pop(field)
                     if f"{field}_correct" in row:
                         row.pop(f"{field}_correct")
-    report[key] = DEFAULT_RECIPE
+    report[key] = DEFAULT_LABEL
 
 
 def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save, report) -> dict:
@@ -557,8 +574,9 @@ def _markdown(report: dict, plot_name: str) -> str:
         f"Evaluation: the {report.get('half') or 'whole'} half of each task's evaluation examples "
         f"({report.get('split_rule', '')}), first {report['limit']} per task after excluding calibration examples "
         f"carved from evaluation splits; DIET's default recipe: "
-        f"{report.get('default_recipe')!r}; calibration: {report['num_samples']} examples per task. Averages are "
-        "over the seven "
+        f"{report.get('default_label', report.get('default_recipe'))!r} (`diet_round1`: the same without rounding "
+        f"the widths to multiples of 64, the default before); calibration: {report['num_samples']} examples per "
+        "task. Averages are over the seven "
         "paper tasks (acc for BoolQ, RTE, WinoGrande; acc_norm otherwise) with their standard error; PIQA is in the "
         "per-task table. Δ vs DIET: the method's average minus DIET's at the same sparsity, with a 95% paired "
         "bootstrap interval. Perplexity: WikiText-2 test, first "

@@ -47,6 +47,7 @@ PLAN_DEFAULTS = {
     "layer_sparsity_cap": None,
     "attention_ratio": 1.0,
     "keep_layers": None,
+    "round_to": 1,
 }
 
 

@@ -87,7 +87,12 @@ class PruneOptions:
     task_weights: dict[str, float] | None = option(
         None, "per-task weights of votes and ranks (CLI: TASK=WEIGHT ...)", cli="pairs"
     )
-    round_to: int = option(1, "per-layer MLP widths in multiples of this, holding the global budget")
+    round_to: int | None = option(
+        None,
+        "per-layer MLP widths in multiples of this (matrix kernels run misaligned widths slower), holding the global "
+        "budget; at most 1/16 of the MLP width is used",
+        recipe=True,
+    )
     min_mlp_fraction: float = option(0.05, "MLP width floor per layer (each layer also keeps at least one head)")
     allow_sublayer_removal: bool = option(
         False, "allow a layer to lose its whole MLP or attention (the residual passes through)"

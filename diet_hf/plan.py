@@ -290,19 +290,38 @@ def _legalize_heads(keep: torch.Tensor, goodness: torch.Tensor, num_kv_heads: in
     return heads_kept, kv_kept
 
 
-def _round_counts(counts: list[int], round_to: int, floor: int, maximum: int) -> list[int]:
-    """Per-layer counts in multiples of `round_to` whose total stays within `round_to` of the original total."""
-    if round_to <= 1:
+def width_multiple(round_to: int, width: int) -> int:
+    """The multiple per-layer MLP widths are rounded to: `round_to`, at most 1/16 of the dense `width` (so a small
+    model is not rounded to whole layers)."""
+    return max(1, min(round_to, width // 16))
+
+
+def _round_counts(counts: list[int], multiple: int, floor: int, maximum: int, order: torch.Tensor) -> list[int]:
+    """Per-layer counts in multiples of `multiple` whose total stays within `multiple` of the original total.
+
+    Each count goes to its nearest multiple (at least `floor`, rounded up to a multiple, at most `maximum`); while the
+    total is off by a multiple or more, the layer whose count was rounded the furthest the other way moves by one
+    multiple; among equal ones (uniform allocation: every layer alike) the layer whose next unit comes first in the
+    priority `order` gains, or whose last kept unit comes last loses."""
+    if multiple <= 1:
         return counts
+    layers, units = len(counts), order.numel() // len(counts)
+    floor = min(maximum, math.ceil(floor / multiple) * multiple)
     total = sum(counts)
-    rounded = [min(max(round(c / round_to) * round_to, floor), maximum) for c in counts]
+    rounded = [min(max(round(c / multiple) * multiple, floor), maximum) for c in counts]
     remainders = [c - r for c, r in zip(counts, rounded)]
-    while abs(sum(rounded) - total) >= round_to:
-        step = round_to if sum(rounded) < total else -round_to
-        candidates = [i for i in range(len(counts)) if floor <= rounded[i] + step <= maximum]
+    positions = [[] for _ in range(layers)]  # positions[layer][i]: where the layer's i-th best unit is in `order`
+    for position, index in enumerate(order.tolist()):
+        positions[index // units].append(position)
+    while abs(sum(rounded) - total) >= multiple:
+        step = multiple if sum(rounded) < total else -multiple
+        candidates = [i for i in range(layers) if floor <= rounded[i] + step <= maximum]
         if not candidates:
             break
-        i = max(candidates, key=lambda j: (remainders[j] if step > 0 else -remainders[j], -j))
+        if step > 0:
+            i = max(candidates, key=lambda j: (remainders[j], -positions[j][rounded[j]]))
+        else:
+            i = max(candidates, key=lambda j: (-remainders[j], positions[j][rounded[j] - 1]))
         rounded[i] += step
         remainders[i] -= step
     return rounded
@@ -447,11 +466,16 @@ def build_plan(
         k_mlp = num_layers * width - mlp_removed_units
     else:
         k_mlp = round((1 - (mlp_sparsity or 0.0)) * num_layers * width)
-    mlp_floor = 0 if allow_sublayer_removal else max(round_to, math.ceil(min_mlp_fraction * width))
+    multiple = width_multiple(round_to, width)
+    if multiple != round_to:
+        logger.info(
+            "MLP widths are rounded to multiples of %d (`round_to` %d is over 1/16 of %d).", multiple, round_to, width
+        )
+    mlp_floor = 0 if allow_sublayer_removal else max(multiple, math.ceil(min_mlp_fraction * width))
     k_mlp = min(max(k_mlp, mlp_floor * num_layers), num_layers * width)
     mlp_floor = max(mlp_floor, _capped_floor(layer_sparsity_cap, k_mlp, (num_layers, width)))
     order, keep = _vote_except(mlp_scores, k_mlp, mlp_floor, merge, weights, allocation, protected)
-    counts = _round_counts(keep.sum(dim=1).tolist(), round_to, mlp_floor, width)
+    counts = _round_counts(keep.sum(dim=1).tolist(), multiple, mlp_floor, width, order)
     mlp_kept = _take_counts(order, (num_layers, width), counts)
 
     provenance = {
@@ -465,6 +489,7 @@ def build_plan(
         "head_normalize": head_normalize,
         "allocation": allocation,
         "round_to": round_to,
+        "width_multiple": multiple,
         "min_mlp_fraction": min_mlp_fraction,
         "allow_sublayer_removal": allow_sublayer_removal,
         "layer_sparsity_cap": layer_sparsity_cap,

@@ -8,6 +8,7 @@ from conftest import tiny_gemma2_config
 
 from diet_hf import ImportanceScores, PruningPlan
 from diet_hf.plan import build_plan, merged_order, rank_normalize, select_global_top_k
+from diet_hf.recipes import DEFAULT_RECIPE, recipe_options
 
 
 def test_rank_normalize_orders_and_averages_ties():
@@ -96,6 +97,45 @@ def test_round_to_keeps_budget_within_one_unit_per_layer():
     plan = build_plan(scores, config, mlp_sparsity=0.3, round_to=16)
     assert all(w % 16 == 0 for w in plan.intermediate_size_per_layer)
     assert abs(sum(plan.intermediate_size_per_layer) - round(0.7 * 4 * 256)) <= 16 * 4
+
+
+@pytest.mark.parametrize("layer_scale", [[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
+def test_uniform_widths_rounded_by_priority_not_layer_index(layer_scale):
+    # 184 units per layer round to 192 (11.5 -> 12 multiples of 16); 32 too many in all: the two layers whose last
+    # kept units rank last (the lowest-scored layers) give back one multiple each
+    config = tiny_gemma2_config(num_hidden_layers=4, intermediate_size=256, layer_types=["sliding_attention"] * 4)
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor(layer_scale)[:, None]
+    mlp = {f"t{i}": torch.rand(4, 256, generator=g) * scale for i in range(3)}
+    heads = {f"t{i}": torch.rand(4, config.num_attention_heads, generator=g) for i in range(3)}
+    scores = ImportanceScores(mlp, heads, {"model_type": config.model_type})
+    options = {"mlp_sparsity": 1 - 736 / 1024, "allocation": "uniform", "merge": "mean"}
+    assert build_plan(scores, config, **options).intermediate_size_per_layer == [184] * 4
+    plan = build_plan(scores, config, round_to=16, **options)
+    expected = [192 if s > 2 else 176 for s in layer_scale]
+    assert plan.intermediate_size_per_layer == expected
+    assert plan.provenance["width_multiple"] == 16
+
+
+def test_round_to_is_capped_at_a_sixteenth_of_the_width():
+    config = tiny_gemma2_config(num_hidden_layers=4, intermediate_size=256, layer_types=["sliding_attention"] * 4)
+    plan = build_plan(_scores(config=config), config, mlp_sparsity=0.3, round_to=64)
+    assert plan.provenance["round_to"] == 64 and plan.provenance["width_multiple"] == 16
+    assert all(w % 16 == 0 for w in plan.intermediate_size_per_layer)
+    assert abs(sum(plan.intermediate_size_per_layer) - round(0.7 * 4 * 256)) < 16
+
+
+def test_default_recipe_rounds_widths_to_multiples_of_64():
+    config = tiny_gemma2_config(
+        num_hidden_layers=3, intermediate_size=2048, hidden_size=64, layer_types=["sliding_attention"] * 3
+    )
+    options = recipe_options(DEFAULT_RECIPE)
+    assert options["round_to"] == 64 and recipe_options("paper")["round_to"] == 1
+    plan_options = {k: options[k] for k in ("merge", "allocation", "round_to", "attention_ratio")}
+    for sparsity in (0.1, 0.2, 0.3, 0.4):
+        plan = build_plan(_scores(config=config), config, sparsity=sparsity, **plan_options)
+        assert all(w % 64 == 0 for w in plan.intermediate_size_per_layer)
+        assert abs(plan.sparsity - sparsity) < 64 * 3 * 64 / plan.block_parameters()[1]
 
 
 def test_heads_are_gqa_valid_and_floors_hold():

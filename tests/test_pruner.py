@@ -231,16 +231,21 @@ PINNED_PLANS = {
     ("gemma3_text", 0.2, "uniform+bias"): "5a549343d1a1b671",
     ("gemma2", 0.2, "balanced"): "e28e9e1daac2c1c1",  # the 0.1 default: uniform allocation + bias compensation
     ("gemma3_text", 0.2, "balanced"): "5a549343d1a1b671",
-    # "uniform_mlp_mean" ("uniform_mlp" with the mean-rank merge): with these two nested profiles the merges order
-    # alike, so "uniform_mlp" (the vote) pins the same plans; `test_default_recipe_merges_by_mean_rank` tells apart
-    ("gemma2", 0.2, "default"): "9c9ef00b1d759ba6",
-    ("gemma3_text", 0.4, "default"): "d003175f0f13fd58",
+    # "uniform_mlp_mean" ("uniform_mlp" with the mean-rank merge, widths rounded to multiples of 64: on these tiny
+    # models of width 64, multiples of 4): the default; without the rounding, with these two nested profiles the
+    # merges order alike, so "uniform_mlp" (the vote) pins the same plans as "default_round1";
+    # `test_default_recipe_merges_by_mean_rank` tells the merges apart
+    ("gemma2", 0.2, "default"): "64868f04784e6fc6",
+    ("gemma3_text", 0.4, "default"): "33ac86ed1e63895b",
+    ("gemma2", 0.2, "default_round1"): "9c9ef00b1d759ba6",
+    ("gemma3_text", 0.4, "default_round1"): "d003175f0f13fd58",
     ("gemma2", 0.2, "uniform_mlp"): "9c9ef00b1d759ba6",
     ("gemma2", 0.2, "contribution+cap"): "fa5ea39cbacaaa06",
     ("gemma3_text", 0.4, "contribution+cap"): "37e929690e505c8c",
 }
 PINNED_OPTIONS = {
     "default": {},
+    "default_round1": {"round_to": 1},
     "uniform_mlp": {"recipe": "uniform_mlp"},
     "balanced": {"recipe": "balanced"},
     "paper": {"recipe": "paper"},
@@ -259,9 +264,10 @@ def test_plans_are_pinned(family):
         plan = pruner.plan
         kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
         assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == expected, (family, sparsity, name)
-        if name == "default":  # the default keeps every head; the MLP width pays the whole budget
+        if name == "default":  # the default keeps every head; the MLP width pays the whole budget, in multiples
             assert plan.num_attention_heads_per_layer == [pruner.model.config.num_attention_heads] * len(kept[1])
             assert abs(plan.sparsity - sparsity) < 0.02
+            assert all(width % 4 == 0 for width in plan.intermediate_size_per_layer)
 
 
 @pytest.mark.parametrize("method", ["flap", "wanda_sp", "magnitude", "random"])
@@ -349,7 +355,7 @@ def test_default_recipe_merges_by_mean_rank():
     from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
 
     assert DEFAULT_RECIPE == "uniform_mlp_mean"
-    assert RECIPES[DEFAULT_RECIPE] == {**RECIPES["uniform_mlp"], "merge": "mean"}
+    assert RECIPES[DEFAULT_RECIPE] == {**RECIPES["uniform_mlp"], "merge": "mean", "round_to": 64}
     dense = tiny_dense_model("gemma2")
     g = torch.Generator().manual_seed(5)
     shape = (dense.config.num_hidden_layers, dense.config.intermediate_size)
@@ -359,7 +365,7 @@ def test_default_recipe_merges_by_mean_rank():
     )
     pruner = DietPruner(dense)
     pruner.scores = scores
-    pruner.prune(sparsity=0.3, bias_compensation=False)
+    pruner.prune(sparsity=0.3, bias_compensation=False, round_to=1)  # the same widths as the vote's: the merge differs
     by_mean = pruner.plan.mlp_kept_indices
     assert pruner.plan.provenance["merge"] == "mean"
     pruner.prune(sparsity=0.3, recipe="uniform_mlp", bias_compensation=False)
