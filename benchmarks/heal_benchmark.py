@@ -116,6 +116,7 @@ def main(argv=None) -> int:
         "limit": args.limit,
         "half": args.half,
         "default_recipe": DEFAULT_RECIPE,
+        "default_label": rb.DEFAULT_LABEL,
         "ppl": {"windows": args.ppl_windows, "length": args.ppl_length},
         "rows": [],
     }
@@ -123,6 +124,12 @@ def main(argv=None) -> int:
     if args.resume and output.is_file():
         previous = json.loads(output.read_text())
         report["rows"] = previous["rows"]
+        previous_label = previous.get("default_label", previous.get("default_recipe"))
+        if previous_label != rb.DEFAULT_LABEL and previous_label in (DEFAULT_RECIPE, f"{DEFAULT_RECIPE}/round_to=1"):
+            # rows of the default before its widths were rounded: kept under their own name, DIET measured again
+            for row in report["rows"]:
+                if row["model"].startswith("diet@"):
+                    row["model"] = "diet_round1@" + row["model"].removeprefix("diet@")
         report["commands"] = previous.get("commands", [previous.get("command")]) + report["commands"]
     done = {r["model"] for r in report["rows"]}
 
@@ -182,7 +189,9 @@ def render(report: dict) -> str:
         + "; ".join(f"`{c}`" for c in report.get("commands", [report.get("command")])),
         "",
         f"Test half (`diet_hf.tasks.split_half`), first {report['limit']} examples per task; calibration 7 x 100; "
-        f"recipe `{report['default_recipe']}`; perplexity: WikiText-2 test, first {report['ppl']['windows']} windows "
+        f"recipe `{report.get('default_label', report['default_recipe'])}` (`diet_round1@`: the same default before "
+        "its widths were rounded to multiples of 64); perplexity: WikiText-2 test, first "
+        f"{report['ppl']['windows']} windows "
         f"of {report['ppl']['length']} tokens; KL: mean KL(dense || model) after evaluation prompts. "
         f"{report['cpus']} CPUs, {report['torch_threads']} torch threads; versions {report['versions']}.",
         "",

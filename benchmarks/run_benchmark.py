@@ -656,7 +656,9 @@ def _markdown(report: dict, plot_name: str) -> str:
             "",
             "Profile of that task alone, of WikiText-2 validation (as many texts as the seven tasks together), and "
             f"the seven tasks merged (the `diet` row above), on the same examples: the first "
-            f"{report.get('task_awareness_limit', report['limit'])} test-half examples of the task.",
+            f"{report.get('task_awareness_limit', report['limit'])} test-half examples of the task. DIET's recipe of "
+            f"the first two columns: {report.get('task_awareness_recipe', DEFAULT_RECIPE)!r}; of the third: "
+            f"{report.get('default_label', DEFAULT_LABEL)!r}.",
             "",
             "| task | that task alone | WikiText-2 | seven tasks merged |",
             "|---|---|---|---|",
@@ -674,7 +676,8 @@ def _markdown(report: dict, plot_name: str) -> str:
         lines += [
             "## Leave-one-task-out at 20% (profile on six tasks, score the seventh)",
             "",
-            f"First {report.get('loto_limit', '?')} test-half examples of the held-out task.",
+            f"First {report.get('loto_limit', '?')} test-half examples of the held-out task; DIET's recipe: "
+            f"{report.get('loto_recipe', DEFAULT_RECIPE)!r}.",
             "",
             "| held-out task | " + " | ".join(methods) + " |",
             "|---|" + "---|" * len(methods),
@@ -746,7 +749,8 @@ def _targets(report: dict) -> list[str]:
         flap_mean = sum(row["flap"] for row in loto.values()) / len(loto)
         lines.append(
             f"- leave-one-task-out at 20%, mean over {len(loto)} held-out tasks: DIET {diet_mean:.3f}, FLAP "
-            f"{flap_mean:.3f} ({'met' if diet_mean >= flap_mean else 'MISSED'})"
+            f"{flap_mean:.3f} ({'met' if diet_mean >= flap_mean else 'MISSED'}; DIET's recipe "
+            f"{report.get('loto_recipe', DEFAULT_RECIPE)!r})"
         )
     return [*lines, ""]
 

@@ -7,8 +7,8 @@ projection back) on 1024 tokens (batch 4 x 256, the prefill of `run_benchmark.py
 threads; random weights (the time of a matrix product does not depend on the values). For every width: the median of
 `--rounds` x `--repeats` timed runs after warm-up, the widths taken in turn in every round, and the time per kept
 channel relative to the dense width's. The widths are the dense 2048, the kept widths of DIET's default without
-rounding at 10/20/30/40% (1759, 1638, 1469, 1229), and multiples of 64 and 16 near them. Run it on an otherwise idle
-machine.
+rounding at 10/20/30/40% (1758-1759, 1468-1469, 1178, 888), the multiples of 64 near them that rounding keeps, and a
+few others. Run it on an otherwise idle machine.
 """
 
 import argparse
@@ -22,7 +22,8 @@ import torch
 from torch.nn import functional
 
 HIDDEN = 640  # Gemma 3 270M hidden size; its dense MLP width is 2048
-WIDTHS = [2048, 1792, 1760, 1759, 1744, 1728, 1664, 1648, 1638, 1600, 1536, 1472, 1469, 1408, 1280, 1232, 1229, 1216]
+WIDTHS = [2048, 1792, 1759, 1758, 1744, 1728, 1664, 1638, 1536, 1472, 1469, 1468, 1408, 1229, 1216, 1178, 1152]
+WIDTHS += [896, 888, 832]
 
 
 def mlp_block(width: int, tokens: torch.Tensor):

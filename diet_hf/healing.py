@@ -16,6 +16,7 @@ and loads without PEFT. A validation guard scores held-out sequences before trai
 best state is kept, and if it is no better than the unhealed model the healing is rolled back (and recorded so).
 """
 
+import contextlib
 import gc
 import math
 import os
@@ -770,6 +771,7 @@ def heal(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets
         )
         model = peft.get_peft_model(student, lora)
+        model.peft_config["default"].base_model_name_or_path = None  # see `_unnamed` below
     else:
         _own_storage(student)
         model = student
@@ -821,7 +823,8 @@ def heal(
         trainer.remove_callback(printer)
     checkpoints = sorted((work_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     started = time.monotonic()
-    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resume and checkpoints else None)
+    with _unnamed(student):
+        trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resume and checkpoints else None)
     seconds = time.monotonic() - started
 
     steps = trainer.state.global_step
@@ -879,6 +882,19 @@ def heal(
         save_pruned_model(healed, output_dir, tokenizer=tokenizer, plan=plan)
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed
+
+
+@contextlib.contextmanager
+def _unnamed(model):
+    """`model.name_or_path` blanked for the duration. PEFT's checkpoint save compares the vocabulary with the base
+    model's by loading the config at `name_or_path` (a pruned model's is its dense parent's directory or Hub id) into
+    the pruned config class: a warning that a `gemma3_text` config makes a pruned one at every checkpoint, or a Hub
+    request when offline. LoRA never touches the embeddings: there is nothing to compare."""
+    name, model.name_or_path = model.name_or_path, ""
+    try:
+        yield model
+    finally:
+        model.name_or_path = name
 
 
 def _own_storage(model) -> None:

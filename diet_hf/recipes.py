@@ -6,9 +6,10 @@ as arXiv:2603.23985 describes it (raw activation magnitudes ranked globally acro
 per-task rank-normalized scores instead of the majority vote, takes the same fraction from every layer, takes the
 whole budget from MLP width (every attention head stays), gives `down_proj` biases holding the removed channels'
 mean output (FLAP's bias compensation) and rounds every layer's MLP width to a multiple of 64 (the global budget held;
-which layers get the extra multiple follows the merged ranking): on the 2-core CPU of the benchmarks a width like 1759
-multiplied slower than the dense 2048, so the 10% model's prefill was slower than dense (README, "Speed and width
-alignment"). Before 2026-11-30 this recipe had no rounding (`round_to=1`); its measured rows say which.
+which layers get the extra multiple follows the merged ranking): on the 2-core CPU of the benchmarks misaligned widths
+like 1758 or 1759 cost up to about 1.2x more per kept channel than the dense 2048, and the unrounded 10% model's
+prefill was slower than dense (README, "Speed and width alignment"). Before 2026-11-30 this recipe had no rounding
+(`round_to=1`); its measured rows say which.
 `"uniform_mlp"` (the default before) is the same with DIET's vote and without rounding;
 `"balanced"` (the default of diet-hf 0.1) that with heads removed at the same fraction as MLP width. Chosen on the dev
 halves of the seven tasks on Gemma 3 270M (`benchmarks/results/dev_sweep.md`) by the rule written before: highest

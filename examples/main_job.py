@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     print(
         f"Gemma 3 270M, DIET ({pruner.plan.provenance['recipe']!r} recipe) at {args.sparsity:.0%} of decoder-block "
         f"parameters (achieved {pruner.plan.sparsity:.2%}), {args.num_samples} calibration examples x "
-        f"{len(PAPER_TASKS)} tasks; scored on the test half of each task"
+        f"{len(PAPER_TASKS)} tasks, MLP widths {sorted(set(pruner.plan.intermediate_size_per_layer))} of "
+        f"{pruner.plan.intermediate_size}; scored on the test half of each task"
     )
     print(f"{'':28}{'dense':>12}{'pruned':>12}")
     print(f"{'parameters (total)':28}{params['dense']:>12,}{params['pruned']:>12,}")

@@ -421,6 +421,22 @@ def test_teacher_by_path_is_loaded_for_its_pass_only(tmp_path, tiny_tokenizer):
         heal(student, str(tmp_path / "nowhere"), tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "v")
 
 
+def test_checkpoints_never_load_the_dense_parents_config_into_the_pruned_class(tmp_path, tiny_tokenizer, monkeypatch):
+    # PEFT's save looked up `name_or_path` (the dense parent's directory) and loaded its `gemma3_text` config through
+    # the pruned config class: a confusing "instantiate a model of type pruned_gemma3_text" warning at every checkpoint
+    teacher, student = _pair()
+    teacher.save_pretrained(tmp_path / "dense")
+    student.name_or_path = student.config._name_or_path = str(tmp_path / "dense")  # as a pruned real model has
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the pruned config class was asked to load {args}")
+
+    monkeypatch.setattr(type(student.config), "from_pretrained", refuse)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "w")
+    assert healed.config.pruning["healing"]["steps"] > 2  # checkpoints were saved (every 2 steps)
+    assert healed.name_or_path == str(tmp_path / "dense")  # hidden during training only
+
+
 def test_next_token_loss_alone_needs_no_teacher_pass_over_the_training_data(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
     config = _small(kd_weight=0.0, guard=False)

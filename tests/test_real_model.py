@@ -115,9 +115,10 @@ def test_real_pruned_loads_in_fresh_process_and_generates(real_model, tmp_path, 
 
 @pytest.mark.slow
 def test_real_model_main_job_plan_is_pinned(real_model, data_dir):
-    """The main job's plan of 2026-11-30 03:37 (Gemma 3 270M, seven tasks x 100 calibration examples, seed 0, the
-    then-default recipe `uniform_mlp`, 20%) is reproduced after the restructuring of the package: the hash of its
-    kept indices."""
+    """The main job's plans (Gemma 3 270M, seven tasks x 100 calibration examples, seed 0, 20%) are reproduced: the
+    hash of their kept indices. `uniform_mlp`: the then-default recipe of 2026-11-30 03:37, pinned across the
+    restructuring of the package; the default (`uniform_mlp_mean`, widths in multiples of 64): the main job of
+    2026-11-30 11:32."""
     import hashlib
 
     from diet_hf import DietPruner
@@ -126,7 +127,9 @@ def test_real_model_main_job_plan_is_pinned(real_model, data_dir):
     model, tokenizer = real_model
     pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
     pruner.profile(PAPER_TASKS, num_samples=100, data_dir=data_dir, disable_progress=True)
-    pruner.prune(sparsity=0.2, recipe="uniform_mlp")
-    plan = pruner.plan
-    kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
-    assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == "5559d480fcc41d8d"
+    for options, expected in (({"recipe": "uniform_mlp"}, "5559d480fcc41d8d"), ({}, "234d4c2c58f07581")):
+        pruner.prune(sparsity=0.2, **options)
+        plan = pruner.plan
+        kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
+        assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == expected, options
+    assert sorted(set(plan.intermediate_size_per_layer)) == [1408, 1472]
