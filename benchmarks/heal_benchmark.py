@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         previous = json.loads(output.read_text())
         report["rows"] = previous["rows"]
         previous_label = previous.get("default_label", previous.get("default_recipe"))
-        if previous_label != rb.DEFAULT_LABEL and previous_label in (DEFAULT_RECIPE, f"{DEFAULT_RECIPE}/round_to=1"):
+        if rb.measured_unrounded(previous_label):
             # rows of the default before its widths were rounded: kept under their own name, DIET measured again
             for row in report["rows"]:
                 if row["model"].startswith("diet@"):

@@ -477,10 +477,16 @@ def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, 
     return results
 
 
+def measured_unrounded(previous_label: str | None) -> bool:
+    """Whether a report's rows of DIET's default (its `default_label`, or `default_recipe` before labels existed) were
+    measured before the default recipe rounded widths, while the current default does round them."""
+    return previous_label != DEFAULT_LABEL and previous_label in (DEFAULT_RECIPE, f"{DEFAULT_RECIPE}/round_to=1")
+
+
 def _retire_unrounded_default(rows: list[dict], previous_label: str) -> None:
     """Rows of `diet` measured when the default recipe had no width rounding are the `diet_round1` ablation's rows
     (the same options); `diet` is measured again."""
-    if previous_label == f"{DEFAULT_RECIPE}/round_to=1" or previous_label == DEFAULT_RECIPE != DEFAULT_LABEL:
+    if measured_unrounded(previous_label):
         for row in rows:
             if row["method"] == "diet":
                 row["method"] = "diet_round1"
