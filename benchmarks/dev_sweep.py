@@ -36,6 +36,7 @@ EVAL_TASKS = [*PAPER_TASKS, "piqa"]
 SIGNAL_TASKS = ("hellaswag", "arc_easy", "piqa")
 PAPER = {"mlp_normalize": "none", "head_normalize": "layer", "allocation": "global"}
 BIAS = {"bias_compensation": True}
+DEFAULT_R64 = {"merge": "mean", "allocation": "uniform", "attention_ratio": 0.0, "round_to": 64, **BIAS}
 # name -> `DietPruner.prune` options (on top of the paper's recipe), or a baseline: ("baseline", method)
 CANDIDATES = {
     "paper": {},
@@ -62,6 +63,25 @@ CANDIDATES = {
     "mlponly+bias": {"attention_ratio": 0.0, **BIAS},
     # and after `diet_mean` (the default with the mean-rank merge instead of the vote) scored 0.455 at 20% on test
     "mlponly+mean+uniform+bias": {"merge": "mean", "allocation": "uniform", "attention_ratio": 0.0, **BIAS},
+    # the default since 2026-11-30 (widths rounded to multiples of 64) and its two test-half ablations that scored
+    # above it within noise at 20% (global allocation; no bias compensation), now on dev
+    "mlponly+mean+uniform+bias+r64": {
+        "merge": "mean",
+        "allocation": "uniform",
+        "attention_ratio": 0.0,
+        "round_to": 64,
+        **BIAS,
+    },
+    "mlponly+mean+uniform+r64": {"merge": "mean", "allocation": "uniform", "attention_ratio": 0.0, "round_to": 64},
+    "mlponly+mean+bias+r64": {"merge": "mean", "attention_ratio": 0.0, "round_to": 64, **BIAS},
+    "mlponly+mean+r64": {"merge": "mean", "attention_ratio": 0.0, "round_to": 64},
+    # least-squares reconstruction of the cut down_proj (`reconstruct`): on the default, without compensation, with
+    # global allocation, and with heads cut too (o_proj reconstructed)
+    "mlponly+mean+uniform+bias+r64+ls": {**DEFAULT_R64, "reconstruct": True},
+    "mlponly+mean+uniform+r64+ls": {**DEFAULT_R64, "bias_compensation": False, "reconstruct": True},
+    "mlponly+mean+bias+r64+ls": {**DEFAULT_R64, "allocation": "global", "reconstruct": True},
+    "mean+uniform+bias+r64+ls": {**DEFAULT_R64, "attention_ratio": 1.0, "reconstruct": True},
+    "paper+ls": {"reconstruct": True},
     "flap": ("baseline", "flap"),
     "wanda_sp": ("baseline", "wanda_sp"),
 }

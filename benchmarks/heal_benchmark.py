@@ -125,11 +125,11 @@ def main(argv=None) -> int:
         previous = json.loads(output.read_text())
         report["rows"] = previous["rows"]
         previous_label = previous.get("default_label", previous.get("default_recipe"))
-        if rb.measured_unrounded(previous_label):
-            # rows of the default before its widths were rounded: kept under their own name, DIET measured again
-            for row in report["rows"]:
-                if row["model"].startswith("diet@"):
-                    row["model"] = "diet_round1@" + row["model"].removeprefix("diet@")
+        # rows of an earlier default: kept under the name of the ablation with its options (`diet_round1@`: before
+        # the widths were rounded; `diet_no_reconstruct@`: before the reconstruction); DIET is measured again
+        for row in report["rows"]:
+            if row["model"].startswith("diet@"):
+                row["model"] = rb.retired_name("diet", previous_label) + row["model"].removeprefix("diet")
         report["commands"] = previous.get("commands", [previous.get("command")]) + report["commands"]
     done = {r["model"] for r in report["rows"]}
 
@@ -189,8 +189,9 @@ def render(report: dict) -> str:
         + "; ".join(f"`{c}`" for c in report.get("commands", [report.get("command")])),
         "",
         f"Test half (`diet_hf.tasks.split_half`), first {report['limit']} examples per task; calibration 7 x 100; "
-        f"recipe `{report.get('default_label', report['default_recipe'])}` (`diet_round1@`: the same default before "
-        "its widths were rounded to multiples of 64); perplexity: WikiText-2 test, first "
+        f"recipe `{report.get('default_label', report['default_recipe'])}` (`diet_round1@`: the default before its "
+        "widths were rounded to multiples of 64; `diet_no_reconstruct@`: before the least-squares reconstruction); "
+        "perplexity: WikiText-2 test, first "
         f"{report['ppl']['windows']} windows "
         f"of {report['ppl']['length']} tokens; KL: mean KL(dense || model) after evaluation prompts. "
         f"{report['cpus']} CPUs, {report['torch_threads']} torch threads; versions {report['versions']}.",

@@ -45,8 +45,12 @@ ABLATIONS = {
     "diet_uniform_mlp": {"recipe": "uniform_mlp"},  # the default before: DIET's majority vote
     "diet_global": {"allocation": "global"},
     "diet_no_bias": {"bias_compensation": False},
-    "diet_round1": {"round_to": 1},  # the default before its widths were rounded to multiples of 64
+    "diet_round1": {"round_to": 1},  # widths not rounded to multiples of 64
+    "diet_no_reconstruct": {"reconstruct": False},  # no least-squares reconstruction: the default before 2026-11-30
 }
+# Rows of DIET's default measured under an earlier default (its label) whose options one of ABLATIONS now has: they
+# are that ablation's rows. Rows of any other earlier default are kept as `diet@<label>`.
+EARLIER_DEFAULTS = {"uniform_mlp_mean/round_to=64": "diet_no_reconstruct"}
 # What rows of DIET's default were measured with: the recipe's name, and its width rounding since it has one.
 DEFAULT_LABEL = f"{DEFAULT_RECIPE}/round_to={RECIPES[DEFAULT_RECIPE]['round_to']}"
 ALL_METHODS = ["dense", "diet", "diet_paper", *ABLATIONS, "diet_wikitext", *BASELINES, "flap_no_bias"]
@@ -241,10 +245,9 @@ def _cost(pruner, dense, tokenizer, args) -> dict:
     }
 
 
-def _diet_model(dense, tokenizer, scores, sparsity, **options):
-    """DIET through the public API: `DietPruner.prune` on a given profile (`recipe` and overrides in `options`)."""
-    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.scores = scores
+def _diet_model(pruner, sparsity, **options):
+    """DIET through the public API: `DietPruner.prune` of a profiled pruner (its calibration data stays for the
+    reconstruction; `recipe`, `tasks` and overrides in `options`)."""
     return pruner.prune(sparsity=sparsity, **options)
 
 
@@ -252,44 +255,40 @@ _WIKITEXT = {}
 
 
 def _wikitext_profile(args, dense, tokenizer):
-    """DIET's profile on WikiText-2 validation paragraphs (as many texts as the seven tasks' calibration; the test
+    """A pruner profiled on WikiText-2 validation paragraphs (as many texts as the seven tasks' calibration; the test
     split stays for perplexity), made once."""
     if not _WIKITEXT:
         path = Path(args.data_dir) / "wikitext2" / "validation.jsonl"
         rows = [json.loads(line)["text"] for line in path.open()]
         paragraphs = [r for r in rows if len(r) > 400][: args.num_samples * len(PAPER_TASKS)]
-        pruner = DietPruner(dense, tokenizer).profile({"wikitext2": paragraphs}, disable_progress=True)
-        _WIKITEXT["scores"] = pruner.scores
-    return _WIKITEXT["scores"]
+        _WIKITEXT["pruner"] = DietPruner(dense, tokenizer).profile({"wikitext2": paragraphs}, disable_progress=True)
+    return _WIKITEXT["pruner"]
 
 
-def _jobs(args, dense, tokenizer, scores, excluded):
+def _jobs(args, dense, tokenizer, pruner, excluded):
     """(method, sparsity, options, build) for every model of the run, in order; `build` makes the pruned model."""
 
     def plan_model(method_scores, sparsity, channel_means=None, **options):
         plan = build_plan(method_scores, dense.config, sparsity=sparsity, **options)
         return build_pruned_model(dense, plan, channel_means=channel_means)
 
-    def wikitext_scores():
+    def wikitext_pruner():
         return _wikitext_profile(args, dense, tokenizer)
 
+    scores = pruner.scores
     means = scores.channel_means()
     jobs = [("dense", 0.0, {}, lambda: dense)]
     for sparsity in args.sparsities:
-        jobs.append(
-            ("diet", sparsity, {"recipe": DEFAULT_RECIPE}, lambda s=sparsity: _diet_model(dense, tokenizer, scores, s))
-        )
+        jobs.append(("diet", sparsity, {"recipe": DEFAULT_RECIPE}, lambda s=sparsity: _diet_model(pruner, s)))
     for sparsity in args.ablation_sparsities:
         for name, options in ABLATIONS.items():
-            jobs.append(
-                (name, sparsity, options, lambda s=sparsity, o=options: _diet_model(dense, tokenizer, scores, s, **o))
-            )
+            jobs.append((name, sparsity, options, lambda s=sparsity, o=options: _diet_model(pruner, s, **o)))
         jobs.append(
             (
                 "diet_wikitext",
                 sparsity,
                 {"recipe": DEFAULT_RECIPE, "calibration": "wikitext2"},
-                lambda s=sparsity: _diet_model(dense, tokenizer, wikitext_scores(), s),
+                lambda s=sparsity: _diet_model(wikitext_pruner(), s),
             )
         )
     for sparsity in args.baseline_sparsities:
@@ -298,7 +297,7 @@ def _jobs(args, dense, tokenizer, scores, excluded):
                 "diet_paper",
                 sparsity,
                 {"recipe": "paper"},
-                lambda s=sparsity: _diet_model(dense, tokenizer, scores, s, recipe="paper"),
+                lambda s=sparsity: _diet_model(pruner, s, recipe="paper"),
             )
         )
         for method in BASELINES:
@@ -419,9 +418,9 @@ def main(argv=None) -> int:
     excluded = scores.provenance["excluded_eval_ids"]
     context = {"excluded": excluded, "kl_prompts": _kl_prompts(args, excluded)}
     context["dense_logprobs"] = next_token_logprobs(dense, tokenizer, context["kl_prompts"])
-    _retire_unrounded_default(report["rows"], previous_label)
+    retire_earlier_default(report["rows"], previous_label)
     done = {(r["method"], r["sparsity"]) for r in report["rows"]}
-    for name, sparsity, options, build in _jobs(args, dense, tokenizer, scores, excluded):
+    for name, sparsity, options, build in _jobs(args, dense, tokenizer, pruner, excluded):
         if (name, sparsity) in done:
             continue
         report["rows"].append(_measure(name, build(), dense, tokenizer, args, context, sparsity, options))
@@ -431,7 +430,7 @@ def main(argv=None) -> int:
         report["task_awareness"] = _task_awareness(
             dense,
             tokenizer,
-            scores,
+            pruner,
             lambda: _wikitext_profile(args, dense, tokenizer),
             excluded,
             args,
@@ -443,7 +442,7 @@ def main(argv=None) -> int:
     if args.loto_limit:
         report["loto_limit"] = args.loto_limit
         report["leave_one_task_out"] = _leave_one_task_out(
-            dense, tokenizer, scores, excluded, args, report.get("leave_one_task_out", {}), save, report
+            dense, tokenizer, pruner, excluded, args, report.get("leave_one_task_out", {}), save, report
         )
         save()
     _finish(report, output, args.bootstrap)
@@ -459,7 +458,7 @@ def _finish(report: dict, output: Path, resamples: int) -> None:
     print(_markdown(report, output.with_suffix(".png").name))
 
 
-def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, results, save, report) -> dict:
+def _task_awareness(dense, tokenizer, pruner, wikitext_pruner, excluded, args, results, save, report) -> dict:
     """At 20%: each task scored by DIET's default from a profile of that task alone and from WikiText-2."""
     report["task_awareness"] = results
     _retire_old_recipe(results, report, "task_awareness_recipe", ("task_only", "wikitext2"))
@@ -467,8 +466,9 @@ def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, 
         if task in results and "task_only" in results[task]:
             continue
         row = results.get(task, {})
-        for name, profile in (("task_only", scores.select([task])), ("wikitext2", wikitext_profile())):
-            out = _evaluate(_diet_model(dense, tokenizer, profile, 0.2), tokenizer, [task], args.limit, args, excluded)
+        for name, source, tasks in (("task_only", pruner, [task]), ("wikitext2", wikitext_pruner(), None)):
+            model = _diet_model(source, 0.2, tasks=tasks)
+            out = _evaluate(model, tokenizer, [task], args.limit, args, excluded)
             row[name] = out["average"]
             row[f"{name}_correct"] = _correct(out)[task]
         results[task] = row
@@ -477,20 +477,25 @@ def _task_awareness(dense, tokenizer, scores, wikitext_profile, excluded, args, 
     return results
 
 
-def measured_unrounded(previous_label: str | None) -> bool:
-    """Whether a report's rows of DIET's default (its `default_label`, or `default_recipe` before labels existed) were
-    measured before the default recipe rounded widths, while the current default does round them."""
-    return previous_label != DEFAULT_LABEL and previous_label in (DEFAULT_RECIPE, f"{DEFAULT_RECIPE}/round_to=1")
+def retired_name(method: str, previous_label: str | None) -> str:
+    """What a row of `method` measured when DIET's default was `previous_label` is called now: unchanged while the
+    default is the same, or for methods that do not depend on it (the baselines, named recipes); the default's own
+    rows become the ablation with the same options (`EARLIER_DEFAULTS`) or `diet@<label>`; the default's ablations
+    (options on top of it) become `<ablation>@<label>`."""
+    if previous_label in (None, DEFAULT_LABEL):
+        return method
+    if "/" not in previous_label:  # a report from before labels (its `default_recipe`), when no recipe rounded
+        previous_label = f"{previous_label}/round_to=1"
+    if method == "diet":
+        return EARLIER_DEFAULTS.get(previous_label, f"diet@{previous_label}")
+    on_top_of_default = method == "diet_wikitext" or (method in ABLATIONS and "recipe" not in ABLATIONS[method])
+    return f"{method}@{previous_label}" if on_top_of_default else method
 
 
-def _retire_unrounded_default(rows: list[dict], previous_label: str) -> None:
-    """Rows of `diet` measured when the default recipe had no width rounding are the `diet_round1` ablation's rows
-    (the same options); `diet` is measured again."""
-    if measured_unrounded(previous_label):
-        for row in rows:
-            if row["method"] == "diet":
-                row["method"] = "diet_round1"
-                row["options"] = {**row["options"], "round_to": 1}
+def retire_earlier_default(rows: list[dict], previous_label: str | None) -> None:
+    """Renames the rows measured under an earlier default (`retired_name`); those are not measured again."""
+    for row in rows:
+        row["method"] = retired_name(row["method"], previous_label)
 
 
 def _retire_old_recipe(results: dict, report: dict, key: str, fields: tuple[str, ...]) -> None:
@@ -507,7 +512,7 @@ def _retire_old_recipe(results: dict, report: dict, key: str, fields: tuple[str,
     report[key] = DEFAULT_LABEL
 
 
-def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save, report) -> dict:
+def _leave_one_task_out(dense, tokenizer, pruner, excluded, args, results, save, report) -> dict:
     """At 20%: profile on six tasks (DIET) or pool their statistics (baselines), score the seventh."""
     report["leave_one_task_out"] = results
     _retire_old_recipe(results, report, "loto_recipe", ("diet",))
@@ -515,9 +520,9 @@ def _leave_one_task_out(dense, tokenizer, scores, excluded, args, results, save,
         if held_out in results and "diet" in results[held_out]:
             continue
         kept = results.get(held_out, {})
-        six = scores.select([t for t in PAPER_TASKS if t != held_out])
+        six = pruner.scores.select([t for t in PAPER_TASKS if t != held_out])
         means = six.channel_means()
-        row = {"diet": _diet_model(dense, tokenizer, six, 0.2)}
+        row = {"diet": _diet_model(pruner, 0.2, tasks=six.tasks)}
         candidates = {}
         for method in BASELINES:
             if method in kept:  # the baselines do not depend on DIET's recipe: rows from before a change stay
@@ -580,8 +585,9 @@ def _markdown(report: dict, plot_name: str) -> str:
         f"Evaluation: the {report.get('half') or 'whole'} half of each task's evaluation examples "
         f"({report.get('split_rule', '')}), first {report['limit']} per task after excluding calibration examples "
         f"carved from evaluation splits; DIET's default recipe: "
-        f"{report.get('default_label', report.get('default_recipe'))!r} (`diet_round1`: the same without rounding "
-        f"the widths to multiples of 64, the default before); calibration: {report['num_samples']} examples per "
+        f"{report.get('default_label', report.get('default_recipe'))!r} (`diet_no_reconstruct`: the same without "
+        "the least-squares reconstruction, the default before; `<name>@<label>`: a row measured on top of an earlier "
+        f"default); calibration: {report['num_samples']} examples per "
         "task. Averages are over the seven "
         "paper tasks (acc for BoolQ, RTE, WinoGrande; acc_norm otherwise) with their standard error; PIQA is in the "
         "per-task table. Δ vs DIET: the method's average minus DIET's at the same sparsity, with a 95% paired "

@@ -124,7 +124,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_dataclass_flags(prune, ProfileOptions)  # every calibration option, with its help text
     prune.add_argument("--data-dir", default=None, help="local data directory (default: $DIET_DATA_DIR, else Hub)")
-    prune.add_argument("--scores", default=None, help="reuse a saved profile (no forward pass)")
+    prune.add_argument(
+        "--scores",
+        default=None,
+        help="reuse a saved profile (no profiling pass; a reconstruction draws its calibration examples again)",
+    )
     prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
     prune.add_argument(
         "--recipe",
@@ -247,7 +251,7 @@ def _run_prune(args) -> int:
         kwargs["revision"] = args.revision
     pruner = DietPruner.from_pretrained(args.model, **kwargs)
     if args.scores:
-        pruner.load_scores(args.scores)
+        pruner.load_scores(args.scores, data_dir=args.data_dir)  # the data: only for a reconstruction / steps > 1
     else:
         pruner.profile(
             tasks=args.task_data, options=args.profile_options, data_dir=args.data_dir, disable_progress=args.quiet

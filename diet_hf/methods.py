@@ -48,6 +48,7 @@ PLAN_DEFAULTS = {
     "attention_ratio": 1.0,
     "keep_layers": None,
     "round_to": 1,
+    "reconstruct": False,
 }
 
 

@@ -78,6 +78,13 @@ class PruneOptions:
         "channel statistics profile() keeps by default)",
         recipe=True,
     )
+    reconstruct: bool | None = option(
+        None,
+        "least-squares reconstruction: the kept down_proj / o_proj columns are updated so each cut layer's output "
+        "matches the dense layer's on the calibration tokens (no gradients; one more pass over the calibration data "
+        "of profile())",
+        recipe=True,
+    )
     steps: int | None = option(
         None,
         "iterative pruning: reach the target in this many steps, re-profiling (no gradients) with the units removed "
@@ -110,7 +117,7 @@ class PruneOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("bias_compensation", "allow_sublayer_removal"):
+        for name in ("bias_compensation", "reconstruct", "allow_sublayer_removal"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"`{name}` must be True or False, got {value!r}.")

@@ -17,14 +17,16 @@ from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
 from .options import ProfileOptions, PruneOptions, with_overrides
 from .plan import PruningPlan, build_plan
-from .profiler import collect_activation_stats
+from .profiler import InputMoments, collect_activation_stats, collect_input_moments
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
 from .surgery import build_pruned_model
-from .tasks import PAPER_TASKS, CalibrationSet, custom_calibration, load_calibration
+from .tasks import PAPER_TASKS, TASKS, CalibrationSet, custom_calibration, load_calibration
 
 __all__ = ["DietPruner"]
 
 logger = logging.getLogger(__name__)
+
+_MOMENTS_CACHE_BYTES = 2 * 2**30  # the 270M model's MLP and attention moments take 0.38 GB
 
 
 METHODS = tuple(SCORING_METHODS)  # "diet" and the baselines (`diet_hf.methods`)
@@ -58,6 +60,8 @@ class DietPruner:
         self.plan: PruningPlan | None = None
         self.pruned_model = None  # the model the last `prune()` returned, for `save_pretrained` / `push_to_hub`
         self._calibration: dict | None = None  # the data of the last `profile()`, for iterative pruning
+        self._moments: tuple[frozenset, InputMoments] | None = None  # reconstruction's, kept for the next prune()
+        self._scores_data_dir = None  # where `load_scores` draws the calibration data again if a prune needs it
 
     @classmethod
     def from_pretrained(cls, model_id_or_path: str | os.PathLike, **from_pretrained_kwargs) -> "DietPruner":
@@ -126,6 +130,7 @@ class DietPruner:
             else:
                 calibration[name] = custom_calibration(name, data)
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
+        self._moments = None
         mlp, heads, channels = self._collect(
             calibration, channel_stats=options.channel_stats, disable_progress=disable_progress
         )
@@ -160,6 +165,46 @@ class DietPruner:
             mlp[task][~masks.mlp_kept] = 0
             heads[task][~masks.head_kept] = 0
         return ImportanceScores(mlp, heads, dict(previous.provenance), channels or None)
+
+    def _input_moments(self, plan: PruningPlan, tasks: list[str]) -> InputMoments | None:
+        """Input moments of the dense model's cut `down_proj` / `o_proj` modules over `tasks`' calibration data."""
+        targets = [
+            (kind, layer)
+            for layer in range(plan.num_hidden_layers)
+            for kind, kept, full in (
+                ("attn", plan.head_kept_indices[layer], plan.num_attention_heads),
+                ("mlp", plan.mlp_kept_indices[layer], plan.intermediate_size),
+            )
+            if 0 < len(kept) < full
+        ]
+        if not targets:
+            return None
+        cached = self._moments[1] if self._moments is not None and self._moments[0] == frozenset(tasks) else None
+        missing = [key for key in targets if cached is None or key not in cached]
+        if not missing:
+            return cached
+        calibration = {t: self._calibration["data"][t] for t in tasks}
+        batch_size, max_length = self._calibration["batch_size"], self._calibration["max_length"]
+
+        def batches():
+            for data in calibration.values():
+                if isinstance(data, CalibrationSet):
+                    yield from self._text_batches(data.texts, batch_size, max_length)
+                else:
+                    yield from data
+
+        count = sum(
+            -(-len(data.texts) // batch_size) if isinstance(data, CalibrationSet) else len(data)
+            for data in calibration.values()
+        )
+        moments = collect_input_moments(
+            self.model, self.family, batches, missing, num_batches=count, description="reconstruction"
+        )
+        if cached is not None:
+            moments = cached.merged(moments)
+        if moments.nbytes <= _MOMENTS_CACHE_BYTES:  # pruning again (another sparsity) reuses them
+            self._moments = (frozenset(tasks), moments)
+        return moments
 
     def _collect(self, calibration: dict, *, channel_stats: bool, disable_progress: bool, masks=None):
         """Per-task mean scores (and channel sums) of the dense model, with `masks` (`_ChannelMasks`) applied."""
@@ -206,12 +251,45 @@ class DietPruner:
         """Saves the profile, so pruning again at another sparsity needs no forward pass."""
         self._require_scores().save_pretrained(save_directory)
 
-    def load_scores(self, directory: str | os.PathLike) -> "DietPruner":
-        """Loads a saved profile after checking it was made for this model."""
+    def load_scores(self, directory: str | os.PathLike, *, data_dir: str | os.PathLike | None = None) -> "DietPruner":
+        """Loads a saved profile after checking it was made for this model.
+
+        A saved profile does not keep its calibration texts. A later `prune()` that needs them (`reconstruct=True`,
+        `steps` > 1) draws the same examples of the profile's registered tasks again (from `data_dir`, else
+        `$DIET_DATA_DIR`, else the Hub) and checks their ids against the profile's; plain pruning runs no forward
+        pass and reads no data.
+        """
         scores = ImportanceScores.from_pretrained(directory)
         scores.check_compatible(self.model.config)
         self.scores = scores
+        self._calibration, self._moments, self._scores_data_dir = None, None, data_dir
         return self
+
+    def _require_calibration(self, purpose: str, alternative: str) -> None:
+        """The calibration data of the scores: this session's `profile()`, or drawn again for loaded scores."""
+        if self._calibration is not None:
+            return
+        provenance = self.scores.provenance
+        drawn = provenance.get("sample_ids") or {}
+        custom = [task for task in self.scores.tasks if task not in drawn or task not in TASKS]
+        reason = None
+        if custom:
+            reason = f"tasks {custom} were profiled on data passed to `profile()`, which a saved profile does not keep"
+        else:
+            data = {}
+            for task in self.scores.tasks:
+                seed, count = provenance["seed"], provenance["num_samples"]
+                data[task] = load_calibration(task, num_samples=count, seed=seed, data_dir=self._scores_data_dir)
+                if data[task].example_ids != drawn[task]:
+                    reason = f"the examples of task {task!r} drawn again differ from the profile's (the data changed)"
+                    break
+        if reason is not None:
+            raise ValueError(
+                f"{purpose} on the calibration data of `profile()`; these scores were not profiled in this session "
+                f"(`load_scores`) and {reason}. Call `profile()` first, or pass {alternative}."
+            )
+        batch_size = ProfileOptions().batch_size  # padding only: the statistics do not depend on it
+        self._calibration = {"data": data, "batch_size": batch_size, "max_length": provenance["max_length"]}
 
     def _require_scores(self) -> ImportanceScores:
         if self.scores is None:
@@ -245,9 +323,10 @@ class DietPruner:
             options (`PruneOptions`, *optional*): the options below as one object.
             **option_values: the fields of `diet_hf.options.PruneOptions` (`score`, `merge`, `mlp_normalize`,
                 `head_normalize`, `allocation`, `layer_sparsity_cap`, `attention_ratio`, `keep_layers`,
-                `bias_compensation`, `steps`, `task_weights`, `round_to`, `min_mlp_fraction`,
+                `bias_compensation`, `reconstruct`, `steps`, `task_weights`, `round_to`, `min_mlp_fraction`,
                 `allow_sublayer_removal`); each field's `metadata["help"]` documents it. `None` = the recipe's value.
-                `steps` > 1 profiles again between steps and needs the calibration data of `profile()` in this session.
+                `steps` > 1 profiles again between steps and `reconstruct=True` runs the calibration data once more;
+                both need the calibration data of `profile()` in this session.
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan. Its unsliced weights
@@ -258,6 +337,7 @@ class DietPruner:
         scoring = get_method(method)
         values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
         score, bias_compensation = values.pop("score"), values.pop("bias_compensation")
+        reconstruct = bool(values.pop("reconstruct"))
         steps = values.pop("steps") or 1
         if method != "diet" and (score != method or steps != 1):
             raise ValueError(f"`score` and `steps` belong to DIET; `method={method!r}` has its own scores.")
@@ -265,14 +345,13 @@ class DietPruner:
             raise ValueError(f"`score` must be one of {SCORE_KINDS}, got {score!r}.")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
-        if steps > 1 and self._calibration is None:
-            raise ValueError(
-                f"`steps={steps}` profiles again between steps and needs the calibration data of `profile()`; these "
-                "scores were loaded with `load_scores`. Call `profile()` first, or pass `steps=1`."
-            )
         if steps > 1 and "standardize" in (values["mlp_normalize"], values["head_normalize"]):
             raise ValueError("`steps` > 1 needs scores where removed units rank last; `standardize` does not.")
         scores = self._require_scores()
+        if steps > 1:
+            self._require_calibration(f"`steps={steps}` profiles again between steps", "`steps=1`")
+        if reconstruct:
+            self._require_calibration("`reconstruct=True` fits the kept output weights", "`reconstruct=False`")
         if tasks is not None:
             scores = scores.select(list(tasks))
         if bias_compensation and scores.channel_stats is None:
@@ -307,14 +386,16 @@ class DietPruner:
                 "recipe": recipe if method == "diet" else None,
                 "score": score,
                 "bias_compensation": bias_compensation,
+                "reconstruct": reconstruct,
                 "steps": steps,
             }
         )
         channel_means = (
             (channel_source if method == "diet" else self.scores).channel_means() if bias_compensation else None
         )
+        moments = self._input_moments(plan, list(scores.tasks)) if reconstruct else None
         self.plan = plan
-        pruned = build_pruned_model(self.model, plan, channel_means=channel_means)
+        pruned = build_pruned_model(self.model, plan, channel_means=channel_means, input_moments=moments)
         pruned.config.pruning = _pruning_record(self.model, pruned, plan, scores)  # the one place, after surgery
         self.pruned_model = pruned
         return pruned

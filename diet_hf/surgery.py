@@ -8,6 +8,7 @@ from torch import nn
 from .constants import family_for_model_type
 from .hub import modeling_module
 from .plan import PruningPlan
+from .reconstruction import DEFAULT_DAMPING, least_squares_update
 
 __all__ = ["build_pruned_config", "build_pruned_model", "slice_linear_weight", "to_pruned_model"]
 
@@ -150,6 +151,8 @@ def build_pruned_model(
     *,
     pruning: dict | None = None,
     channel_means: dict[str, torch.Tensor] | None = None,
+    input_moments=None,
+    reconstruction_damping: float = DEFAULT_DAMPING,
 ) -> nn.Module:
     """Builds the pruned causal LM of a dense Gemma causal LM; weights not cut are shared, not copied.
 
@@ -164,10 +167,17 @@ def build_pruned_model(
             intermediate_size)` and `attn` `(layers, heads * head_dim)` mean inputs of `down_proj` / `o_proj` (e.g.
             `ImportanceScores.channel_means()`); the pruned model then gets `o_proj` and
             `down_proj` biases holding what the removed channels contributed on average.
+        input_moments (`diet_hf.profiler.InputMoments`, *optional*): least-squares reconstruction: for every cut
+            `down_proj` / `o_proj` it holds, the kept columns are updated to carry what the removed channels
+            contributed (`diet_hf.reconstruction.least_squares_update`; centered, with its bias, when
+            `channel_means` is given too).
+        reconstruction_damping (`float`, *optional*): the ridge term of that solve, as a fraction of the mean
+            variance of the kept channels.
 
     Returns:
         `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`, with the logits of the dense model whose removed MLP
-        dimensions and heads are zeroed (with `channel_means`: replaced by those means).
+        dimensions and heads are zeroed (with `channel_means`: replaced by those means; with `input_moments`: by
+        their least-squares prediction from the kept channels).
     """
     family = family_for_model_type(model.config.model_type)
     if model.config.model_type == family.pruned_model_type:
@@ -191,6 +201,9 @@ def build_pruned_model(
         pruned = model_class(config)
     state = _sliced_state_dict(model, plan)
     state.update(biases)
+    if input_moments is not None:
+        centered = channel_means is not None
+        state.update(_reconstructed(model, plan, input_moments, centered=centered, damping=reconstruction_damping))
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
     missing = [key for key in missing if key != "lm_head.weight"]
     if missing or unexpected:
@@ -205,6 +218,37 @@ def build_pruned_model(
     pruned.generation_config = copy.deepcopy(model.generation_config)
     pruned.diet_plan = plan  # written as diet_pruning.json by diet_hf.hub.save_pruned_model
     return pruned.eval() if not model.training else pruned
+
+
+def _reconstructed(model: nn.Module, plan: PruningPlan, input_moments, *, centered: bool, damping: float) -> dict:
+    """The least-squares `down_proj` / `o_proj` weights (and biases, when `centered`) of every cut layer that
+    `input_moments` covers; a wholly removed sublayer keeps its bias compensation."""
+    layout = family_for_model_type(model.config.model_type).layout
+    tensors = {}
+    for layer_idx in range(plan.num_hidden_layers):
+        for kind, kept, full, block, path in (
+            ("mlp", plan.mlp_kept_indices[layer_idx], plan.intermediate_size, 1, layout.mlp_path(layer_idx, "down")),
+            (
+                "attn",
+                plan.head_kept_indices[layer_idx],
+                plan.num_attention_heads,
+                plan.head_dim,
+                layout.attention_path(layer_idx, "output"),
+            ),
+        ):
+            if not kept or len(kept) == full or (kind, layer_idx) not in input_moments:
+                continue
+            linear = model.get_submodule(path)
+            channels = torch.tensor(_channels(kept, block), dtype=torch.long)
+            mean, second = input_moments.get(kind, layer_idx)
+            weight, bias = least_squares_update(
+                linear.weight, channels, mean, second, centered=centered, damping=damping
+            )
+            tensors[f"{path}.weight"] = weight
+            if bias is not None:
+                dense_bias = linear.bias.double() if linear.bias is not None else 0
+                tensors[f"{path}.bias"] = (bias + dense_bias).to(linear.weight.dtype)
+    return tensors
 
 
 def _check_channel_means(channel_means: dict, plan: PruningPlan) -> None:

@@ -77,7 +77,7 @@ def test_prune_with_bias_compensation(profiled):
     model, scores, batches = profiled
     pruner = DietPruner(model)
     pruner.scores = scores
-    pruned = pruner.prune(sparsity=0.3, bias_compensation=True)
+    pruned = pruner.prune(sparsity=0.3, bias_compensation=True, reconstruct=False)  # the compensation alone
     assert pruned.config.pruning["options"]["bias_compensation"] is True
     assert pruned.config.pruning["total_parameters"]["pruned"] == sum(p.numel() for p in pruned.parameters())
     # the biases are the removed channels' pooled mean contribution
@@ -86,7 +86,7 @@ def test_prune_with_bias_compensation(profiled):
     expected = model.model.layers[0].mlp.down_proj.weight.double()[:, removed] @ means[removed]
     torch.testing.assert_close(pruned.model.layers[0].mlp.down_proj.bias.double(), expected, rtol=1e-5, atol=1e-6)
     pruner.scores = scores.select(["a"])  # select keeps the channel statistics (leave-one-task-out)
-    assert pruner.prune(sparsity=0.3, bias_compensation=True).config.down_proj_bias
+    assert pruner.prune(sparsity=0.3, bias_compensation=True, reconstruct=False).config.down_proj_bias
     pruner.scores = ImportanceScores(scores.mlp, scores.heads)
     with pytest.raises(ValueError, match=r"profile with `channel_stats=True`"):
-        pruner.prune(sparsity=0.3, bias_compensation=True)
+        pruner.prune(sparsity=0.3, bias_compensation=True, reconstruct=False)

@@ -45,11 +45,12 @@ def test_saved_scores_prune_without_forward_pass(tmp_path, monkeypatch):
         for i in range(2)
     ]
     pruner = DietPruner(dense).profile({"a": batches, "b": batches[:1]}, disable_progress=True)
-    first = pruner.prune(sparsity=0.3)
+    first = pruner.prune(sparsity=0.3, reconstruct=False)  # the default reconstructs, on the calibration data
     pruner.save_scores(tmp_path / "scores")
     again = DietPruner(dense)
     monkeypatch.setattr("diet_hf.pruner.collect_activation_stats", None)  # any forward pass would now fail
-    second = again.load_scores(tmp_path / "scores").prune(sparsity=0.3)
+    monkeypatch.setattr("diet_hf.pruner.collect_input_moments", None)
+    second = again.load_scores(tmp_path / "scores").prune(sparsity=0.3, reconstruct=False)
     assert again.plan.to_dict() == pruner.plan.to_dict()
     assert again.scores.provenance == pruner.scores.provenance
     ids = random_batch()
@@ -215,7 +216,7 @@ def test_iterative_pruning_errors(tmp_path):
         pruner.prune(sparsity=0.2, steps=2, mlp_normalize="standardize")
     pruner.save_scores(tmp_path / "scores")
     loaded = DietPruner(pruner.model).load_scores(tmp_path / "scores")
-    with pytest.raises(ValueError, match=r"`steps=2` profiles again .* loaded with `load_scores`"):
+    with pytest.raises(ValueError, match=r"`steps=2` profiles again .* not profiled in this session"):
         loaded.prune(sparsity=0.2, steps=2)
 
 
@@ -354,8 +355,9 @@ def test_from_pretrained_of_a_directory_without_tokenizer_files(tmp_path, caplog
 def test_default_recipe_merges_by_mean_rank():
     from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
 
-    assert DEFAULT_RECIPE == "uniform_mlp_mean"
-    assert RECIPES[DEFAULT_RECIPE] == {**RECIPES["uniform_mlp"], "merge": "mean", "round_to": 64}
+    assert DEFAULT_RECIPE == "uniform_mlp_mean_ls"
+    assert RECIPES["uniform_mlp_mean"] == {**RECIPES["uniform_mlp"], "merge": "mean", "round_to": 64}
+    assert RECIPES[DEFAULT_RECIPE] == {**RECIPES["uniform_mlp_mean"], "reconstruct": True}
     dense = tiny_dense_model("gemma2")
     g = torch.Generator().manual_seed(5)
     shape = (dense.config.num_hidden_layers, dense.config.intermediate_size)
@@ -365,7 +367,8 @@ def test_default_recipe_merges_by_mean_rank():
     )
     pruner = DietPruner(dense)
     pruner.scores = scores
-    pruner.prune(sparsity=0.3, bias_compensation=False, round_to=1)  # the same widths as the vote's: the merge differs
+    # the same widths as the vote's: the merge differs (no calibration data here to reconstruct from)
+    pruner.prune(sparsity=0.3, bias_compensation=False, round_to=1, reconstruct=False)
     by_mean = pruner.plan.mlp_kept_indices
     assert pruner.plan.provenance["merge"] == "mean"
     pruner.prune(sparsity=0.3, recipe="uniform_mlp", bias_compensation=False)

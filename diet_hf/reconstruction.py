@@ -1,0 +1,71 @@
+"""Least-squares reconstruction of a cut layer's output projection: pure tensor functions, no modules or hooks.
+
+A pruned `down_proj` (or `o_proj`) keeps the input channels K of the dense weight W and loses R. Slicing alone
+drops `W_R x_R` from the layer's output; FLAP's bias compensation replaces it by its mean `W_R E[x_R]`. The
+reconstruction also keeps what the kept channels predict of it: the kept columns become
+
+    W_K' = W_K + W_R S_RK (S_KK + lambda I)^-1
+
+where S is the covariance of the input over the calibration tokens (with bias compensation; the bias is then
+`W_R E[x_R] - (W_K' - W_K) E[x_K]`) or its second moment (without: no bias). This is the minimum over W_K' (and the
+bias) of E||W x - W_K' x_K - b||^2 on the calibration tokens, i.e. the layer's output on the dense model's inputs
+matched as closely as a linear map of the kept channels can (the weight update of Kwon et al. 2022, "A Fast
+Post-Training Pruning Framework for Transformers", and of SlimGPT / ZipLM-style structured pruning, without their
+sequential propagation). `lambda` is `damping` times the mean of S_KK's diagonal (as SparseGPT's dampening), so the
+solve stays well posed for channels the calibration data barely moves.
+"""
+
+import torch
+
+__all__ = ["DEFAULT_DAMPING", "least_squares_update"]
+
+DEFAULT_DAMPING = 0.01
+
+
+@torch.no_grad()
+def least_squares_update(
+    weight: torch.Tensor,
+    kept_channels: torch.Tensor,
+    mean: torch.Tensor,
+    second_moment: torch.Tensor,
+    *,
+    centered: bool,
+    damping: float = DEFAULT_DAMPING,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The kept columns of `weight` updated to carry the removed channels' output, and the output bias.
+
+    Args:
+        weight (`torch.Tensor`): the dense `(out_features, in_features)` weight.
+        kept_channels (`torch.Tensor`): sorted indices of the kept input channels (long).
+        mean (`torch.Tensor`): E[x], `(in_features,)`.
+        second_moment (`torch.Tensor`): E[x x^T], `(in_features, in_features)`.
+        centered (`bool`): fit the covariance and return a bias (bias compensation), or the second moment and no
+            bias.
+        damping (`float`): ridge term as a fraction of the mean diagonal of the kept channels' (co)variance.
+
+    Returns:
+        `(kept_weight, bias)`: `(out_features, len(kept_channels))` in `weight`'s dtype, and `(out_features,)` float64
+        (the compensation, to add to any dense bias) or `None` when not `centered`.
+    """
+    if damping < 0:
+        raise ValueError(f"`damping` must be >= 0, got {damping!r}.")
+    w = weight.double()
+    device = w.device
+    removed = torch.ones(w.shape[1], dtype=torch.bool, device=device)
+    kept = kept_channels.to(device)
+    removed[kept] = False
+    mean, second = mean.to(device, torch.float64), second_moment.to(device, torch.float64)
+    cov = second - torch.outer(mean, mean) if centered else second
+    w_removed = w[:, removed]
+    update = torch.zeros(w.shape[0], len(kept), dtype=torch.float64, device=device)
+    if len(kept) and removed.any():
+        cov_kk = cov[kept][:, kept]
+        ridge = damping * cov_kk.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny)
+        cov_kk = cov_kk + ridge * torch.eye(len(kept), dtype=torch.float64, device=device)
+        # (K, out): S_KK^-1 S_KR W_R^T, the transpose of the update
+        update = torch.linalg.solve(cov_kk, cov[kept][:, removed] @ w_removed.T).T
+    kept_weight = (w[:, kept] + update).to(weight.dtype)
+    if not centered:
+        return kept_weight, None
+    bias = w_removed @ mean[removed] - update @ mean[kept]
+    return kept_weight, bias

@@ -1,0 +1,245 @@
+"""Least-squares reconstruction: the math against a brute-force solve, the moments against hooks, and the pruner."""
+
+import pytest
+import torch
+from conftest import random_batch, tiny_dense_model
+
+from diet_hf import DietPruner, build_pruned_model
+from diet_hf.constants import family_for_model_type
+from diet_hf.plan import PruningPlan, build_plan
+from diet_hf.profiler import collect_input_moments
+from diet_hf.reconstruction import least_squares_update
+
+
+def _correlated_inputs(n=400, d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    mixing = torch.randn(5, d, generator=g, dtype=torch.float64)
+    return base @ mixing + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64) + 0.5
+
+
+@pytest.mark.parametrize("centered", [True, False])
+def test_update_is_the_least_squares_fit_of_the_removed_channels(centered):
+    x = _correlated_inputs()
+    weight = torch.randn(7, x.shape[1], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kept = torch.tensor([0, 2, 3, 7, 8, 11])
+    mean, second = x.mean(0), x.T @ x / len(x)
+    kept_weight, bias = least_squares_update(weight, kept, mean, second, centered=centered, damping=0.0)
+    # brute force: regress the dense output on the kept channels (and a constant when centered)
+    design = torch.cat([x[:, kept], torch.ones(len(x), 1, dtype=x.dtype)], 1) if centered else x[:, kept]
+    solution = torch.linalg.lstsq(design, x @ weight.T).solution
+    torch.testing.assert_close(kept_weight, solution[: len(kept)].T)
+    if centered:
+        torch.testing.assert_close(bias, solution[-1])
+    else:
+        assert bias is None
+    # it is at least as good as slicing with FLAP's mean compensation, and strictly better on correlated inputs
+    removed = [i for i in range(x.shape[1]) if i not in kept.tolist()]
+    predicted = x[:, kept] @ kept_weight.T + (bias if centered else 0)
+    flap = x[:, kept] @ weight[:, kept].T + weight[:, removed] @ mean[removed]
+    error, flap_error = ((x @ weight.T - predicted) ** 2).mean(), ((x @ weight.T - flap) ** 2).mean()
+    assert error < 0.5 * flap_error
+
+
+def test_update_edge_cases():
+    x = _correlated_inputs(d=6)
+    weight = torch.randn(3, 6, dtype=torch.float32)
+    mean, second = x.mean(0), x.T @ x / len(x)
+    # nothing removed: the weight unchanged, no compensation
+    kept_weight, bias = least_squares_update(weight, torch.arange(6), mean, second, centered=True)
+    assert kept_weight.dtype == torch.float32 and torch.equal(kept_weight, weight)
+    assert torch.allclose(bias, torch.zeros(3, dtype=torch.float64))
+    # a huge ridge leaves only FLAP's mean compensation
+    kept_weight, bias = least_squares_update(weight, torch.tensor([1, 4]), mean, second, centered=True, damping=1e12)
+    torch.testing.assert_close(kept_weight, weight[:, [1, 4]])
+    torch.testing.assert_close(bias, weight.double()[:, [0, 2, 3, 5]] @ mean[[0, 2, 3, 5]], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"`damping` must be >= 0, got -1"):
+        least_squares_update(weight, torch.tensor([1]), mean, second, centered=True, damping=-1)
+
+
+def _batches():
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0  # padding must not count
+    return [{"input_ids": random_batch(2, 9, seed=i), "attention_mask": mask} for i in range(3)]
+
+
+@pytest.mark.parametrize("max_bytes", [2**40, 1], ids=["one_pass", "one_pass_per_module"])
+def test_input_moments_equal_the_hooked_inputs(max_bytes):
+    dense = tiny_dense_model("gemma3_text")
+    family = family_for_model_type("gemma3_text")
+    seen = {}
+
+    def keep(key):
+        def hook(module, args):
+            seen.setdefault(key, []).append(args[0][current["mask"]].double())
+
+        return hook
+
+    current = {}
+    targets = [("mlp", 0), ("attn", 1), ("mlp", 1)]
+    handles = [
+        dense.get_submodule(
+            (family.mlp_down_proj if kind == "mlp" else family.attn_o_proj).format(layer_idx=layer)
+        ).register_forward_pre_hook(keep((kind, layer)))
+        for kind, layer in targets
+    ]
+    with torch.no_grad():
+        for batch in _batches():
+            current["mask"] = batch["attention_mask"].bool()
+            dense(**batch)
+    for handle in handles:
+        handle.remove()
+    moments = collect_input_moments(dense, family, _batches, targets, max_bytes=max_bytes, disable_progress=True)
+    assert moments.num_tokens == 3 * (9 + 6)
+    assert ("attn", 0) not in moments
+    for key in targets:
+        x = torch.cat(seen[key])
+        mean, second = moments.get(*key)
+        torch.testing.assert_close(mean.double(), x.mean(0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(second.double(), x.T @ x / len(x), rtol=1e-5, atol=1e-6)
+
+
+def _profiled(family):
+    dense = tiny_dense_model(family)
+    batches = _batches()
+    return DietPruner(dense).profile({"a": batches, "b": batches[:1]}), batches
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_prune_with_reconstruction(family, bias, tmp_path):
+    pruner, batches = _profiled(family)
+    dense_state = {k: v.clone() for k, v in pruner.model.state_dict().items()}
+    plain = pruner.prune(sparsity=0.4, recipe="paper", bias_compensation=bias)
+    plan = pruner.plan
+    pruned = pruner.prune(sparsity=0.4, recipe="paper", bias_compensation=bias, reconstruct=True)
+    assert pruner.plan.mlp_kept_indices == plan.mlp_kept_indices  # the same plan, other weights
+    assert pruned.config.pruning["options"]["reconstruct"] is True
+    assert plain.config.pruning["options"]["reconstruct"] is False
+    assert pruned.config.down_proj_bias == bias
+    # every cut down_proj / o_proj is the least-squares fit on the moments of both tasks' calibration tokens
+    family_spec = family_for_model_type(family)
+    targets = [("mlp", layer) for layer in range(plan.num_hidden_layers)] + [
+        ("attn", layer) for layer in range(plan.num_hidden_layers)
+    ]
+    moments = collect_input_moments(
+        pruner.model, family_spec, lambda: [*batches, *batches[:1]], targets, disable_progress=True
+    )
+    cut = 0
+    for layer in range(plan.num_hidden_layers):
+        kept = plan.mlp_kept_indices[layer]
+        if len(kept) < plan.intermediate_size:
+            cut += 1
+            dense_down = pruner.model.get_submodule(family_spec.mlp_down_proj.format(layer_idx=layer))
+            weight, compensation = least_squares_update(
+                dense_down.weight, torch.tensor(kept), *moments.get("mlp", layer), centered=bias
+            )
+            down = pruned.get_submodule(family_spec.mlp_down_proj.format(layer_idx=layer))
+            torch.testing.assert_close(down.weight, weight, rtol=1e-4, atol=1e-5)
+            assert (down.bias is not None) == bias
+            if bias:
+                torch.testing.assert_close(down.bias, compensation.float(), rtol=1e-4, atol=1e-5)
+        heads = plan.head_kept_indices[layer]
+        if 0 < len(heads) < plan.num_attention_heads:
+            cut += 1
+            o_proj = pruned.get_submodule(family_spec.attn_o_proj.format(layer_idx=layer))
+            dense_o = pruner.model.get_submodule(family_spec.attn_o_proj.format(layer_idx=layer))
+            channels = torch.tensor([h * plan.head_dim + i for h in heads for i in range(plan.head_dim)])
+            weight, _ = least_squares_update(dense_o.weight, channels, *moments.get("attn", layer), centered=bias)
+            torch.testing.assert_close(o_proj.weight, weight, rtol=1e-4, atol=1e-5)
+    assert cut >= 2
+    # the dense model is untouched, and the reconstruction brings the pruned model closer to it on the calibration data
+    for key, value in pruner.model.state_dict().items():
+        assert torch.equal(value, dense_state[key]), key
+    with torch.no_grad():
+        target = torch.log_softmax(pruner.model(**batches[0]).logits, -1)
+
+        def kl(model):
+            logprobs = torch.log_softmax(model(**batches[0]).logits, -1)
+            return (target.exp() * (target - logprobs)).sum(-1)[batches[0]["attention_mask"].bool()].mean()
+
+        assert kl(pruned) < kl(plain)
+        # saved and reloaded, the reconstructed weights come back
+        pruner.save_pretrained(tmp_path / "pruned")
+        from transformers import AutoModelForCausalLM
+
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
+        torch.testing.assert_close(reloaded(**batches[0]).logits, pruned(**batches[0]).logits)
+
+
+def test_reconstruction_of_a_plan_that_keeps_everything_changes_nothing():
+    pruner, batches = _profiled("gemma2")
+    keep_all = PruningPlan.keep_all(pruner.model.config)
+    assert pruner._input_moments(keep_all, ["a"]) is None
+    dense = build_pruned_model(pruner.model, keep_all)
+    plan = build_plan(pruner.scores, pruner.model.config, mlp_sparsity=0.3)
+    moments = pruner._input_moments(plan, ["a"])
+    with torch.no_grad():
+        same = build_pruned_model(pruner.model, keep_all, input_moments=moments)
+        torch.testing.assert_close(same(**batches[0]).logits, dense(**batches[0]).logits, rtol=0, atol=0)
+
+
+def test_reconstruction_needs_the_calibration_data(tmp_path):
+    pruner, _ = _profiled("gemma2")
+    pruner.save_scores(tmp_path / "scores")
+    loaded = DietPruner(pruner.model).load_scores(tmp_path / "scores")
+    with pytest.raises(ValueError, match=r"`reconstruct=True` fits .* not profiled in this session \(`load_scores`\)"):
+        loaded.prune(sparsity=0.2, reconstruct=True)
+    with pytest.raises(ValueError, match=r"`reconstruct` must be True or False, got 'yes'"):
+        pruner.prune(sparsity=0.2, reconstruct="yes")
+    loaded.prune(sparsity=0.2, reconstruct=False)  # without it, loaded scores prune as before
+
+
+def test_moments_are_collected_once_per_profile_and_task_set(monkeypatch):
+    import diet_hf.pruner
+
+    pruner, batches = _profiled("gemma2")
+    calls = []
+    original = diet_hf.pruner.collect_input_moments
+
+    def spy(model, family, batches, targets, **kwargs):
+        calls.append(list(targets))
+        return original(model, family, batches, targets, **kwargs)
+
+    monkeypatch.setattr(diet_hf.pruner, "collect_input_moments", spy)
+    first = pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
+    weights = {k: v.clone() for k, v in first.state_dict().items()}
+    pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
+    assert len(calls) == 1  # the same plan: nothing collected again
+    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True)  # heads cut too: only their moments are new
+    assert len(calls) == 2 and calls[1] and all(kind == "attn" for kind, _ in calls[1])
+    again = pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
+    assert len(calls) == 2
+    for key, value in again.state_dict().items():
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=0)
+    pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True, tasks=["a"])  # another task set
+    assert len(calls) == 3
+    pruner.profile({"a": batches})  # a new profile forgets them
+    pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
+    assert len(calls) == 4
+
+
+def test_loaded_scores_draw_the_calibration_data_again(tmp_path, data_dir, tiny_tokenizer):
+    import shutil
+
+    dense = tiny_dense_model("gemma3_text")
+    pruner = DietPruner(dense, tiny_tokenizer).profile(
+        tasks=["rte", "boolq"], num_samples=4, batch_size=3, data_dir=data_dir, disable_progress=True
+    )
+    first = pruner.prune(sparsity=0.3, reconstruct=True)
+    pruner.save_scores(tmp_path / "scores")
+    loaded = DietPruner(dense, tiny_tokenizer).load_scores(tmp_path / "scores", data_dir=data_dir)
+    again = loaded.prune(sparsity=0.3, reconstruct=True)
+    assert loaded.plan.to_dict() == pruner.plan.to_dict()
+    ids = random_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, first(ids).logits, rtol=1e-4, atol=1e-5)
+    # the data changed since the profile: the examples drawn again differ, and the error says so
+    changed = tmp_path / "data"
+    for task in ("rte", "boolq"):
+        shutil.copytree(data_dir / task, changed / task, ignore=shutil.ignore_patterns("raw"))
+    rows = (changed / "rte" / "train.jsonl").read_text().splitlines()
+    (changed / "rte" / "train.jsonl").write_text("\n".join(rows[1:]) + "\n")
+    stale = DietPruner(dense, tiny_tokenizer).load_scores(tmp_path / "scores", data_dir=changed)
+    with pytest.raises(ValueError, match=r"examples of task 'rte' drawn again differ .* pass `reconstruct=False`"):
+        stale.prune(sparsity=0.3, reconstruct=True)
