@@ -326,7 +326,7 @@ class DietPruner:
                 `bias_compensation`, `reconstruct`, `steps`, `task_weights`, `round_to`, `min_mlp_fraction`,
                 `allow_sublayer_removal`); each field's `metadata["help"]` documents it. `None` = the recipe's value.
                 `steps` > 1 profiles again between steps and `reconstruct=True` runs the calibration data once more;
-                both need the calibration data of `profile()` in this session.
+                both need the calibration data of `profile()` (scores from `load_scores` draw it again).
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan. Its unsliced weights
