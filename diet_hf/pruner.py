@@ -183,20 +183,13 @@ class DietPruner:
         missing = [key for key in targets if cached is None or key not in cached]
         if not missing:
             return cached
-        calibration = {t: self._calibration["data"][t] for t in tasks}
-        batch_size, max_length = self._calibration["batch_size"], self._calibration["max_length"]
+        calibration = [self._calibration["data"][t] for t in tasks]
 
         def batches():
-            for data in calibration.values():
-                if isinstance(data, CalibrationSet):
-                    yield from self._text_batches(data.texts, batch_size, max_length)
-                else:
-                    yield from data
+            for data in calibration:
+                yield from self._batches(data)[0]
 
-        count = sum(
-            -(-len(data.texts) // batch_size) if isinstance(data, CalibrationSet) else len(data)
-            for data in calibration.values()
-        )
+        count = sum(self._batches(data)[1] or 0 for data in calibration)
         moments = collect_input_moments(
             self.model, self.family, batches, missing, num_batches=count, description="reconstruction"
         )
@@ -209,13 +202,8 @@ class DietPruner:
     def _collect(self, calibration: dict, *, channel_stats: bool, disable_progress: bool, masks=None):
         """Per-task mean scores (and channel sums) of the dense model, with `masks` (`_ChannelMasks`) applied."""
         mlp, heads, channels = {}, {}, {}
-        batch_size, max_length = self._calibration["batch_size"], self._calibration["max_length"]
         for name, data in calibration.items():
-            if isinstance(data, CalibrationSet):
-                batches = self._text_batches(data.texts, batch_size, max_length)
-                count = -(-len(data.texts) // batch_size)
-            else:
-                batches, count = data, None
+            batches, count = self._batches(data)
             with masks if masks is not None else contextlib.nullcontext():
                 stats = collect_activation_stats(
                     self.model,
@@ -234,6 +222,14 @@ class DietPruner:
                     "num_tokens": torch.tensor(stats.num_tokens, dtype=torch.float64),
                 }
         return mlp, heads, channels
+
+    def _batches(self, data) -> tuple:
+        """One task's calibration data as model batches (texts tokenized with the profile's batch size and length)
+        and their number (`None` for token batches of unknown length)."""
+        if not isinstance(data, CalibrationSet):
+            return data, len(data) if hasattr(data, "__len__") else None
+        batch_size, max_length = self._calibration["batch_size"], self._calibration["max_length"]
+        return self._text_batches(data.texts, batch_size, max_length), -(-len(data.texts) // batch_size)
 
     def _text_batches(self, texts: list[str], batch_size: int, max_length: int):
         if self.tokenizer is None:
