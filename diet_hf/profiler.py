@@ -14,6 +14,7 @@ from .constants import head_dim as config_head_dim
 __all__ = [
     "ActivationStats",
     "InputMoments",
+    "MomentSums",
     "collect_activation_stats",
     "collect_input_moments",
     "record_activation_stats",
@@ -26,7 +27,14 @@ class ActivationStats:
     """Running sums of |MLP activation| per dimension and of head-output L2 norms per head, over real tokens."""
 
     def __init__(
-        self, num_layers: int, intermediate_size: int, num_heads: int, head_dim: int, *, channel_stats: bool = False
+        self,
+        num_layers: int,
+        intermediate_size: int,
+        num_heads: int,
+        head_dim: int,
+        *,
+        channel_stats: bool = False,
+        moments: "MomentSums | None" = None,
     ):
         self.head_dim = head_dim
         self.num_heads = num_heads
@@ -37,6 +45,7 @@ class ActivationStats:
         width = num_heads * head_dim
         self.mlp_channel = [torch.zeros(2, intermediate_size, dtype=torch.float64) for _ in range(num_layers)]
         self.attn_channel = [torch.zeros(2, width, dtype=torch.float64) for _ in range(num_layers)]
+        self.moments = moments  # the reconstruction's x and x x^T sums of the modules it holds, if any
         self.num_tokens = 0
         self.token_mask: torch.Tensor | None = None  # (batch, seq_len) bool, set per batch
 
@@ -53,6 +62,8 @@ class ActivationStats:
         self.mlp_sums[layer_idx] += summed.cpu()
         if self.channel_stats:
             self._accumulate_channels(self.mlp_channel[layer_idx], activation.float(), mask)
+        if self.moments is not None:
+            self.moments.add(("mlp", layer_idx), activation, self.token_mask)
 
     def accumulate_heads(self, layer_idx: int, attn_output: torch.Tensor) -> None:
         """Adds per-head L2 norms; `attn_output` is the input of `o_proj`, (batch, seq_len, heads * head_dim)."""
@@ -63,6 +74,8 @@ class ActivationStats:
         self.head_sums[layer_idx] += torch.einsum("bsh,bs->h", norms, mask).cpu()
         if self.channel_stats:
             self._accumulate_channels(self.attn_channel[layer_idx], attn_output.float(), mask)
+        if self.moments is not None:
+            self.moments.add(("attn", layer_idx), attn_output, self.token_mask)
 
     def means(self) -> tuple[torch.Tensor, torch.Tensor]:
         """`(num_layers, intermediate_size)` and `(num_layers, num_heads)` means over real tokens."""
@@ -103,36 +116,57 @@ def collect_activation_stats(
     *,
     num_batches: int | None = None,
     channel_stats: bool = False,
+    moments: "MomentSums | None" = None,
     description: str = "profiling",
     disable_progress: bool = False,
 ) -> ActivationStats:
     """Runs `batches` (dicts with `input_ids`, `attention_mask`) through the decoder and returns the statistics.
 
     Only the decoder runs: the LM head is not needed for the statistics and is most of the compute on Gemma 3.
+    `moments` (a `MomentSums`) also sums x and x x^T of its modules' inputs in the same pass.
     """
     config = model.config
-    head_dim = config_head_dim(config)
     stats = ActivationStats(
         config.num_hidden_layers,
         config.intermediate_size,
         config.num_attention_heads,
-        head_dim,
+        config_head_dim(config),
         channel_stats=channel_stats,
+        moments=moments,
     )
+
+    def start_batch(mask):
+        stats.token_mask = mask
+
+    with record_activation_stats(model, family, stats):
+        stats.num_tokens = _run_decoder(model, batches, start_batch, (description, num_batches), disable_progress)
+    stats.token_mask = None
+    if moments is not None:
+        moments.num_tokens += stats.num_tokens
+    return stats
+
+
+def _run_decoder(model, batches, start_batch, progress, disable_progress) -> int:
+    """Runs `batches` through the decoder (no LM head) under `torch.inference_mode()`, calling `start_batch(mask)`
+    with each batch's real-token mask first; a hook raising `_StopForward` ends that batch's forward. Returns the
+    number of real tokens."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     device = next(model.parameters()).device
-    with record_activation_stats(model, family, stats), torch.inference_mode():
-        for batch in tqdm(batches, total=num_batches, desc=description, disable=disable_progress):
+    num_tokens = 0
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=progress[0], total=progress[1], disable=disable_progress):
             mask = batch["attention_mask"].bool()
-            stats.token_mask = mask
-            stats.num_tokens += int(mask.sum())
-            decoder(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                use_cache=False,
-            )
-    stats.token_mask = None
-    return stats
+            start_batch(mask)
+            num_tokens += int(mask.sum())
+            try:
+                decoder(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    use_cache=False,
+                )
+            except _StopForward:
+                pass
+    return num_tokens
 
 
 class InputMoments:
@@ -193,12 +227,11 @@ def collect_input_moments(
     a pass stops after its last target's layer, so with one pass (the 270M model needs 0.3 GB) the cost is at most
     one forward pass of the decoder. Sums are kept in float32 on the model's device.
     """
-    config = model.config
-    width = {"mlp": config.intermediate_size, "attn": config.num_attention_heads * config_head_dim(config)}
+    width = moment_widths(model.config)
     order = sorted(set(targets), key=lambda key: (key[1], 0 if key[0] == "attn" else 1))  # forward order
     groups, current, used = [], [], 0
     for key in order:
-        size = 4 * width[key[0]] ** 2
+        size = MomentSums.nbytes_for([key], width)
         if current and used + size > max_bytes:
             groups.append(current)
             current, used = [], 0
@@ -209,56 +242,76 @@ def collect_input_moments(
     sums, num_tokens = {}, 0
     for number, group in enumerate(groups):
         name = description if len(groups) == 1 else f"{description} ({number + 1}/{len(groups)})"
-        group_sums, num_tokens = _moments_pass(
-            model, family, batches(), group, width, (name, num_batches), disable_progress
-        )
-        sums.update(group_sums)
-    return InputMoments(sums, num_tokens)
+        group_sums = _moments_pass(model, family, batches(), group, width, (name, num_batches), disable_progress)
+        sums.update(group_sums.sums)
+        num_tokens = group_sums.num_tokens
+    return _to_moments(sums, num_tokens)
 
 
 def _moments_pass(model, family, batches, group, width, progress, disable_progress):
     """One pass over `batches` summing x and x x^T at the inputs of `group`; stops each forward after its last."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     device = next(model.parameters()).device
     templates = {"mlp": family.mlp_down_proj, "attn": family.attn_o_proj}
-    sums = {
-        key: (
-            torch.zeros(width[key[0]], dtype=torch.float32, device=device),
-            torch.zeros(width[key[0]], width[key[0]], dtype=torch.float32, device=device),
-        )
-        for key in group
-    }
+    sums = MomentSums(group, width, device)
     state = {"mask": None}
 
     def accumulate(key, last):
         def hook(module, args):
-            x = args[0][state["mask"].to(args[0].device)].float()  # (real tokens, channels)
-            first, second = sums[key]
-            first += x.sum(0)
-            second.addmm_(x.T, x)
+            sums.add(key, args[0], state["mask"])
             if last:
                 raise _StopForward
 
         return hook
 
-    handles, num_tokens = [], 0
+    handles = []
     try:
         for key in group:
             module = model.get_submodule(templates[key[0]].format(layer_idx=key[1]))
             handles.append(module.register_forward_pre_hook(accumulate(key, key == group[-1])))
-        with torch.inference_mode():
-            for batch in tqdm(batches, desc=progress[0], total=progress[1], disable=disable_progress):
-                state["mask"] = batch["attention_mask"].bool()
-                num_tokens += int(state["mask"].sum())
-                try:
-                    decoder(
-                        input_ids=batch["input_ids"].to(device),
-                        attention_mask=batch["attention_mask"].to(device),
-                        use_cache=False,
-                    )
-                except _StopForward:
-                    pass
+        num_tokens = _run_decoder(model, batches, lambda mask: state.update(mask=mask), progress, disable_progress)
     finally:
         for handle in handles:
             handle.remove()
-    return {key: (first.cpu(), second.cpu()) for key, (first, second) in sums.items()}, num_tokens
+    sums.num_tokens = num_tokens
+    return sums
+
+
+class MomentSums:
+    """Float32 running sums of x and x x^T over real tokens at the inputs of `keys` (`("mlp" | "attn", layer_idx)`
+    pairs); `moments()` turns them into an `InputMoments`. Filled by `_moments_pass` or, during profiling, by
+    `ActivationStats` (which also counts `num_tokens`)."""
+
+    def __init__(self, keys, width: dict[str, int], device=None):
+        self.sums = {
+            key: (
+                torch.zeros(width[key[0]], dtype=torch.float32, device=device),
+                torch.zeros(width[key[0]], width[key[0]], dtype=torch.float32, device=device),
+            )
+            for key in keys
+        }
+        self.num_tokens = 0
+
+    @staticmethod
+    def nbytes_for(keys, width: dict[str, int]) -> int:
+        return sum(4 * (width[kind] ** 2 + width[kind]) for kind, _ in keys)
+
+    def add(self, key: tuple[str, int], x: torch.Tensor, mask: torch.Tensor) -> None:
+        """Adds the real tokens (`mask`, (batch, seq_len) bool) of `x` (batch, seq_len, channels) if `key` is held."""
+        if key not in self.sums:
+            return
+        x = x[mask.to(x.device)].float()  # (real tokens, channels)
+        first, second = self.sums[key]
+        first += x.sum(0)
+        second.addmm_(x.T, x)
+
+    def moments(self) -> InputMoments:
+        return _to_moments(self.sums, self.num_tokens)
+
+
+def _to_moments(sums, num_tokens: int) -> InputMoments:
+    return InputMoments({key: (first.cpu(), second.cpu()) for key, (first, second) in sums.items()}, num_tokens)
+
+
+def moment_widths(config) -> dict[str, int]:
+    """Input width of `down_proj` (`"mlp"`) and `o_proj` (`"attn"`) of the dense `config`."""
+    return {"mlp": config.intermediate_size, "attn": config.num_attention_heads * config_head_dim(config)}

@@ -17,7 +17,7 @@ from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
 from .options import ProfileOptions, PruneOptions, with_overrides
 from .plan import PruningPlan, build_plan
-from .profiler import InputMoments, collect_activation_stats, collect_input_moments
+from .profiler import InputMoments, MomentSums, collect_activation_stats, collect_input_moments, moment_widths
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
 from .surgery import build_pruned_model
 from .tasks import PAPER_TASKS, TASKS, CalibrationSet, custom_calibration, load_calibration
@@ -26,7 +26,7 @@ __all__ = ["DietPruner"]
 
 logger = logging.getLogger(__name__)
 
-_MOMENTS_CACHE_BYTES = 2 * 2**30  # the 270M model's MLP and attention moments take 0.38 GB
+_MOMENTS_CACHE_BYTES = 2 * 2**30  # the 270M model's MLP and attention moments take 0.38 GB; Gemma-2 2B's 9.3 GB
 
 
 METHODS = tuple(SCORING_METHODS)  # "diet" and the baselines (`diet_hf.methods`)
@@ -103,10 +103,12 @@ class DietPruner:
                 `datasets.Dataset` with a `text` column, or an iterable of token batches with `input_ids` and
                 `attention_mask`).
             options (`ProfileOptions`, *optional*): the calibration options as one object; or give them as keywords
-                (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `channel_stats=True`), which override
-                `options`. `channel_stats` keeps per-input-channel sums of a and a^2 of `down_proj` / `o_proj`, which
-                bias compensation and the Wanda-sp and FLAP baselines need (`2 x (intermediate_size + heads x
-                head_dim)` float64 per layer and task).
+                (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `channel_stats=True`,
+                `input_moments=True`), which override `options`. `channel_stats` keeps per-input-channel sums of a
+                and a^2 of `down_proj` / `o_proj`, which bias compensation and the Wanda-sp and FLAP baselines need
+                (`2 x (intermediate_size + heads x head_dim)` float64 per layer and task). `input_moments` sums the
+                reconstruction's x x^T over all the tasks' tokens in the same pass (when they fit in 2 GiB), so a
+                later `prune(reconstruct=True)` over the same tasks runs no forward pass.
             data_dir (`str`, *optional*): local data directory (else `$DIET_DATA_DIR`, else the Hub).
             disable_progress (`bool`, *optional*): no progress bar.
 
@@ -131,9 +133,12 @@ class DietPruner:
                 calibration[name] = custom_calibration(name, data)
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
         self._moments = None
+        pooled = self._pooled_moments() if options.input_moments else None
         mlp, heads, channels = self._collect(
-            calibration, channel_stats=options.channel_stats, disable_progress=disable_progress
+            calibration, channel_stats=options.channel_stats, moments=pooled, disable_progress=disable_progress
         )
+        if pooled is not None:
+            self._moments = (frozenset(calibration), pooled.moments())
         sample_ids = {n: d.example_ids for n, d in calibration.items() if isinstance(d, CalibrationSet)}
         excluded = {n: d.excluded_eval_ids for n, d in calibration.items() if isinstance(d, CalibrationSet)}
         import diet_hf
@@ -165,6 +170,21 @@ class DietPruner:
             mlp[task][~masks.mlp_kept] = 0
             heads[task][~masks.head_kept] = 0
         return ImportanceScores(mlp, heads, dict(previous.provenance), channels or None)
+
+    def _pooled_moments(self) -> MomentSums | None:
+        """Empty sums for every `down_proj` / `o_proj` input, filled while profiling; `None` above the budget."""
+        width = moment_widths(self.model.config)
+        keys = [(kind, layer) for layer in range(self.model.config.num_hidden_layers) for kind in ("attn", "mlp")]
+        nbytes = MomentSums.nbytes_for(keys, width)
+        if nbytes > _MOMENTS_CACHE_BYTES:
+            logger.info(
+                "The reconstruction's input moments (%.1f GB) exceed %.1f GB: not collected while profiling; "
+                "prune(reconstruct=True) collects those of the cut modules in passes of its own.",
+                nbytes / 1e9,
+                _MOMENTS_CACHE_BYTES / 1e9,
+            )
+            return None
+        return MomentSums(keys, width, next(self.model.parameters()).device)
 
     def _input_moments(self, plan: PruningPlan, tasks: list[str]) -> InputMoments | None:
         """Input moments of the dense model's cut `down_proj` / `o_proj` modules over `tasks`' calibration data."""
@@ -199,8 +219,9 @@ class DietPruner:
             self._moments = (frozenset(tasks), moments)
         return moments
 
-    def _collect(self, calibration: dict, *, channel_stats: bool, disable_progress: bool, masks=None):
-        """Per-task mean scores (and channel sums) of the dense model, with `masks` (`_ChannelMasks`) applied."""
+    def _collect(self, calibration: dict, *, channel_stats: bool, disable_progress: bool, masks=None, moments=None):
+        """Per-task mean scores (and channel sums) of the dense model, with `masks` (`_ChannelMasks`) applied;
+        `moments` (`MomentSums`) sums the reconstruction's statistics over all the tasks in the same passes."""
         mlp, heads, channels = {}, {}, {}
         for name, data in calibration.items():
             batches, count = self._batches(data)
@@ -211,6 +232,7 @@ class DietPruner:
                     batches,
                     num_batches=count,
                     channel_stats=channel_stats,
+                    moments=moments,
                     description=f"profiling {name}",
                     disable_progress=disable_progress,
                 )

@@ -57,6 +57,8 @@ def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir
             "0.2",
             "--scores",
             str(tmp_path / "scores"),
+            "--data-dir",  # the default reconstructs: loaded scores draw their calibration examples again
+            str(data_dir),
             "--output",
             str(tmp_path / "again"),
             "--quiet",  # global flags after the subcommand too
@@ -68,6 +70,7 @@ def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir
     assert first["mlp_kept_indices"] == again["mlp_kept_indices"]
     # every recipe option from the command line reaches the plan and the model's provenance
     argv = ["prune", str(dense_dir), "--sparsity", "0.3", "--scores", str(tmp_path / "scores"), "--quiet"]
+    argv += ["--data-dir", str(data_dir)]
     options = ["--recipe", "paper", "--score", "contribution", "--layer-sparsity-cap", "1.5", "--bias-compensation"]
     assert main([*argv, *options, "--output", str(tmp_path / "options")]) == 0
     record = AutoModelForCausalLM.from_pretrained(tmp_path / "options").config.pruning["options"]

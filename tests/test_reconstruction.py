@@ -193,7 +193,7 @@ def test_reconstruction_needs_the_calibration_data(tmp_path):
 def test_moments_are_collected_once_per_profile_and_task_set(monkeypatch):
     import diet_hf.pruner
 
-    pruner, batches = _profiled("gemma2")
+    pruner, batches = _profiled("gemma2")  # the profile summed every module's moments in its own pass
     calls = []
     original = diet_hf.pruner.collect_input_moments
 
@@ -204,19 +204,47 @@ def test_moments_are_collected_once_per_profile_and_task_set(monkeypatch):
     monkeypatch.setattr(diet_hf.pruner, "collect_input_moments", spy)
     first = pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
     weights = {k: v.clone() for k, v in first.state_dict().items()}
-    pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
-    assert len(calls) == 1  # the same plan: nothing collected again
-    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True)  # heads cut too: only their moments are new
-    assert len(calls) == 2 and calls[1] and all(kind == "attn" for kind, _ in calls[1])
+    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True)  # heads cut too: their moments are there as well
     again = pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
-    assert len(calls) == 2
+    assert calls == []  # no forward pass after the profile's
     for key, value in again.state_dict().items():
         torch.testing.assert_close(value, weights[key], rtol=0, atol=0)
-    pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True, tasks=["a"])  # another task set
-    assert len(calls) == 3
-    pruner.profile({"a": batches})  # a new profile forgets them
+    pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True, tasks=["a"])  # another task set: one pass
+    assert len(calls) == 1 and all(kind == "mlp" for kind, _ in calls[0])
+    pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True, tasks=["a"])
+    assert len(calls) == 1
+    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True, tasks=["a"])  # only the heads' moments are new
+    assert len(calls) == 2 and calls[1] and all(kind == "attn" for kind, _ in calls[1])
+    pruner.profile({"a": batches}, input_moments=False)  # a new profile forgets them and, told so, sums none
     pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
-    assert len(calls) == 4
+    assert len(calls) == 3
+
+
+def test_profile_time_moments_equal_a_pass_of_their_own(monkeypatch):
+    """Summed while profiling (one pass per task) or by prune's own pass (skipped above the memory budget): the
+    same moments, so the same reconstructed model."""
+    import diet_hf.pruner
+
+    family_spec = family_for_model_type("gemma3_text")
+    pruner, batches = _profiled("gemma3_text")
+    targets = [(kind, layer) for layer in range(pruner.model.config.num_hidden_layers) for kind in ("attn", "mlp")]
+    separate = collect_input_moments(
+        pruner.model, family_spec, lambda: [*batches, *batches[:1]], targets, disable_progress=True
+    )
+    profiled = pruner._moments[1]
+    assert pruner._moments[0] == frozenset({"a", "b"}) and profiled.num_tokens == separate.num_tokens
+    for key in targets:
+        for got, expected in zip(profiled.get(*key), separate.get(*key)):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    fused = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True)
+    monkeypatch.setattr(diet_hf.pruner, "_MOMENTS_CACHE_BYTES", 1000)  # too big now: the profile sums none
+    pruner.profile({"a": batches, "b": batches[:1]})
+    assert pruner._moments is None
+    own_pass = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True)
+    with torch.no_grad():
+        torch.testing.assert_close(own_pass(**batches[0]).logits, fused(**batches[0]).logits, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"`input_moments` must be True or False, got 1"):
+        pruner.profile({"a": batches}, input_moments=1)
 
 
 def test_loaded_scores_draw_the_calibration_data_again(tmp_path, data_dir, tiny_tokenizer):
