@@ -7,7 +7,7 @@ from conftest import random_batch, tiny_dense_model
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.constants import family_for_model_type
 from diet_hf.plan import PruningPlan, build_plan
-from diet_hf.profiler import collect_input_moments
+from diet_hf.profiler import MomentSums, collect_input_moments
 from diet_hf.reconstruction import least_squares_update
 
 
@@ -97,6 +97,28 @@ def test_input_moments_equal_the_hooked_inputs(max_bytes):
         mean, second = moments.get(*key)
         torch.testing.assert_close(mean.double(), x.mean(0), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(second.double(), x.T @ x / len(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [100, 1030])
+def test_moment_sums_of_wide_inputs_equal_the_full_products(channels):
+    """`MomentSums` on its own: real tokens only, modules it does not hold ignored, wide inputs summed exactly."""
+    g = torch.Generator().manual_seed(channels)
+    sums = MomentSums([("mlp", 0)], {"mlp": channels})
+    xs = []
+    for seq_len in (7, 4):
+        x = torch.randn(3, seq_len, channels, generator=g) + 0.2
+        mask = torch.rand(3, seq_len, generator=g) > 0.3
+        sums.add(("mlp", 0), x, mask)
+        sums.add(("attn", 0), x, mask)  # a module it does not hold: ignored
+        xs.append(x[mask].double())
+    sums.num_tokens = sum(len(x) for x in xs)
+    moments = sums.moments()
+    x = torch.cat(xs)
+    assert ("attn", 0) not in moments
+    mean, second = moments.get("mlp", 0)
+    torch.testing.assert_close(mean.double(), x.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(second.double(), x.T @ x / len(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(second, second.T)
 
 
 def _profiled(family):
