@@ -278,8 +278,9 @@ def _moments_pass(model, family, batches, group, width, progress, disable_progre
 
 class MomentSums:
     """Float32 running sums of x and x x^T over real tokens at the inputs of `keys` (`("mlp" | "attn", layer_idx)`
-    pairs); `moments()` turns them into an `InputMoments`. Filled by `_moments_pass` or, during profiling, by
-    `ActivationStats` (which also counts `num_tokens`)."""
+    pairs); `moments()` turns them into an `InputMoments`. Filled by `_moments_pass` or, during profiling, by the hooks
+    of `ActivationStats`; the function that runs the batches (`_moments_pass`, `collect_activation_stats`) counts
+    `num_tokens`."""
 
     def __init__(self, keys, width: dict[str, int], device=None):
         self.sums = {
