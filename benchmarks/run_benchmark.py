@@ -53,6 +53,10 @@ ABLATIONS = {
 EARLIER_DEFAULTS = {"uniform_mlp_mean/round_to=64": "diet_no_reconstruct"}
 # What rows of DIET's default were measured with: the recipe's name, and its width rounding since it has one.
 DEFAULT_LABEL = f"{DEFAULT_RECIPE}/round_to={RECIPES[DEFAULT_RECIPE]['round_to']}"
+SPEED_FIELDS = (
+    *("prefill_tokens_per_s", "decode_tokens_per_s", "dense_prefill_tokens_per_s", "dense_decode_tokens_per_s"),
+    *("prefill_speedup", "decode_speedup"),
+)
 ALL_METHODS = ["dense", "diet", "diet_paper", *ABLATIONS, "diet_wikitext", *BASELINES, "flap_no_bias"]
 DEFAULT_METHODS = ALL_METHODS
 
@@ -183,9 +187,6 @@ def quality(model, tokenizer, args, context) -> dict:
 def _measure(name, model, dense, tokenizer, args, context, sparsity, options=None) -> dict:
     scores = quality(model, tokenizer, args, context)
     seconds = scores["eval_seconds"]
-    # speed side by side: the dense model on the same inputs right before, so both see the same machine load
-    dense_speed = measure_tokens_per_second(dense, repeats=args.speed_repeats, prompt_len=args.prompt_len)
-    speed = measure_tokens_per_second(model, repeats=args.speed_repeats, prompt_len=args.prompt_len)
     row = {
         "method": name,
         "sparsity": sparsity,
@@ -193,16 +194,25 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
         **scores,
         "parameters": sum(p.numel() for p in model.parameters()),
         **_ideal_speedups(dense, model, args.prompt_len),
-        **speed,
-        "dense_prefill_tokens_per_s": dense_speed["prefill_tokens_per_s"],
-        "dense_decode_tokens_per_s": dense_speed["decode_tokens_per_s"],
+        **dict.fromkeys(SPEED_FIELDS),  # None: not measured (`--speed-repeats 0`, for runs beside other work)
     }
-    row["prefill_speedup"] = speed["prefill_tokens_per_s"] / dense_speed["prefill_tokens_per_s"]
-    row["decode_speedup"] = speed["decode_tokens_per_s"] / dense_speed["decode_tokens_per_s"]
+    if args.speed_repeats:
+        # side by side: the dense model on the same inputs right before, so both see the same machine load
+        dense_speed = measure_tokens_per_second(dense, repeats=args.speed_repeats, prompt_len=args.prompt_len)
+        speed = measure_tokens_per_second(model, repeats=args.speed_repeats, prompt_len=args.prompt_len)
+        row.update(speed)
+        row["dense_prefill_tokens_per_s"] = dense_speed["prefill_tokens_per_s"]
+        row["dense_decode_tokens_per_s"] = dense_speed["decode_tokens_per_s"]
+        row["prefill_speedup"] = speed["prefill_tokens_per_s"] / dense_speed["prefill_tokens_per_s"]
+        row["decode_speedup"] = speed["decode_tokens_per_s"] / dense_speed["decode_tokens_per_s"]
+    speed_text = (
+        f"prefill x{row['prefill_speedup']:.3f} decode x{row['decode_speedup']:.3f}"
+        if args.speed_repeats
+        else "speed not measured"
+    )
     print(
         f"{name:14} {sparsity!s:5} avg {row['average_paper_tasks']:.3f} ppl {row['perplexity']:8.1f} "
-        f"kl {row['kl_from_dense']:.3f} prefill x{row['prefill_speedup']:.3f} decode x{row['decode_speedup']:.3f} "
-        f"({seconds:.0f} s)",
+        f"kl {row['kl_from_dense']:.3f} {speed_text} ({seconds:.0f} s)",
         flush=True,
     )
     return row
@@ -349,7 +359,12 @@ def main(argv=None) -> int:
     parser.add_argument("--ppl-length", type=int, default=512)
     parser.add_argument("--kl-prompts", type=int, default=25, help="evaluation prompts per task for the KL")
     parser.add_argument("--prompt-len", type=int, default=256, help="prefill benchmark prompt length")
-    parser.add_argument("--speed-repeats", type=int, default=3)
+    parser.add_argument(
+        "--speed-repeats",
+        type=int,
+        default=3,
+        help="best of this many timings; 0 = do not time (for runs beside other work)",
+    )
     parser.add_argument("--loto-limit", type=int, default=0, help="leave-one-task-out examples (0 = skip)")
     parser.add_argument(
         "--task-awareness",
@@ -639,6 +654,9 @@ def _markdown(report: dict, plot_name: str) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
+        if r.get("prefill_speedup") is None:
+            lines.append(f"| {r['method']} | {r['sparsity']:.0%} | not measured | | | |")
+            continue
         lines.append(
             f"| {r['method']} | {r['sparsity']:.0%} | {r['prefill_tokens_per_s']:.0f} "
             f"({r['dense_prefill_tokens_per_s']:.0f}) | {r['prefill_speedup']:.3f} / "

@@ -66,7 +66,15 @@ class HealingConfig:
     )
     warmup_ratio: float = option(0.05, "fraction of the steps spent warming up")
     weight_decay: float = option(0.0, "AdamW weight decay")
-    lora: bool = option(True, "train LoRA adapters and merge them at the end (--no-lora: full fine-tuning)")
+    lora: bool = option(
+        True, "train LoRA adapters and merge them at the end (--no-lora: full fine-tuning of the decoder layers)"
+    )
+    train_embeddings: bool = option(
+        False,
+        "full fine-tuning (--no-lora) trains the input embeddings and the LM head tied to them too; off, only the "
+        "decoder layers train (on the 270M the 262k x 640 embedding is 62% of the weights, and the head's weight "
+        "gradient costs about as much as its forward)",
+    )
     lora_r: int = option(16, "LoRA rank, on q/k/v/o/gate/up/down of every layer")
     lora_alpha: int = option(32, "LoRA scaling numerator")
     lora_dropout: float = option(0.0, "LoRA dropout")
@@ -127,6 +135,8 @@ class HealingConfig:
             raise ValueError(f"`max_time` must be > 0 seconds or None, got {self.max_time!r}.")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}.")
+        if self.train_embeddings and self.lora:
+            raise ValueError("`train_embeddings=True` applies to full fine-tuning: set `lora=False` too.")
 
     @property
     def tokens_per_step(self) -> int:
@@ -773,6 +783,9 @@ def heal(
         model = peft.get_peft_model(student, lora)
         model.peft_config["default"].base_model_name_or_path = None  # see `_unnamed` below
     else:
+        if not config.train_embeddings:
+            for module in (student.get_input_embeddings(), student.get_output_embeddings()):
+                module.requires_grad_(False)
         _own_storage(student)
         model = student
     model.train()
@@ -863,7 +876,9 @@ def heal(
         "train_seconds": round(seconds, 1),
         "objective": _objective_text(config),
         "adapter": (
-            f"LoRA r={config.lora_r} alpha={config.lora_alpha}, merged" if config.lora else "full fine-tuning"
+            f"LoRA r={config.lora_r} alpha={config.lora_alpha}, merged"
+            if config.lora
+            else "full fine-tuning" + ("" if config.train_embeddings else " of the decoder layers")
         ),
         "options": asdict(config),
         "validation_kl_before": round(before, 5),
@@ -898,10 +913,13 @@ def _unnamed(model):
 
 
 def _own_storage(model) -> None:
-    """Gives every parameter of `model` its own memory (tied ones stay tied), so training it in place cannot change
-    another model sharing its tensors (a pruned model shares its unsliced weights with the dense parent)."""
+    """Gives every trained parameter of `model` its own memory (tied ones stay tied), so training it in place cannot
+    change another model sharing its tensors (a pruned model shares its unsliced weights with the dense parent).
+    Frozen parameters keep theirs: nothing writes to them."""
     copies = {}
     for param in model.parameters():
+        if not param.requires_grad:
+            continue
         key = param.data_ptr()
         if key not in copies:
             copies[key] = param.data.clone()

@@ -32,3 +32,15 @@ def test_rows_of_the_current_default_keep_their_names():
     rb.retire_earlier_default(rows, rb.DEFAULT_LABEL)
     rb.retire_earlier_default(rows, None)
     assert [r["method"] for r in rows] == ["diet", "diet_global", "diet_no_reconstruct"]
+
+
+def test_rows_without_timings_render_as_not_measured(tmp_path):
+    """`--speed-repeats 0` (a run beside other work) stores no timings; the report says so instead of a number."""
+    import json
+
+    report = json.loads((Path(__file__).parents[1] / "benchmarks/results/benchmark_test500.json").read_text())
+    untimed = dict(report["rows"][-1], **dict.fromkeys(rb.SPEED_FIELDS))
+    report["rows"] = [report["rows"][0], untimed]
+    text = rb._markdown(report, "plot.png")
+    assert f"| {untimed['method']} | {untimed['sparsity']:.0%} | not measured | | | |" in text
+    assert "| dense | 0% | not measured" not in text

@@ -334,11 +334,31 @@ def test_guard_rolls_back_when_healing_hurts(tmp_path, tiny_tokenizer):
 
 def test_full_finetuning_option(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
+    embedding = student.get_input_embeddings().weight.detach().clone()
+    layer = student.model.layers[0].mlp.down_proj.weight.detach().clone()
+    dense_state = {k: v.clone() for k, v in teacher.state_dict().items()}
     healed = heal(
         student, teacher, tiny_tokenizer, TEXTS, config=_small(lora=False, learning_rate=1e-3), work_dir=tmp_path / "w"
     )
     record = healed.config.pruning["healing"]
-    assert record["adapter"] == "full fine-tuning" and not record["rolled_back"]
+    assert record["adapter"] == "full fine-tuning of the decoder layers" and not record["rolled_back"]
+    # the decoder trained, the embedding (and the head tied to it) did not, and the parent is untouched
+    assert not torch.equal(healed.model.layers[0].mlp.down_proj.weight, layer)
+    assert torch.equal(healed.get_input_embeddings().weight, embedding)
+    assert all(torch.equal(v, dense_state[k]) for k, v in teacher.state_dict().items())
+
+    teacher, student = _pair()
+    config = _small(lora=False, train_embeddings=True, learning_rate=1e-3)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w2")
+    assert healed.config.pruning["healing"]["adapter"] == "full fine-tuning"
+    assert not torch.equal(healed.get_input_embeddings().weight, embedding)
+    assert healed.get_output_embeddings().weight is healed.get_input_embeddings().weight  # still tied
+    assert all(torch.equal(v, dense_state[k]) for k, v in teacher.state_dict().items())
+
+
+def test_train_embeddings_needs_full_finetuning():
+    with pytest.raises(ValueError, match="`train_embeddings=True` applies to full fine-tuning"):
+        HealingConfig(train_embeddings=True)
 
 
 def test_online_full_vocabulary_teacher(tmp_path, tiny_tokenizer):
