@@ -45,7 +45,7 @@ CONFIGS = {
     # (`uniform_mlp_mean_ls`): LoRA as healing's default against full fine-tuning of the decoder layers
     "ls_lora_lr6e-4": ({"position_stride": 4, "learning_rate": 6e-4}, 8.0, "per_source"),
     "ls_full_lr1e-4": ({"position_stride": 4, "learning_rate": 1e-4, "lora": False}, 8.0, "per_source"),
-    "ls_full_lr3e-4": ({"position_stride": 4, "learning_rate": 3e-4, "lora": False}, 8.0, "per_source"),
+    "ls_full_lr2e-5": ({"position_stride": 4, "learning_rate": 2e-5, "lora": False}, 8.0, "per_source"),
 }
 
 
