@@ -196,6 +196,7 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
         **_ideal_speedups(dense, model, args.prompt_len),
         **dict.fromkeys(SPEED_FIELDS),  # None: not measured (`--speed-repeats 0`, for runs beside other work)
     }
+    speed_text = "speed not measured"
     if args.speed_repeats:
         # side by side: the dense model on the same inputs right before, so both see the same machine load
         dense_speed = measure_tokens_per_second(dense, repeats=args.speed_repeats, prompt_len=args.prompt_len)
@@ -205,11 +206,7 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
         row["dense_decode_tokens_per_s"] = dense_speed["decode_tokens_per_s"]
         row["prefill_speedup"] = speed["prefill_tokens_per_s"] / dense_speed["prefill_tokens_per_s"]
         row["decode_speedup"] = speed["decode_tokens_per_s"] / dense_speed["decode_tokens_per_s"]
-    speed_text = (
-        f"prefill x{row['prefill_speedup']:.3f} decode x{row['decode_speedup']:.3f}"
-        if args.speed_repeats
-        else "speed not measured"
-    )
+        speed_text = f"prefill x{row['prefill_speedup']:.3f} decode x{row['decode_speedup']:.3f}"
     print(
         f"{name:14} {sparsity!s:5} avg {row['average_paper_tasks']:.3f} ppl {row['perplexity']:8.1f} "
         f"kl {row['kl_from_dense']:.3f} {speed_text} ({seconds:.0f} s)",

@@ -1,5 +1,6 @@
 """The benchmark report's row names when DIET's default changes: earlier rows are renamed, never mislabelled."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -34,10 +35,8 @@ def test_rows_of_the_current_default_keep_their_names():
     assert [r["method"] for r in rows] == ["diet", "diet_global", "diet_no_reconstruct"]
 
 
-def test_rows_without_timings_render_as_not_measured(tmp_path):
+def test_rows_without_timings_render_as_not_measured():
     """`--speed-repeats 0` (a run beside other work) stores no timings; the report says so instead of a number."""
-    import json
-
     report = json.loads((Path(__file__).parents[1] / "benchmarks/results/benchmark_test500.json").read_text())
     untimed = dict(report["rows"][-1], **dict.fromkeys(rb.SPEED_FIELDS))
     report["rows"] = [report["rows"][0], untimed]
