@@ -177,12 +177,14 @@ class InputMoments:
         sums (`dict`): `{(kind, layer_idx): (sum of x, sum of x x^T)}` (float32: the 270M model's MLP moments take
             0.3 GB; the reconstruction solves in float64).
         num_tokens (`int`): the real tokens summed.
+
+    The sums become the moments: they are divided in place (no second copy of 0.38 GB at the 270M's peak).
     """
 
     def __init__(self, sums: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]], num_tokens: int):
         if num_tokens == 0:
             raise RuntimeError("No tokens were profiled; the calibration data is empty.")
-        self.moments = {key: (first / num_tokens, second / num_tokens) for key, (first, second) in sums.items()}
+        self.moments = {key: (s1.div_(num_tokens), s2.div_(num_tokens)) for key, (s1, s2) in sums.items()}
         self.num_tokens = num_tokens
 
     def __contains__(self, key: tuple[str, int]) -> bool:
@@ -298,18 +300,39 @@ class MomentSums:
 
     def add(self, key: tuple[str, int], x: torch.Tensor, mask: torch.Tensor) -> None:
         """Adds the real tokens (`mask`, (batch, seq_len) bool) of `x` (batch, seq_len, channels) if `key` is held."""
+        if self.sums is None:
+            raise RuntimeError("These sums were turned into moments (`moments()`); start new `MomentSums`.")
         if key not in self.sums:
             return
         x = x[mask.to(x.device)].float()  # (real tokens, channels)
         first, second = self.sums[key]
         first += x.sum(0)
-        second.addmm_(x.T, x)
+        # x^T x is symmetric: only the block rows' upper parts are summed (diagonal blocks whole), 56% of the
+        # multiply-adds at 2048 channels, a third less time measured; `_to_moments` mirrors the rest
+        for start, stop in _block_rows(x.shape[1]):
+            second[start:stop, start:].addmm_(x[:, start:stop].T, x[:, start:])
 
     def moments(self) -> InputMoments:
-        return _to_moments(self.sums, self.num_tokens)
+        """E[x] and E[x x^T]: the sums themselves, divided in place, so this ends these sums."""
+        if self.sums is None:
+            raise RuntimeError("These sums were already turned into moments.")
+        sums, self.sums = self.sums, None
+        return _to_moments(sums, self.num_tokens)
+
+
+_BLOCK = 256  # channels per block row of the x^T x sums
+
+
+def _block_rows(channels: int) -> list[tuple[int, int]]:
+    return [(start, min(start + _BLOCK, channels)) for start in range(0, channels, _BLOCK)]
 
 
 def _to_moments(sums, num_tokens: int) -> InputMoments:
+    for _, second in sums.values():  # the lower triangle from the upper one, in place (exactly symmetric)
+        for start, stop in _block_rows(second.shape[0]):
+            second[stop:, start:stop] = second[start:stop, stop:].T
+            diagonal = second[start:stop, start:stop]
+            diagonal.copy_(diagonal.triu() + diagonal.triu(1).T)
     return InputMoments({key: (first.cpu(), second.cpu()) for key, (first, second) in sums.items()}, num_tokens)
 
 

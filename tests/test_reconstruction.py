@@ -119,6 +119,11 @@ def test_moment_sums_of_wide_inputs_equal_the_full_products(channels):
     torch.testing.assert_close(mean.double(), x.mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(second.double(), x.T @ x / len(x), rtol=1e-5, atol=1e-5)
     assert torch.equal(second, second.T)
+    # the sums became the moments (divided in place, no copy): using them again is an error, not a wrong result
+    with pytest.raises(RuntimeError, match="turned into moments"):
+        sums.moments()
+    with pytest.raises(RuntimeError, match="turned into moments"):
+        sums.add(("mlp", 0), x[None].float(), torch.ones(1, len(x), dtype=torch.bool))
 
 
 def _profiled(family):
