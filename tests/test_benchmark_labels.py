@@ -43,3 +43,27 @@ def test_rows_without_timings_render_as_not_measured():
     text = rb._markdown(report, "plot.png")
     assert f"| {untimed['method']} | {untimed['sparsity']:.0%} | not measured | | | |" in text
     assert "| dense | 0% | not measured" not in text
+
+
+def test_task_floors_majority_class_for_label_tasks_chance_for_the_rest():
+    """BoolQ and RTE answer with the same labels every time, so their floor is the majority class; a multiple-choice
+    task's right answer sits at some position the scoring never sees, so its floor is chance, not that position's
+    share."""
+    row = {"majority_rate": {"boolq": 0.626, "rte": 0.45, "arc_challenge": 0.274, "winogrande": 0.52}}
+    assert rb._floor_rate(row, "boolq") == 0.626
+    assert rb._floor_rate(row, "rte") == 0.5  # never below chance
+    assert rb._floor_rate(row, "arc_challenge") == 0.25
+    assert rb._floor_rate(row, "winogrande") == 0.5
+    report = json.loads((Path(__file__).parents[1] / "benchmarks/results/benchmark_test500.json").read_text())
+    dense = next(r for r in report["rows"] if r["method"] == "dense")
+    diet = next(r for r in report["rows"] if r["method"] == "diet" and r["sparsity"] == 0.2)
+    diet = json.loads(json.dumps(diet))
+    diet["per_task"]["boolq"]["acc"] = diet["majority_rate"]["boolq"] - 0.01
+    diet["per_task"]["arc_challenge"]["acc_norm"] = 0.26  # above chance, below the answer position's share
+    diet["majority_rate"]["arc_challenge"] = 0.27
+    flap = next(r for r in report["rows"] if r["method"] == "flap" and r["sparsity"] == 0.2)
+    report["rows"] = [dense, diet, flap]
+    line = next(x for x in rb._targets(report) if "below their floor" in x)
+    assert f"boolq {diet['per_task']['boolq']['acc']:.3f} < {diet['majority_rate']['boolq']:.3f}" in line
+    assert f"(dense {dense['per_task']['boolq']['acc']:.3f})" in line
+    assert "arc_challenge" not in line
