@@ -54,16 +54,21 @@ def least_squares_update(
     removed = torch.ones(w.shape[1], dtype=torch.bool, device=device)
     kept = kept_channels.to(device)
     removed[kept] = False
-    mean, second = mean.to(device, torch.float64), second_moment.to(device, torch.float64)
-    cov = second - torch.outer(mean, mean) if centered else second
+    mean = mean.to(device, torch.float64)
     w_removed = w[:, removed]
     update = torch.zeros(w.shape[0], len(kept), dtype=torch.float64, device=device)
     if len(kept) and removed.any():
-        cov_kk = cov[kept][:, kept]
+        # only the kept rows of S, in float64 (the full matrix in float64 would be 33 MB at 2048 channels)
+        rows = second_moment.to(device)[kept].double()
+        cov_kk, cov_kr = rows[:, kept], rows[:, removed]
+        del rows
+        if centered:
+            cov_kk -= torch.outer(mean[kept], mean[kept])
+            cov_kr -= torch.outer(mean[kept], mean[removed])
         ridge = damping * cov_kk.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny)
-        cov_kk = cov_kk + ridge * torch.eye(len(kept), dtype=torch.float64, device=device)
+        cov_kk.diagonal().add_(ridge)
         # (K, out): S_KK^-1 S_KR W_R^T, the transpose of the update
-        update = torch.linalg.solve(cov_kk, cov[kept][:, removed] @ w_removed.T).T
+        update = torch.linalg.solve(cov_kk, cov_kr @ w_removed.T).T
     kept_weight = (w[:, kept] + update).to(weight.dtype)
     if not centered:
         return kept_weight, None

@@ -119,6 +119,10 @@ def test_moment_sums_of_wide_inputs_equal_the_full_products(channels):
     torch.testing.assert_close(mean.double(), x.mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(second.double(), x.T @ x / len(x), rtol=1e-5, atol=1e-5)
     assert torch.equal(second, second.T)
+    # only the upper block rows are held: about half of the full matrix once there are several blocks
+    upper = [256 * 1030, 256 * 774, 256 * 518, 256 * 262, 6 * 6] if channels == 1030 else [channels**2]
+    assert MomentSums.nbytes_for([("mlp", 0)], {"mlp": channels}) == 4 * (sum(upper) + channels)
+    assert moments.nbytes == MomentSums.nbytes_for([("mlp", 0)], {"mlp": channels})
     # the sums became the moments (divided in place, no copy): using them again is an error, not a wrong result
     with pytest.raises(RuntimeError, match="turned into moments"):
         sums.moments()
