@@ -96,6 +96,12 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=HealingConfig.learning_rate)
     parser.add_argument("--position-stride", type=int, default=HealingConfig.position_stride)
     parser.add_argument("--sources", nargs="+", default=HEAL_SOURCES)
+    parser.add_argument(
+        "--mix",
+        choices=["per_source", "half_wikitext"],
+        default="per_source",
+        help="equal shares per source, or WikiText-2 one half and the tasks' train texts together the other",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
     parser.add_argument("--ppl-windows", type=int, default=16)
     parser.add_argument("--ppl-length", type=int, default=512)
@@ -147,7 +153,10 @@ def main(argv=None) -> int:
     for source in args.sources:
         texts[source], split = healing_texts([source], data_dir=args.data_dir)
         splits[source] = split[source]
-    data = {"texts": texts, "record": {"sources": list(texts), "splits": splits}}
+    if args.mix == "half_wikitext":
+        tasks = [text for source, part in texts.items() if source != "wikitext2" for text in part]
+        texts = {"wikitext2": texts["wikitext2"], "tasks": tasks}
+    data = {"texts": texts, "record": {"sources": list(splits), "splits": splits, "mix": args.mix}}
     if "dense" not in done:
         report["rows"].append(_measure("dense", dense, tokenizer, args, context))
         save()
@@ -210,7 +219,8 @@ def render(report: dict) -> str:
         )
     lines += ["", "## Healing runs", ""]
     lines += [
-        "| model | lr, position stride | tokens seen | steps | train s | total s (with teacher pass) | peak RSS GiB "
+        "| model | lr, position stride, batch, precision | tokens seen | steps | train s "
+        "| total s (with teacher pass) | peak RSS GiB "
         "| validation KL before → after | guard | Δ avg vs unhealed [95% CI] | gap recovered: avg / ppl |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -219,7 +229,7 @@ def render(report: dict) -> str:
         h = r.get("healing")
         if not h:
             continue
-        base = rows.get(name.replace("+healed", "")) if "(control)" not in name else dense
+        base = rows.get(name.split("+healed")[0]) if "(control)" not in name else dense
         delta = rb.paired_difference(r, base) if base else None
         recovered = "–"
         if base and dense and "(control)" not in name:
@@ -239,12 +249,20 @@ def render(report: dict) -> str:
         peak = "–" if h.get("peak_rss_gib") is None else f"{h['peak_rss_gib']:.2f}"
         options = h["options"]
         lines.append(
-            f"| {name} | {options['learning_rate']:g}, {options.get('position_stride', 1)} | "
+            f"| {name} | {options['learning_rate']:g}, {options.get('position_stride', 1)}, "
+            f"{options['batch_size']} x {options['gradient_accumulation_steps']}, "
+            f"{'bfloat16' if options.get('bf16') else 'float32'} | "
             f"{h['tokens_seen']:,} | {h['steps']} | {h['train_seconds']:.0f} | "
             f"{h['wall_seconds_with_teacher_pass']:.0f} | {peak} | {h['validation_kl_before']:.4f} → "
             f"{h['validation_kl_after']:.4f} | {guard} | {ci} | {recovered} |"
         )
+    mixes = {name: r["healing"]["data"].get("mix", "per_source") for name, r in rows.items() if r.get("healing")}
     lines += [
+        "",
+        "Data mix per healing: "
+        + ", ".join(f"{name}: {mix}" for name, mix in mixes.items())
+        + " (per_source: equal shares per source; half_wikitext: WikiText-2 one half, the tasks' train texts together "
+        "the other).",
         "",
         "Data: "
         + ", ".join(
@@ -253,7 +271,7 @@ def render(report: dict) -> str:
                 next((r["healing"]["data"]["splits"] for r in rows.values() if r.get("healing")), {}) or {}
             ).items()
         )
-        + " — equal shares of packed 256-token sequences; no evaluation example is trained on.",
+        + " — packed 256-token sequences; no evaluation example is trained on.",
         "",
     ]
     return "\n".join(lines)

@@ -56,7 +56,8 @@ def _add_dataclass_flags(parser, options_class) -> None:
         kind, metadata = hints[option.name], option.metadata
         recipe = metadata.get("recipe")
         default = None if option.default is dataclasses.MISSING else option.default
-        help_text = f"{metadata.get('help', '')} (default: {'the recipe' if recipe else default})"
+        # argparse %-formats help strings ("62% of the weights" broke `diet-hf heal --help`)
+        help_text = f"{metadata.get('help', '')} (default: {'the recipe' if recipe else default})".replace("%", "%%")
         args = typing.get_args(kind)
         base = next((t for t in args if t is not type(None)), kind)
         if kind is bool or (bool in args):

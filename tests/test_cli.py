@@ -173,6 +173,16 @@ def test_help_exits_0(capsys):
     assert "--num-samples" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", [[], ["prune"], ["heal"], ["eval"], ["info"], ["export"], ["export", "onnx"]])
+def test_every_subcommands_help_renders(command, capsys):
+    # a "%" in a generated flag's help (HealingConfig's "62% of the weights") made `diet-hf heal --help` crash
+    assert main([*command, "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: diet-hf") and "%%" not in help_text
+    if command == ["heal"]:
+        assert "62% of the weights" in help_text and "--no-bf16" in help_text
+
+
 def test_failures_exit_1(tmp_path, capsys):
     assert main(["--quiet", "info", str(tmp_path / "missing")]) == 1
     assert "diet-hf info: error:" in capsys.readouterr().err

@@ -51,6 +51,7 @@ def _small(**overrides):
         max_tokens=16 * 2 * 6,
         seq_len=16,
         batch_size=2,
+        gradient_accumulation_steps=1,
         validation_sequences=2,
         eval_steps=2,
         save_steps=2,
@@ -60,6 +61,7 @@ def _small(**overrides):
         top_k=8,
         chunk_size=5,
         position_stride=1,  # the 16-token rows are short; the stride has its own tests
+        bf16=False,  # float32 wherever the suite runs (the default follows the CPU); bfloat16 has its own tests
     )
     values.update(overrides)
     return HealingConfig(**values)
@@ -411,7 +413,19 @@ def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
         "--max-tokens",
         "64",
     ]
-    flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2", "--quiet"]
+    flags += [
+        "--gradient-accumulation-steps",
+        "1",
+        "--validation-sequences",
+        "2",
+        "--eval-steps",
+        "1",
+        "--top-k",
+        "4",
+        "--lora-r",
+        "2",
+        "--quiet",
+    ]
     argv = ["heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output", str(tmp_path / "h")]
     assert main(argv + flags) == 0
     out = capsys.readouterr().out
@@ -464,6 +478,66 @@ def test_next_token_loss_alone_needs_no_teacher_pass_over_the_training_data(tmp_
     record = healed.config.pruning["healing"]
     assert "next-token loss" in record["objective"] and record["steps"] == 6
     assert len(record["validation_kl_history"]) >= 2  # the guard's measure is still reported
+
+
+def test_bf16_autocasts_the_training_steps_and_the_teachers_pass_on_cpu(tmp_path, tiny_tokenizer):
+    # the loss calls the decoder and the head directly, not through the forward accelerate wraps in autocast: without
+    # an autocast of its own, `bf16=True` trained in float32 (as it did before this test)
+    teacher, student = _pair()
+    seen = {"student": set(), "teacher": set()}
+    for name, model in (("student", student), ("teacher", teacher)):
+        model.model.layers[1].mlp.down_proj.register_forward_hook(
+            lambda module, args, out, name=name: seen[name].add(out.dtype)
+        )
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(bf16=True), work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert torch.bfloat16 in seen["student"] and torch.bfloat16 in seen["teacher"]
+    assert torch.float32 in seen["student"]  # the guard's held-out scoring stays float32
+    assert record["options"]["bf16"] is True and record["steps"] == 6
+    assert next(healed.parameters()).dtype == torch.float32  # weights (and the merged LoRA) stay float32
+    assert record["merge_max_abs_logit_diff"] < 2e-3
+
+
+def test_bf16_default_follows_the_hardware_and_is_recorded(tmp_path, tiny_tokenizer, monkeypatch):
+    import diet_hf.healing as healing
+
+    assert HealingConfig().bf16 is None  # "auto"
+    for fast in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda fast=fast: fast)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert healing.fast_bf16("cpu") is fast
+        teacher, student = _pair()
+        config = _small(bf16=None, max_tokens=16 * 2 * 2)
+        healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / f"w{fast}")
+        assert healed.config.pruning["healing"]["options"]["bf16"] is fast
+
+
+def test_frozen_head_is_cast_once_and_again_only_when_it_changes():
+    import diet_hf.healing as healing
+
+    _, student = _pair()
+    hidden = torch.randn(5, student.config.hidden_size)
+    weight = student.lm_head.weight
+    weight.requires_grad_(False)
+    cap = student.config.final_logit_softcapping
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = student.lm_head(hidden).float()  # autocast's own cast, made at every call
+        reference = torch.tanh(reference / cap) * cap if cap else reference
+        with healing._cast_heads_once():
+            first = healing._output_logits(student, hidden)
+            copy = healing._HEAD_COPIES.get(weight, "cpu")
+            assert copy.dtype == torch.bfloat16 and healing._HEAD_COPIES.get(weight, "cpu") is copy  # made once
+            assert torch.equal(first, reference)
+            with torch.no_grad():
+                weight.mul_(2.0)  # an in-place change (a new version): the copy is made again
+            assert healing._HEAD_COPIES.get(weight, "cpu") is not copy
+            assert not torch.equal(healing._output_logits(student, hidden), first)
+            weight.requires_grad_(True)  # a trained head is left to autocast
+            assert healing._HEAD_COPIES.get(weight, "cpu") is None
+        assert healing._HEAD_COPIES is None  # nothing held after the context
+    with torch.no_grad():
+        weight.div_(2.0)
+    assert healing._output_logits(student, hidden).dtype == torch.float32
 
 
 @pytest.mark.gpu
