@@ -191,16 +191,17 @@ def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
 
 
 class _HeadCopies:
-    """Low-precision copies of frozen LM-head weights, made once while `_cast_heads_once` is active. Autocast casts a
-    frozen weight again at every call (its cache keeps only weights that require grad): for a 262k x 640 head that is
-    a 168M-element copy per position chunk, more time than the chunk's bfloat16 matmul saves."""
+    """Low-precision copies of LM-head weights that get no gradient (frozen, or under `no_grad`: the teacher's pass),
+    made once while `_cast_heads_once` is active. Autocast casts such a weight again at every call (its cache keeps
+    only weights that require grad, and only with grad enabled): for a 262k x 640 head that is a 168M-element copy per
+    position chunk, more time than the chunk's bfloat16 matmul saves."""
 
     def __init__(self):
         self.copies = {}  # id(weight) -> (weight, its version when copied, copy)
 
     def get(self, weight: torch.Tensor, device_type: str) -> torch.Tensor | None:
-        if weight.requires_grad or not torch.is_autocast_enabled(device_type):
-            return None
+        if (weight.requires_grad and torch.is_grad_enabled()) or not torch.is_autocast_enabled(device_type):
+            return None  # a head being trained is left to autocast (whose cache keeps its cast for the step)
         dtype = torch.get_autocast_dtype(device_type)
         held = self.copies.get(id(weight))
         if held is None or held[0] is not weight or held[1] != weight._version or held[2].dtype != dtype:

@@ -534,6 +534,8 @@ def test_frozen_head_is_cast_once_and_again_only_when_it_changes():
             assert not torch.equal(healing._output_logits(student, hidden), first)
             weight.requires_grad_(True)  # a trained head is left to autocast
             assert healing._HEAD_COPIES.get(weight, "cpu") is None
+            with torch.no_grad():  # ... but not a head that gets no gradient here (the teacher's pass)
+                assert healing._HEAD_COPIES.get(weight, "cpu") is not None
         assert healing._HEAD_COPIES is None  # nothing held after the context
     with torch.no_grad():
         weight.div_(2.0)
