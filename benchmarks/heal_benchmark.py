@@ -34,6 +34,15 @@ from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 HEAL_SOURCES = ["wikitext2", "boolq", "rte", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
 
 
+def mix_sources(texts: dict[str, list[str]], mix: str) -> dict[str, list[str]]:
+    """The healing data per source for `mix`: `"per_source"` as given (equal shares each), `"half_wikitext"`
+    WikiText-2 one half and the tasks' train texts together the other."""
+    if mix == "per_source":
+        return texts
+    tasks = [text for source, part in texts.items() if source != "wikitext2" for text in part]
+    return {"wikitext2": texts["wikitext2"], "tasks": tasks}
+
+
 def _peak_rss_reset() -> None:
     """Resets the kernel's peak-RSS counter of this process (Linux `clear_refs` 5)."""
     try:
@@ -153,9 +162,7 @@ def main(argv=None) -> int:
     for source in args.sources:
         texts[source], split = healing_texts([source], data_dir=args.data_dir)
         splits[source] = split[source]
-    if args.mix == "half_wikitext":
-        tasks = [text for source, part in texts.items() if source != "wikitext2" for text in part]
-        texts = {"wikitext2": texts["wikitext2"], "tasks": tasks}
+    texts = mix_sources(texts, args.mix)
     data = {"texts": texts, "record": {"sources": list(splits), "splits": splits, "mix": args.mix}}
     if "dense" not in done:
         report["rows"].append(_measure("dense", dense, tokenizer, args, context))

@@ -11,20 +11,17 @@ evaluation example is looked at. Rows are saved as they finish (`--resume` is im
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_benchmark as rb  # noqa: E402
-from heal_benchmark import HEAL_SOURCES  # noqa: E402
+from heal_benchmark import HEAL_SOURCES, mix_sources  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
-from diet_hf.evaluation import kl_divergence, next_token_logprobs  # noqa: E402
+from diet_hf.evaluation import kl_divergence, next_token_logprobs, perplexity  # noqa: E402
 from diet_hf.healing import HealingConfig, heal, healing_texts  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
@@ -66,25 +63,9 @@ def _wikitext_split(data_dir: str, fraction: float = 0.15) -> tuple[str, str]:
     return "\n\n".join(rows[:cut]), "\n\n".join(rows[cut:])
 
 
-@torch.no_grad()
-def _held_out_perplexity(model, tokenizer, text: str, length: int = 512, windows: int = 16) -> float:
-    """Token-weighted perplexity of `text` in non-overlapping windows after BOS (as the benchmark's WikiText-2 test
-    perplexity)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    nll, count = 0.0, 0
-    model.eval()
-    for start in range(0, min(len(ids), windows * (length - 1)), length - 1):
-        chunk = torch.tensor([[tokenizer.bos_token_id, *ids[start : start + length - 1]]])
-        logits = model(input_ids=chunk[:, :-1]).logits.float()
-        nll -= float(logits.log_softmax(-1).gather(-1, chunk[:, 1:, None]).sum())
-        count += chunk.shape[1] - 1
-    return math.exp(nll / count)
-
-
-def _mix(texts: dict[str, list[str]], mix: str) -> dict[str, list[str]]:
-    if mix == "per_source":
-        return texts
-    return {"wikitext2": texts["wikitext2"], "tasks": [t for s, v in texts.items() if s != "wikitext2" for t in v]}
+def _held_out_perplexity(model, tokenizer, text: str) -> float:
+    """Perplexity of `text` as the benchmark's WikiText-2 test perplexity: 16 windows of 512 tokens after BOS."""
+    return perplexity(model, tokenizer, text=text, max_length=512, max_windows=16, disable_progress=True)["perplexity"]
 
 
 def main(argv=None) -> int:
@@ -133,9 +114,9 @@ def main(argv=None) -> int:
         held_out = None
         if name in HELD_OUT_WIKITEXT:
             healing_wikitext, held_out = _wikitext_split(args.data_dir)
-            data = _mix({**texts, "wikitext2": [healing_wikitext]}, mix)
+            data = mix_sources({**texts, "wikitext2": [healing_wikitext]}, mix)
         else:
-            data = _mix(texts, mix)
+            data = mix_sources(texts, mix)
         student = pruner.prune(sparsity=0.2)
         dev_kl_before = dev_kl(student)
         wikitext_before = None if held_out is None else _held_out_perplexity(student, tokenizer, held_out)

@@ -723,17 +723,16 @@ def _precompute(
     parts = {"logprobs": [], "ids": []}
     teacher = get_teacher()
     device = next(teacher.parameters()).device
-    with _cast_heads_once():  # the teacher's head is cast to bfloat16 once, not per chunk
+    with _autocast(healing, device), _cast_heads_once():  # the teacher's head is cast once, not per chunk
         for start in tqdm(range(0, rows.shape[0], healing.batch_size), desc="teacher top-k", unit="batch"):
-            with _autocast(healing, device):
-                out = teacher_targets(
-                    teacher,
-                    rows[start : start + healing.batch_size],
-                    top_k=healing.top_k,
-                    temperature=healing.temperature,
-                    chunk_size=healing.chunk_size,
-                    positions=None if positions is None else positions[start : start + healing.batch_size],
-                )
+            out = teacher_targets(
+                teacher,
+                rows[start : start + healing.batch_size],
+                top_k=healing.top_k,
+                temperature=healing.temperature,
+                chunk_size=healing.chunk_size,
+                positions=None if positions is None else positions[start : start + healing.batch_size],
+            )
             for name in parts:
                 parts[name].append(out[name])
     targets = {name: torch.cat(value) for name, value in parts.items()}

@@ -360,6 +360,11 @@ def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
         count += chunk.shape[1] - 1
     assert result["tokens"] == count
     assert result["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+    # any text, read from nowhere: the same windows over it
+    given = perplexity(model, tiny_tokenizer, text="\n\n".join(r["text"] for r in rows), max_length=8)
+    assert given == result
+    other = perplexity(model, tiny_tokenizer, text=" = Answer =\n\n the question is what\n", max_length=8)
+    assert other["perplexity"] != result["perplexity"]
 
 
 def test_next_token_logprobs_and_kl(tiny_tokenizer):

@@ -55,13 +55,16 @@ def perplexity(
     max_length: int | None = None,
     max_windows: int | None = None,
     disable_progress: bool = False,
+    text: str | None = None,
 ) -> dict:
-    """WikiText-2 test perplexity: rows joined with blank lines, non-overlapping windows, token-weighted.
+    """WikiText-2 test perplexity (or that of `text`): rows joined with blank lines, non-overlapping windows,
+    token-weighted.
 
     Each window of `max_length` tokens (the model's context, capped at 2048) is scored after a BOS token.
     """
     check_tokenizer(tokenizer, "to encode WikiText-2")
-    text = wikitext2_text("test", data_dir=data_dir)
+    if text is None:
+        text = wikitext2_text("test", data_dir=data_dir)
     max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
