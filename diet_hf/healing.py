@@ -62,8 +62,8 @@ class HealingConfig:
     batch_size: int = option(2, "sequences per forward and backward pass (per device)")
     gradient_accumulation_steps: int = option(
         2,
-        "batches accumulated per optimizer step (2 x 2 sequences: the step of 4 x 1 at a lower peak memory, 3.06 "
-        "against 3.35 GB healing the 270M on CPU in bfloat16, and no slower)",
+        "batches accumulated per optimizer step (2 x 2 sequences: the step of 4 x 1 at a lower peak memory, 3.13 "
+        "against 3.43 GB healing the 270M on CPU in bfloat16, and no slower)",
     )
     learning_rate: float = option(
         6e-4, "AdamW peak learning rate (linear warmup and decay); 6e-4 reached the lowest held-out KL in a fixed time"
