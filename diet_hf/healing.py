@@ -63,7 +63,7 @@ class HealingConfig:
     gradient_accumulation_steps: int = option(
         2,
         "batches accumulated per optimizer step (2 x 2 sequences: the step of 4 x 1 at a lower peak memory, 3.13 "
-        "against 3.43 GB healing the 270M on CPU in bfloat16, and no slower)",
+        "against 3.42 GB healing the 270M on CPU in bfloat16, and no slower)",
     )
     learning_rate: float = option(
         6e-4, "AdamW peak learning rate (linear warmup and decay); 6e-4 reached the lowest held-out KL in a fixed time"
@@ -84,6 +84,12 @@ class HealingConfig:
     lora_dropout: float = option(0.0, "LoRA dropout")
     kd_weight: float = option(1.0, "loss = w * KL(teacher || student) + (1 - w) * next-token cross-entropy")
     temperature: float = option(1.0, "softmax temperature of both distributions (KL scaled by its square)")
+    hidden_weight: float = option(
+        0.0,
+        "weight of a layer-wise loss added to the KD loss: the relative squared error between the student's and the "
+        "teacher's residual stream after every decoder layer, at every position (keeps the teacher in memory during "
+        "training: its top-k targets are then made online, in the same pass)",
+    )
     top_k: int | None = option(
         64, "teacher log-probs kept per position, precomputed so the teacher is freed (0 on the CLI: full vocabulary)"
     )
@@ -107,7 +113,7 @@ class HealingConfig:
         None,
         "bfloat16 autocast for the training steps and the teacher's pass (weights, optimizer state and the guard stay "
         "float32). Default: on where bfloat16 matmuls are fast (CUDA GPUs that support it; CPUs with AVX512-BF16 or "
-        "AMX, where a training step of the 270M ran 1.9x faster), off elsewhere",
+        "AMX, where a training step of the pruned 270M ran 1.6x faster), off elsewhere",
     )
     release_memory: bool = option(
         True,
@@ -131,6 +137,8 @@ class HealingConfig:
             raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
+        if not (isinstance(self.hidden_weight, (int, float)) and self.hidden_weight >= 0):
+            raise ValueError(f"`hidden_weight` must be a number >= 0, got {self.hidden_weight!r}.")
         if not 0.0 <= self.kd_weight <= 1.0:
             raise ValueError(f"`kd_weight` must be in [0, 1], got {self.kd_weight!r}.")
         for name in ("learning_rate", "temperature"):
@@ -331,12 +339,15 @@ def teacher_targets(
     temperature: float = 1.0,
     chunk_size: int = 256,
     positions: torch.Tensor | None = None,
+    layer_outputs: list | None = None,
 ) -> dict[str, torch.Tensor]:
     """The teacher's next-token log-probabilities at every position but the last of each row of `input_ids` (B, L),
     or at `positions` (B, P) only: `logprobs` (B*P, k) and `ids` (B*P, k) for `top_k`, or full (B*P, V) `logprobs`
-    for `top_k=None` (P = L - 1 without `positions`)."""
+    for `top_k=None` (P = L - 1 without `positions`). A list `layer_outputs` receives every decoder layer's output."""
     device = next(teacher.parameters()).device
-    hidden = _scored(_decoder(teacher)(input_ids=input_ids.to(device)).last_hidden_state, positions)
+    with _recording(_decoder(teacher), layer_outputs):
+        last = _decoder(teacher)(input_ids=input_ids.to(device)).last_hidden_state
+    hidden = _scored(last, positions)
     values, indices = [], []
     for start in range(0, hidden.shape[0], chunk_size):
         logprobs = _output_logits(teacher, hidden[start : start + chunk_size])
@@ -353,6 +364,36 @@ def teacher_targets(
     if top_k is not None:
         out["ids"] = torch.cat(indices)
     return out
+
+
+@contextlib.contextmanager
+def _recording(decoder, outputs: list | None):
+    """Appends the output hidden states of every layer of `decoder` to `outputs` during the block (none if None)."""
+    if outputs is None:
+        yield
+        return
+
+    def keep(module, args, output):
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    hooks = [layer.register_forward_hook(keep) for layer in decoder.layers]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def layerwise_loss(student_layers: list[torch.Tensor], teacher_layers: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers and positions of the relative squared error ||s - t||^2 / ||t||^2 between the student's and
+    the teacher's residual stream after each decoder layer (per position, so no position's norm dominates)."""
+    if len(student_layers) != len(teacher_layers) or not student_layers:
+        raise ValueError(f"{len(student_layers)} student layer outputs for {len(teacher_layers)} of the teacher.")
+    errors = [
+        ((s.float() - t.float()).pow(2).sum(-1) / t.float().pow(2).sum(-1).clamp_min(1e-6)).mean()
+        for s, t in zip(student_layers, teacher_layers)
+    ]
+    return torch.stack(errors).mean()
 
 
 def _scored(last_hidden: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
@@ -534,18 +575,24 @@ def _trainer_classes():
 
         def _loss(self, model, inputs, return_outputs):
             ids, positions = inputs["input_ids"], inputs.get("positions")
-            hidden = _scored(_decoder(model)(input_ids=ids).last_hidden_state, positions)
+            layerwise = self.healing.hidden_weight > 0
+            student_layers = [] if layerwise else None
+            with _recording(_decoder(model), student_layers):
+                hidden = _scored(_decoder(model)(input_ids=ids).last_hidden_state, positions)
             labels = ids[:, 1:] if positions is None else ids[:, 1:].gather(1, positions)
+            teacher_layers = [] if layerwise else None
             if self.teacher is not None:
                 targets = teacher_targets(
                     self.teacher,
                     ids,
-                    top_k=None,
+                    top_k=self.healing.top_k,
                     temperature=self.healing.temperature,
                     chunk_size=self.healing.chunk_size,
                     positions=positions,
+                    layer_outputs=teacher_layers,
                 )
-                t_lp, t_ids = targets["logprobs"].to(hidden.device), None
+                t_lp = targets["logprobs"].to(hidden.device)
+                t_ids = targets["ids"].to(hidden.device).long() if "ids" in targets else None
             elif "teacher_logprobs" in inputs:
                 t_lp = inputs["teacher_logprobs"].reshape(-1, inputs["teacher_logprobs"].shape[-1]).float()
                 t_ids = inputs["teacher_ids"].reshape(-1, inputs["teacher_ids"].shape[-1]).long()
@@ -561,6 +608,10 @@ def _trainer_classes():
                 temperature=self.healing.temperature,
                 chunk_size=self.healing.chunk_size,
             )
+            if layerwise:
+                layer_loss = layerwise_loss(student_layers, teacher_layers)
+                loss = loss + self.healing.hidden_weight * layer_loss
+                self.parts.setdefault("layers", []).append(float(layer_loss.detach()))
             for key in parts:
                 self.parts[key].append(parts[key])
             return (loss, None) if return_outputs else loss
@@ -670,7 +721,7 @@ def _validation_kl(model, rows: torch.Tensor, targets, teacher, healing: Healing
 
 def fast_bf16(device: torch.device | str) -> bool:
     """Whether bfloat16 matmuls are fast on `device`: a CUDA GPU that supports bfloat16, or a CPU with AVX512-BF16 or
-    AMX (on 2 cores of such a CPU a 262k x 640 head matmul ran 2.7x faster than in float32)."""
+    AMX (on 2 cores of such a CPU a 262k x 640 head matmul ran 3.2x faster than in float32)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -815,6 +866,7 @@ def heal(
     if release:
         limit_heap_retention()
     online = config.top_k is None
+    layerwise = config.hidden_weight > 0  # the teacher runs beside the student at every step
     loaded = {}
 
     def get_teacher():  # a teacher given by name is loaded only when something must run through it
@@ -828,18 +880,21 @@ def heal(
         train_targets = validation_targets = None
     else:
         validation_targets = _precompute(get_teacher, validation, config, work_dir / "teacher_validation.safetensors")
-        # the next-token loss alone (kd_weight 0) needs the teacher only for the guard's held-out sequences
+        # the next-token loss alone (kd_weight 0) needs the teacher only for the guard's held-out sequences; the
+        # layer-wise loss makes its top-k targets online
         train_targets = (
             _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors", positions)
-            if config.kd_weight > 0
+            if config.kd_weight > 0 and not layerwise
             else None
         )
-        teacher = None  # a teacher loaded here is freed: training needs only its cached targets
-        loaded.clear()
+        teacher = get_teacher() if layerwise else None  # otherwise freed: training needs only its cached targets
+        if not layerwise:
+            loaded.clear()
         gc.collect()
         if release:
             release_freed_memory()
     guard_teacher = teacher if online else None
+    training_teacher = teacher if (online or layerwise) else None
 
     before = _validation_kl(student, validation, validation_targets, guard_teacher, config)
     if config.lora:
@@ -903,7 +958,7 @@ def heal(
         train_dataset=_PackedDataset(train, train_targets, positions),
         data_collator=_collate,
         healing=config,
-        teacher=guard_teacher,
+        teacher=training_teacher,
         callbacks=[guard, LossBar(), *([ReleaseMemory()] if release else []), *(callbacks or [])],
     )
     for printer in (ProgressCallback, PrinterCallback):  # LossBar is the progress bar; no raw log dicts on stdout
@@ -1006,11 +1061,16 @@ def _objective_text(config: HealingConfig) -> str:
         if config.top_k
         else "KL(teacher || student) on the full vocabulary"
     )
+    layers = (
+        f" + {config.hidden_weight:g} x relative squared error of every layer's output"
+        if config.hidden_weight > 0
+        else ""
+    )
     if config.kd_weight == 0:
-        return "next-token loss only (the teacher is used for the guard's validation KL)"
+        return "next-token loss only (the teacher is used for the guard's validation KL)" + layers
     if config.kd_weight == 1:
-        return kl
-    return f"{config.kd_weight:g} x {kl} + {1 - config.kd_weight:g} x next-token loss"
+        return kl + layers
+    return f"{config.kd_weight:g} x {kl} + {1 - config.kd_weight:g} x next-token loss" + layers
 
 
 def _text_list(data) -> list[str]:

@@ -21,6 +21,7 @@ from diet_hf.healing import (
     distillation_loss,
     heal,
     healing_texts,
+    layerwise_loss,
     pack_texts,
     scored_positions,
     teacher_targets,
@@ -356,6 +357,44 @@ def test_full_finetuning_option(tmp_path, tiny_tokenizer):
     assert not torch.equal(healed.get_input_embeddings().weight, embedding)
     assert healed.get_output_embeddings().weight is healed.get_input_embeddings().weight  # still tied
     assert all(torch.equal(v, dense_state[k]) for k, v in teacher.state_dict().items())
+
+
+def test_layerwise_loss_against_brute_force_and_zero_for_the_teacher_itself():
+    torch.manual_seed(0)
+    student = [torch.randn(2, 5, 8) for _ in range(3)]
+    teacher = [torch.randn(2, 5, 8) for _ in range(3)]
+    expected = sum(
+        float(((s - t).norm(dim=-1) ** 2 / t.norm(dim=-1) ** 2).mean()) for s, t in zip(student, teacher)
+    ) / len(teacher)
+    assert float(layerwise_loss(student, teacher)) == pytest.approx(expected, rel=1e-5)
+    assert float(layerwise_loss(teacher, teacher)) == 0.0
+    with pytest.raises(ValueError, match="2 student layer outputs for 3"):
+        layerwise_loss(student[:2], teacher)
+
+
+def test_layerwise_healing_runs_the_teacher_beside_the_student(tmp_path, tiny_tokenizer, monkeypatch):
+    import diet_hf.healing as healing
+
+    teacher, student = _pair()
+    reference = [p.detach().clone() for p in student.parameters()]
+    passes = []
+    original = healing.teacher_targets
+    monkeypatch.setattr(
+        healing, "teacher_targets", lambda *a, **k: passes.append(k.get("layer_outputs")) or original(*a, **k)
+    )
+    healed = heal(
+        student, teacher, tiny_tokenizer, TEXTS, config=_small(hidden_weight=0.5, position_stride=3), work_dir=tmp_path
+    )
+    record = healed.config.pruning["healing"]
+    assert "0.5 x relative squared error of every layer's output" in record["objective"]
+    # no precomputed pass over the training rows: the teacher's top-k targets and layer outputs come with every step
+    training_passes = [layers for layers in passes if layers is not None]
+    assert len(training_passes) == record["steps"]  # one batch per step (no accumulation in `_small`)
+    assert all(len(layers) == teacher.config.num_hidden_layers for layers in training_passes)
+    assert record["validation_kl_after"] < record["validation_kl_before"]
+    assert any(not torch.equal(a, b) for a, b in zip(reference, healed.parameters()))
+    with pytest.raises(ValueError, match="`hidden_weight` must be a number >= 0"):
+        HealingConfig(hidden_weight=-1)
 
 
 def test_train_embeddings_needs_full_finetuning():
