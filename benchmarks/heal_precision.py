@@ -1,0 +1,235 @@
+"""bfloat16 against float32 for healing on this machine: the LM head's matmul, the teacher's pass, training steps and
+the held-out KL they reach, and the peak memory of a separate `diet-hf heal` per precision and batch shape.
+
+    python benchmarks/heal_precision.py --data-dir ../shared/data --output benchmarks/results/heal_precision
+
+The figures behind the healing defaults (`bf16` on where bfloat16 matmuls are fast; batch 2 x 2 accumulated), on the
+real Gemma 3 270M pruned by DIET's default at 20%. Run it with nothing else on the CPUs: it times things. Every
+measurement is a row of the results, saved as it finishes; `--resume` keeps the rows already saved.
+"""
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heal_benchmark import HEAL_SOURCES  # noqa: E402
+
+from diet_hf import DietPruner  # noqa: E402
+from diet_hf.healing import (  # noqa: E402
+    HealingConfig,
+    _autocast,
+    _cast_heads_once,
+    fast_bf16,
+    heal,
+    healing_texts,
+    pack_sources,
+    scored_positions,
+    teacher_targets,
+)
+from diet_hf.hub import save_pruned_model  # noqa: E402
+from diet_hf.real_model import default_cache_dir, load_gemma3_270m  # noqa: E402
+from diet_hf.tasks import PAPER_TASKS  # noqa: E402
+
+
+def _median_seconds(fn, repeats: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def head_matmul(dense) -> dict:
+    """One 64-position chunk through the 262k x 640 LM head, float32 against a bfloat16 copy of the weight."""
+    weight = dense.lm_head.weight.detach()
+    x = torch.randn(64, weight.shape[1])
+    fp32 = _median_seconds(lambda: x @ weight.T)
+    weight16, x16 = weight.to(torch.bfloat16), x.to(torch.bfloat16)
+    bf16 = _median_seconds(lambda: x16 @ weight16.T)
+    return {"float32_ms": 1000 * fp32, "bfloat16_ms": 1000 * bf16, "speedup": fp32 / bf16}
+
+
+def teacher_pass(dense, rows: torch.Tensor, bf16: bool, stride: int = 4) -> dict:
+    """Top-64 teacher targets at every `stride`-th position of `rows`, as healing's pass makes them: tokens/s."""
+    config = HealingConfig(bf16=bf16)
+    positions = scored_positions(rows.shape[0], rows.shape[1], stride)
+
+    def run():
+        with torch.no_grad(), _autocast(config, "cpu"), _cast_heads_once():
+            for start in range(0, rows.shape[0], config.batch_size):
+                part = slice(start, start + config.batch_size)
+                teacher_targets(dense, rows[part], top_k=64, chunk_size=64, positions=positions[part])
+
+    seconds = _median_seconds(run, repeats=2)
+    return {"tokens": rows.numel(), "seconds": seconds, "tokens_per_second": rows.numel() / seconds}
+
+
+def training_run(pruner, dense, tokenizer, data, bf16: bool, steps: int, work_dir: Path) -> dict:
+    """`heal` of a fresh 20% model for `steps` steps (guard off: the KL after the last step): seconds per step."""
+    config = HealingConfig(bf16=bf16, max_tokens=steps * 1024, eval_steps=steps, save_steps=10_000, guard=False)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    record = heal(pruner.prune(sparsity=0.2), dense, tokenizer, data, config=config, work_dir=work_dir)
+    record = record.config.pruning["healing"]
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return {
+        "steps": record["steps"],
+        "seconds_per_step": record["train_seconds"] / record["steps"],
+        "validation_kl_before": record["validation_kl_before"],
+        "validation_kl_after": record["validation_kl_after"],
+    }
+
+
+# Runs the CLI and then reports the process's own peak resident size (VmHWM of its memory map, which starts fresh at
+# exec). The rusage that wait4 returns for a child is no measure here: Linux carries the high-water mark of the memory
+# map a process had before exec into it, and Python starts children with vfork, so a child would report this
+# benchmark's own peak (as /usr/bin/time's child would not).
+_PEAK_WRAPPER = """
+import sys
+from pathlib import Path
+from diet_hf.cli import main
+code = main(sys.argv[1:])
+status = Path("/proc/self/status").read_text().splitlines()
+print("VmHWM_KiB", next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def cli_peak_memory(pruned_dir: Path, dense_dir: Path, data_dir: str, flags: list[str], work: Path) -> dict:
+    """Peak resident memory of `diet-hf heal` in a process of its own (24 steps of 1024 tokens)."""
+    shutil.rmtree(work, ignore_errors=True)
+    command = [
+        *(sys.executable, "-c", _PEAK_WRAPPER, "heal", str(pruned_dir), "--teacher", str(dense_dir)),
+        *("--output", str(work / "out"), "--data-dir", data_dir, "--max-tokens", "24576", "--quiet", *flags),
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(work, ignore_errors=True)
+    peaks = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("VmHWM_KiB ")]
+    if done.returncode != 0 or not peaks:
+        raise RuntimeError(f"{' '.join(command[3:])} failed:\n{done.stderr[-2000:]}")
+    peak = peaks[-1] * 1024
+    return {"flags": flags, "peak_bytes": peak, "peak_gb": peak / 1e9, "peak_gib": peak / 2**30, "seconds": seconds}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--output", default="benchmarks/results/heal_precision")
+    parser.add_argument("--work-dir", default="/tmp/diet_heal_precision")
+    parser.add_argument("--steps", type=int, nargs="+", default=[6, 24], help="training lengths compared")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already saved")
+    args = parser.parse_args(argv)
+    output, work = Path(args.output).with_suffix(".json"), Path(args.work_dir)
+    results = json.loads(output.read_text()) if args.resume and output.is_file() else {}
+    results["machine"] = {
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "fast_bf16": fast_bf16("cpu"),
+        "torch": torch.__version__,
+    }
+
+    def save(name, row):
+        results[name] = row
+        print(name, row, flush=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=1) + "\n")
+        output.with_suffix(".md").write_text(render(results))
+
+    dense, tokenizer, _ = load_gemma3_270m()
+    if "head_matmul" not in results:
+        save("head_matmul", head_matmul(dense))
+    texts = {source: healing_texts([source], data_dir=args.data_dir)[0] for source in HEAL_SOURCES}
+    rows = pack_sources(texts, tokenizer, 256)[:16]
+    for bf16 in (False, True):
+        name = f"teacher_pass_{'bf16' if bf16 else 'fp32'}"
+        if name not in results:
+            save(name, teacher_pass(dense, rows, bf16))
+    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
+    pruned_dir = work / "pruned20"
+    needed = [f"train_{p}_{s}" for s in args.steps for p in ("fp32", "bf16")]
+    memory = {"memory_bf16_2x2": [], "memory_fp32_2x2": ["--no-bf16"], "memory_bf16_4x1": []}
+    memory["memory_bf16_4x1"] = ["--batch-size", "4", "--gradient-accumulation-steps", "1"]
+    if any(name not in results for name in needed) or not (pruned_dir / "config.json").is_file():
+        pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, channel_stats=True, disable_progress=True)
+    for steps in args.steps:
+        for bf16 in (False, True):
+            name = f"train_{'bf16' if bf16 else 'fp32'}_{steps}"
+            if name not in results:
+                save(name, training_run(pruner, dense, tokenizer, texts, bf16, steps, work / "heal"))
+    if any(name not in results for name in memory):
+        if not (pruned_dir / "config.json").is_file():
+            student = pruner.prune(sparsity=0.2)
+            save_pruned_model(student, pruned_dir, tokenizer=tokenizer, plan=getattr(student, "diet_plan", None))
+            del student
+        del pruner, dense
+        for name, flags in memory.items():
+            if name not in results:
+                save(name, cli_peak_memory(pruned_dir, default_cache_dir(), args.data_dir, flags, work / "cli"))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def render(results: dict) -> str:
+    machine = results["machine"]
+    lines = [
+        "# Healing in bfloat16 against float32 (Gemma 3 270M, DIET's default at 20%)",
+        "",
+        f"`python benchmarks/heal_precision.py`; CPU: {machine['processor']}, {machine['threads']} threads, "
+        f"fast bfloat16 (AVX512-BF16 or AMX): {machine['fast_bf16']}; torch {machine['torch']}. The head: median of 5 "
+        "runs; the teacher's pass: median of 2; the healing runs: one each (a fresh 20% model per run).",
+        "",
+    ]
+    head = results.get("head_matmul")
+    if head:
+        lines.append(
+            f"- LM head, one 64-position chunk (64 x 640 by 640 x 262,144): float32 {head['float32_ms']:.1f} ms, "
+            f"bfloat16 {head['bfloat16_ms']:.1f} ms ({head['speedup']:.1f}x)."
+        )
+    passes = [results.get(f"teacher_pass_{p}") for p in ("fp32", "bf16")]
+    if all(passes):
+        lines.append(
+            f"- The teacher's pass (top-64 at every 4th position, {passes[0]['tokens']:,} tokens in 2-sequence "
+            f"batches): {passes[0]['tokens_per_second']:.0f} tokens/s in float32, "
+            f"{passes[1]['tokens_per_second']:.0f} in bfloat16."
+        )
+    lines += [
+        "",
+        "| healing run (steps of 2 x 2 x 256 tokens, guard off) | seconds per step | held-out KL before → after |",
+        "|---|---|---|",
+    ]
+    for name, row in results.items():
+        if name.startswith("train_"):
+            _, precision, steps = name.split("_")
+            lines.append(
+                f"| {precision}, {steps} steps | {row['seconds_per_step']:.2f} | "
+                f"{row['validation_kl_before']:.3f} → {row['validation_kl_after']:.3f} |"
+            )
+    lines += [
+        "",
+        "Peak resident memory of a separate `diet-hf heal` of the saved 20% model (24 steps, 24,576 tokens; the "
+        "process's own VmHWM at its end), against the target of 3x the dense model's 1.07 GB (3.22 GB):",
+        "",
+        "| flags | peak GB (GiB) | seconds |",
+        "|---|---|---|",
+    ]
+    for name, row in results.items():
+        if name.startswith("memory_"):
+            flags = " ".join(row["flags"]) or "(defaults: bfloat16 here, 2 x 2)"
+            lines.append(f"| {flags} | {row['peak_gb']:.2f} ({row['peak_gib']:.2f}) | {row['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
