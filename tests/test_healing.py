@@ -393,6 +393,11 @@ def test_layerwise_healing_runs_the_teacher_beside_the_student(tmp_path, tiny_to
     assert all(len(layers) == teacher.config.num_hidden_layers for layers in training_passes)
     assert record["validation_kl_after"] < record["validation_kl_before"]
     assert any(not torch.equal(a, b) for a, b in zip(reference, healed.parameters()))
+    # the same run without the layer-wise term: the first step's loss (same data, same start) is the KL alone, lower
+    teacher, student = _pair()
+    plain = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(position_stride=3), work_dir=tmp_path / "p")
+    first, first_plain = record["loss_curve"][0][1], plain.config.pruning["healing"]["loss_curve"][0][1]
+    assert first > first_plain + 1e-3
     with pytest.raises(ValueError, match="`hidden_weight` must be a number >= 0"):
         HealingConfig(hidden_weight=-1)
 
