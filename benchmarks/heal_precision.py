@@ -22,19 +22,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heal_benchmark import HEAL_SOURCES  # noqa: E402
+from width_alignment import timed  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.healing import (  # noqa: E402
     HealingConfig,
-    _autocast,
-    _cast_heads_once,
+    _precompute,
     fast_bf16,
     heal,
     healing_texts,
     limit_heap_retention,
     pack_sources,
     scored_positions,
-    teacher_targets,
 )
 from diet_hf.hub import save_pruned_model  # noqa: E402
 from diet_hf.real_model import default_cache_dir, load_gemma3_270m  # noqa: E402
@@ -43,12 +42,7 @@ from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
 def _median_seconds(fn, repeats: int = 5) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, repeats))
 
 
 def head_matmul(dense) -> dict:
@@ -63,16 +57,9 @@ def head_matmul(dense) -> dict:
 
 def teacher_pass(dense, rows: torch.Tensor, bf16: bool, stride: int = 4) -> dict:
     """Top-64 teacher targets at every `stride`-th position of `rows`, as healing's pass makes them: tokens/s."""
-    config = HealingConfig(bf16=bf16)
+    config = HealingConfig(bf16=bf16, top_k=64, chunk_size=64, position_stride=stride)
     positions = scored_positions(rows.shape[0], rows.shape[1], stride)
-
-    def run():
-        with torch.no_grad(), _autocast(config, "cpu"), _cast_heads_once():
-            for start in range(0, rows.shape[0], config.batch_size):
-                part = slice(start, start + config.batch_size)
-                teacher_targets(dense, rows[part], top_k=64, chunk_size=64, positions=positions[part])
-
-    seconds = _median_seconds(run, repeats=2)
+    seconds = _median_seconds(lambda: _precompute(lambda: dense, rows, config, None, positions), repeats=2)
     return {"tokens": rows.numel(), "seconds": seconds, "tokens_per_second": rows.numel() / seconds}
 
 

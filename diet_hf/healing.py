@@ -565,7 +565,7 @@ def _trainer_classes():
 
         def __init__(self, *args, healing: HealingConfig, teacher=None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.healing, self.teacher, self.parts = healing, teacher, {"kd": [], "lm": []}
+            self.healing, self.teacher = healing, teacher
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # the decoder and the head are called directly, not through the forward that accelerate wraps in
@@ -598,7 +598,7 @@ def _trainer_classes():
                 t_ids = inputs["teacher_ids"].reshape(-1, inputs["teacher_ids"].shape[-1]).long()
             else:  # kd_weight 0: the next-token loss alone
                 t_lp = t_ids = None
-            loss, parts = distillation_loss(
+            loss, _ = distillation_loss(
                 _causal_lm(model),
                 hidden,
                 teacher_ids=t_ids,
@@ -609,11 +609,7 @@ def _trainer_classes():
                 chunk_size=self.healing.chunk_size,
             )
             if layerwise:
-                layer_loss = layerwise_loss(student_layers, teacher_layers)
-                loss = loss + self.healing.hidden_weight * layer_loss
-                self.parts.setdefault("layers", []).append(float(layer_loss.detach()))
-            for key in parts:
-                self.parts[key].append(parts[key])
+                loss = loss + self.healing.hidden_weight * layerwise_loss(student_layers, teacher_layers)
             return (loss, None) if return_outputs else loss
 
     class Guard(TrainerCallback):
