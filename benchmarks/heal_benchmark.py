@@ -36,9 +36,11 @@ HEAL_SOURCES = ["wikitext2", "boolq", "rte", "winogrande", "arc_easy", "arc_chal
 
 def mix_sources(texts: dict[str, list[str]], mix: str) -> dict[str, list[str]]:
     """The healing data per source for `mix`: `"per_source"` as given (equal shares each), `"half_wikitext"`
-    WikiText-2 one half and the tasks' train texts together the other."""
+    WikiText-2 one half and the tasks' train texts together the other, `"wikitext"` WikiText-2 alone."""
     if mix == "per_source":
         return texts
+    if mix == "wikitext":
+        return {"wikitext2": texts["wikitext2"]}
     tasks = [text for source, part in texts.items() if source != "wikitext2" for text in part]
     return {"wikitext2": texts["wikitext2"], "tasks": tasks}
 
@@ -107,15 +109,21 @@ def main(argv=None) -> int:
     parser.add_argument("--sources", nargs="+", default=HEAL_SOURCES)
     parser.add_argument(
         "--mix",
-        choices=["per_source", "half_wikitext"],
+        choices=["per_source", "half_wikitext", "wikitext"],
         default="per_source",
-        help="equal shares per source, or WikiText-2 one half and the tasks' train texts together the other",
+        help="equal shares per source, WikiText-2 one half and the tasks' train texts together the other, or "
+        "WikiText-2 alone",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
     parser.add_argument("--ppl-windows", type=int, default=16)
     parser.add_argument("--ppl-length", type=int, default=512)
     parser.add_argument("--kl-prompts", type=int, default=25)
     parser.add_argument("--work-dir", default="/tmp/diet_heal_benchmark")
+    parser.add_argument(
+        "--healed-suffix",
+        default="",
+        help="appended to the healed rows' names: another budget's rows beside the first (with --resume)",
+    )
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/healing")
     args = parser.parse_args(argv)
@@ -171,16 +179,17 @@ def main(argv=None) -> int:
     recipe = {"learning_rate": args.learning_rate, "position_stride": args.position_stride}
     for sparsity, budget, max_tokens in zip(args.sparsities, args.budgets, tokens):
         tag = f"diet@{sparsity:g}"
-        if tag not in done or f"{tag}+healed" not in done:
+        healed_tag = f"{tag}+healed{args.healed_suffix}"
+        if tag not in done or healed_tag not in done:
             pruned = pruner.prune(sparsity=sparsity)
         if tag not in done:
             report["rows"].append(_measure(tag, pruned, tokenizer, args, context, {"sparsity": sparsity}))
             save()
-        if f"{tag}+healed" not in done:
+        if healed_tag not in done:
             config = HealingConfig(max_tokens=max_tokens, max_time=budget, **recipe)
-            healed, record = _heal(tag, pruned, dense, tokenizer, data, config, args)
+            healed, record = _heal(tag + args.healed_suffix, pruned, dense, tokenizer, data, config, args)
             extra = {"sparsity": sparsity, "healing": record}
-            report["rows"].append(_measure(f"{tag}+healed", healed, tokenizer, args, context, extra))
+            report["rows"].append(_measure(healed_tag, healed, tokenizer, args, context, extra))
             save()
     if args.control_budget and "dense+healed (control)" not in done:
         student, _, _ = load_gemma3_270m()
@@ -269,7 +278,7 @@ def render(report: dict) -> str:
         "Data mix per healing: "
         + ", ".join(f"{name}: {mix}" for name, mix in mixes.items())
         + " (per_source: equal shares per source; half_wikitext: WikiText-2 one half, the tasks' train texts together "
-        "the other).",
+        "the other; wikitext: WikiText-2 alone).",
         "",
         "Data: "
         + ", ".join(

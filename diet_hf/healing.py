@@ -50,6 +50,8 @@ __all__ = [
     "teacher_targets",
 ]
 
+LORA_MODULES = ("all", "mlp", "attention")
+
 
 @dataclass(frozen=True)
 class HealingConfig:
@@ -79,7 +81,13 @@ class HealingConfig:
         "decoder layers train (on the 270M the 262k x 640 embedding is 62% of the weights, and the head's weight "
         "gradient costs about as much as its forward)",
     )
-    lora_r: int = option(16, "LoRA rank, on q/k/v/o/gate/up/down of every layer")
+    lora_r: int = option(16, "LoRA rank")
+    lora_modules: str = option(
+        "all",
+        "projections given LoRA adapters in every layer: 'all' (q/k/v/o/gate/up/down), 'mlp' (gate/up/down) or "
+        "'attention' (q/k/v/o)",
+        choices=LORA_MODULES,
+    )
     lora_alpha: int = option(32, "LoRA scaling numerator")
     lora_dropout: float = option(0.0, "LoRA dropout")
     kd_weight: float = option(1.0, "loss = w * KL(teacher || student) + (1 - w) * next-token cross-entropy")
@@ -152,6 +160,8 @@ class HealingConfig:
             raise ValueError(f"`max_time` must be > 0 seconds or None, got {self.max_time!r}.")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout!r}.")
+        if self.lora_modules not in LORA_MODULES:
+            raise ValueError(f"`lora_modules` must be one of {LORA_MODULES}, got {self.lora_modules!r}.")
         if self.train_embeddings and self.lora:
             raise ValueError("`train_embeddings=True` applies to full fine-tuning: set `lora=False` too.")
 
@@ -686,6 +696,14 @@ def _trainer_classes():
 
 
 @torch.no_grad()
+def _lora_projections(layout, modules: str) -> tuple[str, ...]:
+    """The projection names given LoRA adapters for `HealingConfig.lora_modules`."""
+    if modules == "all":
+        return layout.projection_names
+    roles = ("gate", "up", "down") if modules == "mlp" else ("query", "key", "value", "output")
+    return tuple(getattr(layout, role) for role in roles)
+
+
 def _validation_kl(model, rows: torch.Tensor, targets, teacher, healing: HealingConfig) -> float:
     """Mean per-position KD loss of `model` on the held-out rows (the guard's measure)."""
     was_training = model.training
@@ -896,7 +914,7 @@ def heal(
     if config.lora:
         import peft
 
-        projections = family_for_model_type(student.config.model_type).layout.projection_names
+        projections = _lora_projections(family_for_model_type(student.config.model_type).layout, config.lora_modules)
         targets = [
             name
             for name, module in student.named_modules()
@@ -1001,7 +1019,7 @@ def heal(
         "train_seconds": round(seconds, 1),
         "objective": _objective_text(config),
         "adapter": (
-            f"LoRA r={config.lora_r} alpha={config.lora_alpha}, merged"
+            f"LoRA r={config.lora_r} alpha={config.lora_alpha} on {config.lora_modules} projections, merged"
             if config.lora
             else "full fine-tuning" + ("" if config.train_embeddings else " of the decoder layers")
         ),

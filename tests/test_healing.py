@@ -205,6 +205,8 @@ def test_healing_config_validation():
         HealingConfig(kd_weight=1.5)
     with pytest.raises(ValueError, match="`top_k` must be a positive integer or None"):
         HealingConfig(top_k=0)
+    with pytest.raises(ValueError, match=r"`lora_modules` must be one of \('all', 'mlp', 'attention'\), got 'qkv'"):
+        HealingConfig(lora_modules="qkv")
 
 
 # ------------------------------------------------------------------------------------------------------ training
@@ -357,6 +359,22 @@ def test_full_finetuning_option(tmp_path, tiny_tokenizer):
     assert not torch.equal(healed.get_input_embeddings().weight, embedding)
     assert healed.get_output_embeddings().weight is healed.get_input_embeddings().weight  # still tied
     assert all(torch.equal(v, dense_state[k]) for k, v in teacher.state_dict().items())
+
+
+@pytest.mark.parametrize("modules", ["mlp", "attention"])
+def test_lora_modules_adapts_only_the_named_projections(tmp_path, tiny_tokenizer, modules):
+    teacher, student = _pair()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    config = _small(lora_modules=modules, learning_rate=3e-3)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert not record["rolled_back"] and f"on {modules} projections" in record["adapter"]
+    changed = {k for k, v in healed.state_dict().items() if not torch.equal(v, before[k])}
+    projections = (
+        ("gate_proj", "up_proj", "down_proj") if modules == "mlp" else ("q_proj", "k_proj", "v_proj", "o_proj")
+    )
+    expected = {k for k in before if k.endswith(".weight") and k.rsplit(".", 2)[-2] in projections}
+    assert changed == expected
 
 
 def test_layerwise_loss_against_brute_force_and_zero_for_the_teacher_itself():
