@@ -695,7 +695,6 @@ def _trainer_classes():
     return DistillationTrainer, Guard, LossBar, ReleaseMemory
 
 
-@torch.no_grad()
 def _lora_projections(layout, modules: str) -> tuple[str, ...]:
     """The projection names given LoRA adapters for `HealingConfig.lora_modules`."""
     if modules == "all":
@@ -704,6 +703,7 @@ def _lora_projections(layout, modules: str) -> tuple[str, ...]:
     return tuple(getattr(layout, role) for role in roles)
 
 
+@torch.no_grad()
 def _validation_kl(model, rows: torch.Tensor, targets, teacher, healing: HealingConfig) -> float:
     """Mean per-position KD loss of `model` on the held-out rows (the guard's measure)."""
     was_training = model.training

@@ -325,6 +325,21 @@ def test_healing_leaves_the_dense_parent_untouched(tmp_path, tiny_tokenizer, lor
     assert healed.lm_head.weight is healed.model.embed_tokens.weight or not dense.config.tie_word_embeddings
 
 
+def test_the_guards_scoring_builds_no_autograd_graph(tmp_path, tiny_tokenizer, monkeypatch):
+    """The guard scores held-out rows between training steps: under autograd it would keep the decoder's activations
+    and take the head's gradient for nothing (a misplaced decorator did that for a while)."""
+    import diet_hf.healing as healing
+
+    grad_modes = []
+    scored = healing._scored
+    monkeypatch.setattr(healing, "_scored", lambda *a: grad_modes.append(torch.is_grad_enabled()) or scored(*a))
+    teacher, student = _pair()
+    heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "w")
+    # one forward with autograd per training step (6 steps of one batch); the guard's (before training and every
+    # second step) and the teacher's passes without
+    assert grad_modes.count(True) == 6 and grad_modes.count(False) >= 4
+
+
 def test_guard_rolls_back_when_healing_hurts(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
     ids = random_batch(1, 8)
