@@ -155,6 +155,21 @@ def test_scored_positions_and_teacher_targets_at_them():
     assert torch.allclose(some["logprobs"], full["logprobs"][rows], atol=1e-6)
 
 
+@pytest.mark.parametrize("stride", [1, 3])
+def test_the_teachers_pass_in_batches_equals_one_pass_over_all_rows(stride):
+    """`_precompute` writes each batch's targets into tensors made once (not a list concatenated at the end)."""
+    from diet_hf.healing import _precompute
+
+    teacher, _ = _pair()
+    ids = random_batch(5, 16)  # batches of 2: the last holds one row
+    positions = scored_positions(5, 16, stride, seed=2)
+    config = _small(position_stride=stride, top_k=6, chunk_size=7)
+    batched = _precompute(lambda: teacher, ids, config, None, positions)
+    whole = teacher_targets(teacher, ids, top_k=6, chunk_size=7, positions=positions)
+    assert batched.keys() == whole.keys() and torch.equal(batched["ids"], whole["ids"])
+    assert torch.allclose(batched["logprobs"], whole["logprobs"], atol=1e-6)
+
+
 @pytest.mark.parametrize("top_k", [8, None])
 def test_position_stride_scores_a_subset_and_still_heals(tmp_path, tiny_tokenizer, top_k):
     teacher, student = _pair()
