@@ -63,7 +63,14 @@ CONFIGS = {
     "wikitext_only": ({}, 4.4, "wikitext"),
 }
 HELD_OUT_WIKITEXT = (
-    *("bf16_per_source", "bf16_half_wikitext", "lw_h0", "lw_h1", "lw_h10", "s8", "mlp_lora", "wikitext_only"),
+    "bf16_per_source",
+    "bf16_half_wikitext",
+    "lw_h0",
+    "lw_h1",
+    "lw_h10",
+    "s8",
+    "mlp_lora",
+    "wikitext_only",
 )
 # the options of the rows that name none (the healing defaults of their day)
 DEFAULTS = {"learning_rate": 6e-4, "position_stride": 4}

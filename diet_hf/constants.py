@@ -50,9 +50,19 @@ class ModuleLayout:
         return ".".join(filter(None, parts))
 
     @property
+    def attention_projection_names(self) -> tuple[str, ...]:
+        """The module names of the attention's projections."""
+        return tuple(getattr(self, role) for role in ("query", "key", "value", "output"))
+
+    @property
+    def mlp_projection_names(self) -> tuple[str, ...]:
+        """The module names of the MLP's projections."""
+        return tuple(getattr(self, role) for role in ("gate", "up", "down"))
+
+    @property
     def projection_names(self) -> tuple[str, ...]:
         """The module names of every projection (PEFT's `target_modules`)."""
-        return tuple(getattr(self, role) for role in ("query", "key", "value", "output", "gate", "up", "down"))
+        return self.attention_projection_names + self.mlp_projection_names
 
 
 @dataclass(frozen=True)

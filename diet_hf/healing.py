@@ -696,14 +696,6 @@ def _trainer_classes():
     return DistillationTrainer, Guard, LossBar, ReleaseMemory
 
 
-def _lora_projections(layout, modules: str) -> tuple[str, ...]:
-    """The projection names given LoRA adapters for `HealingConfig.lora_modules`."""
-    if modules == "all":
-        return layout.projection_names
-    roles = ("gate", "up", "down") if modules == "mlp" else ("query", "key", "value", "output")
-    return tuple(getattr(layout, role) for role in roles)
-
-
 @torch.no_grad()
 def _validation_kl(model, rows: torch.Tensor, targets, teacher, healing: HealingConfig) -> float:
     """Mean per-position KD loss of `model` on the held-out rows (the guard's measure)."""
@@ -924,7 +916,12 @@ def heal(
     if config.lora:
         import peft
 
-        projections = _lora_projections(family_for_model_type(student.config.model_type).layout, config.lora_modules)
+        layout = family_for_model_type(student.config.model_type).layout
+        projections = {
+            "all": layout.projection_names,
+            "mlp": layout.mlp_projection_names,
+            "attention": layout.attention_projection_names,
+        }[config.lora_modules]
         targets = [
             name
             for name, module in student.named_modules()
