@@ -310,37 +310,50 @@ import json, sys, torch, transformers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from diet_hf.evaluation import loglikelihoods
 from diet_hf.evaluation.scorer import Scorer
-path, attn, pairs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, trust_remote_code=True).eval()
-assert Scorer(model).packed
-tokenizer = PreTrainedTokenizerFast(tokenizer_file=f"{path}/tokenizer.json", pad_token="<pad>")  # 5.x's config: no
-values = loglikelihoods(model, tokenizer, pairs, batch_size=2, disable_progress=True)
-print(json.dumps({"version": transformers.__version__, "values": values}))
+jobs, pairs, results = json.loads(sys.argv[1]), json.loads(sys.argv[2]), []
+for path, attn in jobs:
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, trust_remote_code=True).eval()
+    assert Scorer(model).packed
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=f"{path}/tokenizer.json", pad_token="<pad>")  # 5.x's config
+    results.append(loglikelihoods(model, tokenizer, pairs, batch_size=2, disable_progress=True))
+print(json.dumps({"version": transformers.__version__, "values": results}))
 """
+
+
+@pytest.fixture(scope="module")
+def scored_on_transformers_457(tiny_tokenizer, tmp_path_factory):
+    """Every (family, attention) pair's dense and pruned model scored by 4.57, all in one fresh process (one start of
+    the second interpreter instead of six), with the 5.x reference scores: {(family, attn, name): (457's, 5.x's)}."""
+    from diet_hf import build_pruned_model
+
+    root, jobs, expected = tmp_path_factory.mktemp("tf457_packed"), [], {}
+    for family, attn in ATTENTION_KERNELS:
+        dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=3, final_logit_softcapping=3.0)
+        for name, model in (("dense", dense), ("pruned", build_pruned_model(dense, _uneven_plan(dense)))):
+            path = root / f"{family}-{attn}-{name}"  # one folder name each: remote code is cached per folder name
+            model.save_pretrained(path)
+            tiny_tokenizer.save_pretrained(path)
+            jobs.append((str(path), attn))
+            expected[family, attn, name] = _alone(_set_attention(model, attn), tiny_tokenizer, PACKED_PAIRS)
+    done = subprocess.run(
+        [TF457_PYTHON, "-c", TF457_SCRIPT, json.dumps(jobs), json.dumps(PACKED_PAIRS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["version"].startswith("4.57")
+    return {key: (got, expected[key]) for key, got in zip(expected, result["values"])}
 
 
 @pytest.mark.skipif(not TF457_PYTHON, reason="set DIET_TF457_PYTHON to a python with transformers 4.57.x")
 @pytest.mark.parametrize("family, attn", ATTENTION_KERNELS)
-def test_packed_scoring_on_transformers_457(tiny_tokenizer, family, attn, tmp_path):
+def test_packed_scoring_on_transformers_457(scored_on_transformers_457, family, attn):
     """The packed rows hand Gemma's decoder a dict of 4D masks; transformers 4.57 must take it as 5.x does."""
-    from diet_hf import build_pruned_model
-
-    dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), sliding_window=3, final_logit_softcapping=3.0)
-    for name, model in (("dense", dense), ("pruned", build_pruned_model(dense, _uneven_plan(dense)))):
-        model.save_pretrained(tmp_path / name)
-        tiny_tokenizer.save_pretrained(tmp_path / name)
-        done = subprocess.run(
-            [TF457_PYTHON, "-c", TF457_SCRIPT, str(tmp_path / name), attn, json.dumps(PACKED_PAIRS)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert result["version"].startswith("4.57")
-        assert result["values"] == pytest.approx(
-            _alone(_set_attention(model, attn), tiny_tokenizer, PACKED_PAIRS), abs=1e-4
-        )
+    for name in ("dense", "pruned"):
+        got, expected = scored_on_transformers_457[family, attn, name]
+        assert got == pytest.approx(expected, abs=1e-4)
 
 
 def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):

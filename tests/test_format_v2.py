@@ -15,7 +15,7 @@ import transformers
 from conftest import random_batch, tiny_config_kwargs
 from safetensors import safe_open
 from test_modeling import pruned_model
-from test_remote_code import TF457_PYTHON, _load_in_fresh_process
+from test_remote_code import TF457_PYTHON, _load_all_in_fresh_process
 
 from diet_hf import PrunedGemma2Config, PrunedGemma3ForCausalLM, PrunedGemma3TextConfig
 from diet_hf.hub import save_pruned_model
@@ -283,10 +283,6 @@ def test_a_v1_checkpoint_keeps_loading_and_resaves_as_v2_with_equal_logits(tmp_p
     assert set(LEGACY_FIELDS) <= set(json.loads((fixture / "config.json").read_text()))
     expected = json.loads((fixture / "expected_logits.json").read_text())
     ids, logits = torch.tensor(expected["input_ids"]), torch.tensor(expected["logits"])
-    (tmp_path / "own").mkdir()
-    own = _load_in_fresh_process(fixture, ids, tmp_path / "own", python=python)
-    assert (torch.tensor(own["logits"]) - logits).abs().max().item() <= 1e-5
-
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(fixture).eval()  # diet-hf's in-process classes read v1
@@ -297,8 +293,10 @@ def test_a_v1_checkpoint_keeps_loading_and_resaves_as_v2_with_equal_logits(tmp_p
     assert "per_layer_config" in saved and not set(LEGACY_FIELDS) & set(saved)
     sizes = [model.config.intermediate_size_per_layer, model.config.num_attention_heads_per_layer]
     assert sizes == [json.loads((fixture / "config.json").read_text())[name] for name in LEGACY_FIELDS[:2]]
-    (tmp_path / "again").mkdir()
-    again = _load_in_fresh_process(resaved, ids, tmp_path / "again", python=python)
+    # the v1 checkpoint through its own remote code, and the re-saved one through the current code, in one process
+    own, again = _load_all_in_fresh_process([(fixture, ids, "causal"), (resaved, ids, "causal")], tmp_path, python)
+    assert own["module"] != again["module"]  # each ran its own code
+    assert (torch.tensor(own["logits"]) - logits).abs().max().item() <= 1e-5
     assert (torch.tensor(again["logits"]) - logits).abs().max().item() <= 1e-5
 
 

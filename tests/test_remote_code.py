@@ -26,18 +26,22 @@ LOAD_SCRIPT = textwrap.dedent(
     sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
     import torch, transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-    path, ids_path, out_path, kind = sys.argv[1:5]
-    ids = torch.tensor(json.load(open(ids_path)))
-    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
-    model = auto.from_pretrained(path, trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    with torch.no_grad():
-        logits = model(ids).logits
-    result = {"logits": logits.tolist(), "class": type(model).__name__, "version": transformers.__version__}
-    if kind == "causal":
-        model.generation_config.pad_token_id = 0
-        result["generated"] = model.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
-    json.dump(result, open(out_path, "w"))
+    results = []
+    for path, ids, kind in json.load(open(sys.argv[1])):
+        ids = torch.tensor(ids)
+        auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
+        model = auto.from_pretrained(path, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        with torch.no_grad():
+            logits = model(ids).logits
+        result = {"logits": logits.tolist(), "class": type(model).__name__, "version": transformers.__version__}
+        result["module"] = type(model).__module__
+        if kind == "causal":
+            model.generation_config.pad_token_id = 0
+            generated = model.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
+            result["generated"] = generated.tolist()
+        results.append(result)
+    json.dump(results, open(sys.argv[2], "w"))
     """
 )
 
@@ -52,13 +56,20 @@ def _uneven_plan(dense):
 
 
 def _load_in_fresh_process(path, ids, tmp_path, kind="causal", python=sys.executable):
-    ids_path, out_path = tmp_path / "ids.json", tmp_path / "out.json"
-    ids_path.write_text(json.dumps(ids.tolist()))
+    return _load_all_in_fresh_process([(path, ids, kind)], tmp_path, python=python)[0]
+
+
+def _load_all_in_fresh_process(jobs, tmp_path, python=sys.executable):
+    """Loads each (checkpoint folder, input ids, "causal" or "cls") in turn in one new process where `diet_hf` cannot
+    be imported, and returns each one's logits (and greedy continuation). Remote code is cached per folder name:
+    give checkpoints with different code different names."""
+    jobs_path, out_path = tmp_path / "jobs.json", tmp_path / "out.json"
+    jobs_path.write_text(json.dumps([(str(path), ids.tolist(), kind) for path, ids, kind in jobs]))
     script = tmp_path / "load.py"
     script.write_text(LOAD_SCRIPT)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     result = subprocess.run(
-        [python, str(script), str(path), str(ids_path), str(out_path), kind],
+        [python, str(script), str(jobs_path), str(out_path)],
         env=env,
         capture_output=True,
         text=True,
@@ -107,14 +118,36 @@ def test_save_writes_auto_map_and_byte_identical_code(saved_pruned):
     assert not list(path.glob("*.bin")), "weights must be safetensors"
 
 
+FAMILIES_AND_BIASES = [(family, compensated) for family in ("gemma2", "gemma3_text") for compensated in (False, True)]
+
+
+def _loaded_elsewhere(tmp_path_factory, python):
+    """Each family, plain and bias-compensated, saved and loaded back in one fresh process of `python` (one start
+    of the interpreter instead of four): {(family, compensated): (the pruned model, its input ids, what came back)}."""
+    root, ids, models = tmp_path_factory.mktemp("elsewhere"), random_batch(), {}
+    for family, compensated in FAMILIES_AND_BIASES:
+        models[family, compensated] = _pruned(family, compensated)
+        models[family, compensated].save_pretrained(root / f"{family}-{compensated}")
+    jobs = [(root / f"{family}-{compensated}", ids, "causal") for family, compensated in FAMILIES_AND_BIASES]
+    results = _load_all_in_fresh_process(jobs, root, python=python)
+    return {key: (models[key], ids, result) for key, result in zip(FAMILIES_AND_BIASES, results)}
+
+
+@pytest.fixture(scope="module")
+def loaded_in_fresh_process(tmp_path_factory):
+    return _loaded_elsewhere(tmp_path_factory, sys.executable)
+
+
+@pytest.fixture(scope="module")
+def loaded_on_transformers_457(tmp_path_factory):
+    return _loaded_elsewhere(tmp_path_factory, TF457_PYTHON)
+
+
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 @pytest.mark.parametrize("compensated", [False, True], ids=["plain", "bias_compensated"])
-def test_fresh_process_without_diet_hf_gives_same_logits(family, compensated, tmp_path):
-    pruned = _pruned(family, compensated)
+def test_fresh_process_without_diet_hf_gives_same_logits(loaded_in_fresh_process, family, compensated):
+    pruned, ids, result = loaded_in_fresh_process[family, compensated]
     assert any(n.endswith("mlp.bias") for n, _ in pruned.named_parameters()) == compensated
-    pruned.save_pretrained(tmp_path / "model")
-    ids = random_batch()
-    result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path)
     with torch.no_grad():
         expected = pruned(ids).logits
     # the fresh process picks its own default attention (sdpa where allowed): equal to float precision
@@ -144,11 +177,8 @@ def test_sequence_classification_loads_in_fresh_process(tmp_path):
 @pytest.mark.skipif(not TF457_PYTHON, reason="set DIET_TF457_PYTHON to a python with transformers 4.57.x")
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 @pytest.mark.parametrize("compensated", [False, True], ids=["plain", "bias_compensated"])
-def test_same_checkpoint_loads_on_transformers_457(family, compensated, tmp_path):
-    pruned = _pruned(family, compensated)
-    pruned.save_pretrained(tmp_path / "model")
-    ids = random_batch()
-    result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path, python=TF457_PYTHON)
+def test_same_checkpoint_loads_on_transformers_457(loaded_on_transformers_457, family, compensated):
+    pruned, ids, result = loaded_on_transformers_457[family, compensated]
     assert result["version"].startswith("4.57")
     with torch.no_grad():
         expected = pruned(ids).logits
@@ -219,9 +249,9 @@ def test_a_checkpoint_of_diet_hf_0_1_keeps_loading(tmp_path, python):
         pytest.skip("DIET_TF457_PYTHON not set (scripts/test.sh sets it)")
     expected = json.loads((V01_FIXTURE / "expected_logits.json").read_text())
     ids, logits = torch.tensor(expected["input_ids"]), torch.tensor(expected["logits"])
-    remote = _load_in_fresh_process(V01_FIXTURE, ids, tmp_path, python=python)
-    assert (torch.tensor(remote["logits"]) - logits).abs().max().item() <= 1e-5
     if python != sys.executable:
+        remote = _load_in_fresh_process(V01_FIXTURE, ids, tmp_path, python=python)
+        assert (torch.tensor(remote["logits"]) - logits).abs().max().item() <= 1e-5
         return
     from transformers import AutoModelForCausalLM
 
@@ -239,6 +269,8 @@ def test_a_checkpoint_of_diet_hf_0_1_keeps_loading(tmp_path, python):
     assert all(
         value.split(".")[0] in ("configuration_pruned_gemma", "modeling_pruned_gemma") for value in auto_map.values()
     )
-    (tmp_path / "again").mkdir()
-    again = _load_in_fresh_process(resaved, ids, tmp_path / "again", python=python)
+    # the 0.1 checkpoint through its own remote code, and the re-saved one through the current code, in one process
+    remote, again = _load_all_in_fresh_process([(V01_FIXTURE, ids, "causal"), (resaved, ids, "causal")], tmp_path)
+    assert remote["module"] != again["module"]  # each ran its own code
+    assert (torch.tensor(remote["logits"]) - logits).abs().max().item() <= 1e-5
     assert (torch.tensor(again["logits"]) - logits).abs().max().item() <= 1e-5
