@@ -111,6 +111,52 @@ def cli_peak_memory(pruned_dir: Path, dense_dir: Path, data_dir: str, flags: lis
     return {"flags": flags, "peak_bytes": peak, "peak_gb": peak / 1e9, "peak_gib": peak / 2**30, "seconds": seconds}
 
 
+# The teacher's pass alone over many batches, in a process of its own: its peak resident size over the pass (VmHWM
+# reset just before it), with and without healing's per-batch `release_memory`. Before the fix in 67d3810 this grew
+# with the number of batches (a scratch script on the code before it: 3.97 GiB over these 200 batches).
+_PASS_MEMORY = """
+import sys, time
+from pathlib import Path
+from diet_hf.healing import HealingConfig, _precompute, fast_bf16, healing_texts, pack_texts, scored_positions
+from diet_hf.real_model import load_gemma3_270m
+data_dir, num_rows, release = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+dense, tokenizer, _ = load_gemma3_270m()
+rows = pack_texts(healing_texts(["wikitext2"], data_dir=data_dir)[0], tokenizer, 256)[:num_rows]
+config = HealingConfig(release_memory=release, bf16=fast_bf16("cpu"))  # `heal` resolves the default so
+positions = scored_positions(rows.shape[0], rows.shape[1], config.position_stride, seed=config.seed)
+status = lambda: Path("/proc/self/status").read_text().splitlines()
+before = next(int(line.split()[1]) for line in status() if line.startswith("VmRSS:"))
+Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+start = time.perf_counter()
+_precompute(lambda: dense, rows, config, None, positions)
+seconds = time.perf_counter() - start
+peak = next(int(line.split()[1]) for line in status() if line.startswith("VmHWM:"))
+print("PASS", rows.numel(), rows.shape[0], seconds, before, peak, config.bf16)
+"""
+
+
+def teacher_pass_memory(data_dir: str, release: bool, num_rows: int = 400) -> dict:
+    """Peak resident size of the teacher's pass over `num_rows` packed WikiText-2 validation rows of 256 tokens
+    (healing's defaults otherwise: batch 2, top-64 at every 4th position), in a new process."""
+    command = [sys.executable, "-c", _PASS_MEMORY, data_dir, str(num_rows), "1" if release else "0"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line.split() for line in done.stdout.splitlines() if line.startswith("PASS ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the teacher's pass failed:\n{done.stderr[-2000:]}")
+    tokens, rows, seconds, before, peak = (float(v) for v in lines[-1][1:6])
+    return {
+        "release_memory": release,
+        "rows": int(rows),
+        "batches": int(rows) // 2,
+        "tokens": int(tokens),
+        "bf16": lines[-1][6] == "True",
+        "seconds": seconds,
+        "tokens_per_second": tokens / seconds,
+        "rss_before_gib": before / 2**20,
+        "peak_gib": peak / 2**20,
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
@@ -159,6 +205,10 @@ def main(argv=None) -> int:
             name = f"train_{'bf16' if bf16 else 'fp32'}_{steps}"
             if name not in results:
                 save(name, training_run(pruner, dense, tokenizer, texts, bf16, steps, work / "heal"))
+    for release, num_rows in ((True, 400), (False, 400), (False, 800), (True, 800)):
+        name = f"teacher_pass_memory_{'release' if release else 'no_release'}_{num_rows // 2}"
+        if name not in results:
+            save(name, teacher_pass_memory(args.data_dir, release, num_rows))
     if any(name not in results for name in memory):
         if not (pruned_dir / "config.json").is_file():
             student = pruner.prune(sparsity=0.2)
@@ -202,6 +252,15 @@ def render(results: dict) -> str:
             f"training): {mapped['tokens_per_second']:.0f} tokens/s (the setting is process-wide, so it is measured "
             "last; healing sets it after the teacher's pass)."
         )
+    for name, row in results.items():
+        if name.startswith("teacher_pass_memory_"):
+            release = row["release_memory"]
+            lines.append(
+                f"- The teacher's pass alone over {row['batches']} batches ({row['tokens']:,} tokens of WikiText-2 "
+                f"validation, {'bfloat16' if row['bf16'] else 'float32'}) in a process of its own, "
+                f"`release_memory={release}`: peak {row['peak_gib']:.2f} GiB resident (from "
+                f"{row['rss_before_gib']:.2f} with the model loaded), {row['tokens_per_second']:.0f} tokens/s."
+            )
     lines += [
         "",
         "| healing run (steps of 2 x 2 x 256 tokens, guard off) | seconds per step | held-out KL before → after |",
