@@ -106,6 +106,9 @@ def main(argv=None) -> int:
     parser.add_argument("--control-budget", type=float, default=600, help="seconds; 0 skips the dense control")
     parser.add_argument("--learning-rate", type=float, default=HealingConfig.learning_rate)
     parser.add_argument("--position-stride", type=int, default=HealingConfig.position_stride)
+    parser.add_argument(
+        "--seed", type=int, default=HealingConfig.seed, help="healing's seed: data order, packing, LoRA's start"
+    )
     parser.add_argument("--sources", nargs="+", default=HEAL_SOURCES)
     parser.add_argument(
         "--mix",
@@ -176,7 +179,7 @@ def main(argv=None) -> int:
         report["rows"].append(_measure("dense", dense, tokenizer, args, context))
         save()
     tokens = args.max_tokens * (len(args.sparsities) + 1) if len(args.max_tokens) == 1 else args.max_tokens
-    recipe = {"learning_rate": args.learning_rate, "position_stride": args.position_stride}
+    recipe = {"learning_rate": args.learning_rate, "position_stride": args.position_stride, "seed": args.seed}
     for sparsity, budget, max_tokens in zip(args.sparsities, args.budgets, tokens):
         tag = f"diet@{sparsity:g}"
         healed_tag = f"{tag}+healed{args.healed_suffix}"
