@@ -96,14 +96,17 @@ def test_coarse_kl_is_exact_at_full_k_and_short_by_the_rest_term():
 @pytest.mark.parametrize("top_k", [None, 128, 7])
 @pytest.mark.parametrize("kd_weight", [1.0, 0.4])
 @pytest.mark.parametrize("frozen_head", [True, False])
-def test_distillation_loss_matches_brute_force(top_k, kd_weight, frozen_head, monkeypatch):
+@pytest.mark.parametrize("softcap", [None, 3.0], ids=["no_softcap", "softcap"])
+def test_distillation_loss_matches_brute_force(top_k, kd_weight, frozen_head, softcap, monkeypatch):
     """Both backward paths: a frozen head (LoRA) takes each chunk's gradient in forward (no checkpointing), a trained
-    head recomputes the chunk's logits in backward; each equals the whole-vocabulary loss and its gradients."""
+    head recomputes the chunk's logits in backward; each equals the whole-vocabulary loss and its gradients, with
+    Gemma 2's final soft-capping too."""
     import diet_hf.healing as healing
 
     checkpointed = []
     monkeypatch.setattr(healing, "checkpoint", lambda *a, **k: checkpointed.append(1) or checkpoint(*a, **k))
     teacher, student = _pair()
+    teacher.config.final_logit_softcapping = student.config.final_logit_softcapping = softcap
     student.lm_head.weight.requires_grad_(not frozen_head)
     ids = random_batch(2, 9)
     temperature = 1.5
