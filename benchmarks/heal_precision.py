@@ -1,5 +1,6 @@
 """bfloat16 against float32 for healing on this machine: the LM head's matmul, the teacher's pass, training steps and
-the held-out KL they reach, and the peak memory of a separate `diet-hf heal` per precision and batch shape.
+the held-out KL they reach, the peak memory of a separate `diet-hf heal` per precision and batch shape, and of the
+teacher's pass alone over 200 and 400 batches.
 
     python benchmarks/heal_precision.py --data-dir ../shared/data --output benchmarks/results/heal_precision
 
@@ -122,7 +123,7 @@ from diet_hf.real_model import load_gemma3_270m
 data_dir, num_rows, release = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 dense, tokenizer, _ = load_gemma3_270m()
 rows = pack_texts(healing_texts(["wikitext2"], data_dir=data_dir)[0], tokenizer, 256)[:num_rows]
-config = HealingConfig(release_memory=release, bf16=fast_bf16("cpu"))  # `heal` resolves the default so
+config = HealingConfig(release_memory=release, bf16=fast_bf16("cpu"))  # the bf16 default, resolved as `heal` does
 positions = scored_positions(rows.shape[0], rows.shape[1], config.position_stride, seed=config.seed)
 status = lambda: Path("/proc/self/status").read_text().splitlines()
 before = next(int(line.split()[1]) for line in status() if line.startswith("VmRSS:"))
