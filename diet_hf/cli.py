@@ -172,6 +172,10 @@ def _build_parser() -> argparse.ArgumentParser:
     heal.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
     heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
     heal.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    heal.add_argument(
+        "--push-to-hub", default=None, metavar="REPO_ID", help="also upload the healed model to this Hub repository"
+    )
+    heal.add_argument("--private", action="store_true", help="create the Hub repository as private")
     heal.add_argument("--dtype", choices=DTYPES, default="float32")
     heal.add_argument("--device-map", default=None, help='e.g. "auto" or "cuda:0" (accelerate device map)')
     _add_dataclass_flags(heal, HealingConfig)
@@ -291,7 +295,7 @@ def _run_heal(args) -> int:
 
     from ._io import check_model_location, check_tokenizer_files
     from .healing import check_parent, heal, healing_texts
-    from .hub import register_auto_classes
+    from .hub import push_saved_model, register_auto_classes
     from .plan import PruningPlan
     from .tasks import TASKS
 
@@ -335,6 +339,7 @@ def _run_heal(args) -> int:
         work_dir=args.work_dir,
         resume=args.resume,
         data_record={"sources": list(data), "splits": splits},
+        repo_id=args.push_to_hub,
     )
     record = healed.config.pruning["healing"]
     print(
@@ -342,6 +347,9 @@ def _run_heal(args) -> int:
         f"KL {record['validation_kl_before']:.4f} -> {record['validation_kl_after']:.4f}"
         + (" (rolled back: healing did not help)" if record["rolled_back"] else "")
     )
+    if args.push_to_hub:
+        commit = push_saved_model(args.output, args.push_to_hub, private=args.private)
+        print(f"pushed {args.output} to {args.push_to_hub} (commit {commit})")
     return EXIT_OK
 
 

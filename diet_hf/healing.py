@@ -820,6 +820,7 @@ def heal(
     resume: bool = False,
     data_record: dict | None = None,
     callbacks: list | None = None,
+    repo_id: str | None = None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -838,6 +839,8 @@ def heal(
             until the healed model is saved, so an interrupted run resumes with `resume=True`.
         data_record (`dict`, *optional*): what the data is (sources, splits), recorded in the card.
         callbacks (`list[TrainerCallback]`, *optional*): more `Trainer` callbacks.
+        repo_id (`str`, *optional*): the Hub repository the saved model is meant for (its card's usage snippet names
+            it); upload `output_dir` with `diet_hf.hub.push_saved_model`.
 
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
@@ -1044,7 +1047,7 @@ def heal(
         from .hub import save_pruned_model
 
         plan = getattr(student, "diet_plan", None)
-        save_pruned_model(healed, output_dir, tokenizer=tokenizer, plan=plan)
+        save_pruned_model(healed, output_dir, tokenizer=tokenizer, plan=plan, repo_id=repo_id)
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed
 

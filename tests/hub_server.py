@@ -78,7 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if repo_id in self.state.repos:
                     return self._json(409, {"error": "You already created this model repo", "url": repo_id})
                 self.state.repos[repo_id] = {
-                    "private": bool(payload.get("private")),
+                    # huggingface_hub 1.x sends `private`; 2.x sends `visibility` ("public" / "private")
+                    "private": bool(payload.get("private")) or payload.get("visibility") == "private",
                     "commits": {"": {}},
                     "branches": {"main": ""},
                 }

@@ -75,6 +75,7 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
     )
     assert code == 0, capsys.readouterr().err
     api = HfApi()
+    assert api.model_info("user/tiny-diet").private  # --private
     files = set(api.list_repo_files("user/tiny-diet"))
     expected = {
         "config.json",
@@ -108,6 +109,38 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
     assert push_saved_model(out, "user/tiny-diet") == first
     assert api.model_info("user/tiny-diet").sha == first
     assert (_fresh_load("user/tiny-diet", ids, tmp_path, revision=first) - expected_logits).abs().max() <= 1e-5
+
+
+def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, data_dir, capsys):
+    """`diet-hf heal --push-to-hub`: the healed checkpoint (card naming the repository and the healing) in one
+    commit, loadable from the Hub without diet-hf with the logits of the local copy."""
+    from test_healing import _pair
+
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    student.save_pretrained(tmp_path / "pruned")
+    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
+    teacher.save_pretrained(tmp_path / "dense")
+    out = tmp_path / "healed"
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output", str(out)]
+    argv += ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--max-tokens", "64"]
+    argv += ["--gradient-accumulation-steps", "1", "--validation-sequences", "2", "--top-k", "4", "--lora-r", "2"]
+    assert main([*argv, "--push-to-hub", "user/tiny-healed", "--private"]) == 0, capsys.readouterr().err
+    assert "pushed" in capsys.readouterr().out and not (tmp_path / "healed.healing").exists()
+    api = HfApi()
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(
+        api.list_repo_files("user/tiny-healed")
+    )
+    assert api.model_info("user/tiny-healed").private
+    card = (out / "README.md").read_text()
+    assert 'from_pretrained("user/tiny-healed"' in card and "heal" in card.lower()
+    config = json.loads((out / "config.json").read_text())
+    assert config["pruning"]["healing"]["tokens_seen"] == 64
+    ids = random_batch(vocab_size=len(tiny_tokenizer))
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+    assert (_fresh_load("user/tiny-healed", ids, tmp_path) - expected).abs().max().item() <= 1e-5
 
 
 def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_tokenizer):
