@@ -11,8 +11,9 @@ where S is the covariance of the input over the calibration tokens (with bias co
 bias) of E||W x - W_K' x_K - b||^2 on the calibration tokens, i.e. the layer's output on the dense model's inputs
 matched as closely as a linear map of the kept channels can (the weight update of Kwon et al. 2022, "A Fast
 Post-Training Pruning Framework for Transformers", and of SlimGPT / ZipLM-style structured pruning, without their
-sequential propagation). `lambda` is `damping` times the mean of S_KK's diagonal (as SparseGPT's dampening), so the
-solve stays well posed for channels the calibration data barely moves.
+sequential propagation: refitting each layer on the pruned model's own inputs raised the KL to dense on dev prompts,
+`benchmarks/reconstruction_damping.py --sequential-dampings`). `lambda` is `damping` times the mean of S_KK's
+diagonal (as SparseGPT's dampening), so the solve stays well posed for channels the calibration data barely moves.
 """
 
 import torch
