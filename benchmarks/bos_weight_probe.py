@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import dev_sweep  # noqa: E402
 
 from diet_hf import DietPruner, profiler  # noqa: E402
-from diet_hf.evaluation import kl_divergence, next_token_logprobs  # noqa: E402
+from diet_hf.evaluation import next_token_logprobs  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
@@ -78,17 +78,12 @@ def main(argv=None) -> int:
             logprobs = next_token_logprobs(
                 pruner.prune(sparsity=sparsity), tokenizer, [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
             )
-            start, per_task = 0, {}
-            for task in dev_sweep.EVAL_TASKS:
-                per_task[task] = kl_divergence(
-                    reference[start : start + len(prompts[task])], logprobs[start : start + len(prompts[task])]
-                )
-                start += len(prompts[task])
+            overall, per_task = dev_sweep.kl_by_task(reference, logprobs, prompts)
             rows.append(
                 {
                     "sparsity": sparsity,
                     "bos_weight": weight,
-                    "kl_from_dense": kl_divergence(reference, logprobs),
+                    "kl_from_dense": overall,
                     "kl_per_task": per_task,
                 }
             )

@@ -98,6 +98,16 @@ def _dev_prompts(task, excluded, data_dir, count):
     return [spec.build(d).contexts[0] for d in docs[:count]]
 
 
+def kl_by_task(reference, logprobs, prompts: dict[str, list[str]]) -> tuple[float, dict[str, float]]:
+    """KL(dense || pruned) over all prompts and per task, for log-prob rows in the order of `prompts` (task -> its
+    prompts)."""
+    start, per_task = 0, {}
+    for task, texts in prompts.items():
+        per_task[task] = kl_divergence(reference[start : start + len(texts)], logprobs[start : start + len(texts)])
+        start += len(texts)
+    return kl_divergence(reference, logprobs), per_task
+
+
 def _yes_no_ids(tokenizer):
     ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"] for word in ("yes", "no")]
     if any(len(i) != 1 for i in ids):

@@ -29,7 +29,7 @@ import dev_sweep  # noqa: E402
 
 from diet_hf import DietPruner, build_pruned_model  # noqa: E402
 from diet_hf.constants import family_for_model_type  # noqa: E402
-from diet_hf.evaluation import kl_divergence, next_token_logprobs  # noqa: E402
+from diet_hf.evaluation import next_token_logprobs  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.reconstruction import DEFAULT_DAMPING  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
@@ -161,13 +161,8 @@ def main(argv=None) -> int:
     batches = [b for t in pruner.scores.tasks for b in pruner._batches(pruner._calibration["data"][t])[0]]
 
     def kl_row(model, **fields):
-        logprobs = next_token_logprobs(model, tokenizer, flat)
-        start_row, per_task = 0, {}
-        for task in dev_sweep.EVAL_TASKS:
-            rows_of_task = slice(start_row, start_row + len(prompts[task]))
-            per_task[task] = kl_divergence(reference[rows_of_task], logprobs[rows_of_task])
-            start_row += len(prompts[task])
-        row = {**fields, "kl_from_dense": kl_divergence(reference, logprobs), "kl_per_task": per_task}
+        overall, per_task = dev_sweep.kl_by_task(reference, next_token_logprobs(model, tokenizer, flat), prompts)
+        row = {**fields, "kl_from_dense": overall, "kl_per_task": per_task}
         print(row["sparsity"], row["mode"], row["damping"], f"KL {row['kl_from_dense']:.4f}", flush=True)
         return row
 
