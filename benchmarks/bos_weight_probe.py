@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="benchmarks/results/bos_weight_probe")
     args = parser.parse_args(argv)
     dense, tokenizer, _ = load_gemma3_270m()
-    rows, reference, prompts = [], None, None
+    rows, reference, prompts, flat = [], None, None, None
     output = Path(args.output)
     for weight in args.weights:
         profiler.MomentSums.add = _weighted_add(weight)
@@ -73,11 +73,10 @@ def main(argv=None) -> int:
             prompts = {
                 t: dev_sweep._dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in dev_sweep.EVAL_TASKS
             }
-            reference = next_token_logprobs(dense, tokenizer, [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]])
+            flat = [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
+            reference = next_token_logprobs(dense, tokenizer, flat)
         for sparsity in args.sparsities:
-            logprobs = next_token_logprobs(
-                pruner.prune(sparsity=sparsity), tokenizer, [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
-            )
+            logprobs = next_token_logprobs(pruner.prune(sparsity=sparsity), tokenizer, flat)
             overall, per_task = dev_sweep.kl_by_task(reference, logprobs, prompts)
             rows.append(
                 {

@@ -81,14 +81,13 @@ def sequential_refit(dense, pruned, batches, damping: float, *, refit_bias: bool
     for idx in range(dense.config.num_hidden_layers):
         dense_layer, pruned_layer = dense.get_decoder().layers[idx], pruned.get_decoder().layers[idx]
         down = pruned.get_submodule(layout.mlp_path(idx, "down"))
-        if down.in_features < dense.get_submodule(layout.mlp_path(idx, "down")).in_features:
+        dense_down = dense.get_submodule(layout.mlp_path(idx, "down"))
+        if down.in_features < dense_down.in_features:
             k = down.in_features
             sums_xx = torch.zeros(k + 1, k + 1, dtype=torch.float64)
             sums_xy = torch.zeros(k + 1, down.out_features, dtype=torch.float64)
             hooks = [
-                dense.get_submodule(layout.mlp_path(idx, "down")).register_forward_hook(
-                    lambda m, a, out: seen.__setitem__("y", out)
-                ),
+                dense_down.register_forward_hook(lambda m, a, out: seen.__setitem__("y", out)),
                 down.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0])),
             ]
             with torch.inference_mode():
