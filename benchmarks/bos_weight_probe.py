@@ -2,13 +2,15 @@
 
     python benchmarks/bos_weight_probe.py --data-dir ../shared/data --weights 4 16 1000
 
-A candidate, not an option yet: every calibration row starts with BOS, whose hidden state is the same vector in every
-row (position 0 sees nothing else) and, in Gemma, the attention sink that every later token reads. The reconstruction
-weighs it as one token of ~60. Here the BOS token's contribution to the sums of x and x x^T (`MomentSums.add`, patched
-for this script only) counts `weight` times, so the fit reproduces the BOS position's output more closely
-(`weight` -> infinity: exactly). One profile per weight (the moments are summed while profiling; 7 paper tasks x 100
-calibration examples), DIET's default at each sparsity; KL(dense || pruned) after the first 40 dev prompts of each of
-the 8 evaluation tasks, as `reconstruction_damping.py` (whose damping-0.01 rows are weight 1).
+Every calibration row starts with BOS, whose hidden state is the same vector in every row (position 0 sees nothing
+else) and, in Gemma, the attention sink that every later token reads. The reconstruction weighs it as one token of
+~60. Here the BOS token's contribution to the sums of x and x x^T (`MomentSums.add`, patched for this script only)
+counts `weight` times, so the fit reproduces the BOS position's output more closely. The option that came of it,
+`prune(anchor_bos=True)`, is the limit `weight` -> infinity (an equality constraint in `least_squares_update`; the
+KL saturated by weight 16 here); `dev_sweep.py` measures it. One profile per weight (the moments are summed while
+profiling; 7 paper tasks x 100 calibration examples), DIET's default at each sparsity; KL(dense || pruned) after the
+first 40 dev prompts of each of the 8 evaluation tasks, as `reconstruction_damping.py` (whose damping-0.01 rows are
+weight 1).
 """
 
 import argparse

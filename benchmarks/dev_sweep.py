@@ -82,6 +82,9 @@ CANDIDATES = {
     "mlponly+mean+bias+r64+ls": {**DEFAULT_R64, "allocation": "global", "reconstruct": True},
     "mean+uniform+bias+r64+ls": {**DEFAULT_R64, "attention_ratio": 1.0, "reconstruct": True},
     "paper+ls": {"reconstruct": True},
+    # the reconstruction constrained to reproduce the BOS position's output (`anchor_bos`; the limit of
+    # `bos_weight_probe.py`'s weighting, whose KL it prompted)
+    "mlponly+mean+uniform+bias+r64+ls+bos": {**DEFAULT_R64, "reconstruct": True, "anchor_bos": True},
     "flap": ("baseline", "flap"),
     "wanda_sp": ("baseline", "wanda_sp"),
 }

@@ -85,6 +85,13 @@ class PruneOptions:
         "of profile())",
         recipe=True,
     )
+    anchor_bos: bool | None = option(
+        None,
+        "with reconstruct: the fit reproduces the BOS token's output exactly (position 0 sees only itself, so BOS "
+        "is the same input at the start of every prompt, and the attention sink every later token reads; the plain "
+        "fit weighs it as one calibration token among all); a recipe's value is ignored without reconstruct",
+        recipe=True,
+    )
     steps: int | None = option(
         None,
         "iterative pruning: reach the target in this many steps, re-profiling (no gradients) with the units removed "
@@ -117,7 +124,7 @@ class PruneOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("bias_compensation", "reconstruct", "allow_sublayer_removal"):
+        for name in ("bias_compensation", "reconstruct", "anchor_bos", "allow_sublayer_removal"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"`{name}` must be True or False, got {value!r}.")

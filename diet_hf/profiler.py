@@ -17,6 +17,7 @@ __all__ = [
     "MomentSums",
     "collect_activation_stats",
     "collect_input_moments",
+    "first_token_inputs",
     "record_activation_stats",
 ]
 
@@ -290,6 +291,34 @@ def _moments_pass(model, family, batches, group, width, progress, disable_progre
             handle.remove()
     sums.num_tokens = num_tokens
     return sums
+
+
+def first_token_inputs(model: nn.Module, family: ModelFamily, token_id: int, targets) -> dict:
+    """The inputs of `targets` (`("mlp" | "attn", layer_idx)` pairs) when `token_id` is an input's first token:
+    `{key: (channels,) float32 tensor}` on the CPU.
+
+    Position 0 attends only to itself, so its hidden states depend on its token alone: one forward pass of that one
+    token gives them for every input that starts with it (the BOS token: the reconstruction's anchor).
+    """
+    templates = {"mlp": family.mlp_down_proj, "attn": family.attn_o_proj}
+    inputs, handles = {}, []
+
+    def keep(key):
+        def hook(module, args):
+            inputs[key] = args[0][0, 0].float().cpu()
+
+        return hook
+
+    try:
+        for key in set(targets):
+            module = model.get_submodule(templates[key[0]].format(layer_idx=key[1]))
+            handles.append(module.register_forward_pre_hook(keep(key)))
+        batch = {"input_ids": torch.tensor([[token_id]]), "attention_mask": torch.ones(1, 1, dtype=torch.long)}
+        _run_decoder(model, [batch], lambda mask: None, ("first token", 1), True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return inputs
 
 
 class MomentSums:

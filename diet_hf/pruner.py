@@ -17,7 +17,14 @@ from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
 from .options import ProfileOptions, PruneOptions, with_overrides
 from .plan import PruningPlan, build_plan
-from .profiler import InputMoments, MomentSums, collect_activation_stats, collect_input_moments, moment_widths
+from .profiler import (
+    InputMoments,
+    MomentSums,
+    collect_activation_stats,
+    collect_input_moments,
+    first_token_inputs,
+    moment_widths,
+)
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
 from .surgery import build_pruned_model
 from .tasks import PAPER_TASKS, TASKS, CalibrationSet, custom_calibration, load_calibration
@@ -341,10 +348,11 @@ class DietPruner:
             options (`PruneOptions`, *optional*): the options below as one object.
             **option_values: the fields of `diet_hf.options.PruneOptions` (`score`, `merge`, `mlp_normalize`,
                 `head_normalize`, `allocation`, `layer_sparsity_cap`, `attention_ratio`, `keep_layers`,
-                `bias_compensation`, `reconstruct`, `steps`, `task_weights`, `round_to`, `min_mlp_fraction`,
-                `allow_sublayer_removal`); each field's `metadata["help"]` documents it. `None` = the recipe's value.
-                `steps` > 1 profiles again between steps and `reconstruct=True` runs the calibration data once more;
-                both need the calibration data of `profile()` (scores from `load_scores` draw it again).
+                `bias_compensation`, `reconstruct`, `anchor_bos`, `steps`, `task_weights`, `round_to`,
+                `min_mlp_fraction`, `allow_sublayer_removal`); each field's `metadata["help"]` documents it. `None` =
+                the recipe's value. `steps` > 1 profiles again between steps and `reconstruct=True` runs the
+                calibration data once more; both need the calibration data of `profile()` (scores from `load_scores`
+                draw it again).
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan. Its unsliced weights
@@ -356,6 +364,16 @@ class DietPruner:
         values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
         score, bias_compensation = values.pop("score"), values.pop("bias_compensation")
         reconstruct = bool(values.pop("reconstruct"))
+        anchor_bos = bool(values.pop("anchor_bos")) and reconstruct
+        if options.anchor_bos and not reconstruct:
+            raise ValueError(
+                "`anchor_bos=True` constrains the least-squares reconstruction; it needs `reconstruct=True`."
+            )
+        # the token prompts start with: the tokenizer's BOS, or the config's where the pruner has no tokenizer
+        source = self.tokenizer if self.tokenizer is not None else self.model.config
+        bos_token_id = getattr(source, "bos_token_id", None)
+        if anchor_bos and bos_token_id is None:
+            raise ValueError(f"`anchor_bos=True` needs a BOS token; this pruner's {type(source).__name__} has none.")
         steps = values.pop("steps") or 1
         if method != "diet" and (score != method or steps != 1):
             raise ValueError(f"`score` and `steps` belong to DIET; `method={method!r}` has its own scores.")
@@ -405,6 +423,7 @@ class DietPruner:
                 "score": score,
                 "bias_compensation": bias_compensation,
                 "reconstruct": reconstruct,
+                "anchor_bos": anchor_bos,
                 "steps": steps,
             }
         )
@@ -412,8 +431,13 @@ class DietPruner:
             (channel_source if method == "diet" else self.scores).channel_means() if bias_compensation else None
         )
         moments = self._input_moments(plan, list(scores.tasks)) if reconstruct else None
+        anchors = None
+        if anchor_bos:  # the BOS token's inputs of the modules the reconstruction fits
+            anchors = first_token_inputs(self.model, self.family, bos_token_id, list(moments.moments))
         self.plan = plan
-        pruned = build_pruned_model(self.model, plan, channel_means=channel_means, input_moments=moments)
+        pruned = build_pruned_model(
+            self.model, plan, channel_means=channel_means, input_moments=moments, reconstruction_anchors=anchors
+        )
         pruned.config.pruning = _pruning_record(self.model, pruned, plan, scores)  # the one place, after surgery
         self.pruned_model = pruned
         return pruned

@@ -46,6 +46,7 @@ RECIPES: dict[str, dict] = {
         "keep_layers": None,
         "bias_compensation": False,
         "reconstruct": False,
+        "anchor_bos": False,
         "round_to": 1,
     },
     "balanced": {
@@ -59,6 +60,7 @@ RECIPES: dict[str, dict] = {
         "keep_layers": None,
         "bias_compensation": True,
         "reconstruct": False,
+        "anchor_bos": False,
         "round_to": 1,
     },
 }

@@ -14,6 +14,14 @@ Post-Training Pruning Framework for Transformers", and of SlimGPT / ZipLM-style 
 sequential propagation: refitting each layer on the pruned model's own inputs raised the KL to dense on dev prompts,
 `benchmarks/reconstruction_damping.py --sequential-dampings`). `lambda` is `damping` times the mean of S_KK's
 diagonal (as SparseGPT's dampening), so the solve stays well posed for channels the calibration data barely moves.
+
+An `anchor` input a is reproduced exactly: the fit is constrained to W_K' a_K (+ b) = W a, the limit of counting a
+infinitely often among the calibration tokens. The BOS token is such an input (`PruneOptions.anchor_bos`): position 0
+attends only to itself, so its hidden state is the same vector at the start of every input, and Gemma's attention
+sink, read by every later token; the plain fit weighs it as one calibration token of about 60. With the bias the
+constrained fit is the same solve about a instead of the mean (b = W_R a_R - U a_K, U fitted on E[(x - a)(x - a)^T]);
+without, the unconstrained U moves along S^-1 a_K (a Lagrange multiplier) until the constraint holds. Either way the
+ridge stays `damping` times the mean variance of the kept channels.
 """
 
 import torch
@@ -32,6 +40,7 @@ def least_squares_update(
     *,
     centered: bool,
     damping: float = DEFAULT_DAMPING,
+    anchor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The kept columns of `weight` updated to carry the removed channels' output, and the output bias.
 
@@ -43,6 +52,7 @@ def least_squares_update(
         centered (`bool`): fit the covariance and return a bias (bias compensation), or the second moment and no
             bias.
         damping (`float`): ridge term as a fraction of the mean diagonal of the kept channels' (co)variance.
+        anchor (`torch.Tensor`, *optional*): an `(in_features,)` input whose output the result reproduces exactly.
 
     Returns:
         `(kept_weight, bias)`: `(out_features, len(kept_channels))` in `weight`'s dtype, and `(out_features,)` float64
@@ -50,12 +60,17 @@ def least_squares_update(
     """
     if damping < 0:
         raise ValueError(f"`damping` must be >= 0, got {damping!r}.")
+    if anchor is not None and tuple(anchor.shape) != (weight.shape[1],):
+        raise ValueError(f"`anchor` must have shape ({weight.shape[1]},), got {tuple(anchor.shape)}.")
     w = weight.double()
     device = w.device
     removed = torch.ones(w.shape[1], dtype=torch.bool, device=device)
     kept = kept_channels.to(device)
     removed[kept] = False
     mean = mean.to(device, torch.float64)
+    anchor = None if anchor is None else anchor.to(device, torch.float64)
+    # the point the fit is centred on (its bias holds the removed channels' output there): the anchor, or the mean
+    center = anchor if centered and anchor is not None else mean
     w_removed = w[:, removed]
     update = torch.zeros(w.shape[0], len(kept), dtype=torch.float64, device=device)
     if len(kept) and removed.any():
@@ -67,11 +82,23 @@ def least_squares_update(
             cov_kk -= torch.outer(mean[kept], mean[kept])
             cov_kr -= torch.outer(mean[kept], mean[removed])
         ridge = damping * cov_kk.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny)
+        if centered and anchor is not None:
+            # E[(x - a)(x - a)^T] = covariance + (m - a)(m - a)^T
+            shift = mean - anchor
+            cov_kk += torch.outer(shift[kept], shift[kept])
+            cov_kr += torch.outer(shift[kept], shift[removed])
         cov_kk.diagonal().add_(ridge)
         # (K, out): S_KK^-1 S_KR W_R^T, the transpose of the update
         update = torch.linalg.solve(cov_kk, cov_kr @ w_removed.T).T
+        if anchor is not None and not centered:
+            # the least change of the fit that makes U a_K = W_R a_R: along S_KK^-1 a_K
+            direction = torch.linalg.solve(cov_kk, anchor[kept])
+            curvature = anchor[kept] @ direction
+            if curvature > 0:
+                residual = w_removed @ anchor[removed] - update @ anchor[kept]
+                update += torch.outer(residual, direction) / curvature
     kept_weight = (w[:, kept] + update).to(weight.dtype)
     if not centered:
         return kept_weight, None
-    bias = w_removed @ mean[removed] - update @ mean[kept]
+    bias = w_removed @ center[removed] - update @ center[kept]
     return kept_weight, bias

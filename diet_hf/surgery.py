@@ -153,6 +153,7 @@ def build_pruned_model(
     channel_means: dict[str, torch.Tensor] | None = None,
     input_moments=None,
     reconstruction_damping: float = DEFAULT_DAMPING,
+    reconstruction_anchors: dict | None = None,
 ) -> nn.Module:
     """Builds the pruned causal LM of a dense Gemma causal LM; weights not cut are shared, not copied.
 
@@ -173,6 +174,9 @@ def build_pruned_model(
             `channel_means` is given too).
         reconstruction_damping (`float`, *optional*): the ridge term of that solve, as a fraction of the mean
             variance of the kept channels.
+        reconstruction_anchors (`dict`, *optional*): `{(kind, layer_idx): (channels,) tensor}`: an input of that
+            `down_proj` / `o_proj` whose output its reconstruction reproduces exactly (the BOS token's:
+            `diet_hf.profiler.first_token_inputs`; `least_squares_update`'s `anchor`).
 
     Returns:
         `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`, with the logits of the dense model whose removed MLP
@@ -203,7 +207,16 @@ def build_pruned_model(
     state.update(biases)
     if input_moments is not None:
         centered = channel_means is not None
-        state.update(_reconstructed(model, plan, input_moments, centered=centered, damping=reconstruction_damping))
+        state.update(
+            _reconstructed(
+                model,
+                plan,
+                input_moments,
+                centered=centered,
+                damping=reconstruction_damping,
+                anchors=reconstruction_anchors or {},
+            )
+        )
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
     missing = [key for key in missing if key != "lm_head.weight"]
     if missing or unexpected:
@@ -220,7 +233,9 @@ def build_pruned_model(
     return pruned.eval() if not model.training else pruned
 
 
-def _reconstructed(model: nn.Module, plan: PruningPlan, input_moments, *, centered: bool, damping: float) -> dict:
+def _reconstructed(
+    model: nn.Module, plan: PruningPlan, input_moments, *, centered: bool, damping: float, anchors: dict
+) -> dict:
     """The least-squares `down_proj` / `o_proj` weights (and biases, when `centered`) of every cut layer that
     `input_moments` covers; a wholly removed sublayer keeps its bias compensation."""
     layout = family_for_model_type(model.config.model_type).layout
@@ -242,7 +257,13 @@ def _reconstructed(model: nn.Module, plan: PruningPlan, input_moments, *, center
             channels = torch.tensor(_channels(kept, block), dtype=torch.long)
             mean, second = input_moments.get(kind, layer_idx)
             weight, bias = least_squares_update(
-                linear.weight, channels, mean, second, centered=centered, damping=damping
+                linear.weight,
+                channels,
+                mean,
+                second,
+                centered=centered,
+                damping=damping,
+                anchor=anchors.get((kind, layer_idx)),
             )
             tensors[f"{path}.weight"] = weight
             if bias is not None:

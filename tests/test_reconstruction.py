@@ -7,7 +7,7 @@ from conftest import random_batch, tiny_dense_model
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.constants import family_for_model_type
 from diet_hf.plan import PruningPlan, build_plan
-from diet_hf.profiler import MomentSums, collect_input_moments
+from diet_hf.profiler import MomentSums, collect_input_moments, first_token_inputs
 from diet_hf.reconstruction import least_squares_update
 
 
@@ -302,3 +302,102 @@ def test_loaded_scores_draw_the_calibration_data_again(tmp_path, data_dir, tiny_
     stale = DietPruner(dense, tiny_tokenizer).load_scores(tmp_path / "scores", data_dir=changed)
     with pytest.raises(ValueError, match=r"examples of task 'rte' drawn again differ .* pass `reconstruct=False`"):
         stale.prune(sparsity=0.3, reconstruct=True)
+
+
+@pytest.mark.parametrize("centered", [True, False])
+def test_anchor_is_reproduced_exactly_and_is_the_limit_of_weighting_it(centered):
+    """`anchor`: the fit's output at the anchor equals the dense output there, and the constrained fit is the plain
+    fit on moments that count the anchor ever more often (the weighted least squares it is the limit of)."""
+    x = _correlated_inputs()
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(7, x.shape[1], generator=g, dtype=torch.float64)
+    anchor = 4 * torch.randn(x.shape[1], generator=g, dtype=torch.float64)  # far from the data, as BOS is
+    kept = torch.tensor([0, 2, 3, 7, 8, 11])
+    mean, second = x.mean(0), x.T @ x / len(x)
+    plain, plain_bias = least_squares_update(weight, kept, mean, second, centered=centered, damping=0.0)
+    anchored, bias = least_squares_update(weight, kept, mean, second, centered=centered, damping=0.0, anchor=anchor)
+    offset = bias if centered else 0
+    torch.testing.assert_close(anchor[kept] @ anchored.T + offset, weight @ anchor, rtol=1e-10, atol=1e-10)
+    plain_error = (anchor[kept] @ plain.T + (plain_bias if centered else 0) - weight @ anchor).abs().max()
+    assert plain_error > 0.1  # the plain fit misses it
+    share = 1 - 1e-6  # the anchor's share of the weighted tokens: weight / (weight + 1), weight = 1e6
+    heavy_mean = (1 - share) * mean + share * anchor
+    heavy_second = (1 - share) * second + share * torch.outer(anchor, anchor)
+    limit, limit_bias = least_squares_update(weight, kept, heavy_mean, heavy_second, centered=centered, damping=0.0)
+    torch.testing.assert_close(anchored, limit, rtol=1e-6, atol=1e-6)  # the plain fit is 1.5 away
+    if centered:
+        torch.testing.assert_close(bias, limit_bias, rtol=1e-6, atol=1e-6)
+    # the data are fitted as closely as the constraint allows: worse than the plain fit, better than slicing
+    data_error = ((x[:, kept] @ anchored.T + offset - x @ weight.T) ** 2).mean()
+    plain_data_error = ((x[:, kept] @ plain.T + (plain_bias if centered else 0) - x @ weight.T) ** 2).mean()
+    sliced_error = ((x[:, kept] @ weight[:, kept].T - x @ weight.T) ** 2).mean()
+    assert plain_data_error <= data_error < sliced_error
+    with pytest.raises(ValueError, match=r"`anchor` must have shape \(12,\), got \(11,\)"):
+        least_squares_update(weight, kept, mean, second, centered=centered, anchor=anchor[:11])
+
+
+def test_first_token_inputs_are_position_zero_of_any_input():
+    """One forward pass of the token alone gives its inputs at the start of any longer input, padded or not."""
+    dense = tiny_dense_model("gemma3_text")
+    family = family_for_model_type("gemma3_text")
+    targets = [("mlp", 0), ("attn", 1), ("mlp", 1)]
+    inputs = first_token_inputs(dense, family, 2, targets)
+    assert sorted(inputs) == sorted(targets)
+    seen = {}
+
+    def keep(key):
+        def hook(module, args):
+            seen[key] = args[0][:, 0]
+
+        return hook
+
+    handles = [
+        dense.get_submodule(
+            (family.mlp_down_proj if kind == "mlp" else family.attn_o_proj).format(layer_idx=layer)
+        ).register_forward_pre_hook(keep((kind, layer)))
+        for kind, layer in targets
+    ]
+    batch = _batches()[0]
+    batch["input_ids"][:, 0] = 2
+    with torch.no_grad():
+        dense(**batch)
+    for handle in handles:
+        handle.remove()
+    for key in targets:
+        for row in seen[key]:  # both rows (the second one padded) start with the same vector
+            torch.testing.assert_close(inputs[key], row, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_anchor_bos_keeps_the_first_position_exact(family, bias):
+    """With `anchor_bos`, every cut layer reproduces its dense output at BOS, and position 0 sees only itself: the
+    pruned model's logits after BOS are the dense model's, whatever follows; the rest is still fitted."""
+    pruner, batches = _profiled(family)
+    bos = pruner.model.config.bos_token_id
+    test = {k: v.clone() for k, v in batches[0].items()}
+    test["input_ids"][:, 0] = bos
+    options = {"sparsity": 0.4, "recipe": "paper", "bias_compensation": bias, "reconstruct": True}
+    plain = pruner.prune(**options)
+    anchored = pruner.prune(**options, anchor_bos=True)
+    assert anchored.config.pruning["options"]["anchor_bos"] is True
+    assert plain.config.pruning["options"]["anchor_bos"] is False
+    with torch.no_grad():
+        dense_logits = pruner.model(**test).logits
+        torch.testing.assert_close(anchored(**test).logits[:, 0], dense_logits[:, 0], rtol=1e-4, atol=1e-4)
+        assert (plain(**test).logits[:, 0] - dense_logits[:, 0]).abs().max() > 1e-2
+        # later positions still differ from dense (the model is pruned) but stay near the plain fit's
+        later = (anchored(**test).logits[:, 1:] - dense_logits[:, 1:]).abs().max()
+        assert later > 1e-3
+    # a recipe's value needs reconstruct; passed explicitly without it, an error
+    with pytest.raises(ValueError, match=r"`anchor_bos=True` constrains .* needs `reconstruct=True`"):
+        pruner.prune(sparsity=0.4, recipe="paper", anchor_bos=True)
+    with pytest.raises(ValueError, match=r"`anchor_bos` must be True or False, got 1"):
+        pruner.prune(sparsity=0.4, anchor_bos=1)
+
+
+def test_anchor_bos_needs_a_bos_token():
+    pruner, _ = _profiled("gemma2")
+    pruner.model.config.bos_token_id = None
+    with pytest.raises(ValueError, match=r"`anchor_bos=True` needs a BOS token; this pruner's Gemma2Config has none"):
+        pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
