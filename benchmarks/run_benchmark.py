@@ -46,11 +46,18 @@ ABLATIONS = {
     "diet_global": {"allocation": "global"},
     "diet_no_bias": {"bias_compensation": False},
     "diet_round1": {"round_to": 1},  # widths not rounded to multiples of 64
-    "diet_no_reconstruct": {"reconstruct": False},  # no least-squares reconstruction: the default before 2026-11-30
+    # no least-squares reconstruction (so no BOS anchor either): the default before 2026-11-30
+    "diet_no_reconstruct": {"reconstruct": False, "anchor_bos": False},
+    "diet_no_anchor": {
+        "anchor_bos": False
+    },  # the reconstruction without its BOS anchor: the default before 2026-12-01
 }
 # Rows of DIET's default measured under an earlier default (its label) whose options one of ABLATIONS now has: they
 # are that ablation's rows. Rows of any other earlier default are kept as `diet@<label>`.
-EARLIER_DEFAULTS = {"uniform_mlp_mean/round_to=64": "diet_no_reconstruct"}
+EARLIER_DEFAULTS = {
+    "uniform_mlp_mean/round_to=64": "diet_no_reconstruct",
+    "uniform_mlp_mean_ls/round_to=64": "diet_no_anchor",
+}
 # What rows of DIET's default were measured with: the recipe's name, and its width rounding since it has one.
 DEFAULT_LABEL = f"{DEFAULT_RECIPE}/round_to={RECIPES[DEFAULT_RECIPE]['round_to']}"
 SPEED_FIELDS = (
@@ -501,7 +508,20 @@ def retired_name(method: str, previous_label: str | None) -> str:
     if method == "diet":
         return EARLIER_DEFAULTS.get(previous_label, f"diet@{previous_label}")
     on_top_of_default = method == "diet_wikitext" or (method in ABLATIONS and "recipe" not in ABLATIONS[method])
-    return f"{method}@{previous_label}" if on_top_of_default else method
+    if not on_top_of_default:
+        return method
+    # an ablation that overrides what changed measured the same model on top of either default: it keeps its name
+    changes = ABLATIONS.get(method, {})
+    before = _label_options(previous_label)
+    if before is not None and {**before, **changes} == {**RECIPES[DEFAULT_RECIPE], **changes}:
+        return method
+    return f"{method}@{previous_label}"
+
+
+def _label_options(label: str) -> dict | None:
+    """The options of the recipe a default label names (`<recipe>/round_to=<n>`), if that recipe still exists."""
+    recipe, _, round_to = label.partition("/round_to=")
+    return {**RECIPES[recipe], "round_to": int(round_to)} if recipe in RECIPES else None
 
 
 def retire_earlier_default(rows: list[dict], previous_label: str | None) -> None:

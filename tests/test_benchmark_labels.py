@@ -28,6 +28,22 @@ def test_rows_of_an_earlier_default_are_renamed():
     assert [r["method"] for r in unlabelled] == ["diet@uniform_mlp/round_to=1", "diet_global@uniform_mlp/round_to=1"]
 
 
+def test_ablations_that_override_the_change_keep_their_names():
+    """From the reconstruction without its BOS anchor to the anchored one: the default's rows are the `diet_no_anchor`
+    ablation, and `diet_no_reconstruct` (no reconstruction, so no anchor) measured the same model on top of either."""
+    rows = [{"method": m} for m in ("diet", "diet_no_reconstruct", "diet_global", "diet_no_anchor")]
+    rb.retire_earlier_default(rows, "uniform_mlp_mean_ls/round_to=64")
+    assert [r["method"] for r in rows] == [
+        "diet_no_anchor",
+        "diet_no_reconstruct",
+        "diet_global@uniform_mlp_mean_ls/round_to=64",
+        "diet_no_anchor",  # the same model on top of either
+    ]
+    gone = [{"method": "diet_global"}]
+    rb.retire_earlier_default(gone, "no_such_recipe/round_to=64")  # a recipe since removed: renamed, to be safe
+    assert gone[0]["method"] == "diet_global@no_such_recipe/round_to=64"
+
+
 def test_rows_of_the_current_default_keep_their_names():
     rows = [{"method": m} for m in ("diet", "diet_global", "diet_no_reconstruct")]
     rb.retire_earlier_default(rows, rb.DEFAULT_LABEL)

@@ -355,9 +355,10 @@ def test_from_pretrained_of_a_directory_without_tokenizer_files(tmp_path, caplog
 def test_default_recipe_merges_by_mean_rank():
     from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
 
-    assert DEFAULT_RECIPE == "uniform_mlp_mean_ls"
+    assert DEFAULT_RECIPE == "uniform_mlp_mean_ls_bos"
     assert RECIPES["uniform_mlp_mean"] == {**RECIPES["uniform_mlp"], "merge": "mean", "round_to": 64}
-    assert RECIPES[DEFAULT_RECIPE] == {**RECIPES["uniform_mlp_mean"], "reconstruct": True}
+    assert RECIPES["uniform_mlp_mean_ls"] == {**RECIPES["uniform_mlp_mean"], "reconstruct": True}
+    assert RECIPES[DEFAULT_RECIPE] == {**RECIPES["uniform_mlp_mean_ls"], "anchor_bos": True}
     dense = tiny_dense_model("gemma2")
     g = torch.Generator().manual_seed(5)
     shape = (dense.config.num_hidden_layers, dense.config.intermediate_size)
