@@ -118,8 +118,8 @@ def test_real_model_main_job_plan_is_pinned(real_model, data_dir):
     """The main job's plans (Gemma 3 270M, seven tasks x 100 calibration examples, seed 0, 20%) are reproduced: the
     hash of their kept indices. `uniform_mlp`: the then-default recipe of 2026-11-30 03:37, pinned across the
     restructuring of the package; the default (`uniform_mlp_mean` then, widths in multiples of 64): the main job of
-    2026-11-30 11:32. The default since (`uniform_mlp_mean_ls`) has the same plan: its reconstruction changes the kept
-    weights, not which units are kept."""
+    2026-11-30 11:32. The defaults since (`uniform_mlp_mean_ls`, then `uniform_mlp_mean_ls_bos`) have the same plan:
+    their reconstruction changes the kept weights, not which units are kept."""
     import hashlib
 
     from diet_hf import DietPruner
