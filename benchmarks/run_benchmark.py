@@ -48,15 +48,8 @@ ABLATIONS = {
     "diet_round1": {"round_to": 1},  # widths not rounded to multiples of 64
     # no least-squares reconstruction (so no BOS anchor either): the default before 2026-11-30
     "diet_no_reconstruct": {"reconstruct": False, "anchor_bos": False},
-    "diet_no_anchor": {
-        "anchor_bos": False
-    },  # the reconstruction without its BOS anchor: the default before 2026-12-01
-}
-# Rows of DIET's default measured under an earlier default (its label) whose options one of ABLATIONS now has: they
-# are that ablation's rows. Rows of any other earlier default are kept as `diet@<label>`.
-EARLIER_DEFAULTS = {
-    "uniform_mlp_mean/round_to=64": "diet_no_reconstruct",
-    "uniform_mlp_mean_ls/round_to=64": "diet_no_anchor",
+    # the reconstruction without its BOS anchor: the default before 2026-12-01
+    "diet_no_anchor": {"anchor_bos": False},
 }
 # What rows of DIET's default were measured with: the recipe's name, and its width rounding since it has one.
 DEFAULT_LABEL = f"{DEFAULT_RECIPE}/round_to={RECIPES[DEFAULT_RECIPE]['round_to']}"
@@ -499,21 +492,25 @@ def _task_awareness(dense, tokenizer, pruner, wikitext_pruner, excluded, args, r
 def retired_name(method: str, previous_label: str | None) -> str:
     """What a row of `method` measured when DIET's default was `previous_label` is called now: unchanged while the
     default is the same, or for methods that do not depend on it (the baselines, named recipes); the default's own
-    rows become the ablation with the same options (`EARLIER_DEFAULTS`) or `diet@<label>`; the default's ablations
-    (options on top of it) become `<ablation>@<label>`."""
+    rows become the ablation whose options on top of the current default make that earlier default, or
+    `diet@<label>`; the default's ablations (options on top of it) become `<ablation>@<label>`, unless they override
+    what changed."""
     if previous_label in (None, DEFAULT_LABEL):
         return method
     if "/" not in previous_label:  # a report from before labels (its `default_recipe`), when no recipe rounded
         previous_label = f"{previous_label}/round_to=1"
+    before = _label_options(previous_label)
+    current = RECIPES[DEFAULT_RECIPE]
+    on_top = {name: changes for name, changes in ABLATIONS.items() if "recipe" not in changes}
     if method == "diet":
-        return EARLIER_DEFAULTS.get(previous_label, f"diet@{previous_label}")
-    on_top_of_default = method == "diet_wikitext" or (method in ABLATIONS and "recipe" not in ABLATIONS[method])
-    if not on_top_of_default:
+        # the earlier default's rows are the ablation whose options, on top of the current default, give it
+        same = [name for name, changes in on_top.items() if before is not None and {**current, **changes} == before]
+        return same[0] if same else f"diet@{previous_label}"
+    if method != "diet_wikitext" and method not in on_top:
         return method
     # an ablation that overrides what changed measured the same model on top of either default: it keeps its name
-    changes = ABLATIONS.get(method, {})
-    before = _label_options(previous_label)
-    if before is not None and {**before, **changes} == {**RECIPES[DEFAULT_RECIPE], **changes}:
+    changes = on_top.get(method, {})
+    if before is not None and {**before, **changes} == {**current, **changes}:
         return method
     return f"{method}@{previous_label}"
 

@@ -268,7 +268,6 @@ def collect_input_moments(
 def _moments_pass(model, family, batches, group, width, progress, disable_progress):
     """One pass over `batches` summing x and x x^T at the inputs of `group`; stops each forward after its last."""
     device = next(model.parameters()).device
-    templates = {"mlp": family.mlp_down_proj, "attn": family.attn_o_proj}
     sums = MomentSums(group, width, device)
     state = {"mask": None}
 
@@ -283,14 +282,21 @@ def _moments_pass(model, family, batches, group, width, progress, disable_progre
     handles = []
     try:
         for key in group:
-            module = model.get_submodule(templates[key[0]].format(layer_idx=key[1]))
-            handles.append(module.register_forward_pre_hook(accumulate(key, key == group[-1])))
+            handles.append(
+                _input_module(model, family, key).register_forward_pre_hook(accumulate(key, key == group[-1]))
+            )
         num_tokens = _run_decoder(model, batches, lambda mask: state.update(mask=mask), progress, disable_progress)
     finally:
         for handle in handles:
             handle.remove()
     sums.num_tokens = num_tokens
     return sums
+
+
+def _input_module(model: nn.Module, family: ModelFamily, key: tuple[str, int]) -> nn.Module:
+    """The `down_proj` (`("mlp", layer_idx)`) or `o_proj` (`("attn", layer_idx)`) whose input `key` names."""
+    template = family.mlp_down_proj if key[0] == "mlp" else family.attn_o_proj
+    return model.get_submodule(template.format(layer_idx=key[1]))
 
 
 def first_token_inputs(model: nn.Module, family: ModelFamily, token_id: int, targets) -> dict:
@@ -300,7 +306,6 @@ def first_token_inputs(model: nn.Module, family: ModelFamily, token_id: int, tar
     Position 0 attends only to itself, so its hidden states depend on its token alone: one forward pass of that one
     token gives them for every input that starts with it (the BOS token: the reconstruction's anchor).
     """
-    templates = {"mlp": family.mlp_down_proj, "attn": family.attn_o_proj}
     inputs, handles = {}, []
 
     def keep(key):
@@ -311,8 +316,7 @@ def first_token_inputs(model: nn.Module, family: ModelFamily, token_id: int, tar
 
     try:
         for key in set(targets):
-            module = model.get_submodule(templates[key[0]].format(layer_idx=key[1]))
-            handles.append(module.register_forward_pre_hook(keep(key)))
+            handles.append(_input_module(model, family, key).register_forward_pre_hook(keep(key)))
         batch = {"input_ids": torch.tensor([[token_id]]), "attention_mask": torch.ones(1, 1, dtype=torch.long)}
         _run_decoder(model, [batch], lambda mask: None, ("first token", 1), True)
     finally:

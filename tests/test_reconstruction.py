@@ -1,5 +1,7 @@
 """Least-squares reconstruction: the math against a brute-force solve, the moments against hooks, and the pruner."""
 
+import contextlib
+
 import pytest
 import torch
 from conftest import random_batch, tiny_dense_model
@@ -7,7 +9,7 @@ from conftest import random_batch, tiny_dense_model
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.constants import family_for_model_type
 from diet_hf.plan import PruningPlan, build_plan
-from diet_hf.profiler import MomentSums, collect_input_moments, first_token_inputs
+from diet_hf.profiler import MomentSums, _input_module, collect_input_moments, first_token_inputs
 from diet_hf.reconstruction import least_squares_update
 
 
@@ -63,32 +65,37 @@ def _batches():
     return [{"input_ids": random_batch(2, 9, seed=i), "attention_mask": mask} for i in range(3)]
 
 
+@contextlib.contextmanager
+def _hooked_inputs(dense, family, targets, record):
+    """Calls `record(key, x)` with the input x of each target module (`profiler._input_module`) on every forward pass
+    in the block (under `torch.no_grad()`); the hooks leave on every path."""
+
+    def hook(key):
+        def call(module, args):
+            record(key, args[0])  # returns nothing: a pre-hook's return value would replace the input
+
+        return call
+
+    handles = [_input_module(dense, family, key).register_forward_pre_hook(hook(key)) for key in targets]
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @pytest.mark.parametrize("max_bytes", [2**40, 1], ids=["one_pass", "one_pass_per_module"])
 def test_input_moments_equal_the_hooked_inputs(max_bytes):
     dense = tiny_dense_model("gemma3_text")
     family = family_for_model_type("gemma3_text")
-    seen = {}
-
-    def keep(key):
-        def hook(module, args):
-            seen.setdefault(key, []).append(args[0][current["mask"]].double())
-
-        return hook
-
-    current = {}
+    seen, current = {}, {}
     targets = [("mlp", 0), ("attn", 1), ("mlp", 1)]
-    handles = [
-        dense.get_submodule(
-            (family.mlp_down_proj if kind == "mlp" else family.attn_o_proj).format(layer_idx=layer)
-        ).register_forward_pre_hook(keep((kind, layer)))
-        for kind, layer in targets
-    ]
-    with torch.no_grad():
+    with _hooked_inputs(dense, family, targets, lambda key, x: seen.setdefault(key, []).append(x[current["mask"]])):
         for batch in _batches():
             current["mask"] = batch["attention_mask"].bool()
             dense(**batch)
-    for handle in handles:
-        handle.remove()
+    seen = {key: [x.double() for x in xs] for key, xs in seen.items()}
     moments = collect_input_moments(dense, family, _batches, targets, max_bytes=max_bytes, disable_progress=True)
     assert moments.num_tokens == 3 * (9 + 6)
     assert ("attn", 0) not in moments
@@ -344,25 +351,10 @@ def test_first_token_inputs_are_position_zero_of_any_input():
     inputs = first_token_inputs(dense, family, 2, targets)
     assert sorted(inputs) == sorted(targets)
     seen = {}
-
-    def keep(key):
-        def hook(module, args):
-            seen[key] = args[0][:, 0]
-
-        return hook
-
-    handles = [
-        dense.get_submodule(
-            (family.mlp_down_proj if kind == "mlp" else family.attn_o_proj).format(layer_idx=layer)
-        ).register_forward_pre_hook(keep((kind, layer)))
-        for kind, layer in targets
-    ]
     batch = _batches()[0]
     batch["input_ids"][:, 0] = 2
-    with torch.no_grad():
+    with _hooked_inputs(dense, family, targets, lambda key, x: seen.__setitem__(key, x[:, 0])):
         dense(**batch)
-    for handle in handles:
-        handle.remove()
     for key in targets:
         for row in seen[key]:  # both rows (the second one padded) start with the same vector
             torch.testing.assert_close(inputs[key], row, rtol=1e-5, atol=1e-5)
