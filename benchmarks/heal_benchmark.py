@@ -109,6 +109,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--seed", type=int, default=HealingConfig.seed, help="healing's seed: data order, packing, LoRA's start"
     )
+    parser.add_argument(
+        "--bos-rows",
+        action=argparse.BooleanOptionalAction,
+        default=HealingConfig.bos_rows,
+        help="start every packed healing sequence with BOS",
+    )
     parser.add_argument("--sources", nargs="+", default=HEAL_SOURCES)
     parser.add_argument(
         "--mix",
@@ -179,7 +185,12 @@ def main(argv=None) -> int:
         report["rows"].append(_measure("dense", dense, tokenizer, args, context))
         save()
     tokens = args.max_tokens * (len(args.sparsities) + 1) if len(args.max_tokens) == 1 else args.max_tokens
-    recipe = {"learning_rate": args.learning_rate, "position_stride": args.position_stride, "seed": args.seed}
+    recipe = {
+        "learning_rate": args.learning_rate,
+        "position_stride": args.position_stride,
+        "seed": args.seed,
+        "bos_rows": args.bos_rows,
+    }
     for sparsity, budget, max_tokens in zip(args.sparsities, args.budgets, tokens):
         tag = f"diet@{sparsity:g}"
         healed_tag = f"{tag}+healed{args.healed_suffix}"

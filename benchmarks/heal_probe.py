@@ -61,6 +61,10 @@ CONFIGS = {
     "mlp_lora": ({"lora_modules": "mlp"}, 4.4, "per_source"),
     # WikiText-2 alone, the text the perplexity target is measured on (a bound on what the data mix costs it)
     "wikitext_only": ({}, 4.4, "wikitext"),
+    # with the BOS-anchored default (`uniform_mlp_mean_ls_bos`, 2026-12-01): healing's defaults again, and every
+    # packed row started with BOS (`bos_rows`), as every evaluation prompt and perplexity window is
+    "bos_base": ({}, 4.4, "per_source"),
+    "bos_rows": ({"bos_rows": True}, 4.4, "per_source"),
 }
 HELD_OUT_WIKITEXT = (
     "bf16_per_source",
@@ -71,6 +75,8 @@ HELD_OUT_WIKITEXT = (
     "s8",
     "mlp_lora",
     "wikitext_only",
+    "bos_base",
+    "bos_rows",
 )
 # the options of the rows that name none (the healing defaults of their day)
 DEFAULTS = {"learning_rate": 6e-4, "position_stride": 4}
@@ -143,6 +149,7 @@ def main(argv=None) -> int:
         healed = heal(student, dense, tokenizer, data, config=config, work_dir=args.work_dir)
         record = healed.config.pruning["healing"]
         results[name] = {
+            "recipe": rb.DEFAULT_LABEL,
             "options": overrides,
             "data_mix": mix,
             "steps": record["steps"],
@@ -170,6 +177,7 @@ def main(argv=None) -> int:
 def _extra(options: dict) -> str:
     extra = [f"hidden_weight {options['hidden_weight']:g}"] if options.get("hidden_weight") else []
     extra += [f"LoRA on {options['lora_modules']} projections"] if options.get("lora_modules", "all") != "all" else []
+    extra += ["every packed row starts with BOS"] if options.get("bos_rows") else []
     return f" ({', '.join(extra)})" if extra else ""
 
 
@@ -199,7 +207,9 @@ def render(results: dict, budget: float) -> str:
         "seconds. Row `s8`: every 8th position scored, 67 steps in about the total time of `lw_h0`. Rows `mlp_lora` "
         "(LoRA on gate/up/down only) and `wikitext_only` (healing data: the same WikiText-2 validation rows alone, so "
         "its held-out KL is measured on WikiText-2 sequences, not the mix's): 59 steps as `lw_h0`, nothing else "
-        "running.",
+        "running. Rows `bos_*`: pruned with the BOS-anchored default (`uniform_mlp_mean_ls_bos`), 59 steps as "
+        "`lw_h0`, nothing else running; `bos_rows` starts every packed row with BOS, so its held-out KL is measured "
+        "on other rows than `bos_base`'s: compare their dev-prompt KL and held-out perplexity.",
         "",
         "| configuration | learning rate | position stride | LoRA r | data mix | steps | train s | total s "
         "| held-out KL before → after | dev-prompt KL before → after | held-out WikiText-2 validation ppl |",

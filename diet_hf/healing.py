@@ -40,6 +40,7 @@ from .tasks import get_task, load_examples, wikitext2_text
 __all__ = [
     "HealingConfig",
     "coarse_kl",
+    "cut_rows",
     "distillation_loss",
     "heal",
     "healing_texts",
@@ -61,6 +62,12 @@ class HealingConfig:
     max_tokens: int = option(90_000, "training tokens to see (sequences x seq_len); sets the number of steps")
     max_time: float | None = option(None, "stop training after this many seconds (a CPU budget), if sooner")
     seq_len: int = option(256, "tokens per packed training sequence")
+    bos_rows: bool = option(
+        False,
+        "start every packed sequence with BOS, as every evaluation prompt and perplexity window starts (a row that "
+        "does not begin a document gets one inserted): Gemma's first position is its attention sink, and rows cut "
+        "mid-document otherwise train the model on a first token it never sees in use",
+    )
     batch_size: int = option(2, "sequences per forward and backward pass (per device)")
     gradient_accumulation_steps: int = option(
         2,
@@ -490,9 +497,11 @@ def healing_texts(
     return texts, splits
 
 
-def pack_texts(texts: list[str], tokenizer, seq_len: int, *, seed: int = 0) -> torch.Tensor:
+def pack_texts(texts: list[str], tokenizer, seq_len: int, *, seed: int = 0, bos_rows: bool = False) -> torch.Tensor:
     """Tokenizes every text (BOS first, EOS last), shuffles the documents with `seed`, concatenates them, cuts the
-    stream into rows of `seq_len` tokens (the remainder is dropped) and shuffles the rows. Returns (rows, seq_len)."""
+    stream into rows of `seq_len` tokens (the remainder is dropped) and shuffles the rows. With `bos_rows` every row
+    starts with BOS: a row that does not start at a document gets BOS inserted before its `seq_len - 1` tokens
+    (`cut_rows`). Returns (rows, seq_len)."""
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError(
             "The healing data is empty: give a non-empty list of strings or a dataset with a text column."
@@ -501,22 +510,43 @@ def pack_texts(texts: list[str], tokenizer, seq_len: int, *, seed: int = 0) -> t
     random.Random(seed).shuffle(order)
     stream: list[int] = []
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos_rows and bos is None:
+        raise ValueError("`bos_rows=True` needs a tokenizer with a BOS token; this one has none.")
     for i in order:
         ids = tokenizer(texts[i], add_special_tokens=False)["input_ids"]
         stream.extend(([bos] if bos is not None else []) + ids + ([eos] if eos is not None else []))
-    rows = len(stream) // seq_len
-    if rows == 0:
+    packed = cut_rows(stream, seq_len, bos if bos_rows else None)
+    if packed.shape[0] == 0:
         raise ValueError(f"The healing data has {len(stream)} tokens, fewer than one sequence of {seq_len}.")
-    packed = torch.tensor(stream[: rows * seq_len], dtype=torch.long).view(rows, seq_len)
-    return packed[torch.randperm(rows, generator=torch.Generator().manual_seed(seed))]
+    return packed[torch.randperm(packed.shape[0], generator=torch.Generator().manual_seed(seed))]
 
 
-def pack_sources(sources: dict[str, list[str]], tokenizer, seq_len: int, *, seed: int = 0) -> torch.Tensor:
+def cut_rows(stream: list[int], seq_len: int, bos: int | None = None) -> torch.Tensor:
+    """`stream` cut in order into rows of `seq_len` tokens, the remainder dropped. With `bos`, every row starts with
+    it: a row whose first token is not `bos` takes `seq_len - 1` tokens after an inserted `bos`, so no token of the
+    stream is skipped or repeated (only the inserted BOS tokens are added)."""
+    if bos is None:
+        rows = len(stream) // seq_len
+        return torch.tensor(stream[: rows * seq_len], dtype=torch.long).view(rows, seq_len)
+    out, i = [], 0
+    while True:
+        starts = stream[i : i + 1] == [bos]
+        row = stream[i : i + seq_len] if starts else [bos, *stream[i : i + seq_len - 1]]
+        if len(row) < seq_len:
+            break
+        out.append(row)
+        i += seq_len if starts else seq_len - 1
+    return torch.tensor(out, dtype=torch.long).view(len(out), seq_len)
+
+
+def pack_sources(
+    sources: dict[str, list[str]], tokenizer, seq_len: int, *, seed: int = 0, bos_rows: bool = False
+) -> torch.Tensor:
     """Packs each source apart (`pack_texts`) and interleaves their rows in turn, so every source gets an equal
     share of any prefix of the result until it runs out."""
     if not sources:
         raise ValueError("The healing data is empty: give at least one source.")
-    packed = [pack_texts(texts, tokenizer, seq_len, seed=seed) for texts in sources.values()]
+    packed = [pack_texts(texts, tokenizer, seq_len, seed=seed, bos_rows=bos_rows) for texts in sources.values()]
     order = [(i, k) for i in range(max(len(p) for p in packed)) for k in range(len(packed)) if i < len(packed[k])]
     return torch.stack([packed[k][i] for i, k in order])
 
@@ -851,7 +881,7 @@ def heal(
     teacher_config, teacher_name = _teacher_config(teacher)
     check_parent(student.config, teacher_config)
     sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
-    rows = pack_sources(sources, tokenizer, config.seq_len, seed=config.seed)
+    rows = pack_sources(sources, tokenizer, config.seq_len, seed=config.seed, bos_rows=config.bos_rows)
     if rows.shape[0] <= config.validation_sequences:
         raise ValueError(
             f"The healing data packs into {rows.shape[0]} sequences of {config.seq_len} tokens; at least "

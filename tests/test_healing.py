@@ -18,6 +18,7 @@ from diet_hf.healing import (
     HealingConfig,
     check_parent,
     coarse_kl,
+    cut_rows,
     distillation_loss,
     heal,
     healing_texts,
@@ -206,6 +207,25 @@ def test_pack_texts_rows_and_errors(tiny_tokenizer):
         pack_texts([], tiny_tokenizer, 16)
     with pytest.raises(ValueError, match="fewer than one sequence of 4096"):
         pack_texts(["short"], tiny_tokenizer, 4096)
+
+
+def test_cut_rows_with_bos_starts_every_row_with_it_and_keeps_the_stream():
+    b, e = 2, 1
+    stream = [b, 10, 11, 12, e, b, 13, 14, e, b, 15, 16, 17, 18, e]
+    assert cut_rows(stream, 4).tolist() == [[b, 10, 11, 12], [e, b, 13, 14], [e, b, 15, 16]]
+    rows = cut_rows(stream, 4, b).tolist()
+    # a row at a document start keeps its own BOS; the others get one inserted before seq_len - 1 stream tokens
+    assert rows == [[b, 10, 11, 12], [b, e, b, 13], [b, 14, e, b], [b, 15, 16, 17]]
+    assert sum((row[1:] if i else row for i, row in enumerate(rows)), []) == stream[:13]
+
+
+def test_pack_texts_bos_rows(tiny_tokenizer):
+    bos = tiny_tokenizer.bos_token_id
+    plain = pack_texts(TEXTS, tiny_tokenizer, 16, seed=3)
+    rows = pack_texts(TEXTS, tiny_tokenizer, 16, seed=3, bos_rows=True)
+    assert (plain[:, 0] != bos).any() and (rows[:, 0] == bos).all()
+    # the same tokens: what the inserted BOS tokens displace is at most one extra row's worth
+    assert (rows != bos).sum() <= (plain != bos).sum() + 16 and rows.shape[0] >= plain.shape[0]
 
 
 def test_healing_texts_never_read_evaluation_splits(data_dir):
