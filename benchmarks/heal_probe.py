@@ -65,6 +65,9 @@ CONFIGS = {
     # packed row started with BOS (`bos_rows`), as every evaluation prompt and perplexity window is
     "bos_base": ({}, 4.4, "per_source"),
     "bos_rows": ({"bos_rows": True}, 4.4, "per_source"),
+    # the same two with another seed (data order, packing offsets, LoRA's start)
+    "bos_base_seed1": ({"seed": 1}, 4.4, "per_source"),
+    "bos_rows_seed1": ({"bos_rows": True, "seed": 1}, 4.4, "per_source"),
 }
 HELD_OUT_WIKITEXT = (
     "bf16_per_source",
@@ -77,6 +80,8 @@ HELD_OUT_WIKITEXT = (
     "wikitext_only",
     "bos_base",
     "bos_rows",
+    "bos_base_seed1",
+    "bos_rows_seed1",
 )
 # the options of the rows that name none (the healing defaults of their day)
 DEFAULTS = {"learning_rate": 6e-4, "position_stride": 4}
