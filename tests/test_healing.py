@@ -23,6 +23,7 @@ from diet_hf.healing import (
     heal,
     healing_texts,
     layerwise_loss,
+    pack_sources,
     pack_texts,
     scored_positions,
     teacher_targets,
@@ -226,6 +227,17 @@ def test_pack_texts_bos_rows(tiny_tokenizer):
     assert (plain[:, 0] != bos).any() and (rows[:, 0] == bos).all()
     # the same tokens: what the inserted BOS tokens displace is at most one extra row's worth
     assert (rows != bos).sum() <= (plain != bos).sum() + 16 and rows.shape[0] >= plain.shape[0]
+    assert (pack_sources({"a": TEXTS, "b": TEXTS[:3]}, tiny_tokenizer, 16, bos_rows=True)[:, 0] == bos).all()
+
+    class NoBos:  # a tokenizer without a BOS token
+        bos_token_id, eos_token_id = None, 1
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [5] * len(text)}
+
+    with pytest.raises(ValueError, match="`bos_rows=True` needs a tokenizer with a BOS token"):
+        pack_texts(["abcdef"], NoBos(), 4, bos_rows=True)
+    assert pack_texts(["abcdef"], NoBos(), 4).shape == (1, 4)
 
 
 def test_healing_texts_never_read_evaluation_splits(data_dir):
