@@ -212,9 +212,10 @@ def render(results: dict, budget: float) -> str:
         "seconds. Row `s8`: every 8th position scored, 67 steps in about the total time of `lw_h0`. Rows `mlp_lora` "
         "(LoRA on gate/up/down only) and `wikitext_only` (healing data: the same WikiText-2 validation rows alone, so "
         "its held-out KL is measured on WikiText-2 sequences, not the mix's): 59 steps as `lw_h0`, nothing else "
-        "running. Rows `bos_*`: pruned with the BOS-anchored default (`uniform_mlp_mean_ls_bos`), 59 steps as "
-        "`lw_h0`, nothing else running; `bos_rows` starts every packed row with BOS, so its held-out KL is measured "
-        "on other rows than `bos_base`'s: compare their dev-prompt KL and held-out perplexity.",
+        "running. Rows `bos_*`: pruned with the BOS-anchored default (`uniform_mlp_mean_ls_bos`), 59 steps planned as "
+        "`lw_h0` (57 to 59 ran before the time limit), nothing else running; `bos_rows` starts every packed row "
+        "with BOS, so its held-out KL is measured on other rows than `bos_base`'s: compare their dev-prompt KL and "
+        "held-out perplexity.",
         "",
         "| configuration | learning rate | position stride | LoRA r | data mix | steps | train s | total s "
         "| held-out KL before → after | dev-prompt KL before → after | held-out WikiText-2 validation ppl |",

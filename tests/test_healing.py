@@ -187,6 +187,24 @@ def test_position_stride_scores_a_subset_and_still_heals(tmp_path, tiny_tokenize
         _small(position_stride=16)
 
 
+@pytest.mark.parametrize("bos_rows", [False, True])
+def test_heal_trains_and_guards_on_bos_started_rows(tmp_path, tiny_tokenizer, monkeypatch, bos_rows):
+    import diet_hf.healing as healing
+
+    teacher, student = _pair()
+    first_tokens = []
+    original = healing.teacher_targets
+    monkeypatch.setattr(
+        healing,
+        "teacher_targets",
+        lambda m, ids, **k: first_tokens.extend(ids[:, 0].tolist()) or original(m, ids, **k),
+    )
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(bos_rows=bos_rows), work_dir=tmp_path)
+    # every row the teacher scores (the training rows' targets and the guard's validation rows) starts with BOS
+    assert first_tokens and all(t == tiny_tokenizer.bos_token_id for t in first_tokens) == bos_rows
+    assert healed.config.pruning["healing"]["options"]["bos_rows"] is bos_rows
+
+
 def test_teacher_of_itself_gives_zero_loss():
     teacher, _ = _pair()
     ids = random_batch(1, 7)
