@@ -93,11 +93,17 @@ HELD_OUT_WIKITEXT = (
 DEFAULTS = {"learning_rate": 6e-4, "position_stride": 4}
 
 
-def _wikitext_split(data_dir: str, fraction: float = 0.15) -> tuple[str, str]:
-    """WikiText-2 validation rows cut in two: the first rows (healing text) and the last `fraction` (held out)."""
+def _wikitext_rows(data_dir: str, fraction: float = 0.15) -> tuple[list[str], list[str]]:
+    """WikiText-2 validation rows cut in two: the first rows and the last `fraction` (held out)."""
     rows = [json.loads(line)["text"] for line in (Path(data_dir) / "wikitext2" / "validation.jsonl").open()]
     cut = int(len(rows) * (1 - fraction))
-    return "\n\n".join(rows[:cut]), "\n\n".join(rows[cut:])
+    return rows[:cut], rows[cut:]
+
+
+def _wikitext_split(data_dir: str, fraction: float = 0.15) -> tuple[str, str]:
+    """`_wikitext_rows` joined: the healing text and the held-out text."""
+    head, tail = _wikitext_rows(data_dir, fraction)
+    return "\n\n".join(head), "\n\n".join(tail)
 
 
 def _held_out_perplexity(model, tokenizer, text: str) -> float:

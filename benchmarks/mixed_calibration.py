@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_benchmark as rb  # noqa: E402
-from heal_probe import _held_out_perplexity, _wikitext_split  # noqa: E402
+from heal_probe import _held_out_perplexity, _wikitext_rows  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs  # noqa: E402
@@ -51,9 +51,9 @@ def main(argv=None) -> int:
     output = Path(args.output).with_suffix(".json")
     results = json.loads(output.read_text()) if output.is_file() else {}
     dense, tokenizer, _ = load_gemma3_270m()
-    rows = [json.loads(line)["text"] for line in (Path(args.data_dir) / "wikitext2" / "validation.jsonl").open()]
-    _, held_out = _wikitext_split(args.data_dir)  # the last 15% of the rows; the paragraphs come from the rest
-    paragraphs = [r for r in rows[: int(len(rows) * 0.85)] if len(r) > 400][:100]
+    head, tail = _wikitext_rows(args.data_dir)  # the last 15% of the rows held out; the paragraphs from the rest
+    held_out = "\n\n".join(tail)
+    paragraphs = [r for r in head if len(r) > 400][:100]
     profile = {"num_samples": 100, "data_dir": args.data_dir, "channel_stats": True, "disable_progress": True}
     tasks_only = DietPruner(dense, tokenizer).profile(PAPER_TASKS, **profile)
     mixed = DietPruner(dense, tokenizer).profile({**dict.fromkeys(PAPER_TASKS), "wikitext2": paragraphs}, **profile)
