@@ -115,6 +115,18 @@ def main(argv=None) -> int:
         default=HealingConfig.bos_rows,
         help="start every packed healing sequence with BOS",
     )
+    parser.add_argument(
+        "--lora-modules",
+        choices=["all", "mlp", "attention"],
+        default=HealingConfig.lora_modules,
+        help="projections given LoRA adapters",
+    )
+    parser.add_argument(
+        "--keep-bos-state",
+        action=argparse.BooleanOptionalAction,
+        default=HealingConfig.keep_bos_state,
+        help="LoRA inputs kept orthogonal to BOS's (default: HealingConfig's)",
+    )
     parser.add_argument("--sources", nargs="+", default=HEAL_SOURCES)
     parser.add_argument(
         "--mix",
@@ -190,6 +202,8 @@ def main(argv=None) -> int:
         "position_stride": args.position_stride,
         "seed": args.seed,
         "bos_rows": args.bos_rows,
+        "lora_modules": args.lora_modules,
+        "keep_bos_state": args.keep_bos_state,
     }
     for sparsity, budget, max_tokens in zip(args.sparsities, args.budgets, tokens):
         tag = f"diet@{sparsity:g}"
@@ -249,7 +263,7 @@ def render(report: dict) -> str:
         )
     lines += ["", "## Healing runs", ""]
     lines += [
-        "| model | lr, position stride, batch, precision | tokens seen | steps | train s "
+        "| model | lr, position stride, batch, precision, adapters | tokens seen | steps | train s "
         "| total s (with teacher pass) | peak RSS GiB "
         "| validation KL before → after | guard | Δ avg vs unhealed [95% CI] | gap recovered: avg / ppl |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -281,7 +295,10 @@ def render(report: dict) -> str:
         lines.append(
             f"| {name} | {options['learning_rate']:g}, {options.get('position_stride', 1)}, "
             f"{options['batch_size']} x {options['gradient_accumulation_steps']}, "
-            f"{'bfloat16' if options.get('bf16') else 'float32'} | "
+            f"{'bfloat16' if options.get('bf16') else 'float32'}, "
+            # rows from before `lora_modules` existed had LoRA on every projection
+            f"{'LoRA ' + options.get('lora_modules', 'all') if options.get('lora', True) else 'full'}"
+            f"{', BOS states kept' if options.get('keep_bos_state') else ''} | "
             f"{h['tokens_seen']:,} | {h['steps']} | {h['train_seconds']:.0f} | "
             f"{h['wall_seconds_with_teacher_pass']:.0f} | {peak} | {h['validation_kl_before']:.4f} → "
             f"{h['validation_kl_after']:.4f} | {guard} | {ci} | {recovered} |"

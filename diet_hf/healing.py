@@ -90,10 +90,18 @@ class HealingConfig:
     )
     lora_r: int = option(16, "LoRA rank")
     lora_modules: str = option(
-        "all",
-        "projections given LoRA adapters in every layer: 'all' (q/k/v/o/gate/up/down), 'mlp' (gate/up/down) or "
+        "mlp",
+        "projections given LoRA adapters in every layer: 'mlp' (gate/up/down; lower held-out perplexity and KL than "
+        "'all' on the 270M under two seeds, benchmarks/results/healing_probe.md), 'all' (q/k/v/o/gate/up/down) or "
         "'attention' (q/k/v/o)",
         choices=LORA_MODULES,
+    )
+    keep_bos_state: bool | None = option(
+        None,
+        "LoRA only: keep every adapter's input matrix orthogonal to what its projection reads at a BOS token in "
+        "position 0, so healing leaves that token's hidden states in every layer as they were (the attention sink "
+        "every prompt starts with; DIET's default reconstruction, anchor_bos, reproduces its dense values). Default: "
+        "on with LoRA where the tokenizer has a BOS token, off otherwise",
     )
     lora_alpha: int = option(32, "LoRA scaling numerator")
     lora_dropout: float = option(0.0, "LoRA dropout")
@@ -172,6 +180,10 @@ class HealingConfig:
             raise ValueError(f"`lora_modules` must be one of {LORA_MODULES}, got {self.lora_modules!r}.")
         if self.train_embeddings and self.lora:
             raise ValueError("`train_embeddings=True` applies to full fine-tuning: set `lora=False` too.")
+        if not (self.keep_bos_state is None or isinstance(self.keep_bos_state, bool)):
+            raise ValueError(f"`keep_bos_state` must be True, False or None, got {self.keep_bos_state!r}.")
+        if self.keep_bos_state and not self.lora:
+            raise ValueError("`keep_bos_state=True` constrains LoRA adapters: it needs `lora=True`.")
 
     @property
     def tokens_per_step(self) -> int:
@@ -717,13 +729,63 @@ def _trainer_classes():
         def on_train_end(self, args, state, control, **kwargs):
             self.bar.close()
 
+    class KeepBosState(TrainerCallback):
+        """After every optimizer step, projects each LoRA input matrix off its projection's BOS input (`_BosBasis`),
+        before the guard scores or a checkpoint is saved."""
+
+        def __init__(self, basis):
+            self.basis = basis
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            self.basis.project()
+
     class ReleaseMemory(TrainerCallback):
         """After every step, a step's freed temporaries, kept by the C heap, go back to the OS."""
 
         def on_step_end(self, args, state, control, **kwargs):
             release_freed_memory()
 
-    return DistillationTrainer, Guard, LossBar, ReleaseMemory
+    return DistillationTrainer, Guard, LossBar, KeepBosState, ReleaseMemory
+
+
+class _BosBasis:
+    """What every LoRA-adapted projection reads at a BOS token in position 0, as unit vectors, and the projection of
+    each adapter's input matrix `A` off it (`A -= (A u) u^T`).
+
+    A token in position 0 attends to itself alone, so its hidden states are a function of the weights only. With
+    `A u = 0` an adapter adds nothing at that token's input; if that holds for every adapter, no layer's output at
+    BOS changes, so every projection keeps reading the same `u` there (by induction over the layers), however the
+    adapters train. Projecting after every optimizer step (Adam's per-coordinate update leaves the subspace; a
+    projected gradient would not keep it) keeps the constraint exact up to float rounding.
+    """
+
+    def __init__(self, model, bos_token_id: int):
+        from peft.tuners.lora import LoraLayer
+
+        self.pairs, inputs, handles = [], {}, []
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer) and "default" in module.lora_A:
+
+                def keep(mod, args, name=name):
+                    inputs[name] = args[0].reshape(-1, args[0].shape[-1])[0].detach().float()
+
+                handles.append(module.register_forward_pre_hook(keep))
+                self.pairs.append((name, module.lora_A["default"].weight))
+        try:
+            device = next(model.parameters()).device
+            with torch.no_grad():
+                _decoder(model)(input_ids=torch.tensor([[bos_token_id]], device=device))
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.units = {name: inputs[name] / inputs[name].norm().clamp_min(1e-12) for name, _ in self.pairs}
+        self.project()
+
+    @torch.no_grad()
+    def project(self) -> None:
+        for name, weight in self.pairs:
+            unit = self.units[name].to(weight.device, weight.dtype)
+            weight.sub_(torch.outer(weight @ unit, unit))
 
 
 @torch.no_grad()
@@ -880,6 +942,11 @@ def heal(
     config = config or HealingConfig()
     teacher_config, teacher_name = _teacher_config(teacher)
     check_parent(student.config, teacher_config)
+    has_bos = getattr(tokenizer, "bos_token_id", None) is not None
+    if config.keep_bos_state and not has_bos:
+        raise ValueError("`keep_bos_state=True` needs a tokenizer with a BOS token; this one has none.")
+    if config.keep_bos_state is None:  # resolved here, so the record says what ran
+        config = replace(config, keep_bos_state=config.lora and has_bos)
     sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
     rows = pack_sources(sources, tokenizer, config.seq_len, seed=config.seed, bos_rows=config.bos_rows)
     if rows.shape[0] <= config.validation_sequences:
@@ -976,7 +1043,10 @@ def heal(
     def trainable(m):
         return {k: v for k, v in m.named_parameters() if v.requires_grad}
 
-    DistillationTrainer, Guard, LossBar, ReleaseMemory = _trainer_classes()
+    DistillationTrainer, Guard, LossBar, KeepBosState, ReleaseMemory = _trainer_classes()
+    bos_basis = None
+    if config.keep_bos_state:
+        bos_basis = _BosBasis(model, tokenizer.bos_token_id)  # before the guard copies the initial state
     guard = Guard(
         lambda m: _validation_kl(m, validation, validation_targets, guard_teacher, config),
         trainable,
@@ -1013,7 +1083,13 @@ def heal(
         data_collator=_collate,
         healing=config,
         teacher=training_teacher,
-        callbacks=[guard, LossBar(), *([ReleaseMemory()] if release else []), *(callbacks or [])],
+        callbacks=[
+            *([KeepBosState(bos_basis)] if bos_basis else []),
+            guard,
+            LossBar(),
+            *([ReleaseMemory()] if release else []),
+            *(callbacks or []),
+        ],
     )
     for printer in (ProgressCallback, PrinterCallback):  # LossBar is the progress bar; no raw log dicts on stdout
         trainer.remove_callback(printer)
@@ -1059,7 +1135,9 @@ def heal(
         "train_seconds": round(seconds, 1),
         "objective": _objective_text(config),
         "adapter": (
-            f"LoRA r={config.lora_r} alpha={config.lora_alpha} on {config.lora_modules} projections, merged"
+            f"LoRA r={config.lora_r} alpha={config.lora_alpha} on {config.lora_modules} projections"
+            + (", orthogonal to the BOS token's inputs" if config.keep_bos_state else "")
+            + ", merged"
             if config.lora
             else "full fine-tuning" + ("" if config.train_embeddings else " of the decoder layers")
         ),

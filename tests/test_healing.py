@@ -1,5 +1,6 @@
 """Healing by distillation: the loss against brute force, the Trainer run (merge, resume, guard), bad input, CLI."""
 
+import copy
 import json
 import os
 import subprocess
@@ -382,7 +383,8 @@ def test_healing_leaves_the_dense_parent_untouched(tmp_path, tiny_tokenizer, lor
     shared = student.model.layers[0].self_attn.q_proj.weight
     assert shared.data_ptr() == dense.model.layers[0].self_attn.q_proj.weight.data_ptr()
     before = {k: v.clone() for k, v in dense.state_dict().items()}
-    config = _small(lora=lora, learning_rate=3e-3 if lora else 1e-3)
+    # LoRA on every projection, so that the merge touches the attention weights the two models share
+    config = _small(lora=lora, lora_modules="all", learning_rate=3e-3 if lora else 1e-3)
     healed = heal(student, dense, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
     assert not healed.config.pruning["healing"]["rolled_back"]
     assert not torch.equal(
@@ -444,20 +446,70 @@ def test_full_finetuning_option(tmp_path, tiny_tokenizer):
     assert all(torch.equal(v, dense_state[k]) for k, v in teacher.state_dict().items())
 
 
-@pytest.mark.parametrize("modules", ["mlp", "attention"])
+@pytest.mark.parametrize("modules", [None, "mlp", "attention", "all"])
 def test_lora_modules_adapts_only_the_named_projections(tmp_path, tiny_tokenizer, modules):
     teacher, student = _pair()
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    config = _small(lora_modules=modules, learning_rate=3e-3)
+    config = _small(**({} if modules is None else {"lora_modules": modules}), learning_rate=3e-3)
+    modules = modules or "mlp"  # the default
     healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
     record = healed.config.pruning["healing"]
     assert not record["rolled_back"] and f"on {modules} projections" in record["adapter"]
     changed = {k for k, v in healed.state_dict().items() if not torch.equal(v, before[k])}
-    projections = (
-        ("gate_proj", "up_proj", "down_proj") if modules == "mlp" else ("q_proj", "k_proj", "v_proj", "o_proj")
-    )
+    mlp, attention = ("gate_proj", "up_proj", "down_proj"), ("q_proj", "k_proj", "v_proj", "o_proj")
+    projections = {"mlp": mlp, "attention": attention, "all": mlp + attention}[modules]
     expected = {k for k in before if k.endswith(".weight") and k.rsplit(".", 2)[-2] in projections}
     assert changed == expected
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_keep_bos_state_leaves_the_bos_tokens_hidden_states_as_they_were(tmp_path, tiny_tokenizer, keep):
+    """With `keep_bos_state` every LoRA input matrix stays orthogonal to its projection's input at a BOS token in
+    position 0, so no layer's output there moves, while the other positions train; without it the BOS token's states
+    move too (so this test can fail)."""
+    teacher, student = _pair()
+    bos = torch.tensor([[tiny_tokenizer.bos_token_id]])
+    ids = torch.cat([bos, random_batch(1, 7)], dim=1)
+    with torch.no_grad():
+        before = student(ids, output_hidden_states=True)
+    config = _small(lora_modules="all", keep_bos_state=keep, learning_rate=3e-3)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert not record["rolled_back"]
+    assert ("orthogonal to the BOS token's inputs" in record["adapter"]) == keep
+    with torch.no_grad():
+        after = healed(ids, output_hidden_states=True)
+    bos_moved = max(float((a[:, 0] - b[:, 0]).abs().max()) for a, b in zip(after.hidden_states, before.hidden_states))
+    rest_moved = float((after.logits[:, 1:] - before.logits[:, 1:]).abs().max())
+    assert rest_moved > 1e-3
+    if keep:
+        assert bos_moved < 1e-5
+    else:
+        assert bos_moved > 1e-3
+
+
+def test_keep_bos_state_default_and_bad_input(tmp_path, tiny_tokenizer):
+    """On by default with LoRA and a tokenizer with BOS (the record says what ran), off for full fine-tuning and for
+    a tokenizer without BOS unless asked for, which then fails before anything is written."""
+    with pytest.raises(ValueError, match=r"`keep_bos_state=True` constrains LoRA adapters: it needs `lora=True`"):
+        HealingConfig(keep_bos_state=True, lora=False)
+    with pytest.raises(ValueError, match=r"`keep_bos_state` must be True, False or None, got 1"):
+        HealingConfig(keep_bos_state=1)
+    no_bos = copy.deepcopy(tiny_tokenizer)  # the fixture is shared by the session
+    no_bos.bos_token = None
+    for tokenizer, lora, expected in [
+        (tiny_tokenizer, True, True),
+        (tiny_tokenizer, False, False),
+        (no_bos, True, False),
+    ]:
+        teacher, student = _pair()
+        config = _small(lora=lora, learning_rate=3e-3 if lora else 1e-3)
+        healed = heal(student, teacher, tokenizer, TEXTS, config=config, work_dir=tmp_path / f"w{lora}{expected}")
+        assert healed.config.pruning["healing"]["options"]["keep_bos_state"] is expected
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match="needs a tokenizer with a BOS token"):
+        heal(student, teacher, no_bos, TEXTS, config=_small(keep_bos_state=True), work_dir=tmp_path / "w")
+    assert not (tmp_path / "w").exists()
 
 
 def test_layerwise_loss_against_brute_force_and_zero_for_the_teacher_itself():
