@@ -26,7 +26,7 @@ import run_benchmark as rb  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import next_token_logprobs  # noqa: E402
-from diet_hf.healing import HealingConfig, heal, healing_texts  # noqa: E402
+from diet_hf.healing import LORA_MODULES, HealingConfig, heal, healing_texts  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.recipes import DEFAULT_RECIPE  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--lora-modules",
-        choices=["all", "mlp", "attention"],
+        choices=LORA_MODULES,
         default=HealingConfig.lora_modules,
         help="projections given LoRA adapters",
     )

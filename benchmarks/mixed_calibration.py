@@ -27,7 +27,7 @@ import run_benchmark as rb  # noqa: E402
 from heal_probe import _held_out_perplexity, _wikitext_rows  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
-from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs  # noqa: E402
+from diet_hf.evaluation import kl_divergence, next_token_logprobs  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     excluded = tasks_only.scores.provenance["excluded_eval_ids"]
     if any(mixed.scores.provenance["excluded_eval_ids"][t] != excluded[t] for t in excluded):
         raise RuntimeError("the two profiles drew different calibration examples")
-    prompts = rb._kl_prompts(argparse.Namespace(data_dir=args.data_dir, half="dev", kl_prompts=25), excluded)
+    dev = argparse.Namespace(data_dir=args.data_dir, half="dev", kl_prompts=25, batch_size=16)
+    prompts = rb._kl_prompts(dev, excluded)
     dense_logprobs = next_token_logprobs(dense, tokenizer, prompts)
     for name in CONFIGS:
         key = f"{name}@{args.sparsity}"
@@ -75,17 +76,7 @@ def main(argv=None) -> int:
             weight = float(name.removeprefix("mix_w"))
             task_weights = {**dict.fromkeys(PAPER_TASKS, 1.0), "wikitext2": weight}
             model = mixed.prune(sparsity=args.sparsity, task_weights=task_weights)
-        result = evaluate(
-            model,
-            tokenizer,
-            rb.EVAL_TASKS,
-            limit=args.limit,
-            half="dev",
-            exclude_ids=excluded,
-            data_dir=args.data_dir,
-            return_predictions=True,
-            disable_progress=True,
-        )
+        result = rb._evaluate(model, tokenizer, rb.EVAL_TASKS, args.limit, dev, excluded)
         per_task = {t: r[r["headline_metric"]] for t, r in result["results"].items()}
         results[key] = {
             "method": name,

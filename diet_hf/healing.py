@@ -762,15 +762,13 @@ class _BosBasis:
     def __init__(self, model, bos_token_id: int):
         from peft.tuners.lora import LoraLayer
 
-        self.pairs, inputs, handles = [], {}, []
-        for name, module in model.named_modules():
-            if isinstance(module, LoraLayer) and "default" in module.lora_A:
+        modules = [m for m in model.modules() if isinstance(m, LoraLayer) and "default" in m.lora_A]
+        inputs = {}
 
-                def keep(mod, args, name=name):
-                    inputs[name] = args[0].reshape(-1, args[0].shape[-1])[0].detach().float()
+        def keep(module, args):
+            inputs[module] = args[0].reshape(-1, args[0].shape[-1])[0].detach().float()
 
-                handles.append(module.register_forward_pre_hook(keep))
-                self.pairs.append((name, module.lora_A["default"].weight))
+        handles = [module.register_forward_pre_hook(keep) for module in modules]
         try:
             device = next(model.parameters()).device
             with torch.no_grad():
@@ -778,13 +776,15 @@ class _BosBasis:
         finally:
             for handle in handles:
                 handle.remove()
-        self.units = {name: inputs[name] / inputs[name].norm().clamp_min(1e-12) for name, _ in self.pairs}
+        self.pairs = []  # (A's weight, u) per adapter
+        for module in modules:
+            weight, x = module.lora_A["default"].weight, inputs[module]
+            self.pairs.append((weight, (x / x.norm().clamp_min(1e-12)).to(weight.device, weight.dtype)))
         self.project()
 
     @torch.no_grad()
     def project(self) -> None:
-        for name, weight in self.pairs:
-            unit = self.units[name].to(weight.device, weight.dtype)
+        for weight, unit in self.pairs:
             weight.sub_(torch.outer(weight @ unit, unit))
 
 
