@@ -116,6 +116,12 @@ def main(argv=None) -> int:
         help="start every packed healing sequence with BOS",
     )
     parser.add_argument(
+        "--separate-documents",
+        action=argparse.BooleanOptionalAction,
+        default=HealingConfig.separate_documents,
+        help="every document of a packed sequence attends only to itself, from its BOS at position 0",
+    )
+    parser.add_argument(
         "--lora-modules",
         choices=LORA_MODULES,
         default=HealingConfig.lora_modules,
@@ -202,6 +208,7 @@ def main(argv=None) -> int:
         "position_stride": args.position_stride,
         "seed": args.seed,
         "bos_rows": args.bos_rows,
+        "separate_documents": args.separate_documents,
         "lora_modules": args.lora_modules,
         "keep_bos_state": args.keep_bos_state,
     }
@@ -298,7 +305,8 @@ def render(report: dict) -> str:
             f"{'bfloat16' if options.get('bf16') else 'float32'}, "
             # rows from before `lora_modules` existed had LoRA on every projection
             f"{'LoRA ' + options.get('lora_modules', 'all') if options.get('lora', True) else 'full'}"
-            f"{', BOS states kept' if options.get('keep_bos_state') else ''} | "
+            f"{', BOS states kept' if options.get('keep_bos_state') else ''}"
+            f"{', documents apart' if options.get('separate_documents') else ''} | "
             f"{h['tokens_seen']:,} | {h['steps']} | {h['train_seconds']:.0f} | "
             f"{h['wall_seconds_with_teacher_pass']:.0f} | {peak} | {h['validation_kl_before']:.4f} → "
             f"{h['validation_kl_after']:.4f} | {guard} | {ci} | {recovered} |"

@@ -68,6 +68,13 @@ class HealingConfig:
         "does not begin a document gets one inserted): Gemma's first position is its attention sink, and rows cut "
         "mid-document otherwise train the model on a first token it never sees in use",
     )
+    separate_documents: bool = option(
+        False,
+        "every document of a packed row attends only to itself, from a BOS token at position 0 (position ids restart "
+        "at each BOS; transformers then masks attention across documents), so every scored position sees what it "
+        "would see in a prompt of its own, as evaluation prompts are scored; rows are packed as with `bos_rows` (a "
+        "document cut at a row's end goes on after a BOS in the next row)",
+    )
     batch_size: int = option(2, "sequences per forward and backward pass (per device)")
     gradient_accumulation_steps: int = option(
         2,
@@ -370,13 +377,15 @@ def teacher_targets(
     chunk_size: int = 256,
     positions: torch.Tensor | None = None,
     layer_outputs: list | None = None,
+    document_bos: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The teacher's next-token log-probabilities at every position but the last of each row of `input_ids` (B, L),
     or at `positions` (B, P) only: `logprobs` (B*P, k) and `ids` (B*P, k) for `top_k`, or full (B*P, V) `logprobs`
-    for `top_k=None` (P = L - 1 without `positions`). A list `layer_outputs` receives every decoder layer's output."""
+    for `top_k=None` (P = L - 1 without `positions`). A list `layer_outputs` receives every decoder layer's output.
+    With `document_bos`, every document (from that token on) is read apart (`document_position_ids`)."""
     device = next(teacher.parameters()).device
     with _recording(_decoder(teacher), layer_outputs):
-        last = _decoder(teacher)(input_ids=input_ids.to(device)).last_hidden_state
+        last = _decode(teacher, input_ids.to(device), document_bos)
     hidden = _scored(last, positions)
     values, indices = [], []
     for start in range(0, hidden.shape[0], chunk_size):
@@ -424,6 +433,22 @@ def layerwise_loss(student_layers: list[torch.Tensor], teacher_layers: list[torc
         for s, t in zip(student_layers, teacher_layers)
     ]
     return torch.stack(errors).mean()
+
+
+def document_position_ids(input_ids: torch.Tensor, bos_token_id: int) -> torch.Tensor:
+    """(B, L) position ids that restart at 0 at every `bos_token_id` of `input_ids` (B, L): passed with no attention
+    mask and no cache, transformers' causal masks then let each document attend only to itself (its packed-sequence
+    detection: a new sequence wherever the position id does not grow by one)."""
+    index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    starts = torch.where(input_ids == bos_token_id, index, torch.zeros_like(index)).cummax(dim=1).values
+    return index - starts
+
+
+def _decode(model, input_ids: torch.Tensor, bos_token_id: int | None) -> torch.Tensor:
+    """The decoder's last hidden states of `input_ids`; with `bos_token_id`, each document apart
+    (`document_position_ids`)."""
+    positions = None if bos_token_id is None else document_position_ids(input_ids, bos_token_id)
+    return _decoder(model)(input_ids=input_ids, position_ids=positions, use_cache=False).last_hidden_state
 
 
 def _scored(last_hidden: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
@@ -616,9 +641,9 @@ def _trainer_classes():
     class DistillationTrainer(Trainer):
         """`Trainer` whose loss is `distillation_loss` against precomputed or online teacher targets."""
 
-        def __init__(self, *args, healing: HealingConfig, teacher=None, **kwargs):
+        def __init__(self, *args, healing: HealingConfig, teacher=None, document_bos=None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.healing, self.teacher = healing, teacher
+            self.healing, self.teacher, self.document_bos = healing, teacher, document_bos
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # the decoder and the head are called directly, not through the forward that accelerate wraps in
@@ -631,7 +656,7 @@ def _trainer_classes():
             layerwise = self.healing.hidden_weight > 0
             student_layers = [] if layerwise else None
             with _recording(_decoder(model), student_layers):
-                hidden = _scored(_decoder(model)(input_ids=ids).last_hidden_state, positions)
+                hidden = _scored(_decode(model, ids, self.document_bos), positions)
             labels = ids[:, 1:] if positions is None else ids[:, 1:].gather(1, positions)
             teacher_layers = [] if layerwise else None
             if self.teacher is not None:
@@ -643,6 +668,7 @@ def _trainer_classes():
                     chunk_size=self.healing.chunk_size,
                     positions=positions,
                     layer_outputs=teacher_layers,
+                    document_bos=self.document_bos,
                 )
                 t_lp = targets["logprobs"].to(hidden.device)
                 t_ids = targets["ids"].to(hidden.device).long() if "ids" in targets else None
@@ -789,17 +815,20 @@ class _BosBasis:
 
 
 @torch.no_grad()
-def _validation_kl(model, rows: torch.Tensor, targets, teacher, healing: HealingConfig) -> float:
-    """Mean per-position KD loss of `model` on the held-out rows (the guard's measure)."""
+def _validation_kl(
+    model, rows: torch.Tensor, targets, teacher, healing: HealingConfig, document_bos: int | None = None
+) -> float:
+    """Mean per-position KD loss of `model` on the held-out rows (the guard's measure), each document apart with
+    `document_bos`."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     device = next(model.parameters()).device
     for start in range(0, rows.shape[0], healing.batch_size):
         ids = rows[start : start + healing.batch_size].to(device)
-        hidden = _scored(_decoder(model)(input_ids=ids).last_hidden_state, None)
+        hidden = _scored(_decode(model, ids, document_bos), None)
         if teacher is not None:
-            t = teacher_targets(teacher, ids, top_k=None, temperature=healing.temperature)
+            t = teacher_targets(teacher, ids, top_k=None, temperature=healing.temperature, document_bos=document_bos)
             t_lp, t_ids = t["logprobs"], None
         else:
             part = slice(start * (rows.shape[1] - 1), (start + ids.shape[0]) * (rows.shape[1] - 1))
@@ -857,13 +886,20 @@ def _load_teacher(teacher, student):
 
 
 def _precompute(
-    get_teacher, rows: torch.Tensor, healing: HealingConfig, path: Path | None, positions: torch.Tensor | None = None
+    get_teacher,
+    rows: torch.Tensor,
+    healing: HealingConfig,
+    path: Path | None,
+    positions: torch.Tensor | None = None,
+    document_bos: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Top-k teacher targets for every row, at `positions` if given (cached in `path`, so a resumed run does not run
-    the teacher again)."""
+    """Top-k teacher targets for every row, at `positions` if given, each document apart with `document_bos` (cached
+    in `path`, so a resumed run does not run the teacher again)."""
     from safetensors.torch import load_file, save_file
 
     key = {"rows": rows.contiguous(), **({} if positions is None else {"positions": positions.contiguous()})}
+    if document_bos is not None:
+        key["document_bos"] = torch.tensor([document_bos])
     if path is not None and path.is_file():
         cached = load_file(path)
         if set(key) | {"logprobs", "ids"} == set(cached) and all(
@@ -887,6 +923,7 @@ def _precompute(
                 temperature=healing.temperature,
                 chunk_size=healing.chunk_size,
                 positions=None if positions is None else positions[start : start + healing.batch_size],
+                document_bos=document_bos,
             )
             for name, value in out.items():
                 if name not in targets:
@@ -943,12 +980,17 @@ def heal(
     teacher_config, teacher_name = _teacher_config(teacher)
     check_parent(student.config, teacher_config)
     has_bos = getattr(tokenizer, "bos_token_id", None) is not None
+    if config.separate_documents and not has_bos:
+        raise ValueError("`separate_documents=True` needs a tokenizer with a BOS token; this one has none.")
+    document_bos = tokenizer.bos_token_id if config.separate_documents else None
     if config.keep_bos_state and not has_bos:
         raise ValueError("`keep_bos_state=True` needs a tokenizer with a BOS token; this one has none.")
     if config.keep_bos_state is None:  # resolved here, so the record says what ran
         config = replace(config, keep_bos_state=config.lora and has_bos)
     sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
-    rows = pack_sources(sources, tokenizer, config.seq_len, seed=config.seed, bos_rows=config.bos_rows)
+    rows = pack_sources(
+        sources, tokenizer, config.seq_len, seed=config.seed, bos_rows=config.bos_rows or config.separate_documents
+    )
     if rows.shape[0] <= config.validation_sequences:
         raise ValueError(
             f"The healing data packs into {rows.shape[0]} sequences of {config.seq_len} tokens; at least "
@@ -993,11 +1035,13 @@ def heal(
         teacher = get_teacher()
         train_targets = validation_targets = None
     else:
-        validation_targets = _precompute(get_teacher, validation, config, work_dir / "teacher_validation.safetensors")
+        validation_targets = _precompute(
+            get_teacher, validation, config, work_dir / "teacher_validation.safetensors", document_bos=document_bos
+        )
         # the next-token loss alone (kd_weight 0) needs the teacher only for the guard's held-out sequences; the
         # layer-wise loss makes its top-k targets online
         train_targets = (
-            _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors", positions)
+            _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors", positions, document_bos)
             if config.kd_weight > 0 and not layerwise
             else None
         )
@@ -1012,7 +1056,7 @@ def heal(
     guard_teacher = teacher if online else None
     training_teacher = teacher if (online or layerwise) else None
 
-    before = _validation_kl(student, validation, validation_targets, guard_teacher, config)
+    before = _validation_kl(student, validation, validation_targets, guard_teacher, config, document_bos)
     if config.lora:
         import peft
 
@@ -1048,7 +1092,7 @@ def heal(
     if config.keep_bos_state:
         bos_basis = _BosBasis(model, tokenizer.bos_token_id)  # before the guard copies the initial state
     guard = Guard(
-        lambda m: _validation_kl(m, validation, validation_targets, guard_teacher, config),
+        lambda m: _validation_kl(m, validation, validation_targets, guard_teacher, config, document_bos),
         trainable,
         config,
         before,
@@ -1083,6 +1127,7 @@ def heal(
         data_collator=_collate,
         healing=config,
         teacher=training_teacher,
+        document_bos=document_bos,
         callbacks=[
             *([KeepBosState(bos_basis)] if bos_basis else []),
             guard,

@@ -21,6 +21,7 @@ from diet_hf.healing import (
     coarse_kl,
     cut_rows,
     distillation_loss,
+    document_position_ids,
     heal,
     healing_texts,
     layerwise_loss,
@@ -510,6 +511,53 @@ def test_keep_bos_state_default_and_bad_input(tmp_path, tiny_tokenizer):
     with pytest.raises(ValueError, match="needs a tokenizer with a BOS token"):
         heal(student, teacher, no_bos, TEXTS, config=_small(keep_bos_state=True), work_dir=tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_document_position_ids_read_every_packed_document_as_if_alone(tiny_tokenizer):
+    """Position ids restarting at every BOS make a packed row's documents attend only to themselves: the pruned
+    student's hidden states and the teacher's targets equal those of each document run alone (and differ without)."""
+    teacher, student = _pair()
+    bos = tiny_tokenizer.bos_token_id
+    docs = [torch.cat([torch.tensor([[bos]]), random_batch(1, n, seed=n)], dim=1) for n in (6, 4, 3)]
+    row = torch.cat(docs, dim=1)
+    assert document_position_ids(row, bos).tolist() == [[*range(7), *range(5), *range(4)]]
+    assert document_position_ids(row[:, 2:], bos).tolist() == [[*range(5), *range(5), *range(4)]]  # no BOS first
+    with torch.no_grad():
+        # no cache: transformers reads packed documents from the position ids only without one
+        positions = document_position_ids(row, bos)
+        packed = student.model(input_ids=row, position_ids=positions, use_cache=False).last_hidden_state
+        plain = student.model(input_ids=row).last_hidden_state
+        alone = torch.cat([student.model(input_ids=d).last_hidden_state for d in docs], dim=1)
+    assert torch.allclose(packed, alone, atol=1e-5)
+    assert not torch.allclose(plain[:, 7:], alone[:, 7:], atol=1e-2)
+    targets = teacher_targets(teacher, row, top_k=None, document_bos=bos)["logprobs"]
+    for start, doc in zip((0, 7, 12), docs):
+        own = teacher_targets(teacher, doc, top_k=None)["logprobs"]
+        assert torch.allclose(targets[start : start + doc.shape[1] - 1], own, atol=1e-5)
+
+
+def test_heal_with_separate_documents(tmp_path, tiny_tokenizer):
+    """`separate_documents`: rows start with BOS, the teacher's cached targets (and the guard) read every document
+    apart, training runs and the record says so; a tokenizer without BOS fails before anything is written."""
+    teacher, student = _pair()
+    bos = tiny_tokenizer.bos_token_id
+    config = _small(separate_documents=True, learning_rate=3e-3)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert record["options"]["separate_documents"] is True and not record["rolled_back"]
+    from safetensors.torch import load_file
+
+    cached = load_file(tmp_path / "w" / "teacher_validation.safetensors")
+    rows = cached["rows"]
+    assert (rows[:, 0] == bos).all() and ((rows == bos).sum(dim=1) > 1).any()  # rows hold several documents
+    own = teacher_targets(teacher, rows, top_k=8, document_bos=bos)
+    assert torch.allclose(cached["logprobs"], own["logprobs"], atol=1e-5)
+    assert not torch.allclose(cached["logprobs"], teacher_targets(teacher, rows, top_k=8)["logprobs"], atol=1e-3)
+    no_bos = copy.deepcopy(tiny_tokenizer)  # the fixture is shared by the session
+    no_bos.bos_token = None
+    with pytest.raises(ValueError, match="`separate_documents=True` needs a tokenizer with a BOS token"):
+        heal(student, teacher, no_bos, TEXTS, config=config, work_dir=tmp_path / "v")
+    assert not (tmp_path / "v").exists()
 
 
 def test_layerwise_loss_against_brute_force_and_zero_for_the_teacher_itself():
