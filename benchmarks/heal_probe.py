@@ -109,8 +109,8 @@ HELD_OUT_WIKITEXT = (
     "bos_docs_seed1",
 )
 # the options of the rows that name none (the healing defaults of their day; LoRA on every projection until
-# 2026-12-02, so rows that do not name `lora_modules` still run with "all")
-DEFAULTS = {"learning_rate": 6e-4, "position_stride": 4, "lora_modules": "all"}
+# 2026-12-02, so rows that do not name `lora_modules` still run with "all", and documents packed together)
+DEFAULTS = {"learning_rate": 6e-4, "position_stride": 4, "lora_modules": "all", "separate_documents": False}
 
 
 def _wikitext_rows(data_dir: str, fraction: float = 0.15) -> tuple[list[str], list[str]]:
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
             continue
         steps = int(args.budget / seconds_per_step)
         config = HealingConfig(
-            **{"lora_modules": DEFAULTS["lora_modules"], **overrides},
+            **{"lora_modules": DEFAULTS["lora_modules"], "separate_documents": False, **overrides},
             max_tokens=steps * 1024,
             max_time=None if args.no_max_time else args.budget * 1.1,
             eval_steps=1000,
