@@ -31,6 +31,12 @@ from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.recipes import DEFAULT_RECIPE  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
+# HealingConfig's on/off options this script passes on, with their --flag / --no-flag help
+SWITCHES = {
+    "bos_rows": "start every packed healing sequence with BOS",
+    "separate_documents": "every document of a packed sequence attends only to itself, from its BOS at position 0",
+    "keep_bos_state": "LoRA inputs kept orthogonal to BOS's",
+}
 HEAL_SOURCES = ["wikitext2", "boolq", "rte", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
 
 
@@ -109,29 +115,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--seed", type=int, default=HealingConfig.seed, help="healing's seed: data order, packing, LoRA's start"
     )
-    parser.add_argument(
-        "--bos-rows",
-        action=argparse.BooleanOptionalAction,
-        default=HealingConfig.bos_rows,
-        help="start every packed healing sequence with BOS",
-    )
-    parser.add_argument(
-        "--separate-documents",
-        action=argparse.BooleanOptionalAction,
-        default=HealingConfig.separate_documents,
-        help="every document of a packed sequence attends only to itself, from its BOS at position 0",
-    )
+    for name, text in SWITCHES.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            action=argparse.BooleanOptionalAction,
+            default=getattr(HealingConfig, name),
+            help=f"{text} (default: HealingConfig's)",
+        )
     parser.add_argument(
         "--lora-modules",
         choices=LORA_MODULES,
         default=HealingConfig.lora_modules,
         help="projections given LoRA adapters",
-    )
-    parser.add_argument(
-        "--keep-bos-state",
-        action=argparse.BooleanOptionalAction,
-        default=HealingConfig.keep_bos_state,
-        help="LoRA inputs kept orthogonal to BOS's (default: HealingConfig's)",
     )
     parser.add_argument("--sources", nargs="+", default=HEAL_SOURCES)
     parser.add_argument(
@@ -207,10 +202,8 @@ def main(argv=None) -> int:
         "learning_rate": args.learning_rate,
         "position_stride": args.position_stride,
         "seed": args.seed,
-        "bos_rows": args.bos_rows,
-        "separate_documents": args.separate_documents,
         "lora_modules": args.lora_modules,
-        "keep_bos_state": args.keep_bos_state,
+        **{name: getattr(args, name) for name in SWITCHES},
     }
     for sparsity, budget, max_tokens in zip(args.sparsities, args.budgets, tokens):
         tag = f"diet@{sparsity:g}"

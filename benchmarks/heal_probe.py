@@ -166,7 +166,7 @@ def main(argv=None) -> int:
             continue
         steps = int(args.budget / seconds_per_step)
         config = HealingConfig(
-            **{"lora_modules": DEFAULTS["lora_modules"], "separate_documents": False, **overrides},
+            **{**DEFAULTS, **overrides},
             max_tokens=steps * 1024,
             max_time=None if args.no_max_time else args.budget * 1.1,
             eval_steps=1000,

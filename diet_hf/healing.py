@@ -802,7 +802,7 @@ class _BosBasis:
         try:
             device = next(model.parameters()).device
             with torch.no_grad():
-                _decoder(model)(input_ids=torch.tensor([[bos_token_id]], device=device))
+                _decode(model, torch.tensor([[bos_token_id]], device=device), None)
         finally:
             for handle in handles:
                 handle.remove()
@@ -984,10 +984,9 @@ def heal(
     teacher_config, teacher_name = _teacher_config(teacher)
     check_parent(student.config, teacher_config)
     has_bos = getattr(tokenizer, "bos_token_id", None) is not None
-    if config.separate_documents and not has_bos:
-        raise ValueError("`separate_documents=True` needs a tokenizer with a BOS token; this one has none.")
-    if config.keep_bos_state and not has_bos:
-        raise ValueError("`keep_bos_state=True` needs a tokenizer with a BOS token; this one has none.")
+    for name in ("separate_documents", "keep_bos_state"):
+        if getattr(config, name) and not has_bos:
+            raise ValueError(f"`{name}=True` needs a tokenizer with a BOS token; this one has none.")
     if config.keep_bos_state is None:  # resolved here, so the record says what ran
         config = replace(config, keep_bos_state=config.lora and has_bos)
     if config.separate_documents is None:
