@@ -5,8 +5,10 @@ per token cannot be stored, so by default the teacher runs once over the packed 
 freed) and keeps its top-k log-probabilities per position; the loss is the exact KL divergence between the two
 distributions coarse-grained to those k tokens plus one "rest of the vocabulary" bucket. That KL is a lower bound of
 the full KL; the gap is the teacher's rest mass times the KL of the two rest-conditionals (a test bounds it).
-`top_k=None` keeps the teacher in memory and uses the full-vocabulary KL. Either way the student's logits are made
-position-chunk by chunk and no (tokens x vocabulary) tensor is held for backward: with a frozen head (LoRA) each
+`top_k=None` keeps the teacher in memory and uses the full-vocabulary KL. The precomputed targets of the training
+rows are read from their cache file a batch at a time (`_DiskTargets`), so training holds no copy of them. Either way
+the student's logits are made position-chunk by chunk and no (tokens x vocabulary) tensor is held for backward: with
+a frozen head (LoRA) each
 chunk's gradient is taken right in forward, so the logits are made once; a trained head (full fine-tuning) uses
 activation checkpointing, which makes them again in backward. `position_stride` scores a subset of the positions
 (all still feed attention), cutting the head's share of the work in the teacher's pass and in training.
@@ -899,20 +901,21 @@ def _precompute(
     path: Path | None,
     positions: torch.Tensor | None = None,
     document_bos: int | None = None,
-) -> dict[str, torch.Tensor]:
+    *,
+    on_disk: bool = False,
+) -> dict:
     """Top-k teacher targets for every row, at `positions` if given, each document apart with `document_bos` (cached
-    in `path`, so a resumed run does not run the teacher again)."""
-    from safetensors.torch import load_file, save_file
+    in `path`, so a resumed run does not run the teacher again). With `on_disk` (and a `path`) they are returned as
+    `_DiskTargets` of the cache file, read a slice at a time, and no copy stays in memory."""
+    from safetensors.torch import save_file
 
     key = {"rows": rows.contiguous(), **({} if positions is None else {"positions": positions.contiguous()})}
     if document_bos is not None:
         key["document_bos"] = torch.tensor([document_bos])
     if path is not None and path.is_file():
-        cached = load_file(path)
-        if set(key) | {"logprobs", "ids"} == set(cached) and all(
-            cached[k].shape == v.shape and torch.equal(cached[k], v) for k, v in key.items()
-        ):
-            return {"logprobs": cached["logprobs"], "ids": cached["ids"]}
+        cached = _cached_targets(path, key, on_disk)
+        if cached is not None:
+            return cached
     teacher = get_teacher()
     device = next(teacher.parameters()).device
     per_row = rows.shape[1] - 1 if positions is None else positions.shape[1]
@@ -941,7 +944,41 @@ def _precompute(
                 release_freed_memory()
     if path is not None:
         atomic_write(path, lambda tmp: save_file({**targets, **key}, str(tmp)))
+        if on_disk:
+            return {name: _DiskTargets(path, name) for name in targets}
     return targets
+
+
+def _cached_targets(path: Path, key: dict[str, torch.Tensor], on_disk: bool) -> dict | None:
+    """The targets in the cache file `path` if it was written for `key` (the rows, positions and BOS it was made
+    for), else None; as `_DiskTargets` with `on_disk`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as cache:
+        if set(cache.keys()) != set(key) | {"logprobs", "ids"}:
+            return None
+        for name, value in key.items():
+            stored = cache.get_tensor(name)
+            if stored.shape != value.shape or not torch.equal(stored, value):
+                return None
+        if not on_disk:
+            return {name: cache.get_tensor(name) for name in ("logprobs", "ids")}
+    return {name: _DiskTargets(path, name) for name in ("logprobs", "ids")}
+
+
+class _DiskTargets:
+    """One tensor of a safetensors file, read a slice of rows at a time. The file is opened for each read, so none of
+    it stays mapped: training holds no copy of its teacher targets, which take 4 KiB per scored position at top-512
+    (92 MB for 90k tokens at every 4th position)."""
+
+    def __init__(self, path: Path, name: str):
+        self.path, self.name = str(path), name
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(self.path, framework="pt") as cache:
+            return cache.get_slice(self.name)[rows]
 
 
 def heal(
@@ -1049,7 +1086,15 @@ def heal(
         # the next-token loss alone (kd_weight 0) needs the teacher only for the guard's held-out sequences; the
         # layer-wise loss makes its top-k targets online
         train_targets = (
-            _precompute(get_teacher, train, config, work_dir / "teacher_train.safetensors", positions, document_bos)
+            _precompute(
+                get_teacher,
+                train,
+                config,
+                work_dir / "teacher_train.safetensors",
+                positions,
+                document_bos,
+                on_disk=True,  # read a batch's slice at a time: the training steps hold no copy of them
+            )
             if config.kd_weight > 0 and not layerwise
             else None
         )

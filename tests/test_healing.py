@@ -177,6 +177,43 @@ def test_the_teachers_pass_in_batches_equals_one_pass_over_all_rows(stride):
     assert torch.allclose(batched["logprobs"], whole["logprobs"], atol=1e-6)
 
 
+def test_training_targets_are_read_from_their_cache_file(tmp_path):
+    """With `on_disk`, `_precompute` returns the cache file's tensors read a slice at a time: each slice (and each
+    dataset item built on them) equals the targets held in memory, on the first run and on a resumed one; a cache made
+    for other rows is not used."""
+    from diet_hf.healing import _DiskTargets, _PackedDataset, _precompute
+
+    teacher, _ = _pair()
+    ids = random_batch(5, 16)
+    positions = scored_positions(5, 16, 3, seed=2)
+    config = _small(position_stride=3, top_k=6, chunk_size=7)
+    path = tmp_path / "targets.safetensors"
+    in_memory = _precompute(lambda: teacher, ids, config, None, positions)
+    calls = []
+
+    def get_teacher():
+        calls.append(1)
+        return teacher
+
+    for run in ("first", "resumed"):
+        calls.clear()
+        on_disk = _precompute(get_teacher, ids, config, path, positions, on_disk=True)
+        assert calls == ([1] if run == "first" else [])  # a resumed run reads the cache, without the teacher
+        assert all(isinstance(value, _DiskTargets) for value in on_disk.values())
+        for name, value in in_memory.items():
+            assert torch.equal(on_disk[name][3:11], value[3:11]) and torch.equal(on_disk[name][0:25], value)
+        items = _PackedDataset(ids, on_disk, positions), _PackedDataset(ids, in_memory, positions)
+        for i in range(5):
+            a, b = (dataset[i] for dataset in items)
+            assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    calls.clear()
+    other = ids.roll(1, dims=0)  # other rows: the cache is not theirs
+    fresh = _precompute(get_teacher, other, config, path, positions, on_disk=True)
+    assert calls == [1] and not torch.equal(fresh["ids"][0:25], in_memory["ids"])
+    held = _precompute(lambda: teacher, other, config, path, positions)  # the cache, in memory
+    assert isinstance(held["ids"], torch.Tensor) and torch.equal(held["ids"], fresh["ids"][0:25])
+
+
 @pytest.mark.parametrize("top_k", [8, None])
 def test_position_stride_scores_a_subset_and_still_heals(tmp_path, tiny_tokenizer, top_k):
     teacher, student = _pair()
