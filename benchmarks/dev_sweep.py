@@ -30,7 +30,7 @@ from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, baseline_scores
 from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
-from diet_hf.tasks import PAPER_TASKS, get_task, load_examples, split_half
+from diet_hf.tasks import PAPER_TASKS, evaluation_examples, get_task
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
 SIGNAL_TASKS = ("hellaswag", "arc_easy", "piqa")
@@ -91,14 +91,8 @@ CANDIDATES = {
 
 
 def _dev_prompts(task, excluded, data_dir, count):
-    spec = get_task(task)
-    skip = set(excluded.get(task, []))
-    docs = [
-        d
-        for d in load_examples(spec, spec.eval_split, data_dir=data_dir)
-        if str(d["id"]) not in skip and split_half(task, str(d["id"])) == "dev"
-    ]
-    return [spec.build(d).contexts[0] for d in docs[:count]]
+    docs = evaluation_examples(task, half="dev", exclude_ids=excluded.get(task), limit=count, data_dir=data_dir)
+    return [get_task(task).build(d).contexts[0] for d in docs]
 
 
 def kl_by_task(reference, logprobs, prompts: dict[str, list[str]]) -> tuple[float, dict[str, float]]:

@@ -24,7 +24,7 @@ from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import kl_divergence, next_token_logprobs, perplexity  # noqa: E402
 from diet_hf.healing import HealingConfig, heal, healing_texts  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
-from diet_hf.tasks import PAPER_TASKS, get_task, load_examples, split_half  # noqa: E402
+from diet_hf.tasks import PAPER_TASKS, evaluation_examples, get_task  # noqa: E402
 
 # name: (HealingConfig overrides, seconds per training step measured on 2 cores, which sets the step count, data mix)
 # data mix: "per_source": the seven sources in equal shares (WikiText-2 1/7, the default of heal_benchmark.py);
@@ -161,14 +161,10 @@ def _unseen_text(data_dir: str, excluded: dict) -> str:
     followed by its gold answer, joined with blank lines."""
     texts = []
     for task in UNSEEN_TASKS:
-        spec = get_task(task)
-        skip = set(excluded.get(task, []))
-        docs = [
-            d
-            for d in load_examples(spec, spec.eval_split, data_dir=data_dir)
-            if str(d["id"]) not in skip and split_half(task, str(d["id"])) == "dev"
-        ]
-        texts += [spec.calibration_text(d) for d in docs[:UNSEEN_EXAMPLES]]
+        docs = evaluation_examples(
+            task, half="dev", exclude_ids=excluded.get(task), limit=UNSEEN_EXAMPLES, data_dir=data_dir
+        )
+        texts += [get_task(task).calibration_text(d) for d in docs]
     return "\n\n".join(texts)
 
 

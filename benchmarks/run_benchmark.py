@@ -34,7 +34,7 @@ from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
 from diet_hf.speed import measure_tokens_per_second
-from diet_hf.tasks import HALVES, PAPER_TASKS, get_task, load_examples, split_half
+from diet_hf.tasks import HALVES, PAPER_TASKS, evaluation_examples, get_task
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
 SIGNAL_TASKS = ("hellaswag", "arc_easy", "piqa")  # where a 270M model is clearly above chance
@@ -122,14 +122,10 @@ def _correct(result: dict) -> dict[str, list[int]]:
 def _kl_prompts(args, excluded) -> list[str]:
     prompts = []
     for task in EVAL_TASKS:
-        spec = get_task(task)
-        skip = set(excluded.get(task, []))
-        docs = [
-            d
-            for d in load_examples(spec, spec.eval_split, data_dir=args.data_dir)
-            if str(d["id"]) not in skip and (args.half is None or split_half(task, str(d["id"])) == args.half)
-        ]
-        prompts += [spec.build(d).contexts[0] for d in docs[: args.kl_prompts]]
+        docs = evaluation_examples(
+            task, half=args.half, exclude_ids=excluded.get(task), limit=args.kl_prompts, data_dir=args.data_dir
+        )
+        prompts += [get_task(task).build(d).contexts[0] for d in docs]
     return prompts
 
 

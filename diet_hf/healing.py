@@ -8,10 +8,10 @@ the full KL; the gap is the teacher's rest mass times the KL of the two rest-con
 `top_k=None` keeps the teacher in memory and uses the full-vocabulary KL. The precomputed targets of the training
 rows are read from their cache file a batch at a time (`_DiskTargets`), so training holds no copy of them. Either way
 the student's logits are made position-chunk by chunk and no (tokens x vocabulary) tensor is held for backward: with
-a frozen head (LoRA) each
-chunk's gradient is taken right in forward, so the logits are made once; a trained head (full fine-tuning) uses
-activation checkpointing, which makes them again in backward. `position_stride` scores a subset of the positions
-(all still feed attention), cutting the head's share of the work in the teacher's pass and in training.
+a frozen head (LoRA) each chunk's gradient is taken right in forward, so the logits are made once; a trained head
+(full fine-tuning) uses activation checkpointing, which makes them again in backward. `position_stride` scores a
+subset of the positions (all still feed attention), cutting the head's share of the work in the teacher's pass and in
+training.
 
 LoRA (PEFT) is the default and is merged into the weights at the end: the healed checkpoint is the same pruned format
 and loads without PEFT. A validation guard scores held-out sequences before training and at every evaluation; the

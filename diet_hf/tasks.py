@@ -21,6 +21,7 @@ __all__ = [
     "CalibrationSet",
     "MultipleChoiceRequest",
     "Task",
+    "evaluation_examples",
     "get_task",
     "load_calibration",
     "load_examples",
@@ -250,6 +251,24 @@ def load_examples(task: str | Task, split: str, *, data_dir: str | os.PathLike |
     if not rows:
         raise ValueError(f"The `{split}` split of task {task.name!r} is empty.")
     return rows
+
+
+def evaluation_examples(
+    task: str | Task,
+    *,
+    half: str | None = None,
+    exclude_ids: Iterable | None = None,
+    limit: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """A task's evaluation examples in file order, without `exclude_ids` (e.g. the calibration examples carved from
+    the evaluation split), of one `half` (`split_half`; None: both), the first `limit` of them."""
+    task = get_task(task) if isinstance(task, str) else task
+    excluded = {str(i) for i in exclude_ids or ()}
+    docs = [d for d in load_examples(task, task.eval_split, data_dir=data_dir) if str(d["id"]) not in excluded]
+    if half is not None:
+        docs = [d for d in docs if split_half(task.name, str(d["id"])) == half]
+    return docs[:limit] if limit is not None else docs
 
 
 def _load_from_hub(task: Task, split: str) -> list[dict]:

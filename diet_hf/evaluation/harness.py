@@ -4,7 +4,7 @@ prompts and choices, the log-likelihoods of `strategies.loglikelihoods`, and the
 import math
 import os
 
-from ..tasks import HALVES, PAPER_TASKS, get_task, load_examples, split_half
+from ..tasks import HALVES, PAPER_TASKS, evaluation_examples, get_task
 from .scorer import check_tokenizer
 from .strategies import loglikelihoods
 
@@ -53,10 +53,7 @@ def evaluate(
     results, predictions = {}, {}
     for spec in specs:
         excluded = {str(i) for i in exclude_ids.get(spec.name, [])}
-        docs = [d for d in load_examples(spec, spec.eval_split, data_dir=data_dir) if str(d["id"]) not in excluded]
-        if half is not None:
-            docs = [d for d in docs if split_half(spec.name, str(d["id"])) == half]
-        docs = docs[:limit] if limit is not None else docs
+        docs = evaluation_examples(spec, half=half, exclude_ids=excluded, limit=limit, data_dir=data_dir)
         if not docs:
             raise ValueError(f"No examples of task {spec.name!r} left to score after exclusions.")
         requests = [spec.build(d) for d in docs]
