@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from importlib.metadata import version
@@ -113,6 +114,9 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=HealingConfig.learning_rate)
     parser.add_argument("--position-stride", type=int, default=HealingConfig.position_stride)
     parser.add_argument(
+        "--top-k", type=int, default=HealingConfig.top_k, help="teacher log-probs kept per scored position"
+    )
+    parser.add_argument(
         "--seed", type=int, default=HealingConfig.seed, help="healing's seed: data order, packing, LoRA's start"
     )
     for name, text in SWITCHES.items():
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
     output = Path(args.output).with_suffix(".json")
     output.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -201,6 +205,7 @@ def main(argv=None) -> int:
     recipe = {
         "learning_rate": args.learning_rate,
         "position_stride": args.position_stride,
+        "top_k": args.top_k,
         "seed": args.seed,
         "lora_modules": args.lora_modules,
         **{name: getattr(args, name) for name in SWITCHES},
@@ -233,6 +238,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _objective(options: dict) -> str:
+    if options.get("kd_weight", 1.0) == 0:
+        return "next-token loss"
+    return f"top-{options['top_k']} KL" if options.get("top_k") else "full KL"
+
+
 def render(report: dict) -> str:
     rows = {r["model"]: r for r in report["rows"]}
     lines = [
@@ -263,7 +274,7 @@ def render(report: dict) -> str:
         )
     lines += ["", "## Healing runs", ""]
     lines += [
-        "| model | lr, position stride, batch, precision, adapters | tokens seen | steps | train s "
+        "| model | lr, position stride, batch, precision, adapters, objective | tokens seen | steps | train s "
         "| total s (with teacher pass) | peak RSS GiB "
         "| validation KL before → after | guard | Δ avg vs unhealed [95% CI] | gap recovered: avg / ppl |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -299,7 +310,8 @@ def render(report: dict) -> str:
             # rows from before `lora_modules` existed had LoRA on every projection
             f"{'LoRA ' + options.get('lora_modules', 'all') if options.get('lora', True) else 'full'}"
             f"{', BOS states kept' if options.get('keep_bos_state') else ''}"
-            f"{', documents apart' if options.get('separate_documents') else ''} | "
+            f"{', documents apart' if options.get('separate_documents') else ''}"
+            f"{', ' + _objective(options)} | "
             f"{h['tokens_seen']:,} | {h['steps']} | {h['train_seconds']:.0f} | "
             f"{h['wall_seconds_with_teacher_pass']:.0f} | {peak} | {h['validation_kl_before']:.4f} → "
             f"{h['validation_kl_after']:.4f} | {guard} | {ci} | {recovered} |"

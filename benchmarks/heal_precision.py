@@ -94,12 +94,16 @@ sys.exit(code)
 """
 
 
-def cli_peak_memory(pruned_dir: Path, dense_dir: Path, data_dir: str, flags: list[str], work: Path) -> dict:
-    """Peak resident memory of `diet-hf heal` in a process of its own (24 steps of 1024 tokens)."""
+def cli_peak_memory(
+    pruned_dir: Path, dense_dir: Path, data_dir: str, flags: list[str], work: Path, max_tokens: int | None = 24576
+) -> dict:
+    """Peak resident memory of `diet-hf heal` in a process of its own (24 steps of 1024 tokens; `max_tokens=None`:
+    the command's default length)."""
     shutil.rmtree(work, ignore_errors=True)
     command = [
         *(sys.executable, "-c", _PEAK_WRAPPER, "heal", str(pruned_dir), "--teacher", str(dense_dir)),
-        *("--output", str(work / "out"), "--data-dir", data_dir, "--max-tokens", "24576", "--quiet", *flags),
+        *("--output", str(work / "out"), "--data-dir", data_dir, "--quiet", *flags),
+        *(["--max-tokens", str(max_tokens)] if max_tokens is not None else []),
     ]
     start = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -158,6 +162,13 @@ def teacher_pass_memory(data_dir: str, release: bool, num_rows: int = 400) -> di
     }
 
 
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
@@ -168,15 +179,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     output, work = Path(args.output).with_suffix(".json"), Path(args.work_dir)
     results = json.loads(output.read_text()) if args.resume and output.is_file() else {}
-    results["machine"] = {
+    machine = {
         "processor": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
         "threads": torch.get_num_threads(),
         "fast_bf16": fast_bf16("cpu"),
         "torch": torch.__version__,
     }
+    results.setdefault("machine", machine)  # the first run's; a row added by a later run records its own
 
     def save(name, row):
-        results[name] = row
+        results[name] = row if machine == results["machine"] else {**row, "machine": machine}
         print(name, row, flush=True)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=1) + "\n")
@@ -199,6 +212,8 @@ def main(argv=None) -> int:
     needed = [f"train_{p}_{s}" for s in args.steps for p in ("fp32", "bf16")]
     memory = {"memory_bf16_2x2": [], "memory_fp32_2x2": ["--no-bf16"], "memory_bf16_4x1": []}
     memory["memory_bf16_4x1"] = ["--batch-size", "4", "--gradient-accumulation-steps", "1"]
+    memory["memory_default_length"] = []
+    lengths = {"memory_default_length": None}  # the command's default tokens (90k) instead of 24 steps
     if any(name not in results for name in needed) or not (pruned_dir / "config.json").is_file():
         pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, channel_stats=True, disable_progress=True)
     for steps in args.steps:
@@ -218,7 +233,9 @@ def main(argv=None) -> int:
         del pruner, dense
         for name, flags in memory.items():
             if name not in results:
-                save(name, cli_peak_memory(pruned_dir, default_cache_dir(), args.data_dir, flags, work / "cli"))
+                tokens = lengths.get(name, 24576)
+                row = cli_peak_memory(pruned_dir, default_cache_dir(), args.data_dir, flags, work / "cli", tokens)
+                save(name, {**row, "max_tokens": tokens})
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
@@ -276,16 +293,25 @@ def render(results: dict) -> str:
             )
     lines += [
         "",
-        "Peak resident memory of a separate `diet-hf heal` of the saved 20% model (24 steps, 24,576 tokens; the "
-        "process's own VmHWM at its end), against the target of 3x the dense model's 1.07 GB (3.22 GB):",
+        "Peak resident memory of a separate `diet-hf heal` of the saved 20% model (24 steps, 24,576 tokens, unless "
+        "the row says the command's default length; the process's own VmHWM at its end; the defaults of the day: "
+        "top-64 teacher log-probs for the 24-step rows, top-512 for the default-length row), against the target of "
+        "3x the dense model's 1.07 GB (3.22 GB):",
         "",
-        "| flags | peak GB (GiB) | seconds |",
-        "|---|---|---|",
+        "| flags | tokens | machine | peak GB (GiB) | seconds |",
+        "|---|---|---|---|---|",
     ]
     for name, row in results.items():
         if name.startswith("memory_"):
-            flags = " ".join(row["flags"]) or "(defaults: bfloat16 here, 2 x 2)"
-            lines.append(f"| {flags} | {row['peak_gb']:.2f} ({row['peak_gib']:.2f}) | {row['seconds']:.0f} |")
+            where = row.get("machine", machine)
+            flags = " ".join(row["flags"]) or "(defaults)"
+            tokens = row.get("max_tokens", 24576)
+            tokens = f"{tokens:,}" if tokens else "default (90,000)"
+            precision = "bfloat16 default" if where["fast_bf16"] else "no fast bfloat16: float32 default"
+            lines.append(
+                f"| {flags} | {tokens} | {where.get('cpu', where['processor'])}, {precision} | "
+                f"{row['peak_gb']:.2f} ({row['peak_gib']:.2f}) | {row['seconds']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
