@@ -94,16 +94,17 @@ sys.exit(code)
 """
 
 
+SHORT_RUN_TOKENS = 24_576  # 24 steps of 2 x 2 x 256 tokens: the short `diet-hf heal` whose peak is measured
+
+
 def cli_peak_memory(
-    pruned_dir: Path, dense_dir: Path, data_dir: str, flags: list[str], work: Path, max_tokens: int | None = 24576
+    pruned_dir: Path, dense_dir: Path, data_dir: str, flags: list[str], work: Path, max_tokens: int = SHORT_RUN_TOKENS
 ) -> dict:
-    """Peak resident memory of `diet-hf heal` in a process of its own (24 steps of 1024 tokens; `max_tokens=None`:
-    the command's default length)."""
+    """Peak resident memory of `diet-hf heal` in a process of its own, over `max_tokens` training tokens."""
     shutil.rmtree(work, ignore_errors=True)
     command = [
         *(sys.executable, "-c", _PEAK_WRAPPER, "heal", str(pruned_dir), "--teacher", str(dense_dir)),
-        *("--output", str(work / "out"), "--data-dir", data_dir, "--quiet", *flags),
-        *(["--max-tokens", str(max_tokens)] if max_tokens is not None else []),
+        *("--output", str(work / "out"), "--data-dir", data_dir, "--max-tokens", str(max_tokens), "--quiet", *flags),
     ]
     start = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -210,10 +211,12 @@ def main(argv=None) -> int:
     pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
     pruned_dir = work / "pruned20"
     needed = [f"train_{p}_{s}" for s in args.steps for p in ("fp32", "bf16")]
-    memory = {"memory_bf16_2x2": [], "memory_fp32_2x2": ["--no-bf16"], "memory_bf16_4x1": []}
-    memory["memory_bf16_4x1"] = ["--batch-size", "4", "--gradient-accumulation-steps", "1"]
-    memory["memory_default_length"] = []
-    lengths = {"memory_default_length": None}  # the command's default tokens (90k) instead of 24 steps
+    memory = {  # row: the command's flags, its training tokens
+        "memory_bf16_2x2": ([], SHORT_RUN_TOKENS),
+        "memory_fp32_2x2": (["--no-bf16"], SHORT_RUN_TOKENS),
+        "memory_bf16_4x1": (["--batch-size", "4", "--gradient-accumulation-steps", "1"], SHORT_RUN_TOKENS),
+        "memory_default_length": ([], HealingConfig.max_tokens),
+    }
     if any(name not in results for name in needed) or not (pruned_dir / "config.json").is_file():
         pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, channel_stats=True, disable_progress=True)
     for steps in args.steps:
@@ -231,9 +234,8 @@ def main(argv=None) -> int:
             save_pruned_model(student, pruned_dir, tokenizer=tokenizer, plan=getattr(student, "diet_plan", None))
             del student
         del pruner, dense
-        for name, flags in memory.items():
+        for name, (flags, tokens) in memory.items():
             if name not in results:
-                tokens = lengths.get(name, 24576)
                 row = cli_peak_memory(pruned_dir, default_cache_dir(), args.data_dir, flags, work / "cli", tokens)
                 save(name, {**row, "max_tokens": tokens})
     shutil.rmtree(work, ignore_errors=True)
@@ -305,8 +307,8 @@ def render(results: dict) -> str:
         if name.startswith("memory_"):
             where = row.get("machine", machine)
             flags = " ".join(row["flags"]) or "(defaults)"
-            tokens = row.get("max_tokens", 24576)
-            tokens = f"{tokens:,}" if tokens else "default (90,000)"
+            tokens = f"{row.get('max_tokens', SHORT_RUN_TOKENS):,}"  # rows from before it was recorded: 24 steps
+            tokens += " (the command's default)" if name == "memory_default_length" else ""
             precision = "bfloat16 default" if where["fast_bf16"] else "no fast bfloat16: float32 default"
             lines.append(
                 f"| {flags} | {tokens} | {where.get('cpu', where['processor'])}, {precision} | "
