@@ -133,6 +133,8 @@ CONFIGS = {
         for suffix, seed in (("", {}), ("_seed1", {"seed": 1}))
     },
 }
+# rows that also measure the unseen-text perplexity (`UNSEEN_TASKS`, below)
+UNSEEN_TEXT_ROWS = tuple(name for name in CONFIGS if name.startswith(("docs_", "seq_")))
 HELD_OUT_WIKITEXT = (
     "bf16_per_source",
     "bf16_half_wikitext",
@@ -152,7 +154,7 @@ HELD_OUT_WIKITEXT = (
     "bos_mlp_keep_bos_seed1",
     "bos_docs",
     "bos_docs_seed1",
-    *(name for name in CONFIGS if name.startswith(("docs_", "seq_"))),
+    *UNSEEN_TEXT_ROWS,
 )
 # rows whose held-out WikiText-2 perplexity is also read in windows of 2048 tokens, as the benchmark's test perplexity
 LONG_WINDOWS = tuple(name for name in CONFIGS if name.startswith("seq_"))
@@ -259,9 +261,7 @@ def main(argv=None) -> int:
         student = pruner.prune(sparsity=0.2)
         dev_kl_before = dev_kl(student)
         wikitext_before = None if held_out is None else _held_out_perplexity(student, tokenizer, held_out)
-        unseen_before = (
-            _held_out_perplexity(student, tokenizer, unseen) if name.startswith(("docs_", "seq_")) else None
-        )
+        unseen_before = _held_out_perplexity(student, tokenizer, unseen) if name in UNSEEN_TEXT_ROWS else None
         long_before = _held_out_perplexity(student, tokenizer, held_out, 2048) if name in LONG_WINDOWS else None
         healed = heal(student, dense, tokenizer, data, config=config, work_dir=args.work_dir)
         record = healed.config.pruning["healing"]
@@ -308,6 +308,12 @@ def _extra(options: dict) -> str:
     extra += [f"kd_weight {options['kd_weight']:g}"] if options.get("kd_weight", 1.0) != 1.0 else []
     extra += [f"rows of {options['seq_len']} tokens"] if options.get("seq_len", 256) != 256 else []
     return f" ({', '.join(extra)})" if extra else ""
+
+
+def _before_after(row: dict, key: str, digits: int) -> str:
+    """`row[key]`, a [before, after] pair, as "before → after", or "not measured"."""
+    pair = row.get(key)
+    return "not measured" if pair is None else f"{pair[0]:.{digits}f} → {pair[1]:.{digits}f}"
 
 
 def render(results: dict, budget: float) -> str:
@@ -393,12 +399,9 @@ def render(results: dict, budget: float) -> str:
         )
         contended = " (beside other work)" if row.get("timed_beside_other_work") else ""
         options = {**DEFAULTS, **options}
-        ppl = row.get("held_out_wikitext_ppl")
-        ppl = "not measured" if ppl is None else f"{ppl[0]:.1f} → {ppl[1]:.1f}"
-        long = row.get("held_out_wikitext_ppl_2048")
-        long = "not measured" if long is None else f"{long[0]:.1f} → {long[1]:.1f}"
-        unseen = row.get("unseen_text_ppl")
-        unseen = "not measured" if unseen is None else f"{unseen[0]:.2f} → {unseen[1]:.2f}"
+        ppl = _before_after(row, "held_out_wikitext_ppl", 1)
+        long = _before_after(row, "held_out_wikitext_ppl_2048", 1)
+        unseen = _before_after(row, "unseen_text_ppl", 2)
         lines.append(
             f"| {name}{_extra(options)} | {options['learning_rate']:g} | {options['position_stride']} | "
             f"{options.get('lora_r', 16) if options.get('lora', True) else 'full (decoder)'} | "
