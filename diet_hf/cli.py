@@ -112,8 +112,20 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fraction(s) of decoder-block attention + MLP parameters to remove, e.g. 0.2 0.3",
     )
-    prune.add_argument("--mlp-sparsity", type=float, default=None)
-    prune.add_argument("--attention-sparsity", type=float, default=None)
+    prune.add_argument(
+        "--mlp-sparsity",
+        type=float,
+        default=None,
+        help="fraction in [0, 1) of all layers' MLP intermediate channels to remove, set apart from the heads' "
+        "(instead of --sparsity)",
+    )
+    prune.add_argument(
+        "--attention-sparsity",
+        type=float,
+        default=None,
+        help="fraction in [0, 1) of all layers' attention heads to remove, set apart from the MLP's (instead of "
+        "--sparsity)",
+    )
     prune.add_argument(
         "--tasks",
         nargs="+",
@@ -145,9 +157,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="DIET (default) or a baseline's scores and allocation in the same pipeline; the card names it",
     )
     _add_dataclass_flags(prune, PruneOptions)  # every pruning option, with its help text
-    prune.add_argument("--dtype", choices=DTYPES, default="float32")
+    prune.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="dtype to load the dense model in (default: float32)"
+    )
     prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
-    prune.add_argument("--revision", default=None)
+    prune.add_argument("--revision", default=None, help="branch, tag or commit of the dense model on the Hub")
     prune.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this Hub repository")
     prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
 
@@ -176,7 +190,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--push-to-hub", default=None, metavar="REPO_ID", help="also upload the healed model to this Hub repository"
     )
     heal.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    heal.add_argument("--dtype", choices=DTYPES, default="float32")
+    heal.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="dtype to load the student and the teacher in (default: float32; bf16 autocast is a separate option)",
+    )
     heal.add_argument("--device-map", default=None, help='e.g. "auto" or "cuda:0" (accelerate device map)')
     _add_dataclass_flags(heal, HealingConfig)
 
@@ -184,7 +203,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "eval", parents=[quiet_after], help="zero-shot accuracy (lm-eval-harness scoring) of a causal LM"
     )
     evaluate.add_argument("model", help="Hub id or local directory (dense or pruned)")
-    evaluate.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS), choices=list(TASKS), metavar="TASK")
+    evaluate.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(PAPER_TASKS),
+        choices=list(TASKS),
+        metavar="TASK",
+        help=f"tasks to score, of {', '.join(TASKS)} (default: the paper's seven)",
+    )
     evaluate.add_argument("--limit", type=_positive_int, default=None, help="first N examples of each task")
     evaluate.add_argument(
         "--half",
@@ -192,11 +218,15 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="score only the dev or the test half of each task (a hash of the example id; choose on dev)",
     )
-    evaluate.add_argument("--batch-size", type=_positive_int, default=16)
-    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="scored sequences per forward pass (default: 16)"
+    )
+    evaluate.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
     evaluate.add_argument("--output", default=None, help="write the results as JSON here")
-    evaluate.add_argument("--dtype", choices=DTYPES, default="float32")
-    evaluate.add_argument("--revision", default=None)
+    evaluate.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="dtype to load the model in (default: float32)"
+    )
+    evaluate.add_argument("--revision", default=None, help="branch, tag or commit of the model on the Hub")
     evaluate.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -213,8 +243,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("model", help="local directory of a pruned model saved by diet-hf")
     onnx.add_argument("output", help="new directory for model.onnx, config.json and the tokenizer")
-    onnx.add_argument("--task", choices=("text-generation-with-past", "text-generation"), default=None)
-    onnx.add_argument("--opset", type=_positive_int, default=None)
+    onnx.add_argument(
+        "--task",
+        choices=("text-generation-with-past", "text-generation"),
+        default=None,
+        help="optimum's export task (default: text-generation-with-past, with the KV cache as inputs and outputs)",
+    )
+    onnx.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: optimum's for Gemma)")
     onnx.add_argument("--atol", type=float, default=1e-4, help="validation tolerance against PyTorch")
     onnx.add_argument("--no-validation", action="store_true", help="skip optimum's output check")
 
@@ -222,7 +257,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "info", parents=[quiet_after], help="per-layer structure, parameter counts and provenance of a checkpoint"
     )
     info.add_argument("model", help="Hub id or local directory")
-    info.add_argument("--revision", default=None)
+    info.add_argument("--revision", default=None, help="branch, tag or commit of the checkpoint on the Hub")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 

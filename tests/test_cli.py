@@ -183,6 +183,28 @@ def test_every_subcommands_help_renders(command, capsys):
         assert "62% of the weights" in help_text and "--no-bf16" in help_text
 
 
+def test_every_flag_has_help():
+    # `--mlp-sparsity` and `--attention-sparsity` were listed in `diet-hf prune --help` with no word on what they do
+    import argparse
+
+    from diet_hf.cli import _build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    bare = [
+        f"{parser.prog} {action.option_strings[0]}"
+        for parser in parsers(_build_parser())
+        for action in parser._actions
+        if action.option_strings and not action.help
+    ]
+    assert not bare
+
+
 def test_failures_exit_1(tmp_path, capsys):
     assert main(["--quiet", "info", str(tmp_path / "missing")]) == 1
     assert "diet-hf info: error:" in capsys.readouterr().err
