@@ -7,10 +7,17 @@ else) and, in Gemma, the attention sink that every later token reads. The recons
 ~60. Here the BOS token's contribution to the sums of x and x x^T (`MomentSums.add`, patched for this script only)
 counts `weight` times, so the fit reproduces the BOS position's output more closely. The option that came of it,
 `prune(anchor_bos=True)`, is the limit `weight` -> infinity (an equality constraint in `least_squares_update`; the
-KL saturated by weight 16 here); `dev_sweep.py` measures it. One profile per weight (the moments are summed while
-profiling; 7 paper tasks x 100 calibration examples), DIET's default at each sparsity; KL(dense || pruned) after the
-first 40 dev prompts of each of the 8 evaluation tasks, as `reconstruction_damping.py` (whose damping-0.01 rows are
-weight 1).
+KL saturated by weight 16 here); `dev_sweep.py` measures it.
+
+`--post-norm` adds two rows on the anchored default (`uniform_mlp_mean_ls_bos`): the default itself, and every
+token weighted by 1 / rms(y)^2, y its dense MLP output (`down_proj`'s): the first-order error after Gemma's
+post-feedforward RMSNorm, which rescales each token's MLP output to unit RMS before the residual add (the plain fit
+minimises the error before it). It records, per layer, the share of that weight which falls on BOS.
+
+One profile per row (the moments are summed while profiling; 7 paper tasks x 100 calibration examples); the BOS
+weights on the recipe they were measured with, `uniform_mlp_mean_ls` (the default then); KL(dense || pruned) after
+the first 40 dev prompts of each of the 8 evaluation tasks, as `reconstruction_damping.py` (whose damping-0.01 rows
+are weight 1). `--resume` keeps the saved rows and measures the missing ones.
 """
 
 import argparse
@@ -28,7 +35,9 @@ from diet_hf.evaluation import next_token_logprobs  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
+BEFORE_ANCHOR, ANCHORED = "uniform_mlp_mean_ls", "uniform_mlp_mean_ls_bos"
 _ADD = profiler.MomentSums.add
+_MOMENTS = profiler.MomentSums.moments
 
 
 def _weighted_add(weight: float):
@@ -51,25 +60,91 @@ def _weighted_add(weight: float):
     return add
 
 
+class _PostNormWeighting:
+    """`MomentSums.add` / `moments` with each token weighted by 1 / rms(W x)^2 (W the dense `down_proj`), normalised
+    per module so the weights sum to the token count; keeps each layer's weight on BOS and in all."""
+
+    def __init__(self, model, eps: float):
+        self.weights = {("mlp", i): layer.mlp.down_proj.weight.detach() for i, layer in enumerate(model.model.layers)}
+        self.eps, self.total, self.bos, self.used = eps, {}, {}, False
+
+    def add(self, sums, key, x, mask):
+        if sums.sums is None or key not in sums.sums or key not in self.weights:
+            return _ADD(sums, key, x, mask)
+        mask = mask.to(x.device)
+        first_token = torch.zeros_like(mask)
+        first_token[:, 0] = mask[:, 0]
+        is_bos = first_token[mask]
+        x = x[mask].float()
+        c = 1.0 / ((x @ self.weights[key].float().T).pow(2).mean(-1) + self.eps)
+        self.total[key] = self.total.get(key, 0.0) + float(c.sum())
+        self.bos[key] = self.bos.get(key, 0.0) + float(c[is_bos].sum())
+        first, rows = sums.sums[key]
+        xc = x * c[:, None]
+        first += xc.sum(0)
+        for (start, stop), row in zip(profiler._block_rows(x.shape[1]), rows):
+            row.addmm_(xc[:, start:stop].T, x[:, start:])
+
+    def moments(self, sums):
+        for key, (first, rows) in sums.sums.items():
+            if key in self.total:
+                scale = sums.num_tokens / self.total[key]
+                first.mul_(scale)
+                for row in rows:
+                    row.mul_(scale)
+        self.used = True
+        return _MOMENTS(sums)
+
+    def install(self):
+        profiler.MomentSums.add = lambda sums, key, x, mask: self.add(sums, key, x, mask)
+        profiler.MomentSums.moments = lambda sums: self.moments(sums)
+
+    def bos_share(self) -> list[float]:
+        return [self.bos[key] / self.total[key] for key in sorted(self.total, key=lambda k: k[1])]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.4])
     parser.add_argument("--weights", type=float, nargs="+", default=[4, 16, 1000])
+    parser.add_argument("--post-norm", action="store_true", help="add the post-norm-weighted row (see above)")
     parser.add_argument("--kl-prompts", type=int, default=40)
     parser.add_argument("--output", default="benchmarks/results/bos_weight_probe")
+    parser.add_argument("--resume", action="store_true", help="keep the rows of the JSON and add the missing ones")
     args = parser.parse_args(argv)
     dense, tokenizer, _ = load_gemma3_270m()
-    rows, reference, prompts, flat = [], None, None, None
     output = Path(args.output)
-    for weight in args.weights:
-        profiler.MomentSums.add = _weighted_add(weight)
+    rows, commands, reference, prompts, flat = [], [], None, None, None
+    if args.resume and output.with_suffix(".json").exists():
+        saved = json.loads(output.with_suffix(".json").read_text())
+        rows, commands = saved["rows"], saved.get("commands", [saved.get("command")])
+        for row in rows:  # rows from before `--post-norm`: the weights on the then-default, no token weighting
+            row.setdefault("recipe", BEFORE_ANCHOR)
+            row.setdefault("weighting", "none")
+    # (recipe, token weighting, BOS weight): the weights on the recipe they were made with, the unanchored fit
+    if " ".join(["python", *sys.argv]) not in commands:
+        commands.append(" ".join(["python", *sys.argv]))
+    runs = [(BEFORE_ANCHOR, "none", weight) for weight in args.weights]
+    if args.post_norm:
+        runs += [(ANCHORED, "none", 1.0), (ANCHORED, "post_norm", 1.0)]
+    for recipe, weighting, weight in runs:
+        done = {(r["recipe"], r["weighting"], r["bos_weight"], r["sparsity"]) for r in rows}
+        if all((recipe, weighting, weight, s) in done for s in args.sparsities):
+            continue
+        post_norm = _PostNormWeighting(dense, dense.config.rms_norm_eps) if weighting == "post_norm" else None
+        if post_norm is not None:
+            post_norm.install()
+        else:
+            profiler.MomentSums.add = _weighted_add(weight)
         try:
             torch.manual_seed(0)
             pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
             pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, disable_progress=True)
+            if post_norm is not None and not post_norm.used:
+                raise RuntimeError("The moments were not summed while profiling: the weighting did not apply.")
         finally:
-            profiler.MomentSums.add = _ADD
+            profiler.MomentSums.add, profiler.MomentSums.moments = _ADD, _MOMENTS
         if reference is None:
             excluded = pruner.scores.provenance["excluded_eval_ids"]
             prompts = {
@@ -78,35 +153,61 @@ def main(argv=None) -> int:
             flat = [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
             reference = next_token_logprobs(dense, tokenizer, flat)
         for sparsity in args.sparsities:
-            logprobs = next_token_logprobs(pruner.prune(sparsity=sparsity), tokenizer, flat)
+            logprobs = next_token_logprobs(pruner.prune(sparsity=sparsity, recipe=recipe), tokenizer, flat)
             overall, per_task = dev_sweep.kl_by_task(reference, logprobs, prompts)
+            rows = [
+                r
+                for r in rows
+                if (r["recipe"], r["weighting"], r["bos_weight"], r["sparsity"])
+                != (recipe, weighting, weight, sparsity)
+            ]
             rows.append(
                 {
                     "sparsity": sparsity,
+                    "recipe": recipe,
+                    "weighting": weighting,
                     "bos_weight": weight,
                     "kl_from_dense": overall,
                     "kl_per_task": per_task,
+                    **({"bos_share_of_weight": post_norm.bos_share()} if post_norm is not None else {}),
                 }
             )
-            print(sparsity, weight, f"KL {rows[-1]['kl_from_dense']:.4f}", flush=True)
-            report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": rows}
-            output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-            lines = [
-                "# BOS-weighted least-squares reconstruction (probe; dev prompts, Gemma 3 270M)",
-                "",
-                f"Command: `{report['command']}`. DIET's default recipe; the BOS token counted `weight` times in the "
-                f"reconstruction's moments; KL(dense ‖ pruned) after the first {args.kl_prompts} dev prompts of each "
-                "of 8 tasks. Weight 1 is the default (`reconstruction_damping.md`, damping 0.01: 0.189 at 20%, 0.463 "
-                "at 40%).",
-                "",
-                "| sparsity | BOS weight | KL | " + " | ".join(dev_sweep.EVAL_TASKS) + " |",
-                "|---|---|---|" + "---|" * len(dev_sweep.EVAL_TASKS),
-            ]
-            for r in sorted(rows, key=lambda r: (r["sparsity"], r["bos_weight"])):
-                cells = " | ".join(f"{r['kl_per_task'][t]:.3f}" for t in dev_sweep.EVAL_TASKS)
-                lines.append(f"| {r['sparsity']:.0%} | {r['bos_weight']:g} | {r['kl_from_dense']:.3f} | {cells} |")
-            output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+            print(sparsity, recipe, weighting, weight, f"KL {overall:.4f}", flush=True)
+            _write(output, rows, commands, args)
     return 0
+
+
+def _write(output: Path, rows: list[dict], commands: list[str], args) -> None:
+    report = {"commands": commands, "kl_prompts_per_task": args.kl_prompts, "rows": rows}
+    output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = [
+        "# Token weights in the least-squares reconstruction (probe; dev prompts, Gemma 3 270M)",
+        "",
+        "Commands: " + "; ".join(f"`{c}`" for c in commands) + ". KL(dense ‖ pruned) after the first "
+        f"{args.kl_prompts} dev prompts of each of 8 tasks. BOS weight: the BOS token counted that many times in the "
+        f"reconstruction's moments, on `{BEFORE_ANCHOR}` (the default when these rows were made; weight 1 is that "
+        f"recipe); post_norm: every token weighted by 1 / rms(dense MLP output)^2, on the anchored default "
+        f"`{ANCHORED}` (`anchor_bos`, the limit of the BOS weight), beside that default unweighted.",
+        "",
+        "| sparsity | recipe | weighting | BOS weight | KL | " + " | ".join(dev_sweep.EVAL_TASKS) + " |",
+        "|---|---|---|---|---|" + "---|" * len(dev_sweep.EVAL_TASKS),
+    ]
+    for r in sorted(rows, key=lambda r: (r["sparsity"], r["recipe"], r["weighting"], r["bos_weight"])):
+        cells = " | ".join(f"{r['kl_per_task'][t]:.3f}" for t in dev_sweep.EVAL_TASKS)
+        lines.append(
+            f"| {r['sparsity']:.0%} | {r['recipe']} | {r['weighting']} | {r['bos_weight']:g} | "
+            f"{r['kl_from_dense']:.3f} | {cells} |"
+        )
+    shares = [r for r in rows if "bos_share_of_weight" in r]
+    if shares:
+        share = shares[0]["bos_share_of_weight"]
+        lines += [
+            "",
+            "Share of the post-norm weight on BOS per layer (one token in about 60): "
+            + ", ".join(f"{i}: {v:.2f}" for i, v in enumerate(share))
+            + ".",
+        ]
+    output.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
