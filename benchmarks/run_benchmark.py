@@ -369,6 +369,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--render", action="store_true", help="only write <output>.md and .png from the rows in <output>.json so far"
     )
+    parser.add_argument(
+        "--remeasure-cost",
+        action="store_true",
+        help="only measure the profile + prune cost again (on an idle machine) into <output>.json, its rows kept",
+    )
     parser.add_argument("--output", default="benchmarks/results/benchmark")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -376,6 +381,18 @@ def main(argv=None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     if args.render:
         report = json.loads(output.with_suffix(".json").read_text())
+        _finish(report, output, args.bootstrap)
+        return 0
+    if args.remeasure_cost:
+        report = json.loads(output.with_suffix(".json").read_text())
+        dense, tokenizer, _ = load_gemma3_270m()
+        pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
+        report["cost"] = {
+            **_cost(pruner, dense, tokenizer, args),
+            "command": " ".join(["python", *sys.argv]),
+            "default_label": DEFAULT_LABEL,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
         _finish(report, output, args.bootstrap)
         return 0
     dense, tokenizer, _ = load_gemma3_270m()
@@ -687,6 +704,11 @@ def _markdown(report: dict, plot_name: str) -> str:
         f"during profile + prune: {cost['extra_rss_gb']:.2f} GB extra = {cost['extra_rss_over_model']:.2f}x the "
         f"model; peak RSS / model size = {cost['peak_rss_over_model']:.2f} (target <= 1.3). The pruned model shares "
         "the dense model's untouched tensors; the sliced ones are new memory.",
+        *(
+            [f"- measured again on {cost['date']} with `{cost['default_label']}` by `{cost['command']}`"]
+            if "command" in cost
+            else []
+        ),
         "",
     ]
     lines += _targets(report)
