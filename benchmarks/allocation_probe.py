@@ -140,9 +140,9 @@ def main(argv=None) -> int:
     rows, report = [], {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts}
     output = Path(args.output)
 
-    def measure(name, sparsity, widths, model=None):
-        model = model if model is not None else build(widths)
-        overall, per_task = dev_sweep.kl_by_task(reference, next_token_logprobs(model, tokenizer, flat), prompts)
+    def measure(name, sparsity, widths):
+        logprobs = next_token_logprobs(build(widths), tokenizer, flat)
+        overall, per_task = dev_sweep.kl_by_task(reference, logprobs, prompts)
         rows.append(
             {
                 "allocation": name,
@@ -155,16 +155,18 @@ def main(argv=None) -> int:
         print(name, sparsity, widths, f"KL {overall:.4f}", flush=True)
         _write(output, {**report, "rows": rows})
 
+    uniform = {sparsity: [len(k) for k in plans[sparsity].mlp_kept_indices] for sparsity in args.sparsities}
+    # every allocation keeps the default's total width
+    totals = {sparsity: sum(widths) for sparsity, widths in uniform.items()}
     for sparsity in args.sparsities:
-        measure("uniform", sparsity, [len(k) for k in plans[sparsity].mlp_kept_indices])
+        measure("uniform", sparsity, uniform[sparsity])
     # error-driven
     grid = list(range(512, full, STEP))
     errors = relative_errors(dense, moments, anchors, order, grid)
     report["relative_error"] = {"widths": grid, "per_layer": errors.tolist()}
     error_cost = [_tabled(errors[i].tolist(), grid, full) for i in range(num_layers)]
     for sparsity in args.sparsities:
-        total = sum(len(k) for k in plans[sparsity].mlp_kept_indices)
-        measure("error", sparsity, greedy_widths(error_cost, total, full, grid[0]))
+        measure("error", sparsity, greedy_widths(error_cost, totals[sparsity], full, grid[0]))
     # measured one-layer costs on calibration-text prompts
     rng = random.Random(0)
     calibration_prompts = []
@@ -184,8 +186,7 @@ def main(argv=None) -> int:
     report["measured_cost"] = {"widths": args.grid, "per_layer": measured.tolist()}
     measured_cost = [piecewise([(full, 0.0), *zip(args.grid, measured[i].tolist())]) for i in range(num_layers)]
     for sparsity in args.sparsities:
-        total = sum(len(k) for k in plans[sparsity].mlp_kept_indices)
-        measure("measured", sparsity, greedy_widths(measured_cost, total, full, 256))
+        measure("measured", sparsity, greedy_widths(measured_cost, totals[sparsity], full, 256))
     return 0
 
 

@@ -40,6 +40,23 @@ _ADD = profiler.MomentSums.add
 _MOMENTS = profiler.MomentSums.moments
 
 
+def _first_tokens(mask: torch.Tensor) -> torch.Tensor:
+    """Each row's first real token (BOS, right padding), as a mask shaped like `mask`."""
+    first = torch.zeros_like(mask)
+    first[:, 0] = mask[:, 0]
+    return first
+
+
+def _add_weighted(sums, key, x: torch.Tensor, weights: torch.Tensor) -> None:
+    """Adds sum_t w_t x_t and sum_t w_t x_t x_t^T over the rows of `x` (tokens, channels) to `sums[key]`, the x x^T
+    sums held as `MomentSums.add` holds them (the upper part of each block row)."""
+    first, rows = sums.sums[key]
+    weighted = x * weights[:, None]
+    first += weighted.sum(0)
+    for (start, stop), row in zip(profiler._block_rows(x.shape[1]), rows):
+        row.addmm_(weighted[:, start:stop].T, x[:, start:])
+
+
 def _weighted_add(weight: float):
     """`MomentSums.add` with each row's first real token (BOS, right padding) counted `weight` times."""
 
@@ -47,13 +64,9 @@ def _weighted_add(weight: float):
         _ADD(self, key, x, mask)
         if self.sums is None or key not in self.sums or weight == 1:
             return
-        first = torch.zeros_like(mask)
-        first[:, 0] = mask[:, 0]
+        first = _first_tokens(mask)
         xb = x[first.to(x.device)].float()
-        sums, rows = self.sums[key]
-        sums += (weight - 1) * xb.sum(0)
-        for (start, stop), row in zip(profiler._block_rows(xb.shape[1]), rows):
-            row.addmm_(xb[:, start:stop].T, xb[:, start:], alpha=weight - 1)
+        _add_weighted(self, key, xb, torch.full((len(xb),), weight - 1.0, device=xb.device))
         if key == next(iter(self.sums)):  # once per batch: the extra weight in the token count
             self.num_tokens += (weight - 1) * int(first.sum())
 
@@ -72,18 +85,12 @@ class _PostNormWeighting:
         if sums.sums is None or key not in sums.sums or key not in self.weights:
             return _ADD(sums, key, x, mask)
         mask = mask.to(x.device)
-        first_token = torch.zeros_like(mask)
-        first_token[:, 0] = mask[:, 0]
-        is_bos = first_token[mask]
+        is_bos = _first_tokens(mask)[mask]
         x = x[mask].float()
         c = 1.0 / ((x @ self.weights[key].float().T).pow(2).mean(-1) + self.eps)
         self.total[key] = self.total.get(key, 0.0) + float(c.sum())
         self.bos[key] = self.bos.get(key, 0.0) + float(c[is_bos].sum())
-        first, rows = sums.sums[key]
-        xc = x * c[:, None]
-        first += xc.sum(0)
-        for (start, stop), row in zip(profiler._block_rows(x.shape[1]), rows):
-            row.addmm_(xc[:, start:stop].T, x[:, start:])
+        _add_weighted(sums, key, x, c)
 
     def moments(self, sums):
         for key, (first, rows) in sums.sums.items():
@@ -123,13 +130,14 @@ def main(argv=None) -> int:
             row.setdefault("recipe", BEFORE_ANCHOR)
             row.setdefault("weighting", "none")
     # (recipe, token weighting, BOS weight): the weights on the recipe they were made with, the unanchored fit
-    if " ".join(["python", *sys.argv]) not in commands:
-        commands.append(" ".join(["python", *sys.argv]))
+    command = " ".join(["python", *sys.argv])
+    if command not in commands:
+        commands.append(command)
     runs = [(BEFORE_ANCHOR, "none", weight) for weight in args.weights]
     if args.post_norm:
         runs += [(ANCHORED, "none", 1.0), (ANCHORED, "post_norm", 1.0)]
     for recipe, weighting, weight in runs:
-        done = {(r["recipe"], r["weighting"], r["bos_weight"], r["sparsity"]) for r in rows}
+        done = {_row_key(r) for r in rows}
         if all((recipe, weighting, weight, s) in done for s in args.sparsities):
             continue
         post_norm = _PostNormWeighting(dense, dense.config.rms_norm_eps) if weighting == "post_norm" else None
@@ -155,12 +163,7 @@ def main(argv=None) -> int:
         for sparsity in args.sparsities:
             logprobs = next_token_logprobs(pruner.prune(sparsity=sparsity, recipe=recipe), tokenizer, flat)
             overall, per_task = dev_sweep.kl_by_task(reference, logprobs, prompts)
-            rows = [
-                r
-                for r in rows
-                if (r["recipe"], r["weighting"], r["bos_weight"], r["sparsity"])
-                != (recipe, weighting, weight, sparsity)
-            ]
+            rows = [r for r in rows if _row_key(r) != (recipe, weighting, weight, sparsity)]
             rows.append(
                 {
                     "sparsity": sparsity,
@@ -175,6 +178,10 @@ def main(argv=None) -> int:
             print(sparsity, recipe, weighting, weight, f"KL {overall:.4f}", flush=True)
             _write(output, rows, commands, args)
     return 0
+
+
+def _row_key(row: dict) -> tuple:
+    return row["recipe"], row["weighting"], row["bos_weight"], row["sparsity"]
 
 
 def _write(output: Path, rows: list[dict], commands: list[str], args) -> None:
