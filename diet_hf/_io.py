@@ -31,18 +31,29 @@ def apply_umask(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, *, merge: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    target: str | os.PathLike, *, merge: bool = False, stale: tuple[str, ...] = (), argument: str = "save_directory"
+) -> Iterator[Path]:
     """Yields a temporary directory beside `target`; on success it becomes `target` (umask permissions), replacing an
-    existing one, or with `merge` its files move into an existing `target` beside the others there; on any error it
-    is removed and `target` is untouched."""
-    target = Path(target)
+    existing one, or with `merge` its files move into an existing `target` beside the others there (after the files
+    there matching a `stale` glob pattern that this write does not replace are removed); on any error it is removed
+    and `target` is untouched. A `target` that exists and is not a directory is refused (`argument` names it)
+    before anything is written."""
+    target = Path(os.path.abspath(target))  # "." and "dir/." get a name to put the temporary directory beside
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"`{argument}`: {target} exists and is not a directory.")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
         apply_umask(tmp)
         if target.exists() and merge:
-            for item in tmp.iterdir():
+            written = {item.name for item in tmp.iterdir()}
+            for pattern in stale:  # e.g. the shards of an earlier, differently sharded save
+                for old in target.glob(pattern):
+                    if old.name not in written and old.is_file():
+                        old.unlink()
+            for item in tmp.iterdir():  # each file appears whole (a rename); the moves take microseconds
                 os.replace(item, target / item.name)
         elif target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -93,6 +104,21 @@ def check_model_location(model_id_or_path, argument: str = "model") -> None:
     if looks_local and not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise FileNotFoundError(f"`{argument}`: the local directory {text} {what}.")
+
+
+def check_output_is_not_input(output, argument: str, inputs: dict) -> None:
+    """Raises `ValueError` naming `argument` when the directory `output` is one of `inputs` (`{what: path}`), before
+    any work: a save there would replace the model read from it."""
+    target = Path(os.fspath(output)).expanduser()
+    if not target.is_dir():
+        return
+    for what, source in inputs.items():
+        path = Path(os.fspath(source)).expanduser()
+        if path.is_dir() and path.resolve() == target.resolve():
+            raise ValueError(
+                f"`{argument}` {output} is the {what} ({source}); saving there would replace it. Choose another "
+                "directory."
+            )
 
 
 # What transformers' tokenizers are loaded from (fast, SentencePiece, BPE vocabularies); `tokenizer_config.json` alone

@@ -34,6 +34,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _repo_id(text: str) -> str:
+    """A Hub repository id, checked before any work (a bad one would otherwise fail only after pruning)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError as error:
+        raise argparse.ArgumentTypeError(f"expected a Hub repository id like you/model-name, got {text!r}") from error
+    return text
+
+
 def _pairs(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     try:
@@ -162,7 +174,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
     prune.add_argument("--revision", default=None, help="branch, tag or commit of the dense model on the Hub")
-    prune.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this Hub repository")
+    prune.add_argument(
+        "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
+    )
     prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
 
     heal = commands.add_parser(
@@ -187,7 +201,11 @@ def _build_parser() -> argparse.ArgumentParser:
     heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
     heal.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     heal.add_argument(
-        "--push-to-hub", default=None, metavar="REPO_ID", help="also upload the healed model to this Hub repository"
+        "--push-to-hub",
+        type=_repo_id,
+        default=None,
+        metavar="REPO_ID",
+        help="also upload the healed model to this Hub repository",
     )
     heal.add_argument("--private", action="store_true", help="create the Hub repository as private")
     heal.add_argument(
@@ -280,10 +298,15 @@ def _quiet() -> None:
 
 def _run_prune(args) -> int:
     from . import DietPruner
+    from ._io import check_output_is_not_input
     from .hub import push_saved_model
 
     if args.sparsity is None and args.mlp_sparsity is None and args.attention_sparsity is None:
         raise ValueError("give `--sparsity` (or `--mlp-sparsity` / `--attention-sparsity`).")
+    targets = args.sparsity or [None]
+    outputs = [Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(s * 100)}") for s in targets]
+    for output in outputs:  # before profiling, not after
+        check_output_is_not_input(output, "--output", {"model being pruned": args.model})
     kwargs = {"dtype": _dtype(args.dtype)}
     if args.device_map:
         kwargs["device_map"] = args.device_map
@@ -298,8 +321,7 @@ def _run_prune(args) -> int:
         )
     if args.save_scores:
         pruner.save_scores(args.save_scores)
-    targets = args.sparsity or [None]
-    for sparsity in targets:
+    for sparsity, output in zip(targets, outputs):
         model = pruner.prune(
             sparsity=sparsity,
             mlp_sparsity=args.mlp_sparsity,
@@ -308,7 +330,6 @@ def _run_prune(args) -> int:
             method=args.method,
             options=args.prune_options,
         )
-        output = Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(sparsity * 100)}")
         repo = None
         if args.push_to_hub:
             repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
@@ -328,7 +349,7 @@ def _run_heal(args) -> int:
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from ._io import check_model_location, check_tokenizer_files
+    from ._io import check_model_location, check_output_is_not_input, check_tokenizer_files
     from .healing import check_parent, heal, healing_texts
     from .hub import push_saved_model, register_auto_classes
     from .plan import PruningPlan
@@ -337,6 +358,7 @@ def _run_heal(args) -> int:
     config = args.healing_config
     check_model_location(args.model)
     check_model_location(args.teacher, "--teacher")
+    check_output_is_not_input(args.output, "--output", {"pruned model": args.model, "teacher": args.teacher})
     check_tokenizer_files(args.model)
     register_auto_classes()
     load = {"dtype": _dtype(args.dtype), "device_map": args.device_map}

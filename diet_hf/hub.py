@@ -27,6 +27,13 @@ __all__ = [
 ]
 
 _PACKAGE = "diet_hf._remote_code"
+# weight files an earlier save into the same directory may have left that a new save does not overwrite (other shards)
+_WEIGHT_FILES = (
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def remote_code_dir() -> Path:
@@ -71,8 +78,12 @@ def save_pruned_model(
 ) -> Path:
     """Saves a pruned model (safetensors, config with `auto_map`, remote code), its tokenizer and plan, atomically.
 
-    Everything is written into a temporary directory beside `save_directory` and moved into place at the end, so an
-    interrupted save never leaves a directory that half-loads; an existing directory is replaced only on success.
+    Everything is written into a temporary directory beside `save_directory` and its files are moved into place at
+    the end, so an interrupted save changes nothing there. Into an existing directory (a clone of a Hub repository,
+    an earlier save) the files move beside those already there, as `save_pretrained` does: the others (`.git`, your
+    own files) stay, an earlier save's files of the same names are replaced, and weight files of an earlier save that
+    this one does not write (other shards, an index) are removed. The directory of the dense model it was pruned
+    from (the plan's `base_model`, where that is a local directory) is refused.
     The model card (`README.md`, with the evaluation table when `evaluation` is given, beside the base model's when
     `dense_evaluation` is given) and its plot are written too;
     `plan` defaults to the one surgery attached to the model.
@@ -80,7 +91,13 @@ def save_pruned_model(
     from .card import write_model_card
 
     target = Path(save_directory)
-    with atomic_directory(target) as tmp:
+    base = (getattr(model.config, "pruning", None) or {}).get("base_model")
+    if base and Path(base).is_dir() and target.exists() and target.resolve() == Path(base).resolve():
+        raise ValueError(
+            f"`save_directory` {save_directory} is the dense model this one was pruned from ({base}); saving there "
+            "would replace its weights. Choose another directory."
+        )
+    with atomic_directory(target, merge=True, stale=_WEIGHT_FILES) as tmp:
         model.save_pretrained(tmp)  # the stock save: weights, config with auto_map, remote code
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -105,6 +122,7 @@ def push_pruned_model(
 ) -> str:
     """`save_pruned_model` into a temporary directory, then `push_saved_model`: one commit with weights, config,
     remote code, tokenizer, plan and card. Returns the commit id."""
+    _check_repo_id(repo_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_pruned_model(model, Path(tmp) / "model", tokenizer=tokenizer, plan=plan, repo_id=repo_id)
         try:
@@ -112,8 +130,8 @@ def push_pruned_model(
         except RuntimeError as error:
             cause = error.__cause__ or error
             raise RuntimeError(
-                f"Pushing to {repo_id!r} failed: {cause}. Nothing was written locally; call this again, or save "
-                "first (`save_pruned_model` / `DietPruner.save_pretrained`) and upload the folder with "
+                f"Pushing to {repo_id!r} failed: {str(cause).rstrip('.')}. Nothing was written locally; call this "
+                "again, or save first (`save_pruned_model` / `DietPruner.save_pretrained`) and upload the folder with "
                 "`push_saved_model`."
             ) from cause
 
@@ -131,6 +149,7 @@ def push_saved_model(
     Raises:
         RuntimeError: the upload failed; the local directory is untouched and the message says how to retry.
     """
+    _check_repo_id(repo_id)
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -139,8 +158,21 @@ def push_saved_model(
         )
     except Exception as error:  # HTTP, connection and validation errors all end the same way for the user
         raise RuntimeError(
-            f"Pushing {save_directory} to {repo_id!r} failed: {error}. The local copy in {save_directory} is complete "
-            f"and loadable; retry with `hf upload {repo_id} {save_directory}` or "
+            f"Pushing {save_directory} to {repo_id!r} failed: {str(error).rstrip('.')}. The local copy in "
+            f"{save_directory} is complete and loadable; retry with `hf upload {repo_id} {save_directory}` or "
             f"`diet_hf.hub.push_saved_model({str(save_directory)!r}, {repo_id!r})`."
         ) from error
     return getattr(info, "oid", None) or str(info)
+
+
+def _check_repo_id(repo_id) -> None:
+    """Raises `ValueError` naming `repo_id` when it is not a valid Hub repository id, before anything is saved."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(repo_id, str):
+        raise ValueError(f"`repo_id` must be a Hub repository id like 'you/model-name', got {repo_id!r}.")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"`repo_id` {repo_id!r} is not a valid Hub repository id: {error}") from None

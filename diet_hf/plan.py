@@ -13,7 +13,14 @@ from ._io import atomic_write_text
 from .constants import PLAN_FILE, block_parameters
 from .constants import head_dim as config_head_dim
 
-__all__ = ["PruningPlan", "build_plan", "merged_order", "rank_normalize", "select_global_top_k"]
+__all__ = [
+    "PruningPlan",
+    "build_plan",
+    "check_sparsity_targets",
+    "merged_order",
+    "rank_normalize",
+    "select_global_top_k",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -364,10 +371,22 @@ def _layer_indices(keep_layers, num_layers: int) -> list[int]:
     return indices
 
 
+def check_sparsity_targets(sparsity=None, mlp_sparsity=None, attention_sparsity=None) -> None:
+    """Raises `ValueError` unless exactly one way of giving the target is used, with numbers in range."""
+    _check_fraction("sparsity", sparsity, low_open=True)
+    _check_fraction("mlp_sparsity", mlp_sparsity, low_open=False)
+    _check_fraction("attention_sparsity", attention_sparsity, low_open=False)
+    if sparsity is not None and (mlp_sparsity is not None or attention_sparsity is not None):
+        raise ValueError("Pass either `sparsity` or `mlp_sparsity` / `attention_sparsity`, not both.")
+    if sparsity is None and not (mlp_sparsity or attention_sparsity):
+        raise ValueError("Nothing to prune: pass `sparsity` in (0, 1), or `mlp_sparsity` / `attention_sparsity` > 0.")
+
+
 def _check_fraction(name, value, low_open):
     if value is None:
         return
-    if not isinstance(value, (int, float)) or not ((0 < value < 1) if low_open else (0 <= value < 1)):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not ((0 < value < 1) if low_open else (0 <= value < 1)):
         interval = "(0, 1)" if low_open else "[0, 1)"
         raise ValueError(f"`{name}` must be in {interval}, got {value!r}.")
 
@@ -402,13 +421,7 @@ def build_plan(
     negative from the end) are left whole; the other layers pay the whole budget.
     See `DietPruner.prune` for the other arguments.
     """
-    _check_fraction("sparsity", sparsity, low_open=True)
-    _check_fraction("mlp_sparsity", mlp_sparsity, low_open=False)
-    _check_fraction("attention_sparsity", attention_sparsity, low_open=False)
-    if sparsity is not None and (mlp_sparsity is not None or attention_sparsity is not None):
-        raise ValueError("Pass either `sparsity` or `mlp_sparsity` / `attention_sparsity`, not both.")
-    if sparsity is None and not (mlp_sparsity or attention_sparsity):
-        raise ValueError("Nothing to prune: pass `sparsity` in (0, 1), or `mlp_sparsity` / `attention_sparsity` > 0.")
+    check_sparsity_targets(sparsity, mlp_sparsity, attention_sparsity)
     from .options import PruneOptions  # here: options.py imports this module's constants
 
     # the option arguments are validated where the options are defined, once

@@ -16,7 +16,7 @@ from .importance import ImportanceScores
 from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
 from .options import ProfileOptions, PruneOptions, with_overrides
-from .plan import PruningPlan, build_plan
+from .plan import PruningPlan, build_plan, check_sparsity_targets
 from .profiler import (
     InputMoments,
     MomentSums,
@@ -389,7 +389,10 @@ class DietPruner:
         if reconstruct:
             self._require_calibration("`reconstruct=True` fits the kept output weights", "`reconstruct=False`")
         if tasks is not None:
-            scores = scores.select(list(tasks))
+            tasks = [tasks] if isinstance(tasks, str) else list(tasks)  # one name, as `profile()` takes it
+            if not tasks:
+                raise ValueError("`tasks` must name at least one profiled task, got an empty list.")
+            scores = scores.select(tasks)
         if bias_compensation and scores.channel_stats is None:
             source = "passed" if options.bias_compensation else f"of recipe {recipe!r}"
             raise ValueError(
@@ -398,6 +401,7 @@ class DietPruner:
             )
         norms = output_weight_norms(self.model) if score == "contribution" else None
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
+        check_sparsity_targets(**targets)  # before the steps scale them
         fixed = values
         ranked_source = scoring.scores(self.model, scores)
         current, channel_source, plan = ranked_source, scores, None

@@ -159,6 +159,10 @@ def test_count_parameters_matches_models():
         (["prune", "m", "--output", "o", "--tasks", "squad"], "`--tasks`: 'squad' is not a registered task"),
         (["prune", "m"], "the following arguments are required: --output"),
         (["eval", "m", "--limit", "0"], "argument --limit: expected a positive integer"),
+        (
+            ["prune", "m", "--output", "o", "--sparsity", "0.2", "--push-to-hub", "not a repo!"],
+            "argument --push-to-hub: expected a Hub repository id like you/model-name, got 'not a repo!'",
+        ),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "the following arguments are required"),
     ],
@@ -230,6 +234,36 @@ def test_interrupted_save_leaves_no_loadable_directory(tmp_path, monkeypatch):
     save_pruned_model(model, tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "m")(ids).logits, model(ids).logits)
+
+
+def test_an_interrupted_save_over_an_earlier_one_leaves_the_earlier_one(tmp_path, monkeypatch):
+    from diet_hf.hub import save_pruned_model
+
+    model = build_pruned_model(tiny_dense_model("gemma2"))
+    save_pruned_model(model, tmp_path / "m")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "m").iterdir()}
+
+    def broken(self, directory, **kwargs):
+        Path(directory, "config.json").write_text("{}")  # half-written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(model), "save_pretrained", broken)
+    with pytest.raises(KeyboardInterrupt):
+        save_pruned_model(build_pruned_model(tiny_dense_model("gemma2", seed=1)), tmp_path / "m")
+    assert {path.name: path.read_bytes() for path in (tmp_path / "m").iterdir()} == before
+    assert [path.name for path in tmp_path.iterdir()] == ["m"]  # no temporary directory left beside it
+
+
+def test_prune_and_heal_refuse_to_write_over_their_input(dense_dir, tmp_path, capsys):
+    before = {path.name: path.stat().st_mtime_ns for path in dense_dir.iterdir()}
+    assert main(["--quiet", "prune", str(dense_dir), "--output", str(dense_dir), "--sparsity", "0.2"]) == 1
+    assert f"`--output` {dense_dir} is the model being pruned" in capsys.readouterr().err
+    pruned = tmp_path / "pruned"
+    build_pruned_model(tiny_dense_model("gemma2")).save_pretrained(pruned)
+    argv = ["--quiet", "heal", str(pruned), "--teacher", str(dense_dir), "--output"]
+    assert main([*argv, str(dense_dir)]) == 1
+    assert f"`--output` {dense_dir} is the teacher" in capsys.readouterr().err
+    assert {path.name: path.stat().st_mtime_ns for path in dense_dir.iterdir()} == before
 
 
 @pytest.mark.parametrize("command", ["eval", "info", "prune"])

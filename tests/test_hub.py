@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
 from huggingface_hub import HfApi, ModelCard
+from transformers import AutoModelForCausalLM
 
 from diet_hf import DietPruner, ImportanceScores, build_pruned_model
 from diet_hf.card import PLOT_FILE
@@ -251,6 +252,54 @@ def test_failed_push_of_a_model_leaves_nothing_and_says_how_to_retry(local_hub, 
     with pytest.raises(RuntimeError, match=r"(?s)Pushing to 'user/broken' failed: .*Nothing was written locally"):
         push_pruned_model(build_pruned_model(tiny_dense_model("gemma2")), "user/broken")
     local_hub.state.fail_commits = 0
+
+
+def test_saving_into_an_existing_directory_keeps_what_is_not_a_save(tmp_path):
+    """A clone of a Hub repository (`.git`), the user's own files: they stay, as with transformers' `save_pretrained`;
+    an earlier save's files are replaced and its weight shards that the new save does not write are removed."""
+    target = tmp_path / "clone"
+    (target / ".git").mkdir(parents=True)
+    (target / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (target / "notes.txt").write_text("mine")
+    (target / "model-00001-of-00002.safetensors").write_bytes(b"old shard")
+    (target / "model.safetensors.index.json").write_text("{}")
+    (target / "config.json").write_text("{}")
+    model = build_pruned_model(tiny_dense_model("gemma2"))
+    save_pruned_model(model, target)
+    assert (target / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (target / "notes.txt").read_text() == "mine"
+    assert not (target / "model-00001-of-00002.safetensors").exists()
+    assert not (target / "model.safetensors.index.json").exists()
+    ids = random_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(target)(ids).logits, model(ids).logits)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clone"]  # no temporary directory left
+
+
+def test_save_targets_that_are_not_a_new_or_model_directory(tmp_path, monkeypatch):
+    model = build_pruned_model(tiny_dense_model("gemma2"))
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(NotADirectoryError, match=r"`save_directory`: .*file exists and is not a directory"):
+        save_pruned_model(model, tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "keep"
+    monkeypatch.chdir(tmp_path)  # "." is the directory it names
+    save_pruned_model(model, ".")
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "file").read_text() == "keep"
+    dense = tmp_path / "dense"
+    tiny_dense_model("gemma2").save_pretrained(dense)
+    model.config.pruning = {**(model.config.pruning or {}), "base_model": str(dense)}
+    with pytest.raises(ValueError, match="is the dense model this one was pruned from"):
+        save_pruned_model(model, dense)
+
+
+def test_an_invalid_repo_id_fails_before_anything_is_saved(tmp_path, monkeypatch):
+    from diet_hf.hub import push_pruned_model
+
+    monkeypatch.setattr("diet_hf.hub.save_pruned_model", lambda *args, **kwargs: pytest.fail("saved first"))
+    with pytest.raises(ValueError, match=r"`repo_id` 'not a repo!' is not a valid Hub repository id"):
+        push_pruned_model(build_pruned_model(tiny_dense_model("gemma2")), "not a repo!")
+    with pytest.raises(ValueError, match=r"`repo_id` 'a/b/c' is not a valid Hub repository id"):
+        push_saved_model(tmp_path, "a/b/c")
 
 
 def test_saved_directories_and_files_follow_the_umask(tmp_path):

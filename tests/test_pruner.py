@@ -214,6 +214,14 @@ def test_iterative_pruning_errors(tmp_path):
         pruner.prune(sparsity=0.2, steps=0)
     with pytest.raises(ValueError, match=r"`standardize` does not"):
         pruner.prune(sparsity=0.2, steps=2, mlp_normalize="standardize")
+    with pytest.raises(ValueError, match=r"`tasks` must name at least one profiled task, got an empty list"):
+        pruner.prune(sparsity=0.2, tasks=[])
+    assert pruner.prune(sparsity=0.2, tasks="a").config.pruning["tasks"] == ["a"]  # one name, as profile() takes
+    for steps in (1, 2):  # a sparsity that is not a number is named before the steps scale it
+        with pytest.raises(ValueError, match=r"`sparsity` must be in \(0, 1\), got '0.2'"):
+            pruner.prune(sparsity="0.2", steps=steps)
+        with pytest.raises(ValueError, match=r"`sparsity` must be in \(0, 1\), got True"):
+            pruner.prune(sparsity=True, steps=steps)
     pruner.save_scores(tmp_path / "scores")
     loaded = DietPruner(pruner.model).load_scores(tmp_path / "scores")
     with pytest.raises(ValueError, match=r"`steps=2` profiles again .* not profiled in this session"):
