@@ -8,7 +8,8 @@ Every method runs through the same plan and surgery code on the same calibration
 chosen on the dev half (`benchmarks/dev_sweep.py`), never here.
 Per model: accuracy on the seven paper tasks and PIQA, WikiText-2 perplexity (first windows), the KL divergence of
 its next-token distribution from the dense model's after evaluation prompts, and prefill/decode tokens/s measured
-right after the dense model's on the same inputs. DIET is compared with every other method at the same sparsity by
+beside the dense model's on the same inputs (the two take turns, best round each; rows before 2026-12-02 23:00 were
+measured right after it). DIET is compared with every other method at the same sparsity by
 a paired bootstrap over the scored examples. Writes `<output>.json` (after every model, so `--resume` continues an
 interrupted run), `<output>.md` and `<output>.png` (headline average against sparsity).
 """
@@ -33,7 +34,7 @@ from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs, per
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
-from diet_hf.speed import measure_tokens_per_second
+from diet_hf.speed import compare_tokens_per_second
 from diet_hf.tasks import HALVES, PAPER_TASKS, evaluation_examples, get_task
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
@@ -194,9 +195,11 @@ def _measure(name, model, dense, tokenizer, args, context, sparsity, options=Non
     }
     speed_text = "speed not measured"
     if args.speed_repeats:
-        # side by side: the dense model on the same inputs right before, so both see the same machine load
-        dense_speed = measure_tokens_per_second(dense, repeats=args.speed_repeats, prompt_len=args.prompt_len)
-        speed = measure_tokens_per_second(model, repeats=args.speed_repeats, prompt_len=args.prompt_len)
+        # side by side: the dense model and this one take turns on the same inputs, so both see the same machine load
+        both = compare_tokens_per_second(
+            {"dense": dense, "pruned": model}, rounds=args.speed_repeats, prompt_len=args.prompt_len
+        )
+        dense_speed, speed = both["dense"], both["pruned"]
         row.update(speed)
         row["dense_prefill_tokens_per_s"] = dense_speed["prefill_tokens_per_s"]
         row["dense_decode_tokens_per_s"] = dense_speed["decode_tokens_per_s"]
@@ -356,7 +359,8 @@ def main(argv=None) -> int:
         "--speed-repeats",
         type=int,
         default=3,
-        help="best of this many timings; 0 = do not time (for runs beside other work)",
+        help="rounds in which the dense and the pruned model take turns, best round each; 0 = do not time (for runs "
+        "beside other work)",
     )
     parser.add_argument("--loto-limit", type=int, default=0, help="leave-one-task-out examples (0 = skip)")
     parser.add_argument(
@@ -670,7 +674,8 @@ def _markdown(report: dict, plot_name: str) -> str:
         lines.append(f"| {r['method']} | {r['sparsity']:.0%} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## Speed of the pruned models (each measured right after the dense model, same inputs, same process)",
+        "## Speed of the pruned models (each measured beside the dense model, same inputs, same process: taking "
+        "turns with it since 2026-12-02 23:00, right after it before)",
         "",
         "Prefill: batch 4 x 256 tokens, logits at the last position only; decode: greedy, one sequence, 32 new "
         "tokens; best of the repeats. Ideal speed-up: dense over pruned multiply-accumulates per token of the linear "

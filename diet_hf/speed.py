@@ -4,7 +4,7 @@ import time
 
 import torch
 
-__all__ = ["measure_tokens_per_second"]
+__all__ = ["compare_tokens_per_second", "measure_tokens_per_second"]
 
 
 def measure_tokens_per_second(
@@ -35,3 +35,22 @@ def measure_tokens_per_second(
             )
             decode = max(decode, new_tokens / (time.perf_counter() - start))
     return {"prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode}
+
+
+def compare_tokens_per_second(models: dict, *, rounds: int = 5, **measure_kwargs) -> dict[str, dict[str, float]]:
+    """`measure_tokens_per_second` of several models taking turns: in each of `rounds` rounds every model is measured
+    once (the order reversed every other round), and each model keeps its best round. Measured one after the other
+    instead, a machine whose speed drifts during the measurement (a shared virtual machine, a CPU warming up) favours
+    whichever model ran in its fast stretch; taking turns gives every model the same stretches.
+    `measure_kwargs` go to `measure_tokens_per_second` (not `repeats`)."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"`rounds` must be a positive integer, got {rounds!r}.")
+    if "repeats" in measure_kwargs:
+        raise ValueError("`repeats` is set by `compare_tokens_per_second` (one per round); pass `rounds`.")
+    names = list(models)
+    best = {name: {"prefill_tokens_per_s": 0.0, "decode_tokens_per_s": 0.0} for name in names}
+    for round_idx in range(rounds):
+        for name in names if round_idx % 2 == 0 else names[::-1]:
+            for key, value in measure_tokens_per_second(models[name], repeats=1, **measure_kwargs).items():
+                best[name][key] = max(best[name][key], value)
+    return best

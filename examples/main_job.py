@@ -21,7 +21,7 @@ import torch
 from diet_hf import DietPruner
 from diet_hf.evaluation import evaluate
 from diet_hf.real_model import load_gemma3_270m
-from diet_hf.speed import measure_tokens_per_second
+from diet_hf.speed import compare_tokens_per_second, measure_tokens_per_second
 from diet_hf.tasks import PAPER_TASKS
 
 RELOAD = textwrap.dedent(
@@ -90,10 +90,9 @@ def main(argv=None) -> int:
     )
 
     measure_tokens_per_second(model, repeats=1)  # warm-up: first calls pay one-off allocation costs
-    speed = {
-        name: measure_tokens_per_second(m, pad_token_id=tokenizer.pad_token_id)
-        for name, m in (("dense", model), ("pruned", pruned))
-    }
+    # the two take turns, five rounds, best round each: measured one after the other, a drift of the machine's speed
+    # during the measurement once read the pruned model slower than the dense one
+    speed = compare_tokens_per_second({"dense": model, "pruned": pruned}, pad_token_id=tokenizer.pad_token_id)
     params = {
         "dense": sum(p.numel() for p in model.parameters()),
         "pruned": sum(p.numel() for p in pruned.parameters()),

@@ -267,3 +267,25 @@ def test_sequence_classification_runs():
     model = PrunedGemma2ForSequenceClassification(config).eval()
     ids = random_batch()
     assert model(ids).logits.shape == (2, 3)
+
+
+def test_speed_comparison_takes_turns_and_keeps_each_models_best_round():
+    from diet_hf.speed import compare_tokens_per_second
+
+    # the measurement draws token ids below 20000
+    models = {
+        "dense": tiny_dense_model("gemma2", vocab_size=20000),
+        "pruned": to_pruned_model(tiny_dense_model("gemma2", vocab_size=20000)),
+    }
+    order = []
+    for name, model in models.items():  # the prefill pass: ids passed positionally, a batch of 4 (generate: 1)
+        model.register_forward_pre_hook(
+            lambda module, args, kwargs, name=name: order.append(name) if args and args[0].shape[0] == 4 else None,
+            with_kwargs=True,
+        )
+    result = compare_tokens_per_second(models, rounds=3, prompt_len=8, new_tokens=2, pad_token_id=0)
+    assert order == ["dense", "pruned", "pruned", "dense", "dense", "pruned"]
+    assert set(result) == {"dense", "pruned"}
+    assert all(value > 0 for speeds in result.values() for value in speeds.values())
+    with pytest.raises(ValueError, match="`rounds` must be a positive integer, got 0"):
+        compare_tokens_per_second(models, rounds=0)
