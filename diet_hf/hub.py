@@ -13,7 +13,7 @@ from types import ModuleType
 from huggingface_hub import HfApi
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from ._io import atomic_directory
+from ._io import atomic_directory, check_output_is_not_input
 from .constants import REMOTE_CODE_FILES
 
 __all__ = [
@@ -92,11 +92,8 @@ def save_pruned_model(
 
     target = Path(save_directory)
     base = (getattr(model.config, "pruning", None) or {}).get("base_model")
-    if base and Path(base).is_dir() and target.exists() and target.resolve() == Path(base).resolve():
-        raise ValueError(
-            f"`save_directory` {save_directory} is the dense model this one was pruned from ({base}); saving there "
-            "would replace its weights. Choose another directory."
-        )
+    if base:
+        check_output_is_not_input(target, "save_directory", {"dense model this one was pruned from": base})
     with atomic_directory(target, merge=True, stale=_WEIGHT_FILES) as tmp:
         model.save_pretrained(tmp)  # the stock save: weights, config with auto_map, remote code
         if tokenizer is not None:
