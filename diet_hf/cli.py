@@ -397,6 +397,7 @@ def _run_heal(args) -> int:
         resume=args.resume,
         data_record={"sources": list(data), "splits": splits},
         repo_id=args.push_to_hub,
+        disable_progress=args.quiet,
     )
     record = healed.config.pruning["healing"]
     print(

@@ -748,11 +748,13 @@ def _trainer_classes():
     class LossBar(TrainerCallback):
         """A progress bar whose postfix shows the latest training loss (replaces transformers' log printing)."""
 
-        def __init__(self):
-            self.bar = None
+        def __init__(self, disable: bool = False):
+            self.bar, self.disable = None, disable
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="healing", unit="step")
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="healing", unit="step", disable=self.disable
+            )
 
         def on_step_end(self, args, state, control, **kwargs):
             self.bar.update(state.global_step - self.bar.n)
@@ -903,6 +905,7 @@ def _precompute(
     document_bos: int | None = None,
     *,
     on_disk: bool = False,
+    disable_progress: bool = False,
 ) -> dict:
     """Top-k teacher targets for every row, at `positions` if given, each document apart with `document_bos` (cached
     in `path`, so a resumed run does not run the teacher again). With `on_disk` (and a `path`) they are returned as
@@ -925,7 +928,8 @@ def _precompute(
     # 1056 batches peaked at 16.3 GiB before)
     targets = {}
     with _autocast(healing, device), _cast_heads_once():  # the teacher's head is cast once, not per chunk
-        for start in tqdm(range(0, rows.shape[0], healing.batch_size), desc="teacher top-k", unit="batch"):
+        batches = range(0, rows.shape[0], healing.batch_size)
+        for start in tqdm(batches, desc="teacher top-k", unit="batch", disable=disable_progress):
             out = teacher_targets(
                 teacher,
                 rows[start : start + healing.batch_size],
@@ -994,6 +998,7 @@ def heal(
     data_record: dict | None = None,
     callbacks: list | None = None,
     repo_id: str | None = None,
+    disable_progress: bool = False,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -1014,6 +1019,7 @@ def heal(
         callbacks (`list[TrainerCallback]`, *optional*): more `Trainer` callbacks.
         repo_id (`str`, *optional*): the Hub repository the saved model is meant for (its card's usage snippet names
             it); upload `output_dir` with `diet_hf.hub.push_saved_model`.
+        disable_progress (`bool`, *optional*): no progress bars (the teacher's pass, training).
 
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
@@ -1081,7 +1087,12 @@ def heal(
         train_targets = validation_targets = None
     else:
         validation_targets = _precompute(
-            get_teacher, validation, config, work_dir / "teacher_validation.safetensors", document_bos=document_bos
+            get_teacher,
+            validation,
+            config,
+            work_dir / "teacher_validation.safetensors",
+            document_bos=document_bos,
+            disable_progress=disable_progress,
         )
         # the next-token loss alone (kd_weight 0) needs the teacher only for the guard's held-out sequences; the
         # layer-wise loss makes its top-k targets online
@@ -1094,6 +1105,7 @@ def heal(
                 positions,
                 document_bos,
                 on_disk=True,  # read a batch's slice at a time: the training steps hold no copy of them
+                disable_progress=disable_progress,
             )
             if config.kd_weight > 0 and not layerwise
             else None
@@ -1184,7 +1196,7 @@ def heal(
         callbacks=[
             *([KeepBosState(bos_basis)] if bos_basis else []),
             guard,
-            LossBar(),
+            LossBar(disable_progress),
             *([ReleaseMemory()] if release else []),
             *(callbacks or []),
         ],

@@ -723,8 +723,9 @@ def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
     ]
     argv = ["heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output", str(tmp_path / "h")]
     assert main(argv + flags) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "2 steps, 64 tokens" in out
+    assert "healing:" not in err and "teacher top-k" not in err  # --quiet: no progress bars
     assert "'loss'" not in out  # transformers' raw log dicts are not printed (the loss is on the progress bar)
     config = json.loads((tmp_path / "h" / "config.json").read_text())
     healing = config["pruning"]["healing"]
