@@ -169,9 +169,10 @@ def export_onnx(
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
     output = Path(output)
-    if output.exists() and any(output.iterdir()):
+    if output.is_dir() and any(output.iterdir()):
         raise ValueError(f"`output` {output} exists and is not empty; choose a new directory.")
-    with atomic_directory(output) as tmp:  # an existing empty `output` is replaced only on success
+    # an existing empty `output` is replaced only on success; a file there is refused
+    with atomic_directory(output, argument="output") as tmp:
         main_export(
             str(model_dir),
             output=tmp,

@@ -53,7 +53,7 @@ def convert_gguf(gguf_file: str | os.PathLike, output_dir: str | os.PathLike) ->
         del model.config.quantization_config
     model.config._name_or_path = "google/gemma-3-270m"
     output_dir = Path(output_dir)
-    with atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir, argument="output_dir") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return output_dir

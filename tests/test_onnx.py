@@ -160,6 +160,15 @@ def test_export_refuses_a_directory_without_remote_code(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_refuses_an_output_that_is_a_file(tmp_path, capsys):
+    pytest.importorskip("optimum.exporters.onnx")
+    _uneven_pruned("gemma2").save_pretrained(tmp_path / "model")
+    (tmp_path / "out").write_text("keep")
+    assert main(["--quiet", "export", "onnx", str(tmp_path / "model"), str(tmp_path / "out")]) == 1
+    assert "`output`: " in (error := capsys.readouterr().err) and "exists and is not a directory" in error
+    assert (tmp_path / "out").read_text() == "keep"
+
+
 def test_export_usage_errors(tmp_path):
     assert main(["export"]) == 2
     assert main(["export", "tflite", str(tmp_path), str(tmp_path / "o")]) == 2
