@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -294,6 +295,9 @@ def _quiet() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
+    # deprecation notices inside the libraries (e.g. PEFT reading transformers' `is_gradient_checkpointing`): nothing
+    # the user of the command can act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
 
 
 def _run_prune(args) -> int:

@@ -209,6 +209,23 @@ def test_every_flag_has_help():
     assert not bare
 
 
+def test_quiet_silences_the_libraries_deprecation_notices():
+    import warnings
+
+    from diet_hf.cli import _quiet
+
+    model = tiny_dense_model("gemma2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.is_gradient_checkpointing  # noqa: B018  (what PEFT reads; transformers 5 warns that it is deprecated)
+        loud = len(caught)
+        if not loud:
+            pytest.skip("this transformers does not deprecate `is_gradient_checkpointing`")
+        _quiet()
+        model.is_gradient_checkpointing  # noqa: B018
+    assert len(caught) == loud
+
+
 def test_failures_exit_1(tmp_path, capsys):
     assert main(["--quiet", "info", str(tmp_path / "missing")]) == 1
     assert "diet-hf info: error:" in capsys.readouterr().err
