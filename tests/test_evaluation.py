@@ -214,6 +214,12 @@ def test_errors(word_tokenizer, tmp_path):
         evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path)
     with pytest.raises(ValueError, match=r"`limit` must be >= 1"):
         evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, limit=0)
+    with pytest.raises(ValueError, match=r"`limit` must be >= 1, got '5'"):
+        evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, limit="5")
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive integer, got 0"):
+        evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match=r"The `validation` split of task 'piqa' is empty"):
+        evaluate(model, word_tokenizer, "piqa", data_dir=tmp_path)  # one name, not its letters
 
 
 # Groups of choices behind one context: several choices of 2 to 5 tokens after one another in a packed row (so a

@@ -44,8 +44,15 @@ def evaluate(
         BoolQ, RTE, WinoGrande, `acc_norm` for the others) and `tasks`.
     """
     check_tokenizer(tokenizer, "to score text")
-    if limit is not None and limit < 1:
-        raise ValueError(f"`limit` must be >= 1, got {limit}.")
+
+    def positive_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    if limit is not None and not positive_int(limit):
+        raise ValueError(f"`limit` must be >= 1, got {limit!r}.")
+    if not positive_int(batch_size):
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)  # one name, as `DietPruner.profile` takes it
     if half is not None and half not in HALVES:
         raise ValueError(f"`half` must be one of {HALVES} or None, got {half!r}.")
     specs = [get_task(name) for name in tasks]
