@@ -159,7 +159,7 @@ def quality(model, tokenizer, args, context) -> dict:
         tokenizer,
         data_dir=args.data_dir,
         max_length=args.ppl_length,
-        max_windows=args.ppl_windows,
+        max_windows=args.ppl_windows or None,  # 0: every window
         disable_progress=True,
     )
     return {

@@ -380,10 +380,19 @@ def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
     assert result["tokens"] == count
     assert result["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
     # any text, read from nowhere: the same windows over it
-    given = perplexity(model, tiny_tokenizer, text="\n\n".join(r["text"] for r in rows), max_length=8)
+    given_text = "\n\n".join(r["text"] for r in rows)
+    given = perplexity(model, tiny_tokenizer, text=given_text, max_length=8)
     assert given == result
     other = perplexity(model, tiny_tokenizer, text=" = Answer =\n\n the question is what\n", max_length=8)
     assert other["perplexity"] != result["perplexity"]
+    assert perplexity(model, tiny_tokenizer, text=given_text, max_length=8, max_windows=1)["windows"] == 1
+    for kwargs, match in (
+        ({"max_length": 1}, r"`max_length` must be an integer >= 2 or None, got 1"),
+        ({"max_windows": 0}, r"`max_windows` must be an integer >= 1 or None, got 0"),
+        ({"text": ""}, r"`text` has 0 token\(s\): nothing to predict"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            perplexity(model, tiny_tokenizer, **{"text": given_text, **kwargs})
 
 
 def test_next_token_logprobs_and_kl(tiny_tokenizer):

@@ -63,13 +63,20 @@ def perplexity(
     Each window of `max_length` tokens (the model's context, capped at 2048) is scored after a BOS token.
     """
     check_tokenizer(tokenizer, "to encode WikiText-2")
+    for name, value, least in (("max_length", max_length, 2), ("max_windows", max_windows, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"`{name}` must be an integer >= {least} or None, got {value!r}.")
     if text is None:
         text = wikitext2_text("test", data_dir=data_dir)
     max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     window = max_length - (1 if bos is not None else 0)
-    starts = list(range(0, len(ids), window))[: max_windows or None]
+    # a last window of one token has nothing to predict without BOS before it
+    starts = [start for start in range(0, len(ids), window) if bos is not None or len(ids) - start > 1]
+    starts = starts[:max_windows]
+    if not starts:
+        raise ValueError(f"`text` has {len(ids)} token(s): nothing to predict.")
     scorer = Scorer(model)
     nll, count = 0.0, 0
     for start in tqdm(starts, desc="perplexity", disable=disable_progress):
