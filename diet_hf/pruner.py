@@ -274,7 +274,7 @@ class DietPruner:
 
     def save_scores(self, save_directory: str | os.PathLike) -> None:
         """Saves the profile, so pruning again at another sparsity needs no forward pass."""
-        self._require_scores().save_pretrained(save_directory)
+        self._require_scores("`save_scores()`").save_pretrained(save_directory)
 
     def load_scores(self, directory: str | os.PathLike, *, data_dir: str | os.PathLike | None = None) -> "DietPruner":
         """Loads a saved profile after checking it was made for this model.
@@ -316,9 +316,9 @@ class DietPruner:
         batch_size = ProfileOptions().batch_size  # padding only: the statistics do not depend on it
         self._calibration = {"data": data, "batch_size": batch_size, "max_length": provenance["max_length"]}
 
-    def _require_scores(self) -> ImportanceScores:
+    def _require_scores(self, action: str = "`prune()`") -> ImportanceScores:
         if self.scores is None:
-            raise RuntimeError("No importance scores: call `profile()` (or `load_scores()`) before `prune()`.")
+            raise RuntimeError(f"No importance scores: call `profile()` (or `load_scores()`) before {action}.")
         return self.scores
 
     def prune(

@@ -397,6 +397,10 @@ def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
 
 def test_next_token_logprobs_and_kl(tiny_tokenizer):
     dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer), final_logit_softcapping=3.0)
+    with pytest.raises(ValueError, match=r"`prompts` must be a list of prompts, got one string"):
+        next_token_logprobs(dense, tiny_tokenizer, "what")  # not its letters
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive integer, got 0"):
+        next_token_logprobs(dense, tiny_tokenizer, ["what"], batch_size=0)
     other = tiny_dense_model("gemma2", seed=1, vocab_size=len(tiny_tokenizer), final_logit_softcapping=3.0)
     prompts = ["Question: what is the answer?\nAnswer:", "what", "Answer: yes no", "is"]
     got = next_token_logprobs(dense, tiny_tokenizer, prompts, batch_size=3)  # padded, reordered batches

@@ -686,6 +686,18 @@ def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
     assert not (tmp_path / "x").exists()
 
 
+def test_an_output_dir_that_cannot_take_the_model_fails_before_training(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(NotADirectoryError, match=r"`output_dir`: .*file exists and is not a directory"):
+        heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "file")
+    teacher.save_pretrained(tmp_path / "dense")
+    with pytest.raises(ValueError, match=r"`output_dir` .*dense is the teacher"):
+        heal(student, str(tmp_path / "dense"), tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "dense")
+    assert (tmp_path / "file").read_text() == "keep"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dense", "file"]  # no work directory: nothing ran
+
+
 # ----------------------------------------------------------------------------------------------------------- CLI
 
 

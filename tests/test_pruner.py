@@ -208,6 +208,15 @@ def test_iterative_pruning_reprofiles_and_nests():
     assert one_shot.config.pruning["options"]["steps"] == 1
 
 
+def test_pruning_or_saving_scores_before_profiling_says_what_to_call(tmp_path):
+    pruner = DietPruner(tiny_dense_model("gemma2"))
+    with pytest.raises(RuntimeError, match=r"call `profile\(\)` \(or `load_scores\(\)`\) before `prune\(\)`"):
+        pruner.prune(sparsity=0.2)
+    with pytest.raises(RuntimeError, match=r"before `save_scores\(\)`"):
+        pruner.save_scores(tmp_path / "scores")
+    assert not (tmp_path / "scores").exists()
+
+
 def test_iterative_pruning_errors(tmp_path):
     pruner = _profiled()
     with pytest.raises(ValueError, match=r"`steps` must be a positive integer, got 0"):

@@ -19,8 +19,12 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int
     Prompts are tokenized as the evaluator tokenizes contexts (Gemma's BOS included), batched by length with left
     padding; only the last position goes through the LM head."""
     check_tokenizer(tokenizer, "to encode the prompts")
+    if isinstance(prompts, str):
+        raise ValueError("`prompts` must be a list of prompts, got one string (pass `[prompt]`).")
     if not prompts:
         raise ValueError("`prompts` is empty: pass at least one prompt.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     pad = pad_id(tokenizer)
