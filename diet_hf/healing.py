@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
+from ._checks import check_positive_int
 from ._io import atomic_write
 from .constants import family_for_model_type
 from .options import option
@@ -166,9 +167,7 @@ class HealingConfig:
             "position_stride",
         )
         for name in (*positive_ints, "validation_sequences", "eval_steps", "save_steps", "lora_alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+            check_positive_int(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)):

@@ -9,6 +9,7 @@ is checked against the fields by a test.
 
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
+from ._checks import check_positive_int
 from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
 from .recipes import SCORE_KINDS, recipe_options
 
@@ -121,9 +122,8 @@ class PruneOptions:
         _check_number("attention_ratio", self.attention_ratio, low=0)
         _check_number("min_mlp_fraction", self.min_mlp_fraction, low=0, high=1)
         for name in ("round_to", "steps"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
         for name in ("bias_compensation", "reconstruct", "anchor_bos", "allow_sublayer_removal"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
@@ -176,9 +176,7 @@ class ProfileOptions:
 
     def __post_init__(self):
         for name in ("num_samples", "batch_size", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+            check_positive_int(name, getattr(self, name))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
         for name in ("channel_stats", "input_moments"):

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ._batching import pad_id, pad_rows
+from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
 from .constants import family_for_model_type
 from .importance import ImportanceScores
@@ -379,8 +380,7 @@ class DietPruner:
             raise ValueError(f"`score` and `steps` belong to DIET; `method={method!r}` has its own scores.")
         if method == "diet" and score not in SCORE_KINDS:
             raise ValueError(f"`score` must be one of {SCORE_KINDS}, got {score!r}.")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+        check_positive_int("steps", steps)
         if steps > 1 and "standardize" in (values["mlp_normalize"], values["head_normalize"]):
             raise ValueError("`steps` > 1 needs scores where removed units rank last; `standardize` does not.")
         scores = self._require_scores()

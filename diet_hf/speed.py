@@ -4,6 +4,8 @@ import time
 
 import torch
 
+from ._checks import check_positive_int
+
 __all__ = ["compare_tokens_per_second", "measure_tokens_per_second"]
 
 
@@ -43,8 +45,7 @@ def compare_tokens_per_second(models: dict, *, rounds: int = 5, **measure_kwargs
     instead, a machine whose speed drifts during the measurement (a shared virtual machine, a CPU warming up) favours
     whichever model ran in its fast stretch; taking turns gives every model the same stretches.
     `measure_kwargs` go to `measure_tokens_per_second` (not `repeats`)."""
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"`rounds` must be a positive integer, got {rounds!r}.")
+    check_positive_int("rounds", rounds)
     if "repeats" in measure_kwargs:
         raise ValueError("`repeats` is set by `compare_tokens_per_second` (one per round); pass `rounds`.")
     names = list(models)

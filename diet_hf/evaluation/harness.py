@@ -4,6 +4,7 @@ prompts and choices, the log-likelihoods of `strategies.loglikelihoods`, and the
 import math
 import os
 
+from .._checks import check_positive_int, is_positive_int
 from ..tasks import HALVES, PAPER_TASKS, evaluation_examples, get_task
 from .scorer import check_tokenizer
 from .strategies import loglikelihoods
@@ -44,14 +45,9 @@ def evaluate(
         BoolQ, RTE, WinoGrande, `acc_norm` for the others) and `tasks`.
     """
     check_tokenizer(tokenizer, "to score text")
-
-    def positive_int(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-    if limit is not None and not positive_int(limit):
+    if limit is not None and not is_positive_int(limit):
         raise ValueError(f"`limit` must be >= 1, got {limit!r}.")
-    if not positive_int(batch_size):
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_positive_int("batch_size", batch_size)
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)  # one name, as `DietPruner.profile` takes it
     if half is not None and half not in HALVES:
         raise ValueError(f"`half` must be one of {HALVES} or None, got {half!r}.")

@@ -7,6 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._batching import pad_id
+from .._checks import check_positive_int
 from ..tasks import wikitext2_text
 from .scorer import Scorer, check_tokenizer, left_padded
 
@@ -23,8 +24,7 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int
         raise ValueError("`prompts` must be a list of prompts, got one string (pass `[prompt]`).")
     if not prompts:
         raise ValueError("`prompts` is empty: pass at least one prompt.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_positive_int("batch_size", batch_size)
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     pad = pad_id(tokenizer)
