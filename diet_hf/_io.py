@@ -40,8 +40,7 @@ def atomic_directory(
     and `target` is untouched. A `target` that exists and is not a directory is refused (`argument` names it)
     before anything is written."""
     target = Path(os.path.abspath(target))  # "." and "dir/." get a name to put the temporary directory beside
-    if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"`{argument}`: {target} exists and is not a directory.")
+    check_not_a_file(target, argument)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -64,6 +63,12 @@ def atomic_directory(
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_not_a_file(path: str | os.PathLike, argument: str) -> None:
+    """Raises `NotADirectoryError` naming `argument` when `path`, meant as a directory, exists as something else."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise NotADirectoryError(f"`{argument}`: {path} exists and is not a directory.")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

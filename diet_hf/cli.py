@@ -37,12 +37,11 @@ def _positive_int(text: str) -> int:
 
 def _repo_id(text: str) -> str:
     """A Hub repository id, checked before any work (a bad one would otherwise fail only after pruning)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    from .hub import check_repo_id
 
     try:
-        validate_repo_id(text)
-    except HFValidationError as error:
+        check_repo_id(text)
+    except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected a Hub repository id like you/model-name, got {text!r}") from error
     return text
 

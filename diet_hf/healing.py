@@ -1029,10 +1029,9 @@ def heal(
     teacher_config, teacher_name = _teacher_config(teacher)
     check_parent(student.config, teacher_config)
     if output_dir is not None:  # before any training, not when the healed model is saved
-        from ._io import check_output_is_not_input
+        from ._io import check_not_a_file, check_output_is_not_input
 
-        if Path(output_dir).exists() and not Path(output_dir).is_dir():
-            raise NotADirectoryError(f"`output_dir`: {output_dir} exists and is not a directory.")
+        check_not_a_file(output_dir, "output_dir")
         if isinstance(teacher, (str, os.PathLike)):
             check_output_is_not_input(output_dir, "output_dir", {"teacher": teacher})
     has_bos = getattr(tokenizer, "bos_token_id", None) is not None

@@ -17,6 +17,7 @@ from ._io import atomic_directory, check_output_is_not_input
 from .constants import REMOTE_CODE_FILES
 
 __all__ = [
+    "check_repo_id",
     "modeling_module",
     "push_pruned_model",
     "push_saved_model",
@@ -119,7 +120,7 @@ def push_pruned_model(
 ) -> str:
     """`save_pruned_model` into a temporary directory, then `push_saved_model`: one commit with weights, config,
     remote code, tokenizer, plan and card. Returns the commit id."""
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_pruned_model(model, Path(tmp) / "model", tokenizer=tokenizer, plan=plan, repo_id=repo_id)
         try:
@@ -146,7 +147,7 @@ def push_saved_model(
     Raises:
         RuntimeError: the upload failed; the local directory is untouched and the message says how to retry.
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -162,7 +163,7 @@ def push_saved_model(
     return getattr(info, "oid", None) or str(info)
 
 
-def _check_repo_id(repo_id) -> None:
+def check_repo_id(repo_id) -> None:
     """Raises `ValueError` naming `repo_id` when it is not a valid Hub repository id, before anything is saved."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
