@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from ._checks import check_positive_int
-from ._io import atomic_write
+from ._io import atomic_write, check_not_a_file, check_output_is_not_input
 from .constants import family_for_model_type
 from .options import option
 from .tasks import get_task, load_examples, wikitext2_text
@@ -1029,8 +1029,6 @@ def heal(
     teacher_config, teacher_name = _teacher_config(teacher)
     check_parent(student.config, teacher_config)
     if output_dir is not None:  # before any training, not when the healed model is saved
-        from ._io import check_not_a_file, check_output_is_not_input
-
         check_not_a_file(output_dir, "output_dir")
         if isinstance(teacher, (str, os.PathLike)):
             check_output_is_not_input(output_dir, "output_dir", {"teacher": teacher})
