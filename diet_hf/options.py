@@ -169,9 +169,10 @@ class ProfileOptions:
     )
     input_moments: bool = option(
         True,
-        "also sum x and x x^T of every down_proj / o_proj input over all the tasks' tokens in the same forward pass: "
-        "the statistics of prune(reconstruct=True), kept in memory so that prune needs no second pass (0.38 GB for "
-        "Gemma 3 270M; skipped above 2 GiB, where prune runs its own pass)",
+        "also sum x and x x^T of every down_proj input over all the tasks' tokens in the same forward pass: the "
+        "statistics of prune(reconstruct=True), kept in memory so that prune needs no second pass (0.17 GB for "
+        "Gemma 3 270M; skipped above 2 GiB, where prune runs its own pass; a plan that cuts heads has their o_proj "
+        "moments summed by prune, once)",
     )
 
     def __post_init__(self):

@@ -47,6 +47,9 @@ class ActivationStats:
         self.mlp_channel = [torch.zeros(2, intermediate_size, dtype=torch.float64) for _ in range(num_layers)]
         self.attn_channel = [torch.zeros(2, width, dtype=torch.float64) for _ in range(num_layers)]
         self.moments = moments  # the reconstruction's x and x x^T sums of the modules it holds, if any
+        # modules whose channel sums come from `moments` (sum of x, and the diagonal of x x^T) instead of hooks of
+        # their own: the same numbers, without a second pass over the activations
+        self.channels_from_moments = set(moments.sums) if channel_stats and moments is not None else set()
         self.num_tokens = 0
         self.token_mask: torch.Tensor | None = None  # (batch, seq_len) bool, set per batch
 
@@ -61,7 +64,7 @@ class ActivationStats:
         mask = self.token_mask.to(activation.device, torch.float32)
         summed = torch.einsum("bsi,bs->i", activation.float().abs(), mask)
         self.mlp_sums[layer_idx] += summed.cpu()
-        if self.channel_stats:
+        if self.channel_stats and ("mlp", layer_idx) not in self.channels_from_moments:
             self._accumulate_channels(self.mlp_channel[layer_idx], activation.float(), mask)
         if self.moments is not None:
             self.moments.add(("mlp", layer_idx), activation, self.token_mask)
@@ -73,7 +76,7 @@ class ActivationStats:
         norms = attn_output.float().view(batch, seq_len, self.num_heads, self.head_dim).norm(dim=-1)
         mask = self.token_mask.to(attn_output.device, torch.float32)
         self.head_sums[layer_idx] += torch.einsum("bsh,bs->h", norms, mask).cpu()
-        if self.channel_stats:
+        if self.channel_stats and ("attn", layer_idx) not in self.channels_from_moments:
             self._accumulate_channels(self.attn_channel[layer_idx], attn_output.float(), mask)
         if self.moments is not None:
             self.moments.add(("attn", layer_idx), attn_output, self.token_mask)
@@ -139,9 +142,14 @@ def collect_activation_stats(
     def start_batch(mask):
         stats.token_mask = mask
 
+    before = {key: moments.channel_sums(key) for key in stats.channels_from_moments}
     with record_activation_stats(model, family, stats):
         stats.num_tokens = _run_decoder(model, batches, start_batch, (description, num_batches), disable_progress)
     stats.token_mask = None
+    for (kind, layer_idx), earlier in before.items():  # this pass's share of the sums (they pool every task's)
+        (stats.mlp_channel if kind == "mlp" else stats.attn_channel)[layer_idx] += (
+            moments.channel_sums((kind, layer_idx)) - earlier
+        )
     if moments is not None:
         moments.num_tokens += stats.num_tokens
     return stats
@@ -364,6 +372,16 @@ class MomentSums:
         # multiply-adds and of the memory at 2048 channels, a third less time measured
         for (start, stop), row in zip(_block_rows(x.shape[1]), rows):
             row.addmm_(x[:, start:stop].T, x[:, start:])
+
+    def channel_sums(self, key: tuple[str, int]) -> torch.Tensor:
+        """`(2, channels)` float64: the sums so far of x and of x^2 per channel (the diagonal of the x x^T sums)."""
+        if self.sums is None:
+            raise RuntimeError("These sums were turned into moments (`moments()`); start new `MomentSums`.")
+        first, rows = self.sums[key]
+        squares = torch.cat(
+            [row[:, : stop - start].diagonal() for (start, stop), row in zip(_block_rows(len(first)), rows)]
+        )
+        return torch.stack([first, squares]).double().cpu()
 
     def moments(self) -> InputMoments:
         """E[x] and E[x x^T]: the sums themselves, divided in place, so this ends these sums."""

@@ -34,7 +34,7 @@ __all__ = ["DietPruner"]
 
 logger = logging.getLogger(__name__)
 
-_MOMENTS_CACHE_BYTES = 2 * 2**30  # the 270M model's MLP and attention moments take 0.38 GB; Gemma-2 2B's 9.3 GB
+_MOMENTS_CACHE_BYTES = 2 * 2**30  # the 270M model's MLP moments take 0.17 GB (0.22 with attention's)
 
 
 METHODS = tuple(SCORING_METHODS)  # "diet" and the baselines (`diet_hf.methods`)
@@ -115,8 +115,9 @@ class DietPruner:
                 `input_moments=True`), which override `options`. `channel_stats` keeps per-input-channel sums of a
                 and a^2 of `down_proj` / `o_proj`, which bias compensation and the Wanda-sp and FLAP baselines need
                 (`2 x (intermediate_size + heads x head_dim)` float64 per layer and task). `input_moments` sums the
-                reconstruction's x x^T over all the tasks' tokens in the same pass (when they fit in 2 GiB), so a
-                later `prune(reconstruct=True)` over the same tasks runs no forward pass.
+                reconstruction's x x^T of every `down_proj` input over all the tasks' tokens in the same pass (when
+                they fit in 2 GiB), so a later `prune(reconstruct=True)` over the same tasks runs no forward pass
+                unless it cuts heads (their `o_proj` moments are then summed once, in a pass of their own).
             data_dir (`str`, *optional*): local data directory (else `$DIET_DATA_DIR`, else the Hub).
             disable_progress (`bool`, *optional*): no progress bar.
 
@@ -180,9 +181,14 @@ class DietPruner:
         return ImportanceScores(mlp, heads, dict(previous.provenance), channels or None)
 
     def _pooled_moments(self) -> MomentSums | None:
-        """Empty sums for every `down_proj` / `o_proj` input, filled while profiling; `None` above the budget."""
+        """Empty sums for every `down_proj` input, filled while profiling; `None` above the budget.
+
+        Only the MLP's: every recipe that reconstructs cuts MLP width, and none cuts heads (`attention_ratio=0`), so
+        summing the `o_proj` inputs too would cost every profile a fifth more of the moments' work (and memory) for
+        plans that rarely need them; a plan that cuts heads with `reconstruct=True` has them summed in a pass of
+        their own, once (`_input_moments`)."""
         width = moment_widths(self.model.config)
-        keys = [(kind, layer) for layer in range(self.model.config.num_hidden_layers) for kind in ("attn", "mlp")]
+        keys = [("mlp", layer) for layer in range(self.model.config.num_hidden_layers)]
         nbytes = MomentSums.nbytes_for(keys, width)
         if nbytes > _MOMENTS_CACHE_BYTES:
             logger.info(

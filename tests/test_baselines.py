@@ -35,6 +35,21 @@ def test_channel_stats_are_sums_of_moments(profiled):
     torch.testing.assert_close(stats["mlp"][0, 1], (acts**2).sum(0), rtol=1e-5, atol=1e-6)
 
 
+def test_channel_stats_taken_from_the_moments_equal_their_own_sums(profiled):
+    """With `input_moments` (the default) the MLP's channel sums are read off the reconstruction's x x^T sums, which
+    pool every task: each task's share must equal what hooks of its own sum, for every task, not only the first."""
+    model, scores, batches = profiled
+    own = DietPruner(model).profile(
+        {"a": batches[:2], "b": batches[2:]}, channel_stats=True, input_moments=False, disable_progress=True
+    )
+    for task in ("a", "b"):
+        for kind in ("mlp", "attn"):
+            torch.testing.assert_close(
+                scores.channel_stats[task][kind], own.scores.channel_stats[task][kind], rtol=1e-5, atol=1e-6
+            )
+        assert int(scores.channel_stats[task]["num_tokens"]) == int(own.scores.channel_stats[task]["num_tokens"])
+
+
 def test_flap_and_wanda_formulas(profiled):
     model, scores, _ = profiled
     stats = scores.channel_stats

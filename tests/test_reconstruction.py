@@ -231,7 +231,7 @@ def test_reconstruction_needs_the_calibration_data(tmp_path):
 def test_moments_are_collected_once_per_profile_and_task_set(monkeypatch):
     import diet_hf.pruner
 
-    pruner, batches = _profiled("gemma2")  # the profile summed every module's moments in its own pass
+    pruner, batches = _profiled("gemma2")  # the profile summed every down_proj's moments in its own pass
     calls = []
     original = diet_hf.pruner.collect_input_moments
 
@@ -242,20 +242,24 @@ def test_moments_are_collected_once_per_profile_and_task_set(monkeypatch):
     monkeypatch.setattr(diet_hf.pruner, "collect_input_moments", spy)
     first = pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
     weights = {k: v.clone() for k, v in first.state_dict().items()}
-    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True)  # heads cut too: their moments are there as well
-    again = pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
     assert calls == []  # no forward pass after the profile's
+    # heads cut too: the profile summed no o_proj moments, so they get one pass of their own, then stay
+    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True)
+    assert len(calls) == 1 and calls[0] and all(kind == "attn" for kind, _ in calls[0])
+    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True)
+    again = pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
+    assert len(calls) == 1
     for key, value in again.state_dict().items():
         torch.testing.assert_close(value, weights[key], rtol=0, atol=0)
     pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True, tasks=["a"])  # another task set: one pass
-    assert len(calls) == 1 and all(kind == "mlp" for kind, _ in calls[0])
+    assert len(calls) == 2 and all(kind == "mlp" for kind, _ in calls[1])
     pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True, tasks=["a"])
-    assert len(calls) == 1
+    assert len(calls) == 2
     pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True, tasks=["a"])  # only the heads' moments are new
-    assert len(calls) == 2 and calls[1] and all(kind == "attn" for kind, _ in calls[1])
+    assert len(calls) == 3 and calls[2] and all(kind == "attn" for kind, _ in calls[2])
     pruner.profile({"a": batches}, input_moments=False)  # a new profile forgets them and, told so, sums none
     pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
-    assert len(calls) == 3
+    assert len(calls) == 4
 
 
 def test_profile_time_moments_equal_a_pass_of_their_own(monkeypatch):
@@ -265,7 +269,8 @@ def test_profile_time_moments_equal_a_pass_of_their_own(monkeypatch):
 
     family_spec = family_for_model_type("gemma3_text")
     pruner, batches = _profiled("gemma3_text")
-    targets = [(kind, layer) for layer in range(pruner.model.config.num_hidden_layers) for kind in ("attn", "mlp")]
+    targets = [("mlp", layer) for layer in range(pruner.model.config.num_hidden_layers)]
+    assert set(pruner._moments[1].moments) == set(targets)  # the profile sums the down_proj inputs' only
     separate = collect_input_moments(
         pruner.model, family_spec, lambda: [*batches, *batches[:1]], targets, disable_progress=True
     )
