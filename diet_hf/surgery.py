@@ -64,7 +64,10 @@ def build_pruned_config(
     return pruned
 
 
-def _sliced_state_dict(model: nn.Module, plan: PruningPlan) -> dict[str, torch.Tensor]:
+def _sliced_state_dict(model: nn.Module, plan: PruningPlan, replaced: dict | None = None) -> dict[str, torch.Tensor]:
+    """The dense state dict with `plan`'s cuts applied; tensors in `replaced` are taken from it instead (never
+    sliced first: the reconstruction's `down_proj` / `o_proj` weights)."""
+    replaced = replaced or {}
     state = dict(model.state_dict())
     layout = family_for_model_type(model.config.model_type).layout
     d = plan.head_dim
@@ -86,7 +89,8 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan) -> dict[str, torch.T
         elif len(mlp) < plan.intermediate_size:
             for key in mlp_keys[:2]:
                 state[key] = slice_linear_weight(state[key], mlp, dim=0)
-            state[mlp_keys[2]] = slice_linear_weight(state[mlp_keys[2]], mlp, dim=1)
+            if mlp_keys[2] not in replaced:
+                state[mlp_keys[2]] = slice_linear_weight(state[mlp_keys[2]], mlp, dim=1)
         if not heads:
             for key in attn_keys:
                 state.pop(key, None)
@@ -98,7 +102,9 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan) -> dict[str, torch.T
                     if (key := f"{layout.attention_path(layer_idx, role)}.{kind}") in state:
                         state[key] = slice_linear_weight(state[key], kept, dim=0, block=d)
             key = f"{layout.attention_path(layer_idx, 'output')}.weight"
-            state[key] = slice_linear_weight(state[key], heads, dim=1, block=d)
+            if key not in replaced:
+                state[key] = slice_linear_weight(state[key], heads, dim=1, block=d)
+    state.update(replaced)
     return state
 
 
@@ -203,20 +209,19 @@ def build_pruned_model(
     model_class = getattr(modeling_module(), family.pruned_causal_lm_class)
     with torch.device("meta"):
         pruned = model_class(config)
-    state = _sliced_state_dict(model, plan)
-    state.update(biases)
+    reconstructed = {}
     if input_moments is not None:
-        centered = channel_means is not None
-        state.update(
-            _reconstructed(
-                model,
-                plan,
-                input_moments,
-                centered=centered,
-                damping=reconstruction_damping,
-                anchors=reconstruction_anchors or {},
-            )
+        reconstructed = _reconstructed(
+            model,
+            plan,
+            input_moments,
+            centered=channel_means is not None,
+            damping=reconstruction_damping,
+            anchors=reconstruction_anchors or {},
         )
+    # the reconstructed weights and biases win over the plain slices and the compensation biases
+    state = _sliced_state_dict(model, plan, reconstructed)
+    state.update({key: value for key, value in biases.items() if key not in reconstructed})
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
     missing = [key for key in missing if key != "lm_head.weight"]
     if missing or unexpected:

@@ -398,3 +398,24 @@ def test_anchor_bos_needs_a_bos_token():
     pruner.model.config.bos_token_id = None
     with pytest.raises(ValueError, match=r"`anchor_bos=True` needs a BOS token; this pruner's Gemma2Config has none"):
         pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
+
+
+def test_reconstructed_weights_are_not_sliced_first(monkeypatch):
+    """Surgery takes a reconstructed `down_proj` / `o_proj` weight as the fit made it, without slicing the dense one
+    first (a copy per cut layer that was thrown away: 0.2 GB of the peak for the 270M model at 20%)."""
+    import diet_hf.surgery
+
+    pruner, batches = _profiled("gemma2")
+    sliced = []
+    original = diet_hf.surgery.slice_linear_weight
+
+    def spy(weight, kept, **kwargs):
+        sliced.append(kwargs["dim"])
+        return original(weight, kept, **kwargs)
+
+    monkeypatch.setattr(diet_hf.surgery, "slice_linear_weight", spy)
+    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=True)  # MLP width and heads cut, both reconstructed
+    assert sliced and 1 not in sliced  # gate/up/q/k/v sliced by rows; no down_proj / o_proj by columns
+    sliced.clear()
+    pruner.prune(sparsity=0.5, recipe="paper", reconstruct=False)
+    assert 1 in sliced
