@@ -48,7 +48,8 @@ class ActivationStats:
         self.attn_channel = [torch.zeros(2, width, dtype=torch.float64) for _ in range(num_layers)]
         self.moments = moments  # the reconstruction's x and x x^T sums of the modules it holds, if any
         # modules whose channel sums come from `moments` (sum of x, and the diagonal of x x^T) instead of hooks of
-        # their own: the same numbers, without a second pass over the activations
+        # their own: the same numbers, without a second pass over the activations (`record_activation_stats` adds
+        # them when its block ends)
         self.channels_from_moments = set(moments.sums) if channel_stats and moments is not None else set()
         self.num_tokens = 0
         self.token_mask: torch.Tensor | None = None  # (batch, seq_len) bool, set per batch
@@ -92,8 +93,11 @@ class ActivationStats:
 def record_activation_stats(
     model: nn.Module, family: ModelFamily, stats: ActivationStats
 ) -> Iterator[ActivationStats]:
-    """Hooks `down_proj` and `o_proj` of every layer for the duration of the block; hooks leave on every path."""
+    """Hooks `down_proj` and `o_proj` of every layer for the duration of the block; hooks leave on every path. The
+    channel sums that `stats` reads off its moments (`channels_from_moments`) are added when the block ends: the
+    share of the moments' sums that this block's batches made (the sums may pool earlier blocks, e.g. other tasks)."""
     handles = []
+    before = {key: stats.moments.channel_sums(key) for key in stats.channels_from_moments}
     try:
         for layer_idx in range(len(stats.mlp_sums)):
             down = model.get_submodule(family.mlp_down_proj.format(layer_idx=layer_idx))
@@ -104,6 +108,10 @@ def record_activation_stats(
     finally:
         for handle in handles:
             handle.remove()
+    for (kind, layer_idx), earlier in before.items():
+        (stats.mlp_channel if kind == "mlp" else stats.attn_channel)[layer_idx] += (
+            stats.moments.channel_sums((kind, layer_idx)) - earlier
+        )
 
 
 def _hook(accumulate, layer_idx):
@@ -142,14 +150,9 @@ def collect_activation_stats(
     def start_batch(mask):
         stats.token_mask = mask
 
-    before = {key: moments.channel_sums(key) for key in stats.channels_from_moments}
     with record_activation_stats(model, family, stats):
         stats.num_tokens = _run_decoder(model, batches, start_batch, (description, num_batches), disable_progress)
     stats.token_mask = None
-    for (kind, layer_idx), earlier in before.items():  # this pass's share of the sums (they pool every task's)
-        (stats.mlp_channel if kind == "mlp" else stats.attn_channel)[layer_idx] += (
-            moments.channel_sums((kind, layer_idx)) - earlier
-        )
     if moments is not None:
         moments.num_tokens += stats.num_tokens
     return stats

@@ -69,3 +69,29 @@ def test_batch_size_does_not_change_scores():
     assert one.num_tokens == eight.num_tokens == sum(lengths)
     for a, b in zip(one.means(), eight.means()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_channel_sums_read_off_the_moments_in_a_hooks_block_of_its_own():
+    """`record_activation_stats` alone (not only `collect_activation_stats`) fills the channel sums that `stats` reads
+    off its moments, with the block's share of sums that already held another block's tokens."""
+    from diet_hf.profiler import MomentSums, moment_widths
+
+    model = tiny_dense_model("gemma2")
+    config = model.config
+    shape = (config.num_hidden_layers, config.intermediate_size, config.num_attention_heads, config.head_dim)
+    moments = MomentSums([("mlp", 0), ("mlp", 1)], moment_widths(config))
+    batches = [random_batch(2, 7, seed=seed) for seed in (0, 1)]
+    per_block = []
+    for ids in batches:  # two blocks (two tasks) pool their moments
+        pooled = ActivationStats(*shape, channel_stats=True, moments=moments)
+        own = ActivationStats(*shape, channel_stats=True)
+        for stats in (pooled, own):
+            stats.token_mask = torch.ones(ids.shape, dtype=torch.bool)
+            with torch.no_grad(), record_activation_stats(model, GEMMA2, stats):
+                model(ids)
+        per_block.append((pooled, own))
+    for pooled, own in per_block:
+        assert pooled.channels_from_moments == {("mlp", 0), ("mlp", 1)}
+        for layer in range(config.num_hidden_layers):
+            assert own.mlp_channel[layer].abs().sum() > 0
+            torch.testing.assert_close(pooled.mlp_channel[layer], own.mlp_channel[layer], rtol=1e-5, atol=1e-6)
