@@ -7,7 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._batching import pad_id
-from .._checks import check_positive_int
+from .._checks import check_positive_int, is_int_at_least
 from ..tasks import wikitext2_text
 from .scorer import Scorer, check_tokenizer, left_padded
 
@@ -68,7 +68,7 @@ def perplexity(
     """
     check_tokenizer(tokenizer, "to encode WikiText-2")
     for name, value, least in (("max_length", max_length, 2), ("max_windows", max_windows, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+        if value is not None and not is_int_at_least(value, least):
             raise ValueError(f"`{name}` must be an integer >= {least} or None, got {value!r}.")
     if text is None:
         text = wikitext2_text("test", data_dir=data_dir)
