@@ -1,27 +1,27 @@
 """Named pruning recipes: which importance scores and which plan options make a DIET variant.
 
-A recipe is a set of `DietPruner.prune` options; explicit arguments of `prune` override it. `"paper"` is the method
-as arXiv:2603.23985 describes it (raw activation magnitudes ranked globally across layers, majority vote).
-`"uniform_mlp_mean_ls_bos"`, the default, keeps DIET's per-task activation profiles but merges them by the mean of
-the per-task rank-normalized scores instead of the majority vote, takes the same fraction from every layer, takes the
-whole budget from MLP width (every attention head stays), rounds every layer's MLP width to a multiple of 64 (the
-global budget held; which layers get the extra multiple follows the merged ranking; on the 2-core CPU of the
-benchmarks misaligned widths like 1758 cost up to about 1.2x more per kept channel than the dense 2048, README
-"Speed and width alignment"), and then reconstructs every cut `down_proj` by least squares on the calibration
-tokens (`reconstruct`, `diet_hf.reconstruction`: the kept columns carry what the removed channels wrote, with the
-removed channels' mean output as a bias, which is FLAP's bias compensation generalized), the fit constrained to
-reproduce the BOS token's output exactly (`anchor_bos`: BOS is the same input at the start of every prompt, and
-Gemma's attention sink). `"uniform_mlp_mean_ls"` is the same without that constraint (the default before
-2026-12-01 19:30); `"uniform_mlp_mean"` the same without the reconstruction (the default before 2026-11-30
-14:00; before 2026-11-30 11:00 it did not round the widths either; its measured rows say which).
-`"uniform_mlp"` (the default before those) is the same with DIET's vote, without rounding or reconstruction;
-`"balanced"` (the default of diet-hf 0.1) that with heads removed at the same fraction as MLP width. Chosen on the dev
-halves of the seven tasks on Gemma 3 270M (`benchmarks/results/dev_sweep.md`) by the rule written before: highest
-average, the lowest KL among candidates within one standard error of it; `uniform_mlp_mean` had the lowest KL in that
-band at 20% (0.47) and 40% (0.97) and keeps BoolQ's answer prior (P(yes) 0.75 / 0.73, dense 0.73; the vote moved it to
-0.44 at 20%); the reconstruction then cut its dev KL to 0.19 at 20% at the same average within noise, and the BOS
-anchor to 0.16 (0.46 -> 0.40 at 40%), the average again the same within noise. The README has
-the numbers and says which candidates were added after a test-half row prompted them.
+A recipe is a set of `DietPruner.prune` options; explicit arguments of `prune` override it. `"paper"` is the method as
+arXiv:2603.23985 describes it (raw activation magnitudes ranked globally across layers, majority vote).
+`"uniform_mlp_mean_ls_bos"`, the default, keeps DIET's per-task activation profiles but merges them by the mean of the
+per-task rank-normalized scores instead of the majority vote, takes the same fraction from every layer, takes the whole
+budget from MLP width (every attention head stays), rounds every layer's MLP width to a multiple of 64 (the global
+budget held; which layers get the extra multiple follows the merged ranking; on the 2-core CPU of the benchmarks
+misaligned widths like 1758 cost up to about 1.2x more per kept channel than the dense 2048, docs/benchmark.md "Speed
+and width alignment"), and then reconstructs every cut `down_proj` by least squares on the calibration tokens
+(`reconstruct`, `diet_hf.reconstruction`: the kept columns carry what the removed channels wrote, with the removed
+channels' mean output as a bias, which is FLAP's bias compensation generalized), the fit constrained to reproduce the
+BOS token's output exactly (`anchor_bos`: BOS is the same input at the start of every prompt, and Gemma's attention
+sink). `"uniform_mlp_mean_ls"` is the same without that constraint (the default before 2026-12-01 19:30);
+`"uniform_mlp_mean"` the same without the reconstruction (the default before 2026-11-30 14:00; before 2026-11-30 11:00
+it did not round the widths either; its measured rows say which). `"uniform_mlp"` (the default before those) is the
+same with DIET's vote, without rounding or reconstruction; `"balanced"` (the default of diet-hf 0.1) that with heads
+removed at the same fraction as MLP width. Chosen on the dev halves of the seven tasks on Gemma 3 270M
+(`benchmarks/results/dev_sweep.md`) by the rule written before: highest average, the lowest KL among candidates within
+one standard error of it; `uniform_mlp_mean` had the lowest KL in that band at 20% (0.47) and 40% (0.97) and keeps
+BoolQ's answer prior (P(yes) 0.75 / 0.73, dense 0.73; the vote moved it to 0.44 at 20%); the reconstruction then cut
+its dev KL to 0.19 at 20% at the same average within noise, and the BOS anchor to 0.16 (0.46 -> 0.40 at 40%), the
+average again the same within noise. docs/choosing_the_default.md has the numbers and says which candidates were added
+after a test-half row prompted them.
 """
 
 import torch
