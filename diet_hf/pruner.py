@@ -1,4 +1,4 @@
-"""`DietPruner`: load a dense Gemma model, profile it on tasks, prune it by DIET's majority vote."""
+"""`DietPruner`: load a dense Gemma model, profile it on tasks, prune it by the merged per-task scores (a recipe)."""
 
 import contextlib
 import logging
