@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
-from ._checks import check_positive_int, is_int_at_least
+from ._checks import check_positive_int, is_int_at_least, is_positive_int
 from ._io import atomic_write, check_not_a_file, check_output_is_not_input
 from .constants import family_for_model_type
 from .options import option
@@ -170,9 +170,7 @@ class HealingConfig:
             check_positive_int(name, getattr(self, name))
         if not is_int_at_least(self.seed, 0):
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)):
-            raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
-        if self.top_k is not None and self.top_k < 1:
+        if self.top_k is not None and not is_positive_int(self.top_k):
             raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
         if not (isinstance(self.hidden_weight, (int, float)) and self.hidden_weight >= 0):
             raise ValueError(f"`hidden_weight` must be a number >= 0, got {self.hidden_weight!r}.")
