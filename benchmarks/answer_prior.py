@@ -23,17 +23,18 @@ from diet_hf.evaluation import next_token_logprobs
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS, evaluation_examples, get_task
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dev_sweep import answer_token_ids  # noqa: E402
+
 ANSWERS = {"rte": ("True", "False", 0), "boolq": ("yes", "no", 1)}  # first answer, second, the label meaning "first"
 LIMITS = {"rte": 500, "boolq": 150}
 
 
 def measure(model, tokenizer, prompts: list[str], labels: torch.Tensor, task: str) -> dict:
     first, second, first_label = ANSWERS[task]
-    ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"] for word in (first, second)]
-    if any(len(i) != 1 for i in ids):
-        raise ValueError(f"{task}: the answers {first!r} / {second!r} are not single tokens: {ids}")
+    first_id, second_id = answer_token_ids(tokenizer, (first, second))
     logprobs = next_token_logprobs(model, tokenizer, prompts)
-    margin = logprobs[:, ids[0][0]] - logprobs[:, ids[1][0]]
+    margin = logprobs[:, first_id] - logprobs[:, second_id]
     answered_first, gold_first = margin > 0, labels == first_label
     return {
         "n": len(prompts),

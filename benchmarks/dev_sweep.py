@@ -105,11 +105,12 @@ def kl_by_task(reference, logprobs, prompts: dict[str, list[str]]) -> tuple[floa
     return kl_divergence(reference, logprobs), per_task
 
 
-def _yes_no_ids(tokenizer):
-    ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"] for word in ("yes", "no")]
+def answer_token_ids(tokenizer, words=("yes", "no")) -> tuple[int, ...]:
+    """The token id of each answer word after a space, as lm-eval's prompts end; each must be one token."""
+    ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"] for word in words]
     if any(len(i) != 1 for i in ids):
-        raise ValueError(f"' yes' / ' no' are not single tokens: {ids}")
-    return ids[0][0], ids[1][0]
+        raise ValueError(f"The answers {[' ' + w for w in words]} are not single tokens: {ids}")
+    return tuple(i[0] for i in ids)
 
 
 def _prompt_measures(model, tokenizer, context) -> dict:
@@ -236,7 +237,7 @@ def main(argv=None) -> int:
         "excluded": excluded,
         "kl_prompts": kl_prompts,
         "rows": {t: list(range(start, start + len(prompts[t]))) for t, start in zip(EVAL_TASKS, starts)},
-        "yes_no": _yes_no_ids(tokenizer),
+        "yes_no": answer_token_ids(tokenizer),
     }
     context["dense_logprobs"] = next_token_logprobs(dense, tokenizer, kl_prompts)
     if ("dense", 0.0) not in done and args.only != []:

@@ -2,23 +2,31 @@
 
 The checkpoint is loaded as any user would load it from the Hub: `trust_remote_code=True`, the Auto classes. Two heads:
 
-- `--head causal` (default): `AutoModelForCausalLM`, trained on the task's prompt + gold answer (loss on the
-  answer tokens only), scored zero-shot as lm-eval scores it (`diet_hf.evaluate`) before and after.
+- `--head causal` (default): `AutoModelForCausalLM`, scored zero-shot as lm-eval scores it (`diet_hf.evaluate`)
+  before and after. Each choice's log-likelihood is computed as lm-eval computes it (the continuation's tokens after
+  the context), with the LM head run only at the continuation's positions (Gemma's 262k-row head would otherwise be
+  most of every step). `--objective choice` (default) trains on the decision lm-eval makes: the cross-entropy of the
+  softmax over the choices' scores (the task's headline metric: summed log-likelihood for `acc`, per character for
+  `acc_norm`), so raising the gold answer means lowering the others. `--objective answer` is the next-token loss on
+  the gold continuation alone (the usual supervised fine-tuning), which can raise every answer's probability at once.
 - `--head classification`: `AutoModelForSequenceClassification` (a new linear head on the last token), trained as a
   classifier on the prompt (yes/no tasks: BoolQ, RTE); accuracy before (an untrained head) and after.
 
-On the real model (by hand; a few minutes per 100 steps on 2 CPU cores):
+On the real model (by hand; see the README for what it measured):
 
-    python examples/finetune_pruned.py outputs/gemma-3-270m-diet-20 --task rte --data-dir ../shared/data \
-        --max-steps 200 --output outputs/gemma-3-270m-diet-20-rte
+    python examples/finetune_pruned.py outputs/gemma-3-270m-diet-20 --task arc_easy --data-dir ../shared/data \
+        --max-steps 150 --output outputs/gemma-3-270m-diet-20-arc-easy
 
 Training examples come from the task's train split, scores from the test half of its evaluation split.
 """
 
 import argparse
 import json
+import os
 import random
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -31,7 +39,8 @@ from transformers import (
 )
 
 from diet_hf.evaluation import evaluate
-from diet_hf.tasks import get_task, load_examples, split_half
+from diet_hf.evaluation.scorer import encode_pair
+from diet_hf.tasks import HALVES, evaluation_examples, get_task, load_examples
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -44,17 +53,101 @@ def _train_docs(task: str, data_dir, count: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(docs, min(count, len(docs)))
 
 
-def _causal_rows(task, docs, tokenizer, max_length):
-    """Prompt + gold answer, labels only on the answer tokens (the prompt is context, as lm-eval scores it)."""
+def _choice_rows(task, docs, tokenizer, max_length):
+    """Per question: each choice as (input ids, first scored position, continuation ids), as lm-eval encodes it.
+
+    A row holds the context and all but the last continuation token; position `first + j` predicts continuation
+    token `j`. Rows longer than `max_length` lose tokens from the left, as lm-eval truncates them.
+    """
     spec, rows = get_task(task), []
     for doc in docs:
         request = spec.build(doc)
-        context = tokenizer(request.contexts[request.label], add_special_tokens=True)["input_ids"]
-        answer = tokenizer(request.delimiter + request.continuations[request.label], add_special_tokens=False)
-        ids = (context + answer["input_ids"])[-max_length:]
-        labels = ([-100] * len(context) + answer["input_ids"])[-max_length:]
-        rows.append({"input_ids": ids, "labels": labels})
+        choices = []
+        for context, continuation in zip(request.contexts, request.continuations):
+            context_ids, continuation_ids = encode_pair(tokenizer, context, request.delimiter + continuation)
+            ids = (context_ids + continuation_ids)[:-1]
+            cut = max(0, len(ids) - max_length)
+            choices.append((ids[cut:], len(context_ids) - 1 - cut, continuation_ids))
+        norms = [len(c) if spec.headline_metric == "acc_norm" else 1 for c in request.continuations]
+        rows.append({"choices": choices, "norms": norms, "label": request.label})
     return rows
+
+
+def _collate_choices(pad_id):
+    """Questions -> one right-padded batch of distinct rows (choices that share their row, as one-token answers after
+    one prompt do, run it once) and, per scored token, its row, position, target and choice."""
+
+    def collate(questions):
+        row_of, rows, picks, norms, labels, question_of = {}, [], [], [], [], []
+        for q, question in enumerate(questions):
+            for (ids, first, continuation), norm in zip(question["choices"], question["norms"]):
+                row = row_of.setdefault(tuple(ids), len(rows))
+                if row == len(rows):
+                    rows.append(ids)
+                picks += [(row, first + j, token, len(norms)) for j, token in enumerate(continuation)]
+                norms.append(norm)
+                question_of.append(q)
+            labels.append(question["label"])
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), pad_id)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ids in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention_mask[i, : len(ids)] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "picks": torch.tensor(picks),
+            "choice_norms": torch.tensor(norms, dtype=torch.float32),
+            "choice_question": torch.tensor(question_of),
+            "labels": torch.tensor(labels),
+        }
+
+    return collate
+
+
+def _token_logprobs(model, batch) -> torch.Tensor:
+    """log p(target) at every scored token of `batch`, the LM head run only there."""
+    states = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    picks = batch["picks"]
+    logits = model.get_output_embeddings()(states.last_hidden_state[picks[:, 0], picks[:, 1]]).float()
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    return torch.log_softmax(logits, dim=-1).gather(1, picks[:, 2:3]).squeeze(1)
+
+
+def choice_scores(model, batch, token_logprobs=None) -> torch.Tensor:
+    """Each choice's score: its continuation's summed log-likelihood, divided by its length in characters where the
+    task's headline metric is `acc_norm` (lm-eval's decision is the highest score)."""
+    if token_logprobs is None:
+        token_logprobs = _token_logprobs(model, batch)
+    norms = batch["choice_norms"].to(token_logprobs.device)
+    sums = torch.zeros_like(norms).index_add(0, batch["picks"][:, 3], token_logprobs)
+    return sums / norms
+
+
+class ChoiceTrainer(Trainer):
+    """`Trainer` whose loss is computed from `choice_scores` (`objective`: "choice" or "answer", see the docstring)."""
+
+    def __init__(self, *args, objective: str = "choice", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        token_logprobs = _token_logprobs(model, inputs)
+        scores = choice_scores(model, inputs, token_logprobs)
+        question, labels = inputs["choice_question"], inputs["labels"]
+        gold = torch.zeros_like(question, dtype=torch.bool)
+        gold[torch.searchsorted(question, torch.arange(len(labels), device=question.device)) + labels] = True
+        if self.objective == "answer":  # next-token loss on the gold continuations' tokens
+            loss = -token_logprobs[gold[inputs["picks"][:, 3]]].mean()
+        else:  # cross-entropy over each question's choices: log-sum-exp of its scores minus the gold one's
+            top = torch.full((len(labels),), -torch.inf, device=scores.device)
+            top = top.scatter_reduce(0, question, scores.detach(), reduce="amax")
+            total = torch.zeros_like(top).index_add(0, question, (scores - top[question]).exp())
+            loss = (top + total.log() - scores[gold]).mean()
+        return (loss, {"scores": scores}) if return_outputs else loss
 
 
 def _classification_rows(task, docs, tokenizer, max_length):
@@ -69,46 +162,67 @@ def _classification_rows(task, docs, tokenizer, max_length):
     return rows
 
 
-def _collate(pad_id):
+def _collate_classification(pad_id):
     def collate(rows):
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), pad_id)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        sequence_labels = isinstance(rows[0]["labels"], list)
-        labels = torch.full((len(rows), width), -100) if sequence_labels else torch.tensor([r["labels"] for r in rows])
         for i, r in enumerate(rows):  # right padding: the classifier reads the last non-pad token
             ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
             mask[i, : len(r["input_ids"])] = 1
-            if sequence_labels:
-                labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r["labels"] for r in rows])}
 
     return collate
 
 
 @torch.no_grad()
-def _classification_accuracy(model, task, tokenizer, data_dir, limit, max_length) -> float:
+def _classification_correct(model, task, tokenizer, args) -> list[int]:
     spec = get_task(task)
-    docs = [
-        d for d in load_examples(spec, spec.eval_split, data_dir=data_dir) if split_half(task, str(d["id"])) == "test"
-    ]
-    rows = _classification_rows(task, docs[:limit], tokenizer, max_length)
-    collate, correct = _collate(tokenizer.pad_token_id), 0
+    docs = evaluation_examples(spec, half=args.half, limit=args.eval_limit, data_dir=args.data_dir)
+    rows = _classification_rows(task, docs, tokenizer, args.max_length)
+    collate, correct = _collate_classification(tokenizer.pad_token_id), []
     model.eval()
     for start in range(0, len(rows), 8):
         batch = collate(rows[start : start + 8])
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        correct += int((logits.argmax(-1) == batch["labels"]).sum())
-    return correct / len(rows)
+        correct += (logits.argmax(-1) == batch["labels"]).int().tolist()
+    return correct
 
 
-def _score(model, head, task, tokenizer, args) -> float:
+def _correct(model, head, task, tokenizer, args) -> list[int]:
+    """1 or 0 per scored example of the task's `--half`, in a fixed order (the causal head: its headline metric)."""
     if head == "causal":
         result = evaluate(
-            model, tokenizer, [task], limit=args.eval_limit, half="test", data_dir=args.data_dir, disable_progress=True
+            model,
+            tokenizer,
+            [task],
+            limit=args.eval_limit,
+            half=args.half,
+            data_dir=args.data_dir,
+            return_predictions=True,
+            disable_progress=True,
         )
-        return result["average"]
-    return _classification_accuracy(model, task, tokenizer, args.data_dir, args.eval_limit, args.max_length)
+        metric = get_task(task).headline_metric
+        return [int(p[metric] == p["label"]) for p in result["predictions"][task]]
+    return _classification_correct(model, task, tokenizer, args)
+
+
+def _summary(before: list[int], after: list[int], resamples: int = 2000) -> dict:
+    """Accuracy before and after with standard errors, and the paired-bootstrap 95% interval of the difference
+    (the same examples resampled for both)."""
+    a, b = torch.tensor(after, dtype=torch.float64), torch.tensor(before, dtype=torch.float64)
+    index = torch.randint(len(a), (resamples, len(a)), generator=torch.Generator().manual_seed(0))
+    low, high = torch.quantile((a[index] - b[index]).mean(1), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    stderr = lambda x: (x.mean() * (1 - x.mean()) / max(len(x) - 1, 1)).sqrt().item()  # noqa: E731
+    return {
+        "n": len(a),
+        "before": b.mean().item(),
+        "before_stderr": stderr(b),
+        "after": a.mean().item(),
+        "after_stderr": stderr(a),
+        "difference": (a - b).mean().item(),
+        "difference_ci95": [low.item(), high.item()],
+    }
 
 
 def main(argv=None) -> int:
@@ -118,9 +232,15 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="Hub id or local directory of a pruned checkpoint")
     parser.add_argument("--task", default="rte")
     parser.add_argument("--head", choices=("causal", "classification"), default="causal")
+    parser.add_argument(
+        "--objective", choices=("choice", "answer"), default="choice", help="the causal head's loss (see above)"
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--train-examples", type=int, default=2000)
-    parser.add_argument("--eval-limit", type=int, default=200, help="test-half examples scored before and after")
+    parser.add_argument("--eval-limit", type=int, default=500, help="examples scored before and after")
+    parser.add_argument(
+        "--half", choices=HALVES, default="test", help="evaluation half scored (choose settings on dev)"
+    )
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
@@ -129,6 +249,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="save the merged fine-tuned model here")
     args = parser.parse_args(argv)
+    if args.output and Path(args.output).exists():
+        parser.error(f"--output {args.output!r} exists; name a new directory.")
 
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
@@ -139,19 +261,24 @@ def main(argv=None) -> int:
         model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=True, num_labels=2)
         model.config.pad_token_id = tokenizer.pad_token_id
         task_type = peft.TaskType.SEQ_CLS
-    before = _score(model, args.head, args.task, tokenizer, args)
-    print(f"{args.task} ({args.head}) before fine-tuning: {before:.4f}")
+    label = args.head if args.head == "classification" else f"causal, {args.objective}"
+    before = _correct(model, args.head, args.task, tokenizer, args)
+    print(f"{args.task} ({label}) before fine-tuning: {sum(before) / len(before):.4f} ({args.half}, n={len(before)})")
 
     docs = _train_docs(args.task, args.data_dir, args.train_examples, args.seed)
-    make_rows = _causal_rows if args.head == "causal" else _classification_rows
-    rows = make_rows(args.task, docs, tokenizer, args.max_length)
+    pad = tokenizer.pad_token_id
+    if args.head == "causal":
+        rows, collate = _choice_rows(args.task, docs, tokenizer, args.max_length), _collate_choices(pad)
+    else:
+        rows, collate = _classification_rows(args.task, docs, tokenizer, args.max_length), _collate_classification(pad)
     lora = peft.LoraConfig(task_type=task_type, r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules=LORA_MODULES)
     model = peft.get_peft_model(model, lora)
     model.print_trainable_parameters()
-    trainer = Trainer(
+    scratch = tempfile.TemporaryDirectory(prefix="finetune_pruned-")
+    trainer = (ChoiceTrainer if args.head == "causal" else Trainer)(
         model=model,
         args=TrainingArguments(
-            output_dir=str(Path(args.output or "/tmp/finetune_pruned") / "checkpoints"),
+            output_dir=scratch.name,
             per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             max_steps=args.max_steps,
@@ -164,20 +291,31 @@ def main(argv=None) -> int:
             remove_unused_columns=False,
         ),
         train_dataset=rows,
-        data_collator=_collate(tokenizer.pad_token_id),
+        data_collator=collate,
+        **({"objective": args.objective} if args.head == "causal" else {}),
     )
     trainer.train()
     model = model.merge_and_unload()
-    after = _score(model, args.head, args.task, tokenizer, args)
-    print(f"{args.task} ({args.head}) after fine-tuning: {after:.4f} ({after - before:+.4f})")
-    if args.output:
-        model.save_pretrained(args.output)
-        tokenizer.save_pretrained(args.output)
-        Path(args.output, "finetune_result.json").write_text(
-            json.dumps(
-                {"task": args.task, "head": args.head, "before": before, "after": after, **vars(args)}, indent=1
-            )
-        )
+    after = _correct(model, args.head, args.task, tokenizer, args)
+    summary = _summary(before, after)
+    print(
+        f"{args.task} ({label}) after fine-tuning: {summary['after']:.4f} ± {summary['after_stderr']:.4f} "
+        f"(before {summary['before']:.4f} ± {summary['before_stderr']:.4f}; difference {summary['difference']:+.4f}, "
+        "paired-bootstrap 95% interval [{:+.4f}, {:+.4f}])".format(*summary["difference_ci95"])
+    )
+    scratch.cleanup()
+    if args.output:  # written beside the target and renamed: an interrupted save leaves no half-written model
+        target = Path(args.output).absolute()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            result = {"task": args.task, **summary, **vars(args), "correct_before": before, "correct_after": after}
+            Path(tmp, "finetune_result.json").write_text(json.dumps(result, indent=1))
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

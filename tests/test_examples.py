@@ -21,9 +21,14 @@ def test_prune_gemma2_example_offline(tmp_path, data_dir, capsys):
     assert torch.isfinite(model(torch.tensor([[2, 5, 9]])).logits).all()
 
 
-@pytest.mark.parametrize("head", ["causal", "classification"])
-def test_finetune_pruned_example_offline(tmp_path, data_dir, tiny_tokenizer, head, capsys):
-    pytest.importorskip("peft")
+def _finetune_example():
+    spec = importlib.util.spec_from_file_location("finetune_pruned", REPO_ROOT / "examples" / "finetune_pruned.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
+def _tiny_pruned(tiny_tokenizer):
     from conftest import tiny_dense_model
 
     from diet_hf import build_pruned_model
@@ -33,19 +38,77 @@ def test_finetune_pruned_example_offline(tmp_path, data_dir, tiny_tokenizer, hea
     plan = PruningPlan.keep_all(dense.config)
     plan.mlp_kept_indices = [list(range(0, 64, 2)), list(range(40))]
     plan.__post_init__()
-    build_pruned_model(dense, plan).save_pretrained(tmp_path / "pruned")
+    return build_pruned_model(dense, plan)
+
+
+@pytest.mark.parametrize("task", ["rte", "arc_easy", "winogrande"])
+def test_finetune_choice_scores_are_the_evaluators(data_dir, tiny_tokenizer, task):
+    """The fine-tuning loss is built on each choice's score as `diet_hf.evaluate` decides on it (one-token answers
+    after one prompt share a row; multi-token answers; one answer after different contexts; `acc_norm`'s per-character
+    division), and the choice objective is the cross-entropy over each question's choices."""
+    from diet_hf.evaluation import loglikelihoods
+    from diet_hf.tasks import get_task, load_examples
+
+    example = _finetune_example()
+    model = _tiny_pruned(tiny_tokenizer).eval()
+    spec = get_task(task)
+    docs = load_examples(spec, spec.eval_split, data_dir=data_dir)[:5]
+    max_length = min(model.config.max_position_embeddings, 2048)  # the evaluator's left truncation
+    rows = example._choice_rows(task, docs, tiny_tokenizer, max_length)
+    batch = example._collate_choices(tiny_tokenizer.pad_token_id)(rows)
+    if task == "rte":  # both one-token answers read the same row
+        assert batch["input_ids"].shape[0] == len(docs)
+    with torch.no_grad():
+        scores = example.choice_scores(model, batch)
+    requests = [spec.build(d) for d in docs]
+    pairs = [(c, r.delimiter + a) for r in requests for c, a in zip(r.contexts, r.continuations)]
+    expected = torch.tensor(loglikelihoods(model, tiny_tokenizer, pairs, disable_progress=True))
+    norms = [len(a) if spec.headline_metric == "acc_norm" else 1 for r in requests for a in r.continuations]
+    torch.testing.assert_close(scores, expected / torch.tensor(norms, dtype=torch.float32), rtol=0, atol=1e-4)
+
+    trainer = object.__new__(example.ChoiceTrainer)  # compute_loss reads only `objective`
+    trainer.objective = "choice"
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+    by_question, offset = [], 0
+    for r in requests:
+        by_question.append(scores[offset : offset + len(r.continuations)])
+        offset += len(r.continuations)
+    brute = torch.stack(
+        [torch.nn.functional.cross_entropy(s[None], torch.tensor([r.label])) for s, r in zip(by_question, requests)]
+    ).mean()
+    torch.testing.assert_close(loss, brute, rtol=0, atol=1e-5)
+
+
+def test_finetune_summary_pairs_the_examples():
+    summary = _finetune_example()._summary(before=[0, 1, 0, 1], after=[1, 1, 0, 1])
+    assert summary["before"] == 0.5 and summary["after"] == 0.75 and summary["difference"] == 0.25
+    assert summary["before_stderr"] == pytest.approx((0.25 / 3) ** 0.5)
+    # One of four examples changed: a resample's difference is Binomial(4, 1/4) / 4, whose 2.5% and 97.5% points are 0
+    # and 3/4.
+    assert summary["difference_ci95"] == [0.0, 0.75]
+    same = _finetune_example()._summary(before=[0, 1, 1], after=[0, 1, 1])
+    assert same["difference"] == 0 and same["difference_ci95"] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("head", ["causal", "classification"])
+def test_finetune_pruned_example_offline(tmp_path, data_dir, tiny_tokenizer, head, capsys):
+    pytest.importorskip("peft")
+    _tiny_pruned(tiny_tokenizer).save_pretrained(tmp_path / "pruned")
     tiny_tokenizer.save_pretrained(tmp_path / "pruned")
-    spec = importlib.util.spec_from_file_location("finetune_pruned", REPO_ROOT / "examples" / "finetune_pruned.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = _finetune_example()
     argv = [str(tmp_path / "pruned"), "--task", "rte", "--head", head, "--data-dir", str(data_dir)]
     argv += ["--max-steps", "3", "--train-examples", "12", "--eval-limit", "6", "--batch-size", "4", "--lora-r", "2"]
     argv += ["--max-length", "64", "--output", str(tmp_path / "tuned")]
     assert example.main(argv) == 0
     out = capsys.readouterr().out
-    assert "rte (" + head + ") before fine-tuning:" in out and "after fine-tuning:" in out
+    label = "causal, choice" if head == "causal" else head
+    assert f"rte ({label}) before fine-tuning:" in out and "after fine-tuning:" in out
     result = json.loads((tmp_path / "tuned" / "finetune_result.json").read_text())
-    assert 0 <= result["before"] <= 1 and 0 <= result["after"] <= 1
+    assert 0 <= result["before"] <= 1 and 0 <= result["after"] <= 1 and result["n"] == 6
+    assert len(result["correct_before"]) == len(result["correct_after"]) == 6
+    low, high = result["difference_ci95"]
+    assert low <= result["difference"] <= high
     auto = AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
     reloaded = auto.from_pretrained(tmp_path / "tuned", trust_remote_code=True)
     assert not any("lora" in name for name, _ in reloaded.named_parameters())
