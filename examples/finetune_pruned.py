@@ -17,7 +17,8 @@ On the real model (by hand; see the README for what it measured):
     python examples/finetune_pruned.py outputs/gemma-3-270m-diet-20 --task arc_easy --data-dir ../shared/data \
         --max-steps 150 --output outputs/gemma-3-270m-diet-20-arc-easy
 
-Training examples come from the task's train split, scores from the test half of its evaluation split.
+Training examples come from the task's train split (`--train-examples` of them, sampled), scores from one half of its
+evaluation split (`--half`: test by default; choose settings on dev), the first `--eval-limit` examples of it.
 """
 
 import argparse

@@ -112,3 +112,6 @@ def test_finetune_pruned_example_offline(tmp_path, data_dir, tiny_tokenizer, hea
     auto = AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
     reloaded = auto.from_pretrained(tmp_path / "tuned", trust_remote_code=True)
     assert not any("lora" in name for name, _ in reloaded.named_parameters())
+    with pytest.raises(SystemExit):  # an existing output is refused before anything runs
+        example.main(argv)
+    assert "--output" in capsys.readouterr().err
