@@ -23,9 +23,7 @@ evaluation split (`--half`: test by default; choose settings on dev), the first 
 
 import argparse
 import json
-import os
 import random
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -39,8 +37,9 @@ from transformers import (
     TrainingArguments,
 )
 
+from diet_hf._io import atomic_directory
 from diet_hf.evaluation import evaluate
-from diet_hf.evaluation.scorer import encode_pair
+from diet_hf.evaluation.scorer import Scorer, encode_pair
 from diet_hf.tasks import HALVES, evaluation_examples, get_task, load_examples
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -108,14 +107,14 @@ def _collate_choices(pad_id):
 
 
 def _token_logprobs(model, batch) -> torch.Tensor:
-    """log p(target) at every scored token of `batch`, the LM head run only there."""
+    """log p(target) at every scored token of `batch`, the LM head run only there (by the evaluator's `Scorer`)."""
+    scorer = Scorer(model)
+    if not scorer.split_head:
+        raise ValueError(f"--head causal scores Gemma-family models; got model_type {model.config.model_type!r}.")
     states = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     picks = batch["picks"]
-    logits = model.get_output_embeddings()(states.last_hidden_state[picks[:, 0], picks[:, 1]]).float()
-    softcap = getattr(model.config, "final_logit_softcapping", None)
-    if softcap is not None:
-        logits = torch.tanh(logits / softcap) * softcap
-    return torch.log_softmax(logits, dim=-1).gather(1, picks[:, 2:3]).squeeze(1)
+    logprobs = scorer.logprobs(states.last_hidden_state[picks[:, 0], picks[:, 1]])
+    return logprobs.gather(1, picks[:, 2:3]).squeeze(1)
 
 
 def choice_scores(model, batch, token_logprobs=None) -> torch.Tensor:
@@ -275,27 +274,27 @@ def main(argv=None) -> int:
     lora = peft.LoraConfig(task_type=task_type, r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules=LORA_MODULES)
     model = peft.get_peft_model(model, lora)
     model.print_trainable_parameters()
-    scratch = tempfile.TemporaryDirectory(prefix="finetune_pruned-")
-    trainer = (ChoiceTrainer if args.head == "causal" else Trainer)(
-        model=model,
-        args=TrainingArguments(
-            output_dir=scratch.name,
-            per_device_train_batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            max_steps=args.max_steps,
-            warmup_steps=max(1, args.max_steps // 20),
-            logging_steps=max(1, args.max_steps // 10),
-            save_strategy="no",
-            report_to=[],
-            seed=args.seed,
-            use_cpu=not torch.cuda.is_available(),
-            remove_unused_columns=False,
-        ),
-        train_dataset=rows,
-        data_collator=collate,
-        **({"objective": args.objective} if args.head == "causal" else {}),
-    )
-    trainer.train()
+    with tempfile.TemporaryDirectory(prefix="finetune_pruned-") as scratch:  # Trainer's output_dir; nothing kept
+        trainer = (ChoiceTrainer if args.head == "causal" else Trainer)(
+            model=model,
+            args=TrainingArguments(
+                output_dir=scratch,
+                per_device_train_batch_size=args.batch_size,
+                learning_rate=args.learning_rate,
+                max_steps=args.max_steps,
+                warmup_steps=max(1, args.max_steps // 20),
+                logging_steps=max(1, args.max_steps // 10),
+                save_strategy="no",
+                report_to=[],
+                seed=args.seed,
+                use_cpu=not torch.cuda.is_available(),
+                remove_unused_columns=False,
+            ),
+            train_dataset=rows,
+            data_collator=collate,
+            **({"objective": args.objective} if args.head == "causal" else {}),
+        )
+        trainer.train()
     model = model.merge_and_unload()
     after = _correct(model, args.head, args.task, tokenizer, args)
     summary = _summary(before, after)
@@ -304,19 +303,12 @@ def main(argv=None) -> int:
         f"(before {summary['before']:.4f} ± {summary['before_stderr']:.4f}; difference {summary['difference']:+.4f}, "
         "paired-bootstrap 95% interval [{:+.4f}, {:+.4f}])".format(*summary["difference_ci95"])
     )
-    scratch.cleanup()
     if args.output:  # written beside the target and renamed: an interrupted save leaves no half-written model
-        target = Path(args.output).absolute()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-        try:
+        with atomic_directory(args.output, argument="--output") as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             result = {"task": args.task, **summary, **vars(args), "correct_before": before, "correct_after": after}
             Path(tmp, "finetune_result.json").write_text(json.dumps(result, indent=1))
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
