@@ -52,18 +52,34 @@ def _example():
     return module
 
 
+def _training_log(result: dict, log: str) -> tuple[float, list[float]]:
+    """Training seconds and the logged losses: from the result's `log_history` (runs since it was recorded), else
+    from the printed log."""
+    history = result.get("log_history")
+    if history:
+        runtime = next(entry["train_runtime"] for entry in history if "train_runtime" in entry)
+        return float(runtime), [float(entry["loss"]) for entry in history if "loss" in entry]
+    return (
+        float(re.search(r"'train_runtime': '([0-9.]+)'", log).group(1)),
+        [float(x) for x in re.findall(r"\{'loss': '([0-9.]+)'", log)],
+    )
+
+
 def collect(work: Path) -> list[dict]:
     rows = []
     for name, model in RUNS:
         result = json.loads((work / name / "finetune_result.json").read_text())
-        log = (work / f"{name}.log").read_text(errors="replace")
+        log_file = work / f"{name}.log"
+        train_seconds, loss_curve = _training_log(
+            result, log_file.read_text(errors="replace") if log_file.is_file() else ""
+        )
         rows.append(
             {
                 "run": name,
                 "model_label": model,
-                "train_seconds": float(re.search(r"'train_runtime': '([0-9.]+)'", log).group(1)),
-                "loss_curve": [float(x) for x in re.findall(r"\{'loss': '([0-9.]+)'", log)],
-                **{k: v for k, v in result.items() if k != "output"},
+                "train_seconds": train_seconds,
+                "loss_curve": loss_curve,
+                **{k: v for k, v in result.items() if k not in ("output", "log_history")},
                 "model": result["model"].replace(str(Path.home()), "~"),
             }
         )

@@ -30,7 +30,7 @@ import torch
 
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
-from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs, perplexity
+from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs, paired_bootstrap, perplexity
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
@@ -615,17 +615,14 @@ def _paired_bootstrap(rows: list[dict], resamples: int) -> dict:
 
 def paired_difference(row: dict, reference: dict, resamples: int = 2000, generator=None) -> dict:
     """Seven-task average of `row` minus `reference` over the same scored examples, with the 95% interval of a paired
-    bootstrap (each task's examples resampled with replacement, the same indices for both)."""
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    total = torch.zeros(resamples, dtype=torch.float64)
-    for task in PAPER_TASKS:
-        a = torch.tensor(row["correct"][task], dtype=torch.float64)
-        b = torch.tensor(reference["correct"][task], dtype=torch.float64)
-        index = torch.randint(len(a), (resamples, len(a)), generator=generator)
-        total += (a[index] - b[index]).mean(1)
-    total /= len(PAPER_TASKS)
-    low, high = torch.quantile(total, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return {"difference": row["average_paper_tasks"] - reference["average_paper_tasks"], "ci95": [low, high]}
+    bootstrap (`diet_hf.evaluation.paired_bootstrap`: each task's examples resampled apart)."""
+    comparison = paired_bootstrap(
+        {task: row["correct"][task] for task in PAPER_TASKS},
+        {task: reference["correct"][task] for task in PAPER_TASKS},
+        resamples=resamples,
+        generator=generator,
+    )
+    return {"difference": comparison["difference"], "ci95": comparison["ci95"]}
 
 
 def _markdown(report: dict, plot_name: str) -> str:

@@ -38,7 +38,7 @@ from transformers import (
 )
 
 from diet_hf._io import atomic_directory
-from diet_hf.evaluation import evaluate
+from diet_hf.evaluation import evaluate, paired_bootstrap
 from diet_hf.evaluation.scorer import Scorer, encode_pair
 from diet_hf.tasks import HALVES, evaluation_examples, get_task, load_examples
 
@@ -209,10 +209,9 @@ def _correct(model, head, task, tokenizer, args) -> list[int]:
 
 def _summary(before: list[int], after: list[int], resamples: int = 2000) -> dict:
     """Accuracy before and after with standard errors, and the paired-bootstrap 95% interval of the difference
-    (the same examples resampled for both)."""
+    (`diet_hf.evaluation.paired_bootstrap`: the same examples resampled for both)."""
+    comparison = paired_bootstrap(after, before, resamples=resamples)
     a, b = torch.tensor(after, dtype=torch.float64), torch.tensor(before, dtype=torch.float64)
-    index = torch.randint(len(a), (resamples, len(a)), generator=torch.Generator().manual_seed(0))
-    low, high = torch.quantile((a[index] - b[index]).mean(1), torch.tensor([0.025, 0.975], dtype=torch.float64))
     stderr = lambda x: (x.mean() * (1 - x.mean()) / max(len(x) - 1, 1)).sqrt().item()  # noqa: E731
     return {
         "n": len(a),
@@ -220,8 +219,8 @@ def _summary(before: list[int], after: list[int], resamples: int = 2000) -> dict
         "before_stderr": stderr(b),
         "after": a.mean().item(),
         "after_stderr": stderr(a),
-        "difference": (a - b).mean().item(),
-        "difference_ci95": [low.item(), high.item()],
+        "difference": comparison["difference"],
+        "difference_ci95": comparison["ci95"],
     }
 
 
@@ -295,6 +294,7 @@ def main(argv=None) -> int:
             **({"objective": args.objective} if args.head == "causal" else {}),
         )
         trainer.train()
+        log_history = trainer.state.log_history  # the loss curve and train_runtime, kept in the result file
     model = model.merge_and_unload()
     after = _correct(model, args.head, args.task, tokenizer, args)
     summary = _summary(before, after)
@@ -307,7 +307,14 @@ def main(argv=None) -> int:
         with atomic_directory(args.output, argument="--output") as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            result = {"task": args.task, **summary, **vars(args), "correct_before": before, "correct_after": after}
+            result = {
+                "task": args.task,
+                **summary,
+                **vars(args),
+                "correct_before": before,
+                "correct_after": after,
+                "log_history": log_history,
+            }
             Path(tmp, "finetune_result.json").write_text(json.dumps(result, indent=1))
     return 0
 

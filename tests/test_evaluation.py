@@ -13,7 +13,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from diet_hf.evaluation import evaluate, kl_divergence, loglikelihoods, next_token_logprobs, perplexity
+from diet_hf.evaluation import (
+    evaluate,
+    kl_divergence,
+    loglikelihoods,
+    next_token_logprobs,
+    paired_bootstrap,
+    perplexity,
+)
 from diet_hf.tasks import load_examples, split_half
 
 TF457_PYTHON = os.environ.get("DIET_TF457_PYTHON")
@@ -416,3 +423,45 @@ def test_next_token_logprobs_and_kl(tiny_tokenizer):
         kl_divergence(got, theirs[:2])
     with pytest.raises(ValueError, match=r"`prompts` is empty"):
         next_token_logprobs(dense, tiny_tokenizer, [])
+
+
+def test_paired_bootstrap_one_list():
+    result = paired_bootstrap([1, 1, 0, 1], [0, 1, 0, 1])
+    assert result["difference"] == 0.25 and result["num_examples"] == 4
+    # One of four examples changed: a resample's difference is Binomial(4, 1/4) / 4, whose 2.5% and 97.5% points are 0
+    # and 3/4.
+    assert result["ci95"] == [0.0, 0.75]
+    assert paired_bootstrap([0, 1, 1], [0, 1, 1])["ci95"] == [0.0, 0.0]
+    # Seeded: the same interval twice; a generator passed in is drawn from.
+    assert paired_bootstrap([1, 0, 1, 0, 1], [0, 0, 1, 1, 1]) == paired_bootstrap([1, 0, 1, 0, 1], [0, 0, 1, 1, 1])
+    generator = torch.Generator().manual_seed(0)
+    paired_bootstrap([1, 0], [0, 0], generator=generator)
+    assert generator.get_state().ne(torch.Generator().manual_seed(0).get_state()).any()
+
+
+def test_paired_bootstrap_weights_tasks_equally():
+    # The average over tasks moves by the mean of the tasks' changes (2 examples gained all, 8 unchanged): 0.5, where a
+    # pooled count would say 2 / 10. Each task is resampled apart, so the unchanged task adds no spread.
+    result = paired_bootstrap({"a": [1, 1], "b": [0] * 8}, {"a": [0, 0], "b": [0] * 8})
+    assert result["difference"] == 0.5 and result["ci95"] == [0.5, 0.5]
+    assert result["num_examples"] == {"a": 2, "b": 8}
+    # One task's change spread as the one-list case, halved by the second (unchanged) task.
+    mixed = paired_bootstrap({"a": [1, 1, 0, 1], "b": [1, 0]}, {"a": [0, 1, 0, 1], "b": [1, 0]})
+    assert mixed["difference"] == 0.125 and mixed["ci95"] == [0.0, 0.375]
+
+
+@pytest.mark.parametrize(
+    "after, before, kwargs, message",
+    [
+        ([1, 0], [1], {}, "got 2 and 1"),
+        ([], [], {}, "non-empty"),
+        ({"a": [1]}, {"b": [1]}, {}, "same tasks"),
+        ({"a": [1]}, [1], {}, "both be"),
+        ({}, {}, {}, "no tasks"),
+        ([1, 2], [1, 0], {}, "0 or 1"),
+        ([1], [1], {"resamples": 0}, "`resamples` must be a positive int; got 0"),
+    ],
+)
+def test_paired_bootstrap_refuses_bad_input(after, before, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        paired_bootstrap(after, before, **kwargs)

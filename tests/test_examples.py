@@ -109,6 +109,9 @@ def test_finetune_pruned_example_offline(tmp_path, data_dir, tiny_tokenizer, hea
     assert len(result["correct_before"]) == len(result["correct_after"]) == 6
     low, high = result["difference_ci95"]
     assert low <= result["difference"] <= high
+    # The loss curve and the training time travel with the result (benchmarks/finetune_report.py reads them there).
+    assert any("train_runtime" in entry for entry in result["log_history"])
+    assert sum("loss" in entry for entry in result["log_history"]) == 3
     auto = AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
     reloaded = auto.from_pretrained(tmp_path / "tuned", trust_remote_code=True)
     assert not any("lora" in name for name, _ in reloaded.named_parameters())

@@ -1,0 +1,71 @@
+"""Comparing two models on the same scored examples: the paired bootstrap of their accuracy difference."""
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+__all__ = ["paired_bootstrap"]
+
+
+def paired_bootstrap(
+    after: Sequence[int] | Mapping[str, Sequence[int]],
+    before: Sequence[int] | Mapping[str, Sequence[int]],
+    *,
+    resamples: int = 2000,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Accuracy of `after` minus `before` over the same examples, with the 95% interval of a paired bootstrap.
+
+    Each resample draws the examples with replacement and takes both models' results on the same draws, so what the
+    two share (easy and hard examples) cancels. Given one list per task, each task's examples are drawn apart and the
+    difference is the mean of the per-task differences: the change of an average over tasks, as `evaluate` reports it
+    (`average`), with every task weighted equally whatever its size.
+
+    Args:
+        after, before: 1 (correct) or 0 per example in the same order, as one list, or as a `{task: list}` mapping
+            with the same tasks in both (`evaluate(..., return_predictions=True)` gives what they are made from).
+        resamples (`int`, *optional*, defaults to 2000): bootstrap resamples.
+        generator (`torch.Generator`, *optional*): the random draws (default: a new one seeded 0, so the interval is
+            reproducible); pass one to draw several comparisons from one stream.
+
+    Returns:
+        `dict` with `difference` (float), `ci95` (`[low, high]`) and `num_examples` (per task for a mapping).
+    """
+    single = not isinstance(after, Mapping)
+    if single != (not isinstance(before, Mapping)):
+        raise TypeError("`after` and `before` must both be lists of 0/1 results or both be {task: list} mappings.")
+    after_tasks = {"": after} if single else dict(after)
+    before_tasks = {"": before} if single else dict(before)
+    if set(after_tasks) != set(before_tasks):
+        raise ValueError(
+            f"`after` and `before` must score the same tasks; got {sorted(after_tasks)} and {sorted(before_tasks)}."
+        )
+    if not after_tasks:
+        raise ValueError("`after` and `before` hold no tasks to compare.")
+    if not isinstance(resamples, int) or isinstance(resamples, bool) or resamples < 1:
+        raise ValueError(f"`resamples` must be a positive int; got {resamples!r}.")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    total = torch.zeros(resamples, dtype=torch.float64)
+    difference, sizes = 0.0, {}
+    for task, results in after_tasks.items():
+        a = torch.tensor(list(results), dtype=torch.float64)
+        b = torch.tensor(list(before_tasks[task]), dtype=torch.float64)
+        name = "the examples" if single else f"task {task!r}"
+        if len(a) != len(b) or len(a) == 0:
+            raise ValueError(
+                f"`after` and `before` must hold results of the same, non-empty examples for {name}; "
+                f"got {len(a)} and {len(b)}."
+            )
+        if not (((a == 0) | (a == 1)).all() and ((b == 0) | (b == 1)).all()):
+            raise ValueError(f"Results must be 0 or 1 per example; {name} holds other values.")
+        index = torch.randint(len(a), (resamples, len(a)), generator=generator)
+        total += (a[index] - b[index]).mean(1)
+        difference += (a - b).mean().item()
+        sizes[task] = len(a)
+    total /= len(after_tasks)
+    low, high = torch.quantile(total, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {
+        "difference": difference / len(after_tasks),
+        "ci95": [low, high],
+        "num_examples": sizes[""] if single else sizes,
+    }
