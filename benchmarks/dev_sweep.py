@@ -27,7 +27,7 @@ import torch
 
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, baseline_scores
-from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs
+from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_token_logprobs
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS, evaluation_examples, get_task
@@ -143,10 +143,6 @@ def _measure(model, tokenizer, args, context) -> dict:
     per_task = {t: r[r["headline_metric"]] for t, r in result["results"].items()}
     stderr = math.sqrt(sum(result["results"][t]["acc_stderr"] ** 2 for t in PAPER_TASKS)) / len(PAPER_TASKS)
     answers = result["predictions"]["boolq"]
-    correct = {
-        t: [int(p[result["results"][t]["headline_metric"]] == p["label"]) for p in rows]
-        for t, rows in result["predictions"].items()
-    }
     return {
         "average_paper_tasks": sum(per_task[t] for t in PAPER_TASKS) / len(PAPER_TASKS),
         "average_stderr": stderr,
@@ -155,7 +151,7 @@ def _measure(model, tokenizer, args, context) -> dict:
         "num_scored": {t: r["num_scored"] for t, r in result["results"].items()},
         **_prompt_measures(model, tokenizer, context),
         "boolq_share_yes": sum(a["acc"] == 1 for a in answers) / len(answers),
-        "correct": correct,
+        "correct": correct_by_task(result),
         "seconds": time.perf_counter() - start,
     }
 

@@ -27,7 +27,7 @@ import run_benchmark as rb  # noqa: E402
 from heal_probe import _held_out_perplexity, _wikitext_rows  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
-from diet_hf.evaluation import kl_divergence, next_token_logprobs  # noqa: E402
+from diet_hf.evaluation import correct_by_task, kl_divergence, next_token_logprobs  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
             "average_paper_tasks": sum(per_task[t] for t in PAPER_TASKS) / len(PAPER_TASKS),
             "average_stderr": rb._average_stderr(result),
             "per_task": per_task,
-            "correct": rb._correct(result),
+            "correct": correct_by_task(result),
             "dev_prompt_kl": kl_divergence(dense_logprobs, next_token_logprobs(model, tokenizer, prompts)),
             "held_out_wikitext_ppl": _held_out_perplexity(model, tokenizer, held_out),
             "seconds": round(time.perf_counter() - start, 1),

@@ -30,7 +30,14 @@ import torch
 
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
-from diet_hf.evaluation import evaluate, kl_divergence, next_token_logprobs, paired_bootstrap, perplexity
+from diet_hf.evaluation import (
+    correct_by_task,
+    evaluate,
+    kl_divergence,
+    next_token_logprobs,
+    paired_bootstrap,
+    perplexity,
+)
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
@@ -111,15 +118,6 @@ def _average_stderr(result: dict) -> float:
     return math.sqrt(sum(r["acc_stderr"] ** 2 for r in rows)) / len(rows)
 
 
-def _correct(result: dict) -> dict[str, list[int]]:
-    """Per task, 1/0 per scored example under the task's headline metric (for the paired bootstrap)."""
-    out = {}
-    for task, rows in result["predictions"].items():
-        metric = result["results"][task]["headline_metric"]
-        out[task] = [int(r[metric] == r["label"]) for r in rows]
-    return out
-
-
 def _kl_prompts(args, excluded) -> list[str]:
     prompts = []
     for task in EVAL_TASKS:
@@ -171,7 +169,7 @@ def quality(model, tokenizer, args, context) -> dict:
         / len(SIGNAL_TASKS),
         "average_stderr": _average_stderr(result),
         "per_task": {t: {k: r[k] for k in ("acc", "acc_norm", "num_scored")} for t, r in result["results"].items()},
-        "correct": _correct(result),
+        "correct": correct_by_task(result),
         "majority_rate": {
             t: max(Counter(p["label"] for p in rows).values()) / len(rows) for t, rows in result["predictions"].items()
         },
@@ -508,7 +506,7 @@ def _task_awareness(dense, tokenizer, pruner, wikitext_pruner, excluded, args, r
             model = _diet_model(source, 0.2, tasks=tasks)
             out = _evaluate(model, tokenizer, [task], args.limit, args, excluded)
             row[name] = out["average"]
-            row[f"{name}_correct"] = _correct(out)[task]
+            row[f"{name}_correct"] = correct_by_task(out)[task]
         results[task] = row
         save()
         print("task awareness", task, {k: v for k, v in row.items() if not k.endswith("correct")}, flush=True)

@@ -38,7 +38,7 @@ from transformers import (
 )
 
 from diet_hf._io import atomic_directory
-from diet_hf.evaluation import evaluate, paired_bootstrap
+from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap
 from diet_hf.evaluation.scorer import Scorer, encode_pair
 from diet_hf.tasks import HALVES, evaluation_examples, get_task, load_examples
 
@@ -202,8 +202,7 @@ def _correct(model, head, task, tokenizer, args) -> list[int]:
             return_predictions=True,
             disable_progress=True,
         )
-        metric = get_task(task).headline_metric
-        return [int(p[metric] == p["label"]) for p in result["predictions"][task]]
+        return correct_by_task(result)[task]
     return _classification_correct(model, task, tokenizer, args)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from diet_hf.evaluation import (
+    correct_by_task,
     evaluate,
     kl_divergence,
     loglikelihoods,
@@ -465,3 +466,45 @@ def test_paired_bootstrap_weights_tasks_equally():
 def test_paired_bootstrap_refuses_bad_input(after, before, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         paired_bootstrap(after, before, **kwargs)
+
+
+def test_paired_bootstrap_of_evaluate_results_is_the_change_of_its_average(word_tokenizer, tmp_path):
+    # The README's recipe: per-example results from `evaluate(..., return_predictions=True)`, compared task by task;
+    # the difference is exactly the change of `evaluate`'s average (tasks of 3 and 2 examples weigh the same).
+    arc = [
+        {"id": f"q{i}", "question": "The", "choices": {"text": ["a", "bbbb"], "label": ["A", "B"]}, "label": label}
+        for i, label in enumerate([0, 1, 1])
+    ]
+    winogrande = [
+        {"id": "w1", "sentence": "The _ sat .", "option1": "dog", "option2": "cat", "label": 1},
+        {"id": "w2", "sentence": "The _ ran .", "option1": "dog", "option2": "cat", "label": 0},
+    ]
+    _write_task(tmp_path, "arc_easy", "test", arc)
+    _write_task(tmp_path, "winogrande", "validation", winogrande)
+    table = torch.zeros(len(WORDS), len(WORDS))
+    table[_ids("Answer:"), _ids("a")] = 2.0
+    table[_ids("Answer:"), _ids("bbbb")] = 1.5
+    table[_ids("cat"), _ids("sat")] = 3.0
+    other = table.clone()
+    other[_ids("Answer:"), _ids("bbbb")] = -3.0  # "bbbb" now loses per character too
+    other[_ids("dog"), _ids("ran")] = 3.0
+
+    results = [
+        evaluate(
+            BigramLM(t),
+            word_tokenizer,
+            ["arc_easy", "winogrande"],
+            data_dir=tmp_path,
+            return_predictions=True,
+            disable_progress=True,
+        )
+        for t in (table, other)
+    ]
+    comparison = paired_bootstrap(correct_by_task(results[1]), correct_by_task(results[0]))
+    assert correct_by_task(results[0]) == {"arc_easy": [0, 1, 1], "winogrande": [1, 1]}
+    assert comparison["difference"] == pytest.approx(results[1]["average"] - results[0]["average"])
+    assert comparison["difference"] != 0 and comparison["num_examples"] == {"arc_easy": 3, "winogrande": 2}
+    low, high = comparison["ci95"]
+    assert low <= comparison["difference"] <= high
+    with pytest.raises(ValueError, match="return_predictions=True"):
+        correct_by_task({key: value for key, value in results[0].items() if key != "predictions"})

@@ -4,7 +4,18 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["paired_bootstrap"]
+__all__ = ["correct_by_task", "paired_bootstrap"]
+
+
+def correct_by_task(result: dict) -> dict[str, list[int]]:
+    """Per task, 1 (correct) or 0 for each scored example under the task's headline metric, in scoring order, from
+    the result of `evaluate(..., return_predictions=True)`: what `paired_bootstrap` compares."""
+    if "predictions" not in result:
+        raise ValueError("`result` holds no per-example answers: call `evaluate(..., return_predictions=True)`.")
+    return {
+        task: [int(p[result["results"][task]["headline_metric"]] == p["label"]) for p in predictions]
+        for task, predictions in result["predictions"].items()
+    }
 
 
 def paired_bootstrap(
@@ -23,7 +34,7 @@ def paired_bootstrap(
 
     Args:
         after, before: 1 (correct) or 0 per example in the same order, as one list, or as a `{task: list}` mapping
-            with the same tasks in both (`evaluate(..., return_predictions=True)` gives what they are made from).
+            with the same tasks in both (`correct_by_task` makes it from what `evaluate` returns).
         resamples (`int`, *optional*, defaults to 2000): bootstrap resamples.
         generator (`torch.Generator`, *optional*): the random draws (default: a new one seeded 0, so the interval is
             reproducible); pass one to draw several comparisons from one stream.
