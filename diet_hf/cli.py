@@ -242,6 +242,13 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
     evaluate.add_argument("--output", default=None, help="write the results as JSON here")
     evaluate.add_argument(
+        "--reference",
+        default=None,
+        metavar="MODEL",
+        help="a second model (e.g. the dense parent) scored on the same examples after MODEL; prints MODEL's "
+        "difference to it per task and on the average, with 95%% paired-bootstrap intervals",
+    )
+    evaluate.add_argument(
         "--dtype", choices=DTYPES, default="float32", help="dtype to load the model in (default: float32)"
     )
     evaluate.add_argument("--revision", default=None, help="branch, tag or commit of the model on the Hub")
@@ -417,31 +424,60 @@ def _run_heal(args) -> int:
 def _run_eval(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ._io import check_model_location, check_tokenizer_files
-    from .evaluation import evaluate
+    from ._io import atomic_write_text, check_model_location, check_tokenizer_files
+    from .evaluation import correct_by_task, evaluate, paired_bootstrap
 
-    check_model_location(args.model)
-    check_tokenizer_files(args.model)
+    names = [args.model] + ([args.reference] if args.reference else [])
+    for name, argument in zip(names, ("model", "--reference")):  # both checked before either is scored
+        check_model_location(name, argument)
+        check_tokenizer_files(name, argument)
     kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=_dtype(args.dtype), **kwargs).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model, **kwargs)
-    result = evaluate(
-        model,
-        tokenizer,
-        args.tasks,
-        limit=args.limit,
-        half=args.half,
-        batch_size=args.batch_size,
-        data_dir=args.data_dir,
-        disable_progress=args.quiet,
-    )
+    results = []
+    for name in names:  # one model in memory at a time
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=_dtype(args.dtype), **kwargs).eval()
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        results.append(
+            evaluate(
+                model,
+                tokenizer,
+                args.tasks,
+                limit=args.limit,
+                half=args.half,
+                batch_size=args.batch_size,
+                data_dir=args.data_dir,
+                return_predictions=args.reference is not None,
+                disable_progress=args.quiet,
+            )
+        )
+        del model
+    result = results[0]
     print(f"{'task':16}{'n':>7}{'acc':>8}{'acc_norm':>10}  headline")
     for task, row in result["results"].items():
         norm = "-" if row["acc_norm"] is None else f"{row['acc_norm']:.4f}"
         print(f"{task:16}{row['num_scored']:>7}{row['acc']:>8.4f}{norm:>10}  {row['headline_metric']}")
     print(f"{'average':16}{'':>7}{result['average']:>8.4f}  (of each task's headline metric)")
+    record = {"model": args.model, **result}
+    if args.reference:
+        reference = results[1]
+        for task, predictions in result["predictions"].items():
+            if [p["id"] for p in predictions] != [p["id"] for p in reference["predictions"][task]]:
+                raise RuntimeError(f"{task}: the two models were not scored on the same examples.")
+        correct, reference_correct = correct_by_task(result), correct_by_task(reference)
+        comparison = {task: paired_bootstrap(correct[task], reference_correct[task]) for task in result["predictions"]}
+        comparison["average"] = paired_bootstrap(correct, reference_correct)
+        print(f"\n{args.model} minus {args.reference} (the same examples; paired bootstrap, 2000 resamples):")
+        print(f"{'task':16}{'reference':>10}{'difference':>12}  95% interval")
+        for task, row in comparison.items():
+            score = reference["average"] if task == "average" else reference["results"][task]
+            score = score if task == "average" else score[score["headline_metric"]]
+            low, high = row["ci95"]
+            print(f"{task:16}{score:>10.4f}{row['difference']:>+12.4f}  [{low:+.4f}, {high:+.4f}]")
+        for entry in (result, reference):
+            entry.pop("predictions")
+        record = {"model": args.model, **result, "reference": {"model": args.reference, **reference}}
+        record["difference"] = comparison
     if args.output:
-        Path(args.output).write_text(json.dumps({"model": args.model, **result}, indent=1) + "\n")
+        atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
         print(f"wrote {args.output}")
     return EXIT_OK
 

@@ -71,9 +71,9 @@ def tiny_dense_model(family: str = "gemma2", seed: int = 0, **overrides):
     return model
 
 
-def save_dense_checkpoint(path: Path, family: str, tokenizer) -> Path:
+def save_dense_checkpoint(path: Path, family: str, tokenizer, seed: int = 0) -> Path:
     """Saves a tiny dense model of `family` sized to `tokenizer`, with the tokenizer, as a loadable checkpoint."""
-    tiny_dense_model(family, vocab_size=len(tokenizer)).save_pretrained(path)
+    tiny_dense_model(family, seed=seed, vocab_size=len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

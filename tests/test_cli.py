@@ -112,6 +112,54 @@ def test_eval_writes_json(dense_dir, tmp_path, data_dir, capsys):
     assert "average" in capsys.readouterr().out
 
 
+def test_eval_against_a_reference(dense_dir, tmp_path, data_dir, tiny_tokenizer, capsys):
+    other = save_dense_checkpoint(tmp_path / "other", "gemma2", tiny_tokenizer, seed=1)
+    out = tmp_path / "compared.json"
+    argv = ["--quiet", "eval", str(other), "--tasks", "rte", "piqa", "--limit", "6", "--data-dir", str(data_dir)]
+    assert main([*argv, "--reference", str(dense_dir), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{other} minus {dense_dir}" in printed and "95% interval" in printed
+    result = json.loads(out.read_text())
+    assert result["reference"]["model"] == str(dense_dir) and "predictions" not in result
+    difference = result["difference"]
+    assert set(difference) == {"rte", "piqa", "average"}
+    assert difference["average"]["difference"] == pytest.approx(result["average"] - result["reference"]["average"])
+    for task in ("rte", "piqa"):
+        model_score = result["results"][task][result["results"][task]["headline_metric"]]
+        reference_score = result["reference"]["results"][task][result["results"][task]["headline_metric"]]
+        assert difference[task]["difference"] == pytest.approx(model_score - reference_score)
+    # a model against itself: no difference, no spread
+    assert (
+        main(
+            [
+                "--quiet",
+                "eval",
+                str(dense_dir),
+                "--tasks",
+                "rte",
+                "--limit",
+                "4",
+                "--data-dir",
+                str(data_dir),
+                "--reference",
+                str(dense_dir),
+            ]
+        )
+        == 0
+    )
+    assert "+0.0000  [+0.0000, +0.0000]" in capsys.readouterr().out
+    # a missing reference is named before anything is scored
+    missing = str(tmp_path / "nowhere")
+    assert (
+        main(
+            ["--quiet", "eval", str(dense_dir), "--tasks", "rte", "--data-dir", str(data_dir), "--reference", missing]
+        )
+        == 1
+    )
+    error = capsys.readouterr().err
+    assert "--reference" in error and "nowhere" in error
+
+
 def test_eval_of_a_model_without_tokenizer_files(tmp_path, data_dir, capsys):
     tiny_dense_model("gemma2").save_pretrained(tmp_path / "no-tokenizer")
     argv = ["--quiet", "eval", str(tmp_path / "no-tokenizer"), "--tasks", "piqa", "--data-dir", str(data_dir)]
