@@ -422,7 +422,7 @@ def _run_heal(args) -> int:
 
 
 def _run_eval(args) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from ._io import atomic_write_text, check_model_location, check_tokenizer_files
     from .evaluation import correct_by_task, evaluate, paired_bootstrap
@@ -432,6 +432,18 @@ def _run_eval(args) -> int:
         check_model_location(name, argument)
         check_tokenizer_files(name, argument)
     kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    # evaluation examples a pruned model's profile read (its provenance records them) are scored for neither model
+    excluded: dict[str, set] = {}
+    for name in names:
+        recorded = (getattr(AutoConfig.from_pretrained(name, **kwargs), "pruning", None) or {}).get(
+            "calibration_eval_ids"
+        )
+        for task, ids in (recorded or {}).items():
+            excluded.setdefault(task, set()).update(ids)
+    excluded = {task: sorted(ids) for task, ids in excluded.items() if task in args.tasks}
+    if excluded and not args.quiet:
+        counts = ", ".join(f"{len(ids)} of {task}" for task, ids in excluded.items())
+        print(f"left out the evaluation examples the pruning profiled ({counts}; recorded in its config)")
     results = []
     for name in names:  # one model in memory at a time
         model = AutoModelForCausalLM.from_pretrained(name, dtype=_dtype(args.dtype), **kwargs).eval()
@@ -444,6 +456,7 @@ def _run_eval(args) -> int:
                 limit=args.limit,
                 half=args.half,
                 batch_size=args.batch_size,
+                exclude_ids=excluded or None,
                 data_dir=args.data_dir,
                 return_predictions=args.reference is not None,
                 disable_progress=args.quiet,

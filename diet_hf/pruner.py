@@ -525,6 +525,10 @@ def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) 
         "total_parameters": {"dense": total_dense, "pruned": sum(p.numel() for p in pruned.parameters())},
         "options": {k: plan.provenance.get(k) for k in ("recipe", *PruneOptions.names())},
         "diet_hf_version": scores.provenance.get("diet_hf_version"),
+        # evaluation examples the profile read (carved where a train split is short): `diet-hf eval` leaves them out
+        "calibration_eval_ids": {
+            task: list(ids) for task, ids in (scores.provenance.get("excluded_eval_ids") or {}).items() if ids
+        },
     }
 
 

@@ -160,6 +160,23 @@ def test_eval_against_a_reference(dense_dir, tmp_path, data_dir, tiny_tokenizer,
     assert "--reference" in error and "nowhere" in error
 
 
+def test_eval_leaves_out_the_examples_the_pruning_profiled(dense_dir, tmp_path, data_dir, capsys):
+    # HellaSwag has no train split: its calibration examples are carved from the evaluation split, recorded in the
+    # pruned model's provenance, and scored by `diet-hf eval` for neither the model nor its reference
+    argv = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.2", "--tasks", "hellaswag", "rte"]
+    assert main([*argv, "--num-samples", "3", "--data-dir", str(data_dir), "--output", str(tmp_path / "p")]) == 0
+    recorded = AutoModelForCausalLM.from_pretrained(tmp_path / "p").config.pruning["calibration_eval_ids"]
+    assert list(recorded) == ["hellaswag"] and len(recorded["hellaswag"]) == 3  # RTE drew from its train split
+    out = tmp_path / "eval.json"
+    argv = ["eval", str(tmp_path / "p"), "--tasks", "hellaswag", "rte", "--limit", "2", "--data-dir", str(data_dir)]
+    assert main([*argv, "--reference", str(dense_dir), "--output", str(out)]) == 0
+    assert "left out the evaluation examples the pruning profiled (3 of hellaswag" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    for scored in (result, result["reference"]):
+        assert sorted(scored["results"]["hellaswag"]["excluded_ids"]) == sorted(recorded["hellaswag"])
+        assert scored["results"]["rte"]["excluded_ids"] == []
+
+
 def test_eval_of_a_model_without_tokenizer_files(tmp_path, data_dir, capsys):
     tiny_dense_model("gemma2").save_pretrained(tmp_path / "no-tokenizer")
     argv = ["--quiet", "eval", str(tmp_path / "no-tokenizer"), "--tasks", "piqa", "--data-dir", str(data_dir)]
