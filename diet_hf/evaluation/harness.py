@@ -32,7 +32,8 @@ def evaluate(
         tasks (`list[str]`): registered task names.
         limit (`int`, *optional*): score only the first `limit` examples of each task (after exclusions).
         exclude_ids (`dict[str, list[str]]`, *optional*): per task, example ids not to score (calibration examples
-            carved from the evaluation split; `DietPruner.scores.provenance["excluded_eval_ids"]`).
+            carved from the evaluation split; `DietPruner.scores.provenance["excluded_eval_ids"]`, or for a saved
+            pruned model `model.config.pruning["calibration_eval_ids"]`; pass the same to its dense reference).
         half (`str`, *optional*): `"dev"` or `"test"`: score only that half of each task's evaluation examples
             (`tasks.split_half`, a hash of the example id), after exclusions and before `limit`. Choose recipes on
             `"dev"`, report on `"test"`.
