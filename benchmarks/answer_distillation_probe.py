@@ -37,7 +37,6 @@ from heal_probe import _held_out_perplexity, _wikitext_split  # noqa: E402
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import (  # noqa: E402
     correct_by_task,
-    evaluate,
     kl_divergence,
     next_token_logprobs,
     paired_bootstrap,
@@ -141,21 +140,12 @@ def main(argv=None) -> int:
     excluded = pruner.scores.provenance["excluded_eval_ids"]
     student = pruner.prune(sparsity=0.2)
     _, held_out = _wikitext_split(args.data_dir)
-    prompts = rb._kl_prompts(argparse.Namespace(data_dir=args.data_dir, half="dev", kl_prompts=25), excluded)
+    dev = argparse.Namespace(data_dir=args.data_dir, half="dev", kl_prompts=25, batch_size=16)
+    prompts = rb._kl_prompts(dev, excluded)
     dense_logprobs = next_token_logprobs(dense, tokenizer, prompts)
 
     def measure(model) -> dict:
-        result = evaluate(
-            model,
-            tokenizer,
-            EVAL_TASKS,
-            limit=args.limit,
-            half="dev",
-            exclude_ids=excluded,
-            data_dir=args.data_dir,
-            return_predictions=True,
-            disable_progress=True,
-        )
+        result = rb._evaluate(model, tokenizer, EVAL_TASKS, args.limit, dev, excluded)
         return {
             "correct": correct_by_task(result),
             "held_out_wikitext_ppl": _held_out_perplexity(model, tokenizer, held_out),
