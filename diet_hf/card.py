@@ -87,6 +87,23 @@ def _half_text(evaluation: dict) -> str:
     return f", on the {halves.pop()} half of each task's evaluation examples" if halves in ({"dev"}, {"test"}) else ""
 
 
+def _difference_text(evaluation: dict, dense_evaluation: dict) -> str:
+    """The headline average's difference to the dense model with its paired-bootstrap interval, where both
+    evaluations kept their per-example answers (`return_predictions=True`); else nothing."""
+    if "predictions" not in evaluation or "predictions" not in dense_evaluation:
+        return ""
+    from .evaluation import correct_by_task, paired_bootstrap
+
+    correct, dense_correct = correct_by_task(evaluation), correct_by_task(dense_evaluation)
+    tasks = [task for task in correct if task in dense_correct]
+    comparison = paired_bootstrap({t: correct[t] for t in tasks}, {t: dense_correct[t] for t in tasks})
+    low, high = comparison["ci95"]
+    return (
+        f" Difference of the headline average: {comparison['difference']:+.4f}, paired-bootstrap 95% interval "
+        f"[{low:+.4f}, {high:+.4f}] (2000 resamples of each task's examples)."
+    )
+
+
 def _healing_lines(healing: dict | None) -> list[str]:
     """The card's "Healing" section: what distillation after pruning did, from `config.pruning["healing"]`."""
     if not healing:
@@ -212,7 +229,8 @@ def write_model_card(
             lines += [
                 f"| headline average | | | {dense_evaluation['average']:.4f} | {evaluation['average']:.4f} |",
                 "",
-                "Both models scored on the same examples (acc for BoolQ, RTE, WinoGrande; acc_norm otherwise).",
+                "Both models scored on the same examples (acc for BoolQ, RTE, WinoGrande; acc_norm otherwise)."
+                + _difference_text(evaluation, dense_evaluation),
                 "",
             ]
         else:
@@ -234,6 +252,20 @@ def write_model_card(
         f'tokenizer = AutoTokenizer.from_pretrained("{name}", revision=revision, trust_remote_code=True)',
         "```",
         "",
+        *(
+            [
+                "To score it against its base model on the same examples, with the difference's paired-bootstrap "
+                "95% interval per task (`pip install diet-hf`; the evaluation examples its profile read are left "
+                "out):",
+                "",
+                "```bash",
+                f"diet-hf eval {name} --reference {record['base_model']} --half test --limit 500",
+                "```",
+                "",
+            ]
+            if record.get("base_model")
+            else []
+        ),
         "## Citation",
         "",
         "```bibtex",

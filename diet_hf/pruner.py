@@ -467,7 +467,8 @@ class DietPruner:
     ) -> Path:
         """Saves the last pruned model with everything a published checkpoint carries, atomically: weights, config
         with `auto_map`, remote code, tokenizer, plan (`diet_pruning.json`) and model card (with the evaluation
-        table when `evaluation` is given; beside the dense model's with `dense_evaluation`; `repo_id` names the
+        table when `evaluation` is given; beside the dense model's with `dense_evaluation`, and the average's
+        paired-bootstrap interval when both were made with `return_predictions=True`; `repo_id` names the
         repository in the card's usage snippet). See `diet_hf.hub.save_pruned_model`."""
         from .hub import save_pruned_model
 

@@ -179,6 +179,18 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     text = (tmp_path / "m2" / "README.md").read_text()
     assert "| task | examples | metric | google/gemma-2-2b | this model |" in text
     assert "| rte | 10 | acc | 0.6000 | 0.5000 |" in text and "| headline average | | | 0.6000 | 0.5000 |" in text
+    assert "paired-bootstrap 95% interval [" not in text  # no per-example answers given: no interval
+    # with them (evaluate(..., return_predictions=True)): the average's difference and its paired interval, and the
+    # command that scores the model against its base
+    labels = [0, 1] * 5
+    evaluation["predictions"] = {"rte": [{"id": str(i), "acc": 0, "label": y} for i, y in enumerate(labels)]}
+    dense_eval["predictions"] = {  # right on the first 6 of 10, as its acc of 0.6 says; the pruned model on 5
+        "rte": [{"id": str(i), "acc": y if i < 6 else 1 - y, "label": y} for i, y in enumerate(labels)]
+    }
+    save_pruned_model(model, tmp_path / "m3", evaluation=evaluation, dense_evaluation=dense_eval, repo_id="me/m3")
+    text = (tmp_path / "m3" / "README.md").read_text()
+    assert "Difference of the headline average: -0.1000, paired-bootstrap 95% interval [" in text
+    assert "diet-hf eval me/m3 --reference google/gemma-2-2b --half test" in text
 
 
 @pytest.mark.parametrize("fault", ["fail_commits", "drop_commits"])
