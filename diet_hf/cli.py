@@ -251,7 +251,11 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--dtype", choices=DTYPES, default="float32", help="dtype to load the model in (default: float32)"
     )
-    evaluate.add_argument("--revision", default=None, help="branch, tag or commit of the model on the Hub")
+    evaluate.add_argument(
+        "--revision",
+        default=None,
+        help="branch, tag or commit of MODEL on the Hub (the --reference is read at its default)",
+    )
     evaluate.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -431,11 +435,13 @@ def _run_eval(args) -> int:
     for name, argument in zip(names, ("model", "--reference")):  # both checked before either is scored
         check_model_location(name, argument)
         check_tokenizer_files(name, argument)
-    kwargs = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    # --revision is MODEL's; the reference is read at its default revision
+    loading = {name: {"trust_remote_code": args.trust_remote_code} for name in names}
+    loading[args.model]["revision"] = args.revision
     # evaluation examples a pruned model's profile read (its provenance records them) are scored for neither model
     excluded: dict[str, set] = {}
     for name in names:
-        recorded = (getattr(AutoConfig.from_pretrained(name, **kwargs), "pruning", None) or {}).get(
+        recorded = (getattr(AutoConfig.from_pretrained(name, **loading[name]), "pruning", None) or {}).get(
             "calibration_eval_ids"
         )
         for task, ids in (recorded or {}).items():
@@ -446,8 +452,8 @@ def _run_eval(args) -> int:
         print(f"left out the evaluation examples the pruning profiled ({counts}; recorded in its config)")
     results = []
     for name in names:  # one model in memory at a time
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=_dtype(args.dtype), **kwargs).eval()
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=_dtype(args.dtype), **loading[name]).eval()
+        tokenizer = AutoTokenizer.from_pretrained(name, **loading[name])
         results.append(
             evaluate(
                 model,
@@ -481,8 +487,8 @@ def _run_eval(args) -> int:
         print(f"\n{args.model} minus {args.reference} (the same examples; paired bootstrap, 2000 resamples):")
         print(f"{'task':16}{'reference':>10}{'difference':>12}  95% interval")
         for task, row in comparison.items():
-            score = reference["average"] if task == "average" else reference["results"][task]
-            score = score if task == "average" else score[score["headline_metric"]]
+            scores = reference["results"].get(task)
+            score = reference["average"] if task == "average" else scores[scores["headline_metric"]]
             low, high = row["ci95"]
             print(f"{task:16}{score:>10.4f}{row['difference']:>+12.4f}  [{low:+.4f}, {high:+.4f}]")
         for entry in (result, reference):
