@@ -92,11 +92,9 @@ def _difference_text(evaluation: dict, dense_evaluation: dict) -> str:
     evaluations kept their per-example answers (`return_predictions=True`); else nothing."""
     if "predictions" not in evaluation or "predictions" not in dense_evaluation:
         return ""
-    from .evaluation import correct_by_task, paired_bootstrap
+    from .evaluation import compare_evaluations
 
-    correct, dense_correct = correct_by_task(evaluation), correct_by_task(dense_evaluation)
-    tasks = [task for task in correct if task in dense_correct]
-    comparison = paired_bootstrap({t: correct[t] for t in tasks}, {t: dense_correct[t] for t in tasks})
+    comparison = compare_evaluations(evaluation, dense_evaluation)["average"]
     low, high = comparison["ci95"]
     return (
         f" Difference of the headline average: {comparison['difference']:+.4f}, paired-bootstrap 95% interval "

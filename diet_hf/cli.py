@@ -429,7 +429,7 @@ def _run_eval(args) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from ._io import atomic_write_text, check_model_location, check_tokenizer_files
-    from .evaluation import correct_by_task, evaluate, paired_bootstrap
+    from .evaluation import compare_evaluations, evaluate
 
     names = [args.model] + ([args.reference] if args.reference else [])
     for name, argument in zip(names, ("model", "--reference")):  # both checked before either is scored
@@ -478,12 +478,7 @@ def _run_eval(args) -> int:
     record = {"model": args.model, **result}
     if args.reference:
         reference = results[1]
-        for task, predictions in result["predictions"].items():
-            if [p["id"] for p in predictions] != [p["id"] for p in reference["predictions"][task]]:
-                raise RuntimeError(f"{task}: the two models were not scored on the same examples.")
-        correct, reference_correct = correct_by_task(result), correct_by_task(reference)
-        comparison = {task: paired_bootstrap(correct[task], reference_correct[task]) for task in result["predictions"]}
-        comparison["average"] = paired_bootstrap(correct, reference_correct)
+        comparison = compare_evaluations(result, reference)
         print(f"\n{args.model} minus {args.reference} (the same examples; paired bootstrap, 2000 resamples):")
         print(f"{'task':16}{'reference':>10}{'difference':>12}  95% interval")
         for task, row in comparison.items():

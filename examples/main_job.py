@@ -19,7 +19,7 @@ import time
 import torch
 
 from diet_hf import DietPruner
-from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap
+from diet_hf.evaluation import compare_evaluations, evaluate
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.speed import compare_tokens_per_second, measure_tokens_per_second
 from diet_hf.tasks import PAPER_TASKS
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         metric = d["headline_metric"]
         print(f"{task + ' ' + metric + ' (n=' + str(d['num_scored']) + ')':28}{d[metric]:>12.3f}{p[metric]:>12.3f}")
     print(f"{'average (headline)':28}{dense_eval['average']:>12.3f}{pruned_eval['average']:>12.3f}")
-    change = paired_bootstrap(correct_by_task(pruned_eval), correct_by_task(dense_eval))
+    change = compare_evaluations(pruned_eval, dense_eval)["average"]
     interval = "[{:+.3f}, {:+.3f}]".format(*change["ci95"])
     print(f"{'pruned - dense, 95% CI':28}{change['difference']:>+24.3f} {interval}")
     for label, key, digits in (

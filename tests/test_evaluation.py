@@ -14,6 +14,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from diet_hf.evaluation import (
+    compare_evaluations,
     correct_by_task,
     evaluate,
     kl_divergence,
@@ -508,3 +509,12 @@ def test_paired_bootstrap_of_evaluate_results_is_the_change_of_its_average(word_
     assert low <= comparison["difference"] <= high
     with pytest.raises(ValueError, match="return_predictions=True"):
         correct_by_task({key: value for key, value in results[0].items() if key != "predictions"})
+    # compare_evaluations: the same comparison per task and on the average, refused on different examples
+    compared = compare_evaluations(results[1], results[0])
+    assert compared["average"] == comparison and set(compared) == {"arc_easy", "winogrande", "average"}
+    assert compared["winogrande"] == paired_bootstrap(
+        correct_by_task(results[1])["winogrande"], correct_by_task(results[0])["winogrande"]
+    )
+    results[0]["predictions"]["arc_easy"].reverse()
+    with pytest.raises(ValueError, match="arc_easy: the two evaluations did not score the same examples"):
+        compare_evaluations(results[1], results[0])

@@ -2,8 +2,8 @@
 
 The package: `harness` (`evaluate`: tasks, halves, metrics), `strategies` (`loglikelihoods` and the three scoring
 strategies behind one signature), `scorer` (the model: decoder, then LM head at scored positions),
-`language_modeling` (`next_token_logprobs`, `kl_divergence`, `perplexity`), `statistics` (`correct_by_task`,
-`paired_bootstrap`: two models compared on the same examples).
+`language_modeling` (`next_token_logprobs`, `kl_divergence`, `perplexity`), `statistics` (`paired_bootstrap`,
+`correct_by_task`, `compare_evaluations`: two models compared on the same examples).
 
 Any causal LM that transformers loads works. The LM head runs only at the scored positions (for Gemma models on the
 gathered hidden states, for others through `logits_to_keep`): Gemma's vocabulary is 256k, so full logits at every
@@ -18,10 +18,11 @@ together, one slice of the vocabulary at a time, with a running log-sum-exp.
 
 from .harness import evaluate
 from .language_modeling import kl_divergence, next_token_logprobs, perplexity
-from .statistics import correct_by_task, paired_bootstrap
+from .statistics import compare_evaluations, correct_by_task, paired_bootstrap
 from .strategies import loglikelihoods
 
 __all__ = [
+    "compare_evaluations",
     "correct_by_task",
     "evaluate",
     "kl_divergence",

@@ -4,7 +4,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["correct_by_task", "paired_bootstrap"]
+__all__ = ["compare_evaluations", "correct_by_task", "paired_bootstrap"]
 
 
 def correct_by_task(result: dict) -> dict[str, list[int]]:
@@ -16,6 +16,22 @@ def correct_by_task(result: dict) -> dict[str, list[int]]:
         task: [int(p[result["results"][task]["headline_metric"]] == p["label"]) for p in predictions]
         for task, predictions in result["predictions"].items()
     }
+
+
+def compare_evaluations(result: dict, reference: dict) -> dict:
+    """`result` minus `reference`, two `evaluate(..., return_predictions=True)` results: `paired_bootstrap` per task
+    they share and on the average over those tasks (key `"average"`). Raises `ValueError` unless both scored the same
+    examples, in the same order, of every shared task."""
+    correct, reference_correct = correct_by_task(result), correct_by_task(reference)
+    tasks = [task for task in correct if task in reference_correct]
+    for task in tasks:
+        if [p["id"] for p in result["predictions"][task]] != [p["id"] for p in reference["predictions"][task]]:
+            raise ValueError(f"{task}: the two evaluations did not score the same examples.")
+    comparison = {task: paired_bootstrap(correct[task], reference_correct[task]) for task in tasks}
+    comparison["average"] = paired_bootstrap(
+        {task: correct[task] for task in tasks}, {task: reference_correct[task] for task in tasks}
+    )
+    return comparison
 
 
 def paired_bootstrap(
