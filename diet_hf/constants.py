@@ -39,6 +39,8 @@ class ModuleLayout:
     value: str = "v_proj"
     output: str = "o_proj"  # its input channels are the heads' outputs
     qk_norms: tuple[str, ...] = ("q_norm", "k_norm")
+    attention_input_norm: str = "input_layernorm"  # removed with the attention it feeds
+    mlp_input_norm: str = "pre_feedforward_layernorm"  # removed with the MLP it feeds
 
     def mlp_path(self, layer_idx: int | str, proj: str) -> str:
         """`model.layers.{layer_idx}.mlp.{proj}` for one of `gate`, `up`, `down` (or the MLP itself for `""`)."""

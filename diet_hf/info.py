@@ -33,7 +33,8 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
     for layer_idx in range(config.num_hidden_layers):
         width, heads, kv_heads = base_sizes(config) if dense else layer_sizes(config, layer_idx)
         blocks += block_parameters(h, d, width, heads, kv_heads)
-        norms += 4 * h + (2 * d if qk_norms and heads else 0)
+        # four norms per layer, less the input norm of a removed attention or MLP (the pruned classes drop it)
+        norms += (2 + bool(heads) + bool(width)) * h + (2 * d if qk_norms and heads else 0)
     embeddings = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
     # bias compensation (FLAP) adds one bias per layer and sublayer; the decoder-block count stays the plan's
     biases = (

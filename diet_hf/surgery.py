@@ -86,6 +86,7 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan, replaced: dict | Non
         if not mlp:
             for key in mlp_keys:
                 state.pop(key)
+            state.pop(f"{layout.layers}.{layer_idx}.{layout.mlp_input_norm}.weight")
         elif len(mlp) < plan.intermediate_size:
             for key in mlp_keys[:2]:
                 state[key] = slice_linear_weight(state[key], mlp, dim=0)
@@ -96,6 +97,7 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan, replaced: dict | Non
                 state.pop(key, None)
             for norm in layout.qk_norms:
                 state.pop(f"{layout.attention_path(layer_idx, '')}.{norm}.weight", None)
+            state.pop(f"{layout.layers}.{layer_idx}.{layout.attention_input_norm}.weight")
         elif len(heads) < plan.num_attention_heads or len(kv_heads) < plan.num_key_value_heads:
             for role, kept in (("query", heads), ("key", kv_heads), ("value", kv_heads)):
                 for kind in ("weight", "bias"):

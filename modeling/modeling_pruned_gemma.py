@@ -2,7 +2,7 @@
 #
 # Self-contained remote code: imports only the standard library, torch and transformers (plus the config file beside
 # it), so that `AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)` works without diet-hf installed.
-# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range).
+# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range); checked on 4.54.1 to 5.25.0.
 #
 # This file is the diff against transformers' own Gemma code: every decoder layer is transformers' stock
 # `Gemma2DecoderLayer` / `Gemma3DecoderLayer`, built with the sizes of that layer's own config view,
@@ -97,6 +97,15 @@ class _RemovedAttn(nn.Module):
         return _constant_output(hidden_states, self.bias), None
 
 
+class _SkippedNorm(nn.Module):
+    """Stands in for the input norm of a removed sublayer, whose output nothing reads: no weight that could never
+    receive a gradient (DistributedDataParallel without `find_unused_parameters`, Trainer's setting under gradient
+    checkpointing, stops on such a weight)."""
+
+    def forward(self, hidden_states):
+        return hidden_states
+
+
 def _with_bias(linear: nn.Linear) -> nn.Linear:
     """The same projection with a bias (zero until weights are loaded), on the weight's device and dtype."""
     if linear.bias is not None:
@@ -117,10 +126,12 @@ def _build_decoder_layer(layer_cls, config, layer_idx: int) -> nn.Module:
     down_proj_bias = getattr(config, "down_proj_bias", False)
     if "attention" in skip:
         layer.self_attn = _RemovedAttn(layer.self_attn, layer_idx, config.hidden_size, o_proj_bias)
+        layer.input_layernorm = _SkippedNorm()
     elif o_proj_bias:
         layer.self_attn.o_proj = _with_bias(layer.self_attn.o_proj)
     if "mlp" in skip:
         layer.mlp = _RemovedMLP(config.hidden_size, down_proj_bias)
+        layer.pre_feedforward_layernorm = _SkippedNorm()
     elif down_proj_bias:
         layer.mlp.down_proj = _with_bias(layer.mlp.down_proj)
     return layer
@@ -142,6 +153,8 @@ class _PrunedPreTrainedMixin:
     attention goes through `ALL_ATTENTION_FUNCTIONS`, so a backend registered with `AttentionInterface` runs it."""
 
     _supports_attention_backend = True
+    # Checkpoints saved before the input norms of removed sublayers were dropped still hold their (unread) weights.
+    _keys_to_ignore_on_load_unexpected = [r"layers\.\d+\.(input_layernorm|pre_feedforward_layernorm)\.weight$"]
 
     @property
     def _supports_sdpa(self):

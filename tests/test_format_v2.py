@@ -285,7 +285,10 @@ def test_a_v1_checkpoint_keeps_loading_and_resaves_as_v2_with_equal_logits(tmp_p
     ids, logits = torch.tensor(expected["input_ids"]), torch.tensor(expected["logits"])
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(fixture).eval()  # diet-hf's in-process classes read v1
+    model, loading = AutoModelForCausalLM.from_pretrained(fixture, output_loading_info=True)  # diet-hf's classes
+    model.eval()
+    # its removed sublayers' input norms are saved in it, unread and no longer part of the model: not reported
+    assert not loading["unexpected_keys"] and not loading["missing_keys"], loading
     with torch.no_grad():
         assert (model(ids).logits - logits).abs().max().item() <= 1e-5
     resaved = save_pruned_model(model, tmp_path / "resaved")

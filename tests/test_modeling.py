@@ -226,6 +226,56 @@ def test_gradients_finite_and_checkpointing_matches():
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("bias", [False, True], ids=["plain", "compensated"])
+def test_every_weight_receives_a_gradient(family, bias):
+    """A removed sublayer's input norm fed nothing: a weight no loss reaches, on which DistributedDataParallel without
+    `find_unused_parameters` (Trainer's setting under gradient checkpointing) stops. No such weight is left."""
+    model = pruned_model(family, **UNEVEN_CASES[0], down_proj_bias=bias, o_proj_bias=bias).train()
+    ids = random_batch()
+    model(ids, labels=ids).loss.backward()
+    assert [name for name, param in model.named_parameters() if param.grad is None] == []
+    assert "model.layers.0.pre_feedforward_layernorm.weight" not in model.state_dict()
+    assert "model.layers.1.input_layernorm.weight" not in model.state_dict()
+
+
+def _ddp_steps(rank, world_size, path, port, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        torch.set_num_threads(1)
+        model = PrunedGemma2ForCausalLM.from_pretrained(path).train()
+        model.gradient_checkpointing_enable()
+        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        for step in range(3):
+            ids = random_batch(seed=10 * rank + step)
+            ddp(ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        torch.save(model.state_dict(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_data_parallel_without_unused_parameters(tmp_path):
+    """Two CPU ranks (gloo) train a model with a removed MLP and a removed attention under DDP as Trainer sets it up
+    with gradient checkpointing, and end with the same weights."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    pruned_model("gemma2", **UNEVEN_CASES[0]).save_pretrained(tmp_path / "model")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_ddp_steps, args=(2, str(tmp_path / "model"), port, str(tmp_path / "state")), nprocs=2)
+    first, second = (torch.load(tmp_path / f"state.{rank}") for rank in (0, 1))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 def test_peft_lora_trains(family):
     peft = pytest.importorskip("peft")
     model = pruned_model(
