@@ -2,7 +2,7 @@
 #
 # Self-contained remote code: imports only the standard library and transformers, so that
 # `AutoConfig.from_pretrained(repo, trust_remote_code=True)` works without diet-hf installed.
-# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range).
+# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range); checked on 4.54.1 to 5.25.0.
 #
 # Format v2: the per-layer sizes are transformers' own sparse `per_layer_config` (`HeterogeneousConfigMixin`,
 # transformers >= 5), e.g. `{"1": {"intermediate_size": 0, "skip": ["mlp"]}}`: only layers that differ from the global
@@ -11,9 +11,21 @@
 # `intermediate_size_per_layer`, `num_attention_heads_per_layer`, `num_key_value_heads_per_layer`) load unchanged and
 # save as v2; the three names remain as read-only views and as constructor arguments.
 import copy
+import re
 from collections.abc import Sequence
 
+import transformers
 from transformers import Gemma2Config, Gemma3TextConfig
+
+# The oldest transformers this code runs on (benchmarks/results/transformers_compat.md: 4.54.1 to 5.25.0 load, decode,
+# train and re-save these checkpoints; 4.53 and older lack the stock classes the pruned ones build on).
+MIN_TRANSFORMERS = "4.54"
+_version = re.match(r"(\d+)\.(\d+)", transformers.__version__)
+if _version and tuple(map(int, _version.groups())) < tuple(map(int, MIN_TRANSFORMERS.split("."))):
+    raise ImportError(
+        f"This pruned Gemma checkpoint's code needs transformers >= {MIN_TRANSFORMERS}, found "
+        f"{transformers.__version__}: pip install -U 'transformers>={MIN_TRANSFORMERS}'"
+    )
 
 try:  # transformers >= 5
     from transformers.integrations.heterogeneity import HeterogeneousConfigMixin  # noqa: F401

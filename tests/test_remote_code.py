@@ -203,10 +203,60 @@ def test_remote_code_imports_only_stdlib_torch_transformers():
                 assert top in ALLOWED_TOP_LEVEL or top in sys.stdlib_module_names, f"{path.name} imports {name}"
 
 
+def test_remote_code_on_a_too_old_transformers_names_the_version_it_needs(monkeypatch):
+    """4.53 and older lack stock classes the pruned ones build on (benchmarks/transformers_compat.py): the remote code
+    says which transformers it needs instead of failing on a missing import."""
+    import importlib.util
+
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "4.53.3")
+    path = REPO_ROOT / "modeling" / "configuration_pruned_gemma.py"
+    spec = importlib.util.spec_from_file_location("pruned_config_on_old_transformers", path)
+    with pytest.raises(ImportError, match=r"needs transformers >= 4\.54, found 4\.53\.3"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 def test_remote_code_files_are_the_repository_modeling_folder():
     assert remote_code_dir().resolve() == (REPO_ROOT / "modeling").resolve() or Path(remote_code_dir()).is_dir()
     for path in remote_code_files():
         assert path.is_file()
+
+
+PIPELINE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
+    from transformers import pipeline
+    generator = pipeline("text-generation", model=sys.argv[1], trust_remote_code=True)
+    out = generator(sys.argv[2], max_new_tokens=5, min_new_tokens=5, do_sample=False, return_full_text=False)
+    print(json.dumps({"text": out[0]["generated_text"], "class": type(generator.model).__name__}))
+    """
+)
+
+
+def test_text_generation_pipeline_runs_the_checkpoint_without_diet_hf(saved_pruned, tiny_tokenizer, tmp_path):
+    """`pipeline("text-generation", model=repo, trust_remote_code=True)`, the first thing many users run, continues a
+    prompt as the pruned model's own greedy decoding does."""
+    import shutil
+
+    pruned, saved = saved_pruned
+    path = Path(shutil.copytree(saved, tmp_path / "model"))
+    tiny_tokenizer.save_pretrained(path)
+    prompt = "the cat sat on"
+    ids = tiny_tokenizer(prompt, return_tensors="pt").input_ids
+    pruned.generation_config.pad_token_id = tiny_tokenizer.pad_token_id
+    expected = pruned.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)[0, ids.shape[1] :]
+    script = tmp_path / "pipeline.py"
+    script.write_text(PIPELINE_SCRIPT)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, str(script), str(path), prompt], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["class"] == "PrunedGemma3ForCausalLM"
+    assert out["text"] == tiny_tokenizer.decode(expected, skip_special_tokens=True)
 
 
 def test_card_usage_snippet_runs_without_a_prompt(saved_pruned, tmp_path):

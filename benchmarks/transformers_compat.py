@@ -1,0 +1,261 @@
+"""Which transformers releases load a diet-hf checkpoint without diet-hf: a compatibility matrix.
+
+A pruned checkpoint promises to load "anywhere with stock transformers" through its remote code. The test suite
+proves it on the two versions the package pins (5.24 and 4.57.6); users load checkpoints with whatever transformers
+they have. This script saves tiny pruned checkpoints with the current code (both families, uneven widths, a layer
+without MLP, with and without compensation biases, one sequence classifier) beside the committed v1 and v0.1
+fixtures, then, for each interpreter given, in a fresh process where `import diet_hf` fails:
+
+- loads each through the Auto classes with `trust_remote_code=True` and compares its logits with the reference
+  computed here (and with the fixtures' saved logits);
+- generates four tokens greedily with the cache (causal models) and compares them with the reference;
+- takes one training step's gradients (`labels=` loss, backward) and checks they are finite and non-zero;
+- saves the loaded model with `save_pretrained` and loads it back, comparing logits again.
+
+Each interpreter only needs transformers and torch (e.g. `python -m venv env && env/bin/pip install
+transformers==5.0.0 torch==2.13.0`). Rows go to `--output` (JSON and Markdown); nothing is tuned here.
+
+    python benchmarks/transformers_compat.py --python /tmp/tf-5.0.0/bin/python /tmp/tf-4.50.3/bin/python \
+        --output benchmarks/results/transformers_compat
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+TOLERANCE = 1e-4
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys, tempfile, traceback
+    sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
+    import torch, transformers
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    def run(path, ids, kind):
+        auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
+        model = auto.from_pretrained(path, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        row = {"class": type(model).__name__}
+        with torch.no_grad():
+            row["logits"] = model(ids).logits.tolist()
+        if kind == "causal":
+            model.generation_config.pad_token_id = 0
+            row["generated"] = model.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
+        model.train()
+        labels = ids if kind == "causal" else torch.zeros(len(ids), dtype=torch.long)
+        model(ids, labels=labels).loss.backward()
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.numel()]
+        row["without_grad"] = [n for n, p in params if p.grad is None]
+        grads = [p.grad for _, p in params if p.grad is not None]
+        row["grads_finite"] = all(bool(torch.isfinite(g).all()) for g in grads)
+        row["grad_norm"] = float(sum(g.pow(2).sum() for g in grads) ** 0.5)
+        model.eval()
+        with tempfile.TemporaryDirectory() as saved:
+            model.save_pretrained(saved)
+            again = auto.from_pretrained(saved, trust_remote_code=True).eval()
+            with torch.no_grad():
+                row["resaved_logits"] = again(ids).logits.tolist()
+        return row
+
+    rows = []
+    for name, path, ids, kind in json.load(open(sys.argv[1])):
+        try:
+            rows.append({"name": name, **run(path, torch.tensor(ids), kind)})
+        except Exception as error:
+            frames = traceback.extract_tb(error.__traceback__)
+            where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+            rows.append({"name": name, "error": f"{type(error).__name__}: {str(error)[:300]} ({where})"})
+    json.dump({"transformers": transformers.__version__, "torch": torch.__version__, "rows": rows},
+              open(sys.argv[2], "w"))
+    """
+)
+
+
+def build_checkpoints(root: Path) -> list[dict]:
+    """Saves the current format's checkpoints under `root`; returns one job per checkpoint with reference outputs."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import random_batch, tiny_dense_model
+
+    from diet_hf import PrunedGemma2Config, PrunedGemma2ForSequenceClassification, build_pruned_model
+    from diet_hf.plan import PruningPlan
+
+    ids = random_batch()
+    jobs = []
+    for family in ("gemma2", "gemma3_text"):
+        for compensated in (False, True):
+            dense = tiny_dense_model(family)
+            plan = PruningPlan.keep_all(dense.config)
+            plan.mlp_kept_indices = [list(range(0, 64, 3)), []]  # layer 1 has no MLP left
+            plan.head_kept_indices = [[0, 2], [2, 3]]
+            plan.kv_head_kept_indices = [[0, 1], [1]]
+            plan.__post_init__()
+            means = None
+            if compensated:
+                g = torch.Generator().manual_seed(1)
+                heads, d = dense.config.num_attention_heads, dense.config.head_dim
+                means = {
+                    "mlp": torch.randn(2, dense.config.intermediate_size, generator=g),
+                    "attn": torch.randn(2, heads * d, generator=g),
+                }
+            pruned = build_pruned_model(dense, plan, channel_means=means)
+            name = f"{family}{'-compensated' if compensated else ''}"
+            pruned.save_pretrained(root / name)
+            pruned.generation_config.pad_token_id = 0
+            with torch.no_grad():
+                logits = pruned(ids).logits
+            generated = pruned.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
+            jobs.append(dict(name=name, path=root / name, ids=ids, kind="causal", logits=logits, generated=generated))
+    config = PrunedGemma2Config(
+        **{k: v for k, v in tiny_dense_model("gemma2").config.to_dict().items() if k != "model_type"},
+        intermediate_size_per_layer=[8, 0],
+        num_labels=3,
+    )
+    torch.manual_seed(0)
+    classifier = PrunedGemma2ForSequenceClassification(config).eval()
+    classifier.save_pretrained(root / "gemma2-classifier")
+    with torch.no_grad():
+        logits = classifier(ids).logits
+    jobs.append(dict(name="gemma2-classifier", path=root / "gemma2-classifier", ids=ids, kind="cls", logits=logits))
+    for fixture in ("v1-pruned-gemma3", "v0.1-pruned-gemma3"):
+        expected = json.loads((FIXTURES / fixture / "expected_logits.json").read_text())
+        jobs.append(
+            dict(
+                name=f"fixture {fixture}",
+                path=FIXTURES / fixture,
+                ids=torch.tensor(expected["input_ids"]),
+                kind="causal",
+                logits=torch.tensor(expected["logits"]),
+            )
+        )
+    return jobs
+
+
+def check(job: dict, row: dict) -> str:
+    """'ok', or what differs from the reference."""
+    if "error" in row:
+        return row["error"]
+    problems = []
+    difference = (torch.tensor(row["logits"]) - job["logits"]).abs().max().item()
+    if difference > TOLERANCE:
+        problems.append(f"logits differ by {difference:.2e}")
+    if "generated" in job and row.get("generated") != job["generated"].tolist():
+        problems.append("greedy generation differs")
+    if not row["grads_finite"] or row["grad_norm"] == 0:
+        problems.append(f"gradients not usable (finite {row['grads_finite']}, norm {row['grad_norm']:.3g})")
+    resaved = (torch.tensor(row["resaved_logits"]) - torch.tensor(row["logits"])).abs().max().item()
+    if resaved > TOLERANCE:
+        problems.append(f"save_pretrained round trip changes logits by {resaved:.2e}")
+    if problems:
+        return "; ".join(problems)
+    if row["without_grad"]:  # the code saved with checkpoints before 2026-12-03 kept a removed sublayer's input norm
+        return f"ok, but no gradient reaches {', '.join(row['without_grad'][:3])}"
+    return "ok"
+
+
+def run_interpreter(python: str, jobs: list[dict], workdir: Path, extra_env: dict) -> dict:
+    spec = [(job["name"], str(job["path"]), job["ids"].tolist(), job["kind"]) for job in jobs]
+    (workdir / "jobs.json").write_text(json.dumps(spec))
+    (workdir / "child.py").write_text(CHILD)
+    env = {**os.environ, "HF_MODULES_CACHE": str(workdir / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    env.update(OMP_NUM_THREADS="1", **extra_env)
+    result = subprocess.run(
+        [os.path.abspath(python), str(workdir / "child.py"), str(workdir / "jobs.json"), str(workdir / "out.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        return {"python": python, "error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
+    out = json.loads((workdir / "out.json").read_text())
+    by_name = {row["name"]: row for row in out["rows"]}
+    verdicts = {job["name"]: check(job, by_name[job["name"]]) for job in jobs}
+    return {"python": python, "transformers": out["transformers"], "torch": out["torch"], "verdicts": verdicts}
+
+
+def markdown(results: list[dict], names: list[str], extra_env: dict) -> str:
+    lines = [
+        "# Loading diet-hf checkpoints with other transformers releases",
+        "",
+        "`python benchmarks/transformers_compat.py` (see its docstring): each checkpoint loaded in a fresh process "
+        "without diet-hf through `trust_remote_code=True`; logits within 1e-4 of the reference, greedy generation "
+        "equal, one backward pass with finite non-zero gradients on every weight, `save_pretrained` round trip "
+        "unchanged. The first five checkpoints were saved by this diet-hf; the fixtures carry the remote code of "
+        "earlier versions (format v1, diet-hf 0.1)."
+        + (f" Every child ran with {', '.join(f'`{k}={v}`' for k, v in extra_env.items())}." if extra_env else ""),
+        "",
+        "| transformers | torch | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    notes = {}  # one footnote per distinct outcome: {verdict: ([checkpoint names], [versions])}
+    for result in sorted(results, key=lambda r: _version_key(r.get("transformers", "0"))):
+        if "error" in result:
+            lines.append(f"| {result['python']} | | " + " | ".join("–" for _ in names) + " |")
+            notes.setdefault(result["error"], ([], []))[1].append(result["python"])
+            continue
+        cells = []
+        for name in names:
+            verdict = re.sub(r" \(/[^)]*\)", "", result["verdicts"][name])  # paths differ per environment
+            if verdict == "ok":
+                cells.append("ok")
+                continue
+            checkpoints, versions = notes.setdefault(verdict, ([], []))
+            if name not in checkpoints:
+                checkpoints.append(name)
+            if result["transformers"] not in versions:
+                versions.append(result["transformers"])
+            number = list(notes).index(verdict) + 1
+            cells.append(f"ok ({number})" if verdict.startswith("ok, but") else f"**fails** ({number})")
+        lines.append(f"| {result['transformers']} | {result['torch']} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "Notes and failures:", ""]
+        for number, (verdict, (checkpoints, versions)) in enumerate(notes.items(), 1):
+            lines.append(
+                f"{number}. {', '.join(checkpoints) or 'every checkpoint'} on {', '.join(versions)}: {verdict}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else 0 for part in version.split(".")[:3])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--python", nargs="+", required=True, help="interpreters with transformers and torch")
+    parser.add_argument("--output", type=Path, required=True, help="path prefix of the .json and .md results")
+    parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE", help="set in every child process")
+    args = parser.parse_args(argv)
+    if bad := [item for item in args.env if "=" not in item]:
+        parser.error(f"--env expects KEY=VALUE, got {bad[0]!r}")
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        jobs = build_checkpoints(root / "checkpoints")
+        results = []
+        for index, python in enumerate(args.python):
+            workdir = root / f"run{index}"
+            workdir.mkdir()
+            results.append({**run_interpreter(python, jobs, workdir, extra_env), "env": extra_env})
+            print(json.dumps(results[-1]), flush=True)
+    names = [job["name"] for job in jobs]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    args.output.with_suffix(".md").write_text(markdown(results, names, extra_env))
+    print(markdown(results, names, extra_env))
+
+
+if __name__ == "__main__":
+    main()
