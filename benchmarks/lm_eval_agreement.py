@@ -7,7 +7,8 @@
 For every task, lm-eval runs from task YAMLs that point at the local JSONL files (prompts as in lm-eval's own
 YAMLs; HellaSwag and WinoGrande use lm-eval's own preprocessing functions), and every example's chosen answer under
 `acc` and `acc_norm` is compared with ours. Each side runs in its own process, which reports wall time and peak
-memory (max RSS), so the cost comparison is side by side on the same examples.
+memory (max RSS), so the cost comparison is side by side on the same examples. `--model-dir` may be a checkpoint
+pruned by diet-hf: lm-eval's side cannot import diet-hf and loads it with `trust_remote_code=True`, as a user would.
 """
 
 import argparse
@@ -75,6 +76,8 @@ def write_task_dir(directory: Path, data_dir: Path) -> None:
 
 
 def run_lm_eval(model_dir: str, task_dir: str, limit: int, batch_size: int) -> dict:
+    # As a user of lm-eval without diet-hf: a pruned checkpoint loads through its own remote code
+    sys.modules["diet_hf"] = None
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -94,7 +97,7 @@ def run_lm_eval(model_dir: str, task_dir: str, limit: int, batch_size: int) -> d
     start = time.perf_counter()
     out = lm_eval.simple_evaluate(
         model="hf",
-        model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
+        model_args=f"pretrained={model_dir},dtype=float32,device=cpu,trust_remote_code=True",
         tasks=[f"local_{t}" for t in TASKS],
         task_manager=TaskManager(include_path=task_dir),
         limit=limit,
@@ -161,7 +164,11 @@ def side(argv) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--model-dir", default=None, help="safetensors Gemma 3 270M (default: the diet-hf cache)")
+    parser.add_argument(
+        "--model-dir",
+        default=None,
+        help="a Gemma 3 270M checkpoint, dense or pruned by diet-hf (default: the dense model in the diet-hf cache)",
+    )
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8, help="both sides use this batch size")
     parser.add_argument("--output", default="benchmarks/results/lm_eval_agreement")
