@@ -8,7 +8,8 @@ fixtures, then, for each interpreter given, in a fresh process where `import die
 
 - loads each through the Auto classes with `trust_remote_code=True` and compares its logits with the reference
   computed here (and with the fixtures' saved logits);
-- generates four tokens greedily with the cache (causal models) and compares them with the reference;
+- generates four tokens greedily with the cache (causal models) and compares them with the reference, and with
+  what a static cache, prompt-lookup (assisted) decoding and a `DynamicCache()` built without a config give;
 - takes one training step's gradients (`labels=` loss, backward) and checks they are finite and non-zero;
 - saves the loaded model with `save_pretrained` and loads it back, comparing logits again.
 
@@ -45,13 +46,30 @@ CHILD = textwrap.dedent(
     def run(path, ids, kind):
         auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
         model = auto.from_pretrained(path, trust_remote_code=True).eval()
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        stock = "pruned" not in model.config.model_type
+        assert stock or type(model).__module__.startswith("transformers_modules"), type(model).__module__
         row = {"class": type(model).__name__}
         with torch.no_grad():
             row["logits"] = model(ids).logits.tolist()
         if kind == "causal":
             model.generation_config.pad_token_id = 0
-            row["generated"] = model.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
+            greedy = dict(max_new_tokens=4, do_sample=False)
+            row["generated"] = model.generate(ids[:1], min_new_tokens=4, **greedy).tolist()
+            # the cache paths that change most between releases, each against the dynamic cache's greedy output
+            static = model.generate(ids[:1], min_new_tokens=4, cache_implementation="static", **greedy)
+            # assisted decoding takes no `min_new_tokens`: compared with plain greedy decoding without it
+            lookup = model.generate(ids[:1], prompt_lookup_num_tokens=2, **greedy)
+            row["cache_paths_agree"] = {
+                "static cache": static.tolist() == row["generated"],
+                "prompt lookup": lookup.tolist() == model.generate(ids[:1], **greedy).tolist(),
+            }
+            cache = transformers.DynamicCache()  # built without a config: its layers appear as they are updated
+            with torch.no_grad():
+                model(ids[:1, :-1], past_key_values=cache, use_cache=True)
+                step = model(ids[:1, -1:], past_key_values=cache, use_cache=True).logits[0, -1]
+            row["cache_paths_agree"]["DynamicCache()"] = bool(
+                torch.allclose(step, torch.tensor(row["logits"])[0, -1], atol=1e-4, rtol=1e-4)
+            )
         model.train()
         labels = ids if kind == "causal" else torch.zeros(len(ids), dtype=torch.long)
         model(ids, labels=labels).loss.backward()
@@ -116,6 +134,17 @@ def build_checkpoints(root: Path) -> list[dict]:
                 logits = pruned(ids).logits
             generated = pruned.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
             jobs.append(dict(name=name, path=root / name, ids=ids, kind="causal", logits=logits, generated=generated))
+    for family in ("gemma2", "gemma3_text"):  # the stock dense models, for what a release does to Gemma itself
+        dense = tiny_dense_model(family)
+        dense.save_pretrained(root / f"stock-{family}")
+        dense.generation_config.pad_token_id = 0
+        with torch.no_grad():
+            logits = dense(ids).logits
+        generated = dense.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        name = f"stock {family} (dense)"
+        jobs.append(
+            dict(name=name, path=root / f"stock-{family}", ids=ids, kind="causal", logits=logits, generated=generated)
+        )
     config = PrunedGemma2Config(
         **{k: v for k, v in tiny_dense_model("gemma2").config.to_dict().items() if k != "model_type"},
         intermediate_size_per_layer=[8, 0],
@@ -151,6 +180,9 @@ def check(job: dict, row: dict) -> str:
         problems.append(f"logits differ by {difference:.2e}")
     if "generated" in job and row.get("generated") != job["generated"].tolist():
         problems.append("greedy generation differs")
+    for path, agrees in row.get("cache_paths_agree", {}).items():
+        if not agrees:
+            problems.append(f"{path} decoding differs from the dynamic cache's")
     if not row["grads_finite"] or row["grad_norm"] == 0:
         problems.append(f"gradients not usable (finite {row['grads_finite']}, norm {row['grad_norm']:.3g})")
     resaved = (torch.tensor(row["resaved_logits"]) - torch.tensor(row["logits"])).abs().max().item()
@@ -191,9 +223,11 @@ def markdown(results: list[dict], names: list[str], extra_env: dict) -> str:
         "",
         "`python benchmarks/transformers_compat.py` (see its docstring): each checkpoint loaded in a fresh process "
         "without diet-hf through `trust_remote_code=True`; logits within 1e-4 of the reference, greedy generation "
-        "equal, one backward pass with finite non-zero gradients on every weight, `save_pretrained` round trip "
+        "equal (also with a static cache, prompt-lookup decoding and a `DynamicCache()` without a config), one "
+        "backward pass with finite non-zero gradients on every weight, `save_pretrained` round trip "
         "unchanged. The first five checkpoints were saved by this diet-hf; the fixtures carry the remote code of "
-        "earlier versions (format v1, diet-hf 0.1)."
+        "earlier versions (format v1, diet-hf 0.1); the stock dense models (no remote code) show what a release does "
+        "to Gemma itself."
         + (f" Every child ran with {', '.join(f'`{k}={v}`' for k, v in extra_env.items())}." if extra_env else ""),
         "",
         "| transformers | torch | " + " | ".join(names) + " |",

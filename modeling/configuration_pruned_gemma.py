@@ -2,7 +2,7 @@
 #
 # Self-contained remote code: imports only the standard library and transformers, so that
 # `AutoConfig.from_pretrained(repo, trust_remote_code=True)` works without diet-hf installed.
-# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range); checked on 4.54.1 to 5.25.0.
+# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range); checked on 4.56.2 to 5.25.0.
 #
 # Format v2: the per-layer sizes are transformers' own sparse `per_layer_config` (`HeterogeneousConfigMixin`,
 # transformers >= 5), e.g. `{"1": {"intermediate_size": 0, "skip": ["mlp"]}}`: only layers that differ from the global
@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import transformers
 from transformers import Gemma2Config, Gemma3TextConfig
 
-# The oldest transformers this code runs on (benchmarks/results/transformers_compat.md: 4.54.1 to 5.25.0 load, decode,
-# train and re-save these checkpoints; 4.53 and older lack the stock classes the pruned ones build on).
-MIN_TRANSFORMERS = "4.54"
+# The oldest transformers this code runs on (benchmarks/results/transformers_compat.md: 4.56.2 to 5.25.0 load, decode,
+# train and re-save these checkpoints; 4.54 and 4.55 preallocate static caches at the global KV head count, which
+# fails on a layer with fewer; 4.53 and older lack stock classes the pruned ones build on).
+MIN_TRANSFORMERS = "4.56"
 _version = re.match(r"(\d+)\.(\d+)", transformers.__version__)
 if _version and tuple(map(int, _version.groups())) < tuple(map(int, MIN_TRANSFORMERS.split("."))):
     raise ImportError(

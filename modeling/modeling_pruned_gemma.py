@@ -2,7 +2,7 @@
 #
 # Self-contained remote code: imports only the standard library, torch and transformers (plus the config file beside
 # it), so that `AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)` works without diet-hf installed.
-# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range); checked on 4.54.1 to 5.25.0.
+# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range); checked on 4.56.2 to 5.25.0.
 #
 # This file is the diff against transformers' own Gemma code: every decoder layer is transformers' stock
 # `Gemma2DecoderLayer` / `Gemma3DecoderLayer`, built with the sizes of that layer's own config view,
@@ -86,7 +86,11 @@ class _RemovedAttn(nn.Module):
             # 0 heads here).
             heads, width, dtype = 1, 1, hidden_states.dtype
             layers = getattr(cache, "layers", None)
-            stored = getattr(layers[self.layer_idx], "keys", None) if layers is not None else None
+            # a cache built without a config (`DynamicCache()`, as 4.57's assisted generation builds its draft's)
+            # adds its layers as they are first updated: this one may not exist yet
+            stored = None
+            if layers is not None and self.layer_idx < len(layers):
+                stored = getattr(layers[self.layer_idx], "keys", None)
             if isinstance(stored, torch.Tensor) and stored.dim() == 4:
                 heads, width, dtype = stored.shape[1], stored.shape[-1], stored.dtype
             placeholder = hidden_states.new_zeros(hidden_states.shape[0], heads, hidden_states.shape[1], width)

@@ -176,6 +176,47 @@ def test_uneven_generation_matches_full_forward(family, case):
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_a_cache_built_without_a_config_decodes_exactly(family):
+    """`DynamicCache()` without a config adds its layers as they are first updated (on 4.57; how its assisted
+    generation builds the draft model's cache): a model whose first layer has no attention fills it and decodes step
+    by step as a full forward computes."""
+    from transformers import DynamicCache
+
+    model = pruned_model(family, **UNEVEN_CASES[1])  # layer 0 has no attention
+    ids = random_batch(1, 9)
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(ids[:, :6], past_key_values=cache, use_cache=True)
+        for position in range(6, 9):
+            step = model(ids[:, position : position + 1], past_key_values=cache, use_cache=True).logits[:, -1]
+            full = model(ids[:, : position + 1]).logits[:, -1]
+            torch.testing.assert_close(step, full, rtol=1e-5, atol=1e-5)
+    assert cache.get_seq_length() == 9
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_speculative_decoding_with_a_pruned_draft_is_exact(family):
+    """A pruned model is a natural draft for its dense parent (same tokenizer, cheaper): assisted generation with it
+    gives the dense model's greedy output, as prompt-lookup decoding of the pruned model gives its own."""
+    from diet_hf import build_pruned_model
+    from diet_hf.plan import PruningPlan
+
+    dense = tiny_dense_model(family)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
+    plan.head_kept_indices, plan.kv_head_kept_indices = [[], [2, 3]], [[], [1]]  # layer 0 has no attention
+    plan.__post_init__()
+    pruned = build_pruned_model(dense, plan)
+    for model in (dense, pruned):
+        model.generation_config.pad_token_id = 0
+    ids = random_batch(1, 7)
+    greedy = dense.generate(ids, max_new_tokens=12, do_sample=False)
+    assert torch.equal(dense.generate(ids, max_new_tokens=12, do_sample=False, assistant_model=pruned), greedy)
+    own = pruned.generate(ids, max_new_tokens=12, do_sample=False)
+    assert torch.equal(pruned.generate(ids, max_new_tokens=12, do_sample=False, prompt_lookup_num_tokens=3), own)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 def test_left_padded_batch_generation_equals_one_by_one(family):
     model = pruned_model(family, **UNEVEN_CASES[0])
     model.generation_config.pad_token_id = 0

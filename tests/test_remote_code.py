@@ -204,16 +204,17 @@ def test_remote_code_imports_only_stdlib_torch_transformers():
 
 
 def test_remote_code_on_a_too_old_transformers_names_the_version_it_needs(monkeypatch):
-    """4.53 and older lack stock classes the pruned ones build on (benchmarks/transformers_compat.py): the remote code
-    says which transformers it needs instead of failing on a missing import."""
+    """4.53 and older lack stock classes the pruned ones build on, 4.54 and 4.55 fail on static caches of uneven KV
+    heads (benchmarks/transformers_compat.py): the remote code says which transformers it needs instead of failing on
+    a missing import or in the middle of generation."""
     import importlib.util
 
     import transformers
 
-    monkeypatch.setattr(transformers, "__version__", "4.53.3")
+    monkeypatch.setattr(transformers, "__version__", "4.55.4")
     path = REPO_ROOT / "modeling" / "configuration_pruned_gemma.py"
     spec = importlib.util.spec_from_file_location("pruned_config_on_old_transformers", path)
-    with pytest.raises(ImportError, match=r"needs transformers >= 4\.54, found 4\.53\.3"):
+    with pytest.raises(ImportError, match=r"needs transformers >= 4\.56, found 4\.55\.4"):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
