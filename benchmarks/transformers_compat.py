@@ -3,13 +3,15 @@
 A pruned checkpoint promises to load "anywhere with stock transformers" through its remote code. The test suite
 proves it on the two versions the package pins (5.24 and 4.57.6); users load checkpoints with whatever transformers
 they have. This script saves tiny pruned checkpoints with the current code (both families, uneven widths, a layer
-without MLP, with and without compensation biases, one sequence classifier) beside the committed v1 and v0.1
-fixtures, then, for each interpreter given, in a fresh process where `import diet_hf` fails:
+without attention and one without MLP, with and without compensation biases, one sequence classifier) beside the
+stock dense models and the committed v1 and v0.1 fixtures, then, for each interpreter given, in a fresh process where
+`import diet_hf` fails:
 
 - loads each through the Auto classes with `trust_remote_code=True` and compares its logits with the reference
   computed here (and with the fixtures' saved logits);
 - generates four tokens greedily with the cache (causal models) and compares them with the reference, and with
   what a static cache, prompt-lookup (assisted) decoding and a `DynamicCache()` built without a config give;
+- asks for `output_attentions` (eager): one entry per layer, each with that layer's head count;
 - takes one training step's gradients (`labels=` loss, backward) and checks they are finite and non-zero;
 - saves the loaded model with `save_pretrained` and loads it back, comparing logits again.
 
@@ -55,21 +57,40 @@ CHILD = textwrap.dedent(
             model.generation_config.pad_token_id = 0
             greedy = dict(max_new_tokens=4, do_sample=False)
             row["generated"] = model.generate(ids[:1], min_new_tokens=4, **greedy).tolist()
-            # the cache paths that change most between releases, each against the dynamic cache's greedy output
-            static = model.generate(ids[:1], min_new_tokens=4, cache_implementation="static", **greedy)
-            # assisted decoding takes no `min_new_tokens`: compared with plain greedy decoding without it
-            lookup = model.generate(ids[:1], prompt_lookup_num_tokens=2, **greedy)
-            row["cache_paths_agree"] = {
-                "static cache": static.tolist() == row["generated"],
-                "prompt lookup": lookup.tolist() == model.generate(ids[:1], **greedy).tolist(),
-            }
-            cache = transformers.DynamicCache()  # built without a config: its layers appear as they are updated
+            # the cache paths that change most between releases, each against the dynamic cache's greedy output;
+            # each is tried apart, so that one release's failure does not hide the others' outcome
+            plain = model.generate(ids[:1], **greedy).tolist()  # assisted decoding takes no `min_new_tokens`
+
+            def static_cache():
+                static = model.generate(ids[:1], min_new_tokens=4, cache_implementation="static", **greedy)
+                return static.tolist() == row["generated"]
+
+            def prompt_lookup():
+                return model.generate(ids[:1], prompt_lookup_num_tokens=2, **greedy).tolist() == plain
+
+            def dynamic_cache_without_config():
+                cache = transformers.DynamicCache()  # its layers appear as they are first updated
+                with torch.no_grad():
+                    model(ids[:1, :-1], past_key_values=cache, use_cache=True)
+                    step = model(ids[:1, -1:], past_key_values=cache, use_cache=True).logits[0, -1]
+                return bool(torch.allclose(step, torch.tensor(row["logits"])[0, -1], atol=1e-4, rtol=1e-4))
+
+            row["cache_paths_agree"] = {}
+            for name, check in (("static cache", static_cache), ("prompt lookup", prompt_lookup),
+                                ("DynamicCache()", dynamic_cache_without_config)):
+                try:
+                    row["cache_paths_agree"][name] = check()
+                except Exception as error:
+                    row["cache_paths_agree"][name] = f"{type(error).__name__}: {str(error)[:200]}"
+        if kind == "causal":  # `output_attentions`: one entry per layer, each with that layer's head count
+            eager = auto.from_pretrained(path, trust_remote_code=True, attn_implementation="eager").eval()
             with torch.no_grad():
-                model(ids[:1, :-1], past_key_values=cache, use_cache=True)
-                step = model(ids[:1, -1:], past_key_values=cache, use_cache=True).logits[0, -1]
-            row["cache_paths_agree"]["DynamicCache()"] = bool(
-                torch.allclose(step, torch.tensor(row["logits"])[0, -1], atol=1e-4, rtol=1e-4)
-            )
+                attentions = eager(ids, output_attentions=True).attentions
+            heads = []
+            for layer in eager.model.layers:
+                q_proj = getattr(layer.self_attn, "q_proj", None)
+                heads.append(0 if q_proj is None else q_proj.weight.shape[0] // eager.config.head_dim)
+            row["attention_heads"] = {"returned": [a.shape[1] for a in attentions], "layers": heads}
         model.train()
         labels = ids if kind == "causal" else torch.zeros(len(ids), dtype=torch.long)
         model(ids, labels=labels).loss.backward()
@@ -115,8 +136,8 @@ def build_checkpoints(root: Path) -> list[dict]:
             dense = tiny_dense_model(family)
             plan = PruningPlan.keep_all(dense.config)
             plan.mlp_kept_indices = [list(range(0, 64, 3)), []]  # layer 1 has no MLP left
-            plan.head_kept_indices = [[0, 2], [2, 3]]
-            plan.kv_head_kept_indices = [[0, 1], [1]]
+            plan.head_kept_indices = [[], [2, 3]]  # layer 0 has no attention left
+            plan.kv_head_kept_indices = [[], [1]]
             plan.__post_init__()
             means = None
             if compensated:
@@ -180,8 +201,13 @@ def check(job: dict, row: dict) -> str:
         problems.append(f"logits differ by {difference:.2e}")
     if "generated" in job and row.get("generated") != job["generated"].tolist():
         problems.append("greedy generation differs")
+    if "attention_heads" in row and row["attention_heads"]["returned"] != row["attention_heads"]["layers"]:
+        heads = row["attention_heads"]
+        problems.append(f"output_attentions gives heads {heads['returned']} for layers of {heads['layers']}")
     for path, agrees in row.get("cache_paths_agree", {}).items():
-        if not agrees:
+        if isinstance(agrees, str):
+            problems.append(f"{path} decoding fails: {agrees}")
+        elif not agrees:
             problems.append(f"{path} decoding differs from the dynamic cache's")
     if not row["grads_finite"] or row["grad_norm"] == 0:
         problems.append(f"gradients not usable (finite {row['grads_finite']}, norm {row['grad_norm']:.3g})")
@@ -223,7 +249,8 @@ def markdown(results: list[dict], names: list[str], extra_env: dict) -> str:
         "",
         "`python benchmarks/transformers_compat.py` (see its docstring): each checkpoint loaded in a fresh process "
         "without diet-hf through `trust_remote_code=True`; logits within 1e-4 of the reference, greedy generation "
-        "equal (also with a static cache, prompt-lookup decoding and a `DynamicCache()` without a config), one "
+        "equal (also with a static cache, prompt-lookup decoding and a `DynamicCache()` without a config), "
+        "`output_attentions` one entry per layer with its head count, one "
         "backward pass with finite non-zero gradients on every weight, `save_pretrained` round trip "
         "unchanged. The first five checkpoints were saved by this diet-hf; the fixtures carry the remote code of "
         "earlier versions (format v1, diet-hf 0.1); the stock dense models (no remote code) show what a release does "

@@ -71,6 +71,7 @@ class _RemovedAttn(nn.Module):
     def __init__(self, replaced: nn.Module, layer_idx: int, hidden_size: int, bias: bool = False):
         super().__init__()
         self.layer_idx = layer_idx
+        self.config = replaced.config  # the layer's view: `_attn_implementation` is read from the shared config
         self.bias = _output_bias(hidden_size, bias)
         # Some decoder layers read these from their attention (4.57's Gemma 3 picks its RoPE by `is_sliding`).
         for name in ("is_sliding", "layer_type", "attention_type", "sliding_window"):
@@ -97,8 +98,15 @@ class _RemovedAttn(nn.Module):
             placeholder = placeholder.to(dtype)
             cos, sin = position_embeddings
             cache_kwargs = {"sin": sin, "cos": cos, "cache_position": kwargs.get("cache_position")}
-            cache.update(placeholder, placeholder, self.layer_idx, cache_kwargs)
-        return _constant_output(hidden_states, self.bias), None
+            key_length = cache.update(placeholder, placeholder, self.layer_idx, cache_kwargs)[0].shape[-2]
+        else:
+            key_length = hidden_states.shape[1]
+        # Eager attention returns its weights, which `output_attentions=True` collects one entry per layer: this
+        # layer's have 0 heads, so that entry i stays layer i's (other implementations return none).
+        weights = None
+        if getattr(self.config, "_attn_implementation", None) == "eager":
+            weights = hidden_states.new_zeros(hidden_states.shape[0], 0, hidden_states.shape[1], key_length)
+        return _constant_output(hidden_states, self.bias), weights
 
 
 class _SkippedNorm(nn.Module):
@@ -214,6 +222,10 @@ class PrunedGemma2PreTrainedModel(_PrunedPreTrainedMixin, gemma2.Gemma2PreTraine
     config_class = PrunedGemma2Config
     config: PrunedGemma2Config
     _auto_class = "AutoModelForCausalLM"
+    _can_record_outputs = {
+        "hidden_states": gemma2.Gemma2DecoderLayer,
+        "attentions": "self_attn",  # by module name: the stock attentions and the removed ones' stand-ins
+    }
 
 
 class PrunedGemma2Model(_PrunedBaseModelMixin, PrunedGemma2PreTrainedModel, gemma2.Gemma2Model):
@@ -251,6 +263,10 @@ class PrunedGemma3PreTrainedModel(_PrunedPreTrainedMixin, gemma3.Gemma3PreTraine
     config: PrunedGemma3TextConfig
     base_model_prefix = "model"
     _auto_class = "AutoModelForCausalLM"
+    _can_record_outputs = {
+        "hidden_states": gemma3.Gemma3DecoderLayer,
+        "attentions": "self_attn",  # by module name: the stock attentions and the removed ones' stand-ins
+    }
 
 
 class PrunedGemma3TextModel(_PrunedBaseModelMixin, PrunedGemma3PreTrainedModel, gemma3.Gemma3TextModel):

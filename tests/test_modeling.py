@@ -176,6 +176,42 @@ def test_uneven_generation_matches_full_forward(family, case):
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("case", [0, 1], ids=["no_attention_in_layer_1", "no_attention_in_layer_0"])
+def test_output_attentions_has_one_entry_per_layer(family, case):
+    """`output_attentions=True` (eager) gives entry i to layer i, with that layer's head count (0 for a removed
+    attention), in a forward pass and at every step of generation; before, a removed attention's entry was left out
+    and every later layer's weights moved up one place."""
+    model = pruned_model(family, **UNEVEN_CASES[case])
+    model.config._attn_implementation = "eager"
+    heads = UNEVEN_CASES[case]["num_attention_heads_per_layer"]
+    ids = random_batch(2, 7)
+    with torch.no_grad():
+        attentions = model(ids, output_attentions=True).attentions
+    assert [a.shape for a in attentions] == [(2, h, 7, 7) for h in heads]
+    for a, h in zip(attentions, heads):
+        if h:
+            torch.testing.assert_close(a.sum(-1), torch.ones(2, h, 7))  # probabilities over the keys
+    # in generation: at every step the stock dense model's shapes (sliding layers see their window), with each
+    # layer's own head count
+    shapes = []
+    for candidate in (model, tiny_dense_model(family)):
+        candidate.config._attn_implementation = "eager"
+        candidate.generation_config.pad_token_id = 0
+        out = candidate.generate(
+            ids,
+            max_new_tokens=3,
+            min_new_tokens=3,
+            do_sample=False,
+            output_attentions=True,
+            return_dict_in_generate=True,
+        )
+        shapes.append([[tuple(a.shape) for a in per_layer] for per_layer in out.attentions])
+    pruned_shapes, dense_shapes = shapes
+    assert len(pruned_shapes) == 3
+    assert pruned_shapes == [[(b, h, q, k) for (b, _, q, k), h in zip(step, heads)] for step in dense_shapes]
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 def test_a_cache_built_without_a_config_decodes_exactly(family):
     """`DynamicCache()` without a config adds its layers as they are first updated (on 4.57; how its assisted
     generation builds the draft model's cache): a model whose first layer has no attention fills it and decodes step
