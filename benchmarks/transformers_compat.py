@@ -124,55 +124,25 @@ CHILD = textwrap.dedent(
 def build_checkpoints(root: Path) -> list[dict]:
     """Saves the current format's checkpoints under `root`; returns one job per checkpoint with reference outputs."""
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from conftest import random_batch, tiny_dense_model
-
-    from diet_hf import PrunedGemma2Config, PrunedGemma2ForSequenceClassification, build_pruned_model
-    from diet_hf.plan import PruningPlan
+    from conftest import random_batch, tiny_dense_model, tiny_pruned_classifier, uneven_pruned_model
 
     ids = random_batch()
-    jobs = []
+    causal = {}
     for family in ("gemma2", "gemma3_text"):
-        for compensated in (False, True):
-            dense = tiny_dense_model(family)
-            plan = PruningPlan.keep_all(dense.config)
-            plan.mlp_kept_indices = [list(range(0, 64, 3)), []]  # layer 1 has no MLP left
-            plan.head_kept_indices = [[], [2, 3]]  # layer 0 has no attention left
-            plan.kv_head_kept_indices = [[], [1]]
-            plan.__post_init__()
-            means = None
-            if compensated:
-                g = torch.Generator().manual_seed(1)
-                heads, d = dense.config.num_attention_heads, dense.config.head_dim
-                means = {
-                    "mlp": torch.randn(2, dense.config.intermediate_size, generator=g),
-                    "attn": torch.randn(2, heads * d, generator=g),
-                }
-            pruned = build_pruned_model(dense, plan, channel_means=means)
-            name = f"{family}{'-compensated' if compensated else ''}"
-            pruned.save_pretrained(root / name)
-            pruned.generation_config.pad_token_id = 0
-            with torch.no_grad():
-                logits = pruned(ids).logits
-            generated = pruned.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
-            jobs.append(dict(name=name, path=root / name, ids=ids, kind="causal", logits=logits, generated=generated))
+        for compensated in (False, True):  # layer 0 without attention, layer 1 without MLP
+            causal[f"{family}{'-compensated' if compensated else ''}"] = uneven_pruned_model(family, compensated)
     for family in ("gemma2", "gemma3_text"):  # the stock dense models, for what a release does to Gemma itself
-        dense = tiny_dense_model(family)
-        dense.save_pretrained(root / f"stock-{family}")
-        dense.generation_config.pad_token_id = 0
+        causal[f"stock {family} (dense)"] = tiny_dense_model(family)
+    jobs = []
+    for index, (name, model) in enumerate(causal.items()):
+        path = root / f"causal-{index}"
+        model.save_pretrained(path)
+        model.generation_config.pad_token_id = 0
         with torch.no_grad():
-            logits = dense(ids).logits
-        generated = dense.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
-        name = f"stock {family} (dense)"
-        jobs.append(
-            dict(name=name, path=root / f"stock-{family}", ids=ids, kind="causal", logits=logits, generated=generated)
-        )
-    config = PrunedGemma2Config(
-        **{k: v for k, v in tiny_dense_model("gemma2").config.to_dict().items() if k != "model_type"},
-        intermediate_size_per_layer=[8, 0],
-        num_labels=3,
-    )
-    torch.manual_seed(0)
-    classifier = PrunedGemma2ForSequenceClassification(config).eval()
+            logits = model(ids).logits
+        generated = model.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        jobs.append(dict(name=name, path=path, ids=ids, kind="causal", logits=logits, generated=generated))
+    classifier = tiny_pruned_classifier()
     classifier.save_pretrained(root / "gemma2-classifier")
     with torch.no_grad():
         logits = classifier(ids).logits

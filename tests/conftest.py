@@ -78,6 +78,43 @@ def save_dense_checkpoint(path: Path, family: str, tokenizer, seed: int = 0) -> 
     return path
 
 
+def uneven_pruned_model(family: str = "gemma2", compensated: bool = False):
+    """`tiny_dense_model(family)` pruned so that every per-layer shape differs: layer 0 without attention, layer 1
+    without MLP and with fewer heads and KV heads; `compensated` adds FLAP bias compensation (biases on kept and on
+    removed sublayers)."""
+    from diet_hf import build_pruned_model
+    from diet_hf.plan import PruningPlan
+
+    dense = tiny_dense_model(family)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
+    plan.head_kept_indices = [[], [2, 3]]
+    plan.kv_head_kept_indices = [[], [1]]
+    plan.__post_init__()
+    means = None
+    if compensated:
+        g = torch.Generator().manual_seed(1)
+        width = dense.config.num_attention_heads * dense.config.head_dim
+        means = {
+            "mlp": torch.randn(2, dense.config.intermediate_size, generator=g),
+            "attn": torch.randn(2, width, generator=g),
+        }
+    return build_pruned_model(dense, plan, channel_means=means)
+
+
+def tiny_pruned_classifier(num_labels: int = 3):
+    """A random pruned Gemma-2 sequence classifier (layer 1 without MLP)."""
+    from diet_hf import PrunedGemma2Config, PrunedGemma2ForSequenceClassification
+
+    config = PrunedGemma2Config(
+        **{k: v for k, v in tiny_dense_model("gemma2").config.to_dict().items() if k != "model_type"},
+        intermediate_size_per_layer=[8, 0],
+        num_labels=num_labels,
+    )
+    torch.manual_seed(0)
+    return PrunedGemma2ForSequenceClassification(config).eval()
+
+
 def random_batch(batch_size: int = 2, seq_len: int = 10, vocab_size: int = 128, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab_size, (batch_size, seq_len), generator=generator)

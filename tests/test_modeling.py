@@ -4,7 +4,7 @@ import random
 
 import pytest
 import torch
-from conftest import random_batch, tiny_config_kwargs, tiny_dense_model
+from conftest import random_batch, tiny_config_kwargs, tiny_dense_model, uneven_pruned_model
 
 from diet_hf import (
     PrunedGemma2Config,
@@ -234,15 +234,7 @@ def test_a_cache_built_without_a_config_decodes_exactly(family):
 def test_speculative_decoding_with_a_pruned_draft_is_exact(family):
     """A pruned model is a natural draft for its dense parent (same tokenizer, cheaper): assisted generation with it
     gives the dense model's greedy output, as prompt-lookup decoding of the pruned model gives its own."""
-    from diet_hf import build_pruned_model
-    from diet_hf.plan import PruningPlan
-
-    dense = tiny_dense_model(family)
-    plan = PruningPlan.keep_all(dense.config)
-    plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
-    plan.head_kept_indices, plan.kv_head_kept_indices = [[], [2, 3]], [[], [1]]  # layer 0 has no attention
-    plan.__post_init__()
-    pruned = build_pruned_model(dense, plan)
+    dense, pruned = tiny_dense_model(family), uneven_pruned_model(family)  # layer 0 of the draft has no attention
     for model in (dense, pruned):
         model.generation_config.pad_token_id = 0
     ids = random_batch(1, 7)

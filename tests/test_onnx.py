@@ -12,11 +12,9 @@ import textwrap
 
 import pytest
 import torch
-from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
+from conftest import random_batch, save_dense_checkpoint, uneven_pruned_model
 
-from diet_hf import build_pruned_model
 from diet_hf.cli import main
-from diet_hf.plan import PruningPlan
 
 ONNX_PYTHON = os.environ.get("DIET_ONNX_PYTHON")
 needs_onnx_env = pytest.mark.skipif(not ONNX_PYTHON, reason="set DIET_ONNX_PYTHON to a python with diet-hf[onnx]")
@@ -71,23 +69,8 @@ PARITY_SCRIPT = textwrap.dedent(
 )
 
 
-def _uneven_pruned(family, compensated=False):
-    """Layer 0 without attention, layer 1 without MLP and with fewer KV heads: every per-layer cache shape differs."""
-    dense = tiny_dense_model(family)
-    plan = PruningPlan.keep_all(dense.config)
-    plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
-    plan.head_kept_indices = [[], [2, 3]]
-    plan.kv_head_kept_indices = [[], [1]]
-    plan.__post_init__()
-    means = None
-    if compensated:
-        g = torch.Generator().manual_seed(0)
-        means = {"mlp": torch.randn(2, 64, generator=g), "attn": torch.randn(2, 32, generator=g)}
-    return build_pruned_model(dense, plan, channel_means=means)
-
-
 def _export_and_compare(tmp_path, family, exporter, compensated=False):
-    pruned = _uneven_pruned(family, compensated)
+    pruned = uneven_pruned_model(family, compensated)
     pruned.save_pretrained(tmp_path / "model")
     ids = random_batch(2, 10)
     (tmp_path / "ids.json").write_text(json.dumps(ids.tolist()))
@@ -151,7 +134,7 @@ def test_export_refuses_a_dense_model(tmp_path, tiny_tokenizer, capsys):
 
 
 def test_export_refuses_a_directory_without_remote_code(tmp_path, capsys):
-    _uneven_pruned("gemma2").save_pretrained(tmp_path / "model")
+    uneven_pruned_model("gemma2").save_pretrained(tmp_path / "model")
     (tmp_path / "model" / "modeling_pruned_gemma.py").unlink()
     assert main(["--quiet", "export", "onnx", str(tmp_path / "model"), str(tmp_path / "out")]) == 1
     assert "has no remote code (modeling_pruned_gemma.py missing beside config.json)" in capsys.readouterr().err
@@ -162,7 +145,7 @@ def test_export_refuses_a_directory_without_remote_code(tmp_path, capsys):
 
 def test_export_refuses_an_output_that_is_a_file(tmp_path, capsys):
     pytest.importorskip("optimum.exporters.onnx")
-    _uneven_pruned("gemma2").save_pretrained(tmp_path / "model")
+    uneven_pruned_model("gemma2").save_pretrained(tmp_path / "model")
     (tmp_path / "out").write_text("keep")
     assert main(["--quiet", "export", "onnx", str(tmp_path / "model"), str(tmp_path / "out")]) == 1
     assert "`output`: " in (error := capsys.readouterr().err) and "exists and is not a directory" in error
@@ -181,7 +164,7 @@ def test_onnx_extra_missing_is_a_clear_error(tmp_path, capsys):
         pass
     else:
         pytest.skip("optimum's ONNX exporter is installed in this environment")
-    _uneven_pruned("gemma2").save_pretrained(tmp_path / "model")
+    uneven_pruned_model("gemma2").save_pretrained(tmp_path / "model")
     assert main(["--quiet", "export", "onnx", str(tmp_path / "model"), str(tmp_path / "out")]) == 1
     assert 'pip install "diet-hf[onnx]"' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

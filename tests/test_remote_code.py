@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, random_batch, tiny_dense_model
+from conftest import REPO_ROOT, random_batch, tiny_pruned_classifier, uneven_pruned_model
 
-from diet_hf import PrunedGemma2Config, PrunedGemma2ForSequenceClassification, build_pruned_model
 from diet_hf.hub import remote_code_dir, remote_code_files, save_pruned_model
-from diet_hf.plan import PruningPlan
 
 ALLOWED_TOP_LEVEL = {"torch", "transformers"}
 # A second interpreter with transformers 4.57.x (built by .ci/run); the 4.57 test is skipped without it.
@@ -46,15 +44,6 @@ LOAD_SCRIPT = textwrap.dedent(
 )
 
 
-def _uneven_plan(dense):
-    plan = PruningPlan.keep_all(dense.config)
-    plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
-    plan.head_kept_indices = [[0, 2], [2, 3]]
-    plan.kv_head_kept_indices = [[0, 1], [1]]
-    plan.__post_init__()
-    return plan
-
-
 def _load_in_fresh_process(path, ids, tmp_path, kind="causal", python=sys.executable):
     return _load_all_in_fresh_process([(path, ids, kind)], tmp_path, python=python)[0]
 
@@ -80,25 +69,9 @@ def _load_all_in_fresh_process(jobs, tmp_path, python=sys.executable):
     return json.loads(out_path.read_text())
 
 
-def _pruned(family, compensated):
-    """The uneven plan; `compensated` adds FLAP bias compensation (biases on kept and on removed sublayers)."""
-    dense = tiny_dense_model(family)
-    plan = _uneven_plan(dense)
-    means = None
-    if compensated:
-        g = torch.Generator().manual_seed(1)
-        heads, d = dense.config.num_attention_heads, dense.config.head_dim
-        means = {
-            "mlp": torch.randn(2, dense.config.intermediate_size, generator=g),
-            "attn": torch.randn(2, heads * d, generator=g),
-        }
-    return build_pruned_model(dense, plan, channel_means=means)
-
-
 @pytest.fixture(scope="module")
 def saved_pruned(tmp_path_factory):
-    dense = tiny_dense_model("gemma3_text")
-    pruned = build_pruned_model(dense, _uneven_plan(dense))
+    pruned = uneven_pruned_model("gemma3_text")
     path = save_pruned_model(pruned, tmp_path_factory.mktemp("pruned") / "model")  # the taught save: card included
     return pruned, path
 
@@ -126,7 +99,7 @@ def _loaded_elsewhere(tmp_path_factory, python):
     of the interpreter instead of four): {(family, compensated): (the pruned model, its input ids, what came back)}."""
     root, ids, models = tmp_path_factory.mktemp("elsewhere"), random_batch(), {}
     for family, compensated in FAMILIES_AND_BIASES:
-        models[family, compensated] = _pruned(family, compensated)
+        models[family, compensated] = uneven_pruned_model(family, compensated)
         models[family, compensated].save_pretrained(root / f"{family}-{compensated}")
     jobs = [(root / f"{family}-{compensated}", ids, "causal") for family, compensated in FAMILIES_AND_BIASES]
     results = _load_all_in_fresh_process(jobs, root, python=python)
@@ -159,13 +132,7 @@ def test_fresh_process_without_diet_hf_gives_same_logits(loaded_in_fresh_process
 
 
 def test_sequence_classification_loads_in_fresh_process(tmp_path):
-    config = PrunedGemma2Config(
-        **{k: v for k, v in tiny_dense_model("gemma2").config.to_dict().items() if k != "model_type"},
-        intermediate_size_per_layer=[8, 0],
-        num_labels=3,
-    )
-    torch.manual_seed(0)
-    model = PrunedGemma2ForSequenceClassification(config).eval()
+    model = tiny_pruned_classifier()
     model.save_pretrained(tmp_path / "model")
     ids = random_batch()
     result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path, kind="cls")
