@@ -245,6 +245,23 @@ def test_speculative_decoding_with_a_pruned_draft_is_exact(family):
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("case", [0, 1])
+def test_beam_search_and_sampling_with_the_cache_equal_without_it(family, case):
+    """Beam search reorders every layer's cache entries (the removed attention's placeholders included); sampling
+    draws from the cached logits: both give what recomputing the whole sequence gives."""
+    model = pruned_model(family, **UNEVEN_CASES[case])
+    model.generation_config.pad_token_id = 0
+    ids = random_batch(2, 7)
+    beams = dict(max_new_tokens=6, min_new_tokens=6, num_beams=3, do_sample=False)
+    assert torch.equal(model.generate(ids, **beams), model.generate(ids, use_cache=False, **beams))
+    sampled = []
+    for use_cache in (True, False):
+        torch.manual_seed(0)
+        sampled.append(model.generate(ids, max_new_tokens=6, do_sample=True, top_k=5, use_cache=use_cache))
+    assert torch.equal(*sampled)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 def test_left_padded_batch_generation_equals_one_by_one(family):
     model = pruned_model(family, **UNEVEN_CASES[0])
     model.generation_config.pad_token_id = 0
