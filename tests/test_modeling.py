@@ -343,6 +343,15 @@ def test_torch_compile_traces_the_whole_uneven_model(family):
     compiled(ids, labels=ids).loss.backward()
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, eager[name], rtol=1e-5, atol=1e-6)
+    # transformers' recipe for fast decoding: a compiled forward over a static cache, greedy as eager decoding
+    model.eval().generation_config.pad_token_id = 0
+    expected = model.generate(ids[:1], max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    torch._dynamo.reset()
+    model.forward = torch.compile(model.forward, backend="aot_eager", fullgraph=True)
+    static = model.generate(
+        ids[:1], max_new_tokens=5, min_new_tokens=5, do_sample=False, cache_implementation="static"
+    )
+    assert torch.equal(static, expected)
 
 
 def _ddp_steps(rank, world_size, path, port, out):
