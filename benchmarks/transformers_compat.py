@@ -82,7 +82,7 @@ CHILD = textwrap.dedent(
                     row["cache_paths_agree"][name] = check()
                 except Exception as error:
                     row["cache_paths_agree"][name] = f"{type(error).__name__}: {str(error)[:200]}"
-        if kind == "causal":  # `output_attentions`: one entry per layer, each with that layer's head count
+            # `output_attentions`: one entry per layer, each with that layer's head count
             eager = auto.from_pretrained(path, trust_remote_code=True, attn_implementation="eager").eval()
             with torch.no_grad():
                 attentions = eager(ids, output_attentions=True).attentions

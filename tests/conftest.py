@@ -127,11 +127,31 @@ def local_hub():
     LOCAL_HUB.state.fail_commits = LOCAL_HUB.state.drop_commits = 0
 
 
-@pytest.fixture
-def data_dir() -> Path:
+def _require_data() -> Path:
     if not (DATA_DIR / "boolq").is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR} (set DIET_DATA_DIR)")
     return DATA_DIR
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return _require_data()
+
+
+@pytest.fixture(scope="session")
+def real_pruned_dir(tmp_path_factory) -> Path:
+    """Slow tests: the real Gemma 3 270M pruned by the default recipe at 20% from 10 calibration examples per task and
+    saved (weights, config, remote code, tokenizer, plan, card), once per session."""
+    from diet_hf import DietPruner
+    from diet_hf.real_model import load_gemma3_270m
+
+    data = _require_data()
+    model, tokenizer, _ = load_gemma3_270m()
+    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
+    pruner.profile(num_samples=10, data_dir=data, disable_progress=True).prune(sparsity=0.2)
+    path = tmp_path_factory.mktemp("real_pruned") / "m"
+    pruner.save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")

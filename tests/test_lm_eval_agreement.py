@@ -9,6 +9,9 @@ from conftest import REPO_ROOT
 
 
 def _agreement_module():
+    """benchmarks/lm_eval_agreement.py as a module; the test is skipped where lm-eval is not installed."""
+    if importlib.util.find_spec("lm_eval") is None:
+        pytest.skip('needs `pip install "diet-hf[lm-eval]"` (scripts/test.sh -m slow installs it)')
     spec = importlib.util.spec_from_file_location("agreement", REPO_ROOT / "benchmarks" / "lm_eval_agreement.py")
     agreement = importlib.util.module_from_spec(spec)
     sys.modules["agreement"] = agreement
@@ -18,8 +21,6 @@ def _agreement_module():
 
 @pytest.mark.slow
 def test_every_choice_agrees_with_lm_eval(tmp_path, data_dir):
-    if importlib.util.find_spec("lm_eval") is None:
-        pytest.skip('needs `pip install "diet-hf[lm-eval]"` (scripts/test.sh -m slow installs it)')
     agreement = _agreement_module()
     code = agreement.main(["--data-dir", str(data_dir), "--limit", "20", "--output", str(tmp_path / "agree")])
     report = json.loads((tmp_path / "agree.json").read_text())
@@ -27,23 +28,16 @@ def test_every_choice_agrees_with_lm_eval(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_lm_eval_scores_a_pruned_checkpoint_without_diet_hf_as_our_evaluator_does(tmp_path, data_dir, monkeypatch):
+def test_lm_eval_scores_a_pruned_checkpoint_without_diet_hf_as_our_evaluator_does(
+    tmp_path, data_dir, real_pruned_dir, monkeypatch
+):
     """How anyone scores a published model on tasks we do not have: lm-eval's `hf` model with `trust_remote_code=True`,
     in a process where diet-hf cannot be imported. On the real 270M pruned at 20% it loads and chooses what our
     evaluator chooses."""
-    if importlib.util.find_spec("lm_eval") is None:
-        pytest.skip('needs `pip install "diet-hf[lm-eval]"` (scripts/test.sh -m slow installs it)')
-    from diet_hf import DietPruner
-    from diet_hf.real_model import load_gemma3_270m
-
-    model, tokenizer, _ = load_gemma3_270m()
-    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(num_samples=10, data_dir=data_dir, disable_progress=True).prune(sparsity=0.2)
-    pruner.save_pretrained(tmp_path / "pruned")
-    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
     agreement = _agreement_module()
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
     code = agreement.main(
-        ["--data-dir", str(data_dir), "--model-dir", str(tmp_path / "pruned"), "--limit", "10"]
+        ["--data-dir", str(data_dir), "--model-dir", str(real_pruned_dir), "--limit", "10"]
         + ["--output", str(tmp_path / "agree")]
     )
     report = json.loads((tmp_path / "agree.json").read_text())

@@ -74,13 +74,7 @@ def test_real_unpruned_equals_stock(real_model):
 
 
 @pytest.mark.slow
-def test_real_pruned_loads_in_fresh_process_and_generates(real_model, tmp_path, data_dir):
-    from diet_hf import DietPruner
-
-    model, tokenizer = real_model
-    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(num_samples=10, data_dir=data_dir, disable_progress=True).prune(sparsity=0.2)
-    pruner.save_pretrained(tmp_path / "m")  # weights, config, remote code, tokenizer, plan, card
+def test_real_pruned_loads_in_fresh_process_and_generates(real_pruned_dir, tmp_path):
     script = textwrap.dedent(
         """
         import json, sys
@@ -96,7 +90,7 @@ def test_real_pruned_loads_in_fresh_process_and_generates(real_model, tmp_path, 
     )
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "m")],
+        [sys.executable, "-c", script, str(real_pruned_dir)],
         capture_output=True,
         text=True,
         env=env,
