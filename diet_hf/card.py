@@ -176,6 +176,11 @@ def write_model_card(
         "| | |",
         "|---|---|",
         f"| base model | {record.get('base_model')} (revision {record.get('base_model_revision')}) |",
+        *(
+            [f"| part pruned | the text decoder of this {record['base_model_architecture']}; no vision tower |"]
+            if record.get("base_model_architecture")
+            else []
+        ),
         f"| calibration tasks | {tasks} |",
         f"| samples per task | {record.get('num_samples')} (seed {record.get('seed')}) |",
         f"| target sparsity | {_target_text(target)} |",

@@ -111,7 +111,10 @@ def _build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser(
         "prune", parents=[quiet_after], help="profile a dense Gemma model on tasks and prune it with DIET"
     )
-    prune.add_argument("model", help="Hub id or local directory of a dense Gemma-2 / Gemma 3 text model")
+    prune.add_argument(
+        "model",
+        help="Hub id or local directory of a dense Gemma-2 / Gemma 3 model (image-text Gemma 3: its text decoder)",
+    )
     prune.add_argument(
         "--output",
         required=True,
@@ -366,6 +369,7 @@ def _run_heal(args) -> int:
     from ._io import check_model_location, check_output_is_not_input, check_tokenizer_files
     from .healing import check_parent, heal, healing_texts
     from .hub import push_saved_model, register_auto_classes
+    from .loading import load_causal_lm, text_config
     from .plan import PruningPlan
     from .tasks import TASKS
 
@@ -383,7 +387,7 @@ def _run_heal(args) -> int:
         )
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
-    check_parent(student.config, AutoConfig.from_pretrained(args.teacher))  # before reading any data
+    check_parent(student.config, text_config(AutoConfig.from_pretrained(args.teacher)))  # before reading any data
     calibration = (student.config.pruning or {}).get("tasks") or []
     data, splits = {}, {}
     for source in args.data:
@@ -402,7 +406,7 @@ def _run_heal(args) -> int:
         student.diet_plan = PruningPlan.from_pretrained(args.model)
     healed = heal(
         student,
-        args.teacher if config.top_k is not None else AutoModelForCausalLM.from_pretrained(args.teacher, **load),
+        args.teacher if config.top_k is not None else load_causal_lm(args.teacher, **load),
         tokenizer,
         data,
         config=config,
@@ -426,10 +430,11 @@ def _run_heal(args) -> int:
 
 
 def _run_eval(args) -> int:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from ._io import atomic_write_text, check_model_location, check_tokenizer_files
     from .evaluation import compare_evaluations, evaluate
+    from .loading import load_causal_lm
 
     names = [args.model] + ([args.reference] if args.reference else [])
     for name, argument in zip(names, ("model", "--reference")):  # both checked before either is scored
@@ -452,7 +457,7 @@ def _run_eval(args) -> int:
         print(f"left out the evaluation examples the pruning profiled ({counts}; recorded in its config)")
     results = []
     for name in names:  # one model in memory at a time
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=_dtype(args.dtype), **loading[name]).eval()
+        model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading[name]).eval()  # image-text: its text model
         tokenizer = AutoTokenizer.from_pretrained(name, **loading[name])
         results.append(
             evaluate(
@@ -523,6 +528,8 @@ def _run_info(args) -> int:
         return EXIT_OK
     fmt = f", format {description['format']}" if description.get("format") else ""
     print(f"{args.model}: model_type {description['model_type']}{fmt}, {description['num_hidden_layers']} layers")
+    if description.get("text_decoder_of"):
+        print(f"(the text decoder of this {description['text_decoder_of']}; its vision tower is not counted)")
     print(f"{'layer':>5}  {'type':18}{'mlp width':>10}{'heads':>7}{'kv heads':>9}")
     for row in description["layers"]:
         print(

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ._checks import check_positive_int, is_int_at_least, is_positive_int
 from ._io import atomic_write, check_not_a_file, check_output_is_not_input
 from .constants import family_for_model_type
+from .loading import load_causal_lm, text_causal_lm, text_config
 from .options import option
 from .tasks import get_task, load_examples, wikitext2_text
 
@@ -881,15 +882,13 @@ def _teacher_config(teacher):
         from ._io import check_model_location
 
         check_model_location(teacher, "teacher")
-        return AutoConfig.from_pretrained(teacher), str(teacher)
-    return teacher.config, getattr(teacher.config, "_name_or_path", None) or None
+        return text_config(AutoConfig.from_pretrained(teacher)), str(teacher)
+    return text_config(teacher.config), getattr(teacher.config, "_name_or_path", None) or None
 
 
 def _load_teacher(teacher, student):
-    from transformers import AutoModelForCausalLM
-
     parameter = next(student.parameters())
-    model = AutoModelForCausalLM.from_pretrained(teacher, dtype=parameter.dtype)
+    model = load_causal_lm(teacher, dtype=parameter.dtype)  # an image-text Gemma 3: its text model
     return model.to(parameter.device).eval()
 
 
@@ -1079,7 +1078,8 @@ def heal(
 
     def get_teacher():  # a teacher given by name is loaded only when something must run through it
         if "model" not in loaded:
-            model = _load_teacher(teacher, student) if isinstance(teacher, (str, os.PathLike)) else teacher
+            by_name = isinstance(teacher, (str, os.PathLike))
+            model = _load_teacher(teacher, student) if by_name else text_causal_lm(teacher)
             loaded["model"] = model.eval()
         return loaded["model"]
 
@@ -1123,6 +1123,9 @@ def heal(
     training_teacher = teacher if (online or layerwise) else None
 
     before = _validation_kl(student, validation, validation_targets, guard_teacher, config, document_bos)
+    # seeded again after the teacher's pass: loading a teacher by name may draw from the generator (transformers 4.57
+    # initializes weights it then overwrites), and the LoRA start must not depend on how the teacher was given
+    torch.manual_seed(config.seed)
     if config.lora:
         import peft
 

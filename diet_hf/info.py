@@ -16,6 +16,7 @@ from .constants import (
     head_dim,
     layer_sizes,
 )
+from .loading import text_config
 
 __all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
 
@@ -51,7 +52,8 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -
     """Per-layer sizes, parameter counts and pruning provenance of a local directory or Hub repository."""
     check_model_location(model_id_or_path)
     raw, _ = PretrainedConfig.get_config_dict(model_id_or_path, revision=revision)
-    config = AutoConfig.from_pretrained(model_id_or_path, revision=revision)
+    full = AutoConfig.from_pretrained(model_id_or_path, revision=revision)
+    config = text_config(full)  # an image-text Gemma 3: its text decoder, the part diet-hf prunes
     family_for_model_type(config.model_type)
     layers = []
     for layer_idx in range(config.num_hidden_layers):
@@ -68,6 +70,8 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -
     counts, base = count_parameters(config), count_parameters(config, dense=True)
     return {
         "model_type": config.model_type,
+        # the image-text model whose text decoder this describes (its vision tower is not counted); None otherwise
+        "text_decoder_of": (full.architectures or [full.model_type])[0] if full is not config else None,
         # pruned checkpoints: "v2" (transformers' `per_layer_config`) or "v1" (diet-hf's own per-layer lists; it
         # loads the same, and re-saving writes v2); None for a dense model
         "format": _format_version(raw),

@@ -7,13 +7,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from ._batching import pad_id, pad_rows
 from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
 from .constants import family_for_model_type
 from .importance import ImportanceScores
+from .loading import load_causal_lm, text_causal_lm, text_config
 from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
 from .options import ProfileOptions, PruneOptions, with_overrides
@@ -44,7 +45,9 @@ class DietPruner:
     """Training-free, task-aware structured pruning (DIET) of a dense Gemma-2 or Gemma 3 text model.
 
     Args:
-        model (`Gemma2ForCausalLM` or `Gemma3ForCausalLM`): the dense model to prune.
+        model (`Gemma2ForCausalLM` or `Gemma3ForCausalLM`): the dense model to prune; of a
+            `Gemma3ForConditionalGeneration` (Gemma 3 from 4B up) the text decoder is pruned and the vision tower left
+            out (`diet_hf.loading`).
         tokenizer (`PreTrainedTokenizerBase`, *optional*): needed to profile on text tasks.
         model_id (`str`, *optional*): recorded in the provenance of scores and pruned models.
 
@@ -55,6 +58,7 @@ class DietPruner:
     """
 
     def __init__(self, model, tokenizer=None, *, model_id: str | None = None):
+        model = text_causal_lm(model)
         self.family = family_for_model_type(getattr(model.config, "model_type", type(model).__name__))
         if model.config.model_type == self.family.pruned_model_type:
             raise ValueError(
@@ -76,7 +80,8 @@ class DietPruner:
         """Loads a dense model and its tokenizer; the `model_type` is checked before any weight is read.
 
         Args:
-            model_id_or_path (`str` or `os.PathLike`): Hub id or local directory of a Gemma-2 / Gemma 3 text model.
+            model_id_or_path (`str` or `os.PathLike`): Hub id or local directory of a Gemma-2 / Gemma 3 model; of an
+                image-text Gemma 3 (4B and up) the text decoder is loaded and pruned, the vision tower left out.
             from_pretrained_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (`dtype`, `device_map`, ...).
         """
         check_model_location(model_id_or_path, "model_id_or_path")
@@ -84,8 +89,8 @@ class DietPruner:
             k: from_pretrained_kwargs[k] for k in ("revision", "token", "cache_dir") if k in from_pretrained_kwargs
         }
         config = AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
-        family_for_model_type(config.model_type)  # refuse unsupported models before loading weights
-        model = AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
+        family_for_model_type(text_config(config).model_type)  # refuse unsupported models before loading weights
+        model = load_causal_lm(model_id_or_path, config, **from_pretrained_kwargs)
         try:
             check_tokenizer_files(model_id_or_path, "model_id_or_path")
         except ValueError as error:  # profiling custom token batches needs no tokenizer; registered tasks say so
@@ -517,6 +522,8 @@ def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) 
         "paper": get_method(plan.provenance["method"]).paper,
         "base_model": scores.provenance.get("model_id"),
         "base_model_revision": scores.provenance.get("revision"),
+        # the image-text class whose text decoder was pruned (Gemma 3 from 4B up); None for a text model
+        "base_model_architecture": getattr(model, "diet_source_architecture", None),
         "tasks": scores.tasks,
         "num_samples": scores.provenance.get("num_samples"),
         "seed": scores.provenance.get("seed"),

@@ -872,3 +872,26 @@ def test_heap_retention_is_limited_on_glibc_and_optional():
         assert limit_heap_retention() is True
     release_freed_memory()  # never raises, glibc or not
     assert HealingConfig().release_memory is True and HealingConfig(release_memory=False).release_memory is False
+
+
+def test_the_same_seed_heals_alike_whether_the_teacher_is_given_loaded_or_by_path(
+    tmp_path, tiny_tokenizer, monkeypatch
+):
+    # loading a teacher by name may draw from torch's generator (transformers 4.57 does for an image-text Gemma 3);
+    # the LoRA start drawn after the teacher's pass must not depend on that
+    import diet_hf.healing
+
+    real = diet_hf.healing.load_causal_lm
+
+    def drawing_loader(*args, **kwargs):
+        torch.rand(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(diet_hf.healing, "load_causal_lm", drawing_loader)
+    teacher, student = _pair()
+    teacher.save_pretrained(tmp_path / "dense")
+    by_path = heal(student, str(tmp_path / "dense"), tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "a")
+    loaded = heal(_pair()[1], teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "b")
+    ids = random_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(by_path(ids).logits, loaded(ids).logits)
