@@ -49,8 +49,6 @@ def text_causal_lm(model):
     config = model.config.text_config  # the decoder's own config object, so both read the same attributes
     config._name_or_path = model.config._name_or_path
     config.tie_word_embeddings = getattr(model.config, "tie_word_embeddings", config.tie_word_embeddings)
-    if getattr(model.config, "_attn_implementation", None) is not None:
-        config._attn_implementation = model.config._attn_implementation
     with torch.device("meta"):  # no weights made: the loaded model's are moved in
         causal = Gemma3ForCausalLM(config)
     causal.model = language_model

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from conftest import random_batch, tiny_dense_model
+from test_healing import TEXTS, _small
 from transformers import (
     AutoModelForCausalLM,
     Gemma3Config,
@@ -16,7 +17,7 @@ from transformers import (
 
 from diet_hf import DietPruner
 from diet_hf.cli import main
-from diet_hf.healing import HealingConfig, heal
+from diet_hf.healing import heal
 from diet_hf.loading import load_causal_lm, text_causal_lm, text_config
 
 
@@ -119,20 +120,7 @@ def test_an_image_text_teacher_heals_and_scores_like_its_text_model(checkpoints,
     pruner = DietPruner.from_pretrained(text_dir).profile(
         tasks=["rte"], num_samples=4, batch_size=4, data_dir=data_dir, disable_progress=True
     )
-    texts = ["Question: is the answer yes? Answer: yes", "True or False: the answer is True"] * 12
-    config = HealingConfig(
-        max_tokens=16 * 2 * 4,
-        seq_len=16,
-        batch_size=2,
-        validation_sequences=2,
-        eval_steps=2,
-        save_steps=2,
-        lora_r=4,
-        lora_alpha=8,
-        top_k=8,
-        position_stride=1,
-        bf16=False,
-    )
+    config = _small(max_tokens=16 * 2 * 4)
     healed = {}
     for name, teacher in (("text", str(text_dir)), ("image-text", str(image_text_dir))):
         student = pruner.prune(sparsity=0.3)
@@ -140,7 +128,7 @@ def test_an_image_text_teacher_heals_and_scores_like_its_text_model(checkpoints,
             student,
             teacher,
             tiny_tokenizer,
-            texts,
+            TEXTS,
             config=config,
             work_dir=tmp_path / f"heal-{name}",
             disable_progress=True,
@@ -149,7 +137,7 @@ def test_an_image_text_teacher_heals_and_scores_like_its_text_model(checkpoints,
         pruner.prune(sparsity=0.3),
         Gemma3ForConditionalGeneration.from_pretrained(image_text_dir),
         tiny_tokenizer,
-        texts,
+        TEXTS,
         config=dataclasses.replace(config, top_k=None),
         work_dir=tmp_path / "online",
         disable_progress=True,
