@@ -18,6 +18,7 @@ __all__ = [
     "collect_activation_stats",
     "collect_input_moments",
     "first_token_inputs",
+    "iter_input_moments",
     "record_activation_stats",
 ]
 
@@ -251,29 +252,56 @@ def collect_input_moments(
     """E[x] and E[x x^T] of the inputs of `targets` (`("mlp" | "attn", layer_idx)` pairs) over real tokens.
 
     `batches` is a callable returning a fresh iterable of batches (dicts with `input_ids`, `attention_mask`). The
-    `channels x channels` float32 sums of as many targets as fit in `max_bytes` are kept per pass over the batches;
-    a pass stops after its last target's layer, so with one pass (the 270M model needs 0.3 GB) the cost is at most
-    one forward pass of the decoder. Sums are kept in float32 on the model's device.
+    `channels x channels` float32 sums of as many targets as fit in `max_bytes` are summed per pass over the batches
+    (`iter_input_moments`), and all of them are returned together; a pass stops after its last target's layer, so
+    with one pass (the 270M model needs 0.3 GB) the cost is at most one forward pass of the decoder.
     """
+    merged = None
+    for moments in iter_input_moments(
+        model,
+        family,
+        batches,
+        targets,
+        max_bytes=max_bytes,
+        num_batches=num_batches,
+        description=description,
+        disable_progress=disable_progress,
+    ):
+        merged = moments if merged is None else merged.merged(moments)
+    return merged
+
+
+def iter_input_moments(
+    model: nn.Module,
+    family: ModelFamily,
+    batches,
+    targets: list[tuple[str, int]],
+    *,
+    max_bytes: int = 4 * 2**30,
+    num_batches: int | None = None,
+    description: str = "input moments",
+    disable_progress: bool = False,
+) -> Iterator[InputMoments]:
+    """`collect_input_moments` one pass at a time: yields the `InputMoments` of each group of targets (forward order,
+    groups of about equal size, each at most `max_bytes` unless one target alone is larger) when its pass ends, so a
+    consumer that drops each before asking for the next holds one group's moments at a time (`build_pruned_model`
+    does: memory bounded by `max_bytes` where all the moments would not fit, e.g. 19 GB of them for Gemma-2 9B)."""
     width = moment_widths(model.config)
     order = sorted(set(targets), key=lambda key: (key[1], 0 if key[0] == "attn" else 1))  # forward order
+    sizes = [MomentSums.nbytes_for([key], width) for key in order]
+    share = sum(sizes) / max(1, -(-sum(sizes) // max_bytes))  # the total split evenly into the fewest passes
     groups, current, used = [], [], 0
-    for key in order:
-        size = MomentSums.nbytes_for([key], width)
-        if current and used + size > max_bytes:
+    for key, size in zip(order, sizes):
+        if current and (used + size > max_bytes or used + size / 2 > share):
             groups.append(current)
             current, used = [], 0
         current.append(key)
         used += size
     if current:
         groups.append(current)
-    sums, num_tokens = {}, 0
     for number, group in enumerate(groups):
         name = description if len(groups) == 1 else f"{description} ({number + 1}/{len(groups)})"
-        group_sums = _moments_pass(model, family, batches(), group, width, (name, num_batches), disable_progress)
-        sums.update(group_sums.sums)
-        num_tokens = group_sums.num_tokens
-    return _to_moments(sums, num_tokens)
+        yield _moments_pass(model, family, batches(), group, width, (name, num_batches), disable_progress).moments()
 
 
 def _moments_pass(model, family, batches, group, width, progress, disable_progress):

@@ -1,9 +1,10 @@
 """`DietPruner`: load a dense Gemma model, profile it on tasks, prune it by the merged per-task scores (a recipe)."""
 
 import contextlib
+import itertools
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from .profiler import (
     collect_activation_stats,
     collect_input_moments,
     first_token_inputs,
+    iter_input_moments,
     moment_widths,
 )
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
@@ -35,7 +37,9 @@ __all__ = ["DietPruner"]
 
 logger = logging.getLogger(__name__)
 
-_MOMENTS_CACHE_BYTES = 2 * 2**30  # the 270M model's MLP moments take 0.17 GB (0.22 with attention's)
+# moments kept between prune() calls, and the most one reconstruction pass sums where they do not all fit; the 270M
+# model's MLP moments take 0.17 GB (0.22 with attention's)
+_MOMENTS_CACHE_BYTES = 2 * 2**30
 
 
 METHODS = tuple(SCORING_METHODS)  # "diet" and the baselines (`diet_hf.methods`)
@@ -205,17 +209,10 @@ class DietPruner:
             return None
         return MomentSums(keys, width, next(self.model.parameters()).device)
 
-    def _input_moments(self, plan: PruningPlan, tasks: list[str]) -> InputMoments | None:
-        """Input moments of the dense model's cut `down_proj` / `o_proj` modules over `tasks`' calibration data."""
-        targets = [
-            (kind, layer)
-            for layer in range(plan.num_hidden_layers)
-            for kind, kept, full in (
-                ("attn", plan.head_kept_indices[layer], plan.num_attention_heads),
-                ("mlp", plan.mlp_kept_indices[layer], plan.intermediate_size),
-            )
-            if 0 < len(kept) < full
-        ]
+    def _input_moments(self, plan: PruningPlan, tasks: list[str]) -> InputMoments | Iterator[InputMoments] | None:
+        """Input moments of the dense model's cut `down_proj` / `o_proj` modules over `tasks`' calibration data: all
+        of them, or where they exceed `_MOMENTS_CACHE_BYTES` an iterator of groups, one pass over the data each."""
+        targets = _cut_modules(plan)
         if not targets:
             return None
         cached = self._moments[1] if self._moments is not None and self._moments[0] == frozenset(tasks) else None
@@ -229,13 +226,26 @@ class DietPruner:
                 yield from self._batches(data)[0]
 
         count = sum(self._batches(data)[1] or 0 for data in calibration)
+        held = 0 if cached is None else cached.nbytes
+        if held + MomentSums.nbytes_for(missing, moment_widths(self.model.config)) > _MOMENTS_CACHE_BYTES:
+            # too many to keep (Gemma 3 1B's take 2.8 GB, Gemma-2 9B's 19 GB): surgery reads them one pass's group
+            # at a time, each group at most the same budget, and none is kept for the next prune()
+            stream = iter_input_moments(
+                self.model,
+                self.family,
+                batches,
+                missing,
+                max_bytes=_MOMENTS_CACHE_BYTES,
+                num_batches=count,
+                description="reconstruction",
+            )
+            return stream if cached is None else itertools.chain([cached], stream)
         moments = collect_input_moments(
             self.model, self.family, batches, missing, num_batches=count, description="reconstruction"
         )
         if cached is not None:
             moments = cached.merged(moments)
-        if moments.nbytes <= _MOMENTS_CACHE_BYTES:  # pruning again (another sparsity) reuses them
-            self._moments = (frozenset(tasks), moments)
+        self._moments = (frozenset(tasks), moments)  # pruning again (another sparsity) reuses them
         return moments
 
     def _collect(self, calibration: dict, *, channel_stats: bool, disable_progress: bool, masks=None, moments=None):
@@ -447,8 +457,8 @@ class DietPruner:
         )
         moments = self._input_moments(plan, list(scores.tasks)) if reconstruct else None
         anchors = None
-        if anchor_bos:  # the BOS token's inputs of the modules the reconstruction fits
-            anchors = first_token_inputs(self.model, self.family, bos_token_id, list(moments.moments))
+        if anchor_bos and moments is not None:  # the BOS token's inputs of the modules the reconstruction fits
+            anchors = first_token_inputs(self.model, self.family, bos_token_id, _cut_modules(plan))
         self.plan = plan
         pruned = build_pruned_model(
             self.model, plan, channel_means=channel_means, input_moments=moments, reconstruction_anchors=anchors
@@ -538,6 +548,20 @@ def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) 
             task: list(ids) for task, ids in (scores.provenance.get("excluded_eval_ids") or {}).items() if ids
         },
     }
+
+
+def _cut_modules(plan: PruningPlan) -> list[tuple[str, int]]:
+    """The `("attn" | "mlp", layer_idx)` modules whose input the plan cuts but does not remove: those the
+    reconstruction refits."""
+    return [
+        (kind, layer)
+        for layer in range(plan.num_hidden_layers)
+        for kind, kept, full in (
+            ("attn", plan.head_kept_indices[layer], plan.num_attention_heads),
+            ("mlp", plan.mlp_kept_indices[layer], plan.intermediate_size),
+        )
+        if 0 < len(kept) < full
+    ]
 
 
 def _nested(plan: PruningPlan, previous: PruningPlan) -> bool:

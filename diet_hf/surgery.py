@@ -8,6 +8,7 @@ from torch import nn
 from .constants import family_for_model_type
 from .hub import modeling_module
 from .plan import PruningPlan
+from .profiler import InputMoments
 from .reconstruction import DEFAULT_DAMPING, least_squares_update
 
 __all__ = ["build_pruned_config", "build_pruned_model", "slice_linear_weight", "to_pruned_model"]
@@ -179,7 +180,8 @@ def build_pruned_model(
         input_moments (`diet_hf.profiler.InputMoments`, *optional*): least-squares reconstruction: for every cut
             `down_proj` / `o_proj` it holds, the kept columns are updated to carry what the removed channels
             contributed (`diet_hf.reconstruction.least_squares_update`; centered, with its bias, when
-            `channel_means` is given too).
+            `channel_means` is given too). Or an iterable of them (`diet_hf.profiler.iter_input_moments`), read
+            one at a time, so that only one group of modules' moments need be in memory.
         reconstruction_damping (`float`, *optional*): the ridge term of that solve, as a fraction of the mean
             variance of the kept channels.
         reconstruction_anchors (`dict`, *optional*): `{(kind, layer_idx): (channels,) tensor}`: an input of that
@@ -244,9 +246,10 @@ def _reconstructed(
     model: nn.Module, plan: PruningPlan, input_moments, *, centered: bool, damping: float, anchors: dict
 ) -> dict:
     """The least-squares `down_proj` / `o_proj` weights (and biases, when `centered`) of every cut layer that
-    `input_moments` covers; a wholly removed sublayer keeps its bias compensation."""
+    `input_moments` covers (one `InputMoments`, or an iterable of them, each dropped once its layers are solved); a
+    wholly removed sublayer keeps its bias compensation."""
     layout = family_for_model_type(model.config.model_type).layout
-    tensors = {}
+    cut = {}
     for layer_idx in range(plan.num_hidden_layers):
         for kind, kept, full, block, path in (
             ("mlp", plan.mlp_kept_indices[layer_idx], plan.intermediate_size, 1, layout.mlp_path(layer_idx, "down")),
@@ -258,24 +261,24 @@ def _reconstructed(
                 layout.attention_path(layer_idx, "output"),
             ),
         ):
-            if not kept or len(kept) == full or (kind, layer_idx) not in input_moments:
-                continue
+            if kept and len(kept) < full:
+                cut[(kind, layer_idx)] = (torch.tensor(_channels(kept, block), dtype=torch.long), path)
+    parts = iter([input_moments]) if isinstance(input_moments, InputMoments) else iter(input_moments)
+    tensors = {}
+    for moments in parts:
+        for key in [key for key in cut if key in moments]:
+            channels, path = cut[key]
             linear = model.get_submodule(path)
-            channels = torch.tensor(_channels(kept, block), dtype=torch.long)
-            mean, second = input_moments.get(kind, layer_idx)
+            mean, second = moments.get(*key)
             weight, bias = least_squares_update(
-                linear.weight,
-                channels,
-                mean,
-                second,
-                centered=centered,
-                damping=damping,
-                anchor=anchors.get((kind, layer_idx)),
+                linear.weight, channels, mean, second, centered=centered, damping=damping, anchor=anchors.get(key)
             )
             tensors[f"{path}.weight"] = weight
             if bias is not None:
                 dense_bias = linear.bias.double() if linear.bias is not None else 0
                 tensors[f"{path}.bias"] = (bias + dense_bias).to(linear.weight.dtype)
+            del mean, second
+        del moments  # before the next part's pass: one part's moments in memory at a time
     return tensors
 
 

@@ -9,7 +9,7 @@ from conftest import random_batch, tiny_dense_model
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.constants import family_for_model_type
 from diet_hf.plan import PruningPlan, build_plan
-from diet_hf.profiler import MomentSums, _input_module, collect_input_moments, first_token_inputs
+from diet_hf.profiler import MomentSums, _input_module, collect_input_moments, first_token_inputs, moment_widths
 from diet_hf.reconstruction import least_squares_update
 
 
@@ -288,6 +288,37 @@ def test_profile_time_moments_equal_a_pass_of_their_own(monkeypatch):
         torch.testing.assert_close(own_pass(**batches[0]).logits, fused(**batches[0]).logits, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"`input_moments` must be True or False, got 1"):
         pruner.profile({"a": batches}, input_moments=1)
+
+
+def test_moments_too_big_to_keep_are_read_one_pass_at_a_time(monkeypatch):
+    """Above the budget (Gemma 3 1B's moments take 2.8 GB, Gemma-2 9B's 19 GB) the reconstruction sums them in
+    passes of at most the budget each and surgery drops each group before the next pass: the same model, one
+    group in memory at a time, none kept."""
+    import gc
+    import weakref
+
+    import diet_hf.pruner
+
+    pruner, batches = _profiled("gemma3_text")
+    reference = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
+    one_layer = MomentSums.nbytes_for([("mlp", 0)], moment_widths(pruner.model.config))
+    monkeypatch.setattr(diet_hf.pruner, "_MOMENTS_CACHE_BYTES", one_layer)
+    pruner.profile({"a": batches, "b": batches[:1]})
+    original, groups, alive = diet_hf.pruner.iter_input_moments, [], []
+
+    def watched(*args, **kwargs):
+        for moments in original(*args, **kwargs):
+            gc.collect()
+            alive.append(sum(ref() is not None for ref in groups))  # earlier groups still held when this one came
+            groups.append(weakref.ref(moments))
+            yield moments
+
+    monkeypatch.setattr(diet_hf.pruner, "iter_input_moments", watched)
+    streamed = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
+    assert len(groups) == 4 and alive == [0, 0, 0, 0]  # attention and MLP of both layers, one pass each
+    assert pruner._moments is None
+    with torch.no_grad():
+        torch.testing.assert_close(streamed(**batches[0]).logits, reference(**batches[0]).logits, rtol=1e-4, atol=1e-5)
 
 
 def test_loaded_scores_draw_the_calibration_data_again(tmp_path, data_dir, tiny_tokenizer):
