@@ -239,34 +239,18 @@ class _StopForward(Exception):
 
 
 def collect_input_moments(
-    model: nn.Module,
-    family: ModelFamily,
-    batches,
-    targets: list[tuple[str, int]],
-    *,
-    max_bytes: int = 4 * 2**30,
-    num_batches: int | None = None,
-    description: str = "input moments",
-    disable_progress: bool = False,
+    model: nn.Module, family: ModelFamily, batches, targets: list[tuple[str, int]], **options
 ) -> InputMoments:
     """E[x] and E[x x^T] of the inputs of `targets` (`("mlp" | "attn", layer_idx)` pairs) over real tokens.
 
     `batches` is a callable returning a fresh iterable of batches (dicts with `input_ids`, `attention_mask`). The
     `channels x channels` float32 sums of as many targets as fit in `max_bytes` are summed per pass over the batches
-    (`iter_input_moments`), and all of them are returned together; a pass stops after its last target's layer, so
-    with one pass (the 270M model needs 0.3 GB) the cost is at most one forward pass of the decoder.
+    (`iter_input_moments`, which takes the same `options`: `max_bytes`, `num_batches`, `description`,
+    `disable_progress`), and all of them are returned together; a pass stops after its last target's layer, so with
+    one pass (the 270M model needs 0.3 GB) the cost is at most one forward pass of the decoder.
     """
     merged = None
-    for moments in iter_input_moments(
-        model,
-        family,
-        batches,
-        targets,
-        max_bytes=max_bytes,
-        num_batches=num_batches,
-        description=description,
-        disable_progress=disable_progress,
-    ):
+    for moments in iter_input_moments(model, family, batches, targets, **options):
         merged = moments if merged is None else merged.merged(moments)
     return merged
 
