@@ -359,6 +359,7 @@ def _run_prune(args) -> int:
         if repo:
             commit = push_saved_model(output, repo, private=args.private)
             print(f"pushed {output} to {repo} (commit {commit})")
+        del model  # saved: freed before the next sparsity's surgery (two pruned models at once otherwise)
     return EXIT_OK
 
 

@@ -455,6 +455,9 @@ class DietPruner:
         channel_means = (
             (channel_source if method == "diet" else self.scores).channel_means() if bias_compensation else None
         )
+        # the previous pruned model is not kept past this point, so that it can be freed before surgery builds the
+        # next one (unless the caller holds it): Gemma-2 2B's pruned weights take 5 GB in float32
+        self.pruned_model = None
         moments = self._input_moments(plan, list(scores.tasks)) if reconstruct else None
         anchors = None
         if anchor_bos and moments is not None:  # the BOS token's inputs of the modules the reconstruction fits

@@ -121,6 +121,29 @@ def random_batch(batch_size: int = 2, seq_len: int = 10, vocab_size: int = 128, 
 
 
 @pytest.fixture
+def pruned_models_alive_at_surgery(monkeypatch):
+    """Wraps the pruner's surgery: the returned list gets, at every call, how many models built by earlier calls are
+    still alive (after a garbage collection)."""
+    import gc
+    import weakref
+
+    import diet_hf.pruner
+
+    built, alive = [], []
+    real = diet_hf.pruner.build_pruned_model
+
+    def watched(*args, **kwargs):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in built))
+        model = real(*args, **kwargs)
+        built.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(diet_hf.pruner, "build_pruned_model", watched)
+    return alive
+
+
+@pytest.fixture
 def local_hub():
     """The session's local Hub server, with faults reset after each test."""
     yield LOCAL_HUB

@@ -19,7 +19,9 @@ def dense_dir(tmp_path, tiny_tokenizer):
     return save_dense_checkpoint(tmp_path / "dense", "gemma2", tiny_tokenizer)
 
 
-def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir, capsys):
+def test_prune_several_sparsities_from_one_profile(
+    dense_dir, tmp_path, data_dir, capsys, pruned_models_alive_at_surgery
+):
     out = tmp_path / "pruned"
     code = main(
         [
@@ -43,6 +45,7 @@ def test_prune_several_sparsities_from_one_profile(dense_dir, tmp_path, data_dir
         ]
     )
     assert code == 0, capsys.readouterr().err
+    assert pruned_models_alive_at_surgery == [0, 0]  # each saved model freed before the next one's surgery
     printed = capsys.readouterr().out
     for percent in (20, 40):
         model = AutoModelForCausalLM.from_pretrained(f"{out}-{percent}")

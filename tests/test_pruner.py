@@ -127,6 +127,15 @@ def _profiled(family="gemma2", channel_stats=True):
     return DietPruner(dense).profile({"a": batches, "b": batches[:1]}, channel_stats=channel_stats)
 
 
+def test_a_new_prune_lets_the_previous_pruned_model_go_before_surgery(pruned_models_alive_at_surgery):
+    pruner = _profiled()
+    pruner.prune(sparsity=0.2)  # not held by the caller: the pruner's reference alone must not keep it
+    held = pruner.prune(sparsity=0.3)
+    pruner.prune(sparsity=0.4)
+    assert pruned_models_alive_at_surgery == [0, 0, 1] and held is not None
+    assert pruner.pruned_model is not held  # the last one, for save_pretrained
+
+
 def test_paper_recipe_is_the_published_method():
     pruner = _profiled()
     pruner.prune(sparsity=0.3, recipe="paper")
