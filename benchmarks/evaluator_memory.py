@@ -9,13 +9,12 @@ weight has been read: what the evaluation adds on top of the model.
 """
 
 import argparse
-import json
-import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _side import print_result, provenance, run_side, write_report
 
 TASKS = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "piqa"]
 
@@ -69,24 +68,12 @@ def main(argv=None) -> int:
     rows = []
     for batch_size in args.batch_sizes:
         command = [sys.executable, __file__, "--side", args.model_dir, str(Path(args.data_dir).resolve())]
-        command += [str(args.limit), str(batch_size)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not lines:
-            print(done.stderr[-4000:], file=sys.stderr)
+        row = run_side([*command, str(args.limit), str(batch_size)])
+        if row is None:
             return 1
-        rows.append(json.loads(lines[-1][len("RESULT ") :]))
+        rows.append(row)
         print(rows[-1], flush=True)
-    report = {
-        "command": " ".join([sys.executable, *sys.argv]),
-        "machine": platform.platform(),
-        "processor_count": __import__("os").cpu_count(),
-        "limit": args.limit,
-        "rows": rows,
-    }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    report = {**provenance(), "limit": args.limit, "rows": rows}
     lines = [
         "# diet-hf evaluator: time and peak memory by batch size (Gemma 3 270M, dense, float32)",
         "",
@@ -103,14 +90,13 @@ def main(argv=None) -> int:
         for r in rows
     ]
     lines += ["", f"Model parameters: {rows[0]['model_gb']:.2f} GB."]
-    output.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.output, report, lines)
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--side":
         model_dir, data_dir, limit, batch_size = sys.argv[2:6]
-        print("RESULT " + json.dumps(side(model_dir, data_dir, int(limit), int(batch_size))))
+        print_result(side(model_dir, data_dir, int(limit), int(batch_size)))
     else:
         sys.exit(main())

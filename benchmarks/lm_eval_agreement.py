@@ -13,14 +13,15 @@ pruned by diet-hf: lm-eval's side cannot import diet-hf and loads it with `trust
 
 import argparse
 import json
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _side import print_result, provenance, run_side  # noqa: E402
 
 TASKS = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "piqa"]
 
@@ -158,7 +159,7 @@ def side(argv) -> None:
         else run_ours(model_dir, data_dir, int(limit), int(batch_size))
     )
     result["max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print("RESULT " + json.dumps(result))
+    print_result(result)
 
 
 def main(argv=None) -> int:
@@ -193,16 +194,11 @@ def main(argv=None) -> int:
                 str(args.limit),
                 str(args.batch_size),
             ]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-            if done.returncode != 0 or not lines:
-                print(done.stderr[-4000:], file=sys.stderr)
+            sides[which] = run_side(command)
+            if sides[which] is None:
                 return 1
-            sides[which] = json.loads(lines[-1][len("RESULT ") :])
     report = {
-        "command": " ".join([sys.executable, *sys.argv]),
-        "machine": platform.platform(),
-        "processor_count": __import__("os").cpu_count(),
+        **provenance(),
         "limit": args.limit,
         "batch_size": args.batch_size,
         "versions": _versions(),

@@ -1,0 +1,45 @@
+"""What the benchmarks that run each measurement in a process of its own share: running that process and reading
+the one result it prints, and the provenance every report starts with."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+_PREFIX = "RESULT "
+
+
+def print_result(result: dict) -> None:
+    """Prints a side process's result where `run_side` finds it."""
+    print(_PREFIX + json.dumps(result), flush=True)
+
+
+def run_side(command: list[str]) -> dict | None:
+    """Runs `command` and returns the last result it printed; `None` (its stderr's tail printed) if it failed."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(_PREFIX)]
+    if done.returncode != 0 or not lines:
+        print(done.stderr[-4000:], file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len(_PREFIX) :])
+
+
+def provenance() -> dict:
+    """The command, machine and CPU count a report records."""
+    return {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "machine": platform.platform(),
+        "processor_count": os.cpu_count(),
+    }
+
+
+def write_report(output, report: dict, markdown: list[str]) -> None:
+    """Writes `output`.json (the report) and `output`.md (its lines), and prints the Markdown."""
+    from pathlib import Path
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    output.with_suffix(".md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))

@@ -1,0 +1,156 @@
+"""Profile and prune at the sizes of larger Gemmas, on random weights: time and peak memory per step.
+
+    python benchmarks/random_shapes.py --data-dir ../shared/data --output benchmarks/results/random_shapes
+
+Gemma 3 1B and Gemma-2 2B weights are not reachable here, so each runs as a randomly initialized model of that shape
+(float32, CPU), in a process of its own: profile on 2 tasks x 8 calibration examples, prune at 20% with the default
+recipe (the least-squares reconstruction: its input moments exceed the pruner's 2 GiB budget at these widths, so they
+are summed in several passes and solved a group at a time), then at 20% with the paper's recipe (heads cut too, no
+reconstruction) while the first pruned model is dropped by the caller, then greedy decoding and a save. Memory is
+the process's peak resident size (VmHWM) over each step, reset before it, and what the step adds to the resident
+size before it. A check of shapes, memory and time at real sizes, not of quality: the weights are random.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _side import print_result, provenance, run_side, write_report
+
+SHAPES = {
+    "gemma-3-1b": (
+        "gemma3_text",
+        dict(
+            vocab_size=262144,
+            hidden_size=1152,
+            intermediate_size=6912,
+            num_hidden_layers=26,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=256,
+            sliding_window=512,
+            rope_theta=1e6,
+            rope_local_base_freq=10000.0,
+            query_pre_attn_scalar=256,
+            max_position_embeddings=32768,
+            layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(26)],
+        ),
+    ),
+    "gemma-2-2b": (
+        "gemma2",
+        dict(
+            vocab_size=256000,
+            hidden_size=2304,
+            intermediate_size=9216,
+            num_hidden_layers=26,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            sliding_window=4096,
+            query_pre_attn_scalar=256,
+            final_logit_softcapping=30.0,
+            attn_logit_softcapping=50.0,
+            max_position_embeddings=8192,
+        ),
+    ),
+}
+
+
+def _status_gib(field: str) -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field + ":")) / 2**20
+
+
+def _step(rows: list, name: str, work):
+    """Runs `work()` with the peak resident size reset before it; appends its row and returns its result."""
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    before, start = _status_gib("VmRSS"), time.perf_counter()
+    result = work()
+    peak = _status_gib("VmHWM")
+    rows.append({"step": name, "seconds": time.perf_counter() - start, "peak_gib": peak, "added_gib": peak - before})
+    print(rows[-1], flush=True)
+    return result
+
+
+def side(shape: str, data_dir: str) -> dict:
+    import torch
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from diet_hf import DietPruner
+    from diet_hf.real_model import load_gemma3_270m
+
+    family, values = SHAPES[shape]
+    config_class, model_class = {"gemma2": (Gemma2Config, Gemma2ForCausalLM)}.get(
+        family, (Gemma3TextConfig, Gemma3ForCausalLM)
+    )
+    rows = []
+    torch.manual_seed(0)
+    model = _step(rows, "build (random init)", lambda: model_class(config_class(**values)).eval())
+    tokenizer = AutoTokenizer.from_pretrained(load_gemma3_270m()[2])  # token ids below either vocabulary's size
+    pruner = DietPruner(model, tokenizer, model_id=f"random/{shape}")
+    profile = dict(tasks=["rte", "arc_easy"], num_samples=8, batch_size=4, data_dir=data_dir, disable_progress=True)
+    _step(rows, "profile", lambda: pruner.profile(**profile))
+    default = _step(rows, "prune 20% (default recipe)", lambda: pruner.prune(sparsity=0.2))
+    sizes = sorted({default.config.per_layer_config[i].intermediate_size for i in range(values["num_hidden_layers"])})
+    del default  # the caller lets it go; the pruner lets go of its own reference when the next surgery starts
+    paper = _step(rows, "prune 20% (paper recipe)", lambda: pruner.prune(sparsity=0.2, recipe="paper"))
+    ids = tokenizer(["The capital of France is"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        _step(rows, "greedy decoding, 16 tokens", lambda: paper.generate(ids, max_new_tokens=16, do_sample=False))
+    with tempfile.TemporaryDirectory() as directory:
+        _step(rows, "save_pretrained", lambda: pruner.save_pretrained(directory))
+    return {
+        "shape": shape,
+        "model_type": family,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30,
+        "default_mlp_widths": sizes,
+        "rows": rows,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--output", default="benchmarks/results/random_shapes")
+    args = parser.parse_args(argv)
+    results = []
+    for shape in args.shapes:
+        result = run_side([sys.executable, __file__, "--side", shape, str(Path(args.data_dir).resolve())])
+        if result is None:
+            return 1
+        results.append(result)
+    report = {**provenance(), "results": results}
+    lines = [
+        "# Profile and prune at larger Gemma shapes (random weights, float32, CPU)",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}, {report['processor_count']} CPUs. Each shape in a process of its own; "
+        "peak: the process's peak resident size over the step (VmHWM, reset before it); added: that peak minus the "
+        "resident size before the step. Random weights: shapes, memory and time, not quality.",
+    ]
+    for result in results:
+        lines += [
+            "",
+            f"## {result['shape']} ({result['model_type']}, {result['parameters'] / 1e9:.2f}B parameters, "
+            f"{result['model_gib']:.2f} GiB; the default's MLP widths at 20%: {result['default_mlp_widths']})",
+            "",
+            "| step | seconds | peak (GiB) | added (GiB) |",
+            "|---|---|---|---|",
+            *[
+                f"| {r['step']} | {r['seconds']:.0f} | {r['peak_gib']:.2f} | {r['added_gib']:.2f} |"
+                for r in result["rows"]
+            ],
+        ]
+    write_report(args.output, report, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--side":
+        print_result(side(sys.argv[2], sys.argv[3]))
+    else:
+        sys.exit(main())
