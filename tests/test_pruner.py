@@ -136,6 +136,26 @@ def test_a_new_prune_lets_the_previous_pruned_model_go_before_surgery(pruned_mod
     assert pruner.pruned_model is not held  # the last one, for save_pretrained
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("recipe", ["uniform_mlp_mean_ls_bos", "paper"])
+def test_a_bfloat16_model_prunes_as_its_float32_self(family, recipe):
+    # the design's user path loads the dense model in bfloat16: statistics are summed in float32 and the
+    # reconstruction solved in float64 either way, so the plan is the same and the weights differ by rounding only
+    batches = [
+        {"input_ids": random_batch(4, 12, seed=i), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+        for i in range(3)
+    ]
+    pruned = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        pruner = DietPruner(tiny_dense_model(family).to(dtype)).profile({"a": batches, "b": batches[:2]})
+        pruned[dtype] = (pruner.prune(sparsity=0.3, recipe=recipe), pruner.plan.to_dict())
+    (full, full_plan), (half, half_plan) = pruned[torch.float32], pruned[torch.bfloat16]
+    assert half_plan == full_plan and {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    ids = random_batch(2, 10, seed=9)
+    with torch.no_grad():
+        torch.testing.assert_close(half(ids).logits.float(), full(ids).logits, rtol=0, atol=0.03)
+
+
 def test_paper_recipe_is_the_published_method():
     pruner = _profiled()
     pruner.prune(sparsity=0.3, recipe="paper")
