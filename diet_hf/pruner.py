@@ -379,7 +379,9 @@ class DietPruner:
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan. Its unsliced weights
             are `self.model`'s own tensors (no copy): train a saved-and-reloaded checkpoint or a `copy.deepcopy`, or
-            use `diet_hf.healing.heal`, which never writes through to the dense model.
+            use `diet_hf.healing.heal`, which never writes through to the dense model. The pruner keeps it for
+            `save_pretrained` / `push_to_hub` until the next `prune()` reaches surgery, then lets it go (freed then
+            unless you hold it).
         """
         options = with_overrides(PruneOptions, options, option_values, "prune")
         scoring = get_method(method)
