@@ -7,6 +7,7 @@ from torch import nn
 
 from .constants import family_for_model_type
 from .hub import modeling_module
+from .loading import text_causal_lm
 from .plan import PruningPlan
 from .profiler import InputMoments
 from .reconstruction import DEFAULT_DAMPING, least_squares_update
@@ -167,10 +168,10 @@ def build_pruned_model(
     """Builds the pruned causal LM of a dense Gemma causal LM; weights not cut are shared, not copied.
 
     Args:
-        model (`Gemma2ForCausalLM` or `Gemma3ForCausalLM`): the dense model (it stays usable; untouched tensors are
-            shared with the result, so training the result in place, e.g. full fine-tuning or an in-place LoRA merge,
-            changes the dense model too: `heal` guards against that; for your own training, train a reloaded
-            checkpoint or a `copy.deepcopy` of the result).
+        model (`Gemma2ForCausalLM` or `Gemma3ForCausalLM`; of a `Gemma3ForConditionalGeneration` its text decoder): the
+            dense model (it stays usable; untouched tensors are shared with the result, so training the result in
+            place, e.g. full fine-tuning or an in-place LoRA merge, changes the dense model too: `heal` guards against
+            that; for your own training, train a reloaded checkpoint or a `copy.deepcopy` of the result).
         plan (`PruningPlan`, *optional*): what to keep; `None` keeps everything (an unpruned pruned-format model).
         pruning (`dict`, *optional*): provenance stored as `config.pruning`.
         channel_means (`dict[str, torch.Tensor]`, *optional*): FLAP's bias compensation. `mlp` `(layers,
@@ -193,6 +194,7 @@ def build_pruned_model(
         dimensions and heads are zeroed (with `channel_means`: replaced by those means; with `input_moments`: by
         their least-squares prediction from the kept channels).
     """
+    model = text_causal_lm(model)  # an image-text Gemma 3: its text decoder
     family = family_for_model_type(model.config.model_type)
     if model.config.model_type == family.pruned_model_type:
         raise ValueError(f"The model is already a `{family.pruned_model_type}` model; prune its dense base model.")

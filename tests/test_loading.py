@@ -15,7 +15,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from diet_hf import DietPruner
+from diet_hf import DietPruner, to_pruned_model
 from diet_hf.cli import main
 from diet_hf.healing import heal
 from diet_hf.loading import load_causal_lm, text_causal_lm, text_config
@@ -68,6 +68,9 @@ def test_an_image_text_checkpoint_loads_as_its_text_model(checkpoints, tiny_toke
         generated = loaded.generate(ids[:1, :4], max_new_tokens=6, do_sample=False)
         torch.testing.assert_close(generated, text.generate(ids[:1, :4], max_new_tokens=6, do_sample=False))
     assert text_causal_lm(text) is text  # a text model is left as it is
+    unpruned = to_pruned_model(full)  # the pruned format of its text decoder, weights shared
+    with torch.no_grad():
+        torch.testing.assert_close(unpruned(ids).logits, text(ids).logits)
     full.hf_device_map = {  # a model split by accelerate: the text model's part of the map, in its own names
         "model.vision_tower": "cpu",
         "model.multi_modal_projector": "cpu",
