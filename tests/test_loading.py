@@ -149,6 +149,16 @@ def test_an_image_text_teacher_heals_and_scores_like_its_text_model(checkpoints,
     ids = random_batch(vocab_size=len(tiny_tokenizer) - 3)
     with torch.no_grad():
         torch.testing.assert_close(healed["image-text"](ids).logits, healed["text"](ids).logits)
+    # `diet-hf heal --teacher` an image-text checkpoint, with the full-vocabulary KL (the CLI loads the teacher then)
+    student = pruner.prune(sparsity=0.3)
+    student.save_pretrained(tmp_path / "pruned")
+    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(image_text_dir), "--top-k", "0"]
+    argv += ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--batch-size", "2"]
+    argv += ["--max-tokens", "64", "--validation-sequences", "2", "--lora-r", "2", "--output", str(tmp_path / "h")]
+    assert main(argv) == 0
+    healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
+    assert healing["teacher"] == str(image_text_dir) and healing["steps"] == 1
     # `diet-hf eval` of the image-text checkpoint scores its text model
     outputs = {}
     for name, directory in (("text", text_dir), ("image-text", image_text_dir)):
