@@ -269,7 +269,7 @@ def iter_input_moments(
     """`collect_input_moments` one pass at a time: yields the `InputMoments` of each group of targets (forward order,
     groups of about equal size, each at most `max_bytes` unless one target alone is larger) when its pass ends, so a
     consumer that drops each before asking for the next holds one group's moments at a time (`build_pruned_model`
-    does: memory bounded by `max_bytes` where all the moments would not fit, e.g. 19 GB of them for Gemma-2 9B)."""
+    does: memory bounded by `max_bytes` where all the moments would not fit, e.g. Gemma-2 9B's MLPs' 17.6 GB)."""
     width = moment_widths(model.config)
     order = sorted(set(targets), key=lambda key: (key[1], 0 if key[0] == "attn" else 1))  # forward order
     sizes = [MomentSums.nbytes_for([key], width) for key in order]

@@ -291,7 +291,7 @@ def test_profile_time_moments_equal_a_pass_of_their_own(monkeypatch):
 
 
 def test_moments_too_big_to_keep_are_read_one_pass_at_a_time(monkeypatch):
-    """Above the budget (Gemma 3 1B's moments take 2.8 GB, Gemma-2 9B's 19 GB) the reconstruction sums them in
+    """Above the budget (Gemma 3 1B's MLP moments take 2.6 GB, Gemma-2 9B's 17.6 GB) the reconstruction sums them in
     passes of at most the budget each and surgery drops each group before the next pass: the same model, one
     group in memory at a time, none kept."""
     import gc
