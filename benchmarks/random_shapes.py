@@ -2,16 +2,19 @@
 
     python benchmarks/random_shapes.py --data-dir ../shared/data --output benchmarks/results/random_shapes
 
-Gemma 3 1B and Gemma-2 2B weights are not reachable here, so each runs as a randomly initialized model of that shape
-(float32, CPU), in a process of its own: profile on 2 tasks x 8 calibration examples, prune at 20% with the default
-recipe (the least-squares reconstruction: its input moments exceed the pruner's 2 GiB budget at these widths, so they
-are summed in several passes and solved a group at a time), then at 20% with the paper's recipe (heads cut too, no
-reconstruction) while the first pruned model is dropped by the caller, then greedy decoding and a save. Memory is
-the process's peak resident size (VmHWM) over each step, reset before it, and what the step adds to the resident
-size before it. A check of shapes, memory and time at real sizes, not of quality: the weights are random.
+Gemma 3 1B, Gemma-2 2B and Gemma 3 4B weights are not reachable here, so each runs as a randomly initialized model of
+that shape (float32; the 4B's text decoder in bfloat16, as it is run; CPU), in a process of its own: profile on 2
+tasks x 8 calibration examples, prune at 20% with the default recipe (the least-squares reconstruction: its input
+moments exceed the pruner's 2 GiB budget at these widths, so they are summed in several passes and solved a group at
+a time), then at 20% with the paper's recipe (heads cut too, no reconstruction) while the first pruned model is
+dropped by the caller, then greedy decoding and a save. Memory is the process's peak resident size (VmHWM) over each
+step, reset before it, and what the step adds to the resident size before it. A check of shapes, memory and time at
+real sizes, not of quality: the weights are random. `--shapes` runs some of them; the rows of the others already in
+the output are kept.
 """
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -55,7 +58,28 @@ SHAPES = {
             max_position_embeddings=8192,
         ),
     ),
+    # the text decoder of the image-text Gemma 3 4B (google/gemma-3-4b-pt's text_config), in bfloat16 as users run it
+    "gemma-3-4b-text": (
+        "gemma3_text",
+        dict(
+            vocab_size=262208,
+            hidden_size=2560,
+            intermediate_size=10240,
+            num_hidden_layers=34,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            sliding_window=1024,
+            rope_theta=1e6,
+            rope_local_base_freq=10000.0,
+            rope_scaling={"factor": 8.0, "rope_type": "linear"},
+            query_pre_attn_scalar=256,
+            max_position_embeddings=131072,
+            layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(34)],
+        ),
+    ),
 }
+DTYPES = {"gemma-3-4b-text": "bfloat16"}  # float32 otherwise
 
 
 def _status_gib(field: str) -> float:
@@ -87,7 +111,13 @@ def side(shape: str, data_dir: str) -> dict:
     )
     rows = []
     torch.manual_seed(0)
-    model = _step(rows, "build (random init)", lambda: model_class(config_class(**values)).eval())
+    dtype = getattr(torch, DTYPES.get(shape, "float32"))
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # made in its dtype: no float32 copy at the start
+    try:
+        model = _step(rows, "build (random init)", lambda: model_class(config_class(**values)).eval())
+    finally:
+        torch.set_default_dtype(default_dtype)
     tokenizer = AutoTokenizer.from_pretrained(load_gemma3_270m()[2])  # token ids below either vocabulary's size
     pruner = DietPruner(model, tokenizer, model_id=f"random/{shape}")
     profile = dict(tasks=["rte", "arc_easy"], num_samples=8, batch_size=4, data_dir=data_dir, disable_progress=True)
@@ -104,6 +134,7 @@ def side(shape: str, data_dir: str) -> dict:
     return {
         "shape": shape,
         "model_type": family,
+        "dtype": str(dtype).removeprefix("torch."),
         "parameters": sum(p.numel() for p in model.parameters()),
         "model_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30,
         "default_mlp_widths": sizes,
@@ -117,7 +148,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--output", default="benchmarks/results/random_shapes")
     args = parser.parse_args(argv)
-    results = []
+    output = Path(args.output).with_suffix(".json")
+    earlier = json.loads(output.read_text())["results"] if output.is_file() else []
+    results = [result for result in earlier if result["shape"] not in args.shapes]  # other shapes' rows are kept
     for shape in args.shapes:
         result = run_side([sys.executable, __file__, "--side", shape, str(Path(args.data_dir).resolve())])
         if result is None:
@@ -125,7 +158,7 @@ def main(argv=None) -> int:
         results.append(result)
     report = {**provenance(), "results": results}
     lines = [
-        "# Profile and prune at larger Gemma shapes (random weights, float32, CPU)",
+        "# Profile and prune at larger Gemma shapes (random weights, CPU)",
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}, {report['processor_count']} CPUs. Each shape in a process of its own; "
@@ -136,7 +169,8 @@ def main(argv=None) -> int:
         lines += [
             "",
             f"## {result['shape']} ({result['model_type']}, {result['parameters'] / 1e9:.2f}B parameters, "
-            f"{result['model_gib']:.2f} GiB; the default's MLP widths at 20%: {result['default_mlp_widths']})",
+            f"{result.get('dtype', 'float32')}, {result['model_gib']:.2f} GiB; the default's MLP widths at 20%: "
+            f"{result['default_mlp_widths']})",
             "",
             "| step | seconds | peak (GiB) | added (GiB) |",
             "|---|---|---|---|",
