@@ -88,6 +88,19 @@ class PruningPlan:
     def num_key_value_heads_per_layer(self) -> list[int]:
         return [len(v) for v in self.kv_head_kept_indices]
 
+    def cut_modules(self) -> list[tuple[str, int]]:
+        """The `("attn" | "mlp", layer_idx)` sublayers the plan narrows but does not remove, in forward order: those
+        whose output projection (`o_proj` / `down_proj`) the least-squares reconstruction refits."""
+        return [
+            (kind, layer)
+            for layer in range(self.num_hidden_layers)
+            for kind, kept, full in (
+                ("attn", self.head_kept_indices[layer], self.num_attention_heads),
+                ("mlp", self.mlp_kept_indices[layer], self.intermediate_size),
+            )
+            if 0 < len(kept) < full
+        ]
+
     def block_parameters(self) -> tuple[int, int]:
         """Attention + MLP parameters of the decoder blocks: (kept, dense)."""
         h, d = self.hidden_size, self.head_dim

@@ -212,7 +212,7 @@ class DietPruner:
     def _input_moments(self, plan: PruningPlan, tasks: list[str]) -> InputMoments | Iterator[InputMoments] | None:
         """Input moments of the dense model's cut `down_proj` / `o_proj` modules over `tasks`' calibration data: all
         of them, or where they exceed `_MOMENTS_CACHE_BYTES` an iterator of groups, one pass over the data each."""
-        targets = _cut_modules(plan)
+        targets = plan.cut_modules()
         if not targets:
             return None
         cached = self._moments[1] if self._moments is not None and self._moments[0] == frozenset(tasks) else None
@@ -463,7 +463,7 @@ class DietPruner:
         moments = self._input_moments(plan, list(scores.tasks)) if reconstruct else None
         anchors = None
         if anchor_bos and moments is not None:  # the BOS token's inputs of the modules the reconstruction fits
-            anchors = first_token_inputs(self.model, self.family, bos_token_id, _cut_modules(plan))
+            anchors = first_token_inputs(self.model, self.family, bos_token_id, plan.cut_modules())
         self.plan = plan
         pruned = build_pruned_model(
             self.model, plan, channel_means=channel_means, input_moments=moments, reconstruction_anchors=anchors
@@ -553,20 +553,6 @@ def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) 
             task: list(ids) for task, ids in (scores.provenance.get("excluded_eval_ids") or {}).items() if ids
         },
     }
-
-
-def _cut_modules(plan: PruningPlan) -> list[tuple[str, int]]:
-    """The `("attn" | "mlp", layer_idx)` modules whose input the plan cuts but does not remove: those the
-    reconstruction refits."""
-    return [
-        (kind, layer)
-        for layer in range(plan.num_hidden_layers)
-        for kind, kept, full in (
-            ("attn", plan.head_kept_indices[layer], plan.num_attention_heads),
-            ("mlp", plan.mlp_kept_indices[layer], plan.intermediate_size),
-        )
-        if 0 < len(kept) < full
-    ]
 
 
 def _nested(plan: PruningPlan, previous: PruningPlan) -> bool:

@@ -252,20 +252,14 @@ def _reconstructed(
     wholly removed sublayer keeps its bias compensation."""
     layout = family_for_model_type(model.config.model_type).layout
     cut = {}
-    for layer_idx in range(plan.num_hidden_layers):
-        for kind, kept, full, block, path in (
-            ("mlp", plan.mlp_kept_indices[layer_idx], plan.intermediate_size, 1, layout.mlp_path(layer_idx, "down")),
-            (
-                "attn",
-                plan.head_kept_indices[layer_idx],
-                plan.num_attention_heads,
-                plan.head_dim,
-                layout.attention_path(layer_idx, "output"),
-            ),
-        ):
-            if kept and len(kept) < full:
-                cut[(kind, layer_idx)] = (torch.tensor(_channels(kept, block), dtype=torch.long), path)
-    parts = iter([input_moments]) if isinstance(input_moments, InputMoments) else iter(input_moments)
+    for kind, layer_idx in plan.cut_modules():
+        if kind == "mlp":
+            kept, block, path = plan.mlp_kept_indices[layer_idx], 1, layout.mlp_path(layer_idx, "down")
+        else:
+            kept, block = plan.head_kept_indices[layer_idx], plan.head_dim
+            path = layout.attention_path(layer_idx, "output")
+        cut[(kind, layer_idx)] = (torch.tensor(_channels(kept, block), dtype=torch.long), path)
+    parts = [input_moments] if isinstance(input_moments, InputMoments) else input_moments
     tensors = {}
     for moments in parts:
         for key in [key for key in cut if key in moments]:

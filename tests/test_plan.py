@@ -277,3 +277,12 @@ def test_invalid_plan_errors():
         PruningPlan.from_dict({**data, "mlp_kept_indices": [[0], [5, 3]]})
     with pytest.raises(ValueError, match=r"one entry per layer"):
         PruningPlan.from_dict({**data, "mlp_kept_indices": [[0]]})
+
+
+def test_cut_modules_are_the_narrowed_sublayers_not_the_removed_or_whole_ones():
+    plan = PruningPlan.keep_all(tiny_gemma2_config())  # 2 layers, 64 MLP channels, 4 heads on 2 KV heads
+    plan.mlp_kept_indices = [list(range(10)), []]
+    plan.head_kept_indices, plan.kv_head_kept_indices = [[0, 1, 2, 3], [0, 2]], [[0, 1], [0, 1]]
+    plan.__post_init__()
+    assert plan.cut_modules() == [("mlp", 0), ("attn", 1)]
+    assert PruningPlan.keep_all(tiny_gemma2_config()).cut_modules() == []
