@@ -6,6 +6,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from .constants import base_sizes, family_for_model_type, layer_sizes
 from .info import count_parameters
+from .loading import is_image_text, text_config
 
 __all__ = ["PLOT_FILE", "write_model_card"]
 
@@ -17,6 +18,28 @@ _CITATION = """@misc{diet2026,
   year          = {2026},
   url           = {https://arxiv.org/abs/2603.23985}
 }"""
+
+
+def _text_usage(name: str) -> list[str]:
+    return [
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'revision = "main"  # replace with the commit hash you reviewed',
+        f'model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True, revision=revision)',
+        "# the tokenizer is stock; trust_remote_code only lets it read this config without an interactive prompt",
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}", revision=revision, trust_remote_code=True)',
+    ]
+
+
+def _image_text_usage(name: str) -> list[str]:
+    return [
+        "from transformers import AutoModelForImageTextToText, AutoProcessor",
+        "",
+        'revision = "main"  # replace with the commit hash you reviewed',
+        f'model = AutoModelForImageTextToText.from_pretrained("{name}", trust_remote_code=True, revision=revision)',
+        "# the processor is the base model's; trust_remote_code only lets it read this config without a prompt",
+        f'processor = AutoProcessor.from_pretrained("{name}", revision=revision, trust_remote_code=True)',
+    ]
 
 
 def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
@@ -151,6 +174,8 @@ def write_model_card(
     With `dense_evaluation` (the base model on the same examples) the evaluation table shows both side by side."""
     directory = Path(save_directory)
     record = getattr(config, "pruning", None) or {}
+    image_text = is_image_text(config)  # the text decoder pruned, the vision tower kept
+    config = text_config(config)  # the sizes, the plot and the family are the text decoder's
     method = record.get("method") or "DIET"
     base_type = type(config).model_type.removeprefix("pruned_")
     counts, base = count_parameters(config), count_parameters(config, dense=True)
@@ -158,7 +183,7 @@ def write_model_card(
     data = ModelCardData(
         base_model=record.get("base_model"),
         library_name="transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag="image-text-to-text" if image_text else "text-generation",
         tags=["diet", "pruned", "structured-pruning", base_type],
         license=family_for_model_type(config.model_type).license,
     )
@@ -177,7 +202,10 @@ def write_model_card(
         "|---|---|",
         f"| base model | {record.get('base_model')} (revision {record.get('base_model_revision')}) |",
         *(
-            [f"| part pruned | the text decoder of this {record['base_model_architecture']}; no vision tower |"]
+            [
+                f"| part pruned | the text decoder of this {record['base_model_architecture']}; "
+                + ("its vision tower and projector kept unchanged |" if image_text else "no vision tower |")
+            ]
             if record.get("base_model_architecture")
             else []
         ),
@@ -185,7 +213,8 @@ def write_model_card(
         f"| samples per task | {record.get('num_samples')} (seed {record.get('seed')}) |",
         f"| target sparsity | {_target_text(target)} |",
         f"| achieved decoder-block sparsity | {record.get('achieved_block_sparsity', 0.0):.2%} |",
-        f"| parameters | {base['total']:,} before, {counts['total']:,} after |",
+        f"| parameters{' of the text model' if image_text else ''} | {base['total']:,} before, {counts['total']:,} "
+        "after |",
         f"| decoder-block attention + MLP parameters | {base['decoder_blocks']:,} before, "
         f"{counts['decoder_blocks']:,} after |",
         *[
@@ -241,18 +270,14 @@ def write_model_card(
     lines += [
         "## Usage",
         "",
-        "`config.json` states the per-layer sizes as transformers' own sparse `per_layer_config` (layers that differ "
+        f"`config.json`{' (its `text_config`)' if image_text else ''} states the per-layer sizes as transformers' "
+        "own sparse `per_layer_config` (layers that differ "
         "from the base model; `skip` for a removed MLP or attention). Building the layers needs the model code "
         "shipped in this repository (`trust_remote_code=True`); it imports only torch and transformers. Pin the "
         "revision you reviewed, so the code you run cannot change under you:",
         "",
         "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        'revision = "main"  # replace with the commit hash you reviewed',
-        f'model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True, revision=revision)',
-        "# the tokenizer is stock; trust_remote_code only lets it read this config without an interactive prompt",
-        f'tokenizer = AutoTokenizer.from_pretrained("{name}", revision=revision, trust_remote_code=True)',
+        *(_image_text_usage(name) if image_text else _text_usage(name)),
         "```",
         "",
         *(

@@ -178,6 +178,12 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
     prune.add_argument("--revision", default=None, help="branch, tag or commit of the dense model on the Hub")
     prune.add_argument(
+        "--text-only",
+        action="store_true",
+        help="of an image-text Gemma 3 (4B and up): save the pruned text model alone, without the vision tower "
+        "(by default it is kept, unchanged)",
+    )
+    prune.add_argument(
         "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
     )
     prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
@@ -329,7 +335,7 @@ def _run_prune(args) -> int:
         kwargs["device_map"] = args.device_map
     if args.revision:
         kwargs["revision"] = args.revision
-    pruner = DietPruner.from_pretrained(args.model, **kwargs)
+    pruner = DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
     if args.scores:
         pruner.load_scores(args.scores, data_dir=args.data_dir)  # the data: only for a reconstruction / steps > 1
     else:
@@ -388,7 +394,7 @@ def _run_heal(args) -> int:
         )
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
-    check_parent(student.config, text_config(AutoConfig.from_pretrained(args.teacher)))  # before reading any data
+    check_parent(text_config(student.config), text_config(AutoConfig.from_pretrained(args.teacher)))  # before any data
     calibration = (student.config.pruning or {}).get("tasks") or []
     data, splits = {}, {}
     for source in args.data:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ._checks import check_positive_int, is_int_at_least, is_positive_int
 from ._io import atomic_write, check_not_a_file, check_output_is_not_input
 from .constants import family_for_model_type
-from .loading import load_causal_lm, text_causal_lm, text_config
+from .loading import image_text_model, is_image_text, load_causal_lm, text_causal_lm, text_config
 from .options import option
 from .tasks import get_task, load_examples, wikitext2_text
 
@@ -999,7 +999,9 @@ def heal(
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
     Args:
-        student: a pruned causal LM (`PrunedGemma*ForCausalLM`); trained in place.
+        student: a pruned causal LM (`PrunedGemma*ForCausalLM`); trained in place. A pruned image-text Gemma 3
+            (`PrunedGemma3ForConditionalGeneration`): its text model is healed, and the healed model keeps its vision
+            tower and projector (unchanged, shared).
         teacher: its dense parent (checked: vocabulary, hidden size, layers, family), as a model or as a Hub id /
             directory. With `top_k` set it runs once over the data and is not needed afterwards: given as a path, it
             is loaded for that pass and freed before training (and not loaded at all when a resumed run finds its
@@ -1023,6 +1025,8 @@ def heal(
     from transformers import PrinterCallback, ProgressCallback, TrainingArguments
 
     config = config or HealingConfig()
+    # a pruned image-text Gemma 3: its text model is healed, then put back beside its unchanged vision tower
+    image_text, student = (student, text_causal_lm(student)) if is_image_text(student.config) else (None, student)
     teacher_config, teacher_name = _teacher_config(teacher)
     check_parent(student.config, teacher_config)
     if output_dir is not None:  # before any training, not when the healed model is saved
@@ -1265,10 +1269,12 @@ def heal(
         "loss_curve": _thin(curve, 60),
     }
     healed.config.pruning = {**(getattr(healed.config, "pruning", None) or {}), "healing": record}
+    if image_text is not None:
+        healed = image_text_model(image_text, healed)
     if output_dir is not None:
         from .hub import save_pruned_model
 
-        plan = getattr(student, "diet_plan", None)
+        plan = getattr(image_text if image_text is not None else student, "diet_plan", None)
         save_pruned_model(healed, output_dir, tokenizer=tokenizer, plan=plan, repo_id=repo_id)
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed

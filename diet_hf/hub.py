@@ -11,7 +11,13 @@ from pathlib import Path
 from types import ModuleType
 
 from huggingface_hub import HfApi
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoModelForSequenceClassification,
+)
 
 from ._io import atomic_directory, check_output_is_not_input
 from .constants import REMOTE_CODE_FILES
@@ -65,6 +71,12 @@ def register_auto_classes() -> None:
         AutoModelForSequenceClassification.register(
             config_class, getattr(module, names["AutoModelForSequenceClassification"]), exist_ok=True
         )
+    # an image-text Gemma 3 with a pruned text decoder
+    config_class = module.PrunedGemma3Config
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, module.PrunedGemma3Model, exist_ok=True)
+    for auto_class in (AutoModelForCausalLM, AutoModelForImageTextToText):
+        auto_class.register(config_class, module.PrunedGemma3ForConditionalGeneration, exist_ok=True)
 
 
 def save_pruned_model(

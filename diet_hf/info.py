@@ -72,6 +72,8 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -
         "model_type": config.model_type,
         # the image-text model whose text decoder this describes (its vision tower is not counted); None otherwise
         "text_decoder_of": (full.architectures or [full.model_type])[0] if full is not config else None,
+        # where a pruned image-text checkpoint has one: it is the base model's, unchanged
+        "vision_tower": "kept, unchanged" if full is not config and config.model_type.startswith("pruned_") else None,
         # pruned checkpoints: "v2" (transformers' `per_layer_config`) or "v1" (diet-hf's own per-layer lists; it
         # loads the same, and re-saving writes v2); None for a dense model
         "format": _format_version(raw),
@@ -101,6 +103,12 @@ def check_pruned_checkpoint(model_dir: str | os.PathLike) -> str:
     if not config_path.is_file():
         raise ValueError(f"`model` must be a local directory with a config.json; {model_dir} has none.")
     model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type == "pruned_gemma3":
+        raise ValueError(
+            f"{model_dir} is an image-text Gemma 3 with a pruned text decoder (model_type 'pruned_gemma3'); its ONNX "
+            "export is not supported. Prune with `text_only=True` (CLI: `diet-hf prune --text-only`) for a text "
+            "model that exports."
+        )
     pruned_types = sorted(family.pruned_model_type for family in FAMILIES)
     if model_type not in pruned_types:
         raise ValueError(

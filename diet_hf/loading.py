@@ -1,24 +1,34 @@
-"""Loading a dense model as the causal LM diet-hf prunes, scores and distills from.
+"""Loading a dense model as the causal LM diet-hf prunes, scores and distills from, and putting an image-text model
+back together around its pruned text decoder.
 
 Gemma 3 from 4B up is published as an image-text model (`Gemma3ForConditionalGeneration`, `model_type` `"gemma3"`,
 its decoder's config as `text_config`). diet-hf prunes its text decoder: `text_causal_lm` wraps the loaded model's
-language model and LM head (the same modules, no copy) as a `Gemma3ForCausalLM`, and the vision tower is dropped.
-Loading the checkpoint into `Gemma3ForCausalLM` directly does not do this on every transformers release (5.x leaves
-every decoder weight freshly initialized, only warning), so it is done here, the same way on all of them.
+language model and LM head (the same modules, no copy) as a `Gemma3ForCausalLM`. Loading the checkpoint into
+`Gemma3ForCausalLM` directly does not do this on every transformers release (5.x leaves every decoder weight freshly
+initialized, only warning), so it is done here, the same way on all of them. `image_text_model` puts the pruned
+decoder back beside the unchanged vision tower and projector, as a `PrunedGemma3ForConditionalGeneration`; the same
+two functions read a pruned image-text checkpoint's text model for healing and scoring, and put it back after healing.
 """
 
+import copy
 import logging
 import os
+import sys
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-__all__ = ["load_causal_lm", "text_causal_lm", "text_config"]
+__all__ = ["image_text_model", "is_image_text", "load_causal_lm", "load_pretrained", "text_causal_lm", "text_config"]
 
 logger = logging.getLogger(__name__)
 
 # model_type of an image-text checkpoint -> model_type of its text decoder, which diet-hf prunes
-_MULTIMODAL_TEXT_TYPES = {"gemma3": "gemma3_text"}
+_MULTIMODAL_TEXT_TYPES = {"gemma3": "gemma3_text", "pruned_gemma3": "pruned_gemma3_text"}
+
+
+def is_image_text(config) -> bool:
+    """Whether `config` is an image-text Gemma 3's (dense, or pruned by diet-hf): diet-hf works on its text decoder."""
+    return _is_multimodal(config)
 
 
 def _is_multimodal(config) -> bool:
@@ -38,7 +48,10 @@ def text_causal_lm(model):
     """`model` itself, or an image-text Gemma 3's decoder and LM head as a `Gemma3ForCausalLM` (the same modules)."""
     if not _is_multimodal(model.config):
         return model
-    from transformers import Gemma3ForCausalLM
+    if model.config.model_type == "pruned_gemma3":  # the text class of the same remote-code module
+        causal_lm_class = sys.modules[type(model).__module__].PrunedGemma3ForCausalLM
+    else:
+        from transformers import Gemma3ForCausalLM as causal_lm_class
 
     language_model = getattr(model.model, "language_model", None) if hasattr(model, "model") else None
     if language_model is None or not hasattr(model, "lm_head"):
@@ -50,7 +63,7 @@ def text_causal_lm(model):
     config._name_or_path = model.config._name_or_path
     config.tie_word_embeddings = getattr(model.config, "tie_word_embeddings", config.tie_word_embeddings)
     with torch.device("meta"):  # no weights made: the loaded model's are moved in
-        causal = Gemma3ForCausalLM(config)
+        causal = causal_lm_class(config)
     causal.model = language_model
     causal.lm_head = model.lm_head
     causal.generation_config = model.generation_config
@@ -66,8 +79,50 @@ def text_causal_lm(model):
     return causal
 
 
-def load_causal_lm(model_id_or_path: str | os.PathLike, config=None, **from_pretrained_kwargs):
-    """`AutoModelForCausalLM.from_pretrained`, except that an image-text Gemma 3 checkpoint loads as its text model.
+def image_text_model(source, text_model):
+    """The image-text model of `source` with `text_model` as its text decoder and LM head: a
+    `PrunedGemma3ForConditionalGeneration` holding `source`'s vision tower and projector and `text_model`'s decoder
+    and head (the same modules, no copy), its config `source`'s with `text_model.config` as `text_config`.
+
+    Args:
+        source (`Gemma3ForConditionalGeneration` or `PrunedGemma3ForConditionalGeneration`): the image-text model the
+            text decoder came from (the dense model pruned, or the pruned model healed).
+        text_model (`PrunedGemma3ForCausalLM`): its pruned (or healed) text model.
+    """
+    if not _is_multimodal(source.config):
+        raise ValueError(f"`source` must be an image-text Gemma 3, got a {type(source).__name__}.")
+    if getattr(text_model.config, "model_type", None) != "pruned_gemma3_text":
+        raise ValueError(
+            f"`text_model` must be a pruned Gemma 3 text model (`PrunedGemma3ForCausalLM`), got a "
+            f"{type(text_model).__name__}."
+        )
+    module = sys.modules[type(text_model).__module__]  # the classes of the text model's own remote-code module
+    fields = source.config.to_dict()
+    for key in ("text_config", "vision_config", "model_type", "architectures", "auto_map", "pruning"):
+        fields.pop(key, None)
+    config = module.PrunedGemma3Config(
+        text_config=text_model.config, vision_config=copy.deepcopy(source.config.vision_config), **fields
+    )
+    config._name_or_path = getattr(text_model.config, "_name_or_path", "")
+    with torch.device("meta"):  # no weights made: the two models' modules are moved in
+        model = module.PrunedGemma3ForConditionalGeneration(config)
+    model.model.vision_tower = source.model.vision_tower
+    model.model.multi_modal_projector = source.model.multi_modal_projector
+    model.model.language_model = text_model.model
+    model.lm_head = text_model.lm_head
+    model.generation_config = copy.deepcopy(text_model.generation_config)
+    if getattr(text_model, "diet_plan", None) is not None:
+        model.diet_plan = text_model.diet_plan
+    device_map = getattr(source, "hf_device_map", None)
+    if device_map is not None:
+        model.hf_device_map = dict(device_map)
+    model.train(text_model.training)
+    return model
+
+
+def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pretrained_kwargs):
+    """`AutoModelForCausalLM.from_pretrained`, except that an image-text Gemma 3 checkpoint loads as the image-text
+    model (`Gemma3ForConditionalGeneration`) on every transformers release; `text_causal_lm` gives its text model.
 
     Args:
         model_id_or_path (`str` or `os.PathLike`): Hub id or local directory.
@@ -78,10 +133,15 @@ def load_causal_lm(model_id_or_path: str | os.PathLike, config=None, **from_pret
         keys = ("revision", "token", "cache_dir", "trust_remote_code")
         hub = {k: from_pretrained_kwargs[k] for k in keys if from_pretrained_kwargs.get(k) is not None}
         config = AutoConfig.from_pretrained(model_id_or_path, **hub)
-    if not _is_multimodal(config):
+    if getattr(config, "model_type", None) != "gemma3" or not _is_multimodal(config):
         return AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
     from transformers import Gemma3ForConditionalGeneration
 
-    logger.info("%s is an image-text model: loading it and keeping its text decoder and LM head", model_id_or_path)
-    model = Gemma3ForConditionalGeneration.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
-    return text_causal_lm(model)
+    logger.info("%s is an image-text model: diet-hf works on its text decoder and LM head", model_id_or_path)
+    return Gemma3ForConditionalGeneration.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
+
+
+def load_causal_lm(model_id_or_path: str | os.PathLike, config=None, **from_pretrained_kwargs):
+    """`AutoModelForCausalLM.from_pretrained`, except that an image-text Gemma 3 checkpoint (dense, or pruned by
+    diet-hf) loads as its text model (`text_causal_lm`). Arguments as `load_pretrained`'s."""
+    return text_causal_lm(load_pretrained(model_id_or_path, config, **from_pretrained_kwargs))

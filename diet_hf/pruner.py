@@ -15,7 +15,7 @@ from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
 from .constants import family_for_model_type
 from .importance import ImportanceScores
-from .loading import load_causal_lm, text_causal_lm, text_config
+from .loading import image_text_model, is_image_text, load_pretrained, text_causal_lm, text_config
 from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
 from .options import ProfileOptions, PruneOptions, with_overrides
@@ -50,10 +50,14 @@ class DietPruner:
 
     Args:
         model (`Gemma2ForCausalLM` or `Gemma3ForCausalLM`): the dense model to prune; of a
-            `Gemma3ForConditionalGeneration` (Gemma 3 from 4B up) the text decoder is pruned and the vision tower left
-            out (`diet_hf.loading`).
+            `Gemma3ForConditionalGeneration` (Gemma 3 from 4B up) the text decoder is pruned, and `prune()` returns a
+            `PrunedGemma3ForConditionalGeneration` with the vision tower and projector unchanged (`diet_hf.loading`).
         tokenizer (`PreTrainedTokenizerBase`, *optional*): needed to profile on text tasks.
         model_id (`str`, *optional*): recorded in the provenance of scores and pruned models.
+        processor (`ProcessorMixin`, *optional*): an image-text model's processor, saved with the pruned model
+            (instead of `tokenizer`, which it holds).
+        text_only (`bool`, *optional*, defaults to `False`): of an image-text model, prune and save the text model
+            alone (a `PrunedGemma3ForCausalLM`, no vision tower): smaller, for text-only use.
 
     ```python
     >>> pruner = DietPruner(model, tokenizer)
@@ -61,8 +65,15 @@ class DietPruner:
     ```
     """
 
-    def __init__(self, model, tokenizer=None, *, model_id: str | None = None):
+    def __init__(self, model, tokenizer=None, *, model_id: str | None = None, processor=None, text_only: bool = False):
+        if not isinstance(text_only, bool):
+            raise ValueError(f"`text_only` must be a bool, got {text_only!r}.")
+        source = model
         model = text_causal_lm(model)
+        # the image-text model whose vision tower and projector the pruned model keeps (None: a text model, or
+        # `text_only`)
+        self._image_text = source if source is not model and not text_only else None
+        self.processor = processor if self._image_text is not None else None
         self.family = family_for_model_type(getattr(model.config, "model_type", type(model).__name__))
         if model.config.model_type == self.family.pruned_model_type:
             raise ValueError(
@@ -80,21 +91,30 @@ class DietPruner:
         self._scores_data_dir = None  # where `load_scores` draws the calibration data again if a prune needs it
 
     @classmethod
-    def from_pretrained(cls, model_id_or_path: str | os.PathLike, **from_pretrained_kwargs) -> "DietPruner":
-        """Loads a dense model and its tokenizer; the `model_type` is checked before any weight is read.
+    def from_pretrained(
+        cls, model_id_or_path: str | os.PathLike, *, text_only: bool = False, **from_pretrained_kwargs
+    ) -> "DietPruner":
+        """Loads a dense model and its tokenizer (and an image-text model's processor); the `model_type` is checked
+        before any weight is read.
 
         Args:
             model_id_or_path (`str` or `os.PathLike`): Hub id or local directory of a Gemma-2 / Gemma 3 model; of an
-                image-text Gemma 3 (4B and up) the text decoder is loaded and pruned, the vision tower left out.
+                image-text Gemma 3 (4B and up) the text decoder is pruned and the vision tower kept unchanged.
+            text_only (`bool`, *optional*, defaults to `False`): of an image-text model, load and prune its text
+                model alone; the pruned checkpoint has no vision tower.
             from_pretrained_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (`dtype`, `device_map`, ...).
         """
+        if not isinstance(text_only, bool):
+            raise ValueError(f"`text_only` must be a bool, got {text_only!r}.")
         check_model_location(model_id_or_path, "model_id_or_path")
         hub_kwargs = {
             k: from_pretrained_kwargs[k] for k in ("revision", "token", "cache_dir") if k in from_pretrained_kwargs
         }
         config = AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
         family_for_model_type(text_config(config).model_type)  # refuse unsupported models before loading weights
-        model = load_causal_lm(model_id_or_path, config, **from_pretrained_kwargs)
+        model = load_pretrained(model_id_or_path, config, **from_pretrained_kwargs)
+        if text_only:  # the image-text model's vision tower is freed here
+            model = text_causal_lm(model)
         try:
             check_tokenizer_files(model_id_or_path, "model_id_or_path")
         except ValueError as error:  # profiling custom token batches needs no tokenizer; registered tasks say so
@@ -102,7 +122,8 @@ class DietPruner:
             tokenizer = None
         else:
             tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs)
-        return cls(model.eval(), tokenizer, model_id=str(model_id_or_path))
+        processor = _load_processor(model_id_or_path, hub_kwargs) if is_image_text(model.config) else None
+        return cls(model.eval(), tokenizer, model_id=str(model_id_or_path), processor=processor)
 
     def profile(
         self,
@@ -468,7 +489,12 @@ class DietPruner:
         pruned = build_pruned_model(
             self.model, plan, channel_means=channel_means, input_moments=moments, reconstruction_anchors=anchors
         )
-        pruned.config.pruning = _pruning_record(self.model, pruned, plan, scores)  # the one place, after surgery
+        architecture = getattr(self.model, "diet_source_architecture", None)
+        if self._image_text is not None:  # the pruned decoder beside the unchanged vision tower and projector
+            pruned = image_text_model(self._image_text, pruned)
+        dense = self._image_text if self._image_text is not None else self.model
+        # the one place, after surgery
+        pruned.config.pruning = _pruning_record(dense, pruned, plan, scores, architecture)
         self.pruned_model = pruned
         return pruned
 
@@ -496,7 +522,7 @@ class DietPruner:
         return save_pruned_model(
             model,
             save_directory,
-            tokenizer=self.tokenizer,
+            tokenizer=self.processor if self.processor is not None else self.tokenizer,
             plan=self.plan,
             evaluation=evaluation,
             dense_evaluation=dense_evaluation,
@@ -519,7 +545,7 @@ class DietPruner:
         return push_pruned_model(
             model,
             repo_id,
-            tokenizer=self.tokenizer,
+            tokenizer=self.processor if self.processor is not None else self.tokenizer,
             plan=self.plan,
             private=private,
             revision=revision,
@@ -527,9 +553,12 @@ class DietPruner:
         )
 
 
-def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) -> dict:
+def _pruning_record(
+    model, pruned, plan: PruningPlan, scores: ImportanceScores, architecture: str | None = None
+) -> dict:
     """The provenance of a pruned model (`config.pruning`; the card, `info` and `cli` read it), built once from the
-    dense model, the pruned one (its parameters include any compensation biases), the plan and the profile."""
+    dense model, the pruned one (its parameters include any compensation biases), the plan and the profile;
+    `architecture` names the image-text class whose text decoder was pruned."""
     kept, dense = plan.block_parameters()
     total_dense = sum(p.numel() for p in model.parameters())
     return {
@@ -538,7 +567,9 @@ def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) 
         "base_model": scores.provenance.get("model_id"),
         "base_model_revision": scores.provenance.get("revision"),
         # the image-text class whose text decoder was pruned (Gemma 3 from 4B up); None for a text model
-        "base_model_architecture": getattr(model, "diet_source_architecture", None),
+        "base_model_architecture": architecture,
+        # of an image-text base model: whether the pruned model keeps its vision tower and projector (unchanged)
+        "vision_tower": ("kept" if is_image_text(pruned.config) else "dropped") if architecture else None,
         "tasks": scores.tasks,
         "num_samples": scores.provenance.get("num_samples"),
         "seed": scores.provenance.get("seed"),
@@ -553,6 +584,22 @@ def _pruning_record(model, pruned, plan: PruningPlan, scores: ImportanceScores) 
             task: list(ids) for task, ids in (scores.provenance.get("excluded_eval_ids") or {}).items() if ids
         },
     }
+
+
+def _load_processor(model_id_or_path, hub_kwargs: dict):
+    """An image-text model's processor (its tokenizer and image processor), or None where the checkpoint has none."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(model_id_or_path, **hub_kwargs)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        logger.warning(
+            "%s is an image-text model without a processor that loads (%s): the pruned model is saved with its "
+            "tokenizer alone.",
+            model_id_or_path,
+            error,
+        )
+        return None
 
 
 def _nested(plan: PruningPlan, previous: PruningPlan) -> bool:

@@ -7,7 +7,7 @@ from torch import nn
 
 from .constants import family_for_model_type
 from .hub import modeling_module
-from .loading import text_causal_lm
+from .loading import image_text_model, text_causal_lm
 from .plan import PruningPlan
 from .profiler import InputMoments
 from .reconstruction import DEFAULT_DAMPING, least_squares_update
@@ -190,10 +190,12 @@ def build_pruned_model(
             `diet_hf.profiler.first_token_inputs`; `least_squares_update`'s `anchor`).
 
     Returns:
-        `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`, with the logits of the dense model whose removed MLP
-        dimensions and heads are zeroed (with `channel_means`: replaced by those means; with `input_moments`: by
-        their least-squares prediction from the kept channels).
+        `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM` (of an image-text model, a
+        `PrunedGemma3ForConditionalGeneration` with its vision tower and projector, shared), with the logits of the
+        dense model whose removed MLP dimensions and heads are zeroed (with `channel_means`: replaced by those means;
+        with `input_moments`: by their least-squares prediction from the kept channels).
     """
+    source = model
     model = text_causal_lm(model)  # an image-text Gemma 3: its text decoder
     family = family_for_model_type(model.config.model_type)
     if model.config.model_type == family.pruned_model_type:
@@ -241,6 +243,8 @@ def build_pruned_model(
     pruned.tie_weights()
     pruned.generation_config = copy.deepcopy(model.generation_config)
     pruned.diet_plan = plan  # written as diet_pruning.json by diet_hf.hub.save_pruned_model
+    if source is not model:  # the pruned decoder beside the image-text model's unchanged vision tower and projector
+        pruned = image_text_model(source, pruned)
     return pruned.eval() if not model.training else pruned
 
 
@@ -291,5 +295,6 @@ def _check_channel_means(channel_means: dict, plan: PruningPlan) -> None:
 
 
 def to_pruned_model(model: nn.Module) -> nn.Module:
-    """A stock `Gemma2ForCausalLM` / `Gemma3ForCausalLM` as an unpruned pruned-format model sharing its weights."""
+    """A stock `Gemma2ForCausalLM` / `Gemma3ForCausalLM` / `Gemma3ForConditionalGeneration` as an unpruned
+    pruned-format model sharing its weights."""
     return build_pruned_model(model, None)

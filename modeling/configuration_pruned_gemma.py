@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 import transformers
-from transformers import Gemma2Config, Gemma3TextConfig
+from transformers import Gemma2Config, Gemma3Config, Gemma3TextConfig
 
 # The oldest transformers this code runs on (benchmarks/results/transformers_compat.md: 4.56.2 to 5.25.0 load, decode,
 # train and re-save these checkpoints; 4.54 and 4.55 preallocate static caches at the global KV head count, which
@@ -436,4 +436,53 @@ PrunedGemma3TextConfig.__doc__ = (
 )
 
 
-__all__ = ["PrunedGemma2Config", "PrunedGemma3TextConfig"]
+class PrunedGemma3Config(Gemma3Config):
+    r"""
+    Configuration of an image-text Gemma 3 (4B and up) whose text decoder is pruned: the stock vision tower and
+    projector ([`Gemma3Config`]'s `vision_config` and fields), and a [`PrunedGemma3TextConfig`] as `text_config`. The
+    pruning provenance is the text config's (`config.pruning` reads and writes `config.text_config.pruning`).
+
+    ```python
+    >>> config = PrunedGemma3Config(text_config={"num_hidden_layers": 2, "per_layer_config": {1: {"skip": ["mlp"]}}})
+    >>> config.text_config.per_layer_config[1].intermediate_size
+    0
+    ```"""
+
+    model_type = "pruned_gemma3"
+    _auto_map_models = {
+        "AutoModel": "PrunedGemma3Model",
+        "AutoModelForCausalLM": "PrunedGemma3ForConditionalGeneration",
+        "AutoModelForImageTextToText": "PrunedGemma3ForConditionalGeneration",
+    }
+    # the text config class that a `config.json`'s `text_config` dict becomes (transformers 5 reads
+    # `sub_configs_defaults`, 4.x `sub_configs`)
+    if hasattr(Gemma3Config, "sub_configs_defaults"):
+        sub_configs_defaults = {**Gemma3Config.sub_configs_defaults, "text_config": PrunedGemma3TextConfig}
+    else:
+        sub_configs = {**Gemma3Config.sub_configs, "text_config": PrunedGemma3TextConfig}
+
+    def __init__(self, text_config=None, vision_config=None, **kwargs):
+        if text_config is None:
+            text_config = PrunedGemma3TextConfig()
+        elif isinstance(text_config, dict):
+            text_config = PrunedGemma3TextConfig(**text_config)
+        elif not isinstance(text_config, PrunedGemma3TextConfig):
+            raise ValueError(
+                f"`text_config` must be a `PrunedGemma3TextConfig` or its dict, got {type(text_config).__name__}."
+            )
+        pruning = kwargs.pop("pruning", None)
+        super().__init__(text_config=text_config, vision_config=vision_config, **kwargs)
+        if pruning is not None:
+            self.pruning = pruning
+        _PerLayerSizesMixin._set_auto_map(self)
+
+    @property
+    def pruning(self):
+        return self.text_config.pruning
+
+    @pruning.setter
+    def pruning(self, value):
+        self.text_config.pruning = value
+
+
+__all__ = ["PrunedGemma2Config", "PrunedGemma3TextConfig", "PrunedGemma3Config"]

@@ -13,12 +13,18 @@ import contextlib
 
 import torch
 from torch import nn
+from transformers import AutoModel
 from transformers.modeling_layers import GenericForSequenceClassification
 from transformers.modeling_utils import PreTrainedModel
 from transformers.models.gemma2 import modeling_gemma2 as gemma2
 from transformers.models.gemma3 import modeling_gemma3 as gemma3
 
-from .configuration_pruned_gemma import PER_LAYER_SIZES, PrunedGemma2Config, PrunedGemma3TextConfig
+from .configuration_pruned_gemma import (
+    PER_LAYER_SIZES,
+    PrunedGemma2Config,
+    PrunedGemma3Config,
+    PrunedGemma3TextConfig,
+)
 
 
 class _LayerConfigView:
@@ -288,6 +294,38 @@ class PrunedGemma3ForSequenceClassification(
     _base_model_cls = PrunedGemma3TextModel
 
 
+class PrunedGemma3Model(_PrunedPreTrainedMixin, gemma3.Gemma3Model):
+    """Image-text Gemma 3 base model: the stock vision tower and projector, and a pruned text decoder."""
+
+    config_class = PrunedGemma3Config
+    config: PrunedGemma3Config
+
+    def __init__(self, config):
+        # the stock `__init__`, except that the language model is the pruned one (the stock one builds it through
+        # `AutoModel`, which does not know the pruned text config)
+        gemma3.Gemma3PreTrainedModel.__init__(self, config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = gemma3.Gemma3MultiModalProjector(config)
+        self.vocab_size = config.text_config.vocab_size
+        self.language_model = PrunedGemma3TextModel(config.text_config)
+        self.pad_token_id = config.pad_token_id if getattr(config, "pad_token_id", None) is not None else -1
+        self.post_init()
+
+
+class PrunedGemma3ForConditionalGeneration(_PrunedPreTrainedMixin, gemma3.Gemma3ForConditionalGeneration):
+    """Image-text Gemma 3 whose text decoder is pruned; forward, image features, masks and `generate` are Gemma 3's."""
+
+    config_class = PrunedGemma3Config
+    config: PrunedGemma3Config
+    _auto_class = "AutoModelForImageTextToText"
+
+    def __init__(self, config):
+        gemma3.Gemma3PreTrainedModel.__init__(self, config)
+        self.model = PrunedGemma3Model(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+
 __all__ = [
     "PrunedGemma2PreTrainedModel",
     "PrunedGemma2Model",
@@ -297,4 +335,6 @@ __all__ = [
     "PrunedGemma3TextModel",
     "PrunedGemma3ForCausalLM",
     "PrunedGemma3ForSequenceClassification",
+    "PrunedGemma3Model",
+    "PrunedGemma3ForConditionalGeneration",
 ]

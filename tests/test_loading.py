@@ -1,24 +1,34 @@
 """Image-text Gemma 3 checkpoints (4B and up): diet-hf prunes, scores and distills from their text decoder."""
 
+import copy
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from conftest import random_batch, tiny_dense_model
 from test_healing import TEXTS, _small
 from transformers import (
     AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
     Gemma3Config,
     Gemma3ForCausalLM,
     Gemma3ForConditionalGeneration,
     SiglipVisionConfig,
 )
 
-from diet_hf import DietPruner, to_pruned_model
+from diet_hf import DietPruner, ImportanceScores, build_pruned_model, to_pruned_model
 from diet_hf.cli import main
 from diet_hf.healing import heal
-from diet_hf.loading import load_causal_lm, text_causal_lm, text_config
+from diet_hf.loading import image_text_model, load_causal_lm, text_causal_lm, text_config
+from diet_hf.plan import build_plan
 
 
 def _image_text(text_model, seed=1):
@@ -96,26 +106,52 @@ def test_pruning_an_image_text_checkpoint_prunes_its_text_model(checkpoints, tmp
     # accelerate's map as the text model sees it (transformers 5.x sets none for a model on the CPU alone)
     assert getattr(pruner.model, "hf_device_map", {"": "cpu"}) == {"": "cpu"}
     pruned, expected = pruner.prune(sparsity=0.3), reference.prune(sparsity=0.3)
+    assert type(pruned).__name__ == "PrunedGemma3ForConditionalGeneration"  # the vision tower kept, by default
     assert pruner.plan.to_dict()["mlp_kept_indices"] == reference.plan.to_dict()["mlp_kept_indices"]
     ids = random_batch(vocab_size=len(tiny_tokenizer) - 3)
     with torch.no_grad():
         torch.testing.assert_close(pruned(ids).logits, expected(ids).logits, rtol=0, atol=0)
     record = pruned.config.pruning
+    assert record is pruned.config.text_config.pruning
     assert record["base_model"] == str(image_text_dir)
-    assert record["base_model_architecture"] == "Gemma3ForConditionalGeneration"
-    assert expected.config.pruning["base_model_architecture"] is None
+    assert record["base_model_architecture"] == "Gemma3ForConditionalGeneration" and record["vision_tower"] == "kept"
+    assert (
+        expected.config.pruning["base_model_architecture"] is None and expected.config.pruning["vision_tower"] is None
+    )
+    vision = sum(p.numel() for n, p in pruner._image_text.named_parameters() if not n.startswith(("model.lang", "lm")))
+    assert record["total_parameters"]["pruned"] == expected.config.pruning["total_parameters"]["pruned"] + vision
     pruner.save_pretrained(tmp_path / "pruned")
     card = (tmp_path / "pruned" / "README.md").read_text()
-    assert "| part pruned | the text decoder of this Gemma3ForConditionalGeneration; no vision tower |" in card
-    index = json.loads((tmp_path / "pruned" / "config.json").read_text())
-    assert index["model_type"] == "pruned_gemma3_text" and "vision_config" not in index
+    assert (
+        "| part pruned | the text decoder of this Gemma3ForConditionalGeneration; its vision tower and projector"
+        in card
+    )
+    assert "pipeline_tag: image-text-to-text" in card and "AutoModelForImageTextToText.from_pretrained(" in card
+    saved = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    assert saved["model_type"] == "pruned_gemma3" and saved["text_config"]["model_type"] == "pruned_gemma3_text"
+    assert saved["auto_map"]["AutoModelForImageTextToText"].endswith(".PrunedGemma3ForConditionalGeneration")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, expected(ids).logits)
+    # `text_only`: the text model alone, as a text checkpoint
+    text_only = DietPruner.from_pretrained(image_text_dir, text_only=True).profile(**profile)
+    alone = text_only.prune(sparsity=0.3)
+    assert type(alone).__name__ == "PrunedGemma3ForCausalLM" and alone.config.pruning["vision_tower"] == "dropped"
+    with torch.no_grad():
+        torch.testing.assert_close(alone(ids).logits, expected(ids).logits, rtol=0, atol=0)
+    text_only.save_pretrained(tmp_path / "alone")
+    card = (tmp_path / "alone" / "README.md").read_text()
+    assert "| part pruned | the text decoder of this Gemma3ForConditionalGeneration; no vision tower |" in card
+    saved = json.loads((tmp_path / "alone" / "config.json").read_text())
+    assert saved["model_type"] == "pruned_gemma3_text" and "vision_config" not in saved
     # a loaded image-text model given to the pruner directly
     full = Gemma3ForConditionalGeneration.from_pretrained(image_text_dir).eval()
     again = DietPruner(full).profile({"a": [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]})
     assert type(again.model) is Gemma3ForCausalLM and again.family.dense_model_type == "gemma3_text"
+    assert type(again.prune(sparsity=0.3)).__name__ == "PrunedGemma3ForConditionalGeneration"
+    assert type(DietPruner(full, text_only=True).model) is Gemma3ForCausalLM
+    with pytest.raises(ValueError, match="`text_only` must be a bool, got 'yes'"):
+        DietPruner(full, text_only="yes")
 
 
 def test_an_image_text_teacher_heals_and_scores_like_its_text_model(checkpoints, tmp_path, data_dir, tiny_tokenizer):
@@ -167,3 +203,190 @@ def test_an_image_text_teacher_heals_and_scores_like_its_text_model(checkpoints,
         assert main([*argv, "--output", str(out)]) == 0
         outputs[name] = json.loads(out.read_text())["results"]["rte"]
     assert outputs["image-text"] == outputs["text"]
+
+
+def _image_inputs(model, batch=2, seq_len=12, seed=0):
+    """Text ids with one image's placeholder tokens (its `mm_tokens_per_image`) in each row, `token_type_ids` marking
+    them (the image tokens attend to each other both ways), and random pixels."""
+    g = torch.Generator().manual_seed(seed)
+    config = model.config
+    ids = torch.randint(3, config.boi_token_index - 1, (batch, seq_len), generator=g)
+    ids[:, 0] = 2  # BOS
+    ids[:, 2] = config.boi_token_index
+    ids[:, 3 : 3 + config.mm_tokens_per_image] = config.image_token_index
+    ids[:, 3 + config.mm_tokens_per_image] = config.eoi_token_index
+    size = config.vision_config.image_size
+    pixels = torch.randn(batch, 3, size, size, generator=g)
+    return {"input_ids": ids, "pixel_values": pixels, "token_type_ids": (ids == config.image_token_index).long()}
+
+
+def _zeroed(full, plan):
+    """The dense image-text model with every removed MLP dimension and query head zeroed where it enters the
+    residual (a copy)."""
+    zeroed = copy.deepcopy(full)
+    d = plan.head_dim
+    with torch.no_grad():
+        for layer_idx, layer in enumerate(zeroed.model.language_model.layers):
+            removed = sorted(set(range(plan.intermediate_size)) - set(plan.mlp_kept_indices[layer_idx]))
+            layer.mlp.down_proj.weight[:, removed] = 0
+            for head in set(range(plan.num_attention_heads)) - set(plan.head_kept_indices[layer_idx]):
+                layer.self_attn.o_proj.weight[:, head * d : (head + 1) * d] = 0
+    return zeroed
+
+
+def test_a_pruned_image_text_model_computes_the_zeroed_dense_model_on_images(tmp_path):
+    text = tiny_dense_model("gemma3_text", vocab_size=64)
+    full = _image_text(text)
+    inputs = _image_inputs(full)
+    # unpruned: the stock model's logits and greedy decoding, from image and text
+    unpruned = to_pruned_model(full)
+    assert type(unpruned).__name__ == "PrunedGemma3ForConditionalGeneration"
+    assert unpruned.model.vision_tower is full.model.vision_tower  # shared, not copied
+    with torch.no_grad():
+        torch.testing.assert_close(unpruned(**inputs).logits, full(**inputs).logits, rtol=0, atol=0)
+        first = {name: value[:1] for name, value in inputs.items()}
+        generated = unpruned.generate(**first, max_new_tokens=5, do_sample=False)
+        torch.testing.assert_close(generated, full.generate(**first, max_new_tokens=5, do_sample=False))
+    # pruned (MLP width and heads): the dense model with the removed dimensions zeroed
+    g = torch.Generator().manual_seed(0)
+    layers, config = text.config.num_hidden_layers, text.config
+    scores = ImportanceScores(
+        {"t": torch.rand(layers, config.intermediate_size, generator=g)},
+        {"t": torch.rand(layers, config.num_attention_heads, generator=g)},
+    )
+    plan = build_plan(scores, config, mlp_sparsity=0.4, attention_sparsity=0.5)
+    pruned = build_pruned_model(full, plan)
+    assert type(pruned).__name__ == "PrunedGemma3ForConditionalGeneration"
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in full.parameters())
+    reference = _zeroed(full, plan)
+    with torch.no_grad():
+        expected = reference(**inputs).logits
+        torch.testing.assert_close(pruned(**inputs).logits, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(expected, full(**inputs).logits)  # the plan changed something
+    # saved and loaded through either Auto class with the remote code
+    pruned.save_pretrained(tmp_path / "pruned")
+    for auto_class in (AutoModelForImageTextToText, AutoModelForCausalLM):
+        reloaded = auto_class.from_pretrained(tmp_path / "pruned", trust_remote_code=True).eval()
+        assert type(reloaded).__name__ == "PrunedGemma3ForConditionalGeneration"
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(**inputs).logits, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="`text_model` must be a pruned Gemma 3 text model"):
+        image_text_model(full, text)
+
+
+PROCESSOR_FRESH = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["diet_hf"] = None  # diet-hf cannot be imported in this process
+    import numpy as np, torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    path = sys.argv[1]
+    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    inputs = processor(text=["<boi> yes no"], images=[[image]], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    print(json.dumps({"type": type(model).__name__, "ids": inputs["input_ids"].tolist(), "logits": logits.tolist()}))
+    """
+)
+
+
+def test_a_pruned_image_text_checkpoint_ships_its_processor_and_runs_without_diet_hf(tmp_path, data_dir):
+    # a tokenizer with Gemma 3's image tokens, its processor, and a model whose image token ids are theirs
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Gemma3ImageProcessor, Gemma3Processor, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<boi>", "<eoi>", "<img>"]
+    trainer = trainers.BpeTrainer(vocab_size=128, special_tokens=special, initial_alphabet=[], show_progress=False)
+    backend.train_from_iterator(["Question: what is the answer? Answer: yes no True False"] * 4, trainer=trainer)
+    images = {"boi_token": "<boi>", "eoi_token": "<eoi>", "image_token": "<img>"}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+        extra_special_tokens=images,
+    )
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessor(size={"height": 28, "width": 28}), tokenizer=tokenizer, image_seq_length=4
+    )
+    text = tiny_dense_model("gemma3_text", vocab_size=len(tokenizer))
+    full = _image_text(text)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in images.items()}
+    full.config.boi_token_index, full.config.eoi_token_index = ids["boi_token"], ids["eoi_token"]
+    full.config.image_token_index = ids["image_token"]
+    full.save_pretrained(tmp_path / "dense")
+    processor.save_pretrained(tmp_path / "dense")
+    pruner = DietPruner.from_pretrained(tmp_path / "dense").profile(
+        tasks=["rte"], num_samples=4, batch_size=4, data_dir=data_dir, disable_progress=True
+    )
+    assert type(pruner.processor).__name__ == "Gemma3Processor"
+    pruned = pruner.prune(sparsity=0.3)
+    pruner.save_pretrained(tmp_path / "pruned")
+    script = tmp_path / "fresh.py"
+    script.write_text(PROCESSOR_FRESH)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "pruned")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["type"] == "PrunedGemma3ForConditionalGeneration"
+    assert out["ids"][0].count(ids["image_token"]) == 4  # the processor expanded the image into its tokens
+    # the same processed inputs in this process, through the pruned model it saved
+    local = AutoProcessor.from_pretrained(tmp_path / "pruned")
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    inputs = local(text=["<boi> yes no"], images=[[image]], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(out["logits"]), pruned(**inputs).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_healing_a_pruned_image_text_model_keeps_its_vision_tower(checkpoints, tmp_path, data_dir, tiny_tokenizer):
+    text_dir, image_text_dir = checkpoints
+    profile = dict(tasks=["rte"], num_samples=4, batch_size=4, data_dir=data_dir, disable_progress=True)
+    with_vision = DietPruner.from_pretrained(image_text_dir).profile(**profile)
+    text_only = DietPruner.from_pretrained(image_text_dir, text_only=True).profile(**profile)
+    config = _small(max_tokens=16 * 2 * 4)
+    student = with_vision.prune(sparsity=0.3)
+    vision = student.model.vision_tower
+    healed = heal(
+        student, str(text_dir), tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "h", disable_progress=True
+    )
+    alone = heal(
+        text_only.prune(sparsity=0.3),
+        str(text_dir),
+        tiny_tokenizer,
+        TEXTS,
+        config=config,
+        work_dir=tmp_path / "alone",
+        disable_progress=True,
+    )
+    assert type(healed).__name__ == "PrunedGemma3ForConditionalGeneration" and healed.model.vision_tower is vision
+    assert healed.config.pruning["healing"]["steps"] == alone.config.pruning["healing"]["steps"] > 0
+    ids = random_batch(vocab_size=len(tiny_tokenizer) - 3)
+    with torch.no_grad():  # the text model healed as the text-only one was
+        torch.testing.assert_close(healed(ids).logits, alone(ids).logits)
+    saved = json.loads((tmp_path / "h" / "config.json").read_text())
+    assert saved["model_type"] == "pruned_gemma3" and "healing" in saved["text_config"]["pruning"]
+    assert "## Healing" in (tmp_path / "h" / "README.md").read_text()
+    # the CLI's heal, eval and info read the saved image-text checkpoint's text model
+    with_vision.save_pretrained(tmp_path / "pruned")
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(image_text_dir), "--data", "rte"]
+    argv += ["--data-dir", str(data_dir), "--seq-len", "16", "--batch-size", "2", "--max-tokens", "64"]
+    argv += ["--validation-sequences", "2", "--lora-r", "2", "--output", str(tmp_path / "cli")]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["model_type"] == "pruned_gemma3"
+    argv = ["--quiet", "eval", str(tmp_path / "pruned"), "--tasks", "rte", "--limit", "4", "--data-dir", str(data_dir)]
+    assert main([*argv, "--output", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["results"]["rte"]
+    assert main(["info", str(tmp_path / "pruned"), "--json"]) == 0
