@@ -3,9 +3,9 @@
 A pruned checkpoint promises to load "anywhere with stock transformers" through its remote code. The test suite
 proves it on the two versions the package pins (5.24 and 4.57.6); users load checkpoints with whatever transformers
 they have. This script saves tiny pruned checkpoints with the current code (both families, uneven widths, a layer
-without attention and one without MLP, with and without compensation biases, one sequence classifier) beside the
-stock dense models and the committed v1 and v0.1 fixtures, then, for each interpreter given, in a fresh process where
-`import diet_hf` fails:
+without attention and one without MLP, with and without compensation biases, one sequence classifier, and the
+image-text Gemma 3 of the same pruned decoder beside its stock vision tower) beside the stock dense models and the
+committed v1 and v0.1 fixtures, then, for each interpreter given, in a fresh process where `import diet_hf` fails:
 
 - loads each through the Auto classes with `trust_remote_code=True` and compares its logits with the reference
   computed here (and with the fixtures' saved logits);
@@ -14,6 +14,8 @@ stock dense models and the committed v1 and v0.1 fixtures, then, for each interp
 - asks for `output_attentions` (eager): one entry per layer, each with that layer's head count;
 - takes one training step's gradients (`labels=` loss, backward) and checks they are finite and non-zero;
 - saves the loaded model with `save_pretrained` and loads it back, comparing logits again.
+
+Image-text checkpoints load through `AutoModelForImageTextToText` and run from pixels, text and `token_type_ids`.
 
 Each interpreter only needs transformers and torch (e.g. `python -m venv env && env/bin/pip install
 transformers==5.0.0 torch==2.13.0`). Rows go to `--output` (JSON and Markdown); nothing is tuned here.
@@ -43,16 +45,24 @@ CHILD = textwrap.dedent(
     import json, sys, tempfile, traceback
     sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
     import torch, transformers
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification
 
-    def run(path, ids, kind):
-        auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
+    AUTO = {"causal": AutoModelForCausalLM, "cls": AutoModelForSequenceClassification,
+            "image-text": AutoModelForImageTextToText}
+
+    def run(path, inputs, kind):
+        auto = AUTO[kind]
+        ids = inputs["input_ids"]
         model = auto.from_pretrained(path, trust_remote_code=True).eval()
         stock = "pruned" not in model.config.model_type
         assert stock or type(model).__module__.startswith("transformers_modules"), type(model).__module__
         row = {"class": type(model).__name__}
         with torch.no_grad():
-            row["logits"] = model(ids).logits.tolist()
+            row["logits"] = model(**inputs).logits.tolist()
+        if kind == "image-text":  # images and text: greedy decoding from the first row's image and prompt
+            first = {name: value[:1] for name, value in inputs.items()}
+            greedy = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
+            row["generated"] = model.generate(**first, **greedy).tolist()
         if kind == "causal":
             model.generation_config.pad_token_id = 0
             greedy = dict(max_new_tokens=4, do_sample=False)
@@ -92,8 +102,8 @@ CHILD = textwrap.dedent(
                 heads.append(0 if q_proj is None else q_proj.weight.shape[0] // eager.config.head_dim)
             row["attention_heads"] = {"returned": [a.shape[1] for a in attentions], "layers": heads}
         model.train()
-        labels = ids if kind == "causal" else torch.zeros(len(ids), dtype=torch.long)
-        model(ids, labels=labels).loss.backward()
+        labels = torch.zeros(len(ids), dtype=torch.long) if kind == "cls" else ids
+        model(**inputs, labels=labels).loss.backward()
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.numel()]
         row["without_grad"] = [n for n, p in params if p.grad is None]
         grads = [p.grad for _, p in params if p.grad is not None]
@@ -104,13 +114,13 @@ CHILD = textwrap.dedent(
             model.save_pretrained(saved)
             again = auto.from_pretrained(saved, trust_remote_code=True).eval()
             with torch.no_grad():
-                row["resaved_logits"] = again(ids).logits.tolist()
+                row["resaved_logits"] = again(**inputs).logits.tolist()
         return row
 
     rows = []
-    for name, path, ids, kind in json.load(open(sys.argv[1])):
+    for name, path, inputs, kind in json.load(open(sys.argv[1])):
         try:
-            rows.append({"name": name, **run(path, torch.tensor(ids), kind)})
+            rows.append({"name": name, **run(path, {k: torch.tensor(v) for k, v in inputs.items()}, kind)})
         except Exception as error:
             frames = traceback.extract_tb(error.__traceback__)
             where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
@@ -124,7 +134,14 @@ CHILD = textwrap.dedent(
 def build_checkpoints(root: Path) -> list[dict]:
     """Saves the current format's checkpoints under `root`; returns one job per checkpoint with reference outputs."""
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from conftest import random_batch, tiny_dense_model, tiny_pruned_classifier, uneven_pruned_model
+    from conftest import (
+        image_text_inputs,
+        random_batch,
+        tiny_dense_model,
+        tiny_image_text_model,
+        tiny_pruned_classifier,
+        uneven_pruned_model,
+    )
 
     ids = random_batch()
     causal = {}
@@ -141,19 +158,44 @@ def build_checkpoints(root: Path) -> list[dict]:
         with torch.no_grad():
             logits = model(ids).logits
         generated = model.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
-        jobs.append(dict(name=name, path=path, ids=ids, kind="causal", logits=logits, generated=generated))
+        jobs.append(
+            dict(name=name, path=path, inputs={"input_ids": ids}, kind="causal", logits=logits, generated=generated)
+        )
     classifier = tiny_pruned_classifier()
     classifier.save_pretrained(root / "gemma2-classifier")
     with torch.no_grad():
         logits = classifier(ids).logits
-    jobs.append(dict(name="gemma2-classifier", path=root / "gemma2-classifier", ids=ids, kind="cls", logits=logits))
+    jobs.append(
+        dict(
+            name="gemma2-classifier",
+            path=root / "gemma2-classifier",
+            inputs={"input_ids": ids},
+            kind="cls",
+            logits=logits,
+        )
+    )
+    # image-text Gemma 3: its text decoder pruned as above (with compensation biases), the vision tower kept; and the
+    # stock dense model
+    image_text = {
+        "gemma3 image-text": uneven_pruned_model("gemma3_text", compensated=True, image_text=True),
+        "stock gemma3 image-text (dense)": tiny_image_text_model(tiny_dense_model("gemma3_text")),
+    }
+    for index, (name, model) in enumerate(image_text.items()):
+        path = root / f"image-text-{index}"
+        model.save_pretrained(path)
+        inputs = image_text_inputs(model)
+        first = {key: value[:1] for key, value in inputs.items()}
+        with torch.no_grad():
+            logits = model(**inputs).logits
+            generated = model.generate(**first, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        jobs.append(dict(name=name, path=path, inputs=inputs, kind="image-text", logits=logits, generated=generated))
     for fixture in ("v1-pruned-gemma3", "v0.1-pruned-gemma3"):
         expected = json.loads((FIXTURES / fixture / "expected_logits.json").read_text())
         jobs.append(
             dict(
                 name=f"fixture {fixture}",
                 path=FIXTURES / fixture,
-                ids=torch.tensor(expected["input_ids"]),
+                inputs={"input_ids": torch.tensor(expected["input_ids"])},
                 kind="causal",
                 logits=torch.tensor(expected["logits"]),
             )
@@ -192,7 +234,9 @@ def check(job: dict, row: dict) -> str:
 
 
 def run_interpreter(python: str, jobs: list[dict], workdir: Path, extra_env: dict) -> dict:
-    spec = [(job["name"], str(job["path"]), job["ids"].tolist(), job["kind"]) for job in jobs]
+    spec = [
+        (job["name"], str(job["path"]), {k: v.tolist() for k, v in job["inputs"].items()}, job["kind"]) for job in jobs
+    ]
     (workdir / "jobs.json").write_text(json.dumps(spec))
     (workdir / "child.py").write_text(CHILD)
     env = {**os.environ, "HF_MODULES_CACHE": str(workdir / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
@@ -222,7 +266,10 @@ def markdown(results: list[dict], names: list[str], extra_env: dict) -> str:
         "equal (also with a static cache, prompt-lookup decoding and a `DynamicCache()` without a config), "
         "`output_attentions` one entry per layer with its head count, one "
         "backward pass with finite non-zero gradients on every weight, `save_pretrained` round trip "
-        "unchanged. The first five checkpoints were saved by this diet-hf; the fixtures carry the remote code of "
+        "unchanged. The image-text checkpoints (a pruned text decoder beside the stock vision tower) are run from "
+        "images and text: logits, greedy decoding, the backward pass and the round trip (no cache-path or attention "
+        "checks). The checkpoints not named stock or fixture were saved by this diet-hf; the fixtures carry the "
+        "remote code of "
         "earlier versions (format v1, diet-hf 0.1); the stock dense models (no remote code) show what a release does "
         "to Gemma itself."
         + (f" Every child ran with {', '.join(f'`{k}={v}`' for k, v in extra_env.items())}." if extra_env else ""),

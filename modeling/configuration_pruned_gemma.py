@@ -456,8 +456,11 @@ class PrunedGemma3Config(Gemma3Config):
     }
     # the text config class that a `config.json`'s `text_config` dict becomes (transformers 5 reads
     # `sub_configs_defaults`, 4.x `sub_configs`)
-    if hasattr(Gemma3Config, "sub_configs_defaults"):
-        sub_configs_defaults = {**Gemma3Config.sub_configs_defaults, "text_config": PrunedGemma3TextConfig}
+    if hasattr(Gemma3Config, "sub_configs_defaults"):  # a spec of the parent's spec class (5.20 takes no bare class)
+        sub_configs_defaults = {
+            **Gemma3Config.sub_configs_defaults,
+            "text_config": type(Gemma3Config.sub_configs_defaults["text_config"])(config_class=PrunedGemma3TextConfig),
+        }
     else:
         sub_configs = {**Gemma3Config.sub_configs, "text_config": PrunedGemma3TextConfig}
 

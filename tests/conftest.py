@@ -23,7 +23,15 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig  # noqa: E402
+from transformers import (  # noqa: E402
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3Config,
+    Gemma3ForCausalLM,
+    Gemma3ForConditionalGeneration,
+    Gemma3TextConfig,
+    SiglipVisionConfig,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DIET_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -78,14 +86,57 @@ def save_dense_checkpoint(path: Path, family: str, tokenizer, seed: int = 0) -> 
     return path
 
 
-def uneven_pruned_model(family: str = "gemma2", compensated: bool = False):
+def tiny_image_text_model(text_model, seed: int = 1):
+    """A tiny `Gemma3ForConditionalGeneration` whose language model carries `text_model`'s weights."""
+    vocab = text_model.config.vocab_size
+    vision = SiglipVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+        vision_use_head=False,  # as in Gemma 3, whose projector reads the last hidden state, not a pooled one
+    )
+    config = Gemma3Config(
+        text_config=text_model.config.to_dict(),
+        vision_config=vision.to_dict(),
+        mm_tokens_per_image=4,
+        boi_token_index=vocab - 3,
+        eoi_token_index=vocab - 2,
+        image_token_index=vocab - 1,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    model.model.language_model.load_state_dict(text_model.model.state_dict())
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight  # tied, as Gemma's is
+    return model
+
+
+def image_text_inputs(model, batch: int = 2, seq_len: int = 12, seed: int = 0) -> dict:
+    """Text ids with one image's placeholder tokens (its `mm_tokens_per_image`) in each row, `token_type_ids` marking
+    them (the image tokens attend to each other both ways), and random pixels."""
+    g = torch.Generator().manual_seed(seed)
+    config = model.config
+    ids = torch.randint(3, config.boi_token_index - 1, (batch, seq_len), generator=g)
+    ids[:, 0] = 2  # BOS
+    ids[:, 2] = config.boi_token_index
+    ids[:, 3 : 3 + config.mm_tokens_per_image] = config.image_token_index
+    ids[:, 3 + config.mm_tokens_per_image] = config.eoi_token_index
+    size = config.vision_config.image_size
+    pixels = torch.randn(batch, 3, size, size, generator=g)
+    return {"input_ids": ids, "pixel_values": pixels, "token_type_ids": (ids == config.image_token_index).long()}
+
+
+def uneven_pruned_model(family: str = "gemma2", compensated: bool = False, image_text: bool = False):
     """`tiny_dense_model(family)` pruned so that every per-layer shape differs: layer 0 without attention, layer 1
     without MLP and with fewer heads and KV heads; `compensated` adds FLAP bias compensation (biases on kept and on
-    removed sublayers)."""
+    removed sublayers); `image_text` (Gemma 3) prunes it inside `tiny_image_text_model`, keeping the vision tower."""
     from diet_hf import build_pruned_model
     from diet_hf.plan import PruningPlan
 
     dense = tiny_dense_model(family)
+    source = tiny_image_text_model(dense) if image_text else dense
     plan = PruningPlan.keep_all(dense.config)
     plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
     plan.head_kept_indices = [[], [2, 3]]
@@ -99,7 +150,7 @@ def uneven_pruned_model(family: str = "gemma2", compensated: bool = False):
             "mlp": torch.randn(2, dense.config.intermediate_size, generator=g),
             "attn": torch.randn(2, width, generator=g),
         }
-    return build_pruned_model(dense, plan, channel_means=means)
+    return build_pruned_model(source, plan, channel_means=means)
 
 
 def tiny_pruned_classifier(num_labels: int = 3):

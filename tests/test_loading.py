@@ -12,51 +12,29 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import random_batch, tiny_dense_model
+from conftest import image_text_inputs, random_batch, tiny_dense_model, tiny_image_text_model, uneven_pruned_model
 from test_healing import TEXTS, _small
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
     AutoProcessor,
-    Gemma3Config,
     Gemma3ForCausalLM,
     Gemma3ForConditionalGeneration,
-    SiglipVisionConfig,
 )
 
 from diet_hf import DietPruner, ImportanceScores, build_pruned_model, to_pruned_model
 from diet_hf.cli import main
+from diet_hf.evaluation import evaluate, next_token_logprobs, perplexity
 from diet_hf.healing import heal
 from diet_hf.loading import image_text_model, load_causal_lm, text_causal_lm, text_config
 from diet_hf.plan import build_plan
-
-
-def _image_text(text_model, seed=1):
-    """A tiny `Gemma3ForConditionalGeneration` whose language model carries `text_model`'s weights."""
-    vocab = text_model.config.vocab_size
-    vision = SiglipVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
-    )
-    config = Gemma3Config(
-        text_config=text_model.config.to_dict(),
-        vision_config=vision.to_dict(),
-        mm_tokens_per_image=4,
-        boi_token_index=vocab - 3,
-        eoi_token_index=vocab - 2,
-        image_token_index=vocab - 1,
-    )
-    torch.manual_seed(seed)
-    model = Gemma3ForConditionalGeneration(config).eval()
-    model.model.language_model.load_state_dict(text_model.model.state_dict())
-    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight  # tied, as Gemma's is
-    return model
 
 
 @pytest.fixture
 def checkpoints(tmp_path, tiny_tokenizer):
     """The same tiny Gemma 3 saved twice: as a text model and inside an image-text model."""
     text = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
-    for name, model in (("text", text), ("image-text", _image_text(text))):
+    for name, model in (("text", text), ("image-text", tiny_image_text_model(text))):
         model.save_pretrained(tmp_path / name)
         tiny_tokenizer.save_pretrained(tmp_path / name)
     return tmp_path / "text", tmp_path / "image-text"
@@ -111,6 +89,20 @@ def test_pruning_an_image_text_checkpoint_prunes_its_text_model(checkpoints, tmp
     ids = random_batch(vocab_size=len(tiny_tokenizer) - 3)
     with torch.no_grad():
         torch.testing.assert_close(pruned(ids).logits, expected(ids).logits, rtol=0, atol=0)
+    # the evaluator scores an image-text model's text model: the same as the text checkpoint's pruned model
+    scored = [
+        evaluate(m, tiny_tokenizer, ["rte"], limit=4, data_dir=data_dir, disable_progress=True)
+        for m in (pruned, expected)
+    ]
+    assert scored[0]["results"] == scored[1]["results"]
+    text = "Question: what is the answer? Answer: yes no " * 8
+    assert perplexity(pruned, tiny_tokenizer, text=text, max_length=16) == perplexity(
+        expected, tiny_tokenizer, text=text, max_length=16
+    )
+    prompts = ["Question: what", "Answer:"]
+    torch.testing.assert_close(
+        next_token_logprobs(pruned, tiny_tokenizer, prompts), next_token_logprobs(expected, tiny_tokenizer, prompts)
+    )
     record = pruned.config.pruning
     assert record is pruned.config.text_config.pruning
     assert record["base_model"] == str(image_text_dir)
@@ -205,21 +197,6 @@ def test_an_image_text_teacher_heals_and_scores_like_its_text_model(checkpoints,
     assert outputs["image-text"] == outputs["text"]
 
 
-def _image_inputs(model, batch=2, seq_len=12, seed=0):
-    """Text ids with one image's placeholder tokens (its `mm_tokens_per_image`) in each row, `token_type_ids` marking
-    them (the image tokens attend to each other both ways), and random pixels."""
-    g = torch.Generator().manual_seed(seed)
-    config = model.config
-    ids = torch.randint(3, config.boi_token_index - 1, (batch, seq_len), generator=g)
-    ids[:, 0] = 2  # BOS
-    ids[:, 2] = config.boi_token_index
-    ids[:, 3 : 3 + config.mm_tokens_per_image] = config.image_token_index
-    ids[:, 3 + config.mm_tokens_per_image] = config.eoi_token_index
-    size = config.vision_config.image_size
-    pixels = torch.randn(batch, 3, size, size, generator=g)
-    return {"input_ids": ids, "pixel_values": pixels, "token_type_ids": (ids == config.image_token_index).long()}
-
-
 def _zeroed(full, plan):
     """The dense image-text model with every removed MLP dimension and query head zeroed where it enters the
     residual (a copy)."""
@@ -236,8 +213,8 @@ def _zeroed(full, plan):
 
 def test_a_pruned_image_text_model_computes_the_zeroed_dense_model_on_images(tmp_path):
     text = tiny_dense_model("gemma3_text", vocab_size=64)
-    full = _image_text(text)
-    inputs = _image_inputs(full)
+    full = tiny_image_text_model(text)
+    inputs = image_text_inputs(full)
     # unpruned: the stock model's logits and greedy decoding, from image and text
     unpruned = to_pruned_model(full)
     assert type(unpruned).__name__ == "PrunedGemma3ForConditionalGeneration"
@@ -316,7 +293,7 @@ def test_a_pruned_image_text_checkpoint_ships_its_processor_and_runs_without_die
         image_processor=Gemma3ImageProcessor(size={"height": 28, "width": 28}), tokenizer=tokenizer, image_seq_length=4
     )
     text = tiny_dense_model("gemma3_text", vocab_size=len(tokenizer))
-    full = _image_text(text)
+    full = tiny_image_text_model(text)
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in images.items()}
     full.config.boi_token_index, full.config.eoi_token_index = ids["boi_token"], ids["eoi_token"]
     full.config.image_token_index = ids["image_token"]
@@ -390,3 +367,26 @@ def test_healing_a_pruned_image_text_model_keeps_its_vision_tower(checkpoints, t
     assert main([*argv, "--output", str(tmp_path / "eval.json")]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["results"]["rte"]
     assert main(["info", str(tmp_path / "pruned"), "--json"]) == 0
+
+
+def test_an_image_text_model_with_removed_sublayers_and_biases_decodes_from_images(tmp_path):
+    # layer 0 without attention, layer 1 without MLP, compensation biases on both: the stand-ins under the stock
+    # image-text forward, its image-token mask and its cache
+    pruned = uneven_pruned_model("gemma3_text", compensated=True, image_text=True)
+    assert type(pruned).__name__ == "PrunedGemma3ForConditionalGeneration"
+    inputs = image_text_inputs(pruned)
+    with torch.no_grad():
+        logits = pruned(**inputs).logits
+        first = {name: value[:1] for name, value in inputs.items()}
+        generated = pruned.generate(**first, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        # decoding step by step with the cache gives the logits of the whole sequence at once
+        whole = pruned(input_ids=generated[:, :-1], pixel_values=first["pixel_values"]).logits[0, -1]
+    assert generated.shape[1] == first["input_ids"].shape[1] + 4
+    pruned.save_pretrained(tmp_path / "pruned")
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "pruned", trust_remote_code=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, logits, rtol=1e-5, atol=1e-5)
+        again = reloaded.generate(**first, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        step = reloaded(input_ids=generated[:, :-1], pixel_values=first["pixel_values"]).logits[0, -1]
+    torch.testing.assert_close(again, generated)
+    torch.testing.assert_close(step, whole, rtol=1e-5, atol=1e-5)

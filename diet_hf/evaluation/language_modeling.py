@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from .._batching import pad_id
 from .._checks import check_positive_int, is_int_at_least
+from ..loading import text_causal_lm
 from ..tasks import wikitext2_text
 from .scorer import Scorer, check_tokenizer, left_padded
 
@@ -25,6 +26,7 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int
     if not prompts:
         raise ValueError("`prompts` is empty: pass at least one prompt.")
     check_positive_int("batch_size", batch_size)
+    model = text_causal_lm(model)  # an image-text Gemma 3 (dense or pruned): its text model
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     pad = pad_id(tokenizer)
@@ -72,6 +74,7 @@ def perplexity(
             raise ValueError(f"`{name}` must be an integer >= {least} or None, got {value!r}.")
     if text is None:
         text = wikitext2_text("test", data_dir=data_dir)
+    model = text_causal_lm(model)  # an image-text Gemma 3 (dense or pruned): its text model
     max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
