@@ -352,6 +352,7 @@ def _run_prune(args) -> int:
             recipe=args.recipe,
             method=args.method,
             options=args.prune_options,
+            disable_progress=args.quiet,
         )
         repo = None
         if args.push_to_hub:

@@ -230,7 +230,9 @@ class DietPruner:
             return None
         return MomentSums(keys, width, next(self.model.parameters()).device)
 
-    def _input_moments(self, plan: PruningPlan, tasks: list[str]) -> InputMoments | Iterator[InputMoments] | None:
+    def _input_moments(
+        self, plan: PruningPlan, tasks: list[str], disable_progress: bool = False
+    ) -> InputMoments | Iterator[InputMoments] | None:
         """Input moments of the dense model's cut `down_proj` / `o_proj` modules over `tasks`' calibration data: all
         of them, or where they exceed `_MOMENTS_CACHE_BYTES` an iterator of groups, one pass over the data each."""
         targets = plan.cut_modules()
@@ -259,10 +261,17 @@ class DietPruner:
                 max_bytes=_MOMENTS_CACHE_BYTES,
                 num_batches=count,
                 description="reconstruction",
+                disable_progress=disable_progress,
             )
             return stream if cached is None else itertools.chain([cached], stream)
         moments = collect_input_moments(
-            self.model, self.family, batches, missing, num_batches=count, description="reconstruction"
+            self.model,
+            self.family,
+            batches,
+            missing,
+            num_batches=count,
+            description="reconstruction",
+            disable_progress=disable_progress,
         )
         if cached is not None:
             moments = cached.merged(moments)
@@ -374,6 +383,7 @@ class DietPruner:
         method: str = "diet",
         tasks: list[str] | None = None,
         options: PruneOptions | None = None,
+        disable_progress: bool = False,
         **option_values,
     ):
         """Builds the DIET plan from the scores and returns the physically pruned model.
@@ -396,6 +406,8 @@ class DietPruner:
                 the recipe's value. `steps` > 1 profiles again between steps and `reconstruct=True` runs the
                 calibration data once more; both need the calibration data of `profile()` (scores from `load_scores`
                 draw it again).
+            disable_progress (`bool`, *optional*): no progress bars (the reconstruction's passes over the
+                calibration data and its per-module solves, which take minutes on the larger Gemmas).
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan. Its unsliced weights
@@ -481,13 +493,18 @@ class DietPruner:
         # the previous pruned model is not kept past this point, so that it can be freed before surgery builds the
         # next one (unless the caller holds it): Gemma-2 2B's pruned weights take 5 GB in float32
         self.pruned_model = None
-        moments = self._input_moments(plan, list(scores.tasks)) if reconstruct else None
+        moments = self._input_moments(plan, list(scores.tasks), disable_progress) if reconstruct else None
         anchors = None
         if anchor_bos and moments is not None:  # the BOS token's inputs of the modules the reconstruction fits
             anchors = first_token_inputs(self.model, self.family, bos_token_id, plan.cut_modules())
         self.plan = plan
         pruned = build_pruned_model(
-            self.model, plan, channel_means=channel_means, input_moments=moments, reconstruction_anchors=anchors
+            self.model,
+            plan,
+            channel_means=channel_means,
+            input_moments=moments,
+            reconstruction_anchors=anchors,
+            disable_progress=disable_progress,
         )
         architecture = getattr(self.model, "diet_source_architecture", None)
         if self._image_text is not None:  # the pruned decoder beside the unchanged vision tower and projector

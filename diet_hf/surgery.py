@@ -4,6 +4,7 @@ import copy
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .constants import family_for_model_type
 from .hub import modeling_module
@@ -164,6 +165,7 @@ def build_pruned_model(
     input_moments=None,
     reconstruction_damping: float = DEFAULT_DAMPING,
     reconstruction_anchors: dict | None = None,
+    disable_progress: bool = False,
 ) -> nn.Module:
     """Builds the pruned causal LM of a dense Gemma causal LM; weights not cut are shared, not copied.
 
@@ -188,6 +190,7 @@ def build_pruned_model(
         reconstruction_anchors (`dict`, *optional*): `{(kind, layer_idx): (channels,) tensor}`: an input of that
             `down_proj` / `o_proj` whose output its reconstruction reproduces exactly (the BOS token's:
             `diet_hf.profiler.first_token_inputs`; `least_squares_update`'s `anchor`).
+        disable_progress (`bool`, *optional*): no progress bar over the reconstruction's solves.
 
     Returns:
         `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM` (of an image-text model, a
@@ -226,6 +229,7 @@ def build_pruned_model(
             centered=channel_means is not None,
             damping=reconstruction_damping,
             anchors=reconstruction_anchors or {},
+            disable_progress=disable_progress,
         )
     # the reconstructed weights and biases win over the plain slices and the compensation biases
     state = _sliced_state_dict(model, plan, reconstructed)
@@ -249,7 +253,14 @@ def build_pruned_model(
 
 
 def _reconstructed(
-    model: nn.Module, plan: PruningPlan, input_moments, *, centered: bool, damping: float, anchors: dict
+    model: nn.Module,
+    plan: PruningPlan,
+    input_moments,
+    *,
+    centered: bool,
+    damping: float,
+    anchors: dict,
+    disable_progress: bool = False,
 ) -> dict:
     """The least-squares `down_proj` / `o_proj` weights (and biases, when `centered`) of every cut layer that
     `input_moments` covers (one `InputMoments`, or an iterable of them, each dropped once its layers are solved); a
@@ -265,6 +276,9 @@ def _reconstructed(
         cut[(kind, layer_idx)] = (torch.tensor(_channels(kept, block), dtype=torch.long), path)
     parts = [input_moments] if isinstance(input_moments, InputMoments) else input_moments
     tensors = {}
+    # one step per solved module (a float64 solve of the kept width: seconds each for the larger Gemmas); a
+    # streamed part's pass over the calibration data shows its own bar before its solves
+    progress = tqdm(total=len(cut), desc="reconstruction solves", unit="module", disable=disable_progress)
     for moments in parts:
         for key in [key for key in cut if key in moments]:
             channels, path = cut[key]
@@ -278,7 +292,9 @@ def _reconstructed(
                 dense_bias = linear.bias.double() if linear.bias is not None else 0
                 tensors[f"{path}.bias"] = (bias + dense_bias).to(linear.weight.dtype)
             del mean, second
+            progress.update()
         del moments  # before the next part's pass: one part's moments in memory at a time
+    progress.close()
     return tensors
 
 

@@ -136,6 +136,19 @@ def test_a_new_prune_lets_the_previous_pruned_model_go_before_surgery(pruned_mod
     assert pruner.pruned_model is not held  # the last one, for save_pretrained
 
 
+def test_the_reconstruction_shows_its_passes_and_solves_unless_disabled(capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # the CLI's --quiet sets it for its process
+    pruner = _profiled()
+    capsys.readouterr()
+    pruner.prune(sparsity=0.4, attention_ratio=1)  # heads cut: their o_proj moments take a pass of their own
+    shown = capsys.readouterr().err
+    assert "reconstruction solves" in shown and "reconstruction:" in shown
+    cut = len(pruner.plan.cut_modules())
+    assert f"{cut}/{cut}" in shown.split("reconstruction solves")[-1]  # one step per solved module
+    pruner.prune(sparsity=0.3, attention_ratio=1, disable_progress=True)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 @pytest.mark.parametrize("recipe", ["uniform_mlp_mean_ls_bos", "paper"])
 def test_a_bfloat16_model_prunes_as_its_float32_self(family, recipe):
