@@ -7,7 +7,8 @@ that shape (float32; the 4B's text decoder in bfloat16, as it is run; CPU), in a
 tasks x 8 calibration examples, prune at 20% with the default recipe (the least-squares reconstruction: its input
 moments exceed the pruner's 2 GiB budget at these widths, so they are summed in several passes and solved a group at
 a time), then at 20% with the paper's recipe (heads cut too, no reconstruction) while the first pruned model is
-dropped by the caller, then greedy decoding and a save. Memory is the process's peak resident size (VmHWM) over each
+dropped by the caller, then greedy decoding and a save, and last the default at 20% again with `inplace=True` (the
+dense model's own weights become the pruned model's). Memory is the process's peak resident size (VmHWM) over each
 step, reset before it, and what the step adds to the resident size before it. A check of shapes, memory and time at
 real sizes, not of quality: the weights are random. `--shapes` runs some of them; the rows of the others already in
 the output are kept.
@@ -131,12 +132,17 @@ def side(shape: str, data_dir: str) -> dict:
         _step(rows, "greedy decoding, 16 tokens", lambda: paper.generate(ids, max_new_tokens=16, do_sample=False))
     with tempfile.TemporaryDirectory() as directory:
         _step(rows, "save_pretrained", lambda: pruner.save_pretrained(directory))
+    paper = None  # let go, as the caller would
+    parameters = sum(p.numel() for p in model.parameters())
+    model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    # last: the dense model becomes the pruned one (no second copy of the cut weights); nothing can follow it
+    _step(rows, "prune 20% in place (default recipe)", lambda: pruner.prune(sparsity=0.2, inplace=True))
     return {
         "shape": shape,
         "model_type": family,
         "dtype": str(dtype).removeprefix("torch."),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "model_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30,
+        "parameters": parameters,
+        "model_gib": model_gib,
         "default_mlp_widths": sizes,
         "rows": rows,
     }

@@ -178,6 +178,12 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
     prune.add_argument("--revision", default=None, help="branch, tag or commit of the dense model on the Hub")
     prune.add_argument(
+        "--inplace",
+        action="store_true",
+        help="build the pruned model out of the dense model's own weights, never holding both (for a model that "
+        "fills most of the memory); one --sparsity only",
+    )
+    prune.add_argument(
         "--text-only",
         action="store_true",
         help="of an image-text Gemma 3 (4B and up): save the pruned text model alone, without the vision tower "
@@ -353,6 +359,7 @@ def _run_prune(args) -> int:
             method=args.method,
             options=args.prune_options,
             disable_progress=args.quiet,
+            inplace=args.inplace,
         )
         repo = None
         if args.push_to_hub:
@@ -567,6 +574,11 @@ def main(argv: list[str] | None = None) -> int:
             from .options import ProfileOptions, PruneOptions
             from .tasks import load_task_source
 
+            if args.inplace and len(args.sparsity or []) > 1:
+                raise ValueError(
+                    f"`--inplace` consumes the dense model, so it takes one --sparsity; got {len(args.sparsity)}: "
+                    "prune the others from the saved profile (`--save-scores`, then `--scores`) in runs of their own."
+                )
             args.prune_options = PruneOptions(**_dataclass_values(args, PruneOptions))
             args.profile_options = ProfileOptions(**_dataclass_values(args, ProfileOptions))
             # the user's own task data is read and checked before any model loads

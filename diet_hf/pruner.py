@@ -89,6 +89,7 @@ class DietPruner:
         self._calibration: dict | None = None  # the data of the last `profile()`, for iterative pruning
         self._moments: tuple[frozenset, InputMoments] | None = None  # reconstruction's, kept for the next prune()
         self._scores_data_dir = None  # where `load_scores` draws the calibration data again if a prune needs it
+        self._consumed = False  # set by `prune(inplace=True)`: the dense model became the pruned one
 
     @classmethod
     def from_pretrained(
@@ -154,6 +155,7 @@ class DietPruner:
         Returns:
             `DietPruner`: `self`, with `scores` set.
         """
+        self._require_dense("profile")
         options = with_overrides(ProfileOptions, options, option_values, "profile")
         if isinstance(tasks, str):
             tasks = [tasks]
@@ -384,6 +386,7 @@ class DietPruner:
         tasks: list[str] | None = None,
         options: PruneOptions | None = None,
         disable_progress: bool = False,
+        inplace: bool = False,
         **option_values,
     ):
         """Builds the DIET plan from the scores and returns the physically pruned model.
@@ -408,6 +411,11 @@ class DietPruner:
                 draw it again).
             disable_progress (`bool`, *optional*): no progress bars (the reconstruction's passes over the
                 calibration data and its per-module solves, which take minutes on the larger Gemmas).
+            inplace (`bool`, *optional*, defaults to `False`): build the pruned model out of the dense model's own
+                weights, freeing each dense tensor as its cut one is made, so memory never holds the dense and the
+                pruned model side by side (`build_pruned_model(inplace=True)`): for a model that fills most of the
+                memory (Gemma-2 9B in bfloat16 on a 24 GB GPU). The dense model is consumed: this pruner cannot
+                profile or prune again, and a model you passed in must not be used afterwards.
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan. Its unsliced weights
@@ -416,6 +424,9 @@ class DietPruner:
             `save_pretrained` / `push_to_hub` until the next `prune()` reaches surgery, then lets it go (freed then
             unless you hold it).
         """
+        if not isinstance(inplace, bool):
+            raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
+        self._require_dense("prune")
         options = with_overrides(PruneOptions, options, option_values, "prune")
         scoring = get_method(method)
         values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
@@ -498,6 +509,12 @@ class DietPruner:
         if anchor_bos and moments is not None:  # the BOS token's inputs of the modules the reconstruction fits
             anchors = first_token_inputs(self.model, self.family, bos_token_id, plan.cut_modules())
         self.plan = plan
+        dense_parameters = sum(
+            p.numel() for p in (self._image_text if self._image_text is not None else self.model).parameters()
+        )
+        if inplace:  # from here on the dense model is the pruned one's raw material
+            self._consumed = True
+            self._moments = None
         pruned = build_pruned_model(
             self.model,
             plan,
@@ -505,15 +522,23 @@ class DietPruner:
             input_moments=moments,
             reconstruction_anchors=anchors,
             disable_progress=disable_progress,
+            inplace=inplace,
         )
         architecture = getattr(self.model, "diet_source_architecture", None)
         if self._image_text is not None:  # the pruned decoder beside the unchanged vision tower and projector
             pruned = image_text_model(self._image_text, pruned)
-        dense = self._image_text if self._image_text is not None else self.model
         # the one place, after surgery
-        pruned.config.pruning = _pruning_record(dense, pruned, plan, scores, architecture)
+        pruned.config.pruning = _pruning_record(dense_parameters, pruned, plan, scores, architecture)
         self.pruned_model = pruned
         return pruned
+
+    def _require_dense(self, action: str) -> None:
+        if self._consumed:
+            raise RuntimeError(
+                f"Cannot {action}: the dense model was pruned in place (`prune(inplace=True)`) and is gone. Load it "
+                "again (`DietPruner.from_pretrained`) to profile or prune once more; the last pruned model is still "
+                "here for `save_pretrained` / `push_to_hub`."
+            )
 
     def _require_pruned(self, action: str):
         if self.pruned_model is None:
@@ -571,13 +596,13 @@ class DietPruner:
 
 
 def _pruning_record(
-    model, pruned, plan: PruningPlan, scores: ImportanceScores, architecture: str | None = None
+    total_dense: int, pruned, plan: PruningPlan, scores: ImportanceScores, architecture: str | None = None
 ) -> dict:
     """The provenance of a pruned model (`config.pruning`; the card, `info` and `cli` read it), built once from the
-    dense model, the pruned one (its parameters include any compensation biases), the plan and the profile;
-    `architecture` names the image-text class whose text decoder was pruned."""
+    dense model's parameter count (counted before surgery, which may consume it), the pruned model (its parameters
+    include any compensation biases), the plan and the profile; `architecture` names the image-text class whose text
+    decoder was pruned."""
     kept, dense = plan.block_parameters()
-    total_dense = sum(p.numel() for p in model.parameters())
     return {
         "method": get_method(plan.provenance["method"]).display_name,
         "paper": get_method(plan.provenance["method"]).paper,

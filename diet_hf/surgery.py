@@ -67,11 +67,25 @@ def build_pruned_config(
     return pruned
 
 
-def _sliced_state_dict(model: nn.Module, plan: PruningPlan, replaced: dict | None = None) -> dict[str, torch.Tensor]:
+def _sliced_state_dict(
+    model: nn.Module, plan: PruningPlan, replaced: dict | None = None, *, inplace: bool = False
+) -> dict[str, torch.Tensor]:
     """The dense state dict with `plan`'s cuts applied; tensors in `replaced` are taken from it instead (never
-    sliced first: the reconstruction's `down_proj` / `o_proj` weights)."""
-    replaced = replaced or {}
+    sliced first: the reconstruction's `down_proj` / `o_proj` weights). With `inplace`, each cut tensor also
+    replaces the dense module's own as it is made (a removed one becomes empty), so the dense tensor is freed then:
+    at most one layer's cut tensors exist twice, and the dense model is left unusable."""
+    replaced = dict(replaced or {})
     state = dict(model.state_dict())
+
+    def put(key, value):
+        state[key] = value
+        if inplace:
+            _replace_tensor(model, key, value)
+
+    def drop(key):
+        if state.pop(key, None) is not None and inplace:
+            _replace_tensor(model, key, None)
+
     layout = family_for_model_type(model.config.model_type).layout
     d = plan.head_dim
     for layer_idx in range(plan.num_hidden_layers):
@@ -88,29 +102,40 @@ def _sliced_state_dict(model: nn.Module, plan: PruningPlan, replaced: dict | Non
         ]
         if not mlp:
             for key in mlp_keys:
-                state.pop(key)
-            state.pop(f"{layout.layers}.{layer_idx}.{layout.mlp_input_norm}.weight")
+                drop(key)
+            drop(f"{layout.layers}.{layer_idx}.{layout.mlp_input_norm}.weight")
         elif len(mlp) < plan.intermediate_size:
             for key in mlp_keys[:2]:
-                state[key] = slice_linear_weight(state[key], mlp, dim=0)
-            if mlp_keys[2] not in replaced:
-                state[mlp_keys[2]] = slice_linear_weight(state[mlp_keys[2]], mlp, dim=1)
+                put(key, slice_linear_weight(state[key], mlp, dim=0))
+            if mlp_keys[2] in replaced:
+                put(mlp_keys[2], replaced.pop(mlp_keys[2]))
+            else:
+                put(mlp_keys[2], slice_linear_weight(state[mlp_keys[2]], mlp, dim=1))
         if not heads:
             for key in attn_keys:
-                state.pop(key, None)
+                drop(key)
             for norm in layout.qk_norms:
-                state.pop(f"{layout.attention_path(layer_idx, '')}.{norm}.weight", None)
-            state.pop(f"{layout.layers}.{layer_idx}.{layout.attention_input_norm}.weight")
+                drop(f"{layout.attention_path(layer_idx, '')}.{norm}.weight")
+            drop(f"{layout.layers}.{layer_idx}.{layout.attention_input_norm}.weight")
         elif len(heads) < plan.num_attention_heads or len(kv_heads) < plan.num_key_value_heads:
             for role, kept in (("query", heads), ("key", kv_heads), ("value", kv_heads)):
                 for kind in ("weight", "bias"):
                     if (key := f"{layout.attention_path(layer_idx, role)}.{kind}") in state:
-                        state[key] = slice_linear_weight(state[key], kept, dim=0, block=d)
+                        put(key, slice_linear_weight(state[key], kept, dim=0, block=d))
             key = f"{layout.attention_path(layer_idx, 'output')}.weight"
-            if key not in replaced:
-                state[key] = slice_linear_weight(state[key], heads, dim=1, block=d)
-    state.update(replaced)
+            put(key, replaced.pop(key) if key in replaced else slice_linear_weight(state[key], heads, dim=1, block=d))
+    state.update(replaced)  # the reconstruction's biases (the pruned modules get them; the dense ones have none)
     return state
+
+
+def _replace_tensor(model: nn.Module, key: str, value: torch.Tensor | None) -> None:
+    """Sets the dense module's parameter `key` to `value` (an empty tensor for None), dropping its own."""
+    path, _, name = key.rpartition(".")
+    module = model.get_submodule(path)
+    old = getattr(module, name)
+    if value is None:
+        value = torch.empty(0, dtype=old.dtype, device=old.device)
+    setattr(module, name, nn.Parameter(value, requires_grad=old.requires_grad))
 
 
 def _compensation_biases(
@@ -166,6 +191,7 @@ def build_pruned_model(
     reconstruction_damping: float = DEFAULT_DAMPING,
     reconstruction_anchors: dict | None = None,
     disable_progress: bool = False,
+    inplace: bool = False,
 ) -> nn.Module:
     """Builds the pruned causal LM of a dense Gemma causal LM; weights not cut are shared, not copied.
 
@@ -191,6 +217,11 @@ def build_pruned_model(
             `down_proj` / `o_proj` whose output its reconstruction reproduces exactly (the BOS token's:
             `diet_hf.profiler.first_token_inputs`; `least_squares_update`'s `anchor`).
         disable_progress (`bool`, *optional*): no progress bar over the reconstruction's solves.
+        inplace (`bool`, *optional*, defaults to `False`): build the pruned model from the dense model's own
+            weights, each cut tensor replacing the dense one as it is made, so that no second copy of the cut weights
+            is ever held (the peak is the dense model plus the reconstruction's new output weights and one layer's
+            cut tensors, instead of the dense model plus the whole pruned model). The dense model is consumed: its
+            cut modules hold the pruned shapes (or nothing) afterwards, and it must not be used again.
 
     Returns:
         `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM` (of an image-text model, a
@@ -198,6 +229,8 @@ def build_pruned_model(
         dense model whose removed MLP dimensions and heads are zeroed (with `channel_means`: replaced by those means;
         with `input_moments`: by their least-squares prediction from the kept channels).
     """
+    if not isinstance(inplace, bool):
+        raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
     source = model
     model = text_causal_lm(model)  # an image-text Gemma 3: its text decoder
     family = family_for_model_type(model.config.model_type)
@@ -232,7 +265,7 @@ def build_pruned_model(
             disable_progress=disable_progress,
         )
     # the reconstructed weights and biases win over the plain slices and the compensation biases
-    state = _sliced_state_dict(model, plan, reconstructed)
+    state = _sliced_state_dict(model, plan, reconstructed, inplace=inplace)
     state.update({key: value for key, value in biases.items() if key not in reconstructed})
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
     missing = [key for key in missing if key != "lm_head.weight"]

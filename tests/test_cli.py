@@ -448,3 +448,15 @@ def test_a_method_registered_after_import_is_a_choice_of_the_cli(capsys):
         assert "mine" in capsys.readouterr().out
     finally:
         METHODS.pop("mine")
+
+
+def test_prune_inplace_takes_one_sparsity(dense_dir, tmp_path, data_dir, capsys):
+    argv = ["--quiet", "prune", str(dense_dir), "--tasks", "rte", "--num-samples", "4", "--data-dir", str(data_dir)]
+    assert main([*argv, "--sparsity", "0.2", "0.4", "--inplace", "--output", str(tmp_path / "two")]) == 2
+    assert "`--inplace` consumes the dense model, so it takes one --sparsity; got 2" in capsys.readouterr().err
+    assert not any(tmp_path.glob("two*"))  # refused before any work
+    assert main([*argv, "--sparsity", "0.2", "--inplace", "--output", str(tmp_path / "one")]) == 0
+    assert main([*argv, "--sparsity", "0.2", "--output", str(tmp_path / "copied")]) == 0
+    ids = random_batch(2, 8, vocab_size=60)
+    logits = [AutoModelForCausalLM.from_pretrained(tmp_path / name)(ids).logits for name in ("one", "copied")]
+    torch.testing.assert_close(*logits, rtol=0, atol=0)

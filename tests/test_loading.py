@@ -390,3 +390,16 @@ def test_an_image_text_model_with_removed_sublayers_and_biases_decodes_from_imag
         step = reloaded(input_ids=generated[:, :-1], pixel_values=first["pixel_values"]).logits[0, -1]
     torch.testing.assert_close(again, generated)
     torch.testing.assert_close(step, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_an_inplace_prune_of_an_image_text_model_keeps_its_vision_tower(checkpoints, data_dir):
+    _, image_text_dir = checkpoints
+    profile = dict(tasks=["rte"], num_samples=4, batch_size=4, data_dir=data_dir, disable_progress=True)
+    expected = DietPruner.from_pretrained(image_text_dir).profile(**profile).prune(sparsity=0.3)
+    pruner = DietPruner.from_pretrained(image_text_dir).profile(**profile)
+    pruned = pruner.prune(sparsity=0.3, inplace=True)
+    assert type(pruned).__name__ == "PrunedGemma3ForConditionalGeneration"
+    assert pruned.model.vision_tower is pruner._image_text.model.vision_tower
+    inputs = image_text_inputs(pruned)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(**inputs).logits, expected(**inputs).logits, rtol=0, atol=0)

@@ -136,6 +136,24 @@ def test_a_new_prune_lets_the_previous_pruned_model_go_before_surgery(pruned_mod
     assert pruner.pruned_model is not held  # the last one, for save_pretrained
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_an_inplace_prune_gives_the_same_model_and_consumes_the_dense_one(family, tmp_path):
+    reference = _profiled(family).prune(sparsity=0.4, attention_ratio=1)  # reconstruction, BOS anchor, heads cut
+    pruner = _profiled(family)
+    pruned = pruner.prune(sparsity=0.4, attention_ratio=1, inplace=True)
+    ids = random_batch(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(ids).logits, reference(ids).logits, rtol=0, atol=0)
+    assert pruned.config.pruning["total_parameters"] == reference.config.pruning["total_parameters"]
+    pruner.save_pretrained(tmp_path / "pruned")  # the pruned model stays for saving and pushing
+    with pytest.raises(RuntimeError, match=r"pruned in place \(`prune\(inplace=True\)`\) and is gone"):
+        pruner.prune(sparsity=0.2)
+    with pytest.raises(RuntimeError, match="Cannot profile"):
+        pruner.profile({"a": [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]})
+    with pytest.raises(ValueError, match="`inplace` must be a bool"):
+        _profiled(family).prune(sparsity=0.2, inplace="yes")
+
+
 def test_the_reconstruction_shows_its_passes_and_solves_unless_disabled(capsys, monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)  # the CLI's --quiet sets it for its process
     pruner = _profiled()

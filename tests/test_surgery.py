@@ -161,3 +161,43 @@ def test_every_module_path_diet_uses_comes_from_the_family_layout():
             assert f"{layout.attention_path(layer_idx, '')}.{norm}" in names
     assert FAMILIES[1].mlp_down_proj.format(layer_idx=1) == layout.mlp_path(1, "down")
     assert set(layout.projection_names) == {n.rsplit(".", 1)[-1] for n in names if n.endswith("_proj")}
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("target", ["both", "removed_sublayers"])
+def test_inplace_surgery_builds_the_same_model_from_the_dense_weights_themselves(family, target):
+    import weakref
+
+    dense = tiny_dense_model(family, num_key_value_heads=2)
+    scores = _random_scores(dense.config, seed=5)
+    if target == "removed_sublayers":
+        scores.mlp["t0"][1] *= 1e-3
+        scores.heads["t0"][1] *= 1e-3
+        scores = ImportanceScores({"t0": scores.mlp["t0"]}, {"t0": scores.heads["t0"]})
+    plan = build_plan(scores, dense.config, **TARGETS[target])
+    g = torch.Generator().manual_seed(1)
+    width = dense.config.num_attention_heads * plan.head_dim
+    layers = dense.config.num_hidden_layers
+    means = {
+        "mlp": torch.randn(layers, dense.config.intermediate_size, generator=g),
+        "attn": torch.randn(layers, width, generator=g),
+    }
+    ids = random_batch(2, 12)
+    copied = build_pruned_model(dense, plan, channel_means=means)
+    with torch.no_grad():
+        expected = copied(ids).logits
+    del copied
+    cut = [layer.mlp.up_proj.weight for layer in dense.model.layers]  # every layer's MLP is cut
+    watched = [weakref.ref(weight) for weight in cut]
+    del cut
+    embedding = dense.model.embed_tokens.weight
+    pruned = build_pruned_model(dense, plan, channel_means=means, inplace=True)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(ids).logits, expected, rtol=0, atol=0)
+    assert all(ref() is None for ref in watched)  # the dense tensors were freed, not kept beside the cut ones
+    assert pruned.model.embed_tokens.weight.data_ptr() == embedding.data_ptr()  # untouched weights: the same memory
+    for layer_idx, layer in enumerate(dense.model.layers):  # the dense modules hold the cut tensors (or nothing)
+        width = len(plan.mlp_kept_indices[layer_idx])
+        assert layer.mlp.up_proj.weight.shape[0] == width if width else layer.mlp.up_proj.weight.numel() == 0
+    with pytest.raises(ValueError, match="`inplace` must be a bool, got 1"):
+        build_pruned_model(tiny_dense_model(family), plan, inplace=1)
