@@ -20,25 +20,20 @@ _CITATION = """@misc{diet2026,
 }"""
 
 
-def _text_usage(name: str) -> list[str]:
+def _usage(name: str, image_text: bool) -> list[str]:
+    """The card's loading snippet: the causal LM and its tokenizer, or the image-text model and its processor."""
+    model_class, reader_class, reader, comment = (
+        ("AutoModelForImageTextToText", "AutoProcessor", "processor", "the processor is the base model's")
+        if image_text
+        else ("AutoModelForCausalLM", "AutoTokenizer", "tokenizer", "the tokenizer is stock")
+    )
     return [
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f"from transformers import {model_class}, {reader_class}",
         "",
         'revision = "main"  # replace with the commit hash you reviewed',
-        f'model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True, revision=revision)',
-        "# the tokenizer is stock; trust_remote_code only lets it read this config without an interactive prompt",
-        f'tokenizer = AutoTokenizer.from_pretrained("{name}", revision=revision, trust_remote_code=True)',
-    ]
-
-
-def _image_text_usage(name: str) -> list[str]:
-    return [
-        "from transformers import AutoModelForImageTextToText, AutoProcessor",
-        "",
-        'revision = "main"  # replace with the commit hash you reviewed',
-        f'model = AutoModelForImageTextToText.from_pretrained("{name}", trust_remote_code=True, revision=revision)',
-        "# the processor is the base model's; trust_remote_code only lets it read this config without a prompt",
-        f'processor = AutoProcessor.from_pretrained("{name}", revision=revision, trust_remote_code=True)',
+        f'model = {model_class}.from_pretrained("{name}", trust_remote_code=True, revision=revision)',
+        f"# {comment}; trust_remote_code only lets it read this config without an interactive prompt",
+        f'{reader} = {reader_class}.from_pretrained("{name}", revision=revision, trust_remote_code=True)',
     ]
 
 
@@ -277,7 +272,7 @@ def write_model_card(
         "revision you reviewed, so the code you run cannot change under you:",
         "",
         "```python",
-        *(_image_text_usage(name) if image_text else _text_usage(name)),
+        *_usage(name, image_text),
         "```",
         "",
         *(

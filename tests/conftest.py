@@ -3,6 +3,8 @@
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 from hub_server import LocalHub
@@ -164,6 +166,19 @@ def tiny_pruned_classifier(num_labels: int = 3):
     )
     torch.manual_seed(0)
     return PrunedGemma2ForSequenceClassification(config).eval()
+
+
+def run_script(tmp_path: Path, source: str, *args: str, python: str = sys.executable) -> str:
+    """Runs the Python `source` in a new process (its own remote-code module cache under `tmp_path`, offline, no
+    PYTHONPATH) with `args`; returns its stdout, failing the test with its stderr's end if it fails."""
+    script = tmp_path / "fresh.py"
+    script.write_text(source)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [python, str(script), *args], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def random_batch(batch_size: int = 2, seq_len: int = 10, vocab_size: int = 128, seed: int = 0) -> torch.Tensor:

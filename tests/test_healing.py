@@ -2,15 +2,12 @@
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_batch, tiny_dense_model
+from conftest import random_batch, run_script, tiny_dense_model
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM
 
@@ -354,19 +351,8 @@ def test_heal_lora_merges_saves_and_reloads_without_diet_hf_or_peft(tmp_path, ti
     assert (saved / "model.safetensors").is_file() and not (tmp_path / "healed.healing").exists()
     card = (saved / "README.md").read_text()
     assert "## Healing" in card and "tokens seen" in card
-    script = tmp_path / "fresh.py"
-    script.write_text(FRESH)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, str(script), str(saved), json.dumps(ids.tolist())],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert torch.allclose(torch.tensor(json.loads(result.stdout)), healed_logits, atol=1e-5)
+    stdout = run_script(tmp_path, FRESH, str(saved), json.dumps(ids.tolist()))
+    assert torch.allclose(torch.tensor(json.loads(stdout)), healed_logits, atol=1e-5)
 
 
 class _Interrupt:

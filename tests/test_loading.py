@@ -3,16 +3,20 @@
 import copy
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import image_text_inputs, random_batch, tiny_dense_model, tiny_image_text_model, uneven_pruned_model
+from conftest import (
+    image_text_inputs,
+    random_batch,
+    run_script,
+    tiny_dense_model,
+    tiny_image_text_model,
+    uneven_pruned_model,
+)
 from test_healing import TEXTS, _small
 from transformers import (
     AutoModelForCausalLM,
@@ -26,6 +30,7 @@ from diet_hf import DietPruner, ImportanceScores, build_pruned_model, to_pruned_
 from diet_hf.cli import main
 from diet_hf.evaluation import evaluate, next_token_logprobs, perplexity
 from diet_hf.healing import heal
+from diet_hf.info import check_pruned_checkpoint
 from diet_hf.loading import image_text_model, load_causal_lm, text_causal_lm, text_config
 from diet_hf.plan import build_plan
 
@@ -125,6 +130,8 @@ def test_pruning_an_image_text_checkpoint_prunes_its_text_model(checkpoints, tmp
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, expected(ids).logits)
+    with pytest.raises(ValueError, match=r"its ONNX export is not supported\. Prune with `text_only=True`"):
+        check_pruned_checkpoint(tmp_path / "pruned")
     # `text_only`: the text model alone, as a text checkpoint
     text_only = DietPruner.from_pretrained(image_text_dir, text_only=True).profile(**profile)
     alone = text_only.prune(sparsity=0.3)
@@ -136,6 +143,7 @@ def test_pruning_an_image_text_checkpoint_prunes_its_text_model(checkpoints, tmp
     assert "| part pruned | the text decoder of this Gemma3ForConditionalGeneration; no vision tower |" in card
     saved = json.loads((tmp_path / "alone" / "config.json").read_text())
     assert saved["model_type"] == "pruned_gemma3_text" and "vision_config" not in saved
+    assert check_pruned_checkpoint(tmp_path / "alone") == "pruned_gemma3_text"
     # a loaded image-text model given to the pruner directly
     full = Gemma3ForConditionalGeneration.from_pretrained(image_text_dir).eval()
     again = DietPruner(full).profile({"a": [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]})
@@ -305,19 +313,7 @@ def test_a_pruned_image_text_checkpoint_ships_its_processor_and_runs_without_die
     assert type(pruner.processor).__name__ == "Gemma3Processor"
     pruned = pruner.prune(sparsity=0.3)
     pruner.save_pretrained(tmp_path / "pruned")
-    script = tmp_path / "fresh.py"
-    script.write_text(PROCESSOR_FRESH)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "pruned")],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = json.loads(run_script(tmp_path, PROCESSOR_FRESH, str(tmp_path / "pruned")).strip().splitlines()[-1])
     assert out["type"] == "PrunedGemma3ForConditionalGeneration"
     assert out["ids"][0].count(ids["image_token"]) == 4  # the processor expanded the image into its tokens
     # the same processed inputs in this process, through the pruned model it saved

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, random_batch, tiny_pruned_classifier, uneven_pruned_model
+from conftest import REPO_ROOT, random_batch, run_script, tiny_pruned_classifier, uneven_pruned_model
 
 from diet_hf.hub import remote_code_dir, remote_code_files, save_pruned_model
 
@@ -54,18 +54,7 @@ def _load_all_in_fresh_process(jobs, tmp_path, python=sys.executable):
     give checkpoints with different code different names."""
     jobs_path, out_path = tmp_path / "jobs.json", tmp_path / "out.json"
     jobs_path.write_text(json.dumps([(str(path), ids.tolist(), kind) for path, ids, kind in jobs]))
-    script = tmp_path / "load.py"
-    script.write_text(LOAD_SCRIPT)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [python, str(script), str(jobs_path), str(out_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_script(tmp_path, LOAD_SCRIPT, str(jobs_path), str(out_path), python=python)
     return json.loads(out_path.read_text())
 
 

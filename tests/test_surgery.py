@@ -104,23 +104,31 @@ def _mean_filled_dense(dense, plan, means):
     return filled
 
 
-@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-@pytest.mark.parametrize("target", ["both", "removed_sublayers"])
-def test_bias_compensation_equals_mean_filled_dense(family, target):
-    dense = tiny_dense_model(family, num_key_value_heads=2)
-    scores = _random_scores(dense.config, seed=3)
+def _plan_and_means(dense, target, seed):
+    """A plan of `TARGETS[target]` from random scores (layer 1 made unimportant for "removed_sublayers"), and random
+    channel means for bias compensation."""
+    scores = _random_scores(dense.config, seed=seed)
     if target == "removed_sublayers":
         scores.mlp["t0"][1] *= 1e-3
         scores.heads["t0"][1] *= 1e-3
         scores = ImportanceScores({"t0": scores.mlp["t0"]}, {"t0": scores.heads["t0"]})
     plan = build_plan(scores, dense.config, **TARGETS[target])
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed - 3)
     width = dense.config.num_attention_heads * plan.head_dim
     layers = dense.config.num_hidden_layers
     means = {
         "mlp": torch.randn(layers, dense.config.intermediate_size, generator=g),
         "attn": torch.randn(layers, width, generator=g),
     }
+    return plan, means
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("target", ["both", "removed_sublayers"])
+def test_bias_compensation_equals_mean_filled_dense(family, target):
+    dense = tiny_dense_model(family, num_key_value_heads=2)
+    plan, means = _plan_and_means(dense, target, seed=3)
+    layers = dense.config.num_hidden_layers
     pruned = build_pruned_model(dense, plan, channel_means=means)
     assert pruned.config.o_proj_bias and pruned.config.down_proj_bias
     ids = random_batch(2, 12)
@@ -169,19 +177,7 @@ def test_inplace_surgery_builds_the_same_model_from_the_dense_weights_themselves
     import weakref
 
     dense = tiny_dense_model(family, num_key_value_heads=2)
-    scores = _random_scores(dense.config, seed=5)
-    if target == "removed_sublayers":
-        scores.mlp["t0"][1] *= 1e-3
-        scores.heads["t0"][1] *= 1e-3
-        scores = ImportanceScores({"t0": scores.mlp["t0"]}, {"t0": scores.heads["t0"]})
-    plan = build_plan(scores, dense.config, **TARGETS[target])
-    g = torch.Generator().manual_seed(1)
-    width = dense.config.num_attention_heads * plan.head_dim
-    layers = dense.config.num_hidden_layers
-    means = {
-        "mlp": torch.randn(layers, dense.config.intermediate_size, generator=g),
-        "attn": torch.randn(layers, width, generator=g),
-    }
+    plan, means = _plan_and_means(dense, target, seed=5)
     ids = random_batch(2, 12)
     copied = build_pruned_model(dense, plan, channel_means=means)
     with torch.no_grad():
