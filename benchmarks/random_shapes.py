@@ -8,7 +8,9 @@ tasks x 8 calibration examples, prune at 20% with the default recipe (the least-
 moments exceed the pruner's 2 GiB budget at these widths, so they are summed in several passes and solved a group at
 a time), then at 20% with the paper's recipe (heads cut too, no reconstruction) while the first pruned model is
 dropped by the caller, then greedy decoding and a save, and last the default at 20% again with `inplace=True` (the
-dense model's own weights become the pruned model's). Memory is the process's peak resident size (VmHWM) over each
+dense model's own weights become the pruned model's). `--modes inplace` measures that in-place prune in a process of
+its own, as the first prune after the profile (the sequence's process may already hold memory freed by its earlier
+steps, which the allocator keeps). Memory is the process's peak resident size (VmHWM) over each
 step, reset before it, and what the step adds to the resident size before it. A check of shapes, memory and time at
 real sizes, not of quality: the weights are random. `--shapes` runs some of them; the rows of the others already in
 the output are kept.
@@ -99,7 +101,7 @@ def _step(rows: list, name: str, work):
     return result
 
 
-def side(shape: str, data_dir: str) -> dict:
+def side(shape: str, data_dir: str, mode: str = "sequence") -> dict:
     import torch
     from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
 
@@ -123,6 +125,19 @@ def side(shape: str, data_dir: str) -> dict:
     pruner = DietPruner(model, tokenizer, model_id=f"random/{shape}")
     profile = dict(tasks=["rte", "arc_easy"], num_samples=8, batch_size=4, data_dir=data_dir, disable_progress=True)
     _step(rows, "profile", lambda: pruner.profile(**profile))
+    parameters = sum(p.numel() for p in model.parameters())
+    model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    if mode == "inplace":  # a process of its own: the dense model becomes the pruned one, nothing held before it
+        pruned = _step(rows, "prune 20% in place (default recipe)", lambda: pruner.prune(sparsity=0.2, inplace=True))
+        sizes = sorted(
+            {pruned.config.per_layer_config[i].intermediate_size for i in range(values["num_hidden_layers"])}
+        )
+        ids = tokenizer(["The capital of France is"], return_tensors="pt").input_ids
+        with torch.no_grad():
+            _step(rows, "greedy decoding, 16 tokens", lambda: pruned.generate(ids, max_new_tokens=16, do_sample=False))
+        with tempfile.TemporaryDirectory() as directory:
+            _step(rows, "save_pretrained", lambda: pruner.save_pretrained(directory))
+        return _result(shape, mode, family, dtype, parameters, model_gib, sizes, rows)
     default = _step(rows, "prune 20% (default recipe)", lambda: pruner.prune(sparsity=0.2))
     sizes = sorted({default.config.per_layer_config[i].intermediate_size for i in range(values["num_hidden_layers"])})
     del default  # the caller lets it go; the pruner lets go of its own reference when the next surgery starts
@@ -133,12 +148,17 @@ def side(shape: str, data_dir: str) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         _step(rows, "save_pretrained", lambda: pruner.save_pretrained(directory))
     paper = None  # let go, as the caller would
-    parameters = sum(p.numel() for p in model.parameters())
-    model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
-    # last: the dense model becomes the pruned one (no second copy of the cut weights); nothing can follow it
+    # last: the dense model becomes the pruned one (no second copy of the cut weights); nothing can follow it. The
+    # process may already hold freed memory of the steps before (the allocator keeps it): `--modes inplace` measures
+    # it in a process of its own
     _step(rows, "prune 20% in place (default recipe)", lambda: pruner.prune(sparsity=0.2, inplace=True))
+    return _result(shape, mode, family, dtype, parameters, model_gib, sizes, rows)
+
+
+def _result(shape, mode, family, dtype, parameters, model_gib, sizes, rows) -> dict:
     return {
         "shape": shape,
+        "mode": mode,
         "model_type": family,
         "dtype": str(dtype).removeprefix("torch."),
         "parameters": parameters,
@@ -152,16 +172,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["sequence", "inplace"],
+        default=["sequence", "inplace"],
+        help="sequence: profile, the default prune, the paper's, decoding, a save, an in-place prune; inplace: "
+        "profile, then the default prune in place as the first one, decoding, a save",
+    )
     parser.add_argument("--output", default="benchmarks/results/random_shapes")
     args = parser.parse_args(argv)
     output = Path(args.output).with_suffix(".json")
     earlier = json.loads(output.read_text())["results"] if output.is_file() else []
-    results = [result for result in earlier if result["shape"] not in args.shapes]  # other shapes' rows are kept
-    for shape in args.shapes:
-        result = run_side([sys.executable, __file__, "--side", shape, str(Path(args.data_dir).resolve())])
+    runs = [(shape, mode) for shape in args.shapes for mode in args.modes]
+    # other shapes' and modes' rows are kept (rows from before `--modes` existed are the sequence's)
+    results = [result for result in earlier if (result["shape"], result.get("mode", "sequence")) not in runs]
+    for shape, mode in runs:
+        result = run_side([sys.executable, __file__, "--side", shape, str(Path(args.data_dir).resolve()), mode])
         if result is None:
             return 1
         results.append(result)
+    results.sort(key=lambda r: (list(SHAPES).index(r["shape"]), r.get("mode", "sequence") != "sequence"))
     report = {**provenance(), "results": results}
     lines = [
         "# Profile and prune at larger Gemma shapes (random weights, CPU)",
@@ -174,7 +205,8 @@ def main(argv=None) -> int:
     for result in results:
         lines += [
             "",
-            f"## {result['shape']} ({result['model_type']}, {result['parameters'] / 1e9:.2f}B parameters, "
+            f"## {result['shape']}{' in place' if result.get('mode') == 'inplace' else ''} "
+            f"({result['model_type']}, {result['parameters'] / 1e9:.2f}B parameters, "
             f"{result.get('dtype', 'float32')}, {result['model_gib']:.2f} GiB; the default's MLP widths at 20%: "
             f"{result['default_mlp_widths']})",
             "",
@@ -191,6 +223,6 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--side":
-        print_result(side(sys.argv[2], sys.argv[3]))
+        print_result(side(*sys.argv[2:5]))
     else:
         sys.exit(main())

@@ -265,11 +265,14 @@ def iter_input_moments(
     num_batches: int | None = None,
     description: str = "input moments",
     disable_progress: bool = False,
+    deepest_first: bool = False,
 ) -> Iterator[InputMoments]:
     """`collect_input_moments` one pass at a time: yields the `InputMoments` of each group of targets (forward order,
     groups of about equal size, each at most `max_bytes` unless one target alone is larger) when its pass ends, so a
     consumer that drops each before asking for the next holds one group's moments at a time (`build_pruned_model`
-    does: memory bounded by `max_bytes` where all the moments would not fit, e.g. Gemma-2 9B's MLPs' 17.6 GB)."""
+    does: memory bounded by `max_bytes` where all the moments would not fit, e.g. Gemma-2 9B's MLPs' 17.6 GB).
+    `deepest_first` yields the groups from the last layers back: each later pass stops before the layers of the
+    groups before it, so an in-place surgery can cut those once they are solved (the same moments either way)."""
     width = moment_widths(model.config)
     order = sorted(set(targets), key=lambda key: (key[1], 0 if key[0] == "attn" else 1))  # forward order
     sizes = [MomentSums.nbytes_for([key], width) for key in order]
@@ -283,6 +286,8 @@ def iter_input_moments(
         used += size
     if current:
         groups.append(current)
+    if deepest_first:
+        groups.reverse()
     for number, group in enumerate(groups):
         name = description if len(groups) == 1 else f"{description} ({number + 1}/{len(groups)})"
         yield _moments_pass(model, family, batches(), group, width, (name, num_batches), disable_progress).moments()

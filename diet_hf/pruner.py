@@ -233,10 +233,11 @@ class DietPruner:
         return MomentSums(keys, width, next(self.model.parameters()).device)
 
     def _input_moments(
-        self, plan: PruningPlan, tasks: list[str], disable_progress: bool = False
+        self, plan: PruningPlan, tasks: list[str], disable_progress: bool = False, inplace: bool = False
     ) -> InputMoments | Iterator[InputMoments] | None:
         """Input moments of the dense model's cut `down_proj` / `o_proj` modules over `tasks`' calibration data: all
-        of them, or where they exceed `_MOMENTS_CACHE_BYTES` an iterator of groups, one pass over the data each."""
+        of them, or where they exceed `_MOMENTS_CACHE_BYTES` an iterator of groups, one pass over the data each
+        (deepest first for an in-place surgery, which then frees the dense layers a group at a time)."""
         targets = plan.cut_modules()
         if not targets:
             return None
@@ -264,6 +265,7 @@ class DietPruner:
                 num_batches=count,
                 description="reconstruction",
                 disable_progress=disable_progress,
+                deepest_first=inplace,
             )
             return stream if cached is None else itertools.chain([cached], stream)
         moments = collect_input_moments(
@@ -504,7 +506,7 @@ class DietPruner:
         # the previous pruned model is not kept past this point, so that it can be freed before surgery builds the
         # next one (unless the caller holds it): Gemma-2 2B's pruned weights take 5 GB in float32
         self.pruned_model = None
-        moments = self._input_moments(plan, list(scores.tasks), disable_progress) if reconstruct else None
+        moments = self._input_moments(plan, list(scores.tasks), disable_progress, inplace) if reconstruct else None
         anchors = None
         if anchor_bos and moments is not None:  # the BOS token's inputs of the modules the reconstruction fits
             anchors = first_token_inputs(self.model, self.family, bos_token_id, plan.cut_modules())

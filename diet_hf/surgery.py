@@ -67,28 +67,48 @@ def build_pruned_config(
     return pruned
 
 
-def _sliced_state_dict(
-    model: nn.Module, plan: PruningPlan, replaced: dict | None = None, *, inplace: bool = False
-) -> dict[str, torch.Tensor]:
-    """The dense state dict with `plan`'s cuts applied; tensors in `replaced` are taken from it instead (never
-    sliced first: the reconstruction's `down_proj` / `o_proj` weights). With `inplace`, each cut tensor also
-    replaces the dense module's own as it is made (a removed one becomes empty), so the dense tensor is freed then:
-    at most one layer's cut tensors exist twice, and the dense model is left unusable."""
-    replaced = dict(replaced or {})
-    state = dict(model.state_dict())
+class _Cutter:
+    """Applies `plan`'s cuts to the dense state dict, a layer at a time (`cut`; `finish` does the layers left).
 
-    def put(key, value):
-        state[key] = value
-        if inplace:
-            _replace_tensor(model, key, value)
+    With `inplace`, each cut tensor also replaces the dense module's own as it is made (a removed one becomes empty),
+    so the dense tensor is freed then and the dense model is left unusable; `cut_ready` lets the reconstruction cut
+    each layer as soon as its refitted modules are solved and no pass over the decoder will run it again."""
 
-    def drop(key):
-        if state.pop(key, None) is not None and inplace:
-            _replace_tensor(model, key, None)
+    def __init__(self, model: nn.Module, plan: PruningPlan, inplace: bool):
+        self.model, self.plan, self.inplace = model, plan, inplace
+        self.state = dict(model.state_dict())
+        self.layout = family_for_model_type(model.config.model_type).layout
+        self.pending = set(range(plan.num_hidden_layers))
+        self.refitted = {}  # layer -> the keys of its modules the reconstruction refits
+        for kind, layer_idx in plan.cut_modules():
+            self.refitted.setdefault(layer_idx, set()).add((kind, layer_idx))
 
-    layout = family_for_model_type(model.config.model_type).layout
-    d = plan.head_dim
-    for layer_idx in range(plan.num_hidden_layers):
+    def _put(self, key, value):
+        self.state[key] = value
+        if self.inplace:
+            _replace_tensor(self.model, key, value)
+
+    def _drop(self, key):
+        if self.state.pop(key, None) is not None and self.inplace:
+            _replace_tensor(self.model, key, None)
+
+    def cut_ready(self, replaced: dict, solved: set, deepest_pending_pass: int) -> None:
+        """Cuts every layer deeper than `deepest_pending_pass` (the deepest layer a pass still to come runs) whose
+        refitted modules are all in `solved`, taking their weights from `replaced`."""
+        for layer_idx in sorted(self.pending):
+            if layer_idx > deepest_pending_pass and self.refitted.get(layer_idx, set()) <= solved:
+                self.cut(layer_idx, replaced)
+
+    def finish(self, replaced: dict) -> dict:
+        for layer_idx in sorted(self.pending):
+            self.cut(layer_idx, replaced)
+        self.state.update(replaced)  # the reconstruction's biases (the pruned modules get them; the dense have none)
+        return self.state
+
+    def cut(self, layer_idx: int, replaced: dict) -> None:
+        plan, layout, state, put, drop = self.plan, self.layout, self.state, self._put, self._drop
+        d = plan.head_dim
+        self.pending.discard(layer_idx)
         mlp, heads, kv_heads = (
             plan.mlp_kept_indices[layer_idx],
             plan.head_kept_indices[layer_idx],
@@ -124,8 +144,6 @@ def _sliced_state_dict(
                         put(key, slice_linear_weight(state[key], kept, dim=0, block=d))
             key = f"{layout.attention_path(layer_idx, 'output')}.weight"
             put(key, replaced.pop(key) if key in replaced else slice_linear_weight(state[key], heads, dim=1, block=d))
-    state.update(replaced)  # the reconstruction's biases (the pruned modules get them; the dense ones have none)
-    return state
 
 
 def _replace_tensor(model: nn.Module, key: str, value: torch.Tensor | None) -> None:
@@ -253,6 +271,7 @@ def build_pruned_model(
     model_class = getattr(modeling_module(), family.pruned_causal_lm_class)
     with torch.device("meta"):
         pruned = model_class(config)
+    cutter = _Cutter(model, plan, inplace)
     reconstructed = {}
     if input_moments is not None:
         reconstructed = _reconstructed(
@@ -263,9 +282,10 @@ def build_pruned_model(
             damping=reconstruction_damping,
             anchors=reconstruction_anchors or {},
             disable_progress=disable_progress,
+            cutter=cutter if inplace else None,
         )
     # the reconstructed weights and biases win over the plain slices and the compensation biases
-    state = _sliced_state_dict(model, plan, reconstructed, inplace=inplace)
+    state = cutter.finish(reconstructed)
     state.update({key: value for key, value in biases.items() if key not in reconstructed})
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
     missing = [key for key in missing if key != "lm_head.weight"]
@@ -294,10 +314,14 @@ def _reconstructed(
     damping: float,
     anchors: dict,
     disable_progress: bool = False,
+    cutter: "_Cutter | None" = None,
 ) -> dict:
     """The least-squares `down_proj` / `o_proj` weights (and biases, when `centered`) of every cut layer that
     `input_moments` covers (one `InputMoments`, or an iterable of them, each dropped once its layers are solved); a
-    wholly removed sublayer keeps its bias compensation."""
+    wholly removed sublayer keeps its bias compensation. With an in-place `cutter`, each layer is cut as soon as its
+    modules are solved and no later part's pass (which runs the decoder up to that part's deepest module) reads it:
+    its weights then leave the returned dict for the model (parts deepest first, as `iter_input_moments(...,
+    deepest_first=True)` yields them, free the dense layers part by part; in forward order they wait to the end)."""
     layout = family_for_model_type(model.config.model_type).layout
     cut = {}
     for kind, layer_idx in plan.cut_modules():
@@ -312,8 +336,13 @@ def _reconstructed(
     # one step per solved module (a float64 solve of the kept width: seconds each for the larger Gemmas); a
     # streamed part's pass over the calibration data shows its own bar before its solves
     progress = tqdm(total=len(cut), desc="reconstruction solves", unit="module", disable=disable_progress)
+    seen, solved = set(), set()
     for moments in parts:
-        for key in [key for key in cut if key in moments]:
+        covered = [key for key in cut if key in moments]
+        seen.update(covered)
+        # the deepest layer a pass still to come runs (-1: none comes); only deeper layers may be cut in place
+        deepest_pending = max((layer for kind, layer in cut if (kind, layer) not in seen), default=-1)
+        for key in covered:
             channels, path = cut[key]
             linear = model.get_submodule(path)
             mean, second = moments.get(*key)
@@ -326,6 +355,9 @@ def _reconstructed(
                 tensors[f"{path}.bias"] = (bias + dense_bias).to(linear.weight.dtype)
             del mean, second
             progress.update()
+            solved.add(key)
+            if cutter is not None:
+                cutter.cut_ready(tensors, solved, deepest_pending)
         del moments  # before the next part's pass: one part's moments in memory at a time
     progress.close()
     return tensors

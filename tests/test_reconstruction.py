@@ -321,6 +321,41 @@ def test_moments_too_big_to_keep_are_read_one_pass_at_a_time(monkeypatch):
         torch.testing.assert_close(streamed(**batches[0]).logits, reference(**batches[0]).logits, rtol=1e-4, atol=1e-5)
 
 
+def test_an_inplace_prune_reads_the_moments_deepest_first_and_frees_each_layer_once_no_pass_needs_it(monkeypatch):
+    """In place, the streamed passes come deepest first, so a layer whose modules are solved is cut (its dense
+    tensors freed) before the passes of the layers above it, which stop below it: the same model as all at once."""
+    import gc
+    import weakref
+
+    import diet_hf.pruner
+
+    pruner, batches = _profiled("gemma3_text")
+    options = dict(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
+    reference = pruner.prune(**options)
+    one_layer = MomentSums.nbytes_for([("mlp", 0)], moment_widths(pruner.model.config))
+    monkeypatch.setattr(diet_hf.pruner, "_MOMENTS_CACHE_BYTES", one_layer)
+    pruner.profile({"a": batches, "b": batches[:1]})
+    dense = [weakref.ref(layer.mlp.up_proj.weight) for layer in pruner.model.model.layers]
+    original, order, alive = diet_hf.pruner.iter_input_moments, [], []
+
+    def watched(*args, **kwargs):
+        for moments in original(*args, **kwargs):
+            gc.collect()
+            order.append(sorted(moments.moments))
+            alive.append([ref() is not None for ref in dense])  # each layer's dense weights, after this pass
+            yield moments
+
+    monkeypatch.setattr(diet_hf.pruner, "iter_input_moments", watched)
+    pruned = pruner.prune(**options, inplace=True)
+    assert order == [[("mlp", 1)], [("attn", 1)], [("mlp", 0)], [("attn", 0)]]
+    # layer 1 is cut once both its modules are solved, before the passes that stop in layer 0
+    assert alive == [[True, True], [True, True], [True, False], [True, False]]
+    gc.collect()
+    assert [ref() is None for ref in dense] == [True, True]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(**batches[0]).logits, reference(**batches[0]).logits, rtol=1e-4, atol=1e-5)
+
+
 def test_loaded_scores_draw_the_calibration_data_again(tmp_path, data_dir, tiny_tokenizer):
     import shutil
 
