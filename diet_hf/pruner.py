@@ -414,10 +414,12 @@ class DietPruner:
             disable_progress (`bool`, *optional*): no progress bars (the reconstruction's passes over the
                 calibration data and its per-module solves, which take minutes on the larger Gemmas).
             inplace (`bool`, *optional*, defaults to `False`): build the pruned model out of the dense model's own
-                weights, freeing each dense tensor as its cut one is made, so memory never holds the dense and the
-                pruned model side by side (`build_pruned_model(inplace=True)`): for a model that fills most of the
-                memory (Gemma-2 9B in bfloat16 on a 24 GB GPU). The dense model is consumed: this pruner cannot
-                profile or prune again, and a model you passed in must not be used afterwards.
+                weights (`build_pruned_model(inplace=True)`): the reconstruction's passes run deepest first and each
+                layer's dense tensors are freed once it is cut, so the pruned model is never held beside the whole
+                dense model (the peak is the dense model plus one pass's moments and solves, and afterwards the
+                process holds about the pruned model). Weights mapped from a file (safetensors loaded on the CPU)
+                release nothing when freed. The dense model is consumed: this pruner cannot profile or prune again,
+                and a model you passed in must not be used afterwards.
 
         Returns:
             `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM`; `self.plan` holds the plan. Its unsliced weights

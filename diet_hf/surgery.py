@@ -236,10 +236,11 @@ def build_pruned_model(
             `diet_hf.profiler.first_token_inputs`; `least_squares_update`'s `anchor`).
         disable_progress (`bool`, *optional*): no progress bar over the reconstruction's solves.
         inplace (`bool`, *optional*, defaults to `False`): build the pruned model from the dense model's own
-            weights, each cut tensor replacing the dense one as it is made, so that no second copy of the cut weights
-            is ever held (the peak is the dense model plus the reconstruction's new output weights and one layer's
-            cut tensors, instead of the dense model plus the whole pruned model). The dense model is consumed: its
-            cut modules hold the pruned shapes (or nothing) afterwards, and it must not be used again.
+            weights, each cut tensor replacing the dense one as it is made; with `input_moments`, each layer is cut as
+            soon as its refitted modules are solved and no pass of a later part runs it (give the parts deepest first,
+            `iter_input_moments(..., deepest_first=True)`, to free the dense layers part by part). The dense model
+            is consumed: its cut modules hold the pruned shapes (or nothing) afterwards, and it must not be used
+            again.
 
     Returns:
         `PrunedGemma2ForCausalLM` or `PrunedGemma3ForCausalLM` (of an image-text model, a
