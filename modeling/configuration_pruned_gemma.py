@@ -474,10 +474,30 @@ class PrunedGemma3Config(Gemma3Config):
                 f"`text_config` must be a `PrunedGemma3TextConfig` or its dict, got {type(text_config).__name__}."
             )
         pruning = kwargs.pop("pruning", None)
-        super().__init__(text_config=text_config, vision_config=vision_config, **kwargs)
+        # the stock `__init__` validates the composite config, reading every text config attribute globally: hide
+        # the per-layer spec (transformers 5) meanwhile, as `validate` below does
+        spec = text_config.__dict__.pop("_heterogeneity_spec", None)
+        try:
+            super().__init__(text_config=text_config, vision_config=vision_config, **kwargs)
+        finally:
+            if spec is not None:
+                text_config.__dict__["_heterogeneity_spec"] = spec
         if pruning is not None:
             self.pruning = pruning
         _PerLayerSizesMixin._set_auto_map(self)
+
+    if hasattr(Gemma3Config, "validate"):  # transformers 5: validated on init and on save
+
+        def validate(self):
+            # The stock composite validator reads every attribute of the text config, per-layer sizes included (a
+            # global read, which transformers warns about or refuses): run it with the text config's global view,
+            # then the text config's own validation, which checks each layer's sizes.
+            base_text = copy.copy(self.text_config)
+            base_text.__dict__.pop("_heterogeneity_spec", None)
+            composite = copy.copy(self)
+            composite.__dict__["text_config"] = base_text
+            super(PrunedGemma3Config, composite).validate()
+            self.text_config.validate()
 
     @property
     def pruning(self):

@@ -399,3 +399,21 @@ def test_an_inplace_prune_of_an_image_text_model_keeps_its_vision_tower(checkpoi
     inputs = image_text_inputs(pruned)
     with torch.no_grad():
         torch.testing.assert_close(pruned(**inputs).logits, expected(**inputs).logits, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(
+    not hasattr(Gemma3ForConditionalGeneration.config_class, "validate"),
+    reason="transformers 4.x neither validates configs nor has per-layer configs",
+)
+def test_the_image_text_config_never_reads_the_text_models_per_layer_sizes_globally(tmp_path, monkeypatch):
+    # the stock composite validator (on init and on save) reads every text config attribute it can; a global read of
+    # a per-layer size logs transformers' warning (or, with strict checking, raises inside a `getattr` default)
+    from transformers.integrations.heterogeneity import configuration_utils
+
+    reads = []
+    monkeypatch.setattr(configuration_utils.logger, "warning_once", lambda message, *a, **k: reads.append(message))
+    pruned = uneven_pruned_model("gemma3_text", image_text=True)
+    pruned.save_pretrained(tmp_path / "pruned")
+    again = type(pruned.config)(text_config=pruned.config.text_config, vision_config=pruned.config.vision_config)
+    assert again.text_config.is_heterogeneous and again.text_config.per_layer_config[1].intermediate_size == 0
+    assert [m for m in reads if "Reading global config value" in m] == []
