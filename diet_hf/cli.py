@@ -384,7 +384,7 @@ def _run_heal(args) -> int:
     from ._io import check_model_location, check_output_is_not_input, check_tokenizer_files
     from .healing import check_parent, heal, healing_texts
     from .hub import push_saved_model, register_auto_classes
-    from .loading import load_causal_lm, text_config
+    from .loading import is_image_text, load_causal_lm, load_processor, text_config
     from .plan import PruningPlan
     from .tasks import TASKS
 
@@ -401,6 +401,8 @@ def _run_heal(args) -> int:
             f"`model` must be a pruned model saved by diet-hf; {args.model} is a {type(student).__name__}."
         )
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+    # a pruned image-text model's processor goes beside the healed one
+    processor = load_processor(args.model, trust_remote_code=True) if is_image_text(student.config) else None
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
     check_parent(text_config(student.config), text_config(AutoConfig.from_pretrained(args.teacher)))  # before any data
     calibration = (student.config.pruning or {}).get("tasks") or []
@@ -431,6 +433,7 @@ def _run_heal(args) -> int:
         data_record={"sources": list(data), "splits": splits},
         repo_id=args.push_to_hub,
         disable_progress=args.quiet,
+        processor=processor,
     )
     record = healed.config.pruning["healing"]
     print(

@@ -995,6 +995,7 @@ def heal(
     callbacks: list | None = None,
     repo_id: str | None = None,
     disable_progress: bool = False,
+    processor=None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -1018,6 +1019,8 @@ def heal(
         repo_id (`str`, *optional*): the Hub repository the saved model is meant for (its card's usage snippet names
             it); upload `output_dir` with `diet_hf.hub.push_saved_model`.
         disable_progress (`bool`, *optional*): no progress bars (the teacher's pass, training).
+        processor (`ProcessorMixin`, *optional*): a pruned image-text model's processor, saved in `output_dir` instead
+            of `tokenizer` (which it holds); `diet_hf.loading.load_processor` reads it from the pruned checkpoint.
 
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
@@ -1275,7 +1278,8 @@ def heal(
         from .hub import save_pruned_model
 
         plan = getattr(image_text if image_text is not None else student, "diet_plan", None)
-        save_pruned_model(healed, output_dir, tokenizer=tokenizer, plan=plan, repo_id=repo_id)
+        saved_tokenizer = processor if processor is not None else tokenizer
+        save_pruned_model(healed, output_dir, tokenizer=saved_tokenizer, plan=plan, repo_id=repo_id)
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed
 

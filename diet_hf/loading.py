@@ -18,7 +18,15 @@ import sys
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-__all__ = ["image_text_model", "is_image_text", "load_causal_lm", "load_pretrained", "text_causal_lm", "text_config"]
+__all__ = [
+    "image_text_model",
+    "is_image_text",
+    "load_causal_lm",
+    "load_pretrained",
+    "load_processor",
+    "text_causal_lm",
+    "text_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -145,3 +153,20 @@ def load_causal_lm(model_id_or_path: str | os.PathLike, config=None, **from_pret
     """`AutoModelForCausalLM.from_pretrained`, except that an image-text Gemma 3 checkpoint (dense, or pruned by
     diet-hf) loads as its text model (`text_causal_lm`). Arguments as `load_pretrained`'s."""
     return text_causal_lm(load_pretrained(model_id_or_path, config, **from_pretrained_kwargs))
+
+
+def load_processor(model_id_or_path: str | os.PathLike, **hub_kwargs):
+    """An image-text checkpoint's processor (its tokenizer and image processor), saved beside a pruned or healed
+    image-text model; None, with a warning, where the checkpoint has none that loads."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(model_id_or_path, **hub_kwargs)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        logger.warning(
+            "%s is an image-text model without a processor that loads (%s): the pruned model is saved with its "
+            "tokenizer alone.",
+            model_id_or_path,
+            error,
+        )
+        return None

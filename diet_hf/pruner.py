@@ -15,7 +15,7 @@ from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
 from .constants import family_for_model_type
 from .importance import ImportanceScores
-from .loading import image_text_model, is_image_text, load_pretrained, text_causal_lm, text_config
+from .loading import image_text_model, is_image_text, load_pretrained, load_processor, text_causal_lm, text_config
 from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
 from .options import ProfileOptions, PruneOptions, with_overrides
@@ -123,7 +123,7 @@ class DietPruner:
             tokenizer = None
         else:
             tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs)
-        processor = _load_processor(model_id_or_path, hub_kwargs) if is_image_text(model.config) else None
+        processor = load_processor(model_id_or_path, **hub_kwargs) if is_image_text(model.config) else None
         return cls(model.eval(), tokenizer, model_id=str(model_id_or_path), processor=processor)
 
     def profile(
@@ -630,22 +630,6 @@ def _pruning_record(
             task: list(ids) for task, ids in (scores.provenance.get("excluded_eval_ids") or {}).items() if ids
         },
     }
-
-
-def _load_processor(model_id_or_path, hub_kwargs: dict):
-    """An image-text model's processor (its tokenizer and image processor), or None where the checkpoint has none."""
-    from transformers import AutoProcessor
-
-    try:
-        return AutoProcessor.from_pretrained(model_id_or_path, **hub_kwargs)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-        logger.warning(
-            "%s is an image-text model without a processor that loads (%s): the pruned model is saved with its "
-            "tokenizer alone.",
-            model_id_or_path,
-            error,
-        )
-        return None
 
 
 def _nested(plan: PruningPlan, previous: PruningPlan) -> bool:

@@ -322,6 +322,13 @@ def test_a_pruned_image_text_checkpoint_ships_its_processor_and_runs_without_die
     inputs = local(text=["<boi> yes no"], images=[[image]], return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(out["logits"]), pruned(**inputs).logits, rtol=1e-5, atol=1e-5)
+    # healed with the CLI: the processor goes beside the healed image-text model too
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--data", "rte"]
+    argv += ["--data-dir", str(data_dir), "--seq-len", "16", "--batch-size", "2", "--max-tokens", "64"]
+    argv += ["--validation-sequences", "2", "--lora-r", "2", "--output", str(tmp_path / "healed")]
+    assert main(argv) == 0
+    assert type(AutoProcessor.from_pretrained(tmp_path / "healed")).__name__ == "Gemma3Processor"
+    assert json.loads((tmp_path / "healed" / "config.json").read_text())["model_type"] == "pruned_gemma3"
 
 
 def test_healing_a_pruned_image_text_model_keeps_its_vision_tower(checkpoints, tmp_path, data_dir, tiny_tokenizer):
