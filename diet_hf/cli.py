@@ -180,8 +180,9 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--inplace",
         action="store_true",
-        help="build the pruned model out of the dense model's own weights, never holding both (for a model that "
-        "fills most of the memory); one --sparsity only",
+        help="build the pruned model out of the dense model's own weights, freeing each dense layer once it is cut "
+        "(the pruned model is never held beside the whole dense model; the dense one is consumed); one --sparsity "
+        "only",
     )
     prune.add_argument(
         "--text-only",

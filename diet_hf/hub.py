@@ -43,6 +43,12 @@ _WEIGHT_FILES = (
 )
 
 
+_AUTO_CLASSES = {
+    cls.__name__: cls
+    for cls in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification)
+}
+
+
 def remote_code_dir() -> Path:
     """Directory of the two remote-code files (`modeling/` in the source tree, `diet_hf/_remote_code` installed)."""
     return Path(importlib.import_module(_PACKAGE).__file__).parent
@@ -63,20 +69,11 @@ def modeling_module() -> ModuleType:
 def register_auto_classes() -> None:
     """Registers the pruned classes with the Auto classes, so in-process use needs no `trust_remote_code`."""
     module = modeling_module()
-    for config_class in (module.PrunedGemma2Config, module.PrunedGemma3TextConfig):
+    for config_class in (module.PrunedGemma2Config, module.PrunedGemma3TextConfig, module.PrunedGemma3Config):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        names = config_class._auto_map_models
-        AutoModel.register(config_class, getattr(module, names["AutoModel"]), exist_ok=True)
-        AutoModelForCausalLM.register(config_class, getattr(module, names["AutoModelForCausalLM"]), exist_ok=True)
-        AutoModelForSequenceClassification.register(
-            config_class, getattr(module, names["AutoModelForSequenceClassification"]), exist_ok=True
-        )
-    # an image-text Gemma 3 with a pruned text decoder
-    config_class = module.PrunedGemma3Config
-    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-    AutoModel.register(config_class, module.PrunedGemma3Model, exist_ok=True)
-    for auto_class in (AutoModelForCausalLM, AutoModelForImageTextToText):
-        auto_class.register(config_class, module.PrunedGemma3ForConditionalGeneration, exist_ok=True)
+        # the same Auto class -> model class mapping the saved `config.json`'s `auto_map` names
+        for auto_name, model_name in config_class._auto_map_models.items():
+            _AUTO_CLASSES[auto_name].register(config_class, getattr(module, model_name), exist_ok=True)
 
 
 def save_pruned_model(

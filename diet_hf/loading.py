@@ -36,10 +36,6 @@ _MULTIMODAL_TEXT_TYPES = {"gemma3": "gemma3_text", "pruned_gemma3": "pruned_gemm
 
 def is_image_text(config) -> bool:
     """Whether `config` is an image-text Gemma 3's (dense, or pruned by diet-hf): diet-hf works on its text decoder."""
-    return _is_multimodal(config)
-
-
-def _is_multimodal(config) -> bool:
     text = getattr(config, "text_config", None)
     return (
         getattr(config, "model_type", None) in _MULTIMODAL_TEXT_TYPES
@@ -49,12 +45,12 @@ def _is_multimodal(config) -> bool:
 
 def text_config(config):
     """The config of the text decoder diet-hf works on: an image-text Gemma 3's `text_config`, else `config`."""
-    return config.text_config if _is_multimodal(config) else config
+    return config.text_config if is_image_text(config) else config
 
 
 def text_causal_lm(model):
     """`model` itself, or an image-text Gemma 3's decoder and LM head as a `Gemma3ForCausalLM` (the same modules)."""
-    if not _is_multimodal(model.config):
+    if not is_image_text(model.config):
         return model
     if model.config.model_type == "pruned_gemma3":  # the text class of the same remote-code module
         causal_lm_class = sys.modules[type(model).__module__].PrunedGemma3ForCausalLM
@@ -97,7 +93,7 @@ def image_text_model(source, text_model):
             text decoder came from (the dense model pruned, or the pruned model healed).
         text_model (`PrunedGemma3ForCausalLM`): its pruned (or healed) text model.
     """
-    if not _is_multimodal(source.config):
+    if not is_image_text(source.config):
         raise ValueError(f"`source` must be an image-text Gemma 3, got a {type(source).__name__}.")
     if getattr(text_model.config, "model_type", None) != "pruned_gemma3_text":
         raise ValueError(
@@ -141,7 +137,7 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
         keys = ("revision", "token", "cache_dir", "trust_remote_code")
         hub = {k: from_pretrained_kwargs[k] for k in keys if from_pretrained_kwargs.get(k) is not None}
         config = AutoConfig.from_pretrained(model_id_or_path, **hub)
-    if getattr(config, "model_type", None) != "gemma3" or not _is_multimodal(config):
+    if getattr(config, "model_type", None) != "gemma3" or not is_image_text(config):
         return AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
     from transformers import Gemma3ForConditionalGeneration
 

@@ -61,9 +61,7 @@ if _NATIVE_PER_LAYER_CONFIG:
         def validate(self):
             # The stock Gemma validators (run again by `save_pretrained`) read the global sizes: run them on the
             # global config, the base model's, then check the layers' own sizes.
-            base = copy.copy(self)
-            base.__dict__.pop("_heterogeneity_spec", None)
-            super(_PerLayerConfigSupport, base).validate()
+            super(_PerLayerConfigSupport, _global_view(self)).validate()
             _validate_sizes(
                 [{name: getattr(layer, name) for name in PER_LAYER_SIZES} for layer in self.per_layer_config]
             )
@@ -161,18 +159,7 @@ class _PerLayerSizesMixin(_PerLayerConfigSupport):
             sizes = _sizes_from_per_layer_config(per_layer_config or {}, self.num_hidden_layers, global_sizes)
         _validate_sizes(sizes)
         self._apply_per_layer_overrides(_sparse_overrides(sizes, global_sizes))
-        self._set_auto_map()
-
-    def _set_auto_map(self):
-        # The module names of the file this class was loaded from: `configuration_pruned_gemma` (diet-hf >= 0.2, and
-        # in-process), or `configuration_pruned_gemma2` when a checkpoint of an earlier version ran its own copy.
-        config_module = type(self).__module__.rsplit(".", 1)[-1]
-        modeling_module = config_module.replace("configuration_", "modeling_", 1)
-        auto_map = {"AutoConfig": f"{config_module}.{type(self).__name__}"}
-        auto_map.update({key: f"{modeling_module}.{name}" for key, name in self._auto_map_models.items()})
-        ours = {"AutoConfig", *self._auto_map_models}
-        earlier = {k: v for k, v in (getattr(self, "auto_map", None) or {}).items() if k not in ours}
-        self.auto_map = {**auto_map, **earlier}
+        _set_auto_map(self)
 
     def _layer_size(self, name: str, layer_idx: int) -> int:
         return getattr(self.per_layer_config[layer_idx], name)
@@ -208,6 +195,27 @@ class _PerLayerSizesMixin(_PerLayerConfigSupport):
     @property
     def num_key_value_heads_per_layer(self) -> list:
         return [self.layer_num_key_value_heads(i) for i in range(self.num_hidden_layers)]
+
+
+def _set_auto_map(config) -> None:
+    """Writes `config.auto_map`: `AutoConfig` and the config class's `_auto_map_models` (Auto class -> model class
+    name), in the module names of the file the class was loaded from: `configuration_pruned_gemma` (diet-hf >= 0.2,
+    and in-process), or `configuration_pruned_gemma2` when a checkpoint of an earlier version ran its own copy."""
+    config_module = type(config).__module__.rsplit(".", 1)[-1]
+    modeling_module = config_module.replace("configuration_", "modeling_", 1)
+    auto_map = {"AutoConfig": f"{config_module}.{type(config).__name__}"}
+    auto_map.update({key: f"{modeling_module}.{name}" for key, name in config._auto_map_models.items()})
+    ours = {"AutoConfig", *config._auto_map_models}
+    earlier = {k: v for k, v in (getattr(config, "auto_map", None) or {}).items() if k not in ours}
+    config.auto_map = {**auto_map, **earlier}
+
+
+def _global_view(config):
+    """A shallow copy of a pruned text config without transformers 5's per-layer spec: reads of the per-layer sizes
+    give the base model's (global) values, as the stock validators expect."""
+    view = copy.copy(config)
+    view.__dict__.pop("_heterogeneity_spec", None)
+    return view
 
 
 def _sizes_from_lists(lists: dict, num_layers: int, global_sizes: dict) -> list:
@@ -484,7 +492,7 @@ class PrunedGemma3Config(Gemma3Config):
                 text_config.__dict__["_heterogeneity_spec"] = spec
         if pruning is not None:
             self.pruning = pruning
-        _PerLayerSizesMixin._set_auto_map(self)
+        _set_auto_map(self)
 
     if hasattr(Gemma3Config, "validate"):  # transformers 5: validated on init and on save
 
@@ -492,10 +500,8 @@ class PrunedGemma3Config(Gemma3Config):
             # The stock composite validator reads every attribute of the text config, per-layer sizes included (a
             # global read, which transformers warns about or refuses): run it with the text config's global view,
             # then the text config's own validation, which checks each layer's sizes.
-            base_text = copy.copy(self.text_config)
-            base_text.__dict__.pop("_heterogeneity_spec", None)
             composite = copy.copy(self)
-            composite.__dict__["text_config"] = base_text
+            composite.__dict__["text_config"] = _global_view(self.text_config)
             super(PrunedGemma3Config, composite).validate()
             self.text_config.validate()
 
