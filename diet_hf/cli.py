@@ -328,9 +328,10 @@ def _quiet() -> None:
 
 def _run_prune(args) -> int:
     from . import DietPruner
-    from ._io import check_output_is_not_input
+    from ._io import check_model_location, check_output_is_not_input
     from .hub import push_saved_model
 
+    check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
     if args.sparsity is None and args.mlp_sparsity is None and args.attention_sparsity is None:
         raise ValueError("give `--sparsity` (or `--mlp-sparsity` / `--attention-sparsity`).")
     targets = args.sparsity or [None]

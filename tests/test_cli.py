@@ -357,7 +357,7 @@ def test_a_missing_local_directory_is_named_as_such(tmp_path, capsys, command):
     extra = {"eval": [], "info": [], "prune": ["--output", str(tmp_path / "o"), "--sparsity", "0.2"]}[command]
     assert main(["--quiet", command, missing, *extra]) == 1
     error = capsys.readouterr().err
-    assert f"the local directory {missing} does not exist" in error
+    assert f"`model`: the local directory {missing} does not exist" in error  # the CLI's name for it
     assert "repo id" not in error.lower()
 
 
