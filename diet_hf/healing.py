@@ -20,6 +20,7 @@ best state is kept, and if it is no better than the unhealed model the healing i
 
 import contextlib
 import gc
+import logging
 import math
 import os
 import random
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_positive_int, is_int_at_least, is_positive_int
 from ._io import atomic_write, check_not_a_file, check_output_is_not_input
-from .constants import family_for_model_type
+from .constants import family_for_model_type, layer_sizes
 from .loading import image_text_model, is_image_text, load_causal_lm, text_causal_lm, text_config
 from .options import option
 from .tasks import get_task, load_examples, wikitext2_text
@@ -54,6 +55,8 @@ __all__ = [
     "scored_positions",
     "teacher_targets",
 ]
+
+logger = logging.getLogger(__name__)
 
 LORA_MODULES = ("all", "mlp", "attention")
 
@@ -609,12 +612,27 @@ def check_parent(student_config, teacher_config) -> None:
     family = type(student_config).model_type.removeprefix("pruned_")
     if teacher_config.model_type.removeprefix("pruned_") != family:
         different.append(f"model_type: student {student_config.model_type}, teacher {teacher_config.model_type}")
+    base = (getattr(student_config, "pruning", None) or {}).get("base_model")
     if different:
-        base = (getattr(student_config, "pruning", None) or {}).get("base_model")
         raise ValueError(
             "`teacher` is not the dense parent of this pruned model (" + "; ".join(different) + "). Pass the model "
             f"it was pruned from (the card names {base})."
         )
+    if not teacher_config.model_type.startswith("pruned_"):
+        return
+    layers = range(student_config.num_hidden_layers)
+    if [layer_sizes(teacher_config, i) for i in layers] == [layer_sizes(student_config, i) for i in layers]:
+        raise ValueError(
+            "`teacher` is a pruned model with this student's own per-layer sizes (the student itself, or another "
+            "copy or healing of it): distilling from it cannot give back what pruning removed. Pass the dense model "
+            f"it was pruned from (the card names {base})."
+        )
+    logger.warning(
+        "`teacher` is itself pruned (%s), not the dense model this student was pruned from (%s): healing distills "
+        "toward the pruned teacher.",
+        teacher_config.model_type,
+        base,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------- training

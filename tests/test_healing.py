@@ -2,6 +2,7 @@
 
 import copy
 import json
+import logging
 import textwrap
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import random_batch, run_script, tiny_dense_model
 from torch.utils.checkpoint import checkpoint
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from diet_hf import build_pruned_model
 from diet_hf.healing import (
@@ -661,6 +662,26 @@ def test_a_teacher_that_is_not_the_parent_fails_before_training(tmp_path, tiny_t
     with pytest.raises(ValueError, match="model_type: student pruned_gemma3_text, teacher gemma2"):
         check_parent(student.config, tiny_dense_model("gemma2").config)
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
+
+
+def test_the_student_itself_as_teacher_fails_and_a_pruned_teacher_warns(tmp_path, tiny_tokenizer, caplog):
+    dense, student = _pair()
+    with pytest.raises(ValueError, match="`teacher` is a pruned model with this student's own per-layer sizes"):
+        heal(student, student, tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
+    student.save_pretrained(tmp_path / "pruned")  # the CLI's case: the same checkpoint passed twice
+    with pytest.raises(ValueError, match="the card names"):
+        check_parent(student.config, AutoConfig.from_pretrained(tmp_path / "pruned", trust_remote_code=True))
+    plan = PruningPlan.keep_all(dense.config)  # a teacher pruned less than the student: allowed, with a warning
+    plan.mlp_kept_indices = [list(range(48)), list(range(56))]
+    plan.__post_init__()
+    with caplog.at_level(logging.WARNING, logger="diet_hf.healing"):
+        check_parent(student.config, build_pruned_model(dense, plan).config)
+    assert "`teacher` is itself pruned (pruned_gemma3_text)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="diet_hf.healing"):
+        check_parent(student.config, dense.config)  # the dense parent: silent
+    assert caplog.text == ""
 
 
 def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
