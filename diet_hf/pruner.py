@@ -68,6 +68,11 @@ class DietPruner:
     def __init__(self, model, tokenizer=None, *, model_id: str | None = None, processor=None, text_only: bool = False):
         if not isinstance(text_only, bool):
             raise ValueError(f"`text_only` must be a bool, got {text_only!r}.")
+        if not hasattr(model, "config"):
+            raise TypeError(
+                f"`model` must be a transformers Gemma-2 / Gemma 3 model (a `PreTrainedModel`), got "
+                f"{type(model).__name__}."
+            )
         source = model
         model = text_causal_lm(model)
         # the image-text model whose vision tower and projector the pruned model keeps (None: a text model, or
@@ -169,7 +174,7 @@ class DietPruner:
                     name, num_samples=options.num_samples, seed=options.seed, data_dir=data_dir
                 )
             elif _is_token_batches(data):
-                calibration[name] = list(data)  # kept: iterative pruning profiles again
+                calibration[name] = _checked_token_batches(name, data)  # kept: iterative pruning profiles again
             else:
                 calibration[name] = custom_calibration(name, data)
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
@@ -680,6 +685,30 @@ class _ChannelMasks:
         for handle in self.handles:
             handle.remove()
         self.handles = []
+
+
+def _checked_token_batches(name: str, data) -> list:
+    """`data` as a list of token batches, each a mapping with 2-D `input_ids` and `attention_mask` tensors of one
+    shape (what a tokenizer returns with `return_tensors="pt"`); `TypeError` / `ValueError` naming the task and the
+    batch otherwise."""
+    batches = list(data)
+    if not batches:
+        raise ValueError(f"Custom task {name!r}: no token batches.")
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, Mapping) or not {"input_ids", "attention_mask"} <= set(batch):
+            raise TypeError(
+                f"Custom task {name!r}: token batch {i} must be a mapping with `input_ids` and `attention_mask` "
+                f"tensors (a tokenizer's output with `return_tensors='pt'`), got {type(batch).__name__}; or pass "
+                "a list of strings or a `datasets.Dataset` with a `text` column."
+            )
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if not (torch.is_tensor(ids) and torch.is_tensor(mask) and ids.dim() == 2 and ids.shape == mask.shape):
+            shapes = [tuple(t.shape) if torch.is_tensor(t) else type(t).__name__ for t in (ids, mask)]
+            raise ValueError(
+                f"Custom task {name!r}: token batch {i} needs 2-D `input_ids` and `attention_mask` tensors of one "
+                f"shape (batch, sequence), got {shapes[0]} and {shapes[1]}."
+            )
+    return batches
 
 
 def _is_token_batches(data) -> bool:

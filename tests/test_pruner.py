@@ -72,6 +72,8 @@ def test_unsupported_model_is_refused(tmp_path):
     llama.config.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"Unsupported `model_type` 'llama'"):
         DietPruner.from_pretrained(tmp_path)
+    with pytest.raises(TypeError, match=r"`model` must be a transformers Gemma-2 / Gemma 3 model .*got Linear"):
+        DietPruner(torch.nn.Linear(2, 2))
 
 
 def test_scores_for_another_model(tmp_path):
@@ -94,6 +96,15 @@ def test_unknown_task_and_bad_arguments(data_dir):
         pruner.profile(tasks=["rte"], batch_size=0, data_dir=data_dir)
     with pytest.raises(ValueError, match=r"needs a tokenizer"):
         pruner.profile(tasks=["rte"], num_samples=2, data_dir=data_dir, disable_progress=True)
+    ids = random_batch(2, 8)
+    with pytest.raises(TypeError, match=r"Custom task 'a': token batch 0 must be a mapping .* got Tensor"):
+        pruner.profile({"a": [ids]})
+    with pytest.raises(TypeError, match=r"token batch 1 must be a mapping with `input_ids` and `attention_mask`"):
+        pruner.profile({"a": [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}, {"input_ids": ids}]})
+    with pytest.raises(ValueError, match=r"token batch 0 needs 2-D .* got \(8,\) and \(2, 8\)"):
+        pruner.profile({"a": [{"input_ids": ids[0], "attention_mask": torch.ones_like(ids)}]})
+    with pytest.raises(ValueError, match=r"Custom task 'a': no token batches"):
+        pruner.profile({"a": iter([])})
 
 
 def test_failed_score_save_leaves_nothing(tmp_path, monkeypatch):
