@@ -404,6 +404,16 @@ def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
             perplexity(model, tiny_tokenizer, **{"text": given_text, **kwargs})
 
 
+def test_next_token_logprobs_progress(tiny_tokenizer, capsys):
+    dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
+    shown = next_token_logprobs(dense, tiny_tokenizer, ["what", "is", "it"], batch_size=2)
+    err = capsys.readouterr().err
+    assert "next-token log-probs" in err and "3/3" in err
+    quiet = next_token_logprobs(dense, tiny_tokenizer, ["what", "is", "it"], batch_size=2, disable_progress=True)
+    assert capsys.readouterr().err == ""
+    torch.testing.assert_close(shown, quiet)
+
+
 def test_next_token_logprobs_and_kl(tiny_tokenizer):
     dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer), final_logit_softcapping=3.0)
     with pytest.raises(ValueError, match=r"`prompts` must be a list of prompts, got one string"):

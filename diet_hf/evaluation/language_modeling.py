@@ -15,11 +15,14 @@ from .scorer import Scorer, check_tokenizer, left_padded
 __all__ = ["kl_divergence", "next_token_logprobs", "perplexity"]
 
 
-def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int = 16) -> torch.Tensor:
+def next_token_logprobs(
+    model, tokenizer, prompts: list[str], *, batch_size: int = 16, disable_progress: bool = False
+) -> torch.Tensor:
     """Log-probabilities of the token after each prompt, `(len(prompts), vocab)` float32 on the CPU.
 
     Prompts are tokenized as the evaluator tokenizes contexts (Gemma's BOS included), batched by length with left
-    padding; only the last position goes through the LM head."""
+    padding; only the last position goes through the LM head. A progress bar counts the prompts unless
+    `disable_progress`."""
     check_tokenizer(tokenizer, "to encode the prompts")
     if isinstance(prompts, str):
         raise ValueError("`prompts` must be a list of prompts, got one string (pass `[prompt]`).")
@@ -32,12 +35,14 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], *, batch_size: int
     pad = pad_id(tokenizer)
     scorer = Scorer(model)
     result = [None] * len(prompts)
-    with torch.inference_mode():
+    progress = tqdm(total=len(prompts), desc="next-token log-probs", unit="prompt", disable=disable_progress)
+    with torch.inference_mode(), progress:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             states, _ = scorer.forward(*left_padded([encoded[i] for i in batch], pad), cache=False, keep=1)
             for i, row in zip(batch, scorer.logprobs(states[:, -1]).cpu()):
                 result[i] = row
+            progress.update(len(batch))
     return torch.stack(result)
 
 
