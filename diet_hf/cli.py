@@ -234,18 +234,32 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(heal, HealingConfig)
 
     evaluate = commands.add_parser(
-        "eval", parents=[quiet_after], help="zero-shot accuracy (lm-eval-harness scoring) of a causal LM"
+        "eval",
+        parents=[quiet_after],
+        help="zero-shot accuracy (lm-eval-harness scoring) of a causal LM, and the perplexity of your own texts",
     )
     evaluate.add_argument("model", help="Hub id or local directory (dense or pruned)")
     evaluate.add_argument(
         "--tasks",
         nargs="+",
-        default=list(PAPER_TASKS),
+        default=None,
         choices=list(TASKS),
         metavar="TASK",
-        help=f"tasks to score, of {', '.join(TASKS)} (default: the paper's seven)",
+        help=f"tasks to score, of {', '.join(TASKS)} (default: the paper's seven, or none when --texts is given)",
     )
-    evaluate.add_argument("--limit", type=_positive_int, default=None, help="first N examples of each task")
+    evaluate.add_argument(
+        "--texts",
+        nargs="+",
+        default=None,
+        metavar="NAME=SOURCE",
+        help="your own held-out texts, scored by perplexity (each read alone from BOS, as a prompt is read; not the "
+        "texts you calibrated on): NAME=FILE (.jsonl with a text field, or .txt, one text per line) or "
+        "NAME=DATASET[:SPLIT[:COLUMN]] (a Hub dataset id or a save_to_disk directory; default split train, column "
+        "text); with --reference, the perplexity ratio with its 95%% paired-bootstrap interval over the texts",
+    )
+    evaluate.add_argument(
+        "--limit", type=_positive_int, default=None, help="first N examples of each task (and texts of each source)"
+    )
     evaluate.add_argument(
         "--half",
         choices=HALVES,
@@ -453,7 +467,7 @@ def _run_eval(args) -> int:
     from transformers import AutoConfig, AutoTokenizer
 
     from ._io import atomic_write_text, check_model_location, check_tokenizer_files
-    from .evaluation import compare_evaluations, evaluate
+    from .evaluation import evaluate, texts_perplexity
     from .loading import load_causal_lm
 
     names = [args.model] + ([args.reference] if args.reference else [])
@@ -475,32 +489,85 @@ def _run_eval(args) -> int:
     if excluded and not args.quiet:
         counts = ", ".join(f"{len(ids)} of {task}" for task, ids in excluded.items())
         print(f"left out the evaluation examples the pruning profiled ({counts}; recorded in its config)")
-    results = []
+    results, text_results = [], []
     for name in names:  # one model in memory at a time
         model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading[name]).eval()  # image-text: its text model
         tokenizer = AutoTokenizer.from_pretrained(name, **loading[name])
-        results.append(
-            evaluate(
-                model,
-                tokenizer,
-                args.tasks,
-                limit=args.limit,
-                half=args.half,
-                batch_size=args.batch_size,
-                exclude_ids=excluded or None,
-                data_dir=args.data_dir,
-                return_predictions=args.reference is not None,
-                disable_progress=args.quiet,
+        if args.tasks:
+            results.append(
+                evaluate(
+                    model,
+                    tokenizer,
+                    args.tasks,
+                    limit=args.limit,
+                    half=args.half,
+                    batch_size=args.batch_size,
+                    exclude_ids=excluded or None,
+                    data_dir=args.data_dir,
+                    return_predictions=args.reference is not None,
+                    disable_progress=args.quiet,
+                )
             )
+        text_results.append(
+            {
+                source: texts_perplexity(
+                    model, tokenizer, texts, batch_size=args.batch_size, disable_progress=args.quiet
+                )
+                for source, texts in args.text_data.items()
+            }
         )
         del model
+    record = {"model": args.model}
+    if args.tasks:
+        record.update(_print_task_results(args, results))
+    if args.text_data:
+        record.update(_print_text_results(args, text_results))
+    if args.output:
+        atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _print_text_results(args, text_results: list[dict]) -> dict:
+    """Prints the texts' perplexity (and with `--reference` the ratio and its interval); returns the JSON record's
+    entries: per source the summary without the per-text values."""
+    from .evaluation import paired_bootstrap_perplexity
+
+    def summary(results):
+        return {source: {k: v for k, v in r.items() if k not in ("nll", "counts")} for source, r in results.items()}
+
+    print(f"\n{'texts':16}{'n':>7}{'tokens':>10}{'perplexity':>12}  (each text read alone from BOS)")
+    for source, row in text_results[0].items():
+        cut = f"  ({row['truncated']} cut at the context length)" if row["truncated"] else ""
+        print(f"{source:16}{row['texts']:>7}{row['tokens']:>10}{row['perplexity']:>12.3f}{cut}")
+    record = {"texts": summary(text_results[0])}
+    if args.reference:
+        print(f"\n{args.model} over {args.reference} (the same texts; paired bootstrap over texts, 2000 resamples):")
+        print(f"{'texts':16}{'reference':>10}{'ratio':>9}  95% interval")
+        ratios = {}
+        for source, row in text_results[0].items():
+            reference = text_results[1][source]
+            ratios[source] = paired_bootstrap_perplexity(row, reference)
+            low, high = ratios[source]["ci95"]
+            print(
+                f"{source:16}{reference['perplexity']:>10.3f}{ratios[source]['ratio']:>9.3f}  [{low:.3f}, {high:.3f}]"
+            )
+        record["reference_texts"] = summary(text_results[1])
+        record["texts_ratio"] = ratios
+    return record
+
+
+def _print_task_results(args, results: list[dict]) -> dict:
+    """Prints the tasks' accuracy (and with `--reference` the differences); returns the JSON record's entries."""
+    from .evaluation import compare_evaluations
+
     result = results[0]
     print(f"{'task':16}{'n':>7}{'acc':>8}{'acc_norm':>10}  headline")
     for task, row in result["results"].items():
         norm = "-" if row["acc_norm"] is None else f"{row['acc_norm']:.4f}"
         print(f"{task:16}{row['num_scored']:>7}{row['acc']:>8.4f}{norm:>10}  {row['headline_metric']}")
     print(f"{'average':16}{'':>7}{result['average']:>8.4f}  (of each task's headline metric)")
-    record = {"model": args.model, **result}
+    record = dict(result)
     if args.reference:
         reference = results[1]
         comparison = compare_evaluations(result, reference)
@@ -513,12 +580,8 @@ def _run_eval(args) -> int:
             print(f"{task:16}{score:>10.4f}{row['difference']:>+12.4f}  [{low:+.4f}, {high:+.4f}]")
         for entry in (result, reference):
             entry.pop("predictions")
-        record = {"model": args.model, **result, "reference": {"model": args.reference, **reference}}
-        record["difference"] = comparison
-    if args.output:
-        atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
-        print(f"wrote {args.output}")
-    return EXIT_OK
+        record = {**result, "reference": {"model": args.reference, **reference}, "difference": comparison}
+    return record
 
 
 def _run_export(args) -> int:
@@ -588,6 +651,18 @@ def main(argv: list[str] | None = None) -> int:
             args.profile_options = ProfileOptions(**_dataclass_values(args, ProfileOptions))
             # the user's own task data is read and checked before any model loads
             args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
+        elif args.command == "eval":
+            from .tasks import PAPER_TASKS, load_task_source
+
+            # the user's texts are read and checked before any model loads
+            sources = [load_task_source(word, flag="--texts") for word in args.texts or []]
+            names = [name for name, _ in sources]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"`--texts`: each NAME once; repeated: {', '.join(repeated)}.")
+            args.text_data = {name: texts[: args.limit] for name, texts in sources}
+            if args.tasks is None:
+                args.tasks = [] if args.text_data else list(PAPER_TASKS)
         elif args.command == "heal":
             from .healing import HealingConfig
 

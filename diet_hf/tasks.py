@@ -345,39 +345,44 @@ def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") 
     )
 
 
-def load_task_source(argument: str) -> tuple[str, list[str] | None]:
+def load_task_source(argument: str, *, flag: str = "--tasks") -> tuple[str, list[str] | None]:
     """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
     calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
     with one text per non-empty line), or a `datasets` source `ID_OR_DIR[:SPLIT[:COLUMN]]` (a Hub dataset id, or a
     directory saved with `save_to_disk`; split `train` and column `text` by default). Everything is read and checked
-    here, so a bad path, split or column fails before any model is loaded; the error names what was wrong."""
+    here, so a bad path, split or column fails before any model is loaded; the error names what was wrong (and
+    `flag`, the option it came from). With `flag` other than `--tasks` (`diet-hf eval --texts`) only `NAME=SOURCE` is
+    accepted, under any name."""
+    registered = flag == "--tasks"
     if "=" not in argument:
+        if not registered:
+            raise ValueError(f"`{flag}`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got {argument!r}.")
         if argument not in TASKS:
             raise ValueError(
-                f"`--tasks`: {argument!r} is not a registered task ({', '.join(TASKS)}); give your own data as "
+                f"`{flag}`: {argument!r} is not a registered task ({', '.join(TASKS)}); give your own data as "
                 "NAME=PATH or NAME=DATASET[:SPLIT[:COLUMN]]."
             )
         return argument, None
     name, source = argument.split("=", 1)
     if not name or not source:
-        raise ValueError(f"`--tasks`: expected NAME=SOURCE, got {argument!r}.")
-    if name in TASKS:
-        raise ValueError(f"`--tasks`: {name!r} is a registered task; give your own data another name.")
+        raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
+    if registered and name in TASKS:
+        raise ValueError(f"`{flag}`: {name!r} is a registered task; give your own data another name.")
     location, _, rest = source.partition(":")
     split, _, column = rest.partition(":")
     path = Path(location).expanduser()
     if path.is_file():
         if rest:
-            raise ValueError(f"`--tasks` {name}: a file takes no split or column, got {source!r}.")
-        texts = _read_text_file(path, name)
+            raise ValueError(f"`{flag}` {name}: a file takes no split or column, got {source!r}.")
+        texts = _read_text_file(path, name, flag)
     else:
-        texts = _read_dataset(name, location, path, split or None, column or "text")
+        texts = _read_dataset(name, location, path, split or None, column or "text", flag)
     if not texts:
-        raise ValueError(f"`--tasks` {name}: {source} holds no non-empty texts.")
+        raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
     return name, texts
 
 
-def _read_text_file(path: Path, name: str) -> list[str]:
+def _read_text_file(path: Path, name: str, flag: str) -> list[str]:
     if path.suffix in (".jsonl", ".json"):
         texts = []
         with path.open(encoding="utf-8") as handle:
@@ -387,17 +392,17 @@ def _read_text_file(path: Path, name: str) -> list[str]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise ValueError(f"`--tasks` {name}: {path} line {number} is not JSON ({error.msg}).") from None
+                    raise ValueError(f"`{flag}` {name}: {path} line {number} is not JSON ({error.msg}).") from None
                 if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise ValueError(f"`--tasks` {name}: {path} line {number} has no string `text` field.")
+                    raise ValueError(f"`{flag}` {name}: {path} line {number} has no string `text` field.")
                 texts.append(row["text"])
         return [t for t in texts if t.strip()]
     if path.suffix in (".txt", ""):
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    raise ValueError(f"`--tasks` {name}: {path} must be .jsonl, .json (one object per line) or .txt.")
+    raise ValueError(f"`{flag}` {name}: {path} must be .jsonl, .json (one object per line) or .txt.")
 
 
-def _read_dataset(name: str, location: str, path: Path, split: str | None, column: str) -> list[str]:
+def _read_dataset(name: str, location: str, path: Path, split: str | None, column: str, flag: str) -> list[str]:
     import datasets
 
     if path.is_dir():
@@ -405,26 +410,26 @@ def _read_dataset(name: str, location: str, path: Path, split: str | None, colum
         if isinstance(loaded, datasets.DatasetDict):
             split = split or "train"
             if split not in loaded:
-                raise ValueError(f"`--tasks` {name}: {path} has no split {split!r}; splits: {sorted(loaded)}.")
+                raise ValueError(f"`{flag}` {name}: {path} has no split {split!r}; splits: {sorted(loaded)}.")
             loaded = loaded[split]
         elif split:
-            raise ValueError(f"`--tasks` {name}: {path} is a single dataset; it has no split {split!r}.")
+            raise ValueError(f"`{flag}` {name}: {path} is a single dataset; it has no split {split!r}.")
     else:
         from ._io import looks_like_local_path
 
         if looks_like_local_path(location):
-            raise FileNotFoundError(f"`--tasks` {name}: no file or directory at {location}.")
+            raise FileNotFoundError(f"`{flag}` {name}: no file or directory at {location}.")
         try:
             loaded = datasets.load_dataset(location, split=split or "train")
         except ValueError as error:  # e.g. an unknown split
-            raise ValueError(f"`--tasks` {name}: dataset {location!r}: {error}") from None
+            raise ValueError(f"`{flag}` {name}: dataset {location!r}: {error}") from None
         except Exception as error:  # the Hub's many failure types, reported with the source named
             raise ValueError(
-                f"`--tasks` {name}: could not load dataset {location!r} ({type(error).__name__}: {error})"
+                f"`{flag}` {name}: could not load dataset {location!r} ({type(error).__name__}: {error})"
             ) from error
     if column not in loaded.column_names:
-        raise ValueError(f"`--tasks` {name}: no column {column!r}; columns: {loaded.column_names}.")
+        raise ValueError(f"`{flag}` {name}: no column {column!r}; columns: {loaded.column_names}.")
     values = loaded[column]
     if not all(isinstance(v, str) for v in values):
-        raise ValueError(f"`--tasks` {name}: column {column!r} does not hold strings.")
+        raise ValueError(f"`{flag}` {name}: column {column!r} does not hold strings.")
     return [v for v in values if v.strip()]

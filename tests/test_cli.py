@@ -163,6 +163,52 @@ def test_eval_against_a_reference(dense_dir, tmp_path, data_dir, tiny_tokenizer,
     assert "--reference" in error and "nowhere" in error
 
 
+def test_eval_of_your_own_texts(dense_dir, tmp_path, data_dir, tiny_tokenizer, capsys, monkeypatch):
+    from diet_hf.evaluation import paired_bootstrap_perplexity, texts_perplexity
+
+    other = save_dense_checkpoint(tmp_path / "other", "gemma2", tiny_tokenizer, seed=1)
+    texts = ["Question: what is the answer? Answer: yes", "the answer is no", "what is it", "True False"] * 3
+    (tmp_path / "mine.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    (tmp_path / "short.txt").write_text("\n".join(texts[:2]) + "\n")
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)  # no task is scored, so no benchmark data is needed
+    out = tmp_path / "texts.json"
+    argv = [
+        "--quiet",
+        "eval",
+        str(other),
+        "--texts",
+        f"mine={tmp_path / 'mine.jsonl'}",
+        f"short={tmp_path / 'short.txt'}",
+    ]
+    assert main([*argv, "--reference", str(dense_dir), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "perplexity" in printed and f"{other} over {dense_dir}" in printed and "acc_norm" not in printed
+    result = json.loads(out.read_text())
+    assert "results" not in result and set(result["texts"]) == {"mine", "short"}
+    model = AutoModelForCausalLM.from_pretrained(other)
+    reference = AutoModelForCausalLM.from_pretrained(dense_dir)
+    mine = texts_perplexity(model, tiny_tokenizer, texts, disable_progress=True)
+    theirs = texts_perplexity(reference, tiny_tokenizer, texts, disable_progress=True)
+    assert result["texts"]["mine"]["perplexity"] == pytest.approx(mine["perplexity"], rel=1e-6)
+    assert result["texts"]["mine"]["texts"] == 12 and result["texts"]["short"]["texts"] == 2
+    assert result["reference_texts"]["mine"]["perplexity"] == pytest.approx(theirs["perplexity"], rel=1e-6)
+    expected = paired_bootstrap_perplexity(mine, theirs)
+    assert result["texts_ratio"]["mine"]["ratio"] == pytest.approx(expected["ratio"], rel=1e-6)
+    assert result["texts_ratio"]["mine"]["ci95"] == pytest.approx(expected["ci95"], rel=1e-6)
+    # --limit takes the first texts of each source; tasks and texts together
+    assert main([*argv[:5], "--limit", "3", "--tasks", "rte", "--data-dir", str(data_dir), "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["texts"]["mine"]["texts"] == 3 and set(result["results"]) == {"rte"}
+    capsys.readouterr()
+    for bad, message in (
+        (["--texts", "mine"], "`--texts`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got 'mine'"),
+        (["--texts", f"a={tmp_path / 'nope.jsonl'}"], "`--texts` a: no file or directory at"),
+        (["--texts", f"a={tmp_path / 'short.txt'}", f"a={tmp_path / 'mine.jsonl'}"], "each NAME once; repeated: a"),
+    ):
+        assert main(["--quiet", "eval", str(other), *bad]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_eval_leaves_out_the_examples_the_pruning_profiled(dense_dir, tmp_path, data_dir, capsys):
     # HellaSwag has no train split: its calibration examples are carved from the evaluation split, recorded in the
     # pruned model's provenance, and scored by `diet-hf eval` for neither the model nor its reference

@@ -21,7 +21,9 @@ from diet_hf.evaluation import (
     loglikelihoods,
     next_token_logprobs,
     paired_bootstrap,
+    paired_bootstrap_perplexity,
     perplexity,
+    texts_perplexity,
 )
 from diet_hf.tasks import load_examples, split_half
 
@@ -402,6 +404,60 @@ def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
     ):
         with pytest.raises(ValueError, match=match):
             perplexity(model, tiny_tokenizer, **{"text": given_text, **kwargs})
+
+
+TEXTS = ["Question: what is the answer?\nAnswer: yes", "what", "the answer is no\n\nwhat is", "is it", "no"]
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_texts_perplexity_matches_each_text_read_alone(tiny_tokenizer, family):
+    model = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), final_logit_softcapping=3.0)
+    result = texts_perplexity(model, tiny_tokenizer, TEXTS, batch_size=2, disable_progress=True)  # padded batches
+    nll, counts = [], []
+    for text in TEXTS:
+        ids = torch.tensor([[tiny_tokenizer.bos_token_id] + tiny_tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids).logits[0, :-1].double(), dim=-1)
+        nll.append(-logprobs.gather(-1, ids[0, 1:, None]).sum().item())
+        counts.append(ids.shape[1] - 1)
+    assert result["counts"] == counts and result["tokens"] == sum(counts) and result["texts"] == len(TEXTS)
+    assert result["nll"] == pytest.approx(nll, rel=1e-5)
+    assert result["perplexity"] == pytest.approx(math.exp(sum(nll) / sum(counts)), rel=1e-5)
+    assert result["truncated"] == 0
+    one_by_one = texts_perplexity(model, tiny_tokenizer, TEXTS, batch_size=1, disable_progress=True)
+    assert one_by_one["nll"] == pytest.approx(result["nll"], rel=1e-5)
+    cut = texts_perplexity(model, tiny_tokenizer, TEXTS, max_length=3, disable_progress=True)
+    assert cut["counts"] == [min(c, 2) for c in counts] and cut["truncated"] == sum(c > 2 for c in counts)
+    assert cut["nll"][1] == pytest.approx(nll[1], rel=1e-5)  # "what" fits: read as before
+    for texts, kwargs, match in (
+        ("what", {}, r"`texts` must be a list of texts, got one string"),
+        ([], {}, r"`texts` is empty"),
+        (["what", 3], {}, r"`texts` must hold strings only"),
+        (["what", ""], {}, r"1 of `texts` leave no token to predict \(e.g. text 1: ''\)"),
+        (TEXTS, {"max_length": 1}, r"`max_length` must be an integer >= 2 or None, got 1"),
+        (TEXTS, {"batch_size": 0}, r"`batch_size` must be a positive integer, got 0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            texts_perplexity(model, tiny_tokenizer, texts, **kwargs)
+
+
+def test_paired_bootstrap_perplexity(tiny_tokenizer):
+    dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
+    other = tiny_dense_model("gemma2", seed=1, vocab_size=len(tiny_tokenizer))
+    mine = texts_perplexity(other, tiny_tokenizer, TEXTS * 4, disable_progress=True)
+    theirs = texts_perplexity(dense, tiny_tokenizer, TEXTS * 4, disable_progress=True)
+    compared = paired_bootstrap_perplexity(mine, theirs)
+    assert compared["ratio"] == pytest.approx(mine["perplexity"] / theirs["perplexity"], rel=1e-9)
+    low, high = compared["ci95"]
+    assert low < compared["ratio"] < high and compared["num_texts"] == 20
+    assert paired_bootstrap_perplexity(mine, theirs) == compared  # seeded: reproducible
+    same = paired_bootstrap_perplexity(theirs, theirs)
+    assert same["ratio"] == 1.0 and same["ci95"] == [1.0, 1.0]
+    shorter = texts_perplexity(dense, tiny_tokenizer, TEXTS, disable_progress=True)
+    with pytest.raises(ValueError, match=r"must score the same texts"):
+        paired_bootstrap_perplexity(mine, shorter)
+    with pytest.raises(ValueError, match=r"`before` must be a `texts_perplexity` result"):
+        paired_bootstrap_perplexity(mine, {"perplexity": 3.0})
 
 
 def test_next_token_logprobs_progress(tiny_tokenizer, capsys):

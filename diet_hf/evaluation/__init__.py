@@ -2,8 +2,9 @@
 
 The package: `harness` (`evaluate`: tasks, halves, metrics), `strategies` (`loglikelihoods` and the three scoring
 strategies behind one signature), `scorer` (the model: decoder, then LM head at scored positions),
-`language_modeling` (`next_token_logprobs`, `kl_divergence`, `perplexity`), `statistics` (`paired_bootstrap`,
-`correct_by_task`, `compare_evaluations`: two models compared on the same examples).
+`language_modeling` (`next_token_logprobs`, `kl_divergence`, `perplexity`, `texts_perplexity`), `statistics`
+(`paired_bootstrap`, `correct_by_task`, `compare_evaluations`: two models compared on the same examples;
+`paired_bootstrap_perplexity`: on the same texts).
 
 Any causal LM that transformers loads works. The LM head runs only at the scored positions (for Gemma models on the
 gathered hidden states, for others through `logits_to_keep`): Gemma's vocabulary is 256k, so full logits at every
@@ -17,8 +18,8 @@ together, one slice of the vocabulary at a time, with a running log-sum-exp.
 """
 
 from .harness import evaluate
-from .language_modeling import kl_divergence, next_token_logprobs, perplexity
-from .statistics import compare_evaluations, correct_by_task, paired_bootstrap
+from .language_modeling import kl_divergence, next_token_logprobs, perplexity, texts_perplexity
+from .statistics import compare_evaluations, correct_by_task, paired_bootstrap, paired_bootstrap_perplexity
 from .strategies import loglikelihoods
 
 __all__ = [
@@ -29,5 +30,7 @@ __all__ = [
     "loglikelihoods",
     "next_token_logprobs",
     "paired_bootstrap",
+    "paired_bootstrap_perplexity",
     "perplexity",
+    "texts_perplexity",
 ]

@@ -1,4 +1,5 @@
-"""Language-modelling measures: next-token distributions and the KL between two of them, WikiText-2 perplexity."""
+"""Language-modelling measures: next-token distributions and the KL between two of them, WikiText-2 perplexity, the
+perplexity of your own texts."""
 
 import math
 import os
@@ -12,7 +13,7 @@ from ..loading import text_causal_lm
 from ..tasks import wikitext2_text
 from .scorer import Scorer, check_tokenizer, left_padded
 
-__all__ = ["kl_divergence", "next_token_logprobs", "perplexity"]
+__all__ = ["kl_divergence", "next_token_logprobs", "perplexity", "texts_perplexity"]
 
 
 def next_token_logprobs(
@@ -99,3 +100,82 @@ def perplexity(
         nll -= float(scorer.target_logprobs(states[0], targets).sum())
         count += len(targets)
     return {"perplexity": math.exp(nll / count), "tokens": count, "windows": len(starts), "max_length": max_length}
+
+
+@torch.inference_mode()
+def texts_perplexity(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_length: int | None = None,
+    batch_size: int = 8,
+    disable_progress: bool = False,
+) -> dict:
+    """Perplexity of `texts` (e.g. held-out examples of your own task), each read alone from its start after a BOS
+    token (not predicted; without one in the tokenizer, a text's first token is not predicted), as an evaluation
+    prompt is read, token-weighted over all of them.
+
+    Args:
+        texts (`list[str]`): the texts; one that leaves no token to predict (empty) is an error.
+        max_length (`int`, *optional*): tokens read per text (BOS included); longer texts are cut there and counted
+            as `truncated`. Default: the model's context, capped at 2048.
+        batch_size (`int`, *optional*, defaults to 8): texts per forward pass (batched by length, left padding).
+        disable_progress (`bool`, *optional*): no progress bar.
+
+    Returns:
+        `dict` with `perplexity`, `tokens` (predicted), `texts`, `truncated`, and per text `nll` (summed negative
+        log-likelihood in nats) and `counts` (its predicted tokens), in the order of `texts`: what
+        `paired_bootstrap_perplexity` compares between two models.
+    """
+    check_tokenizer(tokenizer, "to encode the texts")
+    if isinstance(texts, str):
+        raise ValueError("`texts` must be a list of texts, got one string (pass `[text]`).")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("`texts` is empty: pass at least one text.")
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError("`texts` must hold strings only.")
+    check_positive_int("batch_size", batch_size)
+    if max_length is not None and not is_int_at_least(max_length, 2):
+        raise ValueError(f"`max_length` must be an integer >= 2 or None, got {max_length!r}.")
+    model = text_causal_lm(model)  # an image-text Gemma 3 (dense or pruned): its text model
+    max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    encoded = [bos + tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    empty = [i for i, ids in enumerate(encoded) if len(ids) < 2]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} of `texts` leave no token to predict (e.g. text {empty[0]}: {texts[empty[0]]!r}); "
+            "remove empty texts."
+        )
+    truncated = sum(len(ids) > max_length for ids in encoded)
+    encoded = [ids[:max_length] for ids in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    pad = pad_id(tokenizer)
+    scorer = Scorer(model)
+    nll = [0.0] * len(texts)
+    progress = tqdm(total=len(texts), desc="text perplexity", unit="text", disable=disable_progress)
+    with progress:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            inputs = [encoded[i][:-1] for i in batch]
+            width = max(len(row) for row in inputs)
+            states, _ = scorer.forward(*left_padded(inputs, pad), cache=False, keep=width)
+            # left padding: each row's real positions are its last len(row) columns
+            picked = torch.cat([states[j, width - len(row) :] for j, row in enumerate(inputs)])
+            targets = torch.tensor([t for i in batch for t in encoded[i][1:]], device=picked.device)
+            values = scorer.target_logprobs(picked, targets).double().cpu()
+            for i, part in zip(batch, values.split([len(row) for row in inputs])):
+                nll[i] = -float(part.sum())
+            progress.update(len(batch))
+    counts = [len(ids) - 1 for ids in encoded]
+    tokens = sum(counts)
+    return {
+        "perplexity": math.exp(sum(nll) / tokens),
+        "tokens": tokens,
+        "texts": len(texts),
+        "truncated": truncated,
+        "nll": nll,
+        "counts": counts,
+    }

@@ -1,10 +1,11 @@
-"""Comparing two models on the same scored examples: the paired bootstrap of their accuracy difference."""
+"""Comparing two models on the same scored examples: the paired bootstrap of their accuracy difference, and of their
+perplexity ratio on the same texts."""
 
 from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["compare_evaluations", "correct_by_task", "paired_bootstrap"]
+__all__ = ["compare_evaluations", "correct_by_task", "paired_bootstrap", "paired_bootstrap_perplexity"]
 
 
 def correct_by_task(result: dict) -> dict[str, list[int]]:
@@ -95,4 +96,45 @@ def paired_bootstrap(
         "difference": difference / len(after_tasks),
         "ci95": [low, high],
         "num_examples": sizes[""] if single else sizes,
+    }
+
+
+def paired_bootstrap_perplexity(
+    after: Mapping, before: Mapping, *, resamples: int = 2000, generator: torch.Generator | None = None
+) -> dict:
+    """Perplexity of `after` over that of `before` on the same texts, with the 95% interval of a paired bootstrap over
+    the texts (each resample draws texts with replacement and takes both models' summed log-likelihoods and token
+    counts of the same draws, so the ratio stays token-weighted).
+
+    Args:
+        after, before: two `texts_perplexity` results over the same texts (their `nll` and `counts`).
+        resamples (`int`, *optional*, defaults to 2000): bootstrap resamples.
+        generator (`torch.Generator`, *optional*): the random draws (default: a new one seeded 0).
+
+    Returns:
+        `dict` with `ratio` (`after`'s perplexity over `before`'s), `ci95` (`[low, high]` of the ratio) and
+        `num_texts`.
+    """
+    for name, result in (("after", after), ("before", before)):
+        if not isinstance(result, Mapping) or "nll" not in result or "counts" not in result:
+            raise ValueError(f"`{name}` must be a `texts_perplexity` result (with per-text `nll` and `counts`).")
+    if list(after["counts"]) != list(before["counts"]):
+        raise ValueError(
+            "`after` and `before` must score the same texts with the same tokenizer (their per-text token counts "
+            "differ)."
+        )
+    if not isinstance(resamples, int) or isinstance(resamples, bool) or resamples < 1:
+        raise ValueError(f"`resamples` must be a positive int; got {resamples!r}.")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    difference = torch.tensor(list(after["nll"]), dtype=torch.float64) - torch.tensor(
+        list(before["nll"]), dtype=torch.float64
+    )
+    counts = torch.tensor(list(after["counts"]), dtype=torch.float64)
+    index = torch.randint(len(counts), (resamples, len(counts)), generator=generator)
+    ratios = (difference[index].sum(1) / counts[index].sum(1)).exp()
+    low, high = torch.quantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {
+        "ratio": float((difference.sum() / counts.sum()).exp()),
+        "ci95": [low, high],
+        "num_texts": len(counts),
     }
