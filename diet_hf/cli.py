@@ -210,8 +210,10 @@ def _build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["wikitext2", "tasks"],
         metavar="SOURCE",
-        help="training text: wikitext2 (its validation split), task names (their train split), or `tasks` (the "
-        "calibration tasks the model was pruned on that have a train split); each source gets an equal share",
+        help="training text: wikitext2 (its validation split), task names (their train split), `tasks` (the "
+        "calibration tasks the model was pruned on that have a train split), or your own texts as NAME=FILE (.jsonl "
+        "with a text field, or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]]; each source gets an equal "
+        "share",
     )
     heal.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
     heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
@@ -424,6 +426,10 @@ def _run_heal(args) -> int:
     calibration = (student.config.pruning or {}).get("tasks") or []
     data, splits = {}, {}
     for source in args.data:
+        if "=" in source:  # your own texts, read before any model loaded
+            name = source.split("=", 1)[0]
+            data[name], splits[name] = args.own_data[name]
+            continue
         # `tasks`: the model's calibration tasks that are registered and have a train split here; others are skipped
         for name in [t for t in calibration if t in TASKS] if source == "tasks" else [source]:
             if name in data:
@@ -665,7 +671,25 @@ def main(argv: list[str] | None = None) -> int:
                 args.tasks = [] if args.text_data else list(PAPER_TASKS)
         elif args.command == "heal":
             from .healing import HealingConfig
+            from .tasks import TASKS, load_task_source
 
+            # the data is named and your own texts read before any model loads
+            args.own_data = {}
+            for word in args.data:
+                if "=" in word:
+                    name, texts = load_task_source(word, flag="--data")
+                    if name in ("wikitext2", "tasks", *TASKS) or name in args.own_data:
+                        raise ValueError(f"`--data` {name}: the name is taken; give your texts another name.")
+                    args.own_data[name] = (texts, word.split("=", 1)[1])
+                elif word not in ("wikitext2", "tasks", *TASKS):
+                    raise ValueError(
+                        f"`--data`: {word!r} is not wikitext2, tasks, a registered task ({', '.join(TASKS)}) or "
+                        "NAME=SOURCE (your own texts)."
+                    )
+            if "wikitext2" in args.data and args.data_dir is None and not os.environ.get("DIET_DATA_DIR"):
+                raise ValueError(
+                    "`--data` wikitext2 is read from a data directory: pass --data-dir or set DIET_DATA_DIR."
+                )
             values = _dataclass_values(args, HealingConfig)
             values["top_k"] = values["top_k"] or None  # --top-k 0: the full vocabulary
             args.healing_config = HealingConfig(**values)

@@ -760,6 +760,34 @@ def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
     assert main(argv[:2] + ["--output", "x"]) == 2  # --teacher is required
 
 
+def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatch):
+    from diet_hf.cli import main
+
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    student.save_pretrained(tmp_path / "pruned")
+    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
+    teacher.save_pretrained(tmp_path / "dense")
+    (tmp_path / "mine.txt").write_text("\n".join(TEXTS) + "\n")
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)  # your own texts need no benchmark data
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output"]
+    flags = ["--seq-len", "16", "--batch-size", "2", "--max-tokens", "64", "--gradient-accumulation-steps", "1"]
+    flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2"]
+    data = ["--data", f"mine={tmp_path / 'mine.txt'}"]
+    assert main([*argv, str(tmp_path / "h"), *data, *flags]) == 0
+    assert "2 steps, 64 tokens" in capsys.readouterr().out
+    healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
+    assert healing["data"] == {"sources": ["mine"], "splits": {"mine": str(tmp_path / "mine.txt")}}
+    for bad, message in (
+        (["--data", "nosuch"], "`--data`: 'nosuch' is not wikitext2, tasks, a registered task"),
+        (["--data", f"a={tmp_path / 'nope.txt'}"], "`--data` a: no file or directory at"),
+        (["--data", f"rte={tmp_path / 'mine.txt'}"], "`--data` rte: the name is taken"),
+        (["--data", "wikitext2"], "`--data` wikitext2 is read from a data directory: pass --data-dir"),
+    ):
+        assert main([*argv, str(tmp_path / "h2"), *bad, *flags]) == 2  # a usage error, before any model loads
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "h2").exists()
+
+
 def test_teacher_by_path_is_loaded_for_its_pass_only(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
     teacher.save_pretrained(tmp_path / "dense")
