@@ -11,6 +11,8 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+logger = logging.getLogger(__name__)
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -424,6 +426,13 @@ def _run_heal(args) -> int:
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
     check_parent(text_config(student.config), text_config(AutoConfig.from_pretrained(args.teacher)))  # before any data
     calibration = (student.config.pruning or {}).get("tasks") or []
+    own = [t for t in calibration if t not in TASKS and t not in args.own_data]
+    if "tasks" in args.data and own:
+        logger.warning(
+            "`--data tasks` takes the registered calibration tasks only; the model was also calibrated on your own "
+            "data (%s), which is not saved with it: pass it as --data NAME=FILE to heal on it too.",
+            ", ".join(own),
+        )
     data, splits = {}, {}
     for source in args.data:
         if "=" in source:  # your own texts, read before any model loaded

@@ -760,7 +760,7 @@ def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
     assert main(argv[:2] + ["--output", "x"]) == 2  # --teacher is required
 
 
-def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatch):
+def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatch, caplog):
     from diet_hf.cli import main
 
     teacher, student = _pair(vocab_size=len(tiny_tokenizer))
@@ -777,6 +777,16 @@ def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatc
     assert "2 steps, 64 tokens" in capsys.readouterr().out
     healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
     assert healing["data"] == {"sources": ["mine"], "splits": {"mine": str(tmp_path / "mine.txt")}}
+    # `tasks` names the model's own calibration data, which is not saved with it
+    config = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    config["pruning"] = {"tasks": ["rte", "support"]}
+    (tmp_path / "pruned" / "config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING, logger="diet_hf.cli"):
+        assert main([*argv[1:], str(tmp_path / "h3"), *data, "tasks", *flags]) == 0  # not --quiet
+    assert "also calibrated on your own data (support)" in caplog.text
+    assert json.loads((tmp_path / "h3" / "config.json").read_text())["pruning"]["healing"]["data"]["sources"] == [
+        "mine"
+    ]
     for bad, message in (
         (["--data", "nosuch"], "`--data`: 'nosuch' is not wikitext2, tasks, a registered task"),
         (["--data", f"a={tmp_path / 'nope.txt'}"], "`--data` a: no file or directory at"),
