@@ -41,6 +41,14 @@ def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
     return [(i, config.layer_types[i], *layer_sizes(config, i)) for i in range(config.num_hidden_layers)]
 
 
+def _samples_text(record: dict) -> str:
+    """`num_samples` where every task read that many (or the record predates per-task counts), else each task's."""
+    counts = record.get("samples_per_task") or {}
+    if not counts or all(count == record.get("num_samples") for count in counts.values()):
+        return str(record.get("num_samples"))
+    return ", ".join(f"{task} {'token batches' if count is None else count}" for task, count in counts.items())
+
+
 def _write_plot(config, path: Path) -> None:
     import matplotlib
 
@@ -205,7 +213,7 @@ def write_model_card(
             else []
         ),
         f"| calibration tasks | {tasks} |",
-        f"| samples per task | {record.get('num_samples')} (seed {record.get('seed')}) |",
+        f"| samples per task | {_samples_text(record)} (seed {record.get('seed')}) |",
         f"| target sparsity | {_target_text(target)} |",
         f"| achieved decoder-block sparsity | {record.get('achieved_block_sparsity', 0.0):.2%} |",
         f"| parameters{' of the text model' if image_text else ''} | {base['total']:,} before, {counts['total']:,} "

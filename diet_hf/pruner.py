@@ -623,6 +623,11 @@ def _pruning_record(
         "vision_tower": ("kept" if is_image_text(pruned.config) else "dropped") if architecture else None,
         "tasks": scores.tasks,
         "num_samples": scores.provenance.get("num_samples"),
+        # what each task's profile read: `num_samples` for a registered task (fewer where its data is short), every
+        # text of your own (None: token batches)
+        "samples_per_task": {
+            task: len((scores.provenance.get("sample_ids") or {}).get(task, [])) or None for task in scores.tasks
+        },
         "seed": scores.provenance.get("seed"),
         "target": {k: plan.provenance.get(k) for k in ("sparsity", "mlp_sparsity", "attention_sparsity")},
         "achieved_block_sparsity": plan.sparsity,

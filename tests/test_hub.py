@@ -160,6 +160,7 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     assert "| rte | 10 |" in card.text and "| layer | type |" in card.text
     # options as readable rows, the target in words, the scored half named
     assert "| target sparsity | 30% of the decoder blocks' attention + MLP parameters |" in card.text
+    assert "| samples per task | 3 (seed 0) |" in card.text
     assert f"| recipe | {pruner.plan.provenance['recipe']} |" in card.text and "| allocation |" in card.text
     assert "on the test half of each task's evaluation examples" in card.text
     assert "{'" not in card.text  # no Python dicts
@@ -220,6 +221,17 @@ def test_unknown_routes_answer_404(local_hub):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(f"{local_hub.endpoint}/api/unknown/route")
     assert error.value.code == 404
+
+
+def test_card_counts_the_samples_of_each_task_where_they_differ(tmp_path, data_dir, tiny_tokenizer):
+    dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
+    pruner = DietPruner(dense, tiny_tokenizer)
+    mine = ["Question: what is the answer? Answer: yes", "the answer is no", "True False", "what is it", "no"]
+    pruner.profile(tasks={"rte": None, "mine": mine}, num_samples=3, data_dir=data_dir, disable_progress=True)
+    pruner.prune(sparsity=0.3)
+    assert pruner.pruned_model.config.pruning["samples_per_task"] == {"rte": 3, "mine": 5}
+    pruner.save_pretrained(tmp_path / "m")
+    assert "| samples per task | rte 3, mine 5 (seed 0) |" in (tmp_path / "m" / "README.md").read_text()
 
 
 def test_pruner_save_pretrained_and_push_to_hub_carry_card_plan_and_tokenizer(
