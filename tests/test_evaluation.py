@@ -429,6 +429,10 @@ def test_texts_perplexity_matches_each_text_read_alone(tiny_tokenizer, family):
     cut = texts_perplexity(model, tiny_tokenizer, TEXTS, max_length=3, disable_progress=True)
     assert cut["counts"] == [min(c, 2) for c in counts] and cut["truncated"] == sum(c > 2 for c in counts)
     assert cut["nll"][1] == pytest.approx(nll[1], rel=1e-5)  # "what" fits: read as before
+    # one text that fits in one window: what `perplexity(text=...)` computes of it
+    assert texts_perplexity(model, tiny_tokenizer, TEXTS[:1], disable_progress=True)["perplexity"] == pytest.approx(
+        perplexity(model, tiny_tokenizer, text=TEXTS[0], max_length=64)["perplexity"], rel=1e-5
+    )
     for texts, kwargs, match in (
         ("what", {}, r"`texts` must be a list of texts, got one string"),
         ([], {}, r"`texts` is empty"),
