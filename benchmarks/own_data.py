@@ -122,7 +122,7 @@ def _write(output: Path, report: dict) -> None:
         "differences with 95% paired-bootstrap intervals (texts / examples).",
         "",
         "| calibration | held-out text perplexity (dense) | ratio to dense [95% CI] | PIQA acc_norm (dense) | Δ PIQA "
-        "[95% CI] | seven-task average | prune s |",
+        "[95% CI] | seven-task average | `diet-hf prune` s (load, profile, prune, save) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in report["rows"].items():
