@@ -21,6 +21,23 @@ def test_prune_gemma2_example_offline(tmp_path, data_dir, capsys):
     assert torch.isfinite(model(torch.tensor([[2, 5, 9]])).logits).all()
 
 
+def test_prune_on_your_data_example_offline(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "prune_on_your_data", REPO_ROOT / "examples" / "prune_on_your_data.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    words = ["the", "answer", "is", "yes", "no", "a", "question", "of", "to", "True"]
+    texts = [" ".join(words[(i + j) % len(words)] for j in range(6 + i % 5)) for i in range(20)]
+    (tmp_path / "mine.txt").write_text("\n".join(texts) + "\n")
+    assert example.main(["--tiny", "--texts", str(tmp_path / "mine.txt"), "--output", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated on 16 of your texts" in out and "on 4 held-out texts perplexity" in out and "ratio" in out
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", trust_remote_code=True)
+    assert model.config.pruning["samples_per_task"] == {"mine": 16}
+    assert abs(model.config.pruning["achieved_block_sparsity"] - 0.2) < 0.05
+
+
 def _finetune_example():
     spec = importlib.util.spec_from_file_location("finetune_pruned", REPO_ROOT / "examples" / "finetune_pruned.py")
     example = importlib.util.module_from_spec(spec)
