@@ -49,6 +49,42 @@ def _samples_text(record: dict) -> str:
     return ", ".join(f"{task} {'token batches' if count is None else count}" for task, count in counts.items())
 
 
+def _text_lines(results: dict, dense_results: dict | None, base: str) -> list[str]:
+    """The card's section on held-out texts: perplexity per source, beside the base model's with the ratio."""
+    from .evaluation import paired_bootstrap_perplexity
+
+    lines = [
+        "## Perplexity on held-out texts",
+        "",
+        "Each text read alone from BOS, as a prompt is read (`diet_hf.evaluation.texts_perplexity`)"
+        + (
+            "; the ratio to the base model on the same texts with its 95% paired-bootstrap interval over the texts."
+            if dense_results
+            else "."
+        ),
+        "",
+    ]
+    if dense_results:
+        lines += [f"| texts | count | tokens | {base} | this model | ratio [95% CI] |", "|---|---|---|---|---|---|"]
+    else:
+        lines += ["| texts | count | tokens | perplexity |", "|---|---|---|---|"]
+    for name, result in results.items():
+        row = f"| {name} | {result['texts']} | {result['tokens']:,} |"
+        if dense_results and name in dense_results:
+            ratio = paired_bootstrap_perplexity(result, dense_results[name])
+            low, high = ratio["ci95"]
+            row += (
+                f" {dense_results[name]['perplexity']:.3f} | {result['perplexity']:.3f} | {ratio['ratio']:.3f} "
+                f"[{low:.3f}, {high:.3f}] |"
+            )
+        elif dense_results:
+            row += f" – | {result['perplexity']:.3f} | – |"
+        else:
+            row += f" {result['perplexity']:.3f} |"
+        lines.append(row)
+    return [*lines, ""]
+
+
 def _write_plot(config, path: Path) -> None:
     import matplotlib
 
@@ -171,10 +207,14 @@ def write_model_card(
     *,
     evaluation: dict | None = None,
     dense_evaluation: dict | None = None,
+    text_evaluation: dict | None = None,
+    dense_text_evaluation: dict | None = None,
     repo_id: str | None = None,
 ) -> Path:
     """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`.
-    With `dense_evaluation` (the base model on the same examples) the evaluation table shows both side by side."""
+    With `dense_evaluation` (the base model on the same examples) the evaluation table shows both side by side.
+    `text_evaluation` (`{name: texts_perplexity result}`, your held-out texts) adds their perplexity; with
+    `dense_text_evaluation` (the base model on the same texts) the ratio and its paired-bootstrap interval."""
     directory = Path(save_directory)
     record = getattr(config, "pruning", None) or {}
     image_text = is_image_text(config)  # the text decoder pruned, the vision tower kept
@@ -270,6 +310,8 @@ def write_model_card(
             ]
         else:
             lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
+    if text_evaluation:
+        lines += _text_lines(text_evaluation, dense_text_evaluation, record.get("base_model") or "dense model")
     lines += [
         "## Usage",
         "",

@@ -161,6 +161,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
     prune.add_argument(
+        "--eval-texts",
+        nargs="+",
+        default=None,
+        metavar="NAME=SOURCE",
+        help="your own held-out texts (not the ones you calibrate on; sources as --tasks reads them): their "
+        "perplexity, the dense model's and the ratio with its 95%% paired-bootstrap interval go into each saved "
+        "model's card and are printed",
+    )
+    prune.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
         default=DEFAULT_RECIPE,
@@ -347,6 +356,7 @@ def _quiet() -> None:
 def _run_prune(args) -> int:
     from . import DietPruner
     from ._io import check_model_location, check_output_is_not_input
+    from .evaluation import paired_bootstrap_perplexity
     from .hub import push_saved_model
 
     check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
@@ -362,6 +372,7 @@ def _run_prune(args) -> int:
     if args.revision:
         kwargs["revision"] = args.revision
     pruner = DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
+    dense_texts = _score_texts(pruner.model, pruner.tokenizer, args.eval_text_data, args.quiet)  # before any cut
     if args.scores:
         pruner.load_scores(args.scores, data_dir=args.data_dir)  # the data: only for a reconstruction / steps > 1
     else:
@@ -384,17 +395,34 @@ def _run_prune(args) -> int:
         repo = None
         if args.push_to_hub:
             repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
-        pruner.save_pretrained(output, repo_id=repo)
+        texts = _score_texts(model, pruner.tokenizer, args.eval_text_data, args.quiet)
+        pruner.save_pretrained(output, repo_id=repo, text_evaluation=texts, dense_text_evaluation=dense_texts)
         record = model.config.pruning
         print(
             f"saved {output}: {record['total_parameters']['dense']:,} -> {record['total_parameters']['pruned']:,} "
             f"parameters, decoder-block sparsity {record['achieved_block_sparsity']:.2%}"
         )
+        for name, result in (texts or {}).items():
+            ratio = paired_bootstrap_perplexity(result, dense_texts[name])
+            print(
+                f"  {name}: perplexity {result['perplexity']:.3f} against the dense model's "
+                f"{dense_texts[name]['perplexity']:.3f}, ratio {ratio['ratio']:.3f} [{ratio['ci95'][0]:.3f}, "
+                f"{ratio['ci95'][1]:.3f}] ({result['texts']} held-out texts)"
+            )
         if repo:
             commit = push_saved_model(output, repo, private=args.private)
             print(f"pushed {output} to {repo} (commit {commit})")
         del model  # saved: freed before the next sparsity's surgery (two pruned models at once otherwise)
     return EXIT_OK
+
+
+def _score_texts(model, tokenizer, sources: dict, quiet: bool) -> dict | None:
+    """`texts_perplexity` of each source (`None` without sources)."""
+    from .evaluation import texts_perplexity
+
+    if not sources:
+        return None
+    return {name: texts_perplexity(model, tokenizer, texts, disable_progress=quiet) for name, texts in sources.items()}
 
 
 def _run_heal(args) -> int:
@@ -644,6 +672,19 @@ def _run_info(args) -> int:
     return EXIT_OK
 
 
+def _text_sources(words: list[str] | None, flag: str) -> dict[str, list[str]]:
+    """`NAME=SOURCE` words of `flag` read as `prune --tasks` reads them (`ValueError` naming the flag), each name
+    once."""
+    from .tasks import load_task_source
+
+    sources = [load_task_source(word, flag=flag) for word in words or []]
+    names = [name for name, _ in sources]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"`{flag}`: each NAME once; repeated: {', '.join(repeated)}.")
+    return dict(sources)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `diet-hf` console script; returns the exit code (0 ok, 1 failure, 2 usage error)."""
     parser = _build_parser()
@@ -666,16 +707,14 @@ def main(argv: list[str] | None = None) -> int:
             args.profile_options = ProfileOptions(**_dataclass_values(args, ProfileOptions))
             # the user's own task data is read and checked before any model loads
             args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
+            args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
         elif args.command == "eval":
-            from .tasks import PAPER_TASKS, load_task_source
+            from .tasks import PAPER_TASKS
 
             # the user's texts are read and checked before any model loads
-            sources = [load_task_source(word, flag="--texts") for word in args.texts or []]
-            names = [name for name, _ in sources]
-            repeated = sorted({name for name in names if names.count(name) > 1})
-            if repeated:
-                raise ValueError(f"`--texts`: each NAME once; repeated: {', '.join(repeated)}.")
-            args.text_data = {name: texts[: args.limit] for name, texts in sources}
+            args.text_data = {
+                name: texts[: args.limit] for name, texts in _text_sources(args.texts, "--texts").items()
+            }
             if args.tasks is None:
                 args.tasks = [] if args.text_data else list(PAPER_TASKS)
         elif args.command == "heal":

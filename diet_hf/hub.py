@@ -84,6 +84,8 @@ def save_pruned_model(
     plan=None,
     evaluation: dict | None = None,
     dense_evaluation: dict | None = None,
+    text_evaluation: dict | None = None,
+    dense_text_evaluation: dict | None = None,
     repo_id: str | None = None,
 ) -> Path:
     """Saves a pruned model (safetensors, config with `auto_map`, remote code), its tokenizer and plan, atomically.
@@ -95,7 +97,8 @@ def save_pruned_model(
     this one does not write (other shards, an index) are removed. The directory of the dense model it was pruned
     from (the plan's `base_model`, where that is a local directory) is refused.
     The model card (`README.md`, with the evaluation table when `evaluation` is given, beside the base model's when
-    `dense_evaluation` is given) and its plot are written too;
+    `dense_evaluation` is given; the perplexity of your held-out texts with `text_evaluation`, beside the base model's
+    with `dense_text_evaluation`, see `write_model_card`) and its plot are written too;
     `plan` defaults to the one surgery attached to the model.
     """
     from .card import write_model_card
@@ -113,7 +116,15 @@ def save_pruned_model(
             plan.save_pretrained(tmp)
         for source in remote_code_files():  # transformers copies them too; make sure they are byte-identical
             shutil.copyfile(source, tmp / source.name)
-        write_model_card(tmp, model.config, evaluation=evaluation, dense_evaluation=dense_evaluation, repo_id=repo_id)
+        write_model_card(
+            tmp,
+            model.config,
+            evaluation=evaluation,
+            dense_evaluation=dense_evaluation,
+            text_evaluation=text_evaluation,
+            dense_text_evaluation=dense_text_evaluation,
+            repo_id=repo_id,
+        )
     return target
 
 

@@ -560,13 +560,17 @@ class DietPruner:
         *,
         evaluation: dict | None = None,
         dense_evaluation: dict | None = None,
+        text_evaluation: dict | None = None,
+        dense_text_evaluation: dict | None = None,
         repo_id: str | None = None,
     ) -> Path:
         """Saves the last pruned model with everything a published checkpoint carries, atomically: weights, config
         with `auto_map`, remote code, tokenizer, plan (`diet_pruning.json`) and model card (with the evaluation
         table when `evaluation` is given; beside the dense model's with `dense_evaluation`, and the average's
-        paired-bootstrap interval when both were made with `return_predictions=True`; `repo_id` names the
-        repository in the card's usage snippet). See `diet_hf.hub.save_pruned_model`."""
+        paired-bootstrap interval when both were made with `return_predictions=True`; the perplexity of your
+        held-out texts with `text_evaluation`, `{name: texts_perplexity(...)}`, beside the dense model's with
+        `dense_text_evaluation`; `repo_id` names the repository in the card's usage snippet). See
+        `diet_hf.hub.save_pruned_model`."""
         from .hub import save_pruned_model
 
         model = self._require_pruned("save")
@@ -577,6 +581,8 @@ class DietPruner:
             plan=self.plan,
             evaluation=evaluation,
             dense_evaluation=dense_evaluation,
+            text_evaluation=text_evaluation,
+            dense_text_evaluation=dense_text_evaluation,
             repo_id=repo_id,
         )
 

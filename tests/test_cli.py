@@ -506,3 +506,29 @@ def test_prune_inplace_takes_one_sparsity(dense_dir, tmp_path, data_dir, capsys)
     ids = random_batch(2, 8, vocab_size=60)
     logits = [AutoModelForCausalLM.from_pretrained(tmp_path / name)(ids).logits for name in ("one", "copied")]
     torch.testing.assert_close(*logits, rtol=0, atol=0)
+
+
+def test_prune_puts_the_perplexity_of_held_out_texts_in_the_card(
+    dense_dir, tmp_path, data_dir, tiny_tokenizer, capsys
+):
+    from diet_hf.evaluation import paired_bootstrap_perplexity, texts_perplexity
+
+    texts = ["Question: what is the answer? Answer: yes", "the answer is no", "what is it", "True False"] * 3
+    (tmp_path / "held.txt").write_text("\n".join(texts) + "\n")
+    argv = ["prune", str(dense_dir), "--tasks", "rte", "--num-samples", "4", "--data-dir", str(data_dir)]
+    argv += ["--eval-texts", f"held={tmp_path / 'held.txt'}", "--sparsity", "0.2", "0.4", "--output"]
+    assert main(["--quiet", *argv, str(tmp_path / "m")]) == 0
+    printed = capsys.readouterr().out
+    dense = texts_perplexity(AutoModelForCausalLM.from_pretrained(dense_dir), tiny_tokenizer, texts)
+    for name in ("m-20", "m-40"):
+        pruned = texts_perplexity(AutoModelForCausalLM.from_pretrained(tmp_path / name), tiny_tokenizer, texts)
+        ratio = paired_bootstrap_perplexity(pruned, dense)
+        low, high = ratio["ci95"]
+        row = (
+            f"| held | 12 | {pruned['tokens']:,} | {dense['perplexity']:.3f} | {pruned['perplexity']:.3f} | "
+            f"{ratio['ratio']:.3f} [{low:.3f}, {high:.3f}] |"
+        )
+        assert row in (tmp_path / name / "README.md").read_text()
+        assert f"held: perplexity {pruned['perplexity']:.3f} against the dense model's" in printed
+    assert main(["--quiet", *argv[:-4], "--eval-texts", "held", "--sparsity", "0.2", "--output", "x"]) == 2
+    assert "`--eval-texts`: expected NAME=FILE" in capsys.readouterr().err
