@@ -677,7 +677,7 @@ def _text_sources(words: list[str] | None, flag: str) -> dict[str, list[str]]:
     once."""
     from .tasks import load_task_source
 
-    sources = [load_task_source(word, flag=flag) for word in words or []]
+    sources = [load_task_source(word, flag=flag, registered=False) for word in words or []]
     names = [name for name, _ in sources]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -725,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
             args.own_data = {}
             for word in args.data:
                 if "=" in word:
-                    name, texts = load_task_source(word, flag="--data")
+                    name, texts = load_task_source(word, flag="--data", registered=False)
                     if name in ("wikitext2", "tasks", *TASKS) or name in args.own_data:
                         raise ValueError(f"`--data` {name}: the name is taken; give your texts another name.")
                     args.own_data[name] = (texts, word.split("=", 1)[1])

@@ -345,15 +345,14 @@ def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") 
     )
 
 
-def load_task_source(argument: str, *, flag: str = "--tasks") -> tuple[str, list[str] | None]:
+def load_task_source(argument: str, *, flag: str = "--tasks", registered: bool = True) -> tuple[str, list[str] | None]:
     """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
     calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
     with one text per non-empty line), or a `datasets` source `ID_OR_DIR[:SPLIT[:COLUMN]]` (a Hub dataset id, or a
     directory saved with `save_to_disk`; split `train` and column `text` by default). Everything is read and checked
     here, so a bad path, split or column fails before any model is loaded; the error names what was wrong (and
-    `flag`, the option it came from). With `flag` other than `--tasks` (`diet-hf eval --texts`) only `NAME=SOURCE` is
-    accepted, under any name."""
-    registered = flag == "--tasks"
+    `flag`, the option it came from). With `registered=False` (your texts alone, e.g. `diet-hf eval --texts`) only
+    `NAME=SOURCE` is accepted, under any name."""
     if "=" not in argument:
         if not registered:
             raise ValueError(f"`{flag}`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got {argument!r}.")

@@ -72,7 +72,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
 
-    _, texts = load_task_source(f"mine={args.texts}", flag="--texts")  # read and checked before any model loads
+    _, texts = load_task_source(
+        f"mine={args.texts}", flag="--texts", registered=False
+    )  # read and checked before any model loads
     held_out = texts[:: args.held_out]
     calibration = [text for i, text in enumerate(texts) if i % args.held_out]
     if not calibration or not held_out:
