@@ -226,6 +226,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "with a text field, or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]]; each source gets an equal "
         "share",
     )
+    heal.add_argument(
+        "--eval-texts",
+        nargs="+",
+        default=None,
+        metavar="NAME=SOURCE",
+        help="your own held-out texts (not in --data; sources as `prune --tasks` reads them): their perplexity on the "
+        "teacher and the unhealed model before training and on the healed model after, with the healed model's "
+        "ratios to both and their 95%% paired-bootstrap intervals, is printed and written into the card",
+    )
     heal.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
     heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
     heal.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
@@ -493,6 +502,7 @@ def _run_heal(args) -> int:
         repo_id=args.push_to_hub,
         disable_progress=args.quiet,
         processor=processor,
+        eval_texts=args.eval_text_data or None,
     )
     record = healed.config.pruning["healing"]
     print(
@@ -500,6 +510,12 @@ def _run_heal(args) -> int:
         f"KL {record['validation_kl_before']:.4f} -> {record['validation_kl_after']:.4f}"
         + (" (rolled back: healing did not help)" if record["rolled_back"] else "")
     )
+    for name, row in (record.get("held_out_texts") or {}).items():
+        ratio, low, high = row["healed_over_unhealed"]["ratio"], *row["healed_over_unhealed"]["ci95"]
+        print(
+            f"  {name}: perplexity {row['unhealed']:.3f} -> {row['healed']:.3f} (teacher {row['teacher']:.3f}), "
+            f"healed / unhealed {ratio:.3f} [{low:.3f}, {high:.3f}] ({row['texts']} held-out texts)"
+        )
     if args.push_to_hub:
         commit = push_saved_model(args.output, args.push_to_hub, private=args.private)
         print(f"pushed {args.output} to {args.push_to_hub} (commit {commit})")
@@ -738,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(
                     "`--data` wikitext2 is read from a data directory: pass --data-dir or set DIET_DATA_DIR."
                 )
+            args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
             values = _dataclass_values(args, HealingConfig)
             values["top_k"] = values["top_k"] or None  # --top-k 0: the full vocabulary
             args.healing_config = HealingConfig(**values)

@@ -1014,6 +1014,7 @@ def heal(
     repo_id: str | None = None,
     disable_progress: bool = False,
     processor=None,
+    eval_texts=None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -1039,6 +1040,12 @@ def heal(
         disable_progress (`bool`, *optional*): no progress bars (the teacher's pass, training).
         processor (`ProcessorMixin`, *optional*): a pruned image-text model's processor, saved in `output_dir` instead
             of `tokenizer` (which it holds); `diet_hf.loading.load_processor` reads it from the pruned checkpoint.
+        eval_texts (*optional*): held-out texts of your own (never trained on), as `data` takes them (a list of
+            strings, a dataset with a `text` column, or a dict of them per source): scored with
+            `diet_hf.evaluation.texts_perplexity` on the teacher and the unhealed student before training and on the
+            healed model after; the perplexities and the healed model's ratios to both, with 95% paired-bootstrap
+            intervals over the texts, go into `config.pruning["healing"]["held_out_texts"]` and the card. A text
+            that is also in the healing data is warned about.
 
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
@@ -1064,6 +1071,7 @@ def heal(
         config = replace(config, separate_documents=has_bos)
     document_bos = tokenizer.bos_token_id if config.separate_documents else None
     sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
+    held_out = _held_out_sources(eval_texts, sources)  # checked before the data is packed or anything runs
     rows = pack_sources(
         sources, tokenizer, config.seq_len, seed=config.seed, bos_rows=config.bos_rows or config.separate_documents
     )
@@ -1136,6 +1144,8 @@ def heal(
             if config.kd_weight > 0 and not layerwise
             else None
         )
+        if held_out:  # while it is loaded (a resumed run that finds its cached targets loads it for this alone)
+            teacher_texts = _score_texts(get_teacher(), tokenizer, held_out, disable_progress)
         teacher = get_teacher() if layerwise else None  # otherwise freed: training needs only its cached targets
         if not layerwise:
             loaded.clear()
@@ -1146,6 +1156,11 @@ def heal(
         limit_heap_retention()
     guard_teacher = teacher if online else None
     training_teacher = teacher if (online or layerwise) else None
+    if held_out:
+        if online:
+            teacher_texts = _score_texts(teacher, tokenizer, held_out, disable_progress)
+        student.eval()
+        unhealed_texts = _score_texts(student, tokenizer, held_out, disable_progress)
 
     before = _validation_kl(student, validation, validation_targets, guard_teacher, config, document_bos)
     # seeded again after the teacher's pass: loading a teacher by name may draw from the generator (transformers 4.57
@@ -1289,6 +1304,9 @@ def heal(
         "rolled_back": rolled_back,
         "loss_curve": _thin(curve, 60),
     }
+    if held_out:
+        healed_texts = _score_texts(healed, tokenizer, held_out, disable_progress)
+        record["held_out_texts"] = _held_out_record(teacher_texts, unhealed_texts, healed_texts)
     healed.config.pruning = {**(getattr(healed.config, "pruning", None) or {}), "healing": record}
     if image_text is not None:
         healed = image_text_model(image_text, healed)
@@ -1347,13 +1365,78 @@ def _objective_text(config: HealingConfig) -> str:
     return f"{config.kd_weight:g} x {kl} + {1 - config.kd_weight:g} x next-token loss" + layers
 
 
-def _text_list(data) -> list[str]:
+def _held_out_sources(eval_texts, sources: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`heal`'s `eval_texts` as `{name: texts}`, checked (non-empty strings); warns of texts also in the healing
+    data."""
+    if eval_texts is None:
+        return {}
+    held_out = {
+        name: _text_list(texts, "eval_texts")
+        for name, texts in (eval_texts if isinstance(eval_texts, dict) else {"texts": eval_texts}).items()
+    }
+    if not held_out:
+        raise ValueError("`eval_texts` is an empty dict: pass at least one source of texts, or None.")
+    trained = {text for texts in sources.values() for text in texts}
+    for name, texts in held_out.items():
+        if not texts:
+            raise ValueError(f"`eval_texts` {name!r} is empty: pass at least one text.")
+        if not all(isinstance(text, str) and text for text in texts):
+            raise ValueError(f"`eval_texts` {name!r} must hold non-empty strings only.")
+        seen = sum(text in trained for text in texts)
+        if seen:
+            logger.warning(
+                "%d of the %d held-out texts %r are also in the healing data: their perplexity is not a held-out "
+                "measure.",
+                seen,
+                len(texts),
+                name,
+            )
+    return held_out
+
+
+def _score_texts(model, tokenizer, held_out: dict[str, list[str]], disable_progress: bool) -> dict:
+    from .evaluation import texts_perplexity
+
+    return {
+        name: texts_perplexity(model, tokenizer, texts, disable_progress=disable_progress)
+        for name, texts in held_out.items()
+    }
+
+
+def _held_out_record(teacher: dict, unhealed: dict, healed: dict) -> dict:
+    """Per source: the three perplexities and the healed model's ratios to the unhealed one and to the teacher, with
+    their paired-bootstrap intervals, and the share of the unhealed model's gap to the teacher that healing closed
+    (on log-perplexity)."""
+    from .evaluation import paired_bootstrap_perplexity
+
+    record = {}
+    for name, result in healed.items():
+        gap = math.log(unhealed[name]["perplexity"]) - math.log(teacher[name]["perplexity"])
+        closed = math.log(unhealed[name]["perplexity"]) - math.log(result["perplexity"])
+        record[name] = {
+            "texts": result["texts"],
+            "tokens": result["tokens"],
+            "teacher": round(teacher[name]["perplexity"], 4),
+            "unhealed": round(unhealed[name]["perplexity"], 4),
+            "healed": round(result["perplexity"], 4),
+            "healed_over_unhealed": _rounded_ratio(paired_bootstrap_perplexity(result, unhealed[name])),
+            "healed_over_teacher": _rounded_ratio(paired_bootstrap_perplexity(result, teacher[name])),
+            "gap_closed": round(closed / gap, 4) if gap > 0 else None,
+        }
+    return record
+
+
+def _rounded_ratio(ratio: dict) -> dict:
+    return {"ratio": round(ratio["ratio"], 4), "ci95": [round(value, 4) for value in ratio["ci95"]]}
+
+
+def _text_list(data, argument: str = "data") -> list[str]:
     if hasattr(data, "column_names"):
         if "text" not in data.column_names:
-            raise ValueError(f"`data` is a dataset without a `text` column; columns: {data.column_names}.")
+            raise ValueError(f"`{argument}` is a dataset without a `text` column; columns: {data.column_names}.")
         return list(data["text"])
     if isinstance(data, str):
-        raise TypeError("`data` must be a list of strings (or a dataset), not one string.")
+        raise TypeError(f"`{argument}` must be a list of strings (or a dataset), not one string.")
     return list(data)
 
 

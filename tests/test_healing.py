@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import math
 import textwrap
 
 import pytest
@@ -794,6 +795,98 @@ def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatc
         (["--data", "wikitext2"], "`--data` wikitext2 is read from a data directory: pass --data-dir"),
     ):
         assert main([*argv, str(tmp_path / "h2"), *bad, *flags]) == 2  # a usage error, before any model loads
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "h2").exists()
+
+
+HELD_OUT = ["Question: is the sky green? Answer: no", "True or False: two is even. True", "The answer was yes"]
+
+
+@pytest.mark.parametrize("how", ["precomputed", "by_path", "online"])
+def test_heal_scores_held_out_texts_on_teacher_unhealed_and_healed(tmp_path, tiny_tokenizer, how, caplog):
+    from diet_hf.evaluation import paired_bootstrap_perplexity, texts_perplexity
+
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    unhealed = copy.deepcopy(student)
+    given = teacher
+    if how == "by_path":
+        teacher.save_pretrained(tmp_path / "dense")
+        given = str(tmp_path / "dense")
+    config = _small(top_k=None) if how == "online" else _small()
+    texts = {"mine": HELD_OUT, "overlap": [TEXTS[0], *HELD_OUT[:1]]}
+    with caplog.at_level(logging.WARNING, logger="diet_hf.healing"):
+        healed = heal(
+            student, given, tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "h", eval_texts=texts
+        )
+    assert "1 of the 2 held-out texts 'overlap' are also in the healing data" in caplog.text
+    assert "'mine'" not in caplog.text
+    record = healed.config.pruning["healing"]["held_out_texts"]
+    assert list(record) == ["mine", "overlap"]
+    for name, held_out in texts.items():
+        expected = {
+            key: texts_perplexity(model, tiny_tokenizer, held_out, disable_progress=True)
+            for key, model in (("teacher", teacher), ("unhealed", unhealed), ("healed", healed))
+        }
+        row = record[name]
+        assert (row["texts"], row["tokens"]) == (len(held_out), expected["healed"]["tokens"])
+        for key in ("teacher", "unhealed", "healed"):
+            assert row[key] == pytest.approx(expected[key]["perplexity"], rel=1e-3)
+        assert row["healed"] != pytest.approx(row["unhealed"], rel=1e-4)  # healing changed the model
+        for key, base in (("healed_over_unhealed", "unhealed"), ("healed_over_teacher", "teacher")):
+            ratio = paired_bootstrap_perplexity(expected["healed"], expected[base])
+            assert row[key]["ratio"] == pytest.approx(ratio["ratio"], rel=1e-3)
+            assert row[key]["ci95"] == pytest.approx(ratio["ci95"], rel=1e-3)
+        gap = row["unhealed"] / row["teacher"]
+        assert row["gap_closed"] == pytest.approx(math.log(row["unhealed"] / row["healed"]) / math.log(gap), abs=1e-3)
+    card = (tmp_path / "h" / "README.md").read_text()
+    line = next(x for x in card.splitlines() if x.startswith("| mine |"))
+    mine = record["mine"]
+    assert f"| {mine['teacher']:.3f} | {mine['unhealed']:.3f} | {mine['healed']:.3f} |" in line
+    assert "healed / unhealed" in card and "gap closed" in card
+
+
+def test_heal_held_out_texts_bad_input_fails_before_training(tmp_path, tiny_tokenizer):
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    for bad, error, message in (
+        ("one text", TypeError, "`eval_texts` must be a list of strings"),
+        ([], ValueError, "`eval_texts` 'texts' is empty"),
+        ({}, ValueError, "`eval_texts` is an empty dict"),
+        ({"a": ["ok", ""]}, ValueError, "`eval_texts` 'a' must hold non-empty strings"),
+        ({"a": ["ok", 3]}, ValueError, "`eval_texts` 'a' must hold non-empty strings"),
+    ):
+        with pytest.raises(error, match=message):
+            heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "w", eval_texts=bad)
+        assert not (tmp_path / "w").exists()
+
+
+def test_cli_heal_eval_texts(tmp_path, tiny_tokenizer, capsys, monkeypatch):
+    from diet_hf.cli import main
+
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    student.save_pretrained(tmp_path / "pruned")
+    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
+    teacher.save_pretrained(tmp_path / "dense")
+    (tmp_path / "mine.txt").write_text("\n".join(TEXTS) + "\n")
+    (tmp_path / "held.txt").write_text("\n".join(HELD_OUT) + "\n")
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output"]
+    flags = ["--seq-len", "16", "--batch-size", "2", "--max-tokens", "64", "--gradient-accumulation-steps", "1"]
+    flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2"]
+    flags += ["--data", f"mine={tmp_path / 'mine.txt'}"]
+    assert main([*argv, str(tmp_path / "h"), *flags, "--eval-texts", f"held={tmp_path / 'held.txt'}"]) == 0
+    out = capsys.readouterr().out
+    row = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]["held_out_texts"]["held"]
+    ratio = row["healed_over_unhealed"]
+    assert (
+        f"  held: perplexity {row['unhealed']:.3f} -> {row['healed']:.3f} (teacher {row['teacher']:.3f}), healed / "
+        f"unhealed {ratio['ratio']:.3f} [{ratio['ci95'][0]:.3f}, {ratio['ci95'][1]:.3f}] (3 held-out texts)"
+    ) in out
+    assert "| held | 3 |" in (tmp_path / "h" / "README.md").read_text()
+    for bad, message in (
+        (["--eval-texts", f"a={tmp_path / 'nope.txt'}"], "`--eval-texts` a: no file or directory at"),
+        (["--eval-texts", f"a={tmp_path / 'held.txt'}", f"a={tmp_path / 'held.txt'}"], "each NAME once"),
+    ):
+        assert main([*argv, str(tmp_path / "h2"), *flags, *bad]) == 2  # a usage error, before any model loads
         assert message in capsys.readouterr().err
     assert not (tmp_path / "h2").exists()
 
