@@ -845,6 +845,44 @@ def test_heal_scores_held_out_texts_on_teacher_unhealed_and_healed(tmp_path, tin
     assert "healed / unhealed" in card and "gap closed" in card
 
 
+def test_a_resumed_run_loads_the_teacher_to_score_the_held_out_texts(tmp_path, tiny_tokenizer):
+    """A resumed run finds the teacher's cached targets and needs no teacher for training; the held-out texts are
+    still scored on it (loaded for that alone), and the record equals an uninterrupted run's."""
+    vocab = len(tiny_tokenizer)
+    teacher, student = _pair(vocab_size=vocab)
+    teacher.save_pretrained(tmp_path / "dense")
+    straight = heal(
+        student, teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "a", eval_texts=HELD_OUT
+    )
+    dense = str(tmp_path / "dense")
+    with pytest.raises(KeyboardInterrupt):
+        heal(
+            _pair(vocab_size=vocab)[1],
+            dense,
+            tiny_tokenizer,
+            TEXTS,
+            config=_small(),
+            output_dir=tmp_path / "b",
+            callbacks=[_Interrupt(3).callback],
+            eval_texts=HELD_OUT,
+        )
+    assert (tmp_path / "b.healing" / "teacher_train.safetensors").is_file()
+    resumed = heal(
+        _pair(vocab_size=vocab)[1],
+        dense,
+        tiny_tokenizer,
+        TEXTS,
+        config=_small(),
+        output_dir=tmp_path / "b",
+        resume=True,
+        eval_texts=HELD_OUT,
+    )
+    expected = straight.config.pruning["healing"]["held_out_texts"]["texts"]
+    got = resumed.config.pruning["healing"]["held_out_texts"]["texts"]
+    for key in ("teacher", "unhealed", "healed", "gap_closed"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-3), key
+
+
 def test_heal_held_out_texts_bad_input_fails_before_training(tmp_path, tiny_tokenizer):
     teacher, student = _pair(vocab_size=len(tiny_tokenizer))
     for bad, error, message in (
