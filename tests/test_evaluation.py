@@ -18,6 +18,7 @@ from diet_hf.evaluation import (
     correct_by_task,
     evaluate,
     kl_divergence,
+    last_word_accuracy,
     loglikelihoods,
     next_token_logprobs,
     paired_bootstrap,
@@ -443,6 +444,50 @@ def test_texts_perplexity_matches_each_text_read_alone(tiny_tokenizer, family):
     ):
         with pytest.raises(ValueError, match=match):
             texts_perplexity(model, tiny_tokenizer, texts, **kwargs)
+
+
+def _last_word_brute_force(model, tokenizer, text):
+    from diet_hf.evaluation.scorer import encode_pair
+
+    context, _, word = text.rstrip().rpartition(" ")
+    context_ids, target = encode_pair(tokenizer, context, " " + word)
+    ids = torch.tensor([context_ids + target])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0].double(), dim=-1)[len(context_ids) - 1 : -1]
+    picked = logprobs[torch.arange(len(target)), target]
+    return int(bool((logprobs.argmax(-1) == torch.tensor(target)).all())), float(picked.sum())
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_last_word_accuracy_matches_each_text_scored_alone(tiny_tokenizer, family):
+    model = tiny_dense_model(family, vocab_size=len(tiny_tokenizer), final_logit_softcapping=3.0)
+    texts = ["Question: what is the answer? Answer: yes", "the answer is no", "is it True", "what is the Answer"]
+    # texts the model gets right by construction: a context and its greedy next token, when that token is a word
+    for context in ("Question: what is", "the answer is", "Answer: no", "what is the", "is it", "True or", "no no"):
+        ids = torch.tensor([tiny_tokenizer(context)["input_ids"]])
+        with torch.no_grad():
+            word = tiny_tokenizer.decode([int(model(ids).logits[0, -1].argmax())])
+        if word.startswith(" ") and word[1:].isalpha():
+            texts.append(context + word)
+    assert len(texts) > 4  # at least one text made right
+    result = last_word_accuracy(model, tiny_tokenizer, texts, batch_size=3, disable_progress=True)  # padded
+    expected = [_last_word_brute_force(model, tiny_tokenizer, text) for text in texts]
+    assert result["correct"] == [c for c, _ in expected] and result["texts"] == len(texts)
+    assert all(result["correct"][4:])
+    assert result["loglikelihood"] == pytest.approx([ll for _, ll in expected], rel=1e-5)
+    assert result["accuracy"] == pytest.approx(sum(result["correct"]) / len(texts))
+    assert result["perplexity"] == pytest.approx(math.exp(-sum(ll for _, ll in expected) / len(texts)), rel=1e-5)
+    one_by_one = last_word_accuracy(model, tiny_tokenizer, texts, batch_size=1, disable_progress=True)
+    assert one_by_one["correct"] == result["correct"]
+    for bad, match in (
+        ("is it", r"`texts` must be a list of texts, got one string"),
+        ([], r"`texts` is empty"),
+        (["is it", 3], r"`texts` must hold strings only; text 1 is a int"),
+        (["is it", "what"], r"text 1 \('what'\) has no context before a last word"),
+        ([" what  "], r"text 0 \(' what  '\) has no context"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            last_word_accuracy(model, tiny_tokenizer, bad)
 
 
 def test_paired_bootstrap_perplexity(tiny_tokenizer):

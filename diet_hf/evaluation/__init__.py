@@ -2,7 +2,8 @@
 
 The package: `harness` (`evaluate`: tasks, halves, metrics), `strategies` (`loglikelihoods` and the three scoring
 strategies behind one signature), `scorer` (the model: decoder, then LM head at scored positions),
-`language_modeling` (`next_token_logprobs`, `kl_divergence`, `perplexity`, `texts_perplexity`), `statistics`
+`language_modeling` (`next_token_logprobs`, `kl_divergence`, `perplexity`, `texts_perplexity`,
+`last_word_accuracy`), `statistics`
 (`paired_bootstrap`, `correct_by_task`, `compare_evaluations`: two models compared on the same examples;
 `paired_bootstrap_perplexity`: on the same texts).
 
@@ -18,7 +19,7 @@ together, one slice of the vocabulary at a time, with a running log-sum-exp.
 """
 
 from .harness import evaluate
-from .language_modeling import kl_divergence, next_token_logprobs, perplexity, texts_perplexity
+from .language_modeling import kl_divergence, last_word_accuracy, next_token_logprobs, perplexity, texts_perplexity
 from .statistics import compare_evaluations, correct_by_task, paired_bootstrap, paired_bootstrap_perplexity
 from .strategies import loglikelihoods
 
@@ -27,6 +28,7 @@ __all__ = [
     "correct_by_task",
     "evaluate",
     "kl_divergence",
+    "last_word_accuracy",
     "loglikelihoods",
     "next_token_logprobs",
     "paired_bootstrap",

@@ -1,5 +1,5 @@
 """Language-modelling measures: next-token distributions and the KL between two of them, WikiText-2 perplexity, the
-perplexity of your own texts."""
+perplexity of your own texts, and LAMBADA's last-word accuracy on them."""
 
 import math
 import os
@@ -11,9 +11,9 @@ from .._batching import pad_id
 from .._checks import check_positive_int, is_int_at_least
 from ..loading import text_causal_lm
 from ..tasks import wikitext2_text
-from .scorer import Scorer, check_tokenizer, left_padded
+from .scorer import Scorer, check_tokenizer, encode_pair, left_padded
 
-__all__ = ["kl_divergence", "next_token_logprobs", "perplexity", "texts_perplexity"]
+__all__ = ["kl_divergence", "last_word_accuracy", "next_token_logprobs", "perplexity", "texts_perplexity"]
 
 
 def next_token_logprobs(
@@ -178,4 +178,73 @@ def texts_perplexity(
         "truncated": truncated,
         "nll": nll,
         "counts": counts,
+    }
+
+
+@torch.inference_mode()
+def last_word_accuracy(
+    model, tokenizer, texts: list[str], *, batch_size: int = 8, disable_progress: bool = False
+) -> dict:
+    """LAMBADA's measure on `texts`: each text's last word predicted from everything before it.
+
+    A text is cut at its last space into a context and a target word, encoded as lm-eval 0.4 encodes LAMBADA's pairs
+    (`lambada_openai`: context = all but the last space-separated word, target = " " + that word; Gemma's BOS before
+    the context). A text is correct when greedy decoding gives the target: every one of its tokens is the most
+    probable token after the context and the target's tokens before it (lm-eval's `is_greedy`; a tie counts for the
+    target). Texts are batched by length with left padding.
+
+    Args:
+        texts (`list[str]`): the texts, each ending in the word to predict (trailing whitespace is ignored); a text
+            without a space before its last word is an error.
+        batch_size (`int`, *optional*, defaults to 8): texts per forward pass.
+        disable_progress (`bool`, *optional*): no progress bar.
+
+    Returns:
+        `dict` with `accuracy`, `perplexity` (lm-eval's LAMBADA perplexity: exp of minus the mean target
+        log-likelihood per text), `texts`, and per text `correct` (1 or 0; what `paired_bootstrap` compares between
+        two models) and `loglikelihood` (of its target, in nats), in the order of `texts`.
+    """
+    check_tokenizer(tokenizer, "to encode the texts")
+    if isinstance(texts, str):
+        raise ValueError("`texts` must be a list of texts, got one string (pass `[text]`).")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("`texts` is empty: pass at least one text.")
+    check_positive_int("batch_size", batch_size)
+    pairs = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"`texts` must hold strings only; text {i} is a {type(text).__name__}.")
+        context, _, word = text.rstrip().rpartition(" ")
+        if not context.strip() or not word:
+            raise ValueError(
+                f"`texts`: text {i} ({text[:60]!r}) has no context before a last word (a space-separated word is "
+                "predicted from the text before it)."
+            )
+        pairs.append(encode_pair(tokenizer, context, " " + word))
+    model = text_causal_lm(model)  # an image-text Gemma 3 (dense or pruned): its text model
+    rows = [context + target[:-1] for context, target in pairs]
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    pad = pad_id(tokenizer)
+    scorer = Scorer(model)
+    correct, loglikelihood = [0] * len(texts), [0.0] * len(texts)
+    progress = tqdm(total=len(texts), desc="last-word accuracy", unit="text", disable=disable_progress)
+    with progress:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            keep = max(len(pairs[i][1]) for i in batch)
+            states, _ = scorer.forward(*left_padded([rows[i] for i in batch], pad), cache=False, keep=keep)
+            for j, i in enumerate(batch):
+                target = torch.tensor(pairs[i][1], device=states.device)
+                logprobs = scorer.logprobs(states[j, keep - len(target) :])  # the target's positions
+                picked = logprobs.gather(-1, target[:, None]).squeeze(-1)
+                loglikelihood[i] = float(picked.double().sum())
+                correct[i] = int(bool((picked >= logprobs.max(-1).values).all()))
+            progress.update(len(batch))
+    return {
+        "accuracy": sum(correct) / len(texts),
+        "perplexity": math.exp(-sum(loglikelihood) / len(texts)),
+        "texts": len(texts),
+        "correct": correct,
+        "loglikelihood": loglikelihood,
     }
