@@ -339,8 +339,16 @@ def test_healing_a_pruned_image_text_model_keeps_its_vision_tower(checkpoints, t
     config = _small(max_tokens=16 * 2 * 4)
     student = with_vision.prune(sparsity=0.3)
     vision = student.model.vision_tower
+    held_out = ["Question: is it yes? Answer: no", "the answer is True"]  # scored on the text models
     healed = heal(
-        student, str(text_dir), tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "h", disable_progress=True
+        student,
+        str(text_dir),
+        tiny_tokenizer,
+        TEXTS,
+        config=config,
+        output_dir=tmp_path / "h",
+        disable_progress=True,
+        eval_texts=held_out,
     )
     alone = heal(
         text_only.prune(sparsity=0.3),
@@ -350,7 +358,12 @@ def test_healing_a_pruned_image_text_model_keeps_its_vision_tower(checkpoints, t
         config=config,
         work_dir=tmp_path / "alone",
         disable_progress=True,
+        eval_texts=held_out,
     )
+    scored = healed.config.pruning["healing"]["held_out_texts"]["texts"]
+    for key in ("teacher", "unhealed", "healed"):
+        assert scored[key] == pytest.approx(alone.config.pruning["healing"]["held_out_texts"]["texts"][key], rel=1e-4)
+    assert scored["healed"] != pytest.approx(scored["unhealed"], rel=1e-4)
     assert type(healed).__name__ == "PrunedGemma3ForConditionalGeneration" and healed.model.vision_tower is vision
     assert healed.config.pruning["healing"]["steps"] == alone.config.pruning["healing"]["steps"] > 0
     ids = random_batch(vocab_size=len(tiny_tokenizer) - 3)
