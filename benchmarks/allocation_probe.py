@@ -31,13 +31,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import dev_sweep  # noqa: E402
 
-from diet_hf import DietPruner, build_pruned_model  # noqa: E402
+from diet_hf import build_pruned_model  # noqa: E402
 from diet_hf.evaluation import kl_divergence, next_token_logprobs  # noqa: E402
 from diet_hf.plan import rank_normalize  # noqa: E402
 from diet_hf.profiler import first_token_inputs  # noqa: E402
-from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.reconstruction import least_squares_update  # noqa: E402
-from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
 STEP = 64
 
@@ -108,10 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", type=int, nargs="+", default=[1536, 1024, 512], help="widths the costs are read at")
     parser.add_argument("--output", default="benchmarks/results/allocation_probe")
     args = parser.parse_args(argv)
-    dense, tokenizer, _ = load_gemma3_270m()
-    torch.manual_seed(0)
-    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, disable_progress=True)
+    dense, tokenizer, pruner = dev_sweep.profiled_dense(args.data_dir)
     scores = pruner.scores
     ranks = torch.stack([rank_normalize(scores.mlp[t].double()) for t in scores.tasks]).mean(0)
     num_layers, full = ranks.shape
@@ -133,10 +128,7 @@ def main(argv=None) -> int:
             dense, plan, channel_means=means, input_moments=moments, reconstruction_anchors=anchors
         )
 
-    excluded = scores.provenance["excluded_eval_ids"]
-    prompts = {t: dev_sweep._dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in dev_sweep.EVAL_TASKS}
-    flat = [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
-    reference = next_token_logprobs(dense, tokenizer, flat)
+    prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
     rows, report = [], {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts}
     output = Path(args.output)
 

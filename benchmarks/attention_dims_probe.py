@@ -35,13 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import dev_sweep  # noqa: E402
 
-from diet_hf import DietPruner, build_pruned_model  # noqa: E402
+from diet_hf import build_pruned_model  # noqa: E402
 from diet_hf.evaluation import next_token_logprobs  # noqa: E402
 from diet_hf.plan import rank_normalize  # noqa: E402
 from diet_hf.profiler import first_token_inputs  # noqa: E402
-from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.reconstruction import least_squares_update  # noqa: E402
-from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
 # (removed units per layer, extra MLP channels per layer) at no more parameters than the default
 TRADES = {"qk": [(20, 64), (39, 128)], "value": [(39, 64), (77, 128)]}
@@ -161,11 +159,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--output", default="benchmarks/results/attention_dims_probe")
     args = parser.parse_args(argv)
-    dense, tokenizer, _ = load_gemma3_270m()
+    dense, tokenizer, pruner = dev_sweep.profiled_dense(args.data_dir)
     cfg = dense.config
-    torch.manual_seed(0)
-    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, disable_progress=True)
     scores = pruner.scores
     ranks = torch.stack([rank_normalize(scores.mlp[t].double()) for t in scores.tasks]).mean(0)
     num_layers = ranks.shape[0]
@@ -216,10 +211,7 @@ def main(argv=None) -> int:
             return drop_qk_pairs(model, pair_order, count, cfg.head_dim)
         return drop_value_dims(model, dim_order, count, stats, anchors, cfg)
 
-    excluded = scores.provenance["excluded_eval_ids"]
-    prompts = {t: dev_sweep._dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in dev_sweep.EVAL_TASKS}
-    flat = [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
-    reference = next_token_logprobs(dense, tokenizer, flat)
+    prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
     report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": []}
     output = Path(args.output)
 

@@ -95,6 +95,25 @@ def _dev_prompts(task, excluded, data_dir, count):
     return [get_task(task).build(d).contexts[0] for d in docs]
 
 
+def profiled_dense(data_dir):
+    """The dense Gemma 3 270M, its tokenizer and a `DietPruner` profiled on the paper's seven tasks x 100 calibration
+    examples (drawn with the profile's own seed), as every dev probe starts."""
+    torch.manual_seed(0)
+    dense, tokenizer, _ = load_gemma3_270m()
+    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
+    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=data_dir, disable_progress=True)
+    return dense, tokenizer, pruner
+
+
+def dev_prompt_reference(dense, tokenizer, pruner, data_dir, count: int):
+    """The probes' KL measure: the first `count` dev-half prompts of each evaluation task (none a calibration example
+    of `pruner`'s profile), per task and flat, and the dense model's next-token log-probs after the flat list."""
+    excluded = pruner.scores.provenance["excluded_eval_ids"]
+    prompts = {t: _dev_prompts(t, excluded, data_dir, count) for t in EVAL_TASKS}
+    flat = [p for t in EVAL_TASKS for p in prompts[t]]
+    return prompts, flat, next_token_logprobs(dense, tokenizer, flat, disable_progress=True)
+
+
 def kl_by_task(reference, logprobs, prompts: dict[str, list[str]]) -> tuple[float, dict[str, float]]:
     """KL(dense || pruned) over all prompts and per task, for log-prob rows in the order of `prompts` (task -> its
     prompts)."""

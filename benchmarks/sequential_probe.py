@@ -33,13 +33,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import dev_sweep  # noqa: E402
 from reconstruction_damping import _hidden, _layer_inputs  # noqa: E402
 
-from diet_hf import DietPruner  # noqa: E402
 from diet_hf.constants import family_for_model_type  # noqa: E402
 from diet_hf.evaluation import next_token_logprobs  # noqa: E402
 from diet_hf.profiler import first_token_inputs  # noqa: E402
-from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.reconstruction import DEFAULT_DAMPING, least_squares_update  # noqa: E402
-from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
 
 @torch.no_grad()
@@ -97,14 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kl-prompts", type=int, default=40)
     parser.add_argument("--output", default="benchmarks/results/sequential_probe")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    dense, tokenizer, _ = load_gemma3_270m()
-    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, disable_progress=True)
-    excluded = pruner.scores.provenance["excluded_eval_ids"]
-    prompts = {t: dev_sweep._dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in dev_sweep.EVAL_TASKS}
-    flat = [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
-    reference = next_token_logprobs(dense, tokenizer, flat, disable_progress=True)
+    dense, tokenizer, pruner = dev_sweep.profiled_dense(args.data_dir)
+    prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
     batches = [b for t in pruner.scores.tasks for b in pruner._batches(pruner._calibration["data"][t])[0]]
     report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": []}
     output = Path(args.output)
