@@ -41,6 +41,12 @@ def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
     return [(i, config.layer_types[i], *layer_sizes(config, i)) for i in range(config.num_hidden_layers)]
 
 
+def _cell(value) -> str:
+    """`value` as the text of one Markdown table cell: a `|` in it (as in "KL(teacher || student)", or a name or path
+    of the user's) would end the cell and shift the row's columns, a line break would end the row."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def _samples_text(record: dict) -> str:
     """`num_samples` where every task read that many (or the record predates per-task counts), else each task's."""
     counts = record.get("samples_per_task") or {}
@@ -69,7 +75,7 @@ def _text_lines(results: dict, dense_results: dict | None, base: str) -> list[st
     else:
         lines += ["| texts | count | tokens | perplexity |", "|---|---|---|---|"]
     for name, result in results.items():
-        row = f"| {name} | {result['texts']} | {result['tokens']:,} |"
+        row = f"| {_cell(name)} | {result['texts']} | {result['tokens']:,} |"
         if dense_results and name in dense_results:
             ratio = paired_bootstrap_perplexity(result, dense_results[name])
             low, high = ratio["ci95"]
@@ -186,10 +192,10 @@ def _healing_lines(healing: dict | None) -> list[str]:
         "",
         "| | |",
         "|---|---|",
-        f"| teacher | {healing.get('teacher')} |",
-        f"| data | {sources} |",
-        f"| objective | {healing.get('objective')} |",
-        f"| weights | {healing.get('adapter')} |",
+        f"| teacher | {_cell(healing.get('teacher'))} |",
+        f"| data | {_cell(sources)} |",
+        f"| objective | {_cell(healing.get('objective'))} |",
+        f"| weights | {_cell(healing.get('adapter'))} |",
         f"| steps | {healing.get('steps')} ({healing.get('train_seconds')} s) |",
         f"| tokens seen | {healing.get('tokens_seen'):,} |",
         f"| validation KL to the teacher | {healing.get('validation_kl_before'):.4f} before, "
@@ -218,7 +224,7 @@ def _held_out_lines(held_out: dict | None) -> list[str]:
         ratios = [row[key] for key in ("healed_over_unhealed", "healed_over_teacher")]
         closed = "–" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
         lines.append(
-            f"| {name} | {row['texts']} | {row['tokens']:,} | {row['teacher']:.3f} | {row['unhealed']:.3f} | "
+            f"| {_cell(name)} | {row['texts']} | {row['tokens']:,} | {row['teacher']:.3f} | {row['unhealed']:.3f} | "
             f"{row['healed']:.3f} | "
             + " | ".join(f"{r['ratio']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" for r in ratios)
             + f" | {closed} |"
@@ -268,7 +274,7 @@ def write_model_card(
         "",
         "| | |",
         "|---|---|",
-        f"| base model | {record.get('base_model')} (revision {record.get('base_model_revision')}) |",
+        f"| base model | {_cell(record.get('base_model'))} (revision {_cell(record.get('base_model_revision'))}) |",
         *(
             [
                 f"| part pruned | the text decoder of this {record['base_model_architecture']}; "
@@ -277,8 +283,8 @@ def write_model_card(
             if record.get("base_model_architecture")
             else []
         ),
-        f"| calibration tasks | {tasks} |",
-        f"| samples per task | {_samples_text(record)} (seed {record.get('seed')}) |",
+        f"| calibration tasks | {_cell(tasks)} |",
+        f"| samples per task | {_cell(_samples_text(record))} (seed {record.get('seed')}) |",
         f"| target sparsity | {_target_text(target)} |",
         f"| achieved decoder-block sparsity | {record.get('achieved_block_sparsity', 0.0):.2%} |",
         f"| parameters{' of the text model' if image_text else ''} | {base['total']:,} before, {counts['total']:,} "
@@ -286,7 +292,7 @@ def write_model_card(
         f"| decoder-block attention + MLP parameters | {base['decoder_blocks']:,} before, "
         f"{counts['decoder_blocks']:,} after |",
         *[
-            f"| {key.replace('_', ' ')} | {_option_text(value)} |"
+            f"| {key.replace('_', ' ')} | {_cell(_option_text(value))} |"
             for key, value in (record.get("options") or {}).items()
         ],
         "",
@@ -314,7 +320,7 @@ def write_model_card(
         ]
         if dense_evaluation:
             lines[-2:] = [
-                f"| task | examples | metric | {record.get('base_model') or 'dense model'} | this model |",
+                f"| task | examples | metric | {_cell(record.get('base_model') or 'dense model')} | this model |",
                 "|---|---|---|---|---|",
             ]
         for task, row in evaluation["results"].items():
@@ -336,7 +342,7 @@ def write_model_card(
         else:
             lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
     if text_evaluation:
-        lines += _text_lines(text_evaluation, dense_text_evaluation, record.get("base_model") or "dense model")
+        lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
     lines += [
         "## Usage",
         "",

@@ -181,6 +181,21 @@ def run_script(tmp_path: Path, source: str, *args: str, python: str = sys.execut
     return result.stdout
 
 
+def assert_tables_well_formed(markdown: str) -> None:
+    """Every row of every Markdown table in `markdown` has as many cell borders as the table's header: a `|` left
+    unescaped in a value (as in "KL(teacher || student)") would shift the row's columns."""
+    import re
+
+    borders = None
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            borders = None
+            continue
+        count = len(re.findall(r"(?<!\\)\|", line))
+        borders = count if borders is None else borders
+        assert count == borders, f"a table row with {count} cell borders instead of {borders}: {line}"
+
+
 def random_batch(batch_size: int = 2, seq_len: int = 10, vocab_size: int = 128, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab_size, (batch_size, seq_len), generator=generator)

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_batch, run_script, tiny_dense_model
+from conftest import assert_tables_well_formed, random_batch, run_script, tiny_dense_model
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -843,6 +843,8 @@ def test_heal_scores_held_out_texts_on_teacher_unhealed_and_healed(tmp_path, tin
     mine = record["mine"]
     assert f"| {mine['teacher']:.3f} | {mine['unhealed']:.3f} | {mine['healed']:.3f} |" in line
     assert "healed / unhealed" in card and "gap closed" in card
+    assert "| objective | KL(teacher \\|\\| student) on " in card  # the pipes escaped, not cell borders
+    assert_tables_well_formed(card)
 
 
 def test_a_resumed_run_loads_the_teacher_to_score_the_held_out_texts(tmp_path, tiny_tokenizer):

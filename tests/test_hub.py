@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
+from conftest import assert_tables_well_formed, random_batch, save_dense_checkpoint, tiny_dense_model
 from huggingface_hub import HfApi, ModelCard
 from transformers import AutoModelForCausalLM
 
@@ -134,6 +134,7 @@ def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, d
     assert api.model_info("user/tiny-healed").private
     card = (out / "README.md").read_text()
     assert 'from_pretrained("user/tiny-healed"' in card and "heal" in card.lower()
+    assert_tables_well_formed(card)
     config = json.loads((out / "config.json").read_text())
     assert config["pruning"]["healing"]["tokens_seen"] == 64
     ids = random_batch(vocab_size=len(tiny_tokenizer))
@@ -199,6 +200,7 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     text = (tmp_path / "m3" / "README.md").read_text()
     assert "Difference of the headline average: -0.1000, paired-bootstrap 95% interval [" in text
     assert "diet-hf eval me/m3 --reference google/gemma-2-2b --half test" in text
+    assert_tables_well_formed(text)
 
 
 @pytest.mark.parametrize("fault", ["fail_commits", "drop_commits"])
