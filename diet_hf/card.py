@@ -120,12 +120,67 @@ def _write_plot(config, path: Path) -> None:
     plt.close(figure)
 
 
-_METHOD_TEXT = {
-    "DIET": "Structurally pruned without training by [DIET](https://arxiv.org/abs/2603.23985) with "
-    "[diet-hf](https://pypi.org/project/diet-hf/): activation magnitudes were profiled on calibration examples of "
-    "each task, every MLP dimension and attention head was ranked per task, the per-task rankings were merged by "
-    "majority vote into one plan, and the dropped dimensions were physically removed.",
-}
+_DIET_INTRO = (
+    "Structurally pruned without training by [DIET](https://arxiv.org/abs/2603.23985) with "
+    "[diet-hf](https://pypi.org/project/diet-hf/)"
+)
+_PAPER_STEPS = (
+    "activation magnitudes were profiled on calibration examples of each task, every MLP dimension and attention "
+    "head was ranked per task, the per-task rankings were merged by majority vote into one plan, and the dropped "
+    "dimensions were physically removed."
+)
+
+
+def _diet_text(record: dict) -> str:
+    """What DIET did to this model, in words, from the options it ran with (`record["options"]`, the recipe's values
+    resolved): the default recipe is not the paper's, and the card must not describe the paper's steps for it."""
+    options = record.get("options") or {}
+    if not options.get("merge"):  # a record of diet-hf 0.1: the paper's steps, the only ones it had
+        return f"{_DIET_INTRO}: {_PAPER_STEPS}"
+    recipe = f" (recipe `{options['recipe']}`)" if options.get("recipe") else ""
+    score = (
+        "activation magnitudes times the norms of each unit's output-projection columns"
+        if options.get("score") == "contribution"
+        else "activation magnitudes"
+    )
+    heads_kept = options.get("attention_ratio") == 0
+    units = "every MLP dimension" + ("" if heads_kept else " and attention head")
+    merge = "by majority vote" if options["merge"] == "vote" else "by their mean rank"
+    steps = [
+        f"{score} were profiled on calibration examples of each task",
+        f"{units} was ranked per task",
+        f"the per-task rankings were merged {merge} into one plan",
+    ]
+    if options.get("allocation") == "uniform":
+        steps.append(
+            "every layer lost the same share of its MLP width"
+            + (
+                f" (widths rounded to multiples of {options['round_to']})"
+                if (options.get("round_to") or 1) > 1
+                else ""
+            )
+        )
+    elif options.get("allocation") == "global":
+        steps.append("one ranking across all layers set each layer's width")
+    if heads_kept:
+        steps.append("every attention head was kept")
+    if options.get("keep_layers"):
+        steps.append(f"layers {', '.join(str(i) for i in options['keep_layers'])} were left whole")
+    if (options.get("steps") or 1) > 1:
+        steps.append(f"the target was reached in {options['steps']} steps, profiling again after each")
+    steps.append("the dropped dimensions were physically removed")
+    if options.get("reconstruct"):
+        steps.append(
+            "each cut output projection was refitted by least squares so that the kept channels carry what the "
+            "removed ones wrote on the calibration tokens"
+            + (", reproducing the BOS token's output exactly" if options.get("anchor_bos") else "")
+            + (", with an output bias" if options.get("bias_compensation") else "")
+        )
+    elif options.get("bias_compensation"):
+        steps.append("the removed channels' mean contribution was kept as an output bias (FLAP's compensation)")
+    return f"{_DIET_INTRO}{recipe}: " + "; ".join(steps[:-1]) + "; and " + steps[-1] + "."
+
+
 _OTHER_METHOD_TEXT = (
     "Structurally pruned without training by the {method} baseline in the pipeline of "
     "[diet-hf](https://pypi.org/project/diet-hf/): {method}'s importance scores and allocation, computed on the "
@@ -268,7 +323,7 @@ def write_model_card(
     lines = [
         f"# {record.get('base_model') or base_type} pruned with {method}",
         "",
-        _METHOD_TEXT.get(method, _OTHER_METHOD_TEXT.format(method=method)),
+        _diet_text(record) if method == "DIET" else _OTHER_METHOD_TEXT.format(method=method),
         "",
         "## How it was pruned",
         "",

@@ -243,6 +243,25 @@ def test_card_counts_the_samples_of_each_task_where_they_differ(tmp_path, data_d
     assert "| samples per task | rte 3, mine 5 (seed 0) |" in (tmp_path / "m" / "README.md").read_text()
 
 
+def test_card_describes_the_steps_of_the_recipe_that_ran(tmp_path, data_dir, tiny_tokenizer):
+    """The default recipe is not the paper's: the card's first paragraph says what was done, from the options."""
+    dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
+    pruner = DietPruner(dense, tiny_tokenizer)
+    pruner.profile(tasks=["rte", "boolq"], num_samples=4, data_dir=data_dir, disable_progress=True)
+    texts = {}
+    for recipe in ("uniform_mlp_mean_ls_bos", "paper"):
+        pruner.prune(sparsity=0.3, recipe=recipe, disable_progress=True)
+        pruner.save_pretrained(tmp_path / recipe)
+        texts[recipe] = (tmp_path / recipe / "README.md").read_text().split("## How it was pruned")[0]
+    default, paper = texts["uniform_mlp_mean_ls_bos"], texts["paper"]
+    assert "(recipe `uniform_mlp_mean_ls_bos`)" in default and "merged by their mean rank" in default
+    assert "every layer lost the same share of its MLP width" in default and "every attention head was kept" in default
+    assert "refitted by least squares" in default and "reproducing the BOS token's output exactly" in default
+    assert "majority vote" not in default
+    assert "(recipe `paper`)" in paper and "merged by majority vote" in paper and "and attention head" in paper
+    assert "one ranking across all layers" in paper and "least squares" not in paper
+
+
 def test_pruner_save_pretrained_and_push_to_hub_carry_card_plan_and_tokenizer(
     local_hub, tmp_path, data_dir, tiny_tokenizer
 ):
