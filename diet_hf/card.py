@@ -37,6 +37,26 @@ def _usage(name: str, image_text: bool) -> list[str]:
     ]
 
 
+def _hub_model_id(name) -> str | None:
+    """`name` when it can be the `base_model` of the card's metadata: a Hub model id, not a local directory. The Hub
+    rejects a card whose `base_model` is not a model id (a local path, as a model pruned from a directory records),
+    and `push_to_hub` would fail on it after the upload."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not name or Path(str(name)).expanduser().exists():
+        return None
+    try:
+        validate_repo_id(str(name))
+    except HFValidationError:
+        return None
+    return str(name)
+
+
+def _title_name(name) -> str | None:
+    """The base model as the card's title names it: its Hub id, or a local directory's last component."""
+    return _hub_model_id(name) or (Path(str(name)).name if name else None)
+
+
 def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
     return [(i, config.layer_types[i], *layer_sizes(config, i)) for i in range(config.num_hidden_layers)]
 
@@ -310,7 +330,7 @@ def write_model_card(
     counts, base = count_parameters(config), count_parameters(config, dense=True)
     base_width, base_heads, base_kv_heads = base_sizes(config)
     data = ModelCardData(
-        base_model=record.get("base_model"),
+        base_model=_hub_model_id(record.get("base_model")),
         library_name="transformers",
         pipeline_tag="image-text-to-text" if image_text else "text-generation",
         tags=["diet", "pruned", "structured-pruning", base_type],
@@ -321,7 +341,7 @@ def write_model_card(
     tasks = ", ".join(record.get("tasks") or []) or "unknown"
     name = repo_id or "path/to/this/model"
     lines = [
-        f"# {record.get('base_model') or base_type} pruned with {method}",
+        f"# {_title_name(record.get('base_model')) or base_type} pruned with {method}",
         "",
         _diet_text(record) if method == "DIET" else _OTHER_METHOD_TEXT.format(method=method),
         "",
@@ -329,7 +349,9 @@ def write_model_card(
         "",
         "| | |",
         "|---|---|",
-        f"| base model | {_cell(record.get('base_model'))} (revision {_cell(record.get('base_model_revision'))}) |",
+        f"| base model | {_cell(record.get('base_model'))}"
+        + (f" (revision {_cell(record['base_model_revision'])})" if record.get("base_model_revision") else "")
+        + " |",
         *(
             [
                 f"| part pruned | the text decoder of this {record['base_model_architecture']}; "

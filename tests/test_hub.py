@@ -172,6 +172,18 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     assert f"| recipe | {pruner.plan.provenance['recipe']} |" in card.text and "| allocation |" in card.text
     assert "on the test half of each task's evaluation examples" in card.text
     assert "{'" not in card.text  # no Python dicts
+    assert card.text.strip().splitlines()[0] == "# google/gemma-2-2b pruned with DIET"
+    assert "(revision None)" not in card.text
+    # pruned from a local directory: no `base_model` metadata (the Hub rejects a card whose base_model is a path)
+    dense.save_pretrained(tmp_path / "my-dense")
+    tiny_tokenizer.save_pretrained(tmp_path / "my-dense")
+    local = DietPruner.from_pretrained(tmp_path / "my-dense")
+    local.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.3)
+    local.save_pretrained(tmp_path / "l")
+    local_card = ModelCard.load(tmp_path / "l" / "README.md")
+    assert local_card.data.base_model is None and "base_model" not in local_card.content.split("---")[1]
+    assert local_card.text.strip().splitlines()[0] == "# my-dense pruned with DIET"
+    assert f"| base model | {tmp_path / 'my-dense'} |" in local_card.text
     png = (tmp_path / "m" / PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     from PIL import Image
