@@ -57,6 +57,12 @@ def _title_name(name) -> str | None:
     return _hub_model_id(name) or (Path(str(name)).name if name else None)
 
 
+def _reference_name(name) -> str:
+    """The base model as a command on the card names it: its Hub id, or for a local directory (a path on the machine
+    that pruned it, meaningless to a reader) a placeholder with its name."""
+    return _hub_model_id(name) or f"path/to/{Path(str(name)).name}"
+
+
 def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
     return [(i, config.layer_types[i], *layer_sizes(config, i)) for i in range(config.num_hidden_layers)]
 
@@ -440,7 +446,7 @@ def write_model_card(
                 "out):",
                 "",
                 "```bash",
-                f"diet-hf eval {name} --reference {record['base_model']} --half test --limit 500",
+                f"diet-hf eval {name} --reference {_reference_name(record['base_model'])} --half test --limit 500",
                 "```",
                 "",
             ]

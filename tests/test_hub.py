@@ -184,6 +184,7 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     assert local_card.data.base_model is None and "base_model" not in local_card.content.split("---")[1]
     assert local_card.text.strip().splitlines()[0] == "# my-dense pruned with DIET"
     assert f"| base model | {tmp_path / 'my-dense'} |" in local_card.text
+    assert "--reference path/to/my-dense --half test" in local_card.text  # not the path on the pruning machine
     png = (tmp_path / "m" / PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     from PIL import Image
