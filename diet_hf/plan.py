@@ -1,4 +1,5 @@
-"""Scores -> per-task keep-masks -> one merged `PruningPlan` (DIET's majority vote), with GQA-valid head selection."""
+"""Scores -> per-task keep-masks -> one merged `PruningPlan` (DIET's majority vote, or the mean rank the default recipe
+uses), with GQA-valid head selection."""
 
 import json
 import logging
