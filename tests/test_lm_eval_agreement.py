@@ -42,3 +42,49 @@ def test_lm_eval_scores_a_pruned_checkpoint_without_diet_hf_as_our_evaluator_doe
     )
     report = json.loads((tmp_path / "agree.json").read_text())
     assert code == 0 and report["all_choices_agree"], report["tasks"]
+
+
+def _last_word_texts(data_dir, count):
+    """WikiText-2 test paragraphs cut after their last word of letters (as `benchmarks/last_word.py` cuts them)."""
+    texts = []
+    for line in (data_dir / "wikitext2" / "test.jsonl").read_text().splitlines():
+        words = json.loads(line)["text"].strip().split(" ")
+        if len(words) < 40 or words[0] == "=":
+            continue
+        last = max((i for i, w in enumerate(words) if w.isalpha()), default=0)
+        texts.append(" ".join(words[: last + 1]))
+        if len(texts) == count:
+            return texts
+    return texts
+
+
+@pytest.mark.slow
+def test_last_word_accuracy_agrees_with_lm_evals_lambada_scoring(data_dir, real_pruned_dir):
+    """`last_word_accuracy` against lm-eval's own `HFLM.loglikelihood` on lambada_openai's requests (context = all but
+    the last space-separated word, continuation = " " + that word): the same greedy verdict and log-likelihood per
+    text, on the real 270M dense and pruned (remote code)."""
+    if importlib.util.find_spec("lm_eval") is None:
+        pytest.skip('needs `pip install "diet-hf[lm-eval]"` (scripts/test.sh -m slow installs it)')
+    import torch
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from diet_hf.evaluation import last_word_accuracy
+    from diet_hf.real_model import load_gemma3_270m
+
+    texts = _last_word_texts(data_dir, 24)
+    requests = [
+        Instance(
+            request_type="loglikelihood", doc={}, arguments=(t.rpartition(" ")[0], " " + t.rpartition(" ")[2]), idx=0
+        )
+        for t in texts
+    ]
+    for path in (load_gemma3_270m()[2], real_pruned_dir):
+        lm = HFLM(pretrained=str(path), dtype="float32", device="cpu", batch_size=8, trust_remote_code=True)
+        theirs = lm.loglikelihood(requests, disable_tqdm=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=True).eval()
+        ours = last_word_accuracy(model, AutoTokenizer.from_pretrained(path), texts, disable_progress=True)
+        assert ours["correct"] == [int(greedy) for _, greedy in theirs], path
+        assert ours["loglikelihood"] == pytest.approx([ll for ll, _ in theirs], abs=2e-3), path
+        assert 0 < sum(ours["correct"]) < len(texts)  # both verdicts occur
