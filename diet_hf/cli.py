@@ -267,7 +267,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=list(TASKS),
         metavar="TASK",
-        help=f"tasks to score, of {', '.join(TASKS)} (default: the paper's seven, or none when --texts is given)",
+        help=f"tasks to score, of {', '.join(TASKS)} (default: the paper's seven, or none when --texts or --last-word "
+        "is given)",
     )
     evaluate.add_argument(
         "--texts",
@@ -278,6 +279,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "texts you calibrated on): NAME=FILE (.jsonl with a text field, or .txt, one text per line) or "
         "NAME=DATASET[:SPLIT[:COLUMN]] (a Hub dataset id or a save_to_disk directory; default split train, column "
         "text); with --reference, the perplexity ratio with its 95%% paired-bootstrap interval over the texts",
+    )
+    evaluate.add_argument(
+        "--last-word",
+        nargs="+",
+        default=None,
+        metavar="NAME=SOURCE",
+        help="texts scored by LAMBADA's measure: each text's last space-separated word greedily predicted from the "
+        "text before it, as lm-eval's lambada_openai scores it (sources as --texts; e.g. "
+        "lambada=EleutherAI/lambada_openai:test where the Hub is reachable); accuracy and word perplexity, with "
+        "--reference the accuracy difference with its 95%% paired-bootstrap interval over the texts",
     )
     evaluate.add_argument(
         "--limit", type=_positive_int, default=None, help="first N examples of each task (and texts of each source)"
@@ -526,7 +537,7 @@ def _run_eval(args) -> int:
     from transformers import AutoConfig, AutoTokenizer
 
     from ._io import atomic_write_text, check_model_location, check_tokenizer_files
-    from .evaluation import evaluate, texts_perplexity
+    from .evaluation import evaluate, last_word_accuracy, texts_perplexity
     from .loading import load_causal_lm
 
     names = [args.model] + ([args.reference] if args.reference else [])
@@ -548,7 +559,7 @@ def _run_eval(args) -> int:
     if excluded and not args.quiet:
         counts = ", ".join(f"{len(ids)} of {task}" for task, ids in excluded.items())
         print(f"left out the evaluation examples the pruning profiled ({counts}; recorded in its config)")
-    results, text_results = [], []
+    results, text_results, word_results = [], [], []
     for name in names:  # one model in memory at a time
         model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading[name]).eval()  # image-text: its text model
         tokenizer = AutoTokenizer.from_pretrained(name, **loading[name])
@@ -575,12 +586,22 @@ def _run_eval(args) -> int:
                 for source, texts in args.text_data.items()
             }
         )
+        word_results.append(
+            {
+                source: last_word_accuracy(
+                    model, tokenizer, texts, batch_size=args.batch_size, disable_progress=args.quiet
+                )
+                for source, texts in args.last_word_data.items()
+            }
+        )
         del model
     record = {"model": args.model}
     if args.tasks:
         record.update(_print_task_results(args, results))
     if args.text_data:
         record.update(_print_text_results(args, text_results))
+    if args.last_word_data:
+        record.update(_print_last_word_results(args, word_results))
     if args.output:
         atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
         print(f"wrote {args.output}")
@@ -613,6 +634,35 @@ def _print_text_results(args, text_results: list[dict]) -> dict:
             )
         record["reference_texts"] = summary(text_results[1])
         record["texts_ratio"] = ratios
+    return record
+
+
+def _print_last_word_results(args, word_results: list[dict]) -> dict:
+    """Prints the last-word accuracy per source (and with `--reference` the difference and its interval); returns the
+    JSON record's entries: per source the summary without the per-text values."""
+    from .evaluation import paired_bootstrap
+
+    def summary(results):
+        return {s: {k: v for k, v in r.items() if k not in ("correct", "loglikelihood")} for s, r in results.items()}
+
+    print(f"\n{'last word':16}{'n':>7}{'accuracy':>10}{'word ppl':>12}  (LAMBADA's measure)")
+    for source, row in word_results[0].items():
+        print(f"{source:16}{row['texts']:>7}{row['accuracy']:>10.3f}{row['perplexity']:>12.3f}")
+    record = {"last_word": summary(word_results[0])}
+    if args.reference:
+        print(f"\n{args.model} minus {args.reference} (the same texts; paired bootstrap over texts, 2000 resamples):")
+        print(f"{'last word':16}{'reference':>10}{'difference':>12}  95% interval")
+        differences = {}
+        for source, row in word_results[0].items():
+            reference = word_results[1][source]
+            differences[source] = paired_bootstrap(row["correct"], reference["correct"])
+            low, high = differences[source]["ci95"]
+            print(
+                f"{source:16}{reference['accuracy']:>10.3f}{differences[source]['difference']:>+12.3f}  "
+                f"[{low:+.3f}, {high:+.3f}]"
+            )
+        record["reference_last_word"] = summary(word_results[1])
+        record["last_word_difference"] = differences
     return record
 
 
@@ -725,14 +775,20 @@ def main(argv: list[str] | None = None) -> int:
             args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
             args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
         elif args.command == "eval":
+            from .evaluation.language_modeling import split_last_words
             from .tasks import PAPER_TASKS
 
             # the user's texts are read and checked before any model loads
             args.text_data = {
                 name: texts[: args.limit] for name, texts in _text_sources(args.texts, "--texts").items()
             }
+            args.last_word_data = {
+                name: texts[: args.limit] for name, texts in _text_sources(args.last_word, "--last-word").items()
+            }
+            for name, texts in args.last_word_data.items():
+                split_last_words(texts, f"`--last-word` {name}")
             if args.tasks is None:
-                args.tasks = [] if args.text_data else list(PAPER_TASKS)
+                args.tasks = [] if args.text_data or args.last_word_data else list(PAPER_TASKS)
         elif args.command == "heal":
             from .healing import HealingConfig
             from .tasks import TASKS, load_task_source

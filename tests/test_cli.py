@@ -209,6 +209,44 @@ def test_eval_of_your_own_texts(dense_dir, tmp_path, data_dir, tiny_tokenizer, c
         assert message in capsys.readouterr().err
 
 
+def test_eval_last_word_accuracy_of_your_texts(dense_dir, tmp_path, tiny_tokenizer, capsys, monkeypatch):
+    from diet_hf.evaluation import last_word_accuracy, paired_bootstrap
+
+    other = save_dense_checkpoint(tmp_path / "other", "gemma2", tiny_tokenizer, seed=1)
+    texts = ["Question: what is the answer? Answer: yes", "the answer is no", "what is it", "True or False"] * 3
+    (tmp_path / "words.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)  # no task is scored, so no benchmark data is needed
+    out = tmp_path / "words.json"
+    argv = ["--quiet", "eval", str(other), "--last-word", f"words={tmp_path / 'words.jsonl'}"]
+    assert main([*argv, "--reference", str(dense_dir), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "LAMBADA's measure" in printed and f"{other} minus {dense_dir}" in printed and "acc_norm" not in printed
+    result = json.loads(out.read_text())
+    mine = last_word_accuracy(
+        AutoModelForCausalLM.from_pretrained(other), tiny_tokenizer, texts, disable_progress=True
+    )
+    theirs = last_word_accuracy(
+        AutoModelForCausalLM.from_pretrained(dense_dir), tiny_tokenizer, texts, disable_progress=True
+    )
+    assert "results" not in result and "correct" not in result["last_word"]["words"]
+    assert result["last_word"]["words"]["accuracy"] == pytest.approx(mine["accuracy"])
+    assert result["last_word"]["words"]["perplexity"] == pytest.approx(mine["perplexity"], rel=1e-6)
+    assert result["reference_last_word"]["words"]["accuracy"] == pytest.approx(theirs["accuracy"])
+    expected = paired_bootstrap(mine["correct"], theirs["correct"])
+    assert result["last_word_difference"]["words"]["difference"] == pytest.approx(expected["difference"])
+    assert result["last_word_difference"]["words"]["ci95"] == pytest.approx(expected["ci95"])
+    assert main([*argv, "--limit", "2", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["last_word"]["words"]["texts"] == 2
+    capsys.readouterr()
+    (tmp_path / "oneword.txt").write_text("fine\nyes\n")
+    for bad, message in (
+        (["--last-word", "words"], "`--last-word`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got 'words'"),
+        (["--last-word", f"w={tmp_path / 'oneword.txt'}"], "`--last-word` w: text 0 ('fine') has no context"),
+    ):
+        assert main(["--quiet", "eval", str(other), *bad]) == 2  # a usage error, before any model loads
+        assert message in capsys.readouterr().err
+
+
 def test_eval_leaves_out_the_examples_the_pruning_profiled(dense_dir, tmp_path, data_dir, capsys):
     # HellaSwag has no train split: its calibration examples are carved from the evaluation split, recorded in the
     # pruned model's provenance, and scored by `diet-hf eval` for neither the model nor its reference

@@ -181,6 +181,23 @@ def texts_perplexity(
     }
 
 
+def split_last_words(texts: list[str], argument: str = "`texts`") -> list[tuple[str, str]]:
+    """Each text as LAMBADA's (context, last word): cut at its last space, trailing whitespace ignored. A text that is
+    not a string or has no context before a last word is a `ValueError` naming `argument` and the text."""
+    pairs = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"{argument} must hold strings only; text {i} is a {type(text).__name__}.")
+        context, _, word = text.rstrip().rpartition(" ")
+        if not context.strip() or not word:
+            raise ValueError(
+                f"{argument}: text {i} ({text[:60]!r}) has no context before a last word (a space-separated word is "
+                "predicted from the text before it)."
+            )
+        pairs.append((context, word))
+    return pairs
+
+
 @torch.inference_mode()
 def last_word_accuracy(
     model, tokenizer, texts: list[str], *, batch_size: int = 8, disable_progress: bool = False
@@ -211,17 +228,7 @@ def last_word_accuracy(
     if not texts:
         raise ValueError("`texts` is empty: pass at least one text.")
     check_positive_int("batch_size", batch_size)
-    pairs = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"`texts` must hold strings only; text {i} is a {type(text).__name__}.")
-        context, _, word = text.rstrip().rpartition(" ")
-        if not context.strip() or not word:
-            raise ValueError(
-                f"`texts`: text {i} ({text[:60]!r}) has no context before a last word (a space-separated word is "
-                "predicted from the text before it)."
-            )
-        pairs.append(encode_pair(tokenizer, context, " " + word))
+    pairs = [encode_pair(tokenizer, context, " " + word) for context, word in split_last_words(texts)]
     model = text_causal_lm(model)  # an image-text Gemma 3 (dense or pruned): its text model
     rows = [context + target[:-1] for context, target in pairs]
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
