@@ -129,11 +129,7 @@ def texts_perplexity(
         `paired_bootstrap_perplexity` compares between two models.
     """
     check_tokenizer(tokenizer, "to encode the texts")
-    if isinstance(texts, str):
-        raise ValueError("`texts` must be a list of texts, got one string (pass `[text]`).")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("`texts` is empty: pass at least one text.")
+    texts = _text_list(texts)
     if not all(isinstance(text, str) for text in texts):
         raise ValueError("`texts` must hold strings only.")
     check_positive_int("batch_size", batch_size)
@@ -181,6 +177,16 @@ def texts_perplexity(
     }
 
 
+def _text_list(texts) -> list:
+    """`texts` as a non-empty list (one string by mistake, or nothing, is a `ValueError`)."""
+    if isinstance(texts, str):
+        raise ValueError("`texts` must be a list of texts, got one string (pass `[text]`).")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("`texts` is empty: pass at least one text.")
+    return texts
+
+
 def split_last_words(texts: list[str], argument: str = "`texts`") -> list[tuple[str, str]]:
     """Each text as LAMBADA's (context, last word): cut at its last space, trailing whitespace ignored. A text that is
     not a string or has no context before a last word is a `ValueError` naming `argument` and the text."""
@@ -222,11 +228,7 @@ def last_word_accuracy(
         two models) and `loglikelihood` (of its target, in nats), in the order of `texts`.
     """
     check_tokenizer(tokenizer, "to encode the texts")
-    if isinstance(texts, str):
-        raise ValueError("`texts` must be a list of texts, got one string (pass `[text]`).")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("`texts` is empty: pass at least one text.")
+    texts = _text_list(texts)
     check_positive_int("batch_size", batch_size)
     pairs = [encode_pair(tokenizer, context, " " + word) for context, word in split_last_words(texts)]
     model = text_causal_lm(model)  # an image-text Gemma 3 (dense or pruned): its text model
