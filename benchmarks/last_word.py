@@ -34,23 +34,7 @@ from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import last_word_accuracy, paired_bootstrap  # noqa: E402
 from diet_hf.healing import HealingConfig, heal, healing_texts  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
-from diet_hf.tasks import PAPER_TASKS  # noqa: E402
-
-
-def last_word_texts(paragraphs: list[str], min_words: int, limit: int) -> list[str]:
-    """Paragraphs cut after their last all-letter word (headings and short paragraphs skipped)."""
-    texts = []
-    for paragraph in paragraphs:
-        words = paragraph.strip().split(" ")
-        if paragraph.strip().startswith("=") or len(words) < min_words:
-            continue
-        last = max((i for i, w in enumerate(words) if w.isalpha()), default=None)
-        if last is None or last < min_words // 2:
-            continue
-        texts.append(" ".join(words[: last + 1]))
-        if len(texts) == limit:
-            break
-    return texts
+from diet_hf.tasks import PAPER_TASKS, wikitext2_last_word_texts  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -68,8 +52,7 @@ def main(argv=None) -> int:
     if args.resume and output.with_suffix(".json").exists():
         report = json.loads(output.with_suffix(".json").read_text())
     report["command"] = " ".join(["python", *sys.argv])
-    rows = Path(args.data_dir, "wikitext2", "test.jsonl").read_text().splitlines()
-    texts = last_word_texts([json.loads(row)["text"] for row in rows], args.min_words, args.limit)
+    texts = wikitext2_last_word_texts("test", limit=args.limit, min_words=args.min_words, data_dir=args.data_dir)
     report["texts"] = len(texts)
     torch.manual_seed(0)
     dense, tokenizer, _ = load_gemma3_270m()

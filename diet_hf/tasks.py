@@ -26,6 +26,7 @@ __all__ = [
     "load_calibration",
     "load_examples",
     "resolve_data_dir",
+    "wikitext2_last_word_texts",
     "wikitext2_text",
     "split_half",
 ]
@@ -208,6 +209,37 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     """`data_dir`, else `$DIET_DATA_DIR`, else `None` (load from the Hub)."""
     value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     return None if value in (None, "") else Path(value)
+
+
+def wikitext2_last_word_texts(
+    split: str = "test", *, limit: int | None = None, min_words: int = 40, data_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """WikiText-2 `split` paragraphs as texts for `diet_hf.evaluation.last_word_accuracy` (LAMBADA's measure, which
+    the shared data does not hold): every non-heading paragraph of at least `min_words` space-separated words, cut
+    after its last word of letters only (WikiText's " ." and other trailing tokens dropped; a paragraph whose last
+    such word comes before its `min_words // 2`-th word is skipped), the first `limit` of them, in file order. Not
+    LAMBADA: its passages were filtered so that the word needs the whole passage."""
+    if split not in ("test", "validation"):
+        raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
+    directory = resolve_data_dir(data_dir)
+    if directory is None:
+        raise ValueError("WikiText-2 is read from a data directory: pass `data_dir` or set DIET_DATA_DIR.")
+    path = directory / "wikitext2" / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"WikiText-2 {split} split not found at {path}.")
+    texts = []
+    for row in _read_jsonl(path):
+        paragraph = row["text"].strip()
+        words = paragraph.split(" ")
+        if paragraph.startswith("=") or len(words) < min_words:
+            continue
+        last = max((i for i, word in enumerate(words) if word.isalpha()), default=None)
+        if last is None or last < min_words // 2:
+            continue
+        texts.append(" ".join(words[: last + 1]))
+        if len(texts) == limit:
+            break
+    return texts
 
 
 def wikitext2_text(split: str, *, data_dir: str | os.PathLike | None = None) -> str:

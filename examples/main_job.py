@@ -3,7 +3,8 @@
     python examples/main_job.py --data-dir ../shared/data
 
 Steps: convert the PyPI GGUF to safetensors once (cached), profile the seven paper tasks (100 calibration examples
-each), prune at 20% with the default recipe, evaluate dense and pruned on the same test-half examples, save, reload
+each), prune at 20% with the default recipe, evaluate dense and pruned on the same test-half examples and on LAMBADA's
+last-word measure over WikiText-2 test paragraphs (the language-modelling task where a cut costs most), save, reload
 the pruned model through `AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)` in a fresh process
 without diet_hf, and print a table of parameters, accuracy and tokens/s.
 """
@@ -19,10 +20,10 @@ import time
 import torch
 
 from diet_hf import DietPruner
-from diet_hf.evaluation import compare_evaluations, evaluate
+from diet_hf.evaluation import compare_evaluations, evaluate, last_word_accuracy, paired_bootstrap
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.speed import compare_tokens_per_second, measure_tokens_per_second
-from diet_hf.tasks import PAPER_TASKS
+from diet_hf.tasks import PAPER_TASKS, wikitext2_last_word_texts
 
 RELOAD = textwrap.dedent(
     """
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sparsity", type=float, default=0.2)
     parser.add_argument("--num-samples", type=int, default=100)
     parser.add_argument("--limit", type=int, default=200, help="test-half evaluation examples per task")
+    parser.add_argument("--last-word-texts", type=int, default=200, help="WikiText-2 test paragraphs, last word")
     parser.add_argument("--cache-dir", default=None, help="safetensors copy of Gemma 3 270M (default ~/.cache)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -66,6 +68,9 @@ def main(argv=None) -> int:
     scored["return_predictions"] = True  # per-example answers: the difference's paired-bootstrap interval
     dense_eval = evaluate(model, tokenizer, PAPER_TASKS, **scored)
     pruned_eval = evaluate(pruned, tokenizer, PAPER_TASKS, **scored)
+    texts = wikitext2_last_word_texts(limit=args.last_word_texts, data_dir=args.data_dir)
+    dense_words = last_word_accuracy(model, tokenizer, texts)
+    pruned_words = last_word_accuracy(pruned, tokenizer, texts)
     print(f"[{time.perf_counter() - clock:6.0f}s] evaluated dense and pruned", flush=True)
 
     pruner.save_pretrained(args.output, evaluation=pruned_eval, dense_evaluation=dense_eval)
@@ -115,6 +120,11 @@ def main(argv=None) -> int:
         print(f"{task + ' ' + metric + ' (n=' + str(d['num_scored']) + ')':28}{d[metric]:>12.3f}{p[metric]:>12.3f}")
     print(f"{'average (headline)':28}{dense_eval['average']:>12.3f}{pruned_eval['average']:>12.3f}")
     change = compare_evaluations(pruned_eval, dense_eval)["average"]
+    interval = "[{:+.3f}, {:+.3f}]".format(*change["ci95"])
+    print(f"{'pruned - dense, 95% CI':28}{change['difference']:>+24.3f} {interval}")
+    label = f"last word, WikiText (n={len(texts)})"
+    print(f"{label:28}{dense_words['accuracy']:>12.3f}{pruned_words['accuracy']:>12.3f}")
+    change = paired_bootstrap(pruned_words["correct"], dense_words["correct"])
     interval = "[{:+.3f}, {:+.3f}]".format(*change["ci95"])
     print(f"{'pruned - dense, 95% CI':28}{change['difference']:>+24.3f} {interval}")
     for label, key, digits in (

@@ -44,20 +44,6 @@ def test_lm_eval_scores_a_pruned_checkpoint_without_diet_hf_as_our_evaluator_doe
     assert code == 0 and report["all_choices_agree"], report["tasks"]
 
 
-def _last_word_texts(data_dir, count):
-    """WikiText-2 test paragraphs cut after their last word of letters (as `benchmarks/last_word.py` cuts them)."""
-    texts = []
-    for line in (data_dir / "wikitext2" / "test.jsonl").read_text().splitlines():
-        words = json.loads(line)["text"].strip().split(" ")
-        if len(words) < 40 or words[0] == "=":
-            continue
-        last = max((i for i, w in enumerate(words) if w.isalpha()), default=0)
-        texts.append(" ".join(words[: last + 1]))
-        if len(texts) == count:
-            return texts
-    return texts
-
-
 @pytest.mark.slow
 def test_last_word_accuracy_agrees_with_lm_evals_lambada_scoring(data_dir, real_pruned_dir):
     """`last_word_accuracy` against lm-eval's own `HFLM.loglikelihood` on lambada_openai's requests (context = all but
@@ -72,8 +58,9 @@ def test_last_word_accuracy_agrees_with_lm_evals_lambada_scoring(data_dir, real_
 
     from diet_hf.evaluation import last_word_accuracy
     from diet_hf.real_model import load_gemma3_270m
+    from diet_hf.tasks import wikitext2_last_word_texts
 
-    texts = _last_word_texts(data_dir, 24)
+    texts = wikitext2_last_word_texts(limit=24, data_dir=data_dir)
     requests = [
         Instance(
             request_type="loglikelihood", doc={}, arguments=(t.rpartition(" ")[0], " " + t.rpartition(" ")[2]), idx=0

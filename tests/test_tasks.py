@@ -2,7 +2,14 @@
 
 import pytest
 
-from diet_hf.tasks import TASKS, custom_calibration, get_task, load_calibration, load_examples
+from diet_hf.tasks import (
+    TASKS,
+    custom_calibration,
+    get_task,
+    load_calibration,
+    load_examples,
+    wikitext2_last_word_texts,
+)
 
 
 def test_prompts_follow_lm_eval_templates():
@@ -102,3 +109,18 @@ def test_wikitext2_text_names_what_is_missing(tmp_path, monkeypatch):
         wikitext2_text("validation", data_dir=tmp_path)
     with pytest.raises(ValueError, match="`split` must be 'test' or 'validation', got 'train'"):
         wikitext2_text("train", data_dir=tmp_path)
+
+
+def test_wikitext2_last_word_texts(data_dir, monkeypatch):
+    texts = wikitext2_last_word_texts(limit=50, data_dir=data_dir)
+    assert len(texts) == 50 and wikitext2_last_word_texts(limit=5, data_dir=data_dir) == texts[:5]
+    for text in texts:
+        words = text.split(" ")
+        assert len(words) >= 20 and words[-1].isalpha() and not text.startswith(("=", " "))
+    assert all(len(t.split(" ")) >= 40 for t in wikitext2_last_word_texts(limit=20, min_words=40, data_dir=data_dir))
+    assert len(wikitext2_last_word_texts("validation", limit=3, data_dir=data_dir)) == 3
+    with pytest.raises(ValueError, match="`split` must be 'test' or 'validation', got 'train'"):
+        wikitext2_last_word_texts("train", data_dir=data_dir)
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
+    with pytest.raises(ValueError, match="pass `data_dir` or set DIET_DATA_DIR"):
+        wikitext2_last_word_texts()
