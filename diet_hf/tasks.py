@@ -211,14 +211,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return None if value in (None, "") else Path(value)
 
 
-def wikitext2_last_word_texts(
-    split: str = "test", *, limit: int | None = None, min_words: int = 40, data_dir: str | os.PathLike | None = None
-) -> list[str]:
-    """WikiText-2 `split` paragraphs as texts for `diet_hf.evaluation.last_word_accuracy` (LAMBADA's measure, which
-    the shared data does not hold): every non-heading paragraph of at least `min_words` space-separated words, cut
-    after its last word of letters only (WikiText's " ." and other trailing tokens dropped; a paragraph whose last
-    such word comes before its `min_words // 2`-th word is skipped), the first `limit` of them, in file order. Not
-    LAMBADA: its passages were filtered so that the word needs the whole passage."""
+def _wikitext2_path(split: str, data_dir) -> Path:
+    """The JSONL file of WikiText-2 `split` in the data directory (checked: the split's name, the directory, the
+    file)."""
     if split not in ("test", "validation"):
         raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
     directory = resolve_data_dir(data_dir)
@@ -227,6 +222,18 @@ def wikitext2_last_word_texts(
     path = directory / "wikitext2" / f"{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"WikiText-2 {split} split not found at {path}.")
+    return path
+
+
+def wikitext2_last_word_texts(
+    split: str = "test", *, limit: int | None = None, min_words: int = 40, data_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """WikiText-2 `split` paragraphs as texts for `diet_hf.evaluation.last_word_accuracy` (LAMBADA's measure, which
+    the shared data does not hold): every non-heading paragraph of at least `min_words` space-separated words, cut
+    after its last word of letters only (WikiText's " ." and other trailing tokens dropped; a paragraph whose last
+    such word comes before its `min_words // 2`-th word is skipped), the first `limit` of them, in file order. Not
+    LAMBADA: its passages were filtered so that the word needs the whole passage."""
+    path = _wikitext2_path(split, data_dir)
     texts = []
     for row in _read_jsonl(path):
         paragraph = row["text"].strip()
@@ -245,14 +252,7 @@ def wikitext2_last_word_texts(
 def wikitext2_text(split: str, *, data_dir: str | os.PathLike | None = None) -> str:
     """WikiText-2 `split` (`"test"`: perplexity; `"validation"`: healing text) from the data directory, its rows
     joined with blank lines."""
-    if split not in ("test", "validation"):
-        raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
-    directory = resolve_data_dir(data_dir)
-    if directory is None:
-        raise ValueError("WikiText-2 is read from a data directory: pass `data_dir` or set DIET_DATA_DIR.")
-    path = directory / "wikitext2" / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"WikiText-2 {split} split not found at {path}.")
+    path = _wikitext2_path(split, data_dir)
     return "\n\n".join(row["text"] for row in _read_jsonl(path))
 
 
