@@ -377,6 +377,7 @@ def _run_prune(args) -> int:
     from . import DietPruner
     from ._io import check_model_location, check_output_is_not_input
     from .evaluation import paired_bootstrap_perplexity
+    from .evaluation.language_modeling import texts_perplexity_by_source
     from .hub import push_saved_model
 
     check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
@@ -392,7 +393,9 @@ def _run_prune(args) -> int:
     if args.revision:
         kwargs["revision"] = args.revision
     pruner = DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
-    dense_texts = _score_texts(pruner.model, pruner.tokenizer, args.eval_text_data, args.quiet)  # before any cut
+    dense_texts = texts_perplexity_by_source(  # before any cut
+        pruner.model, pruner.tokenizer, args.eval_text_data, disable_progress=args.quiet
+    )
     if args.scores:
         pruner.load_scores(args.scores, data_dir=args.data_dir)  # the data: only for a reconstruction / steps > 1
     else:
@@ -415,7 +418,7 @@ def _run_prune(args) -> int:
         repo = None
         if args.push_to_hub:
             repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
-        texts = _score_texts(model, pruner.tokenizer, args.eval_text_data, args.quiet)
+        texts = texts_perplexity_by_source(model, pruner.tokenizer, args.eval_text_data, disable_progress=args.quiet)
         pruner.save_pretrained(output, repo_id=repo, text_evaluation=texts, dense_text_evaluation=dense_texts)
         record = model.config.pruning
         print(
@@ -434,15 +437,6 @@ def _run_prune(args) -> int:
             print(f"pushed {output} to {repo} (commit {commit})")
         del model  # saved: freed before the next sparsity's surgery (two pruned models at once otherwise)
     return EXIT_OK
-
-
-def _score_texts(model, tokenizer, sources: dict, quiet: bool) -> dict | None:
-    """`texts_perplexity` of each source (`None` without sources)."""
-    from .evaluation import texts_perplexity
-
-    if not sources:
-        return None
-    return {name: texts_perplexity(model, tokenizer, texts, disable_progress=quiet) for name, texts in sources.items()}
 
 
 def _run_heal(args) -> int:
@@ -537,7 +531,8 @@ def _run_eval(args) -> int:
     from transformers import AutoConfig, AutoTokenizer
 
     from ._io import atomic_write_text, check_model_location, check_tokenizer_files
-    from .evaluation import evaluate, last_word_accuracy, texts_perplexity
+    from .evaluation import evaluate, last_word_accuracy
+    from .evaluation.language_modeling import texts_perplexity_by_source
     from .loading import load_causal_lm
 
     names = [args.model] + ([args.reference] if args.reference else [])
@@ -579,12 +574,9 @@ def _run_eval(args) -> int:
                 )
             )
         text_results.append(
-            {
-                source: texts_perplexity(
-                    model, tokenizer, texts, batch_size=args.batch_size, disable_progress=args.quiet
-                )
-                for source, texts in args.text_data.items()
-            }
+            texts_perplexity_by_source(
+                model, tokenizer, args.text_data, batch_size=args.batch_size, disable_progress=args.quiet
+            )
         )
         word_results.append(
             {

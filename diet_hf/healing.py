@@ -1052,6 +1052,8 @@ def heal(
     """
     from transformers import PrinterCallback, ProgressCallback, TrainingArguments
 
+    from .evaluation.language_modeling import texts_perplexity_by_source
+
     config = config or HealingConfig()
     # a pruned image-text Gemma 3: its text model is healed, then put back beside its unchanged vision tower
     image_text, student = (student, text_causal_lm(student)) if is_image_text(student.config) else (None, student)
@@ -1145,7 +1147,9 @@ def heal(
             else None
         )
         if held_out:  # while it is loaded (a resumed run that finds its cached targets loads it for this alone)
-            teacher_texts = _score_texts(get_teacher(), tokenizer, held_out, disable_progress)
+            teacher_texts = texts_perplexity_by_source(
+                get_teacher(), tokenizer, held_out, disable_progress=disable_progress
+            )
         teacher = get_teacher() if layerwise else None  # otherwise freed: training needs only its cached targets
         if not layerwise:
             loaded.clear()
@@ -1158,9 +1162,9 @@ def heal(
     training_teacher = teacher if (online or layerwise) else None
     if held_out:
         if online:
-            teacher_texts = _score_texts(teacher, tokenizer, held_out, disable_progress)
+            teacher_texts = texts_perplexity_by_source(teacher, tokenizer, held_out, disable_progress=disable_progress)
         student.eval()
-        unhealed_texts = _score_texts(student, tokenizer, held_out, disable_progress)
+        unhealed_texts = texts_perplexity_by_source(student, tokenizer, held_out, disable_progress=disable_progress)
 
     before = _validation_kl(student, validation, validation_targets, guard_teacher, config, document_bos)
     # seeded again after the teacher's pass: loading a teacher by name may draw from the generator (transformers 4.57
@@ -1305,7 +1309,7 @@ def heal(
         "loss_curve": _thin(curve, 60),
     }
     if held_out:
-        healed_texts = _score_texts(healed, tokenizer, held_out, disable_progress)
+        healed_texts = texts_perplexity_by_source(healed, tokenizer, held_out, disable_progress=disable_progress)
         record["held_out_texts"] = _held_out_record(teacher_texts, unhealed_texts, healed_texts)
     healed.config.pruning = {**(getattr(healed.config, "pruning", None) or {}), "healing": record}
     if image_text is not None:
@@ -1392,15 +1396,6 @@ def _held_out_sources(eval_texts, sources: dict[str, list[str]]) -> dict[str, li
                 name,
             )
     return held_out
-
-
-def _score_texts(model, tokenizer, held_out: dict[str, list[str]], disable_progress: bool) -> dict:
-    from .evaluation import texts_perplexity
-
-    return {
-        name: texts_perplexity(model, tokenizer, texts, disable_progress=disable_progress)
-        for name, texts in held_out.items()
-    }
 
 
 def _held_out_record(teacher: dict, unhealed: dict, healed: dict) -> dict:

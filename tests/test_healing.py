@@ -856,29 +856,12 @@ def test_a_resumed_run_loads_the_teacher_to_score_the_held_out_texts(tmp_path, t
     straight = heal(
         student, teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "a", eval_texts=HELD_OUT
     )
-    dense = str(tmp_path / "dense")
+    by_path = [str(tmp_path / "dense"), tiny_tokenizer, TEXTS]
+    options = {"config": _small(), "output_dir": tmp_path / "b", "eval_texts": HELD_OUT}
     with pytest.raises(KeyboardInterrupt):
-        heal(
-            _pair(vocab_size=vocab)[1],
-            dense,
-            tiny_tokenizer,
-            TEXTS,
-            config=_small(),
-            output_dir=tmp_path / "b",
-            callbacks=[_Interrupt(3).callback],
-            eval_texts=HELD_OUT,
-        )
+        heal(_pair(vocab_size=vocab)[1], *by_path, callbacks=[_Interrupt(3).callback], **options)
     assert (tmp_path / "b.healing" / "teacher_train.safetensors").is_file()
-    resumed = heal(
-        _pair(vocab_size=vocab)[1],
-        dense,
-        tiny_tokenizer,
-        TEXTS,
-        config=_small(),
-        output_dir=tmp_path / "b",
-        resume=True,
-        eval_texts=HELD_OUT,
-    )
+    resumed = heal(_pair(vocab_size=vocab)[1], *by_path, resume=True, **options)
     expected = straight.config.pruning["healing"]["held_out_texts"]["texts"]
     got = resumed.config.pruning["healing"]["held_out_texts"]["texts"]
     for key in ("teacher", "unhealed", "healed", "gap_closed"):

@@ -177,6 +177,17 @@ def texts_perplexity(
     }
 
 
+def texts_perplexity_by_source(
+    model, tokenizer, sources: dict[str, list[str]], *, batch_size: int = 8, disable_progress: bool = False
+) -> dict:
+    """`texts_perplexity` of each source's texts, `{name: result}` (empty for no sources): what `diet-hf eval
+    --texts`, `prune --eval-texts` and healing's held-out texts score."""
+    return {
+        name: texts_perplexity(model, tokenizer, texts, batch_size=batch_size, disable_progress=disable_progress)
+        for name, texts in sources.items()
+    }
+
+
 def _text_list(texts) -> list:
     """`texts` as a non-empty list (one string by mistake, or nothing, is a `ValueError`)."""
     if isinstance(texts, str):
