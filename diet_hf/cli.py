@@ -393,6 +393,15 @@ def _run_prune(args) -> int:
     if args.revision:
         kwargs["revision"] = args.revision
     pruner = DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
+    for sparsity in targets:  # before profiling, not after the first sparsities are saved
+        pruner.check_targets(
+            sparsity=sparsity,
+            mlp_sparsity=args.mlp_sparsity,
+            attention_sparsity=args.attention_sparsity,
+            recipe=args.recipe,
+            method=args.method,
+            options=args.prune_options,
+        )
     dense_texts = texts_perplexity_by_source(  # before any cut
         pruner.model, pruner.tokenizer, args.eval_text_data, disable_progress=args.quiet
     )

@@ -369,6 +369,16 @@ def _capped_floor(cap: float | None, kept: int, shape: tuple[int, int]) -> int:
     return min(wanted, kept // layers)
 
 
+def _out_of_reach(name: str, value: float, most: float, floors: str, protected: list[int]) -> None:
+    """`ValueError`: the target `name` = `value` removes more than the options' floors leave, at most `most`."""
+    kept = f"; layers {protected} are kept whole (`keep_layers`)" if protected else ""
+    raise ValueError(
+        f"`{name}`={value!r} is out of reach of these options: {floors}{kept}, so at most "
+        f"{math.floor(most * 1000) / 1000:.3f} can be removed. Ask for at most that, or loosen the floors "
+        "(`min_mlp_fraction`, `attention_ratio` > 0 to remove heads too, `allow_sublayer_removal=True`)."
+    )
+
+
 def _layer_indices(keep_layers, num_layers: int) -> list[int]:
     """`keep_layers` as sorted non-negative layer indices; `ValueError` naming the argument on anything else."""
     if keep_layers is None:
@@ -473,6 +483,15 @@ def build_plan(
     k_heads = round((1 - attn_share) * num_layers * num_heads)
     head_floor = 0 if allow_sublayer_removal else 1
     head_floor = max(head_floor, _capped_floor(layer_sparsity_cap, k_heads, (num_layers, num_heads)))
+    least_heads = head_floor * (num_layers - len(protected)) + num_heads * len(protected)
+    if attention_sparsity is not None and k_heads < least_heads:
+        _out_of_reach(
+            "attention_sparsity",
+            attention_sparsity,
+            1 - least_heads / (num_layers * num_heads),
+            f"every layer keeps at least {head_floor} of its {num_heads} heads",
+            protected,
+        )
     order, keep = _vote_except(head_scores, k_heads, head_floor, merge, weights, allocation, protected)
     goodness = torch.empty(order.numel(), dtype=torch.float64)
     goodness[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)
@@ -499,6 +518,23 @@ def build_plan(
             "MLP widths are rounded to multiples of %d (`round_to` %d is over 1/16 of %d).", multiple, round_to, width
         )
     mlp_floor = 0 if allow_sublayer_removal else max(multiple, math.ceil(min_mlp_fraction * width))
+    # the fewest channels these options keep: rounding lifts the floor to a multiple; protected layers stay whole
+    least_width = min(width, math.ceil(mlp_floor / multiple) * multiple)
+    least_mlp = least_width * (num_layers - len(protected)) + width * len(protected)
+    if least_mlp - k_mlp >= multiple:  # short by more than rounding: the floors, not the target, set the plan
+        floor_text = (
+            f"every layer keeps at least {least_width} of its {width} MLP channels (`min_mlp_fraction`="
+            f"{min_mlp_fraction}" + (f", widths in multiples of {multiple})" if multiple > 1 else ")")
+        )
+        if sparsity is not None:
+            most = (attn_removed + 3 * hidden * (num_layers * width - least_mlp)) / dense_total
+            heads = (
+                "every head is kept"
+                if attn_removed == 0
+                else f"the heads removed make {attn_removed / dense_total:.1%} of the decoder-block parameters"
+            )
+            _out_of_reach("sparsity", sparsity, most, f"{floor_text} and {heads}", protected)
+        _out_of_reach("mlp_sparsity", mlp_sparsity, 1 - least_mlp / (num_layers * width), floor_text, protected)
     k_mlp = min(max(k_mlp, mlp_floor * num_layers), num_layers * width)
     mlp_floor = max(mlp_floor, _capped_floor(layer_sparsity_cap, k_mlp, (num_layers, width)))
     order, keep = _vote_except(mlp_scores, k_mlp, mlp_floor, merge, weights, allocation, protected)

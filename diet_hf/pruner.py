@@ -400,6 +400,9 @@ class DietPruner:
 
         Args:
             sparsity (`float`): fraction in (0, 1) of the decoder blocks' attention + MLP parameters to remove.
+                A target out of reach of the options' floors (`min_mlp_fraction`, one head per layer, `keep_layers`,
+                every head kept where `attention_ratio` is 0) raises `ValueError` with the most they can remove;
+                `check_targets` runs that check before a profile.
             mlp_sparsity, attention_sparsity (`float`, *optional*): set the MLP and attention fractions apart instead.
             recipe (`str`, *optional*): a named set of options (`diet_hf.recipes.RECIPES`): the default recipe, or
                 `"paper"` for the method exactly as the paper describes it. Options passed explicitly override it.
@@ -436,9 +439,7 @@ class DietPruner:
         if not isinstance(inplace, bool):
             raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
         self._require_dense("prune")
-        options = with_overrides(PruneOptions, options, option_values, "prune")
-        scoring = get_method(method)
-        values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
+        options, scoring, values = _resolved_options(recipe, method, options, option_values, "prune")
         score, bias_compensation = values.pop("score"), values.pop("bias_compensation")
         reconstruct = bool(values.pop("reconstruct"))
         anchor_bos = bool(values.pop("anchor_bos")) and reconstruct
@@ -541,6 +542,38 @@ class DietPruner:
         self.pruned_model = pruned
         return pruned
 
+    def check_targets(
+        self,
+        *,
+        sparsity: float | None = None,
+        mlp_sparsity: float | None = None,
+        attention_sparsity: float | None = None,
+        recipe: str = DEFAULT_RECIPE,
+        method: str = "diet",
+        options: PruneOptions | None = None,
+        **option_values,
+    ) -> None:
+        """Raises the `ValueError` that `prune()` with the same arguments would raise for a target out of reach of its
+        options (every layer's MLP floor, whole `keep_layers`, one head per layer), before any profile.
+
+        Checked on a plan of equal scores, so it needs no profile: where the options remove heads by their scores
+        (`attention_ratio` > 0 with global allocation), how many heads a plan removes can differ a little with the
+        scores, and `prune()` checks again.
+        """
+        _, _, values = _resolved_options(recipe, method, options, option_values, "check_targets")
+        targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
+        check_sparsity_targets(**targets)
+        config = self.model.config
+        layers = config.num_hidden_layers
+        equal = ImportanceScores(
+            {"equal": torch.ones(layers, config.intermediate_size)},
+            {"equal": torch.ones(layers, config.num_attention_heads)},
+            {"model_type": config.model_type},
+        )
+        plan_values = {k: v for k, v in values.items() if k not in _NOT_PLAN_OPTIONS}
+        plan_values["task_weights"] = None  # task names of a profile not made yet
+        build_plan(equal, config, **targets, **plan_values)
+
     def _require_dense(self, action: str) -> None:
         if self._consumed:
             raise RuntimeError(
@@ -608,6 +641,18 @@ class DietPruner:
             revision=revision,
             commit_message=commit_message,
         )
+
+
+# the options `prune()` applies itself; the rest of a resolved `PruneOptions` are `build_plan`'s
+_NOT_PLAN_OPTIONS = ("score", "bias_compensation", "reconstruct", "anchor_bos", "steps")
+
+
+def _resolved_options(recipe: str, method: str, options, option_values: dict, caller: str):
+    """(the options as given, the scoring method, every option's value: given, else the recipe's or the method's)."""
+    options = with_overrides(PruneOptions, options, option_values, caller)
+    scoring = get_method(method)
+    values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
+    return options, scoring, values
 
 
 def _pruning_record(

@@ -534,6 +534,24 @@ def test_a_method_registered_after_import_is_a_choice_of_the_cli(capsys):
         METHODS.pop("mine")
 
 
+def test_prune_refuses_a_sparsity_out_of_reach_before_profiling(dense_dir, tmp_path, data_dir, capsys, monkeypatch):
+    from diet_hf import DietPruner
+
+    def no_profile(*args, **kwargs):
+        raise AssertionError("profiled before the targets were checked")
+
+    monkeypatch.setattr(DietPruner, "profile", no_profile)
+    argv = ["--quiet", "prune", str(dense_dir), "--tasks", "rte", "--data-dir", str(data_dir)]
+    assert main([*argv, "--sparsity", "0.2", "0.97", "--output", str(tmp_path / "p")]) == 1
+    error = capsys.readouterr().err
+    assert "`sparsity`=0.97 is out of reach of these options" in error and "every head is kept" in error
+    assert not any(tmp_path.glob("p*"))
+    # the paper's recipe removes heads too, down to one per layer
+    assert main([*argv, "--sparsity", "0.97", "--recipe", "paper", "--output", str(tmp_path / "p")]) == 1
+    error = capsys.readouterr().err
+    assert "the heads removed make 22.2% of the decoder-block parameters, so at most 0.847 can be removed" in error
+
+
 def test_prune_inplace_takes_one_sparsity(dense_dir, tmp_path, data_dir, capsys):
     argv = ["--quiet", "prune", str(dense_dir), "--tasks", "rte", "--num-samples", "4", "--data-dir", str(data_dir)]
     assert main([*argv, "--sparsity", "0.2", "0.4", "--inplace", "--output", str(tmp_path / "two")]) == 2

@@ -286,3 +286,50 @@ def test_cut_modules_are_the_narrowed_sublayers_not_the_removed_or_whole_ones():
     plan.__post_init__()
     assert plan.cut_modules() == [("mlp", 0), ("attn", 1)]
     assert PruningPlan.keep_all(tiny_gemma2_config()).cut_modules() == []
+
+
+def _layer_scores(config, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    layers = config.num_hidden_layers
+    mlp = {f"t{i}": torch.rand(layers, config.intermediate_size, generator=g) for i in range(3)}
+    heads = {f"t{i}": torch.rand(layers, config.num_attention_heads, generator=g) for i in range(3)}
+    return ImportanceScores(mlp, heads, {"model_type": config.model_type})
+
+
+def test_a_target_past_the_floors_is_refused_with_the_most_that_can_be_removed():
+    # the default keeps every head and at least 128 of 2048 channels per layer (5%, rounded up to a multiple of 64)
+    config = tiny_gemma2_config(
+        num_hidden_layers=3, intermediate_size=2048, hidden_size=64, layer_types=["sliding_attention"] * 3
+    )
+    scores = _layer_scores(config)
+    not_plan = ("score", "bias_compensation", "reconstruct", "anchor_bos")
+    options = {k: v for k, v in recipe_options(DEFAULT_RECIPE).items() if k not in not_plan}
+    dense = PruningPlan.keep_all(config).block_parameters()[1]
+    most = 3 * (2048 - 128) * 3 * 64 / dense
+    plan = build_plan(scores, config, sparsity=most - 0.001, **options)
+    assert plan.intermediate_size_per_layer == [128] * 3
+    assert abs(plan.sparsity - most) < 0.002
+    with pytest.raises(
+        ValueError,
+        match=rf"`sparsity`=0.95 is out of reach .*128 of its 2048 .*every head is kept.* "
+        rf"at most {math.floor(most * 1000) / 1000:.3f} can be removed",
+    ):
+        build_plan(scores, config, sparsity=0.95, **options)
+    # floors loosened: reachable
+    assert build_plan(scores, config, sparsity=0.95, **{**options, "min_mlp_fraction": 0.0}).sparsity > 0.94
+    with pytest.raises(ValueError, match=r"`mlp_sparsity`=0.99 is out of reach.*at most 0.937"):
+        build_plan(scores, config, mlp_sparsity=0.99, **options)
+    assert build_plan(scores, config, mlp_sparsity=0.99, **{**options, "allow_sublayer_removal": True}).sparsity > 0
+
+
+def test_kept_layers_and_the_one_head_floor_bound_a_target():
+    config = tiny_gemma2_config(num_hidden_layers=4, intermediate_size=256, layer_types=["sliding_attention"] * 4)
+    scores = _layer_scores(config)
+    with pytest.raises(ValueError, match=r"`mlp_sparsity`=0.6 is out of reach.*layers \[0, 3\] are kept whole"):
+        build_plan(scores, config, mlp_sparsity=0.6, keep_layers=[0, -1])
+    plan = build_plan(scores, config, mlp_sparsity=0.45, keep_layers=[0, -1])
+    assert plan.intermediate_size_per_layer[0] == plan.intermediate_size_per_layer[3] == 256
+    heads = config.num_attention_heads
+    with pytest.raises(ValueError, match=rf"`attention_sparsity`=0.9 is out of reach.*1 of its {heads} heads"):
+        build_plan(scores, config, attention_sparsity=0.9)
+    assert build_plan(scores, config, attention_sparsity=0.9, allow_sublayer_removal=True).sparsity > 0

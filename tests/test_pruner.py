@@ -462,3 +462,20 @@ def test_default_recipe_merges_by_mean_rank():
     assert pruner.plan.provenance["merge"] == "mean"
     pruner.prune(sparsity=0.3, recipe="uniform_mlp", bias_compensation=False)
     assert pruner.plan.provenance["merge"] == "vote" and pruner.plan.mlp_kept_indices != by_mean
+
+
+def test_check_targets_refuses_before_any_profile_what_prune_would_refuse(data_dir, tiny_tokenizer):
+    from diet_hf import DietPruner
+
+    pruner = DietPruner(tiny_dense_model("gemma3_text"), tiny_tokenizer)
+    pruner.check_targets(sparsity=0.5)
+    with pytest.raises(ValueError, match=r"`sparsity`=0.95 is out of reach of these options"):
+        pruner.check_targets(sparsity=0.95)
+    pruner.check_targets(sparsity=0.95, attention_ratio=1.0, allow_sublayer_removal=True)
+    with pytest.raises(ValueError, match=r"`mlp_sparsity`=0.9 is out of reach.*layers \[0\] are kept whole"):
+        pruner.check_targets(mlp_sparsity=0.9, keep_layers=[0], recipe="paper")
+    with pytest.raises(TypeError, match=r"check_targets\(\) got unexpected keyword argument\(s\) \['sparsty'\]"):
+        pruner.check_targets(sparsty=0.2)
+    pruner.profile(tasks=["rte"], num_samples=2, data_dir=data_dir, disable_progress=True)
+    with pytest.raises(ValueError, match=r"`sparsity`=0.95 is out of reach of these options"):
+        pruner.prune(sparsity=0.95)
