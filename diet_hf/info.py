@@ -22,11 +22,19 @@ __all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
 
 
 def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
-    """Parameters of the model a config describes: total and decoder-block attention + MLP.
+    """Parameters of the text model a config describes: total and decoder-block attention + MLP.
 
     Args:
+        config: a (pruned or dense) Gemma-2 / Gemma 3 config, or a model, whose `config` is read; an image-text
+            Gemma 3: its text model, language-model head included.
         dense (`bool`, *optional*): count the unpruned base model (the global sizes) instead.
     """
+    if not isinstance(config, PretrainedConfig):
+        if not isinstance(getattr(config, "config", None), PretrainedConfig):
+            raise TypeError(f"`config` must be a model config or a model, got {type(config).__name__}.")
+        config = config.config
+    config = text_config(config)
+    family_for_model_type(config.model_type)  # the supported ones named, not an attribute error
     h = config.hidden_size
     d = head_dim(config)
     qk_norms = family_for_model_type(config.model_type).qk_norms

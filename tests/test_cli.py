@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from diet_hf import build_pruned_model
 from diet_hf.cli import main
@@ -302,6 +302,12 @@ def test_info_reads_a_v1_checkpoint_and_says_so(capsys):
 def test_count_parameters_matches_models():
     dense = tiny_dense_model("gemma2")
     assert count_parameters(dense.config)["total"] == sum(p.numel() for p in dense.parameters())
+    pruned = build_pruned_model(dense, PruningPlan.keep_all(dense.config))
+    assert count_parameters(pruned) == count_parameters(pruned.config)  # a model: its config
+    with pytest.raises(TypeError, match="`config` must be a model config or a model, got dict"):
+        count_parameters({"hidden_size": 8})
+    with pytest.raises(ValueError, match="llama"):
+        count_parameters(LlamaConfig())
 
 
 @pytest.mark.parametrize(
