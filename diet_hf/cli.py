@@ -406,7 +406,8 @@ def _run_prune(args) -> int:
         pruner.model, pruner.tokenizer, args.eval_text_data, disable_progress=args.quiet
     )
     if args.scores:
-        pruner.load_scores(args.scores, data_dir=args.data_dir)  # the data: only for a reconstruction / steps > 1
+        # the data: only for a reconstruction / steps > 1
+        pruner.load_scores(args.scores, data_dir=args.data_dir, moments_memory_gib=args.moments_memory_gib)
     else:
         pruner.profile(
             tasks=args.task_data, options=args.profile_options, data_dir=args.data_dir, disable_progress=args.quiet

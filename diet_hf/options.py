@@ -171,13 +171,23 @@ class ProfileOptions:
         True,
         "also sum x and x x^T of every down_proj input over all the tasks' tokens in the same forward pass: the "
         "statistics of prune(reconstruct=True), kept in memory so that prune needs no second pass (0.17 GB for "
-        "Gemma 3 270M; skipped above 2 GiB, where prune runs its own pass; a plan that cuts heads has their o_proj "
-        "moments summed by prune, once)",
+        "Gemma 3 270M; skipped above moments_memory_gib, where prune runs passes of its own; a plan that cuts heads "
+        "has their o_proj moments summed by prune, once)",
+    )
+    moments_memory_gib: float = option(
+        2.0,
+        "GiB the reconstruction's input moments may take at once, on the model's device: where all the down_proj "
+        "inputs' fit, the profile sums them in its own pass and keeps them for every prune; above it, prune sums "
+        "the cut modules' in passes of at most this each, and keeps none (Gemma 3 1B's take 2.6 GB, Gemma-2 2B's "
+        "4.5 GB, Gemma-2 9B's 17.6 GB: raise it where memory allows, and prune runs no extra pass)",
     )
 
     def __post_init__(self):
         for name in ("num_samples", "batch_size", "max_length"):
             check_positive_int(name, getattr(self, name))
+        _check_number("moments_memory_gib", self.moments_memory_gib, low=0)
+        if self.moments_memory_gib <= 0:
+            raise ValueError(f"`moments_memory_gib` must be a number > 0, got {self.moments_memory_gib!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
         for name in ("channel_stats", "input_moments"):

@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 # moments kept between prune() calls, and the most one reconstruction pass sums where they do not all fit; the 270M
 # model's MLP moments take 0.17 GB (0.22 with attention's)
-_MOMENTS_CACHE_BYTES = 2 * 2**30
 
 
 METHODS = tuple(SCORING_METHODS)  # "diet" and the baselines (`diet_hf.methods`)
@@ -94,6 +93,8 @@ class DietPruner:
         self._calibration: dict | None = None  # the data of the last `profile()`, for iterative pruning
         self._moments: tuple[frozenset, InputMoments] | None = None  # reconstruction's, kept for the next prune()
         self._scores_data_dir = None  # where `load_scores` draws the calibration data again if a prune needs it
+        # what the reconstruction's input moments may take at once (`ProfileOptions.moments_memory_gib`)
+        self._moments_budget = _moments_bytes(ProfileOptions().moments_memory_gib)
         self._consumed = False  # set by `prune(inplace=True)`: the dense model became the pruned one
 
     @classmethod
@@ -148,12 +149,15 @@ class DietPruner:
                 `attention_mask`).
             options (`ProfileOptions`, *optional*): the calibration options as one object; or give them as keywords
                 (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `channel_stats=True`,
-                `input_moments=True`), which override `options`. `channel_stats` keeps per-input-channel sums of a
-                and a^2 of `down_proj` / `o_proj`, which bias compensation and the Wanda-sp and FLAP baselines need
-                (`2 x (intermediate_size + heads x head_dim)` float64 per layer and task). `input_moments` sums the
+                `input_moments=True`, `moments_memory_gib=2.0`), which override `options`. `channel_stats` keeps
+                per-input-channel sums of a and a^2 of `down_proj` / `o_proj`, which bias compensation and the
+                Wanda-sp and FLAP baselines need (`2 x (intermediate_size + heads x head_dim)` float64 per layer and
+                task). `input_moments` sums the
                 reconstruction's x x^T of every `down_proj` input over all the tasks' tokens in the same pass (when
-                they fit in 2 GiB), so a later `prune(reconstruct=True)` over the same tasks runs no forward pass
-                unless it cuts heads (their `o_proj` moments are then summed once, in a pass of their own).
+                they fit in `moments_memory_gib`), so a later `prune(reconstruct=True)` over the same tasks runs no
+                forward pass unless it cuts heads (their `o_proj` moments are then summed once, in a pass of their
+                own); above that budget `prune` sums the cut modules' moments in passes of at most the budget each.
+                On a GPU with room to spare, raise it: Gemma-2 2B's take 4.5 GB.
             data_dir (`str`, *optional*): local data directory (else `$DIET_DATA_DIR`, else the Hub).
             disable_progress (`bool`, *optional*): no progress bar.
 
@@ -179,6 +183,7 @@ class DietPruner:
                 calibration[name] = custom_calibration(name, data)
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
         self._moments = None
+        self._moments_budget = _moments_bytes(options.moments_memory_gib)
         pooled = self._pooled_moments() if options.input_moments else None
         mlp, heads, channels = self._collect(
             calibration, channel_stats=options.channel_stats, moments=pooled, disable_progress=disable_progress
@@ -227,12 +232,12 @@ class DietPruner:
         width = moment_widths(self.model.config)
         keys = [("mlp", layer) for layer in range(self.model.config.num_hidden_layers)]
         nbytes = MomentSums.nbytes_for(keys, width)
-        if nbytes > _MOMENTS_CACHE_BYTES:
+        if nbytes > self._moments_budget:
             logger.info(
-                "The reconstruction's input moments (%.1f GB) exceed %.1f GB: not collected while profiling; "
-                "prune(reconstruct=True) collects those of the cut modules in passes of its own.",
-                nbytes / 1e9,
-                _MOMENTS_CACHE_BYTES / 1e9,
+                "The reconstruction's input moments (%.1f GiB) exceed `moments_memory_gib` (%.1f GiB): not collected "
+                "while profiling; prune(reconstruct=True) collects those of the cut modules in passes of its own.",
+                nbytes / 2**30,
+                self._moments_budget / 2**30,
             )
             return None
         return MomentSums(keys, width, next(self.model.parameters()).device)
@@ -241,7 +246,7 @@ class DietPruner:
         self, plan: PruningPlan, tasks: list[str], disable_progress: bool = False, inplace: bool = False
     ) -> InputMoments | Iterator[InputMoments] | None:
         """Input moments of the dense model's cut `down_proj` / `o_proj` modules over `tasks`' calibration data: all
-        of them, or where they exceed `_MOMENTS_CACHE_BYTES` an iterator of groups, one pass over the data each
+        of them, or where they exceed `moments_memory_gib` an iterator of groups, one pass over the data each
         (deepest first for an in-place surgery, which then frees the dense layers a group at a time)."""
         targets = plan.cut_modules()
         if not targets:
@@ -258,7 +263,7 @@ class DietPruner:
 
         count = sum(self._batches(data)[1] or 0 for data in calibration)
         held = 0 if cached is None else cached.nbytes
-        if held + MomentSums.nbytes_for(missing, moment_widths(self.model.config)) > _MOMENTS_CACHE_BYTES:
+        if held + MomentSums.nbytes_for(missing, moment_widths(self.model.config)) > self._moments_budget:
             # too many to keep (Gemma 3 1B's MLP moments take 2.6 GB, Gemma-2 9B's 17.6 GB): surgery reads them one
             # pass's group at a time, each group at most the same budget, and none is kept for the next prune()
             stream = iter_input_moments(
@@ -266,7 +271,7 @@ class DietPruner:
                 self.family,
                 batches,
                 missing,
-                max_bytes=_MOMENTS_CACHE_BYTES,
+                max_bytes=self._moments_budget,
                 num_batches=count,
                 description="reconstruction",
                 disable_progress=disable_progress,
@@ -337,18 +342,28 @@ class DietPruner:
         """Saves the profile, so pruning again at another sparsity needs no forward pass."""
         self._require_scores("`save_scores()`").save_pretrained(save_directory)
 
-    def load_scores(self, directory: str | os.PathLike, *, data_dir: str | os.PathLike | None = None) -> "DietPruner":
+    def load_scores(
+        self,
+        directory: str | os.PathLike,
+        *,
+        data_dir: str | os.PathLike | None = None,
+        moments_memory_gib: float | None = None,
+    ) -> "DietPruner":
         """Loads a saved profile after checking it was made for this model.
 
         A saved profile does not keep its calibration texts. A later `prune()` that needs them (`reconstruct=True`,
         `steps` > 1) draws the same examples of the profile's registered tasks again (from `data_dir`, else
         `$DIET_DATA_DIR`, else the Hub) and checks their ids against the profile's; plain pruning runs no forward
-        pass and reads no data.
+        pass and reads no data. `moments_memory_gib` (`ProfileOptions`'s, default 2.0): the memory the
+        reconstruction's input moments may take at once, in its passes over that data.
         """
+        given = {} if moments_memory_gib is None else {"moments_memory_gib": moments_memory_gib}
+        budget = ProfileOptions(**given).moments_memory_gib  # validated as the option is
         scores = ImportanceScores.from_pretrained(directory)
         scores.check_compatible(self.model.config)
         self.scores = scores
         self._calibration, self._moments, self._scores_data_dir = None, None, data_dir
+        self._moments_budget = _moments_bytes(budget)
         return self
 
     def _require_calibration(self, purpose: str, alternative: str) -> None:
@@ -641,6 +656,10 @@ class DietPruner:
             revision=revision,
             commit_message=commit_message,
         )
+
+
+def _moments_bytes(gib: float) -> int:
+    return int(gib * 2**30)
 
 
 # the options `prune()` applies itself; the rest of a resolved `PruneOptions` are `build_plan`'s

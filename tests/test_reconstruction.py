@@ -265,7 +265,6 @@ def test_moments_are_collected_once_per_profile_and_task_set(monkeypatch):
 def test_profile_time_moments_equal_a_pass_of_their_own(monkeypatch):
     """Summed while profiling (one pass per task) or by prune's own pass (skipped above the memory budget): the
     same moments, so the same reconstructed model."""
-    import diet_hf.pruner
 
     family_spec = family_for_model_type("gemma3_text")
     pruner, batches = _profiled("gemma3_text")
@@ -280,14 +279,16 @@ def test_profile_time_moments_equal_a_pass_of_their_own(monkeypatch):
         for got, expected in zip(profiled.get(*key), separate.get(*key)):
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     fused = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True)
-    monkeypatch.setattr(diet_hf.pruner, "_MOMENTS_CACHE_BYTES", 1000)  # too big now: the profile sums none
-    pruner.profile({"a": batches, "b": batches[:1]})
+    pruner.profile({"a": batches, "b": batches[:1]}, moments_memory_gib=1000 / 2**30)  # too big now: none summed
     assert pruner._moments is None
     own_pass = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True)
     with torch.no_grad():
         torch.testing.assert_close(own_pass(**batches[0]).logits, fused(**batches[0]).logits, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"`input_moments` must be True or False, got 1"):
         pruner.profile({"a": batches}, input_moments=1)
+    for bad in (0, -1.0, "2GiB"):
+        with pytest.raises(ValueError, match=r"`moments_memory_gib` must be a number"):
+            pruner.profile({"a": batches}, moments_memory_gib=bad)
 
 
 def test_moments_too_big_to_keep_are_read_one_pass_at_a_time(monkeypatch):
@@ -302,8 +303,7 @@ def test_moments_too_big_to_keep_are_read_one_pass_at_a_time(monkeypatch):
     pruner, batches = _profiled("gemma3_text")
     reference = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
     one_layer = MomentSums.nbytes_for([("mlp", 0)], moment_widths(pruner.model.config))
-    monkeypatch.setattr(diet_hf.pruner, "_MOMENTS_CACHE_BYTES", one_layer)
-    pruner.profile({"a": batches, "b": batches[:1]})
+    pruner.profile({"a": batches, "b": batches[:1]}, moments_memory_gib=one_layer / 2**30)
     original, groups, alive = diet_hf.pruner.iter_input_moments, [], []
 
     def watched(*args, **kwargs):
@@ -333,8 +333,7 @@ def test_an_inplace_prune_reads_the_moments_deepest_first_and_frees_each_layer_o
     options = dict(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
     reference = pruner.prune(**options)
     one_layer = MomentSums.nbytes_for([("mlp", 0)], moment_widths(pruner.model.config))
-    monkeypatch.setattr(diet_hf.pruner, "_MOMENTS_CACHE_BYTES", one_layer)
-    pruner.profile({"a": batches, "b": batches[:1]})
+    pruner.profile({"a": batches, "b": batches[:1]}, moments_memory_gib=one_layer / 2**30)
     dense = [weakref.ref(layer.mlp.up_proj.weight) for layer in pruner.model.model.layers]
     original, order, alive = diet_hf.pruner.iter_input_moments, [], []
 
@@ -371,6 +370,16 @@ def test_loaded_scores_draw_the_calibration_data_again(tmp_path, data_dir, tiny_
     ids = random_batch()
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, first(ids).logits, rtol=1e-4, atol=1e-5)
+    # a budget of one layer's moments: the same model from one pass per cut module, none kept
+    one_layer = MomentSums.nbytes_for([("mlp", 0)], moment_widths(dense.config))
+    small = DietPruner(dense, tiny_tokenizer)
+    small.load_scores(tmp_path / "scores", data_dir=data_dir, moments_memory_gib=one_layer / 2**30)
+    streamed = small.prune(sparsity=0.3, reconstruct=True)
+    assert small._moments is None and loaded._moments is not None
+    with torch.no_grad():
+        torch.testing.assert_close(streamed(ids).logits, first(ids).logits, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"`moments_memory_gib` must be a number > 0, got 0"):
+        small.load_scores(tmp_path / "scores", moments_memory_gib=0)
     # the data changed since the profile: the examples drawn again differ, and the error says so
     changed = tmp_path / "data"
     for task in ("rte", "boolq"):
