@@ -5,12 +5,14 @@
 Gemma 3 1B, Gemma-2 2B and Gemma 3 4B weights are not reachable here, so each runs as a randomly initialized model of
 that shape (float32; the 4B's text decoder in bfloat16, as it is run; CPU), in a process of its own: profile on 2
 tasks x 8 calibration examples, prune at 20% with the default recipe (the least-squares reconstruction: its input
-moments exceed the pruner's 2 GiB budget at these widths, so they are summed in several passes and solved a group at
-a time), then at 20% with the paper's recipe (heads cut too, no reconstruction) while the first pruned model is
-dropped by the caller, then greedy decoding and a save, and last the default at 20% again with `inplace=True` (the
-dense model's own weights become the pruned model's). `--modes inplace` measures that in-place prune in a process of
-its own, as the first prune after the profile (the sequence's process may already hold memory freed by its earlier
-steps, which the allocator keeps). Memory is the process's peak resident size (VmHWM) over each
+moments exceed the pruner's default 2 GiB budget at these widths, so they are summed in several passes and solved a
+group at a time), then at 20% with the paper's recipe (heads cut too, no reconstruction) while the first pruned
+model is dropped by the caller, then greedy decoding and a save, and last the default at 20% again with
+`inplace=True` (the dense model's own weights become the pruned model's; the process may already hold memory freed by
+its earlier steps, which the allocator keeps). `--modes inplace` measures that in-place prune in a process of its
+own, as the first prune after the profile; `--modes budget` the default's copying prune, first after a profile with
+`moments_memory_gib` 8 (the moments summed in the profile's pass, no pass of prune's own). Memory is the process's
+peak resident size (VmHWM) over each
 step, reset before it, and what the step adds to the resident size before it. A check of shapes, memory and time at
 real sizes, not of quality: the weights are random. `--shapes` runs some of them; the rows of the others already in
 the output are kept.
@@ -83,6 +85,7 @@ SHAPES = {
     ),
 }
 DTYPES = {"gemma-3-4b-text": "bfloat16"}  # float32 otherwise
+LARGE_BUDGET_GIB = 8.0  # `--modes budget`: the profile's `moments_memory_gib`, above every shape's MLP moments
 
 
 def _status_gib(field: str) -> float:
@@ -124,11 +127,15 @@ def side(shape: str, data_dir: str, mode: str = "sequence") -> dict:
     tokenizer = AutoTokenizer.from_pretrained(load_gemma3_270m()[2])  # token ids below either vocabulary's size
     pruner = DietPruner(model, tokenizer, model_id=f"random/{shape}")
     profile = dict(tasks=["rte", "arc_easy"], num_samples=8, batch_size=4, data_dir=data_dir, disable_progress=True)
+    if mode == "budget":  # every down_proj input's moments fit: summed in the profile's pass, none in prune's
+        profile["moments_memory_gib"] = LARGE_BUDGET_GIB
     _step(rows, "profile", lambda: pruner.profile(**profile))
     parameters = sum(p.numel() for p in model.parameters())
     model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
-    if mode == "inplace":  # a process of its own: the dense model becomes the pruned one, nothing held before it
-        pruned = _step(rows, "prune 20% in place (default recipe)", lambda: pruner.prune(sparsity=0.2, inplace=True))
+    if mode in ("inplace", "budget"):  # a process of its own, this prune the first after the profile
+        inplace = mode == "inplace"  # the dense model becomes the pruned one, nothing held before it
+        name = "prune 20% in place (default recipe)" if inplace else "prune 20% (default recipe)"
+        pruned = _step(rows, name, lambda: pruner.prune(sparsity=0.2, inplace=inplace))
         sizes = sorted(
             {pruned.config.per_layer_config[i].intermediate_size for i in range(values["num_hidden_layers"])}
         )
@@ -155,6 +162,9 @@ def side(shape: str, data_dir: str, mode: str = "sequence") -> dict:
     return _result(shape, mode, family, dtype, parameters, model_gib, sizes, rows)
 
 
+MODE_TITLES = {"inplace": " in place", "budget": f", moments_memory_gib={LARGE_BUDGET_GIB}"}
+
+
 def _result(shape, mode, family, dtype, parameters, model_gib, sizes, rows) -> dict:
     return {
         "shape": shape,
@@ -175,10 +185,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--modes",
         nargs="+",
-        choices=["sequence", "inplace"],
+        choices=["sequence", "inplace", "budget"],
         default=["sequence", "inplace"],
         help="sequence: profile, the default prune, the paper's, decoding, a save, an in-place prune; inplace: "
-        "profile, then the default prune in place as the first one, decoding, a save",
+        "profile, then the default prune in place as the first one, decoding, a save; budget: as inplace, but a "
+        f"copying prune after a profile with moments_memory_gib={LARGE_BUDGET_GIB} (the moments summed while "
+        "profiling)",
     )
     parser.add_argument("--output", default="benchmarks/results/random_shapes")
     args = parser.parse_args(argv)
@@ -192,7 +204,8 @@ def main(argv=None) -> int:
         if result is None:
             return 1
         results.append(result)
-    results.sort(key=lambda r: (list(SHAPES).index(r["shape"]), r.get("mode", "sequence") != "sequence"))
+    modes = ["sequence", "inplace", "budget"]
+    results.sort(key=lambda r: (list(SHAPES).index(r["shape"]), modes.index(r.get("mode", "sequence"))))
     report = {**provenance(), "results": results}
     lines = [
         "# Profile and prune at larger Gemma shapes (random weights, CPU)",
@@ -205,7 +218,7 @@ def main(argv=None) -> int:
     for result in results:
         lines += [
             "",
-            f"## {result['shape']}{' in place' if result.get('mode') == 'inplace' else ''} "
+            f"## {result['shape']}{MODE_TITLES.get(result.get('mode'), '')} "
             f"({result['model_type']}, {result['parameters'] / 1e9:.2f}B parameters, "
             f"{result.get('dtype', 'float32')}, {result['model_gib']:.2f} GiB; the default's MLP widths at 20%: "
             f"{result['default_mlp_widths']})",
