@@ -393,15 +393,16 @@ def _run_prune(args) -> int:
     if args.revision:
         kwargs["revision"] = args.revision
     pruner = DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
+    # what every target's plan is built with, besides the target
+    plan_args = {
+        "mlp_sparsity": args.mlp_sparsity,
+        "attention_sparsity": args.attention_sparsity,
+        "recipe": args.recipe,
+        "method": args.method,
+        "options": args.prune_options,
+    }
     for sparsity in targets:  # before profiling, not after the first sparsities are saved
-        pruner.check_targets(
-            sparsity=sparsity,
-            mlp_sparsity=args.mlp_sparsity,
-            attention_sparsity=args.attention_sparsity,
-            recipe=args.recipe,
-            method=args.method,
-            options=args.prune_options,
-        )
+        pruner.check_targets(sparsity=sparsity, **plan_args)
     dense_texts = texts_perplexity_by_source(  # before any cut
         pruner.model, pruner.tokenizer, args.eval_text_data, disable_progress=args.quiet
     )
@@ -415,16 +416,7 @@ def _run_prune(args) -> int:
     if args.save_scores:
         pruner.save_scores(args.save_scores)
     for sparsity, output in zip(targets, outputs):
-        model = pruner.prune(
-            sparsity=sparsity,
-            mlp_sparsity=args.mlp_sparsity,
-            attention_sparsity=args.attention_sparsity,
-            recipe=args.recipe,
-            method=args.method,
-            options=args.prune_options,
-            disable_progress=args.quiet,
-            inplace=args.inplace,
-        )
+        model = pruner.prune(sparsity=sparsity, **plan_args, disable_progress=args.quiet, inplace=args.inplace)
         repo = None
         if args.push_to_hub:
             repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
