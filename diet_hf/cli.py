@@ -205,6 +205,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
     )
     prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    prune.add_argument(
+        "--token",
+        default=None,
+        help="Hub token for downloading MODEL and for --push-to-hub (default: HF_TOKEN, else the login `hf auth "
+        "login` saved)",
+    )
 
     heal = commands.add_parser(
         "heal",
@@ -246,6 +252,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also upload the healed model to this Hub repository",
     )
     heal.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    heal.add_argument(
+        "--token",
+        default=None,
+        help="Hub token for --push-to-hub (default: HF_TOKEN, else the login `hf auth login` saved; the models are "
+        "read with those)",
+    )
     heal.add_argument(
         "--dtype",
         choices=DTYPES,
@@ -392,6 +404,8 @@ def _run_prune(args) -> int:
         kwargs["device_map"] = args.device_map
     if args.revision:
         kwargs["revision"] = args.revision
+    if args.token:
+        kwargs["token"] = args.token
     pruner = DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
     # what every target's plan is built with, besides the target
     plan_args = {
@@ -435,7 +449,7 @@ def _run_prune(args) -> int:
                 f"{ratio['ci95'][1]:.3f}] ({result['texts']} held-out texts)"
             )
         if repo:
-            commit = push_saved_model(output, repo, private=args.private)
+            commit = push_saved_model(output, repo, private=args.private, token=args.token)
             print(f"pushed {output} to {repo} (commit {commit})")
         del model  # saved: freed before the next sparsity's surgery (two pruned models at once otherwise)
     return EXIT_OK
@@ -524,7 +538,7 @@ def _run_heal(args) -> int:
             f"healed / unhealed {ratio:.3f} [{low:.3f}, {high:.3f}] ({row['texts']} held-out texts)"
         )
     if args.push_to_hub:
-        commit = push_saved_model(args.output, args.push_to_hub, private=args.private)
+        commit = push_saved_model(args.output, args.push_to_hub, private=args.private, token=args.token)
         print(f"pushed {args.output} to {args.push_to_hub} (commit {commit})")
     return EXIT_OK
 

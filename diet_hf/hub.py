@@ -137,14 +137,17 @@ def push_pruned_model(
     private: bool = False,
     revision: str | None = None,
     commit_message: str = "Upload DIET-pruned model",
+    token: str | None = None,
 ) -> str:
     """`save_pruned_model` into a temporary directory, then `push_saved_model`: one commit with weights, config,
-    remote code, tokenizer, plan and card. Returns the commit id."""
+    remote code, tokenizer, plan and card. Returns the commit id. `token`: as `push_saved_model`'s."""
     check_repo_id(repo_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_pruned_model(model, Path(tmp) / "model", tokenizer=tokenizer, plan=plan, repo_id=repo_id)
         try:
-            return push_saved_model(path, repo_id, private=private, revision=revision, commit_message=commit_message)
+            return push_saved_model(
+                path, repo_id, private=private, revision=revision, commit_message=commit_message, token=token
+            )
         except RuntimeError as error:
             cause = error.__cause__ or error
             raise RuntimeError(
@@ -161,14 +164,16 @@ def push_saved_model(
     private: bool = False,
     revision: str | None = None,
     commit_message: str = "Upload DIET-pruned model",
+    token: str | None = None,
 ) -> str:
-    """Uploads a directory written by `save_pruned_model` as one commit; returns the commit id.
+    """Uploads a directory written by `save_pruned_model` as one commit; returns the commit id. `token`: the Hub
+    token to write with (default: `HF_TOKEN`, else the login `hf auth login` saved), as transformers' `push_to_hub`.
 
     Raises:
         RuntimeError: the upload failed; the local directory is untouched and the message says how to retry.
     """
     check_repo_id(repo_id)
-    api = HfApi()
+    api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(

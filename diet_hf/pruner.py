@@ -641,9 +641,11 @@ class DietPruner:
         private: bool = False,
         revision: str | None = None,
         commit_message: str = "Upload DIET-pruned model",
+        token: str | None = None,
     ) -> str:
         """Uploads what `save_pretrained` writes to the Hub repository `repo_id` as one commit; returns its id.
-        Pushing unchanged files creates no commit."""
+        Pushing unchanged files creates no commit. `token`: the Hub token to write with (default: `HF_TOKEN`, else the
+        login `hf auth login` saved)."""
         from .hub import push_pruned_model
 
         model = self._require_pruned("push")
@@ -655,6 +657,7 @@ class DietPruner:
             private=private,
             revision=revision,
             commit_message=commit_message,
+            token=token,
         )
 
 

@@ -27,6 +27,7 @@ class HubState:
         self.fail_commits = 0
         self.drop_commits = 0
         self.commit_requests = 0
+        self.commit_tokens: list[str | None] = []  # the bearer token of every commit request, in order
         self.lock = threading.Lock()
 
     def files_at(self, repo_id: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
@@ -114,6 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _commit(self, repo_id: str, revision: str):
         with self.state.lock:
             self.state.commit_requests += 1
+            auth = self.headers.get("Authorization") or ""
+            self.state.commit_tokens.append(auth.removeprefix("Bearer ") or None)
             drop, fail = self.state.drop_commits > 0, self.state.fail_commits > 0
             self.state.drop_commits -= drop
             self.state.fail_commits -= fail and not drop

@@ -72,9 +72,12 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
             "--push-to-hub",
             "user/tiny-diet",
             "--private",
+            "--token",
+            "hf_given_on_the_command_line",
         ]
     )
     assert code == 0, capsys.readouterr().err
+    assert local_hub.state.commit_tokens[-1] == "hf_given_on_the_command_line"  # not the environment's HF_TOKEN
     api = HfApi()
     assert api.model_info("user/tiny-diet").private  # --private
     files = set(api.list_repo_files("user/tiny-diet"))
@@ -108,6 +111,8 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
     # pushing the same model again creates no new commit; `revision=` pins the first one
     first = api.model_info("user/tiny-diet").sha
     assert push_saved_model(out, "user/tiny-diet") == first
+    push_saved_model(out, "user/tiny-diet-copy")
+    assert local_hub.state.commit_tokens[-1] == os.environ["HF_TOKEN"]  # no token given: the environment's
     assert api.model_info("user/tiny-diet").sha == first
     assert (_fresh_load("user/tiny-diet", ids, tmp_path, revision=first) - expected_logits).abs().max() <= 1e-5
 
@@ -125,8 +130,10 @@ def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, d
     argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output", str(out)]
     argv += ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--max-tokens", "64"]
     argv += ["--gradient-accumulation-steps", "1", "--validation-sequences", "2", "--top-k", "4", "--lora-r", "2"]
-    assert main([*argv, "--push-to-hub", "user/tiny-healed", "--private"]) == 0, capsys.readouterr().err
+    argv += ["--push-to-hub", "user/tiny-healed", "--private", "--token", "hf_healing_token"]
+    assert main(argv) == 0, capsys.readouterr().err
     assert "pushed" in capsys.readouterr().out and not (tmp_path / "healed.healing").exists()
+    assert local_hub.state.commit_tokens[-1] == "hf_healing_token"
     api = HfApi()
     assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(
         api.list_repo_files("user/tiny-healed")
@@ -301,6 +308,8 @@ def test_pruner_save_pretrained_and_push_to_hub_carry_card_plan_and_tokenizer(
     card = ModelCard.load("user/direct")
     assert "structured-pruning" in card.data.tags and "user/direct" in card.text
     assert pruner.push_to_hub("user/direct") == commit  # same content again: no new commit
+    pruner.push_to_hub("user/direct-2", token="hf_api_token")
+    assert local_hub.state.commit_tokens[-1] == "hf_api_token"
     # stock save of the pruned class: loadable, with remote code, but no card or plan of ours
     assert "save_pretrained" not in vars(type(model)) and not hasattr(type(model).save_pretrained, "__wrapped__")
     model.save_pretrained(tmp_path / "stock")
