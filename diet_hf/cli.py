@@ -96,6 +96,33 @@ def _dataclass_values(args, options_class) -> dict:
     return values
 
 
+class _PrintVersion(argparse.Action):
+    """`--version`, printed on one line (argparse's own version action wraps it at the terminal's width)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version_line())
+        parser.exit()
+
+
+def _version_line() -> str:
+    """diet-hf's version and those of the libraries it runs on (what a bug report needs)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in ("transformers", "torch", "huggingface_hub", "peft"))
+    return f"diet-hf {__version__} ({libraries})"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .healing import HealingConfig
     from .methods import METHODS
@@ -105,6 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="diet-hf", description="DIET structured pruning for Gemma models.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
+    parser.add_argument("--version", action=_PrintVersion, help="show diet-hf's and its libraries' versions and exit")
     # `--quiet` is also accepted after the subcommand (`diet-hf prune ... --quiet`); SUPPRESS keeps the top-level value
     quiet_after = argparse.ArgumentParser(add_help=False)
     quiet_after.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="as before the command")

@@ -299,6 +299,16 @@ def test_info_reads_a_v1_checkpoint_and_says_so(capsys):
     assert [row["num_attention_heads"] for row in described["layers"]] == [2, 4, 0]
 
 
+def test_version_names_the_libraries_it_runs_on(capsys):
+    import transformers
+
+    import diet_hf
+
+    assert main(["--version"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"diet-hf {diet_hf.__version__} (transformers {transformers.__version__}, torch ")
+
+
 def test_count_parameters_matches_models():
     dense = tiny_dense_model("gemma2")
     assert count_parameters(dense.config)["total"] == sum(p.numel() for p in dense.parameters())
