@@ -37,9 +37,6 @@ __all__ = ["DietPruner"]
 
 logger = logging.getLogger(__name__)
 
-# moments kept between prune() calls, and the most one reconstruction pass sums where they do not all fit; the 270M
-# model's MLP moments take 0.17 GB (0.22 with attention's)
-
 
 METHODS = tuple(SCORING_METHODS)  # "diet" and the baselines (`diet_hf.methods`)
 
@@ -152,12 +149,12 @@ class DietPruner:
                 `input_moments=True`, `moments_memory_gib=2.0`), which override `options`. `channel_stats` keeps
                 per-input-channel sums of a and a^2 of `down_proj` / `o_proj`, which bias compensation and the
                 Wanda-sp and FLAP baselines need (`2 x (intermediate_size + heads x head_dim)` float64 per layer and
-                task). `input_moments` sums the
-                reconstruction's x x^T of every `down_proj` input over all the tasks' tokens in the same pass (when
-                they fit in `moments_memory_gib`), so a later `prune(reconstruct=True)` over the same tasks runs no
-                forward pass unless it cuts heads (their `o_proj` moments are then summed once, in a pass of their
-                own); above that budget `prune` sums the cut modules' moments in passes of at most the budget each.
-                On a GPU with room to spare, raise it: Gemma-2 2B's take 4.5 GB.
+                task). `input_moments` sums the reconstruction's x x^T of every `down_proj` input over all the tasks'
+                tokens in the same pass (when they fit in `moments_memory_gib`; the 270M's take 0.17 GB), so a later
+                `prune(reconstruct=True)` over the same tasks runs no forward pass unless it cuts heads (their
+                `o_proj` moments are then summed once, in a pass of their own); above that budget `prune` sums the cut
+                modules' moments in passes of at most the budget each. On a GPU with room to spare, raise it:
+                Gemma-2 2B's take 4.5 GB.
             data_dir (`str`, *optional*): local data directory (else `$DIET_DATA_DIR`, else the Hub).
             disable_progress (`bool`, *optional*): no progress bar.
 
