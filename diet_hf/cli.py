@@ -123,6 +123,9 @@ def _version_line() -> str:
     return f"diet-hf {__version__} ({libraries})"
 
 
+TOKEN_HELP = "Hub token for {use} (default: HF_TOKEN, else the login `hf auth login` saved)"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .healing import HealingConfig
     from .methods import METHODS
@@ -233,12 +236,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
     )
     prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    prune.add_argument(
-        "--token",
-        default=None,
-        help="Hub token for downloading MODEL and for --push-to-hub (default: HF_TOKEN, else the login `hf auth "
-        "login` saved)",
-    )
+    prune.add_argument("--token", default=None, help=TOKEN_HELP.format(use="downloading MODEL and for --push-to-hub"))
 
     heal = commands.add_parser(
         "heal",
@@ -281,10 +279,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     heal.add_argument("--private", action="store_true", help="create the Hub repository as private")
     heal.add_argument(
-        "--token",
-        default=None,
-        help="Hub token for --push-to-hub (default: HF_TOKEN, else the login `hf auth login` saved; the models are "
-        "read with those)",
+        "--token", default=None, help=TOKEN_HELP.format(use="--push-to-hub (the models are read with the default)")
     )
     heal.add_argument(
         "--dtype",
@@ -355,6 +350,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dtype", choices=DTYPES, default="float32", help="dtype to load the model in (default: float32)"
     )
     evaluate.add_argument(
+        "--token", default=None, help=TOKEN_HELP.format(use="reading private models (MODEL and --reference)")
+    )
+    evaluate.add_argument(
         "--revision",
         default=None,
         help="branch, tag or commit of MODEL on the Hub (the --reference is read at its default)",
@@ -391,6 +389,7 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="Hub id or local directory")
     info.add_argument("--revision", default=None, help="branch, tag or commit of the checkpoint on the Hub")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument("--token", default=None, help=TOKEN_HELP.format(use="reading a private checkpoint"))
     return parser
 
 
@@ -584,7 +583,7 @@ def _run_eval(args) -> int:
         check_model_location(name, argument)
         check_tokenizer_files(name, argument)
     # --revision is MODEL's; the reference is read at its default revision
-    loading = {name: {"trust_remote_code": args.trust_remote_code} for name in names}
+    loading = {name: {"trust_remote_code": args.trust_remote_code, "token": args.token} for name in names}
     loading[args.model]["revision"] = args.revision
     # evaluation examples a pruned model's profile read (its provenance records them) are scored for neither model
     excluded: dict[str, set] = {}
@@ -750,7 +749,7 @@ def _run_export(args) -> int:
 def _run_info(args) -> int:
     from .info import describe_checkpoint
 
-    description = describe_checkpoint(args.model, revision=args.revision)
+    description = describe_checkpoint(args.model, revision=args.revision, token=args.token)
     if args.json:
         print(json.dumps(description, indent=1))
         return EXIT_OK

@@ -56,11 +56,12 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
     return {"total": blocks + norms + embeddings + h + biases, "decoder_blocks": blocks}
 
 
-def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None) -> dict:
-    """Per-layer sizes, parameter counts and pruning provenance of a local directory or Hub repository."""
+def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None, token: str | None = None) -> dict:
+    """Per-layer sizes, parameter counts and pruning provenance of a local directory or Hub repository (`token`: for
+    a private one, where `HF_TOKEN` or the saved login is not the one to use)."""
     check_model_location(model_id_or_path)
-    raw, _ = PretrainedConfig.get_config_dict(model_id_or_path, revision=revision)
-    full = AutoConfig.from_pretrained(model_id_or_path, revision=revision)
+    raw, _ = PretrainedConfig.get_config_dict(model_id_or_path, revision=revision, token=token)
+    full = AutoConfig.from_pretrained(model_id_or_path, revision=revision, token=token)
     config = text_config(full)  # an image-text Gemma 3: its text decoder, the part diet-hf prunes
     family_for_model_type(config.model_type)
     layers = []

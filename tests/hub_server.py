@@ -28,6 +28,8 @@ class HubState:
         self.drop_commits = 0
         self.commit_requests = 0
         self.commit_tokens: list[str | None] = []  # the bearer token of every commit request, in order
+        self.read_tokens: list[str | None] = []  # and of every GET / HEAD request
+        self.read_paths: list[str] = []  # each one's path
         self.lock = threading.Lock()
 
     def files_at(self, repo_id: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
@@ -161,6 +163,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get(self, head: bool):
         path = unquote(urlparse(self.path).path)
+        auth = self.headers.get("Authorization") or ""
+        with self.state.lock:
+            self.state.read_tokens.append(auth.removeprefix("Bearer ") or None)
+            self.state.read_paths.append(path)
         match = re.fullmatch(r"/api/models/(.+?)(?:/revision/(.+))?", path)
         if match and not path.endswith("/tree") and "/tree/" not in path:
             repo_id, revision = match.group(1), match.group(2) or "main"

@@ -107,6 +107,21 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
     # `info` on the repo id reads its structure through the Hub
     assert main(["info", "user/tiny-diet"]) == 0
     assert "mlp width" in capsys.readouterr().out
+    # with --token, every read of `info` and `eval` carries it (a private repository read with another account's)
+    reads = {
+        "info": ["info", "user/tiny-diet"],
+        "eval": ["--quiet", "eval", "user/tiny-diet", "--tasks", "rte", "--limit", "2", "--data-dir", str(data_dir)],
+    }
+    for command, argv in reads.items():
+        local_hub.state.read_tokens.clear()
+        local_hub.state.read_paths.clear()
+        assert main([*argv, "--token", "hf_reader"]) == 0, command
+        requests = list(zip(local_hub.state.read_tokens, local_hub.state.read_paths))
+        # transformers 5.x's tokenizer also lists the repository's files without the token it was given (an optional
+        # look for other tokenizer files; a failure is ignored): not one of the reads a private model needs
+        needed = [(token, path) for token, path in requests if not path.endswith("/tree/main")]
+        assert needed and all(token == "hf_reader" for token, _ in needed), (command, needed)
+    capsys.readouterr()
 
     # pushing the same model again creates no new commit; `revision=` pins the first one
     first = api.model_info("user/tiny-diet").sha
