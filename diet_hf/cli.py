@@ -279,7 +279,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     heal.add_argument("--private", action="store_true", help="create the Hub repository as private")
     heal.add_argument(
-        "--token", default=None, help=TOKEN_HELP.format(use="--push-to-hub (the models are read with the default)")
+        "--token", default=None, help=TOKEN_HELP.format(use="reading MODEL and --teacher and for --push-to-hub")
     )
     heal.add_argument(
         "--dtype",
@@ -499,17 +499,19 @@ def _run_heal(args) -> int:
     check_output_is_not_input(args.output, "--output", {"pruned model": args.model, "teacher": args.teacher})
     check_tokenizer_files(args.model)
     register_auto_classes()
-    load = {"dtype": _dtype(args.dtype), "device_map": args.device_map}
+    load = {"dtype": _dtype(args.dtype), "device_map": args.device_map, "token": args.token}
     student = AutoModelForCausalLM.from_pretrained(args.model, **load)
     if not type(student).__name__.startswith("Pruned"):
         raise ValueError(
             f"`model` must be a pruned model saved by diet-hf; {args.model} is a {type(student).__name__}."
         )
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True, token=args.token)
     # a pruned image-text model's processor goes beside the healed one
-    processor = load_processor(args.model, trust_remote_code=True) if is_image_text(student.config) else None
+    image_text = is_image_text(student.config)
+    processor = load_processor(args.model, trust_remote_code=True, token=args.token) if image_text else None
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
-    check_parent(text_config(student.config), text_config(AutoConfig.from_pretrained(args.teacher)))  # before any data
+    teacher_config = AutoConfig.from_pretrained(args.teacher, token=args.token)
+    check_parent(text_config(student.config), text_config(teacher_config))  # before any data
     calibration = (student.config.pruning or {}).get("tasks") or []
     own = [t for t in calibration if t not in TASKS and t not in args.own_data]
     if "tasks" in args.data and own:
@@ -551,6 +553,7 @@ def _run_heal(args) -> int:
         disable_progress=args.quiet,
         processor=processor,
         eval_texts=args.eval_text_data or None,
+        token=args.token,
     )
     record = healed.config.pruning["healing"]
     print(

@@ -892,7 +892,7 @@ def _autocast(healing: HealingConfig, device: torch.device):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=healing.bf16)
 
 
-def _teacher_config(teacher):
+def _teacher_config(teacher, token=None):
     """The teacher's config and name, without loading weights when `teacher` is a Hub id or directory."""
     if isinstance(teacher, (str, os.PathLike)):
         from transformers import AutoConfig
@@ -900,13 +900,13 @@ def _teacher_config(teacher):
         from ._io import check_model_location
 
         check_model_location(teacher, "teacher")
-        return text_config(AutoConfig.from_pretrained(teacher)), str(teacher)
+        return text_config(AutoConfig.from_pretrained(teacher, token=token)), str(teacher)
     return text_config(teacher.config), getattr(teacher.config, "_name_or_path", None) or None
 
 
-def _load_teacher(teacher, student):
+def _load_teacher(teacher, student, token=None):
     parameter = next(student.parameters())
-    model = load_causal_lm(teacher, dtype=parameter.dtype)  # an image-text Gemma 3: its text model
+    model = load_causal_lm(teacher, dtype=parameter.dtype, token=token)  # an image-text Gemma 3: its text model
     return model.to(parameter.device).eval()
 
 
@@ -1015,6 +1015,7 @@ def heal(
     disable_progress: bool = False,
     processor=None,
     eval_texts=None,
+    token: str | None = None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -1046,6 +1047,8 @@ def heal(
             healed model after; the perplexities and the healed model's ratios to both, with 95% paired-bootstrap
             intervals over the texts, go into `config.pruning["healing"]["held_out_texts"]` and the card. A text
             that is also in the healing data is warned about.
+        token (`str`, *optional*): the Hub token to read a `teacher` given as a Hub id with (default: `HF_TOKEN`,
+            else the login `hf auth login` saved).
 
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
@@ -1057,7 +1060,7 @@ def heal(
     config = config or HealingConfig()
     # a pruned image-text Gemma 3: its text model is healed, then put back beside its unchanged vision tower
     image_text, student = (student, text_causal_lm(student)) if is_image_text(student.config) else (None, student)
-    teacher_config, teacher_name = _teacher_config(teacher)
+    teacher_config, teacher_name = _teacher_config(teacher, token)
     check_parent(student.config, teacher_config)
     if output_dir is not None:  # before any training, not when the healed model is saved
         check_not_a_file(output_dir, "output_dir")
@@ -1114,7 +1117,7 @@ def heal(
     def get_teacher():  # a teacher given by name is loaded only when something must run through it
         if "model" not in loaded:
             by_name = isinstance(teacher, (str, os.PathLike))
-            model = _load_teacher(teacher, student) if by_name else text_causal_lm(teacher)
+            model = _load_teacher(teacher, student, token) if by_name else text_causal_lm(teacher)
             loaded["model"] = model.eval()
         return loaded["model"]
 

@@ -141,14 +141,22 @@ def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, d
     student.save_pretrained(tmp_path / "pruned")
     tiny_tokenizer.save_pretrained(tmp_path / "pruned")
     teacher.save_pretrained(tmp_path / "dense")
+    # the teacher read from the Hub, with the token given on the command line
+    HfApi().create_repo("user/tiny-teacher")
+    HfApi().upload_folder(folder_path=str(tmp_path / "dense"), repo_id="user/tiny-teacher")
+    local_hub.state.read_tokens.clear()
+    local_hub.state.read_paths.clear()
     out = tmp_path / "healed"
-    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output", str(out)]
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", "user/tiny-teacher", "--output", str(out)]
     argv += ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--max-tokens", "64"]
     argv += ["--gradient-accumulation-steps", "1", "--validation-sequences", "2", "--top-k", "4", "--lora-r", "2"]
     argv += ["--push-to-hub", "user/tiny-healed", "--private", "--token", "hf_healing_token"]
     assert main(argv) == 0, capsys.readouterr().err
     assert "pushed" in capsys.readouterr().out and not (tmp_path / "healed.healing").exists()
     assert local_hub.state.commit_tokens[-1] == "hf_healing_token"
+    reads = zip(local_hub.state.read_tokens, local_hub.state.read_paths)
+    teacher_reads = [token for token, path in reads if "tiny-teacher" in path]
+    assert teacher_reads and set(teacher_reads) == {"hf_healing_token"}
     api = HfApi()
     assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(
         api.list_repo_files("user/tiny-healed")
