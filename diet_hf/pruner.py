@@ -451,10 +451,10 @@ class DietPruner:
         if not isinstance(inplace, bool):
             raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
         self._require_dense("prune")
-        options, scoring, values = _resolved_options(recipe, method, options, option_values, "prune")
-        score, bias_compensation = values.pop("score"), values.pop("bias_compensation")
-        reconstruct = bool(values.pop("reconstruct"))
-        anchor_bos = bool(values.pop("anchor_bos")) and reconstruct
+        options, scoring, applied, values = _resolved_options(recipe, method, options, option_values, "prune")
+        score, bias_compensation = applied["score"], applied["bias_compensation"]
+        reconstruct = bool(applied["reconstruct"])
+        anchor_bos = bool(applied["anchor_bos"]) and reconstruct
         if options.anchor_bos and not reconstruct:
             raise ValueError(
                 "`anchor_bos=True` constrains the least-squares reconstruction; it needs `reconstruct=True`."
@@ -464,7 +464,7 @@ class DietPruner:
         bos_token_id = getattr(source, "bos_token_id", None)
         if anchor_bos and bos_token_id is None:
             raise ValueError(f"`anchor_bos=True` needs a BOS token; this pruner's {type(source).__name__} has none.")
-        steps = values.pop("steps") or 1
+        steps = applied["steps"] or 1
         if method != "diet" and (score != method or steps != 1):
             raise ValueError(f"`score` and `steps` belong to DIET; `method={method!r}` has its own scores.")
         if method == "diet" and score not in SCORE_KINDS:
@@ -491,13 +491,12 @@ class DietPruner:
         norms = output_weight_norms(self.model) if score == "contribution" else None
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
         check_sparsity_targets(**targets)  # before the steps scale them
-        fixed = values
         ranked_source = scoring.scores(self.model, scores)
         current, channel_source, plan = ranked_source, scores, None
         for step in range(1, steps + 1):
             ranked = weighted_scores(current, norms) if norms is not None else current
             scaled = {k: (None if v is None else v * step / steps) for k, v in targets.items()}
-            previous, plan = plan, build_plan(ranked, self.model.config, **scaled, **fixed)
+            previous, plan = plan, build_plan(ranked, self.model.config, **scaled, **values)
             if previous is not None and not _nested(plan, previous):
                 raise RuntimeError(f"Step {step} of iterative pruning kept a unit that an earlier step removed.")
             if step < steps:
@@ -572,7 +571,7 @@ class DietPruner:
         (`attention_ratio` > 0 with global allocation), how many heads a plan removes can differ a little with the
         scores, and `prune()` checks again.
         """
-        _, _, values = _resolved_options(recipe, method, options, option_values, "check_targets")
+        *_, plan_values = _resolved_options(recipe, method, options, option_values, "check_targets")
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
         check_sparsity_targets(**targets)
         config = self.model.config
@@ -582,7 +581,6 @@ class DietPruner:
             {"equal": torch.ones(layers, config.num_attention_heads)},
             {"model_type": config.model_type},
         )
-        plan_values = {k: v for k, v in values.items() if k not in _NOT_PLAN_OPTIONS}
         plan_values["task_weights"] = None  # task names of a profile not made yet
         build_plan(equal, config, **targets, **plan_values)
 
@@ -667,11 +665,13 @@ _NOT_PLAN_OPTIONS = ("score", "bias_compensation", "reconstruct", "anchor_bos", 
 
 
 def _resolved_options(recipe: str, method: str, options, option_values: dict, caller: str):
-    """(the options as given, the scoring method, every option's value: given, else the recipe's or the method's)."""
+    """(the options as given, the scoring method, the values of the options `prune()` applies itself, those of
+    `build_plan`'s): each given, else the recipe's or the method's."""
     options = with_overrides(PruneOptions, options, option_values, caller)
     scoring = get_method(method)
     values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
-    return options, scoring, values
+    applied = {name: values.pop(name) for name in _NOT_PLAN_OPTIONS}
+    return options, scoring, applied, values
 
 
 def _pruning_record(
