@@ -19,7 +19,7 @@ from _side import provenance, write_report
 from run_benchmark import _linear_macs, _PeakRss
 
 from diet_hf import DietPruner
-from diet_hf.profiler import MomentSums, moment_widths
+from diet_hf.profiler import MomentSums, moment_widths, moments_product_dtype
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS, load_calibration
 
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--num-samples", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--moments-dtype", default="auto", help="ProfileOptions.moments_dtype of the profiles")
     parser.add_argument("--output", default="benchmarks/results/cost_split")
     args = parser.parse_args()
 
@@ -63,6 +64,7 @@ def main() -> None:
             data_dir=args.data_dir,
             disable_progress=True,
             input_moments=input_moments,
+            moments_dtype=args.moments_dtype,
         )
 
     readings = {"plain_before": [], "profile_without_moments": [], "profile": [], "prune": [], "plain_after": []}
@@ -99,12 +101,15 @@ def main() -> None:
     blocks_macs, _ = _linear_macs(dense)
     keys = [("mlp", layer) for layer in range(dense.config.num_hidden_layers)]
     width = moment_widths(dense.config)["mlp"]
-    moments_bytes = MomentSums.nbytes_for(keys, moment_widths(dense.config))
+    moments_bytes = MomentSums.nbytes_for(keys, moment_widths(dense.config))  # the sums alone
     # multiply-adds per token of the block-triangular x xᵀ sums: 4 bytes per float32 entry held
     moments_macs = (moments_bytes / 4 - width * len(keys)) * tokens
     model_gb = sum(p.numel() * p.element_size() for p in dense.parameters()) / 2**30
+    products = str(moments_product_dtype(args.moments_dtype, dense.device)).removeprefix("torch.")
     report = {
         **provenance(),
+        "moments_dtype": args.moments_dtype,
+        "moments_products": products,
         "calibration_tokens": tokens,
         "readings_seconds": readings,
         "best_seconds": best,
@@ -126,7 +131,8 @@ def main() -> None:
         "# Profile + prune cost, split (Gemma 3 270M, float32, CPU)",
         "",
         f"`{report['command']}` on {report['machine']}, {report['processor_count']} CPUs; {tokens:,} calibration "
-        f"tokens ({len(PAPER_TASKS)} tasks x {args.num_samples}); best of {args.repeats} per step.",
+        f"tokens ({len(PAPER_TASKS)} tasks x {args.num_samples}); best of {args.repeats} per step; the x xᵀ products "
+        f"in {products} (`moments_dtype={args.moments_dtype!r}`).",
         "",
         "| step | seconds | x one plain forward pass |",
         "|---|---|---|",

@@ -449,7 +449,12 @@ def _run_prune(args) -> int:
     )
     if args.scores:
         # the data: only for a reconstruction / steps > 1
-        pruner.load_scores(args.scores, data_dir=args.data_dir, moments_memory_gib=args.moments_memory_gib)
+        pruner.load_scores(
+            args.scores,
+            data_dir=args.data_dir,
+            moments_memory_gib=args.moments_memory_gib,
+            moments_dtype=args.moments_dtype,
+        )
     else:
         pruner.profile(
             tasks=args.task_data, options=args.profile_options, data_dir=args.data_dir, disable_progress=args.quiet

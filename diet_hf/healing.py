@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from ._checks import check_positive_int, is_int_at_least, is_positive_int
+from ._devices import fast_bf16
 from ._io import atomic_write, check_not_a_file, check_output_is_not_input
 from .constants import family_for_model_type, layer_sizes
 from .loading import image_text_model, is_image_text, load_causal_lm, text_causal_lm, text_config
@@ -872,19 +873,6 @@ def _validation_kl(
         count += hidden.shape[0]
     model.train(was_training)
     return total / count
-
-
-def fast_bf16(device: torch.device | str) -> bool:
-    """Whether bfloat16 matmuls are fast on `device`: a CUDA GPU that supports bfloat16, or a CPU with AVX512-BF16 or
-    AMX (on 2 cores of such a CPU a 262k x 640 head matmul ran 3.2x faster than in float32)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-    return False
 
 
 def _autocast(healing: HealingConfig, device: torch.device):

@@ -28,6 +28,7 @@ from .profiler import (
     first_token_inputs,
     iter_input_moments,
     moment_widths,
+    moments_product_dtype,
 )
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
 from .surgery import build_pruned_model
@@ -92,6 +93,7 @@ class DietPruner:
         self._scores_data_dir = None  # where `load_scores` draws the calibration data again if a prune needs it
         # what the reconstruction's input moments may take at once (`ProfileOptions.moments_memory_gib`)
         self._moments_budget = _moments_bytes(ProfileOptions().moments_memory_gib)
+        self._moments_dtype = ProfileOptions().moments_dtype  # and the precision of their x x^T products
         self._consumed = False  # set by `prune(inplace=True)`: the dense model became the pruned one
 
     @classmethod
@@ -146,15 +148,17 @@ class DietPruner:
                 `attention_mask`).
             options (`ProfileOptions`, *optional*): the calibration options as one object; or give them as keywords
                 (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `channel_stats=True`,
-                `input_moments=True`, `moments_memory_gib=2.0`), which override `options`. `channel_stats` keeps
-                per-input-channel sums of a and a^2 of `down_proj` / `o_proj`, which bias compensation and the
-                Wanda-sp and FLAP baselines need (`2 x (intermediate_size + heads x head_dim)` float64 per layer and
-                task). `input_moments` sums the reconstruction's x x^T of every `down_proj` input over all the tasks'
-                tokens in the same pass (when they fit in `moments_memory_gib`; the 270M's take 0.17 GB), so a later
-                `prune(reconstruct=True)` over the same tasks runs no forward pass unless it cuts heads (their
-                `o_proj` moments are then summed once, in a pass of their own); above that budget `prune` sums the cut
-                modules' moments in passes of at most the budget each. On a GPU with room to spare, raise it:
-                Gemma-2 2B's take 4.5 GB.
+                `input_moments=True`, `moments_memory_gib=2.0`, `moments_dtype="auto"`), which override `options`.
+                `channel_stats` keeps per-input-channel sums of a and a^2 of `down_proj` / `o_proj`, which bias
+                compensation and the Wanda-sp and FLAP baselines need (`2 x (intermediate_size + heads x head_dim)`
+                float64 per layer and task). `input_moments` sums the reconstruction's x x^T of every `down_proj`
+                input over all the tasks' tokens in the same pass (when they fit in `moments_memory_gib`; the 270M's
+                take 0.17 GB), so a later `prune(reconstruct=True)` over the same tasks runs no forward pass unless it
+                cuts heads (their `o_proj` moments are then summed once, in a pass of their own); above that budget
+                `prune` sums the cut modules' moments in passes of at most the budget each. On a GPU with room to
+                spare, raise it: Gemma-2 2B's take 4.5 GB. `moments_dtype` is the precision of the x x^T products
+                (summed in float32 either way): `"auto"` multiplies in bfloat16 where that is fast (a CUDA GPU with
+                bfloat16, a CPU with AVX512-BF16 or AMX), the products being most of the moments' cost.
             data_dir (`str`, *optional*): local data directory (else `$DIET_DATA_DIR`, else the Hub).
             disable_progress (`bool`, *optional*): no progress bar.
 
@@ -181,6 +185,7 @@ class DietPruner:
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
         self._moments = None
         self._moments_budget = _moments_bytes(options.moments_memory_gib)
+        self._moments_dtype = options.moments_dtype
         pooled = self._pooled_moments() if options.input_moments else None
         mlp, heads, channels = self._collect(
             calibration, channel_stats=options.channel_stats, moments=pooled, disable_progress=disable_progress
@@ -228,7 +233,7 @@ class DietPruner:
         their own, once (`_input_moments`)."""
         width = moment_widths(self.model.config)
         keys = [("mlp", layer) for layer in range(self.model.config.num_hidden_layers)]
-        nbytes = MomentSums.nbytes_for(keys, width)
+        nbytes = MomentSums.nbytes_for(keys, width, self._product_dtype())
         if nbytes > self._moments_budget:
             logger.info(
                 "The reconstruction's input moments (%.1f GiB) exceed `moments_memory_gib` (%.1f GiB): not collected "
@@ -237,7 +242,12 @@ class DietPruner:
                 self._moments_budget / 2**30,
             )
             return None
-        return MomentSums(keys, width, next(self.model.parameters()).device)
+        device = next(self.model.parameters()).device
+        return MomentSums(keys, width, device, self._product_dtype())
+
+    def _product_dtype(self) -> torch.dtype:
+        """The dtype of the reconstruction's x x^T products (`ProfileOptions.moments_dtype`) on the model's device."""
+        return moments_product_dtype(self._moments_dtype, next(self.model.parameters()).device)
 
     def _input_moments(
         self, plan: PruningPlan, tasks: list[str], disable_progress: bool = False, inplace: bool = False
@@ -260,7 +270,8 @@ class DietPruner:
 
         count = sum(self._batches(data)[1] or 0 for data in calibration)
         held = 0 if cached is None else cached.nbytes
-        if held + MomentSums.nbytes_for(missing, moment_widths(self.model.config)) > self._moments_budget:
+        needed = MomentSums.nbytes_for(missing, moment_widths(self.model.config), self._product_dtype())
+        if held + needed > self._moments_budget:
             # too many to keep (Gemma 3 1B's MLP moments take 2.6 GB, Gemma-2 9B's 17.6 GB): surgery reads them one
             # pass's group at a time, each group at most the same budget, and none is kept for the next prune()
             stream = iter_input_moments(
@@ -273,6 +284,7 @@ class DietPruner:
                 description="reconstruction",
                 disable_progress=disable_progress,
                 deepest_first=inplace,
+                product_dtype=self._product_dtype(),
             )
             return stream if cached is None else itertools.chain([cached], stream)
         moments = collect_input_moments(
@@ -283,6 +295,7 @@ class DietPruner:
             num_batches=count,
             description="reconstruction",
             disable_progress=disable_progress,
+            product_dtype=self._product_dtype(),
         )
         if cached is not None:
             moments = cached.merged(moments)
@@ -345,22 +358,25 @@ class DietPruner:
         *,
         data_dir: str | os.PathLike | None = None,
         moments_memory_gib: float | None = None,
+        moments_dtype: str | None = None,
     ) -> "DietPruner":
         """Loads a saved profile after checking it was made for this model.
 
         A saved profile does not keep its calibration texts. A later `prune()` that needs them (`reconstruct=True`,
         `steps` > 1) draws the same examples of the profile's registered tasks again (from `data_dir`, else
         `$DIET_DATA_DIR`, else the Hub) and checks their ids against the profile's; plain pruning runs no forward
-        pass and reads no data. `moments_memory_gib` (`ProfileOptions`'s, default 2.0): the memory the
-        reconstruction's input moments may take at once, in its passes over that data.
+        pass and reads no data. `moments_memory_gib` and `moments_dtype` (`ProfileOptions`'s, defaults 2.0 and
+        `"auto"`): the memory the reconstruction's input moments may take at once, in its passes over that data, and
+        the precision of their x x^T products.
         """
-        given = {} if moments_memory_gib is None else {"moments_memory_gib": moments_memory_gib}
-        budget = ProfileOptions(**given).moments_memory_gib  # validated as the option is
+        given = {"moments_memory_gib": moments_memory_gib, "moments_dtype": moments_dtype}
+        checked = ProfileOptions(**{k: v for k, v in given.items() if v is not None})  # validated as the options are
         scores = ImportanceScores.from_pretrained(directory)
         scores.check_compatible(self.model.config)
         self.scores = scores
         self._calibration, self._moments, self._scores_data_dir = None, None, data_dir
-        self._moments_budget = _moments_bytes(budget)
+        self._moments_budget = _moments_bytes(checked.moments_memory_gib)
+        self._moments_dtype = checked.moments_dtype
         return self
 
     def _require_calibration(self, purpose: str, alternative: str) -> None:
@@ -519,6 +535,8 @@ class DietPruner:
                 "steps": steps,
             }
         )
+        if reconstruct:  # the precision of the x x^T products its moments summed (`ProfileOptions.moments_dtype`)
+            plan.provenance["moments_dtype"] = str(self._product_dtype()).removeprefix("torch.")
         channel_means = (
             (channel_source if method == "diet" else self.scores).channel_means() if bias_compensation else None
         )
@@ -704,6 +722,8 @@ def _pruning_record(
         "block_parameters": {"dense": dense, "pruned": kept},
         "total_parameters": {"dense": total_dense, "pruned": sum(p.numel() for p in pruned.parameters())},
         "options": {k: plan.provenance.get(k) for k in ("recipe", *PruneOptions.names())},
+        # the precision of the reconstruction's x x^T products (`ProfileOptions.moments_dtype`); None: none made
+        "moments_dtype": plan.provenance.get("moments_dtype"),
         "diet_hf_version": scores.provenance.get("diet_hf_version"),
         # evaluation examples the profile read (carved where a train split is short): `diet-hf eval` leaves them out
         "calibration_eval_ids": {

@@ -201,6 +201,17 @@ def random_batch(batch_size: int = 2, seq_len: int = 10, vocab_size: int = 128, 
     return torch.randint(3, vocab_size, (batch_size, seq_len), generator=generator)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def float32_moment_products():
+    """`ProfileOptions.moments_dtype="auto"` multiplies the reconstruction's x x^T in bfloat16 on CPUs with fast
+    bfloat16 and in float32 on others: tests run as on the others, so that their exact comparisons hold on every
+    machine (for the whole session: module fixtures profile too); the tests of the bfloat16 products ask for them
+    (`moments_dtype="bfloat16"`) or patch this back."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("diet_hf.profiler.fast_bf16", lambda device: False)
+        yield
+
+
 @pytest.fixture
 def pruned_models_alive_at_surgery(monkeypatch):
     """Wraps the pruner's surgery: the returned list gets, at every call, how many models built by earlier calls are

@@ -494,3 +494,98 @@ def test_reconstructed_weights_are_not_sliced_first(monkeypatch):
     sliced.clear()
     pruner.prune(sparsity=0.5, recipe="paper", reconstruct=False)
     assert 1 in sliced
+
+
+def test_bfloat16_products_are_staged_into_one_matmul_shape_and_match_the_float32_sums(monkeypatch):
+    """`product_dtype=torch.bfloat16`: the real tokens' rows are multiplied in full buffers of `_STAGE_ROWS` only (on
+    the CPU a matmul of a new shape is a new kernel kept in oneDNN's cache: the profile's varying batches made
+    hundreds), the rows left over in float32 when the sums are read, and the sums stay within bfloat16's rounding of
+    the float32 ones, read mid-way (`channel_sums`) or at the end (`moments`)."""
+    import diet_hf.profiler as profiler
+
+    monkeypatch.setattr(profiler, "_STAGE_ROWS", 16)
+    products, original = [], profiler._add_products
+    monkeypatch.setattr(
+        profiler, "_add_products", lambda rows, x: (products.append((x.dtype, len(x))), original(rows, x))
+    )
+    channels, key = 300, ("mlp", 0)
+    sums = MomentSums([key], {"mlp": channels}, product_dtype=torch.bfloat16)
+    assert (
+        MomentSums.nbytes_for([key], {"mlp": channels}, torch.bfloat16)
+        - MomentSums.nbytes_for([key], {"mlp": channels})
+        == 2 * 16 * channels
+    )  # the staging buffer is counted against the memory budget
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for count in (5, 23, 16, 9):  # 53 real tokens: 16 multiplied, 12 read mid-way, 16 multiplied, 9 read at the end
+        x = torch.randn(1, count + 2, channels, generator=g) + 0.3
+        mask = torch.ones(1, count + 2, dtype=torch.bool)
+        mask[0, -2:] = False  # padding, ignored
+        sums.add(key, x, mask)
+        rows.append(x[mask])
+        if count == 23:  # 28 rows in: one buffer multiplied, 12 staged and flushed by the read
+            read = torch.cat(rows).bfloat16().double()
+            mid = sums.channel_sums(key)
+            torch.testing.assert_close(mid[0], torch.cat(rows).double().sum(0), rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(mid[1], (read**2).sum(0), rtol=1e-2, atol=1e-3)
+    sums.num_tokens = 53
+    mean, second = sums.moments().get(*key)
+    x = torch.cat(rows).double()
+    rounded = x.bfloat16().double()
+    scale = (x.T @ x / len(x)).diagonal().mean()
+    torch.testing.assert_close(mean.double(), x.mean(0), rtol=1e-5, atol=1e-6)  # the first moments stay exact
+    torch.testing.assert_close(second.double(), rounded.T @ rounded / len(x), rtol=0, atol=1e-2 * scale)
+    torch.testing.assert_close(second.double(), x.T @ x / len(x), rtol=0, atol=2e-2 * scale)
+    bf16 = [n for dtype, n in products if dtype == torch.bfloat16]
+    assert bf16 == [16, 16]  # one shape
+    assert [n for dtype, n in products if dtype == torch.float32] == [12, 9]  # the two reads' leftovers
+    with pytest.raises(ValueError, match="`product_dtype` must be torch.float32 or torch.bfloat16"):
+        MomentSums([key], {"mlp": channels}, product_dtype=torch.float16)
+
+
+def test_moments_dtype_chooses_the_products_precision_and_is_recorded(monkeypatch, tmp_path):
+    """`ProfileOptions.moments_dtype`: "auto" follows the device (bfloat16 where it is fast), the choice reaches the
+    profile's sums and prune's own passes, the record names it, and the model stays close to the float32 one."""
+    import diet_hf.profiler as profiler
+    from diet_hf.options import ProfileOptions
+    from diet_hf.profiler import moments_product_dtype
+
+    for fast in (True, False):
+        monkeypatch.setattr(profiler, "fast_bf16", lambda device, fast=fast: fast)
+        assert moments_product_dtype("auto", "cpu") == (torch.bfloat16 if fast else torch.float32)
+        assert moments_product_dtype("float32", "cpu") == torch.float32
+        assert moments_product_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match=r"`moments_dtype` must be one of \('auto', 'float32', 'bfloat16'\), got 'f"):
+        ProfileOptions(moments_dtype="float16")
+    pruner, batches = _profiled("gemma3_text")
+    assert pruner._moments[1].num_tokens > 0
+    reference = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
+    assert reference.config.pruning["moments_dtype"] == "float32"  # "auto" without fast bfloat16
+    summed = []
+    monkeypatch.setattr(
+        profiler.MomentSums,
+        "add",
+        lambda self, *a, _add=profiler.MomentSums.add: (summed.append(self.product_dtype), _add(self, *a))[1],
+    )
+    monkeypatch.setattr(profiler, "fast_bf16", lambda device: True)
+    pruner.profile({"a": batches, "b": batches[:1]})  # "auto" on a device with fast bfloat16
+    assert set(summed) == {torch.bfloat16}
+    auto = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
+    assert auto.config.pruning["moments_dtype"] == "bfloat16"
+    with torch.no_grad():
+        expected = reference(**batches[0]).logits
+        torch.testing.assert_close(auto(**batches[0]).logits, expected, rtol=0, atol=2e-2 * expected.abs().max())
+    # prune's own passes (the o_proj moments of a plan that cuts heads; every pass, above the memory budget) too
+    summed.clear()
+    pruner.profile({"a": batches, "b": batches[:1]}, moments_dtype="float32", moments_memory_gib=1000 / 2**30)
+    pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True)
+    assert summed and set(summed) == {torch.float32}
+    pruner.save_scores(tmp_path / "scores")
+    summed.clear()
+    pruner.load_scores(tmp_path / "scores", moments_dtype="bfloat16")
+    pruner._calibration = {"data": {"a": batches, "b": batches[:1]}, "batch_size": 8, "max_length": 512}
+    loaded = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True)
+    assert summed and set(summed) == {torch.bfloat16}
+    assert loaded.config.pruning["moments_dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match=r"`moments_dtype` must be one of"):
+        pruner.load_scores(tmp_path / "scores", moments_dtype="half")
