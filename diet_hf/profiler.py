@@ -428,9 +428,10 @@ class MomentSums:
         if self.product_dtype == torch.float32:
             _add_products(rows, x.float())
             return
-        staged = self._staged.setdefault(
-            key, [torch.empty(_STAGE_ROWS, x.shape[1], dtype=self.product_dtype, device=first.device), 0]
-        )
+        if key not in self._staged:
+            buffer = torch.empty(_STAGE_ROWS, x.shape[1], dtype=self.product_dtype, device=first.device)
+            self._staged[key] = [buffer, 0]
+        staged = self._staged[key]
         buffer, start = staged[0], 0
         while start < len(x):
             take = min(len(x) - start, len(buffer) - staged[1])
