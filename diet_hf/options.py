@@ -115,10 +115,7 @@ class PruneOptions:
     )
 
     def __post_init__(self):
-        for spec in fields(self):
-            value, choices = getattr(self, spec.name), spec.metadata["choices"]
-            if choices is not None and value is not None and value not in choices:
-                raise ValueError(f"`{spec.name}` must be one of {tuple(choices)}, got {value!r}.")
+        _check_choices(self)
         _check_number("layer_sparsity_cap", self.layer_sparsity_cap, low=1)
         _check_number("attention_ratio", self.attention_ratio, low=0)
         _check_number("min_mlp_fraction", self.min_mlp_fraction, low=0, high=1)
@@ -192,6 +189,7 @@ class ProfileOptions:
     )
 
     def __post_init__(self):
+        _check_choices(self)
         for name in ("num_samples", "batch_size", "max_length"):
             check_positive_int(name, getattr(self, name))
         _check_number("moments_memory_gib", self.moments_memory_gib, low=0)
@@ -202,8 +200,6 @@ class ProfileOptions:
         for name in ("channel_stats", "input_moments"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
-        if self.moments_dtype not in MOMENTS_DTYPES:
-            raise ValueError(f"`moments_dtype` must be one of {MOMENTS_DTYPES}, got {self.moments_dtype!r}.")
 
 
 def with_overrides(options_class, options, values: dict, caller: str):
@@ -221,6 +217,17 @@ def with_overrides(options_class, options, values: dict, caller: str):
 
 def _default_of(spec):
     return None if spec.default is MISSING else spec.default
+
+
+def _check_choices(options) -> None:
+    """Every field of `options` declared with `choices` holds one of them (or, in a `recipe` field, `None`: the
+    recipe's value)."""
+    for spec in fields(options):
+        value, choices = getattr(options, spec.name), spec.metadata["choices"]
+        if value is None and spec.metadata["recipe"]:
+            continue
+        if choices is not None and value not in choices:
+            raise ValueError(f"`{spec.name}` must be one of {tuple(choices)}, got {value!r}.")
 
 
 def _check_number(name, value, *, low=None, high=None):
