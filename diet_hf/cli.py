@@ -180,7 +180,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default=list(PAPER_TASKS),
         metavar="TASK",
         help=f"calibration tasks (default: the paper's seven): registered names ({', '.join(TASKS)}) and your own "
-        "data as NAME=FILE (.jsonl with a text field, or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]] "
+        "data as NAME=FILE (.jsonl with a text field, or questions with context, choices and label, as `eval "
+        "--tasks` reads them, each calibrating on its context and gold choice; or .txt, one text per line) or "
+        "NAME=DATASET[:SPLIT[:COLUMN]] "
         "(a Hub dataset id or a save_to_disk directory; default split train, column text), mixed freely",
     )
     _add_dataclass_flags(prune, ProfileOptions)  # every calibration option, with its help text
@@ -300,10 +302,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--tasks",
         nargs="+",
         default=None,
-        choices=list(TASKS),
         metavar="TASK",
-        help=f"tasks to score, of {', '.join(TASKS)} (default: the paper's seven, or none when --texts or --last-word "
-        "is given)",
+        help=f"tasks to score, of {', '.join(TASKS)}, and your own multiple-choice questions as NAME=FILE (.jsonl, "
+        "one question per line: context, the prompt as scored; choices, each scored after it and a space; label, the "
+        "gold choice's index; optional id) or NAME=DATASET[:SPLIT] (a Hub dataset id or a save_to_disk directory "
+        "with those columns; default split test), scored like the registered tasks (acc and acc_norm; the headline "
+        "--own-headline) (default: the paper's seven, or none when --texts or --last-word is given)",
     )
     evaluate.add_argument(
         "--texts",
@@ -327,6 +331,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--limit", type=_positive_int, default=None, help="first N examples of each task (and texts of each source)"
+    )
+    evaluate.add_argument(
+        "--own-headline",
+        choices=("acc", "acc_norm"),
+        default="acc",
+        help="the headline metric of your own multiple-choice questions (--tasks NAME=SOURCE), the one averaged and "
+        "compared: acc (default), or acc_norm (per character: for choices of very different lengths)",
     )
     evaluate.add_argument(
         "--half",
@@ -601,7 +612,8 @@ def _run_eval(args) -> int:
         )
         for task, ids in (recorded or {}).items():
             excluded.setdefault(task, set()).update(ids)
-    excluded = {task: sorted(ids) for task, ids in excluded.items() if task in args.tasks}
+    task_names = {task if isinstance(task, str) else task.name for task in args.tasks}
+    excluded = {task: sorted(ids) for task, ids in excluded.items() if task in task_names}
     if excluded and not args.quiet:
         counts = ", ".join(f"{len(ids)} of {task}" for task, ids in excluded.items())
         print(f"left out the evaluation examples the pruning profiled ({counts}; recorded in its config)")
@@ -649,6 +661,21 @@ def _run_eval(args) -> int:
         atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
         print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _eval_task(word: str, headline_metric: str):
+    """One `diet-hf eval --tasks` word: a registered task's name, or your own multiple-choice questions
+    (`NAME=SOURCE`, read and checked now) as a `Task` with `headline_metric`."""
+    from .tasks import TASKS, load_multiple_choice_source
+
+    if "=" in word:
+        return load_multiple_choice_source(word, headline_metric=headline_metric)
+    if word not in TASKS:
+        raise ValueError(
+            f"`--tasks`: {word!r} is not a registered task ({', '.join(TASKS)}); give your own multiple-choice "
+            "questions as NAME=FILE.jsonl or NAME=DATASET[:SPLIT]."
+        )
+    return word
 
 
 def _print_text_results(args, text_results: list[dict]) -> dict:
@@ -832,6 +859,11 @@ def main(argv: list[str] | None = None) -> int:
                 split_last_words(texts, f"`--last-word` {name}")
             if args.tasks is None:
                 args.tasks = [] if args.text_data or args.last_word_data else list(PAPER_TASKS)
+            # your own questions are read and checked before any model loads
+            args.tasks = [_eval_task(word, args.own_headline) for word in args.tasks]
+            names = [task if isinstance(task, str) else task.name for task in args.tasks]
+            if len(set(names)) < len(names):
+                raise ValueError(f"`--tasks`: a task is named twice: {' '.join(names)}.")
         elif args.command == "heal":
             from .healing import HealingConfig
             from .tasks import TASKS, load_task_source

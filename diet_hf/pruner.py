@@ -32,7 +32,7 @@ from .profiler import (
 )
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
 from .surgery import build_pruned_model
-from .tasks import PAPER_TASKS, TASKS, CalibrationSet, custom_calibration, load_calibration
+from .tasks import PAPER_TASKS, TASKS, CalibrationSet, Task, custom_calibration, load_calibration
 
 __all__ = ["DietPruner"]
 
@@ -144,8 +144,9 @@ class DietPruner:
 
         Args:
             tasks (`list[str]` or `dict`): registered task names, or name -> custom data (a list of strings, a
-                `datasets.Dataset` with a `text` column, or an iterable of token batches with `input_ids` and
-                `attention_mask`).
+                `datasets.Dataset` with a `text` column, your own multiple-choice questions as a
+                `tasks.multiple_choice_task`, calibrated on each context and gold choice, or an iterable of token
+                batches with `input_ids` and `attention_mask`).
             options (`ProfileOptions`, *optional*): the calibration options as one object; or give them as keywords
                 (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `channel_stats=True`,
                 `input_moments=True`, `moments_memory_gib=2.0`, `moments_dtype="auto"`), which override `options`.
@@ -807,6 +808,8 @@ def _checked_token_batches(name: str, data) -> list:
 
 
 def _is_token_batches(data) -> bool:
+    if isinstance(data, Task):  # your own multiple-choice task: its questions' texts
+        return False
     if isinstance(data, (str, list, tuple)) and (not data or isinstance(data[0], str)):
         return False
     if hasattr(data, "column_names"):

@@ -604,3 +604,71 @@ def test_prune_puts_the_perplexity_of_held_out_texts_in_the_card(
         assert f"held: perplexity {pruned['perplexity']:.3f} against the dense model's" in printed
     assert main(["--quiet", *argv[:-4], "--eval-texts", "held", "--sparsity", "0.2", "--output", "x"]) == 2
     assert "`--eval-texts`: expected NAME=FILE" in capsys.readouterr().err
+
+
+def test_eval_of_your_own_multiple_choice_questions(dense_dir, tmp_path, data_dir, tiny_tokenizer, capsys):
+    import datasets
+
+    from diet_hf.tasks import evaluation_examples, get_task
+
+    spec = get_task("piqa")
+    questions = []
+    for doc in evaluation_examples("piqa", limit=6, data_dir=data_dir):
+        request = spec.build(doc)
+        questions.append(
+            {"id": doc["id"], "context": request.contexts[0], "choices": request.continuations, "label": request.label}
+        )
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    saved = tmp_path / "questions_dataset"
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(questions)}).save_to_disk(str(saved))
+    other = save_dense_checkpoint(tmp_path / "other", "gemma2", tiny_tokenizer, seed=1)
+    out = tmp_path / "results.json"
+    argv = ["--quiet", "eval", str(other), "--tasks", "piqa", f"mine={path}", f"saved={saved}", "--limit", "6"]
+    assert main([*argv, "--data-dir", str(data_dir), "--reference", str(dense_dir), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mine" in printed and "saved" in printed
+    result = json.loads(out.read_text())
+    # the same prompts as the registered task: the same scores, for the model and its reference alike
+    for entry in (result, result["reference"]):
+        for name in ("mine", "saved"):
+            assert entry["results"][name]["num_scored"] == 6
+            for metric in ("acc", "acc_norm"):
+                assert entry["results"][name][metric] == entry["results"]["piqa"][metric]
+    assert set(result["difference"]) == {"piqa", "mine", "saved", "average"}
+    # your task's headline is acc (piqa's is acc_norm)
+    mine_difference = result["results"]["mine"]["acc"] - result["reference"]["results"]["mine"]["acc"]
+    assert result["difference"]["mine"]["difference"] == pytest.approx(mine_difference)
+    # --own-headline acc_norm: your task's headline as piqa's, so the same difference
+    assert (
+        main(
+            [
+                *argv,
+                "--data-dir",
+                str(data_dir),
+                "--reference",
+                str(dense_dir),
+                "--own-headline",
+                "acc_norm",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["results"]["mine"]["headline_metric"] == "acc_norm"
+    assert result["difference"]["mine"] == result["difference"]["piqa"]
+    # bad questions, names and sources are usage errors, named before any model loads
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(questions[0]) + "\n" + json.dumps({"context": "Q", "choices": ["a", "b"]}) + "\n")
+    for tasks, message in (
+        ([f"mine={bad}"], "line 2: no 'label' field"),
+        (["squad"], "'squad' is not a registered task"),
+        ([f"piqa={path}"], "'piqa' is a registered task"),
+        ([f"mine={path}", f"mine={saved}"], "a task is named twice"),
+        ([f"mine={saved}:validation"], "has no split 'validation'"),
+        ([f"mine={tmp_path / 'nowhere.jsonl'}"], "no file or directory"),
+    ):
+        assert main(["--quiet", "eval", str(dense_dir), "--tasks", *tasks]) == 2, tasks
+        assert message in capsys.readouterr().err, tasks

@@ -633,3 +633,72 @@ def test_paired_bootstrap_of_evaluate_results_is_the_change_of_its_average(word_
     results[0]["predictions"]["arc_easy"].reverse()
     with pytest.raises(ValueError, match="arc_easy: the two evaluations did not score the same examples"):
         compare_evaluations(results[1], results[0])
+
+
+def _as_questions(task: str, docs: list[dict]) -> list[dict]:
+    """A registered single-context task's examples as your own questions: the same prompts, choices and gold."""
+    from diet_hf.tasks import get_task
+
+    requests = [get_task(task).build(doc) for doc in docs]
+    return [
+        {"id": r.example_id, "context": r.contexts[0], "choices": r.continuations, "label": r.label} for r in requests
+    ]
+
+
+def test_your_own_multiple_choice_task_scores_as_a_registered_one(tiny_tokenizer, data_dir):
+    from diet_hf.tasks import evaluation_examples, multiple_choice_task
+
+    model = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
+    docs = evaluation_examples("arc_easy", limit=10, data_dir=data_dir)
+    mine = multiple_choice_task("mine", _as_questions("arc_easy", docs))
+    result = evaluate(model, tiny_tokenizer, ["arc_easy", mine], limit=10, data_dir=data_dir, return_predictions=True)
+    registered, own = result["predictions"]["arc_easy"], result["predictions"]["mine"]
+    assert [p["id"] for p in own] == [d["id"] for d in docs]
+    assert [(p["acc"], p["acc_norm"]) for p in own] == [(p["acc"], p["acc_norm"]) for p in registered]
+    assert result["results"]["mine"]["acc_norm"] == result["results"]["arc_easy"]["acc_norm"]
+    assert result["results"]["mine"]["headline_metric"] == "acc"
+    assert result["average"] == pytest.approx(
+        (result["results"]["arc_easy"]["acc_norm"] + result["results"]["mine"]["acc"]) / 2
+    )
+    # the headline metric is yours to choose; without ids a question is named by its position
+    rows = [{k: v for k, v in q.items() if k != "id"} for q in _as_questions("arc_easy", docs)]
+    normed = multiple_choice_task("mine", rows, headline_metric="acc_norm")
+    alone = evaluate(model, tiny_tokenizer, normed, return_predictions=True, disable_progress=True)
+    assert alone["average"] == result["results"]["arc_easy"]["acc_norm"]
+    assert [p["id"] for p in alone["predictions"]["mine"]] == [str(i) for i in range(10)]
+    # the halves hash the task's name and each id, as for the registered tasks, and partition the questions
+    halves = {h: evaluate(model, tiny_tokenizer, normed, half=h, return_predictions=True) for h in ("dev", "test")}
+    for half, scored in halves.items():
+        ids = [p["id"] for p in scored["predictions"]["mine"]]
+        assert ids and all(split_half("mine", i) == half for i in ids)
+    assert sum(scored["results"]["mine"]["num_scored"] for scored in halves.values()) == 10
+    with pytest.raises(ValueError, match="names a task twice"):
+        evaluate(model, tiny_tokenizer, [mine, normed])
+
+
+@pytest.mark.parametrize(
+    "rows, kwargs, message",
+    [
+        ([], {}, "holds no questions"),
+        ([{"context": "Q", "choices": ["a", "b"]}], {}, r"row 0: no 'label' field"),
+        ([{"context": "Q", "choices": ["a", "b"], "label": 2}], {}, r"row 0: `label` must be .* from 0 to 1, got 2"),
+        ([{"context": "Q", "choices": ["a", "b"], "label": True}], {}, r"`label` must be .* got True"),
+        ([{"context": "Q", "choices": ["a"], "label": 0}], {}, r"`choices` must be a list of at least two"),
+        ([{"context": " ", "choices": ["a", "b"], "label": 0}], {}, r"`context` must be a non-empty string"),
+        ([{"id": 1, "context": "Q", "choices": ["a", "b"], "label": 0}] * 2, {}, r"`id` '1' appears twice"),
+        (["Q a b"], {}, r"row 0: expected an object with context, choices, label, got str"),
+        ([{"context": "Q", "choices": ["a", "b"], "label": 0}], {"headline_metric": "f1"}, r"`headline_metric`"),
+    ],
+)
+def test_your_own_multiple_choice_task_refuses_bad_questions(rows, kwargs, message):
+    from diet_hf.tasks import multiple_choice_task
+
+    with pytest.raises(ValueError, match=message):
+        multiple_choice_task("mine", rows, **kwargs)
+
+
+def test_your_own_multiple_choice_task_cannot_take_a_registered_name():
+    from diet_hf.tasks import multiple_choice_task
+
+    with pytest.raises(ValueError, match="'piqa' is a registered task"):
+        multiple_choice_task("piqa", [{"context": "Q", "choices": ["a", "b"], "label": 0}])

@@ -479,3 +479,22 @@ def test_check_targets_refuses_before_any_profile_what_prune_would_refuse(data_d
     pruner.profile(tasks=["rte"], num_samples=2, data_dir=data_dir, disable_progress=True)
     with pytest.raises(ValueError, match=r"`sparsity`=0.95 is out of reach of these options"):
         pruner.prune(sparsity=0.95)
+
+
+def test_profile_on_your_own_multiple_choice_questions(tiny_tokenizer):
+    """Your own questions calibrate as their texts (context and gold choice) do."""
+    from diet_hf.tasks import multiple_choice_task
+
+    questions = [
+        {"context": "Question: what is it?\nAnswer:", "choices": ["yes", "no"], "label": 1},
+        {"context": "The cat", "choices": ["sat", "ran", "is"], "label": 0},
+        {"context": "True or False?", "choices": ["True", "False"], "label": 0},
+    ]
+    texts = ["Question: what is it?\nAnswer: no", "The cat sat", "True or False? True"]
+    dense = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
+    profiles = [
+        DietPruner(dense, tiny_tokenizer).profile({"mine": data}, disable_progress=True).scores
+        for data in (multiple_choice_task("mine", questions), texts)
+    ]
+    for layer, (a, b) in enumerate(zip(profiles[0].mlp["mine"], profiles[1].mlp["mine"])):
+        assert torch.equal(a, b), layer

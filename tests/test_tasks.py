@@ -1,5 +1,7 @@
 """The task registry: lm-eval prompts, the local loader on the real data, calibration exclusions, errors."""
 
+import json
+
 import pytest
 
 from diet_hf.tasks import (
@@ -124,3 +126,27 @@ def test_wikitext2_last_word_texts(data_dir, monkeypatch):
     monkeypatch.delenv("DIET_DATA_DIR", raising=False)
     with pytest.raises(ValueError, match="pass `data_dir` or set DIET_DATA_DIR"):
         wikitext2_last_word_texts()
+
+
+def test_your_own_questions_calibrate_on_context_and_gold_choice(tmp_path, data_dir):
+    from diet_hf.tasks import evaluation_examples, load_task_source, multiple_choice_task
+
+    docs = evaluation_examples("piqa", limit=5, data_dir=data_dir)
+    spec = get_task("piqa")
+    questions = []
+    for doc in docs:
+        request = spec.build(doc)
+        questions.append(
+            {"id": doc["id"], "context": request.contexts[0], "choices": request.continuations, "label": request.label}
+        )
+    expected = [spec.calibration_text(doc) for doc in docs]
+    # in Python: the task as calibration data
+    calibration = custom_calibration("mine", multiple_choice_task("mine", questions))
+    assert calibration.texts == expected and calibration.example_ids == [d["id"] for d in docs]
+    # from the command line: the same rows in a file, beside plain texts
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in [*questions, {"text": "a plain text"}]))
+    assert load_task_source(f"mine={path}") == ("mine", [*expected, "a plain text"])
+    path.write_text(json.dumps({"context": "Q", "choices": ["a", "b"], "label": 5}) + "\n")
+    with pytest.raises(ValueError, match=r"`--tasks` mine: .* line 1: `label` must be"):
+        load_task_source(f"mine={path}")

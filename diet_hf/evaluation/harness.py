@@ -5,7 +5,7 @@ import math
 import os
 
 from .._checks import check_positive_int, is_positive_int
-from ..tasks import HALVES, PAPER_TASKS, evaluation_examples, get_task
+from ..tasks import HALVES, PAPER_TASKS, Task, evaluation_examples, get_task
 from .scorer import check_tokenizer
 from .strategies import loglikelihoods
 
@@ -15,7 +15,7 @@ __all__ = ["evaluate"]
 def evaluate(
     model,
     tokenizer,
-    tasks: list[str] | tuple[str, ...] = PAPER_TASKS,
+    tasks: list[str | Task] | tuple[str | Task, ...] = PAPER_TASKS,
     *,
     limit: int | None = None,
     batch_size: int = 16,
@@ -29,7 +29,8 @@ def evaluate(
     """Zero-shot multiple-choice accuracy per task (`acc`, `acc_norm`, standard error) and the headline average.
 
     Args:
-        tasks (`list[str]`): registered task names.
+        tasks (`list[str | Task]`): registered task names, or your own multiple-choice tasks
+            (`diet_hf.tasks.multiple_choice_task`), mixed freely.
         limit (`int`, *optional*): score only the first `limit` examples of each task (after exclusions).
         exclude_ids (`dict[str, list[str]]`, *optional*): per task, example ids not to score (calibration examples
             carved from the evaluation split; `DietPruner.scores.provenance["excluded_eval_ids"]`, or for a saved
@@ -49,10 +50,13 @@ def evaluate(
     if limit is not None and not is_positive_int(limit):
         raise ValueError(f"`limit` must be >= 1, got {limit!r}.")
     check_positive_int("batch_size", batch_size)
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)  # one name, as `DietPruner.profile` takes it
+    tasks = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)  # one name, as `DietPruner.profile` takes it
     if half is not None and half not in HALVES:
         raise ValueError(f"`half` must be one of {HALVES} or None, got {half!r}.")
-    specs = [get_task(name) for name in tasks]
+    specs = [task if isinstance(task, Task) else get_task(task) for task in tasks]
+    names = [spec.name for spec in specs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"`tasks` names a task twice: {names}.")
     exclude_ids = exclude_ids or {}
     results, predictions = {}, {}
     for spec in specs:
