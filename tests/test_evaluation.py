@@ -674,6 +674,10 @@ def test_your_own_multiple_choice_task_scores_as_a_registered_one(tiny_tokenizer
     assert sum(scored["results"]["mine"]["num_scored"] for scored in halves.values()) == 10
     with pytest.raises(ValueError, match="names a task twice"):
         evaluate(model, tiny_tokenizer, [mine, normed])
+    one = multiple_choice_task("one", rows[:1])
+    empty_half = "dev" if split_half("one", "0") == "test" else "test"
+    with pytest.raises(ValueError, match=f"No examples of task 'one' left to score in its {empty_half} half"):
+        evaluate(model, tiny_tokenizer, one, half=empty_half)
 
 
 @pytest.mark.parametrize(

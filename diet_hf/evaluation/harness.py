@@ -63,7 +63,10 @@ def evaluate(
         excluded = {str(i) for i in exclude_ids.get(spec.name, [])}
         docs = evaluation_examples(spec, half=half, exclude_ids=excluded, limit=limit, data_dir=data_dir)
         if not docs:
-            raise ValueError(f"No examples of task {spec.name!r} left to score after exclusions.")
+            left = f"in its {half} half " if half else ""
+            raise ValueError(
+                f"No examples of task {spec.name!r} left to score {left}after exclusions ({len(excluded)} excluded)."
+            )
         requests = [spec.build(d) for d in docs]
         pairs = [(ctx, r.delimiter + cont) for r in requests for ctx, cont in zip(r.contexts, r.continuations)]
         lls = loglikelihoods(
