@@ -203,6 +203,32 @@ def _build_parser() -> argparse.ArgumentParser:
         "model's card and are printed",
     )
     prune.add_argument(
+        "--eval-tasks",
+        nargs="+",
+        default=None,
+        metavar="TASK",
+        help="tasks scored on the dense model after profiling and on each pruned model, as `eval --tasks` reads them "
+        "(registered names, your own multiple-choice questions as NAME=FILE or NAME=DATASET[:SPLIT]; not the "
+        "questions you calibrate on; the evaluation examples the profile read are left out): both models' scores "
+        "and the differences with their 95%% paired-bootstrap intervals go into each saved model's card and are "
+        "printed",
+    )
+    prune.add_argument(
+        "--eval-limit", type=_positive_int, default=None, help="first N examples of each --eval-tasks task"
+    )
+    prune.add_argument(
+        "--eval-half",
+        choices=HALVES,
+        default=None,
+        help="score only the dev or the test half of each --eval-tasks task",
+    )
+    prune.add_argument(
+        "--eval-own-headline",
+        choices=("acc", "acc_norm"),
+        default="acc",
+        help="the headline metric of your own questions in --eval-tasks (as `eval --own-headline`; default acc)",
+    )
+    prune.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
         default=DEFAULT_RECIPE,
@@ -472,13 +498,34 @@ def _run_prune(args) -> int:
         )
     if args.save_scores:
         pruner.save_scores(args.save_scores)
+    scoring = {  # --eval-tasks: the dense model now, before any cut, each pruned model after; the same examples
+        "limit": args.eval_limit,
+        "half": args.eval_half,
+        "exclude_ids": pruner.scores.provenance.get("excluded_eval_ids") or None,
+        "data_dir": args.data_dir,
+        "return_predictions": True,
+        "disable_progress": args.quiet,
+    }
+    dense_tasks = None
+    if args.eval_task_list:
+        from .evaluation import evaluate
+
+        dense_tasks = evaluate(pruner.model, pruner.tokenizer, args.eval_task_list, **scoring)
     for sparsity, output in zip(targets, outputs):
         model = pruner.prune(sparsity=sparsity, **plan_args, disable_progress=args.quiet, inplace=args.inplace)
         repo = None
         if args.push_to_hub:
             repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
         texts = texts_perplexity_by_source(model, pruner.tokenizer, args.eval_text_data, disable_progress=args.quiet)
-        pruner.save_pretrained(output, repo_id=repo, text_evaluation=texts, dense_text_evaluation=dense_texts)
+        tasks = evaluate(model, pruner.tokenizer, args.eval_task_list, **scoring) if dense_tasks else None
+        pruner.save_pretrained(
+            output,
+            repo_id=repo,
+            evaluation=tasks,
+            dense_evaluation=dense_tasks,
+            text_evaluation=texts,
+            dense_text_evaluation=dense_texts,
+        )
         record = model.config.pruning
         print(
             f"saved {output}: {record['total_parameters']['dense']:,} -> {record['total_parameters']['pruned']:,} "
@@ -491,6 +538,8 @@ def _run_prune(args) -> int:
                 f"{dense_texts[name]['perplexity']:.3f}, ratio {ratio['ratio']:.3f} [{ratio['ci95'][0]:.3f}, "
                 f"{ratio['ci95'][1]:.3f}] ({result['texts']} held-out texts)"
             )
+        if tasks:
+            _print_task_differences(str(output), "the dense model", tasks, dense_tasks)
         if repo:
             commit = push_saved_model(output, repo, private=args.private, token=args.token)
             print(f"pushed {output} to {repo} (commit {commit})")
@@ -663,19 +712,42 @@ def _run_eval(args) -> int:
     return EXIT_OK
 
 
-def _eval_task(word: str, headline_metric: str):
-    """One `diet-hf eval --tasks` word: a registered task's name, or your own multiple-choice questions
-    (`NAME=SOURCE`, read and checked now) as a `Task` with `headline_metric`."""
+def _eval_tasks(words: list[str], headline_metric: str, flag: str) -> list:
+    """The tasks of `diet-hf eval --tasks` / `prune --eval-tasks`: registered names as they are, your own
+    multiple-choice questions (`NAME=SOURCE`, read and checked now) as `Task`s with `headline_metric`."""
     from .tasks import TASKS, load_multiple_choice_source
 
-    if "=" in word:
-        return load_multiple_choice_source(word, headline_metric=headline_metric)
-    if word not in TASKS:
-        raise ValueError(
-            f"`--tasks`: {word!r} is not a registered task ({', '.join(TASKS)}); give your own multiple-choice "
-            "questions as NAME=FILE.jsonl or NAME=DATASET[:SPLIT]."
-        )
-    return word
+    tasks = []
+    for word in words:
+        if "=" in word:
+            tasks.append(load_multiple_choice_source(word, flag=flag, headline_metric=headline_metric))
+        elif word in TASKS:
+            tasks.append(word)
+        else:
+            raise ValueError(
+                f"`{flag}`: {word!r} is not a registered task ({', '.join(TASKS)}); give your own multiple-choice "
+                "questions as NAME=FILE.jsonl or NAME=DATASET[:SPLIT]."
+            )
+    names = [task if isinstance(task, str) else task.name for task in tasks]
+    if len(set(names)) < len(names):
+        raise ValueError(f"`{flag}`: a task is named twice: {' '.join(names)}.")
+    return tasks
+
+
+def _print_task_differences(model_name: str, reference_name: str, result: dict, reference: dict) -> dict:
+    """Prints `result` minus `reference` per task (its headline metric) and on the average, with the paired 95%
+    intervals (both made with `return_predictions=True`); returns the comparison."""
+    from .evaluation import compare_evaluations
+
+    comparison = compare_evaluations(result, reference)
+    print(f"\n{model_name} minus {reference_name} (the same examples; paired bootstrap, 2000 resamples):")
+    print(f"{'task':16}{'reference':>10}{'difference':>12}  95% interval")
+    for task, row in comparison.items():
+        scores = reference["results"].get(task)
+        score = reference["average"] if task == "average" else scores[scores["headline_metric"]]
+        low, high = row["ci95"]
+        print(f"{task:16}{score:>10.4f}{row['difference']:>+12.4f}  [{low:+.4f}, {high:+.4f}]")
+    return comparison
 
 
 def _print_text_results(args, text_results: list[dict]) -> dict:
@@ -738,8 +810,6 @@ def _print_last_word_results(args, word_results: list[dict]) -> dict:
 
 def _print_task_results(args, results: list[dict]) -> dict:
     """Prints the tasks' accuracy (and with `--reference` the differences); returns the JSON record's entries."""
-    from .evaluation import compare_evaluations
-
     result = results[0]
     print(f"{'task':16}{'n':>7}{'acc':>8}{'acc_norm':>10}  headline")
     for task, row in result["results"].items():
@@ -749,14 +819,7 @@ def _print_task_results(args, results: list[dict]) -> dict:
     record = dict(result)
     if args.reference:
         reference = results[1]
-        comparison = compare_evaluations(result, reference)
-        print(f"\n{args.model} minus {args.reference} (the same examples; paired bootstrap, 2000 resamples):")
-        print(f"{'task':16}{'reference':>10}{'difference':>12}  95% interval")
-        for task, row in comparison.items():
-            scores = reference["results"].get(task)
-            score = reference["average"] if task == "average" else scores[scores["headline_metric"]]
-            low, high = row["ci95"]
-            print(f"{task:16}{score:>10.4f}{row['difference']:>+12.4f}  [{low:+.4f}, {high:+.4f}]")
+        comparison = _print_task_differences(args.model, args.reference, result, reference)
         for entry in (result, reference):
             entry.pop("predictions")
         record = {**result, "reference": {"model": args.reference, **reference}, "difference": comparison}
@@ -844,6 +907,7 @@ def main(argv: list[str] | None = None) -> int:
             # the user's own task data is read and checked before any model loads
             args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
             args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
+            args.eval_task_list = _eval_tasks(args.eval_tasks or [], args.eval_own_headline, "--eval-tasks")
         elif args.command == "eval":
             from .evaluation.language_modeling import split_last_words
             from .tasks import PAPER_TASKS
@@ -860,10 +924,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.tasks is None:
                 args.tasks = [] if args.text_data or args.last_word_data else list(PAPER_TASKS)
             # your own questions are read and checked before any model loads
-            args.tasks = [_eval_task(word, args.own_headline) for word in args.tasks]
-            names = [task if isinstance(task, str) else task.name for task in args.tasks]
-            if len(set(names)) < len(names):
-                raise ValueError(f"`--tasks`: a task is named twice: {' '.join(names)}.")
+            args.tasks = _eval_tasks(args.tasks, args.own_headline, "--tasks")
         elif args.command == "heal":
             from .healing import HealingConfig
             from .tasks import TASKS, load_task_source

@@ -672,3 +672,58 @@ def test_eval_of_your_own_multiple_choice_questions(dense_dir, tmp_path, data_di
     ):
         assert main(["--quiet", "eval", str(dense_dir), "--tasks", *tasks]) == 2, tasks
         assert message in capsys.readouterr().err, tasks
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_prune_scores_tasks_into_the_card(tmp_path, data_dir, tiny_tokenizer, capsys, inplace):
+    """`prune --eval-tasks`: the dense model's scores (before any cut, so `--inplace` too) and each pruned model's,
+    with the paired differences, printed and in the card; the same numbers `diet-hf eval` gives."""
+    dense_dir = tmp_path / "dense"  # weights large enough that the cut changes answers
+    tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer), initializer_range=0.5).save_pretrained(dense_dir)
+    tiny_tokenizer.save_pretrained(dense_dir)
+    questions = tmp_path / "questions.jsonl"
+    rows = [
+        {"context": "Question: is the cat on the mat?\nAnswer:", "choices": ["yes", "no"], "label": 0},
+        {"context": "The dog", "choices": ["ran", "sat", "is"], "label": 1},
+        {"context": "True or False?", "choices": ["True", "False"], "label": 1},
+        {"context": "Question: what is it?\nAnswer:", "choices": ["a cat", "a dog"], "label": 0},
+    ]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "pruned"
+    argv = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.5", "--tasks", "rte", "--num-samples", "4"]
+    argv += ["--eval-tasks", "piqa", f"mine={questions}", "--eval-limit", "20", "--data-dir", str(data_dir)]
+    argv += ["--output", str(out)] + (["--inplace"] if inplace else [])
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert f"{out} minus the dense model" in printed and "95% interval" in printed
+    scored = {}
+    for model in (dense_dir, out):
+        report = tmp_path / f"{model.name}.json"
+        eval_argv = ["--quiet", "eval", str(model), "--tasks", "piqa", f"mine={questions}", "--limit", "20"]
+        assert main([*eval_argv, "--data-dir", str(data_dir), "--output", str(report)]) == 0
+        scored[model] = json.loads(report.read_text())["results"]
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card
+    for task, metric, n in (("piqa", "acc_norm", 20), ("mine", "acc", 4)):
+        row = f"| {task} | {n} | {metric} | {scored[dense_dir][task][metric]:.4f} | {scored[out][task][metric]:.4f} |"
+        assert row in card
+    assert scored[dense_dir] != scored[out]
+    assert "Difference of the headline average:" in card and "paired-bootstrap 95% interval" in card
+    # a bad task is a usage error before any model loads
+    assert (
+        main(
+            [
+                "--quiet",
+                "prune",
+                str(dense_dir),
+                "--sparsity",
+                "0.3",
+                "--output",
+                str(tmp_path / "x"),
+                "--eval-tasks",
+                "squad",
+            ]
+        )
+        == 2
+    )
+    assert "`--eval-tasks`: 'squad' is not a registered task" in capsys.readouterr().err
