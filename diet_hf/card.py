@@ -418,8 +418,8 @@ def write_model_card(
             lines += [
                 f"| headline average | | | {dense_evaluation['average']:.4f} | {evaluation['average']:.4f} |",
                 "",
-                "Both models scored on the same examples, each task in its headline metric (acc for BoolQ, RTE, "
-                "WinoGrande and your own questions unless chosen otherwise; acc_norm for the other registered tasks)."
+                "Both models scored on the same examples, each task in the metric its row names (lm-eval's headline "
+                "metric for the registered tasks: acc for BoolQ, RTE, WinoGrande, acc_norm for the others)."
                 + _difference_text(evaluation, dense_evaluation),
                 "",
             ]
