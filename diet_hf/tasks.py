@@ -493,16 +493,9 @@ def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headlin
         if path.suffix not in (".jsonl", ".json"):
             raise ValueError(f"`{flag}` {name}: {path} must be .jsonl or .json (one question object per line).")
         rows = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"`{flag}` {name}: {path} line {number} is not JSON ({error.msg}).") from None
-                _checked_choice_row(row, len(rows), f"`{flag}` {name}: {path} line {number}")
-                rows.append(row)
+        for number, row in _json_lines(path, f"`{flag}` {name}"):
+            _checked_choice_row(row, len(rows), f"`{flag}` {name}: {path} line {number}")
+            rows.append(row)
         return multiple_choice_task(name, rows, headline_metric=headline_metric, source=str(path))
     dataset = _open_dataset(name, location, path, split or None, flag, default_split="test")
     missing = [key for key in CHOICE_FIELDS if key not in dataset.column_names]
@@ -550,28 +543,35 @@ def load_task_source(argument: str, *, flag: str = "--tasks", registered: bool =
     return name, texts
 
 
+def _json_lines(path: Path, where: str):
+    """(line number, parsed object) of every non-blank line of a JSON-lines file; a line that is not JSON is an
+    error naming `where`, the file and the line."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: {path} line {number} is not JSON ({error.msg}).") from None
+            yield number, row
+
+
 def _read_text_file(path: Path, name: str, flag: str) -> list[str]:
     if path.suffix in (".jsonl", ".json"):
         texts = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"`{flag}` {name}: {path} line {number} is not JSON ({error.msg}).") from None
-                if isinstance(row, dict) and "text" not in row and all(key in row for key in CHOICE_FIELDS):
-                    # a question of your own multiple-choice task: its context and gold choice, as tasks calibrate
-                    row = _checked_choice_row(row, number, f"`{flag}` {name}: {path} line {number}")
-                    texts.append(row["context"] + " " + row["choices"][row["label"]])
-                    continue
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise ValueError(
-                        f"`{flag}` {name}: {path} line {number} has no string `text` field (nor a question's "
-                        f"{', '.join(CHOICE_FIELDS)})."
-                    )
-                texts.append(row["text"])
+        for number, row in _json_lines(path, f"`{flag}` {name}"):
+            if isinstance(row, dict) and "text" not in row and all(key in row for key in CHOICE_FIELDS):
+                # a question of your own multiple-choice task: its context and gold choice, as tasks calibrate
+                row = _checked_choice_row(row, number, f"`{flag}` {name}: {path} line {number}")
+                texts.append(row["context"] + " " + row["choices"][row["label"]])
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(
+                    f"`{flag}` {name}: {path} line {number} has no string `text` field (nor a question's "
+                    f"{', '.join(CHOICE_FIELDS)})."
+                )
+            texts.append(row["text"])
         return [t for t in texts if t.strip()]
     if path.suffix in (".txt", ""):
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -662,8 +662,11 @@ def test_eval_of_your_own_multiple_choice_questions(dense_dir, tmp_path, data_di
     # bad questions, names and sources are usage errors, named before any model loads
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(questions[0]) + "\n" + json.dumps({"context": "Q", "choices": ["a", "b"]}) + "\n")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(questions[0]) + "\n{context: Q}\n")
     for tasks, message in (
         ([f"mine={bad}"], "line 2: no 'label' field"),
+        ([f"mine={broken}"], "broken.jsonl line 2 is not JSON"),
         (["squad"], "'squad' is not a registered task"),
         ([f"piqa={path}"], "'piqa' is a registered task"),
         ([f"mine={path}", f"mine={saved}"], "a task is named twice"),
