@@ -143,7 +143,8 @@ class DietPruner:
         """Collects per-task importance scores (hooks on `down_proj` / `o_proj` inputs, no gradients).
 
         Args:
-            tasks (`list[str]` or `dict`): registered task names, or name -> custom data (a list of strings, a
+            tasks (`list` or `dict`): registered task names (and your own `tasks.multiple_choice_task`s, under their
+                names), or name -> custom data (a list of strings, a
                 `datasets.Dataset` with a `text` column, your own multiple-choice questions as a
                 `tasks.multiple_choice_task`, calibrated on each context and gold choice, or an iterable of token
                 batches with `input_ids` and `attention_mask`).
@@ -170,7 +171,14 @@ class DietPruner:
         options = with_overrides(ProfileOptions, options, option_values, "profile")
         if isinstance(tasks, str):
             tasks = [tasks]
-        named = dict(tasks) if isinstance(tasks, Mapping) else {name: None for name in tasks}
+        if isinstance(tasks, Task):
+            tasks = [tasks]
+        named = dict(tasks) if isinstance(tasks, Mapping) else {}
+        for task in () if isinstance(tasks, Mapping) else tasks:  # names, and `Task`s under their own names
+            if isinstance(task, Task):
+                named[task.name] = task if task.examples is not None else None  # a registered one: by its name
+            else:
+                named[task] = None
         if not named:
             raise ValueError("`tasks` is empty; pass task names or custom task data.")
         calibration = {}

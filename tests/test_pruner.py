@@ -492,9 +492,12 @@ def test_profile_on_your_own_multiple_choice_questions(tiny_tokenizer):
     ]
     texts = ["Question: what is it?\nAnswer: no", "The cat sat", "True or False? True"]
     dense = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
+    task = multiple_choice_task("mine", questions)
     profiles = [
-        DietPruner(dense, tiny_tokenizer).profile({"mine": data}, disable_progress=True).scores
-        for data in (multiple_choice_task("mine", questions), texts)
+        DietPruner(dense, tiny_tokenizer).profile(tasks, disable_progress=True).scores
+        for tasks in ({"mine": texts}, {"mine": task}, [task], task)  # in a list or alone: under its own name
     ]
-    for layer, (a, b) in enumerate(zip(profiles[0].mlp["mine"], profiles[1].mlp["mine"])):
-        assert torch.equal(a, b), layer
+    for profile in profiles[1:]:
+        assert list(profile.mlp) == ["mine"]
+        for layer, (a, b) in enumerate(zip(profile.mlp["mine"], profiles[0].mlp["mine"])):
+            assert torch.equal(a, b), layer
