@@ -286,7 +286,32 @@ def _healing_lines(healing: dict | None) -> list[str]:
         "Training loss: " + ", ".join(f"step {step}: {loss:.4f}" for step, loss in shown),
         "",
         *_held_out_lines(healing.get("held_out_texts")),
+        *_held_out_task_lines(healing.get("held_out_tasks")),
     ]
+
+
+def _held_out_task_lines(held_out: dict | None) -> list[str]:
+    """The healing section's table of scored tasks: teacher, unhealed and healed scores with the differences."""
+    if not held_out:
+        return []
+    lines = [
+        "Zero-shot accuracy on tasks not trained on (scored as lm-eval-harness 0.4 scores them, the same examples for "
+        "the three models), with 95% paired-bootstrap intervals over the examples.",
+        "",
+        "| task | examples | metric | teacher | unhealed | healed | healed − unhealed | healed − teacher |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task, row in held_out.items():
+        differences = " | ".join(
+            f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+            for d in (row["healed_minus_unhealed"], row["healed_minus_teacher"])
+        )
+        name = "headline average" if task == "average" else _cell(task)
+        lines.append(
+            f"| {name} | {row.get('examples', '')} | {row.get('metric', '')} | {row['teacher']:.4f} | "
+            f"{row['unhealed']:.4f} | {row['healed']:.4f} | {differences} |"
+        )
+    return [*lines, ""]
 
 
 def _held_out_lines(held_out: dict | None) -> list[str]:

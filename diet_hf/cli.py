@@ -126,6 +126,31 @@ def _version_line() -> str:
 TOKEN_HELP = "Hub token for {use} (default: HF_TOKEN, else the login `hf auth login` saved)"
 
 
+def _add_task_evaluation_flags(parser: argparse.ArgumentParser, scored: str) -> None:
+    """`--eval-tasks` and its options, for `prune` and `heal`; `scored` says which models are scored and where the
+    scores go."""
+    from .tasks import HALVES
+
+    parser.add_argument(
+        "--eval-tasks",
+        nargs="+",
+        default=None,
+        metavar="TASK",
+        help="tasks to score, as `eval --tasks` reads them (registered names, your own multiple-choice questions as "
+        f"NAME=FILE or NAME=DATASET[:SPLIT]; not the questions you calibrate or heal on), {scored}",
+    )
+    parser.add_argument("--eval-limit", type=_positive_int, default=None, help="first N examples of each task")
+    parser.add_argument(
+        "--eval-half", choices=HALVES, default=None, help="score only the dev or the test half of each task"
+    )
+    parser.add_argument(
+        "--eval-own-headline",
+        choices=("acc", "acc_norm"),
+        default="acc",
+        help="the headline metric of your own questions in --eval-tasks (as `eval --own-headline`; default acc)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .healing import HealingConfig
     from .methods import METHODS
@@ -202,31 +227,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "perplexity, the dense model's and the ratio with its 95%% paired-bootstrap interval go into each saved "
         "model's card and are printed",
     )
-    prune.add_argument(
-        "--eval-tasks",
-        nargs="+",
-        default=None,
-        metavar="TASK",
-        help="tasks scored on the dense model after profiling and on each pruned model, as `eval --tasks` reads them "
-        "(registered names, your own multiple-choice questions as NAME=FILE or NAME=DATASET[:SPLIT]; not the "
-        "questions you calibrate on; the evaluation examples the profile read are left out): both models' scores "
-        "and the differences with their 95%% paired-bootstrap intervals go into each saved model's card and are "
-        "printed",
-    )
-    prune.add_argument(
-        "--eval-limit", type=_positive_int, default=None, help="first N examples of each --eval-tasks task"
-    )
-    prune.add_argument(
-        "--eval-half",
-        choices=HALVES,
-        default=None,
-        help="score only the dev or the test half of each --eval-tasks task",
-    )
-    prune.add_argument(
-        "--eval-own-headline",
-        choices=("acc", "acc_norm"),
-        default="acc",
-        help="the headline metric of your own questions in --eval-tasks (as `eval --own-headline`; default acc)",
+    _add_task_evaluation_flags(
+        prune,
+        "on the dense model after profiling and on each pruned model (the evaluation examples the profile read left "
+        "out): both models' scores and the differences with their 95%% paired-bootstrap intervals go into each saved "
+        "model's card and are printed",
     )
     prune.add_argument(
         "--recipe",
@@ -294,6 +299,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="your own held-out texts (not in --data; sources as `prune --tasks` reads them): their perplexity on the "
         "teacher and the unhealed model before training and on the healed model after, with the healed model's "
         "ratios to both and their 95%% paired-bootstrap intervals, is printed and written into the card",
+    )
+    _add_task_evaluation_flags(
+        heal,
+        "on the teacher and the unhealed model before training and on the healed model after (the evaluation "
+        "examples the pruning profiled left out): the scores and the healed model's differences to both, with their "
+        "95%% paired-bootstrap intervals, are printed and written into the card",
     )
     heal.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
     heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
@@ -618,6 +629,10 @@ def _run_heal(args) -> int:
         disable_progress=args.quiet,
         processor=processor,
         eval_texts=args.eval_text_data or None,
+        eval_tasks=args.eval_task_list or None,
+        eval_options={"limit": args.eval_limit, "half": args.eval_half, "data_dir": args.data_dir}
+        if args.eval_task_list
+        else None,
         token=args.token,
     )
     record = healed.config.pruning["healing"]
@@ -631,6 +646,13 @@ def _run_heal(args) -> int:
         print(
             f"  {name}: perplexity {row['unhealed']:.3f} -> {row['healed']:.3f} (teacher {row['teacher']:.3f}), "
             f"healed / unhealed {ratio:.3f} [{low:.3f}, {high:.3f}] ({row['texts']} held-out texts)"
+        )
+    for task, row in (record.get("held_out_tasks") or {}).items():
+        difference, (low, high) = row["healed_minus_unhealed"]["difference"], row["healed_minus_unhealed"]["ci95"]
+        scored = f"{row['metric']}, {row['examples']} examples" if task != "average" else "headline average"
+        print(
+            f"  {task}: {row['unhealed']:.4f} -> {row['healed']:.4f} (teacher {row['teacher']:.4f}; {scored}), "
+            f"healed - unhealed {difference:+.4f} [{low:+.4f}, {high:+.4f}]"
         )
     if args.push_to_hub:
         commit = push_saved_model(args.output, args.push_to_hub, private=args.private, token=args.token)
@@ -947,6 +969,7 @@ def main(argv: list[str] | None = None) -> int:
                     "`--data` wikitext2 is read from a data directory: pass --data-dir or set DIET_DATA_DIR."
                 )
             args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
+            args.eval_task_list = _eval_tasks(args.eval_tasks or [], args.eval_own_headline, "--eval-tasks")
             values = _dataclass_values(args, HealingConfig)
             values["top_k"] = values["top_k"] or None  # --top-k 0: the full vocabulary
             args.healing_config = HealingConfig(**values)

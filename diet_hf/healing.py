@@ -1003,6 +1003,8 @@ def heal(
     disable_progress: bool = False,
     processor=None,
     eval_texts=None,
+    eval_tasks=None,
+    eval_options: dict | None = None,
     token: str | None = None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
@@ -1035,6 +1037,14 @@ def heal(
             healed model after; the perplexities and the healed model's ratios to both, with 95% paired-bootstrap
             intervals over the texts, go into `config.pruning["healing"]["held_out_texts"]` and the card. A text
             that is also in the healing data is warned about.
+        eval_tasks (*optional*): tasks to score as `diet_hf.evaluation.evaluate` scores them (registered names and
+            your own `tasks.multiple_choice_task`s, none of them trained on), on the teacher and the unhealed
+            student before training and on the healed model after, on the same examples (the evaluation examples
+            the student's pruning profiled left out); each model's headline scores and the healed model's
+            differences to both, with 95% paired-bootstrap intervals, go into
+            `config.pruning["healing"]["held_out_tasks"]` and the card.
+        eval_options (`dict`, *optional*): `evaluate`'s keywords for `eval_tasks` (`limit`, `half`, `data_dir`,
+            `batch_size`).
         token (`str`, *optional*): the Hub token to read a `teacher` given as a Hub id with (default: `HF_TOKEN`,
             else the login `hf auth login` saved).
 
@@ -1065,6 +1075,7 @@ def heal(
     document_bos = tokenizer.bos_token_id if config.separate_documents else None
     sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
     held_out = _held_out_sources(eval_texts, sources)  # checked before the data is packed or anything runs
+    score_tasks = _task_scorer(eval_tasks, eval_options, student, tokenizer, disable_progress)
     rows = pack_sources(
         sources, tokenizer, config.seq_len, seed=config.seed, bos_rows=config.bos_rows or config.separate_documents
     )
@@ -1141,6 +1152,8 @@ def heal(
             teacher_texts = texts_perplexity_by_source(
                 get_teacher(), tokenizer, held_out, disable_progress=disable_progress
             )
+        if score_tasks:
+            teacher_tasks = score_tasks(get_teacher())
         teacher = get_teacher() if layerwise else None  # otherwise freed: training needs only its cached targets
         if not layerwise:
             loaded.clear()
@@ -1156,6 +1169,11 @@ def heal(
             teacher_texts = texts_perplexity_by_source(teacher, tokenizer, held_out, disable_progress=disable_progress)
         student.eval()
         unhealed_texts = texts_perplexity_by_source(student, tokenizer, held_out, disable_progress=disable_progress)
+    if score_tasks:
+        if online:
+            teacher_tasks = score_tasks(teacher)
+        student.eval()
+        unhealed_tasks = score_tasks(student)
 
     before = _validation_kl(student, validation, validation_targets, guard_teacher, config, document_bos)
     # seeded again after the teacher's pass: loading a teacher by name may draw from the generator (transformers 4.57
@@ -1302,6 +1320,8 @@ def heal(
     if held_out:
         healed_texts = texts_perplexity_by_source(healed, tokenizer, held_out, disable_progress=disable_progress)
         record["held_out_texts"] = _held_out_record(teacher_texts, unhealed_texts, healed_texts)
+    if score_tasks:
+        record["held_out_tasks"] = _held_out_tasks_record(teacher_tasks, unhealed_tasks, score_tasks(healed))
     healed.config.pruning = {**(getattr(healed.config, "pruning", None) or {}), "healing": record}
     if image_text is not None:
         healed = image_text_model(image_text, healed)
@@ -1409,6 +1429,67 @@ def _held_out_record(teacher: dict, unhealed: dict, healed: dict) -> dict:
             "healed_over_teacher": _rounded_ratio(paired_bootstrap_perplexity(result, teacher[name])),
             "gap_closed": round(closed / gap, 4) if gap > 0 else None,
         }
+    return record
+
+
+def _task_scorer(eval_tasks, eval_options: dict | None, student, tokenizer, disable_progress: bool):
+    """`heal`'s `eval_tasks` as a function of a model (`evaluate` on the same examples each time, with per-example
+    answers), or None; the tasks and options are checked now, before anything runs."""
+    from .evaluation import evaluate
+    from .tasks import Task, get_task
+
+    if eval_tasks is None:
+        if eval_options:
+            raise ValueError("`eval_options` is set but `eval_tasks` is not: name the tasks to score.")
+        return None
+    tasks = [eval_tasks] if isinstance(eval_tasks, (str, Task)) else list(eval_tasks)
+    if not tasks:
+        raise ValueError("`eval_tasks` is empty: name at least one task, or pass None.")
+    for task in tasks:
+        if not isinstance(task, Task):
+            get_task(task)  # an unknown name fails now, listing the known ones
+    options = dict(eval_options or {})
+    unknown = set(options) - {"limit", "half", "data_dir", "batch_size"}
+    if unknown:
+        raise ValueError(
+            f"`eval_options` takes limit, half, data_dir and batch_size; got {', '.join(sorted(unknown))}."
+        )
+    # the evaluation examples the student's pruning profiled are scored for no model
+    options["exclude_ids"] = (getattr(student.config, "pruning", None) or {}).get("calibration_eval_ids")
+
+    def score(model):
+        return evaluate(model, tokenizer, tasks, return_predictions=True, disable_progress=disable_progress, **options)
+
+    return score
+
+
+def _held_out_tasks_record(teacher: dict, unhealed: dict, healed: dict) -> dict:
+    """Per task and on the average: the three models' headline scores and the healed model's differences to the
+    unhealed one and to the teacher, with their paired-bootstrap intervals over the same examples."""
+    from .evaluation import compare_evaluations
+
+    to_unhealed, to_teacher = compare_evaluations(healed, unhealed), compare_evaluations(healed, teacher)
+    record = {}
+    for task in [*healed["results"], "average"]:
+        if task == "average":
+            row = {"teacher": teacher["average"], "unhealed": unhealed["average"], "healed": healed["average"]}
+        else:
+            metric = healed["results"][task]["headline_metric"]
+            row = {"examples": healed["results"][task]["num_scored"], "metric": metric}
+            row.update(
+                {
+                    name: result["results"][task][metric]
+                    for name, result in (("teacher", teacher), ("unhealed", unhealed), ("healed", healed))
+                }
+            )
+        row = {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}
+        for key, comparison in (("healed_minus_unhealed", to_unhealed), ("healed_minus_teacher", to_teacher)):
+            low, high = comparison[task]["ci95"]
+            row[key] = {
+                "difference": round(comparison[task]["difference"], 4),
+                "ci95": [round(low, 4), round(high, 4)],
+            }
+        record[task] = row
     return record
 
 

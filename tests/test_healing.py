@@ -1056,3 +1056,111 @@ def test_the_same_seed_heals_alike_whether_the_teacher_is_given_loaded_or_by_pat
     ids = random_batch()
     with torch.no_grad():
         torch.testing.assert_close(by_path(ids).logits, loaded(ids).logits)
+
+
+QUESTIONS = [
+    {"context": "Question: is the answer yes?\nAnswer:", "choices": ["yes", "no"], "label": 0},
+    {"context": "True or False: the answer is", "choices": ["True", "False"], "label": 1},
+    {"context": "Question: what is the answer?\nAnswer:", "choices": ["no", "yes", "True"], "label": 2},
+    {"context": "The answer was", "choices": ["yes", "no"], "label": 1},
+]
+
+
+@pytest.mark.parametrize("how", ["precomputed", "online"])
+def test_heal_scores_tasks_on_teacher_unhealed_and_healed(tmp_path, tiny_tokenizer, data_dir, how):
+    from diet_hf.evaluation import compare_evaluations, evaluate
+    from diet_hf.tasks import multiple_choice_task
+
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    unhealed = copy.deepcopy(student)
+    # the evaluation examples the pruning profiled (recorded in its config) are scored for no model
+    student.config.pruning = {"calibration_eval_ids": {"mine": ["0"]}}
+    mine = multiple_choice_task("mine", QUESTIONS)
+    options = {"limit": 6, "data_dir": data_dir}
+    config = _small(top_k=None) if how == "online" else _small()
+    healed = heal(
+        student,
+        teacher,
+        tiny_tokenizer,
+        TEXTS,
+        config=config,
+        output_dir=tmp_path / "h",
+        eval_tasks=["piqa", mine],
+        eval_options=options,
+    )
+    record = healed.config.pruning["healing"]["held_out_tasks"]
+    assert list(record) == ["piqa", "mine", "average"]
+    scored = {
+        key: evaluate(
+            model, tiny_tokenizer, ["piqa", mine], exclude_ids={"mine": ["0"]}, return_predictions=True, **options
+        )
+        for key, model in (("teacher", teacher), ("unhealed", unhealed), ("healed", healed))
+    }
+    for task, metric in (("piqa", "acc_norm"), ("mine", "acc")):
+        row = record[task]
+        assert (row["examples"], row["metric"]) == (len(scored["healed"]["predictions"][task]), metric)
+        for key in ("teacher", "unhealed", "healed"):
+            assert row[key] == pytest.approx(scored[key]["results"][task][metric], abs=1e-4), (task, key)
+    for key, base in (("healed_minus_unhealed", "unhealed"), ("healed_minus_teacher", "teacher")):
+        expected = compare_evaluations(scored["healed"], scored[base])
+        for task in ("piqa", "mine", "average"):
+            assert record[task][key]["difference"] == pytest.approx(expected[task]["difference"], abs=1e-4)
+            assert record[task][key]["ci95"] == pytest.approx(expected[task]["ci95"], abs=1e-4)
+    card = (tmp_path / "h" / "README.md").read_text()
+    line = next(x for x in card.splitlines() if x.startswith("| mine |"))
+    assert line.startswith(f"| mine | 3 | acc | {record['mine']['teacher']:.4f} | {record['mine']['unhealed']:.4f} |")
+    assert "| headline average |" in card and "healed − unhealed" in card
+    assert_tables_well_formed(card)
+
+
+def test_heal_eval_tasks_bad_input_fails_before_training(tmp_path, tiny_tokenizer):
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    for tasks, options, message in (
+        (["squad"], None, "Unknown task 'squad'"),
+        ([], None, "`eval_tasks` is empty"),
+        (["piqa"], {"limt": 3}, "`eval_options` takes limit, half, data_dir and batch_size; got limt"),
+        (None, {"limit": 3}, "`eval_options` is set but `eval_tasks` is not"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            heal(
+                student,
+                teacher,
+                tiny_tokenizer,
+                TEXTS,
+                config=_small(),
+                work_dir=tmp_path / "w",
+                eval_tasks=tasks,
+                eval_options=options,
+            )
+        assert not (tmp_path / "w").exists()
+
+
+def test_cli_heal_eval_tasks(tmp_path, tiny_tokenizer, data_dir, capsys):
+    from diet_hf.cli import main
+
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    student.save_pretrained(tmp_path / "pruned")
+    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
+    teacher.save_pretrained(tmp_path / "dense")
+    (tmp_path / "mine.txt").write_text("\n".join(TEXTS) + "\n")
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output"]
+    flags = ["--seq-len", "16", "--batch-size", "2", "--max-tokens", "64", "--gradient-accumulation-steps", "1"]
+    flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2"]
+    flags += ["--data", f"mine={tmp_path / 'mine.txt'}", "--data-dir", str(data_dir)]
+    tasks = ["--eval-tasks", "rte", f"questions={tmp_path / 'questions.jsonl'}", "--eval-limit", "5"]
+    assert main([*argv, str(tmp_path / "h"), *flags, *tasks, "--eval-own-headline", "acc_norm"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]["held_out_tasks"]
+    row = record["questions"]
+    assert (row["metric"], row["examples"]) == ("acc_norm", 4) and record["rte"]["examples"] == 5
+    difference = row["healed_minus_unhealed"]
+    assert (
+        f"  questions: {row['unhealed']:.4f} -> {row['healed']:.4f} (teacher {row['teacher']:.4f}; acc_norm, 4 "
+        f"examples), healed - unhealed {difference['difference']:+.4f} [{difference['ci95'][0]:+.4f}, "
+        f"{difference['ci95'][1]:+.4f}]"
+    ) in out
+    assert "| questions | 4 | acc_norm |" in (tmp_path / "h" / "README.md").read_text()
+    assert main([*argv, str(tmp_path / "h2"), *flags, "--eval-tasks", "squad"]) == 2  # before any model loads
+    assert "`--eval-tasks`: 'squad' is not a registered task" in capsys.readouterr().err
+    assert not (tmp_path / "h2").exists()
