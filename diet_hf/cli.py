@@ -126,6 +126,10 @@ def _version_line() -> str:
 TOKEN_HELP = "Hub token for {use} (default: HF_TOKEN, else the login `hf auth login` saved)"
 
 
+# the headline metric of your own multiple-choice questions (`eval --own-headline`, `--eval-own-headline`)
+OWN_HEADLINE = {"choices": ("acc", "acc_norm"), "default": "acc"}
+
+
 def _add_task_evaluation_flags(parser: argparse.ArgumentParser, scored: str) -> None:
     """`--eval-tasks` and its options, for `prune` and `heal`; `scored` says which models are scored and where the
     scores go."""
@@ -145,8 +149,7 @@ def _add_task_evaluation_flags(parser: argparse.ArgumentParser, scored: str) -> 
     )
     parser.add_argument(
         "--eval-own-headline",
-        choices=("acc", "acc_norm"),
-        default="acc",
+        **OWN_HEADLINE,
         help="the headline metric of your own questions in --eval-tasks (as `eval --own-headline`; default acc)",
     )
 
@@ -371,8 +374,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--own-headline",
-        choices=("acc", "acc_norm"),
-        default="acc",
+        **OWN_HEADLINE,
         help="the headline metric of your own multiple-choice questions (--tasks NAME=SOURCE), the one averaged and "
         "compared: acc (default), or acc_norm (per character: for choices of very different lengths)",
     )

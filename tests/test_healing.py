@@ -882,20 +882,26 @@ def test_heal_held_out_texts_bad_input_fails_before_training(tmp_path, tiny_toke
         assert not (tmp_path / "w").exists()
 
 
-def test_cli_heal_eval_texts(tmp_path, tiny_tokenizer, capsys, monkeypatch):
-    from diet_hf.cli import main
-
-    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+def _saved_pair_for_cli(tmp_path, tokenizer) -> tuple[list[str], list[str]]:
+    """A saved pruned student and its dense teacher, healing texts in `mine.txt`; `diet-hf heal`'s arguments up to
+    `--output` and the flags of a seconds-long run on them."""
+    teacher, student = _pair(vocab_size=len(tokenizer))
     student.save_pretrained(tmp_path / "pruned")
-    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
+    tokenizer.save_pretrained(tmp_path / "pruned")
     teacher.save_pretrained(tmp_path / "dense")
     (tmp_path / "mine.txt").write_text("\n".join(TEXTS) + "\n")
-    (tmp_path / "held.txt").write_text("\n".join(HELD_OUT) + "\n")
-    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
     argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output"]
     flags = ["--seq-len", "16", "--batch-size", "2", "--max-tokens", "64", "--gradient-accumulation-steps", "1"]
     flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2"]
-    flags += ["--data", f"mine={tmp_path / 'mine.txt'}"]
+    return argv, [*flags, "--data", f"mine={tmp_path / 'mine.txt'}"]
+
+
+def test_cli_heal_eval_texts(tmp_path, tiny_tokenizer, capsys, monkeypatch):
+    from diet_hf.cli import main
+
+    argv, flags = _saved_pair_for_cli(tmp_path, tiny_tokenizer)
+    (tmp_path / "held.txt").write_text("\n".join(HELD_OUT) + "\n")
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
     assert main([*argv, str(tmp_path / "h"), *flags, "--eval-texts", f"held={tmp_path / 'held.txt'}"]) == 0
     out = capsys.readouterr().out
     row = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]["held_out_texts"]["held"]
@@ -1138,16 +1144,9 @@ def test_heal_eval_tasks_bad_input_fails_before_training(tmp_path, tiny_tokenize
 def test_cli_heal_eval_tasks(tmp_path, tiny_tokenizer, data_dir, capsys):
     from diet_hf.cli import main
 
-    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
-    student.save_pretrained(tmp_path / "pruned")
-    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
-    teacher.save_pretrained(tmp_path / "dense")
-    (tmp_path / "mine.txt").write_text("\n".join(TEXTS) + "\n")
+    argv, flags = _saved_pair_for_cli(tmp_path, tiny_tokenizer)
+    flags += ["--data-dir", str(data_dir)]
     (tmp_path / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output"]
-    flags = ["--seq-len", "16", "--batch-size", "2", "--max-tokens", "64", "--gradient-accumulation-steps", "1"]
-    flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2"]
-    flags += ["--data", f"mine={tmp_path / 'mine.txt'}", "--data-dir", str(data_dir)]
     tasks = ["--eval-tasks", "rte", f"questions={tmp_path / 'questions.jsonl'}", "--eval-limit", "5"]
     assert main([*argv, str(tmp_path / "h"), *flags, *tasks, "--eval-own-headline", "acc_norm"]) == 0
     out = capsys.readouterr().out
