@@ -736,10 +736,12 @@ def _run_eval(args) -> int:
     return EXIT_OK
 
 
-def _eval_tasks(words: list[str], headline_metric: str, flag: str) -> list:
-    """The tasks of `diet-hf eval --tasks` / `prune --eval-tasks`: registered names as they are, your own
-    multiple-choice questions (`NAME=SOURCE`, read and checked now) as `Task`s with `headline_metric`."""
-    from .tasks import TASKS, load_multiple_choice_source
+def _eval_tasks(words: list[str], headline_metric: str, flag: str, *, preload: bool = False, data_dir=None) -> list:
+    """The tasks of `diet-hf eval --tasks` / `prune` and `heal --eval-tasks`: registered names as they are, your own
+    multiple-choice questions (`NAME=SOURCE`, read and checked now) as `Task`s with `headline_metric`. With
+    `preload` (prune, heal: the scores come after minutes of work) the registered tasks' data is loaded now too (from
+    `data_dir`, else as `evaluate` would), so missing data fails before the model loads."""
+    from .tasks import TASKS, evaluation_examples, load_multiple_choice_source
 
     tasks = []
     for word in words:
@@ -755,6 +757,10 @@ def _eval_tasks(words: list[str], headline_metric: str, flag: str) -> list:
     names = [task if isinstance(task, str) else task.name for task in tasks]
     if len(set(names)) < len(names):
         raise ValueError(f"`{flag}`: a task is named twice: {' '.join(names)}.")
+    if preload:
+        for task in tasks:
+            if isinstance(task, str):
+                evaluation_examples(task, data_dir=data_dir)
     return tasks
 
 
@@ -931,7 +937,9 @@ def main(argv: list[str] | None = None) -> int:
             # the user's own task data is read and checked before any model loads
             args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
             args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
-            args.eval_task_list = _eval_tasks(args.eval_tasks or [], args.eval_own_headline, "--eval-tasks")
+            args.eval_task_list = _eval_tasks(
+                args.eval_tasks or [], args.eval_own_headline, "--eval-tasks", preload=True, data_dir=args.data_dir
+            )
         elif args.command == "eval":
             from .evaluation.language_modeling import split_last_words
             from .tasks import PAPER_TASKS
@@ -971,7 +979,9 @@ def main(argv: list[str] | None = None) -> int:
                     "`--data` wikitext2 is read from a data directory: pass --data-dir or set DIET_DATA_DIR."
                 )
             args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
-            args.eval_task_list = _eval_tasks(args.eval_tasks or [], args.eval_own_headline, "--eval-tasks")
+            args.eval_task_list = _eval_tasks(
+                args.eval_tasks or [], args.eval_own_headline, "--eval-tasks", preload=True, data_dir=args.data_dir
+            )
             values = _dataclass_values(args, HealingConfig)
             values["top_k"] = values["top_k"] or None  # --top-k 0: the full vocabulary
             args.healing_config = HealingConfig(**values)

@@ -1436,7 +1436,7 @@ def _task_scorer(eval_tasks, eval_options: dict | None, student, tokenizer, disa
     """`heal`'s `eval_tasks` as a function of a model (`evaluate` on the same examples each time, with per-example
     answers), or None; the tasks and options are checked now, before anything runs."""
     from .evaluation import evaluate
-    from .tasks import Task, get_task
+    from .tasks import Task, evaluation_examples
 
     if eval_tasks is None:
         if eval_options:
@@ -1445,15 +1445,14 @@ def _task_scorer(eval_tasks, eval_options: dict | None, student, tokenizer, disa
     tasks = [eval_tasks] if isinstance(eval_tasks, (str, Task)) else list(eval_tasks)
     if not tasks:
         raise ValueError("`eval_tasks` is empty: name at least one task, or pass None.")
-    for task in tasks:
-        if not isinstance(task, Task):
-            get_task(task)  # an unknown name fails now, listing the known ones
     options = dict(eval_options or {})
     unknown = set(options) - {"limit", "half", "data_dir", "batch_size"}
     if unknown:
         raise ValueError(
             f"`eval_options` takes limit, half, data_dir and batch_size; got {', '.join(sorted(unknown))}."
         )
+    for task in tasks:  # an unknown name or missing data fails now, not after training
+        evaluation_examples(task, data_dir=options.get("data_dir"))
     # the evaluation examples the student's pruning profiled are scored for no model
     options["exclude_ids"] = (getattr(student.config, "pruning", None) or {}).get("calibration_eval_ids")
 

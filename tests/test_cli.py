@@ -730,3 +730,10 @@ def test_prune_scores_tasks_into_the_card(tmp_path, data_dir, tiny_tokenizer, ca
         == 2
     )
     assert "`--eval-tasks`: 'squad' is not a registered task" in capsys.readouterr().err
+    # a registered task's missing data too, not after the profile
+    nothing = tmp_path / "no_data"
+    nothing.mkdir()
+    bad = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.3", "--output", str(tmp_path / "y")]
+    assert main([*bad, "--tasks", f"mine={questions}", "--eval-tasks", "rte", "--data-dir", str(nothing)]) == 2
+    assert "No `validation` split for task 'rte'" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()

@@ -1126,8 +1126,9 @@ def test_heal_eval_tasks_bad_input_fails_before_training(tmp_path, tiny_tokenize
         ([], None, "`eval_tasks` is empty"),
         (["piqa"], {"limt": 3}, "`eval_options` takes limit, half, data_dir and batch_size; got limt"),
         (None, {"limit": 3}, "`eval_options` is set but `eval_tasks` is not"),
+        (["rte"], {"data_dir": tmp_path / "no_data"}, "No `validation` split for task 'rte'"),
     ):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
             heal(
                 student,
                 teacher,
