@@ -403,6 +403,11 @@ def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") 
 CHOICE_FIELDS = ("context", "choices", "label")
 
 
+def _question_text(row: dict) -> str:
+    """A checked question's calibration text: its context and gold choice, as `Task.calibration_text` makes it."""
+    return row["context"] + " " + row["choices"][row["label"]]
+
+
 def _own_choice(doc):
     return _single_context(doc["id"], doc["context"], doc["choices"], doc["label"])
 
@@ -537,7 +542,7 @@ def load_task_source(argument: str, *, flag: str = "--tasks", registered: bool =
             raise ValueError(f"`{flag}` {name}: a file takes no split or column, got {source!r}.")
         texts = _read_text_file(path, name, flag)
     else:
-        texts = _read_dataset(name, location, path, split or None, column or "text", flag)
+        texts = _read_dataset(name, location, path, split or None, column or None, flag)
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
     return name, texts
@@ -564,7 +569,7 @@ def _read_text_file(path: Path, name: str, flag: str) -> list[str]:
             if isinstance(row, dict) and "text" not in row and all(key in row for key in CHOICE_FIELDS):
                 # a question of your own multiple-choice task: its context and gold choice, as tasks calibrate
                 row = _checked_choice_row(row, number, f"`{flag}` {name}: {path} line {number}")
-                texts.append(row["context"] + " " + row["choices"][row["label"]])
+                texts.append(_question_text(row))
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise ValueError(
@@ -578,8 +583,15 @@ def _read_text_file(path: Path, name: str, flag: str) -> list[str]:
     raise ValueError(f"`{flag}` {name}: {path} must be .jsonl, .json (one object per line) or .txt.")
 
 
-def _read_dataset(name: str, location: str, path: Path, split: str | None, column: str, flag: str) -> list[str]:
+def _read_dataset(name: str, location: str, path: Path, split: str | None, column: str | None, flag: str) -> list[str]:
+    """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
+    label each make their context and gold choice, as the registered tasks calibrate)."""
     loaded = _open_dataset(name, location, path, split, flag)
+    if column is None:
+        if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
+            rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
+            return [_question_text(row) for row in rows]
+        column = "text"
     if column not in loaded.column_names:
         raise ValueError(f"`{flag}` {name}: no column {column!r}; columns: {loaded.column_names}.")
     values = loaded[column]

@@ -150,3 +150,10 @@ def test_your_own_questions_calibrate_on_context_and_gold_choice(tmp_path, data_
     path.write_text(json.dumps({"context": "Q", "choices": ["a", "b"], "label": 5}) + "\n")
     with pytest.raises(ValueError, match=r"`--tasks` mine: .* line 1: `label` must be"):
         load_task_source(f"mine={path}")
+    # a dataset of such questions (no text column) likewise; a column named reads that column
+    import datasets
+
+    saved = tmp_path / "questions"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(questions)}).save_to_disk(str(saved))
+    assert load_task_source(f"mine={saved}") == ("mine", expected)
+    assert load_task_source(f"mine={saved}:train:context") == ("mine", [q["context"] for q in questions])
