@@ -897,8 +897,26 @@ def _run_info(args) -> int:
         f"(base model {params['base_total']:,} / {params['base_decoder_blocks']:,})"
     )
     if description.get("pruning"):
-        print("provenance: " + json.dumps(description["pruning"], sort_keys=True))
+        print("provenance (`--json` prints all of it):")
+        print("\n".join(_provenance_lines(description["pruning"])))
     return EXIT_OK
+
+
+def _provenance_lines(record: dict, indent: int = 2, width: int = 100) -> list[str]:
+    """`config.pruning` for reading: one key per line, sorted; a dict too long for one line opens its own indented
+    block; a long list shows its length and first items (the calibration ids, the loss curve)."""
+    lines = []
+    for key in sorted(record):
+        value = record[key]
+        text = json.dumps(value, sort_keys=True)
+        if isinstance(value, dict) and value and len(text) > width:
+            lines += [f"{' ' * indent}{key}:", *_provenance_lines(value, indent + 2, width)]
+            continue
+        if isinstance(value, list) and len(text) > width:
+            shown = ", ".join(json.dumps(item, sort_keys=True) for item in value[:3])
+            text = f"[{len(value)} items: {shown}, ...]"
+        lines.append(f"{' ' * indent}{key}: {text if len(text) <= width else text[: width - 3] + '...'}")
+    return lines
 
 
 def _text_sources(words: list[str] | None, flag: str) -> dict[str, list[str]]:

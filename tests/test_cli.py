@@ -288,6 +288,25 @@ def test_info_on_pruned_checkpoint(tmp_path, capsys):
     assert main(["info", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
     assert "mlp width" in out and "format v2" in out
+    # provenance for reading: a key per line, long lists shown by their length, nested records indented
+    pruned.config.pruning = {
+        "method": "DIET",
+        "calibration_eval_ids": {"hellaswag": [f"hellaswag-validation-{i}" for i in range(100)]},
+        "healing": {"steps": 8, "loss_curve": [[step, 0.5] for step in range(60)], "options": {"lora_r": 16}},
+    }
+    pruned.save_pretrained(tmp_path / "m2")
+    assert main(["info", str(tmp_path / "m2")]) == 0
+    lines = capsys.readouterr().out.split("provenance (`--json` prints all of it):\n")[1].splitlines()
+    assert lines == [
+        "  calibration_eval_ids:",
+        '    hellaswag: [100 items: "hellaswag-validation-0", "hellaswag-validation-1", '
+        '"hellaswag-validation-2", ...]',
+        "  healing:",
+        "    loss_curve: [60 items: [0, 0.5], [1, 0.5], [2, 0.5], ...]",
+        '    options: {"lora_r": 16}',
+        "    steps: 8",
+        '  method: "DIET"',
+    ]
 
 
 def test_info_reads_a_v1_checkpoint_and_says_so(capsys):
