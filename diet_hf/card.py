@@ -450,6 +450,13 @@ def write_model_card(
             ]
         else:
             lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
+        own = [_cell(task) for task, row in evaluation["results"].items() if row.get("own_questions")]
+        if own:
+            lines += [
+                f"{', '.join(own)}: the publisher's own multiple-choice questions (not a public benchmark), each "
+                "choice scored after its question's context as lm-eval scores a task.",
+                "",
+            ]
     if text_evaluation:
         lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
     lines += [

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_batch, save_dense_checkpoint, tiny_dense_model
+from conftest import assert_tables_well_formed, random_batch, save_dense_checkpoint, tiny_dense_model
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from diet_hf import build_pruned_model
@@ -731,6 +731,8 @@ def test_prune_scores_tasks_into_the_card(tmp_path, data_dir, tiny_tokenizer, ca
         assert row in card
     assert scored[dense_dir] != scored[out]
     assert "Difference of the headline average:" in card and "paired-bootstrap 95% interval" in card
+    assert "mine: the publisher's own multiple-choice questions" in card and "piqa:" not in card
+    assert_tables_well_formed(card)
     # a bad task is a usage error before any model loads
     assert (
         main(

@@ -43,8 +43,9 @@ def evaluate(
 
     Returns:
         `dict` with `results` (per task: `acc`, `acc_norm` (None where the task has no such metric), `acc_stderr`,
-        `num_scored`, `excluded_ids`, `headline_metric`), `average` (of each task's `Task.headline_metric`: `acc` for
-        BoolQ, RTE, WinoGrande, `acc_norm` for the others) and `tasks`.
+        `num_scored`, `excluded_ids`, `headline_metric`, `own_questions`: a `multiple_choice_task` of yours),
+        `average` (of each task's `Task.headline_metric`: `acc` for BoolQ, RTE, WinoGrande, `acc_norm` for the
+        others) and `tasks`.
     """
     check_tokenizer(tokenizer, "to score text")
     if limit is not None and not is_positive_int(limit):
@@ -100,6 +101,7 @@ def evaluate(
             "excluded_ids": sorted(excluded),
             "half": half,
             "headline_metric": spec.headline_metric,
+            "own_questions": spec.examples is not None,  # your own multiple-choice task, not a registered one
         }
         predictions[spec.name] = chosen
     headline = [r[r["headline_metric"]] for r in results.values()]
