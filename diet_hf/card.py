@@ -290,6 +290,12 @@ def _healing_lines(healing: dict | None) -> list[str]:
     ]
 
 
+OWN_QUESTIONS = (
+    "the publisher's own multiple-choice questions (not a public benchmark), each choice scored after its question's "
+    "context as lm-eval scores a task."
+)
+
+
 def _held_out_task_lines(held_out: dict | None) -> list[str]:
     """The healing section's table of scored tasks: teacher, unhealed and healed scores with the differences."""
     if not held_out:
@@ -311,7 +317,11 @@ def _held_out_task_lines(held_out: dict | None) -> list[str]:
             f"| {name} | {row.get('examples', '')} | {row.get('metric', '')} | {row['teacher']:.4f} | "
             f"{row['unhealed']:.4f} | {row['healed']:.4f} | {differences} |"
         )
-    return [*lines, ""]
+    lines.append("")
+    own = [_cell(task) for task, row in held_out.items() if row.get("own_questions")]
+    if own:
+        lines += [f"{', '.join(own)}: {OWN_QUESTIONS}", ""]
+    return lines
 
 
 def _held_out_lines(held_out: dict | None) -> list[str]:
@@ -452,11 +462,7 @@ def write_model_card(
             lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
         own = [_cell(task) for task, row in evaluation["results"].items() if row.get("own_questions")]
         if own:
-            lines += [
-                f"{', '.join(own)}: the publisher's own multiple-choice questions (not a public benchmark), each "
-                "choice scored after its question's context as lm-eval scores a task.",
-                "",
-            ]
+            lines += [f"{', '.join(own)}: {OWN_QUESTIONS}", ""]
     if text_evaluation:
         lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
     lines += [

@@ -1475,6 +1475,7 @@ def _held_out_tasks_record(teacher: dict, unhealed: dict, healed: dict) -> dict:
         else:
             metric = healed["results"][task]["headline_metric"]
             row = {"examples": healed["results"][task]["num_scored"], "metric": metric}
+            row["own_questions"] = healed["results"][task].get("own_questions", False)
             row.update(
                 {
                     name: result["results"][task][metric]

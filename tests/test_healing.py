@@ -1116,6 +1116,8 @@ def test_heal_scores_tasks_on_teacher_unhealed_and_healed(tmp_path, tiny_tokeniz
     line = next(x for x in card.splitlines() if x.startswith("| mine |"))
     assert line.startswith(f"| mine | 3 | acc | {record['mine']['teacher']:.4f} | {record['mine']['unhealed']:.4f} |")
     assert "| headline average |" in card and "healed − unhealed" in card
+    assert "mine: the publisher's own multiple-choice questions" in card
+    assert record["mine"]["own_questions"] and not record["piqa"]["own_questions"]
     assert_tables_well_formed(card)
 
 
