@@ -19,6 +19,11 @@ On the real model (by hand; see the README for what it measured):
 
 Training examples come from the task's train split (`--train-examples` of them, sampled), scores from one half of its
 evaluation split (`--half`: test by default; choose settings on dev), the first `--eval-limit` examples of it.
+
+Your own multiple-choice task: `--task NAME=QUESTIONS.jsonl --train-questions TRAIN.jsonl`, one question per line
+(`context`, `choices`, `label`, optional `id`; see `diet-hf eval --tasks`), the first file scored before and after
+(all of it, or the first `--eval-limit`; `--half` applies to registered tasks), the second trained on (its own
+questions, not the ones you score).
 """
 
 import argparse
@@ -40,17 +45,29 @@ from transformers import (
 from diet_hf._io import atomic_directory
 from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap
 from diet_hf.evaluation.scorer import Scorer, encode_pair
-from diet_hf.tasks import HALVES, evaluation_examples, get_task, load_examples
+from diet_hf.tasks import HALVES, Task, evaluation_examples, get_task, load_examples, load_multiple_choice_source
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _train_docs(task: str, data_dir, count: int, seed: int) -> list[dict]:
-    spec = get_task(task)
-    if spec.train_split is None:
-        raise ValueError(f"Task {task!r} has no train split to fine-tune on.")
-    docs = load_examples(spec, spec.train_split, data_dir=data_dir)
-    return random.Random(seed).sample(docs, min(count, len(docs)))
+def _task(argument: str) -> Task:
+    """`--task`: a registered task's name, or `NAME=FILE` of your own questions (`diet-hf eval --tasks` form)."""
+    return load_multiple_choice_source(argument, flag="--task") if "=" in argument else get_task(argument)
+
+
+def _train_docs(spec: Task, args) -> list[dict]:
+    """`--train-examples` training questions, sampled: the registered task's train split, or `--train-questions`."""
+    if spec.examples is not None:  # your own task: its training questions come from their own file
+        if not args.train_questions:
+            raise ValueError(f"--task {spec.name}=...: give the questions to train on with --train-questions FILE.")
+        docs = list(
+            load_multiple_choice_source(f"{spec.name}={args.train_questions}", flag="--train-questions").examples
+        )
+    elif spec.train_split is None:
+        raise ValueError(f"Task {spec.name!r} has no train split to fine-tune on.")
+    else:
+        docs = load_examples(spec, spec.train_split, data_dir=args.data_dir)
+    return random.Random(args.seed).sample(docs, min(args.train_examples, len(docs)))
 
 
 def _choice_rows(task, docs, tokenizer, max_length):
@@ -59,7 +76,7 @@ def _choice_rows(task, docs, tokenizer, max_length):
     A row holds the context and all but the last continuation token; position `first + j` predicts continuation
     token `j`. Rows longer than `max_length` lose tokens from the left, as lm-eval truncates them.
     """
-    spec, rows = get_task(task), []
+    spec, rows = task if isinstance(task, Task) else get_task(task), []
     for doc in docs:
         request = spec.build(doc)
         choices = []
@@ -151,12 +168,12 @@ class ChoiceTrainer(Trainer):
 
 
 def _classification_rows(task, docs, tokenizer, max_length):
-    spec = get_task(task)
+    spec = task if isinstance(task, Task) else get_task(task)
     rows = []
     for doc in docs:
         request = spec.build(doc)
         if len(set(request.contexts)) != 1:
-            raise ValueError(f"--head classification needs a one-prompt task (BoolQ, RTE); {task!r} is not.")
+            raise ValueError(f"--head classification needs a one-prompt task (BoolQ, RTE); {spec.name!r} is not.")
         ids = tokenizer(request.contexts[0], add_special_tokens=True)["input_ids"][-max_length:]
         rows.append({"input_ids": ids, "labels": request.label})
     return rows
@@ -176,10 +193,9 @@ def _collate_classification(pad_id):
 
 
 @torch.no_grad()
-def _classification_correct(model, task, tokenizer, args) -> list[int]:
-    spec = get_task(task)
-    docs = evaluation_examples(spec, half=args.half, limit=args.eval_limit, data_dir=args.data_dir)
-    rows = _classification_rows(task, docs, tokenizer, args.max_length)
+def _classification_correct(model, spec: Task, tokenizer, args) -> list[int]:
+    docs = evaluation_examples(spec, half=_half(spec, args), limit=args.eval_limit, data_dir=args.data_dir)
+    rows = _classification_rows(spec, docs, tokenizer, args.max_length)
     collate, correct = _collate_classification(tokenizer.pad_token_id), []
     model.eval()
     for start in range(0, len(rows), 8):
@@ -189,21 +205,26 @@ def _classification_correct(model, task, tokenizer, args) -> list[int]:
     return correct
 
 
-def _correct(model, head, task, tokenizer, args) -> list[int]:
+def _half(spec: Task, args) -> str | None:
+    """`--half` of a registered task; your own questions are all scored (the file is your held-out set)."""
+    return None if spec.examples is not None else args.half
+
+
+def _correct(model, head, spec: Task, tokenizer, args) -> list[int]:
     """1 or 0 per scored example of the task's `--half`, in a fixed order (the causal head: its headline metric)."""
     if head == "causal":
         result = evaluate(
             model,
             tokenizer,
-            [task],
+            [spec],
             limit=args.eval_limit,
-            half=args.half,
+            half=_half(spec, args),
             data_dir=args.data_dir,
             return_predictions=True,
             disable_progress=True,
         )
-        return correct_by_task(result)[task]
-    return _classification_correct(model, task, tokenizer, args)
+        return correct_by_task(result)[spec.name]
+    return _classification_correct(model, spec, tokenizer, args)
 
 
 def _summary(before: list[int], after: list[int], resamples: int = 2000) -> dict:
@@ -228,7 +249,10 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="Hub id or local directory of a pruned checkpoint")
-    parser.add_argument("--task", default="rte")
+    parser.add_argument(
+        "--task", default="rte", help="a registered task, or NAME=QUESTIONS.jsonl: your own questions, scored"
+    )
+    parser.add_argument("--train-questions", default=None, help="with --task NAME=FILE: the questions to train on")
     parser.add_argument("--head", choices=("causal", "classification"), default="causal")
     parser.add_argument(
         "--objective", choices=("choice", "answer"), default="choice", help="the causal head's loss (see above)"
@@ -249,6 +273,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.output and Path(args.output).exists():
         parser.error(f"--output {args.output!r} exists; name a new directory.")
+    try:  # your questions are read and checked before the model loads
+        spec = _task(args.task)
+        docs = _train_docs(spec, args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
 
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
@@ -256,19 +285,22 @@ def main(argv=None) -> int:
         model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True)
         task_type = peft.TaskType.CAUSAL_LM
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=True, num_labels=2)
+        labels = max(len(spec.build(doc).continuations) for doc in docs)  # 2 for BoolQ and RTE
+        model = AutoModelForSequenceClassification.from_pretrained(
+            args.model, trust_remote_code=True, num_labels=labels
+        )
         model.config.pad_token_id = tokenizer.pad_token_id
         task_type = peft.TaskType.SEQ_CLS
     label = args.head if args.head == "classification" else f"causal, {args.objective}"
-    before = _correct(model, args.head, args.task, tokenizer, args)
-    print(f"{args.task} ({label}) before fine-tuning: {sum(before) / len(before):.4f} ({args.half}, n={len(before)})")
+    before = _correct(model, args.head, spec, tokenizer, args)
+    scored = _half(spec, args) or "all"
+    print(f"{spec.name} ({label}) before fine-tuning: {sum(before) / len(before):.4f} ({scored}, n={len(before)})")
 
-    docs = _train_docs(args.task, args.data_dir, args.train_examples, args.seed)
     pad = tokenizer.pad_token_id
     if args.head == "causal":
-        rows, collate = _choice_rows(args.task, docs, tokenizer, args.max_length), _collate_choices(pad)
+        rows, collate = _choice_rows(spec, docs, tokenizer, args.max_length), _collate_choices(pad)
     else:
-        rows, collate = _classification_rows(args.task, docs, tokenizer, args.max_length), _collate_classification(pad)
+        rows, collate = _classification_rows(spec, docs, tokenizer, args.max_length), _collate_classification(pad)
     lora = peft.LoraConfig(task_type=task_type, r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules=LORA_MODULES)
     model = peft.get_peft_model(model, lora)
     model.print_trainable_parameters()
@@ -295,10 +327,10 @@ def main(argv=None) -> int:
         trainer.train()
         log_history = trainer.state.log_history  # the loss curve and train_runtime, kept in the result file
     model = model.merge_and_unload()
-    after = _correct(model, args.head, args.task, tokenizer, args)
+    after = _correct(model, args.head, spec, tokenizer, args)
     summary = _summary(before, after)
     print(
-        f"{args.task} ({label}) after fine-tuning: {summary['after']:.4f} ± {summary['after_stderr']:.4f} "
+        f"{spec.name} ({label}) after fine-tuning: {summary['after']:.4f} ± {summary['after_stderr']:.4f} "
         f"(before {summary['before']:.4f} ± {summary['before_stderr']:.4f}; difference {summary['difference']:+.4f}, "
         "paired-bootstrap 95% interval [{:+.4f}, {:+.4f}])".format(*summary["difference_ci95"])
     )
@@ -307,7 +339,7 @@ def main(argv=None) -> int:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             result = {
-                "task": args.task,
+                "task": spec.name,
                 **summary,
                 **vars(args),
                 "correct_before": before,

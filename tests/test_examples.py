@@ -135,3 +135,49 @@ def test_finetune_pruned_example_offline(tmp_path, data_dir, tiny_tokenizer, hea
     with pytest.raises(SystemExit):  # an existing output is refused before anything runs
         example.main(argv)
     assert "--output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head", ["causal", "classification"])
+def test_finetune_pruned_example_on_your_own_questions(tmp_path, data_dir, tiny_tokenizer, head, capsys):
+    """RTE written as your own questions (`--task NAME=FILE --train-questions FILE`) fine-tunes as RTE does: the same
+    examples scored the same way before, the same training questions, so the same results after."""
+    pytest.importorskip("peft")
+    from diet_hf.tasks import evaluation_examples, get_task, load_examples
+
+    _tiny_pruned(tiny_tokenizer).save_pretrained(tmp_path / "pruned")
+    tiny_tokenizer.save_pretrained(tmp_path / "pruned")
+    spec = get_task("rte")
+
+    def write(path, docs):
+        rows = []
+        for doc in docs:
+            request = spec.build(doc)
+            rows.append(
+                {
+                    "id": doc["id"],
+                    "context": request.contexts[0],
+                    "choices": request.continuations,
+                    "label": request.label,
+                }
+            )
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    write(tmp_path / "train.jsonl", load_examples(spec, "train", data_dir=data_dir))
+    # the registered task's first 6 test-half examples: the own run scores the whole file, the registered one its half
+    write(tmp_path / "eval.jsonl", evaluation_examples(spec, half="test", limit=6, data_dir=data_dir))
+    example = _finetune_example()
+    common = ["--head", head, "--data-dir", str(data_dir), "--max-steps", "2", "--train-examples", "8"]
+    common += ["--eval-limit", "6", "--batch-size", "4", "--lora-r", "2", "--max-length", "64", "--half", "test"]
+    results = {}
+    for name, task in (("registered", ["--task", "rte"]), ("own", ["--task", f"rte_own={tmp_path / 'eval.jsonl'}"])):
+        extra = ["--train-questions", str(tmp_path / "train.jsonl")] if name == "own" else []
+        assert example.main([str(tmp_path / "pruned"), *task, *extra, *common, "--output", str(tmp_path / name)]) == 0
+        results[name] = json.loads((tmp_path / name / "finetune_result.json").read_text())
+    assert results["own"]["task"] == f"rte_own={tmp_path / 'eval.jsonl'}"
+    for key in ("correct_before", "correct_after"):
+        assert results["own"][key] == results["registered"][key], key
+    assert "rte_own (" in capsys.readouterr().out
+    # your own task without training questions is a usage error before the model loads
+    with pytest.raises(SystemExit):
+        example.main([str(tmp_path / "pruned"), "--task", f"mine={tmp_path / 'eval.jsonl'}", *common])
+    assert "--train-questions" in capsys.readouterr().err
