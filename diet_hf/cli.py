@@ -218,7 +218,8 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--scores",
         default=None,
-        help="reuse a saved profile (no profiling pass; a reconstruction draws its calibration examples again)",
+        help="reuse a saved profile (no profiling pass; a reconstruction reads your own tasks' texts, saved with it, "
+        "and draws the registered tasks' examples again)",
     )
     prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
     prune.add_argument(

@@ -8,6 +8,7 @@ __all__ = [
     "PLAN_FILE",
     "REMOTE_CODE_FILES",
     "SCORES_META_FILE",
+    "SCORES_TEXTS_FILE",
     "SCORES_WEIGHTS_FILE",
     "ModelFamily",
     "ModuleLayout",
@@ -19,6 +20,8 @@ CONFIG_FILE = "config.json"
 PLAN_FILE = "diet_pruning.json"
 SCORES_WEIGHTS_FILE = "importance_scores.safetensors"
 SCORES_META_FILE = "importance_scores.json"
+# beside them: the calibration texts of the tasks you passed to `profile()` (registered tasks are drawn again instead)
+SCORES_TEXTS_FILE = "calibration_texts.json"
 # The remote code shipped beside every checkpoint (both families). Checkpoints of diet-hf 0.1 ship the same code as
 # `configuration_pruned_gemma2.py` / `modeling_pruned_gemma2.py`; they keep loading (their `auto_map` names those).
 REMOTE_CODE_FILES = ("configuration_pruned_gemma.py", "modeling_pruned_gemma.py")

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ._io import atomic_directory
-from .constants import SCORES_META_FILE, SCORES_WEIGHTS_FILE
+from .constants import SCORES_META_FILE, SCORES_TEXTS_FILE, SCORES_WEIGHTS_FILE
 
 __all__ = ["ImportanceScores"]
 
@@ -105,9 +105,16 @@ class ImportanceScores:
         if model_type is not None and model_type != config.model_type:
             raise ValueError(f"These scores were made for `model_type` {model_type!r}, not {config.model_type!r}.")
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Writes safetensors + JSON into `save_directory`, atomically (a failed save leaves nothing half-written)."""
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *, calibration_texts: dict[str, list[str]] | None = None
+    ) -> None:
+        """Writes safetensors + JSON into `save_directory`, atomically (a failed save leaves nothing half-written).
+        `calibration_texts` (`{task: texts}`, the tasks whose data was passed to `profile()`) go beside them, so a
+        later prune that needs the calibration data (the reconstruction) can read them again; `{}` is written when
+        there are none, so an earlier save's texts never outlive it."""
         with atomic_directory(save_directory, merge=True) as tmp:  # other files there stay
+            texts = {"tasks": calibration_texts or {}}
+            (tmp / SCORES_TEXTS_FILE).write_text(json.dumps(texts, ensure_ascii=False) + "\n", encoding="utf-8")
             tensors = {f"mlp/{t}": v.contiguous() for t, v in self.mlp.items()}
             tensors.update({f"heads/{t}": v.contiguous() for t, v in self.heads.items()})
             for task, stats in (self.channel_stats or {}).items():

@@ -2,6 +2,7 @@
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -13,7 +14,7 @@ from transformers import AutoConfig, AutoTokenizer
 from ._batching import pad_id, pad_rows
 from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
-from .constants import family_for_model_type
+from .constants import SCORES_TEXTS_FILE, family_for_model_type
 from .importance import ImportanceScores
 from .loading import image_text_model, is_image_text, load_pretrained, load_processor, text_causal_lm, text_config
 from .methods import METHODS as SCORING_METHODS
@@ -91,6 +92,7 @@ class DietPruner:
         self._calibration: dict | None = None  # the data of the last `profile()`, for iterative pruning
         self._moments: tuple[frozenset, InputMoments] | None = None  # reconstruction's, kept for the next prune()
         self._scores_data_dir = None  # where `load_scores` draws the calibration data again if a prune needs it
+        self._custom_texts: dict[str, list[str]] = {}  # the texts of the tasks passed to `profile()`, saved with it
         # what the reconstruction's input moments may take at once (`ProfileOptions.moments_memory_gib`)
         self._moments_budget = _moments_bytes(ProfileOptions().moments_memory_gib)
         self._moments_dtype = ProfileOptions().moments_dtype  # and the precision of their x x^T products
@@ -192,6 +194,11 @@ class DietPruner:
             else:
                 calibration[name] = custom_calibration(name, data)
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
+        self._custom_texts = {
+            name: data.texts
+            for name, data in calibration.items()
+            if named[name] is not None and isinstance(data, CalibrationSet)
+        }
         self._moments = None
         self._moments_budget = _moments_bytes(options.moments_memory_gib)
         self._moments_dtype = options.moments_dtype
@@ -358,8 +365,11 @@ class DietPruner:
             yield {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def save_scores(self, save_directory: str | os.PathLike) -> None:
-        """Saves the profile, so pruning again at another sparsity needs no forward pass."""
-        self._require_scores("`save_scores()`").save_pretrained(save_directory)
+        """Saves the profile, so pruning again at another sparsity needs no forward pass. The texts of the tasks you
+        passed to `profile()` (your own data; not token batches) are saved beside it (`calibration_texts.json`), so a
+        reconstruction from the loaded profile reads them again; registered tasks are drawn again from their data."""
+        scores = self._require_scores("`save_scores()`")
+        scores.save_pretrained(save_directory, calibration_texts=self._custom_texts)
 
     def load_scores(
         self,
@@ -371,12 +381,13 @@ class DietPruner:
     ) -> "DietPruner":
         """Loads a saved profile after checking it was made for this model.
 
-        A saved profile does not keep its calibration texts. A later `prune()` that needs them (`reconstruct=True`,
-        `steps` > 1) draws the same examples of the profile's registered tasks again (from `data_dir`, else
-        `$DIET_DATA_DIR`, else the Hub) and checks their ids against the profile's; plain pruning runs no forward
-        pass and reads no data. `moments_memory_gib` and `moments_dtype` (`ProfileOptions`'s, defaults 2.0 and
-        `"auto"`): the memory the reconstruction's input moments may take at once, in its passes over that data, and
-        the precision of their x x^T products.
+        A later `prune()` that needs the calibration data (`reconstruct=True`, `steps` > 1) reads the texts of your
+        own tasks saved beside the profile and draws the same examples of its registered tasks again (from
+        `data_dir`, else `$DIET_DATA_DIR`, else the Hub), checking both against the profile's record; plain pruning
+        runs no forward pass and reads no data. Token batches passed to `profile()` are not saved.
+        `moments_memory_gib` and `moments_dtype` (`ProfileOptions`'s, defaults 2.0 and `"auto"`): the memory the
+        reconstruction's input moments may take at once, in its passes over that data, and the precision of their
+        x x^T products.
         """
         given = {"moments_memory_gib": moments_memory_gib, "moments_dtype": moments_dtype}
         checked = ProfileOptions(**{k: v for k, v in given.items() if v is not None})  # validated as the options are
@@ -384,6 +395,8 @@ class DietPruner:
         scores.check_compatible(self.model.config)
         self.scores = scores
         self._calibration, self._moments, self._scores_data_dir = None, None, data_dir
+        texts_path = Path(directory) / SCORES_TEXTS_FILE  # absent in profiles saved before diet-hf kept the texts
+        self._custom_texts = json.loads(texts_path.read_text("utf-8"))["tasks"] if texts_path.is_file() else {}
         self._moments_budget = _moments_bytes(checked.moments_memory_gib)
         self._moments_dtype = checked.moments_dtype
         return self
@@ -394,13 +407,23 @@ class DietPruner:
             return
         provenance = self.scores.provenance
         drawn = provenance.get("sample_ids") or {}
-        custom = [task for task in self.scores.tasks if task not in drawn or task not in TASKS]
+        saved = self._custom_texts
+        custom = [t for t in self.scores.tasks if t not in saved and (t not in drawn or t not in TASKS)]
         reason = None
         if custom:
-            reason = f"tasks {custom} were profiled on data passed to `profile()`, which a saved profile does not keep"
+            reason = (
+                f"tasks {custom} were profiled on data passed to `profile()` that was not saved with it (token "
+                "batches, or a profile saved before diet-hf kept your texts)"
+            )
         else:
             data = {}
             for task in self.scores.tasks:
+                if task in saved:  # your own texts, saved with the profile
+                    data[task] = custom_calibration(task, saved[task])
+                    if len(saved[task]) != len(drawn.get(task, ())):
+                        reason = f"the texts of task {task!r} saved with the profile are not the ones it read"
+                        break
+                    continue
                 seed, count = provenance["seed"], provenance["num_samples"]
                 data[task] = load_calibration(task, num_samples=count, seed=seed, data_dir=self._scores_data_dir)
                 if data[task].example_ids != drawn[task]:

@@ -758,3 +758,22 @@ def test_prune_scores_tasks_into_the_card(tmp_path, data_dir, tiny_tokenizer, ca
     assert main([*bad, "--tasks", f"mine={questions}", "--eval-tasks", "rte", "--data-dir", str(nothing)]) == 2
     assert "No `validation` split for task 'rte'" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def test_prune_again_from_a_saved_profile_of_your_own_data(dense_dir, tmp_path, data_dir, capsys):
+    """The default recipe reconstructs from the calibration data: a profile of your own texts, saved with
+    `--save-scores`, prunes again with `--scores` to the same model (the texts are saved beside the scores)."""
+    texts = tmp_path / "mine.txt"
+    texts.write_text("Question: what is it? Answer: yes\nthe answer is no\nTrue or False? True\nwhat is the answer\n")
+    common = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.3", "--data-dir", str(data_dir)]
+    profiled = [*common, "--tasks", "rte", f"mine={texts}", "--num-samples", "3"]
+    assert main([*profiled, "--save-scores", str(tmp_path / "scores"), "--output", str(tmp_path / "a")]) == 0
+    texts.unlink()  # the saved profile does not read your file again
+    assert main([*common, "--scores", str(tmp_path / "scores"), "--output", str(tmp_path / "b")]) == 0, (
+        capsys.readouterr().err
+    )
+    models = [AutoModelForCausalLM.from_pretrained(tmp_path / name) for name in ("a", "b")]
+    ids = random_batch(vocab_size=models[0].config.vocab_size)
+    with torch.no_grad():
+        logits = [model(ids).logits for model in models]
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)

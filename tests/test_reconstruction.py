@@ -1,6 +1,7 @@
 """Least-squares reconstruction: the math against a brute-force solve, the moments against hooks, and the pruner."""
 
 import contextlib
+import json
 
 import pytest
 import torch
@@ -589,3 +590,41 @@ def test_moments_dtype_chooses_the_products_precision_and_is_recorded(monkeypatc
     assert loaded.config.pruning["moments_dtype"] == "bfloat16"
     with pytest.raises(ValueError, match=r"`moments_dtype` must be one of"):
         pruner.load_scores(tmp_path / "scores", moments_dtype="half")
+
+
+def test_your_own_texts_are_saved_with_the_profile_for_the_reconstruction(tmp_path, data_dir, tiny_tokenizer):
+    """`save_scores` keeps the texts of the tasks you passed (texts and your own questions; registered tasks are
+    drawn again), so a loaded profile reconstructs the same model; token batches are not kept and still refused."""
+    from diet_hf.constants import SCORES_TEXTS_FILE
+    from diet_hf.tasks import multiple_choice_task
+
+    dense = tiny_dense_model("gemma3_text")
+    mine = ["Question: what is it? Answer: yes", "the answer is no", "True or False? True", "what is the answer"]
+    questions = multiple_choice_task(
+        "q",
+        [{"context": "Question: is it?\nAnswer:", "choices": ["yes", "no"], "label": 1}] * 2
+        + [{"context": "The answer is", "choices": ["True", "False"], "label": 0}],
+    )
+    tasks = {"rte": None, "mine": mine, "q": questions}
+    pruner = DietPruner(dense, tiny_tokenizer).profile(tasks, num_samples=3, data_dir=data_dir, disable_progress=True)
+    first = pruner.prune(sparsity=0.3, reconstruct=True)
+    pruner.save_scores(tmp_path / "scores")
+    saved = json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"]
+    assert saved == {"mine": mine, "q": ["Question: is it?\nAnswer: no"] * 2 + ["The answer is True"]}
+    loaded = DietPruner(dense, tiny_tokenizer).load_scores(tmp_path / "scores", data_dir=data_dir)
+    again = loaded.prune(sparsity=0.3, reconstruct=True)
+    ids = random_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, first(ids).logits, rtol=1e-4, atol=1e-5)
+    # saved again from the loaded profile, the texts stay; a profile of registered tasks alone leaves none behind
+    loaded.save_scores(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / SCORES_TEXTS_FILE).read_text())["tasks"] == saved
+    DietPruner(dense, tiny_tokenizer).profile(["rte"], num_samples=3, data_dir=data_dir).save_scores(
+        tmp_path / "scores"
+    )
+    assert json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"] == {}
+    # texts that are not the ones the profile read are refused
+    (tmp_path / "again" / SCORES_TEXTS_FILE).write_text(json.dumps({"tasks": {"mine": mine[:2], "q": saved["q"]}}))
+    edited = DietPruner(dense, tiny_tokenizer).load_scores(tmp_path / "again", data_dir=data_dir)
+    with pytest.raises(ValueError, match=r"the texts of task 'mine' saved with the profile are not the ones it read"):
+        edited.prune(sparsity=0.3, reconstruct=True)
