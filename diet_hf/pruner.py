@@ -193,6 +193,15 @@ class DietPruner:
                 calibration[name] = _checked_token_batches(name, data)  # kept: iterative pruning profiles again
             else:
                 calibration[name] = custom_calibration(name, data)
+                count = len(calibration[name].texts)
+                if count > 10 * options.num_samples:  # `num_samples` draws from registered tasks, not from yours
+                    logger.warning(
+                        "Task %r: all %d of your texts are profiled (`num_samples`=%d applies to registered tasks); "
+                        "pass a sample of them to profile faster.",
+                        name,
+                        count,
+                        options.num_samples,
+                    )
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
         self._custom_texts = {
             name: data.texts

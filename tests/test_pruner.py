@@ -501,3 +501,19 @@ def test_profile_on_your_own_multiple_choice_questions(tiny_tokenizer):
         assert list(profile.mlp) == ["mine"]
         for layer, (a, b) in enumerate(zip(profile.mlp["mine"], profiles[0].mlp["mine"])):
             assert torch.equal(a, b), layer
+
+
+def test_profiling_many_texts_of_your_own_says_all_are_read(tiny_tokenizer, caplog):
+    import logging
+
+    dense = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
+    texts = [f"text number {i}" for i in range(31)]
+    with caplog.at_level(logging.WARNING, logger="diet_hf.pruner"):
+        DietPruner(dense, tiny_tokenizer).profile({"mine": texts}, num_samples=3, disable_progress=True)
+    assert (
+        "Task 'mine': all 31 of your texts are profiled (`num_samples`=3 applies to registered tasks)" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="diet_hf.pruner"):
+        DietPruner(dense, tiny_tokenizer).profile({"mine": texts}, num_samples=4, disable_progress=True)
+    assert "your texts are profiled" not in caplog.text
