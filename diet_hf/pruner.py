@@ -171,16 +171,17 @@ class DietPruner:
         """
         self._require_dense("profile")
         options = with_overrides(ProfileOptions, options, option_values, "profile")
-        if isinstance(tasks, str):
+        if isinstance(tasks, (str, Task)):
             tasks = [tasks]
-        if isinstance(tasks, Task):
-            tasks = [tasks]
-        named = dict(tasks) if isinstance(tasks, Mapping) else {}
-        for task in () if isinstance(tasks, Mapping) else tasks:  # names, and `Task`s under their own names
-            if isinstance(task, Task):
-                named[task.name] = task if task.examples is not None else None  # a registered one: by its name
-            else:
-                named[task] = None
+        if isinstance(tasks, Mapping):
+            named = dict(tasks)
+        else:
+            named = {}
+            for task in tasks:  # names, and `Task`s under their own names
+                if isinstance(task, Task):
+                    named[task.name] = task if task.examples is not None else None  # a registered one: by its name
+                else:
+                    named[task] = None
         if not named:
             raise ValueError("`tasks` is empty; pass task names or custom task data.")
         calibration = {}

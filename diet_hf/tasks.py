@@ -462,14 +462,19 @@ def multiple_choice_task(
     The same task passed to `DietPruner.profile(tasks={name: task})` calibrates on each question's context and gold
     choice, as the registered tasks do (give it training questions there, not the ones you evaluate).
     """
+    where = f"task {name!r}" + (f" ({source})" if source else "")
+    examples = [_checked_choice_row(row, i, f"{where} row {i}") for i, row in enumerate(rows)]
+    return _own_task(name, examples, headline_metric, where)
+
+
+def _own_task(name: str, examples: list[dict], headline_metric: str, where: str) -> Task:
+    """The `Task` of your own questions, each already checked (`_checked_choice_row`); `where` names them in errors."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
     if name in TASKS:
         raise ValueError(f"{name!r} is a registered task; give your own task another name.")
     if headline_metric not in ("acc", "acc_norm"):
         raise ValueError(f"`headline_metric` must be 'acc' or 'acc_norm', got {headline_metric!r}.")
-    where = f"task {name!r}" + (f" ({source})" if source else "")
-    examples = tuple(_checked_choice_row(row, i, f"{where} row {i}") for i, row in enumerate(rows))
     if not examples:
         raise ValueError(f"{where} holds no questions.")
     seen = set()
@@ -477,7 +482,7 @@ def multiple_choice_task(
         if example["id"] in seen:
             raise ValueError(f"{where}: `id` {example['id']!r} appears twice; ids must be unique.")
         seen.add(example["id"])
-    return Task(name, "", None, "evaluation", None, _own_choice, _no_hub, headline_metric, examples=examples)
+    return Task(name, "", None, "evaluation", None, _own_choice, _no_hub, headline_metric, examples=tuple(examples))
 
 
 def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headline_metric: str = "acc") -> Task:
@@ -497,11 +502,10 @@ def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headlin
             raise ValueError(f"`{flag}` {name}: a file takes no split, got {source!r}.")
         if path.suffix not in (".jsonl", ".json"):
             raise ValueError(f"`{flag}` {name}: {path} must be .jsonl or .json (one question object per line).")
-        rows = []
+        examples = []  # each checked once, an error naming its line
         for number, row in _json_lines(path, f"`{flag}` {name}"):
-            _checked_choice_row(row, len(rows), f"`{flag}` {name}: {path} line {number}")
-            rows.append(row)
-        return multiple_choice_task(name, rows, headline_metric=headline_metric, source=str(path))
+            examples.append(_checked_choice_row(row, len(examples), f"`{flag}` {name}: {path} line {number}"))
+        return _own_task(name, examples, headline_metric, f"task {name!r} ({path})")
     dataset = _open_dataset(name, location, path, split or None, flag, default_split="test")
     missing = [key for key in CHOICE_FIELDS if key not in dataset.column_names]
     if missing:
