@@ -339,9 +339,8 @@ def main(argv=None) -> int:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             result = {
-                "task": spec.name,
                 **summary,
-                **vars(args),
+                **vars(args),  # "task" among them: the --task argument as given
                 "correct_before": before,
                 "correct_after": after,
                 "log_history": log_history,
