@@ -3,9 +3,10 @@
 A pruned checkpoint promises to load "anywhere with stock transformers" through its remote code. The test suite
 proves it on the two versions the package pins (5.24 and 4.57.6); users load checkpoints with whatever transformers
 they have. This script saves tiny pruned checkpoints with the current code (both families, uneven widths, a layer
-without attention and one without MLP, with and without compensation biases, one sequence classifier, and the
-image-text Gemma 3 of the same pruned decoder beside its stock vision tower) beside the stock dense models and the
-committed v1 and v0.1 fixtures, then, for each interpreter given, in a fresh process where `import diet_hf` fails:
+without attention and one without MLP, with and without compensation biases, one sequence and one token classifier,
+and the image-text Gemma 3 of the same pruned decoder beside its stock vision tower) beside the stock dense models
+and the committed v1 and v0.1 fixtures, then, for each interpreter given, in a fresh process where `import diet_hf`
+fails:
 
 - loads each through the Auto classes with `trust_remote_code=True` and compares its logits with the reference
   computed here (and with the fixtures' saved logits);
@@ -45,10 +46,11 @@ CHILD = textwrap.dedent(
     import json, sys, tempfile, traceback
     sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
     import torch, transformers
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification
+    from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification,
+                              AutoModelForTokenClassification)
 
     AUTO = {"causal": AutoModelForCausalLM, "cls": AutoModelForSequenceClassification,
-            "image-text": AutoModelForImageTextToText}
+            "tok": AutoModelForTokenClassification, "image-text": AutoModelForImageTextToText}
 
     def run(path, inputs, kind):
         auto = AUTO[kind]
@@ -102,7 +104,7 @@ CHILD = textwrap.dedent(
                 heads.append(0 if q_proj is None else q_proj.weight.shape[0] // eager.config.head_dim)
             row["attention_heads"] = {"returned": [a.shape[1] for a in attentions], "layers": heads}
         model.train()
-        labels = torch.zeros(len(ids), dtype=torch.long) if kind == "cls" else ids
+        labels = {"cls": torch.zeros(len(ids), dtype=torch.long), "tok": torch.zeros_like(ids)}.get(kind, ids)
         model(**inputs, labels=labels).loss.backward()
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.numel()]
         row["without_grad"] = [n for n, p in params if p.grad is None]
@@ -174,6 +176,16 @@ def build_checkpoints(root: Path) -> list[dict]:
             logits=logits,
         )
     )
+    # a token classifier: the compensated uneven Gemma 3 decoder under a new per-token head
+    from transformers import AutoModelForTokenClassification
+
+    uneven_pruned_model("gemma3_text", compensated=True).save_pretrained(root / "gemma3-decoder")
+    token = AutoModelForTokenClassification.from_pretrained(root / "gemma3-decoder", num_labels=3).eval()
+    token.save_pretrained(root / "gemma3-token-classifier")
+    with torch.no_grad():
+        logits = token(ids).logits
+    path = root / "gemma3-token-classifier"
+    jobs.append(dict(name="gemma3 token classifier", path=path, inputs={"input_ids": ids}, kind="tok", logits=logits))
     # image-text Gemma 3: its text decoder pruned as above (with compensation biases), the vision tower kept; and the
     # stock dense model
     image_text = {

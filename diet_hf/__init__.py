@@ -12,10 +12,12 @@ PrunedGemma2PreTrainedModel = _module.PrunedGemma2PreTrainedModel
 PrunedGemma2Model = _module.PrunedGemma2Model
 PrunedGemma2ForCausalLM = _module.PrunedGemma2ForCausalLM
 PrunedGemma2ForSequenceClassification = _module.PrunedGemma2ForSequenceClassification
+PrunedGemma2ForTokenClassification = _module.PrunedGemma2ForTokenClassification
 PrunedGemma3PreTrainedModel = _module.PrunedGemma3PreTrainedModel
 PrunedGemma3TextModel = _module.PrunedGemma3TextModel
 PrunedGemma3ForCausalLM = _module.PrunedGemma3ForCausalLM
 PrunedGemma3ForSequenceClassification = _module.PrunedGemma3ForSequenceClassification
+PrunedGemma3ForTokenClassification = _module.PrunedGemma3ForTokenClassification
 _register_auto_classes()
 
 from .importance import ImportanceScores  # noqa: E402
@@ -29,10 +31,12 @@ __all__ = [
     "PrunedGemma2Config",
     "PrunedGemma2ForCausalLM",
     "PrunedGemma2ForSequenceClassification",
+    "PrunedGemma2ForTokenClassification",
     "PrunedGemma2Model",
     "PrunedGemma2PreTrainedModel",
     "PrunedGemma3ForCausalLM",
     "PrunedGemma3ForSequenceClassification",
+    "PrunedGemma3ForTokenClassification",
     "PrunedGemma3PreTrainedModel",
     "PrunedGemma3TextConfig",
     "PrunedGemma3TextModel",

@@ -17,6 +17,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
 )
 
 from ._io import atomic_directory, check_output_is_not_input
@@ -45,7 +46,13 @@ _WEIGHT_FILES = (
 
 _AUTO_CLASSES = {
     cls.__name__: cls
-    for cls in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification)
+    for cls in (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 }
 
 

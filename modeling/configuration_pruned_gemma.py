@@ -349,6 +349,7 @@ class PrunedGemma2Config(_PerLayerSizesMixin, Gemma2Config):
         "AutoModel": "PrunedGemma2Model",
         "AutoModelForCausalLM": "PrunedGemma2ForCausalLM",
         "AutoModelForSequenceClassification": "PrunedGemma2ForSequenceClassification",
+        "AutoModelForTokenClassification": "PrunedGemma2ForTokenClassification",
     }
 
     # Each class has its own `__init__` (the same in both): transformers 5 turns every config subclass into a dataclass
@@ -400,6 +401,7 @@ class PrunedGemma3TextConfig(_PerLayerSizesMixin, Gemma3TextConfig):
         "AutoModel": "PrunedGemma3TextModel",
         "AutoModelForCausalLM": "PrunedGemma3ForCausalLM",
         "AutoModelForSequenceClassification": "PrunedGemma3ForSequenceClassification",
+        "AutoModelForTokenClassification": "PrunedGemma3ForTokenClassification",
     }
 
     def __init__(

@@ -14,7 +14,7 @@ import contextlib
 import torch
 from torch import nn
 from transformers import AutoModel
-from transformers.modeling_layers import GenericForSequenceClassification
+from transformers.modeling_layers import GenericForSequenceClassification, GenericForTokenClassification
 from transformers.modeling_utils import PreTrainedModel
 from transformers.models.gemma2 import modeling_gemma2 as gemma2
 from transformers.models.gemma3 import modeling_gemma3 as gemma3
@@ -221,6 +221,25 @@ class _PrunedForSequenceClassificationMixin:
         self.post_init()
 
 
+class _PrunedForTokenClassificationMixin:
+    """`__init__` of a pruned token classifier (the stock one would build its base model through `AutoModel`): the
+    pruned base model under `model`, then dropout and a per-token `score` head as transformers' own
+    `GenericForTokenClassification` builds them (`classifier_dropout`, else `hidden_dropout`, else 0.1; a bias unless
+    `config.token_classification_bias` is false)."""
+
+    _base_model_cls = None
+
+    def __init__(self, config):
+        PreTrainedModel.__init__(self, config)
+        self.num_labels = config.num_labels
+        self.model = self._base_model_cls(config)
+        dropouts = (getattr(config, "classifier_dropout", None), getattr(config, "hidden_dropout", None))
+        self.dropout = nn.Dropout(next((p for p in dropouts if p is not None), 0.1))
+        bias = getattr(config, "token_classification_bias", True)
+        self.score = nn.Linear(config.hidden_size, self.num_labels, bias=bias)
+        self.post_init()
+
+
 # ---------------------------------------------------------------------------------------------------- Gemma-2
 
 
@@ -261,6 +280,12 @@ class PrunedGemma2ForSequenceClassification(
     _base_model_cls = PrunedGemma2Model
 
 
+class PrunedGemma2ForTokenClassification(
+    _PrunedForTokenClassificationMixin, GenericForTokenClassification, PrunedGemma2PreTrainedModel
+):
+    _base_model_cls = PrunedGemma2Model
+
+
 # ---------------------------------------------------------------------------------------------------- Gemma 3
 
 
@@ -290,6 +315,12 @@ class PrunedGemma3ForCausalLM(_PrunedForCausalLMMixin, PrunedGemma3PreTrainedMod
 
 class PrunedGemma3ForSequenceClassification(
     _PrunedForSequenceClassificationMixin, GenericForSequenceClassification, PrunedGemma3PreTrainedModel
+):
+    _base_model_cls = PrunedGemma3TextModel
+
+
+class PrunedGemma3ForTokenClassification(
+    _PrunedForTokenClassificationMixin, GenericForTokenClassification, PrunedGemma3PreTrainedModel
 ):
     _base_model_cls = PrunedGemma3TextModel
 
@@ -331,10 +362,12 @@ __all__ = [
     "PrunedGemma2Model",
     "PrunedGemma2ForCausalLM",
     "PrunedGemma2ForSequenceClassification",
+    "PrunedGemma2ForTokenClassification",
     "PrunedGemma3PreTrainedModel",
     "PrunedGemma3TextModel",
     "PrunedGemma3ForCausalLM",
     "PrunedGemma3ForSequenceClassification",
+    "PrunedGemma3ForTokenClassification",
     "PrunedGemma3Model",
     "PrunedGemma3ForConditionalGeneration",
 ]

@@ -10,7 +10,9 @@ from diet_hf import (
     PrunedGemma2Config,
     PrunedGemma2ForCausalLM,
     PrunedGemma2ForSequenceClassification,
+    PrunedGemma2ForTokenClassification,
     PrunedGemma3ForCausalLM,
+    PrunedGemma3ForTokenClassification,
     PrunedGemma3TextConfig,
     to_pruned_model,
 )
@@ -445,6 +447,58 @@ def test_sequence_classification_runs():
     model = PrunedGemma2ForSequenceClassification(config).eval()
     ids = random_batch()
     assert model(ids).logits.shape == (2, 3)
+
+
+TOKEN_CLASSIFIERS = {"gemma2": PrunedGemma2ForTokenClassification, "gemma3_text": PrunedGemma3ForTokenClassification}
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_unpruned_token_classifier_equals_the_stock_head_on_the_stock_decoder(family):
+    dense = tiny_dense_model(family)
+    config_class, _ = PRUNED[family]
+    # without the dense config's labels (4.57 writes id2label, which would set 2 labels)
+    kwargs = {k: v for k, v in dense.config.to_dict().items() if k not in ("model_type", "id2label", "label2id")}
+    config = config_class(**kwargs, num_labels=5)
+    classifier = TOKEN_CLASSIFIERS[family](config).eval()
+    missing, unexpected = classifier.load_state_dict(dense.state_dict(), strict=False)
+    assert set(missing) == {"score.weight", "score.bias"} and unexpected == ["lm_head.weight"]
+    assert classifier.dropout.p == 0.1 and classifier.score.bias is not None  # GenericForTokenClassification's head
+    ids = random_batch()
+    with torch.no_grad():
+        logits = classifier(ids).logits
+        expected = classifier.score(dense.model(ids).last_hidden_state)
+    assert logits.shape == (2, 10, 5)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+    if family == "gemma2":  # transformers has a Gemma-2 token classifier: the same module names, the same logits
+        from transformers import Gemma2ForTokenClassification
+
+        stock = Gemma2ForTokenClassification(dense.config.__class__(**kwargs, num_labels=5)).eval()
+        stock.load_state_dict(classifier.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(stock(ids).logits, logits, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_token_classifier_from_a_pruned_checkpoint_reads_its_decoder_and_trains(tmp_path, family):
+    from transformers import AutoModelForTokenClassification
+
+    pruned = uneven_pruned_model(family, compensated=True)
+    pruned.save_pretrained(tmp_path)
+    classifier = AutoModelForTokenClassification.from_pretrained(tmp_path, num_labels=3)
+    assert type(classifier) is TOKEN_CLASSIFIERS[family]
+    ids = random_batch()
+    with torch.no_grad():  # the pruned decoder's hidden states, the new head on top
+        torch.testing.assert_close(
+            classifier.eval()(ids).logits, classifier.score(pruned.model(ids).last_hidden_state), rtol=0, atol=1e-5
+        )
+    labels = torch.randint(0, 3, ids.shape, generator=torch.Generator().manual_seed(0))
+    labels[:, :2] = -100  # ignored positions, as a tokenizer's special tokens are labelled
+    output = classifier.train()(ids, labels=labels)
+    expected = torch.nn.functional.cross_entropy(output.logits[labels != -100], labels[labels != -100])
+    torch.testing.assert_close(output.loss, expected)
+    output.loss.backward()
+    assert classifier.score.weight.grad.abs().sum() > 0
+    assert classifier.model.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
 
 
 def test_speed_comparison_takes_turns_and_keeps_each_models_best_round():

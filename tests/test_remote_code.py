@@ -23,11 +23,16 @@ LOAD_SCRIPT = textwrap.dedent(
     import json, sys
     sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
     import torch, transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    import transformers as tf
+    AUTO = {
+        "causal": tf.AutoModelForCausalLM,
+        "cls": tf.AutoModelForSequenceClassification,
+        "tok": tf.AutoModelForTokenClassification,
+    }
     results = []
     for path, ids, kind in json.load(open(sys.argv[1])):
         ids = torch.tensor(ids)
-        auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
+        auto = AUTO[kind]
         model = auto.from_pretrained(path, trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         with torch.no_grad():
@@ -49,9 +54,9 @@ def _load_in_fresh_process(path, ids, tmp_path, kind="causal", python=sys.execut
 
 
 def _load_all_in_fresh_process(jobs, tmp_path, python=sys.executable):
-    """Loads each (checkpoint folder, input ids, "causal" or "cls") in turn in one new process where `diet_hf` cannot
-    be imported, and returns each one's logits (and greedy continuation). Remote code is cached per folder name:
-    give checkpoints with different code different names."""
+    """Loads each (checkpoint folder, input ids, "causal", "cls" or "tok": the Auto class) in turn in one new process
+    where `diet_hf` cannot be imported, and returns each one's logits (and greedy continuation). Remote code is
+    cached per folder name: give checkpoints with different code different names."""
     jobs_path, out_path = tmp_path / "jobs.json", tmp_path / "out.json"
     jobs_path.write_text(json.dumps([(str(path), ids.tolist(), kind) for path, ids, kind in jobs]))
     run_script(tmp_path, LOAD_SCRIPT, str(jobs_path), str(out_path), python=python)
@@ -74,6 +79,7 @@ def test_save_writes_auto_map_and_byte_identical_code(saved_pruned):
         "AutoModel",
         "AutoModelForCausalLM",
         "AutoModelForSequenceClassification",
+        "AutoModelForTokenClassification",
     }
     for source in remote_code_files():
         assert (path / source.name).read_bytes() == source.read_bytes()
@@ -120,14 +126,25 @@ def test_fresh_process_without_diet_hf_gives_same_logits(loaded_in_fresh_process
     )
 
 
-def test_sequence_classification_loads_in_fresh_process(tmp_path):
-    model = tiny_pruned_classifier()
-    model.save_pretrained(tmp_path / "model")
+@pytest.mark.parametrize("python", [sys.executable, TF457_PYTHON], ids=["this_transformers", "transformers_457"])
+def test_classifiers_load_in_fresh_process(tmp_path, python):
+    if python is None:
+        pytest.skip("set DIET_TF457_PYTHON to a python with transformers 4.57.x")
+    from transformers import AutoModelForTokenClassification
+
+    sequence = tiny_pruned_classifier()
+    sequence.save_pretrained(tmp_path / "sequence")
+    uneven_pruned_model("gemma3_text", compensated=True).save_pretrained(tmp_path / "causal")
+    token = AutoModelForTokenClassification.from_pretrained(tmp_path / "causal", num_labels=4).eval()
+    token.save_pretrained(tmp_path / "token")
     ids = random_batch()
-    result = _load_in_fresh_process(tmp_path / "model", ids, tmp_path, kind="cls")
-    assert result["class"] == "PrunedGemma2ForSequenceClassification"
+    jobs = [(tmp_path / "sequence", ids, "cls"), (tmp_path / "token", ids, "tok")]
+    results = _load_all_in_fresh_process(jobs, tmp_path, python=python)
+    classes = ["PrunedGemma2ForSequenceClassification", "PrunedGemma3ForTokenClassification"]
+    assert [result["class"] for result in results] == classes
     with torch.no_grad():
-        assert (torch.tensor(result["logits"]) - model(ids).logits).abs().max().item() <= 1e-5
+        for model, result in zip((sequence, token), results):
+            assert (torch.tensor(result["logits"]) - model(ids).logits).abs().max().item() <= 1e-5
 
 
 @pytest.mark.skipif(not TF457_PYTHON, reason="set DIET_TF457_PYTHON to a python with transformers 4.57.x")
