@@ -155,6 +155,7 @@ def _add_task_evaluation_flags(parser: argparse.ArgumentParser, scored: str) -> 
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from .constants import ONNX_TASKS
     from .healing import HealingConfig
     from .methods import METHODS
     from .options import ProfileOptions, PruneOptions
@@ -420,15 +421,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "onnx",
         parents=[quiet_after],
         help='ONNX through optimum (needs `pip install "diet-hf[onnx]"`); ONNX Runtime loads the result with '
-        "ORTModelForCausalLM",
+        "ORTModelForCausalLM (or the ORTModel class of --task)",
     )
     onnx.add_argument("model", help="local directory of a pruned model saved by diet-hf")
     onnx.add_argument("output", help="new directory for model.onnx, config.json and the tokenizer")
     onnx.add_argument(
         "--task",
-        choices=("text-generation-with-past", "text-generation"),
+        choices=tuple(ONNX_TASKS),
         default=None,
-        help="optimum's export task (default: text-generation-with-past, with the KV cache as inputs and outputs)",
+        help="optimum's export task (default: the saved class's: text-classification for a sequence classifier, "
+        "token-classification for a token classifier, feature-extraction for a base model, else "
+        "text-generation-with-past, with the KV cache as inputs and outputs)",
     )
     onnx.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: optimum's for Gemma)")
     onnx.add_argument("--atol", type=float, default=1e-4, help="validation tolerance against PyTorch")
@@ -861,17 +864,15 @@ def _run_export(args) -> int:
     from .info import check_pruned_checkpoint
 
     check_pruned_checkpoint(args.model)  # clear errors before importing optimum (slow, and an optional extra)
-    from .onnx import export_onnx
+    from .constants import ONNX_TASKS
+    from .onnx import default_task, export_onnx
 
+    task = args.task or default_task(args.model)
     output = export_onnx(
-        args.model,
-        args.output,
-        task=args.task or "text-generation-with-past",
-        opset=args.opset,
-        validate=not args.no_validation,
-        atol=args.atol,
+        args.model, args.output, task=task, opset=args.opset, validate=not args.no_validation, atol=args.atol
     )
-    print(f"exported {args.model} to {output / 'model.onnx'}; load it with ORTModelForCausalLM.from_pretrained")
+    loader = ONNX_TASKS[task]
+    print(f"exported {args.model} ({task}) to {output / 'model.onnx'}; load it with {loader}.from_pretrained")
     return EXIT_OK
 
 

@@ -25,6 +25,14 @@ SCORES_TEXTS_FILE = "calibration_texts.json"
 # The remote code shipped beside every checkpoint (both families). Checkpoints of diet-hf 0.1 ship the same code as
 # `configuration_pruned_gemma2.py` / `modeling_pruned_gemma2.py`; they keep loading (their `auto_map` names those).
 REMOTE_CODE_FILES = ("configuration_pruned_gemma.py", "modeling_pruned_gemma.py")
+# `diet-hf export onnx --task`: optimum's export task -> the ONNX Runtime class that loads the result
+ONNX_TASKS = {
+    "text-generation-with-past": "ORTModelForCausalLM",
+    "text-generation": "ORTModelForCausalLM",
+    "text-classification": "ORTModelForSequenceClassification",
+    "token-classification": "ORTModelForTokenClassification",
+    "feature-extraction": "ORTModelForFeatureExtraction",
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,11 @@ class ModelFamily:
     pruned_model_type: str
     pruned_config_class: str
     pruned_causal_lm_class: str
-    dense_causal_lm_class: str  # the stock class the ONNX export's config.json names
+    dense_causal_lm_class: str  # the stock class the ONNX export's config.json names (text generation)
+    # the stock classes an ONNX export's config.json names for its other tasks (none: transformers has no such class)
+    dense_base_model_class: str | None = None  # feature extraction
+    dense_sequence_classifier_class: str | None = None
+    dense_token_classifier_class: str | None = None
     license: str | None = None  # the base model's license tag on the model card
     qk_norms: bool = False  # per-layer q_norm / k_norm weights of head_dim (Gemma 3), counted as parameters
     layout: ModuleLayout = ModuleLayout()  # module names (surgery, profiler hooks, baselines, LoRA targets)
@@ -105,6 +117,9 @@ FAMILIES = (
         "PrunedGemma2Config",
         "PrunedGemma2ForCausalLM",
         "Gemma2ForCausalLM",
+        dense_base_model_class="Gemma2Model",
+        dense_sequence_classifier_class="Gemma2ForSequenceClassification",
+        dense_token_classifier_class="Gemma2ForTokenClassification",
         license="gemma",
     ),
     ModelFamily(
@@ -114,6 +129,8 @@ FAMILIES = (
         "PrunedGemma3TextConfig",
         "PrunedGemma3ForCausalLM",
         "Gemma3ForCausalLM",
+        dense_base_model_class="Gemma3TextModel",
+        dense_sequence_classifier_class="Gemma3TextForSequenceClassification",
         license="gemma",
         qk_norms=True,
     ),

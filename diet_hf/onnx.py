@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from ._io import atomic_directory
-from .constants import FAMILIES
+from .constants import FAMILIES, ONNX_TASKS
 from .info import check_pruned_checkpoint
 
 try:
@@ -35,10 +35,22 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "the newest that optimum-onnx supports)."
     ) from error
 
-__all__ = ["PrunedGemma2OnnxConfig", "PrunedGemma3TextOnnxConfig", "export_onnx", "past_key_value_shapes"]
+__all__ = [
+    "PrunedGemma2OnnxConfig",
+    "PrunedGemma3TextOnnxConfig",
+    "default_task",
+    "export_onnx",
+    "past_key_value_shapes",
+]
 
-TASKS = ("text-generation", "text-generation-with-past")
+TASKS = tuple(ONNX_TASKS)
 PRUNED_MODEL_TYPES = {family.pruned_model_type: family for family in FAMILIES}
+# the export task a checkpoint's saved class implies (by the end of its name); a causal LM's otherwise
+_TASK_BY_CLASS_SUFFIX = {
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+    "Model": "feature-extraction",
+}
 
 
 def past_key_value_shapes(config) -> list[tuple[int, int]]:
@@ -118,22 +130,42 @@ class _PrunedGemmaOnnxConfigMixin:
         models_and_onnx_configs, onnx_files_subpaths = super().post_process_exported_models(
             path, models_and_onnx_configs, onnx_files_subpaths
         )
-        write_base_type_config(Path(path) / "config.json")
+        write_base_type_config(Path(path) / "config.json", self.task)
         return models_and_onnx_configs, onnx_files_subpaths
 
 
-def write_base_type_config(path: Path) -> None:
+def write_base_type_config(path: Path, task: str = "text-generation") -> None:
     """Rewrites an exported `config.json` to the base model type (`per_layer_config` kept), so ONNX Runtime loads it
-    without remote code; `diet_hf_pruned_model_type` records what it was."""
+    without remote code; `diet_hf_pruned_model_type` records what it was. `architectures` names the stock class of
+    the export `task` (dropped where transformers has none: a Gemma 3 token classifier)."""
     values = json.loads(path.read_text())
     family = PRUNED_MODEL_TYPES.get(values.get("model_type"))
     if family is None:
         return
     values["diet_hf_pruned_model_type"] = values["model_type"]
     values["model_type"] = family.dense_model_type
-    values["architectures"] = [family.dense_causal_lm_class]
+    stock_class = {
+        "text-classification": family.dense_sequence_classifier_class,
+        "token-classification": family.dense_token_classifier_class,
+        "feature-extraction": family.dense_base_model_class,
+    }.get(task.removesuffix("-with-past"), family.dense_causal_lm_class)
+    if stock_class is None:
+        values.pop("architectures", None)
+    else:
+        values["architectures"] = [stock_class]
     values.pop("auto_map", None)
     path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def default_task(model_dir: str | os.PathLike) -> str:
+    """The export task of a saved pruned model's class (`architectures` in its config.json): `text-classification`
+    for a sequence classifier, `token-classification` for a token classifier, `feature-extraction` for a base model,
+    else `text-generation-with-past`."""
+    architectures = json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or [""]
+    return next(
+        (task for suffix, task in _TASK_BY_CLASS_SUFFIX.items() if architectures[0].endswith(suffix)),
+        "text-generation-with-past",
+    )
 
 
 register = TasksManager.create_register("onnx", overwrite_existing=True)
@@ -141,32 +173,37 @@ register = TasksManager.create_register("onnx", overwrite_existing=True)
 
 @register("pruned_gemma2", *TASKS)
 class PrunedGemma2OnnxConfig(_PrunedGemmaOnnxConfigMixin, GemmaOnnxConfig):
-    """ONNX export config of `PrunedGemma2ForCausalLM` (per-layer past key values)."""
+    """ONNX export config of the pruned Gemma-2 classes (per-layer past key values where the task has them)."""
 
 
 @register("pruned_gemma3_text", *TASKS)
 class PrunedGemma3TextOnnxConfig(_PrunedGemmaOnnxConfigMixin, GemmaOnnxConfig):
-    """ONNX export config of `PrunedGemma3ForCausalLM` (per-layer past key values)."""
+    """ONNX export config of the pruned Gemma 3 text classes (per-layer past key values where the task has them)."""
 
 
 def export_onnx(
     model_dir: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    task: str = "text-generation-with-past",
+    task: str | None = None,
     opset: int | None = None,
     validate: bool = True,
     atol: float = 1e-4,
 ) -> Path:
     """Exports a pruned Gemma model saved by diet-hf to ONNX (optimum's `main_export` with diet-hf's export config).
 
-    The export is written into a temporary folder beside `output` and moved into place when it succeeded, so a
-    failure leaves nothing half-written. Returns the output directory (model.onnx, config.json, tokenizer files).
+    `task` is optimum's export task (`TASKS`; each loads with the ONNX Runtime class `constants.ONNX_TASKS` names);
+    by default the one the saved class implies (`default_task`): a sequence classifier exports as
+    `text-classification`, a token classifier as `token-classification`, a causal LM with its KV cache. The export
+    is written into a temporary folder beside `output` and moved into place when it succeeded, so a failure leaves
+    nothing half-written. Returns the output directory (model.onnx, config.json, tokenizer files).
     """
     from optimum.exporters.onnx import main_export
 
     check_pruned_checkpoint(model_dir)
-    if task not in TASKS:
+    if task is None:
+        task = default_task(model_dir)
+    elif task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
     output = Path(output)
     if output.is_dir() and any(output.iterdir()):

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import random_batch, save_dense_checkpoint, uneven_pruned_model
+from conftest import random_batch, save_dense_checkpoint, tiny_pruned_classifier, uneven_pruned_model
 
 from diet_hf.cli import main
 
@@ -122,6 +122,114 @@ def test_diet_hf_export_onnx_matches_pytorch(family, tmp_path):
 @needs_onnx_env
 def test_optimum_cli_export_onnx_matches_pytorch(tmp_path):
     _export_and_compare(tmp_path, "gemma3_text", "optimum-cli")
+
+
+# Runs in the ONNX environment: each checkpoint exported by the diet-hf CLI (its default task, or the one given),
+# loaded by the ONNX Runtime class of that task without diet-hf, and compared with PyTorch there (left padding).
+HEADS_SCRIPT = textwrap.dedent(
+    """
+    import json, subprocess, sys
+    import torch
+    import optimum.onnxruntime as ort
+    import transformers
+    jobs, ids_path, result_path = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+    ids = torch.tensor(json.load(open(ids_path)))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    results = []
+    for model_dir, out_dir, task, ort_class, auto_class, output in jobs:
+        command = [sys.executable, "-m", "diet_hf.cli", "--quiet", "export", "onnx", model_dir, out_dir]
+        done = subprocess.run(command + (["--task", task] if task else []), capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        onnx_model = getattr(ort, ort_class).from_pretrained(out_dir)
+        torch_model = getattr(transformers, auto_class).from_pretrained(model_dir, trust_remote_code=True).eval()
+        with torch.no_grad():
+            onnx_out = getattr(onnx_model(input_ids=ids, attention_mask=mask), output)
+            torch_out = getattr(torch_model(input_ids=ids, attention_mask=mask, position_ids=position_ids), output)
+        if onnx_out.dim() == 3:  # per token: the real tokens only
+            onnx_out, torch_out = onnx_out[mask.bool()], torch_out[mask.bool()]
+        results.append(
+            {
+                "config": json.load(open(out_dir + "/config.json")),
+                "stdout": done.stdout,
+                "difference": (onnx_out - torch_out).abs().max().item(),
+                "scale": torch_out.abs().max().item(),
+                "class": type(onnx_model).__name__,
+            }
+        )
+    json.dump(results, open(result_path, "w"))
+    """
+)
+
+
+@needs_onnx_env
+def test_classifiers_and_the_decoder_alone_export_with_their_task(tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    tiny_pruned_classifier().save_pretrained(tmp_path / "sequence")
+    uneven_pruned_model("gemma3_text", compensated=True).save_pretrained(tmp_path / "causal")
+    AutoModelForTokenClassification.from_pretrained(tmp_path / "causal", num_labels=4).save_pretrained(
+        tmp_path / "token"
+    )
+    jobs = [  # model, output, --task (None: the default), ONNX Runtime class, Auto class, output compared
+        (
+            "sequence",
+            "sequence-onnx",
+            None,
+            "ORTModelForSequenceClassification",
+            "AutoModelForSequenceClassification",
+            "logits",
+        ),
+        ("token", "token-onnx", None, "ORTModelForTokenClassification", "AutoModelForTokenClassification", "logits"),
+        (
+            "causal",
+            "decoder-onnx",
+            "feature-extraction",
+            "ORTModelForFeatureExtraction",
+            "AutoModel",
+            "last_hidden_state",
+        ),
+    ]
+    jobs = [(str(tmp_path / model), str(tmp_path / out), *rest) for model, out, *rest in jobs]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    (tmp_path / "ids.json").write_text(json.dumps(random_batch(2, 10).tolist()))
+    (tmp_path / "heads.py").write_text(HEADS_SCRIPT)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    args = [tmp_path / "jobs.json", tmp_path / "ids.json", tmp_path / "result.json"]
+    done = subprocess.run(
+        [ONNX_PYTHON, str(tmp_path / "heads.py"), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    sequence, token, decoder = json.loads((tmp_path / "result.json").read_text())
+    for result in (sequence, token, decoder):
+        assert result["difference"] <= 1e-4 * result["scale"], result
+    assert "(text-classification)" in sequence["stdout"] and "ORTModelForSequenceClassification" in sequence["stdout"]
+    assert "(token-classification)" in token["stdout"] and "(feature-extraction)" in decoder["stdout"]
+    # the stock class of each task, under the base model type ONNX Runtime reads; Gemma 3 has no token classifier
+    assert sequence["config"]["architectures"] == ["Gemma2ForSequenceClassification"]
+    assert "architectures" not in token["config"] and token["config"]["model_type"] == "gemma3_text"
+    assert decoder["config"]["architectures"] == ["Gemma3TextModel"]
+
+
+def test_default_task_follows_the_saved_class(tmp_path):
+    pytest.importorskip("optimum.exporters.onnx")
+    from diet_hf.onnx import default_task
+
+    for architecture, task in [
+        ("PrunedGemma2ForSequenceClassification", "text-classification"),
+        ("PrunedGemma3ForTokenClassification", "token-classification"),
+        ("PrunedGemma3TextModel", "feature-extraction"),
+        ("PrunedGemma3ForCausalLM", "text-generation-with-past"),
+    ]:
+        (tmp_path / "config.json").write_text(json.dumps({"architectures": [architecture]}))
+        assert default_task(tmp_path) == task
+    (tmp_path / "config.json").write_text("{}")
+    assert default_task(tmp_path) == "text-generation-with-past"
 
 
 def test_export_refuses_a_dense_model(tmp_path, tiny_tokenizer, capsys):
