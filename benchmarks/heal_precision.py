@@ -26,16 +26,16 @@ from heal_benchmark import HEAL_SOURCES  # noqa: E402
 from width_alignment import timed  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
+from diet_hf._devices import fast_bf16  # noqa: E402
 from diet_hf.healing import (  # noqa: E402
     HealingConfig,
-    _precompute,
-    fast_bf16,
     heal,
     healing_texts,
     limit_heap_retention,
     pack_sources,
     scored_positions,
 )
+from diet_hf.healing.teacher import _precompute  # noqa: E402
 from diet_hf.hub import save_pruned_model  # noqa: E402
 from diet_hf.real_model import default_cache_dir, load_gemma3_270m  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
@@ -123,7 +123,9 @@ def cli_peak_memory(
 _PASS_MEMORY = """
 import sys, time
 from pathlib import Path
-from diet_hf.healing import HealingConfig, _precompute, fast_bf16, healing_texts, pack_texts, scored_positions
+from diet_hf._devices import fast_bf16
+from diet_hf.healing import HealingConfig, healing_texts, pack_texts, scored_positions
+from diet_hf.healing.teacher import _precompute
 from diet_hf.real_model import load_gemma3_270m
 data_dir, num_rows, release = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 dense, tokenizer, _ = load_gemma3_270m()

@@ -33,6 +33,17 @@ from diet_hf.plan import PruningPlan
 
 pytest.importorskip("peft")
 
+
+def _patch_healing(monkeypatch, name: str, wrap) -> None:
+    """Replaces `name` by `wrap(original)` in every module of `diet_hf.healing` that calls it."""
+    import sys
+
+    modules = [m for key, m in sys.modules.items() if key.startswith("diet_hf.healing.") and hasattr(m, name)]
+    assert modules, name
+    for module in modules:
+        monkeypatch.setattr(module, name, wrap(getattr(module, name)))
+
+
 TEXTS = [
     "Question: is the answer yes? Answer: yes",
     "Question: what is the answer? Answer: no",
@@ -104,10 +115,10 @@ def test_distillation_loss_matches_brute_force(top_k, kd_weight, frozen_head, so
     """Both backward paths: a frozen head (LoRA) takes each chunk's gradient in forward (no checkpointing), a trained
     head recomputes the chunk's logits in backward; each equals the whole-vocabulary loss and its gradients, with
     Gemma 2's final soft-capping too."""
-    import diet_hf.healing as healing
+    import diet_hf.healing.loss as healing_loss
 
     checkpointed = []
-    monkeypatch.setattr(healing, "checkpoint", lambda *a, **k: checkpointed.append(1) or checkpoint(*a, **k))
+    monkeypatch.setattr(healing_loss, "checkpoint", lambda *a, **k: checkpointed.append(1) or checkpoint(*a, **k))
     teacher, student = _pair()
     teacher.config.final_logit_softcapping = student.config.final_logit_softcapping = softcap
     student.lm_head.weight.requires_grad_(not frozen_head)
@@ -164,7 +175,7 @@ def test_scored_positions_and_teacher_targets_at_them():
 @pytest.mark.parametrize("stride", [1, 3])
 def test_the_teachers_pass_in_batches_equals_one_pass_over_all_rows(stride):
     """`_precompute` writes each batch's targets into tensors made once (not a list concatenated at the end)."""
-    from diet_hf.healing import _precompute
+    from diet_hf.healing.teacher import _precompute
 
     teacher, _ = _pair()
     ids = random_batch(5, 16)  # batches of 2: the last holds one row
@@ -180,7 +191,8 @@ def test_training_targets_are_read_from_their_cache_file(tmp_path):
     """With `on_disk`, `_precompute` returns the cache file's tensors read a slice at a time: each slice (and each
     dataset item built on them) equals the targets held in memory, on the first run and on a resumed one; a cache made
     for other rows is not used."""
-    from diet_hf.healing import _DiskTargets, _PackedDataset, _precompute
+    from diet_hf.healing.data import _PackedDataset
+    from diet_hf.healing.teacher import _DiskTargets, _precompute
 
     teacher, _ = _pair()
     ids = random_batch(5, 16)
@@ -227,15 +239,12 @@ def test_position_stride_scores_a_subset_and_still_heals(tmp_path, tiny_tokenize
 
 @pytest.mark.parametrize("bos_rows", [False, True])
 def test_heal_trains_and_guards_on_bos_started_rows(tmp_path, tiny_tokenizer, monkeypatch, bos_rows):
-    import diet_hf.healing as healing
-
     teacher, student = _pair()
     first_tokens = []
-    original = healing.teacher_targets
-    monkeypatch.setattr(
-        healing,
+    _patch_healing(
+        monkeypatch,
         "teacher_targets",
-        lambda m, ids, **k: first_tokens.extend(ids[:, 0].tolist()) or original(m, ids, **k),
+        lambda original: lambda m, ids, **k: first_tokens.extend(ids[:, 0].tolist()) or original(m, ids, **k),
     )
     config = _small(bos_rows=bos_rows, separate_documents=False)  # separate_documents starts rows with BOS too
     healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path)
@@ -425,11 +434,10 @@ def test_healing_leaves_the_dense_parent_untouched(tmp_path, tiny_tokenizer, lor
 def test_the_guards_scoring_builds_no_autograd_graph(tmp_path, tiny_tokenizer, monkeypatch):
     """The guard scores held-out rows between training steps: under autograd it would keep the decoder's activations
     and take the head's gradient for nothing (a misplaced decorator did that for a while)."""
-    import diet_hf.healing as healing
-
     grad_modes = []
-    scored = healing._scored
-    monkeypatch.setattr(healing, "_scored", lambda *a: grad_modes.append(torch.is_grad_enabled()) or scored(*a))
+    _patch_healing(
+        monkeypatch, "_scored", lambda scored: lambda *a: grad_modes.append(torch.is_grad_enabled()) or scored(*a)
+    )
     teacher, student = _pair()
     heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "w")
     # one forward with autograd per training step (6 steps of one batch); the guard's (before training and every
@@ -612,14 +620,13 @@ def test_layerwise_loss_against_brute_force_and_zero_for_the_teacher_itself():
 
 
 def test_layerwise_healing_runs_the_teacher_beside_the_student(tmp_path, tiny_tokenizer, monkeypatch):
-    import diet_hf.healing as healing
-
     teacher, student = _pair()
     reference = [p.detach().clone() for p in student.parameters()]
     passes = []
-    original = healing.teacher_targets
-    monkeypatch.setattr(
-        healing, "teacher_targets", lambda *a, **k: passes.append(k.get("layer_outputs")) or original(*a, **k)
+    _patch_healing(
+        monkeypatch,
+        "teacher_targets",
+        lambda original: lambda *a, **k: passes.append(k.get("layer_outputs")) or original(*a, **k),
     )
     healed = heal(
         student, teacher, tiny_tokenizer, TEXTS, config=_small(hidden_weight=0.5, position_stride=3), work_dir=tmp_path
@@ -974,13 +981,13 @@ def test_bf16_autocasts_the_training_steps_and_the_teachers_pass_on_cpu(tmp_path
 
 
 def test_bf16_default_follows_the_hardware_and_is_recorded(tmp_path, tiny_tokenizer, monkeypatch):
-    import diet_hf.healing as healing
+    from diet_hf._devices import fast_bf16
 
     assert HealingConfig().bf16 is None  # "auto"
     for fast in (True, False):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda fast=fast: fast)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-        assert healing.fast_bf16("cpu") is fast
+        assert fast_bf16("cpu") is fast
         teacher, student = _pair()
         config = _small(bf16=None, max_tokens=16 * 2 * 2)
         healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / f"w{fast}")
@@ -988,7 +995,7 @@ def test_bf16_default_follows_the_hardware_and_is_recorded(tmp_path, tiny_tokeni
 
 
 def test_frozen_head_is_cast_once_and_again_only_when_it_changes():
-    import diet_hf.healing as healing
+    import diet_hf.healing.loss as healing
 
     _, student = _pair()
     hidden = torch.randn(5, student.config.hidden_size)
@@ -1046,15 +1053,15 @@ def test_the_same_seed_heals_alike_whether_the_teacher_is_given_loaded_or_by_pat
 ):
     # loading a teacher by name may draw from torch's generator (transformers 4.57 does for an image-text Gemma 3);
     # the LoRA start drawn after the teacher's pass must not depend on that
-    import diet_hf.healing
+    import diet_hf.healing.teacher
 
-    real = diet_hf.healing.load_causal_lm
+    real = diet_hf.healing.teacher.load_causal_lm
 
     def drawing_loader(*args, **kwargs):
         torch.rand(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(diet_hf.healing, "load_causal_lm", drawing_loader)
+    monkeypatch.setattr(diet_hf.healing.teacher, "load_causal_lm", drawing_loader)
     teacher, student = _pair()
     teacher.save_pretrained(tmp_path / "dense")
     by_path = heal(student, str(tmp_path / "dense"), tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "a")

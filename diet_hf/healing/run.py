@@ -1,0 +1,424 @@
+"""`heal`: distillation of a pruned model from its dense parent, from the data to the saved, merged checkpoint."""
+
+import gc
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from .._devices import fast_bf16
+from .._io import check_not_a_file, check_output_is_not_input
+from ..constants import family_for_model_type
+from ..loading import image_text_model, is_image_text, text_causal_lm
+from .config import HealingConfig
+from .data import _collate, _PackedDataset, _text_list, pack_sources
+from .loss import _cast_heads_once, _causal_lm, scored_positions
+from .record import (
+    _held_out_record,
+    _held_out_sources,
+    _held_out_tasks_record,
+    _run_record,
+    _scored_on_held_out,
+    _task_scorer,
+)
+from .teacher import _load_teacher, _precompute, _teacher_config, check_parent
+from .training import (
+    _BosBasis,
+    _own_storage,
+    _trainer_classes,
+    _unnamed,
+    _validation_kl,
+    limit_heap_retention,
+    release_freed_memory,
+)
+
+
+def heal(
+    student,
+    teacher,
+    tokenizer,
+    data,
+    *,
+    config: HealingConfig | None = None,
+    output_dir: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    data_record: dict | None = None,
+    callbacks: list | None = None,
+    repo_id: str | None = None,
+    disable_progress: bool = False,
+    processor=None,
+    eval_texts=None,
+    eval_tasks=None,
+    eval_options: dict | None = None,
+    token: str | None = None,
+):
+    """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
+
+    Args:
+        student: a pruned causal LM (`PrunedGemma*ForCausalLM`); trained in place. A pruned image-text Gemma 3
+            (`PrunedGemma3ForConditionalGeneration`): its text model is healed, and the healed model keeps its vision
+            tower and projector (unchanged, shared).
+        teacher: its dense parent (checked: vocabulary, hidden size, layers, family), as a model or as a Hub id /
+            directory. With `top_k` set it runs once over the data and is not needed afterwards: given as a path, it
+            is loaded for that pass and freed before training (and not loaded at all when a resumed run finds its
+            cached targets); given as a model, `del` your reference to free the memory.
+        tokenizer: the tokenizer of both.
+        data: a list of strings, a `datasets.Dataset` with a `text` column, or a dict of such per source (each
+            packed apart, their sequences interleaved in equal shares; see `healing_texts`).
+        config (`HealingConfig`, *optional*): the options; defaults of `HealingConfig()`.
+        output_dir (*optional*): where to save the healed model (atomically: absent or complete, never half-written).
+        work_dir (*optional*): checkpoints and the teacher's cached targets (default `<output_dir>.healing`); kept
+            until the healed model is saved, so an interrupted run resumes with `resume=True`.
+        data_record (`dict`, *optional*): what the data is (sources, splits), recorded in the card.
+        callbacks (`list[TrainerCallback]`, *optional*): more `Trainer` callbacks.
+        repo_id (`str`, *optional*): the Hub repository the saved model is meant for (its card's usage snippet names
+            it); upload `output_dir` with `diet_hf.hub.push_saved_model`.
+        disable_progress (`bool`, *optional*): no progress bars (the teacher's pass, training).
+        processor (`ProcessorMixin`, *optional*): a pruned image-text model's processor, saved in `output_dir` instead
+            of `tokenizer` (which it holds); `diet_hf.loading.load_processor` reads it from the pruned checkpoint.
+        eval_texts (*optional*): held-out texts of your own (never trained on), as `data` takes them (a list of
+            strings, a dataset with a `text` column, or a dict of them per source): scored with
+            `diet_hf.evaluation.texts_perplexity` on the teacher and the unhealed student before training and on the
+            healed model after; the perplexities and the healed model's ratios to both, with 95% paired-bootstrap
+            intervals over the texts, go into `config.pruning["healing"]["held_out_texts"]` and the card. A text
+            that is also in the healing data is warned about.
+        eval_tasks (*optional*): tasks to score as `diet_hf.evaluation.evaluate` scores them (registered names and
+            your own `tasks.multiple_choice_task`s, none of them trained on), on the teacher and the unhealed
+            student before training and on the healed model after, on the same examples (the evaluation examples
+            the student's pruning profiled left out); each model's headline scores and the healed model's
+            differences to both, with 95% paired-bootstrap intervals, go into
+            `config.pruning["healing"]["held_out_tasks"]` and the card.
+        eval_options (`dict`, *optional*): `evaluate`'s keywords for `eval_tasks` (`limit`, `half`, `data_dir`,
+            `batch_size`).
+        token (`str`, *optional*): the Hub token to read a `teacher` given as a Hub id with (default: `HF_TOKEN`,
+            else the login `hf auth login` saved).
+
+    Returns:
+        The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
+    """
+    config = config or HealingConfig()
+    # a pruned image-text Gemma 3: its text model is healed, then put back beside its unchanged vision tower
+    image_text, student = (student, text_causal_lm(student)) if is_image_text(student.config) else (None, student)
+    teacher_config, teacher_name = _teacher_config(teacher, token)
+    check_parent(student.config, teacher_config)
+    if output_dir is not None:  # before any training, not when the healed model is saved
+        check_not_a_file(output_dir, "output_dir")
+        if isinstance(teacher, (str, os.PathLike)):
+            check_output_is_not_input(output_dir, "output_dir", {"teacher": teacher})
+    config = _resolved_bos_options(config, tokenizer)
+    document_bos = tokenizer.bos_token_id if config.separate_documents else None
+    sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
+    held_out = _held_out_sources(eval_texts, sources)  # checked before the data is packed or anything runs
+    score_tasks = _task_scorer(eval_tasks, eval_options, student, tokenizer, disable_progress)
+    rows = _packed_rows(sources, tokenizer, config)
+    work_dir = _work_dir(work_dir, output_dir, resume)
+
+    torch.manual_seed(config.seed)
+    use_cuda = torch.cuda.is_available() and next(student.parameters()).is_cuda
+    if config.bf16 is None:  # resolved here, so the record says what ran
+        config = replace(config, bf16=fast_bf16(next(student.parameters()).device))
+    release = config.release_memory and not use_cuda  # the C heap's retention is a CPU training matter
+    side = _teacher_side(
+        teacher, student, tokenizer, rows, config, work_dir, document_bos, held_out, score_tasks, token, release,
+        disable_progress,
+    )  # fmt: skip
+    if release:  # from here on: the teacher's pass gains nothing from it, and mapping every block anew slows it
+        limit_heap_retention()
+    unhealed = _scored_on_held_out(student, tokenizer, held_out, score_tasks, disable_progress)
+    before = _validation_kl(student, rows.validation, side.validation_targets, side.guard, config, document_bos)
+    # seeded again after the teacher's pass: loading a teacher by name may draw from the generator (transformers 4.57
+    # initializes weights it then overwrites), and the LoRA start must not depend on how the teacher was given
+    torch.manual_seed(config.seed)
+    model = _trainable_model(student, config)
+    trainer, guard = _trainer(
+        model, tokenizer, rows, side, config, work_dir, before, document_bos, use_cuda, release, callbacks,
+        disable_progress,
+    )  # fmt: skip
+    checkpoints = sorted((work_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    started = time.monotonic()
+    with _unnamed(student), _cast_heads_once():
+        trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resume and checkpoints else None)
+    seconds = time.monotonic() - started
+    healed, merge_error, rolled_back = _best_state_merged(model, guard, config, rows.validation)
+    record = {
+        "method": "knowledge distillation from the dense parent",
+        "teacher": teacher_name,
+        "data": data_record or {"sources": list(sources), "splits": None},
+        **_run_record(config, rows, trainer, guard, before, seconds, merge_error, rolled_back),
+    }
+    if held_out or score_tasks:
+        healed_scores = _scored_on_held_out(healed, tokenizer, held_out, score_tasks, disable_progress)
+        if held_out:
+            record["held_out_texts"] = _held_out_record(side.texts, unhealed["texts"], healed_scores["texts"])
+        if score_tasks:
+            record["held_out_tasks"] = _held_out_tasks_record(side.tasks, unhealed["tasks"], healed_scores["tasks"])
+    healed.config.pruning = {**(getattr(healed.config, "pruning", None) or {}), "healing": record}
+    if image_text is not None:
+        healed = image_text_model(image_text, healed)
+    if output_dir is not None:
+        from ..hub import save_pruned_model
+
+        plan = getattr(image_text if image_text is not None else student, "diet_plan", None)
+        saved_tokenizer = processor if processor is not None else tokenizer
+        save_pruned_model(healed, output_dir, tokenizer=saved_tokenizer, plan=plan, repo_id=repo_id)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return healed
+
+
+class _Rows(NamedTuple):
+    """The packed data: the guard's held-out rows, the training rows, the steps they make, the scored positions."""
+
+    validation: torch.Tensor  # (validation_sequences, seq_len)
+    train: torch.Tensor  # (rows, seq_len)
+    max_steps: int
+    positions: torch.Tensor | None  # (rows, scored positions per row); None: every position
+
+
+@dataclass
+class _TeacherSide:
+    """What a run keeps of its teacher once the teacher's pass is done."""
+
+    guard: object  # the model the guard runs (the full-vocabulary KL, `top_k=None`), else None
+    training: object  # the model beside the student at every step (full KL or layer-wise loss), else None
+    validation_targets: dict | None  # its top-k targets on the guard's rows
+    train_targets: object  # on the training rows (`_DiskTargets`), else None
+    texts: dict | None  # its perplexity on the held-out texts
+    tasks: dict | None  # its scores on the held-out tasks
+
+
+def _resolved_bos_options(config: HealingConfig, tokenizer) -> HealingConfig:
+    """`keep_bos_state` and `separate_documents` resolved from the tokenizer (so the record says what ran); both
+    refused without a BOS token."""
+    has_bos = getattr(tokenizer, "bos_token_id", None) is not None
+    for name in ("separate_documents", "keep_bos_state"):
+        if getattr(config, name) and not has_bos:
+            raise ValueError(f"`{name}=True` needs a tokenizer with a BOS token; this one has none.")
+    if config.keep_bos_state is None:
+        config = replace(config, keep_bos_state=config.lora and has_bos)
+    if config.separate_documents is None:
+        config = replace(config, separate_documents=has_bos)
+    return config
+
+
+def _packed_rows(sources: dict[str, list[str]], tokenizer, config: HealingConfig) -> _Rows:
+    """The sources packed into rows of `seq_len`, the guard's cut off first, the training rows cut to `max_tokens`."""
+    rows = pack_sources(
+        sources, tokenizer, config.seq_len, seed=config.seed, bos_rows=config.bos_rows or config.separate_documents
+    )
+    if rows.shape[0] <= config.validation_sequences:
+        raise ValueError(
+            f"The healing data packs into {rows.shape[0]} sequences of {config.seq_len} tokens; at least "
+            f"{config.validation_sequences + 1} are needed ({config.validation_sequences} are held out for the guard)."
+        )
+    validation, train = rows[: config.validation_sequences], rows[config.validation_sequences :]
+    per_step = config.batch_size * config.gradient_accumulation_steps
+    steps_for_tokens = math.ceil(config.max_tokens / config.tokens_per_step)
+    train = train[: max(steps_for_tokens * per_step, config.batch_size)]
+    max_steps = min(steps_for_tokens, math.ceil(train.shape[0] / per_step))
+    positions = scored_positions(train.shape[0], config.seq_len, config.position_stride, seed=config.seed)
+    return _Rows(validation, train, max_steps, positions)
+
+
+def _work_dir(work_dir, output_dir, resume: bool) -> Path:
+    """The run's checkpoint directory (default `<output_dir>.healing`), made; one holding an earlier run is refused
+    unless `resume`."""
+    if work_dir is None:
+        if output_dir is None:
+            raise ValueError("Pass `output_dir` or `work_dir`: healing keeps resumable checkpoints there.")
+        work_dir = Path(output_dir).with_name(Path(output_dir).name + ".healing")
+    work_dir = Path(work_dir)
+    if work_dir.exists() and not resume and any(work_dir.iterdir()):
+        raise FileExistsError(
+            f"`work_dir` {work_dir} holds an earlier run: pass `resume=True` (CLI: --resume) to continue it, or "
+            "delete it."
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir
+
+
+def _teacher_side(
+    teacher, student, tokenizer, rows: _Rows, config, work_dir: Path, document_bos, held_out, score_tasks, token,
+    release: bool, disable_progress: bool,
+) -> _TeacherSide:  # fmt: skip
+    """The teacher's part of a run: its top-k targets on the guard's and the training rows (cached in `work_dir`),
+    its held-out texts and tasks scored while it is loaded; then it is freed, unless it runs beside the student at
+    every step (the full-vocabulary KL, `top_k=None`, or the layer-wise loss)."""
+    from ..evaluation.language_modeling import texts_perplexity_by_source
+
+    loaded = {}
+
+    def get_teacher():  # a teacher given by name is loaded only when something must run through it
+        if "model" not in loaded:
+            by_name = isinstance(teacher, (str, os.PathLike))
+            model = _load_teacher(teacher, student, token) if by_name else text_causal_lm(teacher)
+            loaded["model"] = model.eval()
+        return loaded["model"]
+
+    online, layerwise = config.top_k is None, config.hidden_weight > 0
+    validation_targets = train_targets = None
+    if online:
+        get_teacher()
+    else:
+        validation_targets = _precompute(
+            get_teacher,
+            rows.validation,
+            config,
+            work_dir / "teacher_validation.safetensors",
+            document_bos=document_bos,
+            disable_progress=disable_progress,
+        )
+        # the next-token loss alone (kd_weight 0) needs the teacher only for the guard's held-out sequences; the
+        # layer-wise loss makes its top-k targets online
+        if config.kd_weight > 0 and not layerwise:
+            train_targets = _precompute(
+                get_teacher,
+                rows.train,
+                config,
+                work_dir / "teacher_train.safetensors",
+                rows.positions,
+                document_bos,
+                on_disk=True,  # read a batch's slice at a time: the training steps hold no copy of them
+                disable_progress=disable_progress,
+            )
+    # while it is loaded (a resumed run that finds its cached targets loads it for this alone)
+    texts = tasks = None
+    if held_out:
+        texts = texts_perplexity_by_source(get_teacher(), tokenizer, held_out, disable_progress=disable_progress)
+    if score_tasks:
+        tasks = score_tasks(get_teacher())
+    kept = get_teacher() if (online or layerwise) else None
+    if not online:  # otherwise freed: training needs only its cached targets
+        loaded.clear()
+        gc.collect()
+        if release:
+            release_freed_memory()
+    return _TeacherSide(kept if online else None, kept, validation_targets, train_targets, texts, tasks)
+
+
+def _trainable_model(student, config: HealingConfig):
+    """The student wrapped for training: PEFT LoRA on the projections `lora_modules` names, or the student itself
+    with its own weights (embedding and head frozen unless `train_embeddings`)."""
+    if config.lora:
+        import peft
+
+        layout = family_for_model_type(student.config.model_type).layout
+        projections = {
+            "all": layout.projection_names,
+            "mlp": layout.mlp_projection_names,
+            "attention": layout.attention_projection_names,
+        }[config.lora_modules]
+        targets = [
+            name
+            for name, module in student.named_modules()
+            if name.rsplit(".", 1)[-1] in projections and isinstance(module, torch.nn.Linear) and module.weight.numel()
+        ]
+        lora = peft.LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets
+        )
+        model = peft.get_peft_model(student, lora)
+        model.peft_config["default"].base_model_name_or_path = None  # see `_unnamed`
+    else:
+        if not config.train_embeddings:
+            for module in (student.get_input_embeddings(), student.get_output_embeddings()):
+                module.requires_grad_(False)
+        _own_storage(student)
+        model = student
+    model.train()
+    return model
+
+
+def _trainable(model) -> dict:
+    return {k: v for k, v in model.named_parameters() if v.requires_grad}
+
+
+def _trainer(
+    model, tokenizer, rows: _Rows, side: _TeacherSide, config, work_dir: Path, before: float, document_bos,
+    use_cuda: bool, release: bool, callbacks, disable_progress: bool,
+):  # fmt: skip
+    """The distillation `Trainer` over the training rows, with its callbacks (BOS-state projection, guard, loss bar,
+    memory release, the caller's); returns it and the guard."""
+    from transformers import PrinterCallback, ProgressCallback, TrainingArguments
+
+    DistillationTrainer, Guard, LossBar, KeepBosState, ReleaseMemory = _trainer_classes()
+    bos_basis = _BosBasis(model, tokenizer.bos_token_id) if config.keep_bos_state else None  # before the guard's copy
+    guard = Guard(
+        lambda m: _validation_kl(m, rows.validation, side.validation_targets, side.guard, config, document_bos),
+        _trainable,
+        config,
+        before,
+        {k: v.detach().clone() for k, v in _trainable(model).items()},
+    )
+    args = TrainingArguments(
+        output_dir=str(work_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=math.ceil(config.warmup_ratio * rows.max_steps),
+        lr_scheduler_type="linear",
+        max_steps=rows.max_steps,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        use_cpu=not use_cuda,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+    trainer = DistillationTrainer(
+        model=model,
+        args=args,
+        train_dataset=_PackedDataset(rows.train, side.train_targets, rows.positions),
+        data_collator=_collate,
+        healing=config,
+        teacher=side.training,
+        document_bos=document_bos,
+        callbacks=[
+            *([KeepBosState(bos_basis)] if bos_basis else []),
+            guard,
+            LossBar(disable_progress),
+            *([ReleaseMemory()] if release else []),
+            *(callbacks or []),
+        ],
+    )
+    for printer in (ProgressCallback, PrinterCallback):  # LossBar is the progress bar; no raw log dicts on stdout
+        trainer.remove_callback(printer)
+    return trainer, guard
+
+
+def _best_state_merged(model, guard, config: HealingConfig, validation: torch.Tensor):
+    """The best state the guard saw put back (the unhealed one when no evaluation beat it: then the healing is rolled
+    back) and LoRA merged into new tensors; returns the healed model, the merge's largest logit change on one held-out
+    row, and whether it was rolled back."""
+    rolled_back = config.guard and guard.best_step == 0
+    if config.guard:
+        with torch.no_grad():
+            current = _trainable(model)
+            for name, value in guard.best_state.items():
+                current[name].copy_(value)
+    model.eval()
+    probe = validation[:1].to(next(model.parameters()).device)
+    with torch.no_grad():
+        trained_logits = _causal_lm(model)(input_ids=probe).logits.float()
+    # safe_merge writes W + BA into a new tensor: an in-place merge would change every model sharing W (a model fresh
+    # from `build_pruned_model` shares its unsliced weights with the dense parent, often the teacher itself)
+    healed = (model.unload() if rolled_back else model.merge_and_unload(safe_merge=True)) if config.lora else model
+    healed.eval()
+    with torch.no_grad():
+        merge_error = float((healed(input_ids=probe).logits.float() - trained_logits).abs().max())
+    # float32 rounding of W + BA against W x + B(A x): ~1e-4 on logits of tens over a 262k vocabulary
+    tolerance = 5e-2 if next(healed.parameters()).dtype != torch.float32 else 2e-3
+    if merge_error > tolerance:
+        raise RuntimeError(f"Merging the LoRA weights changed the logits by {merge_error:.2e} (> {tolerance:g}).")
+    return healed, merge_error, rolled_back
