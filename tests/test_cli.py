@@ -378,7 +378,7 @@ def test_every_flag_has_help():
     # `--mlp-sparsity` and `--attention-sparsity` were listed in `diet-hf prune --help` with no word on what they do
     import argparse
 
-    from diet_hf.cli import _build_parser
+    from diet_hf.cli.parser import _build_parser
 
     def parsers(parser):
         yield parser
@@ -399,7 +399,7 @@ def test_every_flag_has_help():
 def test_quiet_silences_the_libraries_deprecation_notices():
     import warnings
 
-    from diet_hf.cli import _quiet
+    from diet_hf.cli.common import _quiet
 
     model = tiny_dense_model("gemma2")
     with warnings.catch_warnings(record=True) as caught:

@@ -1,0 +1,93 @@
+"""What the `diet-hf` commands share: exit codes, option values from flags, the quiet switch, your own texts
+and tasks read from the command line, and the paired differences printed."""
+
+import os
+import warnings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _dataclass_values(args, options_class) -> dict:
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(options_class)}
+    for name, value in values.items():
+        if isinstance(value, list) and value and isinstance(value[0], tuple):  # NAME=NUMBER pairs
+            values[name] = dict(value)
+    return values
+
+
+def _dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def _quiet() -> None:
+    os.environ["TQDM_DISABLE"] = "1"
+    import huggingface_hub
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    # deprecation notices inside the libraries (e.g. PEFT reading transformers' `is_gradient_checkpointing`): nothing
+    # the user of the command can act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
+
+
+def _eval_tasks(words: list[str], headline_metric: str, flag: str, *, preload: bool = False, data_dir=None) -> list:
+    """The tasks of `diet-hf eval --tasks` / `prune` and `heal --eval-tasks`: registered names as they are, your own
+    multiple-choice questions (`NAME=SOURCE`, read and checked now) as `Task`s with `headline_metric`. With
+    `preload` (prune, heal: the scores come after minutes of work) the registered tasks' data is loaded now too (from
+    `data_dir`, else as `evaluate` would), so missing data fails before the model loads."""
+    from ..tasks import TASKS, evaluation_examples, load_multiple_choice_source
+
+    tasks = []
+    for word in words:
+        if "=" in word:
+            tasks.append(load_multiple_choice_source(word, flag=flag, headline_metric=headline_metric))
+        elif word in TASKS:
+            tasks.append(word)
+        else:
+            raise ValueError(
+                f"`{flag}`: {word!r} is not a registered task ({', '.join(TASKS)}); give your own multiple-choice "
+                "questions as NAME=FILE.jsonl or NAME=DATASET[:SPLIT]."
+            )
+    names = [task if isinstance(task, str) else task.name for task in tasks]
+    if len(set(names)) < len(names):
+        raise ValueError(f"`{flag}`: a task is named twice: {' '.join(names)}.")
+    if preload:
+        for task in tasks:
+            if isinstance(task, str):
+                evaluation_examples(task, data_dir=data_dir)
+    return tasks
+
+
+def _print_task_differences(model_name: str, reference_name: str, result: dict, reference: dict) -> dict:
+    """Prints `result` minus `reference` per task (its headline metric) and on the average, with the paired 95%
+    intervals (both made with `return_predictions=True`); returns the comparison."""
+    from ..evaluation import compare_evaluations
+
+    comparison = compare_evaluations(result, reference)
+    print(f"\n{model_name} minus {reference_name} (the same examples; paired bootstrap, 2000 resamples):")
+    print(f"{'task':16}{'reference':>10}{'difference':>12}  95% interval")
+    for task, row in comparison.items():
+        scores = reference["results"].get(task)
+        score = reference["average"] if task == "average" else scores[scores["headline_metric"]]
+        low, high = row["ci95"]
+        print(f"{task:16}{score:>10.4f}{row['difference']:>+12.4f}  [{low:+.4f}, {high:+.4f}]")
+    return comparison
+
+
+def _text_sources(words: list[str] | None, flag: str) -> dict[str, list[str]]:
+    """`NAME=SOURCE` words of `flag` read as `prune --tasks` reads them (`ValueError` naming the flag), each name
+    once."""
+    from ..tasks import load_task_source
+
+    sources = [load_task_source(word, flag=flag, registered=False) for word in words or []]
+    names = [name for name, _ in sources]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"`{flag}`: each NAME once; repeated: {', '.join(repeated)}.")
+    return dict(sources)

@@ -1,0 +1,173 @@
+"""`diet-hf eval`: accuracy on tasks, perplexity and last-word accuracy on your own texts, against a reference."""
+
+import json
+
+from .common import EXIT_OK, _dtype, _eval_tasks, _print_task_differences, _text_sources
+
+
+def _prepare(args) -> None:
+    """Reads and checks your own texts and questions, before any model loads (`ValueError`: a usage error)."""
+    from ..evaluation.language_modeling import split_last_words
+    from ..tasks import PAPER_TASKS
+
+    # the user's texts are read and checked before any model loads
+    args.text_data = {name: texts[: args.limit] for name, texts in _text_sources(args.texts, "--texts").items()}
+    args.last_word_data = {
+        name: texts[: args.limit] for name, texts in _text_sources(args.last_word, "--last-word").items()
+    }
+    for name, texts in args.last_word_data.items():
+        split_last_words(texts, f"`--last-word` {name}")
+    if args.tasks is None:
+        args.tasks = [] if args.text_data or args.last_word_data else list(PAPER_TASKS)
+    # your own questions are read and checked before any model loads
+    args.tasks = _eval_tasks(args.tasks, args.own_headline, "--tasks")
+
+
+def _run_eval(args) -> int:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .._io import atomic_write_text, check_model_location, check_tokenizer_files
+    from ..evaluation import evaluate, last_word_accuracy
+    from ..evaluation.language_modeling import texts_perplexity_by_source
+    from ..loading import load_causal_lm
+
+    names = [args.model] + ([args.reference] if args.reference else [])
+    for name, argument in zip(names, ("model", "--reference")):  # both checked before either is scored
+        check_model_location(name, argument)
+        check_tokenizer_files(name, argument)
+    # --revision is MODEL's; the reference is read at its default revision
+    loading = {name: {"trust_remote_code": args.trust_remote_code, "token": args.token} for name in names}
+    loading[args.model]["revision"] = args.revision
+    # evaluation examples a pruned model's profile read (its provenance records them) are scored for neither model
+    excluded: dict[str, set] = {}
+    for name in names:
+        recorded = (getattr(AutoConfig.from_pretrained(name, **loading[name]), "pruning", None) or {}).get(
+            "calibration_eval_ids"
+        )
+        for task, ids in (recorded or {}).items():
+            excluded.setdefault(task, set()).update(ids)
+    task_names = {task if isinstance(task, str) else task.name for task in args.tasks}
+    excluded = {task: sorted(ids) for task, ids in excluded.items() if task in task_names}
+    if excluded and not args.quiet:
+        counts = ", ".join(f"{len(ids)} of {task}" for task, ids in excluded.items())
+        print(f"left out the evaluation examples the pruning profiled ({counts}; recorded in its config)")
+    results, text_results, word_results = [], [], []
+    for name in names:  # one model in memory at a time
+        model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading[name]).eval()  # image-text: its text model
+        tokenizer = AutoTokenizer.from_pretrained(name, **loading[name])
+        if args.tasks:
+            results.append(
+                evaluate(
+                    model,
+                    tokenizer,
+                    args.tasks,
+                    limit=args.limit,
+                    half=args.half,
+                    batch_size=args.batch_size,
+                    exclude_ids=excluded or None,
+                    data_dir=args.data_dir,
+                    return_predictions=args.reference is not None,
+                    disable_progress=args.quiet,
+                )
+            )
+        text_results.append(
+            texts_perplexity_by_source(
+                model, tokenizer, args.text_data, batch_size=args.batch_size, disable_progress=args.quiet
+            )
+        )
+        word_results.append(
+            {
+                source: last_word_accuracy(
+                    model, tokenizer, texts, batch_size=args.batch_size, disable_progress=args.quiet
+                )
+                for source, texts in args.last_word_data.items()
+            }
+        )
+        del model
+    record = {"model": args.model}
+    if args.tasks:
+        record.update(_print_task_results(args, results))
+    if args.text_data:
+        record.update(_print_text_results(args, text_results))
+    if args.last_word_data:
+        record.update(_print_last_word_results(args, word_results))
+    if args.output:
+        atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _print_text_results(args, text_results: list[dict]) -> dict:
+    """Prints the texts' perplexity (and with `--reference` the ratio and its interval); returns the JSON record's
+    entries: per source the summary without the per-text values."""
+    from ..evaluation import paired_bootstrap_perplexity
+
+    def summary(results):
+        return {source: {k: v for k, v in r.items() if k not in ("nll", "counts")} for source, r in results.items()}
+
+    print(f"\n{'texts':16}{'n':>7}{'tokens':>10}{'perplexity':>12}  (each text read alone from BOS)")
+    for source, row in text_results[0].items():
+        cut = f"  ({row['truncated']} cut at the context length)" if row["truncated"] else ""
+        print(f"{source:16}{row['texts']:>7}{row['tokens']:>10}{row['perplexity']:>12.3f}{cut}")
+    record = {"texts": summary(text_results[0])}
+    if args.reference:
+        print(f"\n{args.model} over {args.reference} (the same texts; paired bootstrap over texts, 2000 resamples):")
+        print(f"{'texts':16}{'reference':>10}{'ratio':>9}  95% interval")
+        ratios = {}
+        for source, row in text_results[0].items():
+            reference = text_results[1][source]
+            ratios[source] = paired_bootstrap_perplexity(row, reference)
+            low, high = ratios[source]["ci95"]
+            print(
+                f"{source:16}{reference['perplexity']:>10.3f}{ratios[source]['ratio']:>9.3f}  [{low:.3f}, {high:.3f}]"
+            )
+        record["reference_texts"] = summary(text_results[1])
+        record["texts_ratio"] = ratios
+    return record
+
+
+def _print_last_word_results(args, word_results: list[dict]) -> dict:
+    """Prints the last-word accuracy per source (and with `--reference` the difference and its interval); returns the
+    JSON record's entries: per source the summary without the per-text values."""
+    from ..evaluation import paired_bootstrap
+
+    def summary(results):
+        return {s: {k: v for k, v in r.items() if k not in ("correct", "loglikelihood")} for s, r in results.items()}
+
+    print(f"\n{'last word':16}{'n':>7}{'accuracy':>10}{'word ppl':>12}  (LAMBADA's measure)")
+    for source, row in word_results[0].items():
+        print(f"{source:16}{row['texts']:>7}{row['accuracy']:>10.3f}{row['perplexity']:>12.3f}")
+    record = {"last_word": summary(word_results[0])}
+    if args.reference:
+        print(f"\n{args.model} minus {args.reference} (the same texts; paired bootstrap over texts, 2000 resamples):")
+        print(f"{'last word':16}{'reference':>10}{'difference':>12}  95% interval")
+        differences = {}
+        for source, row in word_results[0].items():
+            reference = word_results[1][source]
+            differences[source] = paired_bootstrap(row["correct"], reference["correct"])
+            low, high = differences[source]["ci95"]
+            print(
+                f"{source:16}{reference['accuracy']:>10.3f}{differences[source]['difference']:>+12.3f}  "
+                f"[{low:+.3f}, {high:+.3f}]"
+            )
+        record["reference_last_word"] = summary(word_results[1])
+        record["last_word_difference"] = differences
+    return record
+
+
+def _print_task_results(args, results: list[dict]) -> dict:
+    """Prints the tasks' accuracy (and with `--reference` the differences); returns the JSON record's entries."""
+    result = results[0]
+    print(f"{'task':16}{'n':>7}{'acc':>8}{'acc_norm':>10}  headline")
+    for task, row in result["results"].items():
+        norm = "-" if row["acc_norm"] is None else f"{row['acc_norm']:.4f}"
+        print(f"{task:16}{row['num_scored']:>7}{row['acc']:>8.4f}{norm:>10}  {row['headline_metric']}")
+    print(f"{'average':16}{'':>7}{result['average']:>8.4f}  (of each task's headline metric)")
+    record = dict(result)
+    if args.reference:
+        reference = results[1]
+        comparison = _print_task_differences(args.model, args.reference, result, reference)
+        for entry in (result, reference):
+            entry.pop("predictions")
+        record = {**result, "reference": {"model": args.reference, **reference}, "difference": comparison}
+    return record

@@ -1,0 +1,50 @@
+"""`diet-hf info`: a checkpoint's per-layer structure, parameter counts and provenance."""
+
+import json
+
+from .common import EXIT_OK
+
+
+def _run_info(args) -> int:
+    from ..info import describe_checkpoint
+
+    description = describe_checkpoint(args.model, revision=args.revision, token=args.token)
+    if args.json:
+        print(json.dumps(description, indent=1))
+        return EXIT_OK
+    fmt = f", format {description['format']}" if description.get("format") else ""
+    print(f"{args.model}: model_type {description['model_type']}{fmt}, {description['num_hidden_layers']} layers")
+    if description.get("text_decoder_of"):
+        print(f"(the text decoder of this {description['text_decoder_of']}; its vision tower is not counted)")
+    print(f"{'layer':>5}  {'type':18}{'mlp width':>10}{'heads':>7}{'kv heads':>9}")
+    for row in description["layers"]:
+        print(
+            f"{row['layer']:>5}  {row['type']:18}{row['intermediate_size']:>10}{row['num_attention_heads']:>7}"
+            f"{row['num_key_value_heads']:>9}"
+        )
+    params = description["parameters"]
+    print(
+        f"parameters: {params['total']:,} total, {params['decoder_blocks']:,} in decoder-block attention + MLP "
+        f"(base model {params['base_total']:,} / {params['base_decoder_blocks']:,})"
+    )
+    if description.get("pruning"):
+        print("provenance (`--json` prints all of it):")
+        print("\n".join(_provenance_lines(description["pruning"])))
+    return EXIT_OK
+
+
+def _provenance_lines(record: dict, indent: int = 2, width: int = 100) -> list[str]:
+    """`config.pruning` for reading: one key per line, sorted; a dict too long for one line opens its own indented
+    block; a long list shows its length and first items (the calibration ids, the loss curve)."""
+    lines = []
+    for key in sorted(record):
+        value = record[key]
+        text = json.dumps(value, sort_keys=True)
+        if isinstance(value, dict) and value and len(text) > width:
+            lines += [f"{' ' * indent}{key}:", *_provenance_lines(value, indent + 2, width)]
+            continue
+        if isinstance(value, list) and len(text) > width:
+            shown = ", ".join(json.dumps(item, sort_keys=True) for item in value[:3])
+            text = f"[{len(value)} items: {shown}, ...]"
+        lines.append(f"{' ' * indent}{key}: {text if len(text) <= width else text[: width - 3] + '...'}")
+    return lines
