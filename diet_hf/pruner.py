@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
@@ -509,6 +510,66 @@ class DietPruner:
         if not isinstance(inplace, bool):
             raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
         self._require_dense("prune")
+        settings = self._prune_settings(recipe, method, options, option_values, tasks)
+        targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
+        check_sparsity_targets(**targets)  # before the steps scale them
+        plan, channel_source = self._stepped_plan(settings, targets)
+        scores, reconstruct = settings.scores, settings.reconstruct
+        if settings.steps > 1:
+            plan.provenance.update(targets)
+        plan.provenance.update(
+            {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
+        )
+        plan.provenance.update(
+            {
+                "method": method,
+                "recipe": recipe if method == "diet" else None,
+                "score": settings.score,
+                "bias_compensation": settings.bias_compensation,
+                "reconstruct": reconstruct,
+                "anchor_bos": settings.anchor_bos,
+                "steps": settings.steps,
+            }
+        )
+        if reconstruct:  # the precision of the x x^T products its moments summed (`ProfileOptions.moments_dtype`)
+            plan.provenance["moments_dtype"] = str(self._product_dtype()).removeprefix("torch.")
+        channel_means = None
+        if settings.bias_compensation:
+            channel_means = (channel_source if method == "diet" else self.scores).channel_means()
+        # the previous pruned model is not kept past this point, so that it can be freed before surgery builds the
+        # next one (unless the caller holds it): Gemma-2 2B's pruned weights take 5 GB in float32
+        self.pruned_model = None
+        moments = self._input_moments(plan, list(scores.tasks), disable_progress, inplace) if reconstruct else None
+        anchors = None
+        if settings.anchor_bos and moments is not None:  # the BOS token's inputs of the modules the fit refits
+            anchors = first_token_inputs(self.model, self.family, settings.bos_token_id, plan.cut_modules())
+        self.plan = plan
+        dense_parameters = sum(
+            p.numel() for p in (self._image_text if self._image_text is not None else self.model).parameters()
+        )
+        if inplace:  # from here on the dense model is the pruned one's raw material
+            self._consumed = True
+            self._moments = None
+        pruned = build_pruned_model(
+            self.model,
+            plan,
+            channel_means=channel_means,
+            input_moments=moments,
+            reconstruction_anchors=anchors,
+            disable_progress=disable_progress,
+            inplace=inplace,
+        )
+        architecture = getattr(self.model, "diet_source_architecture", None)
+        if self._image_text is not None:  # the pruned decoder beside the unchanged vision tower and projector
+            pruned = image_text_model(self._image_text, pruned)
+        # the one place, after surgery
+        pruned.config.pruning = _pruning_record(dense_parameters, pruned, plan, scores, architecture)
+        self.pruned_model = pruned
+        return pruned
+
+    def _prune_settings(self, recipe: str, method: str, options, option_values: dict, tasks) -> "_PruneSettings":
+        """The options `prune()` runs with (each given, else the recipe's or the method's), checked against each other,
+        the method and this pruner's profile, tokenizer and calibration data; the profile narrowed to `tasks`."""
         options, scoring, applied, values = _resolved_options(recipe, method, options, option_values, "prune")
         score, bias_compensation = applied["score"], applied["bias_compensation"]
         reconstruct = bool(applied["reconstruct"])
@@ -546,72 +607,27 @@ class DietPruner:
                 f"`bias_compensation=True` ({source}) needs per-channel statistics, which this profile lacks: "
                 "profile with `channel_stats=True` (the default), or pass `bias_compensation=False`."
             )
-        norms = output_weight_norms(self.model) if score == "contribution" else None
-        targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
-        check_sparsity_targets(**targets)  # before the steps scale them
-        ranked_source = scoring.scores(self.model, scores)
-        current, channel_source, plan = ranked_source, scores, None
+        return _PruneSettings(
+            scoring, values, scores, score, bias_compensation, reconstruct, anchor_bos, steps, bos_token_id
+        )
+
+    def _stepped_plan(self, settings: "_PruneSettings", targets: dict) -> tuple[PruningPlan, ImportanceScores]:
+        """The plan for `targets`, reached in `settings.steps` steps (re-profiled between them, each step's plan
+        inside the last); returns it and the profile whose channel means the compensation biases take."""
+        scores, steps = settings.scores, settings.steps
+        norms = output_weight_norms(self.model) if settings.score == "contribution" else None
+        current, channel_source, plan = settings.scoring.scores(self.model, scores), scores, None
         for step in range(1, steps + 1):
             ranked = weighted_scores(current, norms) if norms is not None else current
             scaled = {k: (None if v is None else v * step / steps) for k, v in targets.items()}
-            previous, plan = plan, build_plan(ranked, self.model.config, **scaled, **values)
+            previous, plan = plan, build_plan(ranked, self.model.config, **scaled, **settings.values)
             if previous is not None and not _nested(plan, previous):
                 raise RuntimeError(f"Step {step} of iterative pruning kept a unit that an earlier step removed.")
             if step < steps:
-                fill = channel_source.channel_means() if bias_compensation else None
+                fill = channel_source.channel_means() if settings.bias_compensation else None
                 current = self._reprofile(plan, list(scores.tasks), fill, previous=current)
-                channel_source = current if bias_compensation else channel_source
-        if steps > 1:
-            plan.provenance.update(targets)
-        plan.provenance.update(
-            {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
-        )
-        plan.provenance.update(
-            {
-                "method": method,
-                "recipe": recipe if method == "diet" else None,
-                "score": score,
-                "bias_compensation": bias_compensation,
-                "reconstruct": reconstruct,
-                "anchor_bos": anchor_bos,
-                "steps": steps,
-            }
-        )
-        if reconstruct:  # the precision of the x x^T products its moments summed (`ProfileOptions.moments_dtype`)
-            plan.provenance["moments_dtype"] = str(self._product_dtype()).removeprefix("torch.")
-        channel_means = (
-            (channel_source if method == "diet" else self.scores).channel_means() if bias_compensation else None
-        )
-        # the previous pruned model is not kept past this point, so that it can be freed before surgery builds the
-        # next one (unless the caller holds it): Gemma-2 2B's pruned weights take 5 GB in float32
-        self.pruned_model = None
-        moments = self._input_moments(plan, list(scores.tasks), disable_progress, inplace) if reconstruct else None
-        anchors = None
-        if anchor_bos and moments is not None:  # the BOS token's inputs of the modules the reconstruction fits
-            anchors = first_token_inputs(self.model, self.family, bos_token_id, plan.cut_modules())
-        self.plan = plan
-        dense_parameters = sum(
-            p.numel() for p in (self._image_text if self._image_text is not None else self.model).parameters()
-        )
-        if inplace:  # from here on the dense model is the pruned one's raw material
-            self._consumed = True
-            self._moments = None
-        pruned = build_pruned_model(
-            self.model,
-            plan,
-            channel_means=channel_means,
-            input_moments=moments,
-            reconstruction_anchors=anchors,
-            disable_progress=disable_progress,
-            inplace=inplace,
-        )
-        architecture = getattr(self.model, "diet_source_architecture", None)
-        if self._image_text is not None:  # the pruned decoder beside the unchanged vision tower and projector
-            pruned = image_text_model(self._image_text, pruned)
-        # the one place, after surgery
-        pruned.config.pruning = _pruning_record(dense_parameters, pruned, plan, scores, architecture)
-        self.pruned_model = pruned
-        return pruned
+                channel_source = current if settings.bias_compensation else channel_source
+        return plan, channel_source
 
     def check_targets(
         self,
@@ -718,6 +734,20 @@ class DietPruner:
 
 def _moments_bytes(gib: float) -> int:
     return int(gib * 2**30)
+
+
+class _PruneSettings(NamedTuple):
+    """What `prune()` runs with, resolved and checked by `DietPruner._prune_settings`."""
+
+    scoring: object  # the scoring method (`methods.ScoringMethod`)
+    values: dict  # `build_plan`'s options
+    scores: ImportanceScores  # the profile, narrowed to the tasks asked for
+    score: str
+    bias_compensation: bool
+    reconstruct: bool
+    anchor_bos: bool
+    steps: int
+    bos_token_id: int | None
 
 
 # the options `prune()` applies itself; the rest of a resolved `PruneOptions` are `build_plan`'s
