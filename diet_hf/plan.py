@@ -474,10 +474,54 @@ def build_plan(
     if weights is not None and sum(weights) <= 0:
         raise ValueError(f"`task_weights` must give a positive weight to at least one of {tasks}, got {task_weights}.")
     plan = PruningPlan.keep_all(config)
-    hidden, head_dim = plan.hidden_size, plan.head_dim
     attn_share = sparsity * attention_ratio if sparsity is not None else (attention_sparsity or 0.0)
 
-    # Heads: per-task global top-K, merged, then GQA-legalized per layer.
+    heads_kept, kv_kept = _planned_heads(
+        scores, plan, protected, attn_share, attention_sparsity, head_normalize, merge, weights, allocation,
+        allow_sublayer_removal, layer_sparsity_cap,
+    )  # fmt: skip
+    mlp_kept, multiple = _planned_mlp(
+        scores, plan, protected, heads_kept, kv_kept, sparsity, mlp_sparsity, mlp_normalize, merge, weights,
+        allocation, round_to, min_mlp_fraction, allow_sublayer_removal, layer_sparsity_cap,
+    )  # fmt: skip
+
+    provenance = {
+        "tasks": tasks,
+        "sparsity": sparsity,
+        "mlp_sparsity": mlp_sparsity,
+        "attention_sparsity": attention_sparsity,
+        "merge": merge,
+        "task_weights": task_weights,
+        "mlp_normalize": mlp_normalize,
+        "head_normalize": head_normalize,
+        "allocation": allocation,
+        "round_to": round_to,
+        "width_multiple": multiple,
+        "min_mlp_fraction": min_mlp_fraction,
+        "allow_sublayer_removal": allow_sublayer_removal,
+        "layer_sparsity_cap": layer_sparsity_cap,
+        "attention_ratio": attention_ratio,
+        "keep_layers": None if keep_layers is None else list(keep_layers),
+        "achieved_sparsity": None,
+    }
+    plan = replace(  # a new plan: its `__post_init__` checks the kept indices
+        plan,
+        mlp_kept_indices=mlp_kept,
+        head_kept_indices=heads_kept,
+        kv_head_kept_indices=kv_kept,
+        provenance=provenance,
+    )
+    plan.provenance["achieved_sparsity"] = plan.sparsity
+    return plan
+
+
+def _planned_heads(
+    scores, plan, protected, attn_share, attention_sparsity, head_normalize, merge, weights, allocation,
+    allow_sublayer_removal, layer_sparsity_cap,
+) -> tuple[list[list[int]], list[list[int]]]:  # fmt: skip
+    """`build_plan`'s heads: per-task global top-K, merged, then made GQA-valid per layer; the kept query heads and
+    KV heads of every layer."""
+    tasks = scores.tasks
     head_scores = [_normalize(scores.heads[t].double(), head_normalize) for t in tasks]
     num_layers, num_heads = head_scores[0].shape
     k_heads = round((1 - attn_share) * num_layers * num_heads)
@@ -495,11 +539,18 @@ def build_plan(
     order, keep = _vote_except(head_scores, k_heads, head_floor, merge, weights, allocation, protected)
     goodness = torch.empty(order.numel(), dtype=torch.float64)
     goodness[order] = torch.arange(order.numel(), 0, -1, dtype=torch.float64)
-    heads_kept, kv_kept = _legalize_heads(keep, goodness.view(num_layers, num_heads), plan.num_key_value_heads)
+    return _legalize_heads(keep, goodness.view(num_layers, num_heads), plan.num_key_value_heads)
 
-    # MLP: the budget is what the total target leaves after the heads' exact removal.
-    width = plan.intermediate_size
-    mlp_scores = [_normalize(scores.mlp[t].double(), mlp_normalize) for t in tasks]
+
+def _planned_mlp(
+    scores, plan, protected, heads_kept, kv_kept, sparsity, mlp_sparsity, mlp_normalize, merge, weights, allocation,
+    round_to, min_mlp_fraction, allow_sublayer_removal, layer_sparsity_cap,
+) -> tuple[list[list[int]], int]:  # fmt: skip
+    """`build_plan`'s MLP channels: the budget is what the total target leaves after the heads' exact removal; the
+    kept channels of every layer and the width multiple they were rounded to."""
+    hidden, head_dim, width = plan.hidden_size, plan.head_dim, plan.intermediate_size
+    mlp_scores = [_normalize(scores.mlp[t].double(), mlp_normalize) for t in scores.tasks]
+    num_layers, num_heads = len(heads_kept), plan.num_attention_heads
     if sparsity is not None:
         dense_total = plan.block_parameters()[1]
         attn_removed = (
@@ -539,33 +590,4 @@ def build_plan(
     mlp_floor = max(mlp_floor, _capped_floor(layer_sparsity_cap, k_mlp, (num_layers, width)))
     order, keep = _vote_except(mlp_scores, k_mlp, mlp_floor, merge, weights, allocation, protected)
     counts = _round_counts(keep.sum(dim=1).tolist(), multiple, mlp_floor, width, order)
-    mlp_kept = _take_counts(order, (num_layers, width), counts)
-
-    provenance = {
-        "tasks": tasks,
-        "sparsity": sparsity,
-        "mlp_sparsity": mlp_sparsity,
-        "attention_sparsity": attention_sparsity,
-        "merge": merge,
-        "task_weights": task_weights,
-        "mlp_normalize": mlp_normalize,
-        "head_normalize": head_normalize,
-        "allocation": allocation,
-        "round_to": round_to,
-        "width_multiple": multiple,
-        "min_mlp_fraction": min_mlp_fraction,
-        "allow_sublayer_removal": allow_sublayer_removal,
-        "layer_sparsity_cap": layer_sparsity_cap,
-        "attention_ratio": attention_ratio,
-        "keep_layers": None if keep_layers is None else list(keep_layers),
-        "achieved_sparsity": None,
-    }
-    plan = replace(  # a new plan: its `__post_init__` checks the kept indices
-        plan,
-        mlp_kept_indices=mlp_kept,
-        head_kept_indices=heads_kept,
-        kv_head_kept_indices=kv_kept,
-        provenance=provenance,
-    )
-    plan.provenance["achieved_sparsity"] = plan.sparsity
-    return plan
+    return _take_counts(order, (num_layers, width), counts), multiple
