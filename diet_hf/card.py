@@ -428,44 +428,60 @@ def write_model_card(
     ]
     lines += _healing_lines(record.get("healing"))
     if evaluation:
-        lines += [
-            "## Evaluation",
-            "",
-            "Zero-shot, scored as lm-eval-harness 0.4 scores it" + _half_text(evaluation) + ".",
-            "",
-            "| task | examples | acc | acc_norm |",
-            "|---|---|---|---|",
-        ]
-        if dense_evaluation:
-            lines[-2:] = [
-                f"| task | examples | metric | {_cell(record.get('base_model') or 'dense model')} | this model |",
-                "|---|---|---|---|---|",
-            ]
-        for task, row in evaluation["results"].items():
-            if dense_evaluation and task in dense_evaluation["results"]:
-                metric = row.get("headline_metric", "acc")
-                dense_value = dense_evaluation["results"][task][metric]
-                lines.append(f"| {task} | {row['num_scored']} | {metric} | {dense_value:.4f} | {row[metric]:.4f} |")
-                continue
-            norm = "–" if row.get("acc_norm") is None else f"{row['acc_norm']:.4f}"
-            lines.append(f"| {task} | {row['num_scored']} | {row['acc']:.4f} | {norm} |")
-        if dense_evaluation:
-            lines += [
-                f"| headline average | | | {dense_evaluation['average']:.4f} | {evaluation['average']:.4f} |",
-                "",
-                "Both models scored on the same examples, each task in the metric its row names (lm-eval's headline "
-                "metric for the registered tasks: acc for BoolQ, RTE, WinoGrande, acc_norm for the others)."
-                + _difference_text(evaluation, dense_evaluation),
-                "",
-            ]
-        else:
-            lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
-        own = [_cell(task) for task, row in evaluation["results"].items() if row.get("own_questions")]
-        if own:
-            lines += [f"{', '.join(own)}: {OWN_QUESTIONS}", ""]
+        lines += _evaluation_lines(evaluation, dense_evaluation, record)
     if text_evaluation:
         lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
-    lines += [
+    lines += _usage_and_citation_lines(record, name, image_text)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    path = directory / "README.md"
+    card.save(path)
+    return path
+
+
+def _evaluation_lines(evaluation: dict, dense_evaluation: dict | None, record: dict) -> list[str]:
+    """The card's "Evaluation" section: each task's scores (beside the base model's on the same examples, with the
+    average's paired difference, when `dense_evaluation` is given)."""
+    lines = [
+        "## Evaluation",
+        "",
+        "Zero-shot, scored as lm-eval-harness 0.4 scores it" + _half_text(evaluation) + ".",
+        "",
+        "| task | examples | acc | acc_norm |",
+        "|---|---|---|---|",
+    ]
+    if dense_evaluation:
+        lines[-2:] = [
+            f"| task | examples | metric | {_cell(record.get('base_model') or 'dense model')} | this model |",
+            "|---|---|---|---|---|",
+        ]
+    for task, row in evaluation["results"].items():
+        if dense_evaluation and task in dense_evaluation["results"]:
+            metric = row.get("headline_metric", "acc")
+            dense_value = dense_evaluation["results"][task][metric]
+            lines.append(f"| {task} | {row['num_scored']} | {metric} | {dense_value:.4f} | {row[metric]:.4f} |")
+            continue
+        norm = "–" if row.get("acc_norm") is None else f"{row['acc_norm']:.4f}"
+        lines.append(f"| {task} | {row['num_scored']} | {row['acc']:.4f} | {norm} |")
+    if dense_evaluation:
+        lines += [
+            f"| headline average | | | {dense_evaluation['average']:.4f} | {evaluation['average']:.4f} |",
+            "",
+            "Both models scored on the same examples, each task in the metric its row names (lm-eval's headline "
+            "metric for the registered tasks: acc for BoolQ, RTE, WinoGrande, acc_norm for the others)."
+            + _difference_text(evaluation, dense_evaluation),
+            "",
+        ]
+    else:
+        lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
+    own = [_cell(task) for task, row in evaluation["results"].items() if row.get("own_questions")]
+    if own:
+        lines += [f"{', '.join(own)}: {OWN_QUESTIONS}", ""]
+    return lines
+
+
+def _usage_and_citation_lines(record: dict, name: str, image_text: bool) -> list[str]:
+    """The card's "Usage" (loading with remote code; scoring against the base model) and "Citation" sections."""
+    return [
         "## Usage",
         "",
         f"`config.json`{' (its `text_config`)' if image_text else ''} states the per-layer sizes as transformers' "
@@ -499,7 +515,3 @@ def write_model_card(
         "```",
         "",
     ]
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    path = directory / "README.md"
-    card.save(path)
-    return path
