@@ -1,0 +1,201 @@
+"""Task data: the local data directory (or the Hub), evaluation examples of a half after exclusions, calibration
+texts drawn from train splits, your own calibration texts, and WikiText-2."""
+
+import json
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .registry import Task, get_task, split_half
+
+DATA_DIR_ENV = "DIET_DATA_DIR"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """`data_dir`, else `$DIET_DATA_DIR`, else `None` (load from the Hub)."""
+    value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+    return None if value in (None, "") else Path(value)
+
+
+def _wikitext2_path(split: str, data_dir) -> Path:
+    """The JSONL file of WikiText-2 `split` in the data directory (checked: the split's name, the directory, the
+    file)."""
+    if split not in ("test", "validation"):
+        raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
+    directory = resolve_data_dir(data_dir)
+    if directory is None:
+        raise ValueError("WikiText-2 is read from a data directory: pass `data_dir` or set DIET_DATA_DIR.")
+    path = directory / "wikitext2" / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"WikiText-2 {split} split not found at {path}.")
+    return path
+
+
+def wikitext2_last_word_texts(
+    split: str = "test", *, limit: int | None = None, min_words: int = 40, data_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """WikiText-2 `split` paragraphs as texts for `diet_hf.evaluation.last_word_accuracy` (LAMBADA's measure, which
+    the shared data does not hold): every non-heading paragraph of at least `min_words` space-separated words, cut
+    after its last word of letters only (WikiText's " ." and other trailing tokens dropped; a paragraph whose last
+    such word comes before its `min_words // 2`-th word is skipped), the first `limit` of them, in file order. Not
+    LAMBADA: its passages were filtered so that the word needs the whole passage."""
+    path = _wikitext2_path(split, data_dir)
+    texts = []
+    for row in _read_jsonl(path):
+        paragraph = row["text"].strip()
+        words = paragraph.split(" ")
+        if paragraph.startswith("=") or len(words) < min_words:
+            continue
+        last = max((i for i, word in enumerate(words) if word.isalpha()), default=None)
+        if last is None or last < min_words // 2:
+            continue
+        texts.append(" ".join(words[: last + 1]))
+        if len(texts) == limit:
+            break
+    return texts
+
+
+def wikitext2_text(split: str, *, data_dir: str | os.PathLike | None = None) -> str:
+    """WikiText-2 `split` (`"test"`: perplexity; `"validation"`: healing text) from the data directory, its rows
+    joined with blank lines."""
+    path = _wikitext2_path(split, data_dir)
+    return "\n\n".join(row["text"] for row in _read_jsonl(path))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_examples(task: str | Task, split: str, *, data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Loads one split of a task as normalized rows, from `data_dir` (or `$DIET_DATA_DIR`) or else from the Hub.
+
+    Raises:
+        FileNotFoundError: the split is neither in the data directory nor loadable from the Hub; the message says
+            where it looked.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if task.examples is not None:  # your own task: its examples came with it
+        if split != task.eval_split:
+            raise FileNotFoundError(f"Task {task.name!r} is your own: it holds only its evaluation examples.")
+        return list(task.examples)
+    directory = resolve_data_dir(data_dir)
+    if directory is not None:
+        path = directory / task.name / f"{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"No `{split}` split for task {task.name!r}: {path} does not exist (data directory {directory}, "
+                f"from `data_dir` or ${DATA_DIR_ENV}). Point `data_dir` at a folder with <task>/<split>.jsonl files."
+            )
+        rows = _read_jsonl(path)
+    else:
+        rows = _load_from_hub(task, split)
+    if not rows:
+        raise ValueError(f"The `{split}` split of task {task.name!r} is empty.")
+    return rows
+
+
+def evaluation_examples(
+    task: str | Task,
+    *,
+    half: str | None = None,
+    exclude_ids: Iterable | None = None,
+    limit: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """A task's evaluation examples in file order, without `exclude_ids` (e.g. the calibration examples carved from
+    the evaluation split), of one `half` (`split_half`; None: both), the first `limit` of them."""
+    task = get_task(task) if isinstance(task, str) else task
+    excluded = {str(i) for i in exclude_ids or ()}
+    docs = [d for d in load_examples(task, task.eval_split, data_dir=data_dir) if str(d["id"]) not in excluded]
+    if half is not None:
+        docs = [d for d in docs if split_half(task.name, str(d["id"])) == half]
+    return docs[:limit] if limit is not None else docs
+
+
+def _load_from_hub(task: Task, split: str) -> list[dict]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(task.hub_path, task.hub_name, split=split)
+    except Exception as error:  # datasets raises many types for "not reachable / not found"
+        raise FileNotFoundError(
+            f"Could not load the `{split}` split of task {task.name!r} from the Hub dataset {task.hub_path!r}"
+            f"{f' ({task.hub_name})' if task.hub_name else ''} and no data directory is set (`data_dir` or "
+            f"${DATA_DIR_ENV}): {error}"
+        ) from error
+    return [task.from_hub(dict(row), idx) for idx, row in enumerate(dataset)]
+
+
+@dataclass
+class CalibrationSet:
+    """Calibration texts of one task, with the ids they came from and the evaluation ids they use up."""
+
+    task: str
+    texts: list[str]
+    example_ids: list[str]
+    excluded_eval_ids: list[str]
+
+
+def load_calibration(
+    task: str, *, num_samples: int = 100, seed: int = 0, data_dir: str | os.PathLike | None = None
+) -> CalibrationSet:
+    """Draws `num_samples` calibration texts of `task` with a fixed seed.
+
+    They come from the train split; where it is missing or too small, the rest is drawn from the evaluation split and
+    those ids are returned in `excluded_eval_ids`, so evaluation can leave them out.
+    """
+    if num_samples < 1:
+        raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
+    spec = get_task(task)
+    rng = random.Random(seed)
+    try:
+        train = load_examples(spec, spec.train_split, data_dir=data_dir) if spec.train_split else []
+    except FileNotFoundError:
+        train = []
+    chosen = rng.sample(train, min(num_samples, len(train)))
+    excluded: list[dict] = []
+    if len(chosen) < num_samples:
+        evaluation = load_examples(spec, spec.eval_split, data_dir=data_dir)
+        needed = num_samples - len(chosen)
+        if needed > len(evaluation):
+            raise ValueError(
+                f"Task {task!r} has only {len(train) + len(evaluation)} examples; asked for {num_samples}."
+            )
+        excluded = rng.sample(evaluation, needed)
+    docs = chosen + excluded
+    return CalibrationSet(
+        task=task,
+        texts=[spec.calibration_text(doc) for doc in docs],
+        example_ids=[str(doc["id"]) for doc in docs],
+        excluded_eval_ids=[str(doc["id"]) for doc in excluded],
+    )
+
+
+def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") -> CalibrationSet:
+    """A user task from a list of strings, a `datasets.Dataset` with a text column, or your own multiple-choice
+    `Task` (`multiple_choice_task`: each example's context and gold choice, as the registered tasks calibrate)."""
+    if isinstance(data, Task):
+        if data.examples is None:
+            raise TypeError(
+                f"Custom task {name!r}: a registered `Task` is calibrated by its name, not passed as data."
+            )
+        return CalibrationSet(
+            task=name,
+            texts=[data.calibration_text(doc) for doc in data.examples],
+            example_ids=[str(doc["id"]) for doc in data.examples],
+            excluded_eval_ids=[],
+        )
+    if hasattr(data, "column_names"):
+        if text_column not in data.column_names:
+            raise ValueError(f"Dataset for task {name!r} has no `{text_column}` column; columns: {data.column_names}.")
+        texts = list(data[text_column])
+    else:
+        texts = list(data)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"Custom task {name!r} must be a non-empty list of strings or a Dataset with a text column.")
+    return CalibrationSet(
+        task=name, texts=texts, example_ids=[f"{name}-{i}" for i in range(len(texts))], excluded_eval_ids=[]
+    )

@@ -1,0 +1,244 @@
+"""Your own data from a file or a `datasets` source: multiple-choice questions as a `Task`, and calibration or
+healing texts."""
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from .registry import TASKS, Task, _single_context
+
+# Your own multiple-choice task: one row per question, `context` (the prompt exactly as scored), `choices` (each scored
+# as `context` + " " + choice, lm-eval's default target delimiter) and `label` (the gold choice's 0-based index, as in
+# the shared data's files); `id` is optional.
+CHOICE_FIELDS = ("context", "choices", "label")
+
+
+def _question_text(row: dict) -> str:
+    """A checked question's calibration text: its context and gold choice, as `Task.calibration_text` makes it."""
+    return row["context"] + " " + row["choices"][row["label"]]
+
+
+def _own_choice(doc):
+    return _single_context(doc["id"], doc["context"], doc["choices"], doc["label"])
+
+
+def _no_hub(row, idx):
+    raise FileNotFoundError("Your own task's examples come with it; it has no Hub source.")
+
+
+def _checked_choice_row(row, index: int, where: str) -> dict:
+    """One row of your own multiple-choice task, checked: `where` names the row in the error."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected an object with {', '.join(CHOICE_FIELDS)}, got {type(row).__name__}.")
+    missing = [key for key in CHOICE_FIELDS if key not in row]
+    if missing:
+        raise ValueError(f"{where}: no {', '.join(map(repr, missing))} field (a question needs {CHOICE_FIELDS}).")
+    context, choices, label = row["context"], row["choices"], row["label"]
+    if not isinstance(context, str) or not context.strip():
+        raise ValueError(f"{where}: `context` must be a non-empty string, got {context!r}.")
+    if (
+        not isinstance(choices, (list, tuple))
+        or len(choices) < 2
+        or not all(isinstance(c, str) and c.strip() for c in choices)
+    ):
+        raise ValueError(f"{where}: `choices` must be a list of at least two non-empty strings, got {choices!r}.")
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
+        raise ValueError(
+            f"{where}: `label` must be the gold choice's index, an integer from 0 to {len(choices) - 1}, "
+            f"got {label!r}."
+        )
+    example_id = row.get("id", index)
+    if not isinstance(example_id, (str, int)) or isinstance(example_id, bool):
+        raise ValueError(f"{where}: `id` must be a string or an integer, got {example_id!r}.")
+    return {**row, "id": str(example_id), "choices": list(choices)}
+
+
+def multiple_choice_task(
+    name: str, rows: Iterable[dict], *, headline_metric: str = "acc", source: str | None = None
+) -> Task:
+    """Your own multiple-choice task, scored as lm-eval scores one zero-shot: every choice's log-likelihood after its
+    question's context, `acc` the share where the gold choice scores highest, `acc_norm` the same per character.
+
+    Args:
+        name (`str`): the task's name in results (not a registered task's).
+        rows (iterable of `dict`, or a `datasets.Dataset`): one question each: `context` (the prompt exactly as scored,
+            e.g. `"Question: ...\\nAnswer:"`), `choices` (at least two; each scored as `context + " " + choice`)
+            and `label` (the gold choice's index); optionally `id` (a string or integer, unique), else the row's
+            position. The dev/test halves (`half=`) hash these ids, as for the registered tasks.
+        headline_metric (`str`, *optional*, defaults to `"acc"`): the metric `evaluate` averages (`"acc_norm"` for
+            choices of very different lengths, as lm-eval reports HellaSwag and ARC).
+        source (`str`, *optional*): where the rows came from, for error messages.
+
+    The same task passed to `DietPruner.profile(tasks={name: task})` calibrates on each question's context and gold
+    choice, as the registered tasks do (give it training questions there, not the ones you evaluate).
+    """
+    where = f"task {name!r}" + (f" ({source})" if source else "")
+    examples = [_checked_choice_row(row, i, f"{where} row {i}") for i, row in enumerate(rows)]
+    return _own_task(name, examples, headline_metric, where)
+
+
+def _own_task(name: str, examples: list[dict], headline_metric: str, where: str) -> Task:
+    """The `Task` of your own questions, each already checked (`_checked_choice_row`); `where` names them in errors."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
+    if name in TASKS:
+        raise ValueError(f"{name!r} is a registered task; give your own task another name.")
+    if headline_metric not in ("acc", "acc_norm"):
+        raise ValueError(f"`headline_metric` must be 'acc' or 'acc_norm', got {headline_metric!r}.")
+    if not examples:
+        raise ValueError(f"{where} holds no questions.")
+    seen = set()
+    for example in examples:
+        if example["id"] in seen:
+            raise ValueError(f"{where}: `id` {example['id']!r} appears twice; ids must be unique.")
+        seen.add(example["id"])
+    return Task(name, "", None, "evaluation", None, _own_choice, _no_hub, headline_metric, examples=tuple(examples))
+
+
+def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headline_metric: str = "acc") -> Task:
+    """One `diet-hf eval --tasks` word of the form `NAME=SOURCE`: your own multiple-choice questions
+    (`multiple_choice_task`) from a `.jsonl` / `.json` file (one object per line) or a `datasets` source
+    `ID_OR_DIR[:SPLIT]` (split `test` by default) with `context`, `choices` and `label` columns, its headline
+    `headline_metric`. Read and checked here, before any model loads; errors name `flag`, the source and the line."""
+    name, _, source = argument.partition("=")
+    if not name or not source:
+        raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
+    if name in TASKS:
+        raise ValueError(f"`{flag}`: {name!r} is a registered task; give your own questions another name.")
+    location, _, split = source.partition(":")
+    path = Path(location).expanduser()
+    if path.is_file():
+        if split:
+            raise ValueError(f"`{flag}` {name}: a file takes no split, got {source!r}.")
+        if path.suffix not in (".jsonl", ".json"):
+            raise ValueError(f"`{flag}` {name}: {path} must be .jsonl or .json (one question object per line).")
+        examples = []  # each checked once, an error naming its line
+        for number, row in _json_lines(path, f"`{flag}` {name}"):
+            examples.append(_checked_choice_row(row, len(examples), f"`{flag}` {name}: {path} line {number}"))
+        return _own_task(name, examples, headline_metric, f"task {name!r} ({path})")
+    dataset = _open_dataset(name, location, path, split or None, flag, default_split="test")
+    missing = [key for key in CHOICE_FIELDS if key not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"`{flag}` {name}: no {', '.join(map(repr, missing))} column (a question needs {CHOICE_FIELDS}); "
+            f"columns: {dataset.column_names}."
+        )
+    return multiple_choice_task(name, list(dataset), headline_metric=headline_metric, source=location)
+
+
+def load_task_source(argument: str, *, flag: str = "--tasks", registered: bool = True) -> tuple[str, list[str] | None]:
+    """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
+    calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
+    with one text per non-empty line), or a `datasets` source `ID_OR_DIR[:SPLIT[:COLUMN]]` (a Hub dataset id, or a
+    directory saved with `save_to_disk`; split `train` and column `text` by default). Everything is read and checked
+    here, so a bad path, split or column fails before any model is loaded; the error names what was wrong (and
+    `flag`, the option it came from). With `registered=False` (your texts alone, e.g. `diet-hf eval --texts`) only
+    `NAME=SOURCE` is accepted, under any name."""
+    if "=" not in argument:
+        if not registered:
+            raise ValueError(f"`{flag}`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got {argument!r}.")
+        if argument not in TASKS:
+            raise ValueError(
+                f"`{flag}`: {argument!r} is not a registered task ({', '.join(TASKS)}); give your own data as "
+                "NAME=PATH or NAME=DATASET[:SPLIT[:COLUMN]]."
+            )
+        return argument, None
+    name, source = argument.split("=", 1)
+    if not name or not source:
+        raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
+    if registered and name in TASKS:
+        raise ValueError(f"`{flag}`: {name!r} is a registered task; give your own data another name.")
+    location, _, rest = source.partition(":")
+    split, _, column = rest.partition(":")
+    path = Path(location).expanduser()
+    if path.is_file():
+        if rest:
+            raise ValueError(f"`{flag}` {name}: a file takes no split or column, got {source!r}.")
+        texts = _read_text_file(path, name, flag)
+    else:
+        texts = _read_dataset(name, location, path, split or None, column or None, flag)
+    if not texts:
+        raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
+    return name, texts
+
+
+def _json_lines(path: Path, where: str):
+    """(line number, parsed object) of every non-blank line of a JSON-lines file; a line that is not JSON is an
+    error naming `where`, the file and the line."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: {path} line {number} is not JSON ({error.msg}).") from None
+            yield number, row
+
+
+def _read_text_file(path: Path, name: str, flag: str) -> list[str]:
+    if path.suffix in (".jsonl", ".json"):
+        texts = []
+        for number, row in _json_lines(path, f"`{flag}` {name}"):
+            if isinstance(row, dict) and "text" not in row and all(key in row for key in CHOICE_FIELDS):
+                # a question of your own multiple-choice task: its context and gold choice, as tasks calibrate
+                row = _checked_choice_row(row, number, f"`{flag}` {name}: {path} line {number}")
+                texts.append(_question_text(row))
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(
+                    f"`{flag}` {name}: {path} line {number} has no string `text` field (nor a question's "
+                    f"{', '.join(CHOICE_FIELDS)})."
+                )
+            texts.append(row["text"])
+        return [t for t in texts if t.strip()]
+    if path.suffix in (".txt", ""):
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise ValueError(f"`{flag}` {name}: {path} must be .jsonl, .json (one object per line) or .txt.")
+
+
+def _read_dataset(name: str, location: str, path: Path, split: str | None, column: str | None, flag: str) -> list[str]:
+    """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
+    label each make their context and gold choice, as the registered tasks calibrate)."""
+    loaded = _open_dataset(name, location, path, split, flag)
+    if column is None:
+        if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
+            rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
+            return [_question_text(row) for row in rows]
+        column = "text"
+    if column not in loaded.column_names:
+        raise ValueError(f"`{flag}` {name}: no column {column!r}; columns: {loaded.column_names}.")
+    values = loaded[column]
+    if not all(isinstance(v, str) for v in values):
+        raise ValueError(f"`{flag}` {name}: column {column!r} does not hold strings.")
+    return [v for v in values if v.strip()]
+
+
+def _open_dataset(name: str, location: str, path: Path, split: str | None, flag: str, *, default_split: str = "train"):
+    """The `datasets.Dataset` a `NAME=ID_OR_DIR[:SPLIT]` word names: a `save_to_disk` directory or a Hub dataset id
+    (split `default_split` unless given); errors name `flag` and what was wrong."""
+    import datasets
+
+    if path.is_dir():
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            split = split or default_split
+            if split not in loaded:
+                raise ValueError(f"`{flag}` {name}: {path} has no split {split!r}; splits: {sorted(loaded)}.")
+            loaded = loaded[split]
+        elif split:
+            raise ValueError(f"`{flag}` {name}: {path} is a single dataset; it has no split {split!r}.")
+    else:
+        from .._io import looks_like_local_path
+
+        if looks_like_local_path(location):
+            raise FileNotFoundError(f"`{flag}` {name}: no file or directory at {location}.")
+        try:
+            loaded = datasets.load_dataset(location, split=split or default_split)
+        except ValueError as error:  # e.g. an unknown split
+            raise ValueError(f"`{flag}` {name}: dataset {location!r}: {error}") from None
+        except Exception as error:  # the Hub's many failure types, reported with the source named
+            raise ValueError(
+                f"`{flag}` {name}: could not load dataset {location!r} ({type(error).__name__}: {error})"
+            ) from error
+    return loaded

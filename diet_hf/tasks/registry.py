@@ -1,0 +1,183 @@
+"""The registered tasks: each one's data (Hub id, splits), how an example becomes lm-eval-harness 0.4's zero-shot
+prompt, its metrics; and the dev/test halves of the evaluation examples."""
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# The two halves of every task's evaluation examples (DESIGN.md section 5): recipes and defaults are chosen on `dev`,
+# reported numbers come from `test`.
+HALVES = ("dev", "test")
+
+
+def split_half(task: str, example_id: str) -> str:
+    """`"dev"` or `"test"`: the half of `task`'s evaluation examples that `example_id` belongs to.
+
+    The first 8 bytes of SHA-256 of `"{task}/{example_id}"`, read as a big-endian integer: even is dev, odd is test.
+    Deterministic, independent of file order and of which examples calibration excluded, and about half and half.
+    """
+    digest = hashlib.sha256(f"{task}/{example_id}".encode()).digest()
+    return HALVES[int.from_bytes(digest[:8], "big") % 2]
+
+
+@dataclass(frozen=True)
+class MultipleChoiceRequest:
+    """One question as lm-eval scores it: `contexts[i]` + `delimiter` + `continuations[i]` for every choice `i`."""
+
+    example_id: str
+    contexts: list[str]
+    continuations: list[str]
+    label: int
+    delimiter: str = " "
+
+
+@dataclass(frozen=True)
+class Task:
+    """A multiple-choice task: its data sources and its prompt (lm-eval-harness 0.4 default template)."""
+
+    name: str
+    hub_path: str
+    hub_name: str | None
+    eval_split: str
+    train_split: str | None
+    build: Callable[[dict], MultipleChoiceRequest] = field(repr=False)
+    from_hub: Callable[[dict, int], dict] = field(repr=False)
+    # Headline metric (DESIGN.md section 4): `acc` for BoolQ, RTE, WinoGrande, `acc_norm` for the others.
+    headline_metric: str = "acc_norm"
+    # The metrics lm-eval 0.4 reports for the task: `acc` (highest log-likelihood) and `acc_norm` (per character);
+    # WinoGrande scores one shared continuation after different contexts, so lm-eval reports `acc` only.
+    metrics: tuple[str, ...] = ("acc", "acc_norm")
+    # Your own task (`multiple_choice_task`): its evaluation examples, held in memory instead of a data source.
+    examples: tuple[dict, ...] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.headline_metric not in self.metrics:
+            raise ValueError(
+                f"Task {self.name!r}: `headline_metric` {self.headline_metric!r} is not one of its metrics "
+                f"{self.metrics}."
+            )
+
+    def calibration_text(self, doc: dict) -> str:
+        """The scored prompt followed by the gold answer, as one calibration text."""
+        request = self.build(doc)
+        return request.contexts[request.label] + request.delimiter + request.continuations[request.label]
+
+
+def _hellaswag_preprocess(text: str) -> str:
+    # lm-eval's hellaswag `preprocess`.
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+def _single_context(doc_id: str, context: str, choices: list[str], label: int) -> MultipleChoiceRequest:
+    return MultipleChoiceRequest(doc_id, [context] * len(choices), list(choices), int(label))
+
+
+def _boolq(doc):
+    return _single_context(
+        doc["id"], f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:", ["no", "yes"], doc["label"]
+    )
+
+
+def _rte(doc):
+    context = f"{doc['premise']}\nQuestion: {doc['hypothesis']} True or False?\nAnswer:"
+    return _single_context(doc["id"], context, ["True", "False"], doc["label"])
+
+
+def _hellaswag(doc):
+    context = _hellaswag_preprocess(doc["query"])
+    return _single_context(doc["id"], context, [_hellaswag_preprocess(e) for e in doc["endings"]], doc["label"])
+
+
+def _winogrande(doc):
+    # Partial scoring: each option fills the blank of the context; the shared remainder is the scored continuation.
+    sentence = doc["sentence"]
+    blank = sentence.index("_")
+    contexts = [sentence[:blank] + doc["option1"], sentence[:blank] + doc["option2"]]
+    remainder = sentence[blank + 1 :].strip()
+    return MultipleChoiceRequest(doc["id"], contexts, [remainder, remainder], int(doc["label"]))
+
+
+def _arc(doc):
+    return _single_context(doc["id"], f"Question: {doc['question']}\nAnswer:", doc["choices"]["text"], doc["label"])
+
+
+def _openbookqa(doc):
+    return _single_context(doc["id"], doc["question_stem"], doc["choices"]["text"], doc["label"])
+
+
+def _piqa(doc):
+    return _single_context(doc["id"], f"Question: {doc['goal']}\nAnswer:", [doc["sol1"], doc["sol2"]], doc["label"])
+
+
+# Hub rows -> the normalized schema of the local JSONL files (`shared/data/README.md`).
+def _hub_boolq(row, idx):
+    return {**row, "id": f"boolq-{row.get('idx', idx)}"}
+
+
+def _hub_rte(row, idx):
+    return {
+        "id": f"rte-{row.get('idx', idx)}",
+        "premise": row["sentence1"],
+        "hypothesis": row["sentence2"],
+        "label": row["label"],
+    }
+
+
+def _hub_hellaswag(row, idx):
+    query = row["activity_label"] + ": " + row["ctx_a"] + " " + row["ctx_b"].capitalize()
+    return {
+        "id": f"hellaswag-{row.get('ind', idx)}",
+        "query": query,
+        "endings": row["endings"],
+        "label": int(row["label"]),
+    }
+
+
+def _hub_winogrande(row, idx):
+    return {**row, "id": f"winogrande-{idx}", "label": int(row["answer"]) - 1}
+
+
+def _hub_keyed_choices(row, idx):
+    return {**row, "id": row.get("id", str(idx)), "label": row["choices"]["label"].index(row["answerKey"])}
+
+
+def _hub_piqa(row, idx):
+    return {**row, "id": f"piqa-{idx}"}
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task("boolq", "super_glue", "boolq", "validation", "train", _boolq, _hub_boolq, "acc"),
+        Task("rte", "nyu-mll/glue", "rte", "validation", "train", _rte, _hub_rte, "acc"),
+        Task("hellaswag", "Rowan/hellaswag", None, "validation", "train", _hellaswag, _hub_hellaswag),
+        Task(
+            "winogrande",
+            "allenai/winogrande",
+            "winogrande_xl",
+            "validation",
+            "train",
+            _winogrande,
+            _hub_winogrande,
+            "acc",
+            metrics=("acc",),
+        ),
+        Task("arc_easy", "allenai/ai2_arc", "ARC-Easy", "test", "train", _arc, _hub_keyed_choices),
+        Task("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", "test", "train", _arc, _hub_keyed_choices),
+        Task("openbookqa", "allenai/openbookqa", "main", "test", "train", _openbookqa, _hub_keyed_choices),
+        Task("piqa", "ybisk/piqa", None, "validation", "train", _piqa, _hub_piqa),
+    )
+}
+
+
+PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+
+
+def get_task(name: str) -> Task:
+    """Returns the registered task `name`; `ValueError` lists the known ones."""
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; known tasks: {', '.join(TASKS)}.")
+    return TASKS[name]
