@@ -30,7 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import dev_sweep  # noqa: E402
 
-from diet_hf import DietPruner, profiler  # noqa: E402
+from diet_hf import DietPruner  # noqa: E402
+from diet_hf import moments as profiler  # noqa: E402
 from diet_hf.evaluation import next_token_logprobs  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402

@@ -19,7 +19,7 @@ from _side import provenance, write_report
 from run_benchmark import _linear_macs, _PeakRss
 
 from diet_hf import DietPruner
-from diet_hf.profiler import MomentSums, moment_widths, moments_product_dtype
+from diet_hf.moments import MomentSums, moment_widths, moments_product_dtype
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS, load_calibration
 

@@ -10,8 +10,8 @@ is checked against the fields by a test.
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from ._checks import check_positive_int
+from .moments import MOMENTS_DTYPES
 from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
-from .profiler import MOMENTS_DTYPES
 from .recipes import SCORE_KINDS, recipe_options
 
 __all__ = ["ProfileOptions", "PruneOptions", "option", "with_overrides"]

@@ -20,18 +20,18 @@ from .importance import ImportanceScores
 from .loading import image_text_model, is_image_text, load_pretrained, load_processor, text_causal_lm, text_config
 from .methods import METHODS as SCORING_METHODS
 from .methods import get_method, method_options
-from .options import ProfileOptions, PruneOptions, with_overrides
-from .plan import PruningPlan, build_plan, check_sparsity_targets
-from .profiler import (
+from .moments import (
     InputMoments,
     MomentSums,
-    collect_activation_stats,
     collect_input_moments,
     first_token_inputs,
     iter_input_moments,
     moment_widths,
     moments_product_dtype,
 )
+from .options import ProfileOptions, PruneOptions, with_overrides
+from .plan import PruningPlan, build_plan, check_sparsity_targets
+from .profiler import collect_activation_stats
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
 from .surgery import build_pruned_model
 from .tasks import PAPER_TASKS, TASKS, CalibrationSet, Task, custom_calibration, load_calibration

@@ -9,8 +9,8 @@ from tqdm.auto import tqdm
 from .constants import family_for_model_type
 from .hub import modeling_module
 from .loading import image_text_model, text_causal_lm
+from .moments import InputMoments
 from .plan import PruningPlan
-from .profiler import InputMoments
 from .reconstruction import DEFAULT_DAMPING, least_squares_update
 
 __all__ = ["build_pruned_config", "build_pruned_model", "slice_linear_weight", "to_pruned_model"]
@@ -224,16 +224,16 @@ def build_pruned_model(
             intermediate_size)` and `attn` `(layers, heads * head_dim)` mean inputs of `down_proj` / `o_proj` (e.g.
             `ImportanceScores.channel_means()`); the pruned model then gets `o_proj` and
             `down_proj` biases holding what the removed channels contributed on average.
-        input_moments (`diet_hf.profiler.InputMoments`, *optional*): least-squares reconstruction: for every cut
+        input_moments (`diet_hf.moments.InputMoments`, *optional*): least-squares reconstruction: for every cut
             `down_proj` / `o_proj` it holds, the kept columns are updated to carry what the removed channels
             contributed (`diet_hf.reconstruction.least_squares_update`; centered, with its bias, when
-            `channel_means` is given too). Or an iterable of them (`diet_hf.profiler.iter_input_moments`), read
+            `channel_means` is given too). Or an iterable of them (`diet_hf.moments.iter_input_moments`), read
             one at a time, so that only one group of modules' moments need be in memory.
         reconstruction_damping (`float`, *optional*): the ridge term of that solve, as a fraction of the mean
             variance of the kept channels.
         reconstruction_anchors (`dict`, *optional*): `{(kind, layer_idx): (channels,) tensor}`: an input of that
             `down_proj` / `o_proj` whose output its reconstruction reproduces exactly (the BOS token's:
-            `diet_hf.profiler.first_token_inputs`; `least_squares_update`'s `anchor`).
+            `diet_hf.moments.first_token_inputs`; `least_squares_update`'s `anchor`).
         disable_progress (`bool`, *optional*): no progress bar over the reconstruction's solves.
         inplace (`bool`, *optional*, defaults to `False`): build the pruned model from the dense model's own
             weights, each cut tensor replacing the dense one as it is made; with `input_moments`, each layer is cut as

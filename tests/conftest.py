@@ -208,7 +208,7 @@ def float32_moment_products():
     machine (for the whole session: module fixtures profile too); the tests of the bfloat16 products ask for them
     (`moments_dtype="bfloat16"`) or patch this back."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("diet_hf.profiler.fast_bf16", lambda device: False)
+        patch.setattr("diet_hf.moments.fast_bf16", lambda device: False)
         yield
 
 

@@ -74,7 +74,7 @@ def test_batch_size_does_not_change_scores():
 def test_channel_sums_read_off_the_moments_in_a_hooks_block_of_its_own():
     """`record_activation_stats` alone (not only `collect_activation_stats`) fills the channel sums that `stats` reads
     off its moments, with the block's share of sums that already held another block's tokens."""
-    from diet_hf.profiler import MomentSums, moment_widths
+    from diet_hf.moments import MomentSums, moment_widths
 
     model = tiny_dense_model("gemma2")
     config = model.config

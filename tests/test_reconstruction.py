@@ -9,8 +9,8 @@ from conftest import random_batch, tiny_dense_model
 
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.constants import family_for_model_type
+from diet_hf.moments import MomentSums, _input_module, collect_input_moments, first_token_inputs, moment_widths
 from diet_hf.plan import PruningPlan, build_plan
-from diet_hf.profiler import MomentSums, _input_module, collect_input_moments, first_token_inputs, moment_widths
 from diet_hf.reconstruction import least_squares_update
 
 
@@ -68,7 +68,7 @@ def _batches():
 
 @contextlib.contextmanager
 def _hooked_inputs(dense, family, targets, record):
-    """Calls `record(key, x)` with the input x of each target module (`profiler._input_module`) on every forward pass
+    """Calls `record(key, x)` with the input x of each target module (`moments._input_module`) on every forward pass
     in the block (under `torch.no_grad()`); the hooks leave on every path."""
 
     def hook(key):
@@ -502,7 +502,7 @@ def test_bfloat16_products_are_staged_into_one_matmul_shape_and_match_the_float3
     the CPU a matmul of a new shape is a new kernel kept in oneDNN's cache: the profile's varying batches made
     hundreds), the rows left over in float32 when the sums are read, and the sums stay within bfloat16's rounding of
     the float32 ones, read mid-way (`channel_sums`) or at the end (`moments`)."""
-    import diet_hf.profiler as profiler
+    import diet_hf.moments as profiler
 
     monkeypatch.setattr(profiler, "_STAGE_ROWS", 16)
     products, original = [], profiler._add_products
@@ -547,9 +547,9 @@ def test_bfloat16_products_are_staged_into_one_matmul_shape_and_match_the_float3
 def test_moments_dtype_chooses_the_products_precision_and_is_recorded(monkeypatch, tmp_path):
     """`ProfileOptions.moments_dtype`: "auto" follows the device (bfloat16 where it is fast), the choice reaches the
     profile's sums and prune's own passes, the record names it, and the model stays close to the float32 one."""
-    import diet_hf.profiler as profiler
+    import diet_hf.moments as profiler
+    from diet_hf.moments import moments_product_dtype
     from diet_hf.options import ProfileOptions
-    from diet_hf.profiler import moments_product_dtype
 
     for fast in (True, False):
         monkeypatch.setattr(profiler, "fast_bf16", lambda device, fast=fast: fast)
