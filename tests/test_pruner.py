@@ -12,7 +12,7 @@ import diet_hf.importance
 from diet_hf import DietPruner, ImportanceScores, PrunedGemma3ForCausalLM, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, baseline_scores
 from diet_hf.plan import build_plan
-from diet_hf.pruner import _ChannelMasks
+from diet_hf.profiling import _ChannelMasks
 from diet_hf.recipes import output_weight_norms, weighted_scores
 
 PAPER_PLAN_OPTIONS = {"merge": "vote", "mlp_normalize": "none", "head_normalize": "layer", "allocation": "global"}
@@ -48,8 +48,8 @@ def test_saved_scores_prune_without_forward_pass(tmp_path, monkeypatch):
     first = pruner.prune(sparsity=0.3, reconstruct=False)  # the default reconstructs, on the calibration data
     pruner.save_scores(tmp_path / "scores")
     again = DietPruner(dense)
-    monkeypatch.setattr("diet_hf.pruner.collect_activation_stats", None)  # any forward pass would now fail
-    monkeypatch.setattr("diet_hf.pruner.collect_input_moments", None)
+    monkeypatch.setattr("diet_hf.profiling.collect_activation_stats", None)  # any forward pass would now fail
+    monkeypatch.setattr("diet_hf.profiling.collect_input_moments", None)
     second = again.load_scores(tmp_path / "scores").prune(sparsity=0.3, reconstruct=False)
     assert again.plan.to_dict() == pruner.plan.to_dict()
     assert again.scores.provenance == pruner.scores.provenance

@@ -230,17 +230,17 @@ def test_reconstruction_needs_the_calibration_data(tmp_path):
 
 
 def test_moments_are_collected_once_per_profile_and_task_set(monkeypatch):
-    import diet_hf.pruner
+    import diet_hf.profiling
 
     pruner, batches = _profiled("gemma2")  # the profile summed every down_proj's moments in its own pass
     calls = []
-    original = diet_hf.pruner.collect_input_moments
+    original = diet_hf.profiling.collect_input_moments
 
     def spy(model, family, batches, targets, **kwargs):
         calls.append(list(targets))
         return original(model, family, batches, targets, **kwargs)
 
-    monkeypatch.setattr(diet_hf.pruner, "collect_input_moments", spy)
+    monkeypatch.setattr(diet_hf.profiling, "collect_input_moments", spy)
     first = pruner.prune(mlp_sparsity=0.2, recipe="paper", reconstruct=True)
     weights = {k: v.clone() for k, v in first.state_dict().items()}
     assert calls == []  # no forward pass after the profile's
@@ -299,13 +299,13 @@ def test_moments_too_big_to_keep_are_read_one_pass_at_a_time(monkeypatch):
     import gc
     import weakref
 
-    import diet_hf.pruner
+    import diet_hf.profiling
 
     pruner, batches = _profiled("gemma3_text")
     reference = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
     one_layer = MomentSums.nbytes_for([("mlp", 0)], moment_widths(pruner.model.config))
     pruner.profile({"a": batches, "b": batches[:1]}, moments_memory_gib=one_layer / 2**30)
-    original, groups, alive = diet_hf.pruner.iter_input_moments, [], []
+    original, groups, alive = diet_hf.profiling.iter_input_moments, [], []
 
     def watched(*args, **kwargs):
         for moments in original(*args, **kwargs):
@@ -314,7 +314,7 @@ def test_moments_too_big_to_keep_are_read_one_pass_at_a_time(monkeypatch):
             groups.append(weakref.ref(moments))
             yield moments
 
-    monkeypatch.setattr(diet_hf.pruner, "iter_input_moments", watched)
+    monkeypatch.setattr(diet_hf.profiling, "iter_input_moments", watched)
     streamed = pruner.prune(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
     assert len(groups) == 4 and alive == [0, 0, 0, 0]  # attention and MLP of both layers, one pass each
     assert pruner._moments is None
@@ -328,7 +328,7 @@ def test_an_inplace_prune_reads_the_moments_deepest_first_and_frees_each_layer_o
     import gc
     import weakref
 
-    import diet_hf.pruner
+    import diet_hf.profiling
 
     pruner, batches = _profiled("gemma3_text")
     options = dict(sparsity=0.4, recipe="paper", reconstruct=True, anchor_bos=True)
@@ -336,7 +336,7 @@ def test_an_inplace_prune_reads_the_moments_deepest_first_and_frees_each_layer_o
     one_layer = MomentSums.nbytes_for([("mlp", 0)], moment_widths(pruner.model.config))
     pruner.profile({"a": batches, "b": batches[:1]}, moments_memory_gib=one_layer / 2**30)
     dense = [weakref.ref(layer.mlp.up_proj.weight) for layer in pruner.model.model.layers]
-    original, order, alive = diet_hf.pruner.iter_input_moments, [], []
+    original, order, alive = diet_hf.profiling.iter_input_moments, [], []
 
     def watched(*args, **kwargs):
         for moments in original(*args, **kwargs):
@@ -345,7 +345,7 @@ def test_an_inplace_prune_reads_the_moments_deepest_first_and_frees_each_layer_o
             alive.append([ref() is not None for ref in dense])  # each layer's dense weights, after this pass
             yield moments
 
-    monkeypatch.setattr(diet_hf.pruner, "iter_input_moments", watched)
+    monkeypatch.setattr(diet_hf.profiling, "iter_input_moments", watched)
     pruned = pruner.prune(**options, inplace=True)
     assert order == [[("mlp", 1)], [("attn", 1)], [("mlp", 0)], [("attn", 0)]]
     # layer 1 is cut once both its modules are solved, before the passes that stop in layer 0
