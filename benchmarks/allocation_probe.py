@@ -33,8 +33,8 @@ import dev_sweep  # noqa: E402
 
 from diet_hf import build_pruned_model  # noqa: E402
 from diet_hf.evaluation import kl_divergence, next_token_logprobs  # noqa: E402
+from diet_hf.moments import first_token_inputs  # noqa: E402
 from diet_hf.plan import rank_normalize  # noqa: E402
-from diet_hf.profiler import first_token_inputs  # noqa: E402
 from diet_hf.reconstruction import least_squares_update  # noqa: E402
 
 STEP = 64

@@ -35,7 +35,7 @@ from reconstruction_damping import _hidden, _layer_inputs  # noqa: E402
 
 from diet_hf.constants import family_for_model_type  # noqa: E402
 from diet_hf.evaluation import next_token_logprobs  # noqa: E402
-from diet_hf.profiler import first_token_inputs  # noqa: E402
+from diet_hf.moments import first_token_inputs  # noqa: E402
 from diet_hf.reconstruction import DEFAULT_DAMPING, least_squares_update  # noqa: E402
 
 
