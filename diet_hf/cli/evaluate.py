@@ -1,8 +1,96 @@
 """`diet-hf eval`: accuracy on tasks, perplexity and last-word accuracy on your own texts, against a reference."""
 
+import argparse
 import json
 
 from .common import EXIT_OK, _dtype, _eval_tasks, _print_task_differences, _text_sources
+from .parser import DTYPES, OWN_HEADLINE, TOKEN_HELP, _positive_int
+
+
+def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
+    """The `eval` command's flags, on the subparsers `commands`."""
+    from ..tasks import HALVES, TASKS
+
+    evaluate = commands.add_parser(
+        "eval",
+        parents=[quiet_after],
+        help="zero-shot accuracy (lm-eval-harness scoring) of a causal LM, and the perplexity of your own texts",
+    )
+    evaluate.add_argument("model", help="Hub id or local directory (dense or pruned)")
+    evaluate.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        metavar="TASK",
+        help=f"tasks to score, of {', '.join(TASKS)}, and your own multiple-choice questions as NAME=FILE (.jsonl, "
+        "one question per line: context, the prompt as scored; choices, each scored after it and a space; label, the "
+        "gold choice's index; optional id) or NAME=DATASET[:SPLIT] (a Hub dataset id or a save_to_disk directory "
+        "with those columns; default split test), scored like the registered tasks (acc and acc_norm; the headline "
+        "--own-headline) (default: the paper's seven, or none when --texts or --last-word is given)",
+    )
+    evaluate.add_argument(
+        "--texts",
+        nargs="+",
+        default=None,
+        metavar="NAME=SOURCE",
+        help="your own held-out texts, scored by perplexity (each read alone from BOS, as a prompt is read; not the "
+        "texts you calibrated on): NAME=FILE (.jsonl with a text field, or .txt, one text per line) or "
+        "NAME=DATASET[:SPLIT[:COLUMN]] (a Hub dataset id or a save_to_disk directory; default split train, column "
+        "text); with --reference, the perplexity ratio with its 95%% paired-bootstrap interval over the texts",
+    )
+    evaluate.add_argument(
+        "--last-word",
+        nargs="+",
+        default=None,
+        metavar="NAME=SOURCE",
+        help="texts scored by LAMBADA's measure: each text's last space-separated word greedily predicted from the "
+        "text before it, as lm-eval's lambada_openai scores it (sources as --texts; e.g. "
+        "lambada=EleutherAI/lambada_openai:test where the Hub is reachable); accuracy and word perplexity, with "
+        "--reference the accuracy difference with its 95%% paired-bootstrap interval over the texts",
+    )
+    evaluate.add_argument(
+        "--limit", type=_positive_int, default=None, help="first N examples of each task (and texts of each source)"
+    )
+    evaluate.add_argument(
+        "--own-headline",
+        **OWN_HEADLINE,
+        help="the headline metric of your own multiple-choice questions (--tasks NAME=SOURCE), the one averaged and "
+        "compared: acc (default), or acc_norm (per character: for choices of very different lengths)",
+    )
+    evaluate.add_argument(
+        "--half",
+        choices=HALVES,
+        default=None,
+        help="score only the dev or the test half of each task (a hash of the example id; choose on dev)",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="scored sequences per forward pass (default: 16)"
+    )
+    evaluate.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
+    evaluate.add_argument("--output", default=None, help="write the results as JSON here")
+    evaluate.add_argument(
+        "--reference",
+        default=None,
+        metavar="MODEL",
+        help="a second model (e.g. the dense parent) scored on the same examples after MODEL; prints MODEL's "
+        "difference to it per task and on the average, with 95%% paired-bootstrap intervals",
+    )
+    evaluate.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="dtype to load the model in (default: float32)"
+    )
+    evaluate.add_argument(
+        "--token", default=None, help=TOKEN_HELP.format(use="reading private models (MODEL and --reference)")
+    )
+    evaluate.add_argument(
+        "--revision",
+        default=None,
+        help="branch, tag or commit of MODEL on the Hub (the --reference is read at its default)",
+    )
+    evaluate.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow remote code (not needed for diet-hf models: diet-hf registers them)",
+    )
 
 
 def _prepare(args) -> None:

@@ -1,6 +1,36 @@
 """`diet-hf export onnx`: a pruned model to ONNX through optimum."""
 
+import argparse
+
 from .common import EXIT_OK
+from .parser import _positive_int
+
+
+def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
+    """The `export onnx` command's flags, on the subparsers `commands`."""
+    from ..constants import ONNX_TASKS
+
+    export = commands.add_parser("export", help="export a pruned model for deployment")
+    formats = export.add_subparsers(dest="format", required=True, metavar="{onnx}")
+    onnx = formats.add_parser(
+        "onnx",
+        parents=[quiet_after],
+        help='ONNX through optimum (needs `pip install "diet-hf[onnx]"`); ONNX Runtime loads the result with '
+        "ORTModelForCausalLM (or the ORTModel class of --task)",
+    )
+    onnx.add_argument("model", help="local directory of a pruned model saved by diet-hf")
+    onnx.add_argument("output", help="new directory for model.onnx, config.json and the tokenizer")
+    onnx.add_argument(
+        "--task",
+        choices=tuple(ONNX_TASKS),
+        default=None,
+        help="optimum's export task (default: the saved class's: text-classification for a sequence classifier, "
+        "token-classification for a token classifier, feature-extraction for a base model, else "
+        "text-generation-with-past, with the KV cache as inputs and outputs)",
+    )
+    onnx.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: optimum's for Gemma)")
+    onnx.add_argument("--atol", type=float, default=1e-4, help="validation tolerance against PyTorch")
+    onnx.add_argument("--no-validation", action="store_true", help="skip optimum's output check")
 
 
 def _run_export(args) -> int:

@@ -1,12 +1,77 @@
 """`diet-hf heal`: distill a pruned model from its dense parent and save the healed model."""
 
+import argparse
 import logging
 import os
 from pathlib import Path
 
 from .common import EXIT_OK, _dataclass_values, _dtype, _eval_tasks, _text_sources
+from .parser import DTYPES, TOKEN_HELP, _add_dataclass_flags, _add_task_evaluation_flags, _repo_id
 
 logger = logging.getLogger(__name__)
+
+
+def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
+    """The `heal` command's flags, on the subparsers `commands`."""
+    from ..healing import HealingConfig
+
+    heal = commands.add_parser(
+        "heal",
+        parents=[quiet_after],
+        help="distill a pruned model from its dense parent (LoRA by default, merged into the weights)",
+    )
+    heal.add_argument("model", help="local directory (or Hub id) of a pruned model saved by diet-hf")
+    heal.add_argument(
+        "--teacher", required=True, help="Hub id or local directory of the dense model it was pruned from"
+    )
+    heal.add_argument("--output", required=True, help="new directory for the healed model (written atomically)")
+    heal.add_argument(
+        "--data",
+        nargs="+",
+        default=["wikitext2", "tasks"],
+        metavar="SOURCE",
+        help="training text: wikitext2 (its validation split), task names (their train split), `tasks` (the "
+        "calibration tasks the model was pruned on that have a train split), or your own texts as NAME=FILE (.jsonl "
+        "with a text field, or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]]; each source gets an equal "
+        "share",
+    )
+    heal.add_argument(
+        "--eval-texts",
+        nargs="+",
+        default=None,
+        metavar="NAME=SOURCE",
+        help="your own held-out texts (not in --data; sources as `prune --tasks` reads them): their perplexity on the "
+        "teacher and the unhealed model before training and on the healed model after, with the healed model's "
+        "ratios to both and their 95%% paired-bootstrap intervals, is printed and written into the card",
+    )
+    _add_task_evaluation_flags(
+        heal,
+        "on the teacher and the unhealed model before training and on the healed model after (the evaluation "
+        "examples the pruning profiled left out): the scores and the healed model's differences to both, with their "
+        "95%% paired-bootstrap intervals, are printed and written into the card",
+    )
+    heal.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
+    heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
+    heal.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    heal.add_argument(
+        "--push-to-hub",
+        type=_repo_id,
+        default=None,
+        metavar="REPO_ID",
+        help="also upload the healed model to this Hub repository",
+    )
+    heal.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    heal.add_argument(
+        "--token", default=None, help=TOKEN_HELP.format(use="reading MODEL and --teacher and for --push-to-hub")
+    )
+    heal.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="dtype to load the student and the teacher in (default: float32; bf16 autocast is a separate option)",
+    )
+    heal.add_argument("--device-map", default=None, help='e.g. "auto" or "cuda:0" (accelerate device map)')
+    _add_dataclass_flags(heal, HealingConfig)
 
 
 def _prepare(args) -> None:

@@ -1,8 +1,21 @@
 """`diet-hf info`: a checkpoint's per-layer structure, parameter counts and provenance."""
 
+import argparse
 import json
 
 from .common import EXIT_OK
+from .parser import TOKEN_HELP
+
+
+def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
+    """The `info` command's flags, on the subparsers `commands`."""
+    info = commands.add_parser(
+        "info", parents=[quiet_after], help="per-layer structure, parameter counts and provenance of a checkpoint"
+    )
+    info.add_argument("model", help="Hub id or local directory")
+    info.add_argument("--revision", default=None, help="branch, tag or commit of the checkpoint on the Hub")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument("--token", default=None, help=TOKEN_HELP.format(use="reading a private checkpoint"))
 
 
 def _run_info(args) -> int:

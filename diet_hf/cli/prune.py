@@ -1,8 +1,124 @@
 """`diet-hf prune`: profile a dense model and prune it, per sparsity, with optional scoring before and after."""
 
+import argparse
 from pathlib import Path
 
 from .common import EXIT_OK, _dataclass_values, _dtype, _eval_tasks, _print_task_differences, _text_sources
+from .parser import DTYPES, TOKEN_HELP, _add_dataclass_flags, _add_task_evaluation_flags, _fraction, _repo_id
+
+
+def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
+    """The `prune` command's flags, on the subparsers `commands`."""
+    from ..methods import METHODS
+    from ..options import ProfileOptions, PruneOptions
+    from ..recipes import DEFAULT_RECIPE, RECIPES
+    from ..tasks import PAPER_TASKS, TASKS
+
+    prune = commands.add_parser(
+        "prune", parents=[quiet_after], help="profile a dense Gemma model on tasks and prune it with DIET"
+    )
+    prune.add_argument(
+        "model",
+        help="Hub id or local directory of a dense Gemma-2 / Gemma 3 model (image-text Gemma 3: its text decoder)",
+    )
+    prune.add_argument(
+        "--output",
+        required=True,
+        help="output directory; with several --sparsity values, one directory OUTPUT-<percent> each",
+    )
+    prune.add_argument(
+        "--sparsity",
+        type=_fraction,
+        nargs="+",
+        default=None,
+        help="fraction(s) of decoder-block attention + MLP parameters to remove, e.g. 0.2 0.3",
+    )
+    prune.add_argument(
+        "--mlp-sparsity",
+        type=float,
+        default=None,
+        help="fraction in [0, 1) of all layers' MLP intermediate channels to remove, set apart from the heads' "
+        "(instead of --sparsity)",
+    )
+    prune.add_argument(
+        "--attention-sparsity",
+        type=float,
+        default=None,
+        help="fraction in [0, 1) of all layers' attention heads to remove, set apart from the MLP's (instead of "
+        "--sparsity)",
+    )
+    prune.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(PAPER_TASKS),
+        metavar="TASK",
+        help=f"calibration tasks (default: the paper's seven): registered names ({', '.join(TASKS)}) and your own "
+        "data as NAME=FILE (.jsonl with a text field, or questions with context, choices and label, as `eval "
+        "--tasks` reads them, each calibrating on its context and gold choice; or .txt, one text per line) or "
+        "NAME=DATASET[:SPLIT[:COLUMN]] "
+        "(a Hub dataset id or a save_to_disk directory; default split train, column text), mixed freely",
+    )
+    _add_dataclass_flags(prune, ProfileOptions)  # every calibration option, with its help text
+    prune.add_argument("--data-dir", default=None, help="local data directory (default: $DIET_DATA_DIR, else Hub)")
+    prune.add_argument(
+        "--scores",
+        default=None,
+        help="reuse a saved profile (no profiling pass; a reconstruction reads your own tasks' texts, saved with it, "
+        "and draws the registered tasks' examples again)",
+    )
+    prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
+    prune.add_argument(
+        "--eval-texts",
+        nargs="+",
+        default=None,
+        metavar="NAME=SOURCE",
+        help="your own held-out texts (not the ones you calibrate on; sources as --tasks reads them): their "
+        "perplexity, the dense model's and the ratio with its 95%% paired-bootstrap interval go into each saved "
+        "model's card and are printed",
+    )
+    _add_task_evaluation_flags(
+        prune,
+        "on the dense model after profiling and on each pruned model (the evaluation examples the profile read left "
+        "out): both models' scores and the differences with their 95%% paired-bootstrap intervals go into each saved "
+        "model's card and are printed",
+    )
+    prune.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=DEFAULT_RECIPE,
+        help=f"named set of the scoring and allocation options below (default {DEFAULT_RECIPE!r}; 'paper' is the "
+        "method as published); options given explicitly override it",
+    )
+    prune.add_argument(
+        "--method",
+        choices=sorted(METHODS),  # the registry as it is when the command runs: methods registered later count
+        default="diet",
+        help="DIET (default) or a baseline's scores and allocation in the same pipeline; the card names it",
+    )
+    _add_dataclass_flags(prune, PruneOptions)  # every pruning option, with its help text
+    prune.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="dtype to load the dense model in (default: float32)"
+    )
+    prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
+    prune.add_argument("--revision", default=None, help="branch, tag or commit of the dense model on the Hub")
+    prune.add_argument(
+        "--inplace",
+        action="store_true",
+        help="build the pruned model out of the dense model's own weights, freeing each dense layer once it is cut "
+        "(the pruned model is never held beside the whole dense model; the dense one is consumed); one --sparsity "
+        "only",
+    )
+    prune.add_argument(
+        "--text-only",
+        action="store_true",
+        help="of an image-text Gemma 3 (4B and up): save the pruned text model alone, without the vision tower "
+        "(by default it is kept, unchanged)",
+    )
+    prune.add_argument(
+        "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
+    )
+    prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    prune.add_argument("--token", default=None, help=TOKEN_HELP.format(use="downloading MODEL and for --push-to-hub"))
 
 
 def _prepare(args) -> None:
