@@ -152,12 +152,13 @@ def heal(
         "data": data_record or {"sources": list(sources), "splits": None},
         **_run_record(config, rows, trainer, guard, before, seconds, merge_error, rolled_back),
     }
-    if held_out or score_tasks:
-        healed_scores = _scored_on_held_out(healed, tokenizer, held_out, score_tasks, disable_progress)
-        if held_out:
-            record["held_out_texts"] = _held_out_record(side.texts, unhealed["texts"], healed_scores["texts"])
-        if score_tasks:
-            record["held_out_tasks"] = _held_out_tasks_record(side.tasks, unhealed["tasks"], healed_scores["tasks"])
+    healed_scores = _scored_on_held_out(healed, tokenizer, held_out, score_tasks, disable_progress)
+    if held_out:
+        record["held_out_texts"] = _held_out_record(side.scores["texts"], unhealed["texts"], healed_scores["texts"])
+    if score_tasks:
+        record["held_out_tasks"] = _held_out_tasks_record(
+            side.scores["tasks"], unhealed["tasks"], healed_scores["tasks"]
+        )
     healed.config.pruning = {**(getattr(healed.config, "pruning", None) or {}), "healing": record}
     if image_text is not None:
         healed = image_text_model(image_text, healed)
@@ -188,8 +189,7 @@ class _TeacherSide:
     training: object  # the model beside the student at every step (full KL or layer-wise loss), else None
     validation_targets: dict | None  # its top-k targets on the guard's rows
     train_targets: object  # on the training rows (`_DiskTargets`), else None
-    texts: dict | None  # its perplexity on the held-out texts
-    tasks: dict | None  # its scores on the held-out tasks
+    scores: dict  # its perplexity on the held-out texts and scores on the held-out tasks (`_scored_on_held_out`)
 
 
 def _resolved_bos_options(config: HealingConfig, tokenizer) -> HealingConfig:
@@ -249,7 +249,6 @@ def _teacher_side(
     """The teacher's part of a run: its top-k targets on the guard's and the training rows (cached in `work_dir`),
     its held-out texts and tasks scored while it is loaded; then it is freed, unless it runs beside the student at
     every step (the full-vocabulary KL, `top_k=None`, or the layer-wise loss)."""
-    from ..evaluation.language_modeling import texts_perplexity_by_source
 
     loaded = {}
 
@@ -287,18 +286,16 @@ def _teacher_side(
                 disable_progress=disable_progress,
             )
     # while it is loaded (a resumed run that finds its cached targets loads it for this alone)
-    texts = tasks = None
-    if held_out:
-        texts = texts_perplexity_by_source(get_teacher(), tokenizer, held_out, disable_progress=disable_progress)
-    if score_tasks:
-        tasks = score_tasks(get_teacher())
+    scores = {"texts": None, "tasks": None}
+    if held_out or score_tasks:
+        scores = _scored_on_held_out(get_teacher(), tokenizer, held_out, score_tasks, disable_progress)
     kept = get_teacher() if (online or layerwise) else None
     if not online:  # otherwise freed: training needs only its cached targets
         loaded.clear()
         gc.collect()
         if release:
             release_freed_memory()
-    return _TeacherSide(kept if online else None, kept, validation_targets, train_targets, texts, tasks)
+    return _TeacherSide(kept if online else None, kept, validation_targets, train_targets, scores)
 
 
 def _trainable_model(student, config: HealingConfig):
