@@ -91,3 +91,12 @@ def _text_sources(words: list[str] | None, flag: str) -> dict[str, list[str]]:
     if repeated:
         raise ValueError(f"`{flag}`: each NAME once; repeated: {', '.join(repeated)}.")
     return dict(sources)
+
+
+def _read_held_out_flags(args) -> None:
+    """`prune` and `heal`'s `--eval-texts` and `--eval-tasks`: your texts and questions read and checked, and the
+    registered tasks' data loaded, before any model loads (`args.eval_text_data`, `args.eval_task_list`)."""
+    args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
+    args.eval_task_list = _eval_tasks(
+        args.eval_tasks or [], args.eval_own_headline, "--eval-tasks", preload=True, data_dir=args.data_dir
+    )

@@ -3,7 +3,13 @@
 import argparse
 from pathlib import Path
 
-from .common import EXIT_OK, _dataclass_values, _dtype, _eval_tasks, _print_task_differences, _text_sources
+from .common import (
+    EXIT_OK,
+    _dataclass_values,
+    _dtype,
+    _print_task_differences,
+    _read_held_out_flags,
+)
 from .parser import DTYPES, TOKEN_HELP, _add_dataclass_flags, _add_task_evaluation_flags, _fraction, _repo_id
 
 
@@ -136,10 +142,7 @@ def _prepare(args) -> None:
     args.profile_options = ProfileOptions(**_dataclass_values(args, ProfileOptions))
     # the user's own task data is read and checked before any model loads
     args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
-    args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
-    args.eval_task_list = _eval_tasks(
-        args.eval_tasks or [], args.eval_own_headline, "--eval-tasks", preload=True, data_dir=args.data_dir
-    )
+    _read_held_out_flags(args)
 
 
 def _run_prune(args) -> int:
