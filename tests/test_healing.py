@@ -35,9 +35,16 @@ pytest.importorskip("peft")
 
 
 def _patch_healing(monkeypatch, name: str, wrap) -> None:
-    """Replaces `name` by `wrap(original)` in every module of `diet_hf.healing` that calls it."""
+    """Replaces `name` by `wrap(original)` in every module of `diet_hf.healing` that calls it (every module imported
+    first: one imported later, as `trainer` is when a run starts, would keep the wrapped name past the test)."""
+    import importlib
+    import pkgutil
     import sys
 
+    import diet_hf.healing
+
+    for info in pkgutil.iter_modules(diet_hf.healing.__path__):
+        importlib.import_module(f"diet_hf.healing.{info.name}")
     modules = [m for key, m in sys.modules.items() if key.startswith("diet_hf.healing.") and hasattr(m, name)]
     assert modules, name
     for module in modules:

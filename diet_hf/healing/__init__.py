@@ -18,9 +18,9 @@ and loads without PEFT. A validation guard scores held-out sequences before trai
 best state is kept, and if it is no better than the unhealed model the healing is rolled back (and recorded so).
 
 The package, one part per module: `config` (`HealingConfig`), `loss` (the objectives and the passes they share),
-`data` (sources and packing), `teacher` (parent check, the teacher's pass and its cached targets), `training` (the
-`Trainer` subclass, its callbacks and the guard's KL), `record` (what a run records) and `run`
-(`heal`: the run itself).
+`data` (sources and packing), `teacher` (parent check, the teacher's pass and its cached targets), `trainer` (the
+`Trainer` subclass and its callbacks, imported when a run starts), `training` (the guard's KL and the loop's other
+helpers), `record` (what a run records) and `run` (`heal`: the run itself).
 """
 
 from .config import LORA_MODULES, HealingConfig

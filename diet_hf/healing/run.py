@@ -30,7 +30,6 @@ from .teacher import _load_teacher, _precompute, _teacher_config, check_parent
 from .training import (
     _BosBasis,
     _own_storage,
-    _trainer_classes,
     _unnamed,
     _validation_kl,
     limit_heap_retention,
@@ -342,7 +341,8 @@ def _trainer(
     memory release, the caller's); returns it and the guard."""
     from transformers import PrinterCallback, ProgressCallback, TrainingArguments
 
-    DistillationTrainer, Guard, LossBar, KeepBosState, ReleaseMemory = _trainer_classes()
+    from .trainer import DistillationTrainer, Guard, KeepBosState, LossBar, ReleaseMemory
+
     bos_basis = _BosBasis(model, tokenizer.bos_token_id) if config.keep_bos_state else None  # before the guard's copy
     guard = Guard(
         lambda m: _validation_kl(m, rows.validation, side.validation_targets, side.guard, config, document_bos),
