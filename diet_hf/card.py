@@ -4,6 +4,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .card_tables import _cell, _evaluation_lines, _healing_lines, _text_lines
 from .constants import base_sizes, family_for_model_type, layer_sizes
 from .info import count_parameters
 from .loading import is_image_text, text_config
@@ -67,54 +68,12 @@ def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
     return [(i, config.layer_types[i], *layer_sizes(config, i)) for i in range(config.num_hidden_layers)]
 
 
-def _cell(value) -> str:
-    """`value` as the text of one Markdown table cell: a `|` in it (as in "KL(teacher || student)", or a name or path
-    of the user's) would end the cell and shift the row's columns, a line break would end the row."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def _samples_text(record: dict) -> str:
     """`num_samples` where every task read that many (or the record predates per-task counts), else each task's."""
     counts = record.get("samples_per_task") or {}
     if not counts or all(count == record.get("num_samples") for count in counts.values()):
         return str(record.get("num_samples"))
     return ", ".join(f"{task} {'token batches' if count is None else count}" for task, count in counts.items())
-
-
-def _text_lines(results: dict, dense_results: dict | None, base: str) -> list[str]:
-    """The card's section on held-out texts: perplexity per source, beside the base model's with the ratio."""
-    from .evaluation import paired_bootstrap_perplexity
-
-    lines = [
-        "## Perplexity on held-out texts",
-        "",
-        "Each text read alone from BOS, as a prompt is read (`diet_hf.evaluation.texts_perplexity`)"
-        + (
-            "; the ratio to the base model on the same texts with its 95% paired-bootstrap interval over the texts."
-            if dense_results
-            else "."
-        ),
-        "",
-    ]
-    if dense_results:
-        lines += [f"| texts | count | tokens | {base} | this model | ratio [95% CI] |", "|---|---|---|---|---|---|"]
-    else:
-        lines += ["| texts | count | tokens | perplexity |", "|---|---|---|---|"]
-    for name, result in results.items():
-        row = f"| {_cell(name)} | {result['texts']} | {result['tokens']:,} |"
-        if dense_results and name in dense_results:
-            ratio = paired_bootstrap_perplexity(result, dense_results[name])
-            low, high = ratio["ci95"]
-            row += (
-                f" {dense_results[name]['perplexity']:.3f} | {result['perplexity']:.3f} | {ratio['ratio']:.3f} "
-                f"[{low:.3f}, {high:.3f}] |"
-            )
-        elif dense_results:
-            row += f" – | {result['perplexity']:.3f} | – |"
-        else:
-            row += f" {result['perplexity']:.3f} |"
-        lines.append(row)
-    return [*lines, ""]
 
 
 def _write_plot(config, path: Path) -> None:
@@ -231,123 +190,6 @@ def _option_text(value) -> str:
     return str(value)
 
 
-def _half_text(evaluation: dict) -> str:
-    halves = {row.get("half") for row in evaluation["results"].values()}
-    return f", on the {halves.pop()} half of each task's evaluation examples" if halves in ({"dev"}, {"test"}) else ""
-
-
-def _difference_text(evaluation: dict, dense_evaluation: dict) -> str:
-    """The headline average's difference to the dense model with its paired-bootstrap interval, where both
-    evaluations kept their per-example answers (`return_predictions=True`); else nothing."""
-    if "predictions" not in evaluation or "predictions" not in dense_evaluation:
-        return ""
-    from .evaluation import compare_evaluations
-
-    comparison = compare_evaluations(evaluation, dense_evaluation)["average"]
-    low, high = comparison["ci95"]
-    return (
-        f" Difference of the headline average: {comparison['difference']:+.4f}, paired-bootstrap 95% interval "
-        f"[{low:+.4f}, {high:+.4f}] (2000 resamples of each task's examples)."
-    )
-
-
-def _healing_lines(healing: dict | None) -> list[str]:
-    """The card's "Healing" section: what distillation after pruning did, from `config.pruning["healing"]`."""
-    if not healing:
-        return []
-    data = healing.get("data") or {}
-    splits = data.get("splits") or {}
-    sources = ", ".join(f"{name} ({split})" for name, split in splits.items()) or ", ".join(data.get("sources") or [])
-    curve = healing.get("loss_curve") or []
-    shown = curve if len(curve) <= 8 else [curve[round(i * (len(curve) - 1) / 7)] for i in range(8)]
-    if not (healing.get("options") or {}).get("guard", True):
-        verdict = "off: the weights after the last step"
-    elif healing.get("rolled_back"):
-        verdict = "rolled back: no evaluation beat the unhealed model, so these are the unhealed weights"
-    else:
-        verdict = f"kept the best evaluation (step {healing.get('best_step')})"
-    return [
-        "## Healing",
-        "",
-        "After pruning, the model was distilled from its dense parent (no evaluation examples were trained on).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| teacher | {_cell(healing.get('teacher'))} |",
-        f"| data | {_cell(sources)} |",
-        f"| objective | {_cell(healing.get('objective'))} |",
-        f"| weights | {_cell(healing.get('adapter'))} |",
-        f"| steps | {healing.get('steps')} ({healing.get('train_seconds')} s) |",
-        f"| tokens seen | {healing.get('tokens_seen'):,} |",
-        f"| validation KL to the teacher | {healing.get('validation_kl_before'):.4f} before, "
-        f"{healing.get('validation_kl_after'):.4f} after |",
-        f"| guard | {verdict} |",
-        "",
-        "Training loss: " + ", ".join(f"step {step}: {loss:.4f}" for step, loss in shown),
-        "",
-        *_held_out_lines(healing.get("held_out_texts")),
-        *_held_out_task_lines(healing.get("held_out_tasks")),
-    ]
-
-
-OWN_QUESTIONS = (
-    "the publisher's own multiple-choice questions (not a public benchmark), each choice scored after its question's "
-    "context as lm-eval scores a task."
-)
-
-
-def _held_out_task_lines(held_out: dict | None) -> list[str]:
-    """The healing section's table of scored tasks: teacher, unhealed and healed scores with the differences."""
-    if not held_out:
-        return []
-    lines = [
-        "Zero-shot accuracy on tasks not trained on (scored as lm-eval-harness 0.4 scores them, the same examples for "
-        "the three models), with 95% paired-bootstrap intervals over the examples.",
-        "",
-        "| task | examples | metric | teacher | unhealed | healed | healed − unhealed | healed − teacher |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for task, row in held_out.items():
-        differences = " | ".join(
-            f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-            for d in (row["healed_minus_unhealed"], row["healed_minus_teacher"])
-        )
-        name = "headline average" if task == "average" else _cell(task)
-        lines.append(
-            f"| {name} | {row.get('examples', '')} | {row.get('metric', '')} | {row['teacher']:.4f} | "
-            f"{row['unhealed']:.4f} | {row['healed']:.4f} | {differences} |"
-        )
-    lines.append("")
-    own = [_cell(task) for task, row in held_out.items() if row.get("own_questions")]
-    if own:
-        lines += [f"{', '.join(own)}: {OWN_QUESTIONS}", ""]
-    return lines
-
-
-def _held_out_lines(held_out: dict | None) -> list[str]:
-    """The healing section's table of held-out texts: teacher, unhealed and healed perplexity with the ratios."""
-    if not held_out:
-        return []
-    lines = [
-        "Perplexity on held-out texts (not trained on; each text read alone from BOS), with 95% paired-bootstrap "
-        'intervals over the texts; "gap closed": the share of the unhealed model\'s log-perplexity gap to the '
-        "teacher that healing removed.",
-        "",
-        "| texts | count | tokens | teacher | unhealed | healed | healed / unhealed | healed / teacher | gap closed |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, row in held_out.items():
-        ratios = [row[key] for key in ("healed_over_unhealed", "healed_over_teacher")]
-        closed = "–" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
-        lines.append(
-            f"| {_cell(name)} | {row['texts']} | {row['tokens']:,} | {row['teacher']:.3f} | {row['unhealed']:.3f} | "
-            f"{row['healed']:.3f} | "
-            + " | ".join(f"{r['ratio']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" for r in ratios)
-            + f" | {closed} |"
-        )
-    return [*lines, ""]
-
-
 def write_model_card(
     save_directory,
     config,
@@ -436,47 +278,6 @@ def write_model_card(
     path = directory / "README.md"
     card.save(path)
     return path
-
-
-def _evaluation_lines(evaluation: dict, dense_evaluation: dict | None, record: dict) -> list[str]:
-    """The card's "Evaluation" section: each task's scores (beside the base model's on the same examples, with the
-    average's paired difference, when `dense_evaluation` is given)."""
-    lines = [
-        "## Evaluation",
-        "",
-        "Zero-shot, scored as lm-eval-harness 0.4 scores it" + _half_text(evaluation) + ".",
-        "",
-        "| task | examples | acc | acc_norm |",
-        "|---|---|---|---|",
-    ]
-    if dense_evaluation:
-        lines[-2:] = [
-            f"| task | examples | metric | {_cell(record.get('base_model') or 'dense model')} | this model |",
-            "|---|---|---|---|---|",
-        ]
-    for task, row in evaluation["results"].items():
-        if dense_evaluation and task in dense_evaluation["results"]:
-            metric = row.get("headline_metric", "acc")
-            dense_value = dense_evaluation["results"][task][metric]
-            lines.append(f"| {task} | {row['num_scored']} | {metric} | {dense_value:.4f} | {row[metric]:.4f} |")
-            continue
-        norm = "–" if row.get("acc_norm") is None else f"{row['acc_norm']:.4f}"
-        lines.append(f"| {task} | {row['num_scored']} | {row['acc']:.4f} | {norm} |")
-    if dense_evaluation:
-        lines += [
-            f"| headline average | | | {dense_evaluation['average']:.4f} | {evaluation['average']:.4f} |",
-            "",
-            "Both models scored on the same examples, each task in the metric its row names (lm-eval's headline "
-            "metric for the registered tasks: acc for BoolQ, RTE, WinoGrande, acc_norm for the others)."
-            + _difference_text(evaluation, dense_evaluation),
-            "",
-        ]
-    else:
-        lines += ["", f"Headline average: {evaluation['average']:.4f}", ""]
-    own = [_cell(task) for task, row in evaluation["results"].items() if row.get("own_questions")]
-    if own:
-        lines += [f"{', '.join(own)}: {OWN_QUESTIONS}", ""]
-    return lines
 
 
 def _usage_and_citation_lines(record: dict, name: str, image_text: bool) -> list[str]:
