@@ -106,11 +106,10 @@ def _run_heal(args) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from .._io import check_model_location, check_output_is_not_input, check_tokenizer_files
-    from ..healing import check_parent, heal, healing_texts
+    from ..healing import check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
     from ..loading import is_image_text, load_causal_lm, load_processor, text_config
     from ..plan import PruningPlan
-    from ..tasks import TASKS
 
     config = args.healing_config
     check_model_location(args.model)
@@ -131,7 +130,43 @@ def _run_heal(args) -> int:
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
     teacher_config = AutoConfig.from_pretrained(args.teacher, token=args.token)
     check_parent(text_config(student.config), text_config(teacher_config))  # before any data
-    calibration = (student.config.pruning or {}).get("tasks") or []
+    data, splits = _healing_data(args, (student.config.pruning or {}).get("tasks") or [])
+    if Path(args.model, "diet_pruning.json").is_file():
+        student.diet_plan = PruningPlan.from_pretrained(args.model)
+    healed = heal(
+        student,
+        args.teacher if config.top_k is not None else load_causal_lm(args.teacher, **load),
+        tokenizer,
+        data,
+        config=config,
+        output_dir=args.output,
+        work_dir=args.work_dir,
+        resume=args.resume,
+        data_record={"sources": list(data), "splits": splits},
+        repo_id=args.push_to_hub,
+        disable_progress=args.quiet,
+        processor=processor,
+        eval_texts=args.eval_text_data or None,
+        eval_tasks=args.eval_task_list or None,
+        eval_options={"limit": args.eval_limit, "half": args.eval_half, "data_dir": args.data_dir}
+        if args.eval_task_list
+        else None,
+        token=args.token,
+    )
+    _print_record(args.model, args.output, healed.config.pruning["healing"])
+    if args.push_to_hub:
+        commit = push_saved_model(args.output, args.push_to_hub, private=args.private, token=args.token)
+        print(f"pushed {args.output} to {args.push_to_hub} (commit {commit})")
+    return EXIT_OK
+
+
+def _healing_data(args, calibration: list[str]) -> tuple[dict, dict]:
+    """The training texts of each `--data` source and the split each was read from: your own texts (read before any
+    model loaded), a registered task's train split, WikiText-2 validation, or for `tasks` the model's registered
+    calibration tasks that have a train split here."""
+    from ..healing import healing_texts
+    from ..tasks import TASKS
+
     own = [t for t in calibration if t not in TASKS and t not in args.own_data]
     if "tasks" in args.data and own:
         logger.warning(
@@ -156,31 +191,13 @@ def _run_heal(args) -> int:
                     continue
                 raise
             data[name], splits[name] = texts, split[name]
-    if Path(args.model, "diet_pruning.json").is_file():
-        student.diet_plan = PruningPlan.from_pretrained(args.model)
-    healed = heal(
-        student,
-        args.teacher if config.top_k is not None else load_causal_lm(args.teacher, **load),
-        tokenizer,
-        data,
-        config=config,
-        output_dir=args.output,
-        work_dir=args.work_dir,
-        resume=args.resume,
-        data_record={"sources": list(data), "splits": splits},
-        repo_id=args.push_to_hub,
-        disable_progress=args.quiet,
-        processor=processor,
-        eval_texts=args.eval_text_data or None,
-        eval_tasks=args.eval_task_list or None,
-        eval_options={"limit": args.eval_limit, "half": args.eval_half, "data_dir": args.data_dir}
-        if args.eval_task_list
-        else None,
-        token=args.token,
-    )
-    record = healed.config.pruning["healing"]
+    return data, splits
+
+
+def _print_record(model: str, output: str, record: dict) -> None:
+    """What the healing did: steps, tokens and validation KL, and the held-out texts' and tasks' scores."""
     print(
-        f"healed {args.model} -> {args.output}: {record['steps']} steps, {record['tokens_seen']:,} tokens, validation "
+        f"healed {model} -> {output}: {record['steps']} steps, {record['tokens_seen']:,} tokens, validation "
         f"KL {record['validation_kl_before']:.4f} -> {record['validation_kl_after']:.4f}"
         + (" (rolled back: healing did not help)" if record["rolled_back"] else "")
     )
@@ -197,7 +214,3 @@ def _run_heal(args) -> int:
             f"  {task}: {row['unhealed']:.4f} -> {row['healed']:.4f} (teacher {row['teacher']:.4f}; {scored}), "
             f"healed - unhealed {difference:+.4f} [{low:+.4f}, {high:+.4f}]"
         )
-    if args.push_to_hub:
-        commit = push_saved_model(args.output, args.push_to_hub, private=args.private, token=args.token)
-        print(f"pushed {args.output} to {args.push_to_hub} (commit {commit})")
-    return EXIT_OK

@@ -146,9 +146,9 @@ def _prepare(args) -> None:
 
 
 def _run_prune(args) -> int:
-    from .. import DietPruner
+    """Loads the dense model, profiles it (or reads its scores), prunes it at every target, scores and saves (and
+    pushes) each pruned model."""
     from .._io import check_model_location, check_output_is_not_input
-    from ..evaluation import paired_bootstrap_perplexity
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..hub import push_saved_model
 
@@ -159,14 +159,7 @@ def _run_prune(args) -> int:
     outputs = [Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(s * 100)}") for s in targets]
     for output in outputs:  # before profiling, not after
         check_output_is_not_input(output, "--output", {"model being pruned": args.model})
-    kwargs = {"dtype": _dtype(args.dtype)}
-    if args.device_map:
-        kwargs["device_map"] = args.device_map
-    if args.revision:
-        kwargs["revision"] = args.revision
-    if args.token:
-        kwargs["token"] = args.token
-    pruner = DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
+    pruner = _load_pruner(args)
     # what every target's plan is built with, besides the target
     plan_args = {
         "mlp_sparsity": args.mlp_sparsity,
@@ -180,20 +173,7 @@ def _run_prune(args) -> int:
     dense_texts = texts_perplexity_by_source(  # before any cut
         pruner.model, pruner.tokenizer, args.eval_text_data, disable_progress=args.quiet
     )
-    if args.scores:
-        # the data: only for a reconstruction / steps > 1
-        pruner.load_scores(
-            args.scores,
-            data_dir=args.data_dir,
-            moments_memory_gib=args.moments_memory_gib,
-            moments_dtype=args.moments_dtype,
-        )
-    else:
-        pruner.profile(
-            tasks=args.task_data, options=args.profile_options, data_dir=args.data_dir, disable_progress=args.quiet
-        )
-    if args.save_scores:
-        pruner.save_scores(args.save_scores)
+    _profile(args, pruner)
     scoring = {  # --eval-tasks: the dense model now, before any cut, each pruned model after; the same examples
         "limit": args.eval_limit,
         "half": args.eval_half,
@@ -222,18 +202,7 @@ def _run_prune(args) -> int:
             text_evaluation=texts,
             dense_text_evaluation=dense_texts,
         )
-        record = model.config.pruning
-        print(
-            f"saved {output}: {record['total_parameters']['dense']:,} -> {record['total_parameters']['pruned']:,} "
-            f"parameters, decoder-block sparsity {record['achieved_block_sparsity']:.2%}"
-        )
-        for name, result in (texts or {}).items():
-            ratio = paired_bootstrap_perplexity(result, dense_texts[name])
-            print(
-                f"  {name}: perplexity {result['perplexity']:.3f} against the dense model's "
-                f"{dense_texts[name]['perplexity']:.3f}, ratio {ratio['ratio']:.3f} [{ratio['ci95'][0]:.3f}, "
-                f"{ratio['ci95'][1]:.3f}] ({result['texts']} held-out texts)"
-            )
+        _print_saved(output, model.config.pruning, texts, dense_texts)
         if tasks:
             _print_task_differences(str(output), "the dense model", tasks, dense_tasks)
         if repo:
@@ -241,3 +210,52 @@ def _run_prune(args) -> int:
             print(f"pushed {output} to {repo} (commit {commit})")
         del model  # saved: freed before the next sparsity's surgery (two pruned models at once otherwise)
     return EXIT_OK
+
+
+def _load_pruner(args):
+    """`DietPruner.from_pretrained` with the command's dtype, device map, revision and token."""
+    from .. import DietPruner
+
+    kwargs = {"dtype": _dtype(args.dtype)}
+    if args.device_map:
+        kwargs["device_map"] = args.device_map
+    if args.revision:
+        kwargs["revision"] = args.revision
+    if args.token:
+        kwargs["token"] = args.token
+    return DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
+
+
+def _profile(args, pruner) -> None:
+    """Profiles the calibration data, or reads `--scores` instead; saves the scores where `--save-scores` says."""
+    if args.scores:
+        # the data: only for a reconstruction / steps > 1
+        pruner.load_scores(
+            args.scores,
+            data_dir=args.data_dir,
+            moments_memory_gib=args.moments_memory_gib,
+            moments_dtype=args.moments_dtype,
+        )
+    else:
+        pruner.profile(
+            tasks=args.task_data, options=args.profile_options, data_dir=args.data_dir, disable_progress=args.quiet
+        )
+    if args.save_scores:
+        pruner.save_scores(args.save_scores)
+
+
+def _print_saved(output, record: dict, texts: dict | None, dense_texts: dict | None) -> None:
+    """What a saved pruned model is: its parameters and sparsity, and its held-out texts' perplexity ratios."""
+    from ..evaluation import paired_bootstrap_perplexity
+
+    print(
+        f"saved {output}: {record['total_parameters']['dense']:,} -> {record['total_parameters']['pruned']:,} "
+        f"parameters, decoder-block sparsity {record['achieved_block_sparsity']:.2%}"
+    )
+    for name, result in (texts or {}).items():
+        ratio = paired_bootstrap_perplexity(result, dense_texts[name])
+        print(
+            f"  {name}: perplexity {result['perplexity']:.3f} against the dense model's "
+            f"{dense_texts[name]['perplexity']:.3f}, ratio {ratio['ratio']:.3f} [{ratio['ci95'][0]:.3f}, "
+            f"{ratio['ci95'][1]:.3f}] ({result['texts']} held-out texts)"
+        )
