@@ -77,38 +77,8 @@ class _ProfilingMixin:
         """
         self._require_dense("profile")
         options = with_overrides(ProfileOptions, options, option_values, "profile")
-        if isinstance(tasks, (str, Task)):
-            tasks = [tasks]
-        if isinstance(tasks, Mapping):
-            named = dict(tasks)
-        else:
-            named = {}
-            for task in tasks:  # names, and `Task`s under their own names
-                if isinstance(task, Task):
-                    named[task.name] = task if task.examples is not None else None  # a registered one: by its name
-                else:
-                    named[task] = None
-        if not named:
-            raise ValueError("`tasks` is empty; pass task names or custom task data.")
-        calibration = {}
-        for name, data in named.items():
-            if data is None:
-                calibration[name] = load_calibration(
-                    name, num_samples=options.num_samples, seed=options.seed, data_dir=data_dir
-                )
-            elif _is_token_batches(data):
-                calibration[name] = _checked_token_batches(name, data)  # kept: iterative pruning profiles again
-            else:
-                calibration[name] = custom_calibration(name, data)
-                count = len(calibration[name].texts)
-                if count > 10 * options.num_samples:  # `num_samples` draws from registered tasks, not from yours
-                    logger.warning(
-                        "Task %r: all %d of your texts are profiled (`num_samples`=%d applies to registered tasks); "
-                        "pass a sample of them to profile faster.",
-                        name,
-                        count,
-                        options.num_samples,
-                    )
+        named = _named_tasks(tasks)
+        calibration = _calibration_sets(named, options, data_dir)
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
         self._custom_texts = {
             name: data.texts
@@ -431,3 +401,45 @@ def _is_token_batches(data) -> bool:
     if hasattr(data, "column_names"):
         return False
     return True
+
+
+def _named_tasks(tasks) -> dict:
+    """`profile(tasks=)` as {name: its data, or None for a registered task read by its name}."""
+    if isinstance(tasks, (str, Task)):
+        tasks = [tasks]
+    if isinstance(tasks, Mapping):
+        named = dict(tasks)
+    else:
+        named = {}
+        for task in tasks:  # names, and `Task`s under their own names
+            if isinstance(task, Task):
+                named[task.name] = task if task.examples is not None else None  # a registered one: by its name
+            else:
+                named[task] = None
+    if not named:
+        raise ValueError("`tasks` is empty; pass task names or custom task data.")
+    return named
+
+
+def _calibration_sets(named: dict, options, data_dir) -> dict:
+    """Each task's calibration data: a registered task's sample, your token batches as given, your texts."""
+    calibration = {}
+    for name, data in named.items():
+        if data is None:
+            calibration[name] = load_calibration(
+                name, num_samples=options.num_samples, seed=options.seed, data_dir=data_dir
+            )
+        elif _is_token_batches(data):
+            calibration[name] = _checked_token_batches(name, data)  # kept: iterative pruning profiles again
+        else:
+            calibration[name] = custom_calibration(name, data)
+            count = len(calibration[name].texts)
+            if count > 10 * options.num_samples:  # `num_samples` draws from registered tasks, not from yours
+                logger.warning(
+                    "Task %r: all %d of your texts are profiled (`num_samples`=%d applies to registered tasks); "
+                    "pass a sample of them to profile faster.",
+                    name,
+                    count,
+                    options.num_samples,
+                )
+    return calibration
