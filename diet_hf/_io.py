@@ -101,14 +101,20 @@ def looks_like_local_path(text: str) -> bool:
 
 def check_model_location(model_id_or_path, argument: str = "model") -> None:
     """Raises `FileNotFoundError` naming `argument` when `model_id_or_path` is written as a local path (absolute,
-    `./`, `../`, `~`, or more than one `/`) and no directory is there; a Hub id (`org/name`) passes through, so a
-    missing local directory is not reported as an invalid Hub repo id."""
+    `./`, `../`, `~`, or more than one `/`) and no directory is there, or names a local directory (which transformers
+    reads before the Hub) that holds no `config.json` (nor a PEFT adapter's `adapter_config.json`); a Hub id
+    (`org/name`) passes through, so a missing local directory is not reported as an invalid Hub repo id."""
     text = os.fspath(model_id_or_path)
     looks_local = isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text)
     path = Path(text).expanduser()
     if looks_local and not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise FileNotFoundError(f"`{argument}`: the local directory {text} {what}.")
+    if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+        raise FileNotFoundError(
+            f"`{argument}`: the local directory {text} has no config.json, so it holds no saved model; pass the "
+            "directory a model was saved to (`save_pretrained`), or a Hub repository id."
+        )
 
 
 def check_output_is_not_input(output, argument: str, inputs: dict) -> None:

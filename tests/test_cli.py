@@ -478,6 +478,11 @@ def test_a_missing_local_directory_is_named_as_such(tmp_path, capsys, command):
     error = capsys.readouterr().err
     assert f"`model`: the local directory {missing} does not exist" in error  # the CLI's name for it
     assert "repo id" not in error.lower()
+    empty = tmp_path / "not-a-model"
+    (empty / "subdir").mkdir(parents=True)  # a directory without a saved model (transformers: "Unrecognized model")
+    assert main(["--quiet", command, str(empty), *extra]) == 1
+    assert f"`model`: the local directory {empty} has no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_every_prune_option_is_a_flag_a_record_field_and_a_readme_row(capsys):

@@ -152,9 +152,9 @@ def _run_prune(args) -> int:
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..hub import push_saved_model
 
-    check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
     if args.sparsity is None and args.mlp_sparsity is None and args.attention_sparsity is None:
         raise ValueError("give `--sparsity` (or `--mlp-sparsity` / `--attention-sparsity`).")
+    check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
     targets = args.sparsity or [None]
     outputs = [Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(s * 100)}") for s in targets]
     for output in outputs:  # before profiling, not after
