@@ -351,6 +351,11 @@ def test_count_parameters_matches_models():
             "argument --push-to-hub: expected a Hub repository id like you/model-name, got 'not a repo!'",
         ),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        # an option's own check names the flag typed, not the field behind it (prune's: below)
+        (
+            ["heal", "m", "--teacher", "t", "--output", "o", "--data", "rte", "--kd-weight", "3"],
+            "`--kd-weight` must be",
+        ),
         ([], "the following arguments are required"),
     ],
 )
@@ -499,8 +504,8 @@ def test_every_prune_option_is_a_flag_a_record_field_and_a_readme_row(capsys):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--steps", "0"], "`steps` must be a positive integer, got 0"),
-        (["--layer-sparsity-cap", "0.5"], "`layer_sparsity_cap` must be a number >= 1, got 0.5"),
+        (["--steps", "0"], "`--steps` must be a positive integer, got 0"),
+        (["--layer-sparsity-cap", "0.5"], "`--layer-sparsity-cap` must be a number >= 1, got 0.5"),
         (["--task-weights", "boolq"], "argument --task-weights: expected NAME=NUMBER, got 'boolq'"),
         (["--merge", "max"], "argument --merge: invalid choice: 'max'"),
     ],
@@ -560,7 +565,7 @@ def test_calibration_flags_come_from_profile_options(capsys):
         assert "--" + spec.name.replace("_", "-") in help_text
     assert "--no-channel-stats" in help_text
     assert main(["prune", "m", "--output", "o", "--num-samples", "0"]) == 2
-    assert "`num_samples` must be a positive integer, got 0" in capsys.readouterr().err
+    assert "`--num-samples` must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_a_method_registered_after_import_is_a_choice_of_the_cli(capsys):

@@ -17,6 +17,21 @@ def _dataclass_values(args, options_class) -> dict:
     return values
 
 
+def _options_from_flags(args, options_class, **overrides):
+    """`options_class` built from the flags of its fields (`overrides` replace some values); its checks' errors name
+    the flag the user typed (`--num-samples`), not the field (`num_samples`)."""
+    import dataclasses
+
+    values = {**_dataclass_values(args, options_class), **overrides}
+    try:
+        return options_class(**values)
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        for field in dataclasses.fields(options_class):
+            message = message.replace(f"`{field.name}`", f"`--{field.name.replace('_', '-')}`")
+        raise type(error)(message) from error
+
+
 def _dtype(name: str):
     import torch
 

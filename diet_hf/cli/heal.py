@@ -5,7 +5,7 @@ import logging
 import os
 from pathlib import Path
 
-from .common import EXIT_OK, _dataclass_values, _dtype, _read_held_out_flags
+from .common import EXIT_OK, _dtype, _options_from_flags, _read_held_out_flags
 from .parser import DTYPES, TOKEN_HELP, _add_dataclass_flags, _add_task_evaluation_flags, _repo_id
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,8 @@ def _prepare(args) -> None:
     if "wikitext2" in args.data and args.data_dir is None and not os.environ.get("DIET_DATA_DIR"):
         raise ValueError("`--data` wikitext2 is read from a data directory: pass --data-dir or set DIET_DATA_DIR.")
     _read_held_out_flags(args)
-    values = _dataclass_values(args, HealingConfig)
-    values["top_k"] = values["top_k"] or None  # --top-k 0: the full vocabulary
-    args.healing_config = HealingConfig(**values)
+    # --top-k 0: the full vocabulary
+    args.healing_config = _options_from_flags(args, HealingConfig, top_k=args.top_k or None)
 
 
 def _run_heal(args) -> int:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from .common import (
     EXIT_OK,
-    _dataclass_values,
     _dtype,
+    _options_from_flags,
     _print_task_differences,
     _read_held_out_flags,
 )
@@ -138,8 +138,8 @@ def _prepare(args) -> None:
             f"`--inplace` consumes the dense model, so it takes one --sparsity; got {len(args.sparsity)}: "
             "prune the others from the saved profile (`--save-scores`, then `--scores`) in runs of their own."
         )
-    args.prune_options = PruneOptions(**_dataclass_values(args, PruneOptions))
-    args.profile_options = ProfileOptions(**_dataclass_values(args, ProfileOptions))
+    args.prune_options = _options_from_flags(args, PruneOptions)
+    args.profile_options = _options_from_flags(args, ProfileOptions)
     # the user's own task data is read and checked before any model loads
     args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
     _read_held_out_flags(args)
