@@ -210,8 +210,6 @@ def write_model_card(
     config = text_config(config)  # the sizes, the plot and the family are the text decoder's
     method = record.get("method") or "DIET"
     base_type = type(config).model_type.removeprefix("pruned_")
-    counts, base = count_parameters(config), count_parameters(config, dense=True)
-    base_width, base_heads, base_kv_heads = base_sizes(config)
     data = ModelCardData(
         base_model=_hub_model_id(record.get("base_model")),
         library_name="transformers",
@@ -220,14 +218,33 @@ def write_model_card(
         license=family_for_model_type(config.model_type).license,
     )
     _write_plot(config, directory / PLOT_FILE)
-    target = record.get("target") or {}
-    tasks = ", ".join(record.get("tasks") or []) or "unknown"
     name = repo_id or "path/to/this/model"
     lines = [
         f"# {_title_name(record.get('base_model')) or base_type} pruned with {method}",
         "",
         _diet_text(record) if method == "DIET" else _OTHER_METHOD_TEXT.format(method=method),
         "",
+        *_how_it_was_pruned_lines(record, config, image_text),
+        *_layer_lines(config),
+    ]
+    lines += _healing_lines(record.get("healing"))
+    if evaluation:
+        lines += _evaluation_lines(evaluation, dense_evaluation, record)
+    if text_evaluation:
+        lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
+    lines += _usage_and_citation_lines(record, name, image_text)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    path = directory / "README.md"
+    card.save(path)
+    return path
+
+
+def _how_it_was_pruned_lines(record: dict, config, image_text: bool) -> list[str]:
+    """The card's "How it was pruned" table: base model, part pruned, calibration, targets, sizes and options."""
+    counts, base = count_parameters(config), count_parameters(config, dense=True)
+    target = record.get("target") or {}
+    tasks = ", ".join(record.get("tasks") or []) or "unknown"
+    return [
         "## How it was pruned",
         "",
         "| | |",
@@ -256,6 +273,13 @@ def write_model_card(
             for key, value in (record.get("options") or {}).items()
         ],
         "",
+    ]
+
+
+def _layer_lines(config) -> list[str]:
+    """The card's "Per-layer structure" section: the plot and each layer's kept sizes against the base model's."""
+    base_width, base_heads, base_kv_heads = base_sizes(config)
+    return [
         "## Per-layer structure",
         "",
         f"![Kept MLP width and heads per layer against the base model]({PLOT_FILE})",
@@ -268,16 +292,6 @@ def write_model_card(
         ],
         "",
     ]
-    lines += _healing_lines(record.get("healing"))
-    if evaluation:
-        lines += _evaluation_lines(evaluation, dense_evaluation, record)
-    if text_evaluation:
-        lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
-    lines += _usage_and_citation_lines(record, name, image_text)
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    path = directory / "README.md"
-    card.save(path)
-    return path
 
 
 def _usage_and_citation_lines(record: dict, name: str, image_text: bool) -> list[str]:
