@@ -86,8 +86,10 @@ def test_custom_tasks():
     assert custom_calibration("ds", dataset).example_ids == ["ds-0", "ds-1"]
     with pytest.raises(ValueError, match="has no `text` column"):
         custom_calibration("ds", datasets.Dataset.from_dict({"body": ["x"]}))
-    with pytest.raises(TypeError, match="non-empty list of strings"):
-        custom_calibration("bad", [1, 2])
+    with pytest.raises(TypeError, match="must be a list of strings .* one of its texts is a int: 1"):
+        custom_calibration("bad", ["a", 1, 2])
+    with pytest.raises(ValueError, match="Custom task 'none' has no texts"):
+        custom_calibration("none", [])
 
 
 def test_a_task_owns_its_metrics_and_its_headline_is_one_of_them():
