@@ -25,7 +25,7 @@ from diet_hf import DietPruner
 from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.recipes import DEFAULT_RECIPE
-from diet_hf.tasks import PAPER_TASKS
+from diet_hf.tasks import PAPER_TASKS, get_task
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
 PREDECESSOR = "uniform_mlp_mean_ls"
@@ -54,7 +54,8 @@ def _reference_rows(path: Path, sparsities: list[float]) -> dict:
             if row["method"] == method and row["sparsity"] in sparsities:
                 rows[f"0/{recipe}/{row['sparsity']}"] = {
                     "average_paper_tasks": row["average_paper_tasks"],
-                    "per_task": row["per_task"],
+                    # that file keeps acc and acc_norm per task; the headline metric is the one this script keeps
+                    "per_task": {t: v[get_task(t).headline_metric] for t, v in row["per_task"].items()},
                     "correct": row["correct"],
                     "source": str(path),
                 }
