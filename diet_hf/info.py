@@ -1,4 +1,5 @@
-"""Structure and parameter counts of a (pruned or dense) Gemma checkpoint, read from its config alone."""
+"""Structure and parameter counts of a (pruned or dense) Gemma checkpoint, read from its config alone, and the
+provenance record a pruned model carries (`config.pruning`, built once after surgery by `_pruning_record`)."""
 
 import json
 import os
@@ -16,7 +17,11 @@ from .constants import (
     head_dim,
     layer_sizes,
 )
-from .loading import text_config
+from .importance import ImportanceScores
+from .loading import is_image_text, text_config
+from .methods import get_method
+from .options import PruneOptions
+from .plan import PruningPlan
 
 __all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
 
@@ -131,3 +136,43 @@ def check_pruned_checkpoint(model_dir: str | os.PathLike) -> str:
             "transformers' `save_pretrained` or diet-hf's `save_pruned_model`, which copy it there."
         )
     return model_type
+
+
+def _pruning_record(
+    total_dense: int, pruned, plan: PruningPlan, scores: ImportanceScores, architecture: str | None = None
+) -> dict:
+    """The provenance of a pruned model (`config.pruning`; the card, `info` and `cli` read it), built once from the
+    dense model's parameter count (counted before surgery, which may consume it), the pruned model (its parameters
+    include any compensation biases), the plan and the profile; `architecture` names the image-text class whose text
+    decoder was pruned."""
+    kept, dense = plan.block_parameters()
+    return {
+        "method": get_method(plan.provenance["method"]).display_name,
+        "paper": get_method(plan.provenance["method"]).paper,
+        "base_model": scores.provenance.get("model_id"),
+        "base_model_revision": scores.provenance.get("revision"),
+        # the image-text class whose text decoder was pruned (Gemma 3 from 4B up); None for a text model
+        "base_model_architecture": architecture,
+        # of an image-text base model: whether the pruned model keeps its vision tower and projector (unchanged)
+        "vision_tower": ("kept" if is_image_text(pruned.config) else "dropped") if architecture else None,
+        "tasks": scores.tasks,
+        "num_samples": scores.provenance.get("num_samples"),
+        # what each task's profile read: `num_samples` for a registered task (fewer where its data is short), every
+        # text of your own (None: token batches)
+        "samples_per_task": {
+            task: len((scores.provenance.get("sample_ids") or {}).get(task, [])) or None for task in scores.tasks
+        },
+        "seed": scores.provenance.get("seed"),
+        "target": {k: plan.provenance.get(k) for k in ("sparsity", "mlp_sparsity", "attention_sparsity")},
+        "achieved_block_sparsity": plan.sparsity,
+        "block_parameters": {"dense": dense, "pruned": kept},
+        "total_parameters": {"dense": total_dense, "pruned": sum(p.numel() for p in pruned.parameters())},
+        "options": {k: plan.provenance.get(k) for k in ("recipe", *PruneOptions.names())},
+        # the precision of the reconstruction's x x^T products (`ProfileOptions.moments_dtype`); None: none made
+        "moments_dtype": plan.provenance.get("moments_dtype"),
+        "diet_hf_version": scores.provenance.get("diet_hf_version"),
+        # evaluation examples the profile read (carved where a train split is short): `diet-hf eval` leaves them out
+        "calibration_eval_ids": {
+            task: list(ids) for task, ids in (scores.provenance.get("excluded_eval_ids") or {}).items() if ids
+        },
+    }

@@ -10,6 +10,7 @@ is checked against the fields by a test.
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from ._checks import check_positive_int
+from .methods import get_method, method_options
 from .moments import MOMENTS_DTYPES
 from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
 from .recipes import SCORE_KINDS, recipe_options
@@ -237,3 +238,17 @@ def _check_number(name, value, *, low=None, high=None):
         raise ValueError(f"`{name}` must be a number >= {low}, got {value!r}.")
     if high is not None and not value <= high:
         raise ValueError(f"`{name}` must be a number in [{low}, {high}], got {value!r}.")
+
+
+# the options `prune()` applies itself; the rest of a resolved `PruneOptions` are `build_plan`'s
+_NOT_PLAN_OPTIONS = ("score", "bias_compensation", "reconstruct", "anchor_bos", "steps")
+
+
+def _resolved_options(recipe: str, method: str, options, option_values: dict, caller: str):
+    """(the options as given, the scoring method, the values of the options `prune()` applies itself, those of
+    `build_plan`'s): each given, else the recipe's or the method's."""
+    options = with_overrides(PruneOptions, options, option_values, caller)
+    scoring = get_method(method)
+    values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
+    applied = {name: values.pop(name) for name in _NOT_PLAN_OPTIONS}
+    return options, scoring, applied, values

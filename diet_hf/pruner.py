@@ -12,17 +12,17 @@ from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
 from .constants import family_for_model_type
 from .importance import ImportanceScores
+from .info import _pruning_record
 from .loading import image_text_model, is_image_text, load_pretrained, load_processor, text_causal_lm, text_config
 from .methods import METHODS as SCORING_METHODS
-from .methods import get_method, method_options
 from .moments import (
     InputMoments,
     first_token_inputs,
 )
-from .options import ProfileOptions, PruneOptions, with_overrides
+from .options import ProfileOptions, PruneOptions, _resolved_options
 from .plan import PruningPlan, build_plan, check_sparsity_targets
 from .profiling import _moments_bytes, _ProfilingMixin
-from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, recipe_options, weighted_scores
+from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, weighted_scores
 from .surgery import build_pruned_model
 
 __all__ = ["DietPruner"]
@@ -420,60 +420,6 @@ class _PruneSettings(NamedTuple):
     anchor_bos: bool
     steps: int
     bos_token_id: int | None
-
-
-# the options `prune()` applies itself; the rest of a resolved `PruneOptions` are `build_plan`'s
-_NOT_PLAN_OPTIONS = ("score", "bias_compensation", "reconstruct", "anchor_bos", "steps")
-
-
-def _resolved_options(recipe: str, method: str, options, option_values: dict, caller: str):
-    """(the options as given, the scoring method, the values of the options `prune()` applies itself, those of
-    `build_plan`'s): each given, else the recipe's or the method's."""
-    options = with_overrides(PruneOptions, options, option_values, caller)
-    scoring = get_method(method)
-    values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
-    applied = {name: values.pop(name) for name in _NOT_PLAN_OPTIONS}
-    return options, scoring, applied, values
-
-
-def _pruning_record(
-    total_dense: int, pruned, plan: PruningPlan, scores: ImportanceScores, architecture: str | None = None
-) -> dict:
-    """The provenance of a pruned model (`config.pruning`; the card, `info` and `cli` read it), built once from the
-    dense model's parameter count (counted before surgery, which may consume it), the pruned model (its parameters
-    include any compensation biases), the plan and the profile; `architecture` names the image-text class whose text
-    decoder was pruned."""
-    kept, dense = plan.block_parameters()
-    return {
-        "method": get_method(plan.provenance["method"]).display_name,
-        "paper": get_method(plan.provenance["method"]).paper,
-        "base_model": scores.provenance.get("model_id"),
-        "base_model_revision": scores.provenance.get("revision"),
-        # the image-text class whose text decoder was pruned (Gemma 3 from 4B up); None for a text model
-        "base_model_architecture": architecture,
-        # of an image-text base model: whether the pruned model keeps its vision tower and projector (unchanged)
-        "vision_tower": ("kept" if is_image_text(pruned.config) else "dropped") if architecture else None,
-        "tasks": scores.tasks,
-        "num_samples": scores.provenance.get("num_samples"),
-        # what each task's profile read: `num_samples` for a registered task (fewer where its data is short), every
-        # text of your own (None: token batches)
-        "samples_per_task": {
-            task: len((scores.provenance.get("sample_ids") or {}).get(task, [])) or None for task in scores.tasks
-        },
-        "seed": scores.provenance.get("seed"),
-        "target": {k: plan.provenance.get(k) for k in ("sparsity", "mlp_sparsity", "attention_sparsity")},
-        "achieved_block_sparsity": plan.sparsity,
-        "block_parameters": {"dense": dense, "pruned": kept},
-        "total_parameters": {"dense": total_dense, "pruned": sum(p.numel() for p in pruned.parameters())},
-        "options": {k: plan.provenance.get(k) for k in ("recipe", *PruneOptions.names())},
-        # the precision of the reconstruction's x x^T products (`ProfileOptions.moments_dtype`); None: none made
-        "moments_dtype": plan.provenance.get("moments_dtype"),
-        "diet_hf_version": scores.provenance.get("diet_hf_version"),
-        # evaluation examples the profile read (carved where a train split is short): `diet-hf eval` leaves them out
-        "calibration_eval_ids": {
-            task: list(ids) for task, ids in (scores.provenance.get("excluded_eval_ids") or {}).items() if ids
-        },
-    }
 
 
 def _nested(plan: PruningPlan, previous: PruningPlan) -> bool:
