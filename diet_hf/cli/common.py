@@ -7,27 +7,21 @@ import warnings
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def _dataclass_values(args, options_class) -> dict:
-    import dataclasses
-
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(options_class)}
-    for name, value in values.items():
-        if isinstance(value, list) and value and isinstance(value[0], tuple):  # NAME=NUMBER pairs
-            values[name] = dict(value)
-    return values
-
-
 def _options_from_flags(args, options_class, **overrides):
     """`options_class` built from the flags of its fields (`overrides` replace some values); its checks' errors name
     the flag the user typed (`--num-samples`), not the field (`num_samples`)."""
     import dataclasses
 
-    values = {**_dataclass_values(args, options_class), **overrides}
+    fields = dataclasses.fields(options_class)
+    values = {f.name: getattr(args, f.name) for f in fields}
+    for name, value in values.items():
+        if isinstance(value, list) and value and isinstance(value[0], tuple):  # NAME=NUMBER pairs
+            values[name] = dict(value)
     try:
-        return options_class(**values)
+        return options_class(**{**values, **overrides})
     except (ValueError, TypeError) as error:
         message = str(error)
-        for field in dataclasses.fields(options_class):
+        for field in fields:
             message = message.replace(f"`{field.name}`", f"`--{field.name.replace('_', '-')}`")
         raise type(error)(message) from error
 
