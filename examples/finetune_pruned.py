@@ -28,7 +28,9 @@ questions, not the ones you score).
 
 import argparse
 import json
+import os
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -42,9 +44,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from diet_hf._io import atomic_directory
-from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap
-from diet_hf.evaluation.scorer import Scorer, encode_pair
+from diet_hf.evaluation import correct_by_task, encode_pair, evaluate, paired_bootstrap
 from diet_hf.tasks import HALVES, Task, evaluation_examples, get_task, load_examples, load_multiple_choice_source
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -124,14 +124,15 @@ def _collate_choices(pad_id):
 
 
 def _token_logprobs(model, batch) -> torch.Tensor:
-    """log p(target) at every scored token of `batch`, the LM head run only there (by the evaluator's `Scorer`)."""
-    scorer = Scorer(model)
-    if not scorer.split_head:
-        raise ValueError(f"--head causal scores Gemma-family models; got model_type {model.config.model_type!r}.")
+    """log p(target) at every scored token of `batch`, the LM head run only there (as the evaluator runs it)."""
     states = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     picks = batch["picks"]
-    logprobs = scorer.logprobs(states.last_hidden_state[picks[:, 0], picks[:, 1]])
-    return logprobs.gather(1, picks[:, 2:3]).squeeze(1)
+    # (scored tokens, vocab): Gemma's head, with its final soft-capping, on the scored positions alone
+    logits = model.get_output_embeddings()(states.last_hidden_state[picks[:, 0], picks[:, 1]]).float()
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.log_softmax(-1).gather(1, picks[:, 2:3].to(logits.device)).squeeze(1)
 
 
 def choice_scores(model, batch, token_logprobs=None) -> torch.Tensor:
@@ -244,9 +245,7 @@ def _summary(before: list[int], after: list[int], resamples: int = 2000) -> dict
     }
 
 
-def main(argv=None) -> int:
-    import peft
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="Hub id or local directory of a pruned checkpoint")
     parser.add_argument(
@@ -270,31 +269,24 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="save the merged fine-tuned model here")
-    args = parser.parse_args(argv)
-    if args.output and Path(args.output).exists():
-        parser.error(f"--output {args.output!r} exists; name a new directory.")
-    try:  # your questions are read and checked before the model loads
-        spec = _task(args.task)
-        docs = _train_docs(spec, args)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+    return parser
 
-    torch.manual_seed(args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+
+def _load(args, spec: Task, docs):
+    """The checkpoint through the Auto class of `--head`, and the PEFT task type its LoRA adapters are for."""
+    import peft
+
     if args.head == "causal":
-        model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True)
-        task_type = peft.TaskType.CAUSAL_LM
-    else:
-        labels = max(len(spec.build(doc).continuations) for doc in docs)  # 2 for BoolQ and RTE
-        model = AutoModelForSequenceClassification.from_pretrained(
-            args.model, trust_remote_code=True, num_labels=labels
-        )
-        model.config.pad_token_id = tokenizer.pad_token_id
-        task_type = peft.TaskType.SEQ_CLS
-    label = args.head if args.head == "classification" else f"causal, {args.objective}"
-    before = _correct(model, args.head, spec, tokenizer, args)
-    scored = _half(spec, args) or "all"
-    print(f"{spec.name} ({label}) before fine-tuning: {sum(before) / len(before):.4f} ({scored}, n={len(before)})")
+        return AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True), peft.TaskType.CAUSAL_LM
+    labels = max(len(spec.build(doc).continuations) for doc in docs)  # 2 for BoolQ and RTE
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=True, num_labels=labels)
+    return model, peft.TaskType.SEQ_CLS
+
+
+def _train(model, task_type, spec: Task, docs, tokenizer, args):
+    """LoRA adapters on every projection, trained by `Trainer` (`ChoiceTrainer` for the causal head), then merged into
+    the weights; returns the merged model and the trainer's log history (the loss curve and `train_runtime`)."""
+    import peft
 
     pad = tokenizer.pad_token_id
     if args.head == "causal":
@@ -325,8 +317,48 @@ def main(argv=None) -> int:
             **({"objective": args.objective} if args.head == "causal" else {}),
         )
         trainer.train()
-        log_history = trainer.state.log_history  # the loss curve and train_runtime, kept in the result file
-    model = model.merge_and_unload()
+    return model.merge_and_unload(), trainer.state.log_history
+
+
+def _save(model, tokenizer, result: dict, output: str) -> None:
+    """Writes the model, its tokenizer and `finetune_result.json` into a new directory beside `output`, then renames it
+    to `output`: an interrupted save leaves no half-written model."""
+    output = Path(output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "finetune_result.json").write_text(json.dumps(result, indent=1))
+        tmp.chmod(0o755)  # mkdtemp's directory is private to its owner; a saved model is not
+        os.rename(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.output and Path(args.output).exists():
+        parser.error(f"--output {args.output!r} exists; name a new directory.")
+    try:  # your questions are read and checked before the model loads
+        spec = _task(args.task)
+        docs = _train_docs(spec, args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+
+    torch.manual_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+    model, task_type = _load(args, spec, docs)
+    if args.head == "classification":
+        model.config.pad_token_id = tokenizer.pad_token_id
+    label = args.head if args.head == "classification" else f"causal, {args.objective}"
+    before = _correct(model, args.head, spec, tokenizer, args)
+    scored = _half(spec, args) or "all"
+    print(f"{spec.name} ({label}) before fine-tuning: {sum(before) / len(before):.4f} ({scored}, n={len(before)})")
+
+    model, log_history = _train(model, task_type, spec, docs, tokenizer, args)
     after = _correct(model, args.head, spec, tokenizer, args)
     summary = _summary(before, after)
     print(
@@ -334,18 +366,10 @@ def main(argv=None) -> int:
         f"(before {summary['before']:.4f} ± {summary['before_stderr']:.4f}; difference {summary['difference']:+.4f}, "
         "paired-bootstrap 95% interval [{:+.4f}, {:+.4f}])".format(*summary["difference_ci95"])
     )
-    if args.output:  # written beside the target and renamed: an interrupted save leaves no half-written model
-        with atomic_directory(args.output, argument="--output") as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            result = {
-                **summary,
-                **vars(args),  # "task" among them: the --task argument as given
-                "correct_before": before,
-                "correct_after": after,
-                "log_history": log_history,
-            }
-            Path(tmp, "finetune_result.json").write_text(json.dumps(result, indent=1))
+    if args.output:
+        # "task" among the arguments: the --task argument as given
+        result = {**summary, **vars(args), "correct_before": before, "correct_after": after}
+        _save(model, tokenizer, {**result, "log_history": log_history}, args.output)
     return 0
 
 

@@ -45,29 +45,35 @@ def _finetune_example():
     return example
 
 
-def _tiny_pruned(tiny_tokenizer):
+def _tiny_pruned(tiny_tokenizer, family="gemma3_text"):
     from conftest import tiny_dense_model
 
     from diet_hf import build_pruned_model
     from diet_hf.plan import PruningPlan
 
-    dense = tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer))
+    dense = tiny_dense_model(family, vocab_size=len(tiny_tokenizer))
     plan = PruningPlan.keep_all(dense.config)
     plan.mlp_kept_indices = [list(range(0, 64, 2)), list(range(40))]
     plan.__post_init__()
     return build_pruned_model(dense, plan)
 
 
-@pytest.mark.parametrize("task", ["rte", "arc_easy", "winogrande"])
-def test_finetune_choice_scores_are_the_evaluators(data_dir, tiny_tokenizer, task):
+@pytest.mark.parametrize(
+    ("task", "family"), [("rte", "gemma3_text"), ("arc_easy", "gemma3_text"), ("winogrande", "gemma2")]
+)
+def test_finetune_choice_scores_are_the_evaluators(data_dir, tiny_tokenizer, task, family):
     """The fine-tuning loss is built on each choice's score as `diet_hf.evaluate` decides on it (one-token answers
     after one prompt share a row; multi-token answers; one answer after different contexts; `acc_norm`'s per-character
-    division), and the choice objective is the cross-entropy over each question's choices."""
+    division; Gemma-2's final logit soft-capping), and the choice objective is the cross-entropy over each question's
+    choices."""
     from diet_hf.evaluation import loglikelihoods
     from diet_hf.tasks import get_task, load_examples
 
     example = _finetune_example()
-    model = _tiny_pruned(tiny_tokenizer).eval()
+    model = _tiny_pruned(tiny_tokenizer, family).eval()
+    if family == "gemma2":  # the head's soft-capping must bite for the comparison to check it
+        assert model.config.final_logit_softcapping
+        model.config.final_logit_softcapping = 0.5
     spec = get_task(task)
     docs = load_examples(spec, spec.eval_split, data_dir=data_dir)[:5]
     max_length = min(model.config.max_position_embeddings, 2048)  # the evaluator's left truncation
@@ -95,6 +101,41 @@ def test_finetune_choice_scores_are_the_evaluators(data_dir, tiny_tokenizer, tas
         [torch.nn.functional.cross_entropy(s[None], torch.tensor([r.label])) for s, r in zip(by_question, requests)]
     ).mean()
     torch.testing.assert_close(loss, brute, rtol=0, atol=1e-5)
+
+
+def test_examples_use_the_public_api_only():
+    """Examples are short scripts on the public API (STYLE.md section 8): every name they import from diet_hf is in
+    its module's `__all__`, and no module they import from is private."""
+    import ast
+
+    for path in sorted((REPO_ROOT / "examples").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("diet_hf"):
+                continue
+            assert not any(part.startswith("_") for part in node.module.split(".")), (path.name, node.module)
+            public = importlib.import_module(node.module).__all__
+            for alias in node.names:
+                assert alias.name in public, (path.name, node.module, alias.name)
+
+
+def test_finetune_save_leaves_nothing_half_written(tmp_path, tiny_tokenizer, monkeypatch):
+    """A save that fails part-way leaves neither the output directory nor its temporary sibling; one that succeeds
+    leaves the output alone, readable by others."""
+    example = _finetune_example()
+    model = _tiny_pruned(tiny_tokenizer)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tiny_tokenizer, "save_pretrained", broken)
+        with pytest.raises(OSError, match="disk full"):
+            example._save(model, tiny_tokenizer, {"n": 0}, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+    example._save(model, tiny_tokenizer, {"n": 0}, tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert json.loads((tmp_path / "out" / "finetune_result.json").read_text()) == {"n": 0}
+    assert (tmp_path / "out").stat().st_mode & 0o055 == 0o055
 
 
 def test_finetune_summary_pairs_the_examples():

@@ -28,8 +28,22 @@ def check_tokenizer(tokenizer, purpose: str) -> None:
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    # lm-eval 0.4 `_encode_pair`: trailing context spaces move to the continuation; the continuation's tokens are
-    # the tail of the whole string's encoding. Special tokens (Gemma's BOS) are added as lm-eval adds them for Gemma.
+    """The token ids of a context and of the continuation scored after it, as lm-eval-harness 0.4 encodes a
+    log-likelihood request (`_encode_pair`) and as `evaluate` / `loglikelihoods` score it: spaces at the end of the
+    context move to the continuation, and the continuation's ids are the tail of the whole string's encoding (so a
+    word the tokenizer merges across the boundary is scored as the model reads it). Special tokens (Gemma's BOS) are
+    added as the tokenizer adds them, as lm-eval does for Gemma. Use it to build training rows that match what
+    evaluation scores (`examples/finetune_pruned.py`).
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer.
+        context (`str`): the prompt, e.g. `"Question: ...\nAnswer:"`.
+        continuation (`str`): the answer scored after it, with its delimiter, e.g. `" yes"`.
+
+    Returns:
+        `tuple[list[int], list[int]]`: the context's ids and the continuation's ids. The model reads
+        `context_ids + continuation_ids`; continuation token `j` is predicted at position `len(context_ids) - 1 + j`.
+    """
     spaces = len(context) - len(context.rstrip())
     if spaces:
         continuation = context[-spaces:] + continuation
