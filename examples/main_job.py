@@ -44,65 +44,30 @@ RELOAD = textwrap.dedent(
 )
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("DIET_DATA_DIR", "../shared/data"))
-    parser.add_argument("--output", default="outputs/gemma-3-270m-diet-20")
-    parser.add_argument("--sparsity", type=float, default=0.2)
-    parser.add_argument("--num-samples", type=int, default=100)
-    parser.add_argument("--limit", type=int, default=200, help="test-half evaluation examples per task")
-    parser.add_argument("--last-word-texts", type=int, default=200, help="WikiText-2 test paragraphs, last word")
-    parser.add_argument("--cache-dir", default=None, help="safetensors copy of Gemma 3 270M (default ~/.cache)")
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    clock = time.perf_counter()
-
-    model, tokenizer, path = load_gemma3_270m(args.cache_dir)
-    print(f"[{time.perf_counter() - clock:6.0f}s] dense Gemma 3 270M loaded from {path}", flush=True)
-    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(PAPER_TASKS, num_samples=args.num_samples, data_dir=args.data_dir)
-    pruned = pruner.prune(sparsity=args.sparsity)
-    print(f"[{time.perf_counter() - clock:6.0f}s] profiled and pruned", flush=True)
-    excluded = pruner.scores.provenance["excluded_eval_ids"]
-    scored = {"limit": args.limit, "half": "test", "exclude_ids": excluded, "data_dir": args.data_dir}
-    scored["return_predictions"] = True  # per-example answers: the difference's paired-bootstrap interval
-    dense_eval = evaluate(model, tokenizer, PAPER_TASKS, **scored)
-    pruned_eval = evaluate(pruned, tokenizer, PAPER_TASKS, **scored)
-    texts = wikitext2_last_word_texts(limit=args.last_word_texts, data_dir=args.data_dir)
-    dense_words = last_word_accuracy(model, tokenizer, texts)
-    pruned_words = last_word_accuracy(pruned, tokenizer, texts)
-    print(f"[{time.perf_counter() - clock:6.0f}s] evaluated dense and pruned", flush=True)
-
-    pruner.save_pretrained(args.output, evaluation=pruned_eval, dense_evaluation=dense_eval)
-    prompt = "The capital of France is"
+def _reload(pruned, tokenizer, path: str, prompt: str) -> dict:
+    """Loads the saved checkpoint in a fresh Python process without diet_hf (as anyone would from the Hub) and returns
+    its class, its greedy continuation of `prompt` and its largest logit difference to `pruned` in this process."""
     reload = subprocess.run(
-        [sys.executable, "-c", RELOAD, args.output, prompt],
+        [sys.executable, "-c", RELOAD, path, prompt],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         check=False,
     )
     if reload.returncode != 0:
-        print(reload.stderr[-3000:], file=sys.stderr)
-        return 1
+        raise RuntimeError(f"Reloading {path} without diet_hf failed:\n{reload.stderr[-3000:]}")
     reloaded = json.loads(reload.stdout.strip().splitlines()[-1])
     with torch.no_grad():
         expected = pruned(**tokenizer(prompt, return_tensors="pt")).logits[0, -1, :8]
-    reload_diff = (torch.tensor(reloaded["logits_head"]) - expected).abs().max().item()
-    print(
-        f"[{time.perf_counter() - clock:6.0f}s] saved to {args.output}; reloaded as {reloaded['class']} in a fresh "
-        f"process without diet_hf (max |logit diff| {reload_diff:.2e})",
-        flush=True,
-    )
+    reloaded["max_logit_diff"] = (torch.tensor(reloaded["logits_head"]) - expected).abs().max().item()
+    return reloaded
 
-    measure_tokens_per_second(model, repeats=1)  # warm-up: first calls pay one-off allocation costs
-    # the two take turns, five rounds, best round each: measured one after the other, a drift of the machine's speed
-    # during the measurement once read the pruned model slower than the dense one
-    speed = compare_tokens_per_second({"dense": model, "pruned": pruned}, pad_token_id=tokenizer.pad_token_id)
-    params = {
-        "dense": sum(p.numel() for p in model.parameters()),
-        "pruned": sum(p.numel() for p in pruned.parameters()),
-    }
+
+def _print_table(args, pruner, models: dict, evaluations: dict, words: dict, speed: dict) -> None:
+    """The table the README shows: parameters, accuracy per task and its average with the paired interval of the
+    difference, last-word accuracy, tokens per second."""
+    dense_eval, pruned_eval = evaluations["dense"], evaluations["pruned"]
+    params = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
     kept, dense_block = pruner.plan.block_parameters()
     print()
     print(
@@ -122,9 +87,9 @@ def main(argv=None) -> int:
     change = compare_evaluations(pruned_eval, dense_eval)["average"]
     interval = "[{:+.3f}, {:+.3f}]".format(*change["ci95"])
     print(f"{'pruned - dense, 95% CI':28}{change['difference']:>+24.3f} {interval}")
-    label = f"last word, WikiText (n={len(texts)})"
-    print(f"{label:28}{dense_words['accuracy']:>12.3f}{pruned_words['accuracy']:>12.3f}")
-    change = paired_bootstrap(pruned_words["correct"], dense_words["correct"])
+    label = f"last word, WikiText (n={len(words['dense']['correct'])})"
+    print(f"{label:28}{words['dense']['accuracy']:>12.3f}{words['pruned']['accuracy']:>12.3f}")
+    change = paired_bootstrap(words["pruned"]["correct"], words["dense"]["correct"])
     interval = "[{:+.3f}, {:+.3f}]".format(*change["ci95"])
     print(f"{'pruned - dense, 95% CI':28}{change['difference']:>+24.3f} {interval}")
     for label, key, digits in (
@@ -132,6 +97,49 @@ def main(argv=None) -> int:
         ("decode tokens/s", "decode_tokens_per_s", 1),
     ):
         print(f"{label:28}{speed['dense'][key]:>12.{digits}f}{speed['pruned'][key]:>12.{digits}f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("DIET_DATA_DIR", "../shared/data"))
+    parser.add_argument("--output", default="outputs/gemma-3-270m-diet-20")
+    parser.add_argument("--sparsity", type=float, default=0.2)
+    parser.add_argument("--num-samples", type=int, default=100)
+    parser.add_argument("--limit", type=int, default=200, help="test-half evaluation examples per task")
+    parser.add_argument("--last-word-texts", type=int, default=200, help="WikiText-2 test paragraphs, last word")
+    parser.add_argument("--cache-dir", default=None, help="safetensors copy of Gemma 3 270M (default ~/.cache)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    clock = time.perf_counter()
+
+    model, tokenizer, path = load_gemma3_270m(args.cache_dir)
+    print(f"[{time.perf_counter() - clock:6.0f}s] dense Gemma 3 270M loaded from {path}", flush=True)
+    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
+    pruner.profile(PAPER_TASKS, num_samples=args.num_samples, data_dir=args.data_dir)
+    pruned = pruner.prune(sparsity=args.sparsity)
+    models = {"dense": model, "pruned": pruned}
+    print(f"[{time.perf_counter() - clock:6.0f}s] profiled and pruned", flush=True)
+    excluded = pruner.scores.provenance["excluded_eval_ids"]
+    scored = {"limit": args.limit, "half": "test", "exclude_ids": excluded, "data_dir": args.data_dir}
+    scored["return_predictions"] = True  # per-example answers: the difference's paired-bootstrap interval
+    evaluations = {name: evaluate(m, tokenizer, PAPER_TASKS, **scored) for name, m in models.items()}
+    texts = wikitext2_last_word_texts(limit=args.last_word_texts, data_dir=args.data_dir)
+    words = {name: last_word_accuracy(m, tokenizer, texts) for name, m in models.items()}
+    print(f"[{time.perf_counter() - clock:6.0f}s] evaluated dense and pruned", flush=True)
+
+    pruner.save_pretrained(args.output, evaluation=evaluations["pruned"], dense_evaluation=evaluations["dense"])
+    reloaded = _reload(pruned, tokenizer, args.output, "The capital of France is")
+    print(
+        f"[{time.perf_counter() - clock:6.0f}s] saved to {args.output}; reloaded as {reloaded['class']} in a fresh "
+        f"process without diet_hf (max |logit diff| {reloaded['max_logit_diff']:.2e})",
+        flush=True,
+    )
+
+    measure_tokens_per_second(model, repeats=1)  # warm-up: first calls pay one-off allocation costs
+    # the two take turns, five rounds, best round each: measured one after the other, a drift of the machine's speed
+    # during the measurement once read the pruned model slower than the dense one
+    speed = compare_tokens_per_second(models, pad_token_id=tokenizer.pad_token_id)
+    _print_table(args, pruner, models, evaluations, words, speed)
     print(f"\nreloaded pruned model says: {reloaded['text']!r}")
     print(f"total time {time.perf_counter() - clock:.0f}s")
     return 0
