@@ -112,12 +112,7 @@ def _prepare(args) -> None:
 
 
 def _run_eval(args) -> int:
-    from transformers import AutoConfig, AutoTokenizer
-
     from .._io import atomic_write_text, check_model_location, check_tokenizer_files
-    from ..evaluation import evaluate, last_word_accuracy
-    from ..evaluation.language_modeling import texts_perplexity_by_source
-    from ..loading import load_causal_lm
 
     names = [args.model] + ([args.reference] if args.reference else [])
     for name, argument in zip(names, ("model", "--reference")):  # both checked before either is scored
@@ -126,7 +121,31 @@ def _run_eval(args) -> int:
     # --revision is MODEL's; the reference is read at its default revision
     loading = {name: {"trust_remote_code": args.trust_remote_code, "token": args.token} for name in names}
     loading[args.model]["revision"] = args.revision
-    # evaluation examples a pruned model's profile read (its provenance records them) are scored for neither model
+    excluded = _excluded_ids(args, names, loading)
+    results, text_results, word_results = [], [], []
+    for name in names:  # one model in memory at a time
+        result, texts, words = _score(args, name, loading[name], excluded)
+        results += [result] if args.tasks else []
+        text_results.append(texts)
+        word_results.append(words)
+    record = {"model": args.model}
+    if args.tasks:
+        record.update(_print_task_results(args, results))
+    if args.text_data:
+        record.update(_print_text_results(args, text_results))
+    if args.last_word_data:
+        record.update(_print_last_word_results(args, word_results))
+    if args.output:
+        atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _excluded_ids(args, names: list[str], loading: dict) -> dict[str, list]:
+    """The evaluation examples a pruned model's profile read (its provenance records them), per task asked for: they
+    are scored for neither model."""
+    from transformers import AutoConfig
+
     excluded: dict[str, set] = {}
     for name in names:
         recorded = (getattr(AutoConfig.from_pretrained(name, **loading[name]), "pruning", None) or {}).get(
@@ -139,50 +158,37 @@ def _run_eval(args) -> int:
     if excluded and not args.quiet:
         counts = ", ".join(f"{len(ids)} of {task}" for task, ids in excluded.items())
         print(f"left out the evaluation examples the pruning profiled ({counts}; recorded in its config)")
-    results, text_results, word_results = [], [], []
-    for name in names:  # one model in memory at a time
-        model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading[name]).eval()  # image-text: its text model
-        tokenizer = AutoTokenizer.from_pretrained(name, **loading[name])
-        if args.tasks:
-            results.append(
-                evaluate(
-                    model,
-                    tokenizer,
-                    args.tasks,
-                    limit=args.limit,
-                    half=args.half,
-                    batch_size=args.batch_size,
-                    exclude_ids=excluded or None,
-                    data_dir=args.data_dir,
-                    return_predictions=args.reference is not None,
-                    disable_progress=args.quiet,
-                )
-            )
-        text_results.append(
-            texts_perplexity_by_source(
-                model, tokenizer, args.text_data, batch_size=args.batch_size, disable_progress=args.quiet
-            )
-        )
-        word_results.append(
-            {
-                source: last_word_accuracy(
-                    model, tokenizer, texts, batch_size=args.batch_size, disable_progress=args.quiet
-                )
-                for source, texts in args.last_word_data.items()
-            }
-        )
-        del model
-    record = {"model": args.model}
+    return excluded
+
+
+def _score(args, name: str, loading: dict, excluded: dict) -> tuple[dict | None, dict, dict]:
+    """One model's task results (None without `--tasks`), its texts' perplexity and its last-word accuracy."""
+    from transformers import AutoTokenizer
+
+    from ..evaluation import evaluate, last_word_accuracy
+    from ..evaluation.language_modeling import texts_perplexity_by_source
+    from ..loading import load_causal_lm
+
+    model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading).eval()  # image-text: its text model
+    tokenizer = AutoTokenizer.from_pretrained(name, **loading)
+    result = None
     if args.tasks:
-        record.update(_print_task_results(args, results))
-    if args.text_data:
-        record.update(_print_text_results(args, text_results))
-    if args.last_word_data:
-        record.update(_print_last_word_results(args, word_results))
-    if args.output:
-        atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
-        print(f"wrote {args.output}")
-    return EXIT_OK
+        result = evaluate(
+            model,
+            tokenizer,
+            args.tasks,
+            limit=args.limit,
+            half=args.half,
+            batch_size=args.batch_size,
+            exclude_ids=excluded or None,
+            data_dir=args.data_dir,
+            return_predictions=args.reference is not None,
+            disable_progress=args.quiet,
+        )
+    quiet = {"batch_size": args.batch_size, "disable_progress": args.quiet}
+    texts = texts_perplexity_by_source(model, tokenizer, args.text_data, **quiet)
+    words = {source: last_word_accuracy(model, tokenizer, t, **quiet) for source, t in args.last_word_data.items()}
+    return result, texts, words
 
 
 def _print_text_results(args, text_results: list[dict]) -> dict:
