@@ -706,3 +706,15 @@ def test_your_own_multiple_choice_task_cannot_take_a_registered_name():
 
     with pytest.raises(ValueError, match="'piqa' is a registered task"):
         multiple_choice_task("piqa", [{"context": "Q", "choices": ["a", "b"], "label": 0}])
+
+
+def test_encode_pair_is_lm_evals_encoding(tiny_tokenizer):
+    """`encode_pair`, public for training rows that match evaluation: a context's trailing spaces move to the
+    continuation (lm-eval 0.4's `_encode_pair`), the context is encoded as the tokenizer encodes it alone (special
+    tokens included), and the continuation's ids are the tail of the whole string's."""
+    from diet_hf.evaluation import encode_pair
+
+    context_ids, continuation_ids = encode_pair(tiny_tokenizer, "Question: is it true? Answer: ", "yes")
+    assert context_ids == tiny_tokenizer("Question: is it true? Answer:")["input_ids"]
+    assert context_ids + continuation_ids == tiny_tokenizer("Question: is it true? Answer: yes")["input_ids"]
+    assert tiny_tokenizer.decode(continuation_ids) == " yes"
