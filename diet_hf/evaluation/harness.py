@@ -79,36 +79,41 @@ def evaluate(
             disable_progress=disable_progress,
             description=f"eval {spec.name}",
         )
-        correct, correct_norm, chosen = 0, 0, []
-        offset = 0
-        for request in requests:
-            n = len(request.continuations)
-            scores = lls[offset : offset + n]
-            offset += n
-            # lm-eval 0.4.13 `acc_norm`: log-likelihood / length in characters of the choice, without the delimiter
-            normed = [s / len(c) for s, c in zip(scores, request.continuations)]
-            pick, pick_norm = _argmax(scores), _argmax(normed)
-            correct += pick == request.label
-            correct_norm += pick_norm == request.label
-            chosen.append({"id": request.example_id, "label": request.label, "acc": pick, "acc_norm": pick_norm})
-        count = len(requests)
-        acc = correct / count
-        results[spec.name] = {
-            "acc": acc,
-            "acc_norm": correct_norm / count if "acc_norm" in spec.metrics else None,  # the task says which it has
-            "acc_stderr": math.sqrt(acc * (1 - acc) / max(count - 1, 1)),
-            "num_scored": count,
-            "excluded_ids": sorted(excluded),
-            "half": half,
-            "headline_metric": spec.headline_metric,
-            "own_questions": spec.examples is not None,  # your own multiple-choice task, not a registered one
-        }
-        predictions[spec.name] = chosen
+        results[spec.name], predictions[spec.name] = _task_result(spec, requests, lls, excluded, half)
     headline = [r[r["headline_metric"]] for r in results.values()]
     output = {"tasks": [s.name for s in specs], "results": results, "average": sum(headline) / len(headline)}
     if return_predictions:
         output["predictions"] = predictions
     return output
+
+
+def _task_result(spec: Task, requests: list, lls: list[float], excluded: set, half: str | None) -> tuple[dict, list]:
+    """One task's metrics from its choices' log-likelihoods (in request order), and the answer chosen per example."""
+    correct, correct_norm, chosen = 0, 0, []
+    offset = 0
+    for request in requests:
+        n = len(request.continuations)
+        scores = lls[offset : offset + n]
+        offset += n
+        # lm-eval 0.4.13 `acc_norm`: log-likelihood / length in characters of the choice, without the delimiter
+        normed = [s / len(c) for s, c in zip(scores, request.continuations)]
+        pick, pick_norm = _argmax(scores), _argmax(normed)
+        correct += pick == request.label
+        correct_norm += pick_norm == request.label
+        chosen.append({"id": request.example_id, "label": request.label, "acc": pick, "acc_norm": pick_norm})
+    count = len(requests)
+    acc = correct / count
+    result = {
+        "acc": acc,
+        "acc_norm": correct_norm / count if "acc_norm" in spec.metrics else None,  # the task says which it has
+        "acc_stderr": math.sqrt(acc * (1 - acc) / max(count - 1, 1)),
+        "num_scored": count,
+        "excluded_ids": sorted(excluded),
+        "half": half,
+        "headline_metric": spec.headline_metric,
+        "own_questions": spec.examples is not None,  # your own multiple-choice task, not a registered one
+    }
+    return result, chosen
 
 
 def _argmax(values: list[float]) -> int:
