@@ -154,6 +154,17 @@ def _thin(points: list, limit: int) -> list:
     return [list(p) for p in picked]
 
 
+def _held_out_records(teacher: dict, unhealed: dict, healed: dict) -> dict:
+    """The record's `held_out_texts` / `held_out_tasks` from the three models' `_scored_on_held_out` (none of either
+    where none was asked for)."""
+    record = {}
+    if healed["texts"] is not None:
+        record["held_out_texts"] = _held_out_record(teacher["texts"], unhealed["texts"], healed["texts"])
+    if healed["tasks"] is not None:
+        record["held_out_tasks"] = _held_out_tasks_record(teacher["tasks"], unhealed["tasks"], healed["tasks"])
+    return record
+
+
 def _scored_on_held_out(model, tokenizer, held_out, score_tasks, disable_progress: bool) -> dict:
     """`model`'s perplexity on the held-out texts and scores on the held-out tasks (None where there are none)."""
     from ..evaluation.language_modeling import texts_perplexity_by_source

@@ -19,9 +19,8 @@ from .config import HealingConfig
 from .data import _collate, _PackedDataset, _text_list, pack_sources
 from .loss import _cast_heads_once, _causal_lm, scored_positions
 from .record import (
-    _held_out_record,
+    _held_out_records,
     _held_out_sources,
-    _held_out_tasks_record,
     _run_record,
     _scored_on_held_out,
     _task_scorer,
@@ -152,12 +151,7 @@ def heal(
         **_run_record(config, rows, trainer, guard, before, seconds, merge_error, rolled_back),
     }
     healed_scores = _scored_on_held_out(healed, tokenizer, held_out, score_tasks, disable_progress)
-    if held_out:
-        record["held_out_texts"] = _held_out_record(side.scores["texts"], unhealed["texts"], healed_scores["texts"])
-    if score_tasks:
-        record["held_out_tasks"] = _held_out_tasks_record(
-            side.scores["tasks"], unhealed["tasks"], healed_scores["tasks"]
-        )
+    record.update(_held_out_records(side.scores, unhealed, healed_scores))
     healed.config.pruning = {**(getattr(healed.config, "pruning", None) or {}), "healing": record}
     if image_text is not None:
         healed = image_text_model(image_text, healed)
