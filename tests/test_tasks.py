@@ -88,6 +88,8 @@ def test_custom_tasks():
         custom_calibration("ds", datasets.Dataset.from_dict({"body": ["x"]}))
     with pytest.raises(TypeError, match="must be a list of strings .* one of its texts is a int: 1"):
         custom_calibration("bad", ["a", 1, 2])
+    with pytest.raises(TypeError, match="one of its texts is a NoneType: None"):  # a missing text, not skipped
+        custom_calibration("bad", ["a", None])
     with pytest.raises(ValueError, match="Custom task 'none' has no texts"):
         custom_calibration("none", [])
 

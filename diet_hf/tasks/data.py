@@ -196,11 +196,11 @@ def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") 
         texts = list(data)
     if not texts:
         raise ValueError(f"Custom task {name!r} has no texts: pass a non-empty list of strings or Dataset.")
-    wrong = next((t for t in texts if not isinstance(t, str)), None)
-    if wrong is not None:
+    wrong = [t for t in texts if not isinstance(t, str)]  # a list: the first wrong text may be None itself
+    if wrong:
         raise TypeError(
             f"Custom task {name!r} must be a list of strings or a Dataset with a text column; one of its texts is a "
-            f"{type(wrong).__name__}: {wrong!r:.80}."
+            f"{type(wrong[0]).__name__}: {wrong[0]!r:.80}."
         )
     return CalibrationSet(
         task=name, texts=texts, example_ids=[f"{name}-{i}" for i in range(len(texts))], excluded_eval_ids=[]
