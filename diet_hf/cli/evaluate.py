@@ -185,9 +185,9 @@ def _score(args, name: str, loading: dict, excluded: dict) -> tuple[dict | None,
             return_predictions=args.reference is not None,
             disable_progress=args.quiet,
         )
-    quiet = {"batch_size": args.batch_size, "disable_progress": args.quiet}
-    texts = texts_perplexity_by_source(model, tokenizer, args.text_data, **quiet)
-    words = {source: last_word_accuracy(model, tokenizer, t, **quiet) for source, t in args.last_word_data.items()}
+    reading = {"batch_size": args.batch_size, "disable_progress": args.quiet}
+    texts = texts_perplexity_by_source(model, tokenizer, args.text_data, **reading)
+    words = {source: last_word_accuracy(model, tokenizer, t, **reading) for source, t in args.last_word_data.items()}
     return result, texts, words
 
 
