@@ -67,7 +67,7 @@ class ImportanceScores:
         """The scores of a subset of tasks (leave-one-task-out and ablations)."""
         missing = [t for t in tasks if t not in self.mlp]
         if missing:
-            raise ValueError(f"Tasks {missing} are not in these scores; they have {self.tasks}.")
+            raise ValueError(f"`tasks` must be profiled tasks ({self.tasks}), got {missing}, which were not profiled.")
         channels = None if self.channel_stats is None else {t: self.channel_stats[t] for t in tasks}
         return ImportanceScores(
             {t: self.mlp[t] for t in tasks}, {t: self.heads[t] for t in tasks}, dict(self.provenance), channels

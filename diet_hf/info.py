@@ -20,7 +20,7 @@ from .constants import (
 from .importance import ImportanceScores
 from .loading import is_image_text, text_config
 from .methods import get_method
-from .options import PruneOptions
+from .options import PruneOptions, _PruneSettings
 from .plan import PruningPlan
 
 __all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
@@ -176,3 +176,27 @@ def _pruning_record(
             task: list(ids) for task, ids in (scores.provenance.get("excluded_eval_ids") or {}).items() if ids
         },
     }
+
+
+def _record_options(plan: PruningPlan, settings: _PruneSettings, method: str, recipe: str, targets: dict, products):
+    """Adds to `plan.provenance` (in place) the profile's origin and the options `prune()` applied itself; `products`:
+    the dtype of the x x^T products the reconstruction's moments summed (`ProfileOptions.moments_dtype`), or None."""
+    scores = settings.scores
+    if settings.steps > 1:
+        plan.provenance.update(targets)
+    plan.provenance.update(
+        {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
+    )
+    plan.provenance.update(
+        {
+            "method": method,
+            "recipe": recipe if method == "diet" else None,
+            "score": settings.score,
+            "bias_compensation": settings.bias_compensation,
+            "reconstruct": settings.reconstruct,
+            "anchor_bos": settings.anchor_bos,
+            "steps": settings.steps,
+        }
+    )
+    if products is not None:
+        plan.provenance["moments_dtype"] = str(products).removeprefix("torch.")

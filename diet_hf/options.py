@@ -8,8 +8,10 @@ is checked against the fields by a test.
 """
 
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import NamedTuple
 
 from ._checks import check_positive_int
+from .importance import ImportanceScores
 from .methods import get_method, method_options
 from .moments import MOMENTS_DTYPES
 from .plan import ALLOCATIONS, MERGE_MODES, NORMALIZATIONS
@@ -252,3 +254,17 @@ def _resolved_options(recipe: str, method: str, options, option_values: dict, ca
     values = options.resolved(recipe_options(recipe) if scoring.plan_options is None else method_options(scoring))
     applied = {name: values.pop(name) for name in _NOT_PLAN_OPTIONS}
     return options, scoring, applied, values
+
+
+class _PruneSettings(NamedTuple):
+    """What `prune()` runs with, resolved and checked by `DietPruner._prune_settings`."""
+
+    scoring: object  # the scoring method (`methods.ScoringMethod`)
+    values: dict  # `build_plan`'s options
+    scores: ImportanceScores  # the profile, narrowed to the tasks asked for
+    score: str
+    bias_compensation: bool
+    reconstruct: bool
+    anchor_bos: bool
+    steps: int
+    bos_token_id: int | None

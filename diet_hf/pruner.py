@@ -3,7 +3,6 @@
 import logging
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
@@ -12,14 +11,14 @@ from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
 from .constants import family_for_model_type
 from .importance import ImportanceScores
-from .info import _pruning_record
+from .info import _pruning_record, _record_options
 from .loading import image_text_model, is_image_text, load_pretrained, load_processor, text_causal_lm, text_config
 from .methods import METHODS as SCORING_METHODS
 from .moments import (
     InputMoments,
     first_token_inputs,
 )
-from .options import ProfileOptions, PruneOptions, _resolved_options
+from .options import ProfileOptions, PruneOptions, _PruneSettings, _resolved_options
 from .plan import PruningPlan, build_plan, check_sparsity_targets
 from .profiling import _moments_bytes, _ProfilingMixin
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, weighted_scores
@@ -190,32 +189,23 @@ class DietPruner(_ProfilingMixin):
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
         check_sparsity_targets(**targets)  # before the steps scale them
         plan, channel_source = self._stepped_plan(settings, targets)
-        scores, reconstruct = settings.scores, settings.reconstruct
-        if settings.steps > 1:
-            plan.provenance.update(targets)
-        plan.provenance.update(
-            {k: scores.provenance.get(k) for k in ("model_id", "revision", "num_samples", "seed", "diet_hf_version")}
-        )
-        plan.provenance.update(
-            {
-                "method": method,
-                "recipe": recipe if method == "diet" else None,
-                "score": settings.score,
-                "bias_compensation": settings.bias_compensation,
-                "reconstruct": reconstruct,
-                "anchor_bos": settings.anchor_bos,
-                "steps": settings.steps,
-            }
-        )
-        if reconstruct:  # the precision of the x x^T products its moments summed (`ProfileOptions.moments_dtype`)
-            plan.provenance["moments_dtype"] = str(self._product_dtype()).removeprefix("torch.")
+        products = self._product_dtype() if settings.reconstruct else None
+        _record_options(plan, settings, method, recipe, targets, products)
         channel_means = None
         if settings.bias_compensation:
             channel_means = (channel_source if method == "diet" else self.scores).channel_means()
         # the previous pruned model is not kept past this point, so that it can be freed before surgery builds the
         # next one (unless the caller holds it): Gemma-2 2B's pruned weights take 5 GB in float32
         self.pruned_model = None
-        moments = self._input_moments(plan, list(scores.tasks), disable_progress, inplace) if reconstruct else None
+        self.pruned_model = self._surgery(plan, settings, channel_means, disable_progress, inplace)
+        return self.pruned_model
+
+    def _surgery(self, plan: PruningPlan, settings: _PruneSettings, channel_means, disable_progress, inplace):
+        """Cuts the dense model by `plan` (reconstruction moments and BOS anchors first) and records the result."""
+        scores = settings.scores
+        moments = None
+        if settings.reconstruct:
+            moments = self._input_moments(plan, list(scores.tasks), disable_progress, inplace)
         anchors = None
         if settings.anchor_bos and moments is not None:  # the BOS token's inputs of the modules the fit refits
             anchors = first_token_inputs(self.model, self.family, settings.bos_token_id, plan.cut_modules())
@@ -240,10 +230,9 @@ class DietPruner(_ProfilingMixin):
             pruned = image_text_model(self._image_text, pruned)
         # the one place, after surgery
         pruned.config.pruning = _pruning_record(dense_parameters, pruned, plan, scores, architecture)
-        self.pruned_model = pruned
         return pruned
 
-    def _prune_settings(self, recipe: str, method: str, options, option_values: dict, tasks) -> "_PruneSettings":
+    def _prune_settings(self, recipe: str, method: str, options, option_values: dict, tasks) -> _PruneSettings:
         """The options `prune()` runs with (each given, else the recipe's or the method's), checked against each other,
         the method and this pruner's profile, tokenizer and calibration data; the profile narrowed to `tasks`."""
         options, scoring, applied, values = _resolved_options(recipe, method, options, option_values, "prune")
@@ -287,7 +276,7 @@ class DietPruner(_ProfilingMixin):
             scoring, values, scores, score, bias_compensation, reconstruct, anchor_bos, steps, bos_token_id
         )
 
-    def _stepped_plan(self, settings: "_PruneSettings", targets: dict) -> tuple[PruningPlan, ImportanceScores]:
+    def _stepped_plan(self, settings: _PruneSettings, targets: dict) -> tuple[PruningPlan, ImportanceScores]:
         """The plan for `targets`, reached in `settings.steps` steps (re-profiled between them, each step's plan
         inside the last); returns it and the profile whose channel means the compensation biases take."""
         scores, steps = settings.scores, settings.steps
@@ -406,20 +395,6 @@ class DietPruner(_ProfilingMixin):
             commit_message=commit_message,
             token=token,
         )
-
-
-class _PruneSettings(NamedTuple):
-    """What `prune()` runs with, resolved and checked by `DietPruner._prune_settings`."""
-
-    scoring: object  # the scoring method (`methods.ScoringMethod`)
-    values: dict  # `build_plan`'s options
-    scores: ImportanceScores  # the profile, narrowed to the tasks asked for
-    score: str
-    bias_compensation: bool
-    reconstruct: bool
-    anchor_bos: bool
-    steps: int
-    bos_token_id: int | None
 
 
 def _nested(plan: PruningPlan, previous: PruningPlan) -> bool:

@@ -296,6 +296,8 @@ def test_iterative_pruning_errors(tmp_path):
         pruner.prune(sparsity=0.2, steps=2, mlp_normalize="standardize")
     with pytest.raises(ValueError, match=r"`tasks` must name at least one profiled task, got an empty list"):
         pruner.prune(sparsity=0.2, tasks=[])
+    with pytest.raises(ValueError, match=r"`tasks` must be profiled tasks \(\['a', 'b'\]\), got \['c'\]"):
+        pruner.prune(sparsity=0.2, tasks=["a", "c"])
     assert pruner.prune(sparsity=0.2, tasks="a").config.pruning["tasks"] == ["a"]  # one name, as profile() takes
     for steps in (1, 2):  # a sparsity that is not a number is named before the steps scale it
         with pytest.raises(ValueError, match=r"`sparsity` must be in \(0, 1\), got '0.2'"):
