@@ -288,6 +288,15 @@ def build_pruned_model(
     # the reconstructed weights and biases win over the plain slices and the compensation biases
     state = cutter.finish(reconstructed)
     state.update({key: value for key, value in biases.items() if key not in reconstructed})
+    _assign(pruned, state, model)
+    pruned.diet_plan = plan  # written as diet_pruning.json by diet_hf.hub.save_pruned_model
+    if source is not model:  # the pruned decoder beside the image-text model's unchanged vision tower and projector
+        pruned = image_text_model(source, pruned)
+    return pruned.eval() if not model.training else pruned
+
+
+def _assign(pruned: nn.Module, state: dict, model: nn.Module) -> None:
+    """Fills the meta-device `pruned` (in place) with `state`, the dense `model`'s buffers and generation config."""
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
     missing = [key for key in missing if key != "lm_head.weight"]
     if missing or unexpected:
@@ -300,10 +309,6 @@ def build_pruned_model(
             target._buffers[buffer_name] = buffer
     pruned.tie_weights()
     pruned.generation_config = copy.deepcopy(model.generation_config)
-    pruned.diet_plan = plan  # written as diet_pruning.json by diet_hf.hub.save_pruned_model
-    if source is not model:  # the pruned decoder beside the image-text model's unchanged vision tower and projector
-        pruned = image_text_model(source, pruned)
-    return pruned.eval() if not model.training else pruned
 
 
 def _reconstructed(
