@@ -787,3 +787,19 @@ def test_prune_again_from_a_saved_profile_of_your_own_data(dense_dir, tmp_path, 
     with torch.no_grad():
         logits = [model(ids).logits for model in models]
     torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "targets, expected",
+    [
+        (["--sparsity", "0.2", "--mlp-sparsity", "0.2"], "Pass either `--sparsity` or `--mlp-sparsity` / `--atten"),
+        ([], "Nothing to prune: pass `--sparsity` in (0, 1), or `--mlp-sparsity` / `--attention-sparsity` > 0."),
+        (["--attention-sparsity", "1.0"], "`--attention-sparsity` must be in [0, 1), got 1.0."),
+    ],
+)
+def test_prune_target_errors_name_the_flags_before_any_model_loads(targets, expected, tmp_path, capsys, monkeypatch):
+    from diet_hf import DietPruner
+
+    monkeypatch.setattr(DietPruner, "from_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(["--quiet", "prune", str(tmp_path / "none"), "--output", str(tmp_path / "out"), *targets]) == 2
+    assert expected in capsys.readouterr().err

@@ -138,11 +138,27 @@ def _prepare(args) -> None:
             f"`--inplace` consumes the dense model, so it takes one --sparsity; got {len(args.sparsity)}: "
             "prune the others from the saved profile (`--save-scores`, then `--scores`) in runs of their own."
         )
+    _check_targets(args)
     args.prune_options = _options_from_flags(args, PruneOptions)
     args.profile_options = _options_from_flags(args, ProfileOptions)
     # the user's own task data is read and checked before any model loads
     args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
     _read_held_out_flags(args)
+
+
+def _check_targets(args) -> None:
+    """The pruning targets' own checks (`plan.check_sparsity_targets`), their errors naming the flags."""
+    from ..plan import check_sparsity_targets
+
+    names = ("sparsity", "mlp_sparsity", "attention_sparsity")
+    for sparsity in args.sparsity or [None]:
+        try:
+            check_sparsity_targets(sparsity, args.mlp_sparsity, args.attention_sparsity)
+        except ValueError as error:
+            message = str(error)
+            for name in names:
+                message = message.replace(f"`{name}`", f"`--{name.replace('_', '-')}`")
+            raise ValueError(message) from error
 
 
 def _run_prune(args) -> int:
@@ -152,8 +168,6 @@ def _run_prune(args) -> int:
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..hub import push_saved_model
 
-    if args.sparsity is None and args.mlp_sparsity is None and args.attention_sparsity is None:
-        raise ValueError("give `--sparsity` (or `--mlp-sparsity` / `--attention-sparsity`).")
     check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
     targets = args.sparsity or [None]
     outputs = [Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(s * 100)}") for s in targets]
