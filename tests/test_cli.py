@@ -421,8 +421,8 @@ def test_quiet_silences_the_libraries_deprecation_notices():
 def test_failures_exit_1(tmp_path, capsys):
     assert main(["--quiet", "info", str(tmp_path / "missing")]) == 1
     assert "diet-hf info: error:" in capsys.readouterr().err
-    assert main(["--quiet", "prune", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
-    assert "--sparsity" in capsys.readouterr().err
+    assert main(["--quiet", "prune", str(tmp_path), "--output", str(tmp_path / "o"), "--sparsity", "0.2"]) == 1
+    assert "diet-hf prune: error:" in capsys.readouterr().err  # not a model directory
     assert not (tmp_path / "o").exists()
 
 

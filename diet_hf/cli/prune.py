@@ -138,12 +138,12 @@ def _prepare(args) -> None:
             f"`--inplace` consumes the dense model, so it takes one --sparsity; got {len(args.sparsity)}: "
             "prune the others from the saved profile (`--save-scores`, then `--scores`) in runs of their own."
         )
-    _check_targets(args)
     args.prune_options = _options_from_flags(args, PruneOptions)
     args.profile_options = _options_from_flags(args, ProfileOptions)
     # the user's own task data is read and checked before any model loads
     args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
     _read_held_out_flags(args)
+    _check_targets(args)
 
 
 def _check_targets(args) -> None:
