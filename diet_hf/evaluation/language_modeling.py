@@ -137,16 +137,7 @@ def texts_perplexity(
         raise ValueError(f"`max_length` must be an integer >= 2 or None, got {max_length!r}.")
     model = text_causal_lm(model)  # an image-text Gemma 3 (dense or pruned): its text model
     max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    encoded = [bos + tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    empty = [i for i, ids in enumerate(encoded) if len(ids) < 2]
-    if empty:
-        raise ValueError(
-            f"{len(empty)} of `texts` leave no token to predict (e.g. text {empty[0]}: {texts[empty[0]]!r}); "
-            "remove empty texts."
-        )
-    truncated = sum(len(ids) > max_length for ids in encoded)
-    encoded = [ids[:max_length] for ids in encoded]
+    encoded, truncated = _bos_encoded(tokenizer, texts, max_length)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     pad = pad_id(tokenizer)
     scorer = Scorer(model)
@@ -175,6 +166,20 @@ def texts_perplexity(
         "nll": nll,
         "counts": counts,
     }
+
+
+def _bos_encoded(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Each text's tokens after BOS, cut to `max_length`, and how many were cut; `ValueError` on an empty text."""
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    encoded = [bos + tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    empty = [i for i, ids in enumerate(encoded) if len(ids) < 2]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} of `texts` leave no token to predict (e.g. text {empty[0]}: {texts[empty[0]]!r}); "
+            "remove empty texts."
+        )
+    truncated = sum(len(ids) > max_length for ids in encoded)
+    return [ids[:max_length] for ids in encoded], truncated
 
 
 def texts_perplexity_by_source(
