@@ -161,3 +161,58 @@ def test_your_own_questions_calibrate_on_context_and_gold_choice(tmp_path, data_
     datasets.DatasetDict({"train": datasets.Dataset.from_list(questions)}).save_to_disk(str(saved))
     assert load_task_source(f"mine={saved}") == ("mine", expected)
     assert load_task_source(f"mine={saved}:train:context") == ("mine", [q["context"] for q in questions])
+
+
+def test_your_own_data_errors_name_the_flag_and_what_was_wrong(tmp_path):
+    """Every way a `NAME=SOURCE` word of your own data can be wrong is refused with the flag, the name and the fix."""
+    import datasets
+
+    from diet_hf.tasks import load_multiple_choice_source, load_task_source, multiple_choice_task
+
+    question = {"context": "Q", "choices": ["a", "b"], "label": 1}
+    files = {
+        "texts.txt": "a text\n",
+        "blank.txt": "\n  \n",
+        "notext.jsonl": json.dumps({"title": "no text"}) + "\n",
+        "texts.csv": "text\na\n",
+        "questions.jsonl": json.dumps(question) + "\n",
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    rows = [{**question, "id": i} for i in range(2)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "split"))
+    datasets.Dataset.from_list([{"text": "a", "n": 1}]).save_to_disk(str(tmp_path / "single"))
+    d = tmp_path
+    calibration = [
+        ("=x", r"`--tasks`: expected NAME=SOURCE, got '=x'"),
+        (f"mine={d / 'texts.txt'}:train", r"`--tasks` mine: a file takes no split or column, got '.*texts.txt:train'"),
+        (f"mine={d / 'blank.txt'}", r"`--tasks` mine: .*blank.txt holds no non-empty texts"),
+        (f"mine={d / 'notext.jsonl'}", r"`--tasks` mine: .*notext.jsonl line 1 has no string `text` field"),
+        (
+            f"mine={d / 'texts.csv'}",
+            r"`--tasks` mine: .*texts.csv must be .jsonl, .json \(one object per line\) or .txt",
+        ),
+        (f"mine={d / 'split'}:train:nope", r"`--tasks` mine: no column 'nope'; columns: \["),
+        (f"mine={d / 'split'}:train:label", r"`--tasks` mine: column 'label' does not hold strings"),
+        (f"mine={d / 'split'}:valid", r"`--tasks` mine: .*split has no split 'valid'; splits: \['train'\]"),
+        (f"mine={d / 'single'}:train", r"`--tasks` mine: .*single is a single dataset; it has no split 'train'"),
+    ]
+    for word, message in calibration:
+        with pytest.raises(ValueError, match=message):
+            load_task_source(word)
+    with pytest.raises(FileNotFoundError, match=r"`--texts` mine: no file or directory at \./missing"):
+        load_task_source("mine=./missing", flag="--texts")
+    questions = [
+        ("=x", r"`--tasks`: expected NAME=SOURCE, got '=x'"),
+        (f"q={d / 'questions.jsonl'}:test", r"`--tasks` q: a file takes no split, got '.*questions.jsonl:test'"),
+        (f"q={d / 'texts.txt'}", r"`--tasks` q: .*texts.txt must be .jsonl or .json \(one question object per line\)"),
+        (f"q={d / 'single'}", r"`--tasks` q: no 'context', 'choices', 'label' column \(a question needs"),
+    ]
+    for word, message in questions:
+        with pytest.raises(ValueError, match=message):
+            load_multiple_choice_source(word)
+    assert load_multiple_choice_source(f"q={d / 'split'}:train").name == "q"
+    with pytest.raises(ValueError, match=r"`name` must be a non-empty string, got ''"):
+        multiple_choice_task("", [question])
+    with pytest.raises(ValueError, match=r"row 0: `id` must be a string or an integer, got 1.5"):
+        multiple_choice_task("q", [{**question, "id": 1.5}])
