@@ -1,5 +1,6 @@
 """The task registry: lm-eval prompts, the local loader on the real data, calibration exclusions, errors."""
 
+import importlib.util
 import json
 
 import pytest
@@ -216,3 +217,143 @@ def test_your_own_data_errors_name_the_flag_and_what_was_wrong(tmp_path):
         multiple_choice_task("", [question])
     with pytest.raises(ValueError, match=r"row 0: `id` must be a string or an integer, got 1.5"):
         multiple_choice_task("q", [{**question, "id": 1.5}])
+
+
+# One row of each task's Hub dataset in that dataset's own schema, and the request lm-eval 0.4.13's template makes
+# of it (contexts, continuations, gold); HellaSwag's query is lm-eval's: `ctx_b` capitalized, `[...]` markers cut.
+_HUB_ROWS = {
+    "boolq": (
+        {"question": "is the sky blue", "passage": "Sky -- The sky is blue.", "idx": 7, "label": 1},
+        ["Sky -- The sky is blue.\nQuestion: is the sky blue?\nAnswer:"] * 2,
+        ["no", "yes"],
+        1,
+    ),
+    "rte": (
+        {"sentence1": "A dog runs.", "sentence2": "An animal moves.", "label": 0, "idx": 3},
+        ["A dog runs.\nQuestion: An animal moves. True or False?\nAnswer:"] * 2,
+        ["True", "False"],
+        0,
+    ),
+    "hellaswag": (
+        {
+            "ind": 24,
+            "activity_label": "Home and Garden",
+            "ctx_a": "[header] How to clean a pan [title] Fill it.",
+            "ctx_b": "then",
+            "ctx": "",
+            "endings": ["rinse [step] it.", "b", "c", "d"],
+            "source_id": "x",
+            "split": "val",
+            "split_type": "indomain",
+            "label": "3",
+        },
+        ["Home and Garden: How to clean a pan. Fill it. Then"] * 4,
+        ["rinse it.", "b", "c", "d"],
+        3,
+    ),
+    "winogrande": (
+        {"sentence": "Sarah beat Maria so _ won.", "option1": "Sarah", "option2": "Maria", "answer": "2"},
+        ["Sarah beat Maria so Sarah", "Sarah beat Maria so Maria"],
+        ["won.", "won."],
+        1,
+    ),
+    "arc_easy": (
+        {
+            "id": "Mercury_1",
+            "question": "Q?",
+            "choices": {"text": list("abcd"), "label": list("1234")},
+            "answerKey": "4",
+        },
+        ["Question: Q?\nAnswer:"] * 4,
+        list("abcd"),
+        3,
+    ),
+    "arc_challenge": (
+        {
+            "id": "Mercury_2",
+            "question": "Q?",
+            "choices": {"text": list("abcd"), "label": list("ABCD")},
+            "answerKey": "C",
+        },
+        ["Question: Q?\nAnswer:"] * 4,
+        list("abcd"),
+        2,
+    ),
+    "openbookqa": (
+        {
+            "id": "8-343",
+            "question_stem": "To save",
+            "choices": {"text": list("abcd"), "label": list("ABCD")},
+            "answerKey": "B",
+        },
+        ["To save"] * 4,
+        list("abcd"),
+        1,
+    ),
+    "piqa": (
+        {"goal": "How do I X?", "sol1": "a", "sol2": "b", "label": 1},
+        ["Question: How do I X?\nAnswer:"] * 2,
+        ["a", "b"],
+        1,
+    ),
+}
+
+# The Hub datasets lm-eval-harness 0.4.13 reads (its task configs; `test_hub_sources_are_lm_evals` checks them there)
+# and the split it scores: the test split where a task has one, else validation.
+_LM_EVAL_SOURCES = {
+    "boolq": ("aps/super_glue", "boolq", "validation"),
+    "rte": ("nyu-mll/glue", "rte", "validation"),
+    "hellaswag": ("Rowan/hellaswag", None, "validation"),
+    "winogrande": ("allenai/winogrande", "winogrande_xl", "validation"),
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy", "test"),
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", "test"),
+    "openbookqa": ("allenai/openbookqa", "main", "test"),
+    "piqa": ("baber/piqa", None, "validation"),
+}
+
+
+def test_examples_from_the_hub_make_lm_evals_requests(monkeypatch):
+    """Without a data directory every registered task reads lm-eval's Hub dataset, and a row in that dataset's own
+    schema becomes the request lm-eval makes of it (through `datasets.load_dataset`, here answered from memory)."""
+    import datasets
+
+    from diet_hf.tasks import evaluation_examples
+
+    calls = []
+
+    def load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        task = next(t for t, source in _LM_EVAL_SOURCES.items() if source[:2] == (path, name))
+        return datasets.Dataset.from_list([_HUB_ROWS[task][0]])
+
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    assert set(_HUB_ROWS) == set(TASKS) == set(_LM_EVAL_SOURCES)
+    for name, (_, contexts, continuations, label) in _HUB_ROWS.items():
+        (doc,) = load_examples(name, get_task(name).eval_split)
+        request = get_task(name).build(doc)
+        assert (request.contexts, request.continuations, request.label) == (contexts, continuations, label), name
+        assert calls[-1] == _LM_EVAL_SOURCES[name]
+        halves = [evaluation_examples(name, half=half) for half in ("dev", "test")]
+        assert sorted(len(h) for h in halves) == [0, 1]  # the Hub row's id falls in one half
+
+
+@pytest.mark.slow
+def test_hub_sources_are_lm_evals():
+    """The Hub datasets, configurations and evaluation splits of the registered tasks are the ones lm-eval-harness
+    itself reads (its task configs), so a machine with Hub access scores what lm-eval scores."""
+    if importlib.util.find_spec("lm_eval") is None:
+        pytest.skip('needs `pip install "diet-hf[lm-eval]"` (scripts/test.sh -m slow installs it)')
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml  # the loader `TaskManager` reads task configs with (0.4.13)
+
+    index = TaskManager().task_index
+    for name, task in TASKS.items():
+        config = load_yaml(index[name].yaml_path, resolve_func=False, recursive=True)
+        theirs = (
+            config["dataset_path"],
+            config.get("dataset_name"),
+            config.get("test_split") or config["validation_split"],
+        )
+        assert (task.hub_path, task.hub_name, task.eval_split) == theirs == _LM_EVAL_SOURCES[name], name
+        assert task.train_split == config["training_split"], name
