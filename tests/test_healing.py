@@ -806,7 +806,6 @@ def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatc
         (["--data", "nosuch"], "`--data`: 'nosuch' is not wikitext2, tasks, a registered task"),
         (["--data", f"a={tmp_path / 'nope.txt'}"], "`--data` a: no file or directory at"),
         (["--data", f"rte={tmp_path / 'mine.txt'}"], "`--data` rte: the name is taken"),
-        (["--data", "wikitext2"], "`--data` wikitext2 is read from a data directory: pass --data-dir"),
     ):
         assert main([*argv, str(tmp_path / "h2"), *bad, *flags]) == 2  # a usage error, before any model loads
         assert message in capsys.readouterr().err

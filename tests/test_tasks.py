@@ -109,8 +109,8 @@ def test_a_task_owns_its_metrics_and_its_headline_is_one_of_them():
 def test_wikitext2_text_names_what_is_missing(tmp_path, monkeypatch):
     from diet_hf.tasks import wikitext2_text
 
-    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
-    with pytest.raises(ValueError, match="pass `data_dir` or set DIET_DATA_DIR"):
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)  # the Hub, offline in the tests
+    with pytest.raises(FileNotFoundError, match=r"WikiText-2 from the Hub dataset 'Salesforce/wikitext' \(wikitext-2"):
         wikitext2_text("test")
     with pytest.raises(FileNotFoundError, match="WikiText-2 validation split not found"):
         wikitext2_text("validation", data_dir=tmp_path)
@@ -129,8 +129,28 @@ def test_wikitext2_last_word_texts(data_dir, monkeypatch):
     with pytest.raises(ValueError, match="`split` must be 'test' or 'validation', got 'train'"):
         wikitext2_last_word_texts("train", data_dir=data_dir)
     monkeypatch.delenv("DIET_DATA_DIR", raising=False)
-    with pytest.raises(ValueError, match="pass `data_dir` or set DIET_DATA_DIR"):
+    with pytest.raises(FileNotFoundError, match="and no data directory is set"):
         wikitext2_last_word_texts()
+
+
+def test_wikitext2_from_the_hub_is_the_data_directorys(data_dir, monkeypatch):
+    """Without a data directory WikiText-2 comes from the Hub (`Salesforce/wikitext`, `wikitext-2-raw-v1`: the same
+    rows as the shared data's files); here `datasets.load_dataset` answers from those files."""
+    import datasets
+
+    from diet_hf.tasks import wikitext2_text
+
+    def load_dataset(path, name=None, split=None, **kwargs):
+        assert (path, name) == ("Salesforce/wikitext", "wikitext-2-raw-v1")
+        rows = (data_dir / "wikitext2" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        return datasets.Dataset.from_dict({"text": [json.loads(line)["text"] for line in rows if line.strip()]})
+
+    local = {split: wikitext2_text(split, data_dir=data_dir) for split in ("test", "validation")}
+    last_words = wikitext2_last_word_texts(limit=30, data_dir=data_dir)
+    monkeypatch.delenv("DIET_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    assert {split: wikitext2_text(split) for split in ("test", "validation")} == local
+    assert wikitext2_last_word_texts(limit=30) == last_words
 
 
 def test_your_own_questions_calibrate_on_context_and_gold_choice(tmp_path, data_dir):

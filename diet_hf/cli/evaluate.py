@@ -66,7 +66,11 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     evaluate.add_argument(
         "--batch-size", type=_positive_int, default=16, help="scored sequences per forward pass (default: 16)"
     )
-    evaluate.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
+    evaluate.add_argument(
+        "--data-dir",
+        default=None,
+        help="local data directory of the tasks and WikiText-2 (default: $DIET_DATA_DIR, else the Hub)",
+    )
     evaluate.add_argument("--output", default=None, help="write the results as JSON here")
     evaluate.add_argument(
         "--reference",

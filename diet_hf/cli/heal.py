@@ -2,7 +2,6 @@
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from .common import EXIT_OK, _dtype, _options_from_flags, _read_held_out_flags
@@ -50,7 +49,11 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "examples the pruning profiled left out): the scores and the healed model's differences to both, with their "
         "95%% paired-bootstrap intervals, are printed and written into the card",
     )
-    heal.add_argument("--data-dir", default=None, help="directory of the benchmark data (default: DIET_DATA_DIR)")
+    heal.add_argument(
+        "--data-dir",
+        default=None,
+        help="local data directory of the tasks and WikiText-2 (default: $DIET_DATA_DIR, else the Hub)",
+    )
     heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
     heal.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     heal.add_argument(
@@ -93,8 +96,6 @@ def _prepare(args) -> None:
                 f"`--data`: {word!r} is not wikitext2, tasks, a registered task ({', '.join(TASKS)}) or "
                 "NAME=SOURCE (your own texts)."
             )
-    if "wikitext2" in args.data and args.data_dir is None and not os.environ.get("DIET_DATA_DIR"):
-        raise ValueError("`--data` wikitext2 is read from a data directory: pass --data-dir or set DIET_DATA_DIR.")
     _read_held_out_flags(args)
     # --top-k 0: the full vocabulary
     args.healing_config = _options_from_flags(args, HealingConfig, top_k=args.top_k or None)

@@ -19,18 +19,30 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return None if value in (None, "") else Path(value)
 
 
-def _wikitext2_path(split: str, data_dir) -> Path:
-    """The JSONL file of WikiText-2 `split` in the data directory (checked: the split's name, the directory, the
-    file)."""
+# WikiText-2 on the Hub: the raw rows, as the data directory's `wikitext2/<split>.jsonl` holds them, in order
+WIKITEXT2_HUB = ("Salesforce/wikitext", "wikitext-2-raw-v1")
+
+
+def _wikitext2_rows(split: str, data_dir) -> list[str]:
+    """The rows of WikiText-2 `split`, from the data directory (`wikitext2/<split>.jsonl`), else from the Hub
+    (`WIKITEXT2_HUB`); errors say where it looked."""
     if split not in ("test", "validation"):
         raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
     directory = resolve_data_dir(data_dir)
-    if directory is None:
-        raise ValueError("WikiText-2 is read from a data directory: pass `data_dir` or set DIET_DATA_DIR.")
-    path = directory / "wikitext2" / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"WikiText-2 {split} split not found at {path}.")
-    return path
+    if directory is not None:
+        path = directory / "wikitext2" / f"{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"WikiText-2 {split} split not found at {path}.")
+        return [row["text"] for row in _read_jsonl(path)]
+    import datasets
+
+    try:
+        return list(datasets.load_dataset(*WIKITEXT2_HUB, split=split)["text"])
+    except Exception as error:  # datasets raises many types for "not reachable / not found"
+        raise FileNotFoundError(
+            f"Could not load the `{split}` split of WikiText-2 from the Hub dataset {WIKITEXT2_HUB[0]!r} "
+            f"({WIKITEXT2_HUB[1]}) and no data directory is set (`data_dir` or ${DATA_DIR_ENV}): {error}"
+        ) from error
 
 
 def wikitext2_last_word_texts(
@@ -41,10 +53,9 @@ def wikitext2_last_word_texts(
     after its last word of letters only (WikiText's " ." and other trailing tokens dropped; a paragraph whose last
     such word comes before its `min_words // 2`-th word is skipped), the first `limit` of them, in file order. Not
     LAMBADA: its passages were filtered so that the word needs the whole passage."""
-    path = _wikitext2_path(split, data_dir)
     texts = []
-    for row in _read_jsonl(path):
-        paragraph = row["text"].strip()
+    for row in _wikitext2_rows(split, data_dir):
+        paragraph = row.strip()
         words = paragraph.split(" ")
         if paragraph.startswith("=") or len(words) < min_words:
             continue
@@ -58,10 +69,10 @@ def wikitext2_last_word_texts(
 
 
 def wikitext2_text(split: str, *, data_dir: str | os.PathLike | None = None) -> str:
-    """WikiText-2 `split` (`"test"`: perplexity; `"validation"`: healing text) from the data directory, its rows
-    joined with blank lines."""
-    path = _wikitext2_path(split, data_dir)
-    return "\n\n".join(row["text"] for row in _read_jsonl(path))
+    """WikiText-2 `split` (`"test"`: perplexity; `"validation"`: healing text), its rows joined with blank lines: from
+    the data directory (`data_dir`, else `$DIET_DATA_DIR`), else from the Hub (`Salesforce/wikitext`,
+    `wikitext-2-raw-v1`, the same rows)."""
+    return "\n\n".join(_wikitext2_rows(split, data_dir))
 
 
 def _read_jsonl(path: Path) -> list[dict]:
