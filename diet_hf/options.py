@@ -150,9 +150,6 @@ class PruneOptions:
                 values[spec.name] = recipe_values.get(spec.name, _default_of(spec))
         return values
 
-    def for_recipe(self, recipe: str) -> dict:
-        return self.resolved(recipe_options(recipe))
-
 
 @dataclass(frozen=True)
 class ProfileOptions:

@@ -330,6 +330,17 @@ def test_healing_config_validation():
         HealingConfig(top_k=0)
     with pytest.raises(ValueError, match=r"`lora_modules` must be one of \('all', 'mlp', 'attention'\), got 'qkv'"):
         HealingConfig(lora_modules="qkv")
+    for field, value, message in [
+        ("seed", -1, r"`seed` must be a non-negative integer, got -1"),
+        ("hidden_weight", -0.5, r"`hidden_weight` must be a number >= 0, got -0.5"),
+        ("learning_rate", 0, r"`learning_rate` must be > 0, got 0"),
+        ("temperature", -1.0, r"`temperature` must be > 0, got -1.0"),
+        ("position_stride", 512, r"`position_stride` must be smaller than `seq_len` \(512\), got 512"),
+        ("max_time", 0, r"`max_time` must be > 0 seconds or None, got 0"),
+        ("lora_dropout", 1.0, r"`lora_dropout` must be in \[0, 1\), got 1.0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            HealingConfig(**{field: value, **({"seq_len": 512} if field == "position_stride" else {})})
 
 
 # ------------------------------------------------------------------------------------------------------ training

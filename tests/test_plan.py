@@ -333,3 +333,20 @@ def test_kept_layers_and_the_one_head_floor_bound_a_target():
     with pytest.raises(ValueError, match=rf"`attention_sparsity`=0.9 is out of reach.*1 of its {heads} heads"):
         build_plan(scores, config, attention_sparsity=0.9)
     assert build_plan(scores, config, attention_sparsity=0.9, allow_sublayer_removal=True).sparsity > 0
+
+
+def test_importance_scores_are_checked_when_made_and_loaded(tmp_path):
+    mlp, heads = torch.ones(2, 8), torch.ones(2, 4)
+    with pytest.raises(ValueError, match=r"`mlp` and `heads` must cover the same tasks, got \['a'\] and \['b'\]"):
+        ImportanceScores({"a": mlp}, {"b": heads})
+    with pytest.raises(ValueError, match=r"`ImportanceScores` needs at least one task"):
+        ImportanceScores({}, {})
+    with pytest.raises(ValueError, match=r"All tasks must have equal score shapes, got MLP"):
+        ImportanceScores({"a": mlp, "b": torch.ones(2, 6)}, {"a": heads, "b": heads})
+    with pytest.raises(ValueError, match=r"Scores of task 'a' must be \(num_layers, units\), got shape \(8,\)"):
+        ImportanceScores({"a": torch.ones(8)}, {"a": heads})
+    ImportanceScores({"a": mlp}, {"a": heads}).save_pretrained(tmp_path / "scores")
+    assert ImportanceScores.from_pretrained(tmp_path / "scores").tasks == ["a"]
+    (tmp_path / "scores" / "importance_scores.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"No importance scores in .*scores: importance_scores.safetensors is"):
+        ImportanceScores.from_pretrained(tmp_path / "scores")

@@ -399,6 +399,42 @@ def test_prune_takes_an_options_object_and_names_unknown_options():
         pruner.prune(sparsity=0.3, allocation="even")
 
 
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"keep_layers": 3}, r"`keep_layers` must be a list of layer indices, got 3"),
+        ({"keep_layers": [0, True]}, r"`keep_layers` must be a list of layer indices, got \[0, True\]"),
+        (
+            {"task_weights": [("a", 1.0)]},
+            r"`task_weights` must be a dict of task name to weight, got \[\('a', 1.0\)\]",
+        ),
+        ({"attention_ratio": -1}, r"`attention_ratio` must be a number >= 0, got -1"),
+        ({"min_mlp_fraction": 1.5}, r"`min_mlp_fraction` must be a number in \[0, 1\], got 1.5"),
+    ],
+)
+def test_prune_options_name_the_bad_field(values, message):
+    from diet_hf.options import PruneOptions
+
+    with pytest.raises(ValueError, match=message):
+        PruneOptions(**values)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"seed": 1.0}, r"`seed` must be an integer, got 1.0"),
+        ({"seed": True}, r"`seed` must be an integer, got True"),
+        ({"moments_memory_gib": 0}, r"`moments_memory_gib` must be a number > 0, got 0"),
+        ({"channel_stats": "yes"}, r"`channel_stats` must be True or False, got 'yes'"),
+    ],
+)
+def test_profile_options_name_the_bad_field(values, message):
+    from diet_hf.options import ProfileOptions
+
+    with pytest.raises(ValueError, match=message):
+        ProfileOptions(**values)
+
+
 def test_a_registered_scoring_method_prunes_through_the_pipeline():
     from diet_hf.methods import METHODS, ScoringMethod, register_method
 
