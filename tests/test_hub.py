@@ -420,3 +420,33 @@ def test_saved_directories_and_files_follow_the_umask(tmp_path):
         assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in files), [
             (p.name, oct(p.stat().st_mode)) for p in files
         ]
+
+
+def test_atomic_directory_replaces_merges_or_leaves_the_target_untouched(tmp_path):
+    """The one write path of every directory diet-hf saves: whole on success, untouched on failure."""
+    from diet_hf._io import atomic_directory
+
+    target = tmp_path / "out"
+    with atomic_directory(target) as tmp:  # a new directory
+        (tmp / "a.txt").write_text("1")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with atomic_directory(target) as tmp:  # replacing an existing one
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    (target / "model-00001-of-00002.safetensors").write_text("old shard")
+    (target / "notes.md").write_text("the user's")
+    with atomic_directory(target, merge=True, stale=("model-*.safetensors",)) as tmp:
+        (tmp / "b.txt").write_text("3")
+        (tmp / "model.safetensors").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt", "model.safetensors", "notes.md"]
+    assert (target / "b.txt").read_text() == "3"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_directory(target) as tmp:
+            (tmp / "half.txt").write_text("x")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt", "model.safetensors", "notes.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or old directory left beside it
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match=r"`output`: .*file exists and is not a directory"):
+        with atomic_directory(tmp_path / "file", argument="output"):
+            pass
