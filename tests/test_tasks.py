@@ -220,11 +220,17 @@ def test_your_own_data_errors_name_the_flag_and_what_was_wrong(tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match=r"`--texts` mine: no file or directory at \./missing"):
         load_task_source("mine=./missing", flag="--texts")
+    # a path is whole where it exists (a colon in a file name) and keeps its Windows drive where it does not
+    (d / "notes:v2.txt").write_text("first\nsecond\n")
+    assert load_task_source(f"mine={d / 'notes:v2.txt'}") == ("mine", ["first", "second"])
+    with pytest.raises(FileNotFoundError, match=r"`--tasks` mine: no file or directory at C:/data/texts\.$"):
+        load_task_source("mine=C:/data/texts:train")
     questions = [
         ("=x", r"`--tasks`: expected NAME=SOURCE, got '=x'"),
         (f"q={d / 'questions.jsonl'}:test", r"`--tasks` q: a file takes no split, got '.*questions.jsonl:test'"),
         (f"q={d / 'texts.txt'}", r"`--tasks` q: .*texts.txt must be .jsonl or .json \(one question object per line\)"),
         (f"q={d / 'single'}", r"`--tasks` q: no 'context', 'choices', 'label' column \(a question needs"),
+        (f"q={d / 'split'}:train:context", r"`--tasks` q: questions are read from whole rows; give no column"),
     ]
     cases = [(load_task_source, *c) for c in calibration] + [(load_multiple_choice_source, *c) for c in questions]
     for load, word, message in cases:

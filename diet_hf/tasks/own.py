@@ -2,6 +2,7 @@
 healing texts."""
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headlin
         raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
     if name in TASKS:
         raise ValueError(f"`{flag}`: {name!r} is a registered task; give your own questions another name.")
-    location, _, split = source.partition(":")
+    location, split, column = _source_parts(source)
+    if column:
+        raise ValueError(f"`{flag}` {name}: questions are read from whole rows; give no column, got {source!r}.")
     path = Path(location).expanduser()
     if path.is_file():
         if split:
@@ -148,11 +151,10 @@ def load_task_source(argument: str, *, flag: str = "--tasks", registered: bool =
         raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
     if registered and name in TASKS:
         raise ValueError(f"`{flag}`: {name!r} is a registered task; give your own data another name.")
-    location, _, rest = source.partition(":")
-    split, _, column = rest.partition(":")
+    location, split, column = _source_parts(source)
     path = Path(location).expanduser()
     if path.is_file():
-        if rest:
+        if split or column:
             raise ValueError(f"`{flag}` {name}: a file takes no split or column, got {source!r}.")
         texts = _read_text_file(path, name, flag)
     else:
@@ -160,6 +162,17 @@ def load_task_source(argument: str, *, flag: str = "--tasks", registered: bool =
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
     return name, texts
+
+
+def _source_parts(source: str) -> tuple[str, str, str]:
+    """`(location, split, column)` of `ID_OR_PATH[:SPLIT[:COLUMN]]`: a path that exists as written is whole (a colon
+    in a file name), and a Windows drive (`C:\\...`, `C:/...`) belongs to its path."""
+    if Path(source).expanduser().exists():
+        return source, "", ""
+    start = 2 if re.match(r"[A-Za-z]:[\\/]", source) else 0
+    head, _, rest = source[start:].partition(":")
+    split, _, column = rest.partition(":")
+    return source[:start] + head, split, column
 
 
 def _json_lines(path: Path, where: str):
