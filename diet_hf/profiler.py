@@ -14,6 +14,7 @@ from .constants import head_dim as config_head_dim
 
 if TYPE_CHECKING:  # the profile's hooks feed the moments; they do not need the module
     from .moments import MomentSums
+    from .plan import PruningPlan
 
 __all__ = ["ActivationStats", "collect_activation_stats", "record_activation_stats"]
 
@@ -177,3 +178,44 @@ def _run_decoder(model, batches, start_batch, progress, disable_progress) -> int
 
 class _StopForward(Exception):
     """Raised by the hook of a pass's last module: the rest of the decoder is not needed."""
+
+
+class _ChannelMasks:
+    """Context manager: forward pre-hooks on every layer's `down_proj` / `o_proj` that replace the input channels of
+    the units `plan` removes by 0 (or by `fill`, `ImportanceScores.channel_means()`), as the pruned model sees them."""
+
+    def __init__(self, model, family, plan: "PruningPlan", fill: dict | None):
+        self.model, self.family, self.plan, self.fill = model, family, plan, fill
+        layers, d = plan.num_hidden_layers, plan.head_dim
+        self.mlp_kept = torch.zeros(layers, plan.intermediate_size, dtype=torch.bool)
+        self.head_kept = torch.zeros(layers, plan.num_attention_heads, dtype=torch.bool)
+        for layer in range(layers):
+            self.mlp_kept[layer, plan.mlp_kept_indices[layer]] = True
+            self.head_kept[layer, plan.head_kept_indices[layer]] = True
+        self.attn_kept = self.head_kept.repeat_interleave(d, dim=1)  # per o_proj input channel
+        self.handles = []
+
+    def _hook(self, kept: torch.Tensor, fill: torch.Tensor | None):
+        def hook(module, args):
+            x = args[0]
+            keep = kept.to(x.device)
+            replacement = torch.zeros((), dtype=x.dtype, device=x.device) if fill is None else fill.to(x)
+            return (torch.where(keep, x, replacement), *args[1:])
+
+        return hook
+
+    def __enter__(self):
+        for layer in range(self.plan.num_hidden_layers):
+            for kind, template, kept in (
+                ("mlp", self.family.mlp_down_proj, self.mlp_kept),
+                ("attn", self.family.attn_o_proj, self.attn_kept),
+            ):
+                module = self.model.get_submodule(template.format(layer_idx=layer))
+                fill = None if self.fill is None else self.fill[kind][layer]
+                self.handles.append(module.register_forward_pre_hook(self._hook(kept[layer], fill)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []

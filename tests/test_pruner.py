@@ -12,7 +12,7 @@ import diet_hf.importance
 from diet_hf import DietPruner, ImportanceScores, PrunedGemma3ForCausalLM, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, baseline_scores
 from diet_hf.plan import build_plan
-from diet_hf.profiling import _ChannelMasks
+from diet_hf.profiler import _ChannelMasks
 from diet_hf.recipes import output_weight_norms, weighted_scores
 
 PAPER_PLAN_OPTIONS = {"merge": "vote", "mlp_normalize": "none", "head_normalize": "layer", "allocation": "global"}
