@@ -41,7 +41,8 @@ def _wikitext2_rows(split: str, data_dir) -> list[str]:
     except Exception as error:  # datasets raises many types for "not reachable / not found"
         raise FileNotFoundError(
             f"Could not load the `{split}` split of WikiText-2 from the Hub dataset {WIKITEXT2_HUB[0]!r} "
-            f"({WIKITEXT2_HUB[1]}) and no data directory is set (`data_dir` or ${DATA_DIR_ENV}): {error}"
+            f"({WIKITEXT2_HUB[1]}) and no data directory is set (`data_dir`, `--data-dir`, or ${DATA_DIR_ENV}): "
+            f"{error}"
         ) from error
 
 
@@ -98,7 +99,8 @@ def load_examples(task: str | Task, split: str, *, data_dir: str | os.PathLike |
         if not path.is_file():
             raise FileNotFoundError(
                 f"No `{split}` split for task {task.name!r}: {path} does not exist (data directory {directory}, "
-                f"from `data_dir` or ${DATA_DIR_ENV}). Point `data_dir` at a folder with <task>/<split>.jsonl files."
+                f"from `data_dir`, `--data-dir` or ${DATA_DIR_ENV}). Point it at a folder with <task>/<split>.jsonl "
+                "files."
             )
         rows = _read_jsonl(path)
     else:
@@ -134,8 +136,8 @@ def _load_from_hub(task: Task, split: str) -> list[dict]:
     except Exception as error:  # datasets raises many types for "not reachable / not found"
         raise FileNotFoundError(
             f"Could not load the `{split}` split of task {task.name!r} from the Hub dataset {task.hub_path!r}"
-            f"{f' ({task.hub_name})' if task.hub_name else ''} and no data directory is set (`data_dir` or "
-            f"${DATA_DIR_ENV}): {error}"
+            f"{f' ({task.hub_name})' if task.hub_name else ''} and no data directory is set (`data_dir`, "
+            f"`--data-dir`, or ${DATA_DIR_ENV}): {error}"
         ) from error
     return [task.from_hub(dict(row), idx) for idx, row in enumerate(dataset)]
 
