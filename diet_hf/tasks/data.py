@@ -34,16 +34,7 @@ def _wikitext2_rows(split: str, data_dir) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"WikiText-2 {split} split not found at {path}.")
         return [row["text"] for row in _read_jsonl(path)]
-    import datasets
-
-    try:
-        return list(datasets.load_dataset(*WIKITEXT2_HUB, split=split)["text"])
-    except Exception as error:  # datasets raises many types for "not reachable / not found"
-        raise FileNotFoundError(
-            f"Could not load the `{split}` split of WikiText-2 from the Hub dataset {WIKITEXT2_HUB[0]!r} "
-            f"({WIKITEXT2_HUB[1]}) and no data directory is set (`data_dir`, `--data-dir`, or ${DATA_DIR_ENV}): "
-            f"{error}"
-        ) from error
+    return list(_hub_split("WikiText-2", *WIKITEXT2_HUB, split)["text"])
 
 
 def wikitext2_last_word_texts(
@@ -129,17 +120,23 @@ def evaluation_examples(
 
 
 def _load_from_hub(task: Task, split: str) -> list[dict]:
+    dataset = _hub_split(f"task {task.name!r}", task.hub_path, task.hub_name, split)
+    return [task.from_hub(dict(row), idx) for idx, row in enumerate(dataset)]
+
+
+def _hub_split(what: str, path: str, name: str | None, split: str):
+    """`split` of the Hub dataset `path` (configuration `name`), the data of `what` where no data directory is set;
+    `FileNotFoundError` saying so when it does not load."""
     import datasets
 
     try:
-        dataset = datasets.load_dataset(task.hub_path, task.hub_name, split=split)
+        return datasets.load_dataset(path, name, split=split)
     except Exception as error:  # datasets raises many types for "not reachable / not found"
         raise FileNotFoundError(
-            f"Could not load the `{split}` split of task {task.name!r} from the Hub dataset {task.hub_path!r}"
-            f"{f' ({task.hub_name})' if task.hub_name else ''} and no data directory is set (`data_dir`, "
-            f"`--data-dir`, or ${DATA_DIR_ENV}): {error}"
+            f"Could not load the `{split}` split of {what} from the Hub dataset {path!r}"
+            f"{f' ({name})' if name else ''} and no data directory is set (`data_dir`, `--data-dir`, or "
+            f"${DATA_DIR_ENV}): {error}"
         ) from error
-    return [task.from_hub(dict(row), idx) for idx, row in enumerate(dataset)]
 
 
 @dataclass
