@@ -241,7 +241,8 @@ def _write(output: Path, report: dict) -> None:
     lines = [
         "# Per-task Fisher scores of the MLP dimensions under the default (probe; dev halves, Gemma 3 270M)",
         "",
-        "Commands: " + "; ".join(f"`{c}`" for c in report["commands"]) + ". KL(dense ‖ pruned) after the first {report['kl_prompts_per_task']} dev "
+        "Commands: " + "; ".join(f"`{c}`" for c in report["commands"]) + ". "
+        f"KL(dense ‖ pruned) after the first {report['kl_prompts_per_task']} dev "
         "prompts of each of 8 tasks; the method and the rule are in `benchmarks/fisher_probe.py`'s docstring.",
         "",
     ]
@@ -262,7 +263,8 @@ def _write(output: Path, report: dict) -> None:
         cells = " | ".join(f"{r['kl_per_task'][t]:.3f}" for t in tasks)
         widths = " ".join(str(w) for w in r.get("widths", [])) or "(not recorded)"
         lines.append(
-            f"| {r['sparsity']:.0%} | {r['variant']} | {r['kl_from_dense']:.3f} | {cells} | {r['seconds']} | {widths} |"
+            f"| {r['sparsity']:.0%} | {r['variant']} | {r['kl_from_dense']:.3f} | {cells} | {r['seconds']} "
+            f"| {widths} |"
         )
     accuracy = [r for r in report["rows"] if "per_task" in r]
     if accuracy:
@@ -276,7 +278,8 @@ def _write(output: Path, report: dict) -> None:
         for r in accuracy:
             d, (low, high) = r["against_default"], r["against_default"]["ci95"]
             lines.append(
-                f"| {r['variant']} | {r['sparsity']:.0%} | {r['default_average']:.4f} | {r['average_paper_tasks']:.4f} | "
+                f"| {r['variant']} | {r['sparsity']:.0%} | {r['default_average']:.4f} | "
+                f"{r['average_paper_tasks']:.4f} | "
                 f"{d['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {r['average_signal_tasks']:.4f} | "
                 f"{r['kl_from_dense']:.3f} |"
             )
