@@ -20,7 +20,7 @@ probe since the reconstruction). On dev accuracy (500 dev examples per task, pai
 `benchmarks/results/dev_sweep_500.json`) it would replace the default only if its paired difference in the
 seven-task average is above zero at both sparsities, neither interval below zero.
 
-Outcome of that rule (2026-12-04 14:00): KL 0.162 -> 0.139 at 20% (-14%), 0.397 -> 0.366 at 40% (-7.9%): under the
+Outcome of that rule (2026-12-04 13:21): KL 0.162 -> 0.139 at 20% (-14%), 0.397 -> 0.366 at 40% (-7.9%): under the
 bar at 40%, so `fisher` did not go on to dev accuracy.
 
 Second candidate, `fisher+global`, written after `fisher`'s rows and before its own: Kwon et al.'s mask search also
@@ -32,7 +32,7 @@ Fisher of removed channels rises least (`allocation_probe.greedy_widths`), floor
 `allocation_probe.py`), to the default's total width; bias, anchored fit and the rest as the default. Same rule: KL
 at least 10% below the default's at both 20% and 40%, then the same paired dev-accuracy rule.
 
-Outcome (14:37): KL 0.145 at 20% (-10.4%, above `fisher`'s 0.139), 0.413 at 40% (+3.9%): fails; the Fisher's
+Outcome (13:37): KL 0.145 at 20% (-10.4%, above `fisher`'s 0.139), 0.413 at 40% (+3.9%): fails; the Fisher's
 allocation, like every global one before it, cuts the last layers hardest at 40% (256-384 channels in layers 13-16).
 
 Third candidate, `fisher2`, written after `fisher+global`'s rows and before its own: the diagonal Fisher at m = 1 is
@@ -43,6 +43,9 @@ the same calibration rows and loss), and the dense model is pruned to the target
 ranked last in every task, so the second step keeps a subset of the first's; the refit on the dense model's moments,
 as the default). No knob beyond the number of steps. Same rule: KL at least 10% below the default's at both 20% and
 40%, then the same paired dev-accuracy rule.
+
+Outcome (14:03): KL 0.139 at 20% (-14.5%), 0.366 at 40% (-8.0%), the same as one step: fails. No candidate passed;
+the default stays (`benchmarks/results/fisher_probe.md`).
 """
 
 import argparse
