@@ -27,7 +27,7 @@ import torch
 
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, baseline_scores
-from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_token_logprobs
+from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_token_logprobs, paired_bootstrap
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS, evaluation_examples, get_task
@@ -105,6 +105,50 @@ def profiled_dense(data_dir):
     return dense, tokenizer, pruner
 
 
+PAIRED_DEFAULT = "mlponly+mean+uniform+bias+r64+ls+bos"  # the default's rows in dev_sweep_500.json
+
+
+def kl_row(model, tokenizer, kl, sparsity: float, variant: str, previous: dict, started: float) -> dict:
+    """A paired probe's KL row of `model`: KL(dense || model) after the dev prompts (`kl`: `dev_prompt_reference`'s
+    `(prompts, flat, reference)`), overall and per task; for the default, the reference rows' KL beside it (a check
+    that the pairing holds); the seconds since `started`."""
+    prompts, flat, reference = kl
+    logprobs = next_token_logprobs(model, tokenizer, flat, disable_progress=True)
+    overall, per_task = kl_by_task(reference, logprobs, prompts)
+    row = {"sparsity": sparsity, "variant": variant, "kl_from_dense": overall, "kl_per_task": per_task}
+    if variant == "default":
+        row["kl_in_reference_rows"] = previous[(PAIRED_DEFAULT, sparsity)]["kl_from_dense"]
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    print(sparsity, variant, f"KL {overall:.4f}", row.get("kl_in_reference_rows", ""), flush=True)
+    return row
+
+
+def probe_parser(description: str, output: str) -> argparse.ArgumentParser:
+    """The flags of the probes whose accuracy step is paired with the default's rows of `dev_sweep_500.json`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.4])
+    parser.add_argument("--kl-prompts", type=int, default=40)
+    parser.add_argument("--limit", type=int, default=500, help="dev examples per task for the accuracy step")
+    parser.add_argument("--reference", default="benchmarks/results/dev_sweep_500.json")
+    parser.add_argument("--output", default=output)
+    return parser
+
+
+def paired_probe_start(args):
+    """What those probes start from: `(dense, tokenizer, pruner)` profiled as the reference rows were (float32 x xᵀ
+    products), `(prompts, flat, reference)` of `dev_prompt_reference`, and the reference rows by (name, sparsity)."""
+    torch.manual_seed(0)
+    dense, tokenizer, _ = load_gemma3_270m()
+    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
+    pruner.profile(
+        PAPER_TASKS, num_samples=100, data_dir=args.data_dir, moments_dtype="float32", disable_progress=True
+    )
+    kl = dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
+    previous = {(r["name"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
+    return (dense, tokenizer, pruner), kl, previous
+
+
 def dev_prompt_reference(dense, tokenizer, pruner, data_dir, count: int):
     """The probes' KL measure: the first `count` dev-half prompts of each evaluation task (none a calibration example
     of `pruner`'s profile), per task and flat, and the dense model's next-token log-probs after the flat list."""
@@ -130,6 +174,67 @@ def answer_token_ids(tokenizer, words=("yes", "no")) -> tuple[int, ...]:
     if any(len(i) != 1 for i in ids):
         raise ValueError(f"The answers {[' ' + w for w in words]} are not single tokens: {ids}")
     return tuple(i[0] for i in ids)
+
+
+def measure_context(tokenizer, excluded: dict, prompts: dict[str, list[str]], reference: torch.Tensor) -> dict:
+    """What `_measure` reads besides the model: the excluded calibration ids, the dev prompts (task -> prompts, in
+    `EVAL_TASKS` order) with each task's rows among them, the yes/no token ids and the dense log-probs after them."""
+    starts = [sum(len(prompts[t]) for t in EVAL_TASKS[:i]) for i in range(len(EVAL_TASKS))]
+    return {
+        "excluded": excluded,
+        "kl_prompts": [p for t in EVAL_TASKS for p in prompts[t]],
+        "rows": {t: list(range(start, start + len(prompts[t]))) for t, start in zip(EVAL_TASKS, starts)},
+        "yes_no": answer_token_ids(tokenizer),
+        "dense_logprobs": reference,
+    }
+
+
+def paired_with(model, tokenizer, args, context, before: dict) -> dict:
+    """`_measure` of `model`, with its paired difference in the seven-task average against the row `before` (the same
+    dev examples) and that row's average: the probes' accuracy step."""
+    measured = _measure(model, tokenizer, args, context)
+    difference = paired_bootstrap(
+        {t: measured["correct"][t] for t in PAPER_TASKS}, {t: before["correct"][t] for t in PAPER_TASKS}
+    )
+    return {**measured, "against_default": difference, "default_average": before["average_paper_tasks"]}
+
+
+def probe_tables(rows: list[dict], column: str, candidate: str, widths: bool = False) -> list[str]:
+    """Markdown lines of a paired probe's rows: its KL table (`column` heads the variant's column; with `widths`, each
+    row's MLP widths too) and, where rows hold dev accuracy, `paired_table` (`candidate` heads its column)."""
+    lines = [
+        f"| sparsity | {column} | KL | " + " | ".join(EVAL_TASKS) + " | s |" + (" widths |" if widths else ""),
+        "|---|---|---|" + "---|" * len(EVAL_TASKS) + "---|" + ("---|" if widths else ""),
+    ]
+    for r in rows:
+        if "per_task" in r:
+            continue
+        cells = " | ".join(f"{r['kl_per_task'][t]:.3f}" for t in EVAL_TASKS)
+        line = f"| {r['sparsity']:.0%} | {r['variant']} | {r['kl_from_dense']:.3f} | {cells} | {r['seconds']} |"
+        if widths:
+            line += " " + (" ".join(str(w) for w in r.get("widths", [])) or "(not recorded)") + " |"
+        lines.append(line)
+    accuracy = [r for r in rows if "per_task" in r]
+    return lines + (paired_table(accuracy, candidate) if accuracy else [])
+
+
+def paired_table(rows: list[dict], label: str) -> list[str]:
+    """Markdown lines of the probes' accuracy rows (`paired_with`'s, with `variant` and `sparsity`)."""
+    lines = [
+        "",
+        "Dev accuracy (seven-task average, 500 dev examples per task; the default's from the reference rows):",
+        "",
+        f"| variant | sparsity | default | {label} | paired difference [95%] | HellaSwag+ARC-e+PIQA | KL |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d, (low, high) = r["against_default"], r["against_default"]["ci95"]
+        lines.append(
+            f"| {r['variant']} | {r['sparsity']:.0%} | {r['default_average']:.4f} | {r['average_paper_tasks']:.4f} | "
+            f"{d['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {r['average_signal_tasks']:.4f} | "
+            f"{r['kl_from_dense']:.3f} |"
+        )
+    return lines
 
 
 def _prompt_measures(model, tokenizer, context) -> dict:
@@ -246,15 +351,8 @@ def main(argv=None) -> int:
     scores = pruner.scores
     excluded = scores.provenance["excluded_eval_ids"]
     prompts = {t: _dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in EVAL_TASKS}
-    kl_prompts = [p for t in EVAL_TASKS for p in prompts[t]]
-    starts = [sum(len(prompts[t]) for t in EVAL_TASKS[:i]) for i in range(len(EVAL_TASKS))]
-    context = {
-        "excluded": excluded,
-        "kl_prompts": kl_prompts,
-        "rows": {t: list(range(start, start + len(prompts[t]))) for t, start in zip(EVAL_TASKS, starts)},
-        "yes_no": answer_token_ids(tokenizer),
-    }
-    context["dense_logprobs"] = next_token_logprobs(dense, tokenizer, kl_prompts)
+    reference = next_token_logprobs(dense, tokenizer, [p for t in EVAL_TASKS for p in prompts[t]])
+    context = measure_context(tokenizer, excluded, prompts, reference)
     if ("dense", 0.0) not in done and args.only != []:
         add({"name": "dense", "sparsity": 0.0, **_measure(dense, tokenizer, args, context)})
     pairs = [(name, sparsity) for sparsity in args.sparsities for name in args.candidates]

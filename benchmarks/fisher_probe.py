@@ -55,7 +55,6 @@ paired difference in the seven-task average is at least zero (point estimate) at
 interval below zero; otherwise the scores stay a probe.
 """
 
-import argparse
 import copy
 import json
 import sys
@@ -69,14 +68,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import dev_sweep  # noqa: E402
 from allocation_probe import greedy_widths  # noqa: E402
 
-from diet_hf import DietPruner, build_pruned_model  # noqa: E402
-from diet_hf.evaluation import next_token_logprobs, paired_bootstrap  # noqa: E402
+from diet_hf import build_pruned_model  # noqa: E402
 from diet_hf.moments import first_token_inputs  # noqa: E402
 from diet_hf.plan import rank_normalize  # noqa: E402
-from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
-DEFAULT_NAME = "mlponly+mean+uniform+bias+r64+ls+bos"  # the default's rows in dev_sweep_500.json
 VARIANTS = ("default", "fisher", "fisher+global", "fisher2")
 STEP, FLOOR = 64, 256
 
@@ -122,24 +118,12 @@ def fisher_scores(model, batches) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.4])
-    parser.add_argument("--kl-prompts", type=int, default=40)
-    parser.add_argument("--limit", type=int, default=500, help="dev examples per task for the accuracy step")
-    parser.add_argument("--reference", default="benchmarks/results/dev_sweep_500.json")
-    parser.add_argument("--output", default="benchmarks/results/fisher_probe")
+    parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/fisher_probe")
     parser.add_argument("--fisher-cache", help="a file the Fisher scores are read from if it exists, else written to")
     parser.add_argument("--accuracy", nargs="*", default=[], choices=VARIANTS[1:], help="scored on dev regardless")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    dense, tokenizer, _ = load_gemma3_270m()
-    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(
-        PAPER_TASKS, num_samples=100, data_dir=args.data_dir, moments_dtype="float32", disable_progress=True
-    )
-    prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
-    previous = {(r["name"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
+    (dense, tokenizer, pruner), dev_kl, previous = dev_sweep.paired_probe_start(args)
+    prompts, _, reference = dev_kl
     output = Path(args.output)
     report = {"commands": [], "kl_prompts_per_task": args.kl_prompts, "rows": []}
     if output.with_suffix(".json").exists():
@@ -156,15 +140,9 @@ def main(argv=None) -> int:
                 continue
             start = time.perf_counter()
             model, widths = _pruned(dense, pruner, variant, sparsity, fisher, activation)
-            logprobs = next_token_logprobs(model, tokenizer, flat, disable_progress=True)
-            overall, per_task = dev_sweep.kl_by_task(reference, logprobs, prompts)
-            row = {"sparsity": sparsity, "variant": variant, "kl_from_dense": overall, "kl_per_task": per_task}
+            row = dev_sweep.kl_row(model, tokenizer, dev_kl, sparsity, variant, previous, start)
             row["widths"] = widths
-            if variant == "default":
-                row["kl_in_reference_rows"] = previous[(DEFAULT_NAME, sparsity)]["kl_from_dense"]
-            row["seconds"] = round(time.perf_counter() - start, 1)
             report["rows"].append(row)
-            print(sparsity, variant, f"KL {overall:.4f}", row.get("kl_in_reference_rows", ""), flush=True)
             _write(output, report)
             models[(sparsity, variant)] = model
     kl = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"] if "per_task" not in r}
@@ -178,27 +156,20 @@ def main(argv=None) -> int:
     passed = [v for v in passed if any((s, f"{v}, dev accuracy") not in done for s in args.sparsities)]
     if not passed:
         return 0
-    context = {"excluded": pruner.scores.provenance["excluded_eval_ids"]}
-    context["kl_prompts"] = [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
-    starts = [sum(len(prompts[t]) for t in dev_sweep.EVAL_TASKS[:i]) for i in range(len(dev_sweep.EVAL_TASKS))]
-    context["rows"] = {t: list(range(s, s + len(prompts[t]))) for t, s in zip(dev_sweep.EVAL_TASKS, starts)}
-    context["yes_no"] = dev_sweep.answer_token_ids(tokenizer)
-    context["dense_logprobs"] = reference
+    context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
     for variant, sparsity in [(v, s) for v in passed for s in args.sparsities]:
         if (sparsity, f"{variant}, dev accuracy") in done:
             continue
         if (sparsity, variant) not in models:
             models[(sparsity, variant)] = _pruned(dense, pruner, variant, sparsity, fisher, activation)[0]
-        measured = dev_sweep._measure(models[(sparsity, variant)], tokenizer, args, context)
-        before = previous[(DEFAULT_NAME, sparsity)]
-        difference = paired_bootstrap(
-            {t: measured["correct"][t] for t in PAPER_TASKS}, {t: before["correct"][t] for t in PAPER_TASKS}
+        measured = dev_sweep.paired_with(
+            models[(sparsity, variant)], tokenizer, args, context, previous[(dev_sweep.PAIRED_DEFAULT, sparsity)]
         )
         row = {"sparsity": sparsity, "variant": f"{variant}, dev accuracy", **measured}
-        row["against_default"] = difference
-        row["default_average"] = before["average_paper_tasks"]
         report["rows"].append(row)
-        print(sparsity, f"avg {measured['average_paper_tasks']:.4f} vs {row['default_average']:.4f}", difference)
+        print(
+            sparsity, f"avg {row['average_paper_tasks']:.4f} vs {row['default_average']:.4f}", row["against_default"]
+        )
         _write(output, report)
     return 0
 
@@ -275,7 +246,6 @@ def _mean_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 def _write(output: Path, report: dict) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    tasks = dev_sweep.EVAL_TASKS
     lines = [
         "# Per-task Fisher scores of the MLP dimensions under the default (probe; dev halves, Gemma 3 270M)",
         "",
@@ -291,36 +261,7 @@ def _write(output: Path, report: dict) -> None:
             f"each task's Fisher and activation scores (mean over layers): {cells}.",
             "",
         ]
-    lines += [
-        "| sparsity | MLP scores | KL | " + " | ".join(tasks) + " | s | widths |",
-        "|---|---|---|" + "---|" * len(tasks) + "---|---|",
-    ]
-    for r in report["rows"]:
-        if "per_task" in r:
-            continue
-        cells = " | ".join(f"{r['kl_per_task'][t]:.3f}" for t in tasks)
-        widths = " ".join(str(w) for w in r.get("widths", [])) or "(not recorded)"
-        lines.append(
-            f"| {r['sparsity']:.0%} | {r['variant']} | {r['kl_from_dense']:.3f} | {cells} | {r['seconds']} "
-            f"| {widths} |"
-        )
-    accuracy = [r for r in report["rows"] if "per_task" in r]
-    if accuracy:
-        lines += [
-            "",
-            "Dev accuracy (seven-task average, 500 dev examples per task; the default's from the reference rows):",
-            "",
-            "| variant | sparsity | default | candidate | paired difference [95%] | HellaSwag+ARC-e+PIQA | KL |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in accuracy:
-            d, (low, high) = r["against_default"], r["against_default"]["ci95"]
-            lines.append(
-                f"| {r['variant']} | {r['sparsity']:.0%} | {r['default_average']:.4f} | "
-                f"{r['average_paper_tasks']:.4f} | "
-                f"{d['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {r['average_signal_tasks']:.4f} | "
-                f"{r['kl_from_dense']:.3f} |"
-            )
+    lines += dev_sweep.probe_tables(report["rows"], "MLP scores", "candidate", widths=True)
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -23,7 +23,6 @@ below zero. The profile multiplies x x^T in float32 here (`moments_dtype="float3
 and the default's KL is recomputed and must match theirs (a check that the pairing holds).
 """
 
-import argparse
 import json
 import sys
 import time
@@ -35,13 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import dev_sweep  # noqa: E402
 
 import diet_hf.surgery as surgery  # noqa: E402
-from diet_hf import DietPruner  # noqa: E402
-from diet_hf.evaluation import next_token_logprobs, paired_bootstrap  # noqa: E402
-from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.reconstruction import least_squares_update  # noqa: E402
-from diet_hf.tasks import PAPER_TASKS  # noqa: E402
-
-DEFAULT_NAME = "mlponly+mean+uniform+bias+r64+ls+bos"  # the default's rows in dev_sweep_500.json
 
 
 @torch.no_grad()
@@ -71,22 +64,10 @@ def mean_anchored_update(weight, kept_channels, mean, second_moment, *, centered
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.4])
-    parser.add_argument("--kl-prompts", type=int, default=40)
-    parser.add_argument("--limit", type=int, default=500, help="dev examples per task for the accuracy step")
-    parser.add_argument("--reference", default="benchmarks/results/dev_sweep_500.json")
-    parser.add_argument("--output", default="benchmarks/results/mean_anchor_probe")
+    parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/mean_anchor_probe")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    dense, tokenizer, _ = load_gemma3_270m()
-    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(
-        PAPER_TASKS, num_samples=100, data_dir=args.data_dir, moments_dtype="float32", disable_progress=True
-    )
-    prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
-    previous = {(r["name"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
+    (dense, tokenizer, pruner), dev_kl, previous = dev_sweep.paired_probe_start(args)
+    prompts, _, reference = dev_kl
     report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": []}
     output = Path(args.output)
     models = {}
@@ -99,14 +80,8 @@ def main(argv=None) -> int:
                 model = pruner.prune(sparsity=sparsity, disable_progress=True)
             finally:
                 surgery.least_squares_update = least_squares_update
-            logprobs = next_token_logprobs(model, tokenizer, flat, disable_progress=True)
-            overall, per_task = dev_sweep.kl_by_task(reference, logprobs, prompts)
-            row = {"sparsity": sparsity, "variant": variant, "kl_from_dense": overall, "kl_per_task": per_task}
-            if variant == "default":
-                row["kl_in_reference_rows"] = previous[(DEFAULT_NAME, sparsity)]["kl_from_dense"]
-            row["seconds"] = round(time.perf_counter() - start, 1)
+            row = dev_sweep.kl_row(model, tokenizer, dev_kl, sparsity, variant, previous, start)
             report["rows"].append(row)
-            print(sparsity, variant, f"KL {overall:.4f}", row.get("kl_in_reference_rows", ""), flush=True)
             _write(output, report)
             models[(sparsity, variant)] = model
     kl = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"]}
@@ -115,23 +90,20 @@ def main(argv=None) -> int:
     print("KL rule passed:", report["kl_rule_passed"], flush=True)
     if not report["kl_rule_passed"]:
         return 0
-    context = {"excluded": pruner.scores.provenance["excluded_eval_ids"]}
-    context["kl_prompts"] = [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
-    starts = [sum(len(prompts[t]) for t in dev_sweep.EVAL_TASKS[:i]) for i in range(len(dev_sweep.EVAL_TASKS))]
-    context["rows"] = {t: list(range(s, s + len(prompts[t]))) for t, s in zip(dev_sweep.EVAL_TASKS, starts)}
-    context["yes_no"] = dev_sweep.answer_token_ids(tokenizer)
-    context["dense_logprobs"] = reference
+    context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
     for sparsity in args.sparsities:
-        measured = dev_sweep._measure(models[(sparsity, "mean-anchored")], tokenizer, args, context)
-        before = previous[(DEFAULT_NAME, sparsity)]
-        difference = paired_bootstrap(
-            {t: measured["correct"][t] for t in PAPER_TASKS}, {t: before["correct"][t] for t in PAPER_TASKS}
+        measured = dev_sweep.paired_with(
+            models[(sparsity, "mean-anchored")],
+            tokenizer,
+            args,
+            context,
+            previous[(dev_sweep.PAIRED_DEFAULT, sparsity)],
         )
         row = {"sparsity": sparsity, "variant": "mean-anchored, dev accuracy", **measured}
-        row["against_default"] = difference
-        row["default_average"] = before["average_paper_tasks"]
         report["rows"].append(row)
-        print(sparsity, f"avg {measured['average_paper_tasks']:.4f} vs {row['default_average']:.4f}", difference)
+        print(
+            sparsity, f"avg {row['average_paper_tasks']:.4f} vs {row['default_average']:.4f}", row["against_default"]
+        )
         _write(output, report)
     return 0
 
@@ -139,37 +111,14 @@ def main(argv=None) -> int:
 def _write(output: Path, report: dict) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    tasks = dev_sweep.EVAL_TASKS
     lines = [
         "# The BOS-anchored reconstruction with a zero-mean residual (probe; dev halves, Gemma 3 270M)",
         "",
         f"Command: `{report['command']}`. KL(dense ‖ pruned) after the first {report['kl_prompts_per_task']} dev "
         "prompts of each of 8 tasks; the method and the rule are in `benchmarks/mean_anchor_probe.py`'s docstring.",
         "",
-        "| sparsity | reconstruction | KL | " + " | ".join(tasks) + " | s |",
-        "|---|---|---|" + "---|" * len(tasks) + "---|",
     ]
-    for r in report["rows"]:
-        if "per_task" in r:
-            continue
-        cells = " | ".join(f"{r['kl_per_task'][t]:.3f}" for t in tasks)
-        lines.append(f"| {r['sparsity']:.0%} | {r['variant']} | {r['kl_from_dense']:.3f} | {cells} | {r['seconds']} |")
-    accuracy = [r for r in report["rows"] if "per_task" in r]
-    if accuracy:
-        lines += [
-            "",
-            "Dev accuracy (seven-task average, 500 dev examples per task; the default's from the reference rows):",
-            "",
-            "| sparsity | default | mean-anchored | paired difference [95%] | HellaSwag+ARC-e+PIQA | KL |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in accuracy:
-            d, (low, high) = r["against_default"], r["against_default"]["ci95"]
-            lines.append(
-                f"| {r['sparsity']:.0%} | {r['default_average']:.4f} | {r['average_paper_tasks']:.4f} | "
-                f"{d['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {r['average_signal_tasks']:.4f} | "
-                f"{r['kl_from_dense']:.3f} |"
-            )
+    lines += dev_sweep.probe_tables(report["rows"], "reconstruction", "mean-anchored")
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
