@@ -303,6 +303,13 @@ def test_card_describes_the_steps_of_the_recipe_that_ran(tmp_path, data_dir, tin
     assert "majority vote" not in default
     assert "(recipe `paper`)" in paper and "merged by majority vote" in paper and "and attention head" in paper
     assert "one ranking across all layers" in paper and "least squares" not in paper
+    options = {"score": "contribution", "keep_layers": [0], "steps": 2}
+    pruner.prune(sparsity=0.1, **options, disable_progress=True)
+    pruner.save_pretrained(tmp_path / "options")
+    text = (tmp_path / "options" / "README.md").read_text().split("## How it was pruned")[0]
+    assert "activation magnitudes times the norms of each unit's output-projection columns were profiled" in text
+    assert "layers 0 were left whole" in text
+    assert "the target was reached in 2 steps, profiling again after each" in text
 
 
 def test_pruner_save_pretrained_and_push_to_hub_carry_card_plan_and_tokenizer(

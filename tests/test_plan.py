@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_gemma2_config
+from conftest import tiny_dense_model, tiny_gemma2_config
 
-from diet_hf import ImportanceScores, PruningPlan
+from diet_hf import ImportanceScores, PruningPlan, build_pruned_model
 from diet_hf.plan import build_plan, merged_order, rank_normalize, select_global_top_k
 from diet_hf.recipes import DEFAULT_RECIPE, recipe_options
 
@@ -266,6 +266,19 @@ def test_plan_is_deterministic_and_round_trips(tmp_path):
 def test_build_plan_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_plan(_scores(), tiny_gemma2_config(), **kwargs)
+
+
+def test_a_plan_for_other_sizes_or_none_at_all_is_refused_by_name(tmp_path):
+    """A saved plan applied to another model (here a wider MLP) must not slice it; a directory without one says so."""
+    plan = PruningPlan.keep_all(tiny_gemma2_config())
+    with pytest.raises(
+        ValueError,
+        match=r"This plan was made for a model with \(layers, intermediate_size, heads, KV heads, hidden_size\) = "
+        r"\(2, 64, 4, 2, 32\); the model has \(2, 96, 4, 2, 32\)\.",
+    ):
+        build_pruned_model(tiny_dense_model("gemma2", intermediate_size=96), plan)
+    with pytest.raises(FileNotFoundError, match=r"No pruning plan in .*: diet_pruning.json is missing\."):
+        PruningPlan.from_pretrained(tmp_path)
 
 
 def test_invalid_plan_errors():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import random_batch, tiny_dense_model
+from conftest import random_batch, tiny_dense_model, uneven_pruned_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 import diet_hf.importance
@@ -74,6 +74,18 @@ def test_unsupported_model_is_refused(tmp_path):
         DietPruner.from_pretrained(tmp_path)
     with pytest.raises(TypeError, match=r"`model` must be a transformers Gemma-2 / Gemma 3 model .*got Linear"):
         DietPruner(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(("family", "dense_type"), [("gemma2", "gemma2"), ("gemma3_text", "gemma3_text")])
+def test_an_already_pruned_model_is_refused(family, dense_type):
+    """Pruning a pruned model again would profile and slice the wrong classes: the pruner asks for the dense one."""
+    pruned = uneven_pruned_model(family)
+    with pytest.raises(
+        ValueError,
+        match=rf"`model` is already pruned \(`model_type` '{pruned.config.model_type}'\); pass the dense "
+        rf"`{dense_type}` model\.",
+    ):
+        DietPruner(pruned)
 
 
 def test_scores_for_another_model(tmp_path):
