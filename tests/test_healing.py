@@ -6,6 +6,7 @@ import logging
 import math
 import textwrap
 
+import datasets
 import pytest
 import torch
 import torch.nn.functional as F
@@ -716,6 +717,9 @@ def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
         heal(student, teacher, tiny_tokenizer, [], config=_small(), output_dir=tmp_path / "x")
     with pytest.raises(ValueError, match="at least 3 are needed"):
         heal(student, teacher, tiny_tokenizer, TEXTS[:2], config=_small(), output_dir=tmp_path / "x")
+    untexted = datasets.Dataset.from_dict({"sentence": TEXTS})
+    with pytest.raises(ValueError, match=r"`data` is a dataset without a `text` column; columns: \['sentence'\]"):
+        heal(student, teacher, tiny_tokenizer, untexted, config=_small(), output_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 

@@ -59,6 +59,11 @@ def test_calibration_is_seeded(data_dir):
     assert a.example_ids == b.example_ids != c.example_ids
 
 
+def test_asking_more_calibration_examples_than_a_task_has_is_refused(data_dir):
+    with pytest.raises(ValueError, match=r"Task 'rte' has only 2767 examples; asked for 3000\."):
+        load_calibration("rte", num_samples=3000, data_dir=data_dir)
+
+
 def test_data_dir_from_environment(monkeypatch, data_dir):
     monkeypatch.setenv("DIET_DATA_DIR", str(data_dir))
     assert len(load_calibration("rte", num_samples=3).texts) == 3
