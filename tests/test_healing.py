@@ -787,6 +787,11 @@ def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
     assert main(argv + flags) == 1
     assert "`teacher` is not the dense parent" in capsys.readouterr().err
     assert not (tmp_path / "h2").exists()
+    tiny_tokenizer.save_pretrained(tmp_path / "dense")  # the dense model given as the model to heal
+    dense_as_model = ["heal", str(tmp_path / "dense"), "--teacher", str(tmp_path / "dense"), "--output"]
+    assert main([*dense_as_model, str(tmp_path / "h3"), *flags]) == 1
+    assert "`model` must be a pruned model saved by diet-hf;" in capsys.readouterr().err
+    assert not (tmp_path / "h3").exists()
     assert main(argv[:2] + ["--output", "x"]) == 2  # --teacher is required
 
 

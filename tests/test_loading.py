@@ -257,6 +257,8 @@ def test_a_pruned_image_text_model_computes_the_zeroed_dense_model_on_images(tmp
             torch.testing.assert_close(reloaded(**inputs).logits, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="`text_model` must be a pruned Gemma 3 text model"):
         image_text_model(full, text)
+    with pytest.raises(ValueError, match="`source` must be an image-text Gemma 3, got a Gemma3ForCausalLM"):
+        image_text_model(text, text_causal_lm(pruned))
 
 
 PROCESSOR_FRESH = textwrap.dedent(
