@@ -20,10 +20,15 @@ def _options_from_flags(args, options_class, **overrides):
     try:
         return options_class(**{**values, **overrides})
     except (ValueError, TypeError) as error:
-        message = str(error)
-        for field in fields:
-            message = message.replace(f"`{field.name}`", f"`--{field.name.replace('_', '-')}`")
-        raise type(error)(message) from error
+        raise type(error)(_named_as_flags(str(error), [f.name for f in fields])) from error
+
+
+def _named_as_flags(message: str, names) -> str:
+    """`message` with each of the argument `names` it quotes (`num_samples`) as the flag the user typed
+    (`--num-samples`)."""
+    for name in names:
+        message = message.replace(f"`{name}`", f"`--{name.replace('_', '-')}`")
+    return message
 
 
 def _dtype(name: str):

@@ -6,6 +6,7 @@ from pathlib import Path
 from .common import (
     EXIT_OK,
     _dtype,
+    _named_as_flags,
     _options_from_flags,
     _print_task_differences,
     _read_held_out_flags,
@@ -155,10 +156,7 @@ def _check_targets(args) -> None:
         try:
             check_sparsity_targets(sparsity, args.mlp_sparsity, args.attention_sparsity)
         except ValueError as error:
-            message = str(error)
-            for name in names:
-                message = message.replace(f"`{name}`", f"`--{name.replace('_', '-')}`")
-            raise ValueError(message) from error
+            raise ValueError(_named_as_flags(str(error), names)) from error
 
 
 def _run_prune(args) -> int:
