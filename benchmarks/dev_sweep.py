@@ -95,13 +95,13 @@ def _dev_prompts(task, excluded, data_dir, count):
     return [get_task(task).build(d).contexts[0] for d in docs]
 
 
-def profiled_dense(data_dir):
+def profiled_dense(data_dir, **profile_options):
     """The dense Gemma 3 270M, its tokenizer and a `DietPruner` profiled on the paper's seven tasks x 100 calibration
-    examples (drawn with the profile's own seed), as every dev probe starts."""
+    examples (drawn with the profile's own seed), as every dev probe starts; `profile_options` go to `profile`."""
     torch.manual_seed(0)
     dense, tokenizer, _ = load_gemma3_270m()
     pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=data_dir, disable_progress=True)
+    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=data_dir, disable_progress=True, **profile_options)
     return dense, tokenizer, pruner
 
 
@@ -138,12 +138,7 @@ def probe_parser(description: str, output: str) -> argparse.ArgumentParser:
 def paired_probe_start(args):
     """What those probes start from: `(dense, tokenizer, pruner)` profiled as the reference rows were (float32 x xᵀ
     products), `(prompts, flat, reference)` of `dev_prompt_reference`, and the reference rows by (name, sparsity)."""
-    torch.manual_seed(0)
-    dense, tokenizer, _ = load_gemma3_270m()
-    pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(
-        PAPER_TASKS, num_samples=100, data_dir=args.data_dir, moments_dtype="float32", disable_progress=True
-    )
+    dense, tokenizer, pruner = profiled_dense(args.data_dir, moments_dtype="float32")
     kl = dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
     previous = {(r["name"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
     return (dense, tokenizer, pruner), kl, previous
@@ -197,6 +192,20 @@ def paired_with(model, tokenizer, args, context, before: dict) -> dict:
         {t: measured["correct"][t] for t in PAPER_TASKS}, {t: before["correct"][t] for t in PAPER_TASKS}
     )
     return {**measured, "against_default": difference, "default_average": before["average_paper_tasks"]}
+
+
+def probe_heading(title: str, commands: list[str], kl_prompts: int, script: str) -> list[str]:
+    """The first Markdown lines of a paired probe's report: its title, the commands that made its rows, what its KL
+    is read after, and where its method and rule are written (`script`'s docstring)."""
+    return [
+        f"# {title} (probe; dev halves, Gemma 3 270M)",
+        "",
+        ("Command: " if len(commands) == 1 else "Commands: ")
+        + "; ".join(f"`{c}`" for c in commands)
+        + f". KL(dense ‖ pruned) after the first {kl_prompts} dev prompts of each of 8 tasks; the method and the "
+        f"rule are in `benchmarks/{script}`'s docstring.",
+        "",
+    ]
 
 
 def probe_tables(rows: list[dict], column: str, candidate: str, widths: bool = False) -> list[str]:

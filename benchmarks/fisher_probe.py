@@ -248,14 +248,8 @@ def _mean_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 def _write(output: Path, report: dict) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [
-        "# Per-task Fisher scores of the MLP dimensions under the default (probe; dev halves, Gemma 3 270M)",
-        "",
-        "Commands: " + "; ".join(f"`{c}`" for c in report["commands"]) + ". "
-        f"KL(dense ‖ pruned) after the first {report['kl_prompts_per_task']} dev "
-        "prompts of each of 8 tasks; the method and the rule are in `benchmarks/fisher_probe.py`'s docstring.",
-        "",
-    ]
+    title = "Per-task Fisher scores of the MLP dimensions under the default"
+    lines = dev_sweep.probe_heading(title, report["commands"], report["kl_prompts_per_task"], "fisher_probe.py")
     if "fisher_seconds" in report:
         cells = ", ".join(f"{t} {v:.2f}" for t, v in report["rank_correlation"].items())
         lines += [

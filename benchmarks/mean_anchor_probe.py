@@ -111,13 +111,8 @@ def main(argv=None) -> int:
 def _write(output: Path, report: dict) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [
-        "# The BOS-anchored reconstruction with a zero-mean residual (probe; dev halves, Gemma 3 270M)",
-        "",
-        f"Command: `{report['command']}`. KL(dense ‖ pruned) after the first {report['kl_prompts_per_task']} dev "
-        "prompts of each of 8 tasks; the method and the rule are in `benchmarks/mean_anchor_probe.py`'s docstring.",
-        "",
-    ]
+    title = "The BOS-anchored reconstruction with a zero-mean residual"
+    lines = dev_sweep.probe_heading(title, [report["command"]], report["kl_prompts_per_task"], "mean_anchor_probe.py")
     lines += dev_sweep.probe_tables(report["rows"], "reconstruction", "mean-anchored")
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
