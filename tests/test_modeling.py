@@ -430,6 +430,43 @@ def test_peft_lora_trains(family):
     assert losses[-1] < losses[0] - 0.1
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_embeddings_given_directly_and_a_grown_vocabulary(tmp_path, family):
+    """What fine-tuning users do before training: feed embeddings (prompt tuning, soft prompts) and add tokens."""
+    model = pruned_model(family, **UNEVEN_CASES[0])
+    ids = random_batch(2, 9)
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+        embedded = model(inputs_embeds=model.get_input_embeddings()(ids)).logits
+    torch.testing.assert_close(embedded, reference, rtol=0, atol=0)
+
+    vocab = model.config.vocab_size
+    model.resize_token_embeddings(vocab + 12)
+    assert model.config.vocab_size == vocab + 12
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    with torch.no_grad():
+        grown = model(input_ids=ids).logits
+    assert grown.shape[-1] == vocab + 12
+    torch.testing.assert_close(grown[..., :vocab], reference, rtol=0, atol=0)
+    model.save_pretrained(tmp_path)
+    reloaded = PRUNED[family][1].from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, grown)
+
+    peft = pytest.importorskip("peft")
+    tuned = peft.get_peft_model(reloaded, peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    optimizer = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=0.1)
+    losses = []
+    for _ in range(6):
+        loss = tuned(input_ids=ids, labels=ids).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1] < losses[0]
+    assert tuned.generate(input_ids=ids, max_new_tokens=2, do_sample=False).shape == (2, 11)
+
+
 def test_load_bfloat16_and_device_map(tmp_path):
     model = pruned_model("gemma2", **UNEVEN_CASES[0])
     model.save_pretrained(tmp_path)
