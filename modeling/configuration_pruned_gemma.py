@@ -2,7 +2,7 @@
 #
 # Self-contained remote code: imports only the standard library and transformers, so that
 # `AutoConfig.from_pretrained(repo, trust_remote_code=True)` works without diet-hf installed.
-# Tested with transformers 4.57.6 and 5.24.0 (pyproject.toml pins the same range); checked on 4.56.2 to 5.25.0.
+# Tested with transformers 4.57.6, 5.24.0 and 5.25.0 (pyproject.toml pins that range); checked on 4.56.2 to 5.25.0.
 #
 # Format v2: the per-layer sizes are transformers' own sparse `per_layer_config` (`HeterogeneousConfigMixin`,
 # transformers >= 5), e.g. `{"1": {"intermediate_size": 0, "skip": ["mlp"]}}`: only layers that differ from the global
