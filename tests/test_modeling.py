@@ -417,17 +417,21 @@ def test_peft_lora_trains(family):
     lora = peft.LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    model = peft.get_peft_model(model, lora).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    ids = random_batch(2, 12)
+    losses = _train(peft.get_peft_model(model, lora).train(), random_batch(2, 12), steps=8, lr=1e-2)
+    assert losses[-1] < losses[0] - 0.1
+
+
+def _train(model, ids, steps: int, lr: float) -> list[float]:
+    """The language-modelling loss of each of `steps` AdamW steps on `ids`, over the trainable parameters."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses = []
-    for _ in range(8):
+    for _ in range(steps):
         loss = model(input_ids=ids, labels=ids).loss
         losses.append(loss.item())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert losses[-1] < losses[0] - 0.1
+    return losses
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
@@ -455,14 +459,7 @@ def test_embeddings_given_directly_and_a_grown_vocabulary(tmp_path, family):
 
     peft = pytest.importorskip("peft")
     tuned = peft.get_peft_model(reloaded, peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
-    optimizer = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=0.1)
-    losses = []
-    for _ in range(6):
-        loss = tuned(input_ids=ids, labels=ids).loss
-        losses.append(loss.item())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    losses = _train(tuned, ids, steps=6, lr=0.1)
     assert losses[-1] < losses[0]
     assert tuned.generate(input_ids=ids, max_new_tokens=2, do_sample=False).shape == (2, 11)
 
