@@ -156,7 +156,11 @@ class ProfileOptions:
     """How `DietPruner.profile` draws and runs its calibration data (the data itself, its directory and the progress
     bar are arguments of the call). Validated on creation; `ValueError` names the field."""
 
-    num_samples: int = option(100, "calibration examples per registered task")
+    num_samples: int = option(
+        100,
+        "calibration examples per registered task (on Gemma 3 270M, the pruned model's KL to dense was 5% higher with "
+        "50 than with 100, 16% with 25, 60% with 10: README)",
+    )
     batch_size: int = option(8, "calibration texts per forward pass (right padding, ignored)")
     max_length: int = option(512, "calibration texts are truncated to this many tokens")
     seed: int = option(0, "seed of the calibration draw")
