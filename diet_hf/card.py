@@ -41,11 +41,18 @@ def _usage(name: str, image_text: bool) -> list[str]:
 def _hub_model_id(name) -> str | None:
     """`name` when it can be the `base_model` of the card's metadata: a Hub model id, not a local directory. The Hub
     rejects a card whose `base_model` is not a model id (a local path, as a model pruned from a directory records),
-    and `push_to_hub` would fail on it after the upload."""
+    and `push_to_hub` would fail on it after the upload. A snapshot directory of the Hub cache
+    (`.../models--google--gemma-3-270m/snapshots/<commit>`, what `snapshot_download` returns) names its model."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if not name or Path(str(name)).expanduser().exists():
+    if not name:
         return None
+    path = Path(str(name)).expanduser()
+    if path.exists():
+        parts = path.resolve().parts
+        if len(parts) < 3 or parts[-2] != "snapshots" or not parts[-3].startswith("models--"):
+            return None
+        name = parts[-3].removeprefix("models--").replace("--", "/")
     try:
         validate_repo_id(str(name))
     except HFValidationError:

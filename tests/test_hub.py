@@ -215,6 +215,17 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     assert local_card.text.strip().splitlines()[0] == "# my-dense pruned with DIET"
     assert f"| base model | {tmp_path / 'my-dense'} |" in local_card.text
     assert "--reference path/to/my-dense --half test" in local_card.text  # not the path on the pruning machine
+    # a snapshot of the Hub cache (what `snapshot_download` returns) names its model
+    snapshot = tmp_path / "hub" / "models--google--gemma-2-2b" / "snapshots" / "0123abcd"
+    dense.save_pretrained(snapshot)
+    tiny_tokenizer.save_pretrained(snapshot)
+    cached = DietPruner.from_pretrained(snapshot)
+    cached.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.3)
+    cached.save_pretrained(tmp_path / "c")
+    cached_card = ModelCard.load(tmp_path / "c" / "README.md")
+    assert cached_card.data.base_model == "google/gemma-2-2b"
+    assert cached_card.text.strip().splitlines()[0] == "# google/gemma-2-2b pruned with DIET"
+    assert "--reference google/gemma-2-2b --half test" in cached_card.text
     png = (tmp_path / "m" / PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     from PIL import Image
