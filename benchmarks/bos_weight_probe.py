@@ -155,12 +155,9 @@ def main(argv=None) -> int:
         finally:
             profiler.MomentSums.add, profiler.MomentSums.moments = _ADD, _MOMENTS
         if reference is None:
-            excluded = pruner.scores.provenance["excluded_eval_ids"]
-            prompts = {
-                t: dev_sweep._dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in dev_sweep.EVAL_TASKS
-            }
-            flat = [p for t in dev_sweep.EVAL_TASKS for p in prompts[t]]
-            reference = next_token_logprobs(dense, tokenizer, flat)
+            prompts, flat, reference = dev_sweep.dev_prompt_reference(
+                dense, tokenizer, pruner, args.data_dir, args.kl_prompts
+            )
         for sparsity in args.sparsities:
             logprobs = next_token_logprobs(pruner.prune(sparsity=sparsity, recipe=recipe), tokenizer, flat)
             overall, per_task = dev_sweep.kl_by_task(reference, logprobs, prompts)

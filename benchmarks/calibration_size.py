@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dev_sweep import EVAL_TASKS, _dev_prompts, kl_by_task  # noqa: E402
+from dev_sweep import EVAL_TASKS, dev_prompts_excluding, kl_by_task  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import next_token_logprobs  # noqa: E402
@@ -54,10 +54,8 @@ def main(argv=None) -> int:
     results = json.loads(output.read_text()) if output.is_file() else {"recipe": DEFAULT_RECIPE, "rows": []}
     done = {(r["num_samples"], r["seed"]) for r in results["rows"]}
     excluded = excluded_by_any_draw(args.sizes, args.seeds, args.data_dir)
-    prompts = {t: _dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in EVAL_TASKS}
-    flat = [p for t in EVAL_TASKS for p in prompts[t]]
     dense, tokenizer, _ = load_gemma3_270m()
-    reference = next_token_logprobs(dense, tokenizer, flat, disable_progress=True)
+    prompts, flat, reference = dev_prompts_excluding(dense, tokenizer, excluded, args.data_dir, args.kl_prompts)
     for size in args.sizes:
         for seed in args.seeds:
             if (size, seed) in done:

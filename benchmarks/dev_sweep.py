@@ -145,9 +145,13 @@ def paired_probe_start(args):
 
 
 def dev_prompt_reference(dense, tokenizer, pruner, data_dir, count: int):
-    """The probes' KL measure: the first `count` dev-half prompts of each evaluation task (none a calibration example
-    of `pruner`'s profile), per task and flat, and the dense model's next-token log-probs after the flat list."""
-    excluded = pruner.scores.provenance["excluded_eval_ids"]
+    """The probes' KL measure: `dev_prompts_excluding` the calibration examples of `pruner`'s profile."""
+    return dev_prompts_excluding(dense, tokenizer, pruner.scores.provenance["excluded_eval_ids"], data_dir, count)
+
+
+def dev_prompts_excluding(dense, tokenizer, excluded: dict, data_dir, count: int):
+    """The first `count` dev-half prompts of each evaluation task, none of the ids in `excluded` (task -> ids), per
+    task and flat, and the dense model's next-token log-probs after the flat list."""
     prompts = {t: _dev_prompts(t, excluded, data_dir, count) for t in EVAL_TASKS}
     flat = [p for t in EVAL_TASKS for p in prompts[t]]
     return prompts, flat, next_token_logprobs(dense, tokenizer, flat, disable_progress=True)
@@ -359,8 +363,7 @@ def main(argv=None) -> int:
     )
     scores = pruner.scores
     excluded = scores.provenance["excluded_eval_ids"]
-    prompts = {t: _dev_prompts(t, excluded, args.data_dir, args.kl_prompts) for t in EVAL_TASKS}
-    reference = next_token_logprobs(dense, tokenizer, [p for t in EVAL_TASKS for p in prompts[t]])
+    prompts, _, reference = dev_prompts_excluding(dense, tokenizer, excluded, args.data_dir, args.kl_prompts)
     context = measure_context(tokenizer, excluded, prompts, reference)
     if ("dense", 0.0) not in done and args.only != []:
         add({"name": "dense", "sparsity": 0.0, **_measure(dense, tokenizer, args, context)})
