@@ -113,7 +113,7 @@ def render(results: dict) -> str:
     for name, row in rows.items():
         cells = []
         for reference in ("dense", name.replace(DEFAULT_RECIPE, PREDECESSOR)):
-            if reference == name or reference not in rows or (reference != "dense" and DEFAULT_RECIPE not in name):
+            if reference == name or reference not in rows:
                 cells.append("–")
                 continue
             diff = paired_bootstrap(row["correct"], rows[reference]["correct"])
