@@ -7,7 +7,9 @@ below BoolQ's majority-class rate (0.624 vs 0.626), the dense model 0.620. The i
 allows: this scores every test-half example of BoolQ (after the calibration exclusions) for the dense model and DIET's
 default at 20% and 40%, pruned from the benchmark's profile (100 calibration examples per task, the same seed), and
 reports accuracy with its standard error, the majority-class rate of the same examples, the share of "yes" answers,
-and accuracy minus the majority rate with a bootstrap 95% interval over examples. Rows are saved as they finish.
+and accuracy minus the majority rate with a bootstrap 95% interval over examples. Rows are saved as they finish, and
+a rerun adds the rows it lacks: `--recipes` names the recipes scored (the default's by default; each row names its
+recipe, so the rows of an earlier default stay beside the current one's).
 """
 
 import argparse
@@ -60,19 +62,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--sparsities", type=float, nargs="*", default=[0.2, 0.4])
+    parser.add_argument("--recipes", nargs="+", default=[DEFAULT_RECIPE])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--output", default="benchmarks/results/boolq_full_half")
     args = parser.parse_args(argv)
     output = Path(args.output).with_suffix(".json")
-    results = json.loads(output.read_text()) if output.is_file() else {"recipe": DEFAULT_RECIPE, "rows": {}}
+    results = _upgraded(json.loads(output.read_text())) if output.is_file() else {"rows": {}}
     dense, tokenizer, _ = load_gemma3_270m()
     pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
     pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, channel_stats=True, disable_progress=True)
     excluded = pruner.scores.provenance["excluded_eval_ids"]
-    models = {"dense": lambda: dense}
-    for sparsity in args.sparsities:
-        models[f"DIET {sparsity:.0%} (default)"] = lambda s=sparsity: rb._diet_model(pruner, s)
-    for name, build in models.items():
+    models = {"dense": (None, lambda: dense)}
+    for recipe in args.recipes:
+        for sparsity in args.sparsities:
+            build = lambda s=sparsity, r=recipe: rb._diet_model(pruner, s, recipe=r)  # noqa: E731
+            models[_row_name(sparsity, recipe)] = (recipe, build)
+    for name, (recipe, build) in models.items():
         if name in results["rows"]:
             continue
         scored = evaluate(
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             return_predictions=True,
         )
-        results["rows"][name] = summarize(scored["predictions"]["boolq"])
+        results["rows"][name] = {"recipe": recipe, **summarize(scored["predictions"]["boolq"])}
         print(name, results["rows"][name], flush=True)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=1) + "\n")
@@ -94,13 +99,33 @@ def main(argv=None) -> int:
     return 0
 
 
+def _row_name(sparsity: float, recipe: str) -> str:
+    return f"DIET {sparsity:.0%} ({recipe})"
+
+
+def _upgraded(results: dict) -> dict:
+    """Results saved before rows named their recipe (one top-level `recipe`, rows "DIET 20% (default)"): each DIET
+    row renamed by and marked with that recipe."""
+    recipe = results.pop("recipe", None)
+    if recipe is None:
+        return results
+    rows = {}
+    for name, row in results["rows"].items():
+        if name == "dense":
+            rows[name] = {"recipe": None, **row}
+        else:
+            rows[_row_name(float(name.split()[1].rstrip("%")) / 100, recipe)] = {"recipe": recipe, **row}
+    return {**results, "rows": rows}
+
+
 def render(results: dict) -> str:
     lines = [
         "# BoolQ on its whole test half (Gemma 3 270M)",
         "",
-        "`python benchmarks/boolq_full_half.py --data-dir ../shared/data`: every test-half example of BoolQ after the "
-        f"calibration exclusions; DIET's default recipe (`{results['recipe']}`). Majority rate: the share of the "
-        "majority label among the same examples; Δ: accuracy minus it, 95% bootstrap interval over examples.",
+        "`python benchmarks/boolq_full_half.py --data-dir ../shared/data [--recipes ...]`: every test-half example of "
+        "BoolQ after the calibration exclusions; each DIET row names its recipe, pruned from the benchmark's profile. "
+        "Majority rate: the share of the majority label among the same examples; Δ: accuracy minus it, 95% bootstrap "
+        "interval over examples.",
         "",
         "| model | examples | accuracy ± s.e. | majority rate | Δ vs majority [95% CI] | answered with the majority "
         "label |",
@@ -108,6 +133,8 @@ def render(results: dict) -> str:
     ]
     for name, row in results["rows"].items():
         low, high = row["acc_minus_majority_ci95"]
+        if row["recipe"] == DEFAULT_RECIPE:
+            name = f"{name[:-1]}, the default)"
         lines.append(
             f"| {name} | {row['num_scored']} | {row['acc']:.3f} ± {row['acc_stderr']:.3f} | "
             f"{row['majority_rate']:.3f} "
