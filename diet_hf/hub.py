@@ -141,16 +141,32 @@ def push_pruned_model(
     *,
     tokenizer=None,
     plan=None,
+    evaluation: dict | None = None,
+    dense_evaluation: dict | None = None,
+    text_evaluation: dict | None = None,
+    dense_text_evaluation: dict | None = None,
     private: bool = False,
     revision: str | None = None,
     commit_message: str = "Upload DIET-pruned model",
     token: str | None = None,
 ) -> str:
     """`save_pruned_model` into a temporary directory, then `push_saved_model`: one commit with weights, config,
-    remote code, tokenizer, plan and card. Returns the commit id. `token`: as `push_saved_model`'s."""
+    remote code, tokenizer, plan and card (its evaluation tables from `evaluation`, `dense_evaluation`,
+    `text_evaluation` and `dense_text_evaluation`, as `save_pruned_model` writes them). Returns the commit id.
+    `token`: as `push_saved_model`'s."""
     check_repo_id(repo_id)
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_pruned_model(model, Path(tmp) / "model", tokenizer=tokenizer, plan=plan, repo_id=repo_id)
+        path = save_pruned_model(
+            model,
+            Path(tmp) / "model",
+            tokenizer=tokenizer,
+            plan=plan,
+            evaluation=evaluation,
+            dense_evaluation=dense_evaluation,
+            text_evaluation=text_evaluation,
+            dense_text_evaluation=dense_text_evaluation,
+            repo_id=repo_id,
+        )
         try:
             return push_saved_model(
                 path, repo_id, private=private, revision=revision, commit_message=commit_message, token=token

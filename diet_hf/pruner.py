@@ -374,14 +374,19 @@ class DietPruner(_ProfilingMixin):
         self,
         repo_id: str,
         *,
+        evaluation: dict | None = None,
+        dense_evaluation: dict | None = None,
+        text_evaluation: dict | None = None,
+        dense_text_evaluation: dict | None = None,
         private: bool = False,
         revision: str | None = None,
         commit_message: str = "Upload DIET-pruned model",
         token: str | None = None,
     ) -> str:
         """Uploads what `save_pretrained` writes to the Hub repository `repo_id` as one commit; returns its id.
-        Pushing unchanged files creates no commit. `token`: the Hub token to write with (default: `HF_TOKEN`, else the
-        login `hf auth login` saved)."""
+        `evaluation`, `dense_evaluation`, `text_evaluation` and `dense_text_evaluation` go into the card as in
+        `save_pretrained`. Pushing unchanged files creates no commit. `token`: the Hub token to write with (default:
+        `HF_TOKEN`, else the login `hf auth login` saved)."""
         from .hub import push_pruned_model
 
         model = self._require_pruned("push")
@@ -390,6 +395,10 @@ class DietPruner(_ProfilingMixin):
             repo_id,
             tokenizer=self.processor if self.processor is not None else self.tokenizer,
             plan=self.plan,
+            evaluation=evaluation,
+            dense_evaluation=dense_evaluation,
+            text_evaluation=text_evaluation,
+            dense_text_evaluation=dense_text_evaluation,
             private=private,
             revision=revision,
             commit_message=commit_message,

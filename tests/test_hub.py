@@ -349,6 +349,14 @@ def test_pruner_save_pretrained_and_push_to_hub_carry_card_plan_and_tokenizer(
     card = ModelCard.load("user/direct")
     assert "structured-pruning" in card.data.tags and "user/direct" in card.text
     assert pruner.push_to_hub("user/direct") == commit  # same content again: no new commit
+    # the card's evaluation tables travel with a push as with a save
+    evaluation = {"results": {"rte": {"acc": 0.5, "acc_norm": 0.5, "num_scored": 10, "half": "test"}}, "average": 0.5}
+    held = {"mine": {"perplexity": 12.5, "tokens": 1200, "texts": 40, "truncated": 0, "nll": [1.0], "counts": [3]}}
+    pruner.save_pretrained(tmp_path / "evaluated", evaluation=evaluation, text_evaluation=held, repo_id="user/direct")
+    assert pruner.push_to_hub("user/direct", evaluation=evaluation, text_evaluation=held) != commit
+    pushed = ModelCard.load("user/direct").text
+    assert "| rte | 10 |" in pushed and "| mine | 40 | 1,200 | 12.500 |" in pushed
+    assert pushed == ModelCard.load(tmp_path / "evaluated" / "README.md").text
     pruner.push_to_hub("user/direct-2", token="hf_api_token")
     assert local_hub.state.commit_tokens[-1] == "hf_api_token"
     # stock save of the pruned class: loadable, with remote code, but no card or plan of ours
