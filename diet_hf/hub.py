@@ -94,6 +94,7 @@ def save_pruned_model(
     text_evaluation: dict | None = None,
     dense_text_evaluation: dict | None = None,
     repo_id: str | None = None,
+    max_shard_size: int | str | None = None,
 ) -> Path:
     """Saves a pruned model (safetensors, config with `auto_map`, remote code), its tokenizer and plan, atomically.
 
@@ -106,7 +107,8 @@ def save_pruned_model(
     The model card (`README.md`, with the evaluation table when `evaluation` is given, beside the base model's when
     `dense_evaluation` is given; the perplexity of your held-out texts with `text_evaluation`, beside the base model's
     with `dense_text_evaluation`, see `write_model_card`) and its plot are written too;
-    `plan` defaults to the one surgery attached to the model.
+    `plan` defaults to the one surgery attached to the model. `max_shard_size` (e.g. `"2GB"`): the largest weight
+    file, as in transformers' `save_pretrained` (default: its default).
     """
     from .card import write_model_card
 
@@ -115,7 +117,8 @@ def save_pruned_model(
     if base:
         check_output_is_not_input(target, "save_directory", {"dense model this one was pruned from": base})
     with atomic_directory(target, merge=True, stale=_WEIGHT_FILES) as tmp:
-        model.save_pretrained(tmp)  # the stock save: weights, config with auto_map, remote code
+        shards = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+        model.save_pretrained(tmp, **shards)  # the stock save: weights, config with auto_map, remote code
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         plan = plan if plan is not None else getattr(model, "diet_plan", None)  # the plan surgery attached
@@ -145,6 +148,7 @@ def push_pruned_model(
     dense_evaluation: dict | None = None,
     text_evaluation: dict | None = None,
     dense_text_evaluation: dict | None = None,
+    max_shard_size: int | str | None = None,
     private: bool = False,
     revision: str | None = None,
     commit_message: str = "Upload DIET-pruned model",
@@ -152,8 +156,8 @@ def push_pruned_model(
 ) -> str:
     """`save_pruned_model` into a temporary directory, then `push_saved_model`: one commit with weights, config,
     remote code, tokenizer, plan and card (its evaluation tables from `evaluation`, `dense_evaluation`,
-    `text_evaluation` and `dense_text_evaluation`, as `save_pruned_model` writes them). Returns the commit id.
-    `token`: as `push_saved_model`'s."""
+    `text_evaluation` and `dense_text_evaluation`, as `save_pruned_model` writes them; weight files of at most
+    `max_shard_size`). Returns the commit id. `token`: as `push_saved_model`'s."""
     check_repo_id(repo_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_pruned_model(
@@ -166,6 +170,7 @@ def push_pruned_model(
             text_evaluation=text_evaluation,
             dense_text_evaluation=dense_text_evaluation,
             repo_id=repo_id,
+            max_shard_size=max_shard_size,
         )
         try:
             return push_saved_model(

@@ -347,13 +347,15 @@ class DietPruner(_ProfilingMixin):
         text_evaluation: dict | None = None,
         dense_text_evaluation: dict | None = None,
         repo_id: str | None = None,
+        max_shard_size: int | str | None = None,
     ) -> Path:
         """Saves the last pruned model with everything a published checkpoint carries, atomically: weights, config
         with `auto_map`, remote code, tokenizer, plan (`diet_pruning.json`) and model card (with the evaluation
         table when `evaluation` is given; beside the dense model's with `dense_evaluation`, and the average's
         paired-bootstrap interval when both were made with `return_predictions=True`; the perplexity of your
         held-out texts with `text_evaluation`, `{name: texts_perplexity(...)}`, beside the dense model's with
-        `dense_text_evaluation`; `repo_id` names the repository in the card's usage snippet). See
+        `dense_text_evaluation`; `repo_id` names the repository in the card's usage snippet). `max_shard_size`
+        (e.g. `"2GB"`): the largest weight file, as in transformers' `save_pretrained`. See
         `diet_hf.hub.save_pruned_model`."""
         from .hub import save_pruned_model
 
@@ -368,6 +370,7 @@ class DietPruner(_ProfilingMixin):
             text_evaluation=text_evaluation,
             dense_text_evaluation=dense_text_evaluation,
             repo_id=repo_id,
+            max_shard_size=max_shard_size,
         )
 
     def push_to_hub(
@@ -378,15 +381,16 @@ class DietPruner(_ProfilingMixin):
         dense_evaluation: dict | None = None,
         text_evaluation: dict | None = None,
         dense_text_evaluation: dict | None = None,
+        max_shard_size: int | str | None = None,
         private: bool = False,
         revision: str | None = None,
         commit_message: str = "Upload DIET-pruned model",
         token: str | None = None,
     ) -> str:
         """Uploads what `save_pretrained` writes to the Hub repository `repo_id` as one commit; returns its id.
-        `evaluation`, `dense_evaluation`, `text_evaluation` and `dense_text_evaluation` go into the card as in
-        `save_pretrained`. Pushing unchanged files creates no commit. `token`: the Hub token to write with (default:
-        `HF_TOKEN`, else the login `hf auth login` saved)."""
+        `evaluation`, `dense_evaluation`, `text_evaluation` and `dense_text_evaluation` go into the card, and
+        `max_shard_size` sizes the weight files, as in `save_pretrained`. Pushing unchanged files creates no commit.
+        `token`: the Hub token to write with (default: `HF_TOKEN`, else the login `hf auth login` saved)."""
         from .hub import push_pruned_model
 
         model = self._require_pruned("push")
@@ -399,6 +403,7 @@ class DietPruner(_ProfilingMixin):
             dense_evaluation=dense_evaluation,
             text_evaluation=text_evaluation,
             dense_text_evaluation=dense_text_evaluation,
+            max_shard_size=max_shard_size,
             private=private,
             revision=revision,
             commit_message=commit_message,

@@ -377,6 +377,25 @@ def test_failed_push_of_a_model_leaves_nothing_and_says_how_to_retry(local_hub, 
     local_hub.state.fail_commits = 0
 
 
+def test_max_shard_size_splits_the_weights_and_a_later_save_removes_the_shards(tmp_path):
+    """`max_shard_size` as in transformers' `save_pretrained`: several weight files and an index, loaded back exactly;
+    saved again in one file into the same directory, the shards and their index are gone."""
+    model = build_pruned_model(tiny_dense_model("gemma2"))
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    save_pruned_model(model, tmp_path / "m", max_shard_size=size // 3)
+    shards = sorted(p.name for p in (tmp_path / "m").glob("model-*.safetensors"))
+    assert len(shards) >= 3 and (tmp_path / "m" / "model.safetensors.index.json").is_file()
+    ids = random_batch()
+    with torch.no_grad():
+        expected = model(ids).logits
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "m")(ids).logits, expected)
+    save_pruned_model(model, tmp_path / "m")
+    assert not list((tmp_path / "m").glob("model-*.safetensors"))
+    assert not (tmp_path / "m" / "model.safetensors.index.json").exists()
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "m")(ids).logits, expected)
+
+
 def test_saving_into_an_existing_directory_keeps_what_is_not_a_save(tmp_path):
     """A clone of a Hub repository (`.git`), the user's own files: they stay, as with transformers' `save_pretrained`;
     an earlier save's files are replaced and its weight shards that the new save does not write are removed."""
