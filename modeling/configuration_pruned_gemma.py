@@ -2,14 +2,16 @@
 #
 # Self-contained remote code: imports only the standard library and transformers, so that
 # `AutoConfig.from_pretrained(repo, trust_remote_code=True)` works without diet-hf installed.
-# Tested with transformers 4.57.6, 5.24.0 and 5.25.0 (pyproject.toml pins that range); checked on 4.56.2 to 5.25.0.
+# Tested with transformers 4.57.6, 5.1.0, 5.10.4, 5.14.1, 5.15.1, 5.18.0, 5.24.0 and 5.25.0 (pyproject.toml pins
+# 4.57.6 to 5.25, less 5.0); checked on 4.56.2 and later (benchmarks/results/transformers_compat*.md).
 #
 # Format v2: the per-layer sizes are transformers' own sparse `per_layer_config` (`HeterogeneousConfigMixin`,
-# transformers >= 5), e.g. `{"1": {"intermediate_size": 0, "skip": ["mlp"]}}`: only layers that differ from the global
-# sizes, which stay the unpruned base model's. On transformers 4.x, which has no such mixin, `_PerLayerConfigSupport`
-# below parses and writes the same JSON and gives the same per-layer views. Format v1 checkpoints (three lists
-# `intermediate_size_per_layer`, `num_attention_heads_per_layer`, `num_key_value_heads_per_layer`) load unchanged and
-# save as v2; the three names remain as read-only views and as constructor arguments.
+# transformers >= 5.14), e.g. `{"1": {"intermediate_size": 0, "skip": ["mlp"]}}`: only layers that differ from the
+# global sizes, which stay the unpruned base model's. On transformers 4.x and 5.0-5.13, which have no such mixin,
+# `_PerLayerConfigSupport` below parses and writes the same JSON and gives the same per-layer views. Format v1
+# checkpoints (three lists `intermediate_size_per_layer`, `num_attention_heads_per_layer`,
+# `num_key_value_heads_per_layer`) load unchanged and save as v2; the three names remain as read-only views and as
+# constructor arguments.
 import copy
 import re
 from collections.abc import Sequence
@@ -28,11 +30,11 @@ if _version and tuple(map(int, _version.groups())) < tuple(map(int, MIN_TRANSFOR
         f"{transformers.__version__}: pip install -U 'transformers>={MIN_TRANSFORMERS}'"
     )
 
-try:  # transformers >= 5
-    from transformers.integrations.heterogeneity import HeterogeneousConfigMixin  # noqa: F401
+try:  # transformers >= 5.14
+    from transformers.integrations.heterogeneity import HeterogeneousConfigMixin
 
     _NATIVE_PER_LAYER_CONFIG = True
-except ImportError:  # transformers 4.x
+except ImportError:  # transformers 4.x and 5.0-5.13
     _NATIVE_PER_LAYER_CONFIG = False
 
 # The attributes a layer may override, and the `skip` names (transformers' heterogeneous modeling) of the sublayers
@@ -45,7 +47,18 @@ _LEGACY_LISTS = {f"{name}_per_layer": name for name in PER_LAYER_SIZES}
 if _NATIVE_PER_LAYER_CONFIG:
 
     class _PerLayerConfigSupport:
-        """transformers >= 5: `per_layer_config`, `is_heterogeneous` and the JSON form are transformers' own."""
+        """transformers >= 5.14: `per_layer_config`, `is_heterogeneous` and the JSON form are transformers' own."""
+
+        @property
+        def per_layer_config(self):
+            # transformers 5.14 gives None for a config without per-layer overrides; later releases, and the
+            # view below on older ones, the config itself for every layer
+            layers = HeterogeneousConfigMixin.per_layer_config.fget(self)
+            return [self] * self.num_hidden_layers if layers is None else layers
+
+        @per_layer_config.setter
+        def per_layer_config(self, overrides):
+            HeterogeneousConfigMixin.per_layer_config.fset(self, overrides)
 
         def _apply_per_layer_overrides(self, overrides: dict) -> None:
             if overrides:
@@ -74,7 +87,7 @@ if _NATIVE_PER_LAYER_CONFIG:
 else:
 
     class _PerLayerConfigView(Sequence):
-        """`config.per_layer_config` on transformers 4.x: the same per-layer configs transformers 5 gives."""
+        """`config.per_layer_config` on transformers 4.x and 5.0-5.13: the same per-layer configs later 5.x give."""
 
         def __init__(self, config):
             self._config = config
@@ -101,7 +114,7 @@ else:
             return view
 
     class _PerLayerConfigSupport:
-        """transformers 4.x: parses and writes transformers 5's sparse `per_layer_config` itself."""
+        """transformers 4.x and 5.0-5.13: parses and writes transformers 5's sparse `per_layer_config` itself."""
 
         def _apply_per_layer_overrides(self, overrides: dict) -> None:
             self.__dict__["_per_layer_overrides"] = overrides

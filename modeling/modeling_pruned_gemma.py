@@ -2,7 +2,8 @@
 #
 # Self-contained remote code: imports only the standard library, torch and transformers (plus the config file beside
 # it), so that `AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)` works without diet-hf installed.
-# Tested with transformers 4.57.6, 5.24.0 and 5.25.0 (pyproject.toml pins that range); checked on 4.56.2 to 5.25.0.
+# Tested with transformers 4.57.6, 5.1.0, 5.10.4, 5.14.1, 5.15.1, 5.18.0, 5.24.0 and 5.25.0 (pyproject.toml pins
+# 4.57.6 to 5.25, less 5.0); checked on 4.56.2 and later (benchmarks/results/transformers_compat*.md).
 #
 # This file is the diff against transformers' own Gemma code: every decoder layer is transformers' stock
 # `Gemma2DecoderLayer` / `Gemma3DecoderLayer`, built with the sizes of that layer's own config view,

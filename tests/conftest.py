@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random Gemma models, seeded batches, the local benchmark data. No network."""
 
 import atexit
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -39,6 +40,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("DIET_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 FAMILIES = {"gemma2": (Gemma2Config, Gemma2ForCausalLM), "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM)}
+# transformers' own per-layer configs (`integrations/heterogeneity`, from 5.14 on; the remote code parses the same JSON
+# itself on older releases)
+NATIVE_PER_LAYER_CONFIG = importlib.util.find_spec("transformers.integrations.heterogeneity") is not None
 
 
 def tiny_config_kwargs(**overrides) -> dict:

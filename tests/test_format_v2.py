@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import random_batch, tiny_config_kwargs
+from conftest import NATIVE_PER_LAYER_CONFIG, random_batch, tiny_config_kwargs
 from safetensors import safe_open
 from test_modeling import pruned_model
 from test_remote_code import TF457_PYTHON, _load_all_in_fresh_process
@@ -129,7 +129,7 @@ def test_the_v1_names_are_read_only_views():
     assert config.intermediate_size_per_layer == [8, 64]
 
 
-@pytest.mark.skipif(not TRANSFORMERS_5, reason="transformers 4.x has no HeterogeneousConfigMixin")
+@pytest.mark.skipif(not NATIVE_PER_LAYER_CONFIG, reason="this transformers has no HeterogeneousConfigMixin")
 def test_global_reads_give_the_base_model_sizes_unless_strict_checking_is_asked_for():
     from transformers.integrations.heterogeneity.configuration_utils import AmbiguousGlobalPerLayerAttributeError
 
@@ -237,10 +237,17 @@ def test_a_reference_attention_backend_sees_each_layers_configured_heads_and_giv
     assert seen == expected == {0: (2, 1), 1: (4, 2), 3: (4, 2)}
 
 
-@pytest.mark.skipif(not TRANSFORMERS_5, reason="transformers 4.x has no per-layer StaticCache initialization")
+@pytest.mark.skipif(
+    not hasattr(transformers.configuration_utils, "get_head_shapes"),
+    reason="per-layer StaticCache initialization (`get_head_shapes`) arrived in transformers 5.18",
+)
 def test_a_static_cache_sized_from_the_config_alone_has_each_layers_kv_shape_and_decodes_exactly():
     from transformers import StaticCache
     from transformers.configuration_utils import get_head_shapes
+    from transformers.generation import utils as generation
+
+    # generate's cache argument: `cache` since 5.2x (`past_key_values` deprecated), `past_key_values` before
+    cache_argument = "cache" if "cache" in getattr(generation, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
     model = _uneven_model()
     model.generation_config.pad_token_id = 0
@@ -256,7 +263,7 @@ def test_a_static_cache_sized_from_the_config_alone_has_each_layers_kv_shape_and
     assert [tuple(layer.keys.shape) for layer in cache.layers] == shapes
     out = model.generate(
         ids,
-        cache=cache,
+        **{cache_argument: cache},
         max_new_tokens=6,
         min_new_tokens=6,
         do_sample=False,

@@ -10,6 +10,7 @@ import PIL.Image
 import pytest
 import torch
 from conftest import (
+    NATIVE_PER_LAYER_CONFIG,
     image_text_inputs,
     random_batch,
     run_script,
@@ -423,10 +424,7 @@ def test_an_inplace_prune_of_an_image_text_model_keeps_its_vision_tower(checkpoi
         torch.testing.assert_close(pruned(**inputs).logits, expected(**inputs).logits, rtol=0, atol=0)
 
 
-@pytest.mark.skipif(
-    not hasattr(Gemma3ForConditionalGeneration.config_class, "validate"),
-    reason="transformers 4.x neither validates configs nor has per-layer configs",
-)
+@pytest.mark.skipif(not NATIVE_PER_LAYER_CONFIG, reason="this transformers has no per-layer configs of its own")
 def test_the_image_text_config_never_reads_the_text_models_per_layer_sizes_globally(tmp_path, monkeypatch):
     # the stock composite validator (on init and on save) reads every text config attribute it can; a global read of
     # a per-layer size logs transformers' warning (or, with strict checking, raises inside a `getattr` default)
