@@ -49,17 +49,6 @@ if _NATIVE_PER_LAYER_CONFIG:
     class _PerLayerConfigSupport:
         """transformers >= 5.14: `per_layer_config`, `is_heterogeneous` and the JSON form are transformers' own."""
 
-        @property
-        def per_layer_config(self):
-            # transformers 5.14 gives None for a config without per-layer overrides; later releases, and the
-            # view below on older ones, the config itself for every layer
-            layers = HeterogeneousConfigMixin.per_layer_config.fget(self)
-            return [self] * self.num_hidden_layers if layers is None else layers
-
-        @per_layer_config.setter
-        def per_layer_config(self, overrides):
-            HeterogeneousConfigMixin.per_layer_config.fset(self, overrides)
-
         def _apply_per_layer_overrides(self, overrides: dict) -> None:
             if overrides:
                 self.per_layer_config = overrides
@@ -83,6 +72,18 @@ if _NATIVE_PER_LAYER_CONFIG:
             output = super().to_dict()
             output.pop("allow_global_per_layer_attribute_access", None)  # a run-time choice, set again on load
             return output
+
+    if _version and tuple(map(int, _version.groups())) < (5, 15):
+        # transformers 5.14 gives None for a config without per-layer overrides; later releases, and the view below
+        # on older ones, the config itself for every layer. Only there, since `torch.compile` cannot trace the
+        # property's `fget` called by hand, which later releases read inside the forward pass.
+        def _per_layer_config(self):
+            layers = HeterogeneousConfigMixin.per_layer_config.fget(self)
+            return [self] * self.num_hidden_layers if layers is None else layers
+
+        _PerLayerConfigSupport.per_layer_config = property(
+            _per_layer_config, HeterogeneousConfigMixin.per_layer_config.fset
+        )
 
 else:
 
