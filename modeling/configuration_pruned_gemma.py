@@ -75,8 +75,8 @@ if _NATIVE_PER_LAYER_CONFIG:
 
     if _version and tuple(map(int, _version.groups())) < (5, 15):
         # transformers 5.14 gives None for a config without per-layer overrides; later releases, and the view below
-        # on older ones, the config itself for every layer. Only there, since `torch.compile` cannot trace the
-        # property's `fget` called by hand, which later releases read inside the forward pass.
+        # on older ones, the config itself for every layer. Only there: the forward pass reads this property, and
+        # `torch.compile(fullgraph=True)` cannot trace a property's `fget` called by hand.
         def _per_layer_config(self):
             layers = HeterogeneousConfigMixin.per_layer_config.fget(self)
             return [self] * self.num_hidden_layers if layers is None else layers
