@@ -1,6 +1,6 @@
 """Argument checks shared by the public functions and option dataclasses: one wording for every message."""
 
-__all__ = ["check_positive_int", "is_int_at_least", "is_positive_int"]
+__all__ = ["check_positive_int", "check_shard_size", "is_int_at_least", "is_positive_int"]
 
 
 def is_int_at_least(value, least: int) -> bool:
@@ -17,3 +17,18 @@ def check_positive_int(name: str, value) -> None:
     """Raises `ValueError` naming the argument `name` unless `value` is an `int` >= 1."""
     if not is_positive_int(value):
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def check_shard_size(name: str, value) -> None:
+    """Raises `ValueError` naming the argument `name` unless `value` is None or a shard size transformers'
+    `save_pretrained(max_shard_size=)` takes: a positive number of bytes, or a string such as "2GB" or "500MB"."""
+    if value is None:
+        return
+    from transformers.utils.hub import convert_file_size_to_int
+
+    try:
+        size = None if isinstance(value, bool) else convert_file_size_to_int(value)
+    except (TypeError, ValueError):
+        size = None
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"`{name}` must be a number of bytes or a size such as '2GB' or '500MB', got {value!r}.")

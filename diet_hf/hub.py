@@ -20,6 +20,7 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
+from ._checks import check_shard_size
 from ._io import atomic_directory, check_output_is_not_input
 from .constants import REMOTE_CODE_FILES
 
@@ -112,6 +113,7 @@ def save_pruned_model(
     """
     from .card import write_model_card
 
+    check_shard_size("max_shard_size", max_shard_size)
     target = Path(save_directory)
     base = (getattr(model.config, "pruning", None) or {}).get("base_model")
     if base:
@@ -159,6 +161,7 @@ def push_pruned_model(
     `text_evaluation` and `dense_text_evaluation`, as `save_pruned_model` writes them; weight files of at most
     `max_shard_size`). Returns the commit id. `token`: as `push_saved_model`'s."""
     check_repo_id(repo_id)
+    check_shard_size("max_shard_size", max_shard_size)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_pruned_model(
             model,

@@ -89,6 +89,15 @@ def test_prune_several_sparsities_from_one_profile(
         AutoModelForCausalLM.from_pretrained(tmp_path / "no-bias").config.pruning["options"]["bias_compensation"]
         is False
     )
+    # --max-shard-size: the same model in several weight files
+    assert (
+        main([*argv, "--no-bias-compensation", "--max-shard-size", "40KB", "--output", str(tmp_path / "shards")]) == 0
+    )
+    assert len(list((tmp_path / "shards").glob("model-*.safetensors"))) >= 2
+    one, shards = (
+        AutoModelForCausalLM.from_pretrained(tmp_path / name).state_dict() for name in ("no-bias", "shards")
+    )
+    assert one.keys() == shards.keys() and all(torch.equal(one[k], shards[k]) for k in one)
 
 
 def test_eval_writes_json(dense_dir, tmp_path, data_dir, capsys):
@@ -350,6 +359,11 @@ def test_count_parameters_matches_models():
             ["prune", "m", "--output", "o", "--sparsity", "0.2", "--push-to-hub", "not a repo!"],
             "argument --push-to-hub: expected a Hub repository id like you/model-name, got 'not a repo!'",
         ),
+        (
+            ["prune", "m", "--output", "o", "--max-shard-size", "2XB"],
+            "argument --max-shard-size: expected a number of bytes or a size such as 2GB, got '2XB'",
+        ),
+        (["heal", "m", "--teacher", "t", "--output", "o", "--max-shard-size", "0"], "argument --max-shard-size"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         # an option's own check names the flag typed, not the field behind it (prune's: below)
         (

@@ -771,7 +771,9 @@ def test_cli_heal(tmp_path, tiny_tokenizer, data_dir, capsys):
         "--quiet",
     ]
     argv = ["heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output", str(tmp_path / "h")]
-    assert main(argv + flags) == 0
+    size = sum(p.numel() * p.element_size() for p in student.parameters())
+    assert main([*argv, *flags, "--max-shard-size", str(size // 3)]) == 0
+    assert len(list((tmp_path / "h").glob("model-*.safetensors"))) >= 3  # the healed weights in files of that size
     out, err = capsys.readouterr()
     assert "2 steps, 64 tokens" in out
     assert "healing:" not in err and "teacher top-k" not in err  # --quiet: no progress bars
@@ -913,6 +915,9 @@ def test_heal_held_out_texts_bad_input_fails_before_training(tmp_path, tiny_toke
         with pytest.raises(error, match=message):
             heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "w", eval_texts=bad)
         assert not (tmp_path / "w").exists()
+    with pytest.raises(ValueError, match="`max_shard_size` must be a number of bytes or a size such as '2GB'"):
+        heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "w", max_shard_size="2XB")
+    assert not (tmp_path / "w").exists()
 
 
 def _saved_pair_for_cli(tmp_path, tokenizer) -> tuple[list[str], list[str]]:

@@ -389,6 +389,10 @@ def test_max_shard_size_splits_the_weights_and_a_later_save_removes_the_shards(t
     with torch.no_grad():
         expected = model(ids).logits
         torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "m")(ids).logits, expected)
+    for bad in ("2XB", 0, -5, "big"):  # refused before anything is written
+        with pytest.raises(ValueError, match=r"`max_shard_size` must be a number of bytes or a size such as '2GB'"):
+            save_pruned_model(model, tmp_path / "bad", max_shard_size=bad)
+    assert not (tmp_path / "bad").exists()
     save_pruned_model(model, tmp_path / "m")
     assert not list((tmp_path / "m").glob("model-*.safetensors"))
     assert not (tmp_path / "m" / "model.safetensors.index.json").exists()

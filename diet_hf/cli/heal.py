@@ -5,7 +5,15 @@ import logging
 from pathlib import Path
 
 from .common import EXIT_OK, _dtype, _options_from_flags, _read_held_out_flags
-from .parser import DTYPES, TOKEN_HELP, _add_dataclass_flags, _add_task_evaluation_flags, _repo_id
+from .parser import (
+    DTYPES,
+    SHARD_HELP,
+    TOKEN_HELP,
+    _add_dataclass_flags,
+    _add_task_evaluation_flags,
+    _repo_id,
+    _shard_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +32,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "--teacher", required=True, help="Hub id or local directory of the dense model it was pruned from"
     )
     heal.add_argument("--output", required=True, help="new directory for the healed model (written atomically)")
+    heal.add_argument("--max-shard-size", type=_shard_size, default=None, metavar="SIZE", help=SHARD_HELP)
     heal.add_argument(
         "--data",
         nargs="+",
@@ -152,6 +161,7 @@ def _run_heal(args) -> int:
         if args.eval_task_list
         else None,
         token=args.token,
+        max_shard_size=args.max_shard_size,
     )
     _print_record(args.model, args.output, healed.config.pruning["healing"])
     if args.push_to_hub:

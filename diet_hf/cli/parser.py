@@ -4,6 +4,10 @@ types that check a value where it is read."""
 import argparse
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SHARD_HELP = (
+    "largest weight file of the saved model, as in transformers' save_pretrained: bytes or a size such as 2GB "
+    "(default: transformers' default)"
+)
 
 
 def _fraction(text: str) -> float:
@@ -35,6 +39,19 @@ def _repo_id(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected a Hub repository id like you/model-name, got {text!r}") from error
     return text
+
+
+def _shard_size(text: str) -> int | str:
+    """`--max-shard-size`: bytes, or a size such as 2GB (transformers' `save_pretrained` units), checked before any
+    work (a bad one would otherwise fail only at the save)."""
+    from .._checks import check_shard_size
+
+    value = int(text) if text.isdigit() else text
+    try:
+        check_shard_size("--max-shard-size", value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes or a size such as 2GB, got {text!r}") from error
+    return value
 
 
 def _pairs(text: str) -> tuple[str, float]:

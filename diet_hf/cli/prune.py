@@ -11,7 +11,16 @@ from .common import (
     _print_task_differences,
     _read_held_out_flags,
 )
-from .parser import DTYPES, TOKEN_HELP, _add_dataclass_flags, _add_task_evaluation_flags, _fraction, _repo_id
+from .parser import (
+    DTYPES,
+    SHARD_HELP,
+    TOKEN_HELP,
+    _add_dataclass_flags,
+    _add_task_evaluation_flags,
+    _fraction,
+    _repo_id,
+    _shard_size,
+)
 
 
 def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
@@ -121,6 +130,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="of an image-text Gemma 3 (4B and up): save the pruned text model alone, without the vision tower "
         "(by default it is kept, unchanged)",
     )
+    prune.add_argument("--max-shard-size", type=_shard_size, default=None, metavar="SIZE", help=SHARD_HELP)
     prune.add_argument(
         "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
     )
@@ -213,6 +223,7 @@ def _run_prune(args) -> int:
             dense_evaluation=dense_tasks,
             text_evaluation=texts,
             dense_text_evaluation=dense_texts,
+            max_shard_size=args.max_shard_size,
         )
         _print_saved(output, model.config.pruning, texts, dense_texts)
         if tasks:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 
+from .._checks import check_shard_size
 from .._devices import fast_bf16
 from .._io import check_not_a_file, check_output_is_not_input
 from ..constants import family_for_model_type
@@ -55,6 +56,7 @@ def heal(
     eval_tasks=None,
     eval_options: dict | None = None,
     token: str | None = None,
+    max_shard_size: int | str | None = None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -96,6 +98,8 @@ def heal(
             `batch_size`).
         token (`str`, *optional*): the Hub token to read a `teacher` given as a Hub id with (default: `HF_TOKEN`,
             else the login `hf auth login` saved).
+        max_shard_size (`int` or `str`, *optional*): the largest weight file of the saved model, as in
+            transformers' `save_pretrained` (e.g. `"2GB"`; default: its default); checked before any training.
 
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
@@ -105,6 +109,7 @@ def heal(
     image_text, student = (student, text_causal_lm(student)) if is_image_text(student.config) else (None, student)
     teacher_config, teacher_name = _teacher_config(teacher, token)
     check_parent(student.config, teacher_config)
+    check_shard_size("max_shard_size", max_shard_size)
     if output_dir is not None:  # before any training, not when the healed model is saved
         check_not_a_file(output_dir, "output_dir")
         if isinstance(teacher, (str, os.PathLike)):
@@ -160,7 +165,9 @@ def heal(
 
         plan = getattr(image_text if image_text is not None else student, "diet_plan", None)
         saved_tokenizer = processor if processor is not None else tokenizer
-        save_pruned_model(healed, output_dir, tokenizer=saved_tokenizer, plan=plan, repo_id=repo_id)
+        save_pruned_model(
+            healed, output_dir, tokenizer=saved_tokenizer, plan=plan, repo_id=repo_id, max_shard_size=max_shard_size
+        )
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed
 
