@@ -161,7 +161,6 @@ def push_pruned_model(
     `text_evaluation` and `dense_text_evaluation`, as `save_pruned_model` writes them; weight files of at most
     `max_shard_size`). Returns the commit id. `token`: as `push_saved_model`'s."""
     check_repo_id(repo_id)
-    check_shard_size("max_shard_size", max_shard_size)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_pruned_model(
             model,

@@ -24,7 +24,8 @@ from transformers import Gemma2Config, Gemma3Config, Gemma3TextConfig
 # fails on a layer with fewer; 4.53 and older lack stock classes the pruned ones build on).
 MIN_TRANSFORMERS = "4.56"
 _version = re.match(r"(\d+)\.(\d+)", transformers.__version__)
-if _version and tuple(map(int, _version.groups())) < tuple(map(int, MIN_TRANSFORMERS.split("."))):
+_VERSION = tuple(map(int, _version.groups())) if _version else None  # (major, minor); None for an unparsable one
+if _VERSION and _VERSION < tuple(map(int, MIN_TRANSFORMERS.split("."))):
     raise ImportError(
         f"This pruned Gemma checkpoint's code needs transformers >= {MIN_TRANSFORMERS}, found "
         f"{transformers.__version__}: pip install -U 'transformers>={MIN_TRANSFORMERS}'"
@@ -73,7 +74,7 @@ if _NATIVE_PER_LAYER_CONFIG:
             output.pop("allow_global_per_layer_attribute_access", None)  # a run-time choice, set again on load
             return output
 
-    if _version and tuple(map(int, _version.groups())) < (5, 15):
+    if _VERSION and _VERSION < (5, 15):
         # transformers 5.14 gives None for a config without per-layer overrides; later releases, and the view below
         # on older ones, the config itself for every layer. Only there: the forward pass reads this property, and
         # `torch.compile(fullgraph=True)` cannot trace a property's `fget` called by hand.
