@@ -1,4 +1,5 @@
-"""What a device does fast: where healing's autocast and the reconstruction's x x^T products use bfloat16."""
+"""What a device can do: where healing's autocast and the reconstruction's x x^T products use bfloat16, and where the
+float64 steps (bias compensation, the reconstruction's solves) run."""
 
 import torch
 
@@ -14,3 +15,16 @@ def fast_bf16(device: torch.device | str) -> bool:
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
     return False
+
+
+def float64_device(device: torch.device | str) -> torch.device:
+    """Where float64 math on tensors of `device` runs: `device` itself, or the CPU for Apple's MPS, which has no
+    float64."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def to_float64(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in float64, on its own device where that has float64 and on the CPU otherwise (moved before it is
+    converted: an MPS tensor cannot be made float64 where it is)."""
+    return tensor.to(float64_device(tensor.device)).double()

@@ -58,8 +58,10 @@ def baseline_scores(method: str, model, scores: ImportanceScores | None = None, 
                 per_head = query.view(heads, head_dim, -1).flatten(1).norm(dim=1)
                 head_rows.append(per_head + o_proj.view(-1, heads, head_dim).transpose(0, 1).flatten(1).norm(dim=1))
                 continue
-            # (2, channels): per-channel E[a] and E[a^2] over all calibration tokens
-            mlp_moments, attn_moments = moments["mlp"][layer_idx].float(), moments["attn"][layer_idx].float()
+            # (2, channels): per-channel E[a] and E[a^2] over all calibration tokens (kept on the CPU by the
+            # profile), on the weights' device
+            mlp_moments = moments["mlp"][layer_idx].float().to(down.device)
+            attn_moments = moments["attn"][layer_idx].float().to(o_proj.device)
             if method == "wanda_sp":  # |W| x ||X_j||_2
                 mlp_rows.append(down.abs().sum(0) * (mlp_moments[1] * tokens).sqrt())
                 channel = o_proj.abs().sum(0) * (attn_moments[1] * tokens).sqrt()

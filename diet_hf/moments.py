@@ -257,8 +257,10 @@ class MomentSums:
             raise RuntimeError("These sums were turned into moments (`moments()`); start new `MomentSums`.")
         if key not in self.sums:
             return
-        x = x[mask.to(x.device)]  # (real tokens, channels)
         first, rows = self.sums[key]
+        # (real tokens, channels), on the sums' device: a model split across GPUs (`device_map="auto"`) runs later
+        # layers on other devices than the first, where the sums are
+        x = x[mask.to(x.device)].to(first.device)
         first += x.sum(0, dtype=torch.float32)
         if self.product_dtype == torch.float32:
             _add_products(rows, x.float())
@@ -293,7 +295,7 @@ class MomentSums:
         squares = torch.cat(
             [row[:, : stop - start].diagonal() for (start, stop), row in zip(_block_rows(len(first)), rows)]
         )
-        return torch.stack([first, squares]).double().cpu()
+        return torch.stack([first, squares]).cpu().double()
 
     def moments(self) -> InputMoments:
         """E[x] and E[x x^T]: the sums themselves, divided in place, so this ends these sums."""

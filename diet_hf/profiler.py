@@ -53,7 +53,7 @@ class ActivationStats:
         # (2, channels): sum over real tokens of a and of a^2
         first = torch.einsum("bsc,bs->c", values, mask)
         second = torch.einsum("bsc,bs->c", values * values, mask)
-        target += torch.stack([first, second]).double().cpu()
+        target += torch.stack([first, second]).cpu().double()
 
     def accumulate_mlp(self, layer_idx: int, activation: torch.Tensor) -> None:
         """Adds `sum over real tokens of |a|`; `activation` is the input of `down_proj`, (batch, seq_len, width)."""

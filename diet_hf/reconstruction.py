@@ -26,6 +26,8 @@ ridge stays `damping` times the mean variance of the kept channels.
 
 import torch
 
+from ._devices import to_float64
+
 __all__ = ["DEFAULT_DAMPING", "least_squares_update"]
 
 DEFAULT_DAMPING = 0.01
@@ -55,27 +57,28 @@ def least_squares_update(
         anchor (`torch.Tensor`, *optional*): an `(in_features,)` input whose output the result reproduces exactly.
 
     Returns:
-        `(kept_weight, bias)`: `(out_features, len(kept_channels))` in `weight`'s dtype, and `(out_features,)` float64
-        (the compensation, to add to any dense bias) or `None` when not `centered`.
+        `(kept_weight, bias)`: `(out_features, len(kept_channels))` in `weight`'s dtype and on its device, and
+        `(out_features,)` float64 (the compensation, to add to any dense bias; on the CPU where `weight`'s device has
+        no float64, Apple's MPS) or `None` when not `centered`.
     """
     if damping < 0:
         raise ValueError(f"`damping` must be >= 0, got {damping!r}.")
     if anchor is not None and tuple(anchor.shape) != (weight.shape[1],):
         raise ValueError(f"`anchor` must have shape ({weight.shape[1]},), got {tuple(anchor.shape)}.")
-    w = weight.double()
+    w = to_float64(weight)  # on the CPU for a device without float64 (Apple's MPS); the result goes back
     device = w.device
     removed = torch.ones(w.shape[1], dtype=torch.bool, device=device)
     kept = kept_channels.to(device)
     removed[kept] = False
-    mean = mean.to(device, torch.float64)
-    anchor = None if anchor is None else anchor.to(device, torch.float64)
+    mean = to_float64(mean).to(device)
+    anchor = None if anchor is None else to_float64(anchor).to(device)
     # the point the fit is centred on (its bias holds the removed channels' output there): the anchor, or the mean
     center = anchor if centered and anchor is not None else mean
     w_removed = w[:, removed]
     update = torch.zeros(w.shape[0], len(kept), dtype=torch.float64, device=device)
     if len(kept) and removed.any():
         # only the kept rows of S, in float64 (the full matrix in float64 would be 33 MB at 2048 channels)
-        rows = second_moment.to(device)[kept].double()
+        rows = to_float64(second_moment.to(device)[kept])
         cov_kk, cov_kr = rows[:, kept], rows[:, removed]
         del rows
         if centered:
@@ -97,7 +100,7 @@ def least_squares_update(
             if curvature > 0:
                 residual = w_removed @ anchor[removed] - update @ anchor[kept]
                 update += torch.outer(residual, direction) / curvature
-    kept_weight = (w[:, kept] + update).to(weight.dtype)
+    kept_weight = (w[:, kept] + update).to(weight.dtype).to(weight.device)
     if not centered:
         return kept_weight, None
     bias = w_removed @ center[removed] - update @ center[kept]

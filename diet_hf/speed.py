@@ -19,15 +19,17 @@ def measure_tokens_per_second(
     pad_token_id: int | None = 0,
 ) -> dict[str, float]:
     """Best-of-`repeats` prefill tokens/s (`batch` x `prompt_len`, LM head on the last position only) and greedy
-    decode tokens/s (one sequence, `new_tokens` new tokens). Inputs are seeded, so two models see the same tokens."""
-    ids = torch.randint(1000, 20000, (batch, prompt_len), generator=torch.Generator().manual_seed(0))
+    decode tokens/s (one sequence, `new_tokens` new tokens). Inputs are seeded, so two models see the same tokens; they
+    go to the model's (first) device, and the clock waits for that device's queued work (GPUs run asynchronously)."""
+    device = next(model.parameters()).device
+    ids = torch.randint(1000, 20000, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
     prefill = decode = 0.0
     with torch.inference_mode():
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = _clock(device)
             model(ids, logits_to_keep=1, use_cache=False)
-            prefill = max(prefill, batch * prompt_len / (time.perf_counter() - start))
-            start = time.perf_counter()
+            prefill = max(prefill, batch * prompt_len / (_clock(device) - start))
+            start = _clock(device)
             model.generate(
                 ids[:1, :16],
                 max_new_tokens=new_tokens,
@@ -35,8 +37,17 @@ def measure_tokens_per_second(
                 do_sample=False,
                 pad_token_id=pad_token_id,
             )
-            decode = max(decode, new_tokens / (time.perf_counter() - start))
+            decode = max(decode, new_tokens / (_clock(device) - start))
     return {"prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode}
+
+
+def _clock(device: torch.device) -> float:
+    """`time.perf_counter()` once `device` has finished its queued work (CUDA, MPS and XPU run asynchronously: without
+    the wait a timer reads the launch, not the work)."""
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if backend is not None and hasattr(backend, "synchronize"):
+        backend.synchronize()
+    return time.perf_counter()
 
 
 def compare_tokens_per_second(models: dict, *, rounds: int = 5, **measure_kwargs) -> dict[str, dict[str, float]]:

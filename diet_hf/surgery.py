@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._devices import float64_device, to_float64
 from .constants import family_for_model_type
 from .hub import modeling_module
 from .loading import image_text_model, text_causal_lm
@@ -186,16 +187,17 @@ def _compensation_biases(
             if not wanted[kind]:
                 continue
             weight = linear.weight
-            bias = torch.zeros(weight.shape[0], dtype=torch.float64, device=weight.device)
+            device = float64_device(weight.device)  # the CPU where the model's device has no float64 (Apple's MPS)
+            bias = torch.zeros(weight.shape[0], dtype=torch.float64, device=device)
             if linear.bias is not None:
-                bias += linear.bias.double()
+                bias += to_float64(linear.bias).to(device)
             if channel_means is not None:
-                removed = torch.ones(weight.shape[1], dtype=torch.bool, device=weight.device)
+                removed = torch.ones(weight.shape[1], dtype=torch.bool, device=device)
                 removed[_channels(kept, block)] = False
-                means = channel_means[kind][layer_idx].to(weight.device, torch.float64)
-                bias += weight.double()[:, removed] @ means[removed]
+                means = to_float64(channel_means[kind][layer_idx]).to(device)
+                bias += to_float64(weight)[:, removed] @ means[removed]
             key = f"{path}.bias" if kept else f"{parent}.bias"  # a removed sublayer: the stand-in's bias
-            biases[key] = bias.to(weight.dtype)
+            biases[key] = bias.to(weight.dtype).to(weight.device)
     return biases
 
 
@@ -357,8 +359,8 @@ def _reconstructed(
             )
             tensors[f"{path}.weight"] = weight
             if bias is not None:
-                dense_bias = linear.bias.double() if linear.bias is not None else 0
-                tensors[f"{path}.bias"] = (bias + dense_bias).to(linear.weight.dtype)
+                dense_bias = to_float64(linear.bias).to(bias.device) if linear.bias is not None else 0
+                tensors[f"{path}.bias"] = (bias + dense_bias).to(linear.weight.dtype).to(linear.weight.device)
             del mean, second
             progress.update()
             solved.add(key)

@@ -172,6 +172,28 @@ def tiny_pruned_classifier(num_labels: int = 3):
     return PrunedGemma2ForSequenceClassification(config).eval()
 
 
+def on_second_device(model):
+    """`model` with its parameters and buffers replaced by fake tensors on the meta device: a second device, without
+    data, on a CPU-only machine. A CPU tensor meeting one of them in an op raises PyTorch's device-mismatch error, as
+    it would meeting a GPU tensor; `.cpu()` and `.to(device)` work, and ops on real tensors alone run as usual.
+    Values derived from the model are not computed (only shapes, dtypes and devices), and data-dependent ops on them
+    (`.item()`, boolean masks) raise, so it checks where tensors go in code without those."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with mode:
+        for module in model.modules():
+            for name, tensor in list(module._parameters.items()):
+                if tensor is not None:
+                    module._parameters[name] = torch.nn.Parameter(
+                        torch.empty(tensor.shape, dtype=tensor.dtype, device="meta"), requires_grad=False
+                    )
+            for name, tensor in list(module._buffers.items()):
+                if tensor is not None:
+                    module._buffers[name] = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+    return model
+
+
 def run_script(tmp_path: Path, source: str, *args: str, python: str = sys.executable) -> str:
     """Runs the Python `source` in a new process (its own remote-code module cache under `tmp_path`, offline, no
     PYTHONPATH) with `args`; returns its stdout, failing the test with its stderr's end if it fails."""

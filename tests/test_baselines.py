@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import random_batch, tiny_dense_model
+from conftest import on_second_device, random_batch, tiny_dense_model
 
 from diet_hf import DietPruner, ImportanceScores, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
@@ -60,6 +60,16 @@ def test_flap_and_wanda_formulas(profiled):
     torch.testing.assert_close(flap, (moments[1] - moments[0] ** 2).clamp_min(0) * down.pow(2).sum(0))
     wanda = baseline_scores("wanda_sp", model, scores).mlp["wanda_sp"][1]
     torch.testing.assert_close(wanda, down.abs().sum(0) * (moments[1] * tokens).sqrt())
+
+
+@pytest.mark.parametrize("method", ["wanda_sp", "flap"])
+def test_baseline_scores_of_a_model_on_another_device_than_its_profile(profiled, method):
+    """The profile keeps its channel statistics on the CPU; the model may sit on a GPU. (Meta-device fake tensors
+    stand in for the GPU: the same device-mismatch error, without one.)"""
+    _, scores, _ = profiled
+    baseline = baseline_scores(method, on_second_device(tiny_dense_model("gemma2")), scores)
+    assert baseline.mlp[method].device.type == "cpu" and baseline.heads[method].device.type == "cpu"
+    assert tuple(baseline.mlp[method].shape) == tuple(scores.mlp["a"].shape)
 
 
 @pytest.mark.parametrize("method", BASELINES)

@@ -555,3 +555,17 @@ def test_speed_comparison_takes_turns_and_keeps_each_models_best_round():
     assert all(value > 0 for speeds in result.values() for value in speeds.values())
     with pytest.raises(ValueError, match="`rounds` must be a positive integer, got 0"):
         compare_tokens_per_second(models, rounds=0)
+
+
+def test_speed_clock_waits_for_an_asynchronous_device(monkeypatch):
+    """A GPU runs its work after the call returns: the clock waits for it (on the CPU it has nothing to wait for)."""
+    from diet_hf.speed import _clock
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: waited.append("cuda"))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda *args: waited.append("mps"))
+    _clock(torch.device("cpu"))
+    assert waited == []
+    _clock(torch.device("cuda", 0))
+    _clock(torch.device("mps"))
+    assert waited == ["cuda", "mps"]

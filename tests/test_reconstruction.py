@@ -8,6 +8,7 @@ import torch
 from conftest import random_batch, tiny_dense_model
 
 from diet_hf import DietPruner, build_pruned_model
+from diet_hf._devices import float64_device, to_float64
 from diet_hf.constants import family_for_model_type
 from diet_hf.moments import MomentSums, _input_module, collect_input_moments, first_token_inputs, moment_widths
 from diet_hf.plan import PruningPlan, build_plan
@@ -105,6 +106,25 @@ def test_input_moments_equal_the_hooked_inputs(max_bytes):
         mean, second = moments.get(*key)
         torch.testing.assert_close(mean.double(), x.mean(0), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(second.double(), x.T @ x / len(x), rtol=1e-5, atol=1e-6)
+
+
+def test_float64_steps_run_on_the_cpu_for_a_device_without_float64():
+    """Apple's MPS has no float64: bias compensation and the reconstruction's solves run on the CPU there, and on the
+    model's own device everywhere else."""
+    cpu = torch.device("cpu")
+    assert float64_device("mps") == cpu and float64_device(torch.device("mps", 0)) == cpu
+    assert float64_device("cuda:1") == torch.device("cuda:1") and float64_device("cpu") == cpu
+    x = torch.randn(4)
+    assert to_float64(x).dtype == torch.float64 and torch.equal(to_float64(x), x.double())
+
+
+def test_moment_sums_take_inputs_from_another_device():
+    """A model split across GPUs (`device_map="auto"`) runs later layers on other devices than the first, where the
+    sums are held. (The meta device stands in for the first GPU: the products of its rows with a CPU tensor raise as
+    two GPUs' tensors do.)"""
+    sums = MomentSums([("mlp", 0)], {"mlp": 8}, torch.device("meta"))
+    sums.add(("mlp", 0), torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool))
+    assert sums.sums[("mlp", 0)][0].device.type == "meta"
 
 
 @pytest.mark.parametrize("channels", [100, 1030])

@@ -152,7 +152,7 @@ def texts_perplexity(
             # left padding: each row's real positions are its last len(row) columns
             picked = torch.cat([states[j, width - len(row) :] for j, row in enumerate(inputs)])
             targets = torch.tensor([t for i in batch for t in encoded[i][1:]], device=picked.device)
-            values = scorer.target_logprobs(picked, targets).double().cpu()
+            values = scorer.target_logprobs(picked, targets).cpu().double()
             for i, part in zip(batch, values.split([len(row) for row in inputs])):
                 nll[i] = -float(part.sum())
             progress.update(len(batch))
@@ -263,7 +263,7 @@ def last_word_accuracy(
                 target = torch.tensor(pairs[i][1], device=states.device)
                 logprobs = scorer.logprobs(states[j, keep - len(target) :])  # the target's positions
                 picked = logprobs.gather(-1, target[:, None]).squeeze(-1)
-                loglikelihood[i] = float(picked.double().sum())
+                loglikelihood[i] = float(picked.cpu().double().sum())
                 correct[i] = int(bool((picked >= logprobs.max(-1).values).all()))
             progress.update(len(batch))
     return {
