@@ -22,7 +22,7 @@ from .options import ProfileOptions, PruneOptions, _PruneSettings, _resolved_opt
 from .plan import PruningPlan, build_plan, check_sparsity_targets
 from .profiling import _moments_bytes, _ProfilingMixin
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, weighted_scores
-from .surgery import build_pruned_model
+from .surgery import build_pruned_model, check_weights_in_memory, offloaded_weights
 
 __all__ = ["DietPruner"]
 
@@ -72,6 +72,13 @@ class DietPruner(_ProfilingMixin):
             raise ValueError(
                 f"`model` is already pruned (`model_type` {model.config.model_type!r}); pass the dense "
                 f"`{self.family.dense_model_type}` model."
+            )
+        if offloaded_weights(source):
+            logger.warning(
+                '%d weights of the model are offloaded (a `device_map` with "cpu" or "disk" modules): '
+                "`profile()` works, `prune()` needs every weight in memory (`save_scores` the profile and prune "
+                "where it fits).",
+                len(offloaded_weights(source)),
             )
         self.model = model
         self.tokenizer = tokenizer
@@ -185,6 +192,7 @@ class DietPruner(_ProfilingMixin):
         if not isinstance(inplace, bool):
             raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
         self._require_dense("prune")
+        check_weights_in_memory(self._image_text or self.model)  # before the plan and any pass
         settings = self._prune_settings(recipe, method, options, option_values, tasks)
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
         check_sparsity_targets(**targets)  # before the steps scale them
@@ -310,8 +318,10 @@ class DietPruner(_ProfilingMixin):
 
         Checked on a plan of equal scores, so it needs no profile: where the options remove heads by their scores
         (`attention_ratio` > 0 with global allocation), how many heads a plan removes can differ a little with the
-        scores, and `prune()` checks again.
+        scores, and `prune()` checks again. Also raises the `ValueError` of a model whose weights are offloaded
+        (`device_map` with "cpu" or "disk" modules), which `prune()` cannot cut.
         """
+        check_weights_in_memory(self._image_text or self.model)
         *_, plan_values = _resolved_options(recipe, method, options, option_values, "check_targets")
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
         check_sparsity_targets(**targets)

@@ -14,12 +14,39 @@ from .moments import InputMoments
 from .plan import PruningPlan
 from .reconstruction import DEFAULT_DAMPING, least_squares_update
 
-__all__ = ["build_pruned_config", "build_pruned_model", "slice_linear_weight", "to_pruned_model"]
+__all__ = [
+    "build_pruned_config",
+    "build_pruned_model",
+    "check_weights_in_memory",
+    "offloaded_weights",
+    "slice_linear_weight",
+    "to_pruned_model",
+]
 
 
 def _channels(kept: list[int], block: int) -> list[int]:
     """Channel indices of the kept units, each `block` channels wide (a head's `head_dim`, 1 for MLP dimensions)."""
     return [k * block + i for k in kept for i in range(block)]
+
+
+def offloaded_weights(model: nn.Module) -> list[str]:
+    """The names of `model`'s parameters on the meta device: offloaded by accelerate (a `device_map` that puts
+    modules on "cpu" or "disk" keeps their weights out of the modules and loads them for each forward pass)."""
+    return [name for name, parameter in model.named_parameters() if parameter.device.type == "meta"]
+
+
+def check_weights_in_memory(model: nn.Module, name: str = "model") -> None:
+    """Raises `ValueError` naming `name` if weights of `model` are offloaded: pruning cuts every weight, so it needs
+    them in memory (profiling does not: accelerate loads them per forward pass)."""
+    offloaded = offloaded_weights(model)
+    if offloaded:
+        raise ValueError(
+            f"`{name}` has {len(offloaded)} weights offloaded to the meta device (e.g. `{offloaded[0]}`): a "
+            '`device_map` that puts modules on "cpu" or "disk" (e.g. "auto" where the devices are too small) loads '
+            "them only for each forward pass, and pruning cuts every weight. Load the model where it fits whole "
+            '(e.g. `device_map="cpu"`), or profile it offloaded, save the profile (`save_scores(dir)`) and prune '
+            "from it (`load_scores(dir)`) where the model fits."
+        )
 
 
 def slice_linear_weight(weight: torch.Tensor, kept: list[int], *, dim: int, block: int = 1) -> torch.Tensor:
@@ -252,6 +279,7 @@ def build_pruned_model(
     """
     if not isinstance(inplace, bool):
         raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
+    check_weights_in_memory(model)
     source = model
     model = text_causal_lm(model)  # an image-text Gemma 3: its text decoder
     family = family_for_model_type(model.config.model_type)

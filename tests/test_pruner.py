@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 
 import pytest
 import torch
@@ -139,6 +140,41 @@ def test_from_pretrained_with_device_map(tmp_path, data_dir, tiny_tokenizer):
     pruned = pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.2)
     assert pruner.scores.provenance["model_id"] == str(tmp_path / "dense")
     assert torch.isfinite(pruned(random_batch(vocab_size=len(tiny_tokenizer))).logits).all()
+
+
+def test_an_offloaded_model_profiles_and_is_pruned_from_its_saved_profile(tmp_path, data_dir, tiny_tokenizer, caplog):
+    """A `device_map` with "disk" modules (or, beside a GPU, "cpu" ones) keeps their weights on the meta device and
+    loads them per forward pass: profiling works, pruning is refused before any work (it used to fail inside the
+    surgery, after the profile), and the way out the error gives, the saved profile pruned where the model fits
+    whole, gives the model that profiling it in memory gives."""
+    dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
+    dense.save_pretrained(tmp_path / "dense")
+    tiny_tokenizer.save_pretrained(tmp_path / "dense")
+    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk"}
+    device_map.update({"model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"})
+    with caplog.at_level(logging.WARNING, logger="diet_hf.pruner"):
+        offloaded = DietPruner.from_pretrained(
+            tmp_path / "dense", device_map=device_map, offload_folder=str(tmp_path / "offload"), dtype=torch.float32
+        )
+    assert "weights of the model are offloaded" in caplog.text
+    offloaded_error = r"`model` has \d+ weights offloaded to the meta device \(e\.g\. `model\.layers\.1\..*load_scores"
+    with pytest.raises(ValueError, match=offloaded_error):
+        offloaded.check_targets(sparsity=0.2)  # what `diet-hf prune` calls before profiling
+    calibration = {"tasks": ["rte"], "num_samples": 3, "data_dir": data_dir, "disable_progress": True}
+    offloaded.profile(**calibration)
+    with pytest.raises(ValueError, match=offloaded_error):
+        offloaded.prune(sparsity=0.2)
+    with pytest.raises(ValueError, match=offloaded_error):
+        build_pruned_model(offloaded.model)
+    offloaded.save_scores(tmp_path / "scores")
+    whole = DietPruner.from_pretrained(tmp_path / "dense", dtype=torch.float32)
+    whole.load_scores(tmp_path / "scores", data_dir=data_dir)
+    in_memory = DietPruner.from_pretrained(tmp_path / "dense", dtype=torch.float32).profile(**calibration)
+    batch = random_batch(vocab_size=len(tiny_tokenizer))
+    torch.testing.assert_close(
+        whole.prune(sparsity=0.2, disable_progress=True)(batch).logits,
+        in_memory.prune(sparsity=0.2, disable_progress=True)(batch).logits,
+    )
 
 
 def _profiled(family="gemma2", channel_stats=True):
