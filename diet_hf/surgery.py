@@ -319,6 +319,7 @@ def build_pruned_model(
     state = cutter.finish(reconstructed)
     state.update({key: value for key, value in biases.items() if key not in reconstructed})
     _assign(pruned, state, model)
+    _dispatch(pruned, getattr(model, "hf_device_map", None))
     pruned.diet_plan = plan  # written as diet_pruning.json by diet_hf.hub.save_pruned_model
     if source is not model:  # the pruned decoder beside the image-text model's unchanged vision tower and projector
         pruned = image_text_model(source, pruned)
@@ -339,6 +340,17 @@ def _assign(pruned: nn.Module, state: dict, model: nn.Module) -> None:
             target._buffers[buffer_name] = buffer
     pruned.tie_weights()
     pruned.generation_config = copy.deepcopy(model.generation_config)
+
+
+def _dispatch(pruned: nn.Module, device_map: dict | None) -> None:
+    """Gives `pruned` (in place) the dense model's `device_map` as `from_pretrained` does (accelerate's
+    `dispatch_model`): its weights already sit on those devices, and a model split across several GPUs also needs the
+    hooks that move each module's inputs to its device. Offloaded models never get here (`check_weights_in_memory`)."""
+    if not device_map:
+        return
+    from accelerate import dispatch_model
+
+    dispatch_model(pruned, device_map=dict(device_map), skip_keys=getattr(pruned, "_skip_keys_device_placement", None))
 
 
 def _reconstructed(

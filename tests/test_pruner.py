@@ -142,6 +142,31 @@ def test_from_pretrained_with_device_map(tmp_path, data_dir, tiny_tokenizer):
     assert torch.isfinite(pruned(random_batch(vocab_size=len(tiny_tokenizer))).logits).all()
 
 
+def test_the_pruned_model_is_dispatched_on_the_dense_models_device_map():
+    """The pruned model is dispatched on the dense model's `hf_device_map` as `from_pretrained` dispatches a split
+    model (accelerate's `dispatch_model`: on several GPUs, the hooks that move inputs between devices). The map is set
+    by hand here, as transformers sets it on a split load (this machine has one device, the CPU, so only the map and
+    the numbers are checked: the same logits as without a map)."""
+    batch = random_batch()
+    expected = build_pruned_model(tiny_dense_model("gemma2"), _half_plan(tiny_dense_model("gemma2").config))(batch)
+    dense = tiny_dense_model("gemma2")
+    modules = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "model.rotary_emb", "lm_head"]
+    dense.hf_device_map = dict.fromkeys(modules, "cpu")
+    pruned = build_pruned_model(dense, _half_plan(dense.config))
+    assert pruned.hf_device_map == dense.hf_device_map
+    torch.testing.assert_close(pruned(batch).logits, expected.logits)
+
+
+def _half_plan(config):
+    """Every layer keeps the even MLP channels and every head."""
+    from diet_hf.plan import PruningPlan
+
+    plan = PruningPlan.keep_all(config)
+    plan.mlp_kept_indices = [list(range(0, config.intermediate_size, 2))] * config.num_hidden_layers
+    plan.__post_init__()
+    return plan
+
+
 def test_an_offloaded_model_profiles_and_is_pruned_from_its_saved_profile(tmp_path, data_dir, tiny_tokenizer, caplog):
     """A `device_map` with "disk" modules (or, beside a GPU, "cpu" ones) keeps their weights on the meta device and
     loads them per forward pass: profiling works, pruning is refused before any work (it used to fail inside the
