@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_dense_model
+from conftest import on_second_device, tiny_dense_model
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from torch import nn
 from transformers import PreTrainedTokenizerFast
@@ -718,3 +718,15 @@ def test_encode_pair_is_lm_evals_encoding(tiny_tokenizer):
     assert context_ids == tiny_tokenizer("Question: is it true? Answer:")["input_ids"]
     assert context_ids + continuation_ids == tiny_tokenizer("Question: is it true? Answer: yes")["input_ids"]
     assert tiny_tokenizer.decode(continuation_ids) == " yes"
+
+
+def test_head_log_probs_of_states_on_another_device_than_the_head():
+    """A model split across GPUs keeps its tied LM head with the embeddings, on the first GPU, and hands the head the
+    last layer's states from another: the head runs on its own device, the result comes back to the states'. (Fake
+    meta-device weights stand in for the first GPU: a CPU tensor meeting them raises the same device mismatch.)"""
+    from diet_hf.evaluation.scorer import Scorer
+
+    model = on_second_device(tiny_dense_model("gemma2"))
+    states = torch.randn(3, model.config.hidden_size)  # on the CPU, the stand-in for the last layer's GPU
+    logprobs = Scorer(model).logprobs(states)
+    assert logprobs.device.type == "cpu" and tuple(logprobs.shape) == (3, model.config.vocab_size)

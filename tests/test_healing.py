@@ -10,7 +10,7 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_tables_well_formed, random_batch, run_script, tiny_dense_model
+from conftest import assert_tables_well_formed, on_second_device, random_batch, run_script, tiny_dense_model
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -1204,3 +1204,14 @@ def test_cli_heal_eval_tasks(tmp_path, tiny_tokenizer, data_dir, capsys):
     assert main([*argv, str(tmp_path / "h2"), *flags, "--eval-tasks", "squad"]) == 2  # before any model loads
     assert "`--eval-tasks`: 'squad' is not a registered task" in capsys.readouterr().err
     assert not (tmp_path / "h2").exists()
+
+
+def test_student_logits_come_back_to_the_states_device():
+    """A model split across GPUs keeps its tied LM head on the first GPU: the distillation's logits are made there and
+    come back to the device of the states (and of the teacher's targets, moved there). (Fake meta-device weights stand
+    in for the first GPU.)"""
+    from diet_hf.healing.loss import _output_logits
+
+    model = on_second_device(tiny_dense_model("gemma2"))
+    logits = _output_logits(model, torch.randn(5, model.config.hidden_size))
+    assert logits.device.type == "cpu" and tuple(logits.shape) == (5, model.config.vocab_size)

@@ -129,7 +129,9 @@ class Scorer:
             return F.log_softmax(states.float(), dim=-1)
         head = self.model.get_output_embeddings()
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        logits = head(states).float()
+        # on the head's device (a model split across GPUs keeps its tied head with the embeddings, on the first),
+        # and back to the states' device
+        logits = head(states.to(head.weight.device)).float().to(states.device)
         if softcap is not None:
             logits = torch.tanh(logits / softcap) * softcap
         return F.log_softmax(logits, dim=-1)
@@ -154,6 +156,10 @@ class Scorer:
         # fresh memory slows the matmul by about a third; the slice's logits stay in one reused buffer.
         weight = self.model.get_output_embeddings().weight  # Gemma's LM head: tied, no bias
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        # computed on the head's device (a model split across GPUs keeps its tied head with the embeddings, on the
+        # first), returned on the states'
+        device = states.device
+        states, owners, targets = states.to(weight.device), owners.to(weight.device), targets.to(weight.device)
         count, vocab = states.shape[0], weight.shape[0]
         buffer = torch.empty(count * self.VOCAB_CHUNK, dtype=states.dtype, device=states.device)
         normalizer = torch.full((count,), -math.inf, dtype=torch.float32, device=states.device)
@@ -166,7 +172,7 @@ class Scorer:
             normalizer = torch.logaddexp(normalizer, torch.logsumexp(logits, dim=-1))
             inside = (targets >= start) & (targets < start + rows.shape[0])
             values[inside] = logits[owners[inside], targets[inside] - start]
-        return values - normalizer[owners]
+        return (values - normalizer[owners]).to(device)
 
 
 class HeadQueue:

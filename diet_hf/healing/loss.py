@@ -30,13 +30,16 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """The causal LM's logits for `hidden` (its LM head, then Gemma's final soft-capping where configured)."""
+    """The causal LM's logits for `hidden` (its LM head, then Gemma's final soft-capping where configured), on
+    `hidden`'s device (a model split across GPUs keeps its tied head with the embeddings, on the first)."""
+    device = hidden.device
+    hidden = hidden.to(model.lm_head.weight.device)
     weight = _HEAD_COPIES.get(model.lm_head.weight, hidden.device.type) if _HEAD_COPIES is not None else None
     if weight is None:
-        logits = model.lm_head(hidden).float()
+        logits = model.lm_head(hidden).float().to(device)
     else:
         bias = None if model.lm_head.bias is None else model.lm_head.bias.to(weight.dtype)
-        logits = F.linear(hidden.to(weight.dtype), weight, bias).float()
+        logits = F.linear(hidden.to(weight.dtype), weight, bias).float().to(device)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
