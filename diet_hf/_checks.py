@@ -1,6 +1,8 @@
 """Argument checks shared by the public functions and option dataclasses: one wording for every message."""
 
-__all__ = ["check_positive_int", "check_shard_size", "is_int_at_least", "is_positive_int"]
+import math
+
+__all__ = ["check_finite_outputs", "check_positive_int", "check_shard_size", "is_int_at_least", "is_positive_int"]
 
 
 def is_int_at_least(value, least: int) -> bool:
@@ -32,3 +34,16 @@ def check_shard_size(name: str, value) -> None:
         size = None
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"`{name}` must be a number of bytes or a size such as '2GB' or '500MB', got {value!r}.")
+
+
+OVERFLOW_HINT = (
+    "the model overflowed its dtype: Gemma's activations exceed float16's range (Gemma 3 270M's do on ordinary text), "
+    "so load it in bfloat16 or float32 (`dtype=torch.bfloat16`; CLI `--dtype bfloat16`)"
+)
+
+
+def check_finite_outputs(values, what: str) -> None:
+    """Raises `ValueError` if any of `values` (floats) is not finite: `what` they are, and why that happens."""
+    bad = sum(not math.isfinite(v) for v in values)
+    if bad:
+        raise ValueError(f"{bad} of {len(values)} {what} are not finite: {OVERFLOW_HINT}.")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ._batching import pad_id, pad_rows
+from ._checks import OVERFLOW_HINT
 from .constants import SCORES_TEXTS_FILE
 from .importance import ImportanceScores
 from .moments import (
@@ -222,6 +223,7 @@ class _ProfilingMixin:
                     disable_progress=disable_progress,
                 )
             mlp[name], heads[name] = stats.means()
+            _check_finite_profile(name, mlp[name], heads[name])
             if channel_stats:
                 channels[name] = {
                     "mlp": torch.stack(stats.mlp_channel),
@@ -402,3 +404,15 @@ def _calibration_sets(named: dict, options, data_dir) -> dict:
                     options.num_samples,
                 )
     return calibration
+
+
+def _check_finite_profile(task: str, mlp: torch.Tensor, heads: torch.Tensor) -> None:
+    """Raises `ValueError` if a task's mean activations are not finite (scores of NaN would rank units arbitrarily
+    and the reconstruction would write NaN weights), naming the first such layer."""
+    for values, where in ((mlp, "`down_proj` inputs"), (heads, "`o_proj` inputs")):
+        layers = (~torch.isfinite(values)).any(dim=-1).nonzero().flatten().tolist()
+        if layers:
+            raise ValueError(
+                f"Profiling {task!r}: the {where} of layer {layers[0]} (and {len(layers) - 1} later layers) are not "
+                f"finite: {OVERFLOW_HINT}."
+            )

@@ -73,6 +73,11 @@ class DietPruner(_ProfilingMixin):
                 f"`model` is already pruned (`model_type` {model.config.model_type!r}); pass the dense "
                 f"`{self.family.dense_model_type}` model."
             )
+        if any(parameter.dtype == torch.float16 for parameter in source.parameters()):
+            logger.warning(
+                "The model is in float16: Gemma's activations can exceed its range (Gemma 3 270M's do on ordinary "
+                "text), and `profile()` stops with an error where they do. bfloat16 or float32 are safe."
+            )
         if offloaded_weights(source):
             logger.warning(
                 '%d weights of the model are offloaded (a `device_map` with "cpu" or "disk" modules): '

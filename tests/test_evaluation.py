@@ -730,3 +730,19 @@ def test_head_log_probs_of_states_on_another_device_than_the_head():
     states = torch.randn(3, model.config.hidden_size)  # on the CPU, the stand-in for the last layer's GPU
     logprobs = Scorer(model).logprobs(states)
     assert logprobs.device.type == "cpu" and tuple(logprobs.shape) == (3, model.config.vocab_size)
+
+
+def test_log_likelihoods_that_are_not_finite_are_an_error(word_tokenizer, tmp_path):
+    """A model whose outputs overflowed (a float16 Gemma: see the profile's test) gives NaN log-likelihoods, and a
+    NaN would pick an answer, or a perplexity, silently."""
+    table = torch.zeros(len(WORDS), len(WORDS))
+    table[_ids("The")] = table[_ids("Answer:")] = float("nan")
+    model = BigramLM(table)
+    rows = [{"id": f"p{i}", "goal": "The", "sol1": "a", "sol2": "cc", "label": i % 2} for i in range(2)]
+    _write_task(tmp_path, "piqa", "validation", rows)
+    with pytest.raises(
+        ValueError, match=r"4 of 4 task 'piqa''s choice log-likelihoods are not finite: the model overflowed"
+    ):
+        evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, disable_progress=True)
+    with pytest.raises(ValueError, match=r"1 of 2 texts' log-likelihoods are not finite: .*bfloat16 or float32"):
+        texts_perplexity(model, word_tokenizer, ["The a", "a cc"], disable_progress=True)

@@ -95,3 +95,24 @@ def test_channel_sums_read_off_the_moments_in_a_hooks_block_of_its_own():
         for layer in range(config.num_hidden_layers):
             assert own.mlp_channel[layer].abs().sum() > 0
             torch.testing.assert_close(pooled.mlp_channel[layer], own.mlp_channel[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_a_profile_that_overflowed_its_dtype_is_an_error(caplog):
+    """Gemma 3 270M in float16 overflows on ordinary text (its gated MLP products exceed float16's range; NaN from
+    there on); so does this tiny Gemma with its first MLP scaled up. Scores of NaN would rank units arbitrarily and
+    the reconstruction would write NaN weights: the profile stops, naming the layer and the fix."""
+    import logging
+
+    from diet_hf import DietPruner
+
+    model = tiny_dense_model("gemma2").to(torch.float16)
+    with torch.no_grad():
+        model.model.layers[0].mlp.gate_proj.weight.mul_(1e4)
+        model.model.layers[0].mlp.up_proj.weight.mul_(1e4)
+    with caplog.at_level(logging.WARNING, logger="diet_hf.pruner"):
+        pruner = DietPruner(model)
+    assert "The model is in float16" in caplog.text
+    batches = [{"input_ids": random_batch(2, 8), "attention_mask": torch.ones(2, 8, dtype=torch.long)}]
+    with pytest.raises(ValueError, match=r"Profiling 'a': the `down_proj` inputs of layer 0 .*bfloat16 or float32"):
+        pruner.profile({"a": batches}, disable_progress=True)
+    assert pruner.scores is None

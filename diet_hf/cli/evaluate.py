@@ -80,7 +80,10 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "difference to it per task and on the average, with 95%% paired-bootstrap intervals",
     )
     evaluate.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="dtype to load the model in (default: float32)"
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="dtype to load the model in (default: float32; float16 overflows Gemma's activations: use bfloat16)",
     )
     evaluate.add_argument(
         "--token", default=None, help=TOKEN_HELP.format(use="reading private models (MODEL and --reference)")

@@ -113,7 +113,13 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     )
     _add_dataclass_flags(prune, PruneOptions)  # every pruning option, with its help text
     prune.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="dtype to load the dense model in (default: float32)"
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help=(
+            "dtype to load the dense model in (default: float32; float16 overflows Gemma's activations, Gemma 3 "
+            "270M's on ordinary text, and the profile then stops with an error: use bfloat16)"
+        ),
     )
     prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
     prune.add_argument("--revision", default=None, help="branch, tag or commit of the dense model on the Hub")

@@ -4,7 +4,7 @@ prompts and choices, the log-likelihoods of `strategies.loglikelihoods`, and the
 import math
 import os
 
-from .._checks import check_positive_int, is_positive_int
+from .._checks import check_finite_outputs, check_positive_int, is_positive_int
 from ..tasks import HALVES, PAPER_TASKS, Task, evaluation_examples, get_task
 from .scorer import check_tokenizer
 from .strategies import loglikelihoods
@@ -89,6 +89,7 @@ def evaluate(
 
 def _task_result(spec: Task, requests: list, lls: list[float], excluded: set, half: str | None) -> tuple[dict, list]:
     """One task's metrics from its choices' log-likelihoods (in request order), and the answer chosen per example."""
+    check_finite_outputs(lls, f"task {spec.name!r}'s choice log-likelihoods")  # a NaN would pick an answer silently
     correct, correct_norm, chosen = 0, 0, []
     offset = 0
     for request in requests:

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._batching import pad_id
-from .._checks import check_positive_int, is_int_at_least
+from .._checks import check_finite_outputs, check_positive_int, is_int_at_least
 from ..loading import text_causal_lm
 from ..tasks import wikitext2_text
 from .scorer import Scorer, check_tokenizer, encode_pair, left_padded
@@ -156,6 +156,7 @@ def texts_perplexity(
             for i, part in zip(batch, values.split([len(row) for row in inputs])):
                 nll[i] = -float(part.sum())
             progress.update(len(batch))
+    check_finite_outputs(nll, "texts' log-likelihoods")
     counts = [len(ids) - 1 for ids in encoded]
     tokens = sum(counts)
     return {
@@ -266,6 +267,7 @@ def last_word_accuracy(
                 loglikelihood[i] = float(picked.cpu().double().sum())
                 correct[i] = int(bool((picked >= logprobs.max(-1).values).all()))
             progress.update(len(batch))
+    check_finite_outputs(loglikelihood, "last words' log-likelihoods")
     return {
         "accuracy": sum(correct) / len(texts),
         "perplexity": math.exp(-sum(loglikelihood) / len(texts)),
