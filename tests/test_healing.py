@@ -723,6 +723,28 @@ def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
     assert not (tmp_path / "x").exists()
 
 
+def _overflowing(model):
+    """`model` in float16 with its first MLP scaled up until its gated products pass float16's range, as Gemma 3
+    270M's do on ordinary text."""
+    model.to(torch.float16)
+    with torch.no_grad():
+        model.model.layers[0].mlp.gate_proj.weight.mul_(1e4)
+        model.model.layers[0].mlp.up_proj.weight.mul_(1e4)
+    return model
+
+
+def test_a_teacher_or_student_that_overflowed_its_dtype_fails_before_training(tmp_path, tiny_tokenizer):
+    """Distilling from NaN targets, or guarding with a NaN KL, would train on nothing or keep anything: the run stops
+    before any step, naming the fix; no healed model is written."""
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match=r"The teacher's logits are not finite: .*bfloat16 or float32"):
+        heal(student, _overflowing(teacher), tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "a")
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match=r"The student's KL to the teacher on the guard's rows is nan: .*bfloat16"):
+        heal(_overflowing(student), teacher, tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_an_output_dir_that_cannot_take_the_model_fails_before_training(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
     (tmp_path / "file").write_text("keep")

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .._checks import OVERFLOW_HINT
+
 
 def coarse_kl(teacher_logprobs: torch.Tensor, student_logprobs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Per-position KL(teacher || student) over the teacher's top-k tokens `ids` plus one bucket for the rest.
@@ -201,6 +203,8 @@ def teacher_targets(
     values, indices = [], []
     for start in range(0, hidden.shape[0], chunk_size):
         logprobs = _output_logits(teacher, hidden[start : start + chunk_size])
+        if not bool(torch.isfinite(logprobs).all()):  # before anything is cached or trained on
+            raise ValueError(f"The teacher's logits are not finite: {OVERFLOW_HINT}.")
         if temperature != 1.0:
             logprobs.div_(temperature)
         logprobs.sub_(torch.logsumexp(logprobs, dim=-1, keepdim=True))  # log-softmax in place: one vocab-wide copy

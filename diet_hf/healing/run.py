@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._checks import check_shard_size
+from .._checks import OVERFLOW_HINT, check_shard_size
 from .._devices import fast_bf16
 from .._io import check_not_a_file, check_output_is_not_input
 from ..constants import family_for_model_type
@@ -135,6 +135,8 @@ def heal(
         limit_heap_retention()
     unhealed = _scored_on_held_out(student, tokenizer, held_out, score_tasks, disable_progress)
     before = _validation_kl(student, rows.validation, side.validation_targets, side.guard, config, document_bos)
+    if not math.isfinite(before):
+        raise ValueError(f"The student's KL to the teacher on the guard's rows is {before}: {OVERFLOW_HINT}.")
     # seeded again after the teacher's pass: loading a teacher by name may draw from the generator (transformers 4.57
     # initializes weights it then overwrites), and the LoRA start must not depend on how the teacher was given
     torch.manual_seed(config.seed)
