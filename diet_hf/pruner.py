@@ -22,7 +22,7 @@ from .options import ProfileOptions, PruneOptions, _PruneSettings, _resolved_opt
 from .plan import PruningPlan, build_plan, check_sparsity_targets
 from .profiling import _moments_bytes, _ProfilingMixin
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, weighted_scores
-from .surgery import build_pruned_model, check_weights_in_memory, offloaded_weights
+from .surgery import build_pruned_model, check_prunable_weights, offloaded_weights, quantized_modules
 
 __all__ = ["DietPruner"]
 
@@ -77,6 +77,11 @@ class DietPruner(_ProfilingMixin):
             logger.warning(
                 "The model is in float16: Gemma's activations can exceed its range (Gemma 3 270M's do on ordinary "
                 "text), and `profile()` stops with an error where they do. bfloat16 or float32 are safe."
+            )
+        if quantized_modules(source) or getattr(source, "hf_quantizer", None) is not None:
+            logger.warning(
+                "The model is quantized: `profile()` works, `prune()` needs its full-precision weights (load it in "
+                "bfloat16 or float32 to prune it)."
             )
         if offloaded_weights(source):
             logger.warning(
@@ -197,7 +202,7 @@ class DietPruner(_ProfilingMixin):
         if not isinstance(inplace, bool):
             raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
         self._require_dense("prune")
-        check_weights_in_memory(self._image_text or self.model)  # before the plan and any pass
+        check_prunable_weights(self._image_text or self.model)  # before the plan and any pass
         settings = self._prune_settings(recipe, method, options, option_values, tasks)
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
         check_sparsity_targets(**targets)  # before the steps scale them
@@ -324,9 +329,9 @@ class DietPruner(_ProfilingMixin):
         Checked on a plan of equal scores, so it needs no profile: where the options remove heads by their scores
         (`attention_ratio` > 0 with global allocation), how many heads a plan removes can differ a little with the
         scores, and `prune()` checks again. Also raises the `ValueError` of a model whose weights are offloaded
-        (`device_map` with "cpu" or "disk" modules), which `prune()` cannot cut.
+        (`device_map` with "cpu" or "disk" modules) or quantized, which `prune()` cannot cut.
         """
-        check_weights_in_memory(self._image_text or self.model)
+        check_prunable_weights(self._image_text or self.model)
         *_, plan_values = _resolved_options(recipe, method, options, option_values, "check_targets")
         targets = {"sparsity": sparsity, "mlp_sparsity": mlp_sparsity, "attention_sparsity": attention_sparsity}
         check_sparsity_targets(**targets)

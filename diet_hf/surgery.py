@@ -17,8 +17,9 @@ from .reconstruction import DEFAULT_DAMPING, least_squares_update
 __all__ = [
     "build_pruned_config",
     "build_pruned_model",
-    "check_weights_in_memory",
+    "check_prunable_weights",
     "offloaded_weights",
+    "quantized_modules",
     "slice_linear_weight",
     "to_pruned_model",
 ]
@@ -35,9 +36,23 @@ def offloaded_weights(model: nn.Module) -> list[str]:
     return [name for name, parameter in model.named_parameters() if parameter.device.type == "meta"]
 
 
-def check_weights_in_memory(model: nn.Module, name: str = "model") -> None:
-    """Raises `ValueError` naming `name` if weights of `model` are offloaded: pruning cuts every weight, so it needs
-    them in memory (profiling does not: accelerate loads them per forward pass)."""
+def quantized_modules(model: nn.Module) -> list[str]:
+    """The names of `model`'s linear layers whose weights are quantized: no plain floating-point weight (bitsandbytes'
+    packed integers, torchao's or quanto's tensor subclasses; GPTQ / AWQ layers hold a `qweight`)."""
+    found = []
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        packed = isinstance(weight, torch.Tensor) and (
+            not weight.dtype.is_floating_point or type(weight) not in (torch.Tensor, nn.Parameter)
+        )
+        if hasattr(module, "qweight") or (isinstance(module, nn.Linear) and packed):
+            found.append(name)
+    return found
+
+
+def check_prunable_weights(model: nn.Module, name: str = "model") -> None:
+    """Raises `ValueError` naming `name` if pruning cannot cut `model`'s weights: offloaded by accelerate (they are
+    loaded per forward pass, so profiling works) or quantized."""
     offloaded = offloaded_weights(model)
     if offloaded:
         raise ValueError(
@@ -46,6 +61,13 @@ def check_weights_in_memory(model: nn.Module, name: str = "model") -> None:
             "them only for each forward pass, and pruning cuts every weight. Load the model where it fits whole "
             '(e.g. `device_map="cpu"`), or profile it offloaded, save the profile (`save_scores(dir)`) and prune '
             "from it (`load_scores(dir)`) where the model fits."
+        )
+    quantized = quantized_modules(model)
+    if quantized or getattr(model, "hf_quantizer", None) is not None:
+        where = f" (e.g. `{quantized[0]}`)" if quantized else ""
+        raise ValueError(
+            f"`{name}` is quantized{where}: pruning slices and refits full-precision weights. Load the dense model "
+            "in bfloat16 or float32 to prune it, then quantize the pruned model as you would the dense one."
         )
 
 
@@ -279,7 +301,7 @@ def build_pruned_model(
     """
     if not isinstance(inplace, bool):
         raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
-    check_weights_in_memory(model)
+    check_prunable_weights(model)
     source = model
     model = text_causal_lm(model)  # an image-text Gemma 3: its text decoder
     family = family_for_model_type(model.config.model_type)
@@ -345,7 +367,7 @@ def _assign(pruned: nn.Module, state: dict, model: nn.Module) -> None:
 def _dispatch(pruned: nn.Module, device_map: dict | None) -> None:
     """Gives `pruned` (in place) the dense model's `device_map` as `from_pretrained` does (accelerate's
     `dispatch_model`): its weights already sit on those devices, and a model split across several GPUs also needs the
-    hooks that move each module's inputs to its device. Offloaded models never get here (`check_weights_in_memory`)."""
+    hooks that move each module's inputs to its device. Offloaded models never get here (`check_prunable_weights`)."""
     if not device_map:
         return
     from accelerate import dispatch_model

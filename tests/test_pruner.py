@@ -167,6 +167,30 @@ def _half_plan(config):
     return plan
 
 
+def test_a_quantized_model_is_refused_before_any_work(caplog):
+    """Pruning slices and refits full-precision weights: a linear layer holding int8 weights (as bitsandbytes' 8-bit
+    layers hold), or a model a transformers quantizer loaded (`hf_quantizer`), is refused by `check_targets`,
+    `prune()` and `build_pruned_model`, and `DietPruner` warns when it is given one."""
+    model = tiny_dense_model("gemma2")
+    down = model.model.layers[1].mlp.down_proj
+    down.weight = torch.nn.Parameter(down.weight.detach().mul(100).to(torch.int8), requires_grad=False)
+    with caplog.at_level(logging.WARNING, logger="diet_hf.pruner"):
+        pruner = DietPruner(model)
+    assert "The model is quantized" in caplog.text
+    quantized = r"`model` is quantized \(e\.g\. `model\.layers\.1\.mlp\.down_proj`\): .* bfloat16 or float32"
+    with pytest.raises(ValueError, match=quantized):
+        pruner.check_targets(sparsity=0.2)
+    with pytest.raises(ValueError, match=quantized):
+        pruner.prune(sparsity=0.2)
+    with pytest.raises(ValueError, match=quantized):
+        build_pruned_model(model)
+    loaded_quantized = tiny_dense_model("gemma2")
+    loaded_quantized.hf_quantizer = object()  # what transformers sets on a model its quantizer loaded
+    with pytest.raises(ValueError, match=r"`model` is quantized: pruning slices and refits"):
+        build_pruned_model(loaded_quantized)
+    assert build_pruned_model(tiny_dense_model("gemma2")) is not None  # full precision: no complaint
+
+
 def test_an_offloaded_model_profiles_and_is_pruned_from_its_saved_profile(tmp_path, data_dir, tiny_tokenizer, caplog):
     """A `device_map` with "disk" modules (or, beside a GPU, "cpu" ones) keeps their weights on the meta device and
     loads them per forward pass: profiling works, pruning is refused before any work (it used to fail inside the
