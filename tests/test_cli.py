@@ -817,3 +817,27 @@ def test_prune_target_errors_name_the_flags_before_any_model_loads(targets, expe
     monkeypatch.setattr(DietPruner, "from_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
     assert main(["--quiet", "prune", str(tmp_path / "none"), "--output", str(tmp_path / "out"), *targets]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_heal_never_runs_code_shipped_with_the_pruned_checkpoints_tokenizer(
+    dense_dir, tmp_path, tiny_tokenizer, data_dir
+):
+    """A checkpoint given to `diet-hf heal` is data: a tokenizer class shipped as code beside it (an `auto_map` in its
+    tokenizer_config.json) is not imported without the user's consent (transformers asks for `trust_remote_code`).
+    Checkpoints diet-hf saves have stock tokenizers and need none."""
+    pruned = tmp_path / "pruned"
+    build_pruned_model(tiny_dense_model("gemma2")).save_pretrained(pruned)
+    tiny_tokenizer.save_pretrained(pruned)
+    marker = tmp_path / "shipped-code-ran"
+    (pruned / "shipped_tokenizer.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import PreTrainedTokenizerFast\n\n\n"
+        "class ShippedTokenizer(PreTrainedTokenizerFast):\n    pass\n"
+    )
+    config = json.loads((pruned / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "ShippedTokenizer"
+    config["auto_map"] = {"AutoTokenizer": [None, "shipped_tokenizer.ShippedTokenizer"]}
+    (pruned / "tokenizer_config.json").write_text(json.dumps(config))
+    argv = ["--quiet", "heal", str(pruned), "--teacher", str(dense_dir), "--output", str(tmp_path / "healed")]
+    assert main([*argv, "--data", "rte", "--data-dir", str(data_dir)]) != 0
+    assert not marker.exists() and not (tmp_path / "healed").exists()

@@ -132,10 +132,10 @@ def _run_heal(args) -> int:
         raise ValueError(
             f"`model` must be a pruned model saved by diet-hf; {args.model} is a {type(student).__name__}."
         )
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True, token=args.token)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, token=args.token)
     # a pruned image-text model's processor goes beside the healed one
     image_text = is_image_text(student.config)
-    processor = load_processor(args.model, trust_remote_code=True, token=args.token) if image_text else None
+    processor = load_processor(args.model, token=args.token) if image_text else None
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
     teacher_config = AutoConfig.from_pretrained(args.teacher, token=args.token)
     check_parent(text_config(student.config), text_config(teacher_config))  # before any data
