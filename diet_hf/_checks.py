@@ -36,9 +36,10 @@ def check_shard_size(name: str, value) -> None:
         raise ValueError(f"`{name}` must be a number of bytes or a size such as '2GB' or '500MB', got {value!r}.")
 
 
+# what non-finite model outputs most likely mean, and the fix
 OVERFLOW_HINT = (
-    "the model overflowed its dtype: Gemma's activations exceed float16's range (Gemma 3 270M's do on ordinary text), "
-    "so load it in bfloat16 or float32 (`dtype=torch.bfloat16`; CLI `--dtype bfloat16`)"
+    "most likely the model overflowed its dtype (Gemma's activations exceed float16's range, Gemma 3 270M's on "
+    "ordinary text): load it in bfloat16 or float32 (`dtype=torch.bfloat16`; CLI `--dtype bfloat16`)"
 )
 
 

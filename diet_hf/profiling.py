@@ -412,7 +412,7 @@ def _check_finite_profile(task: str, mlp: torch.Tensor, heads: torch.Tensor) -> 
     for values, where in ((mlp, "`down_proj` inputs"), (heads, "`o_proj` inputs")):
         layers = (~torch.isfinite(values)).any(dim=-1).nonzero().flatten().tolist()
         if layers:
+            more = f" (and of {len(layers) - 1} later layers)" if len(layers) > 1 else ""
             raise ValueError(
-                f"Profiling {task!r}: the {where} of layer {layers[0]} (and {len(layers) - 1} later layers) are not "
-                f"finite: {OVERFLOW_HINT}."
+                f"Profiling {task!r}: the {where} of layer {layers[0]}{more} are not finite: {OVERFLOW_HINT}."
             )

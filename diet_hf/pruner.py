@@ -73,23 +73,7 @@ class DietPruner(_ProfilingMixin):
                 f"`model` is already pruned (`model_type` {model.config.model_type!r}); pass the dense "
                 f"`{self.family.dense_model_type}` model."
             )
-        if any(parameter.dtype == torch.float16 for parameter in source.parameters()):
-            logger.warning(
-                "The model is in float16: Gemma's activations can exceed its range (Gemma 3 270M's do on ordinary "
-                "text), and `profile()` stops with an error where they do. bfloat16 or float32 are safe."
-            )
-        if quantized_modules(source) or getattr(source, "hf_quantizer", None) is not None:
-            logger.warning(
-                "The model is quantized: `profile()` works, `prune()` needs its full-precision weights (load it in "
-                "bfloat16 or float32 to prune it)."
-            )
-        if offloaded_weights(source):
-            logger.warning(
-                '%d weights of the model are offloaded (a `device_map` with "cpu" or "disk" modules): '
-                "`profile()` works, `prune()` needs every weight in memory (`save_scores` the profile and prune "
-                "where it fits).",
-                len(offloaded_weights(source)),
-            )
+        _warn_about_weights(source)
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id or getattr(model.config, "_name_or_path", None) or None
@@ -438,3 +422,24 @@ def _nested(plan: PruningPlan, previous: PruningPlan) -> bool:
         (plan.head_kept_indices, previous.head_kept_indices),
     )
     return all(set(now) <= set(before) for kept, kept_before in pairs for now, before in zip(kept, kept_before))
+
+
+def _warn_about_weights(model) -> None:
+    """Warns, when a pruner is made, about weights that `profile()` or `prune()` will refuse: float16 (Gemma's
+    activations overflow it), quantized or offloaded (`prune()` cuts full-precision weights in memory)."""
+    if any(parameter.dtype == torch.float16 for parameter in model.parameters()):
+        logger.warning(
+            "The model is in float16: Gemma's activations can exceed its range (Gemma 3 270M's do on ordinary text), "
+            "and `profile()` stops with an error where they do. bfloat16 or float32 are safe."
+        )
+    if quantized_modules(model) or getattr(model, "hf_quantizer", None) is not None:
+        logger.warning(
+            "The model is quantized: `prune()` needs its full-precision weights (load it in bfloat16 or float32)."
+        )
+    offloaded = offloaded_weights(model)
+    if offloaded:
+        logger.warning(
+            '%d weights of the model are offloaded (a `device_map` with "cpu" or "disk" modules): `profile()` '
+            "works, `prune()` needs every weight in memory (`save_scores` the profile and prune where it fits).",
+            len(offloaded),
+        )
