@@ -372,7 +372,11 @@ def _dispatch(pruned: nn.Module, device_map: dict | None) -> None:
         return
     from accelerate import dispatch_model
 
-    dispatch_model(pruned, device_map=dict(device_map), skip_keys=getattr(pruned, "_skip_keys_device_placement", None))
+    # modules on "cpu" here hold their weights (offloaded ones were refused): with the CPU as the main device
+    # accelerate runs them there; with a GPU as the main device it would offload them
+    main_device = "cpu" if "cpu" in set(device_map.values()) else None
+    skip_keys = getattr(pruned, "_skip_keys_device_placement", None)
+    dispatch_model(pruned, device_map=dict(device_map), main_device=main_device, skip_keys=skip_keys)
 
 
 def _reconstructed(
