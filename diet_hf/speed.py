@@ -43,8 +43,8 @@ def measure_tokens_per_second(
 
 def _clock(device: torch.device) -> float:
     """`time.perf_counter()` once `device` has finished its queued work (CUDA, MPS and XPU run asynchronously: without
-    the wait a timer reads the launch, not the work)."""
-    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    the wait a timer reads the launch, not the work; `torch.cpu.synchronize` returns at once)."""
+    backend = getattr(torch, device.type, None)
     if backend is not None and hasattr(backend, "synchronize"):
         backend.synchronize()
     return time.perf_counter()
