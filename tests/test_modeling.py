@@ -331,9 +331,18 @@ def test_torch_compile_traces_the_whole_uneven_model(family):
     """`torch.compile(model, fullgraph=True)` traces a model with a removed MLP and a removed attention (their
     stand-ins, the cache placeholder included) without a graph break, forward with the cache and backward, and
     computes what eager does. The aot_eager backend checks the tracing, which is our code's part, without the minutes
-    of a C++ build (inductor also ran here by hand, equal to 2e-7)."""
+    of a C++ build (inductor also ran here by hand, equal to 2e-7). Where the stock model of the family does not
+    trace either (transformers 5.1 under torch 2.6: dynamo cannot read the `co_varnames` its input decorator looks
+    up), there is nothing of ours to check, and the test says so."""
     model = pruned_model(family, **UNEVEN_CASES[0])
     ids = random_batch()
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            torch.compile(tiny_dense_model(family).eval(), backend="aot_eager", fullgraph=True)(ids)
+    except torch._dynamo.exc.Unsupported as error:
+        reason = str(error).splitlines()[0]
+        pytest.skip(f"the stock {family} model does not trace with fullgraph=True here either: {reason}")
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     with torch.no_grad():
