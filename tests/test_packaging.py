@@ -57,7 +57,9 @@ print("ok")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel pip builds from a copy of this tree's package files (the build writes beside its sources)."""
+    """The wheel pip builds from the source distribution of a copy of this tree's package files, the way `python -m
+    build` makes a release (the build writes beside its sources): so the sdist is checked to carry what the wheel
+    needs, too."""
     root = tmp_path_factory.mktemp("packaging")
     source = root / "source"
     source.mkdir()
@@ -65,9 +67,19 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copy(REPO_ROOT / name, source / name)
     for name in ("diet_hf", "modeling"):
         shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root)]
-    result = subprocess.run([*command, str(source)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def run(*args: str, cwd: Path = root) -> None:
+        result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    run(
+        "-c",
+        "import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])",
+        str(root),
+        cwd=source,
+    )
+    (sdist,) = root.glob("diet_hf-*.tar.gz")
+    run("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root), str(sdist))
     (built,) = root.glob("diet_hf-*.whl")
     return built
 
