@@ -20,10 +20,8 @@ with neither interval below zero. The profiles multiply x x^T in float32 (`momen
 rows were made, and the default's KL is recomputed and must match theirs (a check that the pairing holds).
 """
 
-import json
 import random
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,10 +44,9 @@ def any_choice_calibration_text(task: Task, doc: dict) -> str:
 def main(argv=None) -> int:
     parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/choice_calibration_probe")
     args = parser.parse_args(argv)
-    (dense, tokenizer, pruner), dev_kl, previous = dev_sweep.paired_probe_start(args)
-    prompts, _, reference = dev_kl
+    start = dev_sweep.paired_probe_start(args)
+    (dense, tokenizer, pruner), _, _ = start
     report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": []}
-    output = Path(args.output)
     Task.calibration_text = any_choice_calibration_text
     try:
         candidate = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
@@ -62,37 +59,16 @@ def main(argv=None) -> int:
     report["same_excluded_examples"] = same
     if not same:
         raise SystemExit("The candidate's calibration draw excluded other evaluation examples; the pairing fails.")
-    models = {}
-    for sparsity in args.sparsities:
-        for variant, source in (("default", pruner), ("any-choice", candidate)):
-            start = time.perf_counter()
-            model = source.prune(sparsity=sparsity, disable_progress=True)
-            report["rows"].append(dev_sweep.kl_row(model, tokenizer, dev_kl, sparsity, variant, previous, start))
-            _write(output, report)
-            models[(sparsity, variant)] = model
-    kl = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"]}
-    report["kl_rule_passed"] = all(kl[(s, "any-choice")] <= 1.05 * kl[(s, "default")] for s in args.sparsities)
-    _write(output, report)
-    print("KL guard passed:", report["kl_rule_passed"], flush=True)
-    if not report["kl_rule_passed"]:
-        return 0
-    context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
-    for sparsity in args.sparsities:
-        measured = dev_sweep.paired_with(
-            models[(sparsity, "any-choice")], tokenizer, args, context, previous[(dev_sweep.PAIRED_DEFAULT, sparsity)]
-        )
-        row = {"sparsity": sparsity, "variant": "any-choice, dev accuracy", **measured}
-        report["rows"].append(row)
-        print(
-            sparsity, f"avg {row['average_paper_tasks']:.4f} vs {row['default_average']:.4f}", row["against_default"]
-        )
-        _write(output, report)
+
+    def prune(variant: str, sparsity: float):
+        return (pruner if variant == "default" else candidate).prune(sparsity=sparsity, disable_progress=True)
+
+    dev_sweep.guarded_probe(args, start, report, "any-choice", prune, lambda r: _write(Path(args.output), r))
     return 0
 
 
 def _write(output: Path, report: dict) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    dev_sweep.write_probe_json(output, report)
     title = "Calibration texts ending in any answer choice"
     lines = dev_sweep.probe_heading(
         title, [report["command"]], report["kl_prompts_per_task"], "choice_calibration_probe.py"

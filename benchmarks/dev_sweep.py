@@ -198,6 +198,52 @@ def paired_with(model, tokenizer, args, context, before: dict) -> dict:
     return {**measured, "against_default": difference, "default_average": before["average_paper_tasks"]}
 
 
+def paired_accuracy_row(model, tokenizer, args, context, previous: dict, sparsity: float, variant: str) -> dict:
+    """The probes' accuracy row of `model` (`variant` at `sparsity`): `paired_with` against the default's reference
+    row at that sparsity (`previous`: the reference rows by (name, sparsity)), printed as it comes."""
+    measured = paired_with(model, tokenizer, args, context, previous[(PAIRED_DEFAULT, sparsity)])
+    row = {"sparsity": sparsity, "variant": f"{variant}, dev accuracy", **measured}
+    average = f"avg {row['average_paper_tasks']:.4f} vs {row['default_average']:.4f}"
+    print(sparsity, average, row["against_default"], flush=True)
+    return row
+
+
+def guarded_probe(args, start, report: dict, variant: str, prune, write, guard: float = 1.05) -> None:
+    """One candidate against the default, the flow of the probes whose KL is a guard: at every sparsity the KL rows of
+    the default and of `variant` (`prune(name, sparsity)` builds either model; `start`: `paired_probe_start`'s
+    result), then, only if the candidate's KL is at most `guard` times the default's at every sparsity
+    (`report["kl_rule_passed"]`), its accuracy rows paired with the default's reference rows. `write(report)` after
+    every row."""
+    (_, tokenizer, pruner), dev_kl, previous = start
+    models = {}
+    for sparsity in args.sparsities:
+        for name in ("default", variant):
+            started = time.perf_counter()
+            models[(sparsity, name)] = prune(name, sparsity)
+            report["rows"].append(
+                kl_row(models[(sparsity, name)], tokenizer, dev_kl, sparsity, name, previous, started)
+            )
+            write(report)
+    kl = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"]}
+    report["kl_rule_passed"] = all(kl[(s, variant)] <= guard * kl[(s, "default")] for s in args.sparsities)
+    write(report)
+    print("KL rule passed:", report["kl_rule_passed"], flush=True)
+    if not report["kl_rule_passed"]:
+        return
+    prompts, _, reference = dev_kl
+    context = measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
+    for sparsity in args.sparsities:
+        model = models[(sparsity, variant)]
+        report["rows"].append(paired_accuracy_row(model, tokenizer, args, context, previous, sparsity, variant))
+        write(report)
+
+
+def write_probe_json(output: Path, report: dict) -> None:
+    """A probe's report as `output`.json (its folder made), rewritten after every row."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+
+
 def probe_heading(title: str, commands: list[str], kl_prompts: int, script: str) -> list[str]:
     """The first Markdown lines of a paired probe's report: its title, the commands that made its rows, what its KL
     is read after, and where its method and rule are written (`script`'s docstring)."""

@@ -164,13 +164,9 @@ def main(argv=None) -> int:
             continue
         if (sparsity, variant) not in models:
             models[(sparsity, variant)] = _pruned(dense, pruner, variant, sparsity, fisher, activation)[0]
-        measured = dev_sweep.paired_with(
-            models[(sparsity, variant)], tokenizer, args, context, previous[(dev_sweep.PAIRED_DEFAULT, sparsity)]
-        )
-        row = {"sparsity": sparsity, "variant": f"{variant}, dev accuracy", **measured}
-        report["rows"].append(row)
-        print(
-            sparsity, f"avg {row['average_paper_tasks']:.4f} vs {row['default_average']:.4f}", row["against_default"]
+        model = models[(sparsity, variant)]
+        report["rows"].append(
+            dev_sweep.paired_accuracy_row(model, tokenizer, args, context, previous, sparsity, variant)
         )
         _write(output, report)
     return 0
@@ -246,8 +242,7 @@ def _mean_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _write(output: Path, report: dict) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    dev_sweep.write_probe_json(output, report)
     title = "Per-task Fisher scores of the MLP dimensions under the default"
     lines = dev_sweep.probe_heading(title, report["commands"], report["kl_prompts_per_task"], "fisher_probe.py")
     if "fisher_seconds" in report:

@@ -23,9 +23,7 @@ below zero. The profile multiplies x x^T in float32 here (`moments_dtype="float3
 and the default's KL is recomputed and must match theirs (a check that the pairing holds).
 """
 
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -66,51 +64,24 @@ def mean_anchored_update(weight, kept_channels, mean, second_moment, *, centered
 def main(argv=None) -> int:
     parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/mean_anchor_probe")
     args = parser.parse_args(argv)
-    (dense, tokenizer, pruner), dev_kl, previous = dev_sweep.paired_probe_start(args)
-    prompts, _, reference = dev_kl
+    start = dev_sweep.paired_probe_start(args)
+    pruner = start[0][2]
     report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": []}
-    output = Path(args.output)
-    models = {}
-    for sparsity in args.sparsities:
-        for variant in ("default", "mean-anchored"):
-            start = time.perf_counter()
-            if variant == "mean-anchored":
-                surgery.least_squares_update = mean_anchored_update
-            try:
-                model = pruner.prune(sparsity=sparsity, disable_progress=True)
-            finally:
-                surgery.least_squares_update = least_squares_update
-            row = dev_sweep.kl_row(model, tokenizer, dev_kl, sparsity, variant, previous, start)
-            report["rows"].append(row)
-            _write(output, report)
-            models[(sparsity, variant)] = model
-    kl = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"]}
-    report["kl_rule_passed"] = all(kl[(s, "mean-anchored")] <= 1.05 * kl[(s, "default")] for s in args.sparsities)
-    _write(output, report)
-    print("KL rule passed:", report["kl_rule_passed"], flush=True)
-    if not report["kl_rule_passed"]:
-        return 0
-    context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
-    for sparsity in args.sparsities:
-        measured = dev_sweep.paired_with(
-            models[(sparsity, "mean-anchored")],
-            tokenizer,
-            args,
-            context,
-            previous[(dev_sweep.PAIRED_DEFAULT, sparsity)],
-        )
-        row = {"sparsity": sparsity, "variant": "mean-anchored, dev accuracy", **measured}
-        report["rows"].append(row)
-        print(
-            sparsity, f"avg {row['average_paper_tasks']:.4f} vs {row['default_average']:.4f}", row["against_default"]
-        )
-        _write(output, report)
+
+    def prune(variant: str, sparsity: float):
+        if variant == "mean-anchored":
+            surgery.least_squares_update = mean_anchored_update
+        try:
+            return pruner.prune(sparsity=sparsity, disable_progress=True)
+        finally:
+            surgery.least_squares_update = least_squares_update
+
+    dev_sweep.guarded_probe(args, start, report, "mean-anchored", prune, lambda r: _write(Path(args.output), r))
     return 0
 
 
 def _write(output: Path, report: dict) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    dev_sweep.write_probe_json(output, report)
     title = "The BOS-anchored reconstruction with a zero-mean residual"
     lines = dev_sweep.probe_heading(title, [report["command"]], report["kl_prompts_per_task"], "mean_anchor_probe.py")
     lines += dev_sweep.probe_tables(report["rows"], "reconstruction", "mean-anchored")
