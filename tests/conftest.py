@@ -92,6 +92,16 @@ def save_dense_checkpoint(path: Path, family: str, tokenizer, seed: int = 0) -> 
     return path
 
 
+def overflowing(model):
+    """`model` (in place) in float16 with its first MLP scaled up until its gated products pass float16's range, as
+    Gemma 3 270M's do on ordinary text (NaN from there on)."""
+    model.to(torch.float16)
+    with torch.no_grad():
+        model.model.layers[0].mlp.gate_proj.weight.mul_(1e4)
+        model.model.layers[0].mlp.up_proj.weight.mul_(1e4)
+    return model
+
+
 def tiny_image_text_model(text_model, seed: int = 1):
     """A tiny `Gemma3ForConditionalGeneration` whose language model carries `text_model`'s weights."""
     vocab = text_model.config.vocab_size

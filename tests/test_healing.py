@@ -10,7 +10,14 @@ import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_tables_well_formed, on_second_device, random_batch, run_script, tiny_dense_model
+from conftest import (
+    assert_tables_well_formed,
+    on_second_device,
+    overflowing,
+    random_batch,
+    run_script,
+    tiny_dense_model,
+)
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -723,25 +730,15 @@ def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
     assert not (tmp_path / "x").exists()
 
 
-def _overflowing(model):
-    """`model` in float16 with its first MLP scaled up until its gated products pass float16's range, as Gemma 3
-    270M's do on ordinary text."""
-    model.to(torch.float16)
-    with torch.no_grad():
-        model.model.layers[0].mlp.gate_proj.weight.mul_(1e4)
-        model.model.layers[0].mlp.up_proj.weight.mul_(1e4)
-    return model
-
-
 def test_a_teacher_or_student_that_overflowed_its_dtype_fails_before_training(tmp_path, tiny_tokenizer):
     """Distilling from NaN targets, or guarding with a NaN KL, would train on nothing or keep anything: the run stops
     before any step, naming the fix; no healed model is written."""
     teacher, student = _pair()
     with pytest.raises(ValueError, match=r"The teacher's logits are not finite: .*bfloat16 or float32"):
-        heal(student, _overflowing(teacher), tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "a")
+        heal(student, overflowing(teacher), tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "a")
     teacher, student = _pair()
     with pytest.raises(ValueError, match=r"The student's KL to the teacher on the guard's rows is nan: .*bfloat16"):
-        heal(_overflowing(student), teacher, tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "b")
+        heal(overflowing(student), teacher, tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import random_batch, tiny_dense_model
+from conftest import overflowing, random_batch, tiny_dense_model
 
 from diet_hf.constants import FAMILIES
 from diet_hf.profiler import ActivationStats, collect_activation_stats, record_activation_stats
@@ -105,10 +105,7 @@ def test_a_profile_that_overflowed_its_dtype_is_an_error(caplog):
 
     from diet_hf import DietPruner
 
-    model = tiny_dense_model("gemma2").to(torch.float16)
-    with torch.no_grad():
-        model.model.layers[0].mlp.gate_proj.weight.mul_(1e4)
-        model.model.layers[0].mlp.up_proj.weight.mul_(1e4)
+    model = overflowing(tiny_dense_model("gemma2"))
     with caplog.at_level(logging.WARNING, logger="diet_hf.pruner"):
         pruner = DietPruner(model)
     assert "The model is in float16" in caplog.text
