@@ -22,7 +22,7 @@ from .options import ProfileOptions, PruneOptions, _PruneSettings, _resolved_opt
 from .plan import PruningPlan, build_plan, check_sparsity_targets
 from .profiling import _moments_bytes, _ProfilingMixin
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, weighted_scores
-from .surgery import build_pruned_model, check_prunable_weights, offloaded_weights, quantized_modules
+from .surgery import build_pruned_model, check_prunable_weights, is_quantized, offloaded_weights
 
 __all__ = ["DietPruner"]
 
@@ -432,7 +432,7 @@ def _warn_about_weights(model) -> None:
             "The model is in float16: Gemma's activations can exceed its range (Gemma 3 270M's do on ordinary text), "
             "and `profile()` stops with an error where they do. bfloat16 or float32 are safe."
         )
-    if quantized_modules(model) or getattr(model, "hf_quantizer", None) is not None:
+    if is_quantized(model):
         logger.warning(
             "The model is quantized: `prune()` needs its full-precision weights (load it in bfloat16 or float32)."
         )

@@ -18,6 +18,7 @@ __all__ = [
     "build_pruned_config",
     "build_pruned_model",
     "check_prunable_weights",
+    "is_quantized",
     "offloaded_weights",
     "quantized_modules",
     "slice_linear_weight",
@@ -50,6 +51,12 @@ def quantized_modules(model: nn.Module) -> list[str]:
     return found
 
 
+def is_quantized(model: nn.Module) -> bool:
+    """Whether `model` holds quantized linear layers (`quantized_modules`) or was loaded by a transformers quantizer
+    (`hf_quantizer`)."""
+    return bool(quantized_modules(model)) or getattr(model, "hf_quantizer", None) is not None
+
+
 def check_prunable_weights(model: nn.Module, name: str = "model") -> None:
     """Raises `ValueError` naming `name` if pruning cannot cut `model`'s weights: offloaded by accelerate (they are
     loaded per forward pass, so profiling works) or quantized."""
@@ -62,8 +69,8 @@ def check_prunable_weights(model: nn.Module, name: str = "model") -> None:
             '(e.g. `device_map="cpu"`), or profile it offloaded, save the profile (`save_scores(dir)`) and prune '
             "from it (`load_scores(dir)`) where the model fits."
         )
-    quantized = quantized_modules(model)
-    if quantized or getattr(model, "hf_quantizer", None) is not None:
+    if is_quantized(model):
+        quantized = quantized_modules(model)
         where = f" (e.g. `{quantized[0]}`)" if quantized else ""
         raise ValueError(
             f"`{name}` is quantized{where}: pruning slices and refits full-precision weights. Load the dense model "

@@ -38,10 +38,11 @@ def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     hidden = hidden.to(model.lm_head.weight.device)
     weight = _HEAD_COPIES.get(model.lm_head.weight, hidden.device.type) if _HEAD_COPIES is not None else None
     if weight is None:
-        logits = model.lm_head(hidden).float().to(device)
+        logits = model.lm_head(hidden)
     else:
         bias = None if model.lm_head.bias is None else model.lm_head.bias.to(weight.dtype)
-        logits = F.linear(hidden.to(weight.dtype), weight, bias).float().to(device)
+        logits = F.linear(hidden.to(weight.dtype), weight, bias)
+    logits = logits.float().to(device)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
