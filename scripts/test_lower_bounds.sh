@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs the default test suite with every dependency at the lower bound of its pin in pyproject.toml, all at once:
 # what the pins claim was tested. torch is the CPU build the other environments use (2.13.0) unless TORCH names
-# another release (TORCH=2.4.0: the pin's floor; on Linux PyPI serves it as a CUDA build with its nvidia-* wheels,
+# another release (TORCH=2.6.0: the pin's floor; on Linux PyPI serves it as a CUDA build with its nvidia-* wheels,
 # about 2.7 GB, which runs on the CPU as well); transformers is at its floor, 4.57.6, or at the version given first,
 # and a floor below what that transformers requires (huggingface_hub, safetensors on 5.x) is raised to it. Extra
 # arguments go to pytest.
 #
 #   scripts/test_lower_bounds.sh                 # transformers 4.57.6
 #   scripts/test_lower_bounds.sh 5.1.0           # the lowest 5.x release the pin admits
-#   TORCH=2.4.0 scripts/test_lower_bounds.sh     # and torch at its floor
+#   TORCH=2.6.0 scripts/test_lower_bounds.sh     # and torch at its floor
 #
 # Not part of CI (.ci/run): its own environment takes a few minutes to set up. Run it when a pin changes.
 set -euo pipefail
