@@ -18,9 +18,12 @@ candidate goes on to dev accuracy only if its KL is at most 5% above the default
 default only if its paired difference in the seven-task average is above zero (point estimate) at both 20% and 40%,
 with neither interval below zero. The profiles multiply x x^T in float32 (`moments_dtype="float32"`), as when those
 rows were made, and the default's KL is recomputed and must match theirs (a check that the pairing holds).
+
+Since 2026-12-05 the candidate is the library's `calibration_answer="any"` (the default since then, drawing exactly
+the choices this script drew when it patched `Task.calibration_text`), and the reference is profiled with the answers
+of the reference rows (`dev_sweep.reference_answer`: gold for `dev_sweep_500.json`).
 """
 
-import random
 import sys
 from pathlib import Path
 
@@ -29,16 +32,6 @@ import dev_sweep  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
-from diet_hf.tasks.registry import Task  # noqa: E402
-
-GOLD_CALIBRATION_TEXT = Task.calibration_text
-
-
-def any_choice_calibration_text(task: Task, doc: dict) -> str:
-    """The scored prompt followed by one of the example's choices, drawn uniformly from task name and example id."""
-    request = task.build(doc)
-    choice = random.Random(f"{task.name}/{request.example_id}").randrange(len(request.continuations))
-    return request.contexts[choice] + request.delimiter + request.continuations[choice]
 
 
 def main(argv=None) -> int:
@@ -47,14 +40,15 @@ def main(argv=None) -> int:
     start = dev_sweep.paired_probe_start(args)
     (dense, tokenizer, pruner), _, _ = start
     report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": []}
-    Task.calibration_text = any_choice_calibration_text
-    try:
-        candidate = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-        candidate.profile(
-            PAPER_TASKS, num_samples=100, data_dir=args.data_dir, disable_progress=True, moments_dtype="float32"
-        )
-    finally:
-        Task.calibration_text = GOLD_CALIBRATION_TEXT
+    candidate = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
+    candidate.profile(
+        PAPER_TASKS,
+        num_samples=100,
+        data_dir=args.data_dir,
+        disable_progress=True,
+        moments_dtype="float32",
+        calibration_answer="any",
+    )
     same = candidate.scores.provenance["excluded_eval_ids"] == pruner.scores.provenance["excluded_eval_ids"]
     report["same_excluded_examples"] = same
     if not same:

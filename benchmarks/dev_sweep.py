@@ -31,6 +31,7 @@ from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_to
 from diet_hf.plan import build_plan
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS, evaluation_examples, get_task
+from diet_hf.tasks.registry import CALIBRATION_ANSWERS, DEFAULT_CALIBRATION_ANSWER
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
 SIGNAL_TASKS = ("hellaswag", "arc_easy", "piqa")
@@ -137,11 +138,23 @@ def probe_parser(description: str, output: str) -> argparse.ArgumentParser:
 
 def paired_probe_start(args):
     """What those probes start from: `(dense, tokenizer, pruner)` profiled as the reference rows were (float32 x xᵀ
-    products), `(prompts, flat, reference)` of `dev_prompt_reference`, and the reference rows by (name, sparsity)."""
-    dense, tokenizer, pruner = profiled_dense(args.data_dir, moments_dtype="float32")
+    products, their calibration answers), `(prompts, flat, reference)` of `dev_prompt_reference`, and the reference
+    rows by (name, sparsity)."""
+    report = json.loads(Path(args.reference).read_text())
+    dense, tokenizer, pruner = profiled_dense(
+        args.data_dir, moments_dtype="float32", calibration_answer=reference_answer(report)
+    )
     kl = dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
-    previous = {(r["name"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
+    previous = {(r["name"], r["sparsity"]): r for r in report["rows"]}
     return (dense, tokenizer, pruner), kl, previous
+
+
+ANSWER_WORDS = {"gold": "their gold answers", "any": "a choice drawn per example"}
+
+
+def reference_answer(report: dict) -> str:
+    """The answer a sweep's calibration texts ended in (`"gold"` in sweeps from before the option)."""
+    return report.get("calibration_answer", "gold")
 
 
 def dev_prompt_reference(dense, tokenizer, pruner, data_dir, count: int):
@@ -370,6 +383,12 @@ def main(argv=None) -> int:
         help="run just these (candidate, sparsity) pairs (none: only the diagnosis)",
     )
     parser.add_argument("--diagnose", type=float, default=None, help="sparsity of the per-layer restore diagnosis")
+    parser.add_argument(
+        "--calibration-answer",
+        choices=CALIBRATION_ANSWERS,
+        default=DEFAULT_CALIBRATION_ANSWER,
+        help="what the calibration texts end in (`ProfileOptions.calibration_answer`; the committed sweeps: gold)",
+    )
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--render", action="store_true", help="only write <output>.md from <output>.json")
     parser.add_argument("--output", default="benchmarks/results/dev_sweep")
@@ -381,9 +400,15 @@ def main(argv=None) -> int:
         output.with_suffix(".md").write_text(render(json.loads(output.read_text())))
         return 0
     command = " ".join(["python", *sys.argv])
-    report = {"commands": [command], "half": "dev", "limit": args.limit, "rows": []}
+    answer = args.calibration_answer
+    report = {"commands": [command], "half": "dev", "limit": args.limit, "calibration_answer": answer, "rows": []}
     if args.resume and output.is_file():
         previous = json.loads(output.read_text())
+        if reference_answer(previous) != answer:
+            parser.error(
+                f"--resume: {output}'s rows were calibrated on the {reference_answer(previous)!r} answers, not on "
+                f"{answer!r}: give --calibration-answer {reference_answer(previous)} or another --output"
+            )
         report["rows"] = previous["rows"]
         report["commands"] = [*previous.get("commands", [previous.get("command")]), command]
     done = {(r["name"], r["sparsity"]) for r in report["rows"]}
@@ -405,7 +430,12 @@ def main(argv=None) -> int:
     dense, tokenizer, _ = load_gemma3_270m()
     pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
     pruner.profile(
-        PAPER_TASKS, num_samples=args.num_samples, data_dir=args.data_dir, channel_stats=True, disable_progress=True
+        PAPER_TASKS,
+        num_samples=args.num_samples,
+        data_dir=args.data_dir,
+        channel_stats=True,
+        disable_progress=True,
+        calibration_answer=answer,
     )
     scores = pruner.scores
     excluded = scores.provenance["excluded_eval_ids"]
@@ -444,7 +474,8 @@ def render(report: dict) -> str:
         *[f"- `{command}`" for command in report.get("commands", [report.get("command")])],
         "",
         f"Dev half of each task (`diet_hf.tasks.split_half`), first {report['limit']} examples per task after "
-        "calibration exclusions; 7 paper tasks x 100 calibration examples. avg: seven-task average (acc for BoolQ, "
+        "calibration exclusions; 7 paper tasks x 100 calibration examples, ending in "
+        f"{ANSWER_WORDS[reference_answer(report)]}. avg: seven-task average (acc for BoolQ, "
         "RTE, WinoGrande, acc_norm otherwise) ± its standard error; signal: HellaSwag + ARC-e + PIQA; KL: mean "
         "KL(dense ‖ pruned) of the next-token distribution after 40 dev prompts per task (8 tasks); P(yes): mean "
         "P(yes) / (P(yes) + P(no)) after BoolQ dev prompts (dense "

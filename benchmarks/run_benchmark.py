@@ -43,6 +43,7 @@ from diet_hf.real_model import load_gemma3_270m
 from diet_hf.recipes import DEFAULT_RECIPE, RECIPES
 from diet_hf.speed import compare_tokens_per_second
 from diet_hf.tasks import HALVES, PAPER_TASKS, evaluation_examples, get_task
+from diet_hf.tasks.registry import DEFAULT_CALIBRATION_ANSWER
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
 SIGNAL_TASKS = ("hellaswag", "arc_easy", "piqa")  # where a 270M model is clearly above chance
@@ -59,8 +60,13 @@ ABLATIONS = {
     # the reconstruction without its BOS anchor: the default before 2026-12-01
     "diet_no_anchor": {"anchor_bos": False},
 }
-# What rows of DIET's default were measured with: the recipe's name, and its width rounding since it has one.
-DEFAULT_LABEL = f"{DEFAULT_RECIPE}/round_to={RECIPES[DEFAULT_RECIPE]['round_to']}"
+# What rows of DIET's default were measured with: the recipe's name, its width rounding since it has one, and the
+# answer its calibration texts end in since that is an option (labels without it: the gold answer).
+DEFAULT_LABEL = (
+    f"{DEFAULT_RECIPE}/round_to={RECIPES[DEFAULT_RECIPE]['round_to']}/calibration_answer={DEFAULT_CALIBRATION_ANSWER}"
+)
+# rows whose models read no calibration data: the same whatever the calibration texts end in
+CALIBRATION_FREE = ("dense", "random", "magnitude", "diet_wikitext")
 SPEED_FIELDS = (
     *("prefill_tokens_per_s", "decode_tokens_per_s", "dense_prefill_tokens_per_s", "dense_decode_tokens_per_s"),
     *("prefill_speedup", "decode_speedup"),
@@ -525,6 +531,12 @@ def retired_name(method: str, previous_label: str | None) -> str:
         previous_label = f"{previous_label}/round_to=1"
     before = _label_options(previous_label)
     current = RECIPES[DEFAULT_RECIPE]
+    if _label_answer(previous_label) != DEFAULT_CALIBRATION_ANSWER:
+        # other calibration texts: every model that read them is another model, the baselines' too
+        if method not in CALIBRATION_FREE:
+            return f"{method}@{previous_label}"
+        if method != "diet_wikitext":
+            return method
     on_top = {name: changes for name, changes in ABLATIONS.items() if "recipe" not in changes}
     if method == "diet":
         # the earlier default's rows are the ablation whose options, on top of the current default, give it
@@ -540,9 +552,16 @@ def retired_name(method: str, previous_label: str | None) -> str:
 
 
 def _label_options(label: str) -> dict | None:
-    """The options of the recipe a default label names (`<recipe>/round_to=<n>`), if that recipe still exists."""
-    recipe, _, round_to = label.partition("/round_to=")
+    """The options of the recipe a default label names (`<recipe>/round_to=<n>[/calibration_answer=<answer>]`), if
+    that recipe still exists."""
+    recipe, *pairs = label.split("/")
+    round_to = dict(pair.split("=", 1) for pair in pairs)["round_to"]
     return {**RECIPES[recipe], "round_to": int(round_to)} if recipe in RECIPES else None
+
+
+def _label_answer(label: str) -> str:
+    """The answer a default label's calibration texts ended in (`"gold"` in labels from before the option)."""
+    return dict(pair.split("=", 1) for pair in label.split("/")[1:]).get("calibration_answer", "gold")
 
 
 def retire_earlier_default(rows: list[dict], previous_label: str | None) -> None:

@@ -75,6 +75,13 @@ def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
     return [(i, config.layer_types[i], *layer_sizes(config, i)) for i in range(config.num_hidden_layers)]
 
 
+# the card's words for `ProfileOptions.calibration_answer`
+CALIBRATION_ANSWER_TEXT = {
+    "any": "each question's prompt followed by one of its choices, drawn per question",
+    "gold": "each question's prompt followed by its correct answer",
+}
+
+
 def _samples_text(record: dict) -> str:
     """`num_samples` where every task read that many (or the record predates per-task counts), else each task's."""
     counts = record.get("samples_per_task") or {}
@@ -269,6 +276,11 @@ def _how_it_was_pruned_lines(record: dict, config, image_text: bool) -> list[str
         ),
         f"| calibration tasks | {_cell(tasks)} |",
         f"| samples per task | {_cell(_samples_text(record))} (seed {record.get('seed')}) |",
+        *(
+            [f"| calibration answers | {CALIBRATION_ANSWER_TEXT[record['calibration_answer']]} |"]
+            if record.get("calibration_answer") in CALIBRATION_ANSWER_TEXT
+            else []
+        ),
         f"| target sparsity | {_target_text(target)} |",
         f"| achieved decoder-block sparsity | {record.get('achieved_block_sparsity', 0.0):.2%} |",
         f"| parameters{' of the text model' if image_text else ''} | {base['total']:,} before, {counts['total']:,} "

@@ -55,11 +55,14 @@ class _ProfilingMixin:
             tasks (`list` or `dict`): registered task names (and your own `tasks.multiple_choice_task`s, under their
                 names), or name -> custom data (a list of strings, a
                 `datasets.Dataset` with a `text` column, your own multiple-choice questions as a
-                `tasks.multiple_choice_task`, calibrated on each context and gold choice, or an iterable of token
-                batches with `input_ids` and `attention_mask`).
+                `tasks.multiple_choice_task`, calibrated on each context and an answer as the registered tasks are,
+                or an iterable of token batches with `input_ids` and `attention_mask`).
             options (`ProfileOptions`, *optional*): the calibration options as one object; or give them as keywords
-                (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `channel_stats=True`,
-                `input_moments=True`, `moments_memory_gib=2.0`, `moments_dtype="auto"`), which override `options`.
+                (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `calibration_answer="any"`,
+                `channel_stats=True`, `input_moments=True`, `moments_memory_gib=2.0`, `moments_dtype="auto"`), which
+                override `options`. `calibration_answer` is the answer a question's calibration text ends in: `"any"`
+                one of its choices, drawn from the task's name and the example's id (distractors too, as the
+                evaluator reads every choice), `"gold"` the correct one (the paper's).
                 `channel_stats` keeps per-input-channel sums of a and a^2 of `down_proj` / `o_proj`, which bias
                 compensation and the Wanda-sp and FLAP baselines need (`2 x (intermediate_size + heads x head_dim)`
                 float64 per layer and task). `input_moments` sums the reconstruction's x x^T of every `down_proj`
@@ -107,6 +110,7 @@ class _ProfilingMixin:
             "num_samples": options.num_samples,
             "max_length": options.max_length,
             "seed": options.seed,
+            "calibration_answer": options.calibration_answer,
             "sample_ids": sample_ids,
             "excluded_eval_ids": excluded,
             "diet_hf_version": diet_hf.__version__,
@@ -313,7 +317,11 @@ class _ProfilingMixin:
                         break
                     continue
                 seed, count = provenance["seed"], provenance["num_samples"]
-                data[task] = load_calibration(task, num_samples=count, seed=seed, data_dir=self._scores_data_dir)
+                # profiles saved before diet-hf had the option ended every text in the gold answer
+                answer = provenance.get("calibration_answer", "gold")
+                data[task] = load_calibration(
+                    task, num_samples=count, seed=seed, data_dir=self._scores_data_dir, answer=answer
+                )
                 if data[task].example_ids != drawn[task]:
                     reason = f"the examples of task {task!r} drawn again differ from the profile's (the data changed)"
                     break
@@ -388,12 +396,16 @@ def _calibration_sets(named: dict, options, data_dir) -> dict:
     for name, data in named.items():
         if data is None:
             calibration[name] = load_calibration(
-                name, num_samples=options.num_samples, seed=options.seed, data_dir=data_dir
+                name,
+                num_samples=options.num_samples,
+                seed=options.seed,
+                data_dir=data_dir,
+                answer=options.calibration_answer,
             )
         elif _is_token_batches(data):
             calibration[name] = _checked_token_batches(name, data)  # kept: iterative pruning profiles again
         else:
-            calibration[name] = custom_calibration(name, data)
+            calibration[name] = custom_calibration(name, data, answer=options.calibration_answer)
             count = len(calibration[name].texts)
             if count > 10 * options.num_samples:  # `num_samples` draws from registered tasks, not from yours
                 logger.warning(

@@ -13,12 +13,13 @@ def test_rows_of_an_earlier_default_are_renamed():
         {"method": m}
         for m in ("diet", "diet_global", "diet_round1", "diet_wikitext", "diet_balanced", "diet_paper", "flap")
     ]
-    rb.retire_earlier_default(rows, "uniform_mlp_mean/round_to=64")
+    earlier = "uniform_mlp_mean/round_to=64/calibration_answer=any"  # the same calibration texts
+    rb.retire_earlier_default(rows, earlier)
     assert [r["method"] for r in rows] == [
         "diet_no_reconstruct",  # the earlier default is now the ablation with its options
-        "diet_global@uniform_mlp_mean/round_to=64",  # ablations on top of the earlier default keep its label
-        "diet_round1@uniform_mlp_mean/round_to=64",
-        "diet_wikitext@uniform_mlp_mean/round_to=64",
+        f"diet_global@{earlier}",  # ablations on top of the earlier default keep its label
+        f"diet_round1@{earlier}",
+        f"diet_wikitext@{earlier}",
         "diet_balanced",  # a named recipe and the baselines do not depend on the default
         "diet_paper",
         "flap",
@@ -32,16 +33,35 @@ def test_ablations_that_override_the_change_keep_their_names():
     """From the reconstruction without its BOS anchor to the anchored one: the default's rows are the `diet_no_anchor`
     ablation, and `diet_no_reconstruct` (no reconstruction, so no anchor) measured the same model on top of either."""
     rows = [{"method": m} for m in ("diet", "diet_no_reconstruct", "diet_global", "diet_no_anchor")]
-    rb.retire_earlier_default(rows, "uniform_mlp_mean_ls/round_to=64")
+    earlier = "uniform_mlp_mean_ls/round_to=64/calibration_answer=any"
+    rb.retire_earlier_default(rows, earlier)
     assert [r["method"] for r in rows] == [
         "diet_no_anchor",
         "diet_no_reconstruct",
-        "diet_global@uniform_mlp_mean_ls/round_to=64",
+        f"diet_global@{earlier}",
         "diet_no_anchor",  # the same model on top of either
     ]
-    gone = [{"method": "diet_global"}]
-    rb.retire_earlier_default(gone, "no_such_recipe/round_to=64")  # a recipe since removed: renamed, to be safe
-    assert gone[0]["method"] == "diet_global@no_such_recipe/round_to=64"
+    gone = [{"method": "diet_global"}, {"method": "flap"}]
+    removed = "no_such_recipe/round_to=64/calibration_answer=any"
+    rb.retire_earlier_default(gone, removed)  # a recipe since removed: renamed, to be safe
+    assert [r["method"] for r in gone] == [f"diet_global@{removed}", "flap"]
+
+
+def test_rows_calibrated_on_other_texts_are_renamed_baselines_too():
+    """Labels from before `calibration_answer` were calibrated on gold answers: every model that read those texts,
+    the baselines' and the default's ablations included, is another model; those that read none keep their names."""
+    methods = ("diet", "diet_no_anchor", "diet_paper", "flap", "wanda_sp", "dense", "random", "magnitude")
+    rows = [{"method": m} for m in (*methods, "diet_wikitext")]
+    earlier = f"{rb.DEFAULT_RECIPE}/round_to=64"  # the current recipe, calibrated on the gold answers
+    rb.retire_earlier_default(rows, earlier)
+    assert [r["method"] for r in rows] == [
+        *(f"{m}@{earlier}" for m in methods[:5]),
+        "dense",
+        "random",
+        "magnitude",
+        "diet_wikitext",  # calibrated on WikiText-2 with the same recipe: the same model
+    ]
+    assert rb.DEFAULT_LABEL.endswith("/calibration_answer=any")
 
 
 def test_rows_of_the_current_default_keep_their_names():

@@ -568,6 +568,30 @@ def test_prune_with_the_users_own_task_sources(tmp_path, data_dir, tiny_tokenize
         assert message in capsys.readouterr().err, word
 
 
+@pytest.mark.parametrize("answer", ["any", "gold"])
+def test_your_questions_calibrate_on_the_answers_of_calibration_answer(answer, tmp_path, data_dir, tiny_tokenizer):
+    """`prune --tasks NAME=FILE` with questions ends each in the answer `--calibration-answer` names, as the
+    registered tasks' texts end (the default: a choice drawn per question), and the profile records it."""
+    from diet_hf.constants import SCORES_META_FILE, SCORES_TEXTS_FILE
+    from diet_hf.tasks import custom_calibration, multiple_choice_task
+
+    save_dense_checkpoint(tmp_path / "dense", "gemma3_text", tiny_tokenizer)
+    choices = ["yes", "no", "maybe"]
+    rows = [{"context": f"Question {i}?\nAnswer:", "choices": choices, "label": i % 3} for i in range(8)]
+    (tmp_path / "mine.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["--quiet", "prune", str(tmp_path / "dense"), "--output", str(tmp_path / "out"), "--sparsity", "0.2"]
+    argv += ["--num-samples", "3", "--data-dir", str(data_dir), "--tasks", "rte", f"mine={tmp_path / 'mine.jsonl'}"]
+    argv += ["--save-scores", str(tmp_path / "scores")]
+    argv += ["--calibration-answer", answer] if answer == "gold" else []  # "any": the default
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"]["mine"]
+    assert saved == custom_calibration("mine", multiple_choice_task("mine", rows), answer=answer).texts
+    provenance = json.loads((tmp_path / "scores" / SCORES_META_FILE).read_text())["provenance"]
+    assert provenance["calibration_answer"] == answer
+    record = json.loads((tmp_path / "out" / "config.json").read_text())["pruning"]
+    assert record["calibration_answer"] == answer
+
+
 def test_calibration_flags_come_from_profile_options(capsys):
     from dataclasses import fields
 

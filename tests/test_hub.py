@@ -192,6 +192,9 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     # options as readable rows, the target in words, the scored half named
     assert "| target sparsity | 30% of the decoder blocks' attention + MLP parameters |" in card.text
     assert "| samples per task | 3 (seed 0) |" in card.text
+    assert "| calibration answers | each question's prompt followed by one of its choices, drawn per question |" in (
+        card.text
+    )
     assert "Perplexity on held-out texts" not in card.text  # none given
     held = {"mine": {"perplexity": 12.5, "tokens": 1200, "texts": 40, "truncated": 0, "nll": [1.0], "counts": [3]}}
     save_pruned_model(model, tmp_path / "t", plan=pruner.plan, text_evaluation=held)  # without the base model's

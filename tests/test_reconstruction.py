@@ -412,6 +412,47 @@ def test_loaded_scores_draw_the_calibration_data_again(tmp_path, data_dir, tiny_
         stale.prune(sparsity=0.3, reconstruct=True)
 
 
+@pytest.mark.parametrize("answer", ["any", "gold", None])  # None: a profile saved before the option
+def test_loaded_scores_end_the_texts_drawn_again_in_the_profiles_answers(answer, tmp_path, data_dir, tiny_tokenizer):
+    """`calibration_answer` is part of the profile's record: a loaded profile draws the same examples again and ends
+    them in the same answers (the gold ones for a profile saved before the option), so it reconstructs the same
+    model; the pruned model's record names the answer."""
+    from diet_hf.constants import SCORES_META_FILE
+
+    dense = tiny_dense_model("gemma3_text")
+    pruner = DietPruner(dense, tiny_tokenizer).profile(
+        tasks=["rte", "boolq"],
+        num_samples=4,
+        batch_size=3,
+        data_dir=data_dir,
+        disable_progress=True,
+        calibration_answer=answer or "gold",
+    )
+    assert pruner.scores.provenance["calibration_answer"] == (answer or "gold")
+    texts = {task: data.texts for task, data in pruner._calibration["data"].items()}
+    first = pruner.prune(sparsity=0.3, reconstruct=True)
+    pruner.save_scores(tmp_path / "scores")
+    if answer is None:
+        meta = json.loads((tmp_path / "scores" / SCORES_META_FILE).read_text())
+        del meta["provenance"]["calibration_answer"]
+        (tmp_path / "scores" / SCORES_META_FILE).write_text(json.dumps(meta))
+    loaded = DietPruner(dense, tiny_tokenizer).load_scores(tmp_path / "scores", data_dir=data_dir)
+    again = loaded.prune(sparsity=0.3, reconstruct=True)
+    assert {task: data.texts for task, data in loaded._calibration["data"].items()} == texts
+    with torch.no_grad():
+        ids = random_batch()
+        torch.testing.assert_close(again(ids).logits, first(ids).logits, rtol=1e-4, atol=1e-5)
+    recorded = {model.config.pruning["calibration_answer"] for model in (first, again)}
+    assert recorded == {answer or "gold"}
+    if answer == "any":  # the option reaches the texts: some end in another choice than the gold one
+        gold = DietPruner(dense, tiny_tokenizer).profile(
+            tasks=["rte", "boolq"], num_samples=4, data_dir=data_dir, disable_progress=True, calibration_answer="gold"
+        )
+        assert {task: data.texts for task, data in gold._calibration["data"].items()} != texts
+        with pytest.raises(ValueError, match=r"`calibration_answer` must be one of \('any', 'gold'\), got 'all'"):
+            gold.profile(tasks=["rte"], num_samples=4, data_dir=data_dir, calibration_answer="all")
+
+
 @pytest.mark.parametrize("centered", [True, False])
 def test_anchor_is_reproduced_exactly_and_is_the_limit_of_weighting_it(centered):
     """`anchor`: the fit's output at the anchor equals the dense output there, and the constrained fit is the plain
@@ -626,7 +667,9 @@ def test_your_own_texts_are_saved_with_the_profile_for_the_reconstruction(tmp_pa
         + [{"context": "The answer is", "choices": ["True", "False"], "label": 0}],
     )
     tasks = {"rte": None, "mine": mine, "q": questions}
-    pruner = DietPruner(dense, tiny_tokenizer).profile(tasks, num_samples=3, data_dir=data_dir, disable_progress=True)
+    pruner = DietPruner(dense, tiny_tokenizer).profile(
+        tasks, num_samples=3, data_dir=data_dir, disable_progress=True, calibration_answer="gold"
+    )  # the gold answers, to write them out below
     first = pruner.prune(sparsity=0.3, reconstruct=True)
     pruner.save_scores(tmp_path / "scores")
     saved = json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"]

@@ -158,7 +158,34 @@ def test_wikitext2_from_the_hub_is_the_data_directorys(data_dir, monkeypatch):
     assert wikitext2_last_word_texts(limit=30) == last_words
 
 
-def test_your_own_questions_calibrate_on_context_and_gold_choice(tmp_path, data_dir):
+@pytest.mark.parametrize("task", ["hellaswag", "winogrande", "boolq"])
+def test_calibration_texts_end_in_a_choice_drawn_per_example(task, data_dir):
+    """`answer="any"` (the default) ends each text in one of its example's choices, drawn from the task's name and
+    the example's id: the same examples (and exclusions) as `"gold"`, the same text for an example whatever else is
+    drawn, and distractors as well as gold answers."""
+    spec = get_task(task)
+    gold = load_calibration(task, num_samples=40, seed=0, data_dir=data_dir, answer="gold")
+    drawn = load_calibration(task, num_samples=40, seed=0, data_dir=data_dir)
+    assert (drawn.example_ids, drawn.excluded_eval_ids) == (gold.example_ids, gold.excluded_eval_ids)
+    docs = {str(d["id"]): d for d in load_examples(spec, spec.eval_split, data_dir=data_dir)}
+    if drawn.excluded_eval_ids != drawn.example_ids:  # a train split to draw from (HellaSwag's is not in the files)
+        docs.update({str(d["id"]): d for d in load_examples(spec, spec.train_split, data_dir=data_dir)})
+    ended_in_gold = 0
+    for example_id, text in zip(drawn.example_ids, drawn.texts):
+        request = spec.build(docs[example_id])
+        endings = [c + request.delimiter + e for c, e in zip(request.contexts, request.continuations)]
+        assert text in endings  # a prompt and one of its choices, as the evaluator scores it
+        ended_in_gold += text == endings[request.label]
+    assert 0 < ended_in_gold < len(drawn.texts)  # gold answers and distractors
+    # an example's text depends on nothing else: made alone, in another order, it is the same
+    alone = [spec.calibration_text(docs[i], "any") for i in reversed(drawn.example_ids)]
+    assert alone[::-1] == drawn.texts
+    assert load_calibration(task, num_samples=40, seed=0, data_dir=data_dir).texts == drawn.texts
+    with pytest.raises(ValueError, match=r"`calibration_answer` must be one of \('any', 'gold'\), got 'best'"):
+        load_calibration(task, num_samples=3, data_dir=data_dir, answer="best")
+
+
+def test_your_own_questions_calibrate_on_context_and_an_answer(tmp_path, data_dir):
     from diet_hf.tasks import evaluation_examples, load_task_source, multiple_choice_task
 
     docs = evaluation_examples("piqa", limit=5, data_dir=data_dir)
@@ -171,12 +198,21 @@ def test_your_own_questions_calibrate_on_context_and_gold_choice(tmp_path, data_
         )
     expected = [spec.calibration_text(doc) for doc in docs]
     # in Python: the task as calibration data
-    calibration = custom_calibration("mine", multiple_choice_task("mine", questions))
+    calibration = custom_calibration("mine", multiple_choice_task("mine", questions), answer="gold")
     assert calibration.texts == expected and calibration.example_ids == [d["id"] for d in docs]
     # from the command line: the same rows in a file, beside plain texts
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in [*questions, {"text": "a plain text"}]))
-    assert load_task_source(f"mine={path}") == ("mine", [*expected, "a plain text"])
+    assert load_task_source(f"mine={path}", answer="gold") == ("mine", [*expected, "a plain text"])
+    # the default, `answer="any"`: a choice drawn from the task's name and the question's id, the same in Python and
+    # from a file (with and without ids: the file's rows count as `multiple_choice_task` counts them)
+    drawn = custom_calibration("mine", multiple_choice_task("mine", questions)).texts
+    assert load_task_source(f"mine={path}") == ("mine", [*drawn, "a plain text"])
+    assert all(text.startswith(q["context"] + " ") for text, q in zip(drawn, questions))
+    anonymous = [{k: v for k, v in q.items() if k != "id"} for q in questions]
+    path.write_text("".join(json.dumps(row) + "\n" for row in [{"text": "first"}, *anonymous]))
+    by_position = custom_calibration("mine", multiple_choice_task("mine", anonymous)).texts
+    assert load_task_source(f"mine={path}") == ("mine", ["first", *by_position])
     path.write_text(json.dumps({"context": "Q", "choices": ["a", "b"], "label": 5}) + "\n")
     with pytest.raises(ValueError, match=r"`--tasks` mine: .* line 1: `label` must be"):
         load_task_source(f"mine={path}")
@@ -185,7 +221,8 @@ def test_your_own_questions_calibrate_on_context_and_gold_choice(tmp_path, data_
 
     saved = tmp_path / "questions"
     datasets.DatasetDict({"train": datasets.Dataset.from_list(questions)}).save_to_disk(str(saved))
-    assert load_task_source(f"mine={saved}") == ("mine", expected)
+    assert load_task_source(f"mine={saved}", answer="gold") == ("mine", expected)
+    assert load_task_source(f"mine={saved}") == ("mine", drawn)
     assert load_task_source(f"mine={saved}:train:context") == ("mine", [q["context"] for q in questions])
 
 

@@ -99,7 +99,8 @@ def _text_sources(words: list[str] | None, flag: str) -> dict[str, list[str]]:
     once."""
     from ..tasks import load_task_source
 
-    sources = [load_task_source(word, flag=flag, registered=False) for word in words or []]
+    # questions read with their correct answers: these texts are scored or trained on, not calibrated on
+    sources = [load_task_source(word, flag=flag, registered=False, answer="gold") for word in words or []]
     names = [name for name, _ in sources]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

@@ -96,7 +96,8 @@ def _prepare(args) -> None:
     args.own_data = {}
     for word in args.data:
         if "=" in word:
-            name, texts = load_task_source(word, flag="--data", registered=False)
+            # questions are trained on with their correct answers (a distractor would teach a wrong one)
+            name, texts = load_task_source(word, flag="--data", registered=False, answer="gold")
             if name in ("wikitext2", "tasks", *TASKS) or name in args.own_data:
                 raise ValueError(f"`--data` {name}: the name is taken; give your texts another name.")
             args.own_data[name] = (texts, word.split("=", 1)[1])

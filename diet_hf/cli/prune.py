@@ -158,7 +158,8 @@ def _prepare(args) -> None:
     args.prune_options = _options_from_flags(args, PruneOptions)
     args.profile_options = _options_from_flags(args, ProfileOptions)
     # the user's own task data is read and checked before any model loads
-    args.task_data = None if args.scores else dict(load_task_source(word) for word in args.tasks)
+    answer = args.profile_options.calibration_answer  # your questions end in an answer as registered tasks' do
+    args.task_data = None if args.scores else dict(load_task_source(word, answer=answer) for word in args.tasks)
     _read_held_out_flags(args)
     _check_targets(args)
 

@@ -32,7 +32,8 @@ def healing_texts(
                 f"Task {source!r}: its train split is not available ({error}); healing never trains on evaluation "
                 "examples. Leave the task out of `sources`."
             ) from error
-        texts.extend(spec.calibration_text(doc) for doc in docs)
+        # the correct answers: training on a distractor would teach the wrong one (calibration reads any choice)
+        texts.extend(spec.calibration_text(doc, "gold") for doc in docs)
         splits[source] = spec.train_split
     return texts, splits
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .registry import Task, get_task, split_half
+from .registry import DEFAULT_CALIBRATION_ANSWER, Task, check_calibration_answer, get_task, split_half
 
 DATA_DIR_ENV = "DIET_DATA_DIR"
 
@@ -150,15 +150,23 @@ class CalibrationSet:
 
 
 def load_calibration(
-    task: str, *, num_samples: int = 100, seed: int = 0, data_dir: str | os.PathLike | None = None
+    task: str,
+    *,
+    num_samples: int = 100,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    answer: str = DEFAULT_CALIBRATION_ANSWER,
 ) -> CalibrationSet:
     """Draws `num_samples` calibration texts of `task` with a fixed seed.
 
     They come from the train split; where it is missing or too small, the rest is drawn from the evaluation split and
-    those ids are returned in `excluded_eval_ids`, so evaluation can leave them out.
+    those ids are returned in `excluded_eval_ids`, so evaluation can leave them out. Each text is an example's prompt
+    and an answer: with `answer="any"` (the default) one of its choices drawn from the task's name and the example's
+    id, with `"gold"` the correct one (`Task.calibration_text`). The examples drawn do not depend on `answer`.
     """
     if num_samples < 1:
         raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
+    check_calibration_answer(answer)
     spec = get_task(task)
     rng = random.Random(seed)
     try:
@@ -178,15 +186,20 @@ def load_calibration(
     docs = chosen + excluded
     return CalibrationSet(
         task=task,
-        texts=[spec.calibration_text(doc) for doc in docs],
+        texts=[spec.calibration_text(doc, answer) for doc in docs],
         example_ids=[str(doc["id"]) for doc in docs],
         excluded_eval_ids=[str(doc["id"]) for doc in excluded],
     )
 
 
-def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") -> CalibrationSet:
+def custom_calibration(
+    name: str, data: Iterable, *, text_column: str = "text", answer: str = DEFAULT_CALIBRATION_ANSWER
+) -> CalibrationSet:
     """A user task from a list of strings, a `datasets.Dataset` with a text column, or your own multiple-choice
-    `Task` (`multiple_choice_task`: each example's context and gold choice, as the registered tasks calibrate)."""
+    `Task` (`multiple_choice_task`: each example's context and an answer, as the registered tasks calibrate: one of
+    its choices drawn from the task's name and the example's id with `answer="any"`, the gold one with `"gold"`;
+    texts are taken as they are)."""
+    check_calibration_answer(answer)
     if isinstance(data, Task):
         if data.examples is None:
             raise TypeError(
@@ -194,7 +207,7 @@ def custom_calibration(name: str, data: Iterable, *, text_column: str = "text") 
             )
         return CalibrationSet(
             task=name,
-            texts=[data.calibration_text(doc) for doc in data.examples],
+            texts=[data.calibration_text(doc, answer) for doc in data.examples],
             example_ids=[str(doc["id"]) for doc in data.examples],
             excluded_eval_ids=[],
         )

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .registry import TASKS, Task, _single_context
+from .registry import DEFAULT_CALIBRATION_ANSWER, TASKS, Task, _single_context, answer_choice, check_calibration_answer
 
 # Your own multiple-choice task: one row per question, `context` (the prompt exactly as scored), `choices` (each scored
 # as `context` + " " + choice, lm-eval's default target delimiter) and `label` (the gold choice's 0-based index, as in
@@ -14,9 +14,10 @@ from .registry import TASKS, Task, _single_context
 CHOICE_FIELDS = ("context", "choices", "label")
 
 
-def _question_text(row: dict) -> str:
-    """A checked question's calibration text: its context and gold choice, as `Task.calibration_text` makes it."""
-    return row["context"] + " " + row["choices"][row["label"]]
+def _question_text(task: str, row: dict, answer: str) -> str:
+    """A checked question of `task` as one text: its context and the choice `Task.calibration_text` ends it in (the
+    gold one with `answer="gold"`, one drawn from `task` and the question's id with `"any"`)."""
+    return row["context"] + " " + row["choices"][answer_choice(task, _own_choice(row), answer)]
 
 
 def _own_choice(doc):
@@ -70,8 +71,9 @@ def multiple_choice_task(
             choices of very different lengths, as lm-eval reports HellaSwag and ARC).
         source (`str`, *optional*): where the rows came from, for error messages.
 
-    The same task passed to `DietPruner.profile(tasks={name: task})` calibrates on each question's context and gold
-    choice, as the registered tasks do (give it training questions there, not the ones you evaluate).
+    The same task passed to `DietPruner.profile(tasks={name: task})` calibrates on each question's context and an
+    answer, as the registered tasks do (`calibration_answer`: by default one of its choices, drawn from `name` and the
+    question's id; give it training questions there, not the ones you evaluate).
     """
     where = f"task {name!r}" + (f" ({source})" if source else "")
     examples = [_checked_choice_row(row, i, f"{where} row {i}") for i, row in enumerate(rows)]
@@ -129,14 +131,20 @@ def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headlin
     return multiple_choice_task(name, list(dataset), headline_metric=headline_metric, source=location)
 
 
-def load_task_source(argument: str, *, flag: str = "--tasks", registered: bool = True) -> tuple[str, list[str] | None]:
+def load_task_source(
+    argument: str, *, flag: str = "--tasks", registered: bool = True, answer: str = DEFAULT_CALIBRATION_ANSWER
+) -> tuple[str, list[str] | None]:
     """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
     calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
     with one text per non-empty line), or a `datasets` source `ID_OR_DIR[:SPLIT[:COLUMN]]` (a Hub dataset id, or a
     directory saved with `save_to_disk`; split `train` and column `text` by default). Everything is read and checked
     here, so a bad path, split or column fails before any model is loaded; the error names what was wrong (and
     `flag`, the option it came from). With `registered=False` (your texts alone, e.g. `diet-hf eval --texts`) only
-    `NAME=SOURCE` is accepted, under any name."""
+    `NAME=SOURCE` is accepted, under any name. Rows that are questions (`context`, `choices`, `label` and no `text`)
+    each make their context and an answer, as the registered tasks calibrate: with `answer="any"` (the default) one of
+    the choices drawn from NAME and the question's id (else its position among the questions), with `"gold"` the
+    correct one (healing and `diet-hf eval --texts` read them so)."""
+    check_calibration_answer(answer)
     if "=" not in argument:
         if not registered:
             raise ValueError(f"`{flag}`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got {argument!r}.")
@@ -156,9 +164,9 @@ def load_task_source(argument: str, *, flag: str = "--tasks", registered: bool =
     if path.is_file():
         if split or column:
             raise ValueError(f"`{flag}` {name}: a file takes no split or column, got {source!r}.")
-        texts = _read_text_file(path, name, flag)
+        texts = _read_text_file(path, name, flag, answer)
     else:
-        texts = _read_dataset(name, location, path, split or None, column or None, flag)
+        texts = _read_dataset(name, location, path, split or None, column or None, flag, answer)
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
     return name, texts
@@ -189,14 +197,16 @@ def _json_lines(path: Path, where: str):
             yield number, row
 
 
-def _read_text_file(path: Path, name: str, flag: str) -> list[str]:
+def _read_text_file(path: Path, name: str, flag: str, answer: str) -> list[str]:
     if path.suffix in (".jsonl", ".json"):
-        texts = []
+        texts, questions = [], 0
         for number, row in _json_lines(path, f"`{flag}` {name}"):
             if isinstance(row, dict) and "text" not in row and all(key in row for key in CHOICE_FIELDS):
-                # a question of your own multiple-choice task: its context and gold choice, as tasks calibrate
-                row = _checked_choice_row(row, number, f"`{flag}` {name}: {path} line {number}")
-                texts.append(_question_text(row))
+                # a question of your own multiple-choice task: its context and an answer, as tasks calibrate; without
+                # an id, its position among the questions, as `load_multiple_choice_source` reads the same file
+                row = _checked_choice_row(row, questions, f"`{flag}` {name}: {path} line {number}")
+                texts.append(_question_text(name, row, answer))
+                questions += 1
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise ValueError(
@@ -210,14 +220,16 @@ def _read_text_file(path: Path, name: str, flag: str) -> list[str]:
     raise ValueError(f"`{flag}` {name}: {path} must be .jsonl, .json (one object per line) or .txt.")
 
 
-def _read_dataset(name: str, location: str, path: Path, split: str | None, column: str | None, flag: str) -> list[str]:
+def _read_dataset(
+    name: str, location: str, path: Path, split: str | None, column: str | None, flag: str, answer: str
+) -> list[str]:
     """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
-    label each make their context and gold choice, as the registered tasks calibrate)."""
+    label each make their context and an answer, `answer` as in `load_task_source`)."""
     loaded = _open_dataset(name, location, path, split, flag)
     if column is None:
         if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
             rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
-            return [_question_text(row) for row in rows]
+            return [_question_text(name, row, answer) for row in rows]
         column = "text"
     if column not in loaded.column_names:
         raise ValueError(f"`{flag}` {name}: no column {column!r}; columns: {loaded.column_names}.")

@@ -2,6 +2,7 @@
 prompt, its metrics; and the dev/test halves of the evaluation examples."""
 
 import hashlib
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,6 +10,11 @@ from dataclasses import dataclass, field
 # The two halves of every task's evaluation examples (DESIGN.md section 5): recipes and defaults are chosen on `dev`,
 # reported numbers come from `test`.
 HALVES = ("dev", "test")
+# Which answer a registered task's calibration text ends in (`ProfileOptions.calibration_answer`): `"any"`, one of
+# the example's choices drawn uniformly from the task's name and the example's id (what the evaluator reads: every
+# choice, distractors included), or `"gold"`, the correct one (the paper's; diet-hf's default before 2026-12-05).
+CALIBRATION_ANSWERS = ("any", "gold")
+DEFAULT_CALIBRATION_ANSWER = "any"  # chosen on dev examples: docs/choosing_the_default.md
 
 
 def split_half(task: str, example_id: str) -> str:
@@ -58,10 +64,27 @@ class Task:
                 f"{self.metrics}."
             )
 
-    def calibration_text(self, doc: dict) -> str:
-        """The scored prompt followed by the gold answer, as one calibration text."""
+    def calibration_text(self, doc: dict, answer: str = "gold") -> str:
+        """The scored prompt followed by an answer, as one calibration text: the gold one (`answer="gold"`), or with
+        `answer="any"` one of the example's choices, drawn uniformly from the task's name and the example's id (the
+        same example always ends in the same choice, whatever else is drawn)."""
         request = self.build(doc)
-        return request.contexts[request.label] + request.delimiter + request.continuations[request.label]
+        choice = answer_choice(self.name, request, answer)
+        return request.contexts[choice] + request.delimiter + request.continuations[choice]
+
+
+def answer_choice(task: str, request: MultipleChoiceRequest, answer: str) -> int:
+    """The index of the choice that `task`'s calibration text of `request` ends in (`CALIBRATION_ANSWERS`)."""
+    check_calibration_answer(answer)
+    if answer == "gold":
+        return request.label
+    return random.Random(f"{task}/{request.example_id}").randrange(len(request.continuations))
+
+
+def check_calibration_answer(answer) -> None:
+    """`ValueError` unless `answer` is one of `CALIBRATION_ANSWERS`."""
+    if answer not in CALIBRATION_ANSWERS:
+        raise ValueError(f"`calibration_answer` must be one of {CALIBRATION_ANSWERS}, got {answer!r}.")
 
 
 def _hellaswag_preprocess(text: str) -> str:
