@@ -391,13 +391,24 @@ def main(argv=None) -> int:
         action="store_true",
         help="only measure the profile + prune cost again (on an idle machine) into <output>.json, its rows kept",
     )
+    parser.add_argument(
+        "--earlier",
+        default=None,
+        metavar="REPORT.json",
+        help="with --render: add the rows of an earlier report on the same examples (its dense row must score the "
+        "same), renamed by the default they were measured under, so the paired intervals cover them",
+    )
     parser.add_argument("--output", default="benchmarks/results/benchmark")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if args.earlier and not args.render:
+        parser.error("--earlier goes with --render")
     if args.render:
         report = json.loads(output.with_suffix(".json").read_text())
+        if args.earlier:
+            add_earlier_rows(report, json.loads(Path(args.earlier).read_text()), args.earlier)
         _finish(report, output, args.bootstrap)
         return 0
     if args.remeasure_cost:
@@ -525,7 +536,7 @@ def retired_name(method: str, previous_label: str | None) -> str:
     rows become the ablation whose options on top of the current default make that earlier default, or
     `diet@<label>`; the default's ablations (options on top of it) become `<ablation>@<label>`, unless they override
     what changed."""
-    if previous_label in (None, DEFAULT_LABEL):
+    if previous_label in (None, DEFAULT_LABEL) or "@" in method:  # "@": already named after an earlier default
         return method
     if "/" not in previous_label:  # a report from before labels (its `default_recipe`), when no recipe rounded
         previous_label = f"{previous_label}/round_to=1"
@@ -562,6 +573,22 @@ def _label_options(label: str) -> dict | None:
 def _label_answer(label: str) -> str:
     """The answer a default label's calibration texts ended in (`"gold"` in labels from before the option)."""
     return dict(pair.split("=", 1) for pair in label.split("/")[1:]).get("calibration_answer", "gold")
+
+
+def add_earlier_rows(report: dict, earlier: dict, name: str) -> None:
+    """Adds to `report` (in place) the rows of the `earlier` report (file `name`) that it does not hold, renamed by
+    the default they were measured under (`retired_name`); `ValueError` unless both scored the same examples (the
+    same half and limit, and the dense rows' answers alike, example by example)."""
+    dense = [next((r for r in rep["rows"] if r["method"] == "dense"), None) for rep in (report, earlier)]
+    if None in dense or (report["half"], report["limit"]) != (earlier["half"], earlier["limit"]):
+        raise ValueError(f"{name}: not the same half and limit, or no dense row in both reports.")
+    if dense[0]["correct"] != dense[1]["correct"]:
+        raise ValueError(f"{name}: its dense row scored other examples (or scored them otherwise) than this report's.")
+    rows = [dict(row) for row in earlier["rows"]]
+    retire_earlier_default(rows, earlier.get("default_label", earlier.get("default_recipe")))
+    held = {(r["method"], r["sparsity"]) for r in report["rows"]}
+    report["rows"] += [row for row in rows if (row["method"], row["sparsity"]) not in held]
+    report["earlier"] = sorted({*report.get("earlier", []), name})
 
 
 def retire_earlier_default(rows: list[dict], previous_label: str | None) -> None:
@@ -663,7 +690,14 @@ def _markdown(report: dict, plot_name: str) -> str:
         "per-task table. Δ vs DIET: the method's average minus DIET's at the same sparsity, with a 95% paired "
         "bootstrap interval. Perplexity: WikiText-2 test, first "
         f"{report['ppl']['windows']} windows of {report['ppl']['length']} tokens. KL: mean KL(dense ‖ pruned) of the "
-        f"next-token distribution after the first {report['kl_prompts_per_task']} evaluation prompts of each task.",
+        f"next-token distribution after the first {report['kl_prompts_per_task']} evaluation prompts of each task."
+        + (
+            f" Rows named `<method>@<label>` (and those of methods this run did not measure) come from "
+            f"{', '.join(f'`{name}`' for name in report['earlier'])}: the same examples (its dense row scored them "
+            "alike), measured under the earlier default its label names."
+            if report.get("earlier")
+            else ""
+        ),
         "",
         f"![average accuracy against sparsity]({plot_name})",
         "",

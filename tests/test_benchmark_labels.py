@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import run_benchmark as rb  # noqa: E402
 
@@ -103,3 +105,24 @@ def test_task_floors_majority_class_for_label_tasks_chance_for_the_rest():
     assert f"boolq {diet['per_task']['boolq']['acc']:.3f} < {diet['majority_rate']['boolq']:.3f}" in line
     assert f"(dense {dense['per_task']['boolq']['acc']:.3f})" in line
     assert "arc_challenge" not in line
+
+
+def test_rows_of_an_earlier_report_join_under_their_defaults_names():
+    """`--render --earlier`: an earlier report's rows on the same examples join this one's, renamed by the default they
+    were measured under, so the paired intervals cover them; a report that scored other examples is refused."""
+    earlier = json.loads((Path(__file__).parents[1] / "benchmarks/results/benchmark_test500.json").read_text())
+    dense = next(r for r in earlier["rows"] if r["method"] == "dense")
+    diet = next(r for r in earlier["rows"] if (r["method"], r["sparsity"]) == ("diet", 0.2))
+    report = {"half": "test", "limit": 500, "rows": [dict(dense), {**diet, "method": "diet"}]}
+    rb.add_earlier_rows(report, earlier, "old.json")
+    names = [(r["method"], r["sparsity"]) for r in report["rows"]]
+    label = earlier["default_label"]
+    assert names[:2] == [("dense", 0.0), ("diet", 0.2)] and len(names) == len(earlier["rows"]) + 1
+    assert (f"diet@{label}", 0.2) in names and (f"flap@{label}", 0.2) in names and ("random", 0.2) in names
+    assert ("diet_global@uniform_mlp_mean_ls/round_to=64", 0.2) in names  # already named after its default
+    assert report["earlier"] == ["old.json"]
+    boot = rb._paired_bootstrap(report["rows"], 200)
+    assert boot[f"diet@{label}@0.2"]["difference"] == 0.0  # the same answers, copied: no difference
+    other = {"half": "test", "limit": 500, "rows": [{**dense, "correct": {**dense["correct"], "rte": []}}]}
+    with pytest.raises(ValueError, match="its dense row scored other examples"):
+        rb.add_earlier_rows(other, earlier, "old.json")
