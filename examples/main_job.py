@@ -73,7 +73,8 @@ def _print_table(args, pruner, models: dict, evaluations: dict, words: dict, spe
     print(
         f"Gemma 3 270M, DIET ({pruner.plan.provenance['recipe']!r} recipe) at {args.sparsity:.0%} of decoder-block "
         f"parameters (achieved {pruner.plan.sparsity:.2%}), {args.num_samples} calibration examples x "
-        f"{len(PAPER_TASKS)} tasks, MLP widths {sorted(set(pruner.plan.intermediate_size_per_layer))} of "
+        f"{len(PAPER_TASKS)} tasks (answers: {pruner.scores.provenance['calibration_answer']}), "
+        f"MLP widths {sorted(set(pruner.plan.intermediate_size_per_layer))} of "
         f"{pruner.plan.intermediate_size}; scored on the test half of each task"
     )
     print(f"{'':28}{'dense':>12}{'pruned':>12}")

@@ -113,18 +113,32 @@ def test_real_model_main_job_plan_is_pinned(real_model, data_dir):
     hash of their kept indices. `uniform_mlp`: the then-default recipe of 2026-11-30 03:37, pinned across the
     restructuring of the package; the default (`uniform_mlp_mean` then, widths in multiples of 64): the main job of
     2026-11-30 11:32. The defaults since (`uniform_mlp_mean_ls`, then `uniform_mlp_mean_ls_bos`) have the same plan:
-    their reconstruction changes the kept weights, not which units are kept."""
+    their reconstruction changes the kept weights, not which units are kept. Those pins were made with calibration
+    texts ending in the gold answers (`calibration_answer="gold"`); the default since 2026-12-05 (`"any"`, a choice
+    drawn per example) has its own, from the run that switched it (2026-12-05 01:10)."""
     import hashlib
 
     from diet_hf import DietPruner
     from diet_hf.tasks import PAPER_TASKS
 
     model, tokenizer = real_model
-    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=data_dir, disable_progress=True)
-    for options, expected in (({"recipe": "uniform_mlp"}, "5559d480fcc41d8d"), ({}, "234d4c2c58f07581")):
-        pruner.prune(sparsity=0.2, **options)
-        plan = pruner.plan
-        kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
-        assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == expected, options
-    assert sorted(set(plan.intermediate_size_per_layer)) == [1408, 1472]
+    pins = {
+        "gold": (("uniform_mlp", "5559d480fcc41d8d"), (None, "234d4c2c58f07581")),
+        "any": (("uniform_mlp", "0637a24176d21681"), (None, "44b6ebb5931ad480")),
+    }
+    for answer, recipes in pins.items():
+        pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
+        pruner.profile(
+            PAPER_TASKS,
+            num_samples=100,
+            data_dir=data_dir,
+            disable_progress=True,
+            input_moments=False,
+            calibration_answer=answer,
+        )
+        for recipe, expected in recipes:
+            pruner.prune(sparsity=0.2, reconstruct=False, **({"recipe": recipe} if recipe else {}))
+            plan = pruner.plan
+            kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
+            assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == expected, (answer, recipe)
+        assert sorted(set(plan.intermediate_size_per_layer)) == [1408, 1472]
