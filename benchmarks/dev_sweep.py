@@ -404,10 +404,11 @@ def main(argv=None) -> int:
     report = {"commands": [command], "half": "dev", "limit": args.limit, "calibration_answer": answer, "rows": []}
     if args.resume and output.is_file():
         previous = json.loads(output.read_text())
-        if reference_answer(previous) != answer:
+        earlier = reference_answer(previous)
+        if earlier != answer:
             parser.error(
-                f"--resume: {output}'s rows were calibrated on the {reference_answer(previous)!r} answers, not on "
-                f"{answer!r}: give --calibration-answer {reference_answer(previous)} or another --output"
+                f"--resume: {output}'s rows were calibrated on the {earlier!r} answers, not on {answer!r}: give "
+                f"--calibration-answer {earlier} or another --output"
             )
         report["rows"] = previous["rows"]
         report["commands"] = [*previous.get("commands", [previous.get("command")]), command]

@@ -65,7 +65,8 @@ ABLATIONS = {
 DEFAULT_LABEL = (
     f"{DEFAULT_RECIPE}/round_to={RECIPES[DEFAULT_RECIPE]['round_to']}/calibration_answer={DEFAULT_CALIBRATION_ANSWER}"
 )
-# rows whose models read no calibration data: the same whatever the calibration texts end in
+# rows whose models read no task's calibration texts: the same whatever those texts end in (`diet_wikitext` reads
+# WikiText-2; it still depends on the default's recipe)
 CALIBRATION_FREE = ("dense", "random", "magnitude", "diet_wikitext")
 SPEED_FIELDS = (
     *("prefill_tokens_per_s", "decode_tokens_per_s", "dense_prefill_tokens_per_s", "dense_decode_tokens_per_s"),
@@ -542,12 +543,11 @@ def retired_name(method: str, previous_label: str | None) -> str:
         previous_label = f"{previous_label}/round_to=1"
     before = _label_options(previous_label)
     current = RECIPES[DEFAULT_RECIPE]
-    if _label_answer(previous_label) != DEFAULT_CALIBRATION_ANSWER:
-        # other calibration texts: every model that read them is another model, the baselines' too
+    if _label_fields(previous_label)[1].get("calibration_answer", "gold") != DEFAULT_CALIBRATION_ANSWER:
+        # other calibration texts (labels from before the option: gold): every model that read them is another
+        # model, the baselines' too
         if method not in CALIBRATION_FREE:
             return f"{method}@{previous_label}"
-        if method != "diet_wikitext":
-            return method
     on_top = {name: changes for name, changes in ABLATIONS.items() if "recipe" not in changes}
     if method == "diet":
         # the earlier default's rows are the ablation whose options, on top of the current default, give it
@@ -565,14 +565,14 @@ def retired_name(method: str, previous_label: str | None) -> str:
 def _label_options(label: str) -> dict | None:
     """The options of the recipe a default label names (`<recipe>/round_to=<n>[/calibration_answer=<answer>]`), if
     that recipe still exists."""
+    recipe, fields = _label_fields(label)
+    return {**RECIPES[recipe], "round_to": int(fields["round_to"])} if recipe in RECIPES else None
+
+
+def _label_fields(label: str) -> tuple[str, dict[str, str]]:
+    """A default label's recipe name and its `key=value` fields."""
     recipe, *pairs = label.split("/")
-    round_to = dict(pair.split("=", 1) for pair in pairs)["round_to"]
-    return {**RECIPES[recipe], "round_to": int(round_to)} if recipe in RECIPES else None
-
-
-def _label_answer(label: str) -> str:
-    """The answer a default label's calibration texts ended in (`"gold"` in labels from before the option)."""
-    return dict(pair.split("=", 1) for pair in label.split("/")[1:]).get("calibration_answer", "gold")
+    return recipe, dict(pair.split("=", 1) for pair in pairs)
 
 
 def add_earlier_rows(report: dict, earlier: dict, name: str) -> None:

@@ -56,6 +56,12 @@ class ImportanceScores:
                 )
 
     @property
+    def calibration_answer(self) -> str:
+        """The answer the profile's calibration texts of questions ended in (`ProfileOptions.calibration_answer`);
+        profiles saved before the option ended them in the gold one."""
+        return self.provenance.get("calibration_answer", "gold")
+
+    @property
     def tasks(self) -> list[str]:
         return list(self.mlp)
 

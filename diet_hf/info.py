@@ -163,9 +163,8 @@ def _pruning_record(
             task: len((scores.provenance.get("sample_ids") or {}).get(task, [])) or None for task in scores.tasks
         },
         "seed": scores.provenance.get("seed"),
-        # the answer the calibration texts of questions ended in (`ProfileOptions.calibration_answer`); profiles made
-        # before the option ended them in the gold one
-        "calibration_answer": scores.provenance.get("calibration_answer", "gold"),
+        # the answer the calibration texts of questions ended in (`ProfileOptions.calibration_answer`)
+        "calibration_answer": scores.calibration_answer,
         "target": {k: plan.provenance.get(k) for k in ("sparsity", "mlp_sparsity", "attention_sparsity")},
         "achieved_block_sparsity": plan.sparsity,
         "block_parameters": {"dense": dense, "pruned": kept},

@@ -316,9 +316,7 @@ class _ProfilingMixin:
                         reason = f"the texts of task {task!r} saved with the profile are not the ones it read"
                         break
                     continue
-                seed, count = provenance["seed"], provenance["num_samples"]
-                # profiles saved before diet-hf had the option ended every text in the gold answer
-                answer = provenance.get("calibration_answer", "gold")
+                seed, count, answer = provenance["seed"], provenance["num_samples"], self.scores.calibration_answer
                 data[task] = load_calibration(
                     task, num_samples=count, seed=seed, data_dir=self._scores_data_dir, answer=answer
                 )

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .registry import DEFAULT_CALIBRATION_ANSWER, TASKS, Task, _single_context, answer_choice, check_calibration_answer
+from .registry import DEFAULT_CALIBRATION_ANSWER, TASKS, Task, _single_context, answer_text, check_calibration_answer
 
 # Your own multiple-choice task: one row per question, `context` (the prompt exactly as scored), `choices` (each scored
 # as `context` + " " + choice, lm-eval's default target delimiter) and `label` (the gold choice's 0-based index, as in
@@ -17,7 +17,7 @@ CHOICE_FIELDS = ("context", "choices", "label")
 def _question_text(task: str, row: dict, answer: str) -> str:
     """A checked question of `task` as one text: its context and the choice `Task.calibration_text` ends it in (the
     gold one with `answer="gold"`, one drawn from `task` and the question's id with `"any"`)."""
-    return row["context"] + " " + row["choices"][answer_choice(task, _own_choice(row), answer)]
+    return answer_text(task, _own_choice(row), answer)
 
 
 def _own_choice(doc):

@@ -68,17 +68,18 @@ class Task:
         """The scored prompt followed by an answer, as one calibration text: the gold one (`answer="gold"`), or with
         `answer="any"` one of the example's choices, drawn uniformly from the task's name and the example's id (the
         same example always ends in the same choice, whatever else is drawn)."""
-        request = self.build(doc)
-        choice = answer_choice(self.name, request, answer)
-        return request.contexts[choice] + request.delimiter + request.continuations[choice]
+        return answer_text(self.name, self.build(doc), answer)
 
 
-def answer_choice(task: str, request: MultipleChoiceRequest, answer: str) -> int:
-    """The index of the choice that `task`'s calibration text of `request` ends in (`CALIBRATION_ANSWERS`)."""
+def answer_text(task: str, request: MultipleChoiceRequest, answer: str) -> str:
+    """`task`'s calibration text of `request`: the context and continuation of its gold choice (`answer="gold"`), or of
+    one drawn from `task` and the request's example id (`"any"`), joined by the request's delimiter."""
     check_calibration_answer(answer)
     if answer == "gold":
-        return request.label
-    return random.Random(f"{task}/{request.example_id}").randrange(len(request.continuations))
+        choice = request.label
+    else:
+        choice = random.Random(f"{task}/{request.example_id}").randrange(len(request.continuations))
+    return request.contexts[choice] + request.delimiter + request.continuations[choice]
 
 
 def check_calibration_answer(answer) -> None:
