@@ -15,6 +15,10 @@ half; the default and the issue's verdict on the test half stay as they are). It
 paired-bootstrap 95% intervals over the same examples: (1) the default's RTE difference to dense at 20%, against the
 issue's 3 points; (2) the default's difference to its predecessor, whose test-half lead the README traces to a
 stronger lean toward "True" on a half that is 57% "True". Rows are saved as they finish; a rerun resumes.
+
+The calibration texts end in `--calibration-answer` (the library's default, "any" since 2026-12-05). The rows named
+without an answer were profiled on gold answers (2026-12-04, before the option); rows on other answers carry theirs in
+the name (", any answers"). The training examples scored are the same either way: the draw picks the same examples.
 """
 
 import argparse
@@ -31,6 +35,7 @@ from diet_hf.evaluation import evaluate, paired_bootstrap  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.recipes import DEFAULT_RECIPE  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS, get_task, load_calibration, load_examples, multiple_choice_task  # noqa: E402
+from diet_hf.tasks.registry import CALIBRATION_ANSWERS, DEFAULT_CALIBRATION_ANSWER  # noqa: E402
 
 PREDECESSOR = "uniform_mlp_mean_ls"
 TRUE = 0  # RTE's choices are ["True", "False"]; label 0 is entailment, answered "True"
@@ -72,6 +77,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--sparsities", type=float, nargs="*", default=[0.2, 0.4])
     parser.add_argument("--seed", type=int, default=0, help="calibration draw (the benchmark's: 0)")
+    parser.add_argument(
+        "--calibration-answer",
+        choices=CALIBRATION_ANSWERS,
+        default=DEFAULT_CALIBRATION_ANSWER,
+        help="the answer the calibration texts end in (`ProfileOptions.calibration_answer`); rows on gold answers "
+        "keep the names they had before the option, other answers' rows are named after them",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--output", default="benchmarks/results/rte_train_check")
     args = parser.parse_args(argv)
@@ -83,12 +95,22 @@ def main(argv=None) -> int:
     models = {"dense": lambda: dense}
     for sparsity in args.sparsities:
         for recipe in (DEFAULT_RECIPE, PREDECESSOR):
-            models[f"{recipe} {sparsity:.0%}"] = lambda s=sparsity, r=recipe: rb._diet_model(pruner, s, recipe=r)
+            name = f"{recipe} {sparsity:.0%}" + (
+                "" if args.calibration_answer == "gold" else f", {args.calibration_answer} answers"
+            )
+            models[name] = lambda s=sparsity, r=recipe: rb._diet_model(pruner, s, recipe=r)
     for name, build in models.items():
         if name in results["rows"]:
             continue
         if name != "dense" and pruner.scores is None:
-            pruner.profile(PAPER_TASKS, num_samples=100, seed=args.seed, data_dir=args.data_dir, disable_progress=True)
+            pruner.profile(
+                PAPER_TASKS,
+                num_samples=100,
+                seed=args.seed,
+                data_dir=args.data_dir,
+                calibration_answer=args.calibration_answer,
+                disable_progress=True,
+            )
         scored = evaluate(build(), tokenizer, [task], batch_size=args.batch_size, return_predictions=True)
         results["rows"][name] = summarize(scored["predictions"]["rte_train"])
         print(name, {k: v for k, v in results["rows"][name].items() if k != "correct"}, flush=True)
@@ -105,7 +127,8 @@ def render(results: dict) -> str:
         "",
         "`python benchmarks/rte_train_check.py --data-dir ../shared/data`: the RTE training examples outside "
         f"calibration draw {results['seed']} (the benchmark's), scored as RTE is (`acc`). A diagnosis, not a choice: "
-        "see the script's docstring. Δ: paired bootstrap 95% intervals over the same examples (2000 resamples).",
+        "see the script's docstring. Rows named without an answer were profiled on gold answers. Δ: paired "
+        "bootstrap 95% intervals over the same examples (2000 resamples).",
         "",
         '| model | examples | acc ± s.e. | majority rate | answered "True" | Δ vs dense | Δ vs the predecessor |',
         "|---|---|---|---|---|---|---|",
