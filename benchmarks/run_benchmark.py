@@ -506,6 +506,8 @@ def main(argv=None) -> int:
 def _finish(report: dict, output: Path, resamples: int) -> None:
     """Paired bootstrap, then `<output>.json`, `.md` and `.png` from the rows measured so far."""
     report["paired_bootstrap"] = _paired_bootstrap(report["rows"], resamples)
+    if report.get("task_awareness"):
+        report["task_awareness_bootstrap"] = _task_awareness_bootstrap(report, resamples)
     output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     output.with_suffix(".md").write_text(_markdown(report, output.with_suffix(".png").name))
     _plot(report, output.with_suffix(".png"))
@@ -529,6 +531,37 @@ def _task_awareness(dense, tokenizer, pruner, wikitext_pruner, excluded, args, r
         save()
         print("task awareness", task, {k: v for k, v in row.items() if not k.endswith("correct")}, flush=True)
     return results
+
+
+def _task_awareness_columns(report: dict) -> dict[str, dict[str, list[int]]]:
+    """The task-awareness rows' per-example results by column (`task_only`, `wikitext2`, and `merged`: the `diet`
+    row at 20% on the same first examples), over the tasks measured in all three."""
+    diet = next((r for r in report["rows"] if r["method"] == "diet" and r["sparsity"] == 0.2), None)
+    columns = {"task_only": {}, "wikitext2": {}, "merged": {}}
+    for task, row in report["task_awareness"].items():
+        scored = len(row.get("task_only_correct") or [])
+        merged = (diet or {}).get("correct", {}).get(task, [])
+        if not scored or len(row.get("wikitext2_correct") or []) != scored or len(merged) < scored:
+            continue
+        columns["task_only"][task] = row["task_only_correct"]
+        columns["wikitext2"][task] = row["wikitext2_correct"]
+        columns["merged"][task] = merged[:scored]
+    return columns
+
+
+def _task_awareness_bootstrap(report: dict, resamples: int) -> dict:
+    """Paired differences of the task-awareness columns' average over the tasks (each task's examples resampled
+    apart): a task's own profile and the seven tasks merged, each against WikiText-2, and against each other."""
+    columns = _task_awareness_columns(report)
+    if not columns["task_only"]:
+        return {}
+    generator = torch.Generator().manual_seed(0)
+    out = {}
+    for after, before in (("task_only", "wikitext2"), ("merged", "wikitext2"), ("task_only", "merged")):
+        diff = paired_bootstrap(columns[after], columns[before], resamples=resamples, generator=generator)
+        out[f"{after} - {before}"] = {"difference": diff["difference"], "ci95": diff["ci95"]}
+    out["tasks"] = list(columns["task_only"])
+    return out
 
 
 def retired_name(method: str, previous_label: str | None) -> str:
@@ -783,27 +816,7 @@ def _markdown(report: dict, plot_name: str) -> str:
     ]
     lines += _targets(report)
     if report.get("task_awareness"):
-        diet = next((r for r in report["rows"] if r["method"] == "diet" and r["sparsity"] == 0.2), None)
-        lines += [
-            "## Task-awareness at 20% (DIET's default; each row scores one task)",
-            "",
-            "Profile of that task alone, of WikiText-2 validation (as many texts as the seven tasks together), and "
-            f"the seven tasks merged (the `diet` row above), on the same examples: the first "
-            f"{report.get('task_awareness_limit', report['limit'])} test-half examples of the task. DIET's recipe of "
-            f"the first two columns: {report.get('task_awareness_recipe', DEFAULT_RECIPE)!r}; of the third: "
-            f"{report.get('default_label', DEFAULT_LABEL)!r}.",
-            "",
-            "| task | that task alone | WikiText-2 | seven tasks merged |",
-            "|---|---|---|---|",
-        ]
-        for task, row in report["task_awareness"].items():
-            if "task_only" not in row:
-                continue
-            scored = len(row.get("task_only_correct") or [])
-            correct = (diet or {}).get("correct", {}).get(task, [])
-            vote = f"{sum(correct[:scored]) / scored:.3f}" if scored and len(correct) >= scored else ""
-            lines.append(f"| {task} | {row['task_only']:.3f} | {row['wikitext2']:.3f} | {vote} |")
-        lines.append("")
+        lines += _task_awareness_lines(report)
     if report.get("leave_one_task_out"):
         methods = list(dict.fromkeys(m for row in report["leave_one_task_out"].values() for m in row))
         lines += [
@@ -819,6 +832,53 @@ def _markdown(report: dict, plot_name: str) -> str:
             lines.append(f"| {task} | " + " | ".join(f"{row[m]:.3f}" if m in row else "" for m in methods) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _task_awareness_lines(report: dict) -> list[str]:
+    """Markdown lines of the task-awareness rows: per task the three columns, then their averages and paired
+    differences (`task_awareness_bootstrap`)."""
+    diet = next((r for r in report["rows"] if r["method"] == "diet" and r["sparsity"] == 0.2), None)
+    lines = [
+        "## Task-awareness at 20% (DIET's default; each row scores one task)",
+        "",
+        "Profile of that task alone, of WikiText-2 validation (as many texts as the seven tasks together), and "
+        f"the seven tasks merged (the `diet` row above), on the same examples: the first "
+        f"{report.get('task_awareness_limit', report['limit'])} test-half examples of the task. DIET's recipe of "
+        f"the first two columns: {report.get('task_awareness_recipe', DEFAULT_RECIPE)!r}; of the third: "
+        f"{report.get('default_label', DEFAULT_LABEL)!r}.",
+        "",
+        "| task | that task alone | WikiText-2 | seven tasks merged |",
+        "|---|---|---|---|",
+    ]
+    for task, row in report["task_awareness"].items():
+        if "task_only" not in row:
+            continue
+        scored = len(row.get("task_only_correct") or [])
+        correct = (diet or {}).get("correct", {}).get(task, [])
+        vote = f"{sum(correct[:scored]) / scored:.3f}" if scored and len(correct) >= scored else ""
+        lines.append(f"| {task} | {row['task_only']:.3f} | {row['wikitext2']:.3f} | {vote} |")
+    lines.append("")
+    boot = report.get("task_awareness_bootstrap") or {}
+    if boot.get("tasks"):
+        columns = _task_awareness_columns(report)
+        means = {
+            name: sum(sum(c) / len(c) for c in by_task.values()) / len(by_task) for name, by_task in columns.items()
+        }
+        words = {"task_only": "that task alone", "wikitext2": "WikiText-2", "merged": "seven tasks merged"}
+        lines.append(
+            f"Average over the {len(boot['tasks'])} tasks: "
+            + ", ".join(f"{words[name]} {mean:.3f}" for name, mean in means.items())
+            + ". Paired differences (each task's examples resampled apart, 95% interval): "
+            + "; ".join(
+                f"{words[key.split(' - ')[0]]} minus {words[key.split(' - ')[1]]} {v['difference']:+.3f} "
+                f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+                for key, v in boot.items()
+                if key != "tasks"
+            )
+            + "."
+        )
+        lines.append("")
+    return lines
 
 
 def _targets(report: dict) -> list[str]:

@@ -126,3 +126,31 @@ def test_rows_of_an_earlier_report_join_under_their_defaults_names():
     other = {"half": "test", "limit": 500, "rows": [{**dense, "correct": {**dense["correct"], "rte": []}}]}
     with pytest.raises(ValueError, match="its dense row scored other examples"):
         rb.add_earlier_rows(other, earlier, "old.json")
+
+
+def test_task_awareness_paired_differences_cover_the_tasks_measured_in_every_column():
+    """Task alone, WikiText-2 and the seven tasks merged (the `diet` row at 20%, on the same first examples): their
+    averages and paired differences over the tasks that have all three, and in the report."""
+    diet = {"method": "diet", "sparsity": 0.2, "correct": {"boolq": [1, 1, 0, 0, 1], "rte": [0, 0, 0]}}
+    report = {
+        "limit": 4,
+        "rows": [diet],
+        "task_awareness": {
+            "boolq": {"task_only": 1.0, "wikitext2": 0.0, "task_only_correct": [1] * 4, "wikitext2_correct": [0] * 4},
+            "rte": {"task_only": 1.0, "wikitext2": 1.0, "task_only_correct": [1] * 3, "wikitext2_correct": [1] * 3},
+            "hellaswag": {"task_only": 1.0, "wikitext2": 1.0},  # no per-example results kept: left out
+        },
+    }
+    boot = rb._task_awareness_bootstrap(report, 200)
+    assert boot["tasks"] == ["boolq", "rte"]
+    assert boot["task_only - wikitext2"]["difference"] == pytest.approx((1.0 + 0.0) / 2)
+    # merged: boolq's first four of the diet row (0.5), rte's three (0.0)
+    assert boot["merged - wikitext2"]["difference"] == pytest.approx((0.5 - 0.0 + 0.0 - 1.0) / 2)
+    assert boot["task_only - merged"]["difference"] == pytest.approx((0.5 + 1.0) / 2)
+    low, high = boot["task_only - wikitext2"]["ci95"]
+    assert low <= 0.5 <= high
+    report["task_awareness_bootstrap"] = boot
+    text = "\n".join(rb._task_awareness_lines(report))
+    assert "| boolq | 1.000 | 0.000 | 0.500 |" in text
+    assert "Average over the 2 tasks: that task alone 1.000, WikiText-2 0.500, seven tasks merged 0.250." in text
+    assert "that task alone minus WikiText-2 +0.500" in text
