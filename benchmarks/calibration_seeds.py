@@ -11,6 +11,11 @@ each task (after that draw's calibration exclusions), and reports per draw the s
 paired difference with its bootstrap 95% interval, and the mean difference over the draws. The seed-0 rows are read
 from `run_benchmark.py`'s results (`--reference`), where both recipes were scored the same way. A report of test
 examples, not a choice: no recipe or default is chosen on it. Rows are saved as they finish; a rerun resumes.
+
+The calibration texts end in `--calibration-answer` (the library's default, "any" since 2026-12-05). Each answer has
+its own report and seed-0 reference: `calibration_seeds` and `benchmark_test500.json` for gold answers (the rows of
+2026-12-04), `calibration_seeds_any_answer` and `benchmark_test500_any_answer.json` for answers drawn per example. A
+report is never resumed with other answers than its rows were profiled on.
 """
 
 import argparse
@@ -22,15 +27,29 @@ from pathlib import Path
 import torch
 
 from diet_hf import DietPruner
+from diet_hf.card import CALIBRATION_ANSWER_TEXT
 from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.recipes import DEFAULT_RECIPE
 from diet_hf.tasks import PAPER_TASKS, get_task
+from diet_hf.tasks.registry import CALIBRATION_ANSWERS, DEFAULT_CALIBRATION_ANSWER
 
 EVAL_TASKS = [*PAPER_TASKS, "piqa"]
 PREDECESSOR = "uniform_mlp_mean_ls"
 # `run_benchmark.py`'s names of the two recipes' rows
 REFERENCE_METHODS = {DEFAULT_RECIPE: "diet", PREDECESSOR: "diet_no_anchor"}
+# per calibration answer: this script's report and `run_benchmark.py`'s report that holds the seed-0 rows
+OUTPUTS = {"gold": "benchmarks/results/calibration_seeds", "any": "benchmarks/results/calibration_seeds_any_answer"}
+REFERENCES = {
+    "gold": "benchmarks/results/benchmark_test500.json",
+    "any": "benchmarks/results/benchmark_test500_any_answer.json",
+}
+
+
+def label_answer(label: str) -> str:
+    """The calibration answer of a `run_benchmark.py` default label (labels from before the option: gold)."""
+    fields = dict(part.split("=", 1) for part in label.split("/")[1:] if "=" in part)
+    return fields.get("calibration_answer", "gold")
 
 
 def _row(result: dict) -> dict:
@@ -43,11 +62,15 @@ def _row(result: dict) -> dict:
     }
 
 
-def _reference_rows(path: Path, sparsities: list[float]) -> dict:
-    """The seed-0 rows of both recipes from `run_benchmark.py`'s JSON, keyed as this script's rows."""
+def _reference_rows(path: Path, sparsities: list[float], answer: str) -> dict:
+    """The seed-0 rows of both recipes from `run_benchmark.py`'s JSON, keyed as this script's rows; that report's
+    default must have been calibrated on `answer`."""
     if not path.is_file():
         return {}
     report = json.loads(path.read_text())
+    recorded = label_answer(report.get("default_label", report.get("default_recipe", "")))
+    if recorded != answer:
+        raise SystemExit(f"--reference {path}: its rows were calibrated on {recorded!r} answers, not {answer!r}.")
     rows = {}
     for recipe, method in REFERENCE_METHODS.items():
         for row in report["rows"]:
@@ -69,14 +92,25 @@ def main(argv=None) -> int:
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.4])
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--reference", default="benchmarks/results/benchmark_test500.json")
-    parser.add_argument("--output", default="benchmarks/results/calibration_seeds")
+    parser.add_argument(
+        "--calibration-answer",
+        choices=CALIBRATION_ANSWERS,
+        default=DEFAULT_CALIBRATION_ANSWER,
+        help="the answer the calibration texts end in (`ProfileOptions.calibration_answer`)",
+    )
+    parser.add_argument("--reference", default=None, help="seed-0 rows (default: the answer's, see the docstring)")
+    parser.add_argument("--output", default=None, help="the report (default: the answer's, see the docstring)")
     args = parser.parse_args(argv)
-    output = Path(args.output).with_suffix(".json")
+    answer = args.calibration_answer
+    output = Path(args.output or OUTPUTS[answer]).with_suffix(".json")
     results = json.loads(output.read_text()) if output.is_file() else {"rows": {}}
+    recorded = results.get("calibration_answer", "gold" if results["rows"] else answer)  # before the option: gold
+    if recorded != answer:
+        raise SystemExit(f"{output} holds rows calibrated on {recorded!r} answers; give another --output.")
     results.update(
         {
             "command": "python " + " ".join(sys.argv),
+            "calibration_answer": answer,
             "limit": args.limit,
             "half": "test",
             "default": DEFAULT_RECIPE,
@@ -84,14 +118,21 @@ def main(argv=None) -> int:
             "versions": {"torch": torch.__version__},
         }
     )
-    results["rows"].update(_reference_rows(Path(args.reference), args.sparsities))
+    results["rows"].update(_reference_rows(Path(args.reference or REFERENCES[answer]), args.sparsities, answer))
     dense, tokenizer, _ = load_gemma3_270m()
     for seed in args.seeds:
         wanted = [(r, s) for s in args.sparsities for r in (DEFAULT_RECIPE, PREDECESSOR)]
         if all(f"{seed}/{r}/{s}" in results["rows"] for r, s in wanted):
             continue
         pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-        pruner.profile(PAPER_TASKS, num_samples=100, seed=seed, data_dir=args.data_dir, disable_progress=True)
+        pruner.profile(
+            PAPER_TASKS,
+            num_samples=100,
+            seed=seed,
+            data_dir=args.data_dir,
+            calibration_answer=answer,
+            disable_progress=True,
+        )
         excluded = pruner.scores.provenance["excluded_eval_ids"]
         for recipe, sparsity in wanted:
             key = f"{seed}/{recipe}/{sparsity}"
@@ -127,7 +168,9 @@ def render(results: dict) -> str:
     lines = [
         "# The default against its predecessor over calibration draws (Gemma 3 270M, test halves)",
         "",
-        f"`{results['command']}`. Each draw: 100 calibration examples per task drawn with that seed, both recipes "
+        f"`{results['command']}`. Calibration texts: "
+        f"{CALIBRATION_ANSWER_TEXT[results.get('calibration_answer', 'gold')]}. Each draw: 100 calibration examples "
+        "per task drawn with that seed, both recipes "
         f"pruned from its profile, scored on the first {results['limit']} test-half examples of each task after that "
         f"draw's calibration exclusions. Seed 0: `run_benchmark.py`'s rows. Δ: `{default}` (the default) minus "
         f"`{predecessor}` (no BOS anchor) on the seven-task average over the same examples, paired bootstrap 95% "

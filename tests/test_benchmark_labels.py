@@ -154,3 +154,20 @@ def test_task_awareness_paired_differences_cover_the_tasks_measured_in_every_col
     assert "| boolq | 1.000 | 0.000 | 0.500 |" in text
     assert "Average over the 2 tasks: that task alone 1.000, WikiText-2 0.500, seven tasks merged 0.250." in text
     assert "that task alone minus WikiText-2 +0.500" in text
+
+
+def test_calibration_seeds_never_mix_calibration_answers(tmp_path):
+    """Rows profiled on gold answers (reports from before the option record none) are not resumed with drawn ones,
+    and the seed-0 rows must come from a benchmark report calibrated on the same answers."""
+    import calibration_seeds
+
+    gold = tmp_path / "seeds.json"
+    gold.write_text(json.dumps({"rows": {"1/uniform_mlp_mean_ls_bos/0.2": {}}}))
+    with pytest.raises(SystemExit, match="calibrated on 'gold' answers"):
+        calibration_seeds.main(["--data-dir", str(tmp_path), "--output", str(gold), "--calibration-answer", "any"])
+    results = Path(__file__).parents[1] / "benchmarks/results"
+    with pytest.raises(SystemExit, match="calibrated on 'gold' answers, not 'any'"):
+        calibration_seeds._reference_rows(results / "benchmark_test500.json", [0.2], "any")
+    drawn = calibration_seeds._reference_rows(results / "benchmark_test500_any_answer.json", [0.2], "any")
+    assert sorted(drawn) == ["0/uniform_mlp_mean_ls/0.2", "0/uniform_mlp_mean_ls_bos/0.2"]
+    assert calibration_seeds.label_answer("uniform_mlp_mean_ls_bos/round_to=64") == "gold"
