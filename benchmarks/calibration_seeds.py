@@ -26,7 +26,10 @@ from pathlib import Path
 
 import torch
 
-from diet_hf import DietPruner
+sys.path.insert(0, str(Path(__file__).parent))
+import run_benchmark  # noqa: E402
+
+from diet_hf import DietPruner  # noqa: E402
 from diet_hf.card import CALIBRATION_ANSWER_TEXT
 from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap
 from diet_hf.real_model import load_gemma3_270m
@@ -46,12 +49,6 @@ REFERENCES = {
 }
 
 
-def label_answer(label: str) -> str:
-    """The calibration answer of a `run_benchmark.py` default label (labels from before the option: gold)."""
-    fields = dict(part.split("=", 1) for part in label.split("/")[1:] if "=" in part)
-    return fields.get("calibration_answer", "gold")
-
-
 def _row(result: dict) -> dict:
     correct = correct_by_task(result)
     paper = [result["results"][t][result["results"][t]["headline_metric"]] for t in PAPER_TASKS]
@@ -68,7 +65,7 @@ def _reference_rows(path: Path, sparsities: list[float], answer: str) -> dict:
     if not path.is_file():
         return {}
     report = json.loads(path.read_text())
-    recorded = label_answer(report.get("default_label", report.get("default_recipe", "")))
+    recorded = run_benchmark.label_answer(report.get("default_label", report.get("default_recipe", "")))
     if recorded != answer:
         raise SystemExit(f"--reference {path}: its rows were calibrated on {recorded!r} answers, not {answer!r}.")
     rows = {}

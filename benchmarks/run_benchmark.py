@@ -576,9 +576,8 @@ def retired_name(method: str, previous_label: str | None) -> str:
         previous_label = f"{previous_label}/round_to=1"
     before = _label_options(previous_label)
     current = RECIPES[DEFAULT_RECIPE]
-    if _label_fields(previous_label)[1].get("calibration_answer", "gold") != DEFAULT_CALIBRATION_ANSWER:
-        # other calibration texts (labels from before the option: gold): every model that read them is another
-        # model, the baselines' too
+    if label_answer(previous_label) != DEFAULT_CALIBRATION_ANSWER:
+        # other calibration texts: every model that read them is another model, the baselines' too
         if method not in CALIBRATION_FREE:
             return f"{method}@{previous_label}"
     on_top = {name: changes for name, changes in ABLATIONS.items() if "recipe" not in changes}
@@ -600,6 +599,11 @@ def _label_options(label: str) -> dict | None:
     that recipe still exists."""
     recipe, fields = _label_fields(label)
     return {**RECIPES[recipe], "round_to": int(fields["round_to"])} if recipe in RECIPES else None
+
+
+def label_answer(label: str) -> str:
+    """The answer a default label's calibration texts ended in (labels from before the option: `"gold"`)."""
+    return _label_fields(label)[1].get("calibration_answer", "gold")
 
 
 def _label_fields(label: str) -> tuple[str, dict[str, str]]:
@@ -837,7 +841,7 @@ def _markdown(report: dict, plot_name: str) -> str:
 def _task_awareness_lines(report: dict) -> list[str]:
     """Markdown lines of the task-awareness rows: per task the three columns, then their averages and paired
     differences (`task_awareness_bootstrap`)."""
-    diet = next((r for r in report["rows"] if r["method"] == "diet" and r["sparsity"] == 0.2), None)
+    columns = _task_awareness_columns(report)
     lines = [
         "## Task-awareness at 20% (DIET's default; each row scores one task)",
         "",
@@ -853,14 +857,12 @@ def _task_awareness_lines(report: dict) -> list[str]:
     for task, row in report["task_awareness"].items():
         if "task_only" not in row:
             continue
-        scored = len(row.get("task_only_correct") or [])
-        correct = (diet or {}).get("correct", {}).get(task, [])
-        vote = f"{sum(correct[:scored]) / scored:.3f}" if scored and len(correct) >= scored else ""
+        merged = columns["merged"].get(task)
+        vote = f"{sum(merged) / len(merged):.3f}" if merged else ""
         lines.append(f"| {task} | {row['task_only']:.3f} | {row['wikitext2']:.3f} | {vote} |")
     lines.append("")
     boot = report.get("task_awareness_bootstrap") or {}
     if boot.get("tasks"):
-        columns = _task_awareness_columns(report)
         means = {
             name: sum(sum(c) / len(c) for c in by_task.values()) / len(by_task) for name, by_task in columns.items()
         }

@@ -170,4 +170,4 @@ def test_calibration_seeds_never_mix_calibration_answers(tmp_path):
         calibration_seeds._reference_rows(results / "benchmark_test500.json", [0.2], "any")
     drawn = calibration_seeds._reference_rows(results / "benchmark_test500_any_answer.json", [0.2], "any")
     assert sorted(drawn) == ["0/uniform_mlp_mean_ls/0.2", "0/uniform_mlp_mean_ls_bos/0.2"]
-    assert calibration_seeds.label_answer("uniform_mlp_mean_ls_bos/round_to=64") == "gold"
+    assert rb.label_answer("uniform_mlp_mean_ls_bos/round_to=64") == "gold"
