@@ -37,10 +37,31 @@ from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 REFERENCE = "benchmarks/results/choice_calibration_probe.json"
 ANCHORED, UNANCHORED = "uniform_mlp_mean_ls_bos", "uniform_mlp_mean_ls"
 STORED_KL, STORED_ACCURACY = "any-choice", "any-choice, dev accuracy"  # the anchored "any" rows' variants there
+# One component of the default against the default without it: how the probe names and prunes the candidate, and
+# how its report reads (`prefix`: the JSON keys of the default's side; `verdict`: the key of the rule's answer).
+ANCHOR = {
+    "title": "The BOS anchor on any-answer calibration texts",
+    "script": "anchor_any_probe.py",
+    "variant": UNANCHORED,
+    "options": {"recipe": UNANCHORED},
+    "names": ("anchored", "unanchored"),
+    "prefix": "anchored",
+    "difference": "anchored_minus_unanchored",
+    "verdict": "anchor_stays",
+    "verdicts": ("the anchor **stays the default**", "the anchor **goes: the rule returns to `uniform_mlp_mean_ls`**"),
+}
 
 
 def main(argv=None) -> int:
-    parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/anchor_any_probe")
+    return run(__doc__, ANCHOR, "benchmarks/results/anchor_any_probe", argv)
+
+
+def run(doc: str, spec: dict, output: str, argv=None) -> int:
+    """Profile on any-answer texts as the reference rows were, check the pairing, then measure `spec`'s candidate
+    (the default `ANCHORED` pruned with `spec["options"]`) on dev-prompt KL and dev accuracy, and apply the rule: the
+    component stays when the default minus the candidate has a 95% interval reaching zero or above at every
+    sparsity."""
+    parser = dev_sweep.probe_parser(doc.splitlines()[0], output)
     parser.set_defaults(reference=REFERENCE)
     args = parser.parse_args(argv)
     stored = {(r["variant"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
@@ -50,76 +71,77 @@ def main(argv=None) -> int:
     prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
     report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": []}
     output = Path(args.output)
+    prefix, key = spec["prefix"], spec["difference"]
     for sparsity in args.sparsities:
-        for recipe in (ANCHORED, UNANCHORED):
+        for variant, options in ((ANCHORED, {"recipe": ANCHORED}), (spec["variant"], spec["options"])):
             started = time.perf_counter()
-            model = pruner.prune(sparsity=sparsity, recipe=recipe, disable_progress=True)
-            row = dev_sweep.kl_row(model, tokenizer, (prompts, flat, reference), sparsity, recipe, {}, started)
-            if recipe == ANCHORED:
+            model = pruner.prune(sparsity=sparsity, disable_progress=True, **options)
+            row = dev_sweep.kl_row(model, tokenizer, (prompts, flat, reference), sparsity, variant, {}, started)
+            if variant == ANCHORED:
                 row["kl_in_reference_rows"] = stored[(STORED_KL, sparsity)]["kl_from_dense"]
                 if abs(row["kl_from_dense"] - row["kl_in_reference_rows"]) > 1e-4:
                     raise SystemExit(f"The anchored default's KL at {sparsity:.0%} differs from {args.reference}'s.")
             report["rows"].append(row)
-            _write(output, report)
+            _write(output, report, spec)
     context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
     for sparsity in args.sparsities:
-        anchored = stored[(STORED_ACCURACY, sparsity)]
-        model = pruner.prune(sparsity=sparsity, recipe=UNANCHORED, disable_progress=True)
+        default = stored[(STORED_ACCURACY, sparsity)]
+        model = pruner.prune(sparsity=sparsity, disable_progress=True, **spec["options"])
         measured = dev_sweep._measure(model, tokenizer, args, context)
         difference = paired_bootstrap(
-            {t: anchored["correct"][t] for t in PAPER_TASKS}, {t: measured["correct"][t] for t in PAPER_TASKS}
+            {t: default["correct"][t] for t in PAPER_TASKS}, {t: measured["correct"][t] for t in PAPER_TASKS}
         )
         row = {
             "sparsity": sparsity,
-            "variant": f"{UNANCHORED}, dev accuracy",
+            "variant": f"{spec['variant']}, dev accuracy",
             **measured,
-            "anchored_average": anchored["average_paper_tasks"],
-            "anchored_signal_average": anchored["average_signal_tasks"],
-            "anchored_per_task": anchored["per_task"],
-            "anchored_minus_unanchored": difference,
+            f"{prefix}_average": default["average_paper_tasks"],
+            f"{prefix}_signal_average": default["average_signal_tasks"],
+            f"{prefix}_per_task": default["per_task"],
+            key: difference,
         }
-        print(sparsity, f"anchored {row['anchored_average']:.4f} vs {row['average_paper_tasks']:.4f}", difference)
+        print(
+            sparsity,
+            f"{spec['names'][0]} {row[prefix + '_average']:.4f} vs {row['average_paper_tasks']:.4f}",
+            difference,
+        )
         report["rows"].append(row)
-        _write(output, report)
-    accuracy = [r for r in report["rows"] if "anchored_minus_unanchored" in r]
-    report["anchor_stays"] = all(r["anchored_minus_unanchored"]["ci95"][1] >= 0 for r in accuracy)
-    _write(output, report)
-    print("anchor stays:", report["anchor_stays"])
+        _write(output, report, spec)
+    accuracy = [r for r in report["rows"] if key in r]
+    report[spec["verdict"]] = all(r[key]["ci95"][1] >= 0 for r in accuracy)
+    _write(output, report, spec)
+    print(f"{spec['verdict']}:", report[spec["verdict"]])
     return 0
 
 
-def _write(output: Path, report: dict) -> None:
+def _write(output: Path, report: dict, spec: dict) -> None:
     dev_sweep.write_probe_json(output, report)
-    lines = dev_sweep.probe_heading(
-        "The BOS anchor on any-answer calibration texts", [report["command"]], report["kl_prompts_per_task"],
-        "anchor_any_probe.py",
-    )  # fmt: skip
-    lines += dev_sweep.probe_tables(
-        [r for r in report["rows"] if "anchored_minus_unanchored" not in r], "recipe", UNANCHORED
-    )
-    accuracy = [r for r in report["rows"] if "anchored_minus_unanchored" in r]
+    prefix, key, (default, candidate) = spec["prefix"], spec["difference"], spec["names"]
+    lines = dev_sweep.probe_heading(spec["title"], [report["command"]], report["kl_prompts_per_task"], spec["script"])
+    lines += dev_sweep.probe_tables([r for r in report["rows"] if key not in r], "recipe", spec["variant"])
+    accuracy = [r for r in report["rows"] if key in r]
     if accuracy:
         tasks = dev_sweep.EVAL_TASKS
         lines += [
             "",
-            "Dev accuracy, 500 dev examples per task (the anchored default's from the reference rows); paired "
-            "difference anchored minus unanchored, 95% interval:",
+            f"Dev accuracy, 500 dev examples per task (the {default} default's from the reference rows); paired "
+            f"difference {default} minus {candidate}, 95% interval:",
             "",
-            "| sparsity | anchored | unanchored | anchored − unanchored [95%] | HellaSwag+ARC-e+PIQA (anchored / "
-            "unanchored) | " + " | ".join(tasks) + " (anchored / unanchored) |",
+            f"| sparsity | {default} | {candidate} | {default} − {candidate} [95%] | "
+            f"HellaSwag+ARC-e+PIQA ({default} / {candidate}) | " + " | ".join(tasks) + f" ({default} / {candidate}) |",
             "|---|---|---|---|---|" + "---|" * len(tasks),
         ]
         for r in accuracy:
-            d, (low, high) = r["anchored_minus_unanchored"], r["anchored_minus_unanchored"]["ci95"]
-            cells = " | ".join(f"{r['anchored_per_task'][t]:.3f} / {r['per_task'][t]:.3f}" for t in tasks)
+            d, (low, high) = r[key], r[key]["ci95"]
+            cells = " | ".join(f"{r[prefix + '_per_task'][t]:.3f} / {r['per_task'][t]:.3f}" for t in tasks)
             lines.append(
-                f"| {r['sparsity']:.0%} | {r['anchored_average']:.4f} | {r['average_paper_tasks']:.4f} | "
-                f"{d['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {r['anchored_signal_average']:.4f} / "
+                f"| {r['sparsity']:.0%} | {r[prefix + '_average']:.4f} | {r['average_paper_tasks']:.4f} | "
+                f"{d['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {r[prefix + '_signal_average']:.4f} / "
                 f"{r['average_signal_tasks']:.4f} | {cells} |"
             )
-    if "anchor_stays" in report:
-        verdict = "stays the default" if report["anchor_stays"] else "goes: the rule returns to `uniform_mlp_mean_ls`"
-        lines += ["", f"By the rule in the script's docstring, the anchor **{verdict}**."]
+    if spec["verdict"] in report:
+        verdict = spec["verdicts"][0] if report[spec["verdict"]] else spec["verdicts"][1]
+        lines += ["", f"By the rule in the script's docstring, {verdict}."]
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
