@@ -46,6 +46,7 @@ ANCHOR = {
     "options": {"recipe": UNANCHORED},
     "names": ("anchored", "unanchored"),
     "prefix": "anchored",
+    "reference": "the anchored default's",  # whose accuracy rows the reference holds
     "difference": "anchored_minus_unanchored",
     "verdict": "anchor_stays",
     "verdicts": ("the anchor **stays the default**", "the anchor **goes: the rule returns to `uniform_mlp_mean_ls`**"),
@@ -124,7 +125,7 @@ def _write(output: Path, report: dict, spec: dict) -> None:
         tasks = dev_sweep.EVAL_TASKS
         lines += [
             "",
-            f"Dev accuracy, 500 dev examples per task (the {default} default's from the reference rows); paired "
+            f"Dev accuracy, 500 dev examples per task ({spec['reference']} from the reference rows); paired "
             f"difference {default} minus {candidate}, 95% interval:",
             "",
             f"| sparsity | {default} | {candidate} | {default} − {candidate} [95%] | "

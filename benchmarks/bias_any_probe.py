@@ -34,6 +34,7 @@ BIAS = {
     "options": {"recipe": anchor_any_probe.ANCHORED, "bias_compensation": False},
     "names": ("with bias", "without bias"),
     "prefix": "with_bias",
+    "reference": "the default's, with bias,",
     "difference": "with_minus_without_bias",
     "verdict": "bias_stays",
     "verdicts": (
