@@ -104,9 +104,9 @@ def main(argv=None) -> int:
     recorded = results.get("calibration_answer", "gold" if results["rows"] else answer)  # before the option: gold
     if recorded != answer:
         raise SystemExit(f"{output} holds rows calibrated on {recorded!r} answers; give another --output.")
+    results["commands"] = _commands(results, "python " + " ".join(sys.argv))
     results.update(
         {
-            "command": "python " + " ".join(sys.argv),
             "calibration_answer": answer,
             "limit": args.limit,
             "half": "test",
@@ -159,13 +159,21 @@ def main(argv=None) -> int:
     return 0
 
 
+def _commands(results: dict, command: str) -> list[str]:
+    """The commands that made a report's rows, in order, with `command` last unless it is there already (reports from
+    before the list hold one `command`, which is taken over and dropped)."""
+    commands = results.pop("commands", None) or ([results.pop("command")] if "command" in results else [])
+    return commands if command in commands else [*commands, command]
+
+
 def render(results: dict) -> str:
     default, predecessor = results["default"], results["predecessor"]
     rows = results["rows"]
+    commands = results.get("commands") or [results["command"]]
     lines = [
         "# The default against its predecessor over calibration draws (Gemma 3 270M, test halves)",
         "",
-        f"`{results['command']}`. Calibration texts: "
+        "; then ".join(f"`{c}`" for c in commands) + ". Calibration texts: "
         f"{CALIBRATION_ANSWER_TEXT[results.get('calibration_answer', 'gold')]}. Each draw: 100 calibration examples "
         "per task drawn with that seed, both recipes "
         f"pruned from its profile, scored on the first {results['limit']} test-half examples of each task after that "

@@ -171,3 +171,19 @@ def test_calibration_seeds_never_mix_calibration_answers(tmp_path):
     drawn = calibration_seeds._reference_rows(results / "benchmark_test500_any_answer.json", [0.2], "any")
     assert sorted(drawn) == ["0/uniform_mlp_mean_ls/0.2", "0/uniform_mlp_mean_ls_bos/0.2"]
     assert rb.label_answer("uniform_mlp_mean_ls_bos/round_to=64") == "gold"
+
+
+def test_calibration_seeds_report_keeps_every_command_that_made_its_rows():
+    """A resumed report lists each command once, in order, and takes over the single command of older reports."""
+    import calibration_seeds
+
+    older = {"command": "python calibration_seeds.py --seeds 1 2", "rows": {}}
+    commands = calibration_seeds._commands(older, "python calibration_seeds.py --seeds 3 4")
+    assert commands == ["python calibration_seeds.py --seeds 1 2", "python calibration_seeds.py --seeds 3 4"]
+    assert "command" not in older
+    again = calibration_seeds._commands({"commands": commands}, "python calibration_seeds.py --seeds 1 2")
+    assert again == commands
+    report = {"commands": commands, "default": "a", "predecessor": "b", "limit": 500, "rows": {}}
+    assert "`python calibration_seeds.py --seeds 1 2`; then `python calibration_seeds.py --seeds 3 4`." in (
+        calibration_seeds.render(report)
+    )
