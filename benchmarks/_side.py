@@ -34,6 +34,13 @@ def provenance() -> dict:
     }
 
 
+def resumed_commands(report: dict, command: str) -> list[str]:
+    """The commands that made a resumed report's rows, in order, with `command` last unless it is there already
+    (reports from before the list hold one `command`, which is taken over and dropped)."""
+    commands = report.pop("commands", None) or ([report.pop("command")] if "command" in report else [])
+    return commands if command in commands else [*commands, command]
+
+
 def write_report(output, report: dict, markdown: list[str]) -> None:
     """Writes `output`.json (the report) and `output`.md (its lines), and prints the Markdown."""
     from pathlib import Path

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import run_benchmark  # noqa: E402
+from _side import resumed_commands  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.card import CALIBRATION_ANSWER_TEXT
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     recorded = results.get("calibration_answer", "gold" if results["rows"] else answer)  # before the option: gold
     if recorded != answer:
         raise SystemExit(f"{output} holds rows calibrated on {recorded!r} answers; give another --output.")
-    results["commands"] = _commands(results, "python " + " ".join(sys.argv))
+    results["commands"] = resumed_commands(results, "python " + " ".join(sys.argv))
     results.update(
         {
             "calibration_answer": answer,
@@ -157,13 +158,6 @@ def main(argv=None) -> int:
     output.write_text(json.dumps(results, indent=1) + "\n")
     output.with_suffix(".md").write_text(render(results))
     return 0
-
-
-def _commands(results: dict, command: str) -> list[str]:
-    """The commands that made a report's rows, in order, with `command` last unless it is there already (reports from
-    before the list hold one `command`, which is taken over and dropped)."""
-    commands = results.pop("commands", None) or ([results.pop("command")] if "command" in results else [])
-    return commands if command in commands else [*commands, command]
 
 
 def render(results: dict) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _side import resumed_commands  # noqa: E402
 from heal_benchmark import HEAL_SOURCES  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     report = {"rows": {}}
     if args.resume and output.with_suffix(".json").exists():
         report = json.loads(output.with_suffix(".json").read_text())
-    report["command"] = " ".join(["python", *sys.argv])
+    report["commands"] = resumed_commands(report, " ".join(["python", *sys.argv]))
     texts = wikitext2_last_word_texts("test", limit=args.limit, min_words=args.min_words, data_dir=args.data_dir)
     report["texts"] = len(texts)
     torch.manual_seed(0)
@@ -130,7 +131,8 @@ def _write(output: Path, report: dict) -> None:
     lines = [
         "# Last-word accuracy on WikiText-2 test paragraphs (LAMBADA's measure; Gemma 3 270M)",
         "",
-        f"Command: `{report['command']}`. {report['texts']} paragraphs; what they are and what they are not (not "
+        "Commands: " + "; then ".join(f"`{c}`" for c in report.get("commands") or [report["command"]]) + f". "
+        f"{report['texts']} paragraphs; what they are and what they are not (not "
         "LAMBADA) in `benchmarks/last_word.py`'s docstring. Differences with 95% paired-bootstrap intervals over the "
         "same texts.",
         "",

@@ -424,6 +424,13 @@ def main(argv=None) -> int:
         }
         _finish(report, output, args.bootstrap)
         return 0
+    if args.resume and args.loto_limit and output.with_suffix(".json").is_file():
+        stored = json.loads(output.with_suffix(".json").read_text())
+        if stored.get("leave_one_task_out") and stored.get("loto_limit") != args.loto_limit:
+            parser.error(
+                f"--loto-limit {args.loto_limit}: {output.with_suffix('.json')} holds leave-one-task-out rows of "
+                f"{stored.get('loto_limit')} examples per task; resume with that limit, or use another --output"
+            )
     dense, tokenizer, _ = load_gemma3_270m()
     report = {
         "command": " ".join(["python", *sys.argv]),
@@ -508,6 +515,8 @@ def _finish(report: dict, output: Path, resamples: int) -> None:
     report["paired_bootstrap"] = _paired_bootstrap(report["rows"], resamples)
     if report.get("task_awareness"):
         report["task_awareness_bootstrap"] = _task_awareness_bootstrap(report, resamples)
+    if report.get("leave_one_task_out"):
+        report["loto_bootstrap"] = _loto_bootstrap(report, resamples)
     output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     output.with_suffix(".md").write_text(_markdown(report, output.with_suffix(".png").name))
     _plot(report, output.with_suffix(".png"))
@@ -668,16 +677,51 @@ def _leave_one_task_out(dense, tokenizer, pruner, excluded, args, results, save,
                 BASELINE_PRUNE_OPTIONS[method],
                 means if method == "flap" else None,
             )
+        if "flap_no_bias" not in kept:
+            candidates["flap_no_bias"] = (baseline_scores("flap", dense, six), BASELINE_PRUNE_OPTIONS["flap"], None)
         for name, (method_scores, options, channel_means) in candidates.items():
             plan = build_plan(method_scores, dense.config, sparsity=0.2, **options)
             row[name] = build_pruned_model(dense, plan, channel_means=channel_means)
-        for name, model in row.items():
+        for name, model in list(row.items()):
             out = _evaluate(model, tokenizer, [held_out], args.loto_limit, args, excluded)
             row[name] = out["average"]
-        results[held_out] = {"diet": row.pop("diet"), **{k: v for k, v in kept.items() if k != "diet"}, **row}
+            row[f"{name}_correct"] = correct_by_task(out)[held_out]
+        old_diet = {k: v for k, v in kept.items() if k not in ("diet", "diet_correct")}
+        results[held_out] = {"diet": row.pop("diet"), "diet_correct": row.pop("diet_correct"), **old_diet, **row}
         save()
         print("loto", held_out, results[held_out], flush=True)
     return results
+
+
+def _loto_methods(loto: dict) -> list[str]:
+    """The leave-one-task-out columns in order of first appearance, without their per-example results."""
+    return list(dict.fromkeys(m for row in loto.values() for m in row if not m.endswith("_correct")))
+
+
+def _loto_bootstrap(report: dict, resamples: int) -> dict:
+    """Leave-one-task-out: every method's average over the held-out tasks with its standard error, and its paired
+    difference from DIET's (each held-out task's examples resampled apart), over the tasks where both kept their
+    per-example results (rows from before they were kept have none and are left out)."""
+    loto = report.get("leave_one_task_out") or {}
+    methods = [m for m in _loto_methods(loto) if "@" not in m]
+    generator = torch.Generator().manual_seed(0)
+    out = {}
+    for method in methods:
+        tasks = [t for t, row in loto.items() if row.get(f"{method}_correct") and row.get("diet_correct")]
+        if not tasks:
+            continue
+        correct = {t: loto[t][f"{method}_correct"] for t in tasks}
+        accuracies = [sum(c) / len(c) for c in correct.values()]
+        variances = [a * (1 - a) / max(len(c) - 1, 1) for a, c in zip(accuracies, correct.values())]
+        out[method] = {
+            "tasks": tasks,
+            "average": sum(accuracies) / len(tasks),
+            "average_stderr": math.sqrt(sum(variances)) / len(tasks),
+        }
+        if method != "diet":
+            diet = {t: loto[t]["diet_correct"] for t in tasks}
+            out[method]["minus_diet"] = paired_bootstrap(correct, diet, resamples=resamples, generator=generator)
+    return out
 
 
 def _paired_bootstrap(rows: list[dict], resamples: int) -> dict:
@@ -822,7 +866,7 @@ def _markdown(report: dict, plot_name: str) -> str:
     if report.get("task_awareness"):
         lines += _task_awareness_lines(report)
     if report.get("leave_one_task_out"):
-        methods = list(dict.fromkeys(m for row in report["leave_one_task_out"].values() for m in row))
+        methods = _loto_methods(report["leave_one_task_out"])
         lines += [
             "## Leave-one-task-out at 20% (profile on six tasks, score the seventh)",
             "",
@@ -834,8 +878,33 @@ def _markdown(report: dict, plot_name: str) -> str:
         ]
         for task, row in report["leave_one_task_out"].items():
             lines.append(f"| {task} | " + " | ".join(f"{row[m]:.3f}" if m in row else "" for m in methods) + " |")
-        lines.append("")
+        lines += ["", *_loto_lines(report.get("loto_bootstrap") or {})]
     return "\n".join(lines)
+
+
+def _loto_lines(boot: dict) -> list[str]:
+    """Markdown lines of `loto_bootstrap`: each method's held-out average ± standard error and its paired difference
+    from DIET's."""
+    if not boot:
+        return []
+    lines = [
+        "Average over the held-out tasks (± standard error) and each method minus DIET, paired bootstrap 95% interval "
+        "(each held-out task's examples resampled apart):",
+        "",
+        "| method | held-out tasks | average ± s.e. | minus DIET [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for method, row in boot.items():
+        difference = row.get("minus_diet")
+        interval = (
+            f"{difference['difference']:+.3f} [{difference['ci95'][0]:+.3f}, {difference['ci95'][1]:+.3f}]"
+            if difference
+            else "–"
+        )
+        lines.append(
+            f"| {method} | {len(row['tasks'])} | {row['average']:.3f} ± {row['average_stderr']:.3f} | {interval} |"
+        )
+    return [*lines, ""]
 
 
 def _task_awareness_lines(report: dict) -> list[str]:
@@ -943,9 +1012,14 @@ def _targets(report: dict) -> list[str]:
     if loto and all("flap" in row and "diet" in row for row in loto.values()):
         diet_mean = sum(row["diet"] for row in loto.values()) / len(loto)
         flap_mean = sum(row["flap"] for row in loto.values()) / len(loto)
+        flap_boot = (report.get("loto_bootstrap") or {}).get("flap", {})
+        interval = ""
+        if len(flap_boot.get("tasks", [])) == len(loto):
+            low, high = flap_boot["minus_diet"]["ci95"]
+            interval = f", DIET minus FLAP {-flap_boot['minus_diet']['difference']:+.3f} [{-high:+.3f}, {-low:+.3f}]"
         lines.append(
             f"- leave-one-task-out at 20%, mean over {len(loto)} held-out tasks: DIET {diet_mean:.3f}, FLAP "
-            f"{flap_mean:.3f} ({'met' if diet_mean >= flap_mean else 'MISSED'}; DIET's recipe "
+            f"{flap_mean:.3f}{interval} ({'met' if diet_mean >= flap_mean else 'MISSED'}; DIET's recipe "
             f"{report.get('loto_recipe', DEFAULT_RECIPE)!r})"
         )
     return [*lines, ""]

@@ -1,6 +1,7 @@
 """The benchmark report's row names when DIET's default changes: earlier rows are renamed, never mislabelled."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -175,15 +176,56 @@ def test_calibration_seeds_never_mix_calibration_answers(tmp_path):
 
 def test_calibration_seeds_report_keeps_every_command_that_made_its_rows():
     """A resumed report lists each command once, in order, and takes over the single command of older reports."""
+    import _side
     import calibration_seeds
 
     older = {"command": "python calibration_seeds.py --seeds 1 2", "rows": {}}
-    commands = calibration_seeds._commands(older, "python calibration_seeds.py --seeds 3 4")
+    commands = _side.resumed_commands(older, "python calibration_seeds.py --seeds 3 4")
     assert commands == ["python calibration_seeds.py --seeds 1 2", "python calibration_seeds.py --seeds 3 4"]
     assert "command" not in older
-    again = calibration_seeds._commands({"commands": commands}, "python calibration_seeds.py --seeds 1 2")
+    again = _side.resumed_commands({"commands": commands}, "python calibration_seeds.py --seeds 1 2")
     assert again == commands
     report = {"commands": commands, "default": "a", "predecessor": "b", "limit": 500, "rows": {}}
     assert "`python calibration_seeds.py --seeds 1 2`; then `python calibration_seeds.py --seeds 3 4`." in (
         calibration_seeds.render(report)
     )
+
+
+def test_leave_one_task_out_reports_averages_with_errors_and_paired_differences_from_diet():
+    """Each method's held-out average with its standard error and its paired difference from DIET's, over the held-out
+    tasks where both kept per-example results; the target line carries DIET minus FLAP's interval."""
+    report = {
+        "loto_limit": 4,
+        "leave_one_task_out": {
+            "boolq": {"diet": 0.75, "diet_correct": [1, 1, 1, 0], "flap": 0.25, "flap_correct": [0, 0, 1, 0]},
+            "rte": {"diet": 0.5, "diet_correct": [1, 0, 1, 0], "flap": 0.5, "flap_correct": [1, 0, 1, 0]},
+        },
+    }
+    boot = rb._loto_bootstrap(report, 200)
+    assert boot["diet"]["average"] == pytest.approx(0.625) and "minus_diet" not in boot["diet"]
+    assert boot["flap"]["tasks"] == ["boolq", "rte"]
+    assert boot["flap"]["minus_diet"]["difference"] == pytest.approx((0.25 - 0.75 + 0.0) / 2)
+    expected_se = math.sqrt(0.25 * 0.75 / 3 + 0.5 * 0.5 / 3) / 2
+    assert boot["flap"]["average_stderr"] == pytest.approx(expected_se)
+    low, high = boot["flap"]["minus_diet"]["ci95"]
+    assert low <= -0.25 <= high
+    report["loto_bootstrap"] = boot
+    assert f"| flap | 2 | 0.375 ± {expected_se:.3f} | -0.250 [{low:+.3f}, {high:+.3f}] |" in rb._loto_lines(boot)
+    target = "\n".join(rb._targets({"rows": [], **report}))
+    assert f"DIET 0.625, FLAP 0.375, DIET minus FLAP +0.250 [{-high:+.3f}, {-low:+.3f}] (met" in target
+    # a row from before per-example results were kept takes no part in the intervals
+    report["leave_one_task_out"]["hellaswag"] = {"diet": 0.3, "flap": 0.2}
+    assert rb._loto_bootstrap(report, 200)["flap"]["tasks"] == ["boolq", "rte"]
+    assert "DIET minus FLAP" not in "\n".join(rb._targets({"rows": [], **report}))
+
+
+def test_leave_one_task_out_rows_of_another_limit_are_not_resumed(tmp_path, capsys):
+    """Resuming a report whose leave-one-task-out rows were scored on another number of examples stops before any
+    model is loaded, naming both limits."""
+    output = tmp_path / "report"
+    stored = {"loto_limit": 60, "leave_one_task_out": {"rte": {"diet": 0.5}}}
+    output.with_suffix(".json").write_text(json.dumps(stored))
+    with pytest.raises(SystemExit):
+        rb.main(["--data-dir", str(tmp_path), "--resume", "--loto-limit", "500", "--output", str(output)])
+    error = capsys.readouterr().err
+    assert "--loto-limit 500" in error and "rows of 60 examples per task" in error
