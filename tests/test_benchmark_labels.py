@@ -82,6 +82,11 @@ def test_rows_without_timings_render_as_not_measured():
     text = rb._markdown(report, "plot.png")
     assert f"| {untimed['method']} | {untimed['sparsity']:.0%} | not measured | | | |" in text
     assert "| dense | 0% | not measured" not in text
+    first = report["command"]
+    assert f"Commands: `{first}`  " in text  # a report from before the list
+    report["commands"] = rb.resumed_commands(report, "python run_benchmark.py --resume --loto-limit 500")
+    then = f"Commands: `{first}`; then `python run_benchmark.py --resume --loto-limit 500`  "
+    assert then in rb._markdown(report, "plot.png")
 
 
 def test_task_floors_majority_class_for_label_tasks_chance_for_the_rest():
