@@ -692,7 +692,7 @@ def _leave_one_task_out(dense, tokenizer, pruner, excluded, args, results, save,
         old_diet = {k: v for k, v in kept.items() if k not in ("diet", "diet_correct")}
         results[held_out] = {"diet": row.pop("diet"), "diet_correct": row.pop("diet_correct"), **old_diet, **row}
         save()
-        print("loto", held_out, results[held_out], flush=True)
+        print("loto", held_out, {k: v for k, v in results[held_out].items() if not k.endswith("_correct")}, flush=True)
     return results
 
 
