@@ -379,6 +379,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--loto-limit", type=int, default=0, help="leave-one-task-out examples (0 = skip)")
     parser.add_argument(
+        "--loto-ablations",
+        nargs="*",
+        default=[],
+        choices=list(ABLATIONS),
+        help="ablations of DIET's default measured in leave-one-task-out too (beside the default and the baselines)",
+    )
+    parser.add_argument(
         "--task-awareness",
         action="store_true",
         help="per task at 20%%: DIET from that task's profile alone vs from WikiText-2, scored on that task",
@@ -660,37 +667,36 @@ def _retire_old_recipe(results: dict, report: dict, key: str, fields: tuple[str,
     report[key] = DEFAULT_LABEL
 
 
+def _loto_columns(ablations) -> list[str]:
+    """The leave-one-task-out columns a run wants: DIET's default, the named ablations of it, every baseline."""
+    return ["diet", *ablations, *BASELINES, "flap_no_bias"]
+
+
 def _leave_one_task_out(dense, tokenizer, pruner, excluded, args, results, save, report) -> dict:
-    """At 20%: profile on six tasks (DIET) or pool their statistics (baselines), score the seventh."""
+    """At 20%: profile on six tasks (DIET and its ablations) or pool their statistics (baselines), score the seventh;
+    a resumed run measures only the columns a held-out task lacks, one model at a time."""
     report["leave_one_task_out"] = results
-    _retire_old_recipe(results, report, "loto_recipe", ("diet",))
+    _retire_old_recipe(results, report, "loto_recipe", ("diet", *ABLATIONS))
     for held_out in PAPER_TASKS:
-        if held_out in results and "diet" in results[held_out]:
+        row = results.get(held_out, {})
+        missing = [c for c in _loto_columns(args.loto_ablations) if c not in row]
+        if not missing:
             continue
-        kept = results.get(held_out, {})
         six = pruner.scores.select([t for t in PAPER_TASKS if t != held_out])
-        means = six.channel_means()
-        row = {"diet": _diet_model(pruner, 0.2, tasks=six.tasks)}
-        candidates = {}
-        for method in BASELINES:
-            if method in kept:  # the baselines do not depend on DIET's recipe: rows from before a change stay
-                continue
-            candidates[method] = (
-                baseline_scores(method, dense, six),
-                BASELINE_PRUNE_OPTIONS[method],
-                means if method == "flap" else None,
-            )
-        if "flap_no_bias" not in kept:
-            candidates["flap_no_bias"] = (baseline_scores("flap", dense, six), BASELINE_PRUNE_OPTIONS["flap"], None)
-        for name, (method_scores, options, channel_means) in candidates.items():
-            plan = build_plan(method_scores, dense.config, sparsity=0.2, **options)
-            row[name] = build_pruned_model(dense, plan, channel_means=channel_means)
-        for name, model in list(row.items()):
+        for name in missing:
+            if name == "diet" or name in ABLATIONS:
+                model = _diet_model(pruner, 0.2, tasks=six.tasks, **ABLATIONS.get(name, {}))
+            else:
+                method = "flap" if name == "flap_no_bias" else name
+                plan = build_plan(
+                    baseline_scores(method, dense, six), dense.config, sparsity=0.2, **BASELINE_PRUNE_OPTIONS[method]
+                )
+                model = build_pruned_model(dense, plan, channel_means=six.channel_means() if name == "flap" else None)
             out = _evaluate(model, tokenizer, [held_out], args.loto_limit, args, excluded)
+            del model
             row[name] = out["average"]
             row[f"{name}_correct"] = correct_by_task(out)[held_out]
-        old_diet = {k: v for k, v in kept.items() if k not in ("diet", "diet_correct")}
-        results[held_out] = {"diet": row.pop("diet"), "diet_correct": row.pop("diet_correct"), **old_diet, **row}
+        results[held_out] = {**{k: row[k] for k in ("diet", "diet_correct") if k in row}, **row}  # DIET first
         save()
         print("loto", held_out, {k: v for k, v in results[held_out].items() if not k.endswith("_correct")}, flush=True)
     return results

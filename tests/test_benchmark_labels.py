@@ -234,3 +234,13 @@ def test_leave_one_task_out_rows_of_another_limit_are_not_resumed(tmp_path, caps
         rb.main(["--data-dir", str(tmp_path), "--resume", "--loto-limit", "500", "--output", str(output)])
     error = capsys.readouterr().err
     assert "--loto-limit 500" in error and "rows of 60 examples per task" in error
+
+
+def test_leave_one_task_out_columns_take_named_ablations_of_the_default(tmp_path, capsys):
+    """The default, the ablations asked for, then every baseline and FLAP without compensation; an unknown ablation
+    is refused by name before any model loads."""
+    assert rb._loto_columns([]) == ["diet", *rb.BASELINES, "flap_no_bias"]
+    assert rb._loto_columns(["diet_no_anchor"])[:2] == ["diet", "diet_no_anchor"]
+    with pytest.raises(SystemExit):
+        rb.main(["--data-dir", str(tmp_path), "--loto-limit", "5", "--loto-ablations", "diet_everything"])
+    assert "--loto-ablations: invalid choice: 'diet_everything'" in capsys.readouterr().err
