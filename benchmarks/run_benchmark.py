@@ -407,17 +407,28 @@ def main(argv=None) -> int:
         help="with --render: add the rows of an earlier report on the same examples (its dense row must score the "
         "same), renamed by the default they were measured under, so the paired intervals cover them",
     )
+    parser.add_argument(
+        "--calibrated",
+        default=None,
+        metavar="REPORT.json",
+        help="with --render: each leave-one-task-out column against the same method at 20%% in REPORT.json, "
+        "calibrated on all seven tasks and scored on the same examples (its dense row must score them alike)",
+    )
     parser.add_argument("--output", default="benchmarks/results/benchmark")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    if args.earlier and not args.render:
-        parser.error("--earlier goes with --render")
+    if (args.earlier or args.calibrated) and not args.render:
+        parser.error("--earlier and --calibrated go with --render")
     if args.render:
         report = json.loads(output.with_suffix(".json").read_text())
         if args.earlier:
             add_earlier_rows(report, json.loads(Path(args.earlier).read_text()), args.earlier)
+        if args.calibrated:
+            report["loto_vs_calibrated"] = loto_vs_calibrated(
+                report, json.loads(Path(args.calibrated).read_text()), args.calibrated, args.bootstrap
+            )
         _finish(report, output, args.bootstrap)
         return 0
     if args.remeasure_cost:
@@ -631,15 +642,21 @@ def _label_fields(label: str) -> tuple[str, dict[str, str]]:
     return recipe, dict(pair.split("=", 1) for pair in pairs)
 
 
-def add_earlier_rows(report: dict, earlier: dict, name: str) -> None:
-    """Adds to `report` (in place) the rows of the `earlier` report (file `name`) that it does not hold, renamed by
-    the default they were measured under (`retired_name`); `ValueError` unless both scored the same examples (the
-    same half and limit, and the dense rows' answers alike, example by example)."""
-    dense = [next((r for r in rep["rows"] if r["method"] == "dense"), None) for rep in (report, earlier)]
-    if None in dense or (report["half"], report["limit"]) != (earlier["half"], earlier["limit"]):
+def _check_same_examples(report: dict, other: dict, name: str) -> None:
+    """`ValueError` unless `report` and `other` (file `name`) scored the same examples: the same half and limit, and
+    the dense rows' answers alike, example by example."""
+    dense = [next((r for r in rep["rows"] if r["method"] == "dense"), None) for rep in (report, other)]
+    if None in dense or (report["half"], report["limit"]) != (other["half"], other["limit"]):
         raise ValueError(f"{name}: not the same half and limit, or no dense row in both reports.")
     if dense[0]["correct"] != dense[1]["correct"]:
         raise ValueError(f"{name}: its dense row scored other examples (or scored them otherwise) than this report's.")
+
+
+def add_earlier_rows(report: dict, earlier: dict, name: str) -> None:
+    """Adds to `report` (in place) the rows of the `earlier` report (file `name`) that it does not hold, renamed by
+    the default they were measured under (`retired_name`); `ValueError` unless both scored the same examples
+    (`_check_same_examples`)."""
+    _check_same_examples(report, earlier, name)
     rows = [dict(row) for row in earlier["rows"]]
     retire_earlier_default(rows, earlier.get("default_label", earlier.get("default_recipe")))
     held = {(r["method"], r["sparsity"]) for r in report["rows"]}
@@ -700,6 +717,33 @@ def _leave_one_task_out(dense, tokenizer, pruner, excluded, args, results, save,
         save()
         print("loto", held_out, {k: v for k, v in results[held_out].items() if not k.endswith("_correct")}, flush=True)
     return results
+
+
+def loto_vs_calibrated(report: dict, calibrated: dict, name: str, resamples: int = 2000) -> dict:
+    """Each leave-one-task-out column (profiled without the held-out task) minus the same method at 20% in the
+    `calibrated` report (file `name`: calibrated on all seven tasks, the same label), over the same first examples
+    of each held-out task: what holding a task out of calibration costs, with a paired bootstrap interval.
+    `ValueError` unless both reports scored the same examples (`_check_same_examples`)."""
+    _check_same_examples(report, calibrated, name)
+    if calibrated.get("default_label") != report.get("loto_recipe"):
+        raise ValueError(
+            f"{name}: its rows were measured under the default {calibrated.get('default_label')!r}, the "
+            f"leave-one-task-out columns under {report.get('loto_recipe')!r}."
+        )
+    loto = report.get("leave_one_task_out") or {}
+    rows = {r["method"]: r for r in calibrated["rows"] if r["sparsity"] == 0.2}
+    generator = torch.Generator().manual_seed(0)
+    methods = {}
+    for method in (m for m in _loto_methods(loto) if "@" not in m and m in rows):
+        full = rows[method].get("correct", {})
+        held = {t: row[f"{method}_correct"] for t, row in loto.items() if row.get(f"{method}_correct")}
+        if not held or any(len(full.get(t, [])) < len(c) for t, c in held.items()):
+            continue
+        after = paired_bootstrap(
+            held, {t: full[t][: len(c)] for t, c in held.items()}, resamples=resamples, generator=generator
+        )
+        methods[method] = {"tasks": list(held), **after}
+    return {"source": name, "methods": methods}
 
 
 def _loto_methods(loto: dict) -> list[str]:
@@ -888,6 +932,7 @@ def _markdown(report: dict, plot_name: str) -> str:
         for task, row in report["leave_one_task_out"].items():
             lines.append(f"| {task} | " + " | ".join(f"{row[m]:.3f}" if m in row else "" for m in methods) + " |")
         lines += ["", *_loto_lines(report.get("loto_bootstrap") or {})]
+        lines += _loto_vs_calibrated_lines(report.get("loto_vs_calibrated") or {})
     return "\n".join(lines)
 
 
@@ -913,6 +958,23 @@ def _loto_lines(boot: dict) -> list[str]:
         lines.append(
             f"| {method} | {len(row['tasks'])} | {row['average']:.3f} ± {row['average_stderr']:.3f} | {interval} |"
         )
+    return [*lines, ""]
+
+
+def _loto_vs_calibrated_lines(comparison: dict) -> list[str]:
+    """Markdown lines of `loto_vs_calibrated`: what holding the task out of calibration costs each method."""
+    if not comparison.get("methods"):
+        return []
+    lines = [
+        f"Held out minus calibrated on all seven tasks (the same method at 20% in `{comparison['source']}`, the same "
+        "examples), paired bootstrap 95% interval:",
+        "",
+        "| method | held-out tasks | held out − calibrated [95% CI] |",
+        "|---|---|---|",
+    ]
+    for method, row in comparison["methods"].items():
+        low, high = row["ci95"]
+        lines.append(f"| {method} | {len(row['tasks'])} | {row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |")
     return [*lines, ""]
 
 

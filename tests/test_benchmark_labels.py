@@ -244,3 +244,43 @@ def test_leave_one_task_out_columns_take_named_ablations_of_the_default(tmp_path
     with pytest.raises(SystemExit):
         rb.main(["--data-dir", str(tmp_path), "--loto-limit", "5", "--loto-ablations", "diet_everything"])
     assert "--loto-ablations: invalid choice: 'diet_everything'" in capsys.readouterr().err
+
+
+def test_held_out_columns_against_the_same_methods_calibrated_on_every_task():
+    """What holding a task out of calibration costs each method: its leave-one-task-out column minus its 20% row of a
+    report calibrated on all seven, over the same first examples; refused when the reports scored other examples or
+    measured DIET under another default."""
+    dense = {"method": "dense", "sparsity": 0.0, "correct": {"boolq": [1, 0, 1]}}
+    report = {
+        "half": "test",
+        "limit": 3,
+        "rows": [dense],
+        "loto_recipe": rb.DEFAULT_LABEL,
+        "leave_one_task_out": {
+            "boolq": {"diet": 0.5, "diet_correct": [1, 0], "flap": 0.0, "flap_correct": [0, 0], "random": 1.0},
+            "rte": {"diet": 1.0, "diet_correct": [1, 1]},
+        },
+    }
+    calibrated = {
+        "half": "test",
+        "limit": 3,
+        "default_label": rb.DEFAULT_LABEL,
+        "rows": [
+            dense,
+            {"method": "diet", "sparsity": 0.2, "correct": {"boolq": [1, 1, 0], "rte": [0, 1]}},
+            {"method": "diet", "sparsity": 0.4, "correct": {"boolq": [0, 0, 0], "rte": [0, 0]}},
+            {"method": "flap", "sparsity": 0.2, "correct": {"boolq": [1, 1, 1]}},
+        ],
+    }
+    comparison = rb.loto_vs_calibrated(report, calibrated, "all7.json", 200)
+    assert list(comparison["methods"]) == ["diet", "flap"]  # random kept no per-example results
+    assert comparison["methods"]["diet"]["difference"] == pytest.approx(((0.5 - 1.0) + (1.0 - 0.5)) / 2)
+    assert comparison["methods"]["flap"]["difference"] == pytest.approx(-1.0)
+    assert comparison["methods"]["flap"]["tasks"] == ["boolq"]
+    lines = rb._loto_vs_calibrated_lines(comparison)
+    assert "| flap | 1 | -1.000 [-1.000, -1.000] |" in lines and "`all7.json`" in lines[0]
+    with pytest.raises(ValueError, match="measured under the default"):
+        rb.loto_vs_calibrated(report, {**calibrated, "default_label": "uniform_mlp"}, "old.json")
+    other = {**calibrated, "rows": [{**dense, "correct": {"boolq": [0, 0, 1]}}]}
+    with pytest.raises(ValueError, match="its dense row scored other examples"):
+        rb.loto_vs_calibrated(report, other, "other.json")
