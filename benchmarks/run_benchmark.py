@@ -833,7 +833,7 @@ def _markdown(report: dict, plot_name: str) -> str:
             else ""
         ),
         "",
-        f"![average accuracy against sparsity]({plot_name})",
+        f"![{'held-out task averages' if _loto_only(report) else 'average accuracy against sparsity'}]({plot_name})",
         "",
         "| method | sparsity | avg (7 tasks) | ± s.e. | Δ vs DIET [95% CI] | HellaSwag+ARC-e+PIQA | ppl | KL "
         "| params |",
@@ -1118,6 +1118,11 @@ def _floor_rate(row: dict, task: str) -> float:
     return 1 / _choices(task)
 
 
+def _loto_only(report: dict) -> bool:
+    """A report with leave-one-task-out averages and no pruned row of the main table (plotted as those averages)."""
+    return bool(report.get("loto_bootstrap")) and all(r["method"] == "dense" for r in report["rows"])
+
+
 def _plot(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -1126,6 +1131,22 @@ def _plot(report: dict, path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     dense = next(r for r in report["rows"] if r["method"] == "dense")
+    if _loto_only(report):  # a leave-one-task-out run: its averages, on the examples of dense's average
+        boot = report["loto_bootstrap"]
+        names = list(boot)[::-1]
+        axis.barh(
+            names, [boot[m]["average"] for m in names], xerr=[boot[m]["average_stderr"] for m in names], capsize=3
+        )
+        axis.axvline(dense["average_paper_tasks"], color="black", linestyle="--", label="dense")
+        axis.set(
+            xlabel="average accuracy, each task pruned at 20% without its own data",
+            title=f"Gemma 3 270M, leave-one-task-out, {report.get('loto_limit')} examples per task",
+        )
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        return
     axis.axhline(dense["average_paper_tasks"], color="black", linestyle="--", label="dense")
     methods = sorted({r["method"] for r in report["rows"]} - {"dense"})
     for method in methods:

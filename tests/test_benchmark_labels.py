@@ -284,3 +284,15 @@ def test_held_out_columns_against_the_same_methods_calibrated_on_every_task():
     other = {**calibrated, "rows": [{**dense, "correct": {"boolq": [0, 0, 1]}}]}
     with pytest.raises(ValueError, match="its dense row scored other examples"):
         rb.loto_vs_calibrated(report, other, "other.json")
+
+
+def test_a_leave_one_task_out_run_plots_its_averages(tmp_path):
+    """A report with no pruned row of the main table plots the held-out averages, not an empty sparsity curve."""
+    dense = {"method": "dense", "sparsity": 0.0, "average_paper_tasks": 0.5, "average_stderr": 0.01}
+    boot = {"diet": {"average": 0.46, "average_stderr": 0.01}, "flap": {"average": 0.41, "average_stderr": 0.01}}
+    report = {"rows": [dense], "loto_bootstrap": boot, "loto_limit": 500, "limit": 500}
+    assert rb._loto_only(report)
+    rb._plot(report, tmp_path / "loto.png")
+    assert (tmp_path / "loto.png").stat().st_size > 0
+    assert not rb._loto_only({**report, "rows": [dense, {**dense, "method": "diet", "sparsity": 0.2}]})
+    assert not rb._loto_only({**report, "loto_bootstrap": {}})
