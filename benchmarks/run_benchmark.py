@@ -1142,28 +1142,23 @@ def _plot(report: dict, path: Path) -> None:
             xlabel="average accuracy, each task pruned at 20% without its own data",
             title=f"Gemma 3 270M, leave-one-task-out, {report.get('loto_limit')} examples per task",
         )
-        axis.legend(fontsize=8)
-        figure.tight_layout()
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        return
-    axis.axhline(dense["average_paper_tasks"], color="black", linestyle="--", label="dense")
-    methods = sorted({r["method"] for r in report["rows"]} - {"dense"})
-    for method in methods:
-        rows = sorted((r for r in report["rows"] if r["method"] == method), key=lambda r: r["sparsity"])
-        axis.errorbar(
-            [r["sparsity"] * 100 for r in rows],
-            [r["average_paper_tasks"] for r in rows],
-            yerr=[r["average_stderr"] for r in rows],
-            marker="o",
-            capsize=3,
-            label=method,
+    else:
+        axis.axhline(dense["average_paper_tasks"], color="black", linestyle="--", label="dense")
+        for method in sorted({r["method"] for r in report["rows"]} - {"dense"}):
+            rows = sorted((r for r in report["rows"] if r["method"] == method), key=lambda r: r["sparsity"])
+            axis.errorbar(
+                [r["sparsity"] * 100 for r in rows],
+                [r["average_paper_tasks"] for r in rows],
+                yerr=[r["average_stderr"] for r in rows],
+                marker="o",
+                capsize=3,
+                label=method,
+            )
+        axis.set(
+            xlabel="sparsity of decoder-block parameters (%)",
+            ylabel="average accuracy, 7 paper tasks",
+            title=f"Gemma 3 270M, {report['limit']} examples per task",
         )
-    axis.set(
-        xlabel="sparsity of decoder-block parameters (%)",
-        ylabel="average accuracy, 7 paper tasks",
-        title=f"Gemma 3 270M, {report['limit']} examples per task",
-    )
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
