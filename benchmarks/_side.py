@@ -41,6 +41,21 @@ def resumed_commands(report: dict, command: str) -> list[str]:
     return commands if command in commands else [*commands, command]
 
 
+def commands_text(report: dict) -> str:
+    """The commands that made a report's rows as Markdown, "`a`; then `b`" (older reports hold one `command`)."""
+    return "; then ".join(f"`{c}`" for c in report.get("commands") or [report["command"]])
+
+
+def interval(comparison: dict | None, negate: bool = False) -> str:
+    """A paired comparison as "+0.049 [+0.029, +0.069]" (its difference and 95% interval; `negate`: the other way
+    round), or "–" when there is none."""
+    if not comparison:
+        return "–"
+    sign = -1 if negate else 1
+    low, high = sorted(sign * bound for bound in comparison["ci95"])
+    return f"{sign * comparison['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def write_report(output, report: dict, markdown: list[str]) -> None:
     """Writes `output`.json (the report) and `output`.md (its lines), and prints the Markdown."""
     from pathlib import Path

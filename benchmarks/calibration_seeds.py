@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import run_benchmark  # noqa: E402
-from _side import resumed_commands  # noqa: E402
+from _side import commands_text, resumed_commands  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.card import CALIBRATION_ANSWER_TEXT
@@ -163,11 +163,10 @@ def main(argv=None) -> int:
 def render(results: dict) -> str:
     default, predecessor = results["default"], results["predecessor"]
     rows = results["rows"]
-    commands = results.get("commands") or [results["command"]]
     lines = [
         "# The default against its predecessor over calibration draws (Gemma 3 270M, test halves)",
         "",
-        "; then ".join(f"`{c}`" for c in commands) + ". Calibration texts: "
+        commands_text(results) + ". Calibration texts: "
         f"{CALIBRATION_ANSWER_TEXT[results.get('calibration_answer', 'gold')]}. Each draw: 100 calibration examples "
         "per task drawn with that seed, both recipes "
         f"pruned from its profile, scored on the first {results['limit']} test-half examples of each task after that "

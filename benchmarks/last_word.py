@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _side import resumed_commands  # noqa: E402
+from _side import commands_text, interval, resumed_commands  # noqa: E402
 from heal_benchmark import HEAL_SOURCES  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
@@ -119,20 +119,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def _interval(comparison: dict | None) -> str:
-    if not comparison:
-        return "–"
-    low, high = comparison["ci95"]
-    return f"{comparison['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
-
-
 def _write(output: Path, report: dict) -> None:
     output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [
         "# Last-word accuracy on WikiText-2 test paragraphs (LAMBADA's measure; Gemma 3 270M)",
         "",
-        "Commands: " + "; then ".join(f"`{c}`" for c in report.get("commands") or [report["command"]]) + f". "
-        f"{report['texts']} paragraphs; what they are and what they are not (not "
+        f"Commands: {commands_text(report)}. {report['texts']} paragraphs; what they are and what they are not (not "
         "LAMBADA) in `benchmarks/last_word.py`'s docstring. Differences with 95% paired-bootstrap intervals over the "
         "same texts.",
         "",
@@ -141,8 +133,8 @@ def _write(output: Path, report: dict) -> None:
     ]
     for name, row in report["rows"].items():
         lines.append(
-            f"| {name} | {row['accuracy']:.3f} | {_interval(row.get('vs dense'))} | "
-            f"{_interval(row.get('vs DIET 20% (default)'))} | {row['perplexity']:.1f} | {row['seconds']} |"
+            f"| {name} | {row['accuracy']:.3f} | {interval(row.get('vs dense'))} | "
+            f"{interval(row.get('vs DIET 20% (default)'))} | {row['perplexity']:.1f} | {row['seconds']} |"
         )
     healed = report["rows"].get("DIET 20% (default), healed")
     if healed:

