@@ -9,7 +9,9 @@ default at 20% and 40%, pruned from the benchmark's profile (100 calibration exa
 reports accuracy with its standard error, the majority-class rate of the same examples, the share of "yes" answers,
 and accuracy minus the majority rate with a bootstrap 95% interval over examples. Rows are saved as they finish, and
 a rerun adds the rows it lacks: `--recipes` names the recipes scored (the default's by default; each row names its
-recipe, so the rows of an earlier default stay beside the current one's).
+recipe, so the rows of an earlier default stay beside the current one's). `--calibration-answer` is the answer the
+calibration texts end in (the library's default, `"any"` since 2026-12-05); rows on gold answers keep the names they
+had before the option, other answers' rows are named after them, so rows on either never stand in for the other.
 """
 
 import argparse
@@ -28,6 +30,7 @@ from diet_hf.evaluation import evaluate  # noqa: E402
 from diet_hf.real_model import load_gemma3_270m  # noqa: E402
 from diet_hf.recipes import DEFAULT_RECIPE  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
+from diet_hf.tasks.registry import CALIBRATION_ANSWERS, DEFAULT_CALIBRATION_ANSWER  # noqa: E402
 
 ANSWERS = ("no", "yes")  # BoolQ's choices, by label index (as lm-eval orders them)
 
@@ -63,6 +66,12 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--sparsities", type=float, nargs="*", default=[0.2, 0.4])
     parser.add_argument("--recipes", nargs="+", default=[DEFAULT_RECIPE])
+    parser.add_argument(
+        "--calibration-answer",
+        choices=CALIBRATION_ANSWERS,
+        default=DEFAULT_CALIBRATION_ANSWER,
+        help="the answer the calibration texts end in (`ProfileOptions.calibration_answer`)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--output", default="benchmarks/results/boolq_full_half")
     args = parser.parse_args(argv)
@@ -70,13 +79,20 @@ def main(argv=None) -> int:
     results = _upgraded(json.loads(output.read_text())) if output.is_file() else {"rows": {}}
     dense, tokenizer, _ = load_gemma3_270m()
     pruner = DietPruner(dense, tokenizer, model_id="google/gemma-3-270m")
-    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, channel_stats=True, disable_progress=True)
+    pruner.profile(
+        PAPER_TASKS,
+        num_samples=100,
+        data_dir=args.data_dir,
+        channel_stats=True,
+        calibration_answer=args.calibration_answer,
+        disable_progress=True,
+    )
     excluded = pruner.scores.provenance["excluded_eval_ids"]
     models = {"dense": (None, lambda: dense)}
     for recipe in args.recipes:
         for sparsity in args.sparsities:
             build = lambda s=sparsity, r=recipe: rb._diet_model(pruner, s, recipe=r)  # noqa: E731
-            models[_row_name(sparsity, recipe)] = (recipe, build)
+            models[_row_name(sparsity, recipe, args.calibration_answer)] = (recipe, build)
     for name, (recipe, build) in models.items():
         if name in results["rows"]:
             continue
@@ -91,7 +107,8 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             return_predictions=True,
         )
-        results["rows"][name] = {"recipe": recipe, **summarize(scored["predictions"]["boolq"])}
+        answer = {} if recipe is None else {"calibration_answer": args.calibration_answer}
+        results["rows"][name] = {"recipe": recipe, **answer, **summarize(scored["predictions"]["boolq"])}
         print(name, results["rows"][name], flush=True)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=1) + "\n")
@@ -99,8 +116,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _row_name(sparsity: float, recipe: str) -> str:
-    return f"DIET {sparsity:.0%} ({recipe})"
+def _row_name(sparsity: float, recipe: str, answer: str = "gold") -> str:
+    """Rows on gold answers (every row before the option) keep their names; other answers are named."""
+    return f"DIET {sparsity:.0%} ({recipe}" + ("" if answer == "gold" else f", {answer} answers") + ")"
+
+
+def _is_default(row: dict) -> bool:
+    """A row of today's default: its recipe, calibrated on its answers (rows without an answer: gold)."""
+    return row["recipe"] == DEFAULT_RECIPE and row.get("calibration_answer", "gold") == DEFAULT_CALIBRATION_ANSWER
 
 
 def _upgraded(results: dict) -> dict:
@@ -123,7 +146,8 @@ def render(results: dict) -> str:
         "# BoolQ on its whole test half (Gemma 3 270M)",
         "",
         "`python benchmarks/boolq_full_half.py --data-dir ../shared/data [--recipes ...]`: every test-half example of "
-        "BoolQ after the calibration exclusions; each DIET row names its recipe, pruned from the benchmark's profile. "
+        "BoolQ after the calibration exclusions; each DIET row names its recipe, pruned from the benchmark's profile "
+        "(rows named without an answer: calibration texts ending in the gold answer). "
         "Majority rate: the share of the majority label among the same examples; Δ: accuracy minus it, 95% bootstrap "
         "interval over examples.",
         "",
@@ -133,7 +157,7 @@ def render(results: dict) -> str:
     ]
     for name, row in results["rows"].items():
         low, high = row["acc_minus_majority_ci95"]
-        if row["recipe"] == DEFAULT_RECIPE:
+        if _is_default(row):
             name = f"{name[:-1]}, the default)"
         lines.append(
             f"| {name} | {row['num_scored']} | {row['acc']:.3f} ± {row['acc_stderr']:.3f} | "

@@ -296,3 +296,25 @@ def test_a_leave_one_task_out_run_plots_its_averages(tmp_path):
     assert (tmp_path / "loto.png").stat().st_size > 0
     assert not rb._loto_only({**report, "rows": [dense, {**dense, "method": "diet", "sparsity": 0.2}]})
     assert not rb._loto_only({**report, "loto_bootstrap": {}})
+
+
+def test_boolq_full_half_rows_on_other_calibration_answers_never_stand_in_for_gold_ones():
+    import boolq_full_half as bq
+
+    from diet_hf.recipes import DEFAULT_RECIPE
+    from diet_hf.tasks.registry import DEFAULT_CALIBRATION_ANSWER
+
+    assert DEFAULT_CALIBRATION_ANSWER != "gold"  # otherwise this test checks nothing about the default's mark
+    gold, drawn = bq._row_name(0.2, DEFAULT_RECIPE), bq._row_name(0.2, DEFAULT_RECIPE, DEFAULT_CALIBRATION_ANSWER)
+    assert gold == f"DIET 20% ({DEFAULT_RECIPE})"  # the name every row had before the option: a rerun skips it
+    assert gold != drawn and DEFAULT_CALIBRATION_ANSWER in drawn
+    summary = bq.summarize([{"acc": 1, "label": 1}, {"acc": 1, "label": 0}, {"acc": 0, "label": 1}])
+    results = {
+        "rows": {
+            "dense": {"recipe": None, **summary},
+            gold: {"recipe": DEFAULT_RECIPE, **summary},  # saved before the option: no answer recorded
+            drawn: {"recipe": DEFAULT_RECIPE, "calibration_answer": DEFAULT_CALIBRATION_ANSWER, **summary},
+        }
+    }
+    marked = [line for line in bq.render(results).splitlines() if "the default)" in line]
+    assert len(marked) == 1 and DEFAULT_CALIBRATION_ANSWER in marked[0]
