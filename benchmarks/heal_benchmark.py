@@ -254,7 +254,8 @@ def render(report: dict) -> str:
         "",
         f"Test half (`diet_hf.tasks.split_half`), first {report['limit']} examples per task; calibration 7 x 100; "
         f"recipe `{report.get('default_label', report['default_recipe'])}` (`diet_round1@`: the default before its "
-        "widths were rounded to multiples of 64; `diet_no_reconstruct@`: before the least-squares reconstruction); "
+        "widths were rounded to multiples of 64; `diet_no_reconstruct@`: before the least-squares reconstruction; "
+        "`diet@<label>@`: an earlier default by its label, `calibration_answer` absent from it meaning gold answers); "
         "perplexity: WikiText-2 test, first "
         f"{report['ppl']['windows']} windows "
         f"of {report['ppl']['length']} tokens; KL: mean KL(dense || model) after evaluation prompts. "
