@@ -46,6 +46,12 @@ def commands_text(report: dict) -> str:
     return "; then ".join(f"`{c}`" for c in report.get("commands") or [report["command"]])
 
 
+def answer_suffix(answer: str) -> str:
+    """What a row name adds for the answer its calibration texts end in: nothing for gold (every row from before
+    `calibration_answer`, whose names stay), ", any answers" and the like otherwise."""
+    return "" if answer == "gold" else f", {answer} answers"
+
+
 def interval(comparison: dict | None, negate: bool = False) -> str:
     """A paired comparison as "+0.049 [+0.029, +0.069]" (its difference and 95% interval; `negate`: the other way
     round), or "–" when there is none."""

@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_benchmark as rb  # noqa: E402
+from _side import answer_suffix  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import evaluate  # noqa: E402
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
 
 def _row_name(sparsity: float, recipe: str, answer: str = "gold") -> str:
     """Rows on gold answers (every row before the option) keep their names; other answers are named."""
-    return f"DIET {sparsity:.0%} ({recipe}" + ("" if answer == "gold" else f", {answer} answers") + ")"
+    return f"DIET {sparsity:.0%} ({recipe}{answer_suffix(answer)})"
 
 
 def _is_default(row: dict) -> bool:

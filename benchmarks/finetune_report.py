@@ -23,6 +23,9 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _side import interval  # noqa: E402
+
 RUNS = [  # (directory name, model label)
     ("ft_arc_easy_choice", "DIET 20% (default)"),
     ("ft_arc_easy_answer", "DIET 20% (default)"),
@@ -143,7 +146,7 @@ def render(rows: list[dict], compared: list[dict]) -> str:
         "|---|---|",
     ]
     for c in compared:
-        lines.append(f"| {c['comparison']} | {c['difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] |")
+        lines.append(f"| {c['comparison']} | {interval(c)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_benchmark as rb  # noqa: E402
+from _side import interval  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import next_token_logprobs  # noqa: E402
@@ -301,7 +302,7 @@ def render(report: dict) -> str:
             if not h["options"].get("guard", True)
             else ("rolled back" if h["rolled_back"] else f"best step {h['best_step']}")
         )
-        ci = f"{delta['difference']:+.3f} [{delta['ci95'][0]:+.3f}, {delta['ci95'][1]:+.3f}]" if delta else "–"
+        ci = interval(delta)
         peak = "–" if h.get("peak_rss_gib") is None else f"{h['peak_rss_gib']:.2f}"
         options = h["options"]
         lines.append(

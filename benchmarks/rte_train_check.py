@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_benchmark as rb  # noqa: E402
+from _side import answer_suffix, interval  # noqa: E402
 
 from diet_hf import DietPruner  # noqa: E402
 from diet_hf.evaluation import evaluate, paired_bootstrap  # noqa: E402
@@ -95,9 +96,7 @@ def main(argv=None) -> int:
     models = {"dense": lambda: dense}
     for sparsity in args.sparsities:
         for recipe in (DEFAULT_RECIPE, PREDECESSOR):
-            name = f"{recipe} {sparsity:.0%}" + (
-                "" if args.calibration_answer == "gold" else f", {args.calibration_answer} answers"
-            )
+            name = f"{recipe} {sparsity:.0%}{answer_suffix(args.calibration_answer)}"
             models[name] = lambda s=sparsity, r=recipe: rb._diet_model(pruner, s, recipe=r)
     for name, build in models.items():
         if name in results["rows"]:
@@ -139,9 +138,7 @@ def render(results: dict) -> str:
             if reference == name or reference not in rows:
                 cells.append("–")
                 continue
-            diff = paired_bootstrap(row["correct"], rows[reference]["correct"])
-            low, high = diff["ci95"]
-            cells.append(f"{diff['difference']:+.3f} [{low:+.3f}, {high:+.3f}]")
+            cells.append(interval(paired_bootstrap(row["correct"], rows[reference]["correct"])))
         lines.append(
             f"| {name} | {row['num_scored']} | {row['acc']:.3f} ± {row['acc_stderr']:.3f} | "
             f"{row['majority_rate']:.3f} | {row['true_share']:.3f} | {cells[0]} | {cells[1]} |"
