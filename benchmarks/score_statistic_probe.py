@@ -1,0 +1,155 @@
+"""Probe (issue 13): which channel statistic ranks the MLP dimensions best inside the default's pipeline?
+
+    python benchmarks/score_statistic_probe.py --data-dir ../shared/data
+
+DIET scores an MLP dimension by its mean |activation| (the input of `down_proj`) on each task. The default keeps that
+score and changed everything around it: per-task ranks merged by their mean, the same width cut from every layer
+(multiples of 64), the removed channels' mean kept as a bias, and each cut `down_proj` refitted by least squares,
+constrained to reproduce the BOS token's output. The earlier score probes (`docs/choosing_the_default.md`: the
+contribution score |a| x column norm, 2026-11-29; per-task Fisher scores, 2026-12-04) ran before the refit or cost a
+backward pass. Two scores from the literature need nothing the profile does not already sum (its per-channel sums
+of a and a^2 per task, `ImportanceScores.channel_stats`), and each replaces only each task's MLP scores:
+
+- `rms`: sqrt(E_task[a_j^2]), the L2 activation norm Wanda (Sun et al. 2023) reads instead of the L1 mean; it weighs
+  the rare large activations that the mean |a| averages away.
+- `wanda`: sqrt(E_task[a_j^2]) x ||W_down[:, j]||, Wanda-sp's structured score (An et al. 2024), per task, in the
+  default's pipeline (the baseline `wanda_sp` uses its own global allocation and no refit).
+
+And one diagnostic row, not a candidate: `random`, a seeded random order per layer (the same for every task), to
+show how much the choice of channels still matters once the refit carries what the removed ones wrote.
+
+The rule, written before any row: a candidate goes on to dev accuracy only if its KL(dense || pruned) after the
+first 40 dev prompts of each of 8 tasks is at least 10% below the default's at both 20% and 40% (the bar of every
+score probe). On dev accuracy (500 dev examples per task, paired with the default's rows on the same calibration
+texts in `benchmarks/results/choice_calibration_probe.json`) it would replace the default only if its paired
+difference in the seven-task average is above zero at both sparsities, neither interval below zero.
+
+The profile is made as the reference rows' was (`calibration_answer="any"`, float32 x xᵀ products), and the default's
+KL is recomputed and checked against the stored one before any candidate row, so the pairing holds.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import dev_sweep  # noqa: E402
+
+from diet_hf.evaluation import paired_bootstrap  # noqa: E402
+from diet_hf.tasks import PAPER_TASKS  # noqa: E402
+
+REFERENCE = "benchmarks/results/choice_calibration_probe.json"
+STORED_KL, STORED_ACCURACY = "any-choice", "any-choice, dev accuracy"  # the default's "any" rows there
+CANDIDATES = ("rms", "wanda")
+VARIANTS = ("default", *CANDIDATES, "random")
+
+
+def main(argv=None) -> int:
+    parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/score_statistic_probe")
+    parser.set_defaults(reference=REFERENCE)
+    args = parser.parse_args(argv)
+    stored = {(r["variant"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
+    dense, tokenizer, pruner = dev_sweep.profiled_dense(
+        args.data_dir, moments_dtype="float32", calibration_answer="any"
+    )
+    kl = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
+    output = Path(args.output)
+    report = {"commands": [" ".join(["python", *sys.argv])], "kl_prompts_per_task": args.kl_prompts, "rows": []}
+    scores = candidate_scores(dense, pruner)
+    report["rank_correlation"] = {
+        name: {t: _mean_spearman(scores["default"][t], scores[name][t]) for t in PAPER_TASKS} for name in CANDIDATES
+    }
+    models = {}
+    for sparsity in args.sparsities:
+        for variant in VARIANTS:
+            started = time.perf_counter()
+            models[(sparsity, variant)] = _pruned(pruner, scores, variant, sparsity)
+            row = dev_sweep.kl_row(models[(sparsity, variant)], tokenizer, kl, sparsity, variant, {}, started)
+            if variant == "default":
+                row["kl_in_reference_rows"] = stored[(STORED_KL, sparsity)]["kl_from_dense"]
+                if abs(row["kl_from_dense"] - row["kl_in_reference_rows"]) > 1e-4:
+                    raise SystemExit(f"The default's KL at {sparsity:.0%} differs from {args.reference}'s.")
+            report["rows"].append(row)
+            _write(output, report)
+            if variant != "default":
+                del models[(sparsity, variant)]
+    values = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"]}
+    report["kl_rule_passed"] = {
+        v: all(values[(s, v)] <= 0.9 * values[(s, "default")] for s in args.sparsities) for v in CANDIDATES
+    }
+    _write(output, report)
+    print("KL rule passed:", report["kl_rule_passed"], flush=True)
+    passed = [v for v, ok in report["kl_rule_passed"].items() if ok]
+    if not passed:
+        return 0
+    prompts, _, reference = kl
+    context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
+    for variant in passed:
+        for sparsity in args.sparsities:
+            default = stored[(STORED_ACCURACY, sparsity)]
+            measured = dev_sweep._measure(_pruned(pruner, scores, variant, sparsity), tokenizer, args, context)
+            difference = paired_bootstrap(
+                {t: measured["correct"][t] for t in PAPER_TASKS}, {t: default["correct"][t] for t in PAPER_TASKS}
+            )
+            row = {"sparsity": sparsity, "variant": f"{variant}, dev accuracy", **measured}
+            row.update(against_default=difference, default_average=default["average_paper_tasks"])
+            print(sparsity, variant, f"{measured['average_paper_tasks']:.4f}", difference, flush=True)
+            report["rows"].append(row)
+            _write(output, report)
+    return 0
+
+
+def candidate_scores(dense, pruner) -> dict[str, dict[str, torch.Tensor]]:
+    """Each variant's per-task MLP scores, `(layers, intermediate_size)`: the profile's mean |a| (`default`), the RMS
+    activation, Wanda-sp's RMS x `down_proj` column norm, and one seeded random order shared by every task."""
+    stats = pruner.scores.channel_stats
+    rms = {t: (stats[t]["mlp"][:, 1].double() / float(stats[t]["num_tokens"])).sqrt().float() for t in PAPER_TASKS}
+    columns = torch.stack([layer.mlp.down_proj.weight.detach().float().norm(dim=0) for layer in dense.model.layers])
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.rand(columns.shape, generator=generator)
+    return {
+        "default": dict(pruner.scores.mlp),
+        "rms": rms,
+        "wanda": {t: rms[t] * columns for t in PAPER_TASKS},
+        "random": dict.fromkeys(PAPER_TASKS, shared),
+    }
+
+
+def _pruned(pruner, scores, variant: str, sparsity: float):
+    """The default recipe at `sparsity` with `variant`'s MLP scores in place of the profile's."""
+    activation = pruner.scores.mlp
+    pruner.scores.mlp = scores[variant]
+    try:
+        return pruner.prune(sparsity=sparsity, disable_progress=True)
+    finally:
+        pruner.scores.mlp = activation
+
+
+def _mean_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over layers of the Spearman correlation between two score rows."""
+    ra, rb = (x.double().argsort(dim=1).argsort(dim=1).double() for x in (a, b))
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    return float(((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))).mean())
+
+
+def _write(output: Path, report: dict) -> None:
+    dev_sweep.write_probe_json(output, report)
+    title = "The channel statistic inside the default's pipeline"
+    lines = dev_sweep.probe_heading(
+        title, report["commands"], report["kl_prompts_per_task"], "score_statistic_probe.py"
+    )
+    for name, by_task in report.get("rank_correlation", {}).items():
+        cells = ", ".join(f"{t} {v:.2f}" for t, v in by_task.items())
+        lines.append(f"Spearman correlation of `{name}` with the default's mean |a| (mean over layers): {cells}.")
+    lines.append("")
+    lines += dev_sweep.probe_tables(report["rows"], "MLP scores", "candidate")
+    if "kl_rule_passed" in report:
+        lines += ["", f"KL rule (at least 10% below the default's at both sparsities): {report['kl_rule_passed']}."]
+    output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
