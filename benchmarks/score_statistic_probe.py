@@ -59,6 +59,7 @@ def main(argv=None) -> int:
     output = Path(args.output)
     report = {"commands": [" ".join(["python", *sys.argv])], "kl_prompts_per_task": args.kl_prompts, "rows": []}
     scores = candidate_scores(dense, pruner)
+    previous = {(dev_sweep.PAIRED_DEFAULT, s): stored[(STORED_KL, s)] for s in args.sparsities}
     report["rank_correlation"] = {
         name: {t: _mean_spearman(scores["default"][t], scores[name][t]) for t in PAPER_TASKS} for name in CANDIDATES
     }
@@ -67,9 +68,8 @@ def main(argv=None) -> int:
         for variant in VARIANTS:
             started = time.perf_counter()
             models[(sparsity, variant)] = _pruned(pruner, scores, variant, sparsity)
-            row = dev_sweep.kl_row(models[(sparsity, variant)], tokenizer, kl, sparsity, variant, {}, started)
-            if variant == "default":
-                row["kl_in_reference_rows"] = stored[(STORED_KL, sparsity)]["kl_from_dense"]
+            row = dev_sweep.kl_row(models[(sparsity, variant)], tokenizer, kl, sparsity, variant, previous, started)
+            if variant == "default":  # `kl_row` put the stored KL beside it
                 if abs(row["kl_from_dense"] - row["kl_in_reference_rows"]) > 1e-4:
                     raise SystemExit(f"The default's KL at {sparsity:.0%} differs from {args.reference}'s.")
             report["rows"].append(row)
