@@ -59,8 +59,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import dev_sweep  # noqa: E402
 
-from diet_hf.evaluation import paired_bootstrap  # noqa: E402
-from diet_hf.tasks import PAPER_TASKS  # noqa: E402
+from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap  # noqa: E402
+from diet_hf.tasks import PAPER_TASKS, evaluation_examples  # noqa: E402
 
 REFERENCE = "benchmarks/results/choice_calibration_probe.json"
 STORED_KL, STORED_ACCURACY = "any-choice", "any-choice, dev accuracy"  # the default's "any" rows there
@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/score_statistic_probe")
     parser.set_defaults(reference=REFERENCE)
     parser.add_argument("--accuracy", nargs="*", default=[], choices=CANDIDATES, help="scored on dev regardless")
+    parser.add_argument(
+        "--confirm", action="store_true", help="score the default and rms on the dev examples after the first --limit"
+    )
     args = parser.parse_args(argv)
     stored = {(r["variant"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
     dense, tokenizer, pruner = dev_sweep.profiled_dense(
@@ -103,15 +106,24 @@ def main(argv=None) -> int:
                 continue
             report["rows"].append(row)
             _write(output, report)
-    values = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"]}
+    values = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"] if "kl_from_dense" in r}
     report["kl_rule_passed"] = {
         v: all(values[(s, v)] <= 0.9 * values[(s, "default")] for s in args.sparsities) for v in CANDIDATES
     }
     _write(output, report)
     print("KL rule passed:", report["kl_rule_passed"], flush=True)
     passed = [v for v, ok in report["kl_rule_passed"].items() if ok or v in args.accuracy]
-    if not passed:
-        return 0
+    if passed:
+        _accuracy(args, report, output, done, (pruner, tokenizer, scores, kl, stored), passed)
+    if args.confirm:
+        _confirm(args, report, output, done, pruner, tokenizer, scores)
+    return 0
+
+
+def _accuracy(args, report, output, done, start, passed) -> None:
+    """The accuracy rows of the `passed` candidates on the first `--limit` dev examples per task, paired with the
+    default's stored rows."""
+    pruner, tokenizer, scores, kl, stored = start
     prompts, _, reference = kl
     context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
     for variant in passed:
@@ -128,7 +140,57 @@ def main(argv=None) -> int:
             print(sparsity, variant, f"{measured['average_paper_tasks']:.4f}", difference, flush=True)
             report["rows"].append(row)
             _write(output, report)
-    return 0
+
+
+def _confirm(args, report, output, done, pruner, tokenizer, scores) -> None:
+    """The default switch's check (the docstring's rule (2)): the default and `rms` at each sparsity on the dev
+    examples after the first `--limit` of each task, paired over the paper tasks that have such examples."""
+    excluded, fresh = fresh_exclusions(pruner.scores.provenance["excluded_eval_ids"], args.data_dir, args.limit)
+    report["fresh_examples"] = {t: len(ids) for t, ids in fresh.items()}
+    tasks = [t for t in dev_sweep.EVAL_TASKS if fresh[t]]
+    paper = [t for t in PAPER_TASKS if t in tasks]
+    for sparsity in args.sparsities:
+        if (sparsity, "rms, fresh dev examples") in done:
+            continue
+        correct, averages = {}, {}
+        for variant in ("default", "rms"):
+            model = _pruned(pruner, scores, variant, sparsity)
+            result = evaluate(
+                model, tokenizer, tasks, limit=args.limit, half="dev", exclude_ids=excluded,
+                data_dir=args.data_dir, return_predictions=True, disable_progress=True,
+            )  # fmt: skip
+            correct[variant] = correct_by_task(result)
+            per_task = {t: r[r["headline_metric"]] for t, r in result["results"].items()}
+            averages[variant] = {"per_task": per_task, "average": sum(per_task[t] for t in paper) / len(paper)}
+            del model
+        difference = paired_bootstrap({t: correct["rms"][t] for t in paper}, {t: correct["default"][t] for t in paper})
+        report["rows"].append(
+            {"sparsity": sparsity, "variant": "rms, fresh dev examples", "tasks": paper, "fresh": averages,
+             "against_default": difference}
+        )  # fmt: skip
+        print(sparsity, "fresh", {v: round(a["average"], 4) for v, a in averages.items()}, difference, flush=True)
+        _write(output, report)
+    rows = [r for r in report["rows"] if r["variant"] == "rms, fresh dev examples"]
+    option = [r for r in report["rows"] if r["variant"] == "rms, dev accuracy"]
+    report["option_rule_passed"] = len(option) == len(args.sparsities) and all(
+        r["against_default"]["difference"] >= 0 and r["against_default"]["ci95"][1] >= 0 for r in option
+    )
+    report["default_rule_passed"] = report["option_rule_passed"] and all(
+        r["against_default"]["difference"] > 0 and r["against_default"]["ci95"][1] >= 0 for r in rows
+    )
+    _write(output, report)
+    print("option rule:", report["option_rule_passed"], "default rule:", report["default_rule_passed"], flush=True)
+
+
+def fresh_exclusions(excluded: dict, data_dir, limit: int) -> tuple[dict, dict]:
+    """Per evaluation task: the ids to exclude so that the dev half starts after its first `limit` examples (the
+    calibration exclusions `excluded` plus those), and the ids of the examples that leaves, at most `limit`."""
+    exclusions, fresh = {}, {}
+    for task in dev_sweep.EVAL_TASKS:
+        docs = evaluation_examples(task, half="dev", exclude_ids=excluded.get(task), data_dir=data_dir)
+        exclusions[task] = [*excluded.get(task, []), *(str(d["id"]) for d in docs[:limit])]
+        fresh[task] = [str(d["id"]) for d in docs[limit : 2 * limit]]
+    return exclusions, fresh
 
 
 def candidate_scores(dense, pruner) -> dict[str, dict[str, torch.Tensor]]:
@@ -174,9 +236,32 @@ def _write(output: Path, report: dict) -> None:
         cells = ", ".join(f"{t} {v:.2f}" for t, v in by_task.items())
         lines.append(f"Spearman correlation of `{name}` with the default's mean |a| (mean over layers): {cells}.")
     lines.append("")
-    lines += dev_sweep.probe_tables(report["rows"], "MLP scores", "candidate")
+    fresh = [r for r in report["rows"] if "fresh" in r]
+    lines += dev_sweep.probe_tables([r for r in report["rows"] if "fresh" not in r], "MLP scores", "candidate")
     if "kl_rule_passed" in report:
         lines += ["", f"KL rule (at least 10% below the default's at both sparsities): {report['kl_rule_passed']}."]
+    if fresh:
+        tasks = list(fresh[0]["fresh"]["default"]["per_task"])
+        counts = ", ".join(f"{t} {report['fresh_examples'][t]}" for t in tasks)
+        lines += [
+            "",
+            f"The default switch's check: the dev examples after the first 500 of each task ({counts}), scored by "
+            "no probe before; average over the paper tasks among them; paired difference rms minus default, 95%:",
+            "",
+            "| sparsity | default | rms | rms − default [95%] | " + " | ".join(tasks) + " (default / rms) |",
+            "|---|---|---|---|" + "---|" * len(tasks),
+        ]
+        for r in fresh:
+            d, (low, high) = r["against_default"], r["against_default"]["ci95"]
+            default, rms = r["fresh"]["default"], r["fresh"]["rms"]
+            cells = " | ".join(f"{default['per_task'][t]:.3f} / {rms['per_task'][t]:.3f}" for t in tasks)
+            lines.append(
+                f"| {r['sparsity']:.0%} | {default['average']:.4f} | {rms['average']:.4f} | "
+                f"{d['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {cells} |"
+            )
+    for key, words in (("option_rule_passed", "Option rule"), ("default_rule_passed", "Default rule")):
+        if key in report:
+            lines += ["", f"{words} (the docstring's): {'passed' if report[key] else 'not passed'}."]
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
