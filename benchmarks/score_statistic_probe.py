@@ -45,6 +45,14 @@ on those fresh examples its paired difference against the default in the average
 (BoolQ, HellaSwag, WinoGrande, ARC-e, ARC-c) is above zero at both 20% and 40%, neither interval below zero. If (1)
 holds and (2) does not, it is an option only. The test halves report afterwards; they choose nothing.
 
+Outcome (14:20 and 14:36): on the first 500 dev examples `rms` read +0.0125 [+0.0015, +0.0247] at 20% and -0.0088
+[-0.0224, +0.0046] at 40% (RTE +4.6 and -4.6 points of 132 examples, WinoGrande +3.8 and -1.2; HellaSwag + ARC-e + PIQA
+-0.5 and +1.1 points): below zero at 40%, so rule (1) fails and `rms` is neither the default nor an option. The
+confirmation ran anyway, as a diagnosis of the 20% gain: on the fresh dev examples -0.0005 [-0.0238, +0.0215] at 20%
+and +0.0095 [-0.0143, +0.0341] at 40%. The 20% gain did not replicate: it was RTE and WinoGrande, tasks a 270M model
+answers near chance. The runs wrote to `/tmp/s54/` from a copy of the tree; their two files were copied to
+`benchmarks/results/score_statistic_probe.{json,md}`.
+
 The profile is made as the reference rows' was (`calibration_answer="any"`, float32 x xᵀ products), and the default's
 KL is recomputed and checked against the stored one before any candidate row, so the pairing holds.
 """
