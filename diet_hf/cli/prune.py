@@ -70,8 +70,8 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         metavar="TASK",
         help=f"calibration tasks (default: the paper's seven): registered names ({', '.join(TASKS)}) and your own "
         "data as NAME=FILE (.jsonl with a text field, or questions with context, choices and label, as `eval "
-        "--tasks` reads them, each calibrating on its context and gold choice; or .txt, one text per line) or "
-        "NAME=DATASET[:SPLIT[:COLUMN]] "
+        "--tasks` reads them, each calibrating on its context and one of its choices, as --calibration-answer "
+        "says; or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]] "
         "(a Hub dataset id or a save_to_disk directory; default split train, column text), mixed freely",
     )
     _add_dataclass_flags(prune, ProfileOptions)  # every calibration option, with its help text
