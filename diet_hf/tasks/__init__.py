@@ -1,7 +1,8 @@
 """Task registry: where each task's data lives and how an example becomes lm-eval-harness 0.4's zero-shot prompt.
 
 Calibration and evaluation share the same formatting: a calibration text is the scored context, the task's target
-delimiter and the gold continuation, so DIET profiles the model on exactly what evaluation will ask of it.
+delimiter and one of the continuations evaluation scores (by default one drawn per example, `calibration_answer="any"`;
+the gold one with `"gold"`, the paper's), so DIET profiles the model on what evaluation will ask of it.
 
 The package: `registry` (the registered tasks, their prompts and the dev/test halves), `data` (the data directory or
 the Hub, evaluation examples, calibration draws, WikiText-2) and `own` (your own questions and texts).
