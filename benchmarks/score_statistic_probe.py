@@ -34,7 +34,7 @@ models on the same 500 dev examples per task at 20% and 40%, paired with the def
 if its paired difference in the seven-task average is at least zero (point estimate) at both sparsities with neither
 interval below zero; otherwise it stays a probe.
 
-Written at 14:15, after `rms`'s 20% accuracy row (+0.0125 [+0.0015, +0.0247] against the default, 500 dev examples
+Written at 14:13, after `rms`'s 20% accuracy row (+0.0125 [+0.0015, +0.0247] against the default, 500 dev examples
 per task) and before its 40% row. That is the largest dev gain of any candidate, from a score that missed the KL bar
 by half a point; the bar screens which candidates are worth scoring, it does not measure accuracy. Having picked the
 candidate on those 500 examples, they now favour it, so switching the default needs examples no probe has scored:
