@@ -9,6 +9,10 @@ per task, the benchmark's seed), over RTE's dev and test halves (all of each) an
 probability of the first answer among the two (RTE " True" = entailment, BoolQ " yes"), the share of prompts answered
 with it, the share of gold answers that are it, and accuracy (lm-eval's decision between the two answers). A report:
 no recipe is chosen on it.
+
+`--calibration-answer` is the answer the calibration texts end in (the library's default, "any" since 2026-12-05).
+The pruned models' rows named without an answer were profiled on gold answers (2026-12-04, before the option); rows on
+other answers carry theirs in the name (", any answers"). A rerun keeps the rows there and adds the missing ones.
 """
 
 import argparse
@@ -24,7 +28,10 @@ from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS, evaluation_examples, get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _side import answer_suffix  # noqa: E402
 from dev_sweep import answer_token_ids  # noqa: E402
+
+from diet_hf.tasks.registry import CALIBRATION_ANSWERS, DEFAULT_CALIBRATION_ANSWER  # noqa: E402
 
 ANSWERS = {"rte": ("True", "False", 0), "boolq": ("yes", "no", 1)}  # first answer, second, the label meaning "first"
 LIMITS = {"rte": 500, "boolq": 150}
@@ -51,7 +58,8 @@ def render(rows: list[dict]) -> str:
         "",
         "P(first): mean P(first answer) / (P(first) + P(second)) after the prompt (RTE: ' True', BoolQ: ' yes'); "
         "answered: share of prompts whose first answer scores higher; gold: share of gold answers that are the first; "
-        "acc: accuracy. Written by `benchmarks/answer_prior.py`.",
+        "acc: accuracy. Written by `benchmarks/answer_prior.py`. Pruned models named without an answer were "
+        "calibrated on gold answers; ', any answers': on a choice drawn per example (the default since 2026-12-05).",
         "",
         "| model | task | half | n | P(first) | answered first | gold first | acc |",
         "|---|---|---|---|---|---|---|---|",
@@ -68,10 +76,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--output", default="benchmarks/results/answer_prior")
+    parser.add_argument(
+        "--calibration-answer",
+        choices=CALIBRATION_ANSWERS,
+        default=DEFAULT_CALIBRATION_ANSWER,
+        help="the answer the calibration texts end in (`ProfileOptions.calibration_answer`)",
+    )
     args = parser.parse_args(argv)
+    output = Path(args.output)
+    report = {"commands": [], "rows": []}
+    if output.with_suffix(".json").exists():
+        report = json.loads(output.with_suffix(".json").read_text())
+        report.setdefault("commands", [report.pop("command")] if "command" in report else [])
+    report["commands"].append(" ".join(["python", *sys.argv]))
+    done = {(r["model"], r["task"], r["half"]) for r in report["rows"]}
     dense, tokenizer, _ = load_gemma3_270m()
     pruner = DietPruner(dense, tokenizer, model_id="gemma-3-270m")
-    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir)
+    pruner.profile(PAPER_TASKS, num_samples=100, data_dir=args.data_dir, calibration_answer=args.calibration_answer)
     excluded = pruner.scores.provenance["excluded_eval_ids"]
     sets = {}
     for task in ANSWERS:
@@ -81,19 +102,25 @@ def main(argv=None) -> int:
             )
             requests = [get_task(task).build(doc) for doc in docs]
             sets[task, half] = ([r.contexts[0] for r in requests], torch.tensor([r.label for r in requests]))
-    models = {"dense": dense}
+    suffix = answer_suffix(args.calibration_answer)
+    models = {"dense": lambda: dense}
     for sparsity in (0.2, 0.4):
-        models[f"default {sparsity:.0%}"] = pruner.prune(sparsity=sparsity)
-        models[f"uniform_mlp_mean_ls {sparsity:.0%}"] = pruner.prune(sparsity=sparsity, recipe="uniform_mlp_mean_ls")
-    rows = []
-    for name, model in models.items():
+        models[f"default {sparsity:.0%}{suffix}"] = lambda s=sparsity: pruner.prune(sparsity=s)
+        models[f"uniform_mlp_mean_ls {sparsity:.0%}{suffix}"] = lambda s=sparsity: pruner.prune(
+            sparsity=s, recipe="uniform_mlp_mean_ls"
+        )
+    for name, build in models.items():
+        if all((name, task, half) in done for task, half in sets):
+            continue
+        model = build()
         for (task, half), (prompts, labels) in sets.items():
+            if (name, task, half) in done:
+                continue
             measured = measure(model, tokenizer, prompts, labels, task)
-            rows.append({"model": name, "task": task, "half": half, **measured})
-            print(json.dumps(rows[-1]), flush=True)
-    output = Path(args.output)
-    output.with_suffix(".json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
-    output.with_suffix(".md").write_text(render(rows))
+            report["rows"].append({"model": name, "task": task, "half": half, **measured})
+            print(json.dumps(report["rows"][-1]), flush=True)
+            output.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+            output.with_suffix(".md").write_text(render(report["rows"]))
     return 0
 
 
