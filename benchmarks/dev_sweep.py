@@ -201,6 +201,18 @@ def measure_context(tokenizer, excluded: dict, prompts: dict[str, list[str]], re
     }
 
 
+def mean_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over layers of the Spearman correlation between two `(layers, units)` score tensors (the score probes'
+    measure of how far a candidate's order is from DIET's)."""
+
+    def ranks(x):
+        return x.argsort(dim=1).argsort(dim=1).double()
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    return float(((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))).mean())
+
+
 def paired_with(model, tokenizer, args, context, before: dict) -> dict:
     """`_measure` of `model`, with its paired difference in the seven-task average against the row `before` (the same
     dev examples) and that row's average: the probes' accuracy step."""

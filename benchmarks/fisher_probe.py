@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     done = {(r["sparsity"], r["variant"]) for r in report["rows"]}
     fisher = _fisher(dense, pruner, args.fisher_cache, report)
     activation = dict(pruner.scores.mlp)
-    report["rank_correlation"] = {t: _mean_spearman(activation[t], fisher[t]) for t in PAPER_TASKS}
+    report["rank_correlation"] = {t: dev_sweep.mean_spearman(activation[t], fisher[t]) for t in PAPER_TASKS}
     models = {}
     for sparsity in args.sparsities:
         for variant in VARIANTS:
@@ -228,17 +228,6 @@ def _pruned(dense, pruner, variant, sparsity, fisher, activation):
         reconstruction_anchors=anchors,
     )
     return model, widths
-
-
-def _mean_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over layers of the Spearman correlation between two score rows."""
-
-    def ranks(x):
-        return x.argsort(dim=1).argsort(dim=1).double()
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
-    return float(((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))).mean())
 
 
 def _write(output: Path, report: dict) -> None:

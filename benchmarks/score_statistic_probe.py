@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     scores = candidate_scores(dense, pruner)
     previous = {(dev_sweep.PAIRED_DEFAULT, s): stored[(STORED_KL, s)] for s in args.sparsities}
     report["rank_correlation"] = {
-        name: {t: _mean_spearman(scores["default"][t], scores[name][t]) for t in PAPER_TASKS} for name in CANDIDATES
+        name: {t: dev_sweep.mean_spearman(scores["default"][t], scores[name][t]) for t in PAPER_TASKS}
+        for name in CANDIDATES
     }
     for sparsity in args.sparsities:
         for variant in VARIANTS:
@@ -134,18 +135,13 @@ def _accuracy(args, report, output, done, start, passed) -> None:
     pruner, tokenizer, scores, kl, stored = start
     prompts, _, reference = kl
     context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
+    defaults = {(dev_sweep.PAIRED_DEFAULT, s): stored[(STORED_ACCURACY, s)] for s in args.sparsities}
     for variant in passed:
         for sparsity in args.sparsities:
             if (sparsity, f"{variant}, dev accuracy") in done:
                 continue
-            default = stored[(STORED_ACCURACY, sparsity)]
-            measured = dev_sweep._measure(_pruned(pruner, scores, variant, sparsity), tokenizer, args, context)
-            difference = paired_bootstrap(
-                {t: measured["correct"][t] for t in PAPER_TASKS}, {t: default["correct"][t] for t in PAPER_TASKS}
-            )
-            row = {"sparsity": sparsity, "variant": f"{variant}, dev accuracy", **measured}
-            row.update(against_default=difference, default_average=default["average_paper_tasks"])
-            print(sparsity, variant, f"{measured['average_paper_tasks']:.4f}", difference, flush=True)
+            model = _pruned(pruner, scores, variant, sparsity)
+            row = dev_sweep.paired_accuracy_row(model, tokenizer, args, context, defaults, sparsity, variant)
             report["rows"].append(row)
             _write(output, report)
 
@@ -225,13 +221,6 @@ def _pruned(pruner, scores, variant: str, sparsity: float):
         return pruner.prune(sparsity=sparsity, disable_progress=True)
     finally:
         pruner.scores.mlp = activation
-
-
-def _mean_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over layers of the Spearman correlation between two score rows."""
-    ra, rb = (x.double().argsort(dim=1).argsort(dim=1).double() for x in (a, b))
-    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
-    return float(((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))).mean())
 
 
 def _write(output: Path, report: dict) -> None:
