@@ -136,9 +136,37 @@ def test_report_pairs_every_row_with_the_default_at_its_sparsity(tmp_path):
     boot = ut.bootstrap(report)
     assert list(boot) == ["flap@0.2"]  # no default at 40%: nothing to pair with; dense has no default at 0%
     assert boot["flap@0.2"]["difference"] == pytest.approx(-1.0)
-    text = "\n".join(ut.markdown({**report, "paired_bootstrap": boot}))
-    assert "| flap | 20% | 0.000 | 0.010 | -1.000 [-1.000, -1.000] | 0.100 |" in text
-    assert "| chance / majority | | " + " | ".join(["0.250 / 0.500"] * len(tasks)) + " |" in text
+    for row in report["rows"]:
+        row["majority_rate"] = dict.fromkeys(tasks, 0.4)  # every task informative: dense's 0.5 beats 0.25 and 0.4
+    measured = ut.informative_tasks(report)
+    assert measured == tasks
+    text = "\n".join(
+        ut.markdown(
+            {
+                **report,
+                "paired_bootstrap": boot,
+                "informative_tasks": measured,
+                "paired_bootstrap_informative": ut.bootstrap(report, measured[:2]),
+            }
+        )
+    )
+    assert "| flap | 20% | 0.000 | 0.010 | -1.000 [-1.000, -1.000] | 0.500 | -1.000 [-1.000, -1.000] | 0.100 |" in text
+    assert "| chance / majority | | " + " | ".join(["0.250 / 0.400"] * len(tasks)) + " |" in text
     report["rows"][2]["ids"] = {t: ["9", "8", "7", "6"] for t in tasks}
     with pytest.raises(ValueError, match="other examples"):
         ut.bootstrap(report)
+
+
+def test_the_informative_view_keeps_the_tasks_dense_answers_above_chance_and_majority():
+    tasks = list(ut.TASKS)
+    dense = _row("dense", 0.0, {t: [1, 0, 0, 0] for t in tasks})
+    for task in tasks:  # headline 0.1 everywhere but CommonsenseQA (0.6) and causal judgment's acc (0.6, its headline)
+        dense["per_task"][task] = {**dense["per_task"][task], "acc": 0.1, "acc_norm": 0.1}
+    dense["per_task"]["commonsense_qa"]["acc_norm"] = 0.6
+    dense["per_task"]["causal_judgment"]["acc"] = 0.6
+    dense["per_task"]["mmlu"]["acc"] = 0.9  # not MMLU's headline (acc_norm): stays out
+    report = {"tasks": {t: {"chance": 0.25} for t in tasks}, "rows": [dense]}
+    assert ut.informative_tasks(report) == ["commonsense_qa", "causal_judgment"]
+    dense["majority_rate"]["causal_judgment"] = 0.6  # not above the majority rate: out
+    assert ut.informative_tasks(report) == ["commonsense_qa"]
+    assert ut.informative_tasks({**report, "rows": []}) == []
