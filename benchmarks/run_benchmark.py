@@ -178,12 +178,18 @@ def quality(model, tokenizer, args, context) -> dict:
         "average_stderr": _average_stderr(result),
         "per_task": {t: {k: r[k] for k in ("acc", "acc_norm", "num_scored")} for t, r in result["results"].items()},
         "correct": correct_by_task(result),
-        "majority_rate": {
-            t: max(Counter(p["label"] for p in rows).values()) / len(rows) for t, rows in result["predictions"].items()
-        },
+        "majority_rate": majority_rates(result),
         "perplexity": ppl["perplexity"],
         "kl_from_dense": kl,
         "eval_seconds": time.perf_counter() - start,
+    }
+
+
+def majority_rates(result: dict) -> dict[str, float]:
+    """Per task of an `evaluate(..., return_predictions=True)` result, the share of its scored examples whose gold
+    answer is the most common one: the accuracy of always giving that answer."""
+    return {
+        t: max(Counter(p["label"] for p in rows).values()) / len(rows) for t, rows in result["predictions"].items()
     }
 
 
@@ -778,9 +784,10 @@ def _loto_bootstrap(report: dict, resamples: int) -> dict:
     return out
 
 
-def _paired_bootstrap(rows: list[dict], resamples: int) -> dict:
-    """Every method minus DIET at the same sparsity: mean and 95% interval of the seven-task average difference,
-    resampling each task's scored examples with replacement (the same examples for both models)."""
+def _paired_bootstrap(rows: list[dict], resamples: int, tasks=PAPER_TASKS) -> dict:
+    """Every method minus DIET at the same sparsity: mean and 95% interval of the difference in the average over
+    `tasks` (the seven paper tasks), resampling each task's scored examples with replacement (the same examples for
+    both models)."""
     diet = {r["sparsity"]: r for r in rows if r["method"] == "diet"}
     generator = torch.Generator().manual_seed(0)
     out = {}
@@ -788,16 +795,17 @@ def _paired_bootstrap(rows: list[dict], resamples: int) -> dict:
         reference = diet.get(row["sparsity"])
         if reference is None or row is reference:
             continue
-        out[f"{row['method']}@{row['sparsity']}"] = paired_difference(row, reference, resamples, generator)
+        out[f"{row['method']}@{row['sparsity']}"] = paired_difference(row, reference, resamples, generator, tasks)
     return out
 
 
-def paired_difference(row: dict, reference: dict, resamples: int = 2000, generator=None) -> dict:
-    """Seven-task average of `row` minus `reference` over the same scored examples, with the 95% interval of a paired
-    bootstrap (`diet_hf.evaluation.paired_bootstrap`: each task's examples resampled apart)."""
+def paired_difference(row: dict, reference: dict, resamples: int = 2000, generator=None, tasks=PAPER_TASKS) -> dict:
+    """Average over `tasks` (the seven paper tasks) of `row` minus `reference` over the same scored examples, with
+    the 95% interval of a paired bootstrap (`diet_hf.evaluation.paired_bootstrap`: each task's examples resampled
+    apart)."""
     comparison = paired_bootstrap(
-        {task: row["correct"][task] for task in PAPER_TASKS},
-        {task: reference["correct"][task] for task in PAPER_TASKS},
+        {task: row["correct"][task] for task in tasks},
+        {task: reference["correct"][task] for task in tasks},
         resamples=resamples,
         generator=generator,
     )

@@ -63,16 +63,15 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from _side import commands_text, interval, resumed_commands
-from run_benchmark import DEFAULT_LABEL, _jobs
+from run_benchmark import DEFAULT_LABEL, _jobs, _paired_bootstrap, majority_rates
 
 from diet_hf import DietPruner
-from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_token_logprobs, paired_bootstrap
+from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_token_logprobs
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.tasks import PAPER_TASKS, evaluation_examples, multiple_choice_task
 
@@ -247,9 +246,7 @@ def _row(name, sparsity, options, model, tokenizer, tasks, args, dense_logprobs,
         "per_task": per_task,
         "correct": correct_by_task(result),
         "ids": {t: [p["id"] for p in rows] for t, rows in result["predictions"].items()},
-        "majority_rate": {
-            t: max(Counter(p["label"] for p in rows).values()) / len(rows) for t, rows in result["predictions"].items()
-        },
+        "majority_rate": majority_rates(result),
         "kl_from_dense": kl_divergence(dense_logprobs, logprobs) if dense_logprobs is not None else 0.0,
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": time.perf_counter() - start,
@@ -261,24 +258,11 @@ def _row(name, sparsity, options, model, tokenizer, tasks, args, dense_logprobs,
 def bootstrap(report: dict, tasks: list[str] | None = None, resamples: int = 2000) -> dict:
     """Every row minus DIET's default at the same sparsity over the same examples: the average over `tasks` (all)."""
     diet = {r["sparsity"]: r for r in report["rows"] if r["method"] == "diet"}
-    generator = torch.Generator().manual_seed(0)
-    out = {}
     for row in report["rows"]:
         reference = diet.get(row["sparsity"])
-        if reference is None or row is reference:
-            continue
-        if row["ids"] != reference["ids"]:
+        if reference is not None and row["ids"] != reference["ids"]:
             raise ValueError(f"{row['method']}@{row['sparsity']} scored other examples than DIET's default.")
-        names = tasks or list(row["correct"])
-        comparison = paired_bootstrap(
-            {t: row["correct"][t] for t in names},
-            {t: reference["correct"][t] for t in names},
-            resamples=resamples,
-            generator=generator,
-        )
-        key = f"{row['method']}@{row['sparsity']}"
-        out[key] = {"difference": comparison["difference"], "ci95": comparison["ci95"]}
-    return out
+    return _paired_bootstrap(report["rows"], resamples, tasks or list(TASKS))
 
 
 def informative_tasks(report: dict) -> list[str]:
