@@ -28,7 +28,16 @@ from .moments import (
 from .options import ProfileOptions, with_overrides
 from .plan import PruningPlan
 from .profiler import _ChannelMasks, collect_activation_stats
-from .tasks import PAPER_TASKS, TASKS, CalibrationSet, Task, custom_calibration, load_calibration
+from .tasks import (
+    MESSAGES_FIELD,
+    PAPER_TASKS,
+    TASKS,
+    CalibrationSet,
+    Task,
+    chat_text,
+    custom_calibration,
+    load_calibration,
+)
 
 if TYPE_CHECKING:  # the class these methods belong to
     from .pruner import DietPruner
@@ -56,7 +65,9 @@ class _ProfilingMixin:
                 names), or name -> custom data (a list of strings, a
                 `datasets.Dataset` with a `text` column, your own multiple-choice questions as a
                 `tasks.multiple_choice_task`, calibrated on each context and an answer as the registered tasks are,
-                or an iterable of token batches with `input_ids` and `attention_mask`).
+                conversations, rendered by the tokenizer's chat template (`tasks.chat_text`): a list of message
+                lists, each message a `{"role": ..., "content": ...}`, or a `datasets.Dataset` with a `messages`
+                column and no `text`, or an iterable of token batches with `input_ids` and `attention_mask`).
             options (`ProfileOptions`, *optional*): the calibration options as one object; or give them as keywords
                 (`num_samples=100`, `batch_size=8`, `max_length=512`, `seed=0`, `calibration_answer="any"`,
                 `channel_stats=True`, `input_moments=True`, `moments_memory_gib=2.0`, `moments_dtype="auto"`), which
@@ -81,7 +92,9 @@ class _ProfilingMixin:
         """
         self._require_dense("profile")
         options = with_overrides(ProfileOptions, options, option_values, "profile")
-        named = _named_tasks(tasks)
+        named = {
+            name: _rendered_conversations(name, data, self.tokenizer) for name, data in _named_tasks(tasks).items()
+        }
         calibration = _calibration_sets(named, options, data_dir)
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
         self._custom_texts = {
@@ -368,6 +381,24 @@ def _is_token_batches(data) -> bool:
     if hasattr(data, "column_names"):
         return False
     return True
+
+
+def _rendered_conversations(name: str, data, tokenizer):
+    """Your conversations (a list of message lists, each message a `{"role", "content"}`; or a `datasets.Dataset`
+    with a `messages` column and no `text`) as the texts the tokenizer's chat template renders (`tasks.chat_text`);
+    any other data as it is."""
+    if hasattr(data, "column_names"):
+        if "text" in data.column_names or MESSAGES_FIELD not in data.column_names:
+            return data
+        data = list(data[MESSAGES_FIELD])
+    elif not (isinstance(data, (list, tuple)) and data and isinstance(data[0], (list, tuple))):
+        return data
+    if tokenizer is None:
+        raise ValueError(
+            f"Task {name!r} holds conversations: rendering them needs the chat template of a tokenizer; pass "
+            "`tokenizer` to `DietPruner(model, tokenizer)`."
+        )
+    return [chat_text(tokenizer, messages) for messages in data]
 
 
 def _named_tasks(tasks) -> dict:

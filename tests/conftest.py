@@ -322,3 +322,28 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
     )
+
+
+# A chat template of Gemma's form (it writes the BOS token itself), for tests of conversations as texts
+GEMMA_STYLE_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{{ message['content'] }}<end_of_turn>\n{% endfor %}"
+)
+
+
+def chat_tokenizer(tokenizer, *, adds_bos: bool):
+    """A copy of `tokenizer` with `GEMMA_STYLE_CHAT_TEMPLATE`, adding BOS before every text it encodes when
+    `adds_bos` (as Gemma's tokenizer does)."""
+    import copy
+
+    from tokenizers import processors
+
+    chat = copy.deepcopy(tokenizer)
+    chat.chat_template = GEMMA_STYLE_CHAT_TEMPLATE
+    if adds_bos:
+        bos = chat.bos_token_id
+        chat.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+        )
+    return chat

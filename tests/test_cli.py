@@ -865,3 +865,43 @@ def test_heal_never_runs_code_shipped_with_the_pruned_checkpoints_tokenizer(
     argv = ["--quiet", "heal", str(pruned), "--teacher", str(dense_dir), "--output", str(tmp_path / "healed")]
     assert main([*argv, "--data", "rte", "--data-dir", str(data_dir)]) != 0
     assert not marker.exists() and not (tmp_path / "healed").exists()
+
+
+def test_conversations_of_your_own_render_with_the_models_chat_template(tmp_path, data_dir, tiny_tokenizer, capsys):
+    """`prune --tasks NAME=FILE` and `eval --texts NAME=FILE` with conversations (`messages` rows): each is rendered by
+    the chat template of MODEL's tokenizer, with one BOS, and calibrated on or scored as that text; a MODEL whose
+    tokenizer has no chat template is a usage error before any model loads."""
+    from conftest import chat_tokenizer
+
+    from diet_hf.constants import SCORES_TEXTS_FILE
+    from diet_hf.tasks import chat_text
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    save_dense_checkpoint(tmp_path / "dense", "gemma3_text", tokenizer)
+    conversations = [
+        [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "Answer: yes"}]
+        for i in range(4)
+    ]
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    argv = ["--quiet", "prune", str(tmp_path / "dense"), "--output", str(tmp_path / "out"), "--sparsity", "0.2"]
+    argv += ["--tasks", f"chats={tmp_path / 'chats.jsonl'}", "--save-scores", str(tmp_path / "scores")]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"]["chats"]
+    assert saved == [chat_text(tokenizer, m) for m in conversations]
+    assert all(text.startswith("<start_of_turn>user\n") for text in saved)
+    report = tmp_path / "eval.json"
+    eval_argv = ["--quiet", "eval", str(tmp_path / "out"), "--texts", f"chats={tmp_path / 'chats.jsonl'}"]
+    assert main([*eval_argv, "--output", str(report)]) == 0
+    from diet_hf.evaluation import texts_perplexity
+
+    scored = json.loads(report.read_text())["texts"]["chats"]
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    expected = texts_perplexity(pruned, tokenizer, saved, disable_progress=True)
+    assert scored["texts"] == len(conversations)
+    assert scored["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-6)
+    capsys.readouterr()
+    save_dense_checkpoint(tmp_path / "plain", "gemma3_text", tiny_tokenizer)  # no chat template
+    argv = ["prune", str(tmp_path / "plain"), "--output", str(tmp_path / "o2"), "--sparsity", "0.2"]
+    assert main([*argv, "--tasks", f"chats={tmp_path / 'chats.jsonl'}"]) == 2
+    assert "has no chat template, so conversations cannot be rendered" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

@@ -843,10 +843,14 @@ def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatc
     assert json.loads((tmp_path / "h3" / "config.json").read_text())["pruning"]["healing"]["data"]["sources"] == [
         "mine"
     ]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
     for bad, message in (
         (["--data", "nosuch"], "`--data`: 'nosuch' is not wikitext2, tasks, a registered task"),
         (["--data", f"a={tmp_path / 'nope.txt'}"], "`--data` a: no file or directory at"),
         (["--data", f"rte={tmp_path / 'mine.txt'}"], "`--data` rte: the name is taken"),
+        # conversations are rendered by the pruned model's tokenizer, which here has no chat template
+        (["--data", f"chats={chats}"], "has no chat template, so conversations cannot be rendered"),
     ):
         assert main([*argv, str(tmp_path / "h2"), *bad, *flags]) == 2  # a usage error, before any model loads
         assert message in capsys.readouterr().err

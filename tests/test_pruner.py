@@ -652,3 +652,30 @@ def test_profiling_many_texts_of_your_own_says_all_are_read(tiny_tokenizer, capl
     with caplog.at_level(logging.WARNING, logger="diet_hf.pruner"):
         DietPruner(dense, tiny_tokenizer).profile({"mine": texts}, num_samples=4, disable_progress=True)
     assert "your texts are profiled" not in caplog.text
+
+
+def test_profile_on_conversations_renders_them_with_the_chat_template(tiny_tokenizer):
+    """Conversations (a list of message lists, or a dataset's `messages` column) profile as the texts the tokenizer's
+    chat template renders; without a tokenizer the error says what is needed."""
+    import datasets
+    from conftest import chat_tokenizer
+
+    from diet_hf.tasks import chat_text
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    conversations = [
+        [{"role": "user", "content": "Question: what is it?"}, {"role": "assistant", "content": "yes"}],
+        [{"role": "user", "content": "True or False?"}, {"role": "assistant", "content": "False"}],
+    ]
+    texts = [chat_text(tokenizer, m) for m in conversations]
+    dense = tiny_dense_model("gemma3_text", vocab_size=len(tokenizer))
+    dataset = datasets.Dataset.from_list([{"messages": m} for m in conversations])
+    profiles = [
+        DietPruner(dense, tokenizer).profile({"mine": data}, disable_progress=True).scores
+        for data in (texts, conversations, dataset)
+    ]
+    for profile in profiles[1:]:
+        for layer, (a, b) in enumerate(zip(profile.mlp["mine"], profiles[0].mlp["mine"])):
+            assert torch.equal(a, b), layer
+    with pytest.raises(ValueError, match="Task 'mine' holds conversations: rendering them needs the chat template"):
+        DietPruner(dense).profile({"mine": conversations}, disable_progress=True)

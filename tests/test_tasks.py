@@ -423,3 +423,87 @@ def test_hub_sources_are_lm_evals():
         )
         assert (task.hub_path, task.hub_name, task.eval_split) == theirs == _LM_EVAL_SOURCES[name], name
         assert task.train_split == config["training_split"], name
+
+
+CONVERSATION = [{"role": "user", "content": "Is it late?"}, {"role": "assistant", "content": "Yes"}]
+
+
+@pytest.mark.parametrize("adds_bos", [True, False])
+def test_a_conversation_renders_with_the_chat_template_and_one_bos(adds_bos, tiny_tokenizer):
+    """`chat_text` renders a conversation with the tokenizer's chat template; the text, tokenized as diet-hf tokenizes
+    every text (special tokens added), starts with exactly one BOS, whether the tokenizer adds BOS itself (Gemma's
+    does, and its template writes one too) or not."""
+    from conftest import chat_tokenizer
+
+    from diet_hf.tasks import chat_text
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=adds_bos)
+    text = chat_text(tokenizer, CONVERSATION)
+    expected = "<start_of_turn>user\nIs it late?<end_of_turn>\n<start_of_turn>model\nYes<end_of_turn>\n"
+    assert text == (expected if adds_bos else "<bos>" + expected)
+    ids = tokenizer(text)["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id
+    assert ids.count(tokenizer.bos_token_id) == 1
+    assert (
+        ids
+        == tokenizer(tokenizer.apply_chat_template(CONVERSATION, tokenize=False), add_special_tokens=False)[
+            "input_ids"
+        ]
+    )
+
+
+def test_conversations_are_refused_with_what_was_wrong(tiny_tokenizer):
+    from conftest import chat_tokenizer
+
+    from diet_hf.tasks import chat_text
+
+    with pytest.raises(ValueError, match="has no chat template, so conversations cannot be rendered"):
+        chat_text(tiny_tokenizer, CONVERSATION)
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    for messages, message in [
+        ([], "`messages` must be a non-empty list of messages"),
+        ("hello", "`messages` must be a non-empty list of messages"),
+        ([{"role": "user", "content": "a"}, {"content": "b"}], "message 1 must be an object with a string `role`"),
+        ([{"role": "user", "content": 3}], "message 0 must be an object with a string `role` and a `content`"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            chat_text(tokenizer, messages)
+
+
+def test_your_own_data_may_hold_conversations(tmp_path, tiny_tokenizer):
+    """A `.jsonl` row with `messages` (and no `text`), or a dataset's `messages` column (or a named column of
+    conversations), is one text rendered by `render_chat`; without one, the error says how to give it."""
+    import datasets
+    from conftest import chat_tokenizer
+
+    from diet_hf.tasks import chat_text, load_task_source
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    rendered = chat_text(tokenizer, CONVERSATION)
+    rows = [{"messages": CONVERSATION}, {"text": "a plain text"}, {"messages": CONVERSATION[:1]}]
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(
+                [{"messages": CONVERSATION, "id": 0}, {"messages": CONVERSATION, "id": 1}]
+            )
+        }
+    ).save_to_disk(str(tmp_path / "chats"))
+    datasets.Dataset.from_list([{"turns": CONVERSATION, "text": "not read"}]).save_to_disk(str(tmp_path / "named"))
+
+    def render(messages):
+        return chat_text(tokenizer, messages)
+
+    assert load_task_source(f"mine={tmp_path / 'chats.jsonl'}", render_chat=render) == (
+        "mine",
+        [rendered, "a plain text", chat_text(tokenizer, CONVERSATION[:1])],
+    )
+    assert load_task_source(f"mine={tmp_path / 'chats'}", render_chat=render) == ("mine", [rendered, rendered])
+    assert load_task_source(f"mine={tmp_path / 'named'}::turns", render_chat=render) == ("mine", [rendered])
+    with pytest.raises(ValueError, match=r"`--data` mine: .*chats.jsonl line 1 is a conversation \(`messages`\)"):
+        load_task_source(f"mine={tmp_path / 'chats.jsonl'}", flag="--data", registered=False)
+    with pytest.raises(ValueError, match=r"`--tasks` mine: row 0 is a conversation"):
+        load_task_source(f"mine={tmp_path / 'chats'}")
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"messages": [{"role": "user"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl line 1: message 0 must be an object with a string `role`"):
+        load_task_source(f"mine={tmp_path / 'bad.jsonl'}", render_chat=render)

@@ -94,13 +94,49 @@ def _print_task_differences(model_name: str, reference_name: str, result: dict, 
     return comparison
 
 
-def _text_sources(words: list[str] | None, flag: str) -> dict[str, list[str]]:
+class _ChatRenderer:
+    """`load_task_source`'s `render_chat` for the command line: your conversations rendered by the chat template of
+    the command's MODEL (`tasks.chat_text`). The tokenizer is loaded at the first conversation, so data without one
+    loads nothing before the model; a tokenizer that cannot be loaded is a usage error naming MODEL."""
+
+    def __init__(self, model: str, *, revision: str | None = None, token: str | None = None):
+        self.model, self.revision, self.token = model, revision, token
+        self._tokenizer = None
+
+    def __call__(self, messages: list) -> str:
+        from ..tasks import chat_text
+
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from .._io import check_model_location
+
+            check_model_location(self.model)
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.model, revision=self.revision, token=self.token)
+            except OSError as error:
+                raise ValueError(
+                    f"Your data holds conversations, rendered by the chat template of `model` ({self.model}), but "
+                    f"its tokenizer could not be loaded: {error}"
+                ) from error
+        return chat_text(self._tokenizer, messages)
+
+
+def _chat_renderer(args) -> _ChatRenderer:
+    """The `_ChatRenderer` of a command's `model` (with its `--revision` and `--token` where it has them)."""
+    return _ChatRenderer(args.model, revision=getattr(args, "revision", None), token=getattr(args, "token", None))
+
+
+def _text_sources(words: list[str] | None, flag: str, render_chat=None) -> dict[str, list[str]]:
     """`NAME=SOURCE` words of `flag` read as `prune --tasks` reads them (`ValueError` naming the flag), each name
-    once."""
+    once; conversations rendered by `render_chat`."""
     from ..tasks import load_task_source
 
     # questions read with their correct answers: these texts are scored or trained on, not calibrated on
-    sources = [load_task_source(word, flag=flag, registered=False, answer="gold") for word in words or []]
+    sources = [
+        load_task_source(word, flag=flag, registered=False, answer="gold", render_chat=render_chat)
+        for word in words or []
+    ]
     names = [name for name, _ in sources]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -111,7 +147,7 @@ def _text_sources(words: list[str] | None, flag: str) -> dict[str, list[str]]:
 def _read_held_out_flags(args) -> None:
     """`prune` and `heal`'s `--eval-texts` and `--eval-tasks`: your texts and questions read and checked, and the
     registered tasks' data loaded, before any model loads (`args.eval_text_data`, `args.eval_task_list`)."""
-    args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts")
+    args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts", _chat_renderer(args))
     args.eval_task_list = _eval_tasks(
         args.eval_tasks or [], args.eval_own_headline, "--eval-tasks", preload=True, data_dir=args.data_dir
     )

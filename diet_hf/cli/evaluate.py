@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from .common import EXIT_OK, _dtype, _eval_tasks, _print_task_differences, _text_sources
+from .common import EXIT_OK, _chat_renderer, _dtype, _eval_tasks, _print_task_differences, _text_sources
 from .parser import DTYPES, OWN_HEADLINE, TOKEN_HELP, _positive_int
 
 
@@ -34,7 +34,8 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAME=SOURCE",
         help="your own held-out texts, scored by perplexity (each read alone from BOS, as a prompt is read; not the "
-        "texts you calibrated on): NAME=FILE (.jsonl with a text field, or .txt, one text per line) or "
+        "texts you calibrated on): NAME=FILE (.jsonl with a text field, or conversations in a messages field, "
+        "rendered by MODEL's chat template; or .txt, one text per line) or "
         "NAME=DATASET[:SPLIT[:COLUMN]] (a Hub dataset id or a save_to_disk directory; default split train, column "
         "text); with --reference, the perplexity ratio with its 95%% paired-bootstrap interval over the texts",
     )
@@ -106,9 +107,12 @@ def _prepare(args) -> None:
     from ..tasks import PAPER_TASKS
 
     # the user's texts are read and checked before any model loads
-    args.text_data = {name: texts[: args.limit] for name, texts in _text_sources(args.texts, "--texts").items()}
+    render_chat = _chat_renderer(args)  # conversations in your texts: the model's chat template
+    args.text_data = {
+        name: texts[: args.limit] for name, texts in _text_sources(args.texts, "--texts", render_chat).items()
+    }
     args.last_word_data = {
-        name: texts[: args.limit] for name, texts in _text_sources(args.last_word, "--last-word").items()
+        name: texts[: args.limit] for name, texts in _text_sources(args.last_word, "--last-word", render_chat).items()
     }
     for name, texts in args.last_word_data.items():
         split_last_words(texts, f"`--last-word` {name}")

@@ -4,7 +4,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .common import EXIT_OK, _dtype, _options_from_flags, _read_held_out_flags
+from .common import EXIT_OK, _chat_renderer, _dtype, _options_from_flags, _read_held_out_flags
 from .parser import (
     DTYPES,
     SHARD_HELP,
@@ -40,7 +40,8 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         metavar="SOURCE",
         help="training text: wikitext2 (its validation split), task names (their train split), `tasks` (the "
         "calibration tasks the model was pruned on that have a train split), or your own texts as NAME=FILE (.jsonl "
-        "with a text field, or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]]; each source gets an equal "
+        "with a text field, or conversations in a messages field, rendered by MODEL's chat template; or .txt, one "
+        "text per line) or NAME=DATASET[:SPLIT[:COLUMN]]; each source gets an equal "
         "share",
     )
     heal.add_argument(
@@ -94,10 +95,13 @@ def _prepare(args) -> None:
 
     # the data is named and your own texts read before any model loads
     args.own_data = {}
+    render_chat = _chat_renderer(args)  # conversations: the chat template of the pruned model's tokenizer
     for word in args.data:
         if "=" in word:
             # questions are trained on with their correct answers (a distractor would teach a wrong one)
-            name, texts = load_task_source(word, flag="--data", registered=False, answer="gold")
+            name, texts = load_task_source(
+                word, flag="--data", registered=False, answer="gold", render_chat=render_chat
+            )
             if name in ("wikitext2", "tasks", *TASKS) or name in args.own_data:
                 raise ValueError(f"`--data` {name}: the name is taken; give your texts another name.")
             args.own_data[name] = (texts, word.split("=", 1)[1])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .common import (
     EXIT_OK,
+    _chat_renderer,
     _dtype,
     _named_as_flags,
     _options_from_flags,
@@ -71,7 +72,8 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help=f"calibration tasks (default: the paper's seven): registered names ({', '.join(TASKS)}) and your own "
         "data as NAME=FILE (.jsonl with a text field, or questions with context, choices and label, as `eval "
         "--tasks` reads them, each calibrating on its context and one of its choices, as --calibration-answer "
-        "says; or .txt, one text per line) or NAME=DATASET[:SPLIT[:COLUMN]] "
+        "says; or conversations in a messages field, rendered by MODEL's chat template; or .txt, one text per line) "
+        "or NAME=DATASET[:SPLIT[:COLUMN]] "
         "(a Hub dataset id or a save_to_disk directory; default split train, column text), mixed freely",
     )
     _add_dataclass_flags(prune, ProfileOptions)  # every calibration option, with its help text
@@ -159,7 +161,12 @@ def _prepare(args) -> None:
     args.profile_options = _options_from_flags(args, ProfileOptions)
     # the user's own task data is read and checked before any model loads
     answer = args.profile_options.calibration_answer  # your questions end in an answer as registered tasks' do
-    args.task_data = None if args.scores else dict(load_task_source(word, answer=answer) for word in args.tasks)
+    render_chat = _chat_renderer(args)  # conversations: the dense model's chat template
+    args.task_data = (
+        None
+        if args.scores
+        else dict(load_task_source(word, answer=answer, render_chat=render_chat) for word in args.tasks)
+    )
     _read_held_out_flags(args)
     _check_targets(args)
 

@@ -19,14 +19,23 @@ from .data import (
     wikitext2_last_word_texts,
     wikitext2_text,
 )
-from .own import CHOICE_FIELDS, load_multiple_choice_source, load_task_source, multiple_choice_task
+from .own import (
+    CHOICE_FIELDS,
+    MESSAGES_FIELD,
+    chat_text,
+    load_multiple_choice_source,
+    load_task_source,
+    multiple_choice_task,
+)
 from .registry import HALVES, PAPER_TASKS, TASKS, MultipleChoiceRequest, Task, get_task, split_half
 
 __all__ = [
+    "chat_text",
     "load_task_source",
     "load_multiple_choice_source",
     "multiple_choice_task",
     "CHOICE_FIELDS",
+    "MESSAGES_FIELD",
     "DATA_DIR_ENV",
     "HALVES",
     "PAPER_TASKS",

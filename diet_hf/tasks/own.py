@@ -3,7 +3,7 @@ healing texts."""
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .registry import DEFAULT_CALIBRATION_ANSWER, TASKS, Task, _single_context, answer_text, check_calibration_answer
@@ -12,6 +12,64 @@ from .registry import DEFAULT_CALIBRATION_ANSWER, TASKS, Task, _single_context, 
 # as `context` + " " + choice, lm-eval's default target delimiter) and `label` (the gold choice's 0-based index, as in
 # the shared data's files); `id` is optional.
 CHOICE_FIELDS = ("context", "choices", "label")
+# A conversation: a list of messages, each with a `role` and its `content`, the format of transformers' chat templates
+# and of TRL's conversational datasets; as a text it is rendered by the model's chat template (`chat_text`).
+MESSAGES_FIELD = "messages"
+
+
+def _checked_messages(messages, where: str) -> list:
+    """A conversation, checked: a non-empty list of objects, each with a string `role` and a `content` (a string, or
+    the list of typed parts that multimodal templates read); `where` names it in the error."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError(f"{where}: `{MESSAGES_FIELD}` must be a non-empty list of messages, got {messages!r:.80}.")
+    for index, message in enumerate(messages):
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("role"), str)
+            or not isinstance(message.get("content"), (str, list))
+        ):
+            raise ValueError(
+                f"{where}: message {index} must be an object with a string `role` and a `content`, "
+                f"got {message!r:.80}."
+            )
+    return list(messages)
+
+
+def chat_text(tokenizer, messages) -> str:
+    """One conversation as a text, rendered by `tokenizer`'s chat template, for calibration, healing or held-out
+    perplexity: `messages` is a list of `{"role": ..., "content": ...}` (a row of a TRL-style conversational dataset).
+
+    diet-hf tokenizes every text with the tokenizer's special tokens, as the model reads a document; a chat template
+    that writes the BOS token itself (Gemma's does) would then give two, so the rendered text leaves it out when the
+    tokenizer adds one. Raises `ValueError` if the tokenizer has no chat template (a base model's may not: render
+    your conversations as plain texts, or take the tokenizer of the instruction-tuned model)."""
+    messages = _checked_messages(messages, "conversation")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"The tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}) has no chat "
+            "template, so conversations cannot be rendered: give them as plain texts, or use an instruction-tuned "
+            "model's tokenizer."
+        )
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and _adds_bos(tokenizer):
+        text = text[len(bos) :]
+    return text
+
+
+def _adds_bos(tokenizer) -> bool:
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
+
+
+def _conversation_text(messages, render_chat: Callable | None, where: str) -> str:
+    messages = _checked_messages(messages, where)
+    if render_chat is None:
+        raise ValueError(
+            f"{where} is a conversation (`{MESSAGES_FIELD}`); rendering it needs a chat template: pass "
+            "`render_chat=lambda messages: chat_text(tokenizer, messages)`."
+        )
+    return render_chat(messages)
 
 
 def _question_text(task: str, row: dict, answer: str) -> str:
@@ -132,7 +190,12 @@ def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headlin
 
 
 def load_task_source(
-    argument: str, *, flag: str = "--tasks", registered: bool = True, answer: str = DEFAULT_CALIBRATION_ANSWER
+    argument: str,
+    *,
+    flag: str = "--tasks",
+    registered: bool = True,
+    answer: str = DEFAULT_CALIBRATION_ANSWER,
+    render_chat: Callable[[list], str] | None = None,
 ) -> tuple[str, list[str] | None]:
     """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
     calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
@@ -143,7 +206,9 @@ def load_task_source(
     `NAME=SOURCE` is accepted, under any name. Rows that are questions (`context`, `choices`, `label` and no `text`)
     each make their context and an answer, as the registered tasks calibrate: with `answer="any"` (the default) one of
     the choices drawn from NAME and the question's id (else its position among the questions), with `"gold"` the
-    correct one (healing and `diet-hf eval --texts` read them so)."""
+    correct one (healing and `diet-hf eval --texts` read them so). Rows that are conversations (a `messages` list of
+    `{"role", "content"}` and no `text`; in a dataset, a `messages` column) each make one text by `render_chat`
+    (`chat_text` with the model's tokenizer; the command line loads the tokenizer at the first conversation)."""
     check_calibration_answer(answer)
     if "=" not in argument:
         if not registered:
@@ -164,9 +229,9 @@ def load_task_source(
     if path.is_file():
         if split or column:
             raise ValueError(f"`{flag}` {name}: a file takes no split or column, got {source!r}.")
-        texts = _read_text_file(path, name, flag, answer)
+        texts = _read_text_file(path, name, flag, answer, render_chat)
     else:
-        texts = _read_dataset(name, location, path, split or None, column or None, flag, answer)
+        texts = _read_dataset(name, location, path, split or None, column or None, flag, answer, render_chat)
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
     return name, texts
@@ -197,10 +262,14 @@ def _json_lines(path: Path, where: str):
             yield number, row
 
 
-def _read_text_file(path: Path, name: str, flag: str, answer: str) -> list[str]:
+def _read_text_file(path: Path, name: str, flag: str, answer: str, render_chat: Callable | None) -> list[str]:
     if path.suffix in (".jsonl", ".json"):
         texts, questions = [], 0
         for number, row in _json_lines(path, f"`{flag}` {name}"):
+            if isinstance(row, dict) and "text" not in row and MESSAGES_FIELD in row:
+                where = f"`{flag}` {name}: {path} line {number}"
+                texts.append(_conversation_text(row[MESSAGES_FIELD], render_chat, where))
+                continue
             if isinstance(row, dict) and "text" not in row and all(key in row for key in CHOICE_FIELDS):
                 # a question of your own multiple-choice task: its context and an answer, as tasks calibrate; without
                 # an id, its position among the questions, as `load_multiple_choice_source` reads the same file
@@ -211,7 +280,7 @@ def _read_text_file(path: Path, name: str, flag: str, answer: str) -> list[str]:
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise ValueError(
                     f"`{flag}` {name}: {path} line {number} has no string `text` field (nor a question's "
-                    f"{', '.join(CHOICE_FIELDS)})."
+                    f"{', '.join(CHOICE_FIELDS)}, nor a conversation's `{MESSAGES_FIELD}`)."
                 )
             texts.append(row["text"])
         return [t for t in texts if t.strip()]
@@ -221,21 +290,32 @@ def _read_text_file(path: Path, name: str, flag: str, answer: str) -> list[str]:
 
 
 def _read_dataset(
-    name: str, location: str, path: Path, split: str | None, column: str | None, flag: str, answer: str
+    name: str,
+    location: str,
+    path: Path,
+    split: str | None,
+    column: str | None,
+    flag: str,
+    answer: str,
+    render_chat: Callable | None,
 ) -> list[str]:
     """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
-    label each make their context and an answer, `answer` as in `load_task_source`)."""
+    label each make their context and an answer, `answer` as in `load_task_source`, and a `messages` column of
+    conversations each one text by `render_chat`; a named column of conversations is read so too)."""
     loaded = _open_dataset(name, location, path, split, flag)
     if column is None:
         if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
             rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
             return [_question_text(name, row, answer) for row in rows]
-        column = "text"
+        conversations = "text" not in loaded.column_names and MESSAGES_FIELD in loaded.column_names
+        column = MESSAGES_FIELD if conversations else "text"
     if column not in loaded.column_names:
         raise ValueError(f"`{flag}` {name}: no column {column!r}; columns: {loaded.column_names}.")
-    values = loaded[column]
+    values = list(loaded[column])
+    if values and all(isinstance(v, list) for v in values):
+        return [_conversation_text(v, render_chat, f"`{flag}` {name}: row {i}") for i, v in enumerate(values)]
     if not all(isinstance(v, str) for v in values):
-        raise ValueError(f"`{flag}` {name}: column {column!r} does not hold strings.")
+        raise ValueError(f"`{flag}` {name}: column {column!r} does not hold strings (nor conversations).")
     return [v for v in values if v.strip()]
 
 
