@@ -889,6 +889,11 @@ def test_conversations_of_your_own_render_with_the_models_chat_template(tmp_path
     saved = json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"]["chats"]
     assert saved == [chat_text(tokenizer, m) for m in conversations]
     assert all(text.startswith("<start_of_turn>user\n") for text in saved)
+    # the pruned checkpoint keeps the chat template, so it chats as the dense model did
+    from conftest import GEMMA_STYLE_CHAT_TEMPLATE
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template == GEMMA_STYLE_CHAT_TEMPLATE
     report = tmp_path / "eval.json"
     eval_argv = ["--quiet", "eval", str(tmp_path / "out"), "--texts", f"chats={tmp_path / 'chats.jsonl'}"]
     assert main([*eval_argv, "--output", str(report)]) == 0
