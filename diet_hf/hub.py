@@ -155,12 +155,15 @@ def push_pruned_model(
     revision: str | None = None,
     commit_message: str = "Upload DIET-pruned model",
     token: str | None = None,
+    create_pr: bool = False,
 ) -> str:
     """`save_pruned_model` into a temporary directory, then `push_saved_model`: one commit with weights, config,
     remote code, tokenizer, plan and card (its evaluation tables from `evaluation`, `dense_evaluation`,
     `text_evaluation` and `dense_text_evaluation`, as `save_pruned_model` writes them; weight files of at most
-    `max_shard_size`). Returns the commit id. `token`: as `push_saved_model`'s."""
+    `max_shard_size`). Returns the commit id, or with `create_pr` the pull request's URL. `token` and `create_pr`:
+    as `push_saved_model`'s."""
     check_repo_id(repo_id)
+    _check_pull_request(create_pr, revision)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_pruned_model(
             model,
@@ -176,7 +179,13 @@ def push_pruned_model(
         )
         try:
             return push_saved_model(
-                path, repo_id, private=private, revision=revision, commit_message=commit_message, token=token
+                path,
+                repo_id,
+                private=private,
+                revision=revision,
+                commit_message=commit_message,
+                token=token,
+                create_pr=create_pr,
             )
         except RuntimeError as error:
             cause = error.__cause__ or error
@@ -195,19 +204,29 @@ def push_saved_model(
     revision: str | None = None,
     commit_message: str = "Upload DIET-pruned model",
     token: str | None = None,
+    create_pr: bool = False,
 ) -> str:
     """Uploads a directory written by `save_pruned_model` as one commit; returns the commit id. `token`: the Hub
     token to write with (default: `HF_TOKEN`, else the login `hf auth login` saved), as transformers' `push_to_hub`.
+    `create_pr`: open a pull request with the commit instead of committing to the main branch (a repository you may
+    not write to, or a review before the model is published), as transformers' `push_to_hub(create_pr=True)`; the
+    pull request's URL is returned instead of the commit id.
 
     Raises:
+        ValueError: `create_pr` with a `revision` other than the main branch (pull requests are opened against it).
         RuntimeError: the upload failed; the local directory is untouched and the message says how to retry.
     """
     check_repo_id(repo_id)
+    _check_pull_request(create_pr, revision)
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(
-            folder_path=str(save_directory), repo_id=repo_id, revision=revision, commit_message=commit_message
+            folder_path=str(save_directory),
+            repo_id=repo_id,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
         )
     except Exception as error:  # HTTP, connection and validation errors all end the same way for the user
         raise RuntimeError(
@@ -215,7 +234,17 @@ def push_saved_model(
             f"{save_directory} is complete and loadable; retry with `hf upload {repo_id} {save_directory}` or "
             f"`diet_hf.hub.push_saved_model({str(save_directory)!r}, {repo_id!r})`."
         ) from error
+    if create_pr:
+        return info.pr_url
     return getattr(info, "oid", None) or str(info)
+
+
+def _check_pull_request(create_pr: bool, revision: str | None) -> None:
+    if create_pr and revision not in (None, "main"):
+        raise ValueError(
+            f"`create_pr` opens a pull request against the main branch, so `revision` must be None or 'main'; got "
+            f"{revision!r}."
+        )
 
 
 def check_repo_id(repo_id) -> None:

@@ -390,11 +390,14 @@ class DietPruner(_ProfilingMixin):
         revision: str | None = None,
         commit_message: str = "Upload DIET-pruned model",
         token: str | None = None,
+        create_pr: bool = False,
     ) -> str:
         """Uploads what `save_pretrained` writes to the Hub repository `repo_id` as one commit; returns its id.
         `evaluation`, `dense_evaluation`, `text_evaluation` and `dense_text_evaluation` go into the card, and
         `max_shard_size` sizes the weight files, as in `save_pretrained`. Pushing unchanged files creates no commit.
-        `token`: the Hub token to write with (default: `HF_TOKEN`, else the login `hf auth login` saved)."""
+        `token`: the Hub token to write with (default: `HF_TOKEN`, else the login `hf auth login` saved).
+        `create_pr`: open a pull request against the main branch with the commit instead (returns its URL), as
+        transformers' `push_to_hub(create_pr=True)`."""
         from .hub import push_pruned_model
 
         model = self._require_pruned("push")
@@ -412,6 +415,7 @@ class DietPruner(_ProfilingMixin):
             revision=revision,
             commit_message=commit_message,
             token=token,
+            create_pr=create_pr,
         )
 
 

@@ -1,7 +1,9 @@
 """A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, for tests only.
 
 It answers what `huggingface_hub` and transformers use to publish and load a model repository: create repo,
-preupload (every file in the regular upload mode), NDJSON commit, model-card YAML validation, revision info, tree
+preupload (every file in the regular upload mode), NDJSON commit (to a branch, or with `create_pr=1` to a new pull
+request's `refs/pr/N`), pull requests opened before their commits (`discussions`, and their details), model-card
+YAML validation, revision info, tree
 listing, and HEAD/GET resolve with `ETag`, `X-Repo-Commit` and `Content-Length`. Unknown routes answer 404.
 Repositories live in memory. Faults can be injected: `fail_commits` answers commits with HTTP 500, `drop_commits`
 closes the connection mid-upload.
@@ -91,6 +93,13 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.loads(self._body() or b"{}")
             ok = isinstance(payload.get("content"), str)
             return self._json(200 if ok else 400, {"errors": [] if ok else ["no content"], "warnings": []})
+        match = re.fullmatch(r"/api/models/(.+)/discussions", path)
+        if match:  # a pull request opened before its commits (huggingface_hub's pipelined upload with create_pr)
+            payload = json.loads(self._body() or b"{}")
+            number = self._open_pull_request(match.group(1), payload.get("title", ""))
+            if number is None:
+                return self._not_found("RepoNotFound")
+            return self._json(200, {"num": number, "url": f"http://{self.headers['Host']}/{match.group(1)}"})
         match = re.fullmatch(r"/api/models/(.+)/(preupload|commit)/(.+)", path)
         if not match:
             self._body()
@@ -112,9 +121,20 @@ class _Handler(BaseHTTPRequestHandler):
                 for f in payload["files"]
             ]
             return self._json(200, {"files": answer})
-        return self._commit(repo_id, revision)
+        return self._commit(repo_id, revision, "create_pr=1" in urlparse(self.path).query)
 
-    def _commit(self, repo_id: str, revision: str):
+    def _open_pull_request(self, repo_id: str, title: str) -> int | None:
+        """A new pull request against main: its ref `refs/pr/N` starts at main's commit; returns N."""
+        with self.state.lock:
+            repo = self.state.repos.get(repo_id)
+            if repo is None:
+                return None
+            number = len(repo.setdefault("pull_requests", {})) + 1
+            repo["pull_requests"][number] = title
+            repo["branches"][f"refs/pr/{number}"] = repo["branches"]["main"]
+            return number
+
+    def _commit(self, repo_id: str, revision: str, create_pr: bool = False):
         with self.state.lock:
             self.state.commit_requests += 1
             auth = self.headers.get("Authorization") or ""
@@ -148,12 +168,17 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 return self._json(400, {"error": f"unsupported commit item {item['key']}"})
         sha = hashlib.sha1(f"{parent}{summary}{time.time_ns()}{sorted(files)}".encode()).hexdigest()
+        host = self.headers["Host"]
+        answer = {"commitOid": sha, "commitUrl": f"http://{host}/{repo_id}/commit/{sha}"}
+        if create_pr:  # a pull request opened with its commit (the single-commit upload): a new `refs/pr/N`
+            number = self._open_pull_request(repo_id, summary)
+            revision = f"refs/pr/{number}"
+            answer["pullRequestUrl"] = f"http://{host}/{repo_id}/discussions/{number}"
         with self.state.lock:
             repo = self.state.repos[repo_id]
             repo["commits"][sha] = files
             repo["branches"][revision if revision in repo["branches"] else "main"] = sha
-        host = self.headers["Host"]
-        return self._json(200, {"commitOid": sha, "commitUrl": f"http://{host}/{repo_id}/commit/{sha}"})
+        return self._json(200, answer)
 
     def do_HEAD(self):  # noqa: N802
         self._get(head=True)
@@ -167,6 +192,19 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.read_tokens.append(auth.removeprefix("Bearer ") or None)
             self.state.read_paths.append(path)
+        match = re.fullmatch(r"/api/models/(.+)/discussions/(\d+)", path)
+        if match:
+            repo_id, number = match.group(1), int(match.group(2))
+            title = self.state.repos.get(repo_id, {}).get("pull_requests", {}).get(number)
+            if title is None:
+                return self._not_found("RepoNotFound", head)
+            details = {
+                "num": number, "title": title, "status": "open", "isPullRequest": True, "events": [],
+                "author": {"name": "user"}, "createdAt": "2026-01-01T00:00:00.000Z",
+                "repo": {"name": repo_id, "type": "model"}, "changes": {"base": "refs/heads/main"},
+                "filesWithConflicts": [],
+            }  # fmt: skip
+            return self._json(200, details)
         match = re.fullmatch(r"/api/models/(.+?)(?:/revision/(.+))?", path)
         if match and not path.endswith("/tree") and "/tree/" not in path:
             repo_id, revision = match.group(1), match.group(2) or "main"

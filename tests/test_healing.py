@@ -851,6 +851,7 @@ def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatc
         (["--data", f"rte={tmp_path / 'mine.txt'}"], "`--data` rte: the name is taken"),
         # conversations are rendered by the pruned model's tokenizer, which here has no chat template
         (["--data", f"chats={chats}"], "has no chat template, so conversations cannot be rendered"),
+        (["--create-pr"], "`--create-pr` opens a pull request with the upload, so it needs `--push-to-hub"),
     ):
         assert main([*argv, str(tmp_path / "h2"), *bad, *flags]) == 2  # a usage error, before any model loads
         assert message in capsys.readouterr().err

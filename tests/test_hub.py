@@ -502,3 +502,56 @@ def test_atomic_directory_replaces_merges_or_leaves_the_target_untouched(tmp_pat
     with pytest.raises(NotADirectoryError, match=r"`output`: .*file exists and is not a directory"):
         with atomic_directory(tmp_path / "file", argument="output"):
             pass
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_create_pr_opens_a_pull_request_and_leaves_the_main_branch(
+    pipelined, local_hub, tmp_path, data_dir, tiny_tokenizer, capsys, monkeypatch
+):
+    """`push_to_hub(create_pr=True)` / `--create-pr` commit to a new pull request's ref and return (print) its URL;
+    the main branch is untouched. huggingface_hub opens the pull request first and commits to it where `hf_xet` is
+    installed, and opens it with a single commit (`create_pr=1`) where not: both. A revision other than main, or
+    `--create-pr` without `--push-to-hub`, is refused before anything is saved."""
+    import huggingface_hub.hf_api
+
+    from diet_hf.hub import push_saved_model
+
+    if not pipelined:
+        monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False, raising=False)
+    repo = f"org/reviewed-{pipelined}"  # the local Hub lives for the session
+
+    pruner = DietPruner(tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer)), tiny_tokenizer, model_id="tiny")
+    pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.3)
+    first = pruner.push_to_hub(repo)
+    main_before = local_hub.state.files_at(repo, "main")
+    url = pruner.push_to_hub(repo, evaluation={"results": {}, "average": 0.5}, create_pr=True)
+    assert url.endswith(f"/{repo}/discussions/1")
+    assert local_hub.state.files_at(repo, "main") == main_before  # the branch is as it was
+    _, proposed = local_hub.state.files_at(repo, "refs/pr/1")
+    assert set(proposed) == set(main_before[1]) and proposed["README.md"] != main_before[1]["README.md"]
+    assert first != url
+    with pytest.raises(ValueError, match="`create_pr` opens a pull request against the main branch"):
+        push_saved_model(tmp_path, repo, revision="dev", create_pr=True)
+    # the command line: --create-pr with --push-to-hub, and refused without it before any model loads
+    saved = pruner.save_pretrained(tmp_path / "m")
+    argv = ["--quiet", "prune", str(saved), "--output", str(tmp_path / "never"), "--sparsity", "0.2", "--create-pr"]
+    assert main(argv) == 2
+    assert "`--create-pr` opens a pull request with the upload, so it needs `--push-to-hub" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_cli_create_pr_prints_the_pull_request(local_hub, dense_dir, tmp_path, data_dir, capsys):
+    argv = ["prune", str(dense_dir), "--sparsity", "0.25", "--tasks", "rte", "--num-samples", "3"]
+    argv += [
+        "--data-dir",
+        str(data_dir),
+        "--output",
+        str(tmp_path / "p"),
+        "--push-to-hub",
+        "org/cli-pr",
+        "--create-pr",
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "to org/cli-pr (pull request http://" in capsys.readouterr().out
+    assert local_hub.state.files_at("org/cli-pr", "refs/pr/1") is not None
+    assert local_hub.state.files_at("org/cli-pr", "main")[1] == {}  # created empty; the upload is the pull request's

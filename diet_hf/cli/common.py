@@ -94,6 +94,17 @@ def _print_task_differences(model_name: str, reference_name: str, result: dict, 
     return comparison
 
 
+def _pushed_as(pushed: str, create_pr: bool) -> str:
+    """What a push made, for the line that reports it: the pull request's URL, or the commit."""
+    return f"pull request {pushed}" if create_pr else f"commit {pushed}"
+
+
+def _check_create_pr(args) -> None:
+    """`--create-pr` only with `--push-to-hub` (a usage error naming both)."""
+    if args.create_pr and not args.push_to_hub:
+        raise ValueError("`--create-pr` opens a pull request with the upload, so it needs `--push-to-hub REPO_ID`.")
+
+
 class _ChatRenderer:
     """`load_task_source`'s `render_chat` for the command line: your conversations rendered by the chat template of
     the command's MODEL (`tasks.chat_text`). The tokenizer is loaded at the first conversation, so data without one

@@ -4,8 +4,17 @@ import argparse
 import logging
 from pathlib import Path
 
-from .common import EXIT_OK, _chat_renderer, _dtype, _options_from_flags, _read_held_out_flags
+from .common import (
+    EXIT_OK,
+    _chat_renderer,
+    _check_create_pr,
+    _dtype,
+    _options_from_flags,
+    _pushed_as,
+    _read_held_out_flags,
+)
 from .parser import (
+    CREATE_PR_HELP,
     DTYPES,
     SHARD_HELP,
     TOKEN_HELP,
@@ -74,6 +83,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="also upload the healed model to this Hub repository",
     )
     heal.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    heal.add_argument("--create-pr", action="store_true", help=CREATE_PR_HELP)
     heal.add_argument(
         "--token", default=None, help=TOKEN_HELP.format(use="reading MODEL and --teacher and for --push-to-hub")
     )
@@ -94,6 +104,7 @@ def _prepare(args) -> None:
     from ..tasks import TASKS, load_task_source
 
     # the data is named and your own texts read before any model loads
+    _check_create_pr(args)
     args.own_data = {}
     render_chat = _chat_renderer(args)  # conversations: the chat template of the pruned model's tokenizer
     for word in args.data:
@@ -170,8 +181,10 @@ def _run_heal(args) -> int:
     )
     _print_record(args.model, args.output, healed.config.pruning["healing"])
     if args.push_to_hub:
-        commit = push_saved_model(args.output, args.push_to_hub, private=args.private, token=args.token)
-        print(f"pushed {args.output} to {args.push_to_hub} (commit {commit})")
+        pushed = push_saved_model(
+            args.output, args.push_to_hub, private=args.private, token=args.token, create_pr=args.create_pr
+        )
+        print(f"pushed {args.output} to {args.push_to_hub} ({_pushed_as(pushed, args.create_pr)})")
     return EXIT_OK
 
 

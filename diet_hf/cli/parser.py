@@ -120,6 +120,10 @@ def _version_line() -> str:
 
 
 TOKEN_HELP = "Hub token for {use} (default: HF_TOKEN, else the login `hf auth login` saved)"
+CREATE_PR_HELP = (
+    "with --push-to-hub: open a pull request against the repository's main branch instead of committing to it (a "
+    "repository you cannot write to, or a review before publishing), as transformers' push_to_hub(create_pr=True)"
+)
 
 
 OWN_HEADLINE = {"choices": ("acc", "acc_norm"), "default": "acc"}

@@ -6,13 +6,16 @@ from pathlib import Path
 from .common import (
     EXIT_OK,
     _chat_renderer,
+    _check_create_pr,
     _dtype,
     _named_as_flags,
     _options_from_flags,
     _print_task_differences,
+    _pushed_as,
     _read_held_out_flags,
 )
 from .parser import (
+    CREATE_PR_HELP,
     DTYPES,
     SHARD_HELP,
     TOKEN_HELP,
@@ -143,6 +146,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
     )
     prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    prune.add_argument("--create-pr", action="store_true", help=CREATE_PR_HELP)
     prune.add_argument("--token", default=None, help=TOKEN_HELP.format(use="downloading MODEL and for --push-to-hub"))
 
 
@@ -157,6 +161,7 @@ def _prepare(args) -> None:
             f"`--inplace` consumes the dense model, so it takes one --sparsity; got {len(args.sparsity)}: "
             "prune the others from the saved profile (`--save-scores`, then `--scores`) in runs of their own."
         )
+    _check_create_pr(args)
     args.prune_options = _options_from_flags(args, PruneOptions)
     args.profile_options = _options_from_flags(args, ProfileOptions)
     # the user's own task data is read and checked before any model loads
@@ -243,8 +248,8 @@ def _run_prune(args) -> int:
         if tasks:
             _print_task_differences(str(output), "the dense model", tasks, dense_tasks)
         if repo:
-            commit = push_saved_model(output, repo, private=args.private, token=args.token)
-            print(f"pushed {output} to {repo} (commit {commit})")
+            pushed = push_saved_model(output, repo, private=args.private, token=args.token, create_pr=args.create_pr)
+            print(f"pushed {output} to {repo} ({_pushed_as(pushed, args.create_pr)})")
         del model  # saved: freed before the next sparsity's surgery (two pruned models at once otherwise)
     return EXIT_OK
 
