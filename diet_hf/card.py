@@ -4,7 +4,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .card_tables import _cell, _evaluation_lines, _healing_lines, _text_lines
+from .card_tables import _cell, _eval_results, _evaluation_lines, _healing_lines, _text_lines
 from .constants import base_sizes, family_for_model_type, layer_sizes
 from .info import count_parameters
 from .loading import is_image_text, text_config
@@ -224,17 +224,22 @@ def write_model_card(
     config = text_config(config)  # the sizes, the plot and the family are the text decoder's
     method = record.get("method") or "DIET"
     base_type = type(config).model_type.removeprefix("pruned_")
+    eval_results = _eval_results(evaluation) if evaluation else []
+    title = f"{_title_name(record.get('base_model')) or base_type} pruned with {method}"
     data = ModelCardData(
         base_model=_hub_model_id(record.get("base_model")),
         library_name="transformers",
         pipeline_tag="image-text-to-text" if image_text else "text-generation",
         tags=["diet", "pruned", "structured-pruning", base_type],
         license=family_for_model_type(config.model_type).license,
+        # the evaluation's headline metrics as `model-index`, which the Hub shows beside the model
+        model_name=(repo_id.split("/")[-1] if repo_id else title) if eval_results else None,
+        eval_results=eval_results or None,
     )
     _write_plot(config, directory / PLOT_FILE)
     name = repo_id or "path/to/this/model"
     lines = [
-        f"# {_title_name(record.get('base_model')) or base_type} pruned with {method}",
+        f"# {title}",
         "",
         _diet_text(record) if method == "DIET" else _OTHER_METHOD_TEXT.format(method=method),
         "",

@@ -36,6 +36,37 @@ def _difference_text(evaluation: dict, dense_evaluation: dict) -> str:
     )
 
 
+def _eval_results(evaluation: dict) -> list:
+    """The card metadata's `model-index` (huggingface_hub `EvalResult`s, which the Hub shows beside the model): each
+    task's headline metric, the dataset named with how many of its examples were scored (and from which half)."""
+    from huggingface_hub import EvalResult
+
+    from .tasks import TASKS
+
+    results = []
+    for task, row in evaluation["results"].items():
+        spec = None if row.get("own_questions") else TASKS.get(task)
+        metric = row.get("headline_metric") or (spec.headline_metric if spec else "acc")
+        if row.get(metric) is None:
+            continue
+        half = row.get("half")
+        scored = f"{row['num_scored']} examples" + (f" of its {half} half" if half in ("dev", "test") else "")
+        results.append(
+            EvalResult(
+                task_type="text-generation",
+                task_name="zero-shot multiple choice, scored as lm-eval-harness 0.4 scores it",
+                dataset_type=spec.hub_path if spec else task,
+                dataset_name=f"{task} ({scored})",
+                dataset_config=spec.hub_name if spec else None,
+                dataset_split=spec.eval_split if spec else None,
+                metric_type=metric,
+                metric_name=metric,
+                metric_value=round(float(row[metric]), 4),
+            )
+        )
+    return results
+
+
 def _evaluation_lines(evaluation: dict, dense_evaluation: dict | None, record: dict) -> list[str]:
     """The card's "Evaluation" section: each task's scores (beside the base model's on the same examples, with the
     average's paired difference, when `dense_evaluation` is given)."""

@@ -196,6 +196,22 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
         card.text
     )
     assert "Perplexity on held-out texts" not in card.text  # none given
+    # the headline metrics as `model-index` metadata, the examples scored named beside the dataset
+    (result,) = card.data.eval_results
+    assert (result.dataset_type, result.dataset_config, result.dataset_split) == ("nyu-mll/glue", "rte", "validation")
+    assert (result.metric_type, result.metric_value) == ("acc", 0.5)
+    assert result.dataset_name == "rte (10 examples of its test half)" and result.task_type == "text-generation"
+    assert card.data.model_name == "google/gemma-2-2b pruned with DIET"
+    own = {"results": {"mine": {"acc": 0.25, "acc_norm": 0.75, "num_scored": 4, "own_questions": True}}}
+    save_pruned_model(model, tmp_path / "o", plan=pruner.plan, evaluation={**own, "average": 0.25}, repo_id="me/x")
+    (mine,) = ModelCard.load(tmp_path / "o" / "README.md").data.eval_results
+    assert (mine.dataset_type, mine.dataset_name, mine.metric_type, mine.metric_value) == (
+        "mine",
+        "mine (4 examples)",
+        "acc",
+        0.25,
+    )
+    assert ModelCard.load(tmp_path / "o" / "README.md").data.model_name == "x"
     held = {"mine": {"perplexity": 12.5, "tokens": 1200, "texts": 40, "truncated": 0, "nll": [1.0], "counts": [3]}}
     save_pruned_model(model, tmp_path / "t", plan=pruner.plan, text_evaluation=held)  # without the base model's
     assert (
