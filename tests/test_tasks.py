@@ -430,26 +430,25 @@ CONVERSATION = [{"role": "user", "content": "Is it late?"}, {"role": "assistant"
 
 @pytest.mark.parametrize("adds_bos", [True, False])
 def test_a_conversation_renders_with_the_chat_template_and_one_bos(adds_bos, tiny_tokenizer):
-    """`chat_text` renders a conversation with the tokenizer's chat template; the text, tokenized as diet-hf tokenizes
-    every text (special tokens added), starts with exactly one BOS, whether the tokenizer adds BOS itself (Gemma's
-    does, and its template writes one too) or not."""
+    """`chat_text` renders a conversation with the tokenizer's chat template, without the BOS the template writes:
+    a conversation is then a text like any other, and where the tokenizer adds BOS (Gemma's does, and its template
+    writes one too) the text tokenizes to exactly the template's tokens, with one BOS; healing's packing, which adds
+    BOS per document itself, gets the same tokens."""
     from conftest import chat_tokenizer
 
+    from diet_hf.healing.data import pack_texts
     from diet_hf.tasks import chat_text
 
     tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=adds_bos)
     text = chat_text(tokenizer, CONVERSATION)
-    expected = "<start_of_turn>user\nIs it late?<end_of_turn>\n<start_of_turn>model\nYes<end_of_turn>\n"
-    assert text == (expected if adds_bos else "<bos>" + expected)
+    assert text == "<start_of_turn>user\nIs it late?<end_of_turn>\n<start_of_turn>model\nYes<end_of_turn>\n"
+    template = tokenizer(tokenizer.apply_chat_template(CONVERSATION, tokenize=False), add_special_tokens=False)
     ids = tokenizer(text)["input_ids"]
-    assert ids[0] == tokenizer.bos_token_id
-    assert ids.count(tokenizer.bos_token_id) == 1
-    assert (
-        ids
-        == tokenizer(tokenizer.apply_chat_template(CONVERSATION, tokenize=False), add_special_tokens=False)[
-            "input_ids"
-        ]
-    )
+    assert ids.count(tokenizer.bos_token_id) == (1 if adds_bos else 0)
+    if adds_bos:
+        assert ids == template["input_ids"]
+    packed = pack_texts([text], tokenizer, seq_len=len(template["input_ids"]))
+    assert packed[0].tolist() == template["input_ids"]  # BOS + the conversation, the remainder (EOS) cut
 
 
 def test_conversations_are_refused_with_what_was_wrong(tiny_tokenizer):

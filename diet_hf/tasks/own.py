@@ -39,10 +39,11 @@ def chat_text(tokenizer, messages) -> str:
     """One conversation as a text, rendered by `tokenizer`'s chat template, for calibration, healing or held-out
     perplexity: `messages` is a list of `{"role": ..., "content": ...}` (a row of a TRL-style conversational dataset).
 
-    diet-hf tokenizes every text with the tokenizer's special tokens, as the model reads a document; a chat template
-    that writes the BOS token itself (Gemma's does) would then give two, so the rendered text leaves it out when the
-    tokenizer adds one. Raises `ValueError` if the tokenizer has no chat template (a base model's may not: render
-    your conversations as plain texts, or take the tokenizer of the instruction-tuned model)."""
+    The rendered text leaves out the BOS token a chat template writes at its start (Gemma's does): diet-hf adds BOS
+    to every text where it tokenizes it (profiling with the tokenizer's special tokens, healing's packing per
+    document, held-out texts each from BOS), so a conversation is read as any other text is, with one BOS, not two.
+    Raises `ValueError` if the tokenizer has no chat template (a base model's may not: render your conversations as
+    plain texts, or take the tokenizer of the instruction-tuned model)."""
     messages = _checked_messages(messages, "conversation")
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
@@ -52,14 +53,7 @@ def chat_text(tokenizer, messages) -> str:
         )
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     bos = tokenizer.bos_token
-    if bos and text.startswith(bos) and _adds_bos(tokenizer):
-        text = text[len(bos) :]
-    return text
-
-
-def _adds_bos(tokenizer) -> bool:
-    ids = tokenizer("a")["input_ids"]
-    return bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
+    return text[len(bos) :] if bos and text.startswith(bos) else text
 
 
 def _conversation_text(messages, render_chat: Callable | None, where: str) -> str:
