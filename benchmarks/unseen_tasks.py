@@ -233,7 +233,10 @@ def _row(name, sparsity, options, model, tokenizer, tasks, args, dense_logprobs,
         return_predictions=True,
         disable_progress=True,
     )
-    logprobs = next_token_logprobs(model, tokenizer, prompts, batch_size=args.batch_size, disable_progress=True)
+    kl = 0.0  # the dense row is its own reference
+    if dense_logprobs is not None:
+        logprobs = next_token_logprobs(model, tokenizer, prompts, batch_size=args.batch_size, disable_progress=True)
+        kl = kl_divergence(dense_logprobs, logprobs)
     fields = ("acc", "acc_norm", "acc_stderr", "num_scored")
     per_task = {t: {k: r[k] for k in fields} for t, r in result["results"].items()}
     headline = [r[r["headline_metric"]] for r in result["results"].values()]
@@ -247,7 +250,7 @@ def _row(name, sparsity, options, model, tokenizer, tasks, args, dense_logprobs,
         "correct": correct_by_task(result),
         "ids": {t: [p["id"] for p in rows] for t, rows in result["predictions"].items()},
         "majority_rate": majority_rates(result),
-        "kl_from_dense": kl_divergence(dense_logprobs, logprobs) if dense_logprobs is not None else 0.0,
+        "kl_from_dense": kl,
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": time.perf_counter() - start,
     }
