@@ -9,6 +9,8 @@ YAMLs; HellaSwag and WinoGrande use lm-eval's own preprocessing functions), and 
 `acc` and `acc_norm` is compared with ours. Each side runs in its own process, which reports wall time and peak
 memory (max RSS), so the cost comparison is side by side on the same examples. `--model-dir` may be a checkpoint
 pruned by diet-hf: lm-eval's side cannot import diet-hf and loads it with `trust_remote_code=True`, as a user would.
+`--apply-chat-template` compares the scoring of an instruction-tuned model: lm-eval's `apply_chat_template=True`
+against `evaluate(apply_chat_template=True)`, with the chat template of the model directory's tokenizer.
 """
 
 import argparse
@@ -76,7 +78,7 @@ def write_task_dir(directory: Path, data_dir: Path) -> None:
         )
 
 
-def run_lm_eval(model_dir: str, task_dir: str, limit: int, batch_size: int) -> dict:
+def run_lm_eval(model_dir: str, task_dir: str, limit: int, batch_size: int, chat: bool = False) -> dict:
     # As a user of lm-eval without diet-hf: a pruned checkpoint loads through its own remote code
     sys.modules["diet_hf"] = None
     import lm_eval
@@ -104,6 +106,7 @@ def run_lm_eval(model_dir: str, task_dir: str, limit: int, batch_size: int) -> d
         limit=limit,
         batch_size=batch_size,
         log_samples=True,
+        apply_chat_template=chat,
     )
     seconds = time.perf_counter() - start
     predictions = {}
@@ -128,7 +131,7 @@ def run_lm_eval(model_dir: str, task_dir: str, limit: int, batch_size: int) -> d
     return {"seconds": seconds, "scoring_seconds": scoring["seconds"], "predictions": predictions, "results": results}
 
 
-def run_ours(model_dir: str, data_dir: str, limit: int, batch_size: int) -> dict:
+def run_ours(model_dir: str, data_dir: str, limit: int, batch_size: int, chat: bool = False) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -139,7 +142,14 @@ def run_ours(model_dir: str, data_dir: str, limit: int, batch_size: int) -> dict
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     begin = time.perf_counter()  # scoring: reading the data, building and scoring the requests
     out = evaluate(
-        model, tokenizer, TASKS, limit=limit, batch_size=batch_size, data_dir=data_dir, return_predictions=True
+        model,
+        tokenizer,
+        TASKS,
+        limit=limit,
+        batch_size=batch_size,
+        data_dir=data_dir,
+        return_predictions=True,
+        apply_chat_template=chat,
     )
     end = time.perf_counter()
     return {
@@ -152,11 +162,12 @@ def run_ours(model_dir: str, data_dir: str, limit: int, batch_size: int) -> dict
 
 def side(argv) -> None:
     """Runs one side in this process and prints its result with the peak memory."""
-    which, model_dir, data_dir, task_dir, limit, batch_size = argv
+    which, model_dir, data_dir, task_dir, limit, batch_size, chat = argv
+    chat = chat == "chat"
     result = (
-        run_lm_eval(model_dir, task_dir, int(limit), int(batch_size))
+        run_lm_eval(model_dir, task_dir, int(limit), int(batch_size), chat)
         if which == "lm_eval"
-        else run_ours(model_dir, data_dir, int(limit), int(batch_size))
+        else run_ours(model_dir, data_dir, int(limit), int(batch_size), chat)
     )
     result["max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print_result(result)
@@ -173,6 +184,11 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8, help="both sides use this batch size")
     parser.add_argument("--output", default="benchmarks/results/lm_eval_agreement")
+    parser.add_argument(
+        "--apply-chat-template",
+        action="store_true",
+        help="both sides score each prompt in the model directory's chat template (lm-eval's apply_chat_template)",
+    )
     args = parser.parse_args(argv)
     if args.model_dir is None:
         from diet_hf.real_model import load_gemma3_270m
@@ -193,12 +209,14 @@ def main(argv=None) -> int:
                 task_dir,
                 str(args.limit),
                 str(args.batch_size),
+                "chat" if args.apply_chat_template else "plain",
             ]
             sides[which] = run_side(command)
             if sides[which] is None:
                 return 1
     report = {
         **provenance(),
+        "apply_chat_template": args.apply_chat_template,
         "limit": args.limit,
         "batch_size": args.batch_size,
         "versions": _versions(),

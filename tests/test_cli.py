@@ -904,8 +904,17 @@ def test_conversations_of_your_own_render_with_the_models_chat_template(tmp_path
     expected = texts_perplexity(pruned, tokenizer, saved, disable_progress=True)
     assert scored["texts"] == len(conversations)
     assert scored["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-6)
+    # your questions scored in the chat template, as lm-eval's --apply_chat_template
+    questions = [{"context": f"Question {i}?", "choices": ["yes", "no"], "label": i % 2} for i in range(4)]
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    chat_argv = ["--quiet", "eval", str(tmp_path / "out"), "--tasks", f"q={tmp_path / 'questions.jsonl'}"]
+    assert main([*chat_argv, "--apply-chat-template", "--output", str(report)]) == 0
+    assert json.loads(report.read_text())["apply_chat_template"] is True
     capsys.readouterr()
     save_dense_checkpoint(tmp_path / "plain", "gemma3_text", tiny_tokenizer)  # no chat template
+    plain_argv = ["--quiet", "eval", str(tmp_path / "plain"), "--tasks", f"q={tmp_path / 'questions.jsonl'}"]
+    assert main([*plain_argv, "--apply-chat-template"]) == 1
+    assert "`apply_chat_template`: the tokenizer has no chat template" in capsys.readouterr().err
     argv = ["prune", str(tmp_path / "plain"), "--output", str(tmp_path / "o2"), "--sparsity", "0.2"]
     assert main([*argv, "--tasks", f"chats={tmp_path / 'chats.jsonl'}"]) == 2
     assert "has no chat template, so conversations cannot be rendered" in capsys.readouterr().err

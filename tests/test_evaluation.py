@@ -747,3 +747,44 @@ def test_log_likelihoods_that_are_not_finite_are_an_error(word_tokenizer, tmp_pa
         evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, disable_progress=True)
     with pytest.raises(ValueError, match=r"1 of 2 texts' log-likelihoods are not finite: .*bfloat16 or float32"):
         texts_perplexity(model, word_tokenizer, ["The a", "a cc"], disable_progress=True)
+
+
+def test_scoring_with_the_chat_template_is_lm_evals_apply_chat_template(tiny_tokenizer):
+    """`evaluate(apply_chat_template=True)`, lm-eval's `--apply_chat_template` (zero-shot): each context is the user's
+    message in the chat template with the model's turn opened, the choices follow with no delimiter, and a context the
+    template starts with BOS is encoded without a second one (lm-eval's `tok_encode`). Checked against the
+    log-likelihoods of those pairs scored directly; without a chat template it is refused."""
+    from conftest import chat_tokenizer
+
+    from diet_hf.evaluation import encode_pair
+    from diet_hf.tasks import multiple_choice_task
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    rendered = "<bos><start_of_turn>user\nQuestion: what is it?<end_of_turn>\n<start_of_turn>model\n"
+    context_ids, answer_ids = encode_pair(tokenizer, rendered, "yes")
+    assert context_ids.count(tokenizer.bos_token_id) == 1 and context_ids[0] == tokenizer.bos_token_id
+    assert context_ids + answer_ids == tokenizer(rendered + "yes", add_special_tokens=False)["input_ids"]
+    rows = [
+        {"context": "Question: what is it?", "choices": ["yes", "no"], "label": 1},
+        {"context": "True or False?", "choices": ["True", "False", "what"], "label": 0},
+        {"context": "The answer", "choices": ["is yes", "is no"], "label": 0},
+    ]
+    task = multiple_choice_task("mine", rows)
+    model = tiny_dense_model("gemma3_text", vocab_size=len(tokenizer)).eval()
+    result = evaluate(model, tokenizer, [task], apply_chat_template=True, return_predictions=True)
+    assert result["apply_chat_template"] is True
+    pairs = [
+        (f"<bos><start_of_turn>user\n{row['context']}<end_of_turn>\n<start_of_turn>model\n", choice)
+        for row in rows
+        for choice in row["choices"]
+    ]
+    lls = iter(loglikelihoods(model, tokenizer, pairs))
+    expected = []
+    for row in rows:
+        values = [next(lls) for _ in row["choices"]]
+        expected.append(max(range(len(values)), key=lambda i: (values[i], -i)))
+    assert [p["acc"] for p in result["predictions"]["mine"]] == expected
+    plain = evaluate(model, tokenizer, [task], return_predictions=True)
+    assert "apply_chat_template" not in plain
+    with pytest.raises(ValueError, match="`apply_chat_template`: the tokenizer has no chat template"):
+        evaluate(model, tiny_tokenizer, [task], apply_chat_template=True)

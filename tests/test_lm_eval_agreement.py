@@ -28,6 +28,33 @@ def test_every_choice_agrees_with_lm_eval(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+def test_scoring_in_the_chat_template_agrees_with_lm_evals_apply_chat_template(tmp_path, data_dir):
+    """An instruction-tuned model's scoring: the real 270M, its tokenizer given a chat template of Gemma's form (the
+    converted base model has none), scored by lm-eval with `apply_chat_template=True` and by `evaluate` with it; every
+    chosen answer agrees."""
+    from conftest import GEMMA_STYLE_CHAT_TEMPLATE
+    from transformers import AutoTokenizer
+
+    from diet_hf.real_model import load_gemma3_270m
+
+    agreement = _agreement_module()
+    source, chat = load_gemma3_270m()[2], tmp_path / "chat-model"
+    chat.mkdir()
+    for name in ("config.json", "generation_config.json"):
+        (chat / name).write_bytes((source / name).read_bytes())
+    (chat / "model.safetensors").symlink_to(source / "model.safetensors")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.chat_template = GEMMA_STYLE_CHAT_TEMPLATE
+    tokenizer.save_pretrained(chat)
+    code = agreement.main(
+        ["--data-dir", str(data_dir), "--model-dir", str(chat), "--limit", "10", "--apply-chat-template"]
+        + ["--output", str(tmp_path / "agree")]
+    )
+    report = json.loads((tmp_path / "agree.json").read_text())
+    assert code == 0 and report["all_choices_agree"] and report["apply_chat_template"], report["tasks"]
+
+
+@pytest.mark.slow
 def test_lm_eval_scores_a_pruned_checkpoint_without_diet_hf_as_our_evaluator_does(
     tmp_path, data_dir, real_pruned_dir, monkeypatch
 ):

@@ -95,6 +95,13 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="branch, tag or commit of MODEL on the Hub (the --reference is read at its default)",
     )
     evaluate.add_argument(
+        "--apply-chat-template",
+        action="store_true",
+        help="score an instruction-tuned model as lm-eval's --apply_chat_template does (zero-shot): each prompt the "
+        "user's message in MODEL's chat template, the model's turn opened after it, the choices with no delimiter "
+        "(MODEL and --reference alike)",
+    )
+    evaluate.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="allow remote code (not needed for diet-hf models: diet-hf registers them)",
@@ -194,6 +201,7 @@ def _score(args, name: str, loading: dict, excluded: dict) -> tuple[dict | None,
             exclude_ids=excluded or None,
             data_dir=args.data_dir,
             return_predictions=args.reference is not None,
+            apply_chat_template=args.apply_chat_template,
             disable_progress=args.quiet,
         )
     reading = {"batch_size": args.batch_size, "disable_progress": args.quiet}
@@ -268,6 +276,8 @@ def _print_task_results(args, results: list[dict]) -> dict:
         norm = "-" if row["acc_norm"] is None else f"{row['acc_norm']:.4f}"
         print(f"{task:16}{row['num_scored']:>7}{row['acc']:>8.4f}{norm:>10}  {row['headline_metric']}")
     print(f"{'average':16}{'':>7}{result['average']:>8.4f}  (of each task's headline metric)")
+    if result.get("apply_chat_template"):
+        print("(each prompt in the model's chat template, as lm-eval's --apply_chat_template)")
     record = dict(result)
     if args.reference:
         reference = results[1]

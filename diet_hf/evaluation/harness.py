@@ -1,11 +1,12 @@
 """The zero-shot multiple-choice harness: each task's examples (after exclusions, on a half, up to a limit), its
 prompts and choices, the log-likelihoods of `strategies.loglikelihoods`, and the metrics the task defines."""
 
+import dataclasses
 import math
 import os
 
 from .._checks import check_finite_outputs, check_positive_int, is_positive_int
-from ..tasks import HALVES, PAPER_TASKS, Task, evaluation_examples, get_task
+from ..tasks import HALVES, PAPER_TASKS, MultipleChoiceRequest, Task, evaluation_examples, get_task
 from .scorer import check_tokenizer
 from .strategies import loglikelihoods
 
@@ -24,6 +25,7 @@ def evaluate(
     data_dir: str | os.PathLike | None = None,
     return_predictions: bool = False,
     share_context: bool = True,
+    apply_chat_template: bool = False,
     disable_progress: bool = False,
 ) -> dict:
     """Zero-shot multiple-choice accuracy per task (`acc`, `acc_norm`, standard error) and the headline average.
@@ -40,14 +42,22 @@ def evaluate(
             `"dev"`, report on `"test"`.
         return_predictions (`bool`, *optional*): add each example's chosen answers under `predictions`.
         share_context (`bool`, *optional*, defaults to `True`): run each question's context once for all choices.
+        apply_chat_template (`bool`, *optional*): score an instruction-tuned model as lm-eval's `--apply_chat_template`
+            does (zero-shot): each context is the user's message, rendered by the tokenizer's chat template with the
+            model's turn opened after it, and each choice follows it with no delimiter.
 
     Returns:
         `dict` with `results` (per task: `acc`, `acc_norm` (None where the task has no such metric), `acc_stderr`,
         `num_scored`, `excluded_ids`, `headline_metric`, `own_questions`: a `multiple_choice_task` of yours),
         `average` (of each task's `Task.headline_metric`: `acc` for BoolQ, RTE, WinoGrande, `acc_norm` for the
-        others) and `tasks`.
+        others) and `tasks` (and `apply_chat_template: True` where the chat template was applied).
     """
     check_tokenizer(tokenizer, "to score text")
+    if apply_chat_template and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "`apply_chat_template`: the tokenizer has no chat template (a base model's may not); score without it, "
+            "or with an instruction-tuned model's tokenizer."
+        )
     if limit is not None and not is_positive_int(limit):
         raise ValueError(f"`limit` must be >= 1, got {limit!r}.")
     check_positive_int("batch_size", batch_size)
@@ -69,6 +79,8 @@ def evaluate(
                 f"No examples of task {spec.name!r} left to score {left}after exclusions ({len(excluded)} excluded)."
             )
         requests = [spec.build(d) for d in docs]
+        if apply_chat_template:
+            requests = [_chat_request(tokenizer, r) for r in requests]
         pairs = [(ctx, r.delimiter + cont) for r in requests for ctx, cont in zip(r.contexts, r.continuations)]
         lls = loglikelihoods(
             model,
@@ -82,9 +94,27 @@ def evaluate(
         results[spec.name], predictions[spec.name] = _task_result(spec, requests, lls, excluded, half)
     headline = [r[r["headline_metric"]] for r in results.values()]
     output = {"tasks": [s.name for s in specs], "results": results, "average": sum(headline) / len(headline)}
+    if apply_chat_template:
+        output["apply_chat_template"] = True
     if return_predictions:
         output["predictions"] = predictions
     return output
+
+
+def _chat_request(tokenizer, request: MultipleChoiceRequest) -> MultipleChoiceRequest:
+    """`request` as lm-eval 0.4.13 builds it with `apply_chat_template` (zero-shot, no system prompt, no generation
+    prefix): every context the one user message of a chat rendered with the model's turn opened
+    (`add_generation_prompt=True`), and no delimiter before the choices."""
+    contexts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": context}],
+            tokenize=False,
+            add_generation_prompt=True,
+            continue_final_message=False,
+        )
+        for context in request.contexts
+    ]
+    return dataclasses.replace(request, contexts=contexts, delimiter="")
 
 
 def _task_result(spec: Task, requests: list, lls: list[float], excluded: set, half: str | None) -> tuple[dict, list]:

@@ -32,8 +32,9 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     log-likelihood request (`_encode_pair`) and as `evaluate` / `loglikelihoods` score it: spaces at the end of the
     context move to the continuation, and the continuation's ids are the tail of the whole string's encoding (so a
     word the tokenizer merges across the boundary is scored as the model reads it). Special tokens (Gemma's BOS) are
-    added as the tokenizer adds them, as lm-eval does for Gemma. Use it to build training rows that match what
-    evaluation scores (`examples/finetune_pruned.py`).
+    added as the tokenizer adds them, as lm-eval does for Gemma, except to a context that already starts with the BOS
+    token (a chat template's rendering), which lm-eval encodes without them. Use it to build training rows that match
+    what evaluation scores (`examples/finetune_pruned.py`).
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer.
@@ -48,8 +49,10 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     if spaces:
         continuation = context[-spaces:] + continuation
         context = context[:-spaces]
-    whole = tokenizer(context + continuation)["input_ids"]
-    context_ids = tokenizer(context)["input_ids"]
+    bos = tokenizer.bos_token
+    special = {"add_special_tokens": False} if bos and context.startswith(bos) else {}
+    whole = tokenizer(context + continuation, **special)["input_ids"]
+    context_ids = tokenizer(context, **special)["input_ids"]
     return context_ids, whole[len(context_ids) :]
 
 
