@@ -54,7 +54,8 @@ def _eval_results(evaluation: dict) -> list:
         results.append(
             EvalResult(
                 task_type="text-generation",
-                task_name="zero-shot multiple choice, scored as lm-eval-harness 0.4 scores it",
+                task_name="zero-shot multiple choice, scored as lm-eval-harness 0.4 scores it"
+                + (" with the chat template" if evaluation.get("apply_chat_template") else ""),
                 dataset_type=spec.hub_path if spec else task,
                 dataset_name=f"{task} ({scored})",
                 dataset_config=spec.hub_name if spec else None,
@@ -73,7 +74,14 @@ def _evaluation_lines(evaluation: dict, dense_evaluation: dict | None, record: d
     lines = [
         "## Evaluation",
         "",
-        "Zero-shot, scored as lm-eval-harness 0.4 scores it" + _half_text(evaluation) + ".",
+        "Zero-shot, scored as lm-eval-harness 0.4 scores it"
+        + (
+            " with the model's chat template (`--apply_chat_template`)"
+            if evaluation.get("apply_chat_template")
+            else ""
+        )
+        + _half_text(evaluation)
+        + ".",
         "",
         "| task | examples | acc | acc_norm |",
         "|---|---|---|---|",

@@ -919,3 +919,27 @@ def test_conversations_of_your_own_render_with_the_models_chat_template(tmp_path
     assert main([*argv, "--tasks", f"chats={tmp_path / 'chats.jsonl'}"]) == 2
     assert "has no chat template, so conversations cannot be rendered" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_prune_scores_eval_tasks_in_the_chat_template(tmp_path, tiny_tokenizer, capsys):
+    """`prune --eval-tasks ... --eval-apply-chat-template` scores the dense and the pruned model in the chat template
+    and the card says so; a tokenizer without a template fails before profiling."""
+    from conftest import chat_tokenizer
+    from huggingface_hub import ModelCard
+
+    save_dense_checkpoint(tmp_path / "dense", "gemma3_text", chat_tokenizer(tiny_tokenizer, adds_bos=True))
+    questions = [{"context": f"Question {i}?", "choices": ["yes", "no"], "label": i % 2} for i in range(4)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"Question {i}? Answer: yes" for i in range(6)) + "\n")
+    argv = ["--quiet", "prune", str(tmp_path / "dense"), "--output", str(tmp_path / "out"), "--sparsity", "0.2"]
+    argv += ["--tasks", f"mine={texts}", "--eval-tasks", f"q={tmp_path / 'q.jsonl'}", "--eval-apply-chat-template"]
+    assert main(argv) == 0, capsys.readouterr().err
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert "scored as lm-eval-harness 0.4 scores it with the model's chat template" in card.text
+    assert card.data.eval_results[0].task_name.endswith("with the chat template")
+    save_dense_checkpoint(tmp_path / "plain", "gemma3_text", tiny_tokenizer)
+    argv[2], argv[4] = str(tmp_path / "plain"), str(tmp_path / "out2")
+    assert main(argv) == 1
+    assert "`--eval-apply-chat-template`: the tokenizer of" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

@@ -1188,8 +1188,13 @@ def test_heal_eval_tasks_bad_input_fails_before_training(tmp_path, tiny_tokenize
     for tasks, options, message in (
         (["squad"], None, "Unknown task 'squad'"),
         ([], None, "`eval_tasks` is empty"),
-        (["piqa"], {"limt": 3}, "`eval_options` takes limit, half, data_dir and batch_size; got limt"),
+        (["piqa"], {"limt": 3}, "`eval_options` takes limit, half, data_dir, batch_size and apply_chat_template"),
         (None, {"limit": 3}, "`eval_options` is set but `eval_tasks` is not"),
+        (
+            ["piqa"],
+            {"apply_chat_template": True},
+            r"`eval_options\['apply_chat_template'\]`: the tokenizer has no chat",
+        ),
         (["rte"], {"data_dir": tmp_path / "no_data"}, "No `validation` split for task 'rte'"),
     ):
         with pytest.raises((ValueError, FileNotFoundError), match=message):

@@ -173,7 +173,12 @@ def _run_heal(args) -> int:
         processor=processor,
         eval_texts=args.eval_text_data or None,
         eval_tasks=args.eval_task_list or None,
-        eval_options={"limit": args.eval_limit, "half": args.eval_half, "data_dir": args.data_dir}
+        eval_options={
+            "limit": args.eval_limit,
+            "half": args.eval_half,
+            "data_dir": args.data_dir,
+            "apply_chat_template": args.eval_apply_chat_template,
+        }
         if args.eval_task_list
         else None,
         token=args.token,

@@ -151,6 +151,12 @@ def _add_task_evaluation_flags(parser: argparse.ArgumentParser, scored: str) -> 
         **OWN_HEADLINE,
         help="the headline metric of your own questions in --eval-tasks (as `eval --own-headline`; default acc)",
     )
+    parser.add_argument(
+        "--eval-apply-chat-template",
+        action="store_true",
+        help="score --eval-tasks with each prompt in the model's chat template, as `eval --apply-chat-template` "
+        "(an instruction-tuned model)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:

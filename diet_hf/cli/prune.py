@@ -201,6 +201,11 @@ def _run_prune(args) -> int:
     for output in outputs:  # before profiling, not after
         check_output_is_not_input(output, "--output", {"model being pruned": args.model})
     pruner = _load_pruner(args)
+    if args.eval_task_list and args.eval_apply_chat_template and not getattr(pruner.tokenizer, "chat_template", None):
+        raise ValueError(  # before profiling, not after the first model is pruned
+            f"`--eval-apply-chat-template`: the tokenizer of {args.model} has no chat template (a base model's may "
+            "not)."
+        )
     # what every target's plan is built with, besides the target
     plan_args = {
         "mlp_sparsity": args.mlp_sparsity,
@@ -221,6 +226,7 @@ def _run_prune(args) -> int:
         "exclude_ids": pruner.scores.provenance.get("excluded_eval_ids") or None,
         "data_dir": args.data_dir,
         "return_predictions": True,
+        "apply_chat_template": args.eval_apply_chat_template,
         "disable_progress": args.quiet,
     }
     dense_tasks = None

@@ -95,10 +95,15 @@ def _task_scorer(eval_tasks, eval_options: dict | None, student, tokenizer, disa
     if not tasks:
         raise ValueError("`eval_tasks` is empty: name at least one task, or pass None.")
     options = dict(eval_options or {})
-    unknown = set(options) - {"limit", "half", "data_dir", "batch_size"}
+    unknown = set(options) - {"limit", "half", "data_dir", "batch_size", "apply_chat_template"}
     if unknown:
         raise ValueError(
-            f"`eval_options` takes limit, half, data_dir and batch_size; got {', '.join(sorted(unknown))}."
+            "`eval_options` takes limit, half, data_dir, batch_size and apply_chat_template; got "
+            f"{', '.join(sorted(unknown))}."
+        )
+    if options.get("apply_chat_template") and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "`eval_options['apply_chat_template']`: the tokenizer has no chat template (a base model's may not)."
         )
     for task in tasks:  # an unknown name or missing data fails now, not after training
         evaluation_examples(task, data_dir=options.get("data_dir"))

@@ -95,7 +95,7 @@ def heal(
             differences to both, with 95% paired-bootstrap intervals, go into
             `config.pruning["healing"]["held_out_tasks"]` and the card.
         eval_options (`dict`, *optional*): `evaluate`'s keywords for `eval_tasks` (`limit`, `half`, `data_dir`,
-            `batch_size`).
+            `batch_size`, `apply_chat_template`).
         token (`str`, *optional*): the Hub token to read a `teacher` given as a Hub id with (default: `HF_TOKEN`,
             else the login `hf auth login` saved).
         max_shard_size (`int` or `str`, *optional*): the largest weight file of the saved model, as in
