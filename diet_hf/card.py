@@ -286,6 +286,14 @@ def _how_it_was_pruned_lines(record: dict, config, image_text: bool) -> list[str
             if record.get("calibration_answer") in CALIBRATION_ANSWER_TEXT
             else []
         ),
+        *(
+            [
+                "| calibration prompts | each question in the model's chat template (the user's message, the model's "
+                "turn opened), as it is scored with `--apply-chat-template` |"
+            ]
+            if record.get("calibration_chat_template")
+            else []
+        ),  # fmt: skip
         f"| target sparsity | {_target_text(target)} |",
         f"| achieved decoder-block sparsity | {record.get('achieved_block_sparsity', 0.0):.2%} |",
         f"| parameters{' of the text model' if image_text else ''} | {base['total']:,} before, {counts['total']:,} "

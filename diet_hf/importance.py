@@ -62,6 +62,12 @@ class ImportanceScores:
         return self.provenance.get("calibration_answer", "gold")
 
     @property
+    def chat_template(self) -> bool:
+        """Whether the profile's calibration texts of questions were in the chat template
+        (`ProfileOptions.calibration_chat_template`; False in profiles saved before the option)."""
+        return bool(self.provenance.get("calibration_chat_template", False))
+
+    @property
     def tasks(self) -> list[str]:
         return list(self.mlp)
 

@@ -165,6 +165,7 @@ def _pruning_record(
         "seed": scores.provenance.get("seed"),
         # the answer the calibration texts of questions ended in (`ProfileOptions.calibration_answer`)
         "calibration_answer": scores.calibration_answer,
+        "calibration_chat_template": scores.chat_template,
         "target": {k: plan.provenance.get(k) for k in ("sparsity", "mlp_sparsity", "attention_sparsity")},
         "achieved_block_sparsity": plan.sparsity,
         "block_parameters": {"dense": dense, "pruned": kept},

@@ -174,6 +174,13 @@ class ProfileOptions:
         "docs/choosing_the_default.md",
         choices=CALIBRATION_ANSWERS,
     )
+    calibration_chat_template: bool = option(
+        False,
+        "the calibration texts of questions (the registered tasks' and your own) in the tokenizer's chat template, as "
+        "evaluate(apply_chat_template=True) / eval --apply-chat-template scores them: the prompt as the user's "
+        "message, the model's turn opened, then the answer; for an instruction-tuned model (plain texts and "
+        "conversations are as they are either way)",
+    )
     channel_stats: bool = option(
         True,
         "also keep per-input-channel sums of a and a^2 of down_proj / o_proj (bias compensation, Wanda-sp and FLAP "

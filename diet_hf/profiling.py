@@ -3,6 +3,7 @@ through the dense model with the profiler's hooks into `ImportanceScores` and th
 saved and loaded; the profile run again under a plan's channel masks for iterative pruning."""
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -34,6 +35,7 @@ from .tasks import (
     TASKS,
     CalibrationSet,
     Task,
+    chat_calibration_request,
     chat_text,
     custom_calibration,
     load_calibration,
@@ -95,7 +97,7 @@ class _ProfilingMixin:
         named = {
             name: _rendered_conversations(name, data, self.tokenizer) for name, data in _named_tasks(tasks).items()
         }
-        calibration = _calibration_sets(named, options, data_dir)
+        calibration = _calibration_sets(named, options, data_dir, self._question_renderer(options))
         self._calibration = {"data": calibration, "batch_size": options.batch_size, "max_length": options.max_length}
         self._custom_texts = {
             name: data.texts
@@ -124,6 +126,7 @@ class _ProfilingMixin:
             "max_length": options.max_length,
             "seed": options.seed,
             "calibration_answer": options.calibration_answer,
+            "calibration_chat_template": options.calibration_chat_template,
             "sample_ids": sample_ids,
             "excluded_eval_ids": excluded,
             "diet_hf_version": diet_hf.__version__,
@@ -257,6 +260,18 @@ class _ProfilingMixin:
         batch_size, max_length = self._calibration["batch_size"], self._calibration["max_length"]
         return self._text_batches(data.texts, batch_size, max_length), -(-len(data.texts) // batch_size)
 
+    def _question_renderer(self, options):
+        """`Task.calibration_text`'s `render` under `options.calibration_chat_template` (None without it): each
+        question in the tokenizer's chat template (`tasks.chat_calibration_request`)."""
+        if not options.calibration_chat_template:
+            return None
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                "`calibration_chat_template`: the tokenizer has no chat template (a base model's may not); profile "
+                "without it, or with an instruction-tuned model's tokenizer."
+            )
+        return functools.partial(chat_calibration_request, self.tokenizer)
+
     def _text_batches(self, texts: list[str], batch_size: int, max_length: int):
         if self.tokenizer is None:
             raise ValueError(
@@ -330,8 +345,9 @@ class _ProfilingMixin:
                         break
                     continue
                 seed, count, answer = provenance["seed"], provenance["num_samples"], self.scores.calibration_answer
+                render = self._question_renderer(ProfileOptions(calibration_chat_template=self.scores.chat_template))
                 data[task] = load_calibration(
-                    task, num_samples=count, seed=seed, data_dir=self._scores_data_dir, answer=answer
+                    task, num_samples=count, seed=seed, data_dir=self._scores_data_dir, answer=answer, render=render
                 )
                 if data[task].example_ids != drawn[task]:
                     reason = f"the examples of task {task!r} drawn again differ from the profile's (the data changed)"
@@ -419,8 +435,9 @@ def _named_tasks(tasks) -> dict:
     return named
 
 
-def _calibration_sets(named: dict, options, data_dir) -> dict:
-    """Each task's calibration data: a registered task's sample, your token batches as given, your texts."""
+def _calibration_sets(named: dict, options, data_dir, render=None) -> dict:
+    """Each task's calibration data: a registered task's sample, your token batches as given, your texts (questions,
+    registered or yours, through `render`: `Task.calibration_text`'s)."""
     calibration = {}
     for name, data in named.items():
         if data is None:
@@ -430,11 +447,12 @@ def _calibration_sets(named: dict, options, data_dir) -> dict:
                 seed=options.seed,
                 data_dir=data_dir,
                 answer=options.calibration_answer,
+                render=render,
             )
         elif _is_token_batches(data):
             calibration[name] = _checked_token_batches(name, data)  # kept: iterative pruning profiles again
         else:
-            calibration[name] = custom_calibration(name, data, answer=options.calibration_answer)
+            calibration[name] = custom_calibration(name, data, answer=options.calibration_answer, render=render)
             count = len(calibration[name].texts)
             if count > 10 * options.num_samples:  # `num_samples` draws from registered tasks, not from yours
                 logger.warning(

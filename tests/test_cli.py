@@ -943,3 +943,33 @@ def test_prune_scores_eval_tasks_in_the_chat_template(tmp_path, tiny_tokenizer, 
     assert main(argv) == 1
     assert "`--eval-apply-chat-template`: the tokenizer of" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_prune_calibration_chat_template_renders_your_questions(tmp_path, data_dir, tiny_tokenizer, capsys):
+    """`prune --calibration-chat-template`: your questions (`--tasks NAME=FILE`) calibrate in the chat template of
+    MODEL's tokenizer, as they are scored with `--apply-chat-template`; a tokenizer without one is a usage error
+    before any model loads."""
+    from conftest import chat_tokenizer
+
+    from diet_hf.constants import SCORES_TEXTS_FILE
+    from diet_hf.tasks import chat_calibration_request, custom_calibration, multiple_choice_task
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    save_dense_checkpoint(tmp_path / "dense", "gemma3_text", tokenizer)
+    rows = [{"context": f"Question {i}?", "choices": ["yes", "no"], "label": i % 2} for i in range(4)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["--quiet", "prune", str(tmp_path / "dense"), "--output", str(tmp_path / "out"), "--sparsity", "0.2"]
+    argv += ["--num-samples", "3", "--data-dir", str(data_dir), "--tasks", "rte", f"q={tmp_path / 'q.jsonl'}"]
+    argv += ["--calibration-chat-template", "--save-scores", str(tmp_path / "scores")]
+    assert main(argv) == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"]["q"]
+    render = lambda request: chat_calibration_request(tokenizer, request)  # noqa: E731
+    assert saved == custom_calibration("q", multiple_choice_task("q", rows), render=render).texts
+    assert all(text.startswith("<start_of_turn>user\nQuestion") for text in saved)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| calibration prompts | each question in the model's chat template" in card
+    save_dense_checkpoint(tmp_path / "plain", "gemma3_text", tiny_tokenizer)
+    argv[2], argv[4] = str(tmp_path / "plain"), str(tmp_path / "out2")
+    assert main(argv) == 2
+    assert "`--calibration-chat-template`: the tokenizer of" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

@@ -1,5 +1,6 @@
 """DietPruner end to end on tiny models and the real local data; call-order and input errors."""
 
+import functools
 import hashlib
 import json
 import logging
@@ -679,3 +680,41 @@ def test_profile_on_conversations_renders_them_with_the_chat_template(tiny_token
             assert torch.equal(a, b), layer
     with pytest.raises(ValueError, match="Task 'mine' holds conversations: rendering them needs the chat template"):
         DietPruner(dense).profile({"mine": conversations}, disable_progress=True)
+
+
+def test_calibration_chat_template_profiles_questions_as_they_are_scored(tiny_tokenizer, data_dir, tmp_path):
+    """`calibration_chat_template=True`: every question's calibration text (a registered task's and your own) is its
+    prompt in the chat template, as `evaluate(apply_chat_template=True)` scores it, then the answer with no
+    delimiter and no second BOS; plain texts stay as they are. The profile records it, `load_scores` draws the
+    registered tasks again in that form for a reconstruction, and a tokenizer without a template is refused."""
+    from conftest import chat_tokenizer
+
+    from diet_hf.tasks import chat_calibration_request, load_calibration, multiple_choice_task
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    rows = [{"context": "Question: what is it?", "choices": ["yes", "no"], "label": 1}]
+    tasks = {"rte": None, "mine": multiple_choice_task("mine", rows), "plain": ["a plain text"]}
+    dense = tiny_dense_model("gemma3_text", vocab_size=len(tokenizer))
+    pruner = DietPruner(dense, tokenizer)
+    pruner.profile(tasks, num_samples=3, data_dir=data_dir, calibration_chat_template=True, disable_progress=True)
+    texts = {name: data.texts for name, data in pruner._calibration["data"].items()}
+    (mine,) = texts["mine"]
+    prompt = "<start_of_turn>user\nQuestion: what is it?<end_of_turn>\n<start_of_turn>model\n"
+    assert mine.startswith(prompt) and mine[len(prompt) :] in ("yes", "no")  # no delimiter, no BOS
+    assert texts["plain"] == ["a plain text"]
+    render = functools.partial(chat_calibration_request, tokenizer)
+    expected = load_calibration("rte", num_samples=3, data_dir=data_dir, render=render).texts
+    assert texts["rte"] == expected and all(t.startswith("<start_of_turn>user\n") for t in expected)
+    assert all("<end_of_turn>\n<start_of_turn>model\n" in t and "\nAnswer:<end" in t for t in expected)
+    assert pruner.scores.chat_template
+    # saved and loaded: the registered task drawn again in the chat template, so the reconstruction reads the same
+    pruner.save_scores(tmp_path / "scores")
+    direct = pruner.prune(sparsity=0.3, disable_progress=True)
+    again = DietPruner(dense, tokenizer).load_scores(tmp_path / "scores", data_dir=data_dir)
+    assert again.scores.chat_template
+    reloaded = again.prune(sparsity=0.3, disable_progress=True)
+    for name, tensor in direct.state_dict().items():
+        assert torch.allclose(tensor, reloaded.state_dict()[name], atol=1e-5), name
+    assert direct.config.pruning["calibration_chat_template"] is True
+    with pytest.raises(ValueError, match="`calibration_chat_template`: the tokenizer has no chat template"):
+        DietPruner(dense, tiny_tokenizer).profile(["rte"], data_dir=data_dir, calibration_chat_template=True)

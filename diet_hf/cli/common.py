@@ -117,6 +117,22 @@ class _ChatRenderer:
     def __call__(self, messages: list) -> str:
         from ..tasks import chat_text
 
+        return chat_text(self._loaded(), messages)
+
+    def question(self, request):
+        """A question's prompt in the chat template, for `--calibration-chat-template`
+        (`tasks.chat_calibration_request`)."""
+        from ..tasks import chat_calibration_request
+
+        self.check_template("--calibration-chat-template")
+        return chat_calibration_request(self._loaded(), request)
+
+    def check_template(self, flag: str) -> None:
+        """A usage error naming `flag` unless MODEL's tokenizer has a chat template."""
+        if not getattr(self._loaded(), "chat_template", None):
+            raise ValueError(f"`{flag}`: the tokenizer of {self.model} has no chat template (a base model's may not).")
+
+    def _loaded(self):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -127,10 +143,10 @@ class _ChatRenderer:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.model, revision=self.revision, token=self.token)
             except OSError as error:
                 raise ValueError(
-                    f"Your data holds conversations, rendered by the chat template of `model` ({self.model}), but "
-                    f"its tokenizer could not be loaded: {error}"
+                    f"Your data is rendered by the chat template of `model` ({self.model}), but its tokenizer could "
+                    f"not be loaded: {error}"
                 ) from error
-        return chat_text(self._tokenizer, messages)
+        return self._tokenizer
 
 
 def _chat_renderer(args) -> _ChatRenderer:

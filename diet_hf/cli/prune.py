@@ -167,10 +167,18 @@ def _prepare(args) -> None:
     # the user's own task data is read and checked before any model loads
     answer = args.profile_options.calibration_answer  # your questions end in an answer as registered tasks' do
     render_chat = _chat_renderer(args)  # conversations: the dense model's chat template
+    # your questions' prompts in it too, with --calibration-chat-template (the registered tasks' at profiling)
+    render_question = None
+    if args.profile_options.calibration_chat_template:
+        render_chat.check_template("--calibration-chat-template")  # before any model loads
+        render_question = render_chat.question
     args.task_data = (
         None
         if args.scores
-        else dict(load_task_source(word, answer=answer, render_chat=render_chat) for word in args.tasks)
+        else dict(
+            load_task_source(word, answer=answer, render_chat=render_chat, render_question=render_question)
+            for word in args.tasks
+        )
     )
     _read_held_out_flags(args)
     _check_targets(args)

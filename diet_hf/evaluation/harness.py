@@ -1,12 +1,11 @@
 """The zero-shot multiple-choice harness: each task's examples (after exclusions, on a half, up to a limit), its
 prompts and choices, the log-likelihoods of `strategies.loglikelihoods`, and the metrics the task defines."""
 
-import dataclasses
 import math
 import os
 
 from .._checks import check_finite_outputs, check_positive_int, is_positive_int
-from ..tasks import HALVES, PAPER_TASKS, MultipleChoiceRequest, Task, evaluation_examples, get_task
+from ..tasks import HALVES, PAPER_TASKS, Task, chat_request, evaluation_examples, get_task
 from .scorer import check_tokenizer
 from .strategies import loglikelihoods
 
@@ -80,7 +79,7 @@ def evaluate(
             )
         requests = [spec.build(d) for d in docs]
         if apply_chat_template:
-            requests = [_chat_request(tokenizer, r) for r in requests]
+            requests = [chat_request(tokenizer, r) for r in requests]
         pairs = [(ctx, r.delimiter + cont) for r in requests for ctx, cont in zip(r.contexts, r.continuations)]
         lls = loglikelihoods(
             model,
@@ -99,22 +98,6 @@ def evaluate(
     if return_predictions:
         output["predictions"] = predictions
     return output
-
-
-def _chat_request(tokenizer, request: MultipleChoiceRequest) -> MultipleChoiceRequest:
-    """`request` as lm-eval 0.4.13 builds it with `apply_chat_template` (zero-shot, no system prompt, no generation
-    prefix): every context the one user message of a chat rendered with the model's turn opened
-    (`add_generation_prompt=True`), and no delimiter before the choices."""
-    contexts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": context}],
-            tokenize=False,
-            add_generation_prompt=True,
-            continue_final_message=False,
-        )
-        for context in request.contexts
-    ]
-    return dataclasses.replace(request, contexts=contexts, delimiter="")
 
 
 def _task_result(spec: Task, requests: list, lls: list[float], excluded: set, half: str | None) -> tuple[dict, list]:

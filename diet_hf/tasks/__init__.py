@@ -22,6 +22,8 @@ from .data import (
 from .own import (
     CHOICE_FIELDS,
     MESSAGES_FIELD,
+    chat_calibration_request,
+    chat_request,
     chat_text,
     load_multiple_choice_source,
     load_task_source,
@@ -30,6 +32,8 @@ from .own import (
 from .registry import HALVES, PAPER_TASKS, TASKS, MultipleChoiceRequest, Task, get_task, split_half
 
 __all__ = [
+    "chat_calibration_request",
+    "chat_request",
     "chat_text",
     "load_task_source",
     "load_multiple_choice_source",

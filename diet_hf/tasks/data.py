@@ -156,8 +156,9 @@ def load_calibration(
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     answer: str = DEFAULT_CALIBRATION_ANSWER,
+    render=None,
 ) -> CalibrationSet:
-    """Draws `num_samples` calibration texts of `task` with a fixed seed.
+    """Draws `num_samples` calibration texts of `task` with a fixed seed (`render`: as `Task.calibration_text`'s).
 
     They come from the train split; where it is missing or too small, the rest is drawn from the evaluation split and
     those ids are returned in `excluded_eval_ids`, so evaluation can leave them out. Each text is an example's prompt
@@ -186,19 +187,24 @@ def load_calibration(
     docs = chosen + excluded
     return CalibrationSet(
         task=task,
-        texts=[spec.calibration_text(doc, answer) for doc in docs],
+        texts=[spec.calibration_text(doc, answer, render) for doc in docs],
         example_ids=[str(doc["id"]) for doc in docs],
         excluded_eval_ids=[str(doc["id"]) for doc in excluded],
     )
 
 
 def custom_calibration(
-    name: str, data: Iterable, *, text_column: str = "text", answer: str = DEFAULT_CALIBRATION_ANSWER
+    name: str,
+    data: Iterable,
+    *,
+    text_column: str = "text",
+    answer: str = DEFAULT_CALIBRATION_ANSWER,
+    render=None,
 ) -> CalibrationSet:
     """A user task from a list of strings, a `datasets.Dataset` with a text column, or your own multiple-choice
     `Task` (`multiple_choice_task`: each example's context and an answer, as the registered tasks calibrate: one of
     its choices drawn from the task's name and the example's id with `answer="any"`, the gold one with `"gold"`;
-    texts are taken as they are)."""
+    texts are taken as they are; `render`: as `Task.calibration_text`'s, for questions)."""
     check_calibration_answer(answer)
     if isinstance(data, Task):
         if data.examples is None:
@@ -207,7 +213,7 @@ def custom_calibration(
             )
         return CalibrationSet(
             task=name,
-            texts=[data.calibration_text(doc, answer) for doc in data.examples],
+            texts=[data.calibration_text(doc, answer, render) for doc in data.examples],
             example_ids=[str(doc["id"]) for doc in data.examples],
             excluded_eval_ids=[],
         )

@@ -1,12 +1,21 @@
 """Your own data from a file or a `datasets` source: multiple-choice questions as a `Task`, and calibration or
 healing texts."""
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .registry import DEFAULT_CALIBRATION_ANSWER, TASKS, Task, _single_context, answer_text, check_calibration_answer
+from .registry import (
+    DEFAULT_CALIBRATION_ANSWER,
+    TASKS,
+    MultipleChoiceRequest,
+    Task,
+    _single_context,
+    answer_text,
+    check_calibration_answer,
+)
 
 # Your own multiple-choice task: one row per question, `context` (the prompt exactly as scored), `choices` (each scored
 # as `context` + " " + choice, lm-eval's default target delimiter) and `label` (the gold choice's 0-based index, as in
@@ -56,6 +65,32 @@ def chat_text(tokenizer, messages) -> str:
     return text[len(bos) :] if bos and text.startswith(bos) else text
 
 
+def chat_request(tokenizer, request: MultipleChoiceRequest) -> MultipleChoiceRequest:
+    """`request` as lm-eval 0.4.13 builds it with `apply_chat_template` (zero-shot, no system prompt, no generation
+    prefix): every context the one user message of a chat rendered with the model's turn opened
+    (`add_generation_prompt=True`), and no delimiter before the choices (`evaluate(apply_chat_template=True)`)."""
+    contexts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": context}],
+            tokenize=False,
+            add_generation_prompt=True,
+            continue_final_message=False,
+        )
+        for context in request.contexts
+    ]
+    return dataclasses.replace(request, contexts=contexts, delimiter="")
+
+
+def chat_calibration_request(tokenizer, request: MultipleChoiceRequest) -> MultipleChoiceRequest:
+    """`chat_request` for a calibration text: the same prompt, less the BOS a chat template writes (every text is
+    tokenized with BOS added, as `chat_text` says), so a question calibrates on what
+    `evaluate(apply_chat_template=True)` scores."""
+    chat = chat_request(tokenizer, request)
+    bos = tokenizer.bos_token
+    contexts = [c[len(bos) :] if bos and c.startswith(bos) else c for c in chat.contexts]
+    return dataclasses.replace(chat, contexts=contexts)
+
+
 def _conversation_text(messages, render_chat: Callable | None, where: str) -> str:
     messages = _checked_messages(messages, where)
     if render_chat is None:
@@ -66,10 +101,12 @@ def _conversation_text(messages, render_chat: Callable | None, where: str) -> st
     return render_chat(messages)
 
 
-def _question_text(task: str, row: dict, answer: str) -> str:
+def _question_text(task: str, row: dict, answer: str, render: Callable | None = None) -> str:
     """A checked question of `task` as one text: its context and the choice `Task.calibration_text` ends it in (the
-    gold one with `answer="gold"`, one drawn from `task` and the question's id with `"any"`)."""
-    return answer_text(task, _own_choice(row), answer)
+    gold one with `answer="gold"`, one drawn from `task` and the question's id with `"any"`); `render`: as
+    `Task.calibration_text`'s."""
+    request = _own_choice(row)
+    return answer_text(task, render(request) if render is not None else request, answer)
 
 
 def _own_choice(doc):
@@ -190,6 +227,7 @@ def load_task_source(
     registered: bool = True,
     answer: str = DEFAULT_CALIBRATION_ANSWER,
     render_chat: Callable[[list], str] | None = None,
+    render_question: Callable | None = None,
 ) -> tuple[str, list[str] | None]:
     """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
     calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
@@ -202,7 +240,9 @@ def load_task_source(
     the choices drawn from NAME and the question's id (else its position among the questions), with `"gold"` the
     correct one (healing and `diet-hf eval --texts` read them so). Rows that are conversations (a `messages` list of
     `{"role", "content"}` and no `text`; in a dataset, a `messages` column) each make one text by `render_chat`
-    (`chat_text` with the model's tokenizer; the command line loads the tokenizer at the first conversation)."""
+    (`chat_text` with the model's tokenizer; the command line loads the tokenizer at the first conversation).
+    `render_question` changes a question's prompt before its answer (`chat_calibration_request`, for
+    `ProfileOptions.calibration_chat_template`)."""
     check_calibration_answer(answer)
     if "=" not in argument:
         if not registered:
@@ -223,9 +263,11 @@ def load_task_source(
     if path.is_file():
         if split or column:
             raise ValueError(f"`{flag}` {name}: a file takes no split or column, got {source!r}.")
-        texts = _read_text_file(path, name, flag, answer, render_chat)
+        texts = _read_text_file(path, name, flag, answer, render_chat, render_question)
     else:
-        texts = _read_dataset(name, location, path, split or None, column or None, flag, answer, render_chat)
+        texts = _read_dataset(
+            name, location, path, split or None, column or None, flag, answer, render_chat, render_question
+        )
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
     return name, texts
@@ -256,7 +298,9 @@ def _json_lines(path: Path, where: str):
             yield number, row
 
 
-def _read_text_file(path: Path, name: str, flag: str, answer: str, render_chat: Callable | None) -> list[str]:
+def _read_text_file(
+    path: Path, name: str, flag: str, answer: str, render_chat: Callable | None, render_question: Callable | None
+) -> list[str]:
     if path.suffix in (".jsonl", ".json"):
         texts, questions = [], 0
         for number, row in _json_lines(path, f"`{flag}` {name}"):
@@ -268,7 +312,7 @@ def _read_text_file(path: Path, name: str, flag: str, answer: str, render_chat: 
                 # a question of your own multiple-choice task: its context and an answer, as tasks calibrate; without
                 # an id, its position among the questions, as `load_multiple_choice_source` reads the same file
                 row = _checked_choice_row(row, questions, f"`{flag}` {name}: {path} line {number}")
-                texts.append(_question_text(name, row, answer))
+                texts.append(_question_text(name, row, answer, render_question))
                 questions += 1
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
@@ -292,6 +336,7 @@ def _read_dataset(
     flag: str,
     answer: str,
     render_chat: Callable | None,
+    render_question: Callable | None = None,
 ) -> list[str]:
     """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
     label each make their context and an answer, `answer` as in `load_task_source`, and a `messages` column of
@@ -300,7 +345,7 @@ def _read_dataset(
     if column is None:
         if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
             rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
-            return [_question_text(name, row, answer) for row in rows]
+            return [_question_text(name, row, answer, render_question) for row in rows]
         conversations = "text" not in loaded.column_names and MESSAGES_FIELD in loaded.column_names
         column = MESSAGES_FIELD if conversations else "text"
     if column not in loaded.column_names:

@@ -64,11 +64,13 @@ class Task:
                 f"{self.metrics}."
             )
 
-    def calibration_text(self, doc: dict, answer: str = "gold") -> str:
+    def calibration_text(self, doc: dict, answer: str = "gold", render=None) -> str:
         """The scored prompt followed by an answer, as one calibration text: the gold one (`answer="gold"`), or with
         `answer="any"` one of the example's choices, drawn uniformly from the task's name and the example's id (the
-        same example always ends in the same choice, whatever else is drawn)."""
-        return answer_text(self.name, self.build(doc), answer)
+        same example always ends in the same choice, whatever else is drawn). `render` (a request to a request, e.g.
+        `chat_calibration_request`) changes the prompt as evaluation will."""
+        request = self.build(doc)
+        return answer_text(self.name, render(request) if render is not None else request, answer)
 
 
 def answer_text(task: str, request: MultipleChoiceRequest, answer: str) -> str:
