@@ -37,6 +37,7 @@ from .tasks import (
     Task,
     chat_calibration_request,
     chat_text,
+    check_chat_template,
     custom_calibration,
     load_calibration,
 )
@@ -265,11 +266,7 @@ class _ProfilingMixin:
         question in the tokenizer's chat template (`tasks.chat_calibration_request`)."""
         if not options.calibration_chat_template:
             return None
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(
-                "`calibration_chat_template`: the tokenizer has no chat template (a base model's may not); profile "
-                "without it, or with an instruction-tuned model's tokenizer."
-            )
+        check_chat_template(self.tokenizer, "calibration_chat_template")
         return functools.partial(chat_calibration_request, self.tokenizer)
 
     def _text_batches(self, texts: list[str], batch_size: int, max_length: int):

@@ -129,8 +129,9 @@ class _ChatRenderer:
 
     def check_template(self, flag: str) -> None:
         """A usage error naming `flag` unless MODEL's tokenizer has a chat template."""
-        if not getattr(self._loaded(), "chat_template", None):
-            raise ValueError(f"`{flag}`: the tokenizer of {self.model} has no chat template (a base model's may not).")
+        from ..tasks import check_chat_template
+
+        check_chat_template(self._loaded(), flag, self.model)
 
     def _loaded(self):
         if self._tokenizer is None:

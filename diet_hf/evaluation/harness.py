@@ -5,7 +5,7 @@ import math
 import os
 
 from .._checks import check_finite_outputs, check_positive_int, is_positive_int
-from ..tasks import HALVES, PAPER_TASKS, Task, chat_request, evaluation_examples, get_task
+from ..tasks import HALVES, PAPER_TASKS, Task, chat_request, check_chat_template, evaluation_examples, get_task
 from .scorer import check_tokenizer
 from .strategies import loglikelihoods
 
@@ -52,11 +52,8 @@ def evaluate(
         others) and `tasks` (and `apply_chat_template: True` where the chat template was applied).
     """
     check_tokenizer(tokenizer, "to score text")
-    if apply_chat_template and not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "`apply_chat_template`: the tokenizer has no chat template (a base model's may not); score without it, "
-            "or with an instruction-tuned model's tokenizer."
-        )
+    if apply_chat_template:
+        check_chat_template(tokenizer, "apply_chat_template")
     if limit is not None and not is_positive_int(limit):
         raise ValueError(f"`limit` must be >= 1, got {limit!r}.")
     check_positive_int("batch_size", batch_size)

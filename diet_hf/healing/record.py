@@ -85,7 +85,7 @@ def _task_scorer(eval_tasks, eval_options: dict | None, student, tokenizer, disa
     """`heal`'s `eval_tasks` as a function of a model (`evaluate` on the same examples each time, with per-example
     answers), or None; the tasks and options are checked now, before anything runs."""
     from ..evaluation import evaluate
-    from ..tasks import Task, evaluation_examples
+    from ..tasks import Task, check_chat_template, evaluation_examples
 
     if eval_tasks is None:
         if eval_options:
@@ -101,10 +101,8 @@ def _task_scorer(eval_tasks, eval_options: dict | None, student, tokenizer, disa
             "`eval_options` takes limit, half, data_dir, batch_size and apply_chat_template; got "
             f"{', '.join(sorted(unknown))}."
         )
-    if options.get("apply_chat_template") and not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "`eval_options['apply_chat_template']`: the tokenizer has no chat template (a base model's may not)."
-        )
+    if options.get("apply_chat_template"):
+        check_chat_template(tokenizer, "eval_options['apply_chat_template']")
     for task in tasks:  # an unknown name or missing data fails now, not after training
         evaluation_examples(task, data_dir=options.get("data_dir"))
     # the evaluation examples the student's pruning profiled are scored for no model

@@ -44,6 +44,23 @@ def _checked_messages(messages, where: str) -> list:
     return list(messages)
 
 
+def check_chat_template(tokenizer, argument: str, owner: str | None = None) -> None:
+    """`ValueError` naming `argument` (and the model `owner` whose tokenizer it is) unless `tokenizer` has a chat
+    template: the one check of every option that renders prompts in it."""
+    if not getattr(tokenizer, "chat_template", None):
+        of = f" of {owner}" if owner else ""
+        raise ValueError(
+            f"`{argument}`: the tokenizer{of} has no chat template (a base model's may not); use an instruction-tuned "
+            "model's tokenizer, or leave the option out."
+        )
+
+
+def _without_bos(tokenizer, text: str) -> str:
+    """`text` less the BOS token a chat template writes at its start: every text is tokenized with BOS added."""
+    bos = tokenizer.bos_token
+    return text[len(bos) :] if bos and text.startswith(bos) else text
+
+
 def chat_text(tokenizer, messages) -> str:
     """One conversation as a text, rendered by `tokenizer`'s chat template, for calibration, healing or held-out
     perplexity: `messages` is a list of `{"role": ..., "content": ...}` (a row of a TRL-style conversational dataset).
@@ -60,9 +77,7 @@ def chat_text(tokenizer, messages) -> str:
             "template, so conversations cannot be rendered: give them as plain texts, or use an instruction-tuned "
             "model's tokenizer."
         )
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    bos = tokenizer.bos_token
-    return text[len(bos) :] if bos and text.startswith(bos) else text
+    return _without_bos(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False))
 
 
 def chat_request(tokenizer, request: MultipleChoiceRequest) -> MultipleChoiceRequest:
@@ -86,9 +101,7 @@ def chat_calibration_request(tokenizer, request: MultipleChoiceRequest) -> Multi
     tokenized with BOS added, as `chat_text` says), so a question calibrates on what
     `evaluate(apply_chat_template=True)` scores."""
     chat = chat_request(tokenizer, request)
-    bos = tokenizer.bos_token
-    contexts = [c[len(bos) :] if bos and c.startswith(bos) else c for c in chat.contexts]
-    return dataclasses.replace(chat, contexts=contexts)
+    return dataclasses.replace(chat, contexts=[_without_bos(tokenizer, c) for c in chat.contexts])
 
 
 def _conversation_text(messages, render_chat: Callable | None, where: str) -> str:
