@@ -159,6 +159,8 @@ def _healing_lines(healing: dict | None) -> list[str]:
     data = healing.get("data") or {}
     splits = data.get("splits") or {}
     sources = ", ".join(f"{name} ({split})" for name, split in splits.items()) or ", ".join(data.get("sources") or [])
+    if data.get("questions_in_chat_template"):
+        sources += "; questions in the model's chat template"
     curve = healing.get("loss_curve") or []
     shown = curve if len(curve) <= 8 else [curve[round(i * (len(curve) - 1) / 7)] for i in range(8)]
     if not (healing.get("options") or {}).get("guard", True):

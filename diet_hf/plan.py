@@ -192,10 +192,27 @@ class PruningPlan:
         atomic_write_text(Path(save_directory) / PLAN_FILE, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "PruningPlan":
-        path = Path(directory) / PLAN_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"No pruning plan in {directory}: {PLAN_FILE} is missing.")
+    def from_pretrained(
+        cls, model_id_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+    ) -> "PruningPlan":
+        """The plan saved beside a pruned model (`diet_pruning.json`): from a local directory, or from a Hub
+        repository at `revision` (default: its default branch). `FileNotFoundError` where there is none."""
+        location = Path(os.fspath(model_id_or_path)).expanduser()
+        if location.is_dir():
+            path = location / PLAN_FILE
+            if not path.is_file():
+                raise FileNotFoundError(f"No pruning plan in {model_id_or_path}: {PLAN_FILE} is missing.")
+        else:
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import EntryNotFoundError
+
+            try:
+                path = Path(hf_hub_download(str(model_id_or_path), PLAN_FILE, revision=revision, token=token))
+            except EntryNotFoundError as error:
+                at = f" at revision {revision}" if revision else ""
+                raise FileNotFoundError(
+                    f"No pruning plan in {model_id_or_path}{at}: {PLAN_FILE} is missing."
+                ) from error
         return cls.from_dict(json.loads(path.read_text()))
 
 

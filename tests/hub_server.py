@@ -187,7 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._get(head=False)
 
     def _get(self, head: bool):
-        path = unquote(urlparse(self.path).path)
+        raw = urlparse(self.path).path  # a revision comes quoted whole (refs%2Fpr%2F1) where a path follows it
+        path = unquote(raw)
         auth = self.headers.get("Authorization") or ""
         with self.state.lock:
             self.state.read_tokens.append(auth.removeprefix("Bearer ") or None)
@@ -222,9 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "siblings": [{"rfilename": p} for p in sorted(files)],
                 },
             )
-        match = re.fullmatch(r"/api/models/(.+)/tree/([^/]+)(?:/(.*))?", path)
+        match = re.fullmatch(r"/api/models/(.+)/tree/([^/]+)(?:/(.*))?", raw)
         if match:
-            repo_id, revision, prefix = match.group(1), match.group(2), match.group(3) or ""
+            repo_id, revision, prefix = (unquote(group or "") for group in match.groups())
             found = self.state.files_at(repo_id, revision)
             if found is None:
                 return self._not_found("RepoNotFound", head)
@@ -234,9 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if p.startswith(prefix)
             ]
             return self._json(200, entries)
-        match = re.fullmatch(r"/(.+?)/resolve/([^/]+)/(.+)", path)
+        match = re.fullmatch(r"/(.+?)/resolve/([^/]+)/(.+)", raw)
         if match:
-            repo_id, revision, filename = match.groups()
+            repo_id, revision, filename = (unquote(group) for group in match.groups())
             found = self.state.files_at(repo_id, revision)
             if found is None:
                 return self._not_found("RepoNotFound" if repo_id not in self.state.repos else "RevisionNotFound", head)

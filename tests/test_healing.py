@@ -329,6 +329,26 @@ def test_healing_texts_never_read_evaluation_splits(data_dir):
         healing_texts(["piqa"], data_dir=data_dir)
 
 
+def test_healing_texts_in_the_chat_template(data_dir, tiny_tokenizer):
+    """`healing_texts(render=...)` writes each task example's prompt as `render` makes it, before its gold answer:
+    with `chat_calibration_request`, the text a model calibrated in the chat template profiled (WikiText-2 as is)."""
+    from conftest import chat_tokenizer
+
+    from diet_hf.tasks import chat_calibration_request, get_task, load_examples
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    render = lambda request: chat_calibration_request(tokenizer, request)  # noqa: E731
+    plain, _ = healing_texts(["wikitext2", "rte"], data_dir=data_dir)
+    chat, splits = healing_texts(["wikitext2", "rte"], data_dir=data_dir, render=render)
+    assert splits == {"wikitext2": "validation", "rte": "train"} and chat[0] == plain[0]
+    spec = get_task("rte")
+    docs = load_examples(spec, "train", data_dir=data_dir)
+    assert chat[1:] == [spec.calibration_text(doc, "gold", render) for doc in docs]
+    assert chat[1].startswith("<start_of_turn>user\n") and "<start_of_turn>model\n" in chat[1]
+    assert "<bos>" not in chat[1]  # packing adds BOS itself
+    assert chat[1].endswith(plain[1].rsplit(" ", 1)[-1])  # the same gold answer
+
+
 def test_healing_config_validation():
     with pytest.raises(ValueError, match="`seq_len` must be a positive integer, got 0"):
         HealingConfig(seq_len=0)
@@ -742,6 +762,15 @@ def test_a_teacher_or_student_that_overflowed_its_dtype_fails_before_training(tm
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_teacher_revision_is_for_a_teacher_given_by_name(tmp_path, tiny_tokenizer):
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match=r"`teacher_revision` is for a teacher given as a Hub id; .*loaded model"):
+        heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), teacher_revision="v1")
+    with pytest.raises(ValueError, match=r"`teacher_revision` must be a branch, tag or commit name; got ''"):
+        heal(student, "org/teacher", tiny_tokenizer, TEXTS, config=_small(), teacher_revision="")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_dir_that_cannot_take_the_model_fails_before_training(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
     (tmp_path / "file").write_text("keep")
@@ -856,6 +885,68 @@ def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatc
         assert main([*argv, str(tmp_path / "h2"), *bad, *flags]) == 2  # a usage error, before any model loads
         assert message in capsys.readouterr().err
     assert not (tmp_path / "h2").exists()
+
+
+def test_cli_heal_writes_questions_as_the_model_was_calibrated(
+    tmp_path, tiny_tokenizer, data_dir, capsys, monkeypatch
+):
+    """`heal --data`'s questions (a registered task's train examples, your own) are written in MODEL's chat template
+    where its pruning record says it was calibrated so (`calibration_chat_template`), or with `--data-chat-template`;
+    plain with `--no-data-chat-template` or without the record; the card says so. `--data-chat-template` on a
+    tokenizer without a template is a usage error before any model loads."""
+    from conftest import chat_tokenizer
+
+    import diet_hf.healing
+    from diet_hf.cli import main
+    from diet_hf.tasks import chat_calibration_request, custom_calibration, multiple_choice_task
+
+    tokenizer = chat_tokenizer(tiny_tokenizer, adds_bos=True)
+    teacher, student = _pair(vocab_size=len(tokenizer))
+    student.save_pretrained(tmp_path / "pruned")
+    tokenizer.save_pretrained(tmp_path / "pruned")
+    teacher.save_pretrained(tmp_path / "dense")
+    config_file = tmp_path / "pruned" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["pruning"] = {"tasks": ["rte"], "calibration_chat_template": True}
+    config_file.write_text(json.dumps(config))
+    question = {"context": "Is two an even number, as four and six are? " * 3, "choices": ["yes", "no"], "label": 0}
+    (tmp_path / "q.jsonl").write_text(json.dumps(question) + "\n")
+    real_heal, seen = diet_hf.healing.heal, []
+    monkeypatch.setattr(diet_hf.healing, "heal", lambda *a, **k: seen.append(a[3]) or real_heal(*a, **k))
+    argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"), "--output"]
+    flags = ["--data", "tasks", f"mine={tmp_path / 'q.jsonl'}", "--data-dir", str(data_dir), "--seq-len", "16"]
+    flags += ["--batch-size", "2", "--max-tokens", "64", "--gradient-accumulation-steps", "1"]
+    flags += ["--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2"]
+
+    render = lambda request: chat_calibration_request(tokenizer, request)  # noqa: E731
+    chat_rte, _ = healing_texts(["rte"], data_dir=data_dir, render=render)
+    plain_rte, _ = healing_texts(["rte"], data_dir=data_dir)
+    mine = multiple_choice_task("mine", [question])
+    chat_mine, plain_mine = (custom_calibration("mine", mine, answer="gold", render=r).texts for r in (render, None))
+    assert chat_mine != plain_mine and chat_rte != plain_rte
+    assert main([*argv, str(tmp_path / "h"), *flags]) == 0  # by the pruning record
+    assert seen[-1] == {"rte": chat_rte, "mine": chat_mine}
+    healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
+    assert healing["data"]["questions_in_chat_template"] is True
+    assert "; questions in the model's chat template" in (tmp_path / "h" / "README.md").read_text()
+    assert main([*argv, str(tmp_path / "h2"), *flags, "--no-data-chat-template"]) == 0
+    assert seen[-1] == {"rte": plain_rte, "mine": plain_mine}
+    assert (
+        "questions_in_chat_template"
+        not in json.loads((tmp_path / "h2" / "config.json").read_text())["pruning"]["healing"]["data"]
+    )
+    config["pruning"] = {"tasks": ["rte"]}  # calibrated on plain texts (or saved before the option)
+    config_file.write_text(json.dumps(config))
+    assert main([*argv, str(tmp_path / "h3"), *flags]) == 0
+    assert seen[-1] == {"rte": plain_rte, "mine": plain_mine}
+    assert main([*argv, str(tmp_path / "h4"), *flags, "--data-chat-template"]) == 0
+    assert seen[-1] == {"rte": chat_rte, "mine": chat_mine}
+    for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json"):
+        (tmp_path / "pruned" / name).unlink(missing_ok=True)
+    tiny_tokenizer.save_pretrained(tmp_path / "pruned")  # no chat template
+    assert main([*argv, str(tmp_path / "h5"), *flags, "--data-chat-template"]) == 2
+    assert "`--data-chat-template`: the tokenizer of" in capsys.readouterr().err
+    assert len(seen) == 4 and not (tmp_path / "h5").exists()
 
 
 HELD_OUT = ["Question: is the sky green? Answer: no", "True or False: two is even. True", "The answer was yes"]

@@ -175,6 +175,37 @@ def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, d
     assert (_fresh_load("user/tiny-healed", ids, tmp_path) - expected).abs().max().item() <= 1e-5
 
 
+def test_cli_heal_reads_a_pull_request_and_a_teacher_revision(local_hub, tmp_path, data_dir, tiny_tokenizer, capsys):
+    """`diet-hf heal MODEL --revision refs/pr/1 --teacher-revision SHA`: a pruned model proposed as a pull request
+    (`prune --push-to-hub ... --create-pr`) heals from that ref, with the plan saved beside it, against its dense
+    parent at a commit the teacher's main branch has moved past; the record names the teacher's revision."""
+    vocab = len(tiny_tokenizer)
+    pruner = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="tiny")
+    pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.3)
+    pruner.push_to_hub("org/heal-pr", create_pr=True)  # its main branch stays empty
+    api = HfApi()
+    api.create_repo("org/heal-teacher")
+    tiny_dense_model("gemma3_text", vocab_size=vocab).save_pretrained(tmp_path / "dense")  # the parent again
+    parent = api.upload_folder(folder_path=str(tmp_path / "dense"), repo_id="org/heal-teacher").oid
+    tiny_dense_model("gemma3_text", hidden_size=48, vocab_size=vocab).save_pretrained(tmp_path / "other")
+    api.upload_folder(folder_path=str(tmp_path / "other"), repo_id="org/heal-teacher")  # main moves on
+
+    argv = ["--quiet", "heal", "org/heal-pr", "--teacher", "org/heal-teacher", "--output"]
+    flags = ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--max-tokens", "64"]
+    flags += ["--gradient-accumulation-steps", "1", "--validation-sequences", "2", "--top-k", "4", "--lora-r", "2"]
+    at = ["--revision", "refs/pr/1", "--teacher-revision", parent]
+    assert main([*argv, str(tmp_path / "h"), *flags, *at]) == 0, capsys.readouterr().err
+    healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
+    assert healing["teacher"] == f"org/heal-teacher@{parent}"
+    assert f"org/heal-teacher@{parent}" in (tmp_path / "h" / "README.md").read_text()
+    proposed = json.loads(local_hub.state.files_at("org/heal-pr", "refs/pr/1")[1]["diet_pruning.json"])
+    assert json.loads((tmp_path / "h" / "diet_pruning.json").read_text()) == proposed  # the plan, read from the ref
+    assert main([*argv, str(tmp_path / "h2"), *flags, "--revision", "refs/pr/1"]) == 1  # main: another model
+    assert "`teacher` is not the dense parent" in capsys.readouterr().err
+    assert main([*argv, str(tmp_path / "h3"), *flags, "--teacher-revision", parent]) == 1  # no model on main
+    assert not (tmp_path / "h2").exists() and not (tmp_path / "h3").exists()
+
+
 def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_tokenizer):
     dense = tiny_dense_model("gemma2", vocab_size=len(tiny_tokenizer))
     dense.config._name_or_path = "google/gemma-2-2b"

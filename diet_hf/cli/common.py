@@ -119,12 +119,12 @@ class _ChatRenderer:
 
         return chat_text(self._loaded(), messages)
 
-    def question(self, request):
-        """A question's prompt in the chat template, for `--calibration-chat-template`
-        (`tasks.chat_calibration_request`)."""
+    def question(self, request, flag: str = "--calibration-chat-template"):
+        """A question's prompt in the chat template (`tasks.chat_calibration_request`), for `flag`
+        (`prune --calibration-chat-template`, `heal --data-chat-template`)."""
         from ..tasks import chat_calibration_request
 
-        self.check_template("--calibration-chat-template")
+        self.check_template(flag)
         return chat_calibration_request(self._loaded(), request)
 
     def check_template(self, flag: str) -> None:

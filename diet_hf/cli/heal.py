@@ -2,7 +2,6 @@
 
 import argparse
 import logging
-from pathlib import Path
 
 from .common import (
     EXIT_OK,
@@ -37,9 +36,11 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="distill a pruned model from its dense parent (LoRA by default, merged into the weights)",
     )
     heal.add_argument("model", help="local directory (or Hub id) of a pruned model saved by diet-hf")
+    heal.add_argument("--revision", default=None, help="branch, tag or commit of MODEL on the Hub (e.g. refs/pr/1)")
     heal.add_argument(
         "--teacher", required=True, help="Hub id or local directory of the dense model it was pruned from"
     )
+    heal.add_argument("--teacher-revision", default=None, help="branch, tag or commit of --teacher on the Hub")
     heal.add_argument("--output", required=True, help="new directory for the healed model (written atomically)")
     heal.add_argument("--max-shard-size", type=_shard_size, default=None, metavar="SIZE", help=SHARD_HELP)
     heal.add_argument(
@@ -52,6 +53,14 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "with a text field, or conversations in a messages field, rendered by MODEL's chat template; or .txt, one "
         "text per line) or NAME=DATASET[:SPLIT[:COLUMN]]; each source gets an equal "
         "share",
+    )
+    heal.add_argument(
+        "--data-chat-template",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write the questions in --data (the registered tasks' train examples and your own questions) in MODEL's "
+        "chat template, as `prune --calibration-chat-template` calibrates on them (default: as MODEL was "
+        "calibrated, by its config's pruning record)",
     )
     heal.add_argument(
         "--eval-texts",
@@ -107,11 +116,19 @@ def _prepare(args) -> None:
     _check_create_pr(args)
     args.own_data = {}
     render_chat = _chat_renderer(args)  # conversations: the chat template of the pruned model's tokenizer
+    if args.data_chat_template:
+        render_chat.check_template("--data-chat-template")  # before any model loads
+    args.question_form = _QuestionForm(args, render_chat)
     for word in args.data:
         if "=" in word:
             # questions are trained on with their correct answers (a distractor would teach a wrong one)
             name, texts = load_task_source(
-                word, flag="--data", registered=False, answer="gold", render_chat=render_chat
+                word,
+                flag="--data",
+                registered=False,
+                answer="gold",
+                render_chat=render_chat,
+                render_question=args.question_form,
             )
             if name in ("wikitext2", "tasks", *TASKS) or name in args.own_data:
                 raise ValueError(f"`--data` {name}: the name is taken; give your texts another name.")
@@ -143,31 +160,39 @@ def _run_heal(args) -> int:
     check_tokenizer_files(args.model)
     register_auto_classes()
     load = {"dtype": _dtype(args.dtype), "device_map": args.device_map, "token": args.token}
-    student = AutoModelForCausalLM.from_pretrained(args.model, **load)
+    student = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, **load)
     if not type(student).__name__.startswith("Pruned"):
         raise ValueError(
             f"`model` must be a pruned model saved by diet-hf; {args.model} is a {type(student).__name__}."
         )
-    tokenizer = AutoTokenizer.from_pretrained(args.model, token=args.token)
+    hub = {"revision": args.revision, "token": args.token}
+    tokenizer = AutoTokenizer.from_pretrained(args.model, **hub)
     # a pruned image-text model's processor goes beside the healed one
     image_text = is_image_text(student.config)
-    processor = load_processor(args.model, token=args.token) if image_text else None
+    processor = load_processor(args.model, **hub) if image_text else None
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
-    teacher_config = AutoConfig.from_pretrained(args.teacher, token=args.token)
+    teacher_config = AutoConfig.from_pretrained(args.teacher, token=args.token, revision=args.teacher_revision)
     check_parent(text_config(student.config), text_config(teacher_config))  # before any data
     data, splits = _healing_data(args, (student.config.pruning or {}).get("tasks") or [])
-    if Path(args.model, "diet_pruning.json").is_file():
-        student.diet_plan = PruningPlan.from_pretrained(args.model)
+    try:  # the plan goes beside the healed model (a checkpoint saved without one heals without it)
+        student.diet_plan = PruningPlan.from_pretrained(args.model, **hub)
+    except FileNotFoundError:
+        pass
+    data_record = {"sources": list(data), "splits": splits}
+    if args.question_form.rendered:
+        data_record["questions_in_chat_template"] = True
     healed = heal(
         student,
-        args.teacher if config.top_k is not None else load_causal_lm(args.teacher, **load),
+        args.teacher
+        if config.top_k is not None
+        else load_causal_lm(args.teacher, revision=args.teacher_revision, **load),
         tokenizer,
         data,
         config=config,
         output_dir=args.output,
         work_dir=args.work_dir,
         resume=args.resume,
-        data_record={"sources": list(data), "splits": splits},
+        data_record=data_record,
         repo_id=args.push_to_hub,
         disable_progress=args.quiet,
         processor=processor,
@@ -183,6 +208,7 @@ def _run_heal(args) -> int:
         else None,
         token=args.token,
         max_shard_size=args.max_shard_size,
+        teacher_revision=args.teacher_revision if config.top_k is not None else None,
     )
     _print_record(args.model, args.output, healed.config.pruning["healing"])
     if args.push_to_hub:
@@ -218,13 +244,55 @@ def _healing_data(args, calibration: list[str]) -> tuple[dict, dict]:
             if name in data:
                 continue
             try:
-                texts, split = healing_texts([name], data_dir=args.data_dir)
+                texts, split = healing_texts([name], data_dir=args.data_dir, render=args.question_form)
             except ValueError:
                 if source == "tasks":
                     continue
                 raise
             data[name], splits[name] = texts, split[name]
     return data, splits
+
+
+class _QuestionForm:
+    """`render_question` of heal's `--data`: a question (a registered task's train example or your own) written in
+    MODEL's chat template with `--data-chat-template`, as it is with `--no-data-chat-template`; by default as MODEL was
+    calibrated (its config's `pruning["calibration_chat_template"]`), read at the first question, so data without
+    one reads nothing more. `rendered`: a question was written in the chat template."""
+
+    def __init__(self, args, renderer):
+        self.args, self.renderer = args, renderer
+        self.chat, self.rendered = args.data_chat_template, False
+
+    def __call__(self, request):
+        if self.chat is None:
+            self.chat = _calibrated_in_chat_template(self.args)
+            if self.chat:
+                logger.info(
+                    "%s was calibrated in its chat template: --data's questions are written in it too.",
+                    self.args.model,
+                )
+        if not self.chat:
+            return request
+        self.rendered = True
+        return self.renderer.question(request, "--data-chat-template")
+
+
+def _calibrated_in_chat_template(args) -> bool:
+    """Whether MODEL's pruning record says its questions were calibrated in the chat template (False where the
+    config has no record); a config that cannot be read is a usage error naming MODEL."""
+    from transformers import PretrainedConfig
+
+    from .._io import check_model_location
+
+    check_model_location(args.model)
+    try:
+        raw, _ = PretrainedConfig.get_config_dict(args.model, revision=args.revision, token=args.token)
+    except OSError as error:
+        raise ValueError(
+            f"`--data-chat-template` follows how `model` ({args.model}) was calibrated, but its config could not be "
+            f"read: {error}. Pass --data-chat-template or --no-data-chat-template."
+        ) from error
+    return bool((raw.get("pruning") or {}).get("calibration_chat_template", False))
 
 
 def _print_record(model: str, output: str, record: dict) -> None:

@@ -3,7 +3,7 @@ and the dataset `Trainer` reads them from."""
 
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -11,11 +11,17 @@ from ..tasks import get_task, load_examples, wikitext2_text
 
 
 def healing_texts(
-    sources: Iterable[str] = ("wikitext2",), *, data_dir: str | os.PathLike | None = None
+    sources: Iterable[str] = ("wikitext2",),
+    *,
+    data_dir: str | os.PathLike | None = None,
+    render: Callable | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Training texts from `sources`: `"wikitext2"` (the WikiText-2 validation split, joined into one text; its test
     split stays for perplexity) and task names (their train split, as prompt + gold answer; never evaluation
-    examples). Returns the texts and, per source, the split it came from."""
+    examples). `render` changes a task's request before its answer is written, as `Task.calibration_text`'s does:
+    `lambda request: tasks.chat_calibration_request(tokenizer, request)` writes each prompt in the chat template, as a
+    model calibrated with `calibration_chat_template` saw them. Returns the texts and, per source, the split it came
+    from."""
     texts, splits = [], {}
     for source in sources:
         if source == "wikitext2":
@@ -33,7 +39,7 @@ def healing_texts(
                 "examples. Leave the task out of `sources`."
             ) from error
         # the correct answers: training on a distractor would teach the wrong one (calibration reads any choice)
-        texts.extend(spec.calibration_text(doc, "gold") for doc in docs)
+        texts.extend(spec.calibration_text(doc, "gold", render) for doc in docs)
         splits[source] = spec.train_split
     return texts, splits
 

@@ -57,6 +57,7 @@ def heal(
     eval_options: dict | None = None,
     token: str | None = None,
     max_shard_size: int | str | None = None,
+    teacher_revision: str | None = None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -107,7 +108,8 @@ def heal(
     config = config or HealingConfig()
     # a pruned image-text Gemma 3: its text model is healed, then put back beside its unchanged vision tower
     image_text, student = (student, text_causal_lm(student)) if is_image_text(student.config) else (None, student)
-    teacher_config, teacher_name = _teacher_config(teacher, token)
+    teacher_hub = _teacher_hub(teacher, token, teacher_revision)
+    teacher_config, teacher_name = _teacher_config(teacher, **teacher_hub)
     check_parent(student.config, teacher_config)
     check_shard_size("max_shard_size", max_shard_size)
     if output_dir is not None:  # before any training, not when the healed model is saved
@@ -128,8 +130,8 @@ def heal(
         config = replace(config, bf16=fast_bf16(next(student.parameters()).device))
     release = config.release_memory and not use_cuda  # the C heap's retention is a CPU training matter
     side = _teacher_side(
-        teacher, student, tokenizer, rows, config, work_dir, document_bos, held_out, score_tasks, token, release,
-        disable_progress,
+        teacher, student, tokenizer, rows, config, work_dir, document_bos, held_out, score_tasks, teacher_hub,
+        release, disable_progress,
     )  # fmt: skip
     if release:  # from here on: the teacher's pass gains nothing from it, and mapping every block anew slows it
         limit_heap_retention()
@@ -194,6 +196,19 @@ class _TeacherSide:
     scores: dict  # its perplexity on the held-out texts and scores on the held-out tasks (`_scored_on_held_out`)
 
 
+def _teacher_hub(teacher, token: str | None, revision: str | None) -> dict:
+    """The Hub keywords a teacher given by name is read with; `teacher_revision` refused for a teacher model."""
+    if revision is not None:
+        if not isinstance(revision, str) or not revision:
+            raise ValueError(f"`teacher_revision` must be a branch, tag or commit name; got {revision!r}.")
+        if not isinstance(teacher, (str, os.PathLike)):
+            raise ValueError(
+                "`teacher_revision` is for a teacher given as a Hub id; this teacher is a loaded model "
+                f"({type(teacher).__name__}): load it at the revision you want instead."
+            )
+    return {"token": token, "revision": revision}
+
+
 def _resolved_bos_options(config: HealingConfig, tokenizer) -> HealingConfig:
     """`keep_bos_state` and `separate_documents` resolved from the tokenizer (so the record says what ran); both
     refused without a BOS token."""
@@ -245,8 +260,8 @@ def _work_dir(work_dir, output_dir, resume: bool) -> Path:
 
 
 def _teacher_side(
-    teacher, student, tokenizer, rows: _Rows, config, work_dir: Path, document_bos, held_out, score_tasks, token,
-    release: bool, disable_progress: bool,
+    teacher, student, tokenizer, rows: _Rows, config, work_dir: Path, document_bos, held_out, score_tasks,
+    teacher_hub: dict, release: bool, disable_progress: bool,
 ) -> _TeacherSide:  # fmt: skip
     """The teacher's part of a run: its top-k targets on the guard's and the training rows (cached in `work_dir`),
     its held-out texts and tasks scored while it is loaded; then it is freed, unless it runs beside the student at
@@ -257,7 +272,7 @@ def _teacher_side(
     def get_teacher():  # a teacher given by name is loaded only when something must run through it
         if "model" not in loaded:
             by_name = isinstance(teacher, (str, os.PathLike))
-            model = _load_teacher(teacher, student, token) if by_name else text_causal_lm(teacher)
+            model = _load_teacher(teacher, student, **teacher_hub) if by_name else text_causal_lm(teacher)
             loaded["model"] = model.eval()
         return loaded["model"]
 

@@ -52,21 +52,25 @@ def check_parent(student_config, teacher_config) -> None:
     )
 
 
-def _teacher_config(teacher, token=None):
-    """The teacher's config and name, without loading weights when `teacher` is a Hub id or directory."""
+def _teacher_config(teacher, token=None, revision=None):
+    """The teacher's config and name (`NAME@REVISION` at a revision), without loading weights when `teacher` is a Hub
+    id or directory."""
     if isinstance(teacher, (str, os.PathLike)):
         from transformers import AutoConfig
 
         from .._io import check_model_location
 
         check_model_location(teacher, "teacher")
-        return text_config(AutoConfig.from_pretrained(teacher, token=token)), str(teacher)
+        name = str(teacher) if revision is None else f"{teacher}@{revision}"
+        return text_config(AutoConfig.from_pretrained(teacher, token=token, revision=revision)), name
     return text_config(teacher.config), getattr(teacher.config, "_name_or_path", None) or None
 
 
-def _load_teacher(teacher, student, token=None):
+def _load_teacher(teacher, student, token=None, revision=None):
     parameter = next(student.parameters())
-    model = load_causal_lm(teacher, dtype=parameter.dtype, token=token)  # an image-text Gemma 3: its text model
+    model = load_causal_lm(
+        teacher, dtype=parameter.dtype, token=token, revision=revision
+    )  # an image-text Gemma 3: its text model
     return model.to(parameter.device).eval()
 
 
