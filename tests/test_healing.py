@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import textwrap
+from dataclasses import replace
 
 import datasets
 import pytest
@@ -446,8 +447,27 @@ def test_resume_gives_the_same_weights_and_interrupted_output_is_absent(tmp_path
     assert (tmp_path / "b.healing" / "checkpoints" / "checkpoint-2").is_dir()
     with pytest.raises(FileExistsError, match="pass `resume=True`"):
         heal(*_pair()[::-1], tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "b")
+    # a resumed run must train what the interrupted one did: other options, models or data are refused
+    for change, other in (
+        (r"learning_rate \(0.01 there, 0.02 now\) differ", dict(config=replace(config, learning_rate=2e-2))),
+        (r"student; teacher \('None \(\w+\)' there, 'None \(\w+\)' now\) differ", dict(models=_pair(seed=1))),
+        ("data differ", dict(data=TEXTS[::-1])),
+    ):
+        teacher, student = other.get("models", _pair())
+        with pytest.raises(ValueError, match=rf"`resume`: .*b.healing holds a run that trained otherwise: {change}"):
+            heal(
+                student,
+                teacher,
+                tiny_tokenizer,
+                other.get("data", TEXTS),
+                config=other.get("config", config),
+                output_dir=tmp_path / "b",
+                resume=True,
+            )
+    assert (tmp_path / "b.healing" / "checkpoints" / "checkpoint-2").is_dir() and not (tmp_path / "b").exists()
     teacher, student = _pair()
-    resumed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, output_dir=tmp_path / "b", resume=True)
+    longer = replace(config, max_time=3600.0, save_steps=3)  # how long and how often it saves may change
+    resumed = heal(student, teacher, tiny_tokenizer, TEXTS, config=longer, output_dir=tmp_path / "b", resume=True)
     assert resumed.config.pruning["healing"]["steps"] == 6
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name

@@ -1,11 +1,13 @@
 """`heal`: distillation of a pruned model from its dense parent, from the data to the saved, merged checkpoint."""
 
 import gc
+import hashlib
+import json
 import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,7 +15,7 @@ import torch
 
 from .._checks import OVERFLOW_HINT, check_shard_size
 from .._devices import fast_bf16
-from .._io import check_not_a_file, check_output_is_not_input
+from .._io import atomic_write_text, check_not_a_file, check_output_is_not_input
 from ..constants import family_for_model_type
 from ..loading import image_text_model, is_image_text, text_causal_lm
 from .config import HealingConfig
@@ -129,6 +131,9 @@ def heal(
     if config.bf16 is None:  # resolved here, so the record says what ran
         config = replace(config, bf16=fast_bf16(next(student.parameters()).device))
     release = config.release_memory and not use_cuda  # the C heap's retention is a CPU training matter
+    _check_same_run(
+        work_dir, _run_identity(config, teacher, teacher_name, student, rows), resume
+    )  # before the teacher
     side = _teacher_side(
         teacher, student, tokenizer, rows, config, work_dir, document_bos, held_out, score_tasks, teacher_hub,
         release, disable_progress,
@@ -257,6 +262,61 @@ def _work_dir(work_dir, output_dir, resume: bool) -> Path:
         )
     work_dir.mkdir(parents=True, exist_ok=True)
     return work_dir
+
+
+RUN_FILE = "run.json"
+# the options a resumed run may change: how long it may run, its memory and how often it saves, not what it trains
+RESUMABLE_OPTIONS = ("max_time", "chunk_size", "release_memory", "save_steps")
+
+
+def _run_identity(config: HealingConfig, teacher, teacher_name, student, rows: _Rows) -> dict:
+    """What a run trains, as `RUN_FILE` records it: its options (less `RESUMABLE_OPTIONS`), its teacher (by name and
+    revision, or a fingerprint of a teacher given loaded), a fingerprint of the student and one of the packed data."""
+    data = hashlib.sha256()
+    for tensor in (rows.validation, rows.train, rows.positions):
+        data.update(b"-" if tensor is None else tensor.contiguous().cpu().numpy().tobytes())
+    by_name = isinstance(teacher, (str, os.PathLike))
+    identity = {
+        **{k: v for k, v in asdict(config).items() if k not in RESUMABLE_OPTIONS},
+        "teacher": teacher_name if by_name else f"{teacher_name} ({_fingerprint(teacher)})",
+        "student": _fingerprint(student),
+        "data": data.hexdigest(),
+    }
+    return json.loads(json.dumps(identity))
+
+
+def _fingerprint(model) -> str:
+    """A model's config and every weight's sum and sum of squares (to 6 digits, which a change of device does not
+    move), hashed: one pass over the weights, no copy of them kept."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            values = parameter.detach().double()
+            digest.update(f"{name}:{values.sum().item():.6e}:{values.square().sum().item():.6e};".encode())
+    settings = model.config.to_dict()
+    settings = {k: v for k, v in settings.items() if not k.startswith("_") and k != "transformers_version"}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _check_same_run(work_dir: Path, identity: dict, resume: bool) -> None:
+    """Writes `identity` into `work_dir` (`RUN_FILE`); resuming, refuses a run that trains otherwise than the one
+    there (other options, teacher, student or data), naming what differs, before anything is loaded or trained."""
+    path = work_dir / RUN_FILE
+    if resume and path.is_file():
+        earlier = json.loads(path.read_text())
+        changed = [k for k in sorted(identity.keys() | earlier.keys()) if identity.get(k) != earlier.get(k)]
+        if changed:
+            shown = [
+                k if k in ("student", "data") else f"{k} ({earlier.get(k)!r} there, {identity.get(k)!r} now)"
+                for k in changed
+            ]
+            raise ValueError(
+                f"`resume`: {work_dir} holds a run that trained otherwise: {'; '.join(shown)} differ. Resume with "
+                "the same student, teacher, data and options (only "
+                f"{', '.join(RESUMABLE_OPTIONS)} may change), or delete the directory to start anew."
+            )
+    atomic_write_text(path, json.dumps(identity, indent=1) + "\n")
 
 
 def _teacher_side(
