@@ -913,8 +913,15 @@ def test_conversations_of_your_own_render_with_the_models_chat_template(tmp_path
     capsys.readouterr()
     save_dense_checkpoint(tmp_path / "plain", "gemma3_text", tiny_tokenizer)  # no chat template
     plain_argv = ["--quiet", "eval", str(tmp_path / "plain"), "--tasks", f"q={tmp_path / 'questions.jsonl'}"]
-    assert main([*plain_argv, "--apply-chat-template"]) == 1
-    assert "`apply_chat_template`: the tokenizer has no chat template" in capsys.readouterr().err
+    # every model to be scored has a template, checked before any model loads; only --tasks are read in it
+    for bad, message in (
+        (plain_argv, "`--apply-chat-template`: the tokenizer of"),
+        ([*chat_argv, "--reference", str(tmp_path / "plain")], "`--apply-chat-template`: the tokenizer of"),
+        ([*chat_argv[:3], "--texts", f"chats={tmp_path / 'chats.jsonl'}"], "`--apply-chat-template` scores --tasks"),
+    ):
+        assert main([*bad, "--apply-chat-template"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and ("plain" in err) == (message.endswith("tokenizer of"))
     argv = ["prune", str(tmp_path / "plain"), "--output", str(tmp_path / "o2"), "--sparsity", "0.2"]
     assert main([*argv, "--tasks", f"chats={tmp_path / 'chats.jsonl'}"]) == 2
     assert "has no chat template, so conversations cannot be rendered" in capsys.readouterr().err
@@ -923,7 +930,7 @@ def test_conversations_of_your_own_render_with_the_models_chat_template(tmp_path
 
 def test_prune_scores_eval_tasks_in_the_chat_template(tmp_path, tiny_tokenizer, capsys):
     """`prune --eval-tasks ... --eval-apply-chat-template` scores the dense and the pruned model in the chat template
-    and the card says so; a tokenizer without a template fails before profiling."""
+    and the card says so; a tokenizer without a template is a usage error before any model loads."""
     from conftest import chat_tokenizer
     from huggingface_hub import ModelCard
 
@@ -940,8 +947,10 @@ def test_prune_scores_eval_tasks_in_the_chat_template(tmp_path, tiny_tokenizer, 
     assert card.data.eval_results[0].task_name.endswith("with the chat template")
     save_dense_checkpoint(tmp_path / "plain", "gemma3_text", tiny_tokenizer)
     argv[2], argv[4] = str(tmp_path / "plain"), str(tmp_path / "out2")
-    assert main(argv) == 1
+    assert main(argv) == 2  # a usage error, before any model loads
     assert "`--eval-apply-chat-template`: the tokenizer of" in capsys.readouterr().err
+    assert main([*argv[:9], "--eval-apply-chat-template"]) == 2  # without --eval-tasks
+    assert "`--eval-apply-chat-template` scores the --eval-tasks" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
 
 

@@ -1343,6 +1343,11 @@ def test_cli_heal_eval_tasks(tmp_path, tiny_tokenizer, data_dir, capsys):
     assert "| questions | 4 | acc_norm |" in (tmp_path / "h" / "README.md").read_text()
     assert main([*argv, str(tmp_path / "h2"), *flags, "--eval-tasks", "squad"]) == 2  # before any model loads
     assert "`--eval-tasks`: 'squad' is not a registered task" in capsys.readouterr().err
+    # scoring in the chat template: MODEL's tokenizer has none, and the option scores --eval-tasks only
+    assert main([*argv, str(tmp_path / "h2"), *flags, *tasks, "--eval-apply-chat-template"]) == 2
+    assert "`--eval-apply-chat-template`: the tokenizer of" in capsys.readouterr().err
+    assert main([*argv, str(tmp_path / "h2"), *flags, "--eval-apply-chat-template"]) == 2
+    assert "`--eval-apply-chat-template` scores the --eval-tasks" in capsys.readouterr().err
     assert not (tmp_path / "h2").exists()
 
 

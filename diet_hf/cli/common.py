@@ -175,7 +175,14 @@ def _text_sources(words: list[str] | None, flag: str, render_chat=None) -> dict[
 def _read_held_out_flags(args) -> None:
     """`prune` and `heal`'s `--eval-texts` and `--eval-tasks`: your texts and questions read and checked, and the
     registered tasks' data loaded, before any model loads (`args.eval_text_data`, `args.eval_task_list`)."""
-    args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts", _chat_renderer(args))
+    render_chat = _chat_renderer(args)
+    args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts", render_chat)
     args.eval_task_list = _eval_tasks(
         args.eval_tasks or [], args.eval_own_headline, "--eval-tasks", preload=True, data_dir=args.data_dir
     )
+    if args.eval_apply_chat_template:  # before any model loads, not after the profile or the training
+        if not args.eval_task_list:
+            raise ValueError(
+                "`--eval-apply-chat-template` scores the --eval-tasks in the model's chat template; give --eval-tasks."
+            )
+        render_chat.check_template("--eval-apply-chat-template")

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from .common import EXIT_OK, _chat_renderer, _dtype, _eval_tasks, _print_task_differences, _text_sources
+from .common import EXIT_OK, _chat_renderer, _ChatRenderer, _dtype, _eval_tasks, _print_task_differences, _text_sources
 from .parser import DTYPES, OWN_HEADLINE, TOKEN_HELP, _positive_int
 
 
@@ -127,6 +127,15 @@ def _prepare(args) -> None:
         args.tasks = [] if args.text_data or args.last_word_data else list(PAPER_TASKS)
     # your own questions are read and checked before any model loads
     args.tasks = _eval_tasks(args.tasks, args.own_headline, "--tasks")
+    if args.apply_chat_template:  # every model scored has a chat template, checked before any model loads
+        if not args.tasks:
+            raise ValueError(
+                "`--apply-chat-template` scores --tasks in the model's chat template; --texts and --last-word are "
+                "read as they are: give --tasks, or leave the option out."
+            )
+        render_chat.check_template("--apply-chat-template")
+        if args.reference:
+            _ChatRenderer(args.reference, token=args.token).check_template("--apply-chat-template")
 
 
 def _run_eval(args) -> int:

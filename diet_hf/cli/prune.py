@@ -202,7 +202,6 @@ def _run_prune(args) -> int:
     from .._io import check_model_location, check_output_is_not_input
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..hub import push_saved_model
-    from ..tasks import check_chat_template
 
     check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
     targets = args.sparsity or [None]
@@ -210,8 +209,6 @@ def _run_prune(args) -> int:
     for output in outputs:  # before profiling, not after
         check_output_is_not_input(output, "--output", {"model being pruned": args.model})
     pruner = _load_pruner(args)
-    if args.eval_task_list and args.eval_apply_chat_template:  # before profiling, not after the first model is pruned
-        check_chat_template(pruner.tokenizer, "--eval-apply-chat-template", args.model)
     # what every target's plan is built with, besides the target
     plan_args = {
         "mlp_sparsity": args.mlp_sparsity,
