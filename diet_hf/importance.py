@@ -135,14 +135,58 @@ class ImportanceScores:
             meta = {"tasks": self.tasks, "provenance": self.provenance}
             (tmp / SCORES_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        calibration_texts: dict[str, list[str]] | None = None,
+        private: bool = False,
+        revision: str | None = None,
+        commit_message: str = "Upload DIET profile",
+        token: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Uploads what `save_pretrained` writes, with a card saying what was profiled and how to prune from it, to the
+        Hub repository `repo_id` as one commit; returns the commit id (with `create_pr`, the pull request's URL).
+        `from_pretrained(repo_id)` (`DietPruner.load_scores`, `diet-hf prune MODEL --scores REPO_ID`) reads it back:
+        a profile made once prunes at any sparsity, on any machine, with no forward pass. Arguments as
+        `diet_hf.hub.push_saved_model`'s; nothing is written locally."""
+        import tempfile
+
+        from .hub import _check_pull_request, check_repo_id, push_saved_model
+
+        check_repo_id(repo_id)
+        _check_pull_request(create_pr, revision)
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = Path(tmp) / "scores"
+            self.save_pretrained(directory, calibration_texts=calibration_texts)
+            (directory / "README.md").write_text(_profile_card(self, repo_id), encoding="utf-8")
+            try:
+                return push_saved_model(
+                    directory,
+                    repo_id,
+                    private=private,
+                    revision=revision,
+                    commit_message=commit_message,
+                    token=token,
+                    create_pr=create_pr,
+                )
+            except RuntimeError as error:
+                cause = error.__cause__ or error
+                raise RuntimeError(
+                    f"Pushing the profile to {repo_id!r} failed: {str(cause).rstrip('.')}. Nothing was written "
+                    "locally; call this again, or save it first (`save_pretrained`, `DietPruner.save_scores`, "
+                    f"`--save-scores DIR`) and upload that folder with `hf upload {repo_id} DIR`."
+                ) from cause
+
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "ImportanceScores":
-        """Loads scores written by `save_pretrained`."""
-        directory = Path(directory)
+    def from_pretrained(
+        cls, directory: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+    ) -> "ImportanceScores":
+        """Loads scores written by `save_pretrained`, from a local directory or a Hub repository (`push_to_hub`) at
+        `revision` (default: its default branch)."""
+        directory = scores_directory(directory, revision=revision, token=token)
         weights, meta_path = directory / SCORES_WEIGHTS_FILE, directory / SCORES_META_FILE
-        for path in (weights, meta_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"No importance scores in {directory}: {path.name} is missing.")
         tensors = load_file(str(weights))
         meta = json.loads(meta_path.read_text())
         tasks = meta["tasks"]
@@ -156,3 +200,88 @@ class ImportanceScores:
             meta.get("provenance", {}),
             channels,
         )
+
+
+def scores_directory(
+    model_id_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+) -> Path:
+    """The local directory of a saved profile: `model_id_or_path` itself, or a Hub repository's profile files
+    downloaded at `revision` into the Hub cache (the weights, the record and the calibration texts, nothing else).
+    `FileNotFoundError` where there is none."""
+    from ._io import looks_like_local_path
+
+    text = os.fspath(model_id_or_path)
+    local = Path(text).expanduser()
+    if local.is_dir() or isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text):
+        if not local.is_dir():
+            raise FileNotFoundError(f"No importance scores at {text}: the directory does not exist.")
+        for name in (SCORES_WEIGHTS_FILE, SCORES_META_FILE):
+            if not (local / name).is_file():
+                raise FileNotFoundError(f"No importance scores in {text}: {name} is missing.")
+        return local
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    at = f" at revision {revision}" if revision else ""
+    try:
+        path = Path(
+            snapshot_download(
+                text,
+                revision=revision,
+                token=token,
+                allow_patterns=[SCORES_WEIGHTS_FILE, SCORES_META_FILE, SCORES_TEXTS_FILE],
+            )
+        )
+    except (HfHubHTTPError, HFValidationError, OSError) as error:
+        raise FileNotFoundError(
+            f"No importance scores at {text}: it is no local directory, and the Hub repository{at} could not be "
+            f"read ({str(error).splitlines()[0]})."
+        ) from error
+    for name in (SCORES_WEIGHTS_FILE, SCORES_META_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(
+                f"No importance scores in the Hub repository {text}{at}: {name} is missing (a profile is uploaded "
+                "with `ImportanceScores.push_to_hub` / `DietPruner.push_scores_to_hub`)."
+            )
+    return path
+
+
+def _profile_card(scores: ImportanceScores, repo_id: str) -> str:
+    """The card of a profile pushed to the Hub: what was profiled, on what, and how to prune from it."""
+    provenance = scores.provenance
+    model = provenance.get("model_id") or "MODEL"
+    samples = {task: len(ids) for task, ids in (provenance.get("sample_ids") or {}).items()}
+    rows = "\n".join(f"| {task} | {samples.get(task, '')} |" for task in scores.tasks)
+    meta = {"library_name": "diet-hf", "tags": ["diet-hf", "pruning-profile"]}
+    if provenance.get("model_id"):
+        meta["base_model"] = provenance["model_id"]
+    header = "\n".join(f"{key}: {json.dumps(value)}" for key, value in meta.items())
+    ending = "the gold answer" if scores.calibration_answer == "gold" else "a choice drawn per example"
+    chat = " in the model's chat template" if scores.chat_template else ""
+    return f"""---
+{header}
+---
+
+# DIET profile of {model}
+
+Per-task importance scores of every MLP dimension and attention head of `{model}` (revision
+{provenance.get("revision") or "default"}), made by diet-hf (DIET, arXiv:2603.23985) from the calibration examples
+below (seed {provenance.get("seed")}; the texts of questions end in {ending}{chat}).
+It holds no model weights: prune `{model}` from it at any sparsity, with no profiling pass.
+
+| task | calibration examples |
+|---|---|
+{rows}
+
+```python
+from diet_hf import DietPruner
+
+pruner = DietPruner.from_pretrained("{model}").load_scores("{repo_id}")
+pruner.prune(sparsity=0.2)
+pruner.save_pretrained("{model.split("/")[-1]}-diet-20")
+```
+
+or `diet-hf prune {model} --scores {repo_id} --sparsity 0.2 --output DIR`. The reconstruction of the default recipe
+reads the calibration data again: the registered tasks' examples are drawn again by their ids, and your own tasks'
+texts are in `{SCORES_TEXTS_FILE}`.
+"""

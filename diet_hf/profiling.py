@@ -17,7 +17,7 @@ import torch
 from ._batching import pad_id, pad_rows
 from ._checks import OVERFLOW_HINT
 from .constants import SCORES_TEXTS_FILE
-from .importance import ImportanceScores
+from .importance import ImportanceScores, scores_directory
 from .moments import (
     InputMoments,
     MomentSums,
@@ -288,6 +288,30 @@ class _ProfilingMixin:
         scores = self._require_scores("`save_scores()`")
         scores.save_pretrained(save_directory, calibration_texts=self._custom_texts)
 
+    def push_scores_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        revision: str | None = None,
+        commit_message: str = "Upload DIET profile",
+        token: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Uploads the profile as `save_scores` writes it (your own tasks' texts beside it), with a card, to the Hub
+        repository `repo_id` in one commit; returns the commit id (with `create_pr`, the pull request's URL).
+        `load_scores(repo_id)` reads it back on any machine. Arguments as `diet_hf.hub.push_saved_model`'s."""
+        scores = self._require_scores("`push_scores_to_hub()`")
+        return scores.push_to_hub(
+            repo_id,
+            calibration_texts=self._custom_texts,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            token=token,
+            create_pr=create_pr,
+        )
+
     def load_scores(
         self,
         directory: str | os.PathLike,
@@ -295,8 +319,11 @@ class _ProfilingMixin:
         data_dir: str | os.PathLike | None = None,
         moments_memory_gib: float | None = None,
         moments_dtype: str | None = None,
+        revision: str | None = None,
+        token: str | None = None,
     ) -> "DietPruner":
-        """Loads a saved profile after checking it was made for this model.
+        """Loads a saved profile after checking it was made for this model: a directory `save_scores` wrote, or a
+        Hub repository `push_scores_to_hub` uploaded to (at `revision`, read with `token`).
 
         A later `prune()` that needs the calibration data (`reconstruct=True`, `steps` > 1) reads the texts of your
         own tasks saved beside the profile and draws the same examples of its registered tasks again (from
@@ -308,6 +335,7 @@ class _ProfilingMixin:
         """
         given = {"moments_memory_gib": moments_memory_gib, "moments_dtype": moments_dtype}
         checked = ProfileOptions(**{k: v for k, v in given.items() if v is not None})  # validated as the options are
+        directory = scores_directory(directory, revision=revision, token=token)
         scores = ImportanceScores.from_pretrained(directory)
         scores.check_compatible(self.model.config)
         self.scores = scores

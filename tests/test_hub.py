@@ -602,3 +602,65 @@ def test_cli_create_pr_prints_the_pull_request(local_hub, dense_dir, tmp_path, d
     assert "to org/cli-pr (pull request http://" in capsys.readouterr().out
     assert local_hub.state.files_at("org/cli-pr", "refs/pr/1") is not None
     assert local_hub.state.files_at("org/cli-pr", "main")[1] == {}  # created empty; the upload is the pull request's
+
+
+def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(local_hub, tmp_path, data_dir, tiny_tokenizer):
+    """`DietPruner.push_scores_to_hub` uploads the profile (your own tasks' texts beside it, and a card) in one commit;
+    `load_scores(repo_id, revision=)` on another pruner gives the same pruned model, the default's reconstruction
+    reading the uploaded texts and drawing the registered tasks again; a repository without a profile, or a local
+    path that is not there, is a `FileNotFoundError` naming it."""
+    from diet_hf.importance import scores_directory
+
+    mine = [f"My own calibration text number {i}, about support tickets." for i in range(4)]
+    vocab = len(tiny_tokenizer)
+
+    def profiled(seed):
+        pruner = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
+        tasks = {"rte": None, "mine": mine}
+        return pruner.profile(tasks=tasks, num_samples=3, seed=seed, data_dir=data_dir, disable_progress=True)
+
+    first = profiled(0)
+    commit = first.push_scores_to_hub("org/profile")
+    expected = first.prune(sparsity=0.3).state_dict()
+    profiled(1).push_scores_to_hub("org/profile")  # the main branch moves on
+    files = local_hub.state.files_at("org/profile", commit)[1]
+    assert {"importance_scores.safetensors", "importance_scores.json", "calibration_texts.json", "README.md"} <= set(
+        files
+    )
+    assert json.loads(files["calibration_texts.json"])["tasks"] == {"mine": mine}
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.base_model == "org/dense" and "pruning-profile" in card.data.tags
+    assert 'load_scores("org/profile")' in card.text and "| rte | 3 |" in card.text
+
+    fresh = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
+    pruned = fresh.load_scores("org/profile", revision=commit, data_dir=data_dir).prune(sparsity=0.3)
+    assert pruned.state_dict().keys() == expected.keys()
+    assert all(torch.equal(pruned.state_dict()[k], v) for k, v in expected.items())
+    latest = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
+    assert latest.load_scores("org/profile", data_dir=data_dir).scores.provenance["seed"] == 1
+    HfApi().create_repo("org/no-profile")  # a repository without a profile
+    HfApi().upload_file(path_or_fileobj=b"# a model\n", path_in_repo="README.md", repo_id="org/no-profile")
+    with pytest.raises(FileNotFoundError, match="No importance scores in the Hub repository org/no-profile: "):
+        scores_directory("org/no-profile")
+    with pytest.raises(FileNotFoundError, match="No importance scores at ./nowhere: the directory does not exist"):
+        scores_directory("./nowhere")
+
+
+def test_cli_prune_pushes_and_reads_a_profile_on_the_hub(local_hub, dense_dir, tmp_path, data_dir, capsys):
+    """`prune --push-scores-to-hub REPO_ID` uploads the profile it made; `prune --scores REPO_ID` prunes from it with
+    no profiling pass, to the same weights; `--scores-revision` without `--scores` is a usage error."""
+    from safetensors.torch import load_file
+
+    argv = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.25", "--data-dir", str(data_dir)]
+    made = [*argv, "--tasks", "rte", "--num-samples", "3", "--output", str(tmp_path / "a")]
+    assert main([*made, "--push-scores-to-hub", "org/cli-profile", "--private"]) == 0, capsys.readouterr().err
+    assert "pushed the profile to org/cli-profile (commit " in capsys.readouterr().out
+    assert HfApi().model_info("org/cli-profile").private
+    assert main([*argv, "--scores", "org/cli-profile", "--output", str(tmp_path / "b")]) == 0
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main([*argv, "--scores-revision", "main", "--tasks", "rte", "--output", str(tmp_path / "c")]) == 2
+    assert "`--scores-revision` reads --scores at a revision" in capsys.readouterr().err
+    assert main([*argv, "--scores", "org/not-a-profile", "--output", str(tmp_path / "c")]) == 1
+    assert "No importance scores at org/not-a-profile" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -84,10 +84,20 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     prune.add_argument(
         "--scores",
         default=None,
-        help="reuse a saved profile (no profiling pass; a reconstruction reads your own tasks' texts, saved with it, "
-        "and draws the registered tasks' examples again)",
+        help="reuse a saved profile, a directory (--save-scores) or a Hub repository (--push-scores-to-hub): no "
+        "profiling pass; a reconstruction reads your own tasks' texts, saved with it, and draws the registered tasks' "
+        "examples again",
     )
+    prune.add_argument("--scores-revision", default=None, help="branch, tag or commit of --scores on the Hub")
     prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
+    prune.add_argument(
+        "--push-scores-to-hub",
+        type=_repo_id,
+        default=None,
+        metavar="REPO_ID",
+        help="also upload the profile, with a card, to this Hub repository (after --save-scores, if given), so that "
+        "`prune --scores REPO_ID` prunes from it anywhere with no profiling pass",
+    )
     prune.add_argument(
         "--eval-texts",
         nargs="+",
@@ -145,9 +155,15 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     prune.add_argument(
         "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
     )
-    prune.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    prune.add_argument(
+        "--private",
+        action="store_true",
+        help="create the Hub repositories (--push-to-hub, --push-scores-to-hub) as private",
+    )
     prune.add_argument("--create-pr", action="store_true", help=CREATE_PR_HELP)
-    prune.add_argument("--token", default=None, help=TOKEN_HELP.format(use="downloading MODEL and for --push-to-hub"))
+    prune.add_argument(
+        "--token", default=None, help=TOKEN_HELP.format(use="downloading MODEL and --scores and for the uploads")
+    )
 
 
 def _prepare(args) -> None:
@@ -162,6 +178,10 @@ def _prepare(args) -> None:
             "prune the others from the saved profile (`--save-scores`, then `--scores`) in runs of their own."
         )
     _check_create_pr(args)
+    if args.scores_revision and not args.scores:
+        raise ValueError(
+            "`--scores-revision` reads --scores at a revision of its Hub repository; give --scores REPO_ID."
+        )
     args.prune_options = _options_from_flags(args, PruneOptions)
     args.profile_options = _options_from_flags(args, ProfileOptions)
     # the user's own task data is read and checked before any model loads
@@ -286,6 +306,8 @@ def _profile(args, pruner) -> None:
             data_dir=args.data_dir,
             moments_memory_gib=args.moments_memory_gib,
             moments_dtype=args.moments_dtype,
+            revision=args.scores_revision,
+            token=args.token,
         )
     else:
         pruner.profile(
@@ -293,6 +315,9 @@ def _profile(args, pruner) -> None:
         )
     if args.save_scores:
         pruner.save_scores(args.save_scores)
+    if args.push_scores_to_hub:
+        pushed = pruner.push_scores_to_hub(args.push_scores_to_hub, private=args.private, token=args.token)
+        print(f"pushed the profile to {args.push_scores_to_hub} (commit {pushed})")
 
 
 def _print_saved(output, record: dict, texts: dict | None, dense_texts: dict | None) -> None:
