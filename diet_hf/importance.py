@@ -157,6 +157,7 @@ class ImportanceScores:
 
         check_repo_id(repo_id)
         _check_pull_request(create_pr, revision)
+        _check_not_a_model_repo(repo_id, revision, token)
         with tempfile.TemporaryDirectory() as tmp:
             directory = Path(tmp) / "scores"
             self.save_pretrained(directory, calibration_texts=calibration_texts)
@@ -244,6 +245,22 @@ def scores_directory(
                 "with `ImportanceScores.push_to_hub` / `DietPruner.push_scores_to_hub`)."
             )
     return path
+
+
+def _check_not_a_model_repo(repo_id: str, revision: str | None, token: str | None) -> None:
+    """`ValueError` where `repo_id` holds a model (its `config.json`): the profile's card would replace the model's.
+    A repository that cannot be read here is left to the upload, which says why it fails."""
+    from huggingface_hub import HfApi
+
+    try:
+        holds_model = HfApi(token=token).file_exists(repo_id, "config.json", revision=revision)
+    except Exception:  # connection, permission: the upload reports it
+        return
+    if holds_model:
+        raise ValueError(
+            f"`repo_id` {repo_id} holds a model (config.json): the profile's card would replace the model's; give "
+            "the profile a repository of its own."
+        )
 
 
 def _profile_card(scores: ImportanceScores, repo_id: str) -> str:

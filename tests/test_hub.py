@@ -640,6 +640,10 @@ def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(local_hub, 
     assert latest.load_scores("org/profile", data_dir=data_dir).scores.provenance["seed"] == 1
     HfApi().create_repo("org/no-profile")  # a repository without a profile
     HfApi().upload_file(path_or_fileobj=b"# a model\n", path_in_repo="README.md", repo_id="org/no-profile")
+    HfApi().upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id="org/no-profile")
+    with pytest.raises(ValueError, match="`repo_id` org/no-profile holds a model .config.json.: the profile's card"):
+        first.push_scores_to_hub("org/no-profile")
+    assert local_hub.state.files_at("org/no-profile", "main")[1]["README.md"] == b"# a model\n"
     with pytest.raises(FileNotFoundError, match="No importance scores in the Hub repository org/no-profile: "):
         scores_directory("org/no-profile")
     with pytest.raises(FileNotFoundError, match="No importance scores at ./nowhere: the directory does not exist"):
@@ -661,6 +665,9 @@ def test_cli_prune_pushes_and_reads_a_profile_on_the_hub(local_hub, dense_dir, t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert main([*argv, "--scores-revision", "main", "--tasks", "rte", "--output", str(tmp_path / "c")]) == 2
     assert "`--scores-revision` reads --scores at a revision" in capsys.readouterr().err
+    both = ["--push-to-hub", "org/m", "--push-scores-to-hub", "org/m", "--output", str(tmp_path / "c")]
+    assert main([*made[:-2], *both]) == 2  # one repository for both: the profile's card would replace the model's
+    assert "`--push-scores-to-hub` org/m is where --push-to-hub uploads a pruned model" in capsys.readouterr().err
     assert main([*argv, "--scores", "org/not-a-profile", "--output", str(tmp_path / "c")]) == 1
     assert "No importance scores at org/not-a-profile" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()

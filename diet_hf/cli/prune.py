@@ -178,6 +178,13 @@ def _prepare(args) -> None:
             "prune the others from the saved profile (`--save-scores`, then `--scores`) in runs of their own."
         )
     _check_create_pr(args)
+    if args.push_scores_to_hub and args.push_to_hub:
+        models = {args.push_to_hub} | {f"{args.push_to_hub}-{round(s * 100)}" for s in args.sparsity or []}
+        if args.push_scores_to_hub in models:
+            raise ValueError(
+                f"`--push-scores-to-hub` {args.push_scores_to_hub} is where --push-to-hub uploads a pruned model; the "
+                "profile's card would replace the model's: give the profile a repository of its own."
+            )
     if args.scores_revision and not args.scores:
         raise ValueError(
             "`--scores-revision` reads --scores at a revision of its Hub repository; give --scores REPO_ID."
