@@ -247,6 +247,35 @@ def _check_pull_request(create_pr: bool, revision: str | None) -> None:
         )
 
 
+def local_checkpoint(
+    model_id_or_path, *, revision: str | None = None, token: str | None = None, argument: str = "model"
+) -> Path:
+    """The local directory of a checkpoint: `model_id_or_path` itself where it is written as a local path or is a
+    directory, else the Hub repository's files at `revision` downloaded into the Hub cache (`snapshot_download`).
+    `FileNotFoundError` naming `argument` where neither is there."""
+    import os
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    from ._io import looks_like_local_path
+
+    text = os.fspath(model_id_or_path)
+    local = Path(text).expanduser()
+    if local.is_dir() or isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text):
+        if not local.is_dir():
+            raise FileNotFoundError(f"`{argument}`: the local directory {text} does not exist.")
+        return local
+    try:
+        return Path(snapshot_download(text, revision=revision, token=token))
+    except (HfHubHTTPError, HFValidationError, OSError) as error:
+        at = f" at revision {revision}" if revision else ""
+        raise FileNotFoundError(
+            f"`{argument}`: {text} is no local directory, and the Hub repository{at} could not be read "
+            f"({str(error).splitlines()[0]})."
+        ) from error
+
+
 def check_repo_id(repo_id) -> None:
     """Raises `ValueError` naming `repo_id` when it is not a valid Hub repository id, before anything is saved."""
     from huggingface_hub.errors import HFValidationError

@@ -189,8 +189,13 @@ def export_onnx(
     opset: int | None = None,
     validate: bool = True,
     atol: float = 1e-4,
+    revision: str | None = None,
+    token: str | None = None,
 ) -> Path:
     """Exports a pruned Gemma model saved by diet-hf to ONNX (optimum's `main_export` with diet-hf's export config).
+
+    `model_dir` is a local directory or a Hub repository, read at `revision` (default: its default branch) with
+    `token`.
 
     `task` is optimum's export task (`TASKS`; each loads with the ONNX Runtime class `constants.ONNX_TASKS` names);
     by default the one the saved class implies (`default_task`): a sequence classifier exports as
@@ -200,6 +205,9 @@ def export_onnx(
     """
     from optimum.exporters.onnx import main_export
 
+    from .hub import local_checkpoint
+
+    model_dir = local_checkpoint(model_dir, revision=revision, token=token)
     check_pruned_checkpoint(model_dir)
     if task is None:
         task = default_task(model_dir)

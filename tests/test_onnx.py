@@ -12,7 +12,13 @@ import textwrap
 
 import pytest
 import torch
-from conftest import random_batch, save_dense_checkpoint, tiny_pruned_classifier, uneven_pruned_model
+from conftest import (
+    random_batch,
+    save_dense_checkpoint,
+    tiny_dense_model,
+    tiny_pruned_classifier,
+    uneven_pruned_model,
+)
 
 from diet_hf.cli import main
 
@@ -247,8 +253,34 @@ def test_export_refuses_a_directory_without_remote_code(tmp_path, capsys):
     assert main(["--quiet", "export", "onnx", str(tmp_path / "model"), str(tmp_path / "out")]) == 1
     assert "has no remote code (modeling_pruned_gemma.py missing beside config.json)" in capsys.readouterr().err
     assert main(["--quiet", "export", "onnx", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
-    assert "has none" in capsys.readouterr().err
+    assert "`model`: the local directory" in (error := capsys.readouterr().err) and "does not exist" in error
+    assert main(["--quiet", "export", "onnx", "org/not-a-model", str(tmp_path / "out")]) == 1
+    assert "`model`: org/not-a-model is no local directory, and the Hub repository could not be read" in (
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "out").exists()
+
+
+def test_export_reads_a_pruned_model_from_the_hub_at_a_revision(local_hub, tmp_path, capsys):
+    """`diet-hf export onnx REPO_ID OUT --revision SHA`: the checkpoint is downloaded at that commit (its main branch
+    has moved on to a dense model, which the export would refuse) and exported, validated against PyTorch."""
+    pytest.importorskip("optimum.exporters.onnx")
+    from huggingface_hub import HfApi
+
+    uneven_pruned_model("gemma3_text").save_pretrained(tmp_path / "model")
+    api = HfApi()
+    api.create_repo("org/onnx-source")
+    pruned = api.upload_folder(folder_path=str(tmp_path / "model"), repo_id="org/onnx-source").oid
+    tiny_dense_model("gemma3_text").save_pretrained(tmp_path / "dense")
+    api.upload_folder(folder_path=str(tmp_path / "dense"), repo_id="org/onnx-source", delete_patterns=["*.py"])
+    argv = ["--quiet", "export", "onnx", "org/onnx-source"]
+    assert main([*argv, str(tmp_path / "out"), "--revision", pruned]) == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "model.onnx").is_file()
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["diet_hf_pruned_model_type"] == "pruned_gemma3_text"
+    assert main([*argv, str(tmp_path / "out2")]) == 1  # main: the dense model
+    assert "`model` must be a pruned Gemma model" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
 
 
 def test_export_refuses_an_output_that_is_a_file(tmp_path, capsys):

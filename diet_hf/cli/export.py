@@ -3,7 +3,7 @@
 import argparse
 
 from .common import EXIT_OK
-from .parser import _positive_int
+from .parser import TOKEN_HELP, _positive_int
 
 
 def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
@@ -18,7 +18,9 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help='ONNX through optimum (needs `pip install "diet-hf[onnx]"`); ONNX Runtime loads the result with '
         "ORTModelForCausalLM (or the ORTModel class of --task)",
     )
-    onnx.add_argument("model", help="local directory of a pruned model saved by diet-hf")
+    onnx.add_argument("model", help="local directory or Hub id of a pruned model saved by diet-hf")
+    onnx.add_argument("--revision", default=None, help="branch, tag or commit of MODEL on the Hub")
+    onnx.add_argument("--token", default=None, help=TOKEN_HELP.format(use="reading MODEL"))
     onnx.add_argument("output", help="new directory for model.onnx, config.json and the tokenizer")
     onnx.add_argument(
         "--task",
@@ -34,15 +36,17 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args) -> int:
+    from ..hub import local_checkpoint
     from ..info import check_pruned_checkpoint
 
-    check_pruned_checkpoint(args.model)  # clear errors before importing optimum (slow, and an optional extra)
+    model_dir = local_checkpoint(args.model, revision=args.revision, token=args.token)  # a Hub id: downloaded
+    check_pruned_checkpoint(model_dir)  # clear errors before importing optimum (slow, and an optional extra)
     from ..constants import ONNX_TASKS
     from ..onnx import default_task, export_onnx
 
-    task = args.task or default_task(args.model)
+    task = args.task or default_task(model_dir)
     output = export_onnx(
-        args.model, args.output, task=task, opset=args.opset, validate=not args.no_validation, atol=args.atol
+        model_dir, args.output, task=task, opset=args.opset, validate=not args.no_validation, atol=args.atol
     )
     loader = ONNX_TASKS[task]
     print(f"exported {args.model} ({task}) to {output / 'model.onnx'}; load it with {loader}.from_pretrained")
