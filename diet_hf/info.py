@@ -23,7 +23,7 @@ from .methods import get_method
 from .options import PruneOptions, _PruneSettings
 from .plan import PruningPlan
 
-__all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint"]
+__all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint", "describe_profile", "is_profile"]
 
 
 def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
@@ -100,6 +100,58 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None, t
             "base_decoder_blocks": base["decoder_blocks"],
         },
         "pruning": getattr(config, "pruning", None),
+    }
+
+
+def is_profile(model_id_or_path, *, revision: str | None = None, token: str | None = None) -> bool:
+    """Whether `model_id_or_path` holds a saved profile (`ImportanceScores.save_pretrained` / `push_to_hub`) and no
+    checkpoint: a local directory with its record and no config.json, or a Hub repository with its record."""
+    from .constants import SCORES_META_FILE
+
+    local = Path(os.fspath(model_id_or_path)).expanduser()
+    if local.is_dir():
+        return (local / SCORES_META_FILE).is_file() and not (local / "config.json").is_file()
+    from huggingface_hub import HfApi
+
+    from ._io import looks_like_local_path
+
+    if looks_like_local_path(os.fspath(model_id_or_path)):
+        return False
+    try:
+        api = HfApi(token=token)
+        return api.file_exists(str(model_id_or_path), SCORES_META_FILE, revision=revision) and not api.file_exists(
+            str(model_id_or_path), "config.json", revision=revision
+        )
+    except Exception:  # the checkpoint's own reading reports what is wrong
+        return False
+
+
+def describe_profile(model_id_or_path, *, revision: str | None = None, token: str | None = None) -> dict:
+    """What a saved profile is (a local directory or a Hub repository at `revision`): the model it was made on, its
+    tasks and their calibration examples, the score shapes and how its texts were written."""
+    from .importance import scores_directory
+    from .tasks import TASKS
+
+    directory = scores_directory(model_id_or_path, revision=revision, token=token)
+    scores = ImportanceScores.from_pretrained(directory)
+    provenance = dict(scores.provenance)
+    samples = provenance.pop("sample_ids", None) or {}
+    layers, width = next(iter(scores.mlp.values())).shape
+    return {
+        "profile_of": provenance.get("model_id"),
+        "model_revision": provenance.get("revision"),
+        "model_type": provenance.get("model_type"),
+        "num_hidden_layers": layers,
+        "intermediate_size": width,
+        "num_attention_heads": next(iter(scores.heads.values())).shape[1],
+        # per task: its calibration examples (None: token batches, not counted)
+        "tasks": {task: len(samples[task]) if task in samples else None for task in scores.tasks},
+        # the tasks that are not registered: your own data, saved beside the profile where it was texts
+        "own_tasks": [task for task in scores.tasks if task not in TASKS],
+        "calibration_answer": scores.calibration_answer,
+        "calibration_chat_template": scores.chat_template,
+        "channel_statistics": scores.channel_stats is not None,
+        "provenance": provenance,
     }
 
 

@@ -318,6 +318,33 @@ def test_info_on_pruned_checkpoint(tmp_path, capsys):
     ]
 
 
+def test_info_on_a_saved_profile(tmp_path, data_dir, tiny_tokenizer, capsys):
+    """`diet-hf info DIR` on what `--save-scores` wrote: the model it was made on, each task's calibration examples
+    (your own texts marked), the shapes, how questions were written, and the command that prunes from it."""
+    from diet_hf import DietPruner
+
+    pruner = DietPruner(
+        tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer)), tiny_tokenizer, model_id="o/m"
+    )
+    texts = [f"My own text {i}." for i in range(3)]
+    pruner.profile(tasks={"rte": None, "mine": texts}, num_samples=3, data_dir=data_dir, disable_progress=True)
+    pruner.save_scores(tmp_path / "scores")
+    assert main(["info", str(tmp_path / "scores"), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["profile_of"] == "o/m" and described["tasks"] == {"rte": 3, "mine": 3}
+    assert described["own_tasks"] == ["mine"]
+    assert (described["num_hidden_layers"], described["intermediate_size"]) == (2, 64)
+    assert described["calibration_answer"] == "any" and described["calibration_chat_template"] is False
+    assert "sample_ids" not in described["provenance"] and described["provenance"]["seed"] == 0
+    assert main(["info", str(tmp_path / "scores")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path / 'scores'}: a DIET profile of o/m, model_type gemma3_text, 2 layers x 64")
+    assert "\nrte                                         3\n" in out
+    assert "\nmine (your data)                            3\n" in out
+    assert "questions' calibration texts end in a choice drawn per example" in out
+    assert f"prune from it: diet-hf prune o/m --scores {tmp_path / 'scores'} --sparsity S --output DIR" in out
+
+
 def test_info_reads_a_v1_checkpoint_and_says_so(capsys):
     fixture = Path(__file__).resolve().parent / "fixtures" / "v1-pruned-gemma3"
     assert main(["info", str(fixture), "--json"]) == 0

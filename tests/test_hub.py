@@ -604,7 +604,9 @@ def test_cli_create_pr_prints_the_pull_request(local_hub, dense_dir, tmp_path, d
     assert local_hub.state.files_at("org/cli-pr", "main")[1] == {}  # created empty; the upload is the pull request's
 
 
-def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(local_hub, tmp_path, data_dir, tiny_tokenizer):
+def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(
+    local_hub, tmp_path, data_dir, tiny_tokenizer, capsys
+):
     """`DietPruner.push_scores_to_hub` uploads the profile (your own tasks' texts beside it, and a card) in one commit;
     `load_scores(repo_id, revision=)` on another pruner gives the same pruned model, the default's reconstruction
     reading the uploaded texts and drawing the registered tasks again; a repository without a profile, or a local
@@ -638,6 +640,8 @@ def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(local_hub, 
     assert all(torch.equal(pruned.state_dict()[k], v) for k, v in expected.items())
     latest = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
     assert latest.load_scores("org/profile", data_dir=data_dir).scores.provenance["seed"] == 1
+    assert main(["info", "org/profile", "--revision", commit, "--json"]) == 0  # `info` on a profile in the Hub
+    assert json.loads(capsys.readouterr().out)["tasks"] == {"rte": 3, "mine": 4}
     HfApi().create_repo("org/no-profile")  # a repository without a profile
     HfApi().upload_file(path_or_fileobj=b"# a model\n", path_in_repo="README.md", repo_id="org/no-profile")
     HfApi().upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id="org/no-profile")

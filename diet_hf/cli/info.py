@@ -10,17 +10,21 @@ from .parser import TOKEN_HELP
 def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     """The `info` command's flags, on the subparsers `commands`."""
     info = commands.add_parser(
-        "info", parents=[quiet_after], help="per-layer structure, parameter counts and provenance of a checkpoint"
+        "info",
+        parents=[quiet_after],
+        help="per-layer structure, parameter counts and provenance of a checkpoint (or what a saved profile holds)",
     )
-    info.add_argument("model", help="Hub id or local directory")
+    info.add_argument("model", help="Hub id or local directory of a checkpoint, or of a profile (--save-scores)")
     info.add_argument("--revision", default=None, help="branch, tag or commit of the checkpoint on the Hub")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.add_argument("--token", default=None, help=TOKEN_HELP.format(use="reading a private checkpoint"))
 
 
 def _run_info(args) -> int:
-    from ..info import describe_checkpoint
+    from ..info import describe_checkpoint, is_profile
 
+    if is_profile(args.model, revision=args.revision, token=args.token):
+        return _print_profile(args)
     description = describe_checkpoint(args.model, revision=args.revision, token=args.token)
     if args.json:
         print(json.dumps(description, indent=1))
@@ -43,6 +47,33 @@ def _run_info(args) -> int:
     if description.get("pruning"):
         print("provenance (`--json` prints all of it):")
         print("\n".join(_provenance_lines(description["pruning"])))
+    return EXIT_OK
+
+
+def _print_profile(args) -> int:
+    """A saved profile: the model it was made on, its tasks and their calibration examples, its shapes."""
+    from ..info import describe_profile
+
+    description = describe_profile(args.model, revision=args.revision, token=args.token)
+    if args.json:
+        print(json.dumps(description, indent=1))
+        return EXIT_OK
+    at = f" (revision {description['model_revision']})" if description.get("model_revision") else ""
+    print(
+        f"{args.model}: a DIET profile of {description['profile_of']}{at}, model_type {description['model_type']}, "
+        f"{description['num_hidden_layers']} layers x {description['intermediate_size']} MLP dimensions and "
+        f"{description['num_attention_heads']} heads"
+    )
+    print(f"{'task':24}{'calibration examples':>21}")
+    for task, count in description["tasks"].items():
+        own = " (your data)" if task in description["own_tasks"] else ""
+        print(f"{task + own:24}{'?' if count is None else count:>21}")
+    ending = "the gold answer" if description["calibration_answer"] == "gold" else "a choice drawn per example"
+    chat = ", in the model's chat template" if description["calibration_chat_template"] else ""
+    print(f"questions' calibration texts end in {ending}{chat}")
+    print("provenance (`--json` prints all of it):")
+    print("\n".join(_provenance_lines(description["provenance"])))
+    print(f"prune from it: diet-hf prune {description['profile_of']} --scores {args.model} --sparsity S --output DIR")
     return EXIT_OK
 
 
