@@ -338,6 +338,17 @@ class _ProfilingMixin:
         directory = scores_directory(directory, revision=revision, token=token)
         scores = ImportanceScores.from_pretrained(directory)
         scores.check_compatible(self.model.config)
+        profiled, loaded = scores.provenance.get("revision"), getattr(self.model.config, "_commit_hash", None)
+        if profiled and loaded and profiled != loaded:  # the same shapes, perhaps other weights
+            logger.warning(
+                "These scores were made on %s at commit %s; this model (%s) is at commit %s. Where its weights "
+                "changed, the plan follows scores of other weights: profile this revision again, or load the model "
+                "at the profiled one (`revision=`).",
+                scores.provenance.get("model_id"),
+                profiled,
+                self.model_id,
+                loaded,
+            )
         self.scores = scores
         self._calibration, self._moments, self._scores_data_dir = None, None, data_dir
         texts_path = Path(directory) / SCORES_TEXTS_FILE  # absent in profiles saved before diet-hf kept the texts

@@ -1,6 +1,7 @@
 """Publishing through the real huggingface_hub / transformers code against the local Hub server on 127.0.0.1."""
 
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -605,7 +606,7 @@ def test_cli_create_pr_prints_the_pull_request(local_hub, dense_dir, tmp_path, d
 
 
 def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(
-    local_hub, tmp_path, data_dir, tiny_tokenizer, capsys
+    local_hub, tmp_path, data_dir, tiny_tokenizer, capsys, caplog
 ):
     """`DietPruner.push_scores_to_hub` uploads the profile (your own tasks' texts beside it, and a card) in one commit;
     `load_scores(repo_id, revision=)` on another pruner gives the same pruned model, the default's reconstruction
@@ -640,6 +641,18 @@ def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(
     assert all(torch.equal(pruned.state_dict()[k], v) for k, v in expected.items())
     latest = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
     assert latest.load_scores("org/profile", data_dir=data_dir).scores.provenance["seed"] == 1
+    # a profile of one commit of the model, loaded into another: said, since the weights may differ
+    other = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
+    first.scores.provenance["revision"], other.model.config._commit_hash = "a" * 40, "b" * 40
+    first.save_scores(tmp_path / "old-commit")
+    with caplog.at_level(logging.WARNING, logger="diet_hf.profiling"):
+        other.load_scores(tmp_path / "old-commit")
+    assert f"made on org/dense at commit {'a' * 40}; this model (org/dense) is at commit {'b' * 40}" in caplog.text
+    caplog.clear()
+    other.model.config._commit_hash = "a" * 40
+    with caplog.at_level(logging.WARNING, logger="diet_hf.profiling"):
+        other.load_scores(tmp_path / "old-commit")
+    assert "at commit" not in caplog.text
     assert main(["info", "org/profile", "--revision", commit, "--json"]) == 0  # `info` on a profile in the Hub
     assert json.loads(capsys.readouterr().out)["tasks"] == {"rte": 3, "mine": 4}
     HfApi().create_repo("org/no-profile")  # a repository without a profile
