@@ -6,6 +6,7 @@ call it); `push_pruned_model` and `push_saved_model` upload what it writes."""
 import importlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -164,10 +165,11 @@ def push_pruned_model(
     as `push_saved_model`'s."""
     check_repo_id(repo_id)
     _check_pull_request(create_pr, revision)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_pruned_model(
+
+    def write(directory: Path) -> None:
+        save_pruned_model(
             model,
-            Path(tmp) / "model",
+            directory,
             tokenizer=tokenizer,
             plan=plan,
             evaluation=evaluation,
@@ -177,22 +179,34 @@ def push_pruned_model(
             repo_id=repo_id,
             max_shard_size=max_shard_size,
         )
+
+    return push_written_folder(
+        write,
+        repo_id,
+        retry="save first (`save_pruned_model` / `DietPruner.save_pretrained`) and upload the folder with "
+        "`push_saved_model`",
+        private=private,
+        revision=revision,
+        commit_message=commit_message,
+        token=token,
+        create_pr=create_pr,
+    )
+
+
+def push_written_folder(write: Callable[[Path], None], repo_id: str, *, retry: str, **push_kwargs) -> str:
+    """`write(directory)` into a temporary directory, then `push_saved_model(directory, repo_id, **push_kwargs)`: one
+    commit, and nothing written locally. A failed upload says so, and how to retry (`retry`: to save first and
+    upload that folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "upload"
+        write(directory)
         try:
-            return push_saved_model(
-                path,
-                repo_id,
-                private=private,
-                revision=revision,
-                commit_message=commit_message,
-                token=token,
-                create_pr=create_pr,
-            )
+            return push_saved_model(directory, repo_id, **push_kwargs)
         except RuntimeError as error:
             cause = error.__cause__ or error
             raise RuntimeError(
                 f"Pushing to {repo_id!r} failed: {str(cause).rstrip('.')}. Nothing was written locally; call this "
-                "again, or save first (`save_pruned_model` / `DietPruner.save_pretrained`) and upload the folder with "
-                "`push_saved_model`."
+                f"again, or {retry}."
             ) from cause
 
 

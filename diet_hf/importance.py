@@ -151,34 +151,27 @@ class ImportanceScores:
         `from_pretrained(repo_id)` (`DietPruner.load_scores`, `diet-hf prune MODEL --scores REPO_ID`) reads it back:
         a profile made once prunes at any sparsity, on any machine, with no forward pass. Arguments as
         `diet_hf.hub.push_saved_model`'s; nothing is written locally."""
-        import tempfile
-
-        from .hub import _check_pull_request, check_repo_id, push_saved_model
+        from .hub import _check_pull_request, check_repo_id, push_written_folder
 
         check_repo_id(repo_id)
         _check_pull_request(create_pr, revision)
         _check_not_a_model_repo(repo_id, revision, token)
-        with tempfile.TemporaryDirectory() as tmp:
-            directory = Path(tmp) / "scores"
+
+        def write(directory: Path) -> None:
             self.save_pretrained(directory, calibration_texts=calibration_texts)
             (directory / "README.md").write_text(_profile_card(self, repo_id), encoding="utf-8")
-            try:
-                return push_saved_model(
-                    directory,
-                    repo_id,
-                    private=private,
-                    revision=revision,
-                    commit_message=commit_message,
-                    token=token,
-                    create_pr=create_pr,
-                )
-            except RuntimeError as error:
-                cause = error.__cause__ or error
-                raise RuntimeError(
-                    f"Pushing the profile to {repo_id!r} failed: {str(cause).rstrip('.')}. Nothing was written "
-                    "locally; call this again, or save it first (`save_pretrained`, `DietPruner.save_scores`, "
-                    f"`--save-scores DIR`) and upload that folder with `hf upload {repo_id} DIR`."
-                ) from cause
+
+        return push_written_folder(
+            write,
+            repo_id,
+            retry="save it first (`save_pretrained`, `DietPruner.save_scores`, `--save-scores DIR`) and upload that "
+            f"folder with `hf upload {repo_id} DIR`",
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            token=token,
+            create_pr=create_pr,
+        )
 
     @classmethod
     def from_pretrained(
