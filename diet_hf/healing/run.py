@@ -285,14 +285,23 @@ def _run_identity(config: HealingConfig, teacher, teacher_name, student, rows: _
     return json.loads(json.dumps(identity))
 
 
+_FINGERPRINT_CHUNK = 1 << 24  # elements summed at a time: 128 MiB of float64
+
+
 def _fingerprint(model) -> str:
-    """A model's config and every weight's sum and sum of squares (to 6 digits, which a change of device does not
-    move), hashed: one pass over the weights, no copy of them kept."""
+    """A model's config and every weight's sum and sum of squares (in float64, to 6 digits), hashed: one pass over the
+    weights, a slice of at most `_FINGERPRINT_CHUNK` of them in float64 at a time (no copy of a whole embedding)."""
     digest = hashlib.sha256()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            values = parameter.detach().double()
-            digest.update(f"{name}:{values.sum().item():.6e}:{values.square().sum().item():.6e};".encode())
+            flat, total, squares = parameter.detach().reshape(-1), 0.0, 0.0
+            if flat.is_meta:  # offloaded: its shape alone
+                digest.update(f"{name}:{tuple(parameter.shape)};".encode())
+                continue
+            for start in range(0, flat.numel(), _FINGERPRINT_CHUNK):  # no float64 copy of a whole embedding
+                chunk = flat[start : start + _FINGERPRINT_CHUNK].double()
+                total, squares = total + chunk.sum().item(), squares + chunk.square().sum().item()
+            digest.update(f"{name}:{total:.6e}:{squares:.6e};".encode())
     settings = model.config.to_dict()
     settings = {k: v for k, v in settings.items() if not k.startswith("_") and k != "transformers_version"}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
