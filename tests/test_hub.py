@@ -199,6 +199,10 @@ def test_cli_heal_reads_a_pull_request_and_a_teacher_revision(local_hub, tmp_pat
     healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
     assert healing["teacher"] == f"org/heal-teacher@{parent}"
     assert f"org/heal-teacher@{parent}" in (tmp_path / "h" / "README.md").read_text()
+    online = [*flags[:-4], "--top-k", "0", "--lora-r", "2"]  # the teacher beside the student: loaded by the command
+    assert main([*argv, str(tmp_path / "h0"), *online, *at]) == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "h0" / "config.json").read_text())["pruning"]["healing"]
+    assert record["teacher"] == f"org/heal-teacher@{parent}" and record["options"]["top_k"] is None
     proposed = json.loads(local_hub.state.files_at("org/heal-pr", "refs/pr/1")[1]["diet_pruning.json"])
     assert json.loads((tmp_path / "h" / "diet_pruning.json").read_text()) == proposed  # the plan, read from the ref
     assert main([*argv, str(tmp_path / "h2"), *flags, "--revision", "refs/pr/1"]) == 1  # main: another model

@@ -181,11 +181,14 @@ def _run_heal(args) -> int:
     data_record = {"sources": list(data), "splits": splits}
     if args.question_form.rendered:
         data_record["questions_in_chat_template"] = True
+    teacher = args.teacher  # with top_k, `heal` loads it for its one pass and frees it
+    if config.top_k is None:  # beside the student at every step: loaded here, with --device-map
+        teacher = load_causal_lm(args.teacher, revision=args.teacher_revision, **load)
+        if args.teacher_revision:  # the record names the teacher as `heal` names one it loads: ID@REVISION
+            teacher.config._name_or_path = f"{args.teacher}@{args.teacher_revision}"
     healed = heal(
         student,
-        args.teacher
-        if config.top_k is not None
-        else load_causal_lm(args.teacher, revision=args.teacher_revision, **load),
+        teacher,
         tokenizer,
         data,
         config=config,
