@@ -83,7 +83,12 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="local data directory of the tasks and WikiText-2 (default: $DIET_DATA_DIR, else the Hub)",
     )
     heal.add_argument("--work-dir", default=None, help="checkpoints for --resume (default: OUTPUT.healing)")
-    heal.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    heal.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last checkpoint (refused if the data, models or options differ "
+        "from that run's; --max-time, --chunk-size, --release-memory and --save-steps may change)",
+    )
     heal.add_argument(
         "--push-to-hub",
         type=_repo_id,
