@@ -692,3 +692,40 @@ def test_cli_prune_pushes_and_reads_a_profile_on_the_hub(local_hub, dense_dir, t
     assert main([*argv, "--scores", "org/not-a-profile", "--output", str(tmp_path / "c")]) == 1
     assert "No importance scores at org/not-a-profile" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_eval_compares_two_revisions_of_one_repository(local_hub, tmp_path, data_dir, tiny_tokenizer, capsys):
+    """`diet-hf eval REPO --revision A --reference REPO --reference-revision B`: one repository at two commits is two
+    models, each read at its own (here a model pruned at 30% and the same dense model pruned at 50%); each reads as
+    its local copy does, and the printout and the JSON name both revisions. `--reference-revision` without
+    `--reference` is a usage error."""
+    vocab = len(tiny_tokenizer)
+    commits = {}
+    api = HfApi()
+    api.create_repo("org/two-commits")
+    for sparsity in (0.3, 0.5, 0.4):  # main ends at neither compared commit
+        pruner = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="tiny")
+        pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=sparsity)
+        pruner.save_pretrained(tmp_path / f"m{sparsity}")
+        commits[sparsity] = pruner.push_to_hub("org/two-commits")
+    (tmp_path / "texts.txt").write_text("\n".join(f"A sentence of my own, number {i}." for i in range(5)) + "\n")
+    texts = ["--texts", f"mine={tmp_path / 'texts.txt'}"]
+    local = {}
+    for sparsity in commits:  # each commit's local copy, main's too
+        assert (
+            main(["--quiet", "eval", str(tmp_path / f"m{sparsity}"), *texts, "--output", str(tmp_path / "l.json")])
+            == 0
+        )
+        local[sparsity] = json.loads((tmp_path / "l.json").read_text())["texts"]["mine"]["perplexity"]
+    assert len(set(local.values())) == 3
+    argv = ["--quiet", "eval", "org/two-commits", "--revision", commits[0.3], "--reference", "org/two-commits"]
+    argv += ["--reference-revision", commits[0.5], *texts, "--output", str(tmp_path / "r.json")]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"org/two-commits@{commits[0.3]} over org/two-commits@{commits[0.5]}" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["revision"] == commits[0.3]
+    assert report["texts"]["mine"]["perplexity"] == pytest.approx(local[0.3], rel=1e-6)
+    assert report["reference_texts"]["mine"]["perplexity"] == pytest.approx(local[0.5], rel=1e-6)
+    assert main(["--quiet", "eval", "org/two-commits", "--reference-revision", commits[0.5], *texts]) == 2
+    assert "`--reference-revision` reads --reference at a revision" in capsys.readouterr().err

@@ -89,10 +89,11 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     evaluate.add_argument(
         "--token", default=None, help=TOKEN_HELP.format(use="reading private models (MODEL and --reference)")
     )
+    evaluate.add_argument("--revision", default=None, help="branch, tag or commit of MODEL on the Hub")
     evaluate.add_argument(
-        "--revision",
+        "--reference-revision",
         default=None,
-        help="branch, tag or commit of MODEL on the Hub (the --reference is read at its default)",
+        help="branch, tag or commit of --reference on the Hub (two commits of one repository compare too)",
     )
     evaluate.add_argument(
         "--apply-chat-template",
@@ -113,6 +114,8 @@ def _prepare(args) -> None:
     from ..evaluation.language_modeling import split_last_words
     from ..tasks import PAPER_TASKS
 
+    if args.reference_revision and not args.reference:
+        raise ValueError("`--reference-revision` reads --reference at a revision; give --reference MODEL.")
     # the user's texts are read and checked before any model loads
     render_chat = _chat_renderer(args)  # conversations in your texts: the model's chat template
     args.text_data = {
@@ -135,27 +138,30 @@ def _prepare(args) -> None:
             )
         render_chat.check_template("--apply-chat-template")
         if args.reference:
-            _ChatRenderer(args.reference, token=args.token).check_template("--apply-chat-template")
+            reference = _ChatRenderer(args.reference, revision=args.reference_revision, token=args.token)
+            reference.check_template("--apply-chat-template")
 
 
 def _run_eval(args) -> int:
     from .._io import atomic_write_text, check_model_location, check_tokenizer_files
 
-    names = [args.model] + ([args.reference] if args.reference else [])
-    for name, argument in zip(names, ("model", "--reference")):  # both checked before either is scored
+    models = [(args.model, args.revision)] + ([(args.reference, args.reference_revision)] if args.reference else [])
+    for (name, _), argument in zip(models, ("model", "--reference")):  # both checked before either is scored
         check_model_location(name, argument)
         check_tokenizer_files(name, argument)
-    # --revision is MODEL's; the reference is read at its default revision
-    loading = {name: {"trust_remote_code": args.trust_remote_code, "token": args.token} for name in names}
-    loading[args.model]["revision"] = args.revision
-    excluded = _excluded_ids(args, names, loading)
+    # one repository at two revisions is two models: each is read with its own
+    loading = [
+        (name, {"trust_remote_code": args.trust_remote_code, "token": args.token, "revision": revision})
+        for name, revision in models
+    ]
+    excluded = _excluded_ids(args, loading)
     results, text_results, word_results = [], [], []
-    for name in names:  # one model in memory at a time
-        result, texts, words = _score(args, name, loading[name], excluded)
+    for name, hub in loading:  # one model in memory at a time
+        result, texts, words = _score(args, name, hub, excluded)
         results += [result] if args.tasks else []
         text_results.append(texts)
         word_results.append(words)
-    record = {"model": args.model}
+    record = {"model": args.model, "revision": args.revision}
     if args.tasks:
         record.update(_print_task_results(args, results))
     if args.text_data:
@@ -168,14 +174,14 @@ def _run_eval(args) -> int:
     return EXIT_OK
 
 
-def _excluded_ids(args, names: list[str], loading: dict) -> dict[str, list]:
+def _excluded_ids(args, loading: list[tuple[str, dict]]) -> dict[str, list]:
     """The evaluation examples a pruned model's profile read (its provenance records them), per task asked for: they
-    are scored for neither model."""
+    are scored for neither model (`loading`: each model's name and `from_pretrained` keywords)."""
     from transformers import AutoConfig
 
     excluded: dict[str, set] = {}
-    for name in names:
-        recorded = (getattr(AutoConfig.from_pretrained(name, **loading[name]), "pruning", None) or {}).get(
+    for name, hub in loading:
+        recorded = (getattr(AutoConfig.from_pretrained(name, **hub), "pruning", None) or {}).get(
             "calibration_eval_ids"
         )
         for task, ids in (recorded or {}).items():
@@ -233,7 +239,10 @@ def _print_text_results(args, text_results: list[dict]) -> dict:
         print(f"{source:16}{row['texts']:>7}{row['tokens']:>10}{row['perplexity']:>12.3f}{cut}")
     record = {"texts": summary(text_results[0])}
     if args.reference:
-        print(f"\n{args.model} over {args.reference} (the same texts; paired bootstrap over texts, 2000 resamples):")
+        print(
+            f"\n{_label(args)} over {_label(args, True)} "
+            "(the same texts; paired bootstrap over texts, 2000 resamples):"
+        )
         print(f"{'texts':16}{'reference':>10}{'ratio':>9}  95% interval")
         ratios = {}
         for source, row in text_results[0].items():
@@ -261,7 +270,10 @@ def _print_last_word_results(args, word_results: list[dict]) -> dict:
         print(f"{source:16}{row['texts']:>7}{row['accuracy']:>10.3f}{row['perplexity']:>12.3f}")
     record = {"last_word": summary(word_results[0])}
     if args.reference:
-        print(f"\n{args.model} minus {args.reference} (the same texts; paired bootstrap over texts, 2000 resamples):")
+        print(
+            f"\n{_label(args)} minus {_label(args, True)} "
+            "(the same texts; paired bootstrap over texts, 2000 resamples):"
+        )
         print(f"{'last word':16}{'reference':>10}{'difference':>12}  95% interval")
         differences = {}
         for source, row in word_results[0].items():
@@ -290,8 +302,15 @@ def _print_task_results(args, results: list[dict]) -> dict:
     record = dict(result)
     if args.reference:
         reference = results[1]
-        comparison = _print_task_differences(args.model, args.reference, result, reference)
+        comparison = _print_task_differences(_label(args), _label(args, True), result, reference)
         for entry in (result, reference):
             entry.pop("predictions")
-        record = {**result, "reference": {"model": args.reference, **reference}, "difference": comparison}
+        reference_record = {"model": args.reference, "revision": args.reference_revision, **reference}
+        record = {**result, "reference": reference_record, "difference": comparison}
     return record
+
+
+def _label(args, reference: bool = False) -> str:
+    """MODEL's or --reference's name as printed, `NAME@REVISION` where a revision was given."""
+    name, revision = (args.reference, args.reference_revision) if reference else (args.model, args.revision)
+    return f"{name}@{revision}" if revision else name
