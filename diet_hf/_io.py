@@ -99,15 +99,21 @@ def looks_like_local_path(text: str) -> bool:
     )
 
 
+def is_local_location(model_id_or_path) -> bool:
+    """Whether `model_id_or_path` is read as a local directory: it is one, or it is written as a path (an
+    `os.PathLike`, or text `looks_like_local_path` accepts); otherwise it names a Hub repository."""
+    text = os.fspath(model_id_or_path)
+    return Path(text).expanduser().is_dir() or isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text)
+
+
 def check_model_location(model_id_or_path, argument: str = "model") -> None:
     """Raises `FileNotFoundError` naming `argument` when `model_id_or_path` is written as a local path (absolute,
     `./`, `../`, `~`, or more than one `/`) and no directory is there, or names a local directory (which transformers
     reads before the Hub) that holds no `config.json` (nor a PEFT adapter's `adapter_config.json`); a Hub id
     (`org/name`) passes through, so a missing local directory is not reported as an invalid Hub repo id."""
     text = os.fspath(model_id_or_path)
-    looks_local = isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text)
     path = Path(text).expanduser()
-    if looks_local and not path.is_dir():
+    if is_local_location(model_id_or_path) and not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise FileNotFoundError(f"`{argument}`: the local directory {text} {what}.")
     if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):

@@ -262,30 +262,40 @@ def _check_pull_request(create_pr: bool, revision: str | None) -> None:
 
 
 def local_checkpoint(
-    model_id_or_path, *, revision: str | None = None, token: str | None = None, argument: str = "model"
+    model_id_or_path,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    argument: str = "model",
+    allow_patterns: list[str] | None = None,
+    subject: str | None = None,
 ) -> Path:
-    """The local directory of a checkpoint: `model_id_or_path` itself where it is written as a local path or is a
-    directory, else the Hub repository's files at `revision` downloaded into the Hub cache (`snapshot_download`).
-    `FileNotFoundError` naming `argument` where neither is there."""
+    """The local directory of a checkpoint: `model_id_or_path` itself where it is read as a local directory
+    (`_io.is_local_location`), else the Hub repository's files at `revision` (those matching `allow_patterns`, default
+    all) downloaded into the Hub cache (`snapshot_download`). `FileNotFoundError` where neither is there, opening
+    with `subject` (default: `argument`'s name)."""
     import os
 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
-    from ._io import looks_like_local_path
+    from ._io import is_local_location
 
     text = os.fspath(model_id_or_path)
-    local = Path(text).expanduser()
-    if local.is_dir() or isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text):
+    opening = subject or f"`{argument}`"
+    # a subject that names the location already refers back to it
+    directory, it = ("the directory", "it") if subject else (f"the local directory {text}", text)
+    if is_local_location(model_id_or_path):
+        local = Path(text).expanduser()
         if not local.is_dir():
-            raise FileNotFoundError(f"`{argument}`: the local directory {text} does not exist.")
+            raise FileNotFoundError(f"{opening}: {directory} does not exist.")
         return local
     try:
-        return Path(snapshot_download(text, revision=revision, token=token))
+        return Path(snapshot_download(text, revision=revision, token=token, allow_patterns=allow_patterns))
     except (HfHubHTTPError, HFValidationError, OSError) as error:
         at = f" at revision {revision}" if revision else ""
         raise FileNotFoundError(
-            f"`{argument}`: {text} is no local directory, and the Hub repository{at} could not be read "
+            f"{opening}: {it} is no local directory, and the Hub repository{at} could not be read "
             f"({str(error).splitlines()[0]})."
         ) from error
 

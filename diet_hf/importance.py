@@ -200,42 +200,28 @@ def scores_directory(
     model_id_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
 ) -> Path:
     """The local directory of a saved profile: `model_id_or_path` itself, or a Hub repository's profile files
-    downloaded at `revision` into the Hub cache (the weights, the record and the calibration texts, nothing else).
-    `FileNotFoundError` where there is none."""
-    from ._io import looks_like_local_path
+    downloaded at `revision` into the Hub cache (the weights, the record and the calibration texts, nothing else;
+    `hub.local_checkpoint`). `FileNotFoundError` where there is none."""
+    from ._io import is_local_location
+    from .hub import local_checkpoint
 
     text = os.fspath(model_id_or_path)
-    local = Path(text).expanduser()
-    if local.is_dir() or isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text):
-        if not local.is_dir():
-            raise FileNotFoundError(f"No importance scores at {text}: the directory does not exist.")
-        for name in (SCORES_WEIGHTS_FILE, SCORES_META_FILE):
-            if not (local / name).is_file():
-                raise FileNotFoundError(f"No importance scores in {text}: {name} is missing.")
-        return local
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-
+    path = local_checkpoint(
+        model_id_or_path,
+        revision=revision,
+        token=token,
+        allow_patterns=[SCORES_WEIGHTS_FILE, SCORES_META_FILE, SCORES_TEXTS_FILE],
+        subject=f"No importance scores at {text}",
+    )
+    local = is_local_location(model_id_or_path)
     at = f" at revision {revision}" if revision else ""
-    try:
-        path = Path(
-            snapshot_download(
-                text,
-                revision=revision,
-                token=token,
-                allow_patterns=[SCORES_WEIGHTS_FILE, SCORES_META_FILE, SCORES_TEXTS_FILE],
-            )
-        )
-    except (HfHubHTTPError, HFValidationError, OSError) as error:
-        raise FileNotFoundError(
-            f"No importance scores at {text}: it is no local directory, and the Hub repository{at} could not be "
-            f"read ({str(error).splitlines()[0]})."
-        ) from error
     for name in (SCORES_WEIGHTS_FILE, SCORES_META_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(
-                f"No importance scores in the Hub repository {text}{at}: {name} is missing (a profile is uploaded "
-                "with `ImportanceScores.push_to_hub` / `DietPruner.push_scores_to_hub`)."
+                f"No importance scores in {text}: {name} is missing."
+                if local
+                else f"No importance scores in the Hub repository {text}{at}: {name} is missing (a profile is "
+                "uploaded with `ImportanceScores.push_to_hub` / `DietPruner.push_scores_to_hub`)."
             )
     return path
 

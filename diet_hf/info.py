@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, PretrainedConfig
 
-from ._io import check_model_location
+from ._io import check_model_location, is_local_location
 from .constants import (
     FAMILIES,
     REMOTE_CODE_FILES,
@@ -108,15 +108,11 @@ def is_profile(model_id_or_path, *, revision: str | None = None, token: str | No
     checkpoint: a local directory with its record and no config.json, or a Hub repository with its record."""
     from .constants import SCORES_META_FILE
 
-    local = Path(os.fspath(model_id_or_path)).expanduser()
-    if local.is_dir():
+    if is_local_location(model_id_or_path):
+        local = Path(os.fspath(model_id_or_path)).expanduser()
         return (local / SCORES_META_FILE).is_file() and not (local / "config.json").is_file()
     from huggingface_hub import HfApi
 
-    from ._io import looks_like_local_path
-
-    if looks_like_local_path(os.fspath(model_id_or_path)):
-        return False
     try:
         api = HfApi(token=token)
         return api.file_exists(str(model_id_or_path), SCORES_META_FILE, revision=revision) and not api.file_exists(

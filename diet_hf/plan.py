@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, is_local_location
 from .constants import PLAN_FILE, block_parameters
 from .constants import head_dim as config_head_dim
 from .selection import (
@@ -197,9 +197,8 @@ class PruningPlan:
     ) -> "PruningPlan":
         """The plan saved beside a pruned model (`diet_pruning.json`): from a local directory, or from a Hub
         repository at `revision` (default: its default branch). `FileNotFoundError` where there is none."""
-        location = Path(os.fspath(model_id_or_path)).expanduser()
-        if location.is_dir():
-            path = location / PLAN_FILE
+        if is_local_location(model_id_or_path):  # a path that is not there is a missing plan, not a Hub id
+            path = Path(os.fspath(model_id_or_path)).expanduser() / PLAN_FILE
             if not path.is_file():
                 raise FileNotFoundError(f"No pruning plan in {model_id_or_path}: {PLAN_FILE} is missing.")
         else:

@@ -279,6 +279,10 @@ def test_a_plan_for_other_sizes_or_none_at_all_is_refused_by_name(tmp_path):
         build_pruned_model(tiny_dense_model("gemma2", intermediate_size=96), plan)
     with pytest.raises(FileNotFoundError, match=r"No pruning plan in .*: diet_pruning.json is missing\."):
         PruningPlan.from_pretrained(tmp_path)
+    # a path that is not there is a missing plan too, not a Hub repository id
+    for absent in (tmp_path / "absent", str(tmp_path / "absent")):
+        with pytest.raises(FileNotFoundError, match=r"No pruning plan in .*absent: diet_pruning.json is missing\."):
+            PruningPlan.from_pretrained(absent)
 
 
 def test_invalid_plan_errors():

@@ -179,7 +179,7 @@ def _prepare(args) -> None:
         )
     _check_create_pr(args)
     if args.push_scores_to_hub and args.push_to_hub:
-        models = {args.push_to_hub} | {f"{args.push_to_hub}-{round(s * 100)}" for s in args.sparsity or []}
+        models = {args.push_to_hub} | {_per_target(args.push_to_hub, s, several=True) for s in args.sparsity or []}
         if args.push_scores_to_hub in models:
             raise ValueError(
                 f"`--push-scores-to-hub` {args.push_scores_to_hub} is where --push-to-hub uploads a pruned model; the "
@@ -211,6 +211,11 @@ def _prepare(args) -> None:
     _check_targets(args)
 
 
+def _per_target(name: str, sparsity: float | None, *, several: bool) -> str:
+    """--output's or --push-to-hub's name for one of the targets: as given for one, `NAME-20` for 20% of several."""
+    return f"{name}-{round(sparsity * 100)}" if several else name
+
+
 def _check_targets(args) -> None:
     """The pruning targets' own checks (`plan.check_sparsity_targets`), their errors naming the flags."""
     from ..plan import check_sparsity_targets
@@ -232,7 +237,7 @@ def _run_prune(args) -> int:
 
     check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
     targets = args.sparsity or [None]
-    outputs = [Path(args.output) if len(targets) == 1 else Path(f"{args.output}-{round(s * 100)}") for s in targets]
+    outputs = [Path(_per_target(args.output, s, several=len(targets) > 1)) for s in targets]
     for output in outputs:  # before profiling, not after
         check_output_is_not_input(output, "--output", {"model being pruned": args.model})
     pruner = _load_pruner(args)
@@ -268,7 +273,7 @@ def _run_prune(args) -> int:
         model = pruner.prune(sparsity=sparsity, **plan_args, disable_progress=args.quiet, inplace=args.inplace)
         repo = None
         if args.push_to_hub:
-            repo = args.push_to_hub if len(targets) == 1 else f"{args.push_to_hub}-{round(sparsity * 100)}"
+            repo = _per_target(args.push_to_hub, sparsity, several=len(targets) > 1)
         texts = texts_perplexity_by_source(model, pruner.tokenizer, args.eval_text_data, disable_progress=args.quiet)
         tasks = evaluate(model, pruner.tokenizer, args.eval_task_list, **scoring) if dense_tasks else None
         pruner.save_pretrained(
