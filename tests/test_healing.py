@@ -476,15 +476,15 @@ def test_resume_gives_the_same_weights_and_interrupted_output_is_absent(tmp_path
 def test_the_run_fingerprint_sums_the_weights_a_slice_at_a_time(monkeypatch):
     """`run.json`'s fingerprint of a model reads its weights in float64 slices (a 9B model's embedding is 7 GB in
     float64): slices of 5 give the fingerprint of one slice per tensor, and any weight's change moves it."""
-    import diet_hf.healing.run as run
+    import diet_hf.healing.resume as resume
 
     teacher, student = _pair()
-    whole = run._fingerprint(student)
-    monkeypatch.setattr(run, "_FINGERPRINT_CHUNK", 5)
-    assert run._fingerprint(student) == whole
+    whole = resume.fingerprint(student)
+    monkeypatch.setattr(resume, "_FINGERPRINT_CHUNK", 5)
+    assert resume.fingerprint(student) == whole
     with torch.no_grad():
         next(student.parameters()).view(-1)[7] += 1e-3
-    assert run._fingerprint(student) != whole
+    assert resume.fingerprint(student) != whole
 
 
 @pytest.mark.parametrize("lora", [True, False])

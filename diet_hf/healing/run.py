@@ -1,13 +1,11 @@
 """`heal`: distillation of a pruned model from its dense parent, from the data to the saved, merged checkpoint."""
 
 import gc
-import hashlib
-import json
 import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,7 +13,7 @@ import torch
 
 from .._checks import OVERFLOW_HINT, check_shard_size
 from .._devices import fast_bf16
-from .._io import atomic_write_text, check_not_a_file, check_output_is_not_input
+from .._io import check_not_a_file, check_output_is_not_input
 from ..constants import family_for_model_type
 from ..loading import image_text_model, is_image_text, text_causal_lm
 from .config import HealingConfig
@@ -28,6 +26,7 @@ from .record import (
     _scored_on_held_out,
     _task_scorer,
 )
+from .resume import check_same_run, run_identity, work_directory
 from .teacher import _load_teacher, _precompute, _teacher_config, check_parent
 from .training import (
     _BosBasis,
@@ -124,16 +123,14 @@ def heal(
     held_out = _held_out_sources(eval_texts, sources)  # checked before the data is packed or anything runs
     score_tasks = _task_scorer(eval_tasks, eval_options, student, tokenizer, disable_progress)
     rows = _packed_rows(sources, tokenizer, config)
-    work_dir = _work_dir(work_dir, output_dir, resume)
+    work_dir = work_directory(work_dir, output_dir, resume)
 
     torch.manual_seed(config.seed)
     use_cuda = torch.cuda.is_available() and next(student.parameters()).is_cuda
     if config.bf16 is None:  # resolved here, so the record says what ran
         config = replace(config, bf16=fast_bf16(next(student.parameters()).device))
     release = config.release_memory and not use_cuda  # the C heap's retention is a CPU training matter
-    _check_same_run(
-        work_dir, _run_identity(config, teacher, teacher_name, student, rows), resume
-    )  # before the teacher
+    check_same_run(work_dir, run_identity(config, teacher, teacher_name, student, rows), resume)  # before the teacher
     side = _teacher_side(
         teacher, student, tokenizer, rows, config, work_dir, document_bos, held_out, score_tasks, teacher_hub,
         release, disable_progress,
@@ -245,87 +242,6 @@ def _packed_rows(sources: dict[str, list[str]], tokenizer, config: HealingConfig
     max_steps = min(steps_for_tokens, math.ceil(train.shape[0] / per_step))
     positions = scored_positions(train.shape[0], config.seq_len, config.position_stride, seed=config.seed)
     return _Rows(validation, train, max_steps, positions)
-
-
-def _work_dir(work_dir, output_dir, resume: bool) -> Path:
-    """The run's checkpoint directory (default `<output_dir>.healing`), made; one holding an earlier run is refused
-    unless `resume`."""
-    if work_dir is None:
-        if output_dir is None:
-            raise ValueError("Pass `output_dir` or `work_dir`: healing keeps resumable checkpoints there.")
-        work_dir = Path(output_dir).with_name(Path(output_dir).name + ".healing")
-    work_dir = Path(work_dir)
-    if work_dir.exists() and not resume and any(work_dir.iterdir()):
-        raise FileExistsError(
-            f"`work_dir` {work_dir} holds an earlier run: pass `resume=True` (CLI: --resume) to continue it, or "
-            "delete it."
-        )
-    work_dir.mkdir(parents=True, exist_ok=True)
-    return work_dir
-
-
-RUN_FILE = "run.json"
-# the options a resumed run may change: how long it may run, its memory and how often it saves, not what it trains
-RESUMABLE_OPTIONS = ("max_time", "chunk_size", "release_memory", "save_steps")
-
-
-def _run_identity(config: HealingConfig, teacher, teacher_name, student, rows: _Rows) -> dict:
-    """What a run trains, as `RUN_FILE` records it: its options (less `RESUMABLE_OPTIONS`), its teacher (by name and
-    revision, or a fingerprint of a teacher given loaded), a fingerprint of the student and one of the packed data."""
-    data = hashlib.sha256()
-    for tensor in (rows.validation, rows.train, rows.positions):
-        data.update(b"-" if tensor is None else tensor.contiguous().cpu().numpy().tobytes())
-    by_name = isinstance(teacher, (str, os.PathLike))
-    identity = {
-        **{k: v for k, v in asdict(config).items() if k not in RESUMABLE_OPTIONS},
-        "teacher": teacher_name if by_name else f"{teacher_name} ({_fingerprint(teacher)})",
-        "student": _fingerprint(student),
-        "data": data.hexdigest(),
-    }
-    return json.loads(json.dumps(identity))
-
-
-_FINGERPRINT_CHUNK = 1 << 24  # elements summed at a time: 128 MiB of float64
-
-
-def _fingerprint(model) -> str:
-    """A model's config and every weight's sum and sum of squares (in float64, to 6 digits), hashed: one pass over the
-    weights, a slice of at most `_FINGERPRINT_CHUNK` of them in float64 at a time (no copy of a whole embedding)."""
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            flat, total, squares = parameter.detach().reshape(-1), 0.0, 0.0
-            if flat.is_meta:  # offloaded: its shape alone
-                digest.update(f"{name}:{tuple(parameter.shape)};".encode())
-                continue
-            for start in range(0, flat.numel(), _FINGERPRINT_CHUNK):  # no float64 copy of a whole embedding
-                chunk = flat[start : start + _FINGERPRINT_CHUNK].double()
-                total, squares = total + chunk.sum().item(), squares + chunk.square().sum().item()
-            digest.update(f"{name}:{total:.6e}:{squares:.6e};".encode())
-    settings = model.config.to_dict()
-    settings = {k: v for k, v in settings.items() if not k.startswith("_") and k != "transformers_version"}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
-
-
-def _check_same_run(work_dir: Path, identity: dict, resume: bool) -> None:
-    """Writes `identity` into `work_dir` (`RUN_FILE`); resuming, refuses a run that trains otherwise than the one
-    there (other options, teacher, student or data), naming what differs, before anything is loaded or trained."""
-    path = work_dir / RUN_FILE
-    if resume and path.is_file():
-        earlier = json.loads(path.read_text())
-        changed = [k for k in sorted(identity.keys() | earlier.keys()) if identity.get(k) != earlier.get(k)]
-        if changed:
-            shown = [
-                k if k in ("student", "data") else f"{k} ({earlier.get(k)!r} there, {identity.get(k)!r} now)"
-                for k in changed
-            ]
-            raise ValueError(
-                f"`resume`: {work_dir} holds a run that trained otherwise: {'; '.join(shown)} differ. Resume with "
-                "the same student, teacher, data and options (only "
-                f"{', '.join(RESUMABLE_OPTIONS)} may change), or delete the directory to start anew."
-            )
-    atomic_write_text(path, json.dumps(identity, indent=1) + "\n")
 
 
 def _teacher_side(
