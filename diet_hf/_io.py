@@ -36,9 +36,9 @@ def atomic_directory(
 ) -> Iterator[Path]:
     """Yields a temporary directory beside `target`; on success it becomes `target` (umask permissions), replacing an
     existing one, or with `merge` its files move into an existing `target` beside the others there (after the files
-    there matching a `stale` glob pattern that this write does not replace are removed); on any error it is removed
-    and `target` is untouched. A `target` that exists and is not a directory is refused (`argument` names it)
-    before anything is written."""
+    and folders there matching a `stale` glob pattern that this write does not replace are removed; a folder it
+    writes replaces the one of that name whole); on any error it is removed and `target` is untouched. A `target`
+    that exists and is not a directory is refused (`argument` names it) before anything is written."""
     target = Path(os.path.abspath(target))  # "." and "dir/." get a name to put the temporary directory beside
     check_not_a_file(target, argument)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -50,10 +50,14 @@ def atomic_directory(
             written = {item.name for item in tmp.iterdir()}
             for pattern in stale:  # e.g. the shards of an earlier, differently sharded save
                 for old in target.glob(pattern):
-                    if old.name not in written and old.is_file():
+                    if old.name in written:
+                        continue
+                    if old.is_dir() and not old.is_symlink():
+                        shutil.rmtree(old)
+                    elif old.is_file():
                         old.unlink()
             for item in tmp.iterdir():  # each file appears whole (a rename); the moves take microseconds
-                os.replace(item, target / item.name)
+                _replace(item, target / item.name)
         elif target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -63,6 +67,18 @@ def atomic_directory(
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace(source: Path, destination: Path) -> None:
+    """`os.replace`, and for a folder onto a folder (which `os.replace` refuses unless empty): the old one moved
+    aside, the new one into its place, the old one removed."""
+    if source.is_dir() and destination.is_dir() and not destination.is_symlink():
+        old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        os.replace(destination, old)
+        os.replace(source, destination)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, destination)
 
 
 def check_not_a_file(path: str | os.PathLike, argument: str) -> None:

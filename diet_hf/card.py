@@ -5,7 +5,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from .card_tables import _cell, _eval_results, _evaluation_lines, _healing_lines, _text_lines
-from .constants import base_sizes, family_for_model_type, layer_sizes
+from .constants import PROFILE_SUBFOLDER, base_sizes, family_for_model_type, layer_sizes
 from .info import count_parameters
 from .loading import is_image_text, text_config
 
@@ -213,11 +213,13 @@ def write_model_card(
     text_evaluation: dict | None = None,
     dense_text_evaluation: dict | None = None,
     repo_id: str | None = None,
+    profile: bool = False,
 ) -> Path:
     """Writes `README.md` (Hugging Face model card with YAML metadata) and `diet_layers.png` into `save_directory`.
     With `dense_evaluation` (the base model on the same examples) the evaluation table shows both side by side.
     `text_evaluation` (`{name: texts_perplexity result}`, your held-out texts) adds their perplexity; with
-    `dense_text_evaluation` (the base model on the same texts) the ratio and its paired-bootstrap interval."""
+    `dense_text_evaluation` (the base model on the same texts) the ratio and its paired-bootstrap interval. `profile`:
+    the checkpoint holds the profile it was pruned from (`diet_profile/`); the card says how to prune again from it."""
     directory = Path(save_directory)
     record = getattr(config, "pruning", None) or {}
     image_text = is_image_text(config)  # the text decoder pruned, the vision tower kept
@@ -251,7 +253,7 @@ def write_model_card(
         lines += _evaluation_lines(evaluation, dense_evaluation, record)
     if text_evaluation:
         lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
-    lines += _usage_and_citation_lines(record, name, image_text)
+    lines += _usage_and_citation_lines(record, name, image_text, profile)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     path = directory / "README.md"
     card.save(path)
@@ -326,8 +328,26 @@ def _layer_lines(config) -> list[str]:
     ]
 
 
-def _usage_and_citation_lines(record: dict, name: str, image_text: bool) -> list[str]:
-    """The card's "Usage" (loading with remote code; scoring against the base model) and "Citation" sections."""
+def _profile_lines(record: dict, name: str) -> list[str]:
+    """The card's words on the profile saved in `diet_profile/`: what it is, and the command that prunes from it."""
+    base = _reference_name(record.get("base_model") or "base-model")
+    return [
+        f"`{PROFILE_SUBFOLDER}/` holds the DIET profile this model was pruned from: the base model's per-task "
+        "importance scores of every MLP channel and attention head (and your own tasks' calibration texts, if any). "
+        "It prunes the base model again, at another sparsity or with another recipe, with no profiling pass "
+        "(`pip install diet-hf`; a reconstruction reads the calibration examples again, the registered tasks' from "
+        "the Hub or `--data-dir`):",
+        "",
+        "```bash",
+        f"diet-hf prune {base} --scores {name} --sparsity 0.3 --output {Path(name).name}-30",
+        "```",
+        "",
+    ]
+
+
+def _usage_and_citation_lines(record: dict, name: str, image_text: bool, profile: bool = False) -> list[str]:
+    """The card's "Usage" (loading with remote code; scoring against the base model; with `profile`, pruning the base
+    model again from the profile in `diet_profile/`) and "Citation" sections."""
     return [
         "## Usage",
         "",
@@ -355,6 +375,7 @@ def _usage_and_citation_lines(record: dict, name: str, image_text: bool) -> list
             if record.get("base_model")
             else []
         ),
+        *(_profile_lines(record, name) if profile else []),
         "## Citation",
         "",
         "```bibtex",

@@ -6,6 +6,7 @@ __all__ = [
     "CONFIG_FILE",
     "FAMILIES",
     "PLAN_FILE",
+    "PROFILE_SUBFOLDER",
     "REMOTE_CODE_FILES",
     "SCORES_META_FILE",
     "SCORES_TEXTS_FILE",
@@ -22,6 +23,9 @@ SCORES_WEIGHTS_FILE = "importance_scores.safetensors"
 SCORES_META_FILE = "importance_scores.json"
 # beside them: the calibration texts of the tasks you passed to `profile()` (registered tasks are drawn again instead)
 SCORES_TEXTS_FILE = "calibration_texts.json"
+# a pruned model saved with its profile (`save_pretrained(save_profile=True)`, `prune --include-profile`): the
+# profile's files in this folder of the model's, read back by `load_scores(MODEL)` / `prune --scores MODEL`
+PROFILE_SUBFOLDER = "diet_profile"
 # The remote code shipped beside every checkpoint (both families). Checkpoints of diet-hf 0.1 ship the same code as
 # `configuration_pruned_gemma2.py` / `modeling_pruned_gemma2.py`; they keep loading (their `auto_map` names those).
 REMOTE_CODE_FILES = ("configuration_pruned_gemma.py", "modeling_pruned_gemma.py")

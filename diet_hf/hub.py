@@ -23,7 +23,7 @@ from transformers import (
 
 from ._checks import check_shard_size
 from ._io import atomic_directory, check_output_is_not_input
-from .constants import REMOTE_CODE_FILES
+from .constants import PROFILE_SUBFOLDER, REMOTE_CODE_FILES
 
 __all__ = [
     "check_repo_id",
@@ -97,6 +97,8 @@ def save_pruned_model(
     dense_text_evaluation: dict | None = None,
     repo_id: str | None = None,
     max_shard_size: int | str | None = None,
+    profile=None,
+    profile_texts: dict[str, list[str]] | None = None,
 ) -> Path:
     """Saves a pruned model (safetensors, config with `auto_map`, remote code), its tokenizer and plan, atomically.
 
@@ -110,7 +112,10 @@ def save_pruned_model(
     `dense_evaluation` is given; the perplexity of your held-out texts with `text_evaluation`, beside the base model's
     with `dense_text_evaluation`, see `write_model_card`) and its plot are written too;
     `plan` defaults to the one surgery attached to the model. `max_shard_size` (e.g. `"2GB"`): the largest weight
-    file, as in transformers' `save_pretrained` (default: its default).
+    file, as in transformers' `save_pretrained` (default: its default). `profile` (the `ImportanceScores` the model
+    was pruned from; `profile_texts`, your own tasks' calibration texts) goes into the folder `diet_profile`, where
+    `DietPruner.load_scores(save_directory)` reads it, and the card says how to prune again from it; a save without
+    one removes an earlier save's.
     """
     from .card import write_model_card
 
@@ -119,7 +124,7 @@ def save_pruned_model(
     base = (getattr(model.config, "pruning", None) or {}).get("base_model")
     if base:
         check_output_is_not_input(target, "save_directory", {"dense model this one was pruned from": base})
-    with atomic_directory(target, merge=True, stale=_WEIGHT_FILES) as tmp:
+    with atomic_directory(target, merge=True, stale=(*_WEIGHT_FILES, PROFILE_SUBFOLDER)) as tmp:
         shards = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
         model.save_pretrained(tmp, **shards)  # the stock save: weights, config with auto_map, remote code
         if tokenizer is not None:
@@ -129,6 +134,8 @@ def save_pruned_model(
             plan.save_pretrained(tmp)
         for source in remote_code_files():  # transformers copies them too; make sure they are byte-identical
             shutil.copyfile(source, tmp / source.name)
+        if profile is not None:
+            profile.save_pretrained(tmp / PROFILE_SUBFOLDER, calibration_texts=profile_texts)
         write_model_card(
             tmp,
             model.config,
@@ -137,6 +144,7 @@ def save_pruned_model(
             text_evaluation=text_evaluation,
             dense_text_evaluation=dense_text_evaluation,
             repo_id=repo_id,
+            profile=profile is not None,
         )
     return target
 
@@ -152,6 +160,8 @@ def push_pruned_model(
     text_evaluation: dict | None = None,
     dense_text_evaluation: dict | None = None,
     max_shard_size: int | str | None = None,
+    profile=None,
+    profile_texts: dict[str, list[str]] | None = None,
     private: bool = False,
     revision: str | None = None,
     commit_message: str = "Upload DIET-pruned model",
@@ -161,8 +171,8 @@ def push_pruned_model(
     """`save_pruned_model` into a temporary directory, then `push_saved_model`: one commit with weights, config,
     remote code, tokenizer, plan and card (its evaluation tables from `evaluation`, `dense_evaluation`,
     `text_evaluation` and `dense_text_evaluation`, as `save_pruned_model` writes them; weight files of at most
-    `max_shard_size`). Returns the commit id, or with `create_pr` the pull request's URL. `token` and `create_pr`:
-    as `push_saved_model`'s."""
+    `max_shard_size`; the profile in `diet_profile/` with `profile`). Returns the commit id, or with `create_pr` the
+    pull request's URL. `token` and `create_pr`: as `push_saved_model`'s."""
     check_repo_id(repo_id)
     _check_pull_request(create_pr, revision)
 
@@ -178,6 +188,8 @@ def push_pruned_model(
             dense_text_evaluation=dense_text_evaluation,
             repo_id=repo_id,
             max_shard_size=max_shard_size,
+            profile=profile,
+            profile_texts=profile_texts,
         )
 
     return push_written_folder(
@@ -224,7 +236,8 @@ def push_saved_model(
     token to write with (default: `HF_TOKEN`, else the login `hf auth login` saved), as transformers' `push_to_hub`.
     `create_pr`: open a pull request with the commit instead of committing to the main branch (a repository you may
     not write to, or a review before the model is published), as transformers' `push_to_hub(create_pr=True)`; the
-    pull request's URL is returned instead of the commit id.
+    pull request's URL is returned instead of the commit id. A profile in the repository's `diet_profile/` that the
+    directory does not hold is deleted in the same commit (it belongs to another model).
 
     Raises:
         ValueError: `create_pr` with a `revision` other than the main branch (pull requests are opened against it).
@@ -241,6 +254,7 @@ def push_saved_model(
             revision=revision,
             commit_message=commit_message,
             create_pr=create_pr,
+            delete_patterns=[f"{PROFILE_SUBFOLDER}/*"],  # what the directory holds there is uploaded, not deleted
         )
     except Exception as error:  # HTTP, connection and validation errors all end the same way for the user
         raise RuntimeError(

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ._io import atomic_directory
-from .constants import SCORES_META_FILE, SCORES_TEXTS_FILE, SCORES_WEIGHTS_FILE
+from .constants import CONFIG_FILE, PROFILE_SUBFOLDER, SCORES_META_FILE, SCORES_TEXTS_FILE, SCORES_WEIGHTS_FILE
 
 __all__ = ["ImportanceScores"]
 
@@ -196,25 +196,46 @@ class ImportanceScores:
         )
 
 
+def load_profile(
+    model_id_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+) -> tuple[ImportanceScores, dict[str, list[str]]]:
+    """A saved profile (`scores_directory`'s places) and the texts of your own tasks saved beside it (`{}` where there
+    are none, or in profiles saved before diet-hf kept them)."""
+    directory = scores_directory(model_id_or_path, revision=revision, token=token)
+    texts_path = directory / SCORES_TEXTS_FILE
+    texts = json.loads(texts_path.read_text("utf-8"))["tasks"] if texts_path.is_file() else {}
+    return ImportanceScores.from_pretrained(directory), texts
+
+
 def scores_directory(
     model_id_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
 ) -> Path:
     """The local directory of a saved profile: `model_id_or_path` itself, or a Hub repository's profile files
     downloaded at `revision` into the Hub cache (the weights, the record and the calibration texts, nothing else;
-    `hub.local_checkpoint`). `FileNotFoundError` where there is none."""
+    `hub.local_checkpoint`); a pruned model saved with its profile: its `diet_profile` folder. `FileNotFoundError`
+    where there is none."""
     from ._io import is_local_location
     from .hub import local_checkpoint
 
     text = os.fspath(model_id_or_path)
+    files = [SCORES_WEIGHTS_FILE, SCORES_META_FILE, SCORES_TEXTS_FILE]
     path = local_checkpoint(
         model_id_or_path,
         revision=revision,
         token=token,
-        allow_patterns=[SCORES_WEIGHTS_FILE, SCORES_META_FILE, SCORES_TEXTS_FILE],
+        allow_patterns=[*files, *(f"{PROFILE_SUBFOLDER}/{name}" for name in files), CONFIG_FILE],
         subject=f"No importance scores at {text}",
     )
+    if not (path / SCORES_META_FILE).is_file() and (path / PROFILE_SUBFOLDER / SCORES_META_FILE).is_file():
+        path = path / PROFILE_SUBFOLDER  # a pruned model saved with the profile it was pruned from
     local = is_local_location(model_id_or_path)
     at = f" at revision {revision}" if revision else ""
+    if (path / CONFIG_FILE).is_file() and not (path / SCORES_META_FILE).is_file():
+        raise FileNotFoundError(
+            f"No importance scores in {text if local else f'the Hub repository {text}{at}'}: it holds a model and "
+            "no profile (a pruned model carries the one it was pruned from in `diet_profile/` when saved with "
+            "`save_pretrained(save_profile=True)` / `diet-hf prune --include-profile`)."
+        )
     for name in (SCORES_WEIGHTS_FILE, SCORES_META_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(

@@ -10,6 +10,7 @@ from transformers import AutoConfig, PretrainedConfig
 from ._io import check_model_location, is_local_location
 from .constants import (
     FAMILIES,
+    PROFILE_SUBFOLDER,
     REMOTE_CODE_FILES,
     base_sizes,
     block_parameters,
@@ -23,7 +24,14 @@ from .methods import get_method
 from .options import PruneOptions, _PruneSettings
 from .plan import PruningPlan
 
-__all__ = ["check_pruned_checkpoint", "count_parameters", "describe_checkpoint", "describe_profile", "is_profile"]
+__all__ = [
+    "check_pruned_checkpoint",
+    "count_parameters",
+    "describe_checkpoint",
+    "describe_profile",
+    "holds_profile",
+    "is_profile",
+]
 
 
 def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
@@ -100,7 +108,24 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None, t
             "base_decoder_blocks": base["decoder_blocks"],
         },
         "pruning": getattr(config, "pruning", None),
+        # the folder holding the profile it was pruned from (`save_pretrained(save_profile=True)`), else None
+        "profile": PROFILE_SUBFOLDER if holds_profile(model_id_or_path, revision, token) else None,
     }
+
+
+def holds_profile(model_id_or_path, revision: str | None, token: str | None) -> bool:
+    """Whether a checkpoint carries the profile it was pruned from in `PROFILE_SUBFOLDER`."""
+    from .constants import SCORES_META_FILE
+
+    name = f"{PROFILE_SUBFOLDER}/{SCORES_META_FILE}"
+    if is_local_location(model_id_or_path):
+        return (Path(os.fspath(model_id_or_path)).expanduser() / name).is_file()
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi(token=token).file_exists(str(model_id_or_path), name, revision=revision)
+    except Exception:  # the checkpoint itself was read: a profile that cannot be asked about is not reported
+        return False
 
 
 def is_profile(model_id_or_path, *, revision: str | None = None, token: str | None = None) -> bool:

@@ -5,11 +5,9 @@ saved and loaded; the profile run again under a plan's channel masks for iterati
 import contextlib
 import functools
 import itertools
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,8 +15,7 @@ import torch
 from ._batching import pad_id, pad_rows
 from ._checks import OVERFLOW_HINT
 from .calibration import calibration_sets, named_tasks, rendered_conversations
-from .constants import SCORES_TEXTS_FILE
-from .importance import ImportanceScores, scores_directory
+from .importance import ImportanceScores, load_profile
 from .moments import (
     InputMoments,
     MomentSums,
@@ -331,8 +328,7 @@ class _ProfilingMixin:
         """
         given = {"moments_memory_gib": moments_memory_gib, "moments_dtype": moments_dtype}
         checked = ProfileOptions(**{k: v for k, v in given.items() if v is not None})  # validated as the options are
-        directory = scores_directory(directory, revision=revision, token=token)
-        scores = ImportanceScores.from_pretrained(directory)
+        scores, texts = load_profile(directory, revision=revision, token=token)
         scores.check_compatible(self.model.config)
         profiled, loaded = scores.provenance.get("revision"), getattr(self.model.config, "_commit_hash", None)
         if profiled and loaded and profiled != loaded:  # the same shapes, perhaps other weights
@@ -347,8 +343,7 @@ class _ProfilingMixin:
             )
         self.scores = scores
         self._calibration, self._moments, self._scores_data_dir = None, None, data_dir
-        texts_path = Path(directory) / SCORES_TEXTS_FILE  # absent in profiles saved before diet-hf kept the texts
-        self._custom_texts = json.loads(texts_path.read_text("utf-8"))["tasks"] if texts_path.is_file() else {}
+        self._custom_texts = texts
         self._moments_budget = _moments_bytes(checked.moments_memory_gib)
         self._moments_dtype = checked.moments_dtype
         return self

@@ -80,6 +80,7 @@ class DietPruner(_ProfilingMixin):
         self.scores: ImportanceScores | None = None
         self.plan: PruningPlan | None = None
         self.pruned_model = None  # the model the last `prune()` returned, for `save_pretrained` / `push_to_hub`
+        self._pruned_from = None  # (the scores it was pruned from, your tasks' texts among them), for `save_profile`
         self._calibration: dict | None = None  # the data of the last `profile()`, for iterative pruning
         self._moments: tuple[frozenset, InputMoments] | None = None  # reconstruction's, kept for the next prune()
         self._scores_data_dir = None  # where `load_scores` draws the calibration data again if a prune needs it
@@ -232,6 +233,8 @@ class DietPruner(_ProfilingMixin):
             pruned = image_text_model(self._image_text, pruned)
         # the one place, after surgery
         pruned.config.pruning = _pruning_record(dense_parameters, pruned, plan, scores, architecture)
+        texts = {task: texts for task, texts in self._custom_texts.items() if task in scores.tasks}
+        self._pruned_from = (scores, texts)
         return pruned
 
     def _prune_settings(self, recipe: str, method: str, options, option_values: dict, tasks) -> _PruneSettings:
@@ -342,6 +345,15 @@ class DietPruner(_ProfilingMixin):
             raise RuntimeError(f"Nothing to {action}: call `prune()` first.")
         return self.pruned_model
 
+    def _profile_to_save(self, save_profile: bool) -> dict:
+        """`save_pruned_model`'s `profile` and `profile_texts` for `save_profile`: the scores of the last prune."""
+        if not isinstance(save_profile, bool):
+            raise ValueError(f"`save_profile` must be a bool, got {save_profile!r}.")
+        if not save_profile:
+            return {}
+        scores, texts = self._pruned_from
+        return {"profile": scores, "profile_texts": texts}
+
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
@@ -352,6 +364,7 @@ class DietPruner(_ProfilingMixin):
         dense_text_evaluation: dict | None = None,
         repo_id: str | None = None,
         max_shard_size: int | str | None = None,
+        save_profile: bool = False,
     ) -> Path:
         """Saves the last pruned model with everything a published checkpoint carries, atomically: weights, config
         with `auto_map`, remote code, tokenizer, plan (`diet_pruning.json`) and model card (with the evaluation
@@ -359,7 +372,10 @@ class DietPruner(_ProfilingMixin):
         paired-bootstrap interval when both were made with `return_predictions=True`; the perplexity of your
         held-out texts with `text_evaluation`, `{name: texts_perplexity(...)}`, beside the dense model's with
         `dense_text_evaluation`; `repo_id` names the repository in the card's usage snippet). `max_shard_size`
-        (e.g. `"2GB"`): the largest weight file, as in transformers' `save_pretrained`. See
+        (e.g. `"2GB"`): the largest weight file, as in transformers' `save_pretrained`. `save_profile`: also write
+        the profile the model was pruned from (as `save_scores` writes it; the tasks it was pruned on) into its
+        folder `diet_profile`, so that `load_scores(save_directory)` / `diet-hf prune BASE --scores save_directory`
+        prunes the base model again at another sparsity with no profiling pass. See
         `diet_hf.hub.save_pruned_model`."""
         from .hub import save_pruned_model
 
@@ -375,6 +391,7 @@ class DietPruner(_ProfilingMixin):
             dense_text_evaluation=dense_text_evaluation,
             repo_id=repo_id,
             max_shard_size=max_shard_size,
+            **self._profile_to_save(save_profile),
         )
 
     def push_to_hub(
@@ -386,6 +403,7 @@ class DietPruner(_ProfilingMixin):
         text_evaluation: dict | None = None,
         dense_text_evaluation: dict | None = None,
         max_shard_size: int | str | None = None,
+        save_profile: bool = False,
         private: bool = False,
         revision: str | None = None,
         commit_message: str = "Upload DIET-pruned model",
@@ -394,7 +412,8 @@ class DietPruner(_ProfilingMixin):
     ) -> str:
         """Uploads what `save_pretrained` writes to the Hub repository `repo_id` as one commit; returns its id.
         `evaluation`, `dense_evaluation`, `text_evaluation` and `dense_text_evaluation` go into the card, and
-        `max_shard_size` sizes the weight files, as in `save_pretrained`. Pushing unchanged files creates no commit.
+        `max_shard_size` sizes the weight files and `save_profile` adds the profile, as in `save_pretrained`.
+        Pushing unchanged files creates no commit.
         `token`: the Hub token to write with (default: `HF_TOKEN`, else the login `hf auth login` saved).
         `create_pr`: open a pull request against the main branch with the commit instead (returns its URL), as
         transformers' `push_to_hub(create_pr=True)`."""
@@ -411,6 +430,7 @@ class DietPruner(_ProfilingMixin):
             text_evaluation=text_evaluation,
             dense_text_evaluation=dense_text_evaluation,
             max_shard_size=max_shard_size,
+            **self._profile_to_save(save_profile),
             private=private,
             revision=revision,
             commit_message=commit_message,

@@ -854,6 +854,30 @@ def test_prune_again_from_a_saved_profile_of_your_own_data(dense_dir, tmp_path, 
     torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)
 
 
+def test_heal_keeps_the_profile_the_model_was_pruned_from(dense_dir, tmp_path, data_dir, capsys):
+    """A model pruned with `--include-profile` and healed keeps the profile in the healed model's `diet_profile/`,
+    byte for byte (healing does not change the dense parent's scores), so `--scores HEALED` prunes the base model
+    again; a model saved without one heals without one. `heal(profile=)` without `output_dir` is refused."""
+    from diet_hf.healing import heal
+
+    common = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.3", "--data-dir", str(data_dir)]
+    profiled = [*common, "--tasks", "rte", "--num-samples", "3"]
+    assert main([*profiled, "--include-profile", "--output", str(tmp_path / "a")]) == 0, capsys.readouterr().err
+    assert main([*profiled, "--output", str(tmp_path / "plain")]) == 0
+    flags = ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--batch-size", "2", "--max-tokens"]
+    flags += ["32", "--validation-sequences", "2", "--eval-steps", "1", "--top-k", "4", "--lora-r", "2", "--quiet"]
+    for name in ("a", "plain"):
+        argv = ["heal", str(tmp_path / name), "--teacher", str(dense_dir), "--output", str(tmp_path / f"{name}-h")]
+        assert main([*argv, *flags]) == 0, capsys.readouterr().err
+    saved = {path.name: path.read_bytes() for path in (tmp_path / "a" / "diet_profile").iterdir()}
+    assert {path.name: path.read_bytes() for path in (tmp_path / "a-h" / "diet_profile").iterdir()} == saved
+    assert "`diet_profile/` holds the DIET profile" in (tmp_path / "a-h" / "README.md").read_text()
+    assert not (tmp_path / "plain-h" / "diet_profile").exists()
+    assert main([*common, "--scores", str(tmp_path / "a-h"), "--output", str(tmp_path / "b")]) == 0
+    with pytest.raises(ValueError, match="`profile` is saved beside the healed model: pass `output_dir` too"):
+        heal(AutoModelForCausalLM.from_pretrained(tmp_path / "a"), dense_dir, None, ["x"], profile=tmp_path / "a")
+
+
 @pytest.mark.parametrize(
     "targets, expected",
     [

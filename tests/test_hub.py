@@ -694,6 +694,43 @@ def test_cli_prune_pushes_and_reads_a_profile_on_the_hub(local_hub, dense_dir, t
     assert not (tmp_path / "c").exists()
 
 
+def test_a_model_pushed_with_its_profile_prunes_its_base_again_from_the_hub(
+    local_hub, dense_dir, tmp_path, data_dir, capsys
+):
+    """`prune --include-profile --push-to-hub REPO_ID` uploads the profile in the model's `diet_profile/`; `prune
+    --scores REPO_ID` prunes the base model again from it with no profiling pass, to the same weights; `info` says it
+    is there; a model pushed over it without one deletes it in the same commit (it would be another model's)."""
+    from safetensors.torch import load_file
+
+    argv = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.25", "--data-dir", str(data_dir)]
+    made = [*argv, "--tasks", "rte", "--num-samples", "3"]
+    pushed = [*made, "--include-profile", "--push-to-hub", "org/with-profile", "--output", str(tmp_path / "a")]
+    assert main(pushed) == 0, capsys.readouterr().err
+    files = local_hub.state.files_at("org/with-profile", "main")[1]
+    assert {"config.json", "diet_profile/importance_scores.json", "diet_profile/calibration_texts.json"} <= set(files)
+    assert "--scores org/with-profile --sparsity 0.3" in files["README.md"].decode()
+    assert main([*argv, "--scores", "org/with-profile", "--output", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert main(["info", "org/with-profile"]) == 0
+    assert "the profile it was pruned from is in diet_profile/; prune again from it: diet-hf prune " in (
+        capsys.readouterr().out
+    )
+    assert main(["info", str(tmp_path / "a"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile"] == "diet_profile"
+
+    assert main([*made, "--push-to-hub", "org/with-profile", "--output", str(tmp_path / "c")]) == 0  # without it
+    files = local_hub.state.files_at("org/with-profile", "main")[1]
+    assert "config.json" in files and not any(name.startswith("diet_profile/") for name in files)
+    assert main([*argv, "--scores", "org/with-profile", "--output", str(tmp_path / "d")]) == 1
+    assert "No importance scores in the Hub repository org/with-profile: it holds a model and no profile" in (
+        capsys.readouterr().err
+    )
+    assert main(["info", "org/with-profile", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile"] is None
+
+
 def test_eval_compares_two_revisions_of_one_repository(local_hub, tmp_path, data_dir, tiny_tokenizer, capsys):
     """`diet-hf eval REPO --revision A --reference REPO --reference-revision B`: one repository at two commits is two
     models, each read at its own (here a model pruned at 30% and the same dense model pruned at 50%); each reads as

@@ -40,6 +40,52 @@ def test_profile_prune_save_load(tmp_path, data_dir, tiny_tokenizer):
         torch.testing.assert_close(reloaded(ids).logits, pruned(ids).logits)
 
 
+def test_a_pruned_model_saved_with_its_profile_prunes_its_base_again(tmp_path, data_dir, tiny_tokenizer):
+    """`save_pretrained(save_profile=True)` writes the profile the model was pruned from (the tasks it was pruned on,
+    your own texts beside them) into `diet_profile/`, and the card says how to prune from it; `load_scores(MODEL_DIR)`
+    reads it back and prunes the base model to the same weights (the default's reconstruction reading the saved
+    texts and drawing the registered task again). A later save without it removes it; loading scores from the model
+    then says why there are none."""
+    mine = [f"My own calibration text number {i}, about invoices." for i in range(4)]
+    vocab = len(tiny_tokenizer)
+    pruner = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
+    tasks = {"rte": None, "boolq": None, "mine": mine}
+    pruner.profile(tasks=tasks, num_samples=3, data_dir=data_dir, disable_progress=True)
+    expected = pruner.prune(sparsity=0.3, tasks=["rte", "mine"]).state_dict()  # leave one task out
+    out = tmp_path / "model"
+    pruner.save_pretrained(out, save_profile=True)
+    profile = out / "diet_profile"
+    assert {path.name for path in profile.iterdir()} == {
+        "importance_scores.safetensors",
+        "importance_scores.json",
+        "calibration_texts.json",
+    }
+    assert json.loads((profile / "calibration_texts.json").read_text())["tasks"] == {"mine": mine}
+    card = (out / "README.md").read_text()
+    assert "`diet_profile/` holds the DIET profile this model was pruned from" in card
+    assert "diet-hf prune org/dense --scores path/to/this/model --sparsity 0.3 --output model-30" in card
+
+    (profile / "stale.txt").write_text("from an earlier save")
+    pruner.save_pretrained(out, save_profile=True)  # over the folder of an earlier save: replaced whole
+    assert not (profile / "stale.txt").exists() and (profile / "importance_scores.json").is_file()
+
+    fresh = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
+    fresh.load_scores(out, data_dir=data_dir)
+    assert sorted(fresh.scores.tasks) == ["mine", "rte"]
+    again = fresh.prune(sparsity=0.3).state_dict()
+    assert again.keys() == expected.keys()
+    assert all(torch.equal(again[k], v) for k, v in expected.items())
+
+    pruner.save_pretrained(out)  # the same directory, without it: an earlier save's profile does not outlive it
+    assert not profile.exists() and "diet_profile" not in (out / "README.md").read_text()
+    assert AutoModelForCausalLM.from_pretrained(out).config.pruning == pruner.pruned_model.config.pruning
+    with pytest.raises(FileNotFoundError, match=f"No importance scores in {out}: it holds a model and no profile"):
+        fresh.load_scores(out)
+    with pytest.raises(ValueError, match="`save_profile` must be a bool, got 'yes'"):
+        pruner.save_pretrained(tmp_path / "x", save_profile="yes")
+    assert not (tmp_path / "x").exists()
+
+
 def test_saved_scores_prune_without_forward_pass(tmp_path, monkeypatch):
     dense = tiny_dense_model("gemma2")
     batches = [

@@ -155,6 +155,8 @@ def _run_heal(args) -> int:
     from .._io import check_model_location, check_output_is_not_input, check_tokenizer_files
     from ..healing import check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
+    from ..importance import scores_directory
+    from ..info import holds_profile
     from ..loading import is_image_text, load_causal_lm, load_processor, text_config
     from ..plan import PruningPlan
 
@@ -183,6 +185,8 @@ def _run_heal(args) -> int:
         student.diet_plan = PruningPlan.from_pretrained(args.model, **hub)
     except FileNotFoundError:
         pass
+    # the profile it was pruned from, where it was saved with one, goes beside the healed model too
+    profile = scores_directory(args.model, **hub) if holds_profile(args.model, args.revision, args.token) else None
     data_record = {"sources": list(data), "splits": splits}
     if args.question_form.rendered:
         data_record["questions_in_chat_template"] = True
@@ -217,6 +221,7 @@ def _run_heal(args) -> int:
         token=args.token,
         max_shard_size=args.max_shard_size,
         teacher_revision=args.teacher_revision if config.top_k is not None else None,
+        profile=profile,
     )
     _print_record(args.model, args.output, healed.config.pruning["healing"])
     if args.push_to_hub:

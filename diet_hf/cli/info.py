@@ -47,6 +47,12 @@ def _run_info(args) -> int:
     if description.get("pruning"):
         print("provenance (`--json` prints all of it):")
         print("\n".join(_provenance_lines(description["pruning"])))
+    if description.get("profile"):
+        base = (description.get("pruning") or {}).get("base_model") or "BASE_MODEL"
+        print(
+            f"the profile it was pruned from is in {description['profile']}/; prune again from it: "
+            f"diet-hf prune {base} --scores {args.model} --sparsity S --output DIR"
+        )
     return EXIT_OK
 
 

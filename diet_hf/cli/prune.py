@@ -84,9 +84,9 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     prune.add_argument(
         "--scores",
         default=None,
-        help="reuse a saved profile, a directory (--save-scores) or a Hub repository (--push-scores-to-hub): no "
-        "profiling pass; a reconstruction reads your own tasks' texts, saved with it, and draws the registered tasks' "
-        "examples again",
+        help="reuse a saved profile, a directory (--save-scores) or a Hub repository (--push-scores-to-hub), or the "
+        "one a pruned model was saved with (--include-profile): no profiling pass; a reconstruction reads your own "
+        "tasks' texts, saved with it, and draws the registered tasks' examples again",
     )
     prune.add_argument("--scores-revision", default=None, help="branch, tag or commit of --scores on the Hub")
     prune.add_argument("--save-scores", default=None, help="save the profile here for later pruning")
@@ -152,6 +152,13 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "(by default it is kept, unchanged)",
     )
     prune.add_argument("--max-shard-size", type=_shard_size, default=None, metavar="SIZE", help=SHARD_HELP)
+    prune.add_argument(
+        "--include-profile",
+        action="store_true",
+        help="save the profile each model was pruned from in its folder diet_profile/ (and upload it with "
+        "--push-to-hub), so that `prune MODEL --scores OUTPUT` prunes MODEL again at another sparsity with no "
+        "profiling pass; the card says how",
+    )
     prune.add_argument(
         "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
     )
@@ -284,6 +291,7 @@ def _run_prune(args) -> int:
             text_evaluation=texts,
             dense_text_evaluation=dense_texts,
             max_shard_size=args.max_shard_size,
+            save_profile=args.include_profile,
         )
         _print_saved(output, model.config.pruning, texts, dense_texts)
         if tasks:

@@ -15,6 +15,7 @@ from .._checks import OVERFLOW_HINT, check_shard_size
 from .._devices import fast_bf16
 from .._io import check_not_a_file, check_output_is_not_input
 from ..constants import family_for_model_type
+from ..importance import load_profile
 from ..loading import image_text_model, is_image_text, text_causal_lm
 from .config import HealingConfig
 from .data import _collate, _PackedDataset, _text_list, pack_sources
@@ -59,6 +60,7 @@ def heal(
     token: str | None = None,
     max_shard_size: int | str | None = None,
     teacher_revision: str | None = None,
+    profile: str | os.PathLike | None = None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -102,6 +104,10 @@ def heal(
             else the login `hf auth login` saved).
         max_shard_size (`int` or `str`, *optional*): the largest weight file of the saved model, as in
             transformers' `save_pretrained` (e.g. `"2GB"`; default: its default); checked before any training.
+        profile (*optional*): the profile the student was pruned from, saved beside the healed model in its folder
+            `diet_profile` (healing does not change it: it is the dense parent's), as `load_scores` reads one: the
+            pruned model's own directory or Hub id where it was saved with it, or a saved profile's. Read (with
+            `token`) before any training; needs `output_dir`.
 
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
@@ -113,6 +119,10 @@ def heal(
     teacher_config, teacher_name = _teacher_config(teacher, **teacher_hub)
     check_parent(student.config, teacher_config)
     check_shard_size("max_shard_size", max_shard_size)
+    if profile is not None:
+        if output_dir is None:
+            raise ValueError("`profile` is saved beside the healed model: pass `output_dir` too.")
+        profile = load_profile(profile, token=token)  # (scores, your tasks' texts), read before any training
     if output_dir is not None:  # before any training, not when the healed model is saved
         check_not_a_file(output_dir, "output_dir")
         if isinstance(teacher, (str, os.PathLike)):
@@ -172,7 +182,13 @@ def heal(
         plan = getattr(image_text if image_text is not None else student, "diet_plan", None)
         saved_tokenizer = processor if processor is not None else tokenizer
         save_pruned_model(
-            healed, output_dir, tokenizer=saved_tokenizer, plan=plan, repo_id=repo_id, max_shard_size=max_shard_size
+            healed,
+            output_dir,
+            tokenizer=saved_tokenizer,
+            plan=plan,
+            repo_id=repo_id,
+            max_shard_size=max_shard_size,
+            **({"profile": profile[0], "profile_texts": profile[1]} if profile is not None else {}),
         )
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed
