@@ -58,13 +58,8 @@ def atomic_directory(
                         old.unlink()
             for item in tmp.iterdir():  # each file appears whole (a rename); the moves take microseconds
                 _replace(item, target / item.name)
-        elif target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        else:  # the whole directory, replacing an existing one
+            _replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
