@@ -69,9 +69,16 @@ class DietPruner(_ProfilingMixin):
         self.processor = processor if self._image_text is not None else None
         self.family = family_for_model_type(getattr(model.config, "model_type", type(model).__name__))
         if model.config.model_type == self.family.pruned_model_type:
+            base = (getattr(model.config, "pruning", None) or {}).get("base_model")
             raise ValueError(
                 f"`model` is already pruned (`model_type` {model.config.model_type!r}); pass the dense "
-                f"`{self.family.dense_model_type}` model."
+                f"`{self.family.dense_model_type}` model"
+                + (
+                    f" it was pruned from, {base} (`load_scores` reads the profile a pruned model was saved with, to "
+                    "prune that model again at another sparsity)."
+                    if base
+                    else "."
+                )
             )
         _warn_about_weights(source)
         self.model = model

@@ -134,6 +134,9 @@ def test_an_already_pruned_model_is_refused(family):
         rf"`{family}` model\.",
     ):
         DietPruner(pruned)
+    pruned.config.pruning = {"base_model": "org/dense"}  # what `prune()` records
+    with pytest.raises(ValueError, match=rf"pass the dense `{family}` model it was pruned from, org/dense \(`load_"):
+        DietPruner(pruned)
 
 
 def test_scores_for_another_model(tmp_path):
