@@ -331,6 +331,8 @@ def _layer_lines(config) -> list[str]:
 def _profile_lines(record: dict, name: str) -> list[str]:
     """The card's words on the profile saved in `diet_profile/`: what it is, and the command that prunes from it."""
     base = _reference_name(record.get("base_model") or "base-model")
+    pruned_at = (record.get("target") or {}).get("sparsity")
+    other = 0.4 if pruned_at and abs(pruned_at - 0.3) < 0.025 else 0.3  # a sparsity other than its own
     return [
         f"`{PROFILE_SUBFOLDER}/` holds the DIET profile this model was pruned from: the base model's per-task "
         "importance scores of every MLP channel and attention head (and your own tasks' calibration texts, if any). "
@@ -339,7 +341,7 @@ def _profile_lines(record: dict, name: str) -> list[str]:
         "the Hub or `--data-dir`):",
         "",
         "```bash",
-        f"diet-hf prune {base} --scores {name} --sparsity 0.3 --output {Path(name).name}-30",
+        f"diet-hf prune {base} --scores {name} --sparsity {other:g} --output {Path(name).name}-{round(other * 100)}",
         "```",
         "",
     ]

@@ -63,7 +63,7 @@ def test_a_pruned_model_saved_with_its_profile_prunes_its_base_again(tmp_path, d
     assert json.loads((profile / "calibration_texts.json").read_text())["tasks"] == {"mine": mine}
     card = (out / "README.md").read_text()
     assert "`diet_profile/` holds the DIET profile this model was pruned from" in card
-    assert "diet-hf prune org/dense --scores path/to/this/model --sparsity 0.3 --output model-30" in card
+    assert "diet-hf prune org/dense --scores path/to/this/model --sparsity 0.4 --output model-40" in card  # not 0.3
 
     (profile / "stale.txt").write_text("from an earlier save")
     pruner.save_pretrained(out, save_profile=True)  # over the folder of an earlier save: replaced whole
