@@ -70,7 +70,11 @@ def _replace(source: Path, destination: Path) -> None:
     if source.is_dir() and destination.is_dir() and not destination.is_symlink():
         old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
         os.replace(destination, old)
-        os.replace(source, destination)
+        try:
+            os.replace(source, destination)
+        except BaseException:
+            os.replace(old, destination)  # the old one back in place
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(source, destination)

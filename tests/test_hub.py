@@ -556,6 +556,45 @@ def test_atomic_directory_replaces_merges_or_leaves_the_target_untouched(tmp_pat
             pass
 
 
+def test_atomic_directory_merges_folders_whole_and_restores_one_it_could_not_replace(tmp_path, monkeypatch):
+    """Merging, a folder the write holds replaces the one of that name whole (an earlier save's profile), a stale
+    folder it does not hold is removed, and a folder whose replacement fails is put back as it was."""
+    import os
+    from pathlib import Path
+
+    from diet_hf._io import atomic_directory
+
+    target = tmp_path / "out"
+    (target / "diet_profile").mkdir(parents=True)
+    (target / "diet_profile" / "old.json").write_text("old")
+    (target / "other").mkdir()
+    (target / "other" / "x").write_text("the user's")
+    with atomic_directory(target, merge=True) as tmp:
+        (tmp / "diet_profile").mkdir()
+        (tmp / "diet_profile" / "new.json").write_text("new")
+    assert [p.name for p in (target / "diet_profile").iterdir()] == ["new.json"]
+    with atomic_directory(target, merge=True, stale=("diet_profile",)) as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "other"]
+
+    (target / "diet_profile").mkdir()
+    (target / "diet_profile" / "kept.json").write_text("kept")
+    replace = os.replace
+
+    def failing(source, destination):
+        if Path(source).name == "diet_profile" and Path(source).parent != target:  # the new folder's move
+            raise OSError("disk full")
+        return replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_directory(target, merge=True) as tmp:
+            (tmp / "diet_profile").mkdir()
+    monkeypatch.setattr(os, "replace", replace)
+    assert [p.name for p in (target / "diet_profile").iterdir()] == ["kept.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 @pytest.mark.parametrize("pipelined", [True, False])
 def test_create_pr_opens_a_pull_request_and_leaves_the_main_branch(
     pipelined, local_hub, tmp_path, data_dir, tiny_tokenizer, capsys, monkeypatch
