@@ -578,3 +578,38 @@ def test_speed_clock_waits_for_an_asynchronous_device(monkeypatch):
     _clock(torch.device("cuda", 0))
     _clock(torch.device("mps"))
     assert waited == ["cuda", "mps"]
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_a_pruned_checkpoint_quantizes_with_a_transformers_quantizer_and_is_not_pruned_again(family, tmp_path):
+    """Prune, then quantize for deployment: a pruned checkpoint (uneven layers, a removed attention and MLP,
+    compensation biases) loads through transformers' quanto integration with int8 weights, every linear layer of its
+    decoder quantized, its logits within int8 rounding of the float model's, and generates. A dense model loaded that
+    way is refused by the pruner (it slices and refits full-precision weights)."""
+    pytest.importorskip("optimum.quanto", reason="the test extra installs optimum-quanto")
+    from transformers import AutoModelForCausalLM, QuantoConfig
+
+    from diet_hf import DietPruner
+
+    pruned = uneven_pruned_model(family, compensated=True)
+    pruned.save_pretrained(tmp_path / "pruned")
+    config = QuantoConfig(weights="int8")
+    quantized = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", quantization_config=config)
+    linears = [
+        (name, type(module).__name__)
+        for name, module in quantized.model.layers.named_modules()
+        if name.rsplit(".", 1)[-1].endswith("_proj")
+    ]
+    assert linears and all(kind == "QLinear" for _, kind in linears), linears
+    ids = random_batch(vocab_size=pruned.config.vocab_size)
+    with torch.no_grad():
+        reference, logits = pruned(ids).logits, quantized(ids).logits
+    assert not torch.equal(logits, reference)  # int8 weights, not the float ones
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
+    generated = quantized.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert generated.shape[1] == ids.shape[1] + 4
+
+    tiny_dense_model(family).save_pretrained(tmp_path / "dense")
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense", quantization_config=config)
+    with pytest.raises(ValueError, match="`model` is quantized"):
+        DietPruner(dense).check_targets(sparsity=0.2)
