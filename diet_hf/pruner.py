@@ -382,7 +382,8 @@ class DietPruner(_ProfilingMixin):
         (e.g. `"2GB"`): the largest weight file, as in transformers' `save_pretrained`. `save_profile`: also write
         the profile the model was pruned from (as `save_scores` writes it; the tasks it was pruned on) into its
         folder `diet_profile`, so that `load_scores(save_directory)` / `diet-hf prune BASE --scores save_directory`
-        prunes the base model again at another sparsity with no profiling pass. See
+        prunes the base model again at another sparsity with no profiling pass (it holds the texts of your own tasks:
+        publish it only where they may be public). See
         `diet_hf.hub.save_pruned_model`."""
         from .hub import save_pruned_model
 

@@ -96,7 +96,8 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         default=None,
         metavar="REPO_ID",
         help="also upload the profile, with a card, to this Hub repository (after --save-scores, if given), so that "
-        "`prune --scores REPO_ID` prunes from it anywhere with no profiling pass",
+        "`prune --scores REPO_ID` prunes from it anywhere with no profiling pass (the texts of your own --tasks go "
+        "with it)",
     )
     prune.add_argument(
         "--eval-texts",
@@ -157,7 +158,8 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         action="store_true",
         help="save the profile each model was pruned from in its folder diet_profile/ (and upload it with "
         "--push-to-hub), so that `prune MODEL --scores OUTPUT` prunes MODEL again at another sparsity with no "
-        "profiling pass; the card says how",
+        "profiling pass; the card says how. It holds the texts of your own --tasks: include it only where they may "
+        "be published",
     )
     prune.add_argument(
         "--push-to-hub", type=_repo_id, default=None, metavar="REPO_ID", help="also upload to this Hub repository"
