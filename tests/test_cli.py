@@ -858,6 +858,7 @@ def test_heal_keeps_the_profile_the_model_was_pruned_from(dense_dir, tmp_path, d
     """A model pruned with `--include-profile` and healed keeps the profile in the healed model's `diet_profile/`,
     byte for byte (healing does not change the dense parent's scores), so `--scores HEALED` prunes the base model
     again; a model saved without one heals without one. `heal(profile=)` without `output_dir` is refused."""
+    from diet_hf import DietPruner
     from diet_hf.healing import heal
 
     common = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.3", "--data-dir", str(data_dir)]
@@ -876,6 +877,13 @@ def test_heal_keeps_the_profile_the_model_was_pruned_from(dense_dir, tmp_path, d
     assert main([*common, "--scores", str(tmp_path / "a-h"), "--output", str(tmp_path / "b")]) == 0
     with pytest.raises(ValueError, match="`profile` is saved beside the healed model: pass `output_dir` too"):
         heal(AutoModelForCausalLM.from_pretrained(tmp_path / "a"), dense_dir, None, ["x"], profile=tmp_path / "a")
+    other = DietPruner(tiny_dense_model("gemma3_text"))  # a profile of another model
+    batches = [{"input_ids": random_batch(2, 8), "attention_mask": torch.ones(2, 8, dtype=torch.long)}]
+    other.profile({"mine": batches}, disable_progress=True).save_scores(tmp_path / "o")
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
+    with pytest.raises(ValueError, match="These scores were made for"):
+        heal(student, dense_dir, None, ["x"], output_dir=tmp_path / "x", profile=tmp_path / "o")
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,7 @@ def heal(
         profile (*optional*): the profile the student was pruned from, saved beside the healed model in its folder
             `diet_profile` (healing does not change it: it is the dense parent's), as `load_scores` reads one: the
             pruned model's own directory or Hub id where it was saved with it, or a saved profile's. Read (with
-            `token`) before any training; needs `output_dir`.
+            `token`) and checked against the teacher's shapes before any training; needs `output_dir`.
 
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
@@ -123,6 +123,7 @@ def heal(
         if output_dir is None:
             raise ValueError("`profile` is saved beside the healed model: pass `output_dir` too.")
         profile = load_profile(profile, token=token)  # (scores, your tasks' texts), read before any training
+        profile[0].check_compatible(teacher_config)  # the dense parent's profile, not another model's
     if output_dir is not None:  # before any training, not when the healed model is saved
         check_not_a_file(output_dir, "output_dir")
         if isinstance(teacher, (str, os.PathLike)):
