@@ -109,12 +109,13 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None, t
         },
         "pruning": getattr(config, "pruning", None),
         # the folder holding the profile it was pruned from (`save_pretrained(save_profile=True)`), else None
-        "profile": PROFILE_SUBFOLDER if holds_profile(model_id_or_path, revision, token) else None,
+        "profile": PROFILE_SUBFOLDER if holds_profile(model_id_or_path, revision=revision, token=token) else None,
     }
 
 
-def holds_profile(model_id_or_path, revision: str | None, token: str | None) -> bool:
-    """Whether a checkpoint carries the profile it was pruned from in `PROFILE_SUBFOLDER`."""
+def holds_profile(model_id_or_path, *, revision: str | None = None, token: str | None = None) -> bool:
+    """Whether a checkpoint (a local directory, or a Hub repository at `revision`) carries the profile it was pruned
+    from in `PROFILE_SUBFOLDER`."""
     from .constants import SCORES_META_FILE
 
     name = f"{PROFILE_SUBFOLDER}/{SCORES_META_FILE}"

@@ -186,7 +186,7 @@ def _run_heal(args) -> int:
     except FileNotFoundError:
         pass
     # the profile it was pruned from, where it was saved with one, goes beside the healed model too
-    profile = scores_directory(args.model, **hub) if holds_profile(args.model, args.revision, args.token) else None
+    profile = scores_directory(args.model, **hub) if holds_profile(args.model, **hub) else None
     data_record = {"sources": list(data), "splits": splits}
     if args.question_form.rendered:
         data_record["questions_in_chat_template"] = True
