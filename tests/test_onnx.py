@@ -222,6 +222,68 @@ def test_classifiers_and_the_decoder_alone_export_with_their_task(tmp_path):
     assert decoder["config"]["architectures"] == ["Gemma3TextModel"]
 
 
+# Runs in the ONNX environment: the export quantized by optimum's stock ORTQuantizer (dynamic int8), loaded by
+# ONNX Runtime without diet-hf, against the float32 export.
+QUANTIZE_SCRIPT = textwrap.dedent(
+    """
+    import json, subprocess, sys
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    model_dir, out_dir, ids_path, result_path = sys.argv[1:5]
+    command = [sys.executable, "-m", "diet_hf.cli", "--quiet", "export", "onnx", model_dir, out_dir]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+    ORTQuantizer.from_pretrained(out_dir).quantize(save_dir=out_dir + "-int8", quantization_config=config)
+    sys.modules["diet_hf"] = None  # ONNX Runtime needs neither diet-hf nor remote code
+    ids = torch.tensor(json.load(open(ids_path)))
+    mask = torch.ones_like(ids)
+    float32 = ORTModelForCausalLM.from_pretrained(out_dir)
+    int8 = ORTModelForCausalLM.from_pretrained(out_dir + "-int8", file_name="model_quantized.onnx")
+    kwargs = {"max_new_tokens": 4, "min_new_tokens": 4, "do_sample": False, "pad_token_id": 0}
+    json.dump(
+        {
+            "float32": float32(input_ids=ids, attention_mask=mask).logits.tolist(),
+            "int8": int8(input_ids=ids, attention_mask=mask).logits.tolist(),
+            "generated": int8.generate(ids[:1], **kwargs).tolist(),
+            "files": sorted(p.name for p in __import__("pathlib").Path(out_dir + "-int8").iterdir()),
+        },
+        open(result_path, "w"),
+    )
+    """
+)
+
+
+@needs_onnx_env
+def test_the_onnx_export_quantizes_with_optimums_stock_quantizer(tmp_path):
+    """A pruned model's export (uneven layers, a removed attention and MLP, compensation biases) goes through optimum's
+    stock `ORTQuantizer` (dynamic int8, the recipe `onnx_benchmark.py --int8` measures on the real model), and ONNX
+    Runtime runs the result without diet-hf: int8 logits near the float32 export's, not equal to them, and greedy
+    generation with past key values."""
+    uneven_pruned_model("gemma3_text", compensated=True).save_pretrained(tmp_path / "model")
+    ids = random_batch(2, 10)
+    (tmp_path / "ids.json").write_text(json.dumps(ids.tolist()))
+    (tmp_path / "quantize.py").write_text(QUANTIZE_SCRIPT)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    args = [tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json", tmp_path / "result.json"]
+    done = subprocess.run(
+        [ONNX_PYTHON, str(tmp_path / "quantize.py"), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    float32, int8 = torch.tensor(result["float32"]), torch.tensor(result["int8"])
+    assert not torch.equal(int8, float32)
+    assert (int8 - float32).abs().max() < 0.25 * float32.abs().max()
+    assert len(result["generated"][0]) == ids.shape[1] + 4
+    assert "model_quantized.onnx" in result["files"]
+
+
 def test_default_task_follows_the_saved_class(tmp_path):
     pytest.importorskip("optimum.exporters.onnx")
     from diet_hf.onnx import default_task
