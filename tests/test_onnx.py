@@ -25,6 +25,24 @@ from diet_hf.cli import main
 ONNX_PYTHON = os.environ.get("DIET_ONNX_PYTHON")
 needs_onnx_env = pytest.mark.skipif(not ONNX_PYTHON, reason="set DIET_ONNX_PYTHON to a python with diet-hf[onnx]")
 
+
+def _run_in_onnx_env(tmp_path, script: str, *args) -> dict:
+    """Runs `script` (one of the scripts below) in the ONNX environment with `args` and `result.json` after them, in a
+    modules cache of its own and offline; returns what it wrote there."""
+    (tmp_path / "script.py").write_text(script)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    done = subprocess.run(
+        [ONNX_PYTHON, str(tmp_path / "script.py"), *map(str, args), str(tmp_path / "result.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    return json.loads((tmp_path / "result.json").read_text())
+
+
 # Runs in the ONNX environment: export (diet-hf CLI or optimum-cli), then ONNX Runtime against PyTorch there.
 PARITY_SCRIPT = textwrap.dedent(
     """
@@ -32,7 +50,7 @@ PARITY_SCRIPT = textwrap.dedent(
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoModelForCausalLM
-    model_dir, out_dir, ids_path, result_path, exporter = sys.argv[1:6]
+    model_dir, out_dir, ids_path, exporter, result_path = sys.argv[1:6]
     if exporter == "diet-hf":
         command = [sys.executable, "-m", "diet_hf.cli", "--quiet", "export", "onnx", model_dir, out_dir]
     else:  # optimum's own CLI finds diet-hf's export config through its plug-in namespace; it cannot infer the
@@ -80,19 +98,8 @@ def _export_and_compare(tmp_path, family, exporter, compensated=False):
     pruned.save_pretrained(tmp_path / "model")
     ids = random_batch(2, 10)
     (tmp_path / "ids.json").write_text(json.dumps(ids.tolist()))
-    (tmp_path / "parity.py").write_text(PARITY_SCRIPT)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    args = [tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json", tmp_path / "result.json"]
-    done = subprocess.run(
-        [ONNX_PYTHON, str(tmp_path / "parity.py"), *map(str, args), exporter],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    args = (tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json", exporter)
+    result = _run_in_onnx_env(tmp_path, PARITY_SCRIPT, *args)
     onnx_logits, torch_logits = torch.tensor(result["onnx_logits"]), torch.tensor(result["torch_logits"])
     # the checkpoint's logits here (transformers 5.x) are those of the ONNX environment's PyTorch (4.57)
     mask = torch.ones_like(ids)
@@ -200,18 +207,7 @@ def test_classifiers_and_the_decoder_alone_export_with_their_task(tmp_path):
     jobs = [(str(tmp_path / model), str(tmp_path / out), *rest) for model, out, *rest in jobs]
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     (tmp_path / "ids.json").write_text(json.dumps(random_batch(2, 10).tolist()))
-    (tmp_path / "heads.py").write_text(HEADS_SCRIPT)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    args = [tmp_path / "jobs.json", tmp_path / "ids.json", tmp_path / "result.json"]
-    done = subprocess.run(
-        [ONNX_PYTHON, str(tmp_path / "heads.py"), *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    sequence, token, decoder = json.loads((tmp_path / "result.json").read_text())
+    sequence, token, decoder = _run_in_onnx_env(tmp_path, HEADS_SCRIPT, tmp_path / "jobs.json", tmp_path / "ids.json")
     for result in (sequence, token, decoder):
         assert result["difference"] <= 1e-4 * result["scale"], result
     assert "(text-classification)" in sequence["stdout"] and "ORTModelForSequenceClassification" in sequence["stdout"]
@@ -264,19 +260,7 @@ def test_the_onnx_export_quantizes_with_optimums_stock_quantizer(tmp_path):
     uneven_pruned_model("gemma3_text", compensated=True).save_pretrained(tmp_path / "model")
     ids = random_batch(2, 10)
     (tmp_path / "ids.json").write_text(json.dumps(ids.tolist()))
-    (tmp_path / "quantize.py").write_text(QUANTIZE_SCRIPT)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    args = [tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json", tmp_path / "result.json"]
-    done = subprocess.run(
-        [ONNX_PYTHON, str(tmp_path / "quantize.py"), *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = _run_in_onnx_env(tmp_path, QUANTIZE_SCRIPT, tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json")
     float32, int8 = torch.tensor(result["float32"]), torch.tensor(result["int8"])
     assert not torch.equal(int8, float32)
     assert (int8 - float32).abs().max() < 0.25 * float32.abs().max()
