@@ -229,21 +229,21 @@ def scores_directory(
     if not (path / SCORES_META_FILE).is_file() and (path / PROFILE_SUBFOLDER / SCORES_META_FILE).is_file():
         path = path / PROFILE_SUBFOLDER  # a pruned model saved with the profile it was pruned from
     local = is_local_location(model_id_or_path)
-    at = f" at revision {revision}" if revision else ""
+    where = text if local else f"the Hub repository {text}" + (f" at revision {revision}" if revision else "")
     if (path / CONFIG_FILE).is_file() and not (path / SCORES_META_FILE).is_file():
         raise FileNotFoundError(
-            f"No importance scores in {text if local else f'the Hub repository {text}{at}'}: it holds a model and "
-            "no profile (a pruned model carries the one it was pruned from in `diet_profile/` when saved with "
-            "`save_pretrained(save_profile=True)` / `diet-hf prune --include-profile`)."
+            f"No importance scores in {where}: it holds a model and no profile (a pruned model carries the one it was "
+            "pruned from in `diet_profile/` when saved with `save_pretrained(save_profile=True)` / `diet-hf prune "
+            "--include-profile`)."
         )
     for name in (SCORES_WEIGHTS_FILE, SCORES_META_FILE):
         if not (path / name).is_file():
-            raise FileNotFoundError(
-                f"No importance scores in {text}: {name} is missing."
+            how = (
+                ""
                 if local
-                else f"No importance scores in the Hub repository {text}{at}: {name} is missing (a profile is "
-                "uploaded with `ImportanceScores.push_to_hub` / `DietPruner.push_scores_to_hub`)."
+                else " (a profile is uploaded with `ImportanceScores.push_to_hub` / `DietPruner.push_scores_to_hub`)"
             )
+            raise FileNotFoundError(f"No importance scores in {where}: {name} is missing{how}.")
     return path
 
 

@@ -9,9 +9,11 @@ from transformers import AutoConfig, PretrainedConfig
 
 from ._io import check_model_location, is_local_location
 from .constants import (
+    CONFIG_FILE,
     FAMILIES,
     PROFILE_SUBFOLDER,
     REMOTE_CODE_FILES,
+    SCORES_META_FILE,
     base_sizes,
     block_parameters,
     family_for_model_type,
@@ -116,35 +118,30 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None, t
 def holds_profile(model_id_or_path, *, revision: str | None = None, token: str | None = None) -> bool:
     """Whether a checkpoint (a local directory, or a Hub repository at `revision`) carries the profile it was pruned
     from in `PROFILE_SUBFOLDER`."""
-    from .constants import SCORES_META_FILE
-
-    name = f"{PROFILE_SUBFOLDER}/{SCORES_META_FILE}"
-    if is_local_location(model_id_or_path):
-        return (Path(os.fspath(model_id_or_path)).expanduser() / name).is_file()
-    from huggingface_hub import HfApi
-
-    try:
-        return HfApi(token=token).file_exists(str(model_id_or_path), name, revision=revision)
-    except Exception:  # the checkpoint itself was read: a profile that cannot be asked about is not reported
-        return False
+    return _holds(model_id_or_path, revision, token, [f"{PROFILE_SUBFOLDER}/{SCORES_META_FILE}"])
 
 
 def is_profile(model_id_or_path, *, revision: str | None = None, token: str | None = None) -> bool:
     """Whether `model_id_or_path` holds a saved profile (`ImportanceScores.save_pretrained` / `push_to_hub`) and no
     checkpoint: a local directory with its record and no config.json, or a Hub repository with its record."""
-    from .constants import SCORES_META_FILE
+    return _holds(model_id_or_path, revision, token, [SCORES_META_FILE], absent=[CONFIG_FILE])
 
-    if is_local_location(model_id_or_path):
-        local = Path(os.fspath(model_id_or_path)).expanduser()
-        return (local / SCORES_META_FILE).is_file() and not (local / "config.json").is_file()
+
+def _holds(model_id_or_path, revision: str | None, token: str | None, present: list[str], absent=()) -> bool:
+    """Whether a local directory or a Hub repository at `revision` holds every file of `present` and none of
+    `absent` (paths inside it); False where the Hub cannot be asked (the checkpoint's own reading reports why)."""
     from huggingface_hub import HfApi
 
+    local = is_local_location(model_id_or_path)
+
+    def exists(name: str) -> bool:
+        if local:
+            return (Path(os.fspath(model_id_or_path)).expanduser() / name).is_file()
+        return HfApi(token=token).file_exists(str(model_id_or_path), name, revision=revision)
+
     try:
-        api = HfApi(token=token)
-        return api.file_exists(str(model_id_or_path), SCORES_META_FILE, revision=revision) and not api.file_exists(
-            str(model_id_or_path), "config.json", revision=revision
-        )
-    except Exception:  # the checkpoint's own reading reports what is wrong
+        return all(exists(name) for name in present) and not any(exists(name) for name in absent)
+    except Exception:  # connection, permission: not asked here
         return False
 
 

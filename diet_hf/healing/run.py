@@ -119,11 +119,12 @@ def heal(
     teacher_config, teacher_name = _teacher_config(teacher, **teacher_hub)
     check_parent(student.config, teacher_config)
     check_shard_size("max_shard_size", max_shard_size)
+    profile_scores = profile_texts = None
     if profile is not None:
         if output_dir is None:
             raise ValueError("`profile` is saved beside the healed model: pass `output_dir` too.")
-        profile = load_profile(profile, token=token)  # (scores, your tasks' texts), read before any training
-        profile[0].check_compatible(teacher_config)  # the dense parent's profile, not another model's
+        profile_scores, profile_texts = load_profile(profile, token=token)  # read before any training
+        profile_scores.check_compatible(teacher_config)  # the dense parent's profile, not another model's
     if output_dir is not None:  # before any training, not when the healed model is saved
         check_not_a_file(output_dir, "output_dir")
         if isinstance(teacher, (str, os.PathLike)):
@@ -189,7 +190,8 @@ def heal(
             plan=plan,
             repo_id=repo_id,
             max_shard_size=max_shard_size,
-            **({"profile": profile[0], "profile_texts": profile[1]} if profile is not None else {}),
+            profile=profile_scores,
+            profile_texts=profile_texts,
         )
         shutil.rmtree(work_dir, ignore_errors=True)
     return healed
