@@ -580,27 +580,45 @@ def test_speed_clock_waits_for_an_asynchronous_device(monkeypatch):
     assert waited == ["cuda", "mps"]
 
 
+def _int8_quantization(quantizer):
+    """transformers' config for int8 weights through `quantizer`, and a check that a projection is quantized."""
+    if quantizer == "quanto":
+        pytest.importorskip("optimum.quanto", reason="the test extra installs optimum-quanto")
+        from transformers import QuantoConfig
+
+        return QuantoConfig(weights="int8"), lambda module: type(module).__name__ == "QLinear"
+    pytest.importorskip("torchao", reason="the test extra installs torchao")
+    from torchao.quantization import Int8WeightOnlyConfig
+    from transformers import TorchAoConfig
+
+    return TorchAoConfig(quant_type=Int8WeightOnlyConfig()), lambda module: "Int8" in type(module.weight).__name__
+
+
+@pytest.mark.parametrize("quantizer", ["quanto", "torchao"])
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-def test_a_pruned_checkpoint_quantizes_with_a_transformers_quantizer_and_is_not_pruned_again(family, tmp_path):
+def test_a_pruned_checkpoint_quantizes_with_a_transformers_quantizer_and_is_not_pruned_again(
+    family, quantizer, tmp_path
+):
     """Prune, then quantize for deployment: a pruned checkpoint (uneven layers, a removed attention and MLP,
-    compensation biases) loads through transformers' quanto integration with int8 weights, every linear layer of its
-    decoder quantized, its logits within int8 rounding of the float model's, and generates. A dense model loaded that
-    way is refused by the pruner (it slices and refits full-precision weights)."""
-    pytest.importorskip("optimum.quanto", reason="the test extra installs optimum-quanto")
-    from transformers import AutoModelForCausalLM, QuantoConfig
+    compensation biases) loads through transformers' quanto and torchao integrations with int8 weights, every linear
+    layer of its decoder quantized, its logits within int8 rounding of the float model's, and generates. A dense model
+    loaded that way is refused by the pruner (it slices and refits full-precision weights)."""
+    from transformers import AutoModelForCausalLM
 
     from diet_hf import DietPruner
 
+    config, is_quantized = _int8_quantization(quantizer)
     pruned = uneven_pruned_model(family, compensated=True)
     pruned.save_pretrained(tmp_path / "pruned")
-    config = QuantoConfig(weights="int8")
     quantized = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", quantization_config=config)
     linears = [
-        (name, type(module).__name__)
+        (name, module)
         for name, module in quantized.model.layers.named_modules()
         if name.rsplit(".", 1)[-1].endswith("_proj")
     ]
-    assert linears and all(kind == "QLinear" for _, kind in linears), linears
+    assert linears and all(is_quantized(module) for _, module in linears), [
+        (name, type(module).__name__, type(module.weight).__name__) for name, module in linears
+    ]
     ids = random_batch(vocab_size=pruned.config.vocab_size)
     with torch.no_grad():
         reference, logits = pruned(ids).logits, quantized(ids).logits
@@ -613,3 +631,11 @@ def test_a_pruned_checkpoint_quantizes_with_a_transformers_quantizer_and_is_not_
     dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense", quantization_config=config)
     with pytest.raises(ValueError, match="`model` is quantized"):
         DietPruner(dense).check_targets(sparsity=0.2)
+    if quantizer == "torchao":  # quantized by hand, without a transformers quantizer on the model
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        by_hand = tiny_dense_model(family)
+        quantize_(by_hand, Int8WeightOnlyConfig())
+        assert getattr(by_hand, "hf_quantizer", None) is None
+        with pytest.raises(ValueError, match=r"`model` is quantized \(e\.g\. `model\.layers\.0\."):
+            DietPruner(by_hand).check_targets(sparsity=0.2)
