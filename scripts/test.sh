@@ -9,7 +9,7 @@ scripts/setup.sh
 PYTHON=${PYTHON:-python3}
 [ -x .venv-tf457/bin/python ] || "$PYTHON" -m venv .venv-tf457
 .venv-tf457/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv-tf457/bin/pip install -q --disable-pip-version-check "transformers==4.57.6" -e ".[onnx,test]"
+.venv-tf457/bin/pip install -q --disable-pip-version-check "transformers==4.57.6" -e ".[onnx,test,torchao]"
 if [[ " $* " == *slow* ]]; then  # the slow tests include the agreement with lm-eval-harness itself
     .venv/bin/pip install -q --disable-pip-version-check -e ".[test,gemma3-270m,lm-eval]"
 fi

@@ -587,7 +587,7 @@ def _int8_quantization(quantizer):
         from transformers import QuantoConfig
 
         return QuantoConfig(weights="int8"), lambda module: type(module).__name__ == "QLinear"
-    pytest.importorskip("torchao", reason="the test extra installs torchao")
+    pytest.importorskip("torchao", reason="the torchao extra installs it (scripts/test.sh: in the 4.57 environment)")
     from torchao.quantization import Int8WeightOnlyConfig
     from transformers import TorchAoConfig
 
