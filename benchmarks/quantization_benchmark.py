@@ -22,7 +22,8 @@ dense float32 model, the largest logit difference to its float32 checkpoint on a
 batch's logit range), whether its greedy continuations of four prompts equal the float32 checkpoint's, and prefill /
 decode tokens/s (`diet_hf.speed.compare_tokens_per_second`: all models in turns, best round each). Nothing is chosen
 on these rows. Each model's row is saved as it finishes (`--resume` keeps them); the speed rows come last, all
-models in memory together. Writes `<output>.json` and `<output>.md`.
+models in memory together (`--compile-rounds N` adds prefill with each model's forward under `torch.compile`).
+Writes `<output>.json` and `<output>.md`.
 """
 
 import argparse
@@ -120,6 +121,12 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=300, help="test-half examples per task")
     parser.add_argument("--quantizers", nargs="+", default=list(QUANTIZERS), choices=QUANTIZERS)
     parser.add_argument("--rounds", type=int, default=5, help="speed: rounds of all models in turns")
+    parser.add_argument(
+        "--compile-rounds",
+        type=int,
+        default=0,
+        help="also time prefill with each model's forward under torch.compile, this many rounds in turns",
+    )
     parser.add_argument("--output", default="benchmarks/results/quantization_gemma3_270m")
     parser.add_argument("--resume", action="store_true", help="keep the rows of an earlier run with this --output")
     args = parser.parse_args(argv)
@@ -171,15 +178,42 @@ def main(argv=None) -> int:
         write_report(output, report, _markdown(report))
         del model
 
-    if args.rounds > 0:
+    if args.rounds > 0 or args.compile_rounds > 0:
         models = {f"{c} {q or 'float32'}": load(checkpoints[c], q) for c, q in names}
+    if args.rounds > 0:
         measure_tokens_per_second(models["dense float32"], repeats=1)  # warm-up: one-off allocation costs
         speed = compare_tokens_per_second(models, rounds=args.rounds, pad_token_id=tokenizer.pad_token_id)
         for name, value in speed.items():
             rows[name]["speed"] = value
         report["speed_rounds"] = args.rounds
+    if args.compile_rounds > 0:
+        for name, value in compiled_prefill(models, args.compile_rounds).items():
+            rows[name]["compiled_prefill"] = value
+        report["compile_rounds"] = args.compile_rounds
     write_report(output, report, _markdown(report))
     return 0
+
+
+def compiled_prefill(models: dict, rounds: int) -> dict[str, dict[str, float]]:
+    """Prefill tokens/s of each model's forward under `torch.compile` (static shapes; the same seeded 4 x 256 batch
+    as `measure_tokens_per_second`, the LM head on the last position), all models in turns, best round each; and the
+    seconds its first (compiling) call took."""
+    ids = torch.randint(1000, 20000, (4, 256), generator=torch.Generator().manual_seed(0))
+    compiled, result = {}, {}
+    with torch.inference_mode():
+        for name, model in models.items():
+            compiled[name] = torch.compile(model.forward, dynamic=False)
+            start = time.perf_counter()
+            compiled[name](input_ids=ids, logits_to_keep=1)
+            result[name] = {"compile_s": time.perf_counter() - start, "prefill_tokens_per_s": 0.0}
+        names = list(models)
+        for round_idx in range(rounds):
+            for name in names if round_idx % 2 == 0 else names[::-1]:
+                start = time.perf_counter()
+                compiled[name](input_ids=ids, logits_to_keep=1)
+                speed = ids.numel() / (time.perf_counter() - start)
+                result[name]["prefill_tokens_per_s"] = max(result[name]["prefill_tokens_per_s"], speed)
+    return result
 
 
 def _markdown(report: dict) -> list[str]:
@@ -192,12 +226,13 @@ def _markdown(report: dict) -> list[str]:
         "both. Δ: paired bootstrap over the same examples. logit diff: the largest |logit difference| to the same "
         "checkpoint in float32 on a seeded 2 x 128 batch, as a fraction of that batch's logit range. greedy: of 4 "
         "prompts, how many continue (16 tokens) as in float32. Speed: all models in turns, best of "
-        f"{report.get('speed_rounds', '–')} rounds (prefill 4 x 256 tokens, decode 32 tokens). Nothing is chosen on "
-        "these rows.",
+        f"{report.get('speed_rounds', '–')} rounds (prefill 4 x 256 tokens, decode 32 tokens), eager PyTorch; "
+        "compiled: the same prefill with each model's forward under torch.compile (static shapes), best of "
+        f"{report.get('compile_rounds', '–')} rounds in turns. Nothing is chosen on these rows.",
         "",
         "| model | weights (MB) | avg (7 tasks) ± s.e. | Δ vs its float32 | Δ vs dense float32 | logit diff | greedy "
-        "| prefill tok/s | decode tok/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| prefill tok/s | decode tok/s | prefill tok/s, compiled |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         result = row["evaluation"]
@@ -216,10 +251,12 @@ def _markdown(report: dict) -> list[str]:
         speed = row.get("speed") or {}
         prefill = f"{speed['prefill_tokens_per_s']:.0f}" if speed else "–"
         decode = f"{speed['decode_tokens_per_s']:.1f}" if speed else "–"
+        compiled = row.get("compiled_prefill")
+        compiled = f"{compiled['prefill_tokens_per_s']:.0f}" if compiled else "–"
         lines.append(
             f"| {name} | {row['weight_bytes'] / 1e6:.0f} | {sum(headline) / len(headline):.3f} ± {se:.3f} | "
             f"{vs_own} | {vs_dense} | {row['max_logit_difference']:.3f} | {row['greedy_same']}/4 | {prefill} | "
-            f"{decode} |"
+            f"{decode} | {compiled} |"
         )
     lines.append("")
     lines.append("Per task (headline metric):")
