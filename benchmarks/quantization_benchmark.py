@@ -40,34 +40,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _side import commands_text, interval, provenance, resumed_commands, write_report  # noqa: E402
 
 from diet_hf.evaluation import compare_evaluations, evaluate  # noqa: E402
+from diet_hf.quantization import QUANTIZATIONS, quantization_config  # noqa: E402
 from diet_hf.speed import compare_tokens_per_second, measure_tokens_per_second  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
-QUANTIZERS = ("quanto-int8", "torchao-int8", "torchao-int8-dynamic")
 PROMPTS = [
     "The capital of France is",
     "Question: Is the sky blue on a clear day?\nAnswer:",
     "A recipe for pancakes starts with",
     "In 1969, the first humans",
 ]
-
-
-def quantization_config(name: str | None):
-    """transformers' quantization config for a `--quantizers` entry (`None`: float32 as saved)."""
-    if name is None:
-        return None
-    if name == "quanto-int8":
-        from transformers import QuantoConfig
-
-        return QuantoConfig(weights="int8")
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
-    from transformers import TorchAoConfig
-
-    if name == "torchao-int8":
-        return TorchAoConfig(quant_type=Int8WeightOnlyConfig())
-    if name == "torchao-int8-dynamic":
-        return TorchAoConfig(quant_type=Int8DynamicActivationInt8WeightConfig())
-    raise ValueError(f"`--quantizers` takes {', '.join(QUANTIZERS)}; got {name!r}.")
 
 
 def _storage_bytes(tensor, seen: set) -> int:
@@ -90,10 +72,9 @@ def weight_bytes(model) -> int:
 
 
 def load(path: str, quantizer: str | None):
-    config = quantization_config(quantizer)
     kwargs = {"dtype": torch.float32, "trust_remote_code": True}
-    if config is not None:
-        kwargs["quantization_config"] = config
+    if quantizer is not None:
+        kwargs["quantization_config"] = quantization_config(quantizer)
     return AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
 
 
@@ -119,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dense", required=True, help="the dense model it was pruned from")
     parser.add_argument("--data-dir", default=os.environ.get("DIET_DATA_DIR", "../shared/data"))
     parser.add_argument("--limit", type=int, default=300, help="test-half examples per task")
-    parser.add_argument("--quantizers", nargs="+", default=list(QUANTIZERS), choices=QUANTIZERS)
+    parser.add_argument("--quantizers", nargs="+", default=list(QUANTIZATIONS), choices=tuple(QUANTIZATIONS))
     parser.add_argument("--rounds", type=int, default=5, help="speed: rounds of all models in turns")
     parser.add_argument(
         "--compile-rounds",

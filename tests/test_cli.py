@@ -1,5 +1,6 @@
 """`diet-hf` subcommands through `main(argv)`: success, usage errors (exit 2) and failures (exit 1)."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -170,6 +171,57 @@ def test_eval_against_a_reference(dense_dir, tmp_path, data_dir, tiny_tokenizer,
     )
     error = capsys.readouterr().err
     assert "--reference" in error and "nowhere" in error
+
+
+def test_eval_of_a_quantized_model_against_its_float_reference(dense_dir, tmp_path, data_dir, capsys, monkeypatch):
+    """`--quantization` loads MODEL, not --reference, through transformers' quantizer, so that what is deployed is
+    what is scored; the package it needs is checked before any model loads."""
+    pytest.importorskip("optimum.quanto", reason="the test extra installs optimum-quanto")
+    import diet_hf.loading
+    import diet_hf.quantization
+
+    loaded, load = [], diet_hf.loading.load_causal_lm
+
+    def recording(name, *args, **kwargs):
+        model = load(name, *args, **kwargs)
+        loaded.append(type(model.model.layers[0].mlp.down_proj).__name__)
+        return model
+
+    monkeypatch.setattr(diet_hf.loading, "load_causal_lm", recording)
+    out = tmp_path / "quantized.json"
+    argv = ["--quiet", "eval", str(dense_dir), "--tasks", "rte", "--limit", "4", "--data-dir", str(data_dir)]
+    assert main([*argv, "--reference", str(dense_dir), "--quantization", "quanto-int8", "--output", str(out)]) == 0
+    assert loaded == ["QLinear", "Linear"]  # MODEL quantized, the reference as saved
+    assert f"{dense_dir} (quanto-int8) minus {dense_dir}" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["quantization"] == "quanto-int8" and set(result["difference"]) == {"rte", "average"}
+
+    loaded.clear()
+    real_find_spec = diet_hf.quantization.importlib.util.find_spec
+    monkeypatch.setattr(
+        diet_hf.quantization.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "torchao" else real_find_spec(name, *args),
+    )
+    assert main([*argv, "--quantization", "torchao-int8"]) == 2
+    assert "`--quantization` 'torchao-int8' needs torchao: `pip install torchao`." in capsys.readouterr().err
+    assert loaded == []  # refused before any model loads
+    assert main([*argv, "--quantization", "int4"]) == 2
+    assert "argument --quantization: invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_quantization_configs_by_name():
+    from diet_hf.quantization import QUANTIZATIONS, quantization_config
+
+    pytest.importorskip("optimum.quanto", reason="the test extra installs optimum-quanto")
+    assert type(quantization_config("quanto-int8")).__name__ == "QuantoConfig"
+    assert set(QUANTIZATIONS) == {"quanto-int8", "torchao-int8", "torchao-int8-dynamic"}
+    with pytest.raises(ValueError, match="`quantization` must be one of quanto-int8, torchao-int8, torchao-int8-dyn"):
+        quantization_config("int4")
+    if importlib.util.find_spec("torchao"):  # the torchao extra (scripts/test.sh: the 4.57 environment)
+        dynamic = quantization_config("torchao-int8-dynamic").quant_type
+        assert type(dynamic).__name__ == "Int8DynamicActivationInt8WeightConfig"
+        assert type(quantization_config("torchao-int8").quant_type).__name__ == "Int8WeightOnlyConfig"
 
 
 def test_eval_of_your_own_texts(dense_dir, tmp_path, data_dir, tiny_tokenizer, capsys, monkeypatch):

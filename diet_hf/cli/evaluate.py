@@ -9,6 +9,7 @@ from .parser import DTYPES, OWN_HEADLINE, TOKEN_HELP, _positive_int
 
 def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     """The `eval` command's flags, on the subparsers `commands`."""
+    from ..quantization import QUANTIZATIONS
     from ..tasks import HALVES, TASKS
 
     evaluate = commands.add_parser(
@@ -96,6 +97,14 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="branch, tag or commit of --reference on the Hub (two commits of one repository compare too)",
     )
     evaluate.add_argument(
+        "--quantization",
+        choices=tuple(QUANTIZATIONS),
+        default=None,
+        help="load MODEL (not --reference) quantized through transformers, to score what you deploy: "
+        + "; ".join(f"{name}: {what}" for name, (_, what) in QUANTIZATIONS.items())
+        + " (optimum-quanto or torchao must be installed)",
+    )
+    evaluate.add_argument(
         "--apply-chat-template",
         action="store_true",
         help="score an instruction-tuned model as lm-eval's --apply_chat_template does (zero-shot): each prompt the "
@@ -112,10 +121,16 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
 def _prepare(args) -> None:
     """Reads and checks your own texts and questions, before any model loads (`ValueError`: a usage error)."""
     from ..evaluation.language_modeling import split_last_words
+    from ..quantization import check_quantization
     from ..tasks import PAPER_TASKS
 
     if args.reference_revision and not args.reference:
         raise ValueError("`--reference-revision` reads --reference at a revision; give --reference MODEL.")
+    if args.quantization:
+        try:  # the quantizer's package, checked before any model loads
+            check_quantization(args.quantization, "--quantization")
+        except ImportError as error:
+            raise ValueError(str(error)) from error
     # the user's texts are read and checked before any model loads
     render_chat = _chat_renderer(args)  # conversations in your texts: the model's chat template
     args.text_data = {
@@ -156,12 +171,12 @@ def _run_eval(args) -> int:
     ]
     excluded = _excluded_ids(args, loading)
     results, text_results, word_results = [], [], []
-    for name, hub in loading:  # one model in memory at a time
-        result, texts, words = _score(args, name, hub, excluded)
+    for index, (name, hub) in enumerate(loading):  # one model in memory at a time; MODEL first
+        result, texts, words = _score(args, name, hub, excluded, args.quantization if index == 0 else None)
         results += [result] if args.tasks else []
         text_results.append(texts)
         word_results.append(words)
-    record = {"model": args.model, "revision": args.revision}
+    record = {"model": args.model, "revision": args.revision, "quantization": args.quantization}
     if args.tasks:
         record.update(_print_task_results(args, results))
     if args.text_data:
@@ -194,15 +209,20 @@ def _excluded_ids(args, loading: list[tuple[str, dict]]) -> dict[str, list]:
     return excluded
 
 
-def _score(args, name: str, loading: dict, excluded: dict) -> tuple[dict | None, dict, dict]:
-    """One model's task results (None without `--tasks`), its texts' perplexity and its last-word accuracy."""
+def _score(
+    args, name: str, loading: dict, excluded: dict, quantization: str | None = None
+) -> tuple[dict | None, dict, dict]:
+    """One model's task results (None without `--tasks`), its texts' perplexity and its last-word accuracy
+    (`quantization`: one of `diet_hf.quantization.QUANTIZATIONS` to load it with)."""
     from transformers import AutoTokenizer
 
     from ..evaluation import evaluate, last_word_accuracy
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..loading import load_causal_lm
+    from ..quantization import quantization_config
 
-    model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading).eval()  # image-text: its text model
+    quantized = {"quantization_config": quantization_config(quantization)} if quantization else {}
+    model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading, **quantized).eval()  # image-text: its text model
     tokenizer = AutoTokenizer.from_pretrained(name, **loading)
     result = None
     if args.tasks:
@@ -313,4 +333,5 @@ def _print_task_results(args, results: list[dict]) -> dict:
 def _label(args, reference: bool = False) -> str:
     """MODEL's or --reference's name as printed, `NAME@REVISION` where a revision was given."""
     name, revision = (args.reference, args.reference_revision) if reference else (args.model, args.revision)
-    return f"{name}@{revision}" if revision else name
+    label = f"{name}@{revision}" if revision else name
+    return f"{label} ({args.quantization})" if args.quantization and not reference else label
