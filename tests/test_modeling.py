@@ -581,17 +581,15 @@ def test_speed_clock_waits_for_an_asynchronous_device(monkeypatch):
 
 
 def _int8_quantization(quantizer):
-    """transformers' config for int8 weights through `quantizer`, and a check that a projection is quantized."""
+    """transformers' config for int8 weights through `quantizer` (`diet_hf.quantization`), and a check that a
+    projection is quantized."""
+    from diet_hf.quantization import quantization_config
+
     if quantizer == "quanto":
         pytest.importorskip("optimum.quanto", reason="the test extra installs optimum-quanto")
-        from transformers import QuantoConfig
-
-        return QuantoConfig(weights="int8"), lambda module: type(module).__name__ == "QLinear"
+        return quantization_config("quanto-int8"), lambda module: type(module).__name__ == "QLinear"
     pytest.importorskip("torchao", reason="the torchao extra installs it (scripts/test.sh: in the 4.57 environment)")
-    from torchao.quantization import Int8WeightOnlyConfig
-    from transformers import TorchAoConfig
-
-    return TorchAoConfig(quant_type=Int8WeightOnlyConfig()), lambda module: "Int8" in type(module.weight).__name__
+    return quantization_config("torchao-int8"), lambda module: "Int8" in type(module.weight).__name__
 
 
 @pytest.mark.parametrize("quantizer", ["quanto", "torchao"])
