@@ -27,6 +27,7 @@ Writes `<output>.json` and `<output>.md`.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -34,14 +35,14 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _side import commands_text, interval, provenance, resumed_commands, write_report  # noqa: E402
 
 from diet_hf.evaluation import compare_evaluations, evaluate  # noqa: E402
 from diet_hf.quantization import QUANTIZATIONS, quantization_config  # noqa: E402
-from diet_hf.speed import compare_tokens_per_second, measure_tokens_per_second  # noqa: E402
+from diet_hf.speed import compare_tokens_per_second, measure_tokens_per_second, take_turns  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
 PROMPTS = [
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
     report.update({"model": args.model, "dense": args.dense, "limit": args.limit, "half": "test"})
     rows = report.setdefault("rows", {})
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    pruning = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True).config.pruning
+    pruning = AutoConfig.from_pretrained(args.model, trust_remote_code=True).pruning  # the config alone
     excluded = pruning.get("calibration_eval_ids") or {}
     scored = {"limit": args.limit, "half": "test", "exclude_ids": excluded, "data_dir": args.data_dir}
     checkpoints = {"dense": args.dense, "pruned": args.model}
@@ -180,21 +181,21 @@ def compiled_prefill(models: dict, rounds: int) -> dict[str, dict[str, float]]:
     as `measure_tokens_per_second`, the LM head on the last position), all models in turns, best round each; and the
     seconds its first (compiling) call took."""
     ids = torch.randint(1000, 20000, (4, 256), generator=torch.Generator().manual_seed(0))
-    compiled, result = {}, {}
+    compiled, compile_seconds = {}, {}
     with torch.inference_mode():
         for name, model in models.items():
             compiled[name] = torch.compile(model.forward, dynamic=False)
             start = time.perf_counter()
             compiled[name](input_ids=ids, logits_to_keep=1)
-            result[name] = {"compile_s": time.perf_counter() - start, "prefill_tokens_per_s": 0.0}
-        names = list(models)
-        for round_idx in range(rounds):
-            for name in names if round_idx % 2 == 0 else names[::-1]:
-                start = time.perf_counter()
-                compiled[name](input_ids=ids, logits_to_keep=1)
-                speed = ids.numel() / (time.perf_counter() - start)
-                result[name]["prefill_tokens_per_s"] = max(result[name]["prefill_tokens_per_s"], speed)
-    return result
+            compile_seconds[name] = time.perf_counter() - start
+
+        def prefill(forward) -> dict[str, float]:
+            start = time.perf_counter()
+            forward(input_ids=ids, logits_to_keep=1)
+            return {"prefill_tokens_per_s": ids.numel() / (time.perf_counter() - start)}
+
+        best = take_turns({name: functools.partial(prefill, f) for name, f in compiled.items()}, rounds=rounds)
+    return {name: {"compile_s": compile_seconds[name], **best[name]} for name in models}
 
 
 def _markdown(report: dict) -> list[str]:

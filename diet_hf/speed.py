@@ -1,12 +1,13 @@
 """Prefill and decode throughput of a causal LM on fixed inputs (for benchmarks, never for unit tests)."""
 
+import functools
 import time
 
 import torch
 
 from ._checks import check_positive_int
 
-__all__ = ["compare_tokens_per_second", "measure_tokens_per_second"]
+__all__ = ["compare_tokens_per_second", "measure_tokens_per_second", "take_turns"]
 
 
 def measure_tokens_per_second(
@@ -59,10 +60,22 @@ def compare_tokens_per_second(models: dict, *, rounds: int = 5, **measure_kwargs
     check_positive_int("rounds", rounds)
     if "repeats" in measure_kwargs:
         raise ValueError("`repeats` is set by `compare_tokens_per_second` (one per round); pass `rounds`.")
-    names = list(models)
-    best = {name: {"prefill_tokens_per_s": 0.0, "decode_tokens_per_s": 0.0} for name in names}
+    measures = {
+        name: functools.partial(measure_tokens_per_second, model, repeats=1, **measure_kwargs)
+        for name, model in models.items()
+    }
+    return take_turns(measures, rounds=rounds)
+
+
+def take_turns(measures: dict, *, rounds: int) -> dict[str, dict[str, float]]:
+    """Calls each of `measures` (name: a function returning `{quantity: rate}`, higher is better) once per round for
+    `rounds` rounds, the order reversed every other round, and keeps each name's best value of every quantity: the
+    turn-taking of `compare_tokens_per_second`, for any measurement."""
+    check_positive_int("rounds", rounds)
+    names = list(measures)
+    best: dict[str, dict[str, float]] = {name: {} for name in names}
     for round_idx in range(rounds):
         for name in names if round_idx % 2 == 0 else names[::-1]:
-            for key, value in measure_tokens_per_second(models[name], repeats=1, **measure_kwargs).items():
-                best[name][key] = max(best[name][key], value)
+            for key, value in measures[name]().items():
+                best[name][key] = max(best[name].get(key, value), value)
     return best

@@ -566,6 +566,22 @@ def test_speed_comparison_takes_turns_and_keeps_each_models_best_round():
         compare_tokens_per_second(models, rounds=0)
 
 
+def test_take_turns_measures_in_alternating_order_and_keeps_each_best():
+    from diet_hf.speed import take_turns
+
+    calls, readings = [], {"a": iter([1.0, 3.0, 2.0]), "b": iter([5.0, 4.0, 6.0])}
+
+    def measure(name):
+        calls.append(name)
+        return {"rate": next(readings[name])}
+
+    best = take_turns({name: (lambda n=name: measure(n)) for name in "ab"}, rounds=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert best == {"a": {"rate": 3.0}, "b": {"rate": 6.0}}
+    with pytest.raises(ValueError, match="`rounds` must be a positive integer, got 0"):
+        take_turns({"a": lambda: {}}, rounds=0)
+
+
 def test_speed_clock_waits_for_an_asynchronous_device(monkeypatch):
     """A GPU runs its work after the call returns: the clock waits for it (on the CPU it has nothing to wait for)."""
     from diet_hf.speed import _clock
