@@ -7,11 +7,16 @@ import importlib.util
 
 __all__ = ["QUANTIZATIONS", "check_quantization", "quantization_config"]
 
-# name: (the package it needs, what it does)
+# name: (the module it imports, the package that installs it, what it does)
 QUANTIZATIONS = {
-    "quanto-int8": ("optimum.quanto", "optimum-quanto's int8 weights, float activations (QuantoConfig)"),
-    "torchao-int8": ("torchao", "torchao's int8 weights per channel, float activations (TorchAoConfig)"),
+    "quanto-int8": (
+        "optimum.quanto",
+        "optimum-quanto",
+        "optimum-quanto's int8 weights, float activations (QuantoConfig)",
+    ),
+    "torchao-int8": ("torchao", "torchao", "torchao's int8 weights per channel, float activations (TorchAoConfig)"),
     "torchao-int8-dynamic": (
+        "torchao",
         "torchao",
         "torchao's int8 weights and int8 activations with per-token scales taken at run time (TorchAoConfig)",
     ),
@@ -23,10 +28,9 @@ def check_quantization(name: str, argument: str = "quantization") -> None:
     package it needs is not installed (both before any model loads)."""
     if name not in QUANTIZATIONS:
         raise ValueError(f"`{argument}` must be one of {', '.join(QUANTIZATIONS)}; got {name!r}.")
-    module = QUANTIZATIONS[name][0]
-    root = module.split(".")[0]
-    if importlib.util.find_spec(root) is None or importlib.util.find_spec(module) is None:
-        package = "optimum-quanto" if root == "optimum" else root
+    module, package, _ = QUANTIZATIONS[name]
+    # the parent first: `find_spec("optimum.quanto")` raises where `optimum` itself is missing
+    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
         raise ImportError(f"`{argument}` {name!r} needs {package}: `pip install {package}`.")
 
 

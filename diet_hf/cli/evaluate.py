@@ -101,7 +101,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         choices=tuple(QUANTIZATIONS),
         default=None,
         help="load MODEL (not --reference) quantized through transformers, to score what you deploy: "
-        + "; ".join(f"{name}: {what}" for name, (_, what) in QUANTIZATIONS.items())
+        + "; ".join(f"{name}: {what}" for name, (*_, what) in QUANTIZATIONS.items())
         + " (optimum-quanto or torchao must be installed)",
     )
     evaluate.add_argument(
