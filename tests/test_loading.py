@@ -94,7 +94,9 @@ def test_pruning_an_image_text_checkpoint_prunes_its_text_model(checkpoints, tmp
     assert pruner.plan.to_dict()["mlp_kept_indices"] == reference.plan.to_dict()["mlp_kept_indices"]
     ids = random_batch(vocab_size=len(tiny_tokenizer) - 3)
     with torch.no_grad():
-        torch.testing.assert_close(pruned(ids).logits, expected(ids).logits, rtol=0, atol=0)
+        # to float rounding, not bit for bit: the reconstruction's least-squares solves read moments summed through
+        # two different wrappers, and on some CPUs (an AMD EPYC here, 2026-12-06) their sums differ in the last bits
+        torch.testing.assert_close(pruned(ids).logits, expected(ids).logits, rtol=0, atol=1e-6)
     # the evaluator scores an image-text model's text model: the same as the text checkpoint's pruned model
     scored = [
         evaluate(m, tiny_tokenizer, ["rte"], limit=4, data_dir=data_dir, disable_progress=True)
@@ -137,8 +139,8 @@ def test_pruning_an_image_text_checkpoint_prunes_its_text_model(checkpoints, tmp
     text_only = DietPruner.from_pretrained(image_text_dir, text_only=True).profile(**profile)
     alone = text_only.prune(sparsity=0.3)
     assert type(alone).__name__ == "PrunedGemma3ForCausalLM" and alone.config.pruning["vision_tower"] == "dropped"
-    with torch.no_grad():
-        torch.testing.assert_close(alone(ids).logits, expected(ids).logits, rtol=0, atol=0)
+    with torch.no_grad():  # to float rounding, as above
+        torch.testing.assert_close(alone(ids).logits, expected(ids).logits, rtol=0, atol=1e-6)
     text_only.save_pretrained(tmp_path / "alone")
     card = (tmp_path / "alone" / "README.md").read_text()
     assert "| part pruned | the text decoder of this Gemma3ForConditionalGeneration; no vision tower |" in card
