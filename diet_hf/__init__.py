@@ -23,6 +23,7 @@ _register_auto_classes()
 from .importance import ImportanceScores  # noqa: E402
 from .plan import PruningPlan  # noqa: E402
 from .pruner import DietPruner  # noqa: E402
+from .stock import export_stock, to_stock_model  # noqa: E402
 from .surgery import build_pruned_model, to_pruned_model  # noqa: E402
 
 __all__ = [
@@ -42,5 +43,7 @@ __all__ = [
     "PrunedGemma3TextModel",
     "PruningPlan",
     "build_pruned_model",
+    "export_stock",
     "to_pruned_model",
+    "to_stock_model",
 ]

@@ -110,9 +110,21 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None, t
             "base_decoder_blocks": base["decoder_blocks"],
         },
         "pruning": getattr(config, "pruning", None),
+        # a pruned model: the one size `diet-hf export stock` pads every layer to, what that adds, and whether the
+        # checkpoint has compensation biases (which the export refuses unless they are all zero); None otherwise
+        "stock_export": _stock_export(config),
         # the folder holding the profile it was pruned from (`save_pretrained(save_profile=True)`), else None
         "profile": PROFILE_SUBFOLDER if holds_profile(model_id_or_path, revision=revision, token=token) else None,
     }
+
+
+def _stock_export(config) -> dict | None:
+    if not config.model_type.startswith("pruned_"):
+        return None
+    from .stock import stock_shape
+
+    biases = bool(getattr(config, "o_proj_bias", False) or getattr(config, "down_proj_bias", False))
+    return {**stock_shape(config).to_dict(), "compensation_biases": biases}
 
 
 def holds_profile(model_id_or_path, *, revision: str | None = None, token: str | None = None) -> bool:

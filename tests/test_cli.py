@@ -462,7 +462,10 @@ def test_help_exits_0(capsys):
     assert "--num-samples" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", [[], ["prune"], ["heal"], ["eval"], ["info"], ["export"], ["export", "onnx"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["prune"], ["heal"], ["eval"], ["info"], ["export"], ["export", "onnx"], ["export", "stock"]],
+)
 def test_every_subcommands_help_renders(command, capsys):
     # a "%" in a generated flag's help (HealingConfig's "62% of the weights") made `diet-hf heal --help` crash
     assert main([*command, "--help"]) == 0

@@ -142,3 +142,48 @@ def test_real_model_main_job_plan_is_pinned(real_model, data_dir):
             kept = [plan.mlp_kept_indices, plan.head_kept_indices, plan.kv_head_kept_indices]
             assert hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16] == expected, (answer, recipe)
         assert sorted(set(plan.intermediate_size_per_layer)) == [1408, 1472]
+
+
+@pytest.mark.slow
+def test_real_bias_free_prune_exports_as_a_stock_gemma(real_model, data_dir, tmp_path):
+    """The real 270M pruned without compensation biases and exported by `diet-hf export stock`: a stock
+    `Gemma3ForCausalLM` that a process without diet-hf loads without remote code, with the pruned model's logits,
+    padded by little (the default's uniform widths differ by one rounding step at most)."""
+    from diet_hf import DietPruner
+    from diet_hf.cli import main
+
+    model, tokenizer = real_model
+    pruner = DietPruner(model, tokenizer, model_id="google/gemma-3-270m")
+    pruner.profile(num_samples=10, data_dir=data_dir, disable_progress=True)
+    pruned = pruner.prune(sparsity=0.2, bias_compensation=False)
+    pruner.save_pretrained(tmp_path / "pruned")
+    assert main(["--quiet", "export", "stock", str(tmp_path / "pruned"), str(tmp_path / "stock")]) == 0
+    export = json.loads((tmp_path / "stock" / "config.json").read_text())["diet_hf_stock_export"]
+    assert export["padded_parameters"] <= 0.01 * export["block_parameters"]
+    prompt = "The capital of France is"
+    script = textwrap.dedent(
+        """
+        import json, sys
+        sys.modules["diet_hf"] = None
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+        ids = AutoTokenizer.from_pretrained(sys.argv[1])(sys.argv[2], return_tensors="pt").input_ids
+        with torch.no_grad():
+            print(json.dumps({"class": type(model).__name__, "logits": model(ids).logits[0, -1].tolist()}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "stock"), prompt],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["class"] == "Gemma3ForCausalLM"
+    with torch.no_grad():
+        expected = pruned(**tokenizer(prompt, return_tensors="pt")).logits[0, -1]
+    assert (torch.tensor(output["logits"]) - expected).abs().max().item() <= 1e-3

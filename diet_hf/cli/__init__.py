@@ -1,6 +1,6 @@
-"""The `diet-hf` command: `prune`, `heal`, `eval`, `info`, `export onnx`. Parses arguments, calls the API, prints
-results. One module per command (`prepare`: the flags checked and your own data read before any model loads; `run`:
-the work), the parser in `parser`, what they share in `common`."""
+"""The `diet-hf` command: `prune`, `heal`, `eval`, `info`, `export onnx`, `export stock`. Parses arguments, calls the
+API, prints results. One module per command (`prepare`: the flags checked and your own data read before any model
+loads; `run`: the work), the parser in `parser`, what they share in `common`."""
 
 import logging
 import sys

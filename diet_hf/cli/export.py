@@ -1,4 +1,5 @@
-"""`diet-hf export onnx`: a pruned model to ONNX through optimum."""
+"""`diet-hf export onnx`: a pruned model to ONNX through optimum; `diet-hf export stock`: a pruned model as a stock
+transformers checkpoint, every layer zero-padded to the largest layer's sizes (`diet_hf.stock`)."""
 
 import argparse
 
@@ -7,11 +8,11 @@ from .parser import TOKEN_HELP, _positive_int
 
 
 def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
-    """The `export onnx` command's flags, on the subparsers `commands`."""
+    """The `export onnx` and `export stock` commands' flags, on the subparsers `commands`."""
     from ..constants import ONNX_TASKS
 
     export = commands.add_parser("export", help="export a pruned model for deployment")
-    formats = export.add_subparsers(dest="format", required=True, metavar="{onnx}")
+    formats = export.add_subparsers(dest="format", required=True, metavar="{onnx,stock}")
     onnx = formats.add_parser(
         "onnx",
         parents=[quiet_after],
@@ -33,9 +34,28 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     onnx.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: optimum's for Gemma)")
     onnx.add_argument("--atol", type=float, default=1e-4, help="validation tolerance against PyTorch")
     onnx.add_argument("--no-validation", action="store_true", help="skip optimum's output check")
+    stock = formats.add_parser(
+        "stock",
+        parents=[quiet_after],
+        help="a stock transformers checkpoint (Gemma2ForCausalLM, Gemma3ForCausalLM, ...; no remote code), every "
+        "layer zero-padded to the largest layer's MLP width and head count, for tools that read stock Gemma "
+        "checkpoints only (llama.cpp's convert_hf_to_gguf.py, MLX); a model with compensation biases is refused",
+    )
+    stock.add_argument("model", help="local directory or Hub id of a pruned model saved by diet-hf")
+    stock.add_argument("--revision", default=None, help="branch, tag or commit of MODEL on the Hub")
+    stock.add_argument("--token", default=None, help=TOKEN_HELP.format(use="reading MODEL"))
+    stock.add_argument("output", help="new directory for the stock checkpoint and the tokenizer")
+    stock.add_argument(
+        "--max-shard-size", default=None, help='the largest weight file, e.g. "2GB" (default: transformers\')'
+    )
+    stock.add_argument(
+        "--no-validation", action="store_true", help="skip comparing the stock model's logits with the pruned one's"
+    )
 
 
 def _run_export(args) -> int:
+    if args.format == "stock":
+        return _run_stock(args)
     from ..hub import local_checkpoint
     from ..info import check_pruned_checkpoint
 
@@ -50,4 +70,25 @@ def _run_export(args) -> int:
     )
     loader = ONNX_TASKS[task]
     print(f"exported {args.model} ({task}) to {output / 'model.onnx'}; load it with {loader}.from_pretrained")
+    return EXIT_OK
+
+
+def _run_stock(args) -> int:
+    from ..stock import export_stock
+
+    output, shape = export_stock(
+        args.model,
+        args.output,
+        revision=args.revision,
+        token=args.token,
+        max_shard_size=args.max_shard_size,
+        validate=not args.no_validation,
+    )
+    share = shape.padded_parameters / shape.block_parameters if shape.block_parameters else 0.0
+    print(
+        f"exported {args.model} to {output} as a stock checkpoint: every layer at MLP width "
+        f"{shape.intermediate_size}, {shape.num_attention_heads} query and {shape.num_key_value_heads} KV heads; the "
+        f"zero padding adds {shape.padded_parameters:,} parameters ({share:.1%} of the pruned decoder blocks). "
+        "Load it with AutoModelForCausalLM.from_pretrained, no trust_remote_code."
+    )
     return EXIT_OK

@@ -44,6 +44,19 @@ def _run_info(args) -> int:
         f"parameters: {params['total']:,} total, {params['decoder_blocks']:,} in decoder-block attention + MLP "
         f"(base model {params['base_total']:,} / {params['base_decoder_blocks']:,})"
     )
+    stock = description.get("stock_export")
+    if stock:
+        share = stock["padded_parameters"] / stock["block_parameters"] if stock["block_parameters"] else 0.0
+        refused = (
+            "; refused while its compensation biases are non-zero (prune with --no-bias-compensation)"
+            if stock["compensation_biases"]
+            else ""
+        )
+        print(
+            f"as a stock checkpoint (diet-hf export stock): every layer at MLP width {stock['intermediate_size']}, "
+            f"{stock['num_attention_heads']} query / {stock['num_key_value_heads']} KV heads, "
+            f"+{stock['padded_parameters']:,} parameters of zero padding ({share:.1%}){refused}"
+        )
     if description.get("pruning"):
         print("provenance (`--json` prints all of it):")
         print("\n".join(_provenance_lines(description["pruning"])))

@@ -1,0 +1,228 @@
+"""A pruned model as a stock transformers checkpoint (`diet_hf.stock`, `diet-hf export stock`): zero padding to one
+global size computes what the pruned model computes, and the result loads with stock classes, without remote code."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import transformers
+from conftest import (
+    image_text_inputs,
+    random_batch,
+    save_dense_checkpoint,
+    tiny_dense_model,
+    tiny_pruned_classifier,
+    uneven_pruned_model,
+)
+
+from diet_hf import build_pruned_model
+from diet_hf.cli import main
+from diet_hf.hub import save_pruned_model
+from diet_hf.plan import PruningPlan
+from diet_hf.stock import export_stock, stock_shape, to_stock_model
+
+STOCK_CAUSAL_LM = {"gemma2": transformers.Gemma2ForCausalLM, "gemma3_text": transformers.Gemma3ForCausalLM}
+
+
+def _uneven_groups_model(family: str):
+    """Layer 0: two query heads with a KV head each (groups of 1), width 40; layer 1: two query heads sharing one KV
+    head (a group of 2), width 8. The stock shape needs two KV heads of two query heads each, and pads both layers."""
+    dense = tiny_dense_model(family)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(40)), list(range(8, 16))]
+    plan.head_kept_indices = [[0, 2], [2, 3]]
+    plan.kv_head_kept_indices = [[0, 1], [1]]
+    plan.__post_init__()
+    return build_pruned_model(dense, plan)
+
+
+SHAPES = {"removed_sublayers": uneven_pruned_model, "uneven_groups": _uneven_groups_model}
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_stock_model_computes_what_the_pruned_model_computes(family, shape):
+    pruned = SHAPES[shape](family)
+    stock = to_stock_model(pruned)
+    assert type(stock) is STOCK_CAUSAL_LM[family]
+    ids = random_batch(2, 12)
+    with torch.no_grad():
+        assert (pruned(ids).logits - stock(ids).logits).abs().max().item() <= 1e-5
+    # decoding with the KV cache, past the sliding window (4), gives the same tokens
+    prompt = ids[:1, :6]
+    expected = pruned.generate(prompt, max_new_tokens=8, do_sample=False)
+    assert torch.equal(stock.generate(prompt, max_new_tokens=8, do_sample=False), expected)
+    shape_ = stock_shape(pruned.config)
+    assert stock.config.intermediate_size == shape_.intermediate_size
+    assert stock.config.num_attention_heads == shape_.num_attention_heads
+    assert stock.config.num_key_value_heads == shape_.num_key_value_heads
+    decoder_params = sum(p.numel() for n, p in stock.named_parameters() if "_proj" in n)
+    assert decoder_params == shape_.block_parameters + shape_.padded_parameters
+    assert stock.config.diet_hf_stock_export == shape_.to_dict()
+    assert stock.config.pruning == pruned.config.pruning
+
+
+def test_stock_shape_pads_to_the_largest_layer_and_keeps_each_layers_groups():
+    # removed sublayers: width 22 (layer 0) and 0; heads 0 and 2 sharing one KV head
+    shape = stock_shape(uneven_pruned_model("gemma2").config)
+    assert (shape.intermediate_size, shape.num_attention_heads, shape.num_key_value_heads) == (22, 2, 1)
+    hidden, d = 32, 8
+    layer_0, layer_1 = 3 * hidden * 22, 2 * hidden * d * (2 + 1)  # the MLP of layer 0, the attention of layer 1
+    assert shape.block_parameters == layer_0 + layer_1
+    assert shape.padded_parameters == layer_1 + layer_0  # each layer gains the other's sublayer
+    # groups of 1 in layer 0 and of 2 in layer 1: 2 KV heads x 2 query heads each
+    shape = stock_shape(_uneven_groups_model("gemma3_text").config)
+    assert (shape.intermediate_size, shape.num_attention_heads, shape.num_key_value_heads) == (40, 4, 2)
+
+
+def test_image_text_and_classifier_models_convert_to_their_stock_classes():
+    pruned = uneven_pruned_model("gemma3_text", image_text=True)
+    stock = to_stock_model(pruned)
+    assert type(stock) is transformers.Gemma3ForConditionalGeneration
+    assert stock.model.vision_tower is not pruned.model.vision_tower
+    inputs = image_text_inputs(pruned)
+    with torch.no_grad():
+        assert (pruned(**inputs).logits - stock(**inputs).logits).abs().max().item() <= 1e-5
+    classifier = tiny_pruned_classifier()
+    stock = to_stock_model(classifier)
+    assert type(stock) is transformers.Gemma2ForSequenceClassification
+    ids = random_batch()
+    with torch.no_grad():
+        assert (classifier(ids).logits - stock(ids).logits).abs().max().item() <= 1e-5
+
+
+def test_compensation_biases_are_refused_unless_all_zero():
+    pruned = uneven_pruned_model("gemma3_text", compensated=True)
+    with pytest.raises(ValueError, match=r"compensation biases \(layer 0: self_attn.bias\).*bias_compensation=False"):
+        to_stock_model(pruned)
+    with torch.no_grad():
+        for name, param in pruned.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+    stock = to_stock_model(pruned)  # all-zero biases add nothing: dropped
+    ids = random_batch()
+    with torch.no_grad():
+        assert (pruned(ids).logits - stock(ids).logits).abs().max().item() <= 1e-5
+
+
+def test_a_model_that_is_not_pruned_is_refused():
+    with pytest.raises(ValueError, match="`model` must be a pruned Gemma model saved by diet-hf"):
+        to_stock_model(tiny_dense_model("gemma2"))
+
+
+FRESH_STOCK_LOAD = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["diet_hf"] = None  # diet_hf cannot be imported in this process
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path, ids = sys.argv[1], torch.tensor(json.loads(sys.argv[2]))
+    model = AutoModelForCausalLM.from_pretrained(path).eval()  # no trust_remote_code
+    AutoTokenizer.from_pretrained(path)
+    with torch.no_grad():
+        print(json.dumps({"class": type(model).__name__, "logits": model(ids).logits.tolist()}))
+    """
+)
+
+
+def test_cli_export_stock_writes_a_checkpoint_stock_transformers_loads(tmp_path, tiny_tokenizer, capsys):
+    pruned = uneven_pruned_model("gemma3_text")
+    save_pruned_model(pruned, tmp_path / "pruned", tokenizer=tiny_tokenizer)
+    out = tmp_path / "stock"
+    assert main(["info", str(tmp_path / "pruned")]) == 0  # says what the export would pad to, before it runs
+    assert "(diet-hf export stock): every layer at MLP width 22, 2 query / 1 KV heads, +3,648 parameters" in (
+        capsys.readouterr().out
+    )
+    assert main(["export", "stock", str(tmp_path / "pruned"), str(out)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "as a stock checkpoint: every layer at MLP width 22, 2 query and 1 KV heads" in printed
+    assert "the zero padding adds 3,648 parameters (100.0% of the pruned decoder blocks)" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text" and config["architectures"] == ["Gemma3ForCausalLM"]
+    assert "auto_map" not in config and "per_layer_config" not in config
+    assert not list(out.glob("*.py")) and (out / "tokenizer.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    ids = random_batch(1, 9)
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_STOCK_LOAD, str(out), json.dumps(ids.tolist())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["class"] == "Gemma3ForCausalLM"
+    with torch.no_grad():
+        expected = pruned(ids).logits
+    assert (torch.tensor(loaded["logits"]) - expected).abs().max().item() <= 1e-5
+
+
+def test_cli_export_stock_errors_leave_nothing(tmp_path, tiny_tokenizer, capsys):
+    compensated = tmp_path / "compensated"
+    save_pruned_model(uneven_pruned_model("gemma2", compensated=True), compensated, tokenizer=tiny_tokenizer)
+    assert main(["info", str(compensated)]) == 0
+    assert "refused while its compensation biases are non-zero" in capsys.readouterr().out
+    assert main(["--quiet", "export", "stock", str(compensated), str(tmp_path / "out")]) == 1
+    assert "--no-bias-compensation" in capsys.readouterr().err
+    dense = save_dense_checkpoint(tmp_path / "dense", "gemma2", tiny_tokenizer)
+    assert main(["--quiet", "export", "stock", str(dense), str(tmp_path / "out")]) == 1
+    assert "holds model_type 'gemma2'" in capsys.readouterr().err
+    assert main(["--quiet", "export", "stock", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("keep")
+    assert main(["--quiet", "export", "stock", str(compensated), str(tmp_path / "full")]) == 1
+    assert "`output` " in (error := capsys.readouterr().err) and "is not empty" in error
+    assert main(["--quiet", "export", "stock", str(compensated), str(compensated)]) == 1
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_export_stock_validates_before_writing(tmp_path, tiny_tokenizer, monkeypatch):
+    import diet_hf.stock as stock_module
+
+    save_pruned_model(uneven_pruned_model("gemma2"), tmp_path / "pruned", tokenizer=tiny_tokenizer)
+    convert = stock_module.to_stock_model
+
+    def broken(model):  # a conversion that got one weight wrong
+        stock = convert(model)
+        with torch.no_grad():
+            stock.model.layers[0].mlp.down_proj.weight.mul_(2)
+        return stock
+
+    monkeypatch.setattr(stock_module, "to_stock_model", broken)
+    with pytest.raises(RuntimeError, match="differ from the pruned model's"):
+        export_stock(tmp_path / "pruned", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_stock_model_keeps_the_dtype_and_shares_the_unpadded_weights():
+    pruned = uneven_pruned_model("gemma3_text").to(torch.bfloat16)
+    stock = to_stock_model(pruned)
+    assert {p.dtype for p in stock.parameters()} == {torch.bfloat16}
+    # embeddings, norms and head are the pruned model's own tensors (no copy); the padded layers are new
+    assert stock.model.embed_tokens.weight.data_ptr() == pruned.model.embed_tokens.weight.data_ptr()
+    assert stock.lm_head.weight is stock.model.embed_tokens.weight  # tied, as Gemma's is
+    layer_weight = stock.model.layers[0].mlp.gate_proj.weight
+    assert layer_weight.data_ptr() != pruned.model.layers[0].mlp.gate_proj.weight.data_ptr()
+    ids = random_batch()
+    with torch.no_grad():
+        assert torch.equal(pruned(ids).logits, stock(ids).logits)  # the same operations on the same values
+    assert not stock.training
+
+
+def test_offloaded_or_quantized_models_are_refused():
+    pruned = uneven_pruned_model("gemma2")
+    gate = pruned.model.layers[0].mlp.gate_proj
+    gate.weight = torch.nn.Parameter(torch.empty(gate.weight.shape, device="meta"))
+    with pytest.raises(ValueError, match=r"1 weights offloaded to the meta device \(e.g. `model.layers.0.mlp"):
+        to_stock_model(pruned)
+    pruned = uneven_pruned_model("gemma2")
+    gate = pruned.model.layers[0].mlp.gate_proj
+    gate.weight = torch.nn.Parameter(gate.weight.to(torch.int8), requires_grad=False)
+    with pytest.raises(ValueError, match="`model` is quantized: export the float model"):
+        to_stock_model(pruned)
