@@ -1,5 +1,5 @@
-"""What the benchmarks that run each measurement in a process of its own share: running that process and reading
-the one result it prints, and the provenance every report starts with."""
+"""What the benchmarks share: running a measurement in a process of its own and reading the one result it prints,
+the provenance every report starts with, and the prompts the deployment benchmarks compare on."""
 
 import json
 import os
@@ -8,6 +8,14 @@ import subprocess
 import sys
 
 _PREFIX = "RESULT "
+# the open prompts whose logits and greedy continuations the deployment benchmarks compare (ONNX Runtime, int8
+# quantization, llama.cpp) between a runtime and transformers, or a quantized model and its float one
+PROMPTS = [
+    "The capital of France is",
+    "Question: Is the sky blue on a clear day?\nAnswer:",
+    "A recipe for pancakes starts with",
+    "In 1969, the first humans",
+]
 
 
 def print_result(result: dict) -> None:

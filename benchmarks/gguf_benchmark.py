@@ -34,17 +34,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _side import provenance, write_report  # noqa: E402
+from _side import PROMPTS, provenance, write_report  # noqa: E402
 
 from diet_hf.speed import take_turns  # noqa: E402
 from diet_hf.stock import export_stock  # noqa: E402
 
-PROMPTS = [
-    "The capital of France is",
-    "Question: Is the sky blue on a clear day?\nAnswer:",
-    "A recipe for pancakes starts with",
-    "In 1969, the first humans",
-]
 CONVERTER_TYPES = ("f32", "q8_0")
 QUANTIZER_TYPES = {"Q4_K_M": 15}  # llama_ftype LLAMA_FTYPE_MOSTLY_Q4_K_M
 

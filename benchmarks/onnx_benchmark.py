@@ -29,12 +29,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from diet_hf.onnx import export_onnx
 
-PROMPTS = [
-    "The capital of France is",
-    "Question: Is the sky blue on a clear day?\nAnswer:",
-    "A recipe for pancakes starts with",
-    "In 1969, the first humans",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _side import PROMPTS  # noqa: E402
 
 
 def _speed(model, ids, new_tokens: int, repeats: int) -> dict:

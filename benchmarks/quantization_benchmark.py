@@ -38,19 +38,12 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _side import commands_text, interval, provenance, resumed_commands, write_report  # noqa: E402
+from _side import PROMPTS, commands_text, interval, provenance, resumed_commands, write_report  # noqa: E402
 
 from diet_hf.evaluation import compare_evaluations, evaluate  # noqa: E402
 from diet_hf.quantization import QUANTIZATIONS, quantization_config  # noqa: E402
 from diet_hf.speed import compare_tokens_per_second, measure_tokens_per_second, take_turns  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
-
-PROMPTS = [
-    "The capital of France is",
-    "Question: Is the sky blue on a clear day?\nAnswer:",
-    "A recipe for pancakes starts with",
-    "In 1969, the first humans",
-]
 
 
 def _storage_bytes(tensor, seen: set) -> int:

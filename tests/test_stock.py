@@ -178,6 +178,8 @@ def test_cli_export_stock_errors_leave_nothing(tmp_path, tiny_tokenizer, capsys)
     assert main(["--quiet", "export", "stock", str(compensated), str(tmp_path / "full")]) == 1
     assert "`output` " in (error := capsys.readouterr().err) and "is not empty" in error
     assert main(["--quiet", "export", "stock", str(compensated), str(compensated)]) == 1
+    assert main(["--quiet", "export", "stock", str(dense), str(tmp_path / "out"), "--max-shard-size", "lots"]) == 2
+    assert "--max-shard-size" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

@@ -4,7 +4,7 @@ transformers checkpoint, every layer zero-padded to the largest layer's sizes (`
 import argparse
 
 from .common import EXIT_OK
-from .parser import TOKEN_HELP, _positive_int
+from .parser import SHARD_HELP, TOKEN_HELP, _positive_int, _shard_size
 
 
 def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
@@ -19,10 +19,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help='ONNX through optimum (needs `pip install "diet-hf[onnx]"`); ONNX Runtime loads the result with '
         "ORTModelForCausalLM (or the ORTModel class of --task)",
     )
-    onnx.add_argument("model", help="local directory or Hub id of a pruned model saved by diet-hf")
-    onnx.add_argument("--revision", default=None, help="branch, tag or commit of MODEL on the Hub")
-    onnx.add_argument("--token", default=None, help=TOKEN_HELP.format(use="reading MODEL"))
-    onnx.add_argument("output", help="new directory for model.onnx, config.json and the tokenizer")
+    _add_source_and_output(onnx, "new directory for model.onnx, config.json and the tokenizer")
     onnx.add_argument(
         "--task",
         choices=tuple(ONNX_TASKS),
@@ -41,16 +38,19 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "layer zero-padded to the largest layer's MLP width and head count, for tools that read stock Gemma "
         "checkpoints only (llama.cpp's convert_hf_to_gguf.py, MLX); a model with compensation biases is refused",
     )
-    stock.add_argument("model", help="local directory or Hub id of a pruned model saved by diet-hf")
-    stock.add_argument("--revision", default=None, help="branch, tag or commit of MODEL on the Hub")
-    stock.add_argument("--token", default=None, help=TOKEN_HELP.format(use="reading MODEL"))
-    stock.add_argument("output", help="new directory for the stock checkpoint and the tokenizer")
-    stock.add_argument(
-        "--max-shard-size", default=None, help='the largest weight file, e.g. "2GB" (default: transformers\')'
-    )
+    _add_source_and_output(stock, "new directory for the stock checkpoint and the tokenizer")
+    stock.add_argument("--max-shard-size", type=_shard_size, default=None, metavar="SIZE", help=SHARD_HELP)
     stock.add_argument(
         "--no-validation", action="store_true", help="skip comparing the stock model's logits with the pruned one's"
     )
+
+
+def _add_source_and_output(parser: argparse.ArgumentParser, output_help: str) -> None:
+    """What every export reads and writes: MODEL (local or Hub, at a revision, with a token) and OUTPUT."""
+    parser.add_argument("model", help="local directory or Hub id of a pruned model saved by diet-hf")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of MODEL on the Hub")
+    parser.add_argument("--token", default=None, help=TOKEN_HELP.format(use="reading MODEL"))
+    parser.add_argument("output", help=output_help)
 
 
 def _run_export(args) -> int:
