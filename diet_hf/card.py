@@ -9,7 +9,7 @@ from .constants import PROFILE_SUBFOLDER, base_sizes, family_for_model_type, lay
 from .info import count_parameters
 from .loading import is_image_text, text_config
 
-__all__ = ["PLOT_FILE", "write_model_card"]
+__all__ = ["PLOT_FILE", "write_model_card", "write_stock_card"]
 
 PLOT_FILE = "diet_layers.png"
 _CITATION = """@misc{diet2026,
@@ -254,6 +254,74 @@ def write_model_card(
     if text_evaluation:
         lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
     lines += _usage_and_citation_lines(record, name, image_text, profile)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    path = directory / "README.md"
+    card.save(path)
+    return path
+
+
+def write_stock_card(save_directory, config, shape, stock_class: str) -> Path:
+    """Writes `README.md` and `diet_layers.png` beside a stock export (`diet_hf.stock.export_stock`) of the pruned
+    model whose `config` it was: what it is, the one size every layer is padded to (`shape`, a `StockShape`) and what
+    that added, how it was pruned, and how to load it (no remote code) and convert it to GGUF."""
+    directory = Path(save_directory)
+    record = getattr(config, "pruning", None) or {}
+    image_text = is_image_text(config)
+    config = text_config(config)
+    method = record.get("method") or "DIET"
+    base_type = type(config).model_type.removeprefix("pruned_")
+    title = f"{_title_name(record.get('base_model')) or base_type} pruned with {method}, as a stock checkpoint"
+    data = ModelCardData(
+        base_model=_hub_model_id(record.get("base_model")),
+        library_name="transformers",
+        pipeline_tag="image-text-to-text" if image_text else "text-generation",
+        tags=["diet", "pruned", "structured-pruning", base_type],
+        license=family_for_model_type(config.model_type).license,
+    )
+    _write_plot(config, directory / PLOT_FILE)
+    share = shape.padded_parameters / shape.block_parameters if shape.block_parameters else 0.0
+    model_class, reader_class, reader = (
+        ("AutoModelForImageTextToText", "AutoProcessor", "processor")
+        if image_text
+        else ("AutoModelForCausalLM", "AutoTokenizer", "tokenizer")
+    )
+    lines = [
+        f"# {title}",
+        "",
+        _diet_text(record) if method == "DIET" else _OTHER_METHOD_TEXT.format(method=method),
+        "",
+        "## Stock export",
+        "",
+        f"Written by `diet-hf export stock`: every decoder layer is zero-padded to one size (MLP width "
+        f"{shape.intermediate_size}, {shape.num_attention_heads} query and {shape.num_key_value_heads} KV heads), so "
+        f"this is a stock `{stock_class}` checkpoint, which transformers loads without remote code and tools that "
+        "read stock checkpoints convert (llama.cpp's `convert_hf_to_gguf.py`, MLX). The padding changes nothing the "
+        "model computes (a zero MLP channel or head adds zero) and adds "
+        f"{shape.padded_parameters:,} zero parameters ({share:.1%} of the pruned decoder blocks' "
+        f"{shape.block_parameters:,}). Each layer's pruned sizes, which the padding fills up, are under \"Per-layer "
+        'structure".',
+        "",
+        "```python",
+        f"from transformers import {model_class}, {reader_class}",
+        "",
+        f'model = {model_class}.from_pretrained("path/to/this/model")',
+        f'{reader} = {reader_class}.from_pretrained("path/to/this/model")',
+        "```",
+        "",
+        "```bash",
+        "python llama.cpp/convert_hf_to_gguf.py path/to/this/model --outfile model.gguf --outtype q8_0",
+        "```",
+        "",
+        *_how_it_was_pruned_lines(record, config, image_text),
+        *_layer_lines(config),
+        *_healing_lines(record.get("healing")),
+        "## Citation",
+        "",
+        "```bibtex",
+        _CITATION,
+        "```",
+        "",
+    ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     path = directory / "README.md"
     card.save(path)

@@ -291,15 +291,17 @@ def export_stock(
     atol: float = 1e-4,
 ) -> tuple[Path, StockShape]:
     """Saves a pruned model saved by diet-hf (a local directory, or a Hub repository read at `revision` with `token`)
-    as a stock transformers checkpoint in the new directory `output`, with its tokenizer and generation config
-    (`to_stock_model`); it loads with `AutoModelForCausalLM.from_pretrained(output)`, no remote code, and converts
-    with the tools that read stock Gemma checkpoints (llama.cpp's `convert_hf_to_gguf.py`, MLX).
+    as a stock transformers checkpoint in the new directory `output` (`to_stock_model`), with its tokenizer, its
+    generation config and a model card (`README.md`: what the padding added, how the model was pruned, how to load and
+    convert it; `card.write_stock_card`). It loads with `AutoModelForCausalLM.from_pretrained(output)`, no remote
+    code, and converts with the tools that read stock Gemma checkpoints (llama.cpp's `convert_hf_to_gguf.py`, MLX).
 
     With `validate`, the stock model's logits on a few tokens are compared with the pruned model's (at most `atol`
     apart) before anything is written. Everything is written into a temporary folder beside `output` and moved into
     place at the end, so a failure leaves nothing. Returns `output` and the padded shape (`StockShape`).
     """
     from ._checks import check_shard_size
+    from .card import write_stock_card
     from .hub import local_checkpoint, register_auto_classes
     from .loading import load_pretrained
 
@@ -324,10 +326,12 @@ def export_stock(
     stock = to_stock_model(pruned)
     if validate:
         _validate(pruned, stock, atol)
+    shape = stock_shape(text_config(pruned.config))
     with atomic_directory(output, argument="output") as tmp:
         stock.save_pretrained(tmp, **({} if max_shard_size is None else {"max_shard_size": max_shard_size}))
         _copy_tokenizer_files(Path(model_dir), tmp)
-    return output, stock_shape(text_config(pruned.config))
+        write_stock_card(tmp, pruned.config, shape, type(stock).__name__)
+    return output, shape
 
 
 def _load_saved_class(model_dir, load_pretrained):

@@ -17,6 +17,7 @@ from conftest import (
     tiny_pruned_classifier,
     uneven_pruned_model,
 )
+from huggingface_hub import ModelCard
 
 from diet_hf import build_pruned_model
 from diet_hf.cli import main
@@ -144,6 +145,11 @@ def test_cli_export_stock_writes_a_checkpoint_stock_transformers_loads(tmp_path,
     assert config["model_type"] == "gemma3_text" and config["architectures"] == ["Gemma3ForCausalLM"]
     assert "auto_map" not in config and "per_layer_config" not in config
     assert not list(out.glob("*.py")) and (out / "tokenizer.json").is_file()
+    card = ModelCard.load(out / "README.md")  # a card for the Hub: what it is, the padding, loading, converting
+    assert card.data.library_name == "transformers" and "pruned" in card.data.tags
+    assert "stock `Gemma3ForCausalLM` checkpoint" in card.text and "adds 3,648 zero parameters" in card.text
+    assert "convert_hf_to_gguf.py" in card.text and "trust_remote_code" not in card.text
+    assert "| 1 | full_attention | 0 / 64 | 2 / 4 | 1 / 2 |" in card.text  # the pruned sizes, per layer
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     ids = random_batch(1, 9)
     done = subprocess.run(
