@@ -16,6 +16,12 @@ and `llama_cpp` (llama-cpp-python, built from that sdist) must import. For each 
 - timed in turns (`diet_hf.speed.take_turns`; dense and pruned alternate, best round each): prefill of 128 seeded
   tokens (logits of the last position only, as llama.cpp computes them) and greedy decode of 32 tokens after 16.
 
+With `--accuracy-limit N`, each model of the `--accuracy-types` is also scored in llama.cpp on the seven tasks (the
+first N test-half examples per task, the pruned model's calibration examples excluded for both), with the same
+requests, tokens and decisions as `diet_hf.evaluation.evaluate` (lm-eval's: the sum of the continuation's
+log-probabilities, `acc_norm` per character), and compared, paired, with the same model in transformers (float32)
+and with the dense model of the same type.
+
 Nothing is chosen on these rows. Writes `<output>.json` and `<output>.md`.
 """
 
@@ -34,10 +40,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _side import PROMPTS, provenance, write_report  # noqa: E402
+from _side import PROMPTS, interval, provenance, write_report  # noqa: E402
 
+from diet_hf.evaluation import compare_evaluations, encode_pair, evaluate  # noqa: E402
+from diet_hf.evaluation.harness import _task_result  # noqa: E402  (the evaluator's decisions, not a copy of them)
 from diet_hf.speed import take_turns  # noqa: E402
 from diet_hf.stock import export_stock  # noqa: E402
+from diet_hf.tasks import PAPER_TASKS, evaluation_examples, get_task  # noqa: E402
 
 CONVERTER_TYPES = ("f32", "q8_0")
 QUANTIZER_TYPES = {"Q4_K_M": 15}  # llama_ftype LLAMA_FTYPE_MOSTLY_Q4_K_M
@@ -120,6 +129,83 @@ def measure(llm, prompt_len: int = 128, new_tokens: int = 32) -> dict:
     return {"prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode}
 
 
+def _log_softmax(row: np.ndarray) -> np.ndarray:
+    shifted = row - row.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def llama_cpp_evaluation(llm, tokenizer, scored: dict) -> dict:
+    """`evaluate(..., return_predictions=True)`'s result, the log-likelihoods computed by llama.cpp (`logits_all`):
+    each question's context run once, each choice after it from the context's cache."""
+    results, predictions = {}, {}
+    for name in PAPER_TASKS:
+        spec = get_task(name)
+        excluded = {str(i) for i in scored["exclude_ids"].get(name, [])}
+        docs = evaluation_examples(
+            spec, half="test", exclude_ids=excluded, limit=scored["limit"], data_dir=scored["data_dir"]
+        )
+        requests = [spec.build(d) for d in docs]
+        lls = []
+        for request in requests:
+            for context, continuation in zip(request.contexts, request.continuations):
+                context_ids, continuation_ids = encode_pair(tokenizer, context, request.delimiter + continuation)
+                if llm.n_tokens < len(context_ids) or list(llm.input_ids[: len(context_ids)]) != context_ids:
+                    llm.reset()
+                    llm.eval(context_ids)
+                llm.n_tokens = len(context_ids)  # the choice continues the context's cache
+                llm.eval(continuation_ids)
+                rows = llm.scores[len(context_ids) - 1 : len(context_ids) - 1 + len(continuation_ids)]
+                lls.append(float(sum(_log_softmax(row)[token] for row, token in zip(rows, continuation_ids))))
+        results[name], predictions[name] = _task_result(spec, requests, lls, excluded, "test")
+    headline = [r[r["headline_metric"]] for r in results.values()]
+    return {"results": results, "average": sum(headline) / len(headline), "predictions": predictions}
+
+
+def accuracy_rows(args, files_by_type: dict, pruned_config) -> dict:
+    """Each `--accuracy-types` GGUF and the float32 transformers models on the same test-half examples."""
+    from llama_cpp import Llama
+
+    tokenizer = AutoTokenizer.from_pretrained(args.dense)
+    scored = {
+        "exclude_ids": (pruned_config.pruning or {}).get("calibration_eval_ids") or {},
+        "limit": args.accuracy_limit,
+        "data_dir": args.data_dir,
+    }
+    rows = {}
+    for name, path, remote in (("dense", args.dense, False), ("pruned", args.model, True)):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=remote).eval()
+        rows[("transformers f32", name)] = evaluate(
+            model,
+            tokenizer,
+            PAPER_TASKS,
+            half="test",
+            limit=scored["limit"],
+            exclude_ids=scored["exclude_ids"],
+            data_dir=scored["data_dir"],
+            return_predictions=True,
+            disable_progress=True,
+        )
+        del model
+    for outtype in args.accuracy_types:
+        for name, path in files_by_type[outtype].items():
+            llm = Llama(str(path), n_ctx=2048, n_batch=512, logits_all=True, verbose=False, n_threads=args.threads)
+            rows[(f"llama.cpp {outtype}", name)] = llama_cpp_evaluation(llm, tokenizer, scored)
+            llm.close()
+            print(outtype, name, rows[(f"llama.cpp {outtype}", name)]["average"], flush=True)
+    report = {}
+    for (runtime, name), result in rows.items():
+        own = rows[("transformers f32", name)]
+        dense = rows[(runtime, "dense")]
+        report[f"{runtime} / {name}"] = {
+            "average": result["average"],
+            "per_task": {task: r[r["headline_metric"]] for task, r in result["results"].items()},
+            "num_scored": {task: r["num_scored"] for task, r in result["results"].items()},
+            "vs_transformers_f32": None if result is own else compare_evaluations(result, own)["average"],
+            "vs_dense": None if result is dense else compare_evaluations(result, dense)["average"],
+        }
+    return report
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a pruned model saved by diet-hf, without compensation biases")
@@ -128,6 +214,11 @@ def main(argv=None) -> int:
     parser.add_argument("--types", nargs="+", default=["f32", "q8_0", "Q4_K_M"], help="GGUF types to compare")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (each model once per round)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="llama.cpp threads")
+    parser.add_argument(
+        "--accuracy-limit", type=int, default=0, help="score the seven tasks' first N test-half examples (0: no)"
+    )
+    parser.add_argument("--accuracy-types", nargs="+", default=["Q4_K_M"], help="GGUF types scored for accuracy")
+    parser.add_argument("--data-dir", default=os.environ.get("DIET_DATA_DIR"), help="the benchmark data")
     parser.add_argument("--work", default=None, help="where the GGUF files go (default: a temporary directory)")
     parser.add_argument("--output", required=True, help="report path without suffix")
     args = parser.parse_args(argv)
@@ -145,8 +236,9 @@ def main(argv=None) -> int:
     references = {"dense": reference(str(hf_dirs["dense"]), False), "pruned": reference(args.model, True)}
     report = {**provenance(), "model": args.model, "dense": args.dense, "rounds": args.rounds, "rows": {}}
     report["stock_export"] = json.loads((stock_dir / "config.json").read_text())["diet_hf_stock_export"]
+    files_by_type = {}
     for outtype in args.types:
-        files = {}
+        files = files_by_type[outtype] = {}
         for name, hf_dir in hf_dirs.items():
             files[name] = work / f"{name}-{outtype}.gguf"
             if files[name].is_file():
@@ -170,6 +262,11 @@ def main(argv=None) -> int:
             llm.close()
         report["rows"][outtype] = rows
         print(outtype, json.dumps(rows), flush=True)
+    if args.accuracy_limit:
+        from transformers import AutoConfig
+
+        report["accuracy_limit"] = args.accuracy_limit
+        report["accuracy"] = accuracy_rows(args, files_by_type, AutoConfig.from_pretrained(args.model))
     write_report(args.output, report, markdown(report))
     return 0
 
@@ -204,6 +301,23 @@ def markdown(report: dict) -> list[str]:
                 f"| {outtype} | {name} | {row['file_bytes'] / 2**20:.0f} | {row['same_tokenization']} | "
                 f"{row['max_logit_difference']:.2e} | {row['top_token_agreement']:.3f} | {row['same_greedy_16']} | "
                 f"{row['prefill_tokens_per_s']:.0f} | {row['decode_tokens_per_s']:.1f} | {ratio} |"
+            )
+    if report.get("accuracy"):
+        tasks = list(next(iter(report["accuracy"].values()))["per_task"])
+        lines += [
+            "",
+            f"Accuracy on the first {report['accuracy_limit']} test-half examples per task (the pruned model's "
+            "calibration examples excluded for both; each task's headline metric; paired-bootstrap 95% intervals):",
+            "",
+            "| runtime / model | avg (7 tasks) | vs the same model, transformers f32 | vs dense, same runtime | "
+            + " | ".join(tasks)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(tasks),
+        ]
+        for name, row in report["accuracy"].items():
+            lines.append(
+                f"| {name} | {row['average']:.3f} | {interval(row['vs_transformers_f32'])} | "
+                f"{interval(row['vs_dense'])} | " + " | ".join(f"{row['per_task'][t]:.3f}" for t in tasks) + " |"
             )
     return lines
 
