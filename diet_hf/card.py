@@ -204,6 +204,36 @@ def _option_text(value) -> str:
     return str(value)
 
 
+def _card_subject(config) -> tuple[dict, bool, object, str, str]:
+    """What a card describes: the pruning record, whether the model is an image-text one (its text decoder pruned,
+    the vision tower kept), the text decoder's config (its sizes, plot and family are the card's), the method and
+    the title."""
+    record = getattr(config, "pruning", None) or {}
+    image_text = is_image_text(config)
+    config = text_config(config)
+    method = record.get("method") or "DIET"
+    base_type = type(config).model_type.removeprefix("pruned_")
+    return (
+        record,
+        image_text,
+        config,
+        method,
+        f"{_title_name(record.get('base_model')) or base_type} pruned with {method}",
+    )
+
+
+def _card_data(record: dict, config, image_text: bool, **extra) -> ModelCardData:
+    """A card's metadata: base model, library, pipeline, tags, license (and `extra` fields)."""
+    return ModelCardData(
+        base_model=_hub_model_id(record.get("base_model")),
+        library_name="transformers",
+        pipeline_tag="image-text-to-text" if image_text else "text-generation",
+        tags=["diet", "pruned", "structured-pruning", type(config).model_type.removeprefix("pruned_")],
+        license=family_for_model_type(config.model_type).license,
+        **extra,
+    )
+
+
 def write_model_card(
     save_directory,
     config,
@@ -221,19 +251,12 @@ def write_model_card(
     `dense_text_evaluation` (the base model on the same texts) the ratio and its paired-bootstrap interval. `profile`:
     the checkpoint holds the profile it was pruned from (`diet_profile/`); the card says how to prune again from it."""
     directory = Path(save_directory)
-    record = getattr(config, "pruning", None) or {}
-    image_text = is_image_text(config)  # the text decoder pruned, the vision tower kept
-    config = text_config(config)  # the sizes, the plot and the family are the text decoder's
-    method = record.get("method") or "DIET"
-    base_type = type(config).model_type.removeprefix("pruned_")
+    record, image_text, config, method, title = _card_subject(config)
     eval_results = _eval_results(evaluation) if evaluation else []
-    title = f"{_title_name(record.get('base_model')) or base_type} pruned with {method}"
-    data = ModelCardData(
-        base_model=_hub_model_id(record.get("base_model")),
-        library_name="transformers",
-        pipeline_tag="image-text-to-text" if image_text else "text-generation",
-        tags=["diet", "pruned", "structured-pruning", base_type],
-        license=family_for_model_type(config.model_type).license,
+    data = _card_data(
+        record,
+        config,
+        image_text,
         # the evaluation's headline metrics as `model-index`, which the Hub shows beside the model
         model_name=(repo_id.split("/")[-1] if repo_id else title) if eval_results else None,
         eval_results=eval_results or None,
@@ -265,19 +288,9 @@ def write_stock_card(save_directory, config, shape, stock_class: str) -> Path:
     model whose `config` it was: what it is, the one size every layer is padded to (`shape`, a `StockShape`) and what
     that added, how it was pruned, and how to load it (no remote code) and convert it to GGUF."""
     directory = Path(save_directory)
-    record = getattr(config, "pruning", None) or {}
-    image_text = is_image_text(config)
-    config = text_config(config)
-    method = record.get("method") or "DIET"
-    base_type = type(config).model_type.removeprefix("pruned_")
-    title = f"{_title_name(record.get('base_model')) or base_type} pruned with {method}, as a stock checkpoint"
-    data = ModelCardData(
-        base_model=_hub_model_id(record.get("base_model")),
-        library_name="transformers",
-        pipeline_tag="image-text-to-text" if image_text else "text-generation",
-        tags=["diet", "pruned", "structured-pruning", base_type],
-        license=family_for_model_type(config.model_type).license,
-    )
+    record, image_text, config, method, title = _card_subject(config)
+    title += ", as a stock checkpoint"
+    data = _card_data(record, config, image_text)
     _write_plot(config, directory / PLOT_FILE)
     share = shape.padded_parameters / shape.block_parameters if shape.block_parameters else 0.0
     model_class, reader_class, reader = (
