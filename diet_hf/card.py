@@ -21,6 +21,9 @@ _CITATION = """@misc{diet2026,
 }"""
 
 
+_CITATION_LINES = ("## Citation", "", "```bibtex", _CITATION, "```", "")  # every card ends with them
+
+
 def _usage(name: str, image_text: bool) -> list[str]:
     """The card's loading snippet: the causal LM and its tokenizer, or the image-text model and its processor."""
     model_class, reader_class, reader, comment = (
@@ -328,12 +331,7 @@ def write_stock_card(save_directory, config, shape, stock_class: str) -> Path:
         *_how_it_was_pruned_lines(record, config, image_text),
         *_layer_lines(config),
         *_healing_lines(record.get("healing")),
-        "## Citation",
-        "",
-        "```bibtex",
-        _CITATION,
-        "```",
-        "",
+        *_CITATION_LINES,
     ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     path = directory / "README.md"
@@ -459,10 +457,5 @@ def _usage_and_citation_lines(record: dict, name: str, image_text: bool, profile
             else []
         ),
         *(_profile_lines(record, name) if profile else []),
-        "## Citation",
-        "",
-        "```bibtex",
-        _CITATION,
-        "```",
-        "",
+        *_CITATION_LINES,
     ]

@@ -14,6 +14,7 @@ almost nothing; one pruned unevenly pays up to the largest layer's size in every
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +43,8 @@ _IMAGE_TEXT_CLASSES = {
     "PrunedGemma3ForConditionalGeneration": "Gemma3ForConditionalGeneration",
     "PrunedGemma3Model": "Gemma3Model",
 }
+# the model types a stock export takes: the pruned text models, and an image-text Gemma 3 pruned in its text decoder
+_PRUNED_TYPES = (*sorted(f.pruned_model_type for f in FAMILIES), "pruned_gemma3")
 # keys of a pruned config that a stock one does not have
 _PRUNED_ONLY_KEYS = (
     "per_layer_config",
@@ -99,9 +102,8 @@ def _stock_class(model) -> type:
     if stock_name is None:
         family = next((f for f in FAMILIES if f.pruned_model_type == model.config.model_type), None)
         if family is None:
-            pruned = sorted(f.pruned_model_type for f in FAMILIES) + ["pruned_gemma3"]
             raise ValueError(
-                f"`model` must be a pruned Gemma model saved by diet-hf ({', '.join(pruned)}); got a "
+                f"`model` must be a pruned Gemma model saved by diet-hf ({', '.join(_PRUNED_TYPES)}); got a "
                 f"{name} of model_type {model.config.model_type!r}."
             )
         kind = next((field for suffix, field in _KIND_BY_SUFFIX.items() if name.endswith(suffix)), None)
@@ -315,10 +317,9 @@ def export_stock(
         raise ValueError(f"`model` must be a directory with a config.json; {model_dir} has none.")
     check_output_is_not_input(output, "output", {"model": model_dir})
     model_type = json.loads(config_path.read_text()).get("model_type")
-    pruned_types = sorted(f.pruned_model_type for f in FAMILIES) + ["pruned_gemma3"]
-    if model_type not in pruned_types:
+    if model_type not in _PRUNED_TYPES:
         raise ValueError(
-            f"`model` must be a pruned Gemma model saved by diet-hf ({', '.join(pruned_types)}); {model_dir} holds "
+            f"`model` must be a pruned Gemma model saved by diet-hf ({', '.join(_PRUNED_TYPES)}); {model_dir} holds "
             f"model_type {model_type!r}."
         )
     register_auto_classes()
@@ -374,8 +375,6 @@ _TOKENIZER_FILES = (
 
 
 def _copy_tokenizer_files(source: Path, target: Path) -> None:
-    import shutil
-
     for name in _TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, target / name)

@@ -278,6 +278,19 @@ def local_hub():
     LOCAL_HUB.state.fail_commits = LOCAL_HUB.state.drop_commits = 0
 
 
+def pruned_then_dense_repo(repo_id: str, pruned_dir: Path, family: str, tmp_path: Path) -> str:
+    """A local Hub repository whose first commit is the pruned checkpoint in `pruned_dir` and whose main branch has
+    moved on to a dense model of `family` (its remote code deleted); returns the pruned commit."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id)
+    pruned = api.upload_folder(folder_path=str(pruned_dir), repo_id=repo_id).oid
+    tiny_dense_model(family).save_pretrained(tmp_path / "dense")
+    api.upload_folder(folder_path=str(tmp_path / "dense"), repo_id=repo_id, delete_patterns=["*.py"])
+    return pruned
+
+
 def _require_data() -> Path:
     if not (DATA_DIR / "boolq").is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR} (set DIET_DATA_DIR)")

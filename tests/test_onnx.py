@@ -13,9 +13,9 @@ import textwrap
 import pytest
 import torch
 from conftest import (
+    pruned_then_dense_repo,
     random_batch,
     save_dense_checkpoint,
-    tiny_dense_model,
     tiny_pruned_classifier,
     uneven_pruned_model,
 )
@@ -311,14 +311,8 @@ def test_export_reads_a_pruned_model_from_the_hub_at_a_revision(local_hub, tmp_p
     """`diet-hf export onnx REPO_ID OUT --revision SHA`: the checkpoint is downloaded at that commit (its main branch
     has moved on to a dense model, which the export would refuse) and exported, validated against PyTorch."""
     pytest.importorskip("optimum.exporters.onnx")
-    from huggingface_hub import HfApi
-
     uneven_pruned_model("gemma3_text").save_pretrained(tmp_path / "model")
-    api = HfApi()
-    api.create_repo("org/onnx-source")
-    pruned = api.upload_folder(folder_path=str(tmp_path / "model"), repo_id="org/onnx-source").oid
-    tiny_dense_model("gemma3_text").save_pretrained(tmp_path / "dense")
-    api.upload_folder(folder_path=str(tmp_path / "dense"), repo_id="org/onnx-source", delete_patterns=["*.py"])
+    pruned = pruned_then_dense_repo("org/onnx-source", tmp_path / "model", "gemma3_text", tmp_path)
     argv = ["--quiet", "export", "onnx", "org/onnx-source"]
     assert main([*argv, str(tmp_path / "out"), "--revision", pruned]) == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "model.onnx").is_file()

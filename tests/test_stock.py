@@ -11,6 +11,7 @@ import torch
 import transformers
 from conftest import (
     image_text_inputs,
+    pruned_then_dense_repo,
     random_batch,
     save_dense_checkpoint,
     tiny_dense_model,
@@ -239,14 +240,8 @@ def test_offloaded_or_quantized_models_are_refused():
 def test_export_stock_reads_a_pruned_model_from_the_hub_at_a_revision(local_hub, tmp_path, tiny_tokenizer, capsys):
     """`diet-hf export stock REPO_ID OUT --revision SHA`: the checkpoint at that commit (its main branch has moved on
     to a dense model, which the export refuses)."""
-    from huggingface_hub import HfApi
-
     save_pruned_model(uneven_pruned_model("gemma2"), tmp_path / "model", tokenizer=tiny_tokenizer)
-    api = HfApi()
-    api.create_repo("org/stock-source")
-    pruned = api.upload_folder(folder_path=str(tmp_path / "model"), repo_id="org/stock-source").oid
-    tiny_dense_model("gemma2").save_pretrained(tmp_path / "dense")
-    api.upload_folder(folder_path=str(tmp_path / "dense"), repo_id="org/stock-source", delete_patterns=["*.py"])
+    pruned = pruned_then_dense_repo("org/stock-source", tmp_path / "model", "gemma2", tmp_path)
     argv = ["--quiet", "export", "stock", "org/stock-source"]
     assert main([*argv, str(tmp_path / "out"), "--revision", pruned]) == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["Gemma2ForCausalLM"]
