@@ -18,10 +18,19 @@ alone and everything but `down_proj`. Three models: dense; the default recipe at
 dense model's `down_proj` columns. The profile is the dev probes' (7 tasks x 100 calibration examples, answers drawn
 per example). A diagnosis: nothing is chosen on it, and llama.cpp's K-quants (scales and minima per sub-block of
 32, in super-blocks of 256) round more finely than `q4_0`, so only the comparison between models carries over.
+
+`--accuracy-types q5_0 [q4_0]` (run after the KL rows, which it keeps) then asks the accuracy question, written down
+before its rows: does the same rounding cost the pruned model more of the seven-task average than the dense one? On
+the first `--limit` dev examples per task (the profile's calibration examples excluded for every model) it scores
+dense and pruned (refit) in float32 and rounded, and reports for each model the rounded minus the float32 average
+(paired bootstrap) and the difference of those two differences, pruned minus dense, with a 95% interval from the
+same resampled examples for all four. `q5_0` is what llama.cpp's Q4_K_M falls back to for this model's tensors whose
+rows are 640 wide (q, k, v, gate and up: K-quants need multiples of 256). A diagnosis: nothing is chosen on it.
 """
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,9 +39,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dev_sweep  # noqa: E402
-from _side import provenance, write_report  # noqa: E402
+from _side import commands_text, interval, provenance, write_report  # noqa: E402
 
-from diet_hf.evaluation import kl_divergence, next_token_logprobs  # noqa: E402
+from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_token_logprobs, paired_bootstrap  # noqa: E402
+from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SUBSETS = {"all": PROJECTIONS, "down_proj": ("down_proj",), "all but down_proj": PROJECTIONS[:-1]}
@@ -74,9 +84,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sparsity", type=float, default=0.2)
     parser.add_argument("--kl-prompts", type=int, default=40)
     parser.add_argument("--output", default="benchmarks/results/quantization_noise_probe")
+    parser.add_argument("--accuracy-types", nargs="*", default=[], choices=("q4_0", "q5_0", "q8_0"))
+    parser.add_argument("--limit", type=int, default=500, help="dev examples per task for --accuracy-types")
     args = parser.parse_args(argv)
     dense, tokenizer, pruner = dev_sweep.profiled_dense(args.data_dir, calibration_answer="any")
-    prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
     models = {
         "dense": dense,
         "pruned, refit": pruner.prune(sparsity=args.sparsity, bias_compensation=False, disable_progress=True),
@@ -84,7 +95,25 @@ def main(argv=None) -> int:
             sparsity=args.sparsity, bias_compensation=False, reconstruct=False, anchor_bos=False, disable_progress=True
         ),
     }
-    report = {**provenance(), "sparsity": args.sparsity, "kl_prompts": len(flat), "rows": []}
+    output = Path(args.output)
+    if output.with_suffix(".json").exists():  # a rerun keeps the rows made
+        report = json.loads(output.with_suffix(".json").read_text())
+        report.setdefault("commands", [report["command"]]).append(provenance()["command"])
+    else:
+        report = {**provenance(), "commands": [provenance()["command"]], "sparsity": args.sparsity, "rows": []}
+        _kl_rows(report, models, tokenizer, pruner, args)
+        write_report(output, report, _markdown(report, args))
+    if args.accuracy_types:
+        excluded = pruner.scores.provenance["excluded_eval_ids"]
+        report["accuracy"] = _accuracy(models, tokenizer, excluded, args)
+        write_report(output, report, _markdown(report, args))
+    return 0
+
+
+def _kl_rows(report, models, tokenizer, pruner, args) -> None:
+    dense = models["dense"]
+    prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
+    report["kl_prompts"] = len(flat)
     for name, model in models.items():
         own = reference if model is dense else next_token_logprobs(model, tokenizer, flat, disable_progress=True)
         for bits in (4, 5, 8):
@@ -106,15 +135,78 @@ def main(argv=None) -> int:
                 }
                 print(row, flush=True)
                 report["rows"].append(row)
-    write_report(args.output, report, _markdown(report, args))
-    return 0
+
+
+def _accuracy(models, tokenizer, excluded, args) -> dict:
+    """The accuracy question of the docstring: per type, each model's rounded minus float32 seven-task average and
+    their difference (pruned minus dense), on the same dev examples."""
+    correct = {}
+    for name in ("dense", "pruned, refit"):
+        for kind in ("float32", *args.accuracy_types):
+            model = models[name] if kind == "float32" else rounded_copy(models[name], int(kind[1]), PROJECTIONS)
+            started = time.perf_counter()
+            result = evaluate(
+                model,
+                tokenizer,
+                PAPER_TASKS,
+                limit=args.limit,
+                half="dev",
+                exclude_ids=excluded,
+                data_dir=args.data_dir,
+                return_predictions=True,
+                disable_progress=True,
+            )
+            correct[(name, kind)] = correct_by_task(result)
+            print(name, kind, f"{result['average']:.4f}", f"{time.perf_counter() - started:.0f} s", flush=True)
+    accuracy = {
+        "limit": args.limit,
+        "num_scored": {t: len(v) for t, v in correct[("dense", "float32")].items()},
+        "average": {f"{name} / {kind}": _average(c) for (name, kind), c in correct.items()},
+    }
+    for kind in args.accuracy_types:
+        accuracy[kind] = {
+            name: paired_bootstrap(correct[(name, kind)], correct[(name, "float32")])
+            for name in ("dense", "pruned, refit")
+        }
+        accuracy[kind]["pruned minus dense"] = _difference_of_differences(
+            *(
+                correct[key]
+                for key in (
+                    ("pruned, refit", kind),
+                    ("pruned, refit", "float32"),
+                    ("dense", kind),
+                    ("dense", "float32"),
+                )
+            )
+        )
+    return accuracy
+
+
+def _average(correct: dict) -> float:
+    return sum(sum(v) / len(v) for v in correct.values()) / len(correct)
+
+
+def _difference_of_differences(a, b, c, d, resamples: int = 2000) -> dict:
+    """(a - b) - (c - d) of the task-averaged accuracy, four `{task: 0/1 list}` results on the same examples, with
+    the 95% interval of a bootstrap that draws each task's examples once for all four (per task apart, tasks weighted
+    equally, as `paired_bootstrap`)."""
+    generator = torch.Generator().manual_seed(0)
+    total = torch.zeros(resamples, dtype=torch.float64)
+    for task in a:
+        values = [torch.tensor(x[task], dtype=torch.float64) for x in (a, b, c, d)]
+        per_example = (values[0] - values[1]) - (values[2] - values[3])
+        index = torch.randint(len(per_example), (resamples, len(per_example)), generator=generator)
+        total += per_example[index].mean(1)
+    total /= len(a)
+    low, high = torch.quantile(total, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"difference": _average(a) - _average(b) - _average(c) + _average(d), "ci95": [low, high]}
 
 
 def _markdown(report: dict, args) -> list[str]:
     lines = [
         "# Block rounding of the weights, dense and pruned (diagnosis; dev prompts, Gemma 3 270M)",
         "",
-        f"`{report['command']}` ({report['machine']}). KL in nats after {report['kl_prompts']} dev prompts "
+        f"{commands_text(report)} ({report['machine']}). KL in nats after {report['kl_prompts']} dev prompts "
         f"({args.kl_prompts} per task); pruned: the default recipe at {report['sparsity']:.0%} without compensation "
         "biases, and the same plan without the least-squares refit. Rounding: `round_blocks` (llama.cpp's "
         "`q4_0` / `q5_0` / `q8_0` rules) on the decoder projections named; the embedding and norms stay. A "
@@ -128,6 +220,27 @@ def _markdown(report: dict, args) -> list[str]:
             f"| {row['model']} | {row['type']} | {row['rounded']} | {row['kl_dense_to_model']:.4f} | "
             f"{row['kl_model_to_rounded']:.4f} | {row['kl_dense_to_rounded']:.4f} |"
         )
+    accuracy = report.get("accuracy")
+    if accuracy:
+        sizes = ", ".join(f"{t} {n}" for t, n in accuracy["num_scored"].items())
+        lines += [
+            "",
+            f"Seven-task average on the first {accuracy['limit']} dev examples per task ({sizes}), every decoder "
+            "projection rounded; rounded minus float32 with its paired 95% interval, and the difference of the two "
+            "differences (pruned minus dense) from the same resampled examples:",
+            "",
+            "| type | dense: float32 → rounded | Δ | pruned 20%, refit: float32 → rounded | Δ | pruned Δ − dense Δ |",
+            "|---|---|---|---|---|---|",
+        ]
+        averages = accuracy["average"]
+        for kind, rows in accuracy.items():
+            if kind in ("limit", "num_scored", "average"):
+                continue
+            cells = [
+                f"{averages[name + ' / float32']:.4f} → {averages[name + ' / ' + kind]:.4f} | {interval(rows[name])}"
+                for name in ("dense", "pruned, refit")
+            ]
+            lines.append(f"| {kind} | {cells[0]} | {cells[1]} | {interval(rows['pruned minus dense'])} |")
     return lines
 
 
