@@ -17,10 +17,11 @@ and `llama_cpp` (llama-cpp-python, built from that sdist) must import. For each 
   tokens (logits of the last position only, as llama.cpp computes them) and greedy decode of 32 tokens after 16.
 
 With `--accuracy-limit N`, each model of the `--accuracy-types` is also scored in llama.cpp on the seven tasks (the
-first N test-half examples per task, the pruned model's calibration examples excluded for both), with the same
-requests, tokens and decisions as `diet_hf.evaluation.evaluate` (lm-eval's: the sum of the continuation's
-log-probabilities, `acc_norm` per character), and compared, paired, with the same model in transformers (float32)
-and with the dense model of the same type.
+first N examples per task of the `--accuracy-half`, test by default, the pruned model's calibration examples
+excluded for both), with the same requests, tokens and decisions as `diet_hf.evaluation.evaluate` (lm-eval's: the sum
+of the continuation's log-probabilities, `acc_norm` per character), and compared, paired, with the same model in
+transformers (float32) and with the dense model of the same type; and what the type costs the pruned model beyond
+what it costs the dense one, (pruned GGUF - pruned f32) - (dense GGUF - dense f32), from the same resampled examples.
 
 Nothing is chosen on these rows. Writes `<output>.json` and `<output>.md`.
 """
@@ -40,9 +41,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _side import PROMPTS, interval, provenance, write_report  # noqa: E402
+from _side import PROMPTS, difference_of_differences, interval, provenance, write_report  # noqa: E402
 
-from diet_hf.evaluation import compare_evaluations, encode_pair, evaluate  # noqa: E402
+from diet_hf.evaluation import compare_evaluations, correct_by_task, encode_pair, evaluate  # noqa: E402
 from diet_hf.evaluation.harness import _task_result  # noqa: E402  (the evaluator's decisions, not a copy of them)
 from diet_hf.speed import take_turns  # noqa: E402
 from diet_hf.stock import export_stock  # noqa: E402
@@ -142,7 +143,7 @@ def llama_cpp_evaluation(llm, tokenizer, scored: dict) -> dict:
         spec = get_task(name)
         excluded = {str(i) for i in scored["exclude_ids"].get(name, [])}
         docs = evaluation_examples(
-            spec, half="test", exclude_ids=excluded, limit=scored["limit"], data_dir=scored["data_dir"]
+            spec, half=scored["half"], exclude_ids=excluded, limit=scored["limit"], data_dir=scored["data_dir"]
         )
         requests = [spec.build(d) for d in docs]
         lls = []
@@ -156,13 +157,13 @@ def llama_cpp_evaluation(llm, tokenizer, scored: dict) -> dict:
                 llm.eval(continuation_ids)
                 rows = llm.scores[len(context_ids) - 1 : len(context_ids) - 1 + len(continuation_ids)]
                 lls.append(float(sum(_log_softmax(row)[token] for row, token in zip(rows, continuation_ids))))
-        results[name], predictions[name] = _task_result(spec, requests, lls, excluded, "test")
+        results[name], predictions[name] = _task_result(spec, requests, lls, excluded, scored["half"])
     headline = [r[r["headline_metric"]] for r in results.values()]
     return {"results": results, "average": sum(headline) / len(headline), "predictions": predictions}
 
 
 def accuracy_rows(args, files_by_type: dict, pruned_config) -> dict:
-    """Each `--accuracy-types` GGUF and the float32 transformers models on the same test-half examples."""
+    """Each `--accuracy-types` GGUF and the float32 transformers models on the same examples of one half."""
     from llama_cpp import Llama
 
     tokenizer = AutoTokenizer.from_pretrained(args.dense)
@@ -170,6 +171,7 @@ def accuracy_rows(args, files_by_type: dict, pruned_config) -> dict:
         "exclude_ids": (pruned_config.pruning or {}).get("calibration_eval_ids") or {},
         "limit": args.accuracy_limit,
         "data_dir": args.data_dir,
+        "half": args.accuracy_half,
     }
     rows = {}
     for name, path, remote in (("dense", args.dense, False), ("pruned", args.model, True)):
@@ -178,7 +180,7 @@ def accuracy_rows(args, files_by_type: dict, pruned_config) -> dict:
             model,
             tokenizer,
             PAPER_TASKS,
-            half="test",
+            half=scored["half"],
             limit=scored["limit"],
             exclude_ids=scored["exclude_ids"],
             data_dir=scored["data_dir"],
@@ -203,6 +205,9 @@ def accuracy_rows(args, files_by_type: dict, pruned_config) -> dict:
             "vs_transformers_f32": None if result is own else compare_evaluations(result, own)["average"],
             "vs_dense": None if result is dense else compare_evaluations(result, dense)["average"],
         }
+        if runtime != "transformers f32" and name == "pruned":  # beyond what the type costs the dense model
+            correct = [correct_by_task(r) for r in (result, own, dense, rows[("transformers f32", "dense")])]
+            report[f"{runtime} / {name}"]["type_cost_vs_dense"] = difference_of_differences(*correct)
     return report
 
 
@@ -218,6 +223,7 @@ def main(argv=None) -> int:
         "--accuracy-limit", type=int, default=0, help="score the seven tasks' first N test-half examples (0: no)"
     )
     parser.add_argument("--accuracy-types", nargs="+", default=["Q4_K_M"], help="GGUF types scored for accuracy")
+    parser.add_argument("--accuracy-half", choices=("test", "dev"), default="test", help="the half scored")
     parser.add_argument("--data-dir", default=os.environ.get("DIET_DATA_DIR"), help="the benchmark data")
     parser.add_argument("--work", default=None, help="where the GGUF files go (default: a temporary directory)")
     parser.add_argument("--output", required=True, help="report path without suffix")
@@ -265,7 +271,7 @@ def main(argv=None) -> int:
     if args.accuracy_limit:
         from transformers import AutoConfig
 
-        report["accuracy_limit"] = args.accuracy_limit
+        report["accuracy_limit"], report["accuracy_half"] = args.accuracy_limit, args.accuracy_half
         report["accuracy"] = accuracy_rows(args, files_by_type, AutoConfig.from_pretrained(args.model))
     write_report(args.output, report, markdown(report))
     return 0
@@ -306,18 +312,21 @@ def markdown(report: dict) -> list[str]:
         tasks = list(next(iter(report["accuracy"].values()))["per_task"])
         lines += [
             "",
-            f"Accuracy on the first {report['accuracy_limit']} test-half examples per task (the pruned model's "
-            "calibration examples excluded for both; each task's headline metric; paired-bootstrap 95% intervals):",
+            f"Accuracy on the first {report['accuracy_limit']} {report.get('accuracy_half', 'test')}-half examples "
+            "per task (the pruned model's calibration examples excluded for both; each task's headline metric; "
+            "paired-bootstrap 95% intervals; the type's cost to the pruned model beyond its cost to the dense one: "
+            "(pruned GGUF − pruned f32) − (dense GGUF − dense f32), from the same resampled examples):",
             "",
             "| runtime / model | avg (7 tasks) | vs the same model, transformers f32 | vs dense, same runtime | "
-            + " | ".join(tasks)
-            + " |",
-            "|---|---|---|---|" + "---|" * len(tasks),
+            "type's cost beyond dense's | " + " | ".join(tasks) + " |",
+            "|---|---|---|---|---|" + "---|" * len(tasks),
         ]
         for name, row in report["accuracy"].items():
             lines.append(
                 f"| {name} | {row['average']:.3f} | {interval(row['vs_transformers_f32'])} | "
-                f"{interval(row['vs_dense'])} | " + " | ".join(f"{row['per_task'][t]:.3f}" for t in tasks) + " |"
+                f"{interval(row['vs_dense'])} | {interval(row.get('type_cost_vs_dense'))} | "
+                + " | ".join(f"{row['per_task'][t]:.3f}" for t in tasks)
+                + " |"
             )
     return lines
 

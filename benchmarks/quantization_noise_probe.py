@@ -39,9 +39,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dev_sweep  # noqa: E402
-from _side import commands_text, interval, provenance, write_report  # noqa: E402
+from _side import (  # noqa: E402
+    commands_text,
+    difference_of_differences,
+    interval,
+    provenance,
+    task_average,
+    write_report,
+)
 
-from diet_hf.evaluation import correct_by_task, evaluate, kl_divergence, next_token_logprobs, paired_bootstrap  # noqa: E402
+from diet_hf.evaluation import (  # noqa: E402
+    correct_by_task,
+    evaluate,
+    kl_divergence,
+    next_token_logprobs,
+    paired_bootstrap,
+)
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -161,14 +174,14 @@ def _accuracy(models, tokenizer, excluded, args) -> dict:
     accuracy = {
         "limit": args.limit,
         "num_scored": {t: len(v) for t, v in correct[("dense", "float32")].items()},
-        "average": {f"{name} / {kind}": _average(c) for (name, kind), c in correct.items()},
+        "average": {f"{name} / {kind}": task_average(c) for (name, kind), c in correct.items()},
     }
     for kind in args.accuracy_types:
         accuracy[kind] = {
             name: paired_bootstrap(correct[(name, kind)], correct[(name, "float32")])
             for name in ("dense", "pruned, refit")
         }
-        accuracy[kind]["pruned minus dense"] = _difference_of_differences(
+        accuracy[kind]["pruned minus dense"] = difference_of_differences(
             *(
                 correct[key]
                 for key in (
@@ -180,26 +193,6 @@ def _accuracy(models, tokenizer, excluded, args) -> dict:
             )
         )
     return accuracy
-
-
-def _average(correct: dict) -> float:
-    return sum(sum(v) / len(v) for v in correct.values()) / len(correct)
-
-
-def _difference_of_differences(a, b, c, d, resamples: int = 2000) -> dict:
-    """(a - b) - (c - d) of the task-averaged accuracy, four `{task: 0/1 list}` results on the same examples, with
-    the 95% interval of a bootstrap that draws each task's examples once for all four (per task apart, tasks weighted
-    equally, as `paired_bootstrap`)."""
-    generator = torch.Generator().manual_seed(0)
-    total = torch.zeros(resamples, dtype=torch.float64)
-    for task in a:
-        values = [torch.tensor(x[task], dtype=torch.float64) for x in (a, b, c, d)]
-        per_example = (values[0] - values[1]) - (values[2] - values[3])
-        index = torch.randint(len(per_example), (resamples, len(per_example)), generator=generator)
-        total += per_example[index].mean(1)
-    total /= len(a)
-    low, high = torch.quantile(total, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return {"difference": _average(a) - _average(b) - _average(c) + _average(d), "ci95": [low, high]}
 
 
 def _markdown(report: dict, args) -> list[str]:
