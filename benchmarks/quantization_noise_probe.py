@@ -26,6 +26,12 @@ dense and pruned (refit) in float32 and rounded, and reports for each model the 
 (paired bootstrap) and the difference of those two differences, pruned minus dense, with a 95% interval from the
 same resampled examples for all four. `q5_0` is what llama.cpp's Q4_K_M falls back to for this model's tensors whose
 rows are 640 wide (q, k, v, gate and up: K-quants need multiples of 256). A diagnosis: nothing is chosen on it.
+
+Outcome (2026-12-06, `benchmarks/results/quantization_noise_probe.md`): explanation (2). Rounding moves the pruned
+model as far as the dense one (q4_0 KL 0.350 against 0.336), its refitted `down_proj` as far as the dense one (0.089
+against 0.087), and the errors add (0.162 -> 0.498). q5_0 costs neither model accuracy (pruned minus dense +0.001
+[-0.011, +0.012]). The Q4_K_M loss that motivated the probe did not replicate in llama.cpp on 300 dev examples per
+task either (`gguf_benchmark.py --accuracy-half dev`: the pruned model +0.007 [-0.002, +0.016]).
 """
 
 import argparse
