@@ -24,6 +24,15 @@ seven-task average over 500 dev examples per task, against the default's rows on
 (`benchmarks/results/choice_calibration_probe.json`), is above zero at both sparsities, neither interval below zero.
 No accuracy is scored otherwise. The profile is made as those rows' was (`calibration_answer="any"`, float32 x xᵀ
 products), and the default's KL is recomputed and checked against the stored one before any candidate row.
+
+Outcome (2026-12-06 09:59, `benchmarks/results/heads_reconstruction_probe.md`): no candidate passes, so no accuracy was
+scored. KL at 20% / 40% against the default's 0.159 / 0.400: `heads 0.5` 0.168 / 0.419 (+6% / +5%; lower than the
+default on HellaSwag, WinoGrande, OpenBookQA and PIQA, higher on the yes/no tasks: RTE 0.173 against 0.069 at 20%),
+`heads 1` 0.202 / 0.592. With the refit a head costs far less than it did without (`attention_ratio=0.5` read 0.805
+against 0.606 for every head kept before the reconstruction existed), but still more than its parameters' worth of MLP
+width. The refit cuts the paper's own plan from 1.393 to 0.367 at 20% and from 2.719 to 0.988 at 40% (-74% / -64%),
+still 2.3 / 2.5 times the default's, and BoolQ's KL stays 0.777: the plan's cut of the last layers' MLPs (225-420 of
+2048 at 20%) holds the yes/no prior, which a linear refit of the kept channels does not bring back.
 """
 
 import json
@@ -61,15 +70,15 @@ def main(argv=None) -> int:
     kl = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
     output = Path(args.output)
     report = {"commands": [" ".join(["python", *sys.argv])], "kl_prompts_per_task": args.kl_prompts, "rows": []}
+    previous = {(dev_sweep.PAIRED_DEFAULT, s): stored[(STORED_KL, s)] for s in args.sparsities}
     for sparsity in args.sparsities:
         for variant, options in VARIANTS.items():
             started = time.perf_counter()
             model = pruner.prune(sparsity=sparsity, disable_progress=True, **options)
-            row = dev_sweep.kl_row(model, tokenizer, kl, sparsity, variant, {}, started)
+            row = dev_sweep.kl_row(model, tokenizer, kl, sparsity, variant, previous, started)
             row["widths"] = pruner.plan.intermediate_size_per_layer
             row["heads"] = pruner.plan.num_attention_heads_per_layer
-            if variant == "default":
-                row["kl_in_reference_rows"] = stored[(STORED_KL, sparsity)]["kl_from_dense"]
+            if variant == "default":  # `kl_row` put the stored KL beside it
                 if abs(row["kl_from_dense"] - row["kl_in_reference_rows"]) > 1e-4:
                     raise SystemExit(f"The default's KL at {sparsity:.0%} differs from {args.reference}'s.")
             report["rows"].append(row)
