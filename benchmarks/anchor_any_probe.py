@@ -23,7 +23,6 @@ evaluation examples, and the anchored default's dev-prompt KL recomputed equal t
 rule reads it: anchored minus unanchored, paired bootstrap over the same examples.
 """
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,9 +33,7 @@ import dev_sweep  # noqa: E402
 from diet_hf.evaluation import paired_bootstrap  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
-REFERENCE = "benchmarks/results/choice_calibration_probe.json"
 ANCHORED, UNANCHORED = "uniform_mlp_mean_ls_bos", "uniform_mlp_mean_ls"
-STORED_KL, STORED_ACCURACY = "any-choice", "any-choice, dev accuracy"  # the anchored "any" rows' variants there
 # One component of the default against the default without it: how the probe names and prunes the candidate, and
 # how its report reads (`prefix`: the JSON keys of the default's side; `verdict`: the key of the rule's answer).
 ANCHOR = {
@@ -63,13 +60,9 @@ def run(doc: str, spec: dict, output: str, argv=None) -> int:
     component stays when the default minus the candidate has a 95% interval reaching zero or above at every
     sparsity."""
     parser = dev_sweep.probe_parser(doc.splitlines()[0], output)
-    parser.set_defaults(reference=REFERENCE)
+    parser.set_defaults(reference=dev_sweep.ANY_REFERENCE)
     args = parser.parse_args(argv)
-    stored = {(r["variant"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
-    dense, tokenizer, pruner = dev_sweep.profiled_dense(
-        args.data_dir, moments_dtype="float32", calibration_answer="any"
-    )
-    prompts, flat, reference = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
+    (_, tokenizer, pruner), (prompts, flat, reference), stored = dev_sweep.any_answer_probe_start(args)
     report = {"command": " ".join(["python", *sys.argv]), "kl_prompts_per_task": args.kl_prompts, "rows": []}
     output = Path(args.output)
     prefix, key = spec["prefix"], spec["difference"]
@@ -79,14 +72,14 @@ def run(doc: str, spec: dict, output: str, argv=None) -> int:
             model = pruner.prune(sparsity=sparsity, disable_progress=True, **options)
             row = dev_sweep.kl_row(model, tokenizer, (prompts, flat, reference), sparsity, variant, {}, started)
             if variant == ANCHORED:
-                row["kl_in_reference_rows"] = stored[(STORED_KL, sparsity)]["kl_from_dense"]
+                row["kl_in_reference_rows"] = stored[(dev_sweep.ANY_KL, sparsity)]["kl_from_dense"]
                 if abs(row["kl_from_dense"] - row["kl_in_reference_rows"]) > 1e-4:
                     raise SystemExit(f"The anchored default's KL at {sparsity:.0%} differs from {args.reference}'s.")
             report["rows"].append(row)
             _write(output, report, spec)
     context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
     for sparsity in args.sparsities:
-        default = stored[(STORED_ACCURACY, sparsity)]
+        default = stored[(dev_sweep.ANY_ACCURACY, sparsity)]
         model = pruner.prune(sparsity=sparsity, disable_progress=True, **spec["options"])
         measured = dev_sweep._measure(model, tokenizer, args, context)
         difference = paired_bootstrap(

@@ -149,6 +149,22 @@ def paired_probe_start(args):
     return (dense, tokenizer, pruner), kl, previous
 
 
+# The default's dev rows on calibration texts that end in any answer choice (its KL and 500-dev accuracy rows), which
+# the probes since 2026-12-05 pair with, and the names of those rows there
+ANY_REFERENCE = "benchmarks/results/choice_calibration_probe.json"
+ANY_KL, ANY_ACCURACY = "any-choice", "any-choice, dev accuracy"
+
+
+def any_answer_probe_start(args):
+    """What the probes paired with `ANY_REFERENCE`'s rows start from: `(dense, tokenizer, pruner)` profiled as those
+    rows were (`calibration_answer="any"`, float32 x xᵀ products), `(prompts, flat, reference)` of
+    `dev_prompt_reference`, and the rows of `args.reference` by (variant, sparsity)."""
+    stored = {(r["variant"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
+    dense, tokenizer, pruner = profiled_dense(args.data_dir, moments_dtype="float32", calibration_answer="any")
+    kl = dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
+    return (dense, tokenizer, pruner), kl, stored
+
+
 ANSWER_WORDS = {"gold": "their gold answers", "any": "a choice drawn per example"}
 
 

@@ -35,7 +35,6 @@ still 2.3 / 2.5 times the default's, and BoolQ's KL stays 0.777: the plan's cut 
 2048 at 20%) holds the yes/no prior, which a linear refit of the kept channels does not bring back.
 """
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -47,8 +46,6 @@ from diet_hf.evaluation import paired_bootstrap  # noqa: E402
 from diet_hf.recipes import DEFAULT_RECIPE  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS  # noqa: E402
 
-REFERENCE = "benchmarks/results/choice_calibration_probe.json"
-STORED_KL, STORED_ACCURACY = "any-choice", "any-choice, dev accuracy"  # the default's "any" rows there
 VARIANTS = {
     "default": {"recipe": DEFAULT_RECIPE},
     "heads 0.5": {"recipe": DEFAULT_RECIPE, "attention_ratio": 0.5},
@@ -61,16 +58,12 @@ CANDIDATES = ("heads 0.5", "heads 1", "paper + ls")
 
 def main(argv=None) -> int:
     parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/heads_reconstruction_probe")
-    parser.set_defaults(reference=REFERENCE)
+    parser.set_defaults(reference=dev_sweep.ANY_REFERENCE)
     args = parser.parse_args(argv)
-    stored = {(r["variant"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
-    dense, tokenizer, pruner = dev_sweep.profiled_dense(
-        args.data_dir, moments_dtype="float32", calibration_answer="any"
-    )
-    kl = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
+    (_, tokenizer, pruner), kl, stored = dev_sweep.any_answer_probe_start(args)
     output = Path(args.output)
     report = {"commands": [" ".join(["python", *sys.argv])], "kl_prompts_per_task": args.kl_prompts, "rows": []}
-    previous = {(dev_sweep.PAIRED_DEFAULT, s): stored[(STORED_KL, s)] for s in args.sparsities}
+    previous = {(dev_sweep.PAIRED_DEFAULT, s): stored[(dev_sweep.ANY_KL, s)] for s in args.sparsities}
     for sparsity in args.sparsities:
         for variant, options in VARIANTS.items():
             started = time.perf_counter()
@@ -94,7 +87,7 @@ def main(argv=None) -> int:
     for variant in (v for v, ok in report["kl_rule_passed"].items() if ok):
         for sparsity in args.sparsities:
             model = pruner.prune(sparsity=sparsity, disable_progress=True, **VARIANTS[variant])
-            default = stored[(STORED_ACCURACY, sparsity)]
+            default = stored[(dev_sweep.ANY_ACCURACY, sparsity)]
             measured = dev_sweep._measure(model, tokenizer, args, context)
             difference = paired_bootstrap(
                 {t: measured["correct"][t] for t in PAPER_TASKS}, {t: default["correct"][t] for t in PAPER_TASKS}

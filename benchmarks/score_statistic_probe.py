@@ -70,25 +70,19 @@ import dev_sweep  # noqa: E402
 from diet_hf.evaluation import correct_by_task, evaluate, paired_bootstrap  # noqa: E402
 from diet_hf.tasks import PAPER_TASKS, evaluation_examples  # noqa: E402
 
-REFERENCE = "benchmarks/results/choice_calibration_probe.json"
-STORED_KL, STORED_ACCURACY = "any-choice", "any-choice, dev accuracy"  # the default's "any" rows there
 CANDIDATES = ("rms", "wanda")
 VARIANTS = ("default", *CANDIDATES, "random")
 
 
 def main(argv=None) -> int:
     parser = dev_sweep.probe_parser(__doc__.splitlines()[0], "benchmarks/results/score_statistic_probe")
-    parser.set_defaults(reference=REFERENCE)
+    parser.set_defaults(reference=dev_sweep.ANY_REFERENCE)
     parser.add_argument("--accuracy", nargs="*", default=[], choices=CANDIDATES, help="scored on dev regardless")
     parser.add_argument(
         "--confirm", action="store_true", help="score the default and rms on the dev examples after the first --limit"
     )
     args = parser.parse_args(argv)
-    stored = {(r["variant"], r["sparsity"]): r for r in json.loads(Path(args.reference).read_text())["rows"]}
-    dense, tokenizer, pruner = dev_sweep.profiled_dense(
-        args.data_dir, moments_dtype="float32", calibration_answer="any"
-    )
-    kl = dev_sweep.dev_prompt_reference(dense, tokenizer, pruner, args.data_dir, args.kl_prompts)
+    (dense, tokenizer, pruner), kl, stored = dev_sweep.any_answer_probe_start(args)
     output = Path(args.output)
     report = {"commands": [], "kl_prompts_per_task": args.kl_prompts, "rows": []}
     if output.with_suffix(".json").exists():  # a rerun resumes: the rows made stay
@@ -96,7 +90,7 @@ def main(argv=None) -> int:
     report["commands"].append(" ".join(["python", *sys.argv]))
     done = {(r["sparsity"], r["variant"]) for r in report["rows"]}
     scores = candidate_scores(dense, pruner)
-    previous = {(dev_sweep.PAIRED_DEFAULT, s): stored[(STORED_KL, s)] for s in args.sparsities}
+    previous = {(dev_sweep.PAIRED_DEFAULT, s): stored[(dev_sweep.ANY_KL, s)] for s in args.sparsities}
     report["rank_correlation"] = {
         name: {t: dev_sweep.mean_spearman(scores["default"][t], scores[name][t]) for t in PAPER_TASKS}
         for name in CANDIDATES
@@ -135,7 +129,7 @@ def _accuracy(args, report, output, done, start, passed) -> None:
     pruner, tokenizer, scores, kl, stored = start
     prompts, _, reference = kl
     context = dev_sweep.measure_context(tokenizer, pruner.scores.provenance["excluded_eval_ids"], prompts, reference)
-    defaults = {(dev_sweep.PAIRED_DEFAULT, s): stored[(STORED_ACCURACY, s)] for s in args.sparsities}
+    defaults = {(dev_sweep.PAIRED_DEFAULT, s): stored[(dev_sweep.ANY_ACCURACY, s)] for s in args.sparsities}
     for variant in passed:
         for sparsity in args.sparsities:
             if (sparsity, f"{variant}, dev accuracy") in done:
