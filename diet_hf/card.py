@@ -41,6 +41,24 @@ def _usage(name: str, image_text: bool) -> list[str]:
     ]
 
 
+def _fine_tuning(image_text: bool) -> list[str]:
+    """The card's LoRA snippet: PEFT picks default targets by model type and has none for the pruned ones (nor for
+    stock image-text Gemma 3), so they are named: what PEFT picks for stock Gemma text models, in the text decoder
+    only for an image-text model (as PEFT's own default for Gemma 4 reads)."""
+    targets = r'r".*language_model.*\.(q_proj|v_proj)"' if image_text else '["q_proj", "v_proj"]'
+    return [
+        "from peft import LoraConfig, get_peft_model",
+        "",
+        (
+            "# the text decoder's attention only: the vision tower is left as it is"
+            if image_text
+            else '# or target_modules="all-linear": every projection of every layer, the MLPs\' too'
+        ),
+        f'lora = LoraConfig(task_type="CAUSAL_LM", target_modules={targets})',
+        "model = get_peft_model(model, lora)",
+    ]
+
+
 def _hub_model_id(name) -> str | None:
     """`name` when it can be the `base_model` of the card's metadata: a Hub model id, not a local directory. The Hub
     rejects a card whose `base_model` is not a model id (a local path, as a model pruned from a directory records),
@@ -440,6 +458,15 @@ def _usage_and_citation_lines(record: dict, name: str, image_text: bool, profile
         "",
         "```python",
         *_usage(name, image_text),
+        "```",
+        "",
+        "To fine-tune it with LoRA: PEFT picks default target modules by model type and knows none for this "
+        "checkpoint's, so name them. The module names are Gemma's (these are the ones PEFT picks for stock Gemma"
+        + (", in the text decoder only" if image_text else "")
+        + "):",
+        "",
+        "```python",
+        *_fine_tuning(image_text),
         "```",
         "",
         *(

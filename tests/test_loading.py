@@ -439,3 +439,19 @@ def test_the_image_text_config_never_reads_the_text_models_per_layer_sizes_globa
     again = type(pruned.config)(text_config=pruned.config.text_config, vision_config=pruned.config.vision_config)
     assert again.text_config.is_heterogeneous and again.text_config.per_layer_config[1].intermediate_size == 0
     assert [m for m in reads if "Reading global config value" in m] == []
+
+
+def test_the_image_text_cards_lora_targets_adapt_the_text_decoders_attention_only():
+    """The card's LoRA block for an image-text checkpoint (PEFT has no default targets for it, nor for stock image-text
+    Gemma 3) puts adapters on the text decoder's q_proj / v_proj, in every layer that kept its attention, and none in
+    the vision tower, whose attention has the same module names."""
+    from diet_hf.card import _fine_tuning
+
+    pruned = uneven_pruned_model("gemma3_text", image_text=True)
+    names = [n for n, _ in pruned.named_modules() if n.endswith(("q_proj", "v_proj"))]
+    assert any(n.startswith("model.vision_tower.") for n in names)
+    namespace = {"model": pruned}
+    exec("\n".join(_fine_tuning(image_text=True)), namespace)
+    adapted = {n.split(".lora_A")[0] for n, _ in namespace["model"].named_parameters() if ".lora_A." in n}
+    expected = {"base_model.model." + n for n in names if n.startswith("model.language_model.")}
+    assert adapted == expected and expected

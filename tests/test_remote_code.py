@@ -234,7 +234,9 @@ def test_text_generation_pipeline_runs_the_checkpoint_without_diet_hf(saved_prun
 
 
 def test_card_usage_snippet_runs_without_a_prompt(saved_pruned, tmp_path):
-    """The card's code block, run as a user would (stock transformers, no diet-hf, no terminal to answer on)."""
+    """The card's code blocks, run as a user would (stock transformers, no diet-hf, no terminal to answer on): loading,
+    then LoRA through PEFT with the targets the card names (PEFT has no default for the pruned model types), trained a
+    step's worth: a loss, and gradients in the adapters only."""
     import shutil
 
     from transformers import PreTrainedTokenizerFast
@@ -244,9 +246,11 @@ def test_card_usage_snippet_runs_without_a_prompt(saved_pruned, tmp_path):
         tokenizer_object=__import__("tokenizers").Tokenizer(__import__("tokenizers").models.WordLevel({"a": 0}, "a"))
     ).save_pretrained(path)
     card = (path / "README.md").read_text()
-    snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace("path/to/this/model", str(path))
+    blocks = [block.split("```", 1)[0] for block in card.split("```python\n")[1:]]
+    assert len(blocks) == 2 and "LoraConfig" in blocks[1]
+    snippet = "\n".join(blocks).replace("path/to/this/model", str(path))
     script = tmp_path / "snippet.py"
-    script.write_text('import sys\nsys.modules["diet_hf"] = None\n' + snippet + "print(type(tokenizer).__name__)\n")
+    script.write_text('import sys\nsys.modules["diet_hf"] = None\n' + snippet + LORA_STEP)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     result = subprocess.run(
         [sys.executable, str(script)],
@@ -259,6 +263,24 @@ def test_card_usage_snippet_runs_without_a_prompt(saved_pruned, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Do you wish to run the custom code" not in result.stdout + result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["tokenizer"]  # AutoTokenizer read the stock tokenizer files beside it
+    assert out["adapters"] > 0 and out["trainable_elsewhere"] == [] and out["adapters_with_grad"] == out["adapters"]
+
+
+# after the card's blocks: one forward and backward of the PEFT model, and where the gradients went
+LORA_STEP = """
+import json, torch
+ids = torch.tensor([[0, 0, 0, 0]])
+model(input_ids=ids, labels=ids).loss.backward()
+trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+print(json.dumps({
+    "tokenizer": type(tokenizer).__name__,
+    "adapters": sum("lora_" in n for n in trainable),
+    "adapters_with_grad": sum("lora_" in n and p.grad is not None for n, p in trainable.items()),
+    "trainable_elsewhere": [n for n in trainable if "lora_" not in n],
+}))
+"""
 
 
 V01_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v0.1-pruned-gemma3"
