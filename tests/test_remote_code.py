@@ -283,6 +283,52 @@ print(json.dumps({
 """
 
 
+LORA_ROUND_TRIP = textwrap.dedent(
+    """
+    import json, os, sys, torch
+    sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
+    from peft import AutoPeftModelForCausalLM, LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        base = model(ids).logits
+    lora = LoraConfig(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapted = get_peft_model(model, lora).eval()
+    with torch.no_grad():
+        want = adapted(ids).logits
+    adapted.save_pretrained("adapter")
+    again = AutoPeftModelForCausalLM.from_pretrained("adapter", trust_remote_code=True).eval()
+    with torch.no_grad():
+        from_adapter = again(ids).logits
+    again.merge_and_unload().save_pretrained("merged")
+    merged = AutoModelForCausalLM.from_pretrained("merged", trust_remote_code=True).eval()
+    with torch.no_grad():
+        from_merged = merged(ids).logits
+    print(json.dumps({
+        "adapter": (from_adapter - want).abs().max().item(),
+        "merged": (from_merged - want).abs().max().item(),
+        "moved": (want - base).abs().max().item(),
+        "class": type(merged).__name__,
+        "files": sorted(os.listdir("merged")),
+    }))
+    """
+)
+
+
+def test_a_lora_adapter_round_trips_through_peft_without_diet_hf(saved_pruned, tmp_path):
+    """What a Hub user does after fine-tuning: the adapter saved and read back by `AutoPeftModelForCausalLM` (which
+    loads the pruned base through its remote code), then merged, saved with `save_pretrained` and loaded again. Both
+    give the adapted model's logits, and the merged save carries the remote code beside its weights."""
+    out = json.loads(run_script(tmp_path, LORA_ROUND_TRIP, str(saved_pruned[1])).strip().splitlines()[-1])
+    assert out["moved"] > 1e-3  # the adapter changes the model, so the equalities below say something
+    assert out["adapter"] == 0.0
+    assert out["merged"] < 1e-5
+    assert out["class"] == "PrunedGemma3ForCausalLM"
+    assert {"configuration_pruned_gemma.py", "modeling_pruned_gemma.py", "model.safetensors"} <= set(out["files"])
+
+
 V01_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v0.1-pruned-gemma3"
 
 
