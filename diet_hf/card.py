@@ -461,9 +461,8 @@ def _usage_and_citation_lines(record: dict, name: str, image_text: bool, profile
         "```",
         "",
         "To fine-tune it with LoRA: PEFT picks default target modules by model type and knows none for this "
-        "checkpoint's, so name them. The module names are Gemma's (these are the ones PEFT picks for stock Gemma"
-        + (", in the text decoder only" if image_text else "")
-        + "):",
+        "checkpoint's, so name them. The module names are Gemma's (these are the ones PEFT picks for stock Gemma text "
+        "models" + (", here in the text decoder only" if image_text else "") + "):",
         "",
         "```python",
         *_fine_tuning(image_text),
