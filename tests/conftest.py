@@ -204,14 +204,27 @@ def on_second_device(model):
     return model
 
 
-def run_script(tmp_path: Path, source: str, *args: str, python: str = sys.executable) -> str:
-    """Runs the Python `source` in a new process (its own remote-code module cache under `tmp_path`, offline, no
-    PYTHONPATH) with `args`; returns its stdout, failing the test with its stderr's end if it fails."""
+def run_script(tmp_path: Path, source: str, *args: str, python: str = sys.executable, env: dict | None = None) -> str:
+    """Runs the Python `source` in a new process in `tmp_path` (its own remote-code module cache there, offline, no
+    PYTHONPATH, no terminal to answer a prompt on; `env` overrides those) with `args`; returns its stdout, failing the
+    test with its stderr's end if it fails."""
     script = tmp_path / "fresh.py"
     script.write_text(source)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    env = {
+        **os.environ,
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": "",
+        **(env or {}),
+    }
     result = subprocess.run(
-        [python, str(script), *args], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300
+        [python, str(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout

@@ -3,12 +3,11 @@
 import json
 import math
 import os
-import subprocess
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import on_second_device, tiny_dense_model
+from conftest import on_second_device, run_script, tiny_dense_model
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from torch import nn
 from transformers import PreTrainedTokenizerFast
@@ -353,14 +352,8 @@ def scored_on_transformers_457(tiny_tokenizer, tmp_path_factory):
             tiny_tokenizer.save_pretrained(path)
             jobs.append((str(path), attn))
             expected[family, attn, name] = _alone(_set_attention(model, attn), tiny_tokenizer, PACKED_PAIRS)
-    done = subprocess.run(
-        [TF457_PYTHON, "-c", TF457_SCRIPT, json.dumps(jobs), json.dumps(PACKED_PAIRS)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    stdout = run_script(root, TF457_SCRIPT, json.dumps(jobs), json.dumps(PACKED_PAIRS), python=TF457_PYTHON)
+    result = json.loads(stdout.strip().splitlines()[-1])
     assert result["version"].startswith("4.57")
     return {key: (got, expected[key]) for key, got in zip(expected, result["values"])}
 

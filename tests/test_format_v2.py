@@ -3,7 +3,6 @@ natively, 4.57 through the remote code), by caches sized from the config and by 
 checkpoints keep loading and re-save as v2."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import NATIVE_PER_LAYER_CONFIG, random_batch, tiny_config_kwargs
+from conftest import NATIVE_PER_LAYER_CONFIG, random_batch, run_script, tiny_config_kwargs
 from safetensors import safe_open
 from test_modeling import pruned_model
 from test_remote_code import TF457_PYTHON, _load_all_in_fresh_process
@@ -184,14 +183,7 @@ def test_stock_autoconfig_without_diet_hf_reports_each_layers_weight_shapes(tmp_
     if python is None:
         pytest.skip("DIET_TF457_PYTHON not set (scripts/test.sh sets it)")
     path = save_pruned_model(_uneven_model(), tmp_path / "model")
-    script = tmp_path / "config.py"
-    script.write_text(CONFIG_SCRIPT)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [python, str(script), str(path)], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(run_script(tmp_path, CONFIG_SCRIPT, str(path), python=python).strip().splitlines()[-1])
     assert report["module"].startswith("transformers_modules")
     assert report["heterogeneous"] is True
     sizes = [{k: v for k, v in layer.items() if k != "skip"} for layer in report["layers"]]

@@ -4,13 +4,11 @@ import json
 import logging
 import os
 import stat
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import assert_tables_well_formed, random_batch, save_dense_checkpoint, tiny_dense_model
+from conftest import assert_tables_well_formed, random_batch, run_script, save_dense_checkpoint, tiny_dense_model
 from huggingface_hub import HfApi, ModelCard
 from transformers import AutoModelForCausalLM
 
@@ -34,17 +32,9 @@ FRESH_LOAD = textwrap.dedent(
 
 
 def _fresh_load(repo, ids, tmp_path, revision=""):
-    env = {**os.environ, "HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "0"}
-    done = subprocess.run(
-        [sys.executable, "-c", FRESH_LOAD, repo, revision, json.dumps(ids.tolist())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return torch.tensor(json.loads(done.stdout.strip().splitlines()[-1]))
+    env = {"HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "0"}  # from the local Hub, nothing cached
+    stdout = run_script(tmp_path, FRESH_LOAD, repo, revision, json.dumps(ids.tolist()), env=env)
+    return torch.tensor(json.loads(stdout.strip().splitlines()[-1]))
 
 
 @pytest.fixture

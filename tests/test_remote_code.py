@@ -3,7 +3,6 @@
 import ast
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -221,14 +220,7 @@ def test_text_generation_pipeline_runs_the_checkpoint_without_diet_hf(saved_prun
     ids = tiny_tokenizer(prompt, return_tensors="pt").input_ids
     pruned.generation_config.pad_token_id = tiny_tokenizer.pad_token_id
     expected = pruned.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)[0, ids.shape[1] :]
-    script = tmp_path / "pipeline.py"
-    script.write_text(PIPELINE_SCRIPT)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, str(script), str(path), prompt], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = json.loads(run_script(tmp_path, PIPELINE_SCRIPT, str(path), prompt).strip().splitlines()[-1])
     assert out["class"] == "PrunedGemma3ForCausalLM"
     assert out["text"] == tiny_tokenizer.decode(expected, skip_special_tokens=True)
 
@@ -249,21 +241,10 @@ def test_card_usage_snippet_runs_without_a_prompt(saved_pruned, tmp_path):
     blocks = [block.split("```", 1)[0] for block in card.split("```python\n")[1:]]
     assert len(blocks) == 2 and "LoraConfig" in blocks[1]
     snippet = "\n".join(blocks).replace("path/to/this/model", str(path))
-    script = tmp_path / "snippet.py"
-    script.write_text('import sys\nsys.modules["diet_hf"] = None\n' + snippet + LORA_STEP)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Do you wish to run the custom code" not in result.stdout + result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    # no terminal: a prompt to trust the code would end the script with an error (EOF on its input)
+    stdout = run_script(tmp_path, 'import sys\nsys.modules["diet_hf"] = None\n' + snippet + LORA_STEP)
+    assert "Do you wish to run the custom code" not in stdout
+    out = json.loads(stdout.strip().splitlines()[-1])
     assert out["tokenizer"]  # AutoTokenizer read the stock tokenizer files beside it
     assert out["adapters"] > 0 and out["trainable_elsewhere"] == [] and out["adapters_with_grad"] == out["adapters"]
 

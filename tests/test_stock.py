@@ -2,8 +2,6 @@
 global size computes what the pruned model computes, and the result loads with stock classes, without remote code."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -13,6 +11,7 @@ from conftest import (
     image_text_inputs,
     pruned_then_dense_repo,
     random_batch,
+    run_script,
     save_dense_checkpoint,
     tiny_dense_model,
     tiny_pruned_classifier,
@@ -153,15 +152,7 @@ def test_cli_export_stock_writes_a_checkpoint_stock_transformers_loads(tmp_path,
     assert "| 1 | full_attention | 0 / 64 | 2 / 4 | 1 / 2 |" in card.text  # the pruned sizes, per layer
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     ids = random_batch(1, 9)
-    done = subprocess.run(
-        [sys.executable, "-c", FRESH_STOCK_LOAD, str(out), json.dumps(ids.tolist())],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    loaded = json.loads(run_script(tmp_path, FRESH_STOCK_LOAD, str(out), json.dumps(ids.tolist())).splitlines()[-1])
     assert loaded["class"] == "Gemma3ForCausalLM"
     with torch.no_grad():
         expected = pruned(ids).logits
