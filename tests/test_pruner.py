@@ -241,6 +241,22 @@ def test_a_quantized_model_is_refused_before_any_work(caplog):
     assert build_pruned_model(tiny_dense_model("gemma2")) is not None  # full precision: no complaint
 
 
+@pytest.mark.parametrize("bits", ["4bit", "8bit"])
+def test_a_model_bitsandbytes_loaded_is_refused_before_any_work(bits, tmp_path):
+    """The same refusal for a dense model loaded through `BitsAndBytesConfig` itself (bitsandbytes runs on the CPU),
+    from `DietPruner.from_pretrained`, whose keyword arguments go to transformers."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    tiny_dense_model("gemma3_text", hidden_size=128, intermediate_size=256, head_dim=64).save_pretrained(tmp_path)
+    bits = BitsAndBytesConfig(load_in_4bit=True) if bits == "4bit" else BitsAndBytesConfig(load_in_8bit=True)
+    pruner = DietPruner.from_pretrained(tmp_path, quantization_config=bits)
+    with pytest.raises(ValueError, match=r"`model` is quantized.*bfloat16 or float32"):
+        pruner.check_targets(sparsity=0.2)
+    with pytest.raises(ValueError, match=r"`model` is quantized.*bfloat16 or float32"):
+        pruner.prune(sparsity=0.2)
+
+
 def test_an_offloaded_model_profiles_and_is_pruned_from_its_saved_profile(tmp_path, data_dir, tiny_tokenizer, caplog):
     """A `device_map` with "disk" modules (or, beside a GPU, "cpu" ones) keeps their weights on the meta device and
     loads them per forward pass: profiling works, pruning is refused before any work (it used to fail inside the

@@ -2,6 +2,7 @@
 
 import ast
 import json
+import math
 import os
 import sys
 import textwrap
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, random_batch, run_script, tiny_pruned_classifier, uneven_pruned_model
+from conftest import REPO_ROOT, random_batch, run_script, tiny_dense_model, tiny_pruned_classifier, uneven_pruned_model
 
 from diet_hf.hub import remote_code_dir, remote_code_files, save_pruned_model
 
@@ -347,3 +348,68 @@ def test_a_checkpoint_of_diet_hf_0_1_keeps_loading(tmp_path, python):
     assert remote["module"] != again["module"]  # each ran its own code
     assert (torch.tensor(remote["logits"]) - logits).abs().max().item() <= 1e-5
     assert (torch.tensor(again["logits"]) - logits).abs().max().item() <= 1e-5
+
+
+QLORA_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    bits = {
+        "4bit": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
+        "8bit": BitsAndBytesConfig(load_in_8bit=True),
+    }[sys.argv[2]]
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True, quantization_config=bits)
+    quantized = sorted({type(m).__name__ for n, m in model.named_modules() if n.endswith(("proj", "proj.base_layer"))})
+    model = prepare_model_for_kbit_training(model)  # before any inference pass: see the test's docstring
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"]))
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    model.eval()
+    generated = model.generate(input_ids=ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    print(json.dumps({
+        "quantized": quantized,
+        "loss": loss.item(),
+        "lora": len(lora),
+        "lora_with_grad": sum(p.grad is not None for p in lora.values()),
+        # B starts at zero, so only its gradient is nonzero at the first step
+        "lora_b_moved": sum(bool(p.grad.abs().sum() > 0) for n, p in lora.items() if "lora_B" in n),
+        "trainable_elsewhere": [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n],
+        "generated": generated.shape[1],
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize("bits", ["4bit", "8bit"])
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_qlora_through_bitsandbytes_without_diet_hf(family, bits, tmp_path):
+    """QLoRA as a Hub user runs it, on the CPU (bitsandbytes runs there since 0.48): a pruned checkpoint with uneven
+    layers and compensation biases loaded through `BitsAndBytesConfig` (4-bit NF4 or 8-bit), every projection
+    quantized, `prepare_model_for_kbit_training`, LoRA on the card's targets, one backward pass reaching every adapter
+    and nothing else, then greedy decoding. The shapes are multiples of 64: bitsandbytes' CPU 4-bit kernels need whole
+    blocks, as real checkpoints' are. Training starts before any inference pass because bitsandbytes 0.50.2 on a CPU
+    repacks 4-bit weights for inference at the first one, after which a layer with a bias fails its backward pass (an
+    in-place add on a leaf; shown on a bare `Linear4bit` with a bias, no diet-hf code involved)."""
+    pytest.importorskip("bitsandbytes")
+    from diet_hf import build_pruned_model
+    from diet_hf.plan import PruningPlan
+
+    dense = tiny_dense_model(family, hidden_size=128, intermediate_size=256, head_dim=64, query_pre_attn_scalar=64)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [list(range(0, 256, 2)), []]  # layer 0: half its MLP; layer 1: no MLP
+    plan.head_kept_indices = [[], [2, 3]]  # layer 0: no attention; layer 1: two heads, one KV head
+    plan.kv_head_kept_indices = [[], [1]]
+    plan.__post_init__()
+    g = torch.Generator().manual_seed(1)
+    means = {"mlp": torch.randn(2, 256, generator=g), "attn": torch.randn(2, 256, generator=g)}
+    path = save_pruned_model(build_pruned_model(dense, plan, channel_means=means), tmp_path / "model")
+    out = json.loads(run_script(tmp_path, QLORA_SCRIPT, str(path), bits).strip().splitlines()[-1])
+    assert out["quantized"] == (["Linear4bit"] if bits == "4bit" else ["Linear8bitLt"])
+    assert math.isfinite(out["loss"])
+    assert out["lora"] == 4 and out["lora_with_grad"] == 4 and out["lora_b_moved"] == 2
+    assert out["trainable_elsewhere"] == []
+    assert out["generated"] == 9
