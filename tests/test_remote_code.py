@@ -387,7 +387,7 @@ QLORA_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 def test_qlora_through_bitsandbytes_without_diet_hf(family, bits, tmp_path):
-    """QLoRA as a Hub user runs it, on the CPU (bitsandbytes runs there since 0.48): a pruned checkpoint with uneven
+    """QLoRA as a Hub user runs it, on the CPU (where bitsandbytes 0.50 runs): a pruned checkpoint with uneven
     layers and compensation biases loaded through `BitsAndBytesConfig` (4-bit NF4 or 8-bit), every projection
     quantized, `prepare_model_for_kbit_training`, LoRA on the card's targets, one backward pass reaching every adapter
     and nothing else, then greedy decoding. The shapes are multiples of 64: bitsandbytes' CPU 4-bit kernels need whole
