@@ -144,17 +144,20 @@ def image_text_inputs(model, batch: int = 2, seq_len: int = 12, seed: int = 0) -
     return {"input_ids": ids, "pixel_values": pixels, "token_type_ids": (ids == config.image_token_index).long()}
 
 
-def uneven_pruned_model(family: str = "gemma2", compensated: bool = False, image_text: bool = False):
-    """`tiny_dense_model(family)` pruned so that every per-layer shape differs: layer 0 without attention, layer 1
-    without MLP and with fewer heads and KV heads; `compensated` adds FLAP bias compensation (biases on kept and on
-    removed sublayers); `image_text` (Gemma 3) prunes it inside `tiny_image_text_model`, keeping the vision tower."""
+def uneven_pruned_model(
+    family: str = "gemma2", compensated: bool = False, image_text: bool = False, mlp_stride: int = 3, **sizes
+):
+    """`tiny_dense_model(family, **sizes)` pruned so that every per-layer shape differs: layer 0 without attention
+    and with every `mlp_stride`-th MLP channel, layer 1 without MLP and with fewer heads and KV heads; `compensated`
+    adds FLAP bias compensation (biases on kept and on removed sublayers); `image_text` (Gemma 3) prunes it inside
+    `tiny_image_text_model`, keeping the vision tower."""
     from diet_hf import build_pruned_model
     from diet_hf.plan import PruningPlan
 
-    dense = tiny_dense_model(family)
+    dense = tiny_dense_model(family, **sizes)
     source = tiny_image_text_model(dense) if image_text else dense
     plan = PruningPlan.keep_all(dense.config)
-    plan.mlp_kept_indices = [list(range(0, 64, 3)), []]
+    plan.mlp_kept_indices = [list(range(0, dense.config.intermediate_size, mlp_stride)), []]
     plan.head_kept_indices = [[], [2, 3]]
     plan.kv_head_kept_indices = [[], [1]]
     plan.__post_init__()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, random_batch, run_script, tiny_dense_model, tiny_pruned_classifier, uneven_pruned_model
+from conftest import REPO_ROOT, random_batch, run_script, tiny_pruned_classifier, uneven_pruned_model
 
 from diet_hf.hub import remote_code_dir, remote_code_files, save_pruned_model
 
@@ -395,18 +395,9 @@ def test_qlora_through_bitsandbytes_without_diet_hf(family, bits, tmp_path):
     repacks 4-bit weights for inference at the first one, after which a layer with a bias fails its backward pass (an
     in-place add on a leaf; shown on a bare `Linear4bit` with a bias, no diet-hf code involved)."""
     pytest.importorskip("bitsandbytes")
-    from diet_hf import build_pruned_model
-    from diet_hf.plan import PruningPlan
-
-    dense = tiny_dense_model(family, hidden_size=128, intermediate_size=256, head_dim=64, query_pre_attn_scalar=64)
-    plan = PruningPlan.keep_all(dense.config)
-    plan.mlp_kept_indices = [list(range(0, 256, 2)), []]  # layer 0: half its MLP; layer 1: no MLP
-    plan.head_kept_indices = [[], [2, 3]]  # layer 0: no attention; layer 1: two heads, one KV head
-    plan.kv_head_kept_indices = [[], [1]]
-    plan.__post_init__()
-    g = torch.Generator().manual_seed(1)
-    means = {"mlp": torch.randn(2, 256, generator=g), "attn": torch.randn(2, 256, generator=g)}
-    path = save_pruned_model(build_pruned_model(dense, plan, channel_means=means), tmp_path / "model")
+    sizes = {"hidden_size": 128, "intermediate_size": 256, "head_dim": 64, "query_pre_attn_scalar": 64}
+    pruned = uneven_pruned_model(family, compensated=True, mlp_stride=2, **sizes)  # layer 0's MLP: 128 of 256
+    path = save_pruned_model(pruned, tmp_path / "model")
     out = json.loads(run_script(tmp_path, QLORA_SCRIPT, str(path), bits).strip().splitlines()[-1])
     assert out["quantized"] == (["Linear4bit"] if bits == "4bit" else ["Linear8bitLt"])
     assert math.isfinite(out["loss"])
