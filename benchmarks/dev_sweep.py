@@ -165,6 +165,14 @@ def any_answer_probe_start(args):
     return (dense, tokenizer, pruner), kl, stored
 
 
+def check_pairing(row: dict, reference: str) -> None:
+    """Stops a probe whose default's KL row does not reproduce the stored one beside it (`kl_in_reference_rows`) to
+    1e-4: its profile is not the reference rows' (`reference`, the file), so pairing with them would compare
+    different models."""
+    if abs(row["kl_from_dense"] - row["kl_in_reference_rows"]) > 1e-4:
+        raise SystemExit(f"The default's KL at {row['sparsity']:.0%} differs from {reference}'s.")
+
+
 ANSWER_WORDS = {"gold": "their gold answers", "any": "a choice drawn per example"}
 
 

@@ -72,8 +72,7 @@ def main(argv=None) -> int:
             row["widths"] = pruner.plan.intermediate_size_per_layer
             row["heads"] = pruner.plan.num_attention_heads_per_layer
             if variant == "default":  # `kl_row` put the stored KL beside it
-                if abs(row["kl_from_dense"] - row["kl_in_reference_rows"]) > 1e-4:
-                    raise SystemExit(f"The default's KL at {sparsity:.0%} differs from {args.reference}'s.")
+                dev_sweep.check_pairing(row, args.reference)
             report["rows"].append(row)
             _write(output, report)
     values = {(r["sparsity"], r["variant"]): r["kl_from_dense"] for r in report["rows"]}

@@ -103,8 +103,7 @@ def main(argv=None) -> int:
             model = _pruned(pruner, scores, variant, sparsity)
             row = dev_sweep.kl_row(model, tokenizer, kl, sparsity, variant, previous, started)
             if variant == "default":  # `kl_row` put the stored KL beside it
-                if abs(row["kl_from_dense"] - row["kl_in_reference_rows"]) > 1e-4:
-                    raise SystemExit(f"The default's KL at {sparsity:.0%} differs from {args.reference}'s.")
+                dev_sweep.check_pairing(row, args.reference)
             if (sparsity, variant) in done:
                 continue
             report["rows"].append(row)
