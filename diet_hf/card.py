@@ -41,20 +41,41 @@ def _usage(name: str, image_text: bool) -> list[str]:
     ]
 
 
-def _fine_tuning(image_text: bool) -> list[str]:
+_ATTENTION_TARGETS = ("q_proj", "v_proj")  # what PEFT picks for stock Gemma text models
+_MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
+
+
+def _lora_targets(config) -> tuple[str, ...]:
+    """The LoRA snippet's target module names: the attention's query and value projections, as PEFT picks for stock
+    Gemma; the MLP's projections where no layer kept its attention (PEFT refuses targets that match no module); none
+    where no layer kept either."""
+    rows = _layer_rows(config)
+    if any(heads for *_, heads, _ in rows):
+        return _ATTENTION_TARGETS
+    return _MLP_TARGETS if any(width for _, _, width, *_ in rows) else ()
+
+
+def _fine_tuning(targets: tuple[str, ...], image_text: bool) -> list[str]:
     """The card's LoRA snippet: PEFT picks default targets by model type and has none for the pruned ones (nor for
-    stock image-text Gemma 3), so they are named: what PEFT picks for stock Gemma text models, in the text decoder
-    only for an image-text model (as PEFT's own default for Gemma 4 reads)."""
-    targets = r'r".*language_model.*\.(q_proj|v_proj)"' if image_text else '["q_proj", "v_proj"]'
+    stock image-text Gemma 3), so they are named; in the text decoder only for an image-text model (as PEFT's own
+    default for Gemma 4 reads)."""
+    names = ", ".join(f'"{t}"' for t in targets)
+    pattern = "|".join(targets)
+    named = f'r".*language_model.*\\.({pattern})"' if image_text else f"[{names}]"
+    where = "attention only" if targets == _ATTENTION_TARGETS else "MLPs only (no layer kept its attention)"
     return [
         "from peft import LoraConfig, get_peft_model",
         "",
         (
-            "# the text decoder's attention only: the vision tower is left as it is"
+            f"# the text decoder's {where}: the vision tower is left as it is"
             if image_text
-            else '# or target_modules="all-linear": every projection of every layer, the MLPs\' too'
+            else (
+                '# or target_modules="all-linear": every projection of every layer, the MLPs\' too'
+                if targets == _ATTENTION_TARGETS
+                else "# no layer kept its attention, so the adapters go on the MLPs"
+            )
         ),
-        f'lora = LoraConfig(task_type="CAUSAL_LM", target_modules={targets})',
+        f'lora = LoraConfig(task_type="CAUSAL_LM", target_modules={named})',
         "model = get_peft_model(model, lora)",
     ]
 
@@ -297,7 +318,7 @@ def write_model_card(
         lines += _evaluation_lines(evaluation, dense_evaluation, record)
     if text_evaluation:
         lines += _text_lines(text_evaluation, dense_text_evaluation, _cell(record.get("base_model") or "dense model"))
-    lines += _usage_and_citation_lines(record, name, image_text, profile)
+    lines += _usage_and_citation_lines(record, name, image_text, _lora_targets(config), profile)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     path = directory / "README.md"
     card.save(path)
@@ -444,9 +465,35 @@ def _profile_lines(record: dict, name: str) -> list[str]:
     ]
 
 
-def _usage_and_citation_lines(record: dict, name: str, image_text: bool, profile: bool = False) -> list[str]:
-    """The card's "Usage" (loading with remote code; scoring against the base model; with `profile`, pruning the base
-    model again from the profile in `diet_profile/`) and "Citation" sections."""
+def _lora_lines(targets: tuple[str, ...], image_text: bool) -> list[str]:
+    """The card's paragraph on LoRA: PEFT's targets named (none where no layer kept a projection to adapt)."""
+    if not targets:
+        return []
+    default = targets == _ATTENTION_TARGETS
+    return [
+        "To fine-tune it with LoRA: PEFT picks default target modules by model type and knows none for this "
+        "checkpoint's, so name them. The module names are Gemma's"
+        + (
+            " (these are the ones PEFT picks for stock Gemma text models"
+            + (", here in the text decoder only" if image_text else "")
+            + "):"
+            if default
+            else ":"
+        ),
+        "",
+        "```python",
+        *_fine_tuning(targets, image_text),
+        "```",
+        "",
+    ]
+
+
+def _usage_and_citation_lines(
+    record: dict, name: str, image_text: bool, lora_targets: tuple[str, ...], profile: bool = False
+) -> list[str]:
+    """The card's "Usage" (loading with remote code; fine-tuning `lora_targets` with LoRA; scoring against the base
+    model; with `profile`, pruning the base model again from the profile in `diet_profile/`) and "Citation"
+    sections."""
     return [
         "## Usage",
         "",
@@ -460,14 +507,7 @@ def _usage_and_citation_lines(record: dict, name: str, image_text: bool, profile
         *_usage(name, image_text),
         "```",
         "",
-        "To fine-tune it with LoRA: PEFT picks default target modules by model type and knows none for this "
-        "checkpoint's, so name them. The module names are Gemma's (these are the ones PEFT picks for stock Gemma text "
-        "models" + (", here in the text decoder only" if image_text else "") + "):",
-        "",
-        "```python",
-        *_fine_tuning(image_text),
-        "```",
-        "",
+        *_lora_lines(lora_targets, image_text),
         *(
             [
                 "To score it against its base model on the same examples, with the difference's paired-bootstrap "

@@ -441,17 +441,51 @@ def test_the_image_text_config_never_reads_the_text_models_per_layer_sizes_globa
     assert [m for m in reads if "Reading global config value" in m] == []
 
 
+@pytest.mark.parametrize("image_text", [False, True])
+@pytest.mark.parametrize("kept", ["mlp", "nothing"])
+def test_the_cards_lora_block_names_targets_that_exist(tmp_path, image_text, kept):
+    """PEFT refuses `target_modules` that match no module, so a checkpoint that kept no attention in any layer gets a
+    LoRA block on its MLPs, and the block runs: adapters on every kept MLP projection and nowhere else. One that kept
+    neither gets no LoRA block."""
+    from diet_hf.card import write_model_card
+    from diet_hf.plan import PruningPlan
+
+    dense = tiny_dense_model("gemma3_text")
+    plan = PruningPlan.keep_all(dense.config)
+    plan.head_kept_indices = [[] for _ in plan.head_kept_indices]
+    plan.kv_head_kept_indices = [[] for _ in plan.kv_head_kept_indices]
+    plan.mlp_kept_indices = [[], []] if kept == "nothing" else [[0, 3], [1]]
+    plan.__post_init__()
+    pruned = build_pruned_model(tiny_image_text_model(dense) if image_text else dense, plan)
+    write_model_card(tmp_path, pruned.config)
+    blocks = [b.split("```", 1)[0] for b in (tmp_path / "README.md").read_text().split("```python\n")[1:]]
+    lora = [b for b in blocks if "LoraConfig" in b]
+    if kept == "nothing":
+        assert lora == [] and "LoRA" not in (tmp_path / "README.md").read_text()
+        return
+    assert len(lora) == 1 and "q_proj" not in lora[0] and "gate_proj" in lora[0]
+    namespace = {"model": pruned}
+    exec(lora[0], namespace)
+    adapted = {n.split(".lora_A")[0] for n, _ in namespace["model"].named_parameters() if ".lora_A." in n}
+    expected = {
+        "base_model.model." + n
+        for n, _ in pruned.named_modules()
+        if n.endswith(("gate_proj", "up_proj", "down_proj")) and "vision" not in n
+    }
+    assert adapted == expected and len(expected) == 6  # both layers' three projections
+
+
 def test_the_image_text_cards_lora_targets_adapt_the_text_decoders_attention_only():
     """The card's LoRA block for an image-text checkpoint (PEFT has no default targets for it, nor for stock image-text
     Gemma 3) puts adapters on the text decoder's q_proj / v_proj, in every layer that kept its attention, and none in
     the vision tower, whose attention has the same module names."""
-    from diet_hf.card import _fine_tuning
+    from diet_hf.card import _ATTENTION_TARGETS, _fine_tuning
 
     pruned = uneven_pruned_model("gemma3_text", image_text=True)
     names = [n for n, _ in pruned.named_modules() if n.endswith(("q_proj", "v_proj"))]
     assert any(n.startswith("model.vision_tower.") for n in names)
     namespace = {"model": pruned}
-    exec("\n".join(_fine_tuning(image_text=True)), namespace)
+    exec("\n".join(_fine_tuning(_ATTENTION_TARGETS, image_text=True)), namespace)
     adapted = {n.split(".lora_A")[0] for n, _ in namespace["model"].named_parameters() if ".lora_A." in n}
     expected = {"base_model.model." + n for n in names if n.startswith("model.language_model.")}
     assert adapted == expected and expected
