@@ -207,10 +207,17 @@ def on_second_device(model):
     return model
 
 
-def run_script(tmp_path: Path, source: str, *args: str, python: str = sys.executable, env: dict | None = None) -> str:
+def run_script(
+    tmp_path: Path,
+    source: str,
+    *args: str,
+    python: str = sys.executable,
+    env: dict | None = None,
+    timeout: float = 300,
+) -> str:
     """Runs the Python `source` in a new process in `tmp_path` (its own remote-code module cache there, offline, no
-    PYTHONPATH, no terminal to answer a prompt on; `env` overrides those) with `args`; returns its stdout, failing the
-    test with its stderr's end if it fails."""
+    PYTHONPATH, no terminal to answer a prompt on; `env` overrides those) with `args`, for at most `timeout` seconds;
+    returns its stdout, failing the test with its stderr's end if it fails."""
     script = tmp_path / "fresh.py"
     script.write_text(source)
     env = {
@@ -226,7 +233,7 @@ def run_script(tmp_path: Path, source: str, *args: str, python: str = sys.execut
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=300,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,13 +1,11 @@
 """The real Gemma 3 270M (PyPI GGUF): converter errors (fast) and the real-model guarantees (slow)."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import run_script
 
 from diet_hf.real_model import convert_gguf
 
@@ -88,17 +86,8 @@ def test_real_pruned_loads_in_fresh_process_and_generates(real_pruned_dir, tmp_p
                           "class": type(model).__name__}))
         """
     )
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(real_pruned_dir)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = json.loads(result.stdout.strip().splitlines()[-1])
+    stdout = run_script(tmp_path, script, str(real_pruned_dir), timeout=600)
+    output = json.loads(stdout.strip().splitlines()[-1])
     assert output["class"] == "PrunedGemma3ForCausalLM"
     words = output["text"].split()
     # fluent enough: real words, mostly letters, not one token repeated
@@ -173,16 +162,8 @@ def test_real_bias_free_prune_exports_as_a_stock_gemma(real_model, data_dir, tmp
             print(json.dumps({"class": type(model).__name__, "logits": model(ids).logits[0, -1].tolist()}))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "stock"), prompt],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = json.loads(result.stdout.strip().splitlines()[-1])
+    stdout = run_script(tmp_path, script, str(tmp_path / "stock"), prompt, timeout=600)
+    output = json.loads(stdout.strip().splitlines()[-1])
     assert output["class"] == "Gemma3ForCausalLM"
     with torch.no_grad():
         expected = pruned(**tokenizer(prompt, return_tensors="pt")).logits[0, -1]
