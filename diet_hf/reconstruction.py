@@ -34,6 +34,16 @@ DEFAULT_DAMPING = 0.01
 
 
 @torch.no_grad()
+def _spd_solver(matrix: torch.Tensor):
+    """`solve(b)`: `matrix^-1 b` for a symmetric positive definite `matrix` (a damped second moment), through one
+    Cholesky factorization for every right-hand side (half the work of an LU solve); through LU where the factorization
+    fails (no damping and a singular or numerically indefinite matrix)."""
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if info.item() == 0:
+        return lambda b: torch.cholesky_solve(b, factor)
+    return lambda b: torch.linalg.solve(matrix, b)
+
+
 def least_squares_update(
     weight: torch.Tensor,
     kept_channels: torch.Tensor,
@@ -92,10 +102,11 @@ def least_squares_update(
             cov_kr += torch.outer(shift[kept], shift[removed])
         cov_kk.diagonal().add_(ridge)
         # (K, out): S_KK^-1 S_KR W_R^T, the transpose of the update
-        update = torch.linalg.solve(cov_kk, cov_kr @ w_removed.T).T
+        solve = _spd_solver(cov_kk)
+        update = solve(cov_kr @ w_removed.T).T
         if anchor is not None and not centered:
             # the least change of the fit that makes U a_K = W_R a_R: along S_KK^-1 a_K
-            direction = torch.linalg.solve(cov_kk, anchor[kept])
+            direction = solve(anchor[kept][:, None])[:, 0]
             curvature = anchor[kept] @ direction
             if curvature > 0:
                 residual = w_removed @ anchor[removed] - update @ anchor[kept]

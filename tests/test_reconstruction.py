@@ -485,6 +485,25 @@ def test_anchor_is_reproduced_exactly_and_is_the_limit_of_weighting_it(centered)
         least_squares_update(weight, kept, mean, second, centered=centered, anchor=anchor[:11])
 
 
+def test_the_solver_factors_a_positive_definite_matrix_once_and_falls_back_to_lu_otherwise(monkeypatch):
+    """The fit's solves go through one Cholesky factorization (the damped second moment is positive definite) and
+    equal LU's; a matrix the factorization refuses (no damping, numerically indefinite) is solved by LU instead."""
+    from diet_hf import reconstruction
+
+    x = _correlated_inputs()
+    second = x.T @ x / len(x)
+    b = torch.randn(12, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    factorizations = []
+    cholesky_ex = torch.linalg.cholesky_ex
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", lambda m: factorizations.append(m) or cholesky_ex(m))
+    solve = reconstruction._spd_solver(second)
+    torch.testing.assert_close(solve(b), torch.linalg.solve(second, b), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(solve(b[:, :1]), torch.linalg.solve(second, b[:, :1]), rtol=1e-9, atol=1e-9)
+    assert len(factorizations) == 1
+    indefinite = torch.diag(torch.tensor([2.0, -1.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(reconstruction._spd_solver(indefinite)(b[:3]), torch.linalg.solve(indefinite, b[:3]))
+
+
 def test_first_token_inputs_are_position_zero_of_any_input():
     """One forward pass of the token alone gives its inputs at the start of any longer input, padded or not."""
     dense = tiny_dense_model("gemma3_text")
