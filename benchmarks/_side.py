@@ -78,21 +78,17 @@ def task_average(correct: dict) -> float:
 def difference_of_differences(a: dict, b: dict, c: dict, d: dict, resamples: int = 2000) -> dict:
     """(a - b) - (c - d) of `task_average`, four `{task: 0/1 list}` results on the same examples (e.g. the pruned
     model quantized and not, the dense model quantized and not), with the 95% interval of a bootstrap that draws each
-    task's examples once for all four, per task apart with tasks weighted equally, as `paired_bootstrap` does for
-    two (which accepts 0/1 results only)."""
+    task's examples once for all four, per task apart with tasks weighted equally: `paired_bootstrap`'s resampling
+    (`_task_bootstrap`) on the per-example difference of differences."""
     import torch
 
-    generator = torch.Generator().manual_seed(0)
-    total = torch.zeros(resamples, dtype=torch.float64)
+    from diet_hf.evaluation.statistics import _task_bootstrap
+
+    per_example = {}
     for task in a:
         values = [torch.tensor(x[task], dtype=torch.float64) for x in (a, b, c, d)]
-        per_example = (values[0] - values[1]) - (values[2] - values[3])
-        index = torch.randint(len(per_example), (resamples, len(per_example)), generator=generator)
-        total += per_example[index].mean(1)
-    total /= len(a)
-    low, high = torch.quantile(total, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    difference = task_average(a) - task_average(b) - task_average(c) + task_average(d)
-    return {"difference": difference, "ci95": [low, high]}
+        per_example[task] = (values[0] - values[1]) - (values[2] - values[3])
+    return _task_bootstrap(per_example, resamples=resamples)
 
 
 def write_report(output, report: dict, markdown: list[str]) -> None:

@@ -72,9 +72,7 @@ def paired_bootstrap(
         raise ValueError("`after` and `before` hold no tasks to compare.")
     if not isinstance(resamples, int) or isinstance(resamples, bool) or resamples < 1:
         raise ValueError(f"`resamples` must be a positive int; got {resamples!r}.")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    total = torch.zeros(resamples, dtype=torch.float64)
-    difference, sizes = 0.0, {}
+    differences = {}
     for task, results in after_tasks.items():
         a = torch.tensor(list(results), dtype=torch.float64)
         b = torch.tensor(list(before_tasks[task]), dtype=torch.float64)
@@ -86,17 +84,27 @@ def paired_bootstrap(
             )
         if not (((a == 0) | (a == 1)).all() and ((b == 0) | (b == 1)).all()):
             raise ValueError(f"Results must be 0 or 1 per example; {name} holds other values.")
-        index = torch.randint(len(a), (resamples, len(a)), generator=generator)
-        total += (a[index] - b[index]).mean(1)
-        difference += (a - b).mean().item()
-        sizes[task] = len(a)
-    total /= len(after_tasks)
+        differences[task] = a - b
+    result = _task_bootstrap(differences, resamples=resamples, generator=generator)
+    return {**result, "num_examples": len(differences[""]) if single else {t: len(d) for t, d in differences.items()}}
+
+
+def _task_bootstrap(
+    per_example: Mapping[str, torch.Tensor], *, resamples: int = 2000, generator: torch.Generator | None = None
+) -> dict:
+    """The mean over tasks of each task's mean of `per_example` (one value per example, e.g. one model's result minus
+    another's on it), with the 95% interval of a bootstrap that draws each task's examples apart: what
+    `paired_bootstrap` computes on its differences, for any per-example values (a difference of differences, say).
+    Returns `{"difference": float, "ci95": [low, high]}`."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    total = torch.zeros(resamples, dtype=torch.float64)
+    for values in per_example.values():
+        index = torch.randint(len(values), (resamples, len(values)), generator=generator)
+        total += values[index].mean(1)
+    total /= len(per_example)
     low, high = torch.quantile(total, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return {
-        "difference": difference / len(after_tasks),
-        "ci95": [low, high],
-        "num_examples": sizes[""] if single else sizes,
-    }
+    point = sum(values.mean().item() for values in per_example.values()) / len(per_example)
+    return {"difference": point, "ci95": [low, high]}
 
 
 def paired_bootstrap_perplexity(
