@@ -14,6 +14,7 @@ timed in turns, each best-of `--repeats`, on the same inputs. Writes `<output>.j
 """
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -28,24 +29,23 @@ from optimum.onnxruntime.configuration import AutoQuantizationConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from diet_hf.onnx import export_onnx
+from diet_hf.speed import take_turns
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _side import PROMPTS  # noqa: E402
 
 
-def _speed(model, ids, new_tokens: int, repeats: int) -> dict:
-    """Best-of-`repeats` prefill (one forward over `ids`, logits at every position: ONNX Runtime returns them all,
-    so PyTorch does too) and greedy decode tokens/s from the first 16 tokens of `ids[0]`."""
-    prefill = decode = 0.0
+def _speed(model, ids, new_tokens: int) -> dict:
+    """Prefill (one forward over `ids`, logits at every position: ONNX Runtime returns them all, so PyTorch does too)
+    and greedy decode tokens/s from the first 16 tokens of `ids[0]`, measured once."""
     kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "pad_token_id": 0}
     with torch.inference_mode():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(input_ids=ids, attention_mask=torch.ones_like(ids))
-            prefill = max(prefill, ids.numel() / (time.perf_counter() - start))
-            start = time.perf_counter()
-            model.generate(ids[:1, :16], attention_mask=torch.ones_like(ids[:1, :16]), **kwargs)
-            decode = max(decode, new_tokens / (time.perf_counter() - start))
+        start = time.perf_counter()
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        prefill = ids.numel() / (time.perf_counter() - start)
+        start = time.perf_counter()
+        model.generate(ids[:1, :16], attention_mask=torch.ones_like(ids[:1, :16]), **kwargs)
+        decode = new_tokens / (time.perf_counter() - start)
     return {"prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode}
 
 
@@ -96,12 +96,11 @@ def main(argv=None) -> int:
     vocab = runtimes["PyTorch, pruned"].config.vocab_size  # ordinary tokens: ids 1000-20000 of Gemma's vocabulary
     high = min(20000, vocab)
     ids = torch.randint(min(1000, high // 2), high, (1, args.prompt_len), generator=torch.Generator().manual_seed(0))
-    speed = {name: {"prefill_tokens_per_s": 0.0, "decode_tokens_per_s": 0.0} for name in runtimes}
-    for _ in range(args.repeats):  # the models take turns, so a slower minute of the machine slows all of them
-        for name, model in runtimes.items():
-            once = _speed(model, ids, args.new_tokens, repeats=1)
-            for key, value in once.items():
-                speed[name][key] = max(speed[name][key], value)
+    # the models take turns (`take_turns`), so a slower minute of the machine slows all of them
+    speed = take_turns(
+        {name: functools.partial(_speed, model, ids, args.new_tokens) for name, model in runtimes.items()},
+        rounds=args.repeats,
+    )
     report = {
         "command": " ".join(["python", *sys.argv]),
         "machine": platform.platform(),
