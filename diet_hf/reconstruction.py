@@ -33,7 +33,6 @@ __all__ = ["DEFAULT_DAMPING", "least_squares_update"]
 DEFAULT_DAMPING = 0.01
 
 
-@torch.no_grad()
 def _spd_solver(matrix: torch.Tensor):
     """`solve(b)`: `matrix^-1 b` for a symmetric positive definite `matrix` (a damped second moment), through one
     Cholesky factorization for every right-hand side (half the work of an LU solve); through LU where the factorization
@@ -44,6 +43,7 @@ def _spd_solver(matrix: torch.Tensor):
     return lambda b: torch.linalg.solve(matrix, b)
 
 
+@torch.no_grad()
 def least_squares_update(
     weight: torch.Tensor,
     kept_channels: torch.Tensor,

@@ -485,6 +485,17 @@ def test_anchor_is_reproduced_exactly_and_is_the_limit_of_weighting_it(centered)
         least_squares_update(weight, kept, mean, second, centered=centered, anchor=anchor[:11])
 
 
+def test_the_update_of_a_parameter_tracks_no_gradient():
+    """Surgery passes the dense model's `nn.Parameter` weights: the fit keeps no autograd graph (which would hold its
+    float64 copies alive as long as the new weights)."""
+    x = _correlated_inputs()
+    weight = torch.nn.Parameter(torch.randn(7, x.shape[1], dtype=torch.float64))
+    kept_weight, bias = least_squares_update(
+        weight, torch.tensor([0, 2, 3]), x.mean(0), x.T @ x / len(x), centered=True
+    )
+    assert not kept_weight.requires_grad and kept_weight.grad_fn is None and not bias.requires_grad
+
+
 def test_the_solver_factors_a_positive_definite_matrix_once_and_falls_back_to_lu_otherwise(monkeypatch):
     """The fit's solves go through one Cholesky factorization (the damped second moment is positive definite) and
     equal LU's; a matrix the factorization refuses (no damping, numerically indefinite) is solved by LU instead."""
