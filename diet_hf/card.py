@@ -55,26 +55,27 @@ def _lora_targets(config) -> tuple[str, ...]:
     return _MLP_TARGETS if any(width for _, _, width, *_ in rows) else ()
 
 
+# the LoRA snippet's comment line, by (image-text checkpoint, adapters on the attention)
+_LORA_COMMENTS = {
+    (False, True): '# or target_modules="all-linear": every projection of every layer, the MLPs\' too',
+    (False, False): "# no layer kept its attention, so the adapters go on the MLPs",
+    (True, True): "# the text decoder's attention only: the vision tower is left as it is",
+    (True, False): "# the text decoder's MLPs only (no layer kept its attention): the vision tower is left as it is",
+}
+
+
 def _fine_tuning(targets: tuple[str, ...], image_text: bool) -> list[str]:
     """The card's LoRA snippet: PEFT picks default targets by model type and has none for the pruned ones (nor for
     stock image-text Gemma 3), so they are named; in the text decoder only for an image-text model (as PEFT's own
     default for Gemma 4 reads)."""
-    names = ", ".join(f'"{t}"' for t in targets)
-    pattern = "|".join(targets)
-    named = f'r".*language_model.*\\.({pattern})"' if image_text else f"[{names}]"
-    where = "attention only" if targets == _ATTENTION_TARGETS else "MLPs only (no layer kept its attention)"
+    if image_text:
+        named = f'r".*language_model.*\\.({"|".join(targets)})"'
+    else:
+        named = "[" + ", ".join(f'"{t}"' for t in targets) + "]"
     return [
         "from peft import LoraConfig, get_peft_model",
         "",
-        (
-            f"# the text decoder's {where}: the vision tower is left as it is"
-            if image_text
-            else (
-                '# or target_modules="all-linear": every projection of every layer, the MLPs\' too'
-                if targets == _ATTENTION_TARGETS
-                else "# no layer kept its attention, so the adapters go on the MLPs"
-            )
-        ),
+        _LORA_COMMENTS[(image_text, targets == _ATTENTION_TARGETS)],
         f'lora = LoraConfig(task_type="CAUSAL_LM", target_modules={named})',
         "model = get_peft_model(model, lora)",
     ]
