@@ -7,6 +7,7 @@ that uses it (`plan.build_plan` for a plan option); the CLI flag, the record and
 is checked against the fields by a test.
 """
 
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import NamedTuple
 
@@ -136,8 +137,15 @@ class PruneOptions:
             ):
                 raise ValueError(f"`keep_layers` must be a list of layer indices, got {self.keep_layers!r}.")
             object.__setattr__(self, "keep_layers", list(self.keep_layers))
-        if self.task_weights is not None and not isinstance(self.task_weights, dict):
-            raise ValueError(f"`task_weights` must be a dict of task name to weight, got {self.task_weights!r}.")
+        if self.task_weights is not None:
+            if not isinstance(self.task_weights, dict):
+                raise ValueError(f"`task_weights` must be a dict of task name to weight, got {self.task_weights!r}.")
+            for task, weight in self.task_weights.items():
+                number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+                if not number or not math.isfinite(weight) or weight < 0:
+                    raise ValueError(
+                        f"`task_weights` must give each task a finite weight >= 0, got {task}={weight!r}."
+                    )
 
     @classmethod
     def names(cls) -> list[str]:

@@ -277,6 +277,19 @@ def _check_fraction(name, value, low_open):
         raise ValueError(f"`{name}` must be in {interval}, got {value!r}.")
 
 
+def task_weight_list(task_weights: dict[str, float], tasks: list[str]) -> list[float]:
+    """`task_weights` as one weight per task of `tasks` (0 for a task it leaves out); `ValueError` where it names a
+    task that is not among `tasks` (a misspelt name would otherwise weigh nothing, silently) or gives none of them a
+    positive weight."""
+    unknown = sorted(set(task_weights) - set(tasks))
+    if unknown:
+        raise ValueError(f"`task_weights` names {unknown}, not among the profile's tasks {tasks}.")
+    weights = [float(task_weights.get(t, 0.0)) for t in tasks]
+    if sum(weights) <= 0:
+        raise ValueError(f"`task_weights` must give a positive weight to at least one of {tasks}, got {task_weights}.")
+    return weights
+
+
 def build_plan(
     scores,
     config,
@@ -332,9 +345,7 @@ def build_plan(
     scores.check_compatible(config)
     protected = _layer_indices(keep_layers, config.num_hidden_layers)
     tasks = scores.tasks
-    weights = None if task_weights is None else [float(task_weights.get(t, 0.0)) for t in tasks]
-    if weights is not None and sum(weights) <= 0:
-        raise ValueError(f"`task_weights` must give a positive weight to at least one of {tasks}, got {task_weights}.")
+    weights = None if task_weights is None else task_weight_list(task_weights, tasks)
     plan = PruningPlan.keep_all(config)
     attn_share = sparsity * attention_ratio if sparsity is not None else (attention_sparsity or 0.0)
 

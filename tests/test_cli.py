@@ -604,6 +604,11 @@ def test_every_prune_option_is_a_flag_a_record_field_and_a_readme_row(capsys):
         (["--layer-sparsity-cap", "0.5"], "`--layer-sparsity-cap` must be a number >= 1, got 0.5"),
         (["--task-weights", "boolq"], "argument --task-weights: expected NAME=NUMBER, got 'boolq'"),
         (["--merge", "max"], "argument --merge: invalid choice: 'max'"),
+        (["--task-weights", "boolq=-1"], "`--task-weights` must give each task a finite weight >= 0, got boolq=-1.0"),
+        (  # a misspelt task: refused before the model loads, not after profiling (it would weigh nothing)
+            ["--tasks", "boolq", "rte", "--task-weights", "bolq=2", "rte=1"],
+            "`--task-weights` names ['bolq'], not among the profile's tasks ['boolq', 'rte']",
+        ),
     ],
 )
 def test_bad_prune_options_are_usage_errors(flags, message, capsys):

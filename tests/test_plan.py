@@ -260,7 +260,11 @@ def test_plan_is_deterministic_and_round_trips(tmp_path):
             r"`keep_layers` must be a list of layer indices in \[-2, 2\), got \[5\]",
         ),
         ({"sparsity": 0.2, "keep_layers": [0, 1]}, r"`keep_layers` keeps all 2 layers whole"),
-        ({"sparsity": 0.2, "task_weights": {"zzz": 1.0}}, r"`task_weights` must give a positive weight"),
+        ({"sparsity": 0.2, "task_weights": {"zzz": 1.0}}, r"`task_weights` names \['zzz'\], not among the profile's"),
+        ({"sparsity": 0.2, "task_weights": {"t0": 1.0, "zzz": 1.0}}, r"`task_weights` names \['zzz'\]"),
+        ({"sparsity": 0.2, "task_weights": {"t0": 0.0}}, r"`task_weights` must give a positive weight"),
+        ({"sparsity": 0.2, "task_weights": {"t0": -1.0, "t1": 2.0}}, r"a finite weight >= 0, got t0=-1.0"),
+        ({"sparsity": 0.2, "task_weights": {"t0": float("inf")}}, r"a finite weight >= 0, got t0=inf"),
     ],
 )
 def test_build_plan_errors(kwargs, match):

@@ -218,6 +218,13 @@ def _prepare(args) -> None:
     )
     _read_held_out_flags(args)
     _check_targets(args)
+    if args.task_data is not None and args.prune_options.task_weights is not None:
+        from ..plan import task_weight_list
+
+        try:  # a misspelt task is a usage error before the model loads, not after profiling
+            task_weight_list(args.prune_options.task_weights, list(args.task_data))
+        except ValueError as error:
+            raise ValueError(_named_as_flags(str(error), ["task_weights"])) from error
 
 
 def _per_target(name: str, sparsity: float | None, *, several: bool) -> str:
