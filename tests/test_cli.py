@@ -125,6 +125,56 @@ def test_eval_writes_json(dense_dir, tmp_path, data_dir, capsys):
     assert "average" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("command", "value", "cuda_devices", "message"),
+    [
+        ("prune", "cuda", 0, "argument --device-map: this machine has no cuda device"),
+        ("heal", "cuda:0", 0, "argument --device-map: this machine has no cuda device"),
+        ("eval", "cuda", 0, "argument --device-map: this machine has no cuda device"),
+        ("eval", "cuda:1", 1, "argument --device-map: this machine has 1 cuda device(s), got 'cuda:1'"),
+        (
+            "prune",
+            "banana",
+            0,
+            "argument --device-map: expected auto, balanced, balanced_low_0, sequential or a device",
+        ),
+    ],
+)
+def test_a_device_map_the_machine_cannot_serve_is_a_usage_error(
+    command, value, cuda_devices, message, capsys, monkeypatch
+):
+    """Before any model loads, not torch's "Torch not compiled with CUDA enabled" assertion from inside
+    `from_pretrained`."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_devices > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda_devices)
+    argv = {
+        "prune": ["prune", "m", "--output", "o", "--sparsity", "0.2"],
+        "heal": ["heal", "m", "--teacher", "t", "--output", "o"],
+        "eval": ["eval", "m"],
+    }[command]
+    assert main([*argv, "--device-map", value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_loads_both_models_where_device_map_says(dense_dir, tmp_path, data_dir, tiny_tokenizer, monkeypatch):
+    import diet_hf.loading
+
+    placed = []
+    load = diet_hf.loading.load_causal_lm
+
+    def recording(name, **kwargs):
+        model = load(name, **kwargs)
+        placed.append((kwargs.get("device_map"), next(model.parameters()).device.type))
+        return model
+
+    monkeypatch.setattr(diet_hf.loading, "load_causal_lm", recording)
+    other = save_dense_checkpoint(tmp_path / "other", "gemma2", tiny_tokenizer, seed=1)
+    argv = ["--quiet", "eval", str(other), "--reference", str(dense_dir), "--tasks", "rte", "--limit", "2"]
+    assert main([*argv, "--data-dir", str(data_dir), "--device-map", "cpu"]) == 0
+    assert main([*argv, "--data-dir", str(data_dir)]) == 0
+    assert placed == [("cpu", "cpu")] * 2 + [(None, "cpu")] * 2
+
+
 def test_eval_against_a_reference(dense_dir, tmp_path, data_dir, tiny_tokenizer, capsys):
     other = save_dense_checkpoint(tmp_path / "other", "gemma2", tiny_tokenizer, seed=1)
     out = tmp_path / "compared.json"

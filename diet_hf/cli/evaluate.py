@@ -4,7 +4,7 @@ import argparse
 import json
 
 from .common import EXIT_OK, _chat_renderer, _ChatRenderer, _dtype, _eval_tasks, _print_task_differences, _text_sources
-from .parser import DTYPES, OWN_HEADLINE, TOKEN_HELP, _positive_int
+from .parser import DTYPES, OWN_HEADLINE, TOKEN_HELP, _device_map, _positive_int
 
 
 def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
@@ -86,6 +86,12 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         choices=DTYPES,
         default="float32",
         help="dtype to load the model in (default: float32; float16 overflows Gemma's activations: use bfloat16)",
+    )
+    evaluate.add_argument(
+        "--device-map",
+        type=_device_map,
+        default=None,
+        help='where MODEL and --reference run, e.g. "auto" or "cuda:0" (accelerate device map; default: the CPU)',
     )
     evaluate.add_argument(
         "--token", default=None, help=TOKEN_HELP.format(use="reading private models (MODEL and --reference)")
@@ -222,7 +228,9 @@ def _score(
     from ..quantization import quantization_config
 
     quantized = {"quantization_config": quantization_config(quantization)} if quantization else {}
-    model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading, **quantized).eval()  # image-text: its text model
+    placed = {"device_map": args.device_map} if args.device_map else {}
+    # an image-text checkpoint: its text model
+    model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading, **placed, **quantized).eval()
     tokenizer = AutoTokenizer.from_pretrained(name, **loading)
     result = None
     if args.tasks:

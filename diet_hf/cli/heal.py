@@ -19,6 +19,7 @@ from .parser import (
     TOKEN_HELP,
     _add_dataclass_flags,
     _add_task_evaluation_flags,
+    _device_map,
     _repo_id,
     _shard_size,
 )
@@ -107,7 +108,9 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         default="float32",
         help="dtype to load the student and the teacher in (default: float32; bf16 autocast is a separate option)",
     )
-    heal.add_argument("--device-map", default=None, help='e.g. "auto" or "cuda:0" (accelerate device map)')
+    heal.add_argument(
+        "--device-map", type=_device_map, default=None, help='e.g. "auto" or "cuda:0" (accelerate device map)'
+    )
     _add_dataclass_flags(heal, HealingConfig)
 
 

@@ -54,6 +54,37 @@ def _shard_size(text: str) -> int | str:
     return value
 
 
+# accelerate's placement strategies, which transformers' `device_map` takes beside a device
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _device_map(text: str) -> str:
+    """`--device-map`: one of accelerate's strategies, or a device this machine has (`cpu`, `cuda`, `cuda:1`, `mps`,
+    ...). A device it lacks is a usage error here, not a torch assertion after the command has started."""
+    import torch
+
+    if text in DEVICE_MAP_STRATEGIES:
+        return text
+    expected = f"{', '.join(DEVICE_MAP_STRATEGIES)} or a device such as cpu or cuda:0"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from error
+    if device.type == "cpu":
+        return text
+    backend = getattr(torch, device.type, None)
+    if device.type == "mps":
+        backend = torch.backends.mps
+    if backend is None or not callable(getattr(backend, "is_available", None)) or not backend.is_available():
+        raise argparse.ArgumentTypeError(
+            f"this machine has no {device.type} device (torch {torch.__version__}), got {text!r}"
+        )
+    count = getattr(backend, "device_count", None)
+    if device.index is not None and callable(count) and device.index >= count():
+        raise argparse.ArgumentTypeError(f"this machine has {count()} {device.type} device(s), got {text!r}")
+    return text
+
+
 def _pairs(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     try:

@@ -21,6 +21,7 @@ from .parser import (
     TOKEN_HELP,
     _add_dataclass_flags,
     _add_task_evaluation_flags,
+    _device_map,
     _fraction,
     _repo_id,
     _shard_size,
@@ -137,7 +138,9 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
             "270M's on ordinary text, and the profile then stops with an error: use bfloat16)"
         ),
     )
-    prune.add_argument("--device-map", default=None, help='e.g. "auto" or "cpu"')
+    prune.add_argument(
+        "--device-map", type=_device_map, default=None, help='e.g. "auto", "cpu" or "cuda:0" (accelerate device map)'
+    )
     prune.add_argument("--revision", default=None, help="branch, tag or commit of the dense model on the Hub")
     prune.add_argument(
         "--inplace",
