@@ -1151,3 +1151,34 @@ def test_prune_calibration_chat_template_renders_your_questions(tmp_path, data_d
     assert main(argv) == 2
     assert "`--calibration-chat-template`: the tokenizer of" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+LOGGING_PROBE = """
+import logging, sys
+from diet_hf import cli
+
+def run(args):
+    logging.getLogger("httpx").info("library info")
+    logging.getLogger("bitsandbytes.backends").warning("library warning")
+    logging.getLogger("diet_hf.plan").info("own info")
+    logging.getLogger("diet_hf.profiling").warning("own warning")
+    return 0
+
+cli.COMMANDS["info"] = (None, run)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("quiet", "shown"),
+    [(False, ["library warning", "own info", "own warning"]), (True, ["own warning"])],
+)
+def test_the_command_logs_its_own_messages_not_the_libraries_info(quiet, shown):
+    """httpx logs "HTTP Request: ..." at INFO for every Hub call, and a library may warn on import: the command shows
+    diet-hf's own INFO and warnings, the libraries' warnings only without --quiet, their INFO never."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-c", LOGGING_PROBE, *(["--quiet"] if quiet else []), "info", "m"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stderr.splitlines() == shown

@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on usage errors (with its message) and 0 for --help
         return int(exit_.code or 0)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    # diet-hf's own messages at INFO (WARNING with --quiet); the libraries' at WARNING (ERROR with --quiet): their INFO
+    # lines (httpx's "HTTP Request: ..." for every Hub call) and import-time notices are nothing the user acts on
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s")
+    logging.getLogger("diet_hf").setLevel(logging.WARNING if args.quiet else logging.INFO)
     prepare, run = COMMANDS[args.command]
     try:  # the options objects validate the flags they were generated from: a bad value is a usage error
         if prepare is not None:
