@@ -752,6 +752,17 @@ def test_a_teacher_that_is_not_the_parent_fails_before_training(tmp_path, tiny_t
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
 
 
+def test_a_dense_student_is_refused_by_name_before_training(tmp_path, tiny_tokenizer):
+    """Not "`teacher` is not the dense parent ... (the card names None)": the student is what is wrong."""
+    dense, _ = _pair()
+    for teacher in (dense, tiny_dense_model("gemma2")):
+        with pytest.raises(
+            ValueError, match=r"`student` must be a pruned model made by diet-hf, got a Gemma3ForCausalLM"
+        ):
+            heal(copy.deepcopy(dense), teacher, tiny_tokenizer, TEXTS, config=_small(), output_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
+
+
 def test_the_student_itself_as_teacher_fails_and_a_pruned_teacher_warns(tmp_path, tiny_tokenizer, caplog):
     dense, student = _pair()
     with pytest.raises(ValueError, match="`teacher` is a pruned model with this student's own per-layer sizes"):

@@ -115,6 +115,12 @@ def heal(
     config = config or HealingConfig()
     # a pruned image-text Gemma 3: its text model is healed, then put back beside its unchanged vision tower
     image_text, student = (student, text_causal_lm(student)) if is_image_text(student.config) else (None, student)
+    if not str(getattr(student.config, "model_type", "")).startswith("pruned_"):
+        raise ValueError(
+            f"`student` must be a pruned model made by diet-hf, got a {type(student).__name__} (model_type "
+            f"{student.config.model_type!r}): healing distills a pruned model back toward its dense parent. Prune it "
+            "first (`DietPruner.prune`), or load the pruned checkpoint."
+        )
     teacher_hub = _teacher_hub(teacher, token, teacher_revision)
     teacher_config, teacher_name = _teacher_config(teacher, **teacher_hub)
     check_parent(student.config, teacher_config)
