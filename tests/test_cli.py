@@ -1158,8 +1158,13 @@ import logging, sys
 from diet_hf import cli
 
 def run(args):
+    import datasets.utils.logging, huggingface_hub.utils.logging
+
     logging.getLogger("httpx").info("library info")
     logging.getLogger("bitsandbytes.backends").warning("library warning")
+    # these two log through handlers of their own
+    huggingface_hub.utils.logging.get_logger("huggingface_hub.utils._http").warning("hub warning")
+    datasets.utils.logging.get_logger("datasets.load").warning("datasets warning")
     logging.getLogger("diet_hf.plan").info("own info")
     logging.getLogger("diet_hf.profiling").warning("own warning")
     return 0
@@ -1171,7 +1176,10 @@ sys.exit(cli.main(sys.argv[1:]))
 
 @pytest.mark.parametrize(
     ("quiet", "shown"),
-    [(False, ["library warning", "own info", "own warning"]), (True, ["own warning"])],
+    [
+        (False, ["library warning", "hub warning", "datasets warning", "own info", "own warning"]),
+        (True, ["own warning"]),
+    ],
 )
 def test_the_command_logs_its_own_messages_not_the_libraries_info(quiet, shown):
     """httpx logs "HTTP Request: ..." at INFO for every Hub call, and a library may warn on import: the command shows

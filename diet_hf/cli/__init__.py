@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     # lines (httpx's "HTTP Request: ..." for every Hub call) and import-time notices are nothing the user acts on
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s")
     logging.getLogger("diet_hf").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    for library in ("huggingface_hub", "datasets"):  # they print through handlers of their own: not twice
+        logging.getLogger(library).propagate = False
     prepare, run = COMMANDS[args.command]
     try:  # the options objects validate the flags they were generated from: a bad value is a usage error
         if prepare is not None:

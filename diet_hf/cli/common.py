@@ -39,12 +39,18 @@ def _dtype(name: str):
 
 def _quiet() -> None:
     os.environ["TQDM_DISABLE"] = "1"
+    import datasets
     import huggingface_hub
     import transformers
 
+    # each of these logs through a handler of its own, past the root logger's level (huggingface_hub's "... thrown
+    # while requesting HEAD ..." warnings on every retry offline)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()
     huggingface_hub.utils.disable_progress_bars()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
     # deprecation notices inside the libraries (e.g. PEFT reading transformers' `is_gradient_checkpointing`): nothing
     # the user of the command can act on
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
