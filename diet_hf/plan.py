@@ -1,6 +1,7 @@
 """Scores -> per-task keep-masks -> one merged `PruningPlan` (DIET's majority vote, or the mean rank the default recipe
 uses), with GQA-valid head selection."""
 
+import functools
 import json
 import logging
 import math
@@ -277,6 +278,14 @@ def _check_fraction(name, value, low_open):
         raise ValueError(f"`{name}` must be in {interval}, got {value!r}.")
 
 
+@functools.cache
+def _log_rounding_once(multiple: int, round_to: int, width: int) -> None:
+    """Says once per process (not at every target checked and every plan built) that `round_to` was lowered."""
+    logger.info(
+        "MLP widths are rounded to multiples of %d (`round_to` %d is over 1/16 of %d).", multiple, round_to, width
+    )
+
+
 def task_weight_list(task_weights: dict[str, float], tasks: list[str]) -> list[float]:
     """`task_weights` as one weight per task of `tasks` (0 for a task it leaves out); `ValueError` where it names a
     task that is not among `tasks` (a misspelt name would otherwise weigh nothing, silently) or gives none of them a
@@ -438,9 +447,7 @@ def _planned_mlp(
         k_mlp = round((1 - (mlp_sparsity or 0.0)) * num_layers * width)
     multiple = width_multiple(round_to, width)
     if multiple != round_to:
-        logger.info(
-            "MLP widths are rounded to multiples of %d (`round_to` %d is over 1/16 of %d).", multiple, round_to, width
-        )
+        _log_rounding_once(multiple, round_to, width)
     mlp_floor = 0 if allow_sublayer_removal else max(multiple, math.ceil(min_mlp_fraction * width))
     # the fewest channels these options keep: rounding lifts the floor to a multiple; protected layers stay whole
     least_width = min(width, math.ceil(mlp_floor / multiple) * multiple)

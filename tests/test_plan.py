@@ -371,3 +371,16 @@ def test_importance_scores_are_checked_when_made_and_loaded(tmp_path):
     (tmp_path / "scores" / "importance_scores.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"No importance scores in .*scores: importance_scores.safetensors is"):
         ImportanceScores.from_pretrained(tmp_path / "scores")
+
+
+def test_the_lowered_rounding_is_said_once_not_at_every_plan(caplog):
+    """`diet-hf prune --sparsity 0.2 0.4` builds four plans (each target checked, then pruned): one message."""
+    import logging
+
+    from diet_hf.plan import _log_rounding_once
+
+    _log_rounding_once.cache_clear()
+    with caplog.at_level(logging.INFO, logger="diet_hf.plan"):
+        for sparsity in (0.2, 0.2, 0.4):
+            build_plan(_scores(), tiny_gemma2_config(), sparsity=sparsity, round_to=64)
+    assert caplog.text.count("MLP widths are rounded to multiples of") == 1
