@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         "machine": platform.platform(),
         "versions": {p: version(p) for p in ("torch", "transformers", "diet-hf")},
         "seconds": time.perf_counter() - start,
-        **result,
+        **{key: value for key, value in result.items() if key not in ("nll", "counts")},  # not the per-window values
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

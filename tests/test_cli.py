@@ -175,6 +175,35 @@ def test_eval_loads_both_models_where_device_map_says(dense_dir, tmp_path, data_
     assert placed == [("cpu", "cpu")] * 2 + [(None, "cpu")] * 2
 
 
+def test_eval_wikitext2_perplexity_against_a_reference(dense_dir, tmp_path, data_dir, tiny_tokenizer, capsys):
+    """The measure the benchmarks report (`perplexity`: windows of the joined test split), from the command line,
+    with the ratio's paired interval over windows; no tasks unless asked for."""
+    from diet_hf.evaluation import paired_bootstrap_perplexity, perplexity
+
+    other = save_dense_checkpoint(tmp_path / "other", "gemma2", tiny_tokenizer, seed=1)
+    out = tmp_path / "ppl.json"
+    argv = ["--quiet", "eval", str(other), "--reference", str(dense_dir), "--wikitext2", "--limit", "3"]
+    assert main([*argv, "--data-dir", str(data_dir), "--output", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert "results" not in record and "average" not in record
+    direct = [
+        perplexity(AutoModelForCausalLM.from_pretrained(path), tiny_tokenizer, data_dir=data_dir, max_windows=3)
+        for path in (other, dense_dir)
+    ]
+    for key, result in (("wikitext2", direct[0]), ("reference_wikitext2", direct[1])):
+        assert record[key]["windows"] == 3 and record[key]["tokens"] == result["tokens"]
+        assert record[key]["perplexity"] == pytest.approx(result["perplexity"], rel=1e-6)
+    expected = paired_bootstrap_perplexity(*direct)
+    assert record["wikitext2_ratio"]["ratio"] == pytest.approx(expected["ratio"], rel=1e-6)
+    assert record["wikitext2_ratio"]["ci95"] == pytest.approx(expected["ci95"], rel=1e-6)
+    printed = capsys.readouterr().out
+    assert "paired bootstrap over windows" in printed and f"{expected['ratio']:.3f}" in printed
+    # the data is read before any model loads: a directory without it is a usage error
+    capsys.readouterr()
+    assert main(["--quiet", "eval", "m", "--wikitext2", "--data-dir", str(tmp_path)]) == 2
+    assert f"WikiText-2 test split not found at {tmp_path / 'wikitext2' / 'test.jsonl'}" in capsys.readouterr().err
+
+
 def test_eval_against_a_reference(dense_dir, tmp_path, data_dir, tiny_tokenizer, capsys):
     other = save_dense_checkpoint(tmp_path / "other", "gemma2", tiny_tokenizer, seed=1)
     out = tmp_path / "compared.json"

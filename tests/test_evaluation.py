@@ -375,15 +375,17 @@ def test_perplexity_matches_full_logits(tiny_tokenizer, tmp_path):
     _write_task(tmp_path, "wikitext2", "test", rows)
     result = perplexity(model, tiny_tokenizer, data_dir=tmp_path, max_length=8)
     ids = tiny_tokenizer("\n\n".join(r["text"] for r in rows), add_special_tokens=False)["input_ids"]
-    nll, count = 0.0, 0
+    nll, counts = [], []
     for start in range(0, len(ids), 7):
         chunk = torch.tensor([[tiny_tokenizer.bos_token_id] + ids[start : start + 7]])
         with torch.no_grad():
             logprobs = torch.log_softmax(model(chunk).logits[0, :-1], dim=-1)
-        nll -= logprobs.gather(-1, chunk[0, 1:, None]).sum().item()
-        count += chunk.shape[1] - 1
-    assert result["tokens"] == count
-    assert result["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+        nll.append(-logprobs.gather(-1, chunk[0, 1:, None]).sum().item())
+        counts.append(chunk.shape[1] - 1)
+    assert result["tokens"] == sum(counts) and result["windows"] == len(counts)
+    assert result["perplexity"] == pytest.approx(math.exp(sum(nll) / sum(counts)), rel=1e-5)
+    # per window, for `paired_bootstrap_perplexity` over windows
+    assert result["counts"] == counts and result["nll"] == pytest.approx(nll, rel=1e-5)
     # any text, read from nowhere: the same windows over it
     given_text = "\n\n".join(r["text"] for r in rows)
     given = perplexity(model, tiny_tokenizer, text=given_text, max_length=8)

@@ -27,7 +27,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "one question per line: context, the prompt as scored; choices, each scored after it and a space; label, the "
         "gold choice's index; optional id) or NAME=DATASET[:SPLIT] (a Hub dataset id or a save_to_disk directory "
         "with those columns; default split test), scored like the registered tasks (acc and acc_norm; the headline "
-        "--own-headline) (default: the paper's seven, or none when --texts or --last-word is given)",
+        "--own-headline) (default: the paper's seven, or none when --texts, --last-word or --wikitext2 is given)",
     )
     evaluate.add_argument(
         "--texts",
@@ -51,7 +51,18 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "--reference the accuracy difference with its 95%% paired-bootstrap interval over the texts",
     )
     evaluate.add_argument(
-        "--limit", type=_positive_int, default=None, help="first N examples of each task (and texts of each source)"
+        "--wikitext2",
+        action="store_true",
+        help="WikiText-2 test perplexity, as pruning papers and diet-hf's benchmarks report it: the split's rows "
+        "joined with blank lines, read in windows of the model's context (2048 tokens at most), each after BOS (from "
+        "--data-dir, else the Hub's Salesforce/wikitext); with --reference the ratio with its 95%% paired-bootstrap "
+        "interval over the windows",
+    )
+    evaluate.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="first N examples of each task (and texts of each source, and windows of --wikitext2)",
     )
     evaluate.add_argument(
         "--own-headline",
@@ -129,6 +140,7 @@ def _prepare(args) -> None:
     from ..evaluation.language_modeling import split_last_words
     from ..quantization import check_quantization
     from ..tasks import PAPER_TASKS
+    from ..tasks.data import wikitext2_text
 
     if args.reference_revision and not args.reference:
         raise ValueError("`--reference-revision` reads --reference at a revision; give --reference MODEL.")
@@ -147,15 +159,17 @@ def _prepare(args) -> None:
     }
     for name, texts in args.last_word_data.items():
         split_last_words(texts, f"`--last-word` {name}")
+    # WikiText-2 read before any model loads too
+    args.wikitext2_text = wikitext2_text("test", data_dir=args.data_dir) if args.wikitext2 else None
     if args.tasks is None:
-        args.tasks = [] if args.text_data or args.last_word_data else list(PAPER_TASKS)
+        args.tasks = [] if args.text_data or args.last_word_data or args.wikitext2 else list(PAPER_TASKS)
     # your own questions are read and checked before any model loads
     args.tasks = _eval_tasks(args.tasks, args.own_headline, "--tasks")
     if args.apply_chat_template:  # every model scored has a chat template, checked before any model loads
         if not args.tasks:
             raise ValueError(
-                "`--apply-chat-template` scores --tasks in the model's chat template; --texts and --last-word are "
-                "read as they are: give --tasks, or leave the option out."
+                "`--apply-chat-template` scores --tasks in the model's chat template; --texts, --last-word and "
+                "--wikitext2 are read as they are: give --tasks, or leave the option out."
             )
         render_chat.check_template("--apply-chat-template")
         if args.reference:
@@ -176,12 +190,13 @@ def _run_eval(args) -> int:
         for name, revision in models
     ]
     excluded = _excluded_ids(args, loading)
-    results, text_results, word_results = [], [], []
+    results, text_results, word_results, wikitext_results = [], [], [], []
     for index, (name, hub) in enumerate(loading):  # one model in memory at a time; MODEL first
-        result, texts, words = _score(args, name, hub, excluded, args.quantization if index == 0 else None)
+        result, texts, words, wikitext = _score(args, name, hub, excluded, args.quantization if index == 0 else None)
         results += [result] if args.tasks else []
         text_results.append(texts)
         word_results.append(words)
+        wikitext_results.append(wikitext)
     record = {"model": args.model, "revision": args.revision, "quantization": args.quantization}
     if args.tasks:
         record.update(_print_task_results(args, results))
@@ -189,6 +204,8 @@ def _run_eval(args) -> int:
         record.update(_print_text_results(args, text_results))
     if args.last_word_data:
         record.update(_print_last_word_results(args, word_results))
+    if args.wikitext2:
+        record.update(_print_wikitext2_results(args, wikitext_results))
     if args.output:
         atomic_write_text(args.output, json.dumps(record, indent=1) + "\n")
         print(f"wrote {args.output}")
@@ -217,12 +234,13 @@ def _excluded_ids(args, loading: list[tuple[str, dict]]) -> dict[str, list]:
 
 def _score(
     args, name: str, loading: dict, excluded: dict, quantization: str | None = None
-) -> tuple[dict | None, dict, dict]:
-    """One model's task results (None without `--tasks`), its texts' perplexity and its last-word accuracy
-    (`quantization`: one of `diet_hf.quantization.QUANTIZATIONS` to load it with)."""
+) -> tuple[dict | None, dict, dict, dict | None]:
+    """One model's task results (None without `--tasks`), its texts' perplexity, its last-word accuracy and its
+    WikiText-2 perplexity (None without `--wikitext2`) (`quantization`: one of `diet_hf.quantization.QUANTIZATIONS` to
+    load it with)."""
     from transformers import AutoTokenizer
 
-    from ..evaluation import evaluate, last_word_accuracy
+    from ..evaluation import evaluate, last_word_accuracy, perplexity
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..loading import load_causal_lm
     from ..quantization import quantization_config
@@ -250,7 +268,12 @@ def _score(
     reading = {"batch_size": args.batch_size, "disable_progress": args.quiet}
     texts = texts_perplexity_by_source(model, tokenizer, args.text_data, **reading)
     words = {source: last_word_accuracy(model, tokenizer, t, **reading) for source, t in args.last_word_data.items()}
-    return result, texts, words
+    wikitext = None
+    if args.wikitext2_text is not None:
+        wikitext = perplexity(
+            model, tokenizer, text=args.wikitext2_text, max_windows=args.limit, disable_progress=args.quiet
+        )
+    return result, texts, words, wikitext
 
 
 def _print_text_results(args, text_results: list[dict]) -> dict:
@@ -282,6 +305,34 @@ def _print_text_results(args, text_results: list[dict]) -> dict:
             )
         record["reference_texts"] = summary(text_results[1])
         record["texts_ratio"] = ratios
+    return record
+
+
+def _print_wikitext2_results(args, results: list[dict]) -> dict:
+    """Prints the WikiText-2 test perplexity (and with `--reference` the ratio and its interval over the windows);
+    returns the JSON record's entries, each result without its per-window values."""
+    from ..evaluation import paired_bootstrap_perplexity
+
+    def summary(result):
+        return {k: v for k, v in result.items() if k not in ("nll", "counts")}
+
+    row = results[0]
+    heading = f"{'WikiText-2':16}{'windows':>7}{'tokens':>10}{'perplexity':>12}"
+    print(f"\n{heading}  (test split, {row['max_length']}-token windows)")
+    print(f"{'test':16}{row['windows']:>7}{row['tokens']:>10}{row['perplexity']:>12.3f}")
+    record = {"wikitext2": summary(row)}
+    if args.reference:
+        reference = results[1]
+        ratio = paired_bootstrap_perplexity(row, reference)
+        low, high = ratio["ci95"]
+        print(
+            f"\n{_label(args)} over {_label(args, True)} "
+            "(the same windows; paired bootstrap over windows, 2000 resamples):"
+        )
+        print(f"{'WikiText-2':16}{'reference':>10}{'ratio':>9}  95% interval")
+        print(f"{'test':16}{reference['perplexity']:>10.3f}{ratio['ratio']:>9.3f}  [{low:.3f}, {high:.3f}]")
+        record["reference_wikitext2"] = summary(reference)
+        record["wikitext2_ratio"] = ratio
     return record
 
 

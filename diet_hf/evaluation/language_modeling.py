@@ -72,7 +72,9 @@ def perplexity(
     """WikiText-2 test perplexity (or that of `text`): rows joined with blank lines, non-overlapping windows,
     token-weighted.
 
-    Each window of `max_length` tokens (the model's context, capped at 2048) is scored after a BOS token.
+    Each window of `max_length` tokens (the model's context, capped at 2048) is scored after a BOS token. Returns
+    `perplexity`, `tokens`, `windows`, `max_length`, and per window `nll` (summed negative log-likelihood in nats) and
+    `counts` (its predicted tokens): what `paired_bootstrap_perplexity` compares between two models, over windows.
     """
     check_tokenizer(tokenizer, "to encode WikiText-2")
     for name, value, least in (("max_length", max_length, 2), ("max_windows", max_windows, 1)):
@@ -91,15 +93,23 @@ def perplexity(
     if not starts:
         raise ValueError(f"`text` has {len(ids)} token(s): nothing to predict.")
     scorer = Scorer(model)
-    nll, count = 0.0, 0
+    nll, counts = [], []
     for start in tqdm(starts, desc="perplexity", disable=disable_progress):
         chunk = ([bos] if bos is not None else []) + ids[start : start + window]
         input_ids, attention_mask, position_ids = left_padded([chunk[:-1]], 0)
         states, _ = scorer.forward(input_ids, attention_mask, position_ids, cache=False, keep=len(chunk) - 1)
         targets = torch.tensor(chunk[1:], device=states.device)
-        nll -= float(scorer.target_logprobs(states[0], targets).sum())
-        count += len(targets)
-    return {"perplexity": math.exp(nll / count), "tokens": count, "windows": len(starts), "max_length": max_length}
+        nll.append(-float(scorer.target_logprobs(states[0], targets).sum()))
+        counts.append(len(targets))
+    tokens = sum(counts)
+    return {
+        "perplexity": math.exp(sum(nll) / tokens),
+        "tokens": tokens,
+        "windows": len(starts),
+        "max_length": max_length,
+        "nll": nll,
+        "counts": counts,
+    }
 
 
 @torch.inference_mode()
