@@ -742,6 +742,8 @@ def test_log_likelihoods_that_are_not_finite_are_an_error(word_tokenizer, tmp_pa
         evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, disable_progress=True)
     with pytest.raises(ValueError, match=r"1 of 2 texts' log-likelihoods are not finite: .*bfloat16 or float32"):
         texts_perplexity(model, word_tokenizer, ["The a", "a cc"], disable_progress=True)
+    with pytest.raises(ValueError, match=r"1 of 2 windows' log-likelihoods are not finite: most likely"):
+        perplexity(model, word_tokenizer, text="a cc The a", max_length=3, disable_progress=True)
 
 
 def test_scoring_with_the_chat_template_is_lm_evals_apply_chat_template(tiny_tokenizer):

@@ -101,15 +101,15 @@ def perplexity(
         targets = torch.tensor(chunk[1:], device=states.device)
         nll.append(-float(scorer.target_logprobs(states[0], targets).sum()))
         counts.append(len(targets))
+    return _perplexity_result(nll, counts, "windows' log-likelihoods", windows=len(starts), max_length=max_length)
+
+
+def _perplexity_result(nll: list[float], counts: list[int], what: str, **fields) -> dict:
+    """The token-weighted perplexity of the units (windows, texts) whose summed negative log-likelihoods are `nll` and
+    token counts `counts`, with `fields` and the per-unit values; `ValueError` where one is not finite (`what`)."""
+    check_finite_outputs(nll, what)
     tokens = sum(counts)
-    return {
-        "perplexity": math.exp(sum(nll) / tokens),
-        "tokens": tokens,
-        "windows": len(starts),
-        "max_length": max_length,
-        "nll": nll,
-        "counts": counts,
-    }
+    return {"perplexity": math.exp(sum(nll) / tokens), "tokens": tokens, **fields, "nll": nll, "counts": counts}
 
 
 @torch.inference_mode()
@@ -166,17 +166,8 @@ def texts_perplexity(
             for i, part in zip(batch, values.split([len(row) for row in inputs])):
                 nll[i] = -float(part.sum())
             progress.update(len(batch))
-    check_finite_outputs(nll, "texts' log-likelihoods")
     counts = [len(ids) - 1 for ids in encoded]
-    tokens = sum(counts)
-    return {
-        "perplexity": math.exp(sum(nll) / tokens),
-        "tokens": tokens,
-        "texts": len(texts),
-        "truncated": truncated,
-        "nll": nll,
-        "counts": counts,
-    }
+    return _perplexity_result(nll, counts, "texts' log-likelihoods", texts=len(texts), truncated=truncated)
 
 
 def _bos_encoded(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
