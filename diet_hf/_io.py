@@ -81,9 +81,29 @@ def _replace(source: Path, destination: Path) -> None:
 
 
 def check_not_a_file(path: str | os.PathLike, argument: str) -> None:
-    """Raises `NotADirectoryError` naming `argument` when `path`, meant as a directory, exists as something else."""
+    """Raises `NotADirectoryError` naming `argument` when `path`, meant as a directory, exists as something else, or
+    cannot be made because something other than a directory stands where one of its parents would be."""
     if Path(path).exists() and not Path(path).is_dir():
         raise NotADirectoryError(f"`{argument}`: {path} exists and is not a directory.")
+    check_parents(path, argument)
+
+
+def check_output_file(path: str | os.PathLike, argument: str) -> None:
+    """Raises naming `argument` unless a file can be written at `path`: `IsADirectoryError` where a directory is
+    there, `NotADirectoryError` where one of its parents is not a directory."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"`{argument}`: {path} is a directory; give a file name.")
+    check_parents(path, argument)
+
+
+def check_parents(path: str | os.PathLike, argument: str) -> None:
+    """Raises `NotADirectoryError` naming `argument` when the nearest existing parent of `path` is not a directory
+    (a file where a folder of the path would be made): checked before any work, not when the result is written."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"`{argument}`: {path} cannot be made: {parent} is not a directory.")
+            return
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

@@ -1222,3 +1222,48 @@ def test_the_command_logs_its_own_messages_not_the_libraries_info(quiet, shown):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
     lines = done.stderr.splitlines()
     assert lines[lines.index("<main>") + 1 :] == shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (
+            ["prune", "{dense}", "--output", "{file}/out", "--sparsity", "0.2"],
+            1,
+            "`--output`: {file}/out cannot be made",
+        ),
+        (["prune", "{dense}", "--output", "{file}", "--sparsity", "0.2"], 1, "`--output`: {file} exists and is not a"),
+        (
+            ["prune", "{dense}", "--output", "{tmp}/o", "--save-scores", "{file}/s", "--sparsity", "0.2"],
+            1,
+            "`--save-scores`: {file}/s cannot be made",
+        ),
+        (
+            ["heal", "{dense}", "--teacher", "{dense}", "--output", "{file}/h"],
+            1,
+            "`--output`: {file}/h cannot be made",
+        ),
+        (["eval", "{dense}", "--output", "{file}/r.json"], 2, "`--output`: {file}/r.json cannot be made"),
+        (["eval", "{dense}", "--output", "{tmp}"], 2, "`--output`: {tmp} is a directory; give a file name"),
+    ],
+)
+def test_an_output_that_cannot_be_written_fails_before_any_model_loads(
+    argv, code, message, dense_dir, tmp_path, capsys, monkeypatch
+):
+    """A file where the output directory (or one of its parents) would go: refused before the model loads, not
+    after profiling, healing or scoring, and nothing is written."""
+    import diet_hf.loading
+    from diet_hf import DietPruner
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(DietPruner, "from_pretrained", loaded)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", loaded)
+    monkeypatch.setattr(diet_hf.loading, "load_causal_lm", loaded)
+    (tmp_path / "file").write_text("not a directory")
+    names = {"dense": str(dense_dir), "file": str(tmp_path / "file"), "tmp": str(tmp_path)}
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["--quiet", *(word.format(**names) for word in argv)]) == code
+    assert message.format(**names) in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

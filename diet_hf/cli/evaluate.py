@@ -137,6 +137,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
 
 def _prepare(args) -> None:
     """Reads and checks your own texts and questions, before any model loads (`ValueError`: a usage error)."""
+    from .._io import check_output_file
     from ..evaluation.language_modeling import split_last_words
     from ..quantization import check_quantization
     from ..tasks import PAPER_TASKS
@@ -144,6 +145,11 @@ def _prepare(args) -> None:
 
     if args.reference_revision and not args.reference:
         raise ValueError("`--reference-revision` reads --reference at a revision; give --reference MODEL.")
+    if args.output:  # before any scoring, not when the results are written
+        try:
+            check_output_file(args.output, "--output")
+        except OSError as error:
+            raise ValueError(str(error)) from error
     if args.quantization:
         try:  # the quantizer's package, checked before any model loads
             check_quantization(args.quantization, "--quantization")

@@ -155,7 +155,7 @@ def _run_heal(args) -> int:
     """Loads the pruned model, its teacher and the data, heals, saves (and pushes) the healed model."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .._io import check_model_location, check_output_is_not_input, check_tokenizer_files
+    from .._io import check_model_location, check_not_a_file, check_output_is_not_input, check_tokenizer_files
     from ..healing import check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
     from ..importance import scores_directory
@@ -166,6 +166,7 @@ def _run_heal(args) -> int:
     config = args.healing_config
     check_model_location(args.model)
     check_model_location(args.teacher, "--teacher")
+    check_not_a_file(args.output, "--output")  # before any model loads, not after training
     check_output_is_not_input(args.output, "--output", {"pruned model": args.model, "teacher": args.teacher})
     check_tokenizer_files(args.model)
     register_auto_classes()

@@ -250,7 +250,7 @@ def _check_targets(args) -> None:
 def _run_prune(args) -> int:
     """Loads the dense model, profiles it (or reads its scores), prunes it at every target, scores and saves (and
     pushes) each pruned model."""
-    from .._io import check_model_location, check_output_is_not_input
+    from .._io import check_model_location, check_not_a_file, check_output_is_not_input
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..hub import push_saved_model
 
@@ -258,7 +258,10 @@ def _run_prune(args) -> int:
     targets = args.sparsity or [None]
     outputs = [Path(_per_target(args.output, s, several=len(targets) > 1)) for s in targets]
     for output in outputs:  # before profiling, not after
+        check_not_a_file(output, "--output")
         check_output_is_not_input(output, "--output", {"model being pruned": args.model})
+    if args.save_scores:
+        check_not_a_file(args.save_scores, "--save-scores")
     pruner = _load_pruner(args)
     # what every target's plan is built with, besides the target
     plan_args = {
