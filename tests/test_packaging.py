@@ -131,3 +131,4 @@ def test_diet_hf_from_the_wheel_prunes_saves_and_loads(wheel, tmp_path):
     for name in REMOTE_CODE_FILES:
         assert (out / name).read_bytes() == (REPO_ROOT / "modeling" / name).read_bytes()
     assert "--sparsity" in run("-m", "diet_hf.cli", "prune", "--help")
+    assert "--sparsity" in run("-m", "diet_hf", "prune", "--help")  # as `python -m pip`
