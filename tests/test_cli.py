@@ -897,9 +897,15 @@ def test_eval_of_your_own_multiple_choice_questions(dense_dir, tmp_path, data_di
     bad.write_text(json.dumps(questions[0]) + "\n" + json.dumps({"context": "Q", "choices": ["a", "b"]}) + "\n")
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps(questions[0]) + "\n{context: Q}\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    out_of_range = tmp_path / "out_of_range"
+    datasets.Dataset.from_dict({"context": ["Q"], "choices": [["a", "b"]], "label": [5]}).save_to_disk(out_of_range)
     for tasks, message in (
         ([f"mine={bad}"], "line 2: no 'label' field"),
         ([f"mine={broken}"], "broken.jsonl line 2 is not JSON"),
+        ([f"mine={empty}"], f"`--tasks` mine: {empty} holds no questions"),  # each error names the flag
+        ([f"mine={out_of_range}"], f"`--tasks` mine: {out_of_range} row 0"),
         (["squad"], "'squad' is not a registered task"),
         ([f"piqa={path}"], "'piqa' is a registered task"),
         ([f"mine={path}", f"mine={saved}"], "a task is named twice"),

@@ -222,7 +222,7 @@ def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headlin
         examples = []  # each checked once, an error naming its line
         for number, row in _json_lines(path, f"`{flag}` {name}"):
             examples.append(_checked_choice_row(row, len(examples), f"`{flag}` {name}: {path} line {number}"))
-        return _own_task(name, examples, headline_metric, f"task {name!r} ({path})")
+        return _own_task(name, examples, headline_metric, f"`{flag}` {name}: {path}")
     dataset = _open_dataset(name, location, path, split or None, flag, default_split="test")
     missing = [key for key in CHOICE_FIELDS if key not in dataset.column_names]
     if missing:
@@ -230,7 +230,9 @@ def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headlin
             f"`{flag}` {name}: no {', '.join(map(repr, missing))} column (a question needs {CHOICE_FIELDS}); "
             f"columns: {dataset.column_names}."
         )
-    return multiple_choice_task(name, list(dataset), headline_metric=headline_metric, source=location)
+    where = f"`{flag}` {name}: {location}"  # the errors name the flag, as the file's do
+    examples = [_checked_choice_row(row, i, f"{where} row {i}") for i, row in enumerate(dataset)]
+    return _own_task(name, examples, headline_metric, where)
 
 
 def load_task_source(
