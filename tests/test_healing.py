@@ -752,6 +752,16 @@ def test_a_teacher_that_is_not_the_parent_fails_before_training(tmp_path, tiny_t
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
 
 
+def test_rows_longer_than_the_models_context_are_refused_before_training(tmp_path, tiny_tokenizer):
+    """`--seq-len 100000` on a small model ran the teacher's pass over rows of that length until the process was
+    killed for memory."""
+    teacher, student = _pair()
+    context = student.config.max_position_embeddings
+    with pytest.raises(ValueError, match=rf"`seq_len` {context + 1} is longer than the model's context"):
+        heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(seq_len=context + 1), output_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
+
+
 def test_a_dense_student_is_refused_by_name_before_training(tmp_path, tiny_tokenizer):
     """Not "`teacher` is not the dense parent ... (the card names None)": the student is what is wrong."""
     dense, _ = _pair()
@@ -929,6 +939,22 @@ def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatc
     ):
         assert main([*argv, str(tmp_path / "h2"), *bad, *flags]) == 2  # a usage error, before any model loads
         assert message in capsys.readouterr().err
+    assert not (tmp_path / "h2").exists()
+    # rows longer than the model's context: refused before training, named as the flag
+    context = json.loads((tmp_path / "pruned" / "config.json").read_text())["max_position_embeddings"]
+    assert main([*argv, str(tmp_path / "h2"), *data, *flags, "--seq-len", str(context + 1)]) == 1
+    assert f"`--seq-len` {context + 1} is longer than the model's context" in capsys.readouterr().err
+    # a task without a train split in the data directory: refused before any model loads, named as the flag
+    from transformers import AutoModelForCausalLM
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", loaded)
+    (tmp_path / "data" / "piqa").mkdir(parents=True)
+    piqa = ["--data", "piqa", "--data-dir", str(tmp_path / "data")]
+    assert main([*argv, str(tmp_path / "h2"), *piqa, *flags]) == 1
+    assert "its train split is not available" in (err := capsys.readouterr().err) and "out of `--data`" in err
     assert not (tmp_path / "h2").exists()
 
 

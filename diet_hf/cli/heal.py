@@ -2,12 +2,14 @@
 
 import argparse
 import logging
+from dataclasses import fields
 
 from .common import (
     EXIT_OK,
     _chat_renderer,
     _check_create_pr,
     _dtype,
+    _named_as_flags,
     _options_from_flags,
     _pushed_as,
     _read_held_out_flags,
@@ -156,7 +158,7 @@ def _run_heal(args) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from .._io import check_model_location, check_not_a_file, check_output_is_not_input, check_tokenizer_files
-    from ..healing import check_parent, heal
+    from ..healing import HealingConfig, check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
     from ..importance import scores_directory
     from ..info import holds_profile
@@ -170,6 +172,9 @@ def _run_heal(args) -> int:
     check_output_is_not_input(args.output, "--output", {"pruned model": args.model, "teacher": args.teacher})
     check_tokenizer_files(args.model)
     register_auto_classes()
+    # the data before any model loads: a task without a train split here fails now, not after loading the student
+    student_config = AutoConfig.from_pretrained(args.model, revision=args.revision, token=args.token)
+    data, splits = _healing_data(args, (getattr(student_config, "pruning", None) or {}).get("tasks") or [])
     load = {"dtype": _dtype(args.dtype), "device_map": args.device_map, "token": args.token}
     student = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, **load)
     if not type(student).__name__.startswith("Pruned"):
@@ -184,7 +189,6 @@ def _run_heal(args) -> int:
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
     teacher_config = AutoConfig.from_pretrained(args.teacher, token=args.token, revision=args.teacher_revision)
     check_parent(text_config(student.config), text_config(teacher_config))  # before any data
-    data, splits = _healing_data(args, (student.config.pruning or {}).get("tasks") or [])
     try:  # the plan goes beside the healed model (a checkpoint saved without one heals without it)
         student.diet_plan = PruningPlan.from_pretrained(args.model, **hub)
     except FileNotFoundError:
@@ -199,34 +203,37 @@ def _run_heal(args) -> int:
         teacher = load_causal_lm(args.teacher, revision=args.teacher_revision, **load)
         if args.teacher_revision:  # the record names the teacher as `heal` names one it loads: ID@REVISION
             teacher.config._name_or_path = f"{args.teacher}@{args.teacher_revision}"
-    healed = heal(
-        student,
-        teacher,
-        tokenizer,
-        data,
-        config=config,
-        output_dir=args.output,
-        work_dir=args.work_dir,
-        resume=args.resume,
-        data_record=data_record,
-        repo_id=args.push_to_hub,
-        disable_progress=args.quiet,
-        processor=processor,
-        eval_texts=args.eval_text_data or None,
-        eval_tasks=args.eval_task_list or None,
-        eval_options={
-            "limit": args.eval_limit,
-            "half": args.eval_half,
-            "data_dir": args.data_dir,
-            "apply_chat_template": args.eval_apply_chat_template,
-        }
-        if args.eval_task_list
-        else None,
-        token=args.token,
-        max_shard_size=args.max_shard_size,
-        teacher_revision=args.teacher_revision if config.top_k is not None else None,
-        profile=profile,
-    )
+    try:
+        healed = heal(
+            student,
+            teacher,
+            tokenizer,
+            data,
+            config=config,
+            output_dir=args.output,
+            work_dir=args.work_dir,
+            resume=args.resume,
+            data_record=data_record,
+            repo_id=args.push_to_hub,
+            disable_progress=args.quiet,
+            processor=processor,
+            eval_texts=args.eval_text_data or None,
+            eval_tasks=args.eval_task_list or None,
+            eval_options={
+                "limit": args.eval_limit,
+                "half": args.eval_half,
+                "data_dir": args.data_dir,
+                "apply_chat_template": args.eval_apply_chat_template,
+            }
+            if args.eval_task_list
+            else None,
+            token=args.token,
+            max_shard_size=args.max_shard_size,
+            teacher_revision=args.teacher_revision if config.top_k is not None else None,
+            profile=profile,
+        )
+    except ValueError as error:  # an option's name as the flag the user typed (`--seq-len`, not `seq_len`)
+        raise ValueError(_named_as_flags(str(error), [f.name for f in fields(HealingConfig)])) from error
     _print_record(args.model, args.output, healed.config.pruning["healing"])
     if args.push_to_hub:
         pushed = push_saved_model(
@@ -262,10 +269,10 @@ def _healing_data(args, calibration: list[str]) -> tuple[dict, dict]:
                 continue
             try:
                 texts, split = healing_texts([name], data_dir=args.data_dir, render=args.question_form)
-            except ValueError:
+            except ValueError as error:
                 if source == "tasks":
                     continue
-                raise
+                raise ValueError(str(error).replace("`sources`", "`--data`")) from error  # the flag, not the argument
             data[name], splits[name] = texts, split[name]
     return data, splits
 

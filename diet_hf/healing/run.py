@@ -124,6 +124,12 @@ def heal(
     teacher_hub = _teacher_hub(teacher, token, teacher_revision)
     teacher_config, teacher_name = _teacher_config(teacher, **teacher_hub)
     check_parent(student.config, teacher_config)
+    context = getattr(student.config, "max_position_embeddings", None)
+    if context is not None and config.seq_len > context:  # attention over such rows can also exhaust the memory
+        raise ValueError(
+            f"`seq_len` {config.seq_len} is longer than the model's context (`max_position_embeddings` {context}): "
+            "pack the healing data into rows it was trained to read."
+        )
     check_shard_size("max_shard_size", max_shard_size)
     profile_scores = profile_texts = None
     if profile is not None:
