@@ -124,12 +124,6 @@ def heal(
     teacher_hub = _teacher_hub(teacher, token, teacher_revision)
     teacher_config, teacher_name = _teacher_config(teacher, **teacher_hub)
     check_parent(student.config, teacher_config)
-    context = getattr(student.config, "max_position_embeddings", None)
-    if context is not None and config.seq_len > context:  # attention over such rows can also exhaust the memory
-        raise ValueError(
-            f"`seq_len` {config.seq_len} is longer than the model's context (`max_position_embeddings` {context}): "
-            "pack the healing data into rows it was trained to read."
-        )
     check_shard_size("max_shard_size", max_shard_size)
     profile_scores = profile_texts = None
     if profile is not None:
@@ -141,6 +135,12 @@ def heal(
         check_not_a_file(output_dir, "output_dir")
         if isinstance(teacher, (str, os.PathLike)):
             check_output_is_not_input(output_dir, "output_dir", {"teacher": teacher})
+    context = getattr(student.config, "max_position_embeddings", None)
+    if context is not None and config.seq_len > context:  # attention over such rows can also exhaust the memory
+        raise ValueError(
+            f"`seq_len` {config.seq_len} is longer than the model's context (`max_position_embeddings` {context}): "
+            "pack the healing data into rows it was trained to read."
+        )
     config = _resolved_bos_options(config, tokenizer)
     document_bos = tokenizer.bos_token_id if config.separate_documents else None
     sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
