@@ -282,13 +282,19 @@ def _score(
     return result, texts, words, wikitext
 
 
+def _without_per_unit(result: dict) -> dict:
+    """A perplexity result (`texts_perplexity`, `perplexity`) without its per-text or per-window `nll` and `counts`:
+    what the JSON record keeps."""
+    return {key: value for key, value in result.items() if key not in ("nll", "counts")}
+
+
 def _print_text_results(args, text_results: list[dict]) -> dict:
     """Prints the texts' perplexity (and with `--reference` the ratio and its interval); returns the JSON record's
     entries: per source the summary without the per-text values."""
     from ..evaluation import paired_bootstrap_perplexity
 
     def summary(results):
-        return {source: {k: v for k, v in r.items() if k not in ("nll", "counts")} for source, r in results.items()}
+        return {source: _without_per_unit(result) for source, result in results.items()}
 
     print(f"\n{'texts':16}{'n':>7}{'tokens':>10}{'perplexity':>12}  (each text read alone from BOS)")
     for source, row in text_results[0].items():
@@ -319,14 +325,11 @@ def _print_wikitext2_results(args, results: list[dict]) -> dict:
     returns the JSON record's entries, each result without its per-window values."""
     from ..evaluation import paired_bootstrap_perplexity
 
-    def summary(result):
-        return {k: v for k, v in result.items() if k not in ("nll", "counts")}
-
     row = results[0]
     heading = f"{'WikiText-2':16}{'windows':>7}{'tokens':>10}{'perplexity':>12}"
     print(f"\n{heading}  (test split, {row['max_length']}-token windows)")
     print(f"{'test':16}{row['windows']:>7}{row['tokens']:>10}{row['perplexity']:>12.3f}")
-    record = {"wikitext2": summary(row)}
+    record = {"wikitext2": _without_per_unit(row)}
     if args.reference:
         reference = results[1]
         ratio = paired_bootstrap_perplexity(row, reference)
@@ -337,7 +340,7 @@ def _print_wikitext2_results(args, results: list[dict]) -> dict:
         )
         print(f"{'WikiText-2':16}{'reference':>10}{'ratio':>9}  95% interval")
         print(f"{'test':16}{reference['perplexity']:>10.3f}{ratio['ratio']:>9.3f}  [{low:.3f}, {high:.3f}]")
-        record["reference_wikitext2"] = summary(reference)
+        record["reference_wikitext2"] = _without_per_unit(reference)
         record["wikitext2_ratio"] = ratio
     return record
 
