@@ -9,12 +9,13 @@ PYTHON=${PYTHON:-python3}
 QUIET=(-q --disable-pip-version-check)
 scripts/setup.sh &
 setup=$!
+copy=
+trap 'wait; rm -rf "$copy"' EXIT  # a failure below still lets setup.sh finish: no pip left writing into .venv
 if [ ! -x .venv-tf457/bin/python ]; then
     # a fresh machine: the second environment's downloads run beside setup.sh's (CI's set-up in 85 s instead of 150 s
     # on 2 cores). Its dependencies come from a regular build of a copy of the project: the editable build writes
     # diet_hf.egg-info into this tree, which setup.sh's editable build writes at the same time
     copy=$(mktemp -d)
-    trap 'rm -rf "$copy"' EXIT
     cp -r pyproject.toml README.md diet_hf modeling "$copy"
     "$PYTHON" -m venv .venv-tf457
     .venv-tf457/bin/pip install "${QUIET[@]}" torch==2.13.0
