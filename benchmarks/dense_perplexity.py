@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from diet_hf.evaluation import perplexity
+from diet_hf.evaluation import perplexity, perplexity_summary
 from diet_hf.real_model import load_gemma3_270m
 
 
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         "machine": platform.platform(),
         "versions": {p: version(p) for p in ("torch", "transformers", "diet-hf")},
         "seconds": time.perf_counter() - start,
-        **{key: value for key, value in result.items() if key not in ("nll", "counts")},  # not the per-window values
+        **perplexity_summary(result),  # not the per-window values
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -191,6 +191,7 @@ def test_eval_wikitext2_perplexity_against_a_reference(dense_dir, tmp_path, data
         for path in (other, dense_dir)
     ]
     for key, result in (("wikitext2", direct[0]), ("reference_wikitext2", direct[1])):
+        assert set(record[key]) == {"perplexity", "tokens", "windows", "max_length"}  # not the per-window values
         assert record[key]["windows"] == 3 and record[key]["tokens"] == result["tokens"]
         assert record[key]["perplexity"] == pytest.approx(result["perplexity"], rel=1e-6)
     expected = paired_bootstrap_perplexity(*direct)

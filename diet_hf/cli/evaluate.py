@@ -282,19 +282,13 @@ def _score(
     return result, texts, words, wikitext
 
 
-def _without_per_unit(result: dict) -> dict:
-    """A perplexity result (`texts_perplexity`, `perplexity`) without its per-text or per-window `nll` and `counts`:
-    what the JSON record keeps."""
-    return {key: value for key, value in result.items() if key not in ("nll", "counts")}
-
-
 def _print_text_results(args, text_results: list[dict]) -> dict:
     """Prints the texts' perplexity (and with `--reference` the ratio and its interval); returns the JSON record's
     entries: per source the summary without the per-text values."""
-    from ..evaluation import paired_bootstrap_perplexity
+    from ..evaluation import paired_bootstrap_perplexity, perplexity_summary
 
     def summary(results):
-        return {source: _without_per_unit(result) for source, result in results.items()}
+        return {source: perplexity_summary(result) for source, result in results.items()}
 
     print(f"\n{'texts':16}{'n':>7}{'tokens':>10}{'perplexity':>12}  (each text read alone from BOS)")
     for source, row in text_results[0].items():
@@ -323,13 +317,13 @@ def _print_text_results(args, text_results: list[dict]) -> dict:
 def _print_wikitext2_results(args, results: list[dict]) -> dict:
     """Prints the WikiText-2 test perplexity (and with `--reference` the ratio and its interval over the windows);
     returns the JSON record's entries, each result without its per-window values."""
-    from ..evaluation import paired_bootstrap_perplexity
+    from ..evaluation import paired_bootstrap_perplexity, perplexity_summary
 
     row = results[0]
     heading = f"{'WikiText-2':16}{'windows':>7}{'tokens':>10}{'perplexity':>12}"
     print(f"\n{heading}  (test split, {row['max_length']}-token windows)")
     print(f"{'test':16}{row['windows']:>7}{row['tokens']:>10}{row['perplexity']:>12.3f}")
-    record = {"wikitext2": _without_per_unit(row)}
+    record = {"wikitext2": perplexity_summary(row)}
     if args.reference:
         reference = results[1]
         ratio = paired_bootstrap_perplexity(row, reference)
@@ -340,7 +334,7 @@ def _print_wikitext2_results(args, results: list[dict]) -> dict:
         )
         print(f"{'WikiText-2':16}{'reference':>10}{'ratio':>9}  95% interval")
         print(f"{'test':16}{reference['perplexity']:>10.3f}{ratio['ratio']:>9.3f}  [{low:.3f}, {high:.3f}]")
-        record["reference_wikitext2"] = _without_per_unit(reference)
+        record["reference_wikitext2"] = perplexity_summary(reference)
         record["wikitext2_ratio"] = ratio
     return record
 

@@ -3,7 +3,7 @@
 The package: `harness` (`evaluate`: tasks, halves, metrics), `strategies` (`loglikelihoods` and the three scoring
 strategies behind one signature), `scorer` (the model: decoder, then LM head at scored positions; `encode_pair`: a
 request's tokens as lm-eval encodes them), `language_modeling` (`next_token_logprobs`, `kl_divergence`, `perplexity`,
-`texts_perplexity`, `last_word_accuracy`), `statistics` (`paired_bootstrap`, `correct_by_task`,
+`texts_perplexity`, `perplexity_summary`, `last_word_accuracy`), `statistics` (`paired_bootstrap`, `correct_by_task`,
 `compare_evaluations`: two models compared on the same examples; `paired_bootstrap_perplexity`: on the same texts).
 
 Any causal LM that transformers loads works. The LM head runs only at the scored positions (for Gemma models on the
@@ -18,7 +18,14 @@ together, one slice of the vocabulary at a time, with a running log-sum-exp.
 """
 
 from .harness import evaluate
-from .language_modeling import kl_divergence, last_word_accuracy, next_token_logprobs, perplexity, texts_perplexity
+from .language_modeling import (
+    kl_divergence,
+    last_word_accuracy,
+    next_token_logprobs,
+    perplexity,
+    perplexity_summary,
+    texts_perplexity,
+)
 from .scorer import encode_pair
 from .statistics import compare_evaluations, correct_by_task, paired_bootstrap, paired_bootstrap_perplexity
 from .strategies import loglikelihoods
@@ -35,5 +42,6 @@ __all__ = [
     "paired_bootstrap",
     "paired_bootstrap_perplexity",
     "perplexity",
+    "perplexity_summary",
     "texts_perplexity",
 ]

@@ -13,7 +13,14 @@ from ..loading import text_causal_lm
 from ..tasks import wikitext2_text
 from .scorer import Scorer, check_tokenizer, encode_pair, left_padded
 
-__all__ = ["kl_divergence", "last_word_accuracy", "next_token_logprobs", "perplexity", "texts_perplexity"]
+__all__ = [
+    "kl_divergence",
+    "last_word_accuracy",
+    "next_token_logprobs",
+    "perplexity",
+    "perplexity_summary",
+    "texts_perplexity",
+]
 
 
 def next_token_logprobs(
@@ -110,6 +117,12 @@ def _perplexity_result(nll: list[float], counts: list[int], what: str, **fields)
     check_finite_outputs(nll, what)
     tokens = sum(counts)
     return {"perplexity": math.exp(sum(nll) / tokens), "tokens": tokens, **fields, "nll": nll, "counts": counts}
+
+
+def perplexity_summary(result: dict) -> dict:
+    """A result of `perplexity` or `texts_perplexity` without its per-window or per-text `nll` and `counts`: what a
+    report keeps."""
+    return {key: value for key, value in result.items() if key not in ("nll", "counts")}
 
 
 @torch.inference_mode()
