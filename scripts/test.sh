@@ -11,21 +11,20 @@ scripts/setup.sh &
 setup=$!
 copy=
 trap 'wait; rm -rf "$copy"' EXIT  # a failure below still lets setup.sh finish: no pip left writing into .venv
-if [ ! -x .venv-tf457/bin/python ]; then
-    # a fresh machine: the second environment's downloads run beside setup.sh's (CI's set-up in 85 s instead of 150 s
-    # on 2 cores). Its dependencies come from a regular build of a copy of the project: the editable build writes
-    # diet_hf.egg-info into this tree, which setup.sh's editable build writes at the same time
+[ -x .venv-tf457/bin/python ] || "$PYTHON" -m venv .venv-tf457
+.venv-tf457/bin/pip install "${QUIET[@]}" torch==2.13.0
+if ! .venv-tf457/bin/pip show -q diet-hf 2>/dev/null; then
+    # a fresh environment: its downloads run beside setup.sh's (CI's set-up in 85 s instead of 150 s on 2 cores). Its
+    # dependencies come from a regular build of a copy of the project: the editable build writes diet_hf.egg-info
+    # into this tree, which setup.sh's editable build writes at the same time
     copy=$(mktemp -d)
     cp -r pyproject.toml README.md diet_hf modeling "$copy"
-    "$PYTHON" -m venv .venv-tf457
-    .venv-tf457/bin/pip install "${QUIET[@]}" torch==2.13.0
     .venv-tf457/bin/pip install "${QUIET[@]}" "transformers==4.57.6" "$copy[onnx,test,torchao]"
 fi
 wait "$setup"
-.venv-tf457/bin/pip install "${QUIET[@]}" torch==2.13.0
 .venv-tf457/bin/pip install "${QUIET[@]}" "transformers==4.57.6" -e ".[onnx,test,torchao]"
 if [[ " $* " == *slow* ]]; then  # the slow tests include the agreement with lm-eval-harness itself
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,gemma3-270m,lm-eval]"
+    .venv/bin/pip install "${QUIET[@]}" -e ".[test,gemma3-270m,lm-eval]"
 fi
 export DIET_TF457_PYTHON="$PWD/.venv-tf457/bin/python"
 export DIET_ONNX_PYTHON="$DIET_TF457_PYTHON"
