@@ -3,7 +3,7 @@
 from .hub import modeling_module as _modeling_module
 from .hub import register_auto_classes as _register_auto_classes
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # pyproject.toml reads it; CHANGELOG.md says what each release changed
 
 _module = _modeling_module()
 PrunedGemma2Config = _module.PrunedGemma2Config

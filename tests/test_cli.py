@@ -453,6 +453,7 @@ def test_info_on_pruned_checkpoint(tmp_path, capsys):
 def test_info_on_a_saved_profile(tmp_path, data_dir, tiny_tokenizer, capsys):
     """`diet-hf info DIR` on what `--save-scores` wrote: the model it was made on, each task's calibration examples
     (your own texts marked), the shapes, how questions were written, and the command that prunes from it."""
+    import diet_hf
     from diet_hf import DietPruner
 
     pruner = DietPruner(
@@ -468,6 +469,7 @@ def test_info_on_a_saved_profile(tmp_path, data_dir, tiny_tokenizer, capsys):
     assert (described["num_hidden_layers"], described["intermediate_size"]) == (2, 64)
     assert described["calibration_answer"] == "any" and described["calibration_chat_template"] is False
     assert "sample_ids" not in described["provenance"] and described["provenance"]["seed"] == 0
+    assert described["provenance"]["diet_hf_version"] == diet_hf.__version__  # the release that made it (CHANGELOG.md)
     assert main(["info", str(tmp_path / "scores")]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{tmp_path / 'scores'}: a DIET profile of o/m, model_type gemma3_text, 2 layers x 64")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
+import diet_hf
 from diet_hf.constants import REMOTE_CODE_FILES
 
 SMOKE_SCRIPT = """
@@ -89,6 +90,7 @@ def test_the_wheel_holds_every_module_the_remote_code_and_the_command(wheel):
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         commands = archive.read(entry_points).decode()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     package = REPO_ROOT / "diet_hf"
     expected = {
         path.relative_to(REPO_ROOT).as_posix()
@@ -102,6 +104,8 @@ def test_the_wheel_holds_every_module_the_remote_code_and_the_command(wheel):
     assert {f"diet_hf/_remote_code/{name}" for name in REMOTE_CODE_FILES} <= expected
     assert {name for name in names if name.endswith(".py")} == expected
     assert "diet-hf = diet_hf.cli:main" in commands
+    # the release's version is diet_hf.__version__ (pyproject.toml reads it), which every saved record carries
+    assert f"\nVersion: {diet_hf.__version__}\n" in metadata
 
 
 def test_diet_hf_from_the_wheel_prunes_saves_and_loads(wheel, tmp_path):
