@@ -384,3 +384,25 @@ def chat_tokenizer(tokenizer, *, adds_bos: bool):
             single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
         )
     return chat
+
+
+# The files whose tests take longest run first (their order within a file kept, so module fixtures are set up once
+# per worker): with pytest-xdist handing out two tests at a time (`scripts/test.sh`: `--maxschedchunk 2`), the short
+# tests come last and fill in, so neither worker sits idle while the other finishes a long one. A file not listed
+# runs after these, in collection order.
+_LONGEST_FILES_FIRST = (
+    "test_onnx.py",
+    "test_packaging.py",
+    "test_remote_code.py",
+    "test_format_v2.py",
+    "test_hub.py",
+    "test_loading.py",
+    "test_healing.py",
+    "test_cli.py",
+    "test_modeling.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order inside a file is kept
