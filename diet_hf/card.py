@@ -425,6 +425,8 @@ def _how_it_was_pruned_lines(record: dict, config, image_text: bool) -> list[str
             f"| {key.replace('_', ' ')} | {_cell(_option_text(value))} |"
             for key, value in (record.get("options") or {}).items()
         ],
+        # the release that pruned it (CHANGELOG.md says what each changed; 0.1.0 used other defaults)
+        *([f"| pruned with | diet-hf {_cell(record['diet_hf_version'])} |"] if record.get("diet_hf_version") else []),
         "",
     ]
 

@@ -12,6 +12,7 @@ from conftest import assert_tables_well_formed, random_batch, run_script, save_d
 from huggingface_hub import HfApi, ModelCard
 from transformers import AutoModelForCausalLM
 
+import diet_hf
 from diet_hf import DietPruner, ImportanceScores, build_pruned_model
 from diet_hf.card import PLOT_FILE
 from diet_hf.cli import main
@@ -359,6 +360,8 @@ def test_card_describes_the_steps_of_the_recipe_that_ran(tmp_path, data_dir, tin
     assert "majority vote" not in default
     assert "(recipe `paper`)" in paper and "merged by majority vote" in paper and "and attention head" in paper
     assert "one ranking across all layers" in paper and "least squares" not in paper
+    card = (tmp_path / "paper" / "README.md").read_text()
+    assert f"| pruned with | diet-hf {diet_hf.__version__} |" in card  # the release, beside the options it ran
     options = {"score": "contribution", "keep_layers": [0], "steps": 2}
     pruner.prune(sparsity=0.1, **options, disable_progress=True)
     pruner.save_pretrained(tmp_path / "options")
