@@ -40,3 +40,32 @@ def test_the_check_sees_a_missing_name(tmp_path):
     script.write_text("def run():\n    from diet_hf.profiler import first_token_inputs\n")
     assert _diet_hf_imports(script) == [("diet_hf.profiler", "first_token_inputs")]
     assert not hasattr(importlib.import_module("diet_hf.profiler"), "first_token_inputs")
+
+
+def _unmapped(root: Path, architecture: str) -> list[str]:
+    """The modules of diet_hf/ and the scripts of benchmarks/, examples/ and scripts/ under `root` that
+    `architecture` (the text of ARCHITECTURE.md) does not name, by file name or module name."""
+    files = [
+        *(path for path in (root / "diet_hf").rglob("*.py") if not path.name.startswith("__")),
+        *(root / "benchmarks").glob("*.py"),
+        *(root / "examples").glob("*.py"),
+        *(root / "scripts").glob("*.sh"),
+    ]
+    return sorted(
+        str(path.relative_to(root))
+        for path in files
+        if path.name not in architecture and (path.suffix != ".py" or f"`{path.stem}`" not in architecture)
+    )
+
+
+def test_architecture_md_names_every_module_and_script():
+    # the map of the code: a module or script it does not name is one a reader cannot find from it
+    missing = _unmapped(REPO_ROOT, (REPO_ROOT / "ARCHITECTURE.md").read_text("utf-8"))
+    assert not missing, f"ARCHITECTURE.md does not name: {missing}"
+
+
+def test_the_map_check_sees_an_unnamed_module(tmp_path):
+    (tmp_path / "diet_hf").mkdir()
+    (tmp_path / "diet_hf" / "plan.py").write_text("")
+    (tmp_path / "diet_hf" / "new_module.py").write_text("")
+    assert _unmapped(tmp_path, "`plan.py` owns plans") == ["diet_hf/new_module.py"]
