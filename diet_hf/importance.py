@@ -208,12 +208,17 @@ def load_profile(
 
 
 def scores_directory(
-    model_id_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
-) -> Path:
+    model_id_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    missing_ok: bool = False,
+) -> Path | None:
     """The local directory of a saved profile: `model_id_or_path` itself, or a Hub repository's profile files
     downloaded at `revision` into the Hub cache (the weights, the record and the calibration texts, nothing else;
     `hub.local_checkpoint`); a pruned model saved with its profile: its `diet_profile` folder. `FileNotFoundError`
-    where there is none."""
+    where there is none; with `missing_ok`, `None` where the location holds a model and no profile (one request to
+    the Hub either way), and still the error where it holds neither or an incomplete profile."""
     from ._io import is_local_location
     from .hub import local_checkpoint
 
@@ -231,6 +236,8 @@ def scores_directory(
     local = is_local_location(model_id_or_path)
     where = text if local else f"the Hub repository {text}" + (f" at revision {revision}" if revision else "")
     if (path / CONFIG_FILE).is_file() and not (path / SCORES_META_FILE).is_file():
+        if missing_ok:
+            return None
         raise FileNotFoundError(
             f"No importance scores in {where}: it holds a model and no profile (a pruned model carries the one it was "
             "pruned from in `diet_profile/` when saved with `save_pretrained(save_profile=True)` / `diet-hf prune "

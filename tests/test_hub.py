@@ -647,7 +647,8 @@ def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(
     """`DietPruner.push_scores_to_hub` uploads the profile (your own tasks' texts beside it, and a card) in one commit;
     `load_scores(repo_id, revision=)` on another pruner gives the same pruned model, the default's reconstruction
     reading the uploaded texts and drawing the registered tasks again; a repository without a profile, or a local
-    path that is not there, is a `FileNotFoundError` naming it."""
+    path that is not there, is a `FileNotFoundError` naming it (with `missing_ok`, a model without a profile is
+    `None`; a path that is not there, or a profile without its weights, is still the error)."""
     from diet_hf.importance import scores_directory
 
     mine = [f"My own calibration text number {i}, about support tickets." for i in range(4)]
@@ -699,8 +700,15 @@ def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(
     assert local_hub.state.files_at("org/no-profile", "main")[1]["README.md"] == b"# a model\n"
     with pytest.raises(FileNotFoundError, match="No importance scores in the Hub repository org/no-profile: "):
         scores_directory("org/no-profile")
+    assert scores_directory("org/no-profile", missing_ok=True) is None  # a model without one: `heal` reads on
+    assert scores_directory("org/profile", revision=commit, missing_ok=True).name != "diet_profile"
     with pytest.raises(FileNotFoundError, match="No importance scores at ./nowhere: the directory does not exist"):
-        scores_directory("./nowhere")
+        scores_directory("./nowhere", missing_ok=True)  # neither a model nor a profile: still an error
+    HfApi().create_repo("org/half-profile")  # a record without its weights: still an error, not "no profile"
+    for name, content in (("config.json", b"{}"), ("diet_profile/importance_scores.json", b"{}")):
+        HfApi().upload_file(path_or_fileobj=content, path_in_repo=name, repo_id="org/half-profile")
+    with pytest.raises(FileNotFoundError, match="importance_scores.safetensors is missing"):
+        scores_directory("org/half-profile", missing_ok=True)
 
 
 def test_cli_prune_pushes_and_reads_a_profile_on_the_hub(local_hub, dense_dir, tmp_path, data_dir, capsys):

@@ -161,7 +161,6 @@ def _run_heal(args) -> int:
     from ..healing import HealingConfig, check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
     from ..importance import scores_directory
-    from ..info import holds_profile
     from ..loading import is_image_text, load_causal_lm, load_processor, text_config
     from ..plan import PruningPlan
 
@@ -194,7 +193,7 @@ def _run_heal(args) -> int:
     except FileNotFoundError:
         pass
     # the profile it was pruned from, where it was saved with one, goes beside the healed model too
-    profile = scores_directory(args.model, **hub) if holds_profile(args.model, **hub) else None
+    profile = scores_directory(args.model, **hub, missing_ok=True)
     data_record = {"sources": list(data), "splits": splits}
     if args.question_form.rendered:
         data_record["questions_in_chat_template"] = True
