@@ -141,16 +141,26 @@ def is_local_location(model_id_or_path) -> bool:
     return Path(text).expanduser().is_dir() or isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text)
 
 
-def check_model_location(model_id_or_path, argument: str = "model") -> None:
+def check_model_location(
+    model_id_or_path, argument: str = "model", *, gguf_file=None, gguf_argument: str = "gguf_file"
+) -> None:
     """Raises `FileNotFoundError` naming `argument` when `model_id_or_path` is written as a local path (absolute,
     `./`, `../`, `~`, or more than one `/`) and no directory is there, or names a local directory (which transformers
     reads before the Hub) that holds no `config.json` (nor a PEFT adapter's `adapter_config.json`); a Hub id
-    (`org/name`) passes through, so a missing local directory is not reported as an invalid Hub repo id."""
+    (`org/name`) passes through, so a missing local directory is not reported as an invalid Hub repo id. With
+    `gguf_file` (a GGUF file's name inside the directory or repository, as transformers' `from_pretrained` takes it;
+    `gguf_argument` names it in errors), a local directory must hold that file instead."""
     text = os.fspath(model_id_or_path)
     path = Path(text).expanduser()
+    if gguf_file is not None and (not isinstance(gguf_file, str | os.PathLike) or not os.fspath(gguf_file)):
+        raise ValueError(f"`{gguf_argument}` must be the name of a GGUF file, got {gguf_file!r}.")
     if is_local_location(model_id_or_path) and not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise FileNotFoundError(f"`{argument}`: the local directory {text} {what}.")
+    if gguf_file is not None:
+        if path.is_dir() and not (path / gguf_file).is_file():
+            raise FileNotFoundError(f"`{gguf_argument}`: the local directory {text} holds no file {gguf_file}.")
+        return
     if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
         raise FileNotFoundError(
             f"`{argument}`: the local directory {text} has no config.json, so it holds no saved model; pass the "

@@ -391,6 +391,11 @@ def _how_it_was_pruned_lines(record: dict, config, image_text: bool) -> list[str
         "|---|---|",
         f"| base model | {_cell(record.get('base_model'))}"
         + (f" (revision {_cell(record['base_model_revision'])})" if record.get("base_model_revision") else "")
+        + (
+            f", read from its GGUF file {_cell(record['base_model_gguf_file'])} (dequantized to float on load)"
+            if record.get("base_model_gguf_file")
+            else ""
+        )
         + " |",
         *(
             [

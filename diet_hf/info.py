@@ -234,6 +234,8 @@ def _pruning_record(
         "paper": get_method(plan.provenance["method"]).paper,
         "base_model": scores.provenance.get("model_id"),
         "base_model_revision": scores.provenance.get("revision"),
+        # the GGUF file in `base_model` the dense model was read from (dequantized on load); None: a checkpoint
+        "base_model_gguf_file": scores.provenance.get("gguf_file"),
         # the image-text class whose text decoder was pruned (Gemma 3 from 4B up); None for a text model
         "base_model_architecture": architecture,
         # of an image-text base model: whether the pruned model keeps its vision tower and projector (unchanged)

@@ -113,6 +113,7 @@ class _ProfilingMixin:
 
         provenance = {
             "model_id": self.model_id,
+            "gguf_file": self.gguf_file,
             "revision": getattr(self.model.config, "_commit_hash", None),
             "model_type": self.model.config.model_type,
             "tasks": list(calibration),

@@ -22,7 +22,7 @@ from .options import ProfileOptions, PruneOptions, _PruneSettings, _resolved_opt
 from .plan import PruningPlan, build_plan, check_sparsity_targets
 from .profiling import _moments_bytes, _ProfilingMixin
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, weighted_scores
-from .surgery import build_pruned_model, check_prunable_weights, is_quantized, offloaded_weights
+from .surgery import build_pruned_model, check_prunable_weights, gguf_file_of, is_quantized, offloaded_weights
 
 __all__ = ["DietPruner"]
 
@@ -84,6 +84,8 @@ class DietPruner(_ProfilingMixin):
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id or getattr(model.config, "_name_or_path", None) or None
+        # the GGUF file in `model_id` the model was read from (`from_pretrained(gguf_file=)`), recorded beside it
+        self.gguf_file = gguf_file_of(source)
         self.scores: ImportanceScores | None = None
         self.plan: PruningPlan | None = None
         self.pruned_model = None  # the model the last `prune()` returned, for `save_pretrained` / `push_to_hub`
@@ -110,12 +112,19 @@ class DietPruner(_ProfilingMixin):
             text_only (`bool`, *optional*, defaults to `False`): of an image-text model, load and prune its text
                 model alone; the pruned checkpoint has no vision tower.
             from_pretrained_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (`dtype`, `device_map`, ...).
+                `gguf_file`, as in transformers: the model is read from that GGUF file in the directory or
+                repository (its weights dequantized to float on load, its tokenizer from the file; transformers'
+                GGUF reader needs the `gguf` package), pruned like any other, and saved as an ordinary checkpoint;
+                the record and the card name the file.
         """
         if not isinstance(text_only, bool):
             raise ValueError(f"`text_only` must be a bool, got {text_only!r}.")
-        check_model_location(model_id_or_path, "model_id_or_path")
+        gguf_file = from_pretrained_kwargs.get("gguf_file")
+        check_model_location(model_id_or_path, "model_id_or_path", gguf_file=gguf_file)
         hub_kwargs = {
-            k: from_pretrained_kwargs[k] for k in ("revision", "token", "cache_dir") if k in from_pretrained_kwargs
+            k: from_pretrained_kwargs[k]
+            for k in ("revision", "token", "cache_dir", "gguf_file")
+            if from_pretrained_kwargs.get(k) is not None
         }
         config = AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
         family_for_model_type(text_config(config).model_type)  # refuse unsupported models before loading weights
@@ -123,14 +132,18 @@ class DietPruner(_ProfilingMixin):
         if text_only:  # the image-text model's vision tower is freed here
             model = text_causal_lm(model)
         try:
-            check_tokenizer_files(model_id_or_path, "model_id_or_path")
+            if gguf_file is None:  # a GGUF file holds its tokenizer
+                check_tokenizer_files(model_id_or_path, "model_id_or_path")
         except ValueError as error:  # profiling custom token batches needs no tokenizer; registered tasks say so
             logger.warning("%s The pruner has no tokenizer.", error)
             tokenizer = None
         else:
             tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs)
         processor = load_processor(model_id_or_path, **hub_kwargs) if is_image_text(model.config) else None
-        return cls(model.eval(), tokenizer, model_id=str(model_id_or_path), processor=processor)
+        pruner = cls(model.eval(), tokenizer, model_id=str(model_id_or_path), processor=processor)
+        if gguf_file is not None:  # transformers 4.57 attaches no quantizer that would record it
+            pruner.gguf_file = os.fspath(gguf_file)
+        return pruner
 
     def _require_scores(self, action: str = "`prune()`") -> ImportanceScores:
         if self.scores is None:

@@ -18,9 +18,11 @@ __all__ = [
     "build_pruned_config",
     "build_pruned_model",
     "check_prunable_weights",
+    "gguf_file_of",
     "is_quantized",
     "offloaded_weights",
     "quantized_modules",
+    "read_from_gguf",
     "slice_linear_weight",
     "to_pruned_model",
 ]
@@ -51,10 +53,31 @@ def quantized_modules(model: nn.Module) -> list[str]:
     return found
 
 
+def _gguf_quantization(model: nn.Module) -> dict | None:
+    """The quantization config transformers attaches to a model it read from a GGUF file, as a dict; None else."""
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    values = config if isinstance(config, dict) else getattr(config, "__dict__", {})
+    method = values.get("quant_method")
+    return values if str(getattr(method, "value", method)) == "gguf" else None
+
+
+def read_from_gguf(model: nn.Module) -> bool:
+    """Whether transformers read `model` from a GGUF file (`from_pretrained(..., gguf_file=...)`) and attached its GGUF
+    quantizer, which dequantized every weight on load: the weights are plain floating-point tensors."""
+    return _gguf_quantization(model) is not None
+
+
+def gguf_file_of(model: nn.Module) -> str | None:
+    """The name of the GGUF file transformers read `model` from, where its quantization config records it."""
+    return (_gguf_quantization(model) or {}).get("gguf_file")
+
+
 def is_quantized(model: nn.Module) -> bool:
     """Whether `model` holds quantized linear layers (`quantized_modules`) or was loaded by a transformers quantizer
-    (`hf_quantizer`)."""
-    return bool(quantized_modules(model)) or getattr(model, "hf_quantizer", None) is not None
+    (`hf_quantizer`) that keeps its weights quantized (a GGUF file's is dequantized on load: `read_from_gguf`)."""
+    if quantized_modules(model):
+        return True
+    return getattr(model, "hf_quantizer", None) is not None and not read_from_gguf(model)
 
 
 def check_prunable_weights(model: nn.Module, name: str = "model") -> None:

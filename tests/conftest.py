@@ -92,6 +92,77 @@ def save_dense_checkpoint(path: Path, family: str, tokenizer, seed: int = 0) -> 
     return path
 
 
+# llama.cpp's tensor names of a Gemma 3 decoder layer's modules (convert_hf_to_gguf.py's), as transformers reads them
+_GGUF_LAYER_TENSORS = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "post_attention_norm",
+    "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def write_tiny_gemma3_gguf(path: Path, seed: int = 0) -> Path:
+    """Writes a tiny random Gemma 3 text model as a GGUF file of float32 tensors, the way llama.cpp lays one out
+    (its tensor names, norm weights stored as 1 + w, a SentencePiece-style vocabulary of the special tokens, the 256
+    byte tokens and a few words), for the tests of pruning a model read with `gguf_file=`. Needs the `gguf` package."""
+    import gguf
+    import numpy as np
+
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", *(f"<0x{i:02X}>" for i in range(256))]
+    words = ["▁the", "▁a", "▁is", "▁yes", "▁no", "▁answer", "▁question", "e", "t", "a"]
+    types = [3, 3, 3, 2, *[6] * 256, *[1] * len(words)]  # control, unknown, byte, normal
+    model = tiny_dense_model("gemma3_text", seed=seed, vocab_size=len(tokens) + len(words))
+    config = model.config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_sliding_window(config.sliding_window)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list([*tokens, *words])
+    writer.add_token_scores([0.0] * len(tokens) + [-float(i) for i in range(len(words))])
+    writer.add_token_types(types)
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_unk_token_id(3)
+    writer.add_pad_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":  # tied to the embedding
+            continue
+        if name in ("model.embed_tokens.weight", "model.norm.weight"):
+            target = {"model.embed_tokens.weight": "token_embd", "model.norm.weight": "output_norm"}[name]
+        else:
+            _, _, layer, *module, _ = name.split(".")
+            target = f"blk.{layer}.{_GGUF_LAYER_TENSORS['.'.join(module)]}"
+        array = tensor.detach().float().numpy()
+        writer.add_tensor(f"{target}.weight", np.ascontiguousarray(array + 1 if "norm" in target else array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def overflowing(model):
     """`model` (in place) in float16 with its first MLP scaled up until its gated products pass float16's range, as
     Gemma 3 270M's do on ordinary text (NaN from there on)."""

@@ -1276,3 +1276,35 @@ def test_an_output_that_cannot_be_written_fails_before_any_model_loads(
     assert main(["--quiet", *(word.format(**names) for word in argv)]) == code
     assert message.format(**names) in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_prune_reads_the_dense_model_from_a_gguf_file(tmp_path, data_dir, capsys):
+    """`prune DIR --gguf-file NAME`: the model and tokenizer read from the GGUF file, pruned and saved as an ordinary
+    checkpoint (the same model as `DietPruner.from_pretrained(DIR, gguf_file=NAME)` prunes, the file in its record);
+    a name that is not in the directory is refused naming --gguf-file, before any model loads, and writes nothing."""
+    pytest.importorskip("gguf")
+    from conftest import write_tiny_gemma3_gguf
+
+    from diet_hf import DietPruner
+
+    source = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf").parent
+    argv = ["--quiet", "prune", str(source), "--tasks", "rte", "--num-samples", "3", "--data-dir", str(data_dir)]
+    argv += ["--sparsity", "0.3"]
+    assert main([*argv, "--gguf-file", "nope.gguf", "--output", str(tmp_path / "bad")]) == 1
+    assert f"`--gguf-file`: the local directory {source} holds no file nope.gguf" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main([*argv, "--output", str(tmp_path / "bad")]) == 1  # without the flag: the directory holds no model
+    assert f"the local directory {source} has no config.json" in capsys.readouterr().err
+
+    assert main([*argv, "--gguf-file", "tiny.gguf", "--output", str(tmp_path / "pruned")]) == 0, (
+        capsys.readouterr().err
+    )
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned")
+    assert saved.config.pruning["base_model_gguf_file"] == "tiny.gguf"
+    assert not hasattr(saved.config, "quantization_config")
+    pruner = DietPruner.from_pretrained(source, gguf_file="tiny.gguf")
+    pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True)
+    expected = pruner.prune(sparsity=0.3)
+    ids = random_batch(2, 8, vocab_size=expected.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(saved(ids).logits, expected(ids).logits)

@@ -783,3 +783,52 @@ def test_calibration_chat_template_profiles_questions_as_they_are_scored(tiny_to
     assert direct.config.pruning["calibration_chat_template"] is True
     with pytest.raises(ValueError, match="`calibration_chat_template`: the tokenizer has no chat template"):
         DietPruner(dense, tiny_tokenizer).profile(["rte"], data_dir=data_dir, calibration_chat_template=True)
+
+
+def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_does(tmp_path, data_dir, caplog):
+    """`DietPruner.from_pretrained(DIR, gguf_file=NAME)`: the model transformers dequantizes from a GGUF file (its
+    quantizer attached) profiles and prunes with its tokenizer from the file, to the same weights as the checkpoint
+    `convert_gguf` makes of that file; the saved pruned model carries no GGUF quantization config, loads with stock
+    transformers, and its record and card name the file. A file that is not there is refused, naming `gguf_file`."""
+    pytest.importorskip("gguf")
+    from conftest import write_tiny_gemma3_gguf
+
+    from diet_hf.real_model import convert_gguf
+
+    source = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf").parent
+    with pytest.raises(FileNotFoundError, match=r"`gguf_file`: the local directory .*source holds no file nope.gguf"):
+        DietPruner.from_pretrained(source, gguf_file="nope.gguf")
+    with pytest.raises(ValueError, match=r"`gguf_file` must be the name of a GGUF file, got 3"):
+        DietPruner.from_pretrained(source, gguf_file=3)
+
+    def pruned(pruner):
+        pruner.profile(tasks=["rte", "boolq"], num_samples=3, data_dir=data_dir, disable_progress=True)
+        return pruner.prune(sparsity=0.3)
+
+    from_gguf = DietPruner.from_pretrained(source, gguf_file="tiny.gguf")
+    assert from_gguf.tokenizer is not None and from_gguf.gguf_file == "tiny.gguf"
+    direct = AutoModelForCausalLM.from_pretrained(source, gguf_file="tiny.gguf")
+    # transformers 5 attaches its GGUF quantizer, whose config names the file; 4.57 dequantizes without one
+    attached = getattr(direct, "hf_quantizer", None) is not None
+    with caplog.at_level(logging.WARNING, logger="diet_hf"):  # a model read from GGUF, passed in
+        assert DietPruner(direct, from_gguf.tokenizer).gguf_file == ("tiny.gguf" if attached else None)
+    assert "quantized" not in caplog.text  # its weights are plain floats, not what `prune()` refuses
+    model = pruned(from_gguf)
+    converted = DietPruner.from_pretrained(convert_gguf(source / "tiny.gguf", tmp_path / "converted"))
+    expected = pruned(converted).state_dict()
+    assert model.state_dict().keys() == expected.keys()
+    for name, weight in expected.items():  # the same math on tensors laid out differently: float32's rounding
+        torch.testing.assert_close(model.state_dict()[name], weight, rtol=1e-5, atol=1e-7)
+    assert model.config.pruning["base_model_gguf_file"] == "tiny.gguf"
+    assert converted.pruned_model.config.pruning["base_model_gguf_file"] is None
+
+    from_gguf.save_pretrained(tmp_path / "pruned")
+    saved = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    assert "quantization_config" not in saved and saved["pruning"]["base_model"] == str(source)
+    assert "read from its GGUF file tiny.gguf (dequantized to float on load)" in (
+        (tmp_path / "pruned" / "README.md").read_text()
+    )
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
+    ids = random_batch(vocab_size=model.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)

@@ -143,6 +143,14 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
     )
     prune.add_argument("--revision", default=None, help="branch, tag or commit of the dense model on the Hub")
     prune.add_argument(
+        "--gguf-file",
+        default=None,
+        metavar="NAME",
+        help="read the dense model from this GGUF file in MODEL (a directory or Hub repository), as transformers' "
+        "`from_pretrained(gguf_file=...)` does: its weights dequantized to float, its tokenizer from the file (needs "
+        "the gguf package); the pruned model is an ordinary checkpoint",
+    )
+    prune.add_argument(
         "--inplace",
         action="store_true",
         help="build the pruned model out of the dense model's own weights, freeing each dense layer once it is cut "
@@ -254,7 +262,8 @@ def _run_prune(args) -> int:
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..hub import push_saved_model
 
-    check_model_location(args.model)  # named as the command names it, before `from_pretrained`'s own check
+    # named as the command names them, before `from_pretrained`'s own check
+    check_model_location(args.model, gguf_file=args.gguf_file, gguf_argument="--gguf-file")
     targets = args.sparsity or [None]
     outputs = [Path(_per_target(args.output, s, several=len(targets) > 1)) for s in targets]
     for output in outputs:  # before profiling, not after
@@ -319,7 +328,7 @@ def _run_prune(args) -> int:
 
 
 def _load_pruner(args):
-    """`DietPruner.from_pretrained` with the command's dtype, device map, revision and token."""
+    """`DietPruner.from_pretrained` with the command's dtype, device map, revision, GGUF file and token."""
     from .. import DietPruner
 
     kwargs = {"dtype": _dtype(args.dtype)}
@@ -327,6 +336,8 @@ def _load_pruner(args):
         kwargs["device_map"] = args.device_map
     if args.revision:
         kwargs["revision"] = args.revision
+    if args.gguf_file:
+        kwargs["gguf_file"] = args.gguf_file
     if args.token:
         kwargs["token"] = args.token
     return DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
