@@ -134,7 +134,7 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
         from_pretrained_kwargs: passed to `from_pretrained` (`dtype`, `device_map`, `revision`, ...).
     """
     if config is None:
-        keys = ("revision", "token", "cache_dir", "trust_remote_code")
+        keys = ("revision", "token", "cache_dir", "trust_remote_code", "gguf_file")
         hub = {k: from_pretrained_kwargs[k] for k in keys if from_pretrained_kwargs.get(k) is not None}
         config = AutoConfig.from_pretrained(model_id_or_path, **hub)
     if getattr(config, "model_type", None) != "gemma3" or not is_image_text(config):

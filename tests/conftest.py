@@ -110,10 +110,11 @@ _GGUF_LAYER_TENSORS = {
 }
 
 
-def write_tiny_gemma3_gguf(path: Path, seed: int = 0) -> Path:
+def write_tiny_gemma3_gguf(path: Path, seed: int = 0, chat_template: str | None = None) -> Path:
     """Writes a tiny random Gemma 3 text model as a GGUF file of float32 tensors, the way llama.cpp lays one out
     (its tensor names, norm weights stored as 1 + w, a SentencePiece-style vocabulary of the special tokens, the 256
-    byte tokens and a few words), for the tests of pruning a model read with `gguf_file=`. Needs the `gguf` package."""
+    byte tokens and a few words; `chat_template` in its tokenizer metadata), for the tests of pruning a model read
+    with `gguf_file=`. Needs the `gguf` package."""
     import gguf
     import numpy as np
 
@@ -146,6 +147,8 @@ def write_tiny_gemma3_gguf(path: Path, seed: int = 0) -> Path:
     writer.add_pad_token_id(0)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight":  # tied to the embedding
             continue

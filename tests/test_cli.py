@@ -1281,13 +1281,16 @@ def test_an_output_that_cannot_be_written_fails_before_any_model_loads(
 def test_prune_reads_the_dense_model_from_a_gguf_file(tmp_path, data_dir, capsys):
     """`prune DIR --gguf-file NAME`: the model and tokenizer read from the GGUF file, pruned and saved as an ordinary
     checkpoint (the same model as `DietPruner.from_pretrained(DIR, gguf_file=NAME)` prunes, the file in its record);
-    a name that is not in the directory is refused naming --gguf-file, before any model loads, and writes nothing."""
+    your questions calibrate in the chat template the file holds; a name that is not in the directory is refused
+    naming --gguf-file, before any model loads, and writes nothing."""
     pytest.importorskip("gguf")
-    from conftest import write_tiny_gemma3_gguf
+    from conftest import GEMMA_STYLE_CHAT_TEMPLATE, write_tiny_gemma3_gguf
 
     from diet_hf import DietPruner
+    from diet_hf.constants import SCORES_TEXTS_FILE
 
-    source = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf").parent
+    gguf_path = tmp_path / "source" / "tiny.gguf"
+    source = write_tiny_gemma3_gguf(gguf_path, chat_template=GEMMA_STYLE_CHAT_TEMPLATE).parent
     argv = ["--quiet", "prune", str(source), "--tasks", "rte", "--num-samples", "3", "--data-dir", str(data_dir)]
     argv += ["--sparsity", "0.3"]
     assert main([*argv, "--gguf-file", "nope.gguf", "--output", str(tmp_path / "bad")]) == 1
@@ -1308,3 +1311,44 @@ def test_prune_reads_the_dense_model_from_a_gguf_file(tmp_path, data_dir, capsys
     ids = random_batch(2, 8, vocab_size=expected.config.vocab_size)
     with torch.no_grad():
         torch.testing.assert_close(saved(ids).logits, expected(ids).logits)
+
+    rows = [{"context": f"Question {i}?", "choices": ["yes", "no"], "label": i % 2} for i in range(3)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    chat = [*argv[:5], f"q={tmp_path / 'q.jsonl'}", *argv[5:], "--gguf-file", "tiny.gguf"]
+    chat += ["--calibration-chat-template", "--save-scores", str(tmp_path / "scores"), "--output", str(tmp_path / "c")]
+    assert main(chat) == 0, capsys.readouterr().err
+    texts = json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"]["q"]
+    assert len(texts) == 3 and all(text.startswith("<start_of_turn>user\nQuestion") for text in texts)
+
+
+def test_eval_reads_a_model_and_its_reference_from_gguf_files(tmp_path, data_dir, capsys):
+    """`eval DIR --gguf-file NAME` and `--reference DIR --reference-gguf-file NAME` score the models read from GGUF
+    files as they score the checkpoints `convert_gguf` makes of them; the JSON names the files;
+    `--reference-gguf-file` without `--reference` is a usage error."""
+    pytest.importorskip("gguf")
+    from conftest import write_tiny_gemma3_gguf
+
+    from diet_hf.real_model import convert_gguf
+
+    source = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf").parent
+    other = write_tiny_gemma3_gguf(tmp_path / "other" / "other.gguf", seed=1).parent
+    converted = [
+        convert_gguf(d / name, tmp_path / f"{d.name}-c") for d, name in ((source, "tiny.gguf"), (other, "other.gguf"))
+    ]
+    argv = ["--quiet", "eval", "--tasks", "rte", "boolq", "--limit", "4", "--data-dir", str(data_dir), "--output"]
+
+    def scored(*models: str) -> dict:
+        assert main([*argv, str(tmp_path / "r.json"), *models]) == 0, capsys.readouterr().err
+        return json.loads((tmp_path / "r.json").read_text())
+
+    read = scored(
+        str(source), "--gguf-file", "tiny.gguf", "--reference", str(other), "--reference-gguf-file", "other.gguf"
+    )
+    expected = scored(str(converted[0]), "--reference", str(converted[1]))
+    assert read["gguf_file"] == "tiny.gguf" and read["reference"]["gguf_file"] == "other.gguf"
+    assert read["results"] == expected["results"] and read["reference"]["results"] == expected["reference"]["results"]
+    assert read["difference"] == expected["difference"]
+    assert main([*argv, str(tmp_path / "x.json"), str(converted[0]), "--reference-gguf-file", "other.gguf"]) == 2
+    assert "`--reference-gguf-file` reads --reference from a GGUF file; give --reference MODEL." in (
+        capsys.readouterr().err
+    )

@@ -116,8 +116,10 @@ class _ChatRenderer:
     the command's MODEL (`tasks.chat_text`). The tokenizer is loaded at the first conversation, so data without one
     loads nothing before the model; a tokenizer that cannot be loaded is a usage error naming MODEL."""
 
-    def __init__(self, model: str, *, revision: str | None = None, token: str | None = None):
-        self.model, self.revision, self.token = model, revision, token
+    def __init__(
+        self, model: str, *, revision: str | None = None, token: str | None = None, gguf_file: str | None = None
+    ):
+        self.model, self.revision, self.token, self.gguf_file = model, revision, token, gguf_file
         self._tokenizer = None
 
     def __call__(self, messages: list) -> str:
@@ -145,9 +147,12 @@ class _ChatRenderer:
 
             from .._io import check_model_location
 
-            check_model_location(self.model)
+            check_model_location(self.model, gguf_file=self.gguf_file, gguf_argument="--gguf-file")
+            gguf = {"gguf_file": self.gguf_file} if self.gguf_file else {}  # a GGUF file holds its tokenizer
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.model, revision=self.revision, token=self.token)
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    self.model, revision=self.revision, token=self.token, **gguf
+                )
             except OSError as error:
                 raise ValueError(
                     f"Your data is rendered by the chat template of `model` ({self.model}), but its tokenizer could "
@@ -157,8 +162,14 @@ class _ChatRenderer:
 
 
 def _chat_renderer(args) -> _ChatRenderer:
-    """The `_ChatRenderer` of a command's `model` (with its `--revision` and `--token` where it has them)."""
-    return _ChatRenderer(args.model, revision=getattr(args, "revision", None), token=getattr(args, "token", None))
+    """The `_ChatRenderer` of a command's `model` (with its `--revision`, `--token` and `--gguf-file` where it has
+    them)."""
+    return _ChatRenderer(
+        args.model,
+        revision=getattr(args, "revision", None),
+        token=getattr(args, "token", None),
+        gguf_file=getattr(args, "gguf_file", None),
+    )
 
 
 def _text_sources(words: list[str] | None, flag: str, render_chat=None) -> dict[str, list[str]]:

@@ -114,6 +114,20 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="branch, tag or commit of --reference on the Hub (two commits of one repository compare too)",
     )
     evaluate.add_argument(
+        "--gguf-file",
+        default=None,
+        metavar="NAME",
+        help="read MODEL from this GGUF file in it (a directory or Hub repository), as transformers' "
+        "`from_pretrained(gguf_file=...)` does: weights dequantized to float, the tokenizer from the file (needs the "
+        "gguf package)",
+    )
+    evaluate.add_argument(
+        "--reference-gguf-file",
+        default=None,
+        metavar="NAME",
+        help="read --reference from this GGUF file in it (e.g. the dense GGUF a model was pruned from)",
+    )
+    evaluate.add_argument(
         "--quantization",
         choices=tuple(QUANTIZATIONS),
         default=None,
@@ -145,6 +159,8 @@ def _prepare(args) -> None:
 
     if args.reference_revision and not args.reference:
         raise ValueError("`--reference-revision` reads --reference at a revision; give --reference MODEL.")
+    if args.reference_gguf_file and not args.reference:
+        raise ValueError("`--reference-gguf-file` reads --reference from a GGUF file; give --reference MODEL.")
     if args.output:  # before any scoring, not when the results are written
         try:
             check_output_file(args.output, "--output")
@@ -179,21 +195,32 @@ def _prepare(args) -> None:
             )
         render_chat.check_template("--apply-chat-template")
         if args.reference:
-            reference = _ChatRenderer(args.reference, revision=args.reference_revision, token=args.token)
+            reference = _ChatRenderer(
+                args.reference, revision=args.reference_revision, token=args.token, gguf_file=args.reference_gguf_file
+            )
             reference.check_template("--apply-chat-template")
 
 
 def _run_eval(args) -> int:
     from .._io import atomic_write_text, check_model_location, check_tokenizer_files
 
-    models = [(args.model, args.revision)] + ([(args.reference, args.reference_revision)] if args.reference else [])
-    for (name, _), argument in zip(models, ("model", "--reference")):  # both checked before either is scored
-        check_model_location(name, argument)
-        check_tokenizer_files(name, argument)
+    models = [(args.model, args.revision, args.gguf_file, "model", "--gguf-file")]
+    if args.reference:
+        models.append(
+            (args.reference, args.reference_revision, args.reference_gguf_file, "--reference", "--reference-gguf-file")
+        )
+    for name, _, gguf, argument, gguf_argument in models:  # both checked before either is scored
+        check_model_location(name, argument, gguf_file=gguf, gguf_argument=gguf_argument)
+        if gguf is None:  # a GGUF file holds its tokenizer
+            check_tokenizer_files(name, argument)
     # one repository at two revisions is two models: each is read with its own
     loading = [
-        (name, {"trust_remote_code": args.trust_remote_code, "token": args.token, "revision": revision})
-        for name, revision in models
+        (
+            name,
+            {"trust_remote_code": args.trust_remote_code, "token": args.token, "revision": revision}
+            | ({"gguf_file": gguf} if gguf else {}),
+        )
+        for name, revision, gguf, *_ in models
     ]
     excluded = _excluded_ids(args, loading)
     results, text_results, word_results, wikitext_results = [], [], [], []
@@ -203,7 +230,12 @@ def _run_eval(args) -> int:
         text_results.append(texts)
         word_results.append(words)
         wikitext_results.append(wikitext)
-    record = {"model": args.model, "revision": args.revision, "quantization": args.quantization}
+    record = {
+        "model": args.model,
+        "revision": args.revision,
+        "gguf_file": args.gguf_file,
+        "quantization": args.quantization,
+    }
     if args.tasks:
         record.update(_print_task_results(args, results))
     if args.text_data:
@@ -387,7 +419,12 @@ def _print_task_results(args, results: list[dict]) -> dict:
         comparison = _print_task_differences(_label(args), _label(args, True), result, reference)
         for entry in (result, reference):
             entry.pop("predictions")
-        reference_record = {"model": args.reference, "revision": args.reference_revision, **reference}
+        reference_record = {
+            "model": args.reference,
+            "revision": args.reference_revision,
+            "gguf_file": args.reference_gguf_file,
+            **reference,
+        }
         record = {**result, "reference": reference_record, "difference": comparison}
     return record
 
@@ -396,4 +433,6 @@ def _label(args, reference: bool = False) -> str:
     """MODEL's or --reference's name as printed, `NAME@REVISION` where a revision was given."""
     name, revision = (args.reference, args.reference_revision) if reference else (args.model, args.revision)
     label = f"{name}@{revision}" if revision else name
+    gguf = args.reference_gguf_file if reference else args.gguf_file
+    label = f"{label}/{gguf}" if gguf else label
     return f"{label} ({args.quantization})" if args.quantization and not reference else label
