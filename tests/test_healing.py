@@ -819,10 +819,16 @@ def test_a_teacher_or_student_that_overflowed_its_dtype_fails_before_training(tm
 
 def test_teacher_revision_is_for_a_teacher_given_by_name(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
-    with pytest.raises(ValueError, match=r"`teacher_revision` is for a teacher given as a Hub id; .*loaded model"):
+    with pytest.raises(ValueError, match=r"`teacher_revision` is for a teacher given as a Hub id or directory; .*"
+                       r"loaded model .*load it at the revision you want instead"):  # fmt: skip
         heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), teacher_revision="v1")
     with pytest.raises(ValueError, match=r"`teacher_revision` must be a branch, tag or commit name; got ''"):
         heal(student, "org/teacher", tiny_tokenizer, TEXTS, config=_small(), teacher_revision="")
+    with pytest.raises(ValueError, match=r"`teacher_gguf_file` is for a teacher given as a Hub id or directory; .*"
+                       r"load it from the GGUF file"):  # fmt: skip
+        heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(), teacher_gguf_file="dense.gguf")
+    with pytest.raises(ValueError, match=r"`teacher_gguf_file` must be the name of a GGUF file; got 3"):
+        heal(student, "org/teacher", tiny_tokenizer, TEXTS, config=_small(), teacher_gguf_file=3)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -1411,3 +1417,31 @@ def test_student_logits_come_back_to_the_states_device():
     model = on_second_device(tiny_dense_model("gemma2"))
     logits = _output_logits(model, torch.randn(5, model.config.hidden_size))
     assert logits.device.type == "cpu" and tuple(logits.shape) == (5, model.config.vocab_size)
+
+
+@pytest.mark.parametrize("top_k", ["4", "0"], ids=["teacher-pass", "teacher-beside"])
+def test_cli_heal_reads_the_teacher_from_its_gguf_file(tmp_path, data_dir, capsys, top_k):
+    """`heal PRUNED --teacher DIR --teacher-gguf-file NAME`: the dense teacher read from the GGUF file the model was
+    pruned from (`prune --gguf-file`), by `heal` for its one pass (top-k targets) or by the command beside the
+    student (--top-k 0); the record names it `DIR/NAME`. Without the flag the directory holds no model: refused
+    naming --teacher; a name not there: refused naming --teacher-gguf-file. Both before any training, nothing
+    written."""
+    pytest.importorskip("gguf")
+    from conftest import write_tiny_gemma3_gguf
+
+    from diet_hf.cli import main
+
+    source = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf").parent
+    prune = ["--quiet", "prune", str(source), "--gguf-file", "tiny.gguf", "--tasks", "rte", "--num-samples", "3"]
+    assert main([*prune, "--data-dir", str(data_dir), "--sparsity", "0.3", "--output", str(tmp_path / "pruned")]) == 0
+    flags = ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--batch-size", "2", "--max-tokens"]
+    flags += ["64", "--validation-sequences", "2", "--eval-steps", "1", "--top-k", top_k, "--lora-r", "2", "--quiet"]
+    argv = ["heal", str(tmp_path / "pruned"), "--teacher", str(source), "--output", str(tmp_path / "h"), *flags]
+    assert main(argv) == 1
+    assert f"`--teacher`: the local directory {source} has no config.json" in capsys.readouterr().err
+    assert main([*argv, "--teacher-gguf-file", "nope.gguf"]) == 1
+    assert f"`--teacher-gguf-file`: the local directory {source} holds no file nope.gguf" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()
+    assert main([*argv, "--teacher-gguf-file", "tiny.gguf"]) == 0, capsys.readouterr().err
+    healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
+    assert healing["teacher"] == f"{source}/tiny.gguf"

@@ -44,6 +44,13 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "--teacher", required=True, help="Hub id or local directory of the dense model it was pruned from"
     )
     heal.add_argument("--teacher-revision", default=None, help="branch, tag or commit of --teacher on the Hub")
+    heal.add_argument(
+        "--teacher-gguf-file",
+        default=None,
+        metavar="NAME",
+        help="read --teacher from this GGUF file in it (the dense GGUF the model was pruned from with prune "
+        "--gguf-file; dequantized on load, needs the gguf package)",
+    )
     heal.add_argument("--output", required=True, help="new directory for the healed model (written atomically)")
     heal.add_argument("--max-shard-size", type=_shard_size, default=None, metavar="SIZE", help=SHARD_HELP)
     heal.add_argument(
@@ -166,7 +173,9 @@ def _run_heal(args) -> int:
 
     config = args.healing_config
     check_model_location(args.model)
-    check_model_location(args.teacher, "--teacher")
+    check_model_location(
+        args.teacher, "--teacher", gguf_file=args.teacher_gguf_file, gguf_argument="--teacher-gguf-file"
+    )
     check_not_a_file(args.output, "--output")  # before any model loads, not after training
     check_output_is_not_input(args.output, "--output", {"pruned model": args.model, "teacher": args.teacher})
     check_tokenizer_files(args.model)
@@ -186,7 +195,10 @@ def _run_heal(args) -> int:
     image_text = is_image_text(student.config)
     processor = load_processor(args.model, **hub) if image_text else None
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
-    teacher_config = AutoConfig.from_pretrained(args.teacher, token=args.token, revision=args.teacher_revision)
+    teacher_gguf = {"gguf_file": args.teacher_gguf_file} if args.teacher_gguf_file else {}
+    teacher_config = AutoConfig.from_pretrained(
+        args.teacher, token=args.token, revision=args.teacher_revision, **teacher_gguf
+    )
     check_parent(text_config(student.config), text_config(teacher_config))  # before any data
     try:  # the plan goes beside the healed model (a checkpoint saved without one heals without it)
         student.diet_plan = PruningPlan.from_pretrained(args.model, **hub)
@@ -199,9 +211,10 @@ def _run_heal(args) -> int:
         data_record["questions_in_chat_template"] = True
     teacher = args.teacher  # with top_k, `heal` loads it for its one pass and frees it
     if config.top_k is None:  # beside the student at every step: loaded here, with --device-map
-        teacher = load_causal_lm(args.teacher, revision=args.teacher_revision, **load)
-        if args.teacher_revision:  # the record names the teacher as `heal` names one it loads: ID@REVISION
-            teacher.config._name_or_path = f"{args.teacher}@{args.teacher_revision}"
+        teacher = load_causal_lm(args.teacher, revision=args.teacher_revision, **teacher_gguf, **load)
+        # the record names the teacher as `heal` names one it loads: ID@REVISION, /FILE read from a GGUF file
+        name = f"{args.teacher}@{args.teacher_revision}" if args.teacher_revision else args.teacher
+        teacher.config._name_or_path = f"{name}/{args.teacher_gguf_file}" if args.teacher_gguf_file else name
     try:
         healed = heal(
             student,
@@ -229,6 +242,7 @@ def _run_heal(args) -> int:
             token=args.token,
             max_shard_size=args.max_shard_size,
             teacher_revision=args.teacher_revision if config.top_k is not None else None,
+            teacher_gguf_file=args.teacher_gguf_file if config.top_k is not None else None,
             profile=profile,
         )
     except ValueError as error:  # an option's name as the flag the user typed (`--seq-len`, not `seq_len`)

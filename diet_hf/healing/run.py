@@ -61,6 +61,7 @@ def heal(
     max_shard_size: int | str | None = None,
     teacher_revision: str | None = None,
     profile: str | os.PathLike | None = None,
+    teacher_gguf_file: str | None = None,
 ):
     """Distills `teacher` (the dense parent) into `student` (a pruned model) and returns the healed model.
 
@@ -104,6 +105,10 @@ def heal(
             else the login `hf auth login` saved).
         max_shard_size (`int` or `str`, *optional*): the largest weight file of the saved model, as in
             transformers' `save_pretrained` (e.g. `"2GB"`; default: its default); checked before any training.
+        teacher_revision (`str`, *optional*): the branch, tag or commit of a `teacher` given as a Hub id.
+        teacher_gguf_file (`str`, *optional*): read a `teacher` given as a directory or Hub id from this GGUF file in
+            it (transformers' `from_pretrained(gguf_file=...)`: dequantized on load), e.g. the dense GGUF the student
+            was pruned from (`DietPruner.from_pretrained(..., gguf_file=...)`).
         profile (*optional*): the profile the student was pruned from, saved beside the healed model in its folder
             `diet_profile` (healing does not change it: it is the dense parent's), as `load_scores` reads one: the
             pruned model's own directory or Hub id where it was saved with it, or a saved profile's. Read (with
@@ -121,7 +126,7 @@ def heal(
             f"{student.config.model_type!r}): healing distills a pruned model back toward its dense parent. Prune it "
             "first (`DietPruner.prune`), or load the pruned checkpoint."
         )
-    teacher_hub = _teacher_hub(teacher, token, teacher_revision)
+    teacher_hub = _teacher_hub(teacher, token, teacher_revision, teacher_gguf_file)
     teacher_config, teacher_name = _teacher_config(teacher, **teacher_hub)
     check_parent(student.config, teacher_config)
     check_shard_size("max_shard_size", max_shard_size)
@@ -229,17 +234,23 @@ class _TeacherSide:
     scores: dict  # its perplexity on the held-out texts and scores on the held-out tasks (`_scored_on_held_out`)
 
 
-def _teacher_hub(teacher, token: str | None, revision: str | None) -> dict:
-    """The Hub keywords a teacher given by name is read with; `teacher_revision` refused for a teacher model."""
-    if revision is not None:
-        if not isinstance(revision, str) or not revision:
-            raise ValueError(f"`teacher_revision` must be a branch, tag or commit name; got {revision!r}.")
+def _teacher_hub(teacher, token: str | None, revision: str | None, gguf_file: str | None = None) -> dict:
+    """The Hub keywords a teacher given by name is read with; `teacher_revision` and `teacher_gguf_file` refused for a
+    teacher model."""
+    for argument, value, what, instead in (
+        ("teacher_revision", revision, "a branch, tag or commit name", "at the revision you want"),
+        ("teacher_gguf_file", gguf_file, "the name of a GGUF file", "from the GGUF file (`gguf_file=`)"),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"`{argument}` must be {what}; got {value!r}.")
         if not isinstance(teacher, (str, os.PathLike)):
             raise ValueError(
-                "`teacher_revision` is for a teacher given as a Hub id; this teacher is a loaded model "
-                f"({type(teacher).__name__}): load it at the revision you want instead."
+                f"`{argument}` is for a teacher given as a Hub id or directory; this teacher is a loaded model "
+                f"({type(teacher).__name__}): load it {instead} instead."
             )
-    return {"token": token, "revision": revision}
+    return {"token": token, "revision": revision, **({"gguf_file": gguf_file} if gguf_file else {})}
 
 
 def _resolved_bos_options(config: HealingConfig, tokenizer) -> HealingConfig:

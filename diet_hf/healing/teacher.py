@@ -52,24 +52,27 @@ def check_parent(student_config, teacher_config) -> None:
     )
 
 
-def _teacher_config(teacher, token=None, revision=None):
-    """The teacher's config and name (`NAME@REVISION` at a revision), without loading weights when `teacher` is a Hub
-    id or directory."""
+def _teacher_config(teacher, token=None, revision=None, gguf_file=None):
+    """The teacher's config and name (`NAME@REVISION` at a revision, `NAME/FILE` read from a GGUF file), without
+    loading weights when `teacher` is a Hub id or directory."""
     if isinstance(teacher, (str, os.PathLike)):
         from transformers import AutoConfig
 
         from .._io import check_model_location
 
-        check_model_location(teacher, "teacher")
+        check_model_location(teacher, "teacher", gguf_file=gguf_file, gguf_argument="teacher_gguf_file")
         name = str(teacher) if revision is None else f"{teacher}@{revision}"
-        return text_config(AutoConfig.from_pretrained(teacher, token=token, revision=revision)), name
+        name = name if gguf_file is None else f"{name}/{gguf_file}"
+        gguf = {} if gguf_file is None else {"gguf_file": gguf_file}
+        return text_config(AutoConfig.from_pretrained(teacher, token=token, revision=revision, **gguf)), name
     return text_config(teacher.config), getattr(teacher.config, "_name_or_path", None) or None
 
 
-def _load_teacher(teacher, student, token=None, revision=None):
+def _load_teacher(teacher, student, token=None, revision=None, gguf_file=None):
     parameter = next(student.parameters())
+    gguf = {} if gguf_file is None else {"gguf_file": gguf_file}
     model = load_causal_lm(
-        teacher, dtype=parameter.dtype, token=token, revision=revision
+        teacher, dtype=parameter.dtype, token=token, revision=revision, **gguf
     )  # an image-text Gemma 3: its text model
     return model.to(parameter.device).eval()
 
