@@ -806,3 +806,30 @@ def test_eval_compares_two_revisions_of_one_repository(local_hub, tmp_path, data
     assert report["reference_texts"]["mine"]["perplexity"] == pytest.approx(local[0.5], rel=1e-6)
     assert main(["--quiet", "eval", "org/two-commits", "--reference-revision", commits[0.5], *texts]) == 2
     assert "`--reference-revision` reads --reference at a revision" in capsys.readouterr().err
+
+
+def test_a_gguf_file_in_a_hub_repository_prunes_and_its_record_names_it(local_hub, tmp_path, data_dir, capsys):
+    """`DietPruner.from_pretrained(REPO, gguf_file=NAME)` and `prune REPO --gguf-file NAME` read the dense model from a
+    GGUF file in a Hub repository at a revision (no config.json there), as from a local directory; the pruned model
+    is pushed as an ordinary checkpoint whose card names the file."""
+    pytest.importorskip("gguf")
+    from conftest import write_tiny_gemma3_gguf
+
+    path = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf")
+    HfApi().create_repo("org/tiny-gguf")
+    commit = HfApi().upload_file(path_or_fileobj=str(path), path_in_repo="tiny.gguf", repo_id="org/tiny-gguf").oid
+    HfApi().upload_file(path_or_fileobj=b"# later\n", path_in_repo="README.md", repo_id="org/tiny-gguf")
+    pruner = DietPruner.from_pretrained("org/tiny-gguf", gguf_file="tiny.gguf", revision=commit)
+    pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True)
+    expected = pruner.prune(sparsity=0.3)
+    assert expected.config.pruning["base_model"] == "org/tiny-gguf"
+    assert expected.config.pruning["base_model_revision"] == commit
+    argv = ["--quiet", "prune", "org/tiny-gguf", "--gguf-file", "tiny.gguf", "--revision", commit, "--tasks", "rte"]
+    argv += ["--num-samples", "3", "--data-dir", str(data_dir), "--sparsity", "0.3", "--output", str(tmp_path / "p")]
+    assert main([*argv, "--push-to-hub", "org/tiny-gguf-diet"]) == 0, capsys.readouterr().err
+    card = local_hub.state.files_at("org/tiny-gguf-diet", "main")[1]["README.md"].decode()
+    assert "| base model | org/tiny-gguf (revision " in card and "read from its GGUF file tiny.gguf" in card
+    pushed = AutoModelForCausalLM.from_pretrained("org/tiny-gguf-diet", trust_remote_code=True)
+    ids = random_batch(vocab_size=expected.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(pushed(ids).logits, expected(ids).logits)
