@@ -821,6 +821,10 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
         torch.testing.assert_close(model.state_dict()[name], weight, rtol=1e-5, atol=1e-7)
     assert model.config.pruning["base_model_gguf_file"] == "tiny.gguf"
     assert converted.pruned_model.config.pruning["base_model_gguf_file"] is None
+    in_place = DietPruner.from_pretrained(source, gguf_file="tiny.gguf")
+    in_place.profile(tasks=["rte", "boolq"], num_samples=3, data_dir=data_dir, disable_progress=True)
+    pruned_in_place = in_place.prune(sparsity=0.3, inplace=True)  # the dequantized weights are the raw material
+    assert all(torch.equal(pruned_in_place.state_dict()[k], v) for k, v in model.state_dict().items())
 
     from_gguf.save_pretrained(tmp_path / "pruned")
     saved = json.loads((tmp_path / "pruned" / "config.json").read_text())
