@@ -114,6 +114,13 @@ def _reference_name(name) -> str:
     return _hub_model_id(name) or f"path/to/{Path(str(name)).name}"
 
 
+def _gguf_flag(record: dict, flag: str) -> str:
+    """` FLAG NAME` where the base model was read from a GGUF file (`base_model_gguf_file`), for the card's commands
+    that read it (`eval --reference-gguf-file`, `prune --gguf-file`); empty otherwise."""
+    name = record.get("base_model_gguf_file")
+    return f" {flag} {name}" if name else ""
+
+
 def _layer_rows(config) -> list[tuple[int, str, int, int, int]]:
     return [(i, config.layer_types[i], *layer_sizes(config, i)) for i in range(config.num_hidden_layers)]
 
@@ -467,7 +474,8 @@ def _profile_lines(record: dict, name: str) -> list[str]:
         "the Hub or `--data-dir`):",
         "",
         "```bash",
-        f"diet-hf prune {base} --scores {name} --sparsity {other:g} --output {Path(name).name}-{round(other * 100)}",
+        f"diet-hf prune {base}{_gguf_flag(record, '--gguf-file')} --scores {name} --sparsity {other:g} "
+        f"--output {Path(name).name}-{round(other * 100)}",
         "```",
         "",
     ]
@@ -523,7 +531,8 @@ def _usage_and_citation_lines(
                 "out):",
                 "",
                 "```bash",
-                f"diet-hf eval {name} --reference {_reference_name(record['base_model'])} --half test --limit 500",
+                f"diet-hf eval {name} --reference {_reference_name(record['base_model'])}"
+                f"{_gguf_flag(record, '--reference-gguf-file')} --half test --limit 500",
                 "```",
                 "",
             ]

@@ -829,6 +829,8 @@ def test_a_gguf_file_in_a_hub_repository_prunes_and_its_record_names_it(local_hu
     assert main([*argv, "--push-to-hub", "org/tiny-gguf-diet"]) == 0, capsys.readouterr().err
     card = local_hub.state.files_at("org/tiny-gguf-diet", "main")[1]["README.md"].decode()
     assert "| base model | org/tiny-gguf (revision " in card and "read from its GGUF file tiny.gguf" in card
+    # the card's commands read the base model from its file, as this one did
+    assert "--reference org/tiny-gguf --reference-gguf-file tiny.gguf --half test" in card
     pushed = AutoModelForCausalLM.from_pretrained("org/tiny-gguf-diet", trust_remote_code=True)
     ids = random_batch(vocab_size=expected.config.vocab_size)
     with torch.no_grad():

@@ -826,12 +826,13 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
     pruned_in_place = in_place.prune(sparsity=0.3, inplace=True)  # the dequantized weights are the raw material
     assert all(torch.equal(pruned_in_place.state_dict()[k], v) for k, v in model.state_dict().items())
 
-    from_gguf.save_pretrained(tmp_path / "pruned")
+    from_gguf.save_pretrained(tmp_path / "pruned", save_profile=True)
     saved = json.loads((tmp_path / "pruned" / "config.json").read_text())
     assert "quantization_config" not in saved and saved["pruning"]["base_model"] == str(source)
-    assert "read from its GGUF file tiny.gguf (dequantized to float on load)" in (
-        (tmp_path / "pruned" / "README.md").read_text()
-    )
+    card = (tmp_path / "pruned" / "README.md").read_text()
+    assert "read from its GGUF file tiny.gguf (dequantized to float on load)" in card
+    assert "diet-hf prune path/to/source --gguf-file tiny.gguf --scores " in card  # pruning again reads the file too
+    assert "--reference path/to/source --reference-gguf-file tiny.gguf" in card
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
     ids = random_batch(vocab_size=model.config.vocab_size)
     with torch.no_grad():
