@@ -785,7 +785,9 @@ def test_calibration_chat_template_profiles_questions_as_they_are_scored(tiny_to
         DietPruner(dense, tiny_tokenizer).profile(["rte"], data_dir=data_dir, calibration_chat_template=True)
 
 
-def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_does(tmp_path, data_dir, caplog):
+def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_does(
+    tmp_path, data_dir, caplog, capsys
+):
     """`DietPruner.from_pretrained(DIR, gguf_file=NAME)`: the model transformers dequantizes from a GGUF file (its
     quantizer attached) profiles and prunes with its tokenizer from the file, to the same weights as the checkpoint
     `convert_gguf` makes of that file; the saved pruned model carries no GGUF quantization config, loads with stock
@@ -833,6 +835,10 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
     assert "read from its GGUF file tiny.gguf (dequantized to float on load)" in card
     assert "diet-hf prune path/to/source --gguf-file tiny.gguf --scores " in card  # pruning again reads the file too
     assert "--reference path/to/source --reference-gguf-file tiny.gguf" in card
+    from diet_hf.cli import main
+
+    assert main(["info", str(tmp_path / "pruned")]) == 0  # `info` says the same
+    assert f"diet-hf prune {source} --gguf-file tiny.gguf --scores {tmp_path / 'pruned'}" in capsys.readouterr().out
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
     ids = random_batch(vocab_size=model.config.vocab_size)
     with torch.no_grad():

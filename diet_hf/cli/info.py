@@ -61,10 +61,12 @@ def _run_info(args) -> int:
         print("provenance (`--json` prints all of it):")
         print("\n".join(_provenance_lines(description["pruning"])))
     if description.get("profile"):
-        base = (description.get("pruning") or {}).get("base_model") or "BASE_MODEL"
+        record = description.get("pruning") or {}
+        base = record.get("base_model") or "BASE_MODEL"
+        gguf = f" --gguf-file {record['base_model_gguf_file']}" if record.get("base_model_gguf_file") else ""
         print(
             f"the profile it was pruned from is in {description['profile']}/; prune again from it: "
-            f"diet-hf prune {base} --scores {args.model} --sparsity S --output DIR"
+            f"diet-hf prune {base}{gguf} --scores {args.model} --sparsity S --output DIR"
         )
     return EXIT_OK
 
