@@ -92,7 +92,7 @@ def save_dense_checkpoint(path: Path, family: str, tokenizer, seed: int = 0) -> 
     return path
 
 
-# llama.cpp's tensor names of a Gemma 3 decoder layer's modules (convert_hf_to_gguf.py's), as transformers reads them
+# llama.cpp's tensor names of a Gemma decoder layer's modules (convert_hf_to_gguf.py's), as transformers reads them
 _GGUF_LAYER_TENSORS = {
     "self_attn.q_proj": "attn_q",
     "self_attn.k_proj": "attn_k",
@@ -110,21 +110,21 @@ _GGUF_LAYER_TENSORS = {
 }
 
 
-def write_tiny_gemma3_gguf(path: Path, seed: int = 0, chat_template: str | None = None) -> Path:
-    """Writes a tiny random Gemma 3 text model as a GGUF file of float32 tensors, the way llama.cpp lays one out
-    (its tensor names, norm weights stored as 1 + w, a SentencePiece-style vocabulary of the special tokens, the 256
-    byte tokens and a few words; `chat_template` in its tokenizer metadata), for the tests of pruning a model read
-    with `gguf_file=`. Needs the `gguf` package."""
+def write_tiny_gguf(path: Path, family: str = "gemma3_text", seed: int = 0, chat_template: str | None = None) -> Path:
+    """Writes a tiny random model of `family` (Gemma 3 text or Gemma-2) as a GGUF file of float32 tensors, the way
+    llama.cpp lays one out (its tensor names, norm weights stored as 1 + w, a SentencePiece-style vocabulary of the
+    special tokens, the 256 byte tokens and a few words; `chat_template` in its tokenizer metadata), for the tests of
+    pruning a model read with `gguf_file=`. Needs the `gguf` package."""
     import gguf
     import numpy as np
 
     tokens = ["<pad>", "<eos>", "<bos>", "<unk>", *(f"<0x{i:02X}>" for i in range(256))]
     words = ["▁the", "▁a", "▁is", "▁yes", "▁no", "▁answer", "▁question", "e", "t", "a"]
     types = [3, 3, 3, 2, *[6] * 256, *[1] * len(words)]  # control, unknown, byte, normal
-    model = tiny_dense_model("gemma3_text", seed=seed, vocab_size=len(tokens) + len(words))
+    model = tiny_dense_model(family, seed=seed, vocab_size=len(tokens) + len(words))
     config = model.config
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer = gguf.GGUFWriter(str(path), {"gemma3_text": "gemma3", "gemma2": "gemma2"}[family])
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)

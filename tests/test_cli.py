@@ -1284,13 +1284,13 @@ def test_prune_reads_the_dense_model_from_a_gguf_file(tmp_path, data_dir, capsys
     your questions calibrate in the chat template the file holds; a name that is not in the directory is refused
     naming --gguf-file, before any model loads, and writes nothing."""
     pytest.importorskip("gguf")
-    from conftest import GEMMA_STYLE_CHAT_TEMPLATE, write_tiny_gemma3_gguf
+    from conftest import GEMMA_STYLE_CHAT_TEMPLATE, write_tiny_gguf
 
     from diet_hf import DietPruner
     from diet_hf.constants import SCORES_TEXTS_FILE
 
     gguf_path = tmp_path / "source" / "tiny.gguf"
-    source = write_tiny_gemma3_gguf(gguf_path, chat_template=GEMMA_STYLE_CHAT_TEMPLATE).parent
+    source = write_tiny_gguf(gguf_path, chat_template=GEMMA_STYLE_CHAT_TEMPLATE).parent
     argv = ["--quiet", "prune", str(source), "--tasks", "rte", "--num-samples", "3", "--data-dir", str(data_dir)]
     argv += ["--sparsity", "0.3"]
     assert main([*argv, "--gguf-file", "nope.gguf", "--output", str(tmp_path / "bad")]) == 1
@@ -1326,12 +1326,12 @@ def test_eval_reads_a_model_and_its_reference_from_gguf_files(tmp_path, data_dir
     files as they score the checkpoints `convert_gguf` makes of them; the JSON names the files;
     `--reference-gguf-file` without `--reference` is a usage error."""
     pytest.importorskip("gguf")
-    from conftest import write_tiny_gemma3_gguf
+    from conftest import write_tiny_gguf
 
     from diet_hf.real_model import convert_gguf
 
-    source = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf").parent
-    other = write_tiny_gemma3_gguf(tmp_path / "other" / "other.gguf", seed=1).parent
+    source = write_tiny_gguf(tmp_path / "source" / "tiny.gguf").parent
+    other = write_tiny_gguf(tmp_path / "other" / "other.gguf", seed=1).parent
     converted = [
         convert_gguf(d / name, tmp_path / f"{d.name}-c") for d, name in ((source, "tiny.gguf"), (other, "other.gguf"))
     ]

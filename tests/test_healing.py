@@ -1427,11 +1427,11 @@ def test_cli_heal_reads_the_teacher_from_its_gguf_file(tmp_path, data_dir, capsy
     naming --teacher; a name not there: refused naming --teacher-gguf-file. Both before any training, nothing
     written."""
     pytest.importorskip("gguf")
-    from conftest import write_tiny_gemma3_gguf
+    from conftest import write_tiny_gguf
 
     from diet_hf.cli import main
 
-    source = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf").parent
+    source = write_tiny_gguf(tmp_path / "source" / "tiny.gguf").parent
     prune = ["--quiet", "prune", str(source), "--gguf-file", "tiny.gguf", "--tasks", "rte", "--num-samples", "3"]
     assert main([*prune, "--data-dir", str(data_dir), "--sparsity", "0.3", "--output", str(tmp_path / "pruned")]) == 0
     flags = ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--batch-size", "2", "--max-tokens"]

@@ -813,9 +813,9 @@ def test_a_gguf_file_in_a_hub_repository_prunes_and_its_record_names_it(local_hu
     GGUF file in a Hub repository at a revision (no config.json there), as from a local directory; the pruned model
     is pushed as an ordinary checkpoint whose card names the file."""
     pytest.importorskip("gguf")
-    from conftest import write_tiny_gemma3_gguf
+    from conftest import write_tiny_gguf
 
-    path = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf")
+    path = write_tiny_gguf(tmp_path / "source" / "tiny.gguf")
     HfApi().create_repo("org/tiny-gguf")
     commit = HfApi().upload_file(path_or_fileobj=str(path), path_in_repo="tiny.gguf", repo_id="org/tiny-gguf").oid
     HfApi().upload_file(path_or_fileobj=b"# later\n", path_in_repo="README.md", repo_id="org/tiny-gguf")

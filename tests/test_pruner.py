@@ -785,19 +785,20 @@ def test_calibration_chat_template_profiles_questions_as_they_are_scored(tiny_to
         DietPruner(dense, tiny_tokenizer).profile(["rte"], data_dir=data_dir, calibration_chat_template=True)
 
 
+@pytest.mark.parametrize("family", ["gemma3_text", "gemma2"])
 def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_does(
-    tmp_path, data_dir, caplog, capsys
+    tmp_path, data_dir, caplog, capsys, family
 ):
     """`DietPruner.from_pretrained(DIR, gguf_file=NAME)`: the model transformers dequantizes from a GGUF file (its
     quantizer attached) profiles and prunes with its tokenizer from the file, to the same weights as the checkpoint
     `convert_gguf` makes of that file; the saved pruned model carries no GGUF quantization config, loads with stock
     transformers, and its record and card name the file. A file that is not there is refused, naming `gguf_file`."""
     pytest.importorskip("gguf")
-    from conftest import write_tiny_gemma3_gguf
+    from conftest import write_tiny_gguf
 
     from diet_hf.real_model import convert_gguf
 
-    source = write_tiny_gemma3_gguf(tmp_path / "source" / "tiny.gguf").parent
+    source = write_tiny_gguf(tmp_path / "source" / "tiny.gguf", family).parent
     with pytest.raises(FileNotFoundError, match=r"`gguf_file`: the local directory .*source holds no file nope.gguf"):
         DietPruner.from_pretrained(source, gguf_file="nope.gguf")
     with pytest.raises(ValueError, match=r"`gguf_file` must be the name of a GGUF file, got 3"):
@@ -816,6 +817,7 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
         assert DietPruner(direct, from_gguf.tokenizer).gguf_file == ("tiny.gguf" if attached else None)
     assert "quantized" not in caplog.text  # its weights are plain floats, not what `prune()` refuses
     model = pruned(from_gguf)
+    assert model.config.model_type == f"pruned_{family}"
     converted = DietPruner.from_pretrained(convert_gguf(source / "tiny.gguf", tmp_path / "converted"))
     expected = pruned(converted).state_dict()
     assert model.state_dict().keys() == expected.keys()
