@@ -137,6 +137,8 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
         keys = ("revision", "token", "cache_dir", "trust_remote_code", "gguf_file")
         hub = {k: from_pretrained_kwargs[k] for k in keys if from_pretrained_kwargs.get(k) is not None}
         config = AutoConfig.from_pretrained(model_id_or_path, **hub)
+    if from_pretrained_kwargs.get("gguf_file") and "quantization_config" not in from_pretrained_kwargs:
+        from_pretrained_kwargs = {**from_pretrained_kwargs, **_gguf_dequantized()}
     if getattr(config, "model_type", None) != "gemma3" or not is_image_text(config):
         model = AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
         if from_pretrained_kwargs.get("gguf_file") and getattr(model.config, "_commit_hash", None) is None:
@@ -146,6 +148,17 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
 
     logger.info("%s is an image-text model: diet-hf works on its text decoder and LM head", model_id_or_path)
     return Gemma3ForConditionalGeneration.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
+
+
+def _gguf_dequantized() -> dict:
+    """`from_pretrained`'s keywords that read a GGUF file into plain float weights: pruning cuts and refits them, so
+    they cannot stay in GGUF blocks (which transformers 5 keeps for the architectures its packed GGUF loader knows,
+    where a matmul kernel is available); transformers 4.57 always dequantizes and has no such option."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
 
 
 def _gguf_commit(model_id_or_path, from_pretrained_kwargs: dict) -> str | None:

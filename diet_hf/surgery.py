@@ -40,15 +40,15 @@ def offloaded_weights(model: nn.Module) -> list[str]:
 
 
 def quantized_modules(model: nn.Module) -> list[str]:
-    """The names of `model`'s linear layers whose weights are quantized: no plain floating-point weight (bitsandbytes'
-    packed integers, torchao's or quanto's tensor subclasses; GPTQ / AWQ layers hold a `qweight`)."""
+    """The names of `model`'s layers whose weights are quantized: no plain floating-point weight (bitsandbytes' packed
+    integers, torchao's or quanto's tensor subclasses, the GGUF blocks transformers keeps in its own `GgufLinear`
+    modules; GPTQ / AWQ layers hold a `qweight`)."""
     found = []
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        packed = isinstance(weight, torch.Tensor) and (
-            not weight.dtype.is_floating_point or type(weight) not in (torch.Tensor, nn.Parameter)
-        )
-        if hasattr(module, "qweight") or (isinstance(module, nn.Linear) and packed):
+        integer = isinstance(weight, torch.Tensor) and not weight.dtype.is_floating_point
+        packed = integer or (isinstance(weight, torch.Tensor) and type(weight) not in (torch.Tensor, nn.Parameter))
+        if hasattr(module, "qweight") or integer or (isinstance(module, nn.Linear) and packed):
             found.append(name)
     return found
 
@@ -95,9 +95,16 @@ def check_prunable_weights(model: nn.Module, name: str = "model") -> None:
     if is_quantized(model):
         quantized = quantized_modules(model)
         where = f" (e.g. `{quantized[0]}`)" if quantized else ""
+        how = (
+            "Read the GGUF file into float weights: `from_pretrained(..., gguf_file=..., "
+            "quantization_config=GgufConfig(dequantize=True))` (`DietPruner.from_pretrained(..., gguf_file=...)` "
+            "does),"
+            if read_from_gguf(model)
+            else "Load the dense model in bfloat16 or float32 to prune it,"
+        )
         raise ValueError(
-            f"`{name}` is quantized{where}: pruning slices and refits full-precision weights. Load the dense model "
-            "in bfloat16 or float32 to prune it, then quantize the pruned model as you would the dense one."
+            f"`{name}` is quantized{where}: pruning slices and refits full-precision weights. {how} then quantize "
+            "the pruned model as you would the dense one."
         )
 
 

@@ -810,6 +810,7 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
 
     from_gguf = DietPruner.from_pretrained(source, gguf_file="tiny.gguf")
     assert from_gguf.tokenizer is not None and from_gguf.gguf_file == "tiny.gguf"
+    assert getattr(from_gguf.model, "hf_quantizer", None) is None  # read into float weights, no quantizer kept
     direct = AutoModelForCausalLM.from_pretrained(source, gguf_file="tiny.gguf")
     # transformers 5 attaches its GGUF quantizer, whose config names the file; 4.57 dequantizes without one
     attached = getattr(direct, "hf_quantizer", None) is not None
@@ -845,3 +846,28 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
     ids = random_batch(vocab_size=model.config.vocab_size)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
+
+
+def test_a_gguf_model_whose_weights_transformers_kept_packed_is_refused_with_the_way_to_read_it(tmp_path, data_dir):
+    """transformers 5 keeps a GGUF file's quantized weights in GGUF blocks (`GgufLinear`, uint8) for the architectures
+    its packed loader knows; pruning cannot cut those, so such a model is refused as quantized, saying how to read the
+    file into float weights (as `DietPruner.from_pretrained(..., gguf_file=)` does), before any work."""
+    pytest.importorskip("gguf")
+    gguf_utils = pytest.importorskip("transformers.integrations.gguf.utils")  # transformers 5 only
+    from conftest import write_tiny_gguf
+
+    from diet_hf.surgery import is_quantized, quantized_modules
+
+    source = write_tiny_gguf(tmp_path / "source" / "tiny.gguf").parent
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file="tiny.gguf")
+    assert not is_quantized(model)  # transformers read gemma3's file into float weights: prunable
+    tokenizer = DietPruner.from_pretrained(source, gguf_file="tiny.gguf").tokenizer
+    pruner = DietPruner(model, tokenizer).profile(
+        tasks=["rte"], num_samples=2, data_dir=data_dir, disable_progress=True
+    )
+    mlp = model.model.layers[0].mlp  # as the packed loader leaves it: the weight in GGUF blocks
+    mlp.down_proj = gguf_utils.GgufLinear(mlp.down_proj.in_features, mlp.down_proj.out_features, ggml_type=8)
+    assert quantized_modules(model) == ["model.layers.0.mlp.down_proj"] and is_quantized(model)
+    message = r"`model` is quantized \(e.g. `model.layers.0.mlp.down_proj`\).*Read the GGUF file into float weights"
+    with pytest.raises(ValueError, match=message + r": .*GgufConfig\(dequantize=True\)"):
+        pruner.prune(sparsity=0.3)
