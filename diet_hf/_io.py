@@ -141,6 +141,13 @@ def is_local_location(model_id_or_path) -> bool:
     return Path(text).expanduser().is_dir() or isinstance(model_id_or_path, os.PathLike) or looks_like_local_path(text)
 
 
+def source_name(name, revision: str | None = None, gguf_file: str | None = None) -> str:
+    """A model as records and printouts name it: `NAME`, `NAME@REVISION` read at a revision, and `/FILE` after it
+    where it was read from a GGUF file in it."""
+    label = f"{name}@{revision}" if revision else str(name)
+    return f"{label}/{gguf_file}" if gguf_file else label
+
+
 def check_model_location(
     model_id_or_path, argument: str = "model", *, gguf_file=None, gguf_argument: str = "gguf_file"
 ) -> None:

@@ -140,10 +140,7 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
     if from_pretrained_kwargs.get("gguf_file") and "quantization_config" not in from_pretrained_kwargs:
         from_pretrained_kwargs = {**from_pretrained_kwargs, **_gguf_dequantized()}
     if getattr(config, "model_type", None) != "gemma3" or not is_image_text(config):
-        model = AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
-        if from_pretrained_kwargs.get("gguf_file") and getattr(model.config, "_commit_hash", None) is None:
-            model.config._commit_hash = _gguf_commit(model_id_or_path, from_pretrained_kwargs)
-        return model
+        return AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
     from transformers import Gemma3ForConditionalGeneration
 
     logger.info("%s is an image-text model: diet-hf works on its text decoder and LM head", model_id_or_path)
@@ -161,16 +158,16 @@ def _gguf_dequantized() -> dict:
     return {"quantization_config": GgufConfig(dequantize=True)}
 
 
-def _gguf_commit(model_id_or_path, from_pretrained_kwargs: dict) -> str | None:
-    """The commit of the Hub repository a model was read from a GGUF file of (transformers records none for one, so
-    the pruning record would name no revision); None for a local directory, or where the Hub cannot be asked."""
+def gguf_commit(model_id_or_path, revision: str | None = None, token: str | None = None) -> str | None:
+    """The commit of the Hub repository a model was read from a GGUF file of at `revision` (transformers records none
+    for one, so the pruning record would name no revision); None for a local directory, or where the Hub cannot be
+    asked."""
     from pathlib import Path
 
     from huggingface_hub import HfApi
 
     if Path(os.fspath(model_id_or_path)).expanduser().is_dir():
         return None
-    revision, token = from_pretrained_kwargs.get("revision"), from_pretrained_kwargs.get("token")
     try:
         return HfApi(token=token).model_info(str(model_id_or_path), revision=revision).sha
     except Exception:  # offline, or no permission: the record names no revision, as before

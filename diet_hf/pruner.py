@@ -12,7 +12,15 @@ from ._io import check_model_location, check_tokenizer_files
 from .constants import family_for_model_type
 from .importance import ImportanceScores
 from .info import _pruning_record, _record_options
-from .loading import image_text_model, is_image_text, load_pretrained, load_processor, text_causal_lm, text_config
+from .loading import (
+    gguf_commit,
+    image_text_model,
+    is_image_text,
+    load_pretrained,
+    load_processor,
+    text_causal_lm,
+    text_config,
+)
 from .methods import METHODS as SCORING_METHODS
 from .moments import (
     InputMoments,
@@ -140,8 +148,12 @@ class DietPruner(_ProfilingMixin):
         else:
             tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs)
         processor = load_processor(model_id_or_path, **hub_kwargs) if is_image_text(model.config) else None
+        if gguf_file is not None and getattr(model.config, "_commit_hash", None) is None:
+            model.config._commit_hash = gguf_commit(
+                model_id_or_path, hub_kwargs.get("revision"), hub_kwargs.get("token")
+            )
         pruner = cls(model.eval(), tokenizer, model_id=str(model_id_or_path), processor=processor)
-        if gguf_file is not None:  # transformers 4.57 attaches no quantizer that would record it
+        if gguf_file is not None:  # read dequantized, the model keeps no GGUF quantization config that would name it
             pruner.gguf_file = os.fspath(gguf_file)
         return pruner
 

@@ -148,10 +148,9 @@ class _ChatRenderer:
             from .._io import check_model_location
 
             check_model_location(self.model, gguf_file=self.gguf_file, gguf_argument="--gguf-file")
-            gguf = {"gguf_file": self.gguf_file} if self.gguf_file else {}  # a GGUF file holds its tokenizer
-            try:
+            try:  # a GGUF file holds its tokenizer
                 self._tokenizer = AutoTokenizer.from_pretrained(
-                    self.model, revision=self.revision, token=self.token, **gguf
+                    self.model, revision=self.revision, token=self.token, gguf_file=self.gguf_file
                 )
             except OSError as error:
                 raise ValueError(

@@ -217,8 +217,12 @@ def _run_eval(args) -> int:
     loading = [
         (
             name,
-            {"trust_remote_code": args.trust_remote_code, "token": args.token, "revision": revision}
-            | ({"gguf_file": gguf} if gguf else {}),
+            {
+                "trust_remote_code": args.trust_remote_code,
+                "token": args.token,
+                "revision": revision,
+                "gguf_file": gguf,
+            },
         )
         for name, revision, gguf, *_ in models
     ]
@@ -430,9 +434,12 @@ def _print_task_results(args, results: list[dict]) -> dict:
 
 
 def _label(args, reference: bool = False) -> str:
-    """MODEL's or --reference's name as printed, `NAME@REVISION` where a revision was given."""
-    name, revision = (args.reference, args.reference_revision) if reference else (args.model, args.revision)
-    label = f"{name}@{revision}" if revision else name
-    gguf = args.reference_gguf_file if reference else args.gguf_file
-    label = f"{label}/{gguf}" if gguf else label
+    """MODEL's or --reference's name as printed, `NAME@REVISION` where a revision was given, `/FILE` read from a GGUF
+    file (`_io.source_name`)."""
+    from .._io import source_name
+
+    if reference:
+        label = source_name(args.reference, args.reference_revision, args.reference_gguf_file)
+    else:
+        label = source_name(args.model, args.revision, args.gguf_file)
     return f"{label} ({args.quantization})" if args.quantization and not reference else label

@@ -164,7 +164,13 @@ def _run_heal(args) -> int:
     """Loads the pruned model, its teacher and the data, heals, saves (and pushes) the healed model."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .._io import check_model_location, check_not_a_file, check_output_is_not_input, check_tokenizer_files
+    from .._io import (
+        check_model_location,
+        check_not_a_file,
+        check_output_is_not_input,
+        check_tokenizer_files,
+        source_name,
+    )
     from ..healing import HealingConfig, check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
     from ..importance import scores_directory
@@ -195,9 +201,8 @@ def _run_heal(args) -> int:
     image_text = is_image_text(student.config)
     processor = load_processor(args.model, **hub) if image_text else None
     # the teacher is loaded by `heal` for its one pass over the data and freed before training
-    teacher_gguf = {"gguf_file": args.teacher_gguf_file} if args.teacher_gguf_file else {}
     teacher_config = AutoConfig.from_pretrained(
-        args.teacher, token=args.token, revision=args.teacher_revision, **teacher_gguf
+        args.teacher, token=args.token, revision=args.teacher_revision, gguf_file=args.teacher_gguf_file
     )
     check_parent(text_config(student.config), text_config(teacher_config))  # before any data
     try:  # the plan goes beside the healed model (a checkpoint saved without one heals without it)
@@ -211,10 +216,11 @@ def _run_heal(args) -> int:
         data_record["questions_in_chat_template"] = True
     teacher = args.teacher  # with top_k, `heal` loads it for its one pass and frees it
     if config.top_k is None:  # beside the student at every step: loaded here, with --device-map
-        teacher = load_causal_lm(args.teacher, revision=args.teacher_revision, **teacher_gguf, **load)
+        teacher = load_causal_lm(
+            args.teacher, revision=args.teacher_revision, gguf_file=args.teacher_gguf_file, **load
+        )
         # the record names the teacher as `heal` names one it loads: ID@REVISION, /FILE read from a GGUF file
-        name = f"{args.teacher}@{args.teacher_revision}" if args.teacher_revision else args.teacher
-        teacher.config._name_or_path = f"{name}/{args.teacher_gguf_file}" if args.teacher_gguf_file else name
+        teacher.config._name_or_path = source_name(args.teacher, args.teacher_revision, args.teacher_gguf_file)
     try:
         healed = heal(
             student,

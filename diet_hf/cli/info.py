@@ -21,6 +21,7 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
 
 
 def _run_info(args) -> int:
+    from ..card import _gguf_flag
     from ..info import describe_checkpoint, is_profile
 
     if is_profile(args.model, revision=args.revision, token=args.token):
@@ -63,10 +64,9 @@ def _run_info(args) -> int:
     if description.get("profile"):
         record = description.get("pruning") or {}
         base = record.get("base_model") or "BASE_MODEL"
-        gguf = f" --gguf-file {record['base_model_gguf_file']}" if record.get("base_model_gguf_file") else ""
         print(
             f"the profile it was pruned from is in {description['profile']}/; prune again from it: "
-            f"diet-hf prune {base}{gguf} --scores {args.model} --sparsity S --output DIR"
+            f"diet-hf prune {base}{_gguf_flag(record, '--gguf-file')} --scores {args.model} --sparsity S --output DIR"
         )
     return EXIT_OK
 

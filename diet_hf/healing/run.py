@@ -250,7 +250,7 @@ def _teacher_hub(teacher, token: str | None, revision: str | None, gguf_file: st
                 f"`{argument}` is for a teacher given as a Hub id or directory; this teacher is a loaded model "
                 f"({type(teacher).__name__}): load it {instead} instead."
             )
-    return {"token": token, "revision": revision, **({"gguf_file": gguf_file} if gguf_file else {})}
+    return {"token": token, "revision": revision, "gguf_file": gguf_file}
 
 
 def _resolved_bos_options(config: HealingConfig, tokenizer) -> HealingConfig:

@@ -58,21 +58,18 @@ def _teacher_config(teacher, token=None, revision=None, gguf_file=None):
     if isinstance(teacher, (str, os.PathLike)):
         from transformers import AutoConfig
 
-        from .._io import check_model_location
+        from .._io import check_model_location, source_name
 
         check_model_location(teacher, "teacher", gguf_file=gguf_file, gguf_argument="teacher_gguf_file")
-        name = str(teacher) if revision is None else f"{teacher}@{revision}"
-        name = name if gguf_file is None else f"{name}/{gguf_file}"
-        gguf = {} if gguf_file is None else {"gguf_file": gguf_file}
-        return text_config(AutoConfig.from_pretrained(teacher, token=token, revision=revision, **gguf)), name
+        config = AutoConfig.from_pretrained(teacher, token=token, revision=revision, gguf_file=gguf_file)
+        return text_config(config), source_name(teacher, revision, gguf_file)
     return text_config(teacher.config), getattr(teacher.config, "_name_or_path", None) or None
 
 
 def _load_teacher(teacher, student, token=None, revision=None, gguf_file=None):
     parameter = next(student.parameters())
-    gguf = {} if gguf_file is None else {"gguf_file": gguf_file}
     model = load_causal_lm(
-        teacher, dtype=parameter.dtype, token=token, revision=revision, **gguf
+        teacher, dtype=parameter.dtype, token=token, revision=revision, gguf_file=gguf_file
     )  # an image-text Gemma 3: its text model
     return model.to(parameter.device).eval()
 
