@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+unset PYTHONDONTWRITEBYTECODE  # setup.sh installs uncompiled: the first import compiles and keeps
 export DIET_DATA_DIR="${DIET_DATA_DIR:-$PWD/../shared/data}"
 exec .venv/bin/python examples/main_job.py "$@"

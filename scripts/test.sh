@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-QUIET=(-q --disable-pip-version-check)
+QUIET=(-q --disable-pip-version-check --no-compile)  # as in setup.sh: modules compile at their first import
 scripts/setup.sh &
 setup=$!
 copy=
@@ -26,6 +26,7 @@ wait "$setup"
 if [[ " $* " == *slow* ]]; then  # the slow tests include the agreement with lm-eval-harness itself
     .venv/bin/pip install "${QUIET[@]}" -e ".[test,gemma3-270m,lm-eval]"
 fi
+unset PYTHONDONTWRITEBYTECODE  # the environments were installed uncompiled: the first import compiles and keeps
 export DIET_TF457_PYTHON="$PWD/.venv-tf457/bin/python"
 export DIET_ONNX_PYTHON="$DIET_TF457_PYTHON"
 export DIET_DATA_DIR="${DIET_DATA_DIR:-$PWD/../shared/data}"

@@ -2,6 +2,7 @@
 
 import atexit
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -312,6 +313,41 @@ def run_script(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+# Runs each (name, source, args) of the JSON list in argv[1] in this one process, each in a namespace and working
+# directory of its own (its name, under the current one), with `diet_hf` made unimportable first; prints
+# {name: its stdout, or the traceback it ended with}
+_PARTS_DRIVER = """
+import contextlib, io, json, os, sys, traceback
+sys.modules["diet_hf"] = None
+out = {}
+for name, source, args in json.load(open(sys.argv[1])):
+    os.makedirs(name)
+    os.chdir(name)
+    sys.argv, buffer = [name, *args], io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            exec(compile(source, name, "exec"), {"__name__": "__main__"})
+        out[name] = {"stdout": buffer.getvalue()}
+    except BaseException:
+        out[name] = {"error": traceback.format_exc()}
+    os.chdir("..")
+print(json.dumps(out))
+"""
+
+
+def run_scripts(tmp_path: Path, parts: dict[str, tuple[str, list[str]]], **kwargs) -> dict[str, str]:
+    """`run_script` for several scripts that each need a new process without diet-hf but not one of their own
+    (starting the interpreter and importing torch and transformers costs more than most such scripts): {name: (source,
+    arguments)} run in turn in one process, each in its own namespace and in the working directory `tmp_path / name`;
+    returns each one's stdout, failing the test with the traceback of any that failed."""
+    (tmp_path / "parts.json").write_text(json.dumps([(name, source, args) for name, (source, args) in parts.items()]))
+    printed = run_script(tmp_path, _PARTS_DRIVER, str(tmp_path / "parts.json"), **kwargs)
+    results = json.loads(printed.strip().splitlines()[-1])
+    failed = {name: result["error"] for name, result in results.items() if "error" in result}
+    assert not failed, "\n".join(f"{name}:\n{error}" for name, error in failed.items())
+    return {name: result["stdout"] for name, result in results.items()}
 
 
 def assert_tables_well_formed(markdown: str) -> None:

@@ -272,34 +272,47 @@ def test_a_static_cache_sized_from_the_config_alone_has_each_layers_kv_shape_and
 # ------------------------------------------------------------------------------------------------ v1 checkpoints
 
 
-@pytest.mark.parametrize("fixture", [V1_FIXTURE, V01_FIXTURE], ids=["v1", "v0.1"])
 @pytest.mark.parametrize("python", [sys.executable, TF457_PYTHON], ids=["current", "tf457"])
-def test_a_v1_checkpoint_keeps_loading_and_resaves_as_v2_with_equal_logits(tmp_path, fixture, python):
-    """A format-v1 checkpoint (the three lists) loads with the logits it was saved with through its own remote code
-    and through diet-hf; re-saved through diet-hf it is v2 and loads the same way on both transformers versions."""
+def test_v1_and_v0_1_checkpoints_keep_loading_and_resave_as_v2_with_equal_logits(tmp_path, python):
+    """A format-v1 checkpoint (the three lists) and one of diet-hf 0.1 (also remote code named `*_pruned_gemma2.py`,
+    uneven widths, compensation biases) load with the logits they were saved with through diet-hf and, in a new
+    process of `python` without diet-hf, through their own remote code; re-saved through diet-hf each is v2, with the
+    current remote code's file names, and loads the same way on both transformers versions."""
     if python is None:
         pytest.skip("DIET_TF457_PYTHON not set (scripts/test.sh sets it)")
-    assert set(LEGACY_FIELDS) <= set(json.loads((fixture / "config.json").read_text()))
-    expected = json.loads((fixture / "expected_logits.json").read_text())
-    ids, logits = torch.tensor(expected["input_ids"]), torch.tensor(expected["logits"])
     from transformers import AutoModelForCausalLM
 
-    model, loading = AutoModelForCausalLM.from_pretrained(fixture, output_loading_info=True)  # diet-hf's classes
-    model.eval()
-    # its removed sublayers' input norms are saved in it, unread and no longer part of the model: not reported
-    assert not loading["unexpected_keys"] and not loading["missing_keys"], loading
-    with torch.no_grad():
-        assert (model(ids).logits - logits).abs().max().item() <= 1e-5
-    resaved = save_pruned_model(model, tmp_path / "resaved")
-    saved = json.loads((resaved / "config.json").read_text())
-    assert "per_layer_config" in saved and not set(LEGACY_FIELDS) & set(saved)
-    sizes = [model.config.intermediate_size_per_layer, model.config.num_attention_heads_per_layer]
-    assert sizes == [json.loads((fixture / "config.json").read_text())[name] for name in LEGACY_FIELDS[:2]]
-    # the v1 checkpoint through its own remote code, and the re-saved one through the current code, in one process
-    own, again = _load_all_in_fresh_process([(fixture, ids, "causal"), (resaved, ids, "causal")], tmp_path, python)
-    assert own["module"] != again["module"]  # each ran its own code
-    assert (torch.tensor(own["logits"]) - logits).abs().max().item() <= 1e-5
-    assert (torch.tensor(again["logits"]) - logits).abs().max().item() <= 1e-5
+    jobs, expected_logits = [], []
+    for fixture in (V1_FIXTURE, V01_FIXTURE):
+        assert set(LEGACY_FIELDS) <= set(json.loads((fixture / "config.json").read_text()))
+        expected = json.loads((fixture / "expected_logits.json").read_text())
+        ids, logits = torch.tensor(expected["input_ids"]), torch.tensor(expected["logits"])
+        model, loading = AutoModelForCausalLM.from_pretrained(fixture, output_loading_info=True)  # diet-hf's classes
+        model.eval()
+        # its removed sublayers' input norms are saved in it, unread and no longer part of the model: not reported
+        assert not loading["unexpected_keys"] and not loading["missing_keys"], (fixture.name, loading)
+        with torch.no_grad():
+            assert (model(ids).logits - logits).abs().max().item() <= 1e-5, fixture.name
+        resaved = save_pruned_model(model, tmp_path / f"resaved-{fixture.name}")
+        saved = json.loads((resaved / "config.json").read_text())
+        assert "per_layer_config" in saved and not set(LEGACY_FIELDS) & set(saved)
+        sizes = [model.config.intermediate_size_per_layer, model.config.num_attention_heads_per_layer]
+        assert sizes == [json.loads((fixture / "config.json").read_text())[name] for name in LEGACY_FIELDS[:2]]
+        assert sorted(p.name for p in resaved.glob("*.py")) == [
+            "configuration_pruned_gemma.py",
+            "modeling_pruned_gemma.py",
+        ]
+        assert all(
+            value.split(".")[0] in ("configuration_pruned_gemma", "modeling_pruned_gemma")
+            for value in saved["auto_map"].values()
+        )
+        jobs += [(fixture, ids, "causal"), (resaved, ids, "causal")]
+        expected_logits += [logits, logits]
+    # each checkpoint through its own remote code, and each re-saved one through the current code, in one process
+    loaded = _load_all_in_fresh_process(jobs, tmp_path, python)
+    assert loaded[0]["module"] != loaded[1]["module"] and loaded[2]["module"] != loaded[3]["module"]  # their own code
+    for (path, _, _), result, logits in zip(jobs, loaded, expected_logits, strict=True):
+        assert (torch.tensor(result["logits"]) - logits).abs().max().item() <= 1e-5, path
 
 
 QUIET_SCRIPT = textwrap.dedent(

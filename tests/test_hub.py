@@ -24,18 +24,24 @@ FRESH_LOAD = textwrap.dedent(
     sys.modules["diet_hf"] = None  # diet_hf cannot be imported in this process
     import torch
     from transformers import AutoModelForCausalLM
-    repo, revision, ids = sys.argv[1], sys.argv[2] or None, torch.tensor(json.loads(sys.argv[3]))
-    model = AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True, revision=revision).eval()
-    with torch.no_grad():
-        print(json.dumps(model(ids).logits.tolist()))
+    repo, revisions, ids = sys.argv[1], json.loads(sys.argv[2]), torch.tensor(json.loads(sys.argv[3]))
+    logits = []
+    for revision in revisions:
+        model = AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True, revision=revision).eval()
+        with torch.no_grad():
+            logits.append(model(ids).logits.tolist())
+    print(json.dumps(logits))
     """
 )
 
 
-def _fresh_load(repo, ids, tmp_path, revision=""):
-    env = {"HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "0"}  # from the local Hub, nothing cached
-    stdout = run_script(tmp_path, FRESH_LOAD, repo, revision, json.dumps(ids.tolist()), env=env)
-    return torch.tensor(json.loads(stdout.strip().splitlines()[-1]))
+def _fresh_load(repo, ids, tmp_path, revisions=(None,)):
+    """The logits of `repo` at each of `revisions` (None: its main branch), loaded from the local Hub without diet-hf
+    in one new process, with nothing cached."""
+    env = {"HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "0"}
+    stdout = run_script(tmp_path, FRESH_LOAD, repo, json.dumps(list(revisions)), json.dumps(ids.tolist()), env=env)
+    logits = [torch.tensor(each) for each in json.loads(stdout.strip().splitlines()[-1])]
+    return logits[0] if revisions == (None,) else logits
 
 
 @pytest.fixture
@@ -94,7 +100,6 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
     local = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
         expected_logits = local(ids).logits
-    assert (_fresh_load("user/tiny-diet", ids, tmp_path) - expected_logits).abs().max().item() <= 1e-5
 
     # `info` on the repo id reads its structure through the Hub
     assert main(["info", "user/tiny-diet"]) == 0
@@ -121,7 +126,9 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
     push_saved_model(out, "user/tiny-diet-copy")
     assert local_hub.state.commit_tokens[-1] == os.environ["HF_TOKEN"]  # no token given: the environment's
     assert api.model_info("user/tiny-diet").sha == first
-    assert (_fresh_load("user/tiny-diet", ids, tmp_path, revision=first) - expected_logits).abs().max() <= 1e-5
+    # loaded from the Hub without diet-hf, from its main branch and at that commit (one process for both)
+    for logits in _fresh_load("user/tiny-diet", ids, tmp_path, revisions=(None, first)):
+        assert (logits - expected_logits).abs().max().item() <= 1e-5
 
 
 def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, data_dir, capsys):

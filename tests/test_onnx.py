@@ -50,7 +50,7 @@ PARITY_SCRIPT = textwrap.dedent(
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoModelForCausalLM
-    model_dir, out_dir, ids_path, exporter, result_path = sys.argv[1:6]
+    model_dir, out_dir, ids_path, exporter, quantize, result_path = sys.argv[1:7]
     if exporter == "diet-hf":
         command = [sys.executable, "-m", "diet_hf.cli", "--quiet", "export", "onnx", model_dir, out_dir]
     else:  # optimum's own CLI finds diet-hf's export config through its plug-in namespace; it cannot infer the
@@ -65,6 +65,11 @@ PARITY_SCRIPT = textwrap.dedent(
     graph = onnx.load(out_dir + "/model.onnx", load_external_data=False).graph
     past_inputs = [i.name for i in graph.input if i.name.startswith("past_key_values.")]
     consumers = {name: sorted({n.op_type for n in graph.node if name in n.input}) for name in past_inputs}
+    if quantize == "int8":  # optimum's stock quantizer, dynamic int8 (the recipe `onnx_benchmark.py --int8` measures)
+        from optimum.onnxruntime import ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+        dynamic = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+        ORTQuantizer.from_pretrained(out_dir).quantize(save_dir=out_dir + "-int8", quantization_config=dynamic)
     sys.modules["diet_hf"] = None  # ONNX Runtime needs neither diet-hf nor remote code
     ort = ORTModelForCausalLM.from_pretrained(out_dir)
     torch_model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
@@ -76,9 +81,18 @@ PARITY_SCRIPT = textwrap.dedent(
         onnx_logits = ort(input_ids=ids, attention_mask=mask).logits
         torch_logits = torch_model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
     kwargs = {"max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
+    int8 = {}
+    if quantize == "int8":
+        quantized = ORTModelForCausalLM.from_pretrained(out_dir + "-int8", file_name="model_quantized.onnx")
+        int8 = {
+            "logits": quantized(input_ids=ids, attention_mask=mask).logits[mask.bool()].tolist(),
+            "generated": quantized.generate(ids[:1], **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4}).tolist(),
+            "files": sorted(p.name for p in __import__("pathlib").Path(out_dir + "-int8").iterdir()),
+        }
     json.dump(
         {
             "config": config,
+            "int8": int8,
             "past_consumers": consumers,
             "onnx_logits": onnx_logits[mask.bool()].tolist(),
             "torch_logits": torch_logits[mask.bool()].tolist(),
@@ -93,12 +107,12 @@ PARITY_SCRIPT = textwrap.dedent(
 )
 
 
-def _export_and_compare(tmp_path, family, exporter, compensated=False):
+def _export_and_compare(tmp_path, family, exporter, compensated=False, quantize="none"):
     pruned = uneven_pruned_model(family, compensated)
     pruned.save_pretrained(tmp_path / "model")
     ids = random_batch(2, 10)
     (tmp_path / "ids.json").write_text(json.dumps(ids.tolist()))
-    args = (tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json", exporter)
+    args = (tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json", exporter, quantize)
     result = _run_in_onnx_env(tmp_path, PARITY_SCRIPT, *args)
     onnx_logits, torch_logits = torch.tensor(result["onnx_logits"]), torch.tensor(result["torch_logits"])
     # the checkpoint's logits here (transformers 5.x) are those of the ONNX environment's PyTorch (4.57)
@@ -121,8 +135,17 @@ def _export_and_compare(tmp_path, family, exporter, compensated=False):
 
 @needs_onnx_env
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-def test_diet_hf_export_onnx_matches_pytorch(family, tmp_path):
-    result = _export_and_compare(tmp_path, family, "diet-hf", compensated=family == "gemma2")
+def test_diet_hf_export_onnx_matches_pytorch_and_quantizes(family, tmp_path):
+    """`diet-hf export onnx` of a pruned model (uneven layers, a removed attention and MLP; compensation biases in
+    gemma3_text's) against PyTorch in ONNX Runtime without diet-hf; then the export through optimum's stock
+    `ORTQuantizer` (dynamic int8, the recipe `onnx_benchmark.py --int8` measures on the real model): int8 logits near
+    the float32 export's, not equal to them, and greedy generation with past key values."""
+    result = _export_and_compare(tmp_path, family, "diet-hf", compensated=family == "gemma3_text", quantize="int8")
+    float32, int8 = torch.tensor(result["onnx_logits"]), torch.tensor(result["int8"]["logits"])
+    assert not torch.equal(int8, float32)
+    assert (int8 - float32).abs().max() < 0.25 * float32.abs().max()
+    assert len(result["int8"]["generated"][0]) == 10 + 4
+    assert "model_quantized.onnx" in result["int8"]["files"]
     config = result["config"]
     # ONNX Runtime reads the base type; the per-layer sizes stay in the config (format v2: transformers'
     # `per_layer_config`, no second copy), the structure is in the graph
@@ -137,6 +160,22 @@ def test_optimum_cli_export_onnx_matches_pytorch(tmp_path):
     _export_and_compare(tmp_path, "gemma3_text", "optimum-cli")
 
 
+# Runs in the ONNX environment: `diet-hf` with each argument list of the JSON list in argv[1], in turn in this process;
+# prints what each printed
+EXPORTS_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, io, json, sys
+    from diet_hf.cli import main
+    stdouts = []
+    for argv in json.loads(sys.argv[1]):
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            assert main(argv) == 0, argv
+        stdouts.append(stdout.getvalue())
+    print(json.dumps(stdouts))
+    """
+)
+
+
 # Runs in the ONNX environment: each checkpoint exported by the diet-hf CLI (its default task, or the one given),
 # loaded by the ONNX Runtime class of that task without diet-hf, and compared with PyTorch there (left padding).
 HEADS_SCRIPT = textwrap.dedent(
@@ -145,16 +184,19 @@ HEADS_SCRIPT = textwrap.dedent(
     import torch
     import optimum.onnxruntime as ort
     import transformers
-    jobs, ids_path, result_path = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+    jobs, ids_path, exports, result_path = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+    # the three exports by the command's own `main`, in one process of their own (not this one, which has no diet-hf)
+    argvs = [["--quiet", "export", "onnx", model_dir, out_dir] + (["--task", task] if task else [])
+             for model_dir, out_dir, task, *_ in jobs]
+    done = subprocess.run([sys.executable, exports, json.dumps(argvs)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    stdouts = json.loads(done.stdout.strip().splitlines()[-1])
     ids = torch.tensor(json.load(open(ids_path)))
     mask = torch.ones_like(ids)
     mask[1, :3] = 0
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
     results = []
-    for model_dir, out_dir, task, ort_class, auto_class, output in jobs:
-        command = [sys.executable, "-m", "diet_hf.cli", "--quiet", "export", "onnx", model_dir, out_dir]
-        done = subprocess.run(command + (["--task", task] if task else []), capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    for (model_dir, out_dir, task, ort_class, auto_class, output), stdout in zip(jobs, stdouts):
         onnx_model = getattr(ort, ort_class).from_pretrained(out_dir)
         torch_model = getattr(transformers, auto_class).from_pretrained(model_dir, trust_remote_code=True).eval()
         with torch.no_grad():
@@ -165,7 +207,7 @@ HEADS_SCRIPT = textwrap.dedent(
         results.append(
             {
                 "config": json.load(open(out_dir + "/config.json")),
-                "stdout": done.stdout,
+                "stdout": stdout,
                 "difference": (onnx_out - torch_out).abs().max().item(),
                 "scale": torch_out.abs().max().item(),
                 "class": type(onnx_model).__name__,
@@ -207,7 +249,10 @@ def test_classifiers_and_the_decoder_alone_export_with_their_task(tmp_path):
     jobs = [(str(tmp_path / model), str(tmp_path / out), *rest) for model, out, *rest in jobs]
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     (tmp_path / "ids.json").write_text(json.dumps(random_batch(2, 10).tolist()))
-    sequence, token, decoder = _run_in_onnx_env(tmp_path, HEADS_SCRIPT, tmp_path / "jobs.json", tmp_path / "ids.json")
+    (tmp_path / "exports.py").write_text(EXPORTS_SCRIPT)
+    sequence, token, decoder = _run_in_onnx_env(
+        tmp_path, HEADS_SCRIPT, tmp_path / "jobs.json", tmp_path / "ids.json", tmp_path / "exports.py"
+    )
     for result in (sequence, token, decoder):
         assert result["difference"] <= 1e-4 * result["scale"], result
     assert "(text-classification)" in sequence["stdout"] and "ORTModelForSequenceClassification" in sequence["stdout"]
@@ -216,56 +261,6 @@ def test_classifiers_and_the_decoder_alone_export_with_their_task(tmp_path):
     assert sequence["config"]["architectures"] == ["Gemma2ForSequenceClassification"]
     assert "architectures" not in token["config"] and token["config"]["model_type"] == "gemma3_text"
     assert decoder["config"]["architectures"] == ["Gemma3TextModel"]
-
-
-# Runs in the ONNX environment: the export quantized by optimum's stock ORTQuantizer (dynamic int8), loaded by
-# ONNX Runtime without diet-hf, against the float32 export.
-QUANTIZE_SCRIPT = textwrap.dedent(
-    """
-    import json, subprocess, sys
-    import torch
-    from optimum.onnxruntime import ORTModelForCausalLM, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-    model_dir, out_dir, ids_path, result_path = sys.argv[1:5]
-    command = [sys.executable, "-m", "diet_hf.cli", "--quiet", "export", "onnx", model_dir, out_dir]
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
-    ORTQuantizer.from_pretrained(out_dir).quantize(save_dir=out_dir + "-int8", quantization_config=config)
-    sys.modules["diet_hf"] = None  # ONNX Runtime needs neither diet-hf nor remote code
-    ids = torch.tensor(json.load(open(ids_path)))
-    mask = torch.ones_like(ids)
-    float32 = ORTModelForCausalLM.from_pretrained(out_dir)
-    int8 = ORTModelForCausalLM.from_pretrained(out_dir + "-int8", file_name="model_quantized.onnx")
-    kwargs = {"max_new_tokens": 4, "min_new_tokens": 4, "do_sample": False, "pad_token_id": 0}
-    json.dump(
-        {
-            "float32": float32(input_ids=ids, attention_mask=mask).logits.tolist(),
-            "int8": int8(input_ids=ids, attention_mask=mask).logits.tolist(),
-            "generated": int8.generate(ids[:1], **kwargs).tolist(),
-            "files": sorted(p.name for p in __import__("pathlib").Path(out_dir + "-int8").iterdir()),
-        },
-        open(result_path, "w"),
-    )
-    """
-)
-
-
-@needs_onnx_env
-def test_the_onnx_export_quantizes_with_optimums_stock_quantizer(tmp_path):
-    """A pruned model's export (uneven layers, a removed attention and MLP, compensation biases) goes through optimum's
-    stock `ORTQuantizer` (dynamic int8, the recipe `onnx_benchmark.py --int8` measures on the real model), and ONNX
-    Runtime runs the result without diet-hf: int8 logits near the float32 export's, not equal to them, and greedy
-    generation with past key values."""
-    uneven_pruned_model("gemma3_text", compensated=True).save_pretrained(tmp_path / "model")
-    ids = random_batch(2, 10)
-    (tmp_path / "ids.json").write_text(json.dumps(ids.tolist()))
-    result = _run_in_onnx_env(tmp_path, QUANTIZE_SCRIPT, tmp_path / "model", tmp_path / "onnx", tmp_path / "ids.json")
-    float32, int8 = torch.tensor(result["float32"]), torch.tensor(result["int8"])
-    assert not torch.equal(int8, float32)
-    assert (int8 - float32).abs().max() < 0.25 * float32.abs().max()
-    assert len(result["generated"][0]) == ids.shape[1] + 4
-    assert "model_quantized.onnx" in result["files"]
 
 
 def test_default_task_follows_the_saved_class(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, random_batch, run_script, tiny_pruned_classifier, uneven_pruned_model
+from conftest import REPO_ROOT, random_batch, run_script, run_scripts, tiny_pruned_classifier, uneven_pruned_model
 
 from diet_hf.hub import remote_code_dir, remote_code_files, save_pruned_model
 
@@ -86,76 +86,45 @@ def test_save_writes_auto_map_and_byte_identical_code(saved_pruned):
     assert not list(path.glob("*.bin")), "weights must be safetensors"
 
 
-FAMILIES_AND_BIASES = [(family, compensated) for family in ("gemma2", "gemma3_text") for compensated in (False, True)]
-
-
-def _loaded_elsewhere(tmp_path_factory, python):
-    """Each family, plain and bias-compensated, saved and loaded back in one fresh process of `python` (one start
-    of the interpreter instead of four): {(family, compensated): (the pruned model, its input ids, what came back)}."""
-    root, ids, models = tmp_path_factory.mktemp("elsewhere"), random_batch(), {}
-    for family, compensated in FAMILIES_AND_BIASES:
-        models[family, compensated] = uneven_pruned_model(family, compensated)
-        models[family, compensated].save_pretrained(root / f"{family}-{compensated}")
-    jobs = [(root / f"{family}-{compensated}", ids, "causal") for family, compensated in FAMILIES_AND_BIASES]
-    results = _load_all_in_fresh_process(jobs, root, python=python)
-    return {key: (models[key], ids, result) for key, result in zip(FAMILIES_AND_BIASES, results)}
-
-
-@pytest.fixture(scope="module")
-def loaded_in_fresh_process(tmp_path_factory):
-    return _loaded_elsewhere(tmp_path_factory, sys.executable)
-
-
-@pytest.fixture(scope="module")
-def loaded_on_transformers_457(tmp_path_factory):
-    return _loaded_elsewhere(tmp_path_factory, TF457_PYTHON)
-
-
-@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-@pytest.mark.parametrize("compensated", [False, True], ids=["plain", "bias_compensated"])
-def test_fresh_process_without_diet_hf_gives_same_logits(loaded_in_fresh_process, family, compensated):
-    pruned, ids, result = loaded_in_fresh_process[family, compensated]
-    assert any(n.endswith("mlp.bias") for n, _ in pruned.named_parameters()) == compensated
-    with torch.no_grad():
-        expected = pruned(ids).logits
-    # the fresh process picks its own default attention (sdpa where allowed): equal to float precision
-    assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-5
-    pruned.generation_config.pad_token_id = 0
-    assert (
-        result["generated"] == pruned.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
-    )
-
-
 @pytest.mark.parametrize("python", [sys.executable, TF457_PYTHON], ids=["this_transformers", "transformers_457"])
-def test_classifiers_load_in_fresh_process(tmp_path, python):
+def test_every_kind_of_checkpoint_loads_in_a_fresh_process_without_diet_hf(python, tmp_path):
+    """Each family, plain and bias-compensated, and a sequence and a token classifier, saved here and loaded back
+    through the Auto classes in one new process of `python` (this transformers, or 4.57 as the last 4.x) where
+    diet_hf cannot be imported: the same logits to float precision (the new process picks its own default attention,
+    sdpa where allowed) and the same greedy continuation. One process for all six: starting one costs more than
+    loading them."""
     if python is None:
         pytest.skip("set DIET_TF457_PYTHON to a python with transformers 4.57.x")
     from transformers import AutoModelForTokenClassification
 
-    sequence = tiny_pruned_classifier()
-    sequence.save_pretrained(tmp_path / "sequence")
+    ids, models, jobs = random_batch(), {}, []
+    for family in ("gemma2", "gemma3_text"):
+        for compensated in (False, True):
+            name = f"{family}-{'bias_compensated' if compensated else 'plain'}"
+            models[name] = uneven_pruned_model(family, compensated)
+            assert any(n.endswith("mlp.bias") for n, _ in models[name].named_parameters()) == compensated
+            models[name].save_pretrained(tmp_path / name)
+            jobs.append((tmp_path / name, ids, "causal"))
+    models["sequence"] = tiny_pruned_classifier()
+    models["sequence"].save_pretrained(tmp_path / "sequence")
     uneven_pruned_model("gemma3_text", compensated=True).save_pretrained(tmp_path / "causal")
-    token = AutoModelForTokenClassification.from_pretrained(tmp_path / "causal", num_labels=4).eval()
-    token.save_pretrained(tmp_path / "token")
-    ids = random_batch()
-    jobs = [(tmp_path / "sequence", ids, "cls"), (tmp_path / "token", ids, "tok")]
-    results = _load_all_in_fresh_process(jobs, tmp_path, python=python)
-    classes = ["PrunedGemma2ForSequenceClassification", "PrunedGemma3ForTokenClassification"]
-    assert [result["class"] for result in results] == classes
-    with torch.no_grad():
-        for model, result in zip((sequence, token), results):
-            assert (torch.tensor(result["logits"]) - model(ids).logits).abs().max().item() <= 1e-5
+    models["token"] = AutoModelForTokenClassification.from_pretrained(tmp_path / "causal", num_labels=4).eval()
+    models["token"].save_pretrained(tmp_path / "token")
+    jobs += [(tmp_path / "sequence", ids, "cls"), (tmp_path / "token", ids, "tok")]
+    results = dict(zip(models, _load_all_in_fresh_process(jobs, tmp_path, python=python), strict=True))
 
-
-@pytest.mark.skipif(not TF457_PYTHON, reason="set DIET_TF457_PYTHON to a python with transformers 4.57.x")
-@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-@pytest.mark.parametrize("compensated", [False, True], ids=["plain", "bias_compensated"])
-def test_same_checkpoint_loads_on_transformers_457(loaded_on_transformers_457, family, compensated):
-    pruned, ids, result = loaded_on_transformers_457[family, compensated]
-    assert result["version"].startswith("4.57")
-    with torch.no_grad():
-        expected = pruned(ids).logits
-    assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-5
+    versions = {result["version"] for result in results.values()}
+    assert len(versions) == 1 and (python == sys.executable or versions.pop().startswith("4.57"))
+    assert results["sequence"]["class"] == "PrunedGemma2ForSequenceClassification"
+    assert results["token"]["class"] == "PrunedGemma3ForTokenClassification"
+    for name, model in models.items():
+        with torch.no_grad():
+            difference = (torch.tensor(results[name]["logits"]) - model(ids).logits).abs().max().item()
+        assert difference <= 1e-5, name
+        if "generated" in results[name]:
+            model.generation_config.pad_token_id = 0
+            generated = model.generate(ids[:1], max_new_tokens=4, min_new_tokens=4, do_sample=False).tolist()
+            assert results[name]["generated"] == generated, name
 
 
 def test_remote_code_imports_only_stdlib_torch_transformers():
@@ -209,45 +178,63 @@ PIPELINE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_text_generation_pipeline_runs_the_checkpoint_without_diet_hf(saved_pruned, tiny_tokenizer, tmp_path):
-    """`pipeline("text-generation", model=repo, trust_remote_code=True)`, the first thing many users run, continues a
-    prompt as the pruned model's own greedy decoding does."""
-    import shutil
-
-    pruned, saved = saved_pruned
-    path = Path(shutil.copytree(saved, tmp_path / "model"))
-    tiny_tokenizer.save_pretrained(path)
-    prompt = "the cat sat on"
-    ids = tiny_tokenizer(prompt, return_tensors="pt").input_ids
-    pruned.generation_config.pad_token_id = tiny_tokenizer.pad_token_id
-    expected = pruned.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)[0, ids.shape[1] :]
-    out = json.loads(run_script(tmp_path, PIPELINE_SCRIPT, str(path), prompt).strip().splitlines()[-1])
-    assert out["class"] == "PrunedGemma3ForCausalLM"
-    assert out["text"] == tiny_tokenizer.decode(expected, skip_special_tokens=True)
-
-
-def test_card_usage_snippet_runs_without_a_prompt(saved_pruned, tmp_path):
-    """The card's code blocks, run as a user would (stock transformers, no diet-hf, no terminal to answer on): loading,
-    then LoRA through PEFT with the targets the card names (PEFT has no default for the pruned model types), trained a
-    step's worth: a loss, and gradients in the adapters only."""
+def test_a_hub_users_first_steps_run_without_diet_hf(saved_pruned, tiny_tokenizer, tmp_path):
+    """What a Hub user runs first, each with stock transformers and PEFT, no diet-hf (in one new process: starting one
+    costs more than the three steps):
+    - `pipeline("text-generation", model=repo, trust_remote_code=True)` continues a prompt as the pruned model's own
+      greedy decoding does;
+    - the card's code blocks, run as written (no terminal to answer on): loading, then LoRA through PEFT with the
+      targets the card names (PEFT has no default for the pruned model types), trained a step's worth: a loss, and
+      gradients in the adapters only;
+    - after fine-tuning: the adapter saved and read back by `AutoPeftModelForCausalLM` (which loads the pruned base
+      through its remote code), then merged, saved with `save_pretrained` and loaded again. Both give the adapted
+      model's logits, and the merged save carries the remote code beside its weights."""
     import shutil
 
     from transformers import PreTrainedTokenizerFast
 
-    path = Path(shutil.copytree(saved_pruned[1], tmp_path / "model"))
+    pruned, saved = saved_pruned
+    with_tokenizer = Path(shutil.copytree(saved, tmp_path / "with-tokenizer"))
+    tiny_tokenizer.save_pretrained(with_tokenizer)
+    prompt = "the cat sat on"
+    ids = tiny_tokenizer(prompt, return_tensors="pt").input_ids
+    pruned.generation_config.pad_token_id = tiny_tokenizer.pad_token_id
+    expected = pruned.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)[0, ids.shape[1] :]
+
+    for_card = Path(shutil.copytree(saved, tmp_path / "for-card"))
     PreTrainedTokenizerFast(
         tokenizer_object=__import__("tokenizers").Tokenizer(__import__("tokenizers").models.WordLevel({"a": 0}, "a"))
-    ).save_pretrained(path)
-    card = (path / "README.md").read_text()
+    ).save_pretrained(for_card)
+    card = (for_card / "README.md").read_text()
     blocks = [block.split("```", 1)[0] for block in card.split("```python\n")[1:]]
     assert len(blocks) == 2 and "LoraConfig" in blocks[1]
-    snippet = "\n".join(blocks).replace("path/to/this/model", str(path))
-    # no terminal: a prompt to trust the code would end the script with an error (EOF on its input)
-    stdout = run_script(tmp_path, 'import sys\nsys.modules["diet_hf"] = None\n' + snippet + LORA_STEP)
-    assert "Do you wish to run the custom code" not in stdout
-    out = json.loads(stdout.strip().splitlines()[-1])
-    assert out["tokenizer"]  # AutoTokenizer read the stock tokenizer files beside it
-    assert out["adapters"] > 0 and out["trainable_elsewhere"] == [] and out["adapters_with_grad"] == out["adapters"]
+    snippet = "\n".join(blocks).replace("path/to/this/model", str(for_card))
+
+    parts = {
+        "pipeline": (PIPELINE_SCRIPT, [str(with_tokenizer), prompt]),
+        # no terminal: a prompt to trust the code would end the script with an error (EOF on its input)
+        "card": (snippet + LORA_STEP, []),
+        "adapter": (LORA_ROUND_TRIP, [str(saved)]),
+    }
+    stdout = run_scripts(tmp_path, parts)
+    assert "Do you wish to run the custom code" not in stdout["card"]
+    printed = {name: json.loads(out.strip().splitlines()[-1]) for name, out in stdout.items()}
+
+    assert printed["pipeline"]["class"] == "PrunedGemma3ForCausalLM"
+    assert printed["pipeline"]["text"] == tiny_tokenizer.decode(expected, skip_special_tokens=True)
+
+    card = printed["card"]
+    assert card["tokenizer"]  # AutoTokenizer read the stock tokenizer files beside it
+    assert (
+        card["adapters"] > 0 and card["trainable_elsewhere"] == [] and card["adapters_with_grad"] == card["adapters"]
+    )
+
+    adapter = printed["adapter"]
+    assert adapter["moved"] > 1e-3  # the adapter changes the model, so the equalities below say something
+    assert adapter["adapter"] == 0.0
+    assert adapter["merged"] < 1e-5
+    assert adapter["class"] == "PrunedGemma3ForCausalLM"
+    assert {"configuration_pruned_gemma.py", "modeling_pruned_gemma.py", "model.safetensors"} <= set(adapter["files"])
 
 
 # after the card's blocks: one forward and backward of the PEFT model, and where the gradients went
@@ -299,108 +286,67 @@ LORA_ROUND_TRIP = textwrap.dedent(
 )
 
 
-def test_a_lora_adapter_round_trips_through_peft_without_diet_hf(saved_pruned, tmp_path):
-    """What a Hub user does after fine-tuning: the adapter saved and read back by `AutoPeftModelForCausalLM` (which
-    loads the pruned base through its remote code), then merged, saved with `save_pretrained` and loaded again. Both
-    give the adapted model's logits, and the merged save carries the remote code beside its weights."""
-    out = json.loads(run_script(tmp_path, LORA_ROUND_TRIP, str(saved_pruned[1])).strip().splitlines()[-1])
-    assert out["moved"] > 1e-3  # the adapter changes the model, so the equalities below say something
-    assert out["adapter"] == 0.0
-    assert out["merged"] < 1e-5
-    assert out["class"] == "PrunedGemma3ForCausalLM"
-    assert {"configuration_pruned_gemma.py", "modeling_pruned_gemma.py", "model.safetensors"} <= set(out["files"])
-
-
-V01_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v0.1-pruned-gemma3"
-
-
-@pytest.mark.parametrize("python", [sys.executable, TF457_PYTHON], ids=["current", "tf457"])
-def test_a_checkpoint_of_diet_hf_0_1_keeps_loading(tmp_path, python):
-    """Saved by diet-hf 0.1 (remote code named `*_pruned_gemma2.py`, uneven widths, compensation biases): stock
-    transformers with its own remote code and diet-hf both give the logits it was saved with; re-saving through
-    diet-hf writes the current file names and loads the same way."""
-    if python is None:
-        pytest.skip("DIET_TF457_PYTHON not set (scripts/test.sh sets it)")
-    expected = json.loads((V01_FIXTURE / "expected_logits.json").read_text())
-    ids, logits = torch.tensor(expected["input_ids"]), torch.tensor(expected["logits"])
-    if python != sys.executable:
-        remote = _load_in_fresh_process(V01_FIXTURE, ids, tmp_path, python=python)
-        assert (torch.tensor(remote["logits"]) - logits).abs().max().item() <= 1e-5
-        return
-    from transformers import AutoModelForCausalLM
-
-    from diet_hf.hub import save_pruned_model
-
-    model = AutoModelForCausalLM.from_pretrained(V01_FIXTURE).eval()  # diet-hf's in-process classes
-    with torch.no_grad():
-        assert (model(ids).logits - logits).abs().max().item() <= 1e-5
-    resaved = save_pruned_model(model, tmp_path / "resaved")
-    assert sorted(p.name for p in resaved.glob("*.py")) == [
-        "configuration_pruned_gemma.py",
-        "modeling_pruned_gemma.py",
-    ]
-    auto_map = json.loads((resaved / "config.json").read_text())["auto_map"]
-    assert all(
-        value.split(".")[0] in ("configuration_pruned_gemma", "modeling_pruned_gemma") for value in auto_map.values()
-    )
-    # the 0.1 checkpoint through its own remote code, and the re-saved one through the current code, in one process
-    remote, again = _load_all_in_fresh_process([(V01_FIXTURE, ids, "causal"), (resaved, ids, "causal")], tmp_path)
-    assert remote["module"] != again["module"]  # each ran its own code
-    assert (torch.tensor(remote["logits"]) - logits).abs().max().item() <= 1e-5
-    assert (torch.tensor(again["logits"]) - logits).abs().max().item() <= 1e-5
-
-
 QLORA_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
     sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-    bits = {
+    BITS = {
         "4bit": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
         "8bit": BitsAndBytesConfig(load_in_8bit=True),
-    }[sys.argv[2]]
-    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True, quantization_config=bits)
-    quantized = sorted({type(m).__name__ for n, m in model.named_modules() if n.endswith(("proj", "proj.base_layer"))})
-    model = prepare_model_for_kbit_training(model)  # before any inference pass: see the test's docstring
-    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"]))
-    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
-    model.eval()
-    generated = model.generate(input_ids=ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
-    print(json.dumps({
-        "quantized": quantized,
-        "loss": loss.item(),
-        "lora": len(lora),
-        "lora_with_grad": sum(p.grad is not None for p in lora.values()),
-        # B starts at zero, so only its gradient is nonzero at the first step
-        "lora_b_moved": sum(bool(p.grad.abs().sum() > 0) for n, p in lora.items() if "lora_B" in n),
-        "trainable_elsewhere": [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n],
-        "generated": generated.shape[1],
-    }))
+    }
+    results = []
+    for path, bits in json.loads(sys.argv[1]):
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, quantization_config=BITS[bits])
+        quantized = sorted(
+            {type(m).__name__ for n, m in model.named_modules() if n.endswith(("proj", "proj.base_layer"))}
+        )
+        model = prepare_model_for_kbit_training(model)  # before any inference pass: see the test's docstring
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"]))
+        ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+        model.eval()
+        generated = model.generate(input_ids=ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+        results.append({
+            "quantized": quantized,
+            "loss": loss.item(),
+            "lora": len(lora),
+            "lora_with_grad": sum(p.grad is not None for p in lora.values()),
+            # B starts at zero, so only its gradient is nonzero at the first step
+            "lora_b_moved": sum(bool(p.grad.abs().sum() > 0) for n, p in lora.items() if "lora_B" in n),
+            "trainable_elsewhere": [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n],
+            "generated": generated.shape[1],
+        })
+    print(json.dumps(results))
     """
 )
 
 
-@pytest.mark.parametrize("bits", ["4bit", "8bit"])
-@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-def test_qlora_through_bitsandbytes_without_diet_hf(family, bits, tmp_path):
-    """QLoRA as a Hub user runs it, on the CPU (where bitsandbytes 0.50 runs): a pruned checkpoint with uneven
-    layers and compensation biases loaded through `BitsAndBytesConfig` (4-bit NF4 or 8-bit), every projection
+def test_qlora_through_bitsandbytes_without_diet_hf(tmp_path):
+    """QLoRA as a Hub user runs it, on the CPU (where bitsandbytes 0.50 runs): a pruned checkpoint of each family with
+    uneven layers and compensation biases loaded through `BitsAndBytesConfig` (4-bit NF4 and 8-bit), every projection
     quantized, `prepare_model_for_kbit_training`, LoRA on the card's targets, one backward pass reaching every adapter
-    and nothing else, then greedy decoding. The shapes are multiples of 64: bitsandbytes' CPU 4-bit kernels need whole
-    blocks, as real checkpoints' are. Training starts before any inference pass because bitsandbytes 0.50.2 on a CPU
-    repacks 4-bit weights for inference at the first one, after which a layer with a bias fails its backward pass (an
-    in-place add on a leaf; shown on a bare `Linear4bit` with a bias, no diet-hf code involved)."""
+    and nothing else, then greedy decoding (the four in one process: its imports cost more than the four runs). The
+    shapes are multiples of 64: bitsandbytes' CPU 4-bit kernels need whole blocks, as real checkpoints' are. Training
+    starts before any inference pass because bitsandbytes 0.50.2 on a CPU repacks 4-bit weights for inference at the
+    first one, after which a layer with a bias fails its backward pass (an in-place add on a leaf; shown on a bare
+    `Linear4bit` with a bias, no diet-hf code involved)."""
     pytest.importorskip("bitsandbytes")
     sizes = {"hidden_size": 128, "intermediate_size": 256, "head_dim": 64, "query_pre_attn_scalar": 64}
-    pruned = uneven_pruned_model(family, compensated=True, mlp_stride=2, **sizes)  # layer 0's MLP: 128 of 256
-    path = save_pruned_model(pruned, tmp_path / "model")
-    out = json.loads(run_script(tmp_path, QLORA_SCRIPT, str(path), bits).strip().splitlines()[-1])
-    assert out["quantized"] == (["Linear4bit"] if bits == "4bit" else ["Linear8bitLt"])
-    assert math.isfinite(out["loss"])
-    assert out["lora"] == 4 and out["lora_with_grad"] == 4 and out["lora_b_moved"] == 2
-    assert out["trainable_elsewhere"] == []
-    assert out["generated"] == 9
+    jobs = []
+    for family in ("gemma2", "gemma3_text"):
+        pruned = uneven_pruned_model(family, compensated=True, mlp_stride=2, **sizes)  # layer 0's MLP: 128 of 256
+        path = save_pruned_model(pruned, tmp_path / family)
+        jobs += [(str(path), "4bit"), (str(path), "8bit")]
+    results = json.loads(run_script(tmp_path, QLORA_SCRIPT, json.dumps(jobs)).strip().splitlines()[-1])
+    assert len(results) == len(jobs)
+    for (path, bits), out in zip(jobs, results, strict=True):
+        job = f"{Path(path).name}, {bits}"
+        assert out["quantized"] == (["Linear4bit"] if bits == "4bit" else ["Linear8bitLt"]), job
+        assert math.isfinite(out["loss"]), job
+        assert (out["lora"], out["lora_with_grad"], out["lora_b_moved"]) == (4, 4, 2), job
+        assert out["trainable_elsewhere"] == [], job
+        assert out["generated"] == 9, job
