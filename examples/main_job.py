@@ -23,7 +23,7 @@ from diet_hf import DietPruner
 from diet_hf.evaluation import compare_evaluations, evaluate, last_word_accuracy, paired_bootstrap
 from diet_hf.real_model import load_gemma3_270m
 from diet_hf.speed import compare_tokens_per_second, measure_tokens_per_second
-from diet_hf.tasks import PAPER_TASKS, wikitext2_last_word_texts
+from diet_hf.tasks import PAPER_TASKS, evaluation_examples, wikitext2_last_word_texts
 
 RELOAD = textwrap.dedent(
     """
@@ -110,6 +110,12 @@ def main(argv=None) -> int:
     parser.add_argument("--last-word-texts", type=int, default=200, help="WikiText-2 test paragraphs, last word")
     parser.add_argument("--cache-dir", default=None, help="safetensors copy of Gemma 3 270M (default ~/.cache)")
     args = parser.parse_args(argv)
+    try:  # the data first: a directory without it fails now, not after the model's download, conversion and profile
+        for task in PAPER_TASKS:
+            evaluation_examples(task, data_dir=args.data_dir)
+        wikitext2_last_word_texts(limit=1, data_dir=args.data_dir)
+    except FileNotFoundError as error:
+        parser.error(f"--data-dir (or $DIET_DATA_DIR): {error}")
     torch.manual_seed(0)
     clock = time.perf_counter()
 

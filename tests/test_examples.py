@@ -21,6 +21,30 @@ def test_prune_gemma2_example_offline(tmp_path, data_dir, capsys):
     assert torch.isfinite(model(torch.tensor([[2, 5, 9]])).logits).all()
 
 
+def test_main_job_checks_its_data_before_the_model_loads(tmp_path, data_dir, monkeypatch, capsys):
+    """A data directory without the seven tasks' files stops the main job with a usage error naming the option and
+    the missing file, before the real model's download and conversion (minutes on a fresh machine)."""
+    spec = importlib.util.spec_from_file_location("main_job", REPO_ROOT / "examples" / "main_job.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.setattr(example, "load_gemma3_270m", lambda *a, **k: pytest.fail("the model loaded before the data"))
+    with pytest.raises(SystemExit) as exit_:
+        example.main(["--data-dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "--data-dir (or $DIET_DATA_DIR): No `validation` split for task 'boolq'" in error
+    assert str(tmp_path / "boolq" / "validation.jsonl") in error
+    from diet_hf.tasks import PAPER_TASKS, get_task
+
+    for task in PAPER_TASKS:
+        (tmp_path / task).mkdir()
+        split = f"{get_task(task).eval_split}.jsonl"
+        (tmp_path / task / split).symlink_to(data_dir / task / split)
+    with pytest.raises(SystemExit):  # the tasks there, WikiText-2's test split not
+        example.main(["--data-dir", str(tmp_path)])
+    assert "wikitext2" in capsys.readouterr().err
+
+
 def test_prune_on_your_data_example_offline(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location(
         "prune_on_your_data", REPO_ROOT / "examples" / "prune_on_your_data.py"
