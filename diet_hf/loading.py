@@ -162,11 +162,11 @@ def gguf_commit(model_id_or_path, revision: str | None = None, token: str | None
     """The commit of the Hub repository a model was read from a GGUF file of at `revision` (transformers records none
     for one, so the pruning record would name no revision); None for a local directory, or where the Hub cannot be
     asked."""
-    from pathlib import Path
-
     from huggingface_hub import HfApi
 
-    if Path(os.fspath(model_id_or_path)).expanduser().is_dir():
+    from ._io import is_local_location
+
+    if is_local_location(model_id_or_path):
         return None
     try:
         return HfApi(token=token).model_info(str(model_id_or_path), revision=revision).sha

@@ -47,8 +47,8 @@ def quantized_modules(model: nn.Module) -> list[str]:
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
         integer = isinstance(weight, torch.Tensor) and not weight.dtype.is_floating_point
-        packed = integer or (isinstance(weight, torch.Tensor) and type(weight) not in (torch.Tensor, nn.Parameter))
-        if hasattr(module, "qweight") or integer or (isinstance(module, nn.Linear) and packed):
+        subclass = isinstance(weight, torch.Tensor) and type(weight) not in (torch.Tensor, nn.Parameter)
+        if hasattr(module, "qweight") or integer or (isinstance(module, nn.Linear) and subclass):
             found.append(name)
     return found
 

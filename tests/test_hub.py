@@ -36,12 +36,11 @@ FRESH_LOAD = textwrap.dedent(
 
 
 def _fresh_load(repo, ids, tmp_path, revisions=(None,)):
-    """The logits of `repo` at each of `revisions` (None: its main branch), loaded from the local Hub without diet-hf
-    in one new process, with nothing cached."""
+    """The logits of `repo` at each of `revisions` (None: its main branch), in order, loaded from the local Hub without
+    diet-hf in one new process, with nothing cached."""
     env = {"HF_HOME": str(tmp_path / "empty-hf-home"), "HF_HUB_OFFLINE": "0"}
     stdout = run_script(tmp_path, FRESH_LOAD, repo, json.dumps(list(revisions)), json.dumps(ids.tolist()), env=env)
-    logits = [torch.tensor(each) for each in json.loads(stdout.strip().splitlines()[-1])]
-    return logits[0] if revisions == (None,) else logits
+    return [torch.tensor(each) for each in json.loads(stdout.strip().splitlines()[-1])]
 
 
 @pytest.fixture
@@ -171,7 +170,8 @@ def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, d
 
     with torch.no_grad():
         expected = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
-    assert (_fresh_load("user/tiny-healed", ids, tmp_path) - expected).abs().max().item() <= 1e-5
+    (logits,) = _fresh_load("user/tiny-healed", ids, tmp_path)
+    assert (logits - expected).abs().max().item() <= 1e-5
 
 
 def test_cli_heal_reads_a_pull_request_and_a_teacher_revision(local_hub, tmp_path, data_dir, tiny_tokenizer, capsys):
