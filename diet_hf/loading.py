@@ -137,14 +137,43 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
         keys = ("revision", "token", "cache_dir", "trust_remote_code", "gguf_file")
         hub = {k: from_pretrained_kwargs[k] for k in keys if from_pretrained_kwargs.get(k) is not None}
         config = AutoConfig.from_pretrained(model_id_or_path, **hub)
-    if from_pretrained_kwargs.get("gguf_file") and "quantization_config" not in from_pretrained_kwargs:
-        from_pretrained_kwargs = {**from_pretrained_kwargs, **_gguf_dequantized()}
+    if from_pretrained_kwargs.get("gguf_file"):
+        if "quantization_config" not in from_pretrained_kwargs:
+            from_pretrained_kwargs = {**from_pretrained_kwargs, **_gguf_dequantized()}
+        if from_pretrained_kwargs.keys() <= _LOADING_KEYWORDS:
+            # transformers parses a GGUF's whole metadata for its config (20 s and 0.7 GB of Python objects for the
+            # 270M's 262k-token vocabulary): the config read above is handed on instead of being parsed again.
+            # Not with other keywords: `from_pretrained` applies config attributes among them only when it reads
+            # the config itself
+            from_pretrained_kwargs = {**from_pretrained_kwargs, "config": config}
     if getattr(config, "model_type", None) != "gemma3" or not is_image_text(config):
         return AutoModelForCausalLM.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
     from transformers import Gemma3ForConditionalGeneration
 
     logger.info("%s is an image-text model: diet-hf works on its text decoder and LM head", model_id_or_path)
     return Gemma3ForConditionalGeneration.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
+
+
+# `from_pretrained`'s keywords that say where and how to load, none of them a config attribute
+_LOADING_KEYWORDS = frozenset(
+    {
+        "attn_implementation",
+        "cache_dir",
+        "device_map",
+        "dtype",
+        "force_download",
+        "gguf_file",
+        "local_files_only",
+        "low_cpu_mem_usage",
+        "max_memory",
+        "offload_folder",
+        "quantization_config",
+        "revision",
+        "token",
+        "torch_dtype",
+        "trust_remote_code",
+    }
+)
 
 
 def _gguf_dequantized() -> dict:

@@ -146,7 +146,9 @@ class DietPruner(_ProfilingMixin):
             logger.warning("%s The pruner has no tokenizer.", error)
             tokenizer = None
         else:
-            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs)
+            # of a GGUF file, the config read above: transformers 4.57 would parse the file's metadata again for it
+            given = {"config": config} if gguf_file is not None else {}
+            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs, **given)
         processor = load_processor(model_id_or_path, **hub_kwargs) if is_image_text(model.config) else None
         if gguf_file is not None and getattr(model.config, "_commit_hash", None) is None:
             model.config._commit_hash = gguf_commit(

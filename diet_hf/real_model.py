@@ -45,8 +45,10 @@ def convert_gguf(gguf_file: str | os.PathLike, output_dir: str | os.PathLike) ->
     except Exception as error:  # the GGUF reader raises many types on corrupt files
         raise ValueError(f"Could not read the GGUF file {gguf_file} (corrupt or truncated?): {error}") from error
     family_for_model_type(config.model_type)
-    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    model = AutoModelForCausalLM.from_pretrained(  # the config handed on: transformers would parse the file again
+        gguf_file.parent, gguf_file=gguf_file.name, config=config, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, config=config)
     # Dequantized weights are plain float32: drop the GGUF quantizer so the model saves as ordinary safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
