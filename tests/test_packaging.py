@@ -24,6 +24,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 SMOKE_SCRIPT = """
+import contextlib
+import io
+import runpy
 import sys
 from pathlib import Path
 
@@ -53,6 +56,17 @@ loaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval(
 ids = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(0))
 with torch.no_grad():
     torch.testing.assert_close(loaded(ids).logits, pruned(ids).logits, rtol=0, atol=1e-6)
+# the command line starts, as `python -m diet_hf.cli` and as `python -m diet_hf` (like `python -m pip`), in this
+# process: a second interpreter importing torch and transformers again cost 4-6 s each
+for module in ("diet_hf.cli", "diet_hf"):
+    sys.argv = [module, "prune", "--help"]
+    shown = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(shown):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as error:
+        assert error.code in (0, None), (module, error.code)
+    assert "--sparsity" in shown.getvalue(), (module, shown.getvalue()[-500:])
 elsewhere = [
     name for name, module in sys.modules.items()
     if name.split(".")[0] == "diet_hf" and getattr(module, "__file__", None)
@@ -118,7 +132,7 @@ def test_the_wheel_holds_every_module_the_remote_code_and_the_command(wheel):
 def test_diet_hf_from_the_wheel_prunes_saves_and_loads(wheel, tmp_path):
     """Run from the unpacked wheel, not the source tree: the saved checkpoint carries the wheel's remote code,
     byte for byte this tree's `modeling/`, and loads through the Auto class with the pruned model's logits; the
-    command line starts."""
+    command line starts (`python -m diet_hf.cli` and `python -m diet_hf`); nothing of diet_hf comes from elsewhere."""
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
@@ -131,15 +145,15 @@ def test_diet_hf_from_the_wheel_prunes_saves_and_loads(wheel, tmp_path):
     script.write_text(SMOKE_SCRIPT)
     out = tmp_path / "pruned"
 
-    def run(*args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-S", *args], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result.stdout
-
-    assert run(str(script), str(site), str(out)).strip().endswith("ok")
+    result = subprocess.run(
+        [sys.executable, "-S", str(script), str(site), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
     for name in REMOTE_CODE_FILES:
         assert (out / name).read_bytes() == (REPO_ROOT / "modeling" / name).read_bytes()
-    assert "--sparsity" in run("-m", "diet_hf.cli", "prune", "--help")
-    assert "--sparsity" in run("-m", "diet_hf", "prune", "--help")  # as `python -m pip`
