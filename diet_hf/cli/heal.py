@@ -200,11 +200,6 @@ def _run_heal(args) -> int:
     # a pruned image-text model's processor goes beside the healed one
     image_text = is_image_text(student.config)
     processor = load_processor(args.model, **hub) if image_text else None
-    # the teacher is loaded by `heal` for its one pass over the data and freed before training
-    teacher_config = AutoConfig.from_pretrained(
-        args.teacher, token=args.token, revision=args.teacher_revision, gguf_file=args.teacher_gguf_file
-    )
-    check_parent(text_config(student.config), text_config(teacher_config))  # before any data
     try:  # the plan goes beside the healed model (a checkpoint saved without one heals without it)
         student.diet_plan = PruningPlan.from_pretrained(args.model, **hub)
     except FileNotFoundError:
@@ -214,10 +209,16 @@ def _run_heal(args) -> int:
     data_record = {"sources": list(data), "splits": splits}
     if args.question_form.rendered:
         data_record["questions_in_chat_template"] = True
-    teacher = args.teacher  # with top_k, `heal` loads it for its one pass and frees it
+    # with top_k, `heal` checks the teacher's config (that it is the student's dense parent) before anything else,
+    # loads it for its one pass over the data and frees it before training
+    teacher = args.teacher
     if config.top_k is None:  # beside the student at every step: loaded here, with --device-map
-        teacher = load_causal_lm(
-            args.teacher, revision=args.teacher_revision, gguf_file=args.teacher_gguf_file, **load
+        teacher_config = AutoConfig.from_pretrained(
+            args.teacher, token=args.token, revision=args.teacher_revision, gguf_file=args.teacher_gguf_file
+        )
+        check_parent(text_config(student.config), text_config(teacher_config))  # before its weights load
+        teacher = load_causal_lm(  # the config handed on: a GGUF file's metadata is not parsed again
+            args.teacher, teacher_config, revision=args.teacher_revision, gguf_file=args.teacher_gguf_file, **load
         )
         # the record names the teacher as `heal` names one it loads: ID@REVISION, /FILE read from a GGUF file
         teacher.config._name_or_path = source_name(args.teacher, args.teacher_revision, args.teacher_gguf_file)

@@ -127,7 +127,7 @@ def heal(
             "first (`DietPruner.prune`), or load the pruned checkpoint."
         )
     teacher_hub = _teacher_hub(teacher, token, teacher_revision, teacher_gguf_file)
-    teacher_config, teacher_name = _teacher_config(teacher, **teacher_hub)
+    teacher_config, teacher_name, read_config = _teacher_config(teacher, **teacher_hub)
     check_parent(student.config, teacher_config)
     check_shard_size("max_shard_size", max_shard_size)
     profile_scores = profile_texts = None
@@ -161,7 +161,8 @@ def heal(
     release = config.release_memory and not use_cuda  # the C heap's retention is a CPU training matter
     check_same_run(work_dir, run_identity(config, teacher, teacher_name, student, rows), resume)  # before the teacher
     side = _teacher_side(
-        teacher, student, tokenizer, rows, config, work_dir, document_bos, held_out, score_tasks, teacher_hub,
+        teacher, student, tokenizer, rows, config, work_dir, document_bos, held_out, score_tasks,
+        {**teacher_hub, "config": read_config},
         release, disable_progress,
     )  # fmt: skip
     if release:  # from here on: the teacher's pass gains nothing from it, and mapping every block anew slows it

@@ -53,8 +53,9 @@ def check_parent(student_config, teacher_config) -> None:
 
 
 def _teacher_config(teacher, token=None, revision=None, gguf_file=None):
-    """The teacher's config and name (`NAME@REVISION` at a revision, `NAME/FILE` read from a GGUF file), without
-    loading weights when `teacher` is a Hub id or directory."""
+    """The teacher's text config, its name (`NAME@REVISION` at a revision, `NAME/FILE` read from a GGUF file) and,
+    when `teacher` is a Hub id or directory, the whole config as read (`None` for a loaded model), without loading
+    weights."""
     if isinstance(teacher, (str, os.PathLike)):
         from transformers import AutoConfig
 
@@ -62,14 +63,16 @@ def _teacher_config(teacher, token=None, revision=None, gguf_file=None):
 
         check_model_location(teacher, "teacher", gguf_file=gguf_file, gguf_argument="teacher_gguf_file")
         config = AutoConfig.from_pretrained(teacher, token=token, revision=revision, gguf_file=gguf_file)
-        return text_config(config), source_name(teacher, revision, gguf_file)
-    return text_config(teacher.config), getattr(teacher.config, "_name_or_path", None) or None
+        return text_config(config), source_name(teacher, revision, gguf_file), config
+    return text_config(teacher.config), getattr(teacher.config, "_name_or_path", None) or None, None
 
 
-def _load_teacher(teacher, student, token=None, revision=None, gguf_file=None):
+def _load_teacher(teacher, student, token=None, revision=None, gguf_file=None, config=None):
+    """The teacher given by name, in the student's dtype and on its device; `config`, the one `_teacher_config` read,
+    spares a GGUF file's metadata another parse (20 s on the 270M)."""
     parameter = next(student.parameters())
     model = load_causal_lm(
-        teacher, dtype=parameter.dtype, token=token, revision=revision, gguf_file=gguf_file
+        teacher, config, dtype=parameter.dtype, token=token, revision=revision, gguf_file=gguf_file
     )  # an image-text Gemma 3: its text model
     return model.to(parameter.device).eval()
 
