@@ -202,6 +202,8 @@ def _prepare(args) -> None:
 
 
 def _run_eval(args) -> int:
+    from transformers import AutoConfig
+
     from .._io import atomic_write_text, check_model_location, check_tokenizer_files
 
     models = [(args.model, args.revision, args.gguf_file, "model", "--gguf-file")]
@@ -226,10 +228,12 @@ def _run_eval(args) -> int:
         )
         for name, revision, gguf, *_ in models
     ]
-    excluded = _excluded_ids(args, loading)
+    configs = [AutoConfig.from_pretrained(name, **hub) for name, hub in loading]
+    excluded = _excluded_ids(args, configs)
     results, text_results, word_results, wikitext_results = [], [], [], []
     for index, (name, hub) in enumerate(loading):  # one model in memory at a time; MODEL first
-        result, texts, words, wikitext = _score(args, name, hub, excluded, args.quantization if index == 0 else None)
+        quantization = args.quantization if index == 0 else None
+        result, texts, words, wikitext = _score(args, name, hub, excluded, quantization, configs[index])
         results += [result] if args.tasks else []
         text_results.append(texts)
         word_results.append(words)
@@ -254,16 +258,12 @@ def _run_eval(args) -> int:
     return EXIT_OK
 
 
-def _excluded_ids(args, loading: list[tuple[str, dict]]) -> dict[str, list]:
+def _excluded_ids(args, configs: list) -> dict[str, list]:
     """The evaluation examples a pruned model's profile read (its provenance records them), per task asked for: they
-    are scored for neither model (`loading`: each model's name and `from_pretrained` keywords)."""
-    from transformers import AutoConfig
-
+    are scored for neither model (`configs`: each model's config)."""
     excluded: dict[str, set] = {}
-    for name, hub in loading:
-        recorded = (getattr(AutoConfig.from_pretrained(name, **hub), "pruning", None) or {}).get(
-            "calibration_eval_ids"
-        )
+    for config in configs:
+        recorded = (getattr(config, "pruning", None) or {}).get("calibration_eval_ids")
         for task, ids in (recorded or {}).items():
             excluded.setdefault(task, set()).update(ids)
     task_names = {task if isinstance(task, str) else task.name for task in args.tasks}
@@ -275,11 +275,11 @@ def _excluded_ids(args, loading: list[tuple[str, dict]]) -> dict[str, list]:
 
 
 def _score(
-    args, name: str, loading: dict, excluded: dict, quantization: str | None = None
+    args, name: str, loading: dict, excluded: dict, quantization: str | None = None, config=None
 ) -> tuple[dict | None, dict, dict, dict | None]:
     """One model's task results (None without `--tasks`), its texts' perplexity, its last-word accuracy and its
     WikiText-2 perplexity (None without `--wikitext2`) (`quantization`: one of `diet_hf.quantization.QUANTIZATIONS` to
-    load it with)."""
+    load it with; `config`: its config, already read: a GGUF file's metadata is then not parsed again for it)."""
     from transformers import AutoTokenizer
 
     from ..evaluation import evaluate, last_word_accuracy, perplexity
@@ -290,8 +290,9 @@ def _score(
     quantized = {"quantization_config": quantization_config(quantization)} if quantization else {}
     placed = {"device_map": args.device_map} if args.device_map else {}
     # an image-text checkpoint: its text model
-    model = load_causal_lm(name, dtype=_dtype(args.dtype), **loading, **placed, **quantized).eval()
-    tokenizer = AutoTokenizer.from_pretrained(name, **loading)
+    model = load_causal_lm(name, config, dtype=_dtype(args.dtype), **loading, **placed, **quantized).eval()
+    given = {"config": config} if loading.get("gguf_file") and config is not None else {}  # 4.57 would parse again
+    tokenizer = AutoTokenizer.from_pretrained(name, **loading, **given)
     result = None
     if args.tasks:
         result = evaluate(
