@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
@@ -18,6 +18,7 @@ from .loading import (
     is_image_text,
     load_pretrained,
     load_processor,
+    load_tokenizer,
     text_causal_lm,
     text_config,
 )
@@ -146,9 +147,7 @@ class DietPruner(_ProfilingMixin):
             logger.warning("%s The pruner has no tokenizer.", error)
             tokenizer = None
         else:
-            # of a GGUF file, the config read above: transformers 4.57 would parse the file's metadata again for it
-            given = {"config": config} if gguf_file is not None else {}
-            tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, **hub_kwargs, **given)
+            tokenizer = load_tokenizer(model_id_or_path, config, **hub_kwargs)
         processor = load_processor(model_id_or_path, **hub_kwargs) if is_image_text(model.config) else None
         if gguf_file is not None and getattr(model.config, "_commit_hash", None) is None:
             model.config._commit_hash = gguf_commit(

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ._io import atomic_directory
 from .constants import CONFIG_FILE, family_for_model_type
+from .loading import load_tokenizer
 
 __all__ = ["GEMMA3_270M_CACHE_ENV", "convert_gguf", "load_gemma3_270m"]
 
@@ -48,7 +49,7 @@ def convert_gguf(gguf_file: str | os.PathLike, output_dir: str | os.PathLike) ->
     model = AutoModelForCausalLM.from_pretrained(  # the config handed on: transformers would parse the file again
         gguf_file.parent, gguf_file=gguf_file.name, config=config, dtype=torch.float32
     )
-    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, config=config)
+    tokenizer = load_tokenizer(gguf_file.parent, config, gguf_file=gguf_file.name)
     # Dequantized weights are plain float32: drop the GGUF quantizer so the model saves as ordinary safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

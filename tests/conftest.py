@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random Gemma models, seeded batches, the local benchmark data. No network."""
 
 import atexit
+import contextlib
 import importlib.util
 import json
 import os
@@ -109,6 +110,25 @@ _GGUF_LAYER_TENSORS = {
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
 }
+
+
+@contextlib.contextmanager
+def gguf_parses():
+    """The names of the GGUF files whose metadata is parsed inside the block (gguf's `GGUFReader`, which transformers
+    reads a file with), one entry per parse: a parse of the real 270M takes 20 s."""
+    import gguf
+
+    parses, reader_init = [], gguf.GGUFReader.__init__
+
+    def counting_init(self, path, *args, **kwargs):
+        parses.append(Path(path).name)
+        reader_init(self, path, *args, **kwargs)
+
+    gguf.GGUFReader.__init__ = counting_init
+    try:
+        yield parses
+    finally:
+        gguf.GGUFReader.__init__ = reader_init
 
 
 def write_tiny_gguf(path: Path, family: str = "gemma3_text", seed: int = 0, chat_template: str | None = None) -> Path:

@@ -1321,13 +1321,13 @@ def test_prune_reads_the_dense_model_from_a_gguf_file(tmp_path, data_dir, capsys
     assert len(texts) == 3 and all(text.startswith("<start_of_turn>user\nQuestion") for text in texts)
 
 
-def test_eval_reads_a_model_and_its_reference_from_gguf_files(tmp_path, data_dir, capsys, monkeypatch):
+def test_eval_reads_a_model_and_its_reference_from_gguf_files(tmp_path, data_dir, capsys):
     """`eval DIR --gguf-file NAME` and `--reference DIR --reference-gguf-file NAME` score the models read from GGUF
     files as they score the checkpoints `convert_gguf` makes of them; the JSON names the files;
     `--reference-gguf-file` without `--reference` is a usage error. Each file is parsed three times, for its config,
     its weights and its tokenizer (20 s a parse on the real 270M)."""
-    gguf = pytest.importorskip("gguf")
-    from conftest import write_tiny_gguf
+    pytest.importorskip("gguf")
+    from conftest import gguf_parses, write_tiny_gguf
 
     from diet_hf.real_model import convert_gguf
 
@@ -1342,13 +1342,7 @@ def test_eval_reads_a_model_and_its_reference_from_gguf_files(tmp_path, data_dir
         assert main([*argv, str(tmp_path / "r.json"), *models]) == 0, capsys.readouterr().err
         return json.loads((tmp_path / "r.json").read_text())
 
-    parses, reader_init = [], gguf.GGUFReader.__init__
-    with monkeypatch.context() as patch:
-        patch.setattr(
-            gguf.GGUFReader,
-            "__init__",
-            lambda self, path, *a, **k: parses.append(Path(path).name) or reader_init(self, path, *a, **k),
-        )
+    with gguf_parses() as parses:
         read = scored(
             str(source), "--gguf-file", "tiny.gguf", "--reference", str(other), "--reference-gguf-file", "other.gguf"
         )

@@ -1420,15 +1420,15 @@ def test_student_logits_come_back_to_the_states_device():
 
 
 @pytest.mark.parametrize("top_k", ["4", "0"], ids=["teacher-pass", "teacher-beside"])
-def test_cli_heal_reads_the_teacher_from_its_gguf_file(tmp_path, data_dir, capsys, monkeypatch, top_k):
+def test_cli_heal_reads_the_teacher_from_its_gguf_file(tmp_path, data_dir, capsys, top_k):
     """`heal PRUNED --teacher DIR --teacher-gguf-file NAME`: the dense teacher read from the GGUF file the model was
     pruned from (`prune --gguf-file`), by `heal` for its one pass (top-k targets) or by the command beside the
     student (--top-k 0); the record names it `DIR/NAME`. Without the flag the directory holds no model: refused
     naming --teacher; a name not there: refused naming --teacher-gguf-file. Both before any training, nothing
     written. The teacher's file is parsed twice, for its config and its weights: the config read first, to check
     the student's parentage, is handed on to the load (a parse is 20 s on the real 270M)."""
-    gguf = pytest.importorskip("gguf")
-    from conftest import write_tiny_gguf
+    pytest.importorskip("gguf")
+    from conftest import gguf_parses, write_tiny_gguf
 
     from diet_hf.cli import main
 
@@ -1443,11 +1443,8 @@ def test_cli_heal_reads_the_teacher_from_its_gguf_file(tmp_path, data_dir, capsy
     assert main([*argv, "--teacher-gguf-file", "nope.gguf"]) == 1
     assert f"`--teacher-gguf-file`: the local directory {source} holds no file nope.gguf" in capsys.readouterr().err
     assert not (tmp_path / "h").exists()
-    parses, reader_init = [], gguf.GGUFReader.__init__
-    monkeypatch.setattr(
-        gguf.GGUFReader, "__init__", lambda self, *a, **k: parses.append(a) or reader_init(self, *a, **k)
-    )
-    assert main([*argv, "--teacher-gguf-file", "tiny.gguf"]) == 0, capsys.readouterr().err
-    assert len(parses) == 2, parses
+    with gguf_parses() as parses:
+        assert main([*argv, "--teacher-gguf-file", "tiny.gguf"]) == 0, capsys.readouterr().err
+    assert parses == ["tiny.gguf"] * 2, parses
     healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
     assert healing["teacher"] == f"{source}/tiny.gguf"

@@ -787,7 +787,7 @@ def test_calibration_chat_template_profiles_questions_as_they_are_scored(tiny_to
 
 @pytest.mark.parametrize("family", ["gemma3_text", "gemma2"])
 def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_does(
-    tmp_path, data_dir, caplog, capsys, monkeypatch, family
+    tmp_path, data_dir, caplog, capsys, family
 ):
     """`DietPruner.from_pretrained(DIR, gguf_file=NAME)`: the model transformers dequantizes from a GGUF file (its
     quantizer attached) profiles and prunes with its tokenizer from the file, to the same weights as the checkpoint
@@ -795,8 +795,8 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
     transformers, and its record and card name the file. A file that is not there is refused, naming `gguf_file`.
     The file's metadata is parsed three times, for the config, the weights and the tokenizer, here and in
     `convert_gguf`, not again for the config (20 s a parse on the real 270M, whose vocabulary is 262k strings)."""
-    gguf = pytest.importorskip("gguf")
-    from conftest import write_tiny_gguf
+    pytest.importorskip("gguf")
+    from conftest import gguf_parses, write_tiny_gguf
 
     from diet_hf.real_model import convert_gguf
 
@@ -810,17 +810,9 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
         pruner.profile(tasks=["rte", "boolq"], num_samples=3, data_dir=data_dir, disable_progress=True)
         return pruner.prune(sparsity=0.3)
 
-    parses = []
-    reader_init = gguf.GGUFReader.__init__
-
-    def counting_init(self, path, *args, **kwargs):
-        parses.append(path)
-        reader_init(self, path, *args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(gguf.GGUFReader, "__init__", counting_init)
+    with gguf_parses() as parses:
         from_gguf = DietPruner.from_pretrained(source, gguf_file="tiny.gguf")
-    assert len(parses) == 3, parses
+    assert parses == ["tiny.gguf"] * 3, parses
     assert from_gguf.tokenizer is not None and from_gguf.gguf_file == "tiny.gguf"
     assert getattr(from_gguf.model, "hf_quantizer", None) is None  # read into float weights, no quantizer kept
     direct = AutoModelForCausalLM.from_pretrained(source, gguf_file="tiny.gguf")
@@ -831,11 +823,9 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
     assert "quantized" not in caplog.text  # its weights are plain floats, not what `prune()` refuses
     model = pruned(from_gguf)
     assert model.config.model_type == f"pruned_{family}"
-    parses.clear()
-    with monkeypatch.context() as patch:  # the checkpoint the main job converts the real model's file into
-        patch.setattr(gguf.GGUFReader, "__init__", counting_init)
+    with gguf_parses() as parses:  # the checkpoint the main job converts the real model's file into
         converted_dir = convert_gguf(source / "tiny.gguf", tmp_path / "converted")
-    assert len(parses) == 3, parses
+    assert parses == ["tiny.gguf"] * 3, parses
     converted = DietPruner.from_pretrained(converted_dir)
     expected = pruned(converted).state_dict()
     assert model.state_dict().keys() == expected.keys()

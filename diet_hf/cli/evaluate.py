@@ -280,19 +280,16 @@ def _score(
     """One model's task results (None without `--tasks`), its texts' perplexity, its last-word accuracy and its
     WikiText-2 perplexity (None without `--wikitext2`) (`quantization`: one of `diet_hf.quantization.QUANTIZATIONS` to
     load it with; `config`: its config, already read: a GGUF file's metadata is then not parsed again for it)."""
-    from transformers import AutoTokenizer
-
     from ..evaluation import evaluate, last_word_accuracy, perplexity
     from ..evaluation.language_modeling import texts_perplexity_by_source
-    from ..loading import load_causal_lm
+    from ..loading import load_causal_lm, load_tokenizer
     from ..quantization import quantization_config
 
     quantized = {"quantization_config": quantization_config(quantization)} if quantization else {}
     placed = {"device_map": args.device_map} if args.device_map else {}
     # an image-text checkpoint: its text model
     model = load_causal_lm(name, config, dtype=_dtype(args.dtype), **loading, **placed, **quantized).eval()
-    given = {"config": config} if loading.get("gguf_file") and config is not None else {}  # 4.57 would parse again
-    tokenizer = AutoTokenizer.from_pretrained(name, **loading, **given)
+    tokenizer = load_tokenizer(name, config, **loading)
     result = None
     if args.tasks:
         result = evaluate(
