@@ -198,7 +198,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_PrintVersion, help="show diet-hf's and its libraries' versions and exit")
     # `--quiet` is also accepted after the subcommand (`diet-hf prune ... --quiet`); SUPPRESS keeps the top-level value
     quiet_after = argparse.ArgumentParser(add_help=False)
-    quiet_after.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="as before the command")
+    quiet_after.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars or log messages"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{prune,heal,eval,info,export}")
     for command in (prune, heal, evaluate, export, info):  # the order of `diet-hf --help`
         command._add_parser(commands, quiet_after)
