@@ -1284,7 +1284,8 @@ def test_prune_reads_the_dense_model_from_a_gguf_file(tmp_path, data_dir, capsys
     your questions calibrate in the chat template the file holds; a name that is not in the directory is refused
     naming --gguf-file, before any model loads, and writes nothing."""
     pytest.importorskip("gguf")
-    from conftest import GEMMA_STYLE_CHAT_TEMPLATE, write_tiny_gguf
+    import transformers
+    from conftest import GEMMA_STYLE_CHAT_TEMPLATE, gguf_parses, write_tiny_gguf
 
     from diet_hf import DietPruner
     from diet_hf.constants import SCORES_TEXTS_FILE
@@ -1316,7 +1317,12 @@ def test_prune_reads_the_dense_model_from_a_gguf_file(tmp_path, data_dir, capsys
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     chat = [*argv[:5], f"q={tmp_path / 'q.jsonl'}", *argv[5:], "--gguf-file", "tiny.gguf"]
     chat += ["--calibration-chat-template", "--save-scores", str(tmp_path / "scores"), "--output", str(tmp_path / "c")]
-    assert main(chat) == 0, capsys.readouterr().err
+    with gguf_parses() as parses:
+        assert main(chat) == 0, capsys.readouterr().err
+    # the tokenizer that rendered the questions is the pruner's: the file's config and weights are the only other
+    # parses (transformers 4.57's tokenizer load parses the file twice: for its class, then for the tokenizer)
+    rendered = 1 if int(transformers.__version__.split(".")[0]) >= 5 else 2
+    assert parses == ["tiny.gguf"] * (rendered + 2), parses
     texts = json.loads((tmp_path / "scores" / SCORES_TEXTS_FILE).read_text())["tasks"]["q"]
     assert len(texts) == 3 and all(text.startswith("<start_of_turn>user\nQuestion") for text in texts)
 

@@ -814,6 +814,11 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
         from_gguf = DietPruner.from_pretrained(source, gguf_file="tiny.gguf")
     assert parses == ["tiny.gguf"] * 3, parses
     assert from_gguf.tokenizer is not None and from_gguf.gguf_file == "tiny.gguf"
+    with gguf_parses() as parses:  # a tokenizer already loaded (the CLI's, which rendered your chat texts)
+        again = DietPruner.from_pretrained(source, gguf_file="tiny.gguf", tokenizer=from_gguf.tokenizer)
+    assert parses == ["tiny.gguf"] * 2 and again.tokenizer is from_gguf.tokenizer, parses
+    with pytest.raises(ValueError, match="`tokenizer` must be a transformers tokenizer, got str"):
+        DietPruner.from_pretrained(source, gguf_file="tiny.gguf", tokenizer="tiny.gguf")
     assert getattr(from_gguf.model, "hf_quantizer", None) is None  # read into float weights, no quantizer kept
     direct = AutoModelForCausalLM.from_pretrained(source, gguf_file="tiny.gguf")
     # transformers 5 attaches its GGUF quantizer, whose config names the file; 4.57 dequantizes without one

@@ -141,6 +141,12 @@ class _ChatRenderer:
 
         check_chat_template(self._loaded(), flag, self.model)
 
+    @property
+    def tokenizer(self):
+        """MODEL's tokenizer where a conversation or a question has loaded it, else `None` (the pruner then takes
+        it instead of loading it again)."""
+        return self._tokenizer
+
     def _loaded(self):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
@@ -188,10 +194,10 @@ def _text_sources(words: list[str] | None, flag: str, render_chat=None) -> dict[
     return dict(sources)
 
 
-def _read_held_out_flags(args) -> None:
+def _read_held_out_flags(args, render_chat: _ChatRenderer) -> None:
     """`prune` and `heal`'s `--eval-texts` and `--eval-tasks`: your texts and questions read and checked, and the
-    registered tasks' data loaded, before any model loads (`args.eval_text_data`, `args.eval_task_list`)."""
-    render_chat = _chat_renderer(args)
+    registered tasks' data loaded, before any model loads (`args.eval_text_data`, `args.eval_task_list`);
+    conversations rendered by `render_chat`, the command's own (one tokenizer load for all of its data)."""
     args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts", render_chat)
     args.eval_task_list = _eval_tasks(
         args.eval_tasks or [], args.eval_own_headline, "--eval-tasks", preload=True, data_dir=args.data_dir

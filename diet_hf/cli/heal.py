@@ -155,7 +155,7 @@ def _prepare(args) -> None:
                 f"`--data`: {word!r} is not wikitext2, tasks, a registered task ({', '.join(TASKS)}) or "
                 "NAME=SOURCE (your own texts)."
             )
-    _read_held_out_flags(args)
+    _read_held_out_flags(args, render_chat)
     # --top-k 0: the full vocabulary
     args.healing_config = _options_from_flags(args, HealingConfig, top_k=args.top_k or None)
 

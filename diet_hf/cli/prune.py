@@ -213,7 +213,7 @@ def _prepare(args) -> None:
     args.profile_options = _options_from_flags(args, ProfileOptions)
     # the user's own task data is read and checked before any model loads
     answer = args.profile_options.calibration_answer  # your questions end in an answer as registered tasks' do
-    render_chat = _chat_renderer(args)  # conversations: the dense model's chat template
+    render_chat = args.render_chat = _chat_renderer(args)  # conversations: the dense model's chat template
     # your questions' prompts in it too, with --calibration-chat-template (the registered tasks' at profiling)
     render_question = None
     if args.profile_options.calibration_chat_template:
@@ -227,7 +227,7 @@ def _prepare(args) -> None:
             for word in args.tasks
         )
     )
-    _read_held_out_flags(args)
+    _read_held_out_flags(args, render_chat)
     _check_targets(args)
     if args.task_data is not None and args.prune_options.task_weights is not None:
         from ..plan import task_weight_list
@@ -340,7 +340,10 @@ def _load_pruner(args):
         kwargs["gguf_file"] = args.gguf_file
     if args.token:
         kwargs["token"] = args.token
-    return DietPruner.from_pretrained(args.model, text_only=args.text_only, **kwargs)
+    # the tokenizer that rendered your data in the chat template, if one did: not loaded twice (a GGUF file's is a
+    # parse of its metadata, 20 s on the 270M)
+    tokenizer = args.render_chat.tokenizer
+    return DietPruner.from_pretrained(args.model, text_only=args.text_only, tokenizer=tokenizer, **kwargs)
 
 
 def _profile(args, pruner) -> None:
