@@ -1001,8 +1001,17 @@ def test_cli_heal_writes_questions_as_the_model_was_calibrated(
     mine = multiple_choice_task("mine", [question])
     chat_mine, plain_mine = (custom_calibration("mine", mine, answer="gold", render=r).texts for r in (render, None))
     assert chat_mine != plain_mine and chat_rte != plain_rte
+    from transformers import AutoTokenizer
+
+    loads, load_tokenizer = [], AutoTokenizer.from_pretrained.__func__
+    monkeypatch.setattr(  # the tokenizer that rendered the questions is the one heal uses: loaded once
+        AutoTokenizer,
+        "from_pretrained",
+        classmethod(lambda cls, *a, **k: loads.append(a[0]) or load_tokenizer(cls, *a, **k)),
+    )
     assert main([*argv, str(tmp_path / "h"), *flags]) == 0  # by the pruning record
     assert seen[-1] == {"rte": chat_rte, "mine": chat_mine}
+    assert [str(path) for path in loads].count(str(tmp_path / "pruned")) == 1, loads
     healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
     assert healing["data"]["questions_in_chat_template"] is True
     assert "; questions in the model's chat template" in (tmp_path / "h" / "README.md").read_text()

@@ -132,7 +132,7 @@ def _prepare(args) -> None:
     # the data is named and your own texts read before any model loads
     _check_create_pr(args)
     args.own_data = {}
-    render_chat = _chat_renderer(args)  # conversations: the chat template of the pruned model's tokenizer
+    render_chat = args.render_chat = _chat_renderer(args)  # conversations: the pruned model's chat template
     if args.data_chat_template:
         render_chat.check_template("--data-chat-template")  # before any model loads
     args.question_form = _QuestionForm(args, render_chat)
@@ -196,7 +196,8 @@ def _run_heal(args) -> int:
             f"`model` must be a pruned model saved by diet-hf; {args.model} is a {type(student).__name__}."
         )
     hub = {"revision": args.revision, "token": args.token}
-    tokenizer = AutoTokenizer.from_pretrained(args.model, **hub)
+    # the tokenizer that rendered your data in the chat template, where one did, is not loaded again
+    tokenizer = args.render_chat.tokenizer or AutoTokenizer.from_pretrained(args.model, **hub)
     # a pruned image-text model's processor goes beside the healed one
     image_text = is_image_text(student.config)
     processor = load_processor(args.model, **hub) if image_text else None
