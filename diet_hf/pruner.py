@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from ._checks import check_positive_int
 from ._io import check_model_location, check_tokenizer_files
@@ -19,6 +19,7 @@ from .loading import (
     load_pretrained,
     load_processor,
     load_tokenizer,
+    read_config,
     text_causal_lm,
     text_config,
 )
@@ -145,7 +146,7 @@ class DietPruner(_ProfilingMixin):
             for k in ("revision", "token", "cache_dir", "gguf_file")
             if from_pretrained_kwargs.get(k) is not None
         }
-        config = AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
+        config = read_config(model_id_or_path, **hub_kwargs)
         family_for_model_type(text_config(config).model_type)  # refuse unsupported models before loading weights
         model = load_pretrained(model_id_or_path, config, **from_pretrained_kwargs)
         if text_only:  # the image-text model's vision tower is freed here

@@ -6,11 +6,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ._io import atomic_directory
 from .constants import CONFIG_FILE, family_for_model_type
-from .loading import load_tokenizer
+from .loading import load_tokenizer, read_config
 
 __all__ = ["GEMMA3_270M_CACHE_ENV", "convert_gguf", "load_gemma3_270m"]
 
@@ -42,7 +42,7 @@ def convert_gguf(gguf_file: str | os.PathLike, output_dir: str | os.PathLike) ->
         if handle.read(4) != b"GGUF":
             raise ValueError(f"`gguf_file` {gguf_file} is not a GGUF file (its first bytes are not 'GGUF').")
     try:
-        config = AutoConfig.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        config = read_config(gguf_file.parent, gguf_file=gguf_file.name)
     except Exception as error:  # the GGUF reader raises many types on corrupt files
         raise ValueError(f"Could not read the GGUF file {gguf_file} (corrupt or truncated?): {error}") from error
     family_for_model_type(config.model_type)

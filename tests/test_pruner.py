@@ -810,9 +810,13 @@ def test_a_dense_model_read_from_a_gguf_file_prunes_as_its_converted_checkpoint_
         pruner.profile(tasks=["rte", "boolq"], num_samples=3, data_dir=data_dir, disable_progress=True)
         return pruner.prune(sparsity=0.3)
 
-    with gguf_parses() as parses:
+    with gguf_parses() as parses, caplog.at_level(logging.INFO, logger="diet_hf"):
         from_gguf = DietPruner.from_pretrained(source, gguf_file="tiny.gguf")
     assert parses == ["tiny.gguf"] * 3, parses
+    # the wait is said before it (transformers' parses show no progress bar)
+    said = [r.getMessage() for r in caplog.records if "parses a GGUF file's whole metadata" in r.getMessage()]
+    assert said == [f"Reading tiny.gguf from {source}: " + said[0].split(": ", 1)[1]], said
+    caplog.clear()
     assert from_gguf.tokenizer is not None and from_gguf.gguf_file == "tiny.gguf"
     with gguf_parses() as parses:  # a tokenizer already loaded (the CLI's, which rendered your chat texts)
         again = DietPruner.from_pretrained(source, gguf_file="tiny.gguf", tokenizer=from_gguf.tokenizer)

@@ -202,9 +202,8 @@ def _prepare(args) -> None:
 
 
 def _run_eval(args) -> int:
-    from transformers import AutoConfig
-
     from .._io import atomic_write_text, check_model_location, check_tokenizer_files
+    from ..loading import read_config
 
     models = [(args.model, args.revision, args.gguf_file, "model", "--gguf-file")]
     if args.reference:
@@ -228,7 +227,7 @@ def _run_eval(args) -> int:
         )
         for name, revision, gguf, *_ in models
     ]
-    configs = [AutoConfig.from_pretrained(name, **hub) for name, hub in loading]
+    configs = [read_config(name, **hub) for name, hub in loading]
     excluded = _excluded_ids(args, configs)
     results, text_results, word_results, wikitext_results = [], [], [], []
     for index, (name, hub) in enumerate(loading):  # one model in memory at a time; MODEL first

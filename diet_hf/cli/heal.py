@@ -174,7 +174,7 @@ def _run_heal(args) -> int:
     from ..healing import HealingConfig, check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
     from ..importance import scores_directory
-    from ..loading import is_image_text, load_causal_lm, load_processor, text_config
+    from ..loading import is_image_text, load_causal_lm, load_processor, read_config, text_config
     from ..plan import PruningPlan
 
     config = args.healing_config
@@ -214,7 +214,7 @@ def _run_heal(args) -> int:
     # loads it for its one pass over the data and frees it before training
     teacher = args.teacher
     if config.top_k is None:  # beside the student at every step: loaded here, with --device-map
-        teacher_config = AutoConfig.from_pretrained(
+        teacher_config = read_config(
             args.teacher, token=args.token, revision=args.teacher_revision, gguf_file=args.teacher_gguf_file
         )
         check_parent(text_config(student.config), text_config(teacher_config))  # before its weights load

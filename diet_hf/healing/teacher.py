@@ -57,12 +57,11 @@ def _teacher_config(teacher, token=None, revision=None, gguf_file=None):
     when `teacher` is a Hub id or directory, the whole config as read (`None` for a loaded model), without loading
     weights."""
     if isinstance(teacher, (str, os.PathLike)):
-        from transformers import AutoConfig
-
         from .._io import check_model_location, source_name
+        from ..loading import read_config
 
         check_model_location(teacher, "teacher", gguf_file=gguf_file, gguf_argument="teacher_gguf_file")
-        config = AutoConfig.from_pretrained(teacher, token=token, revision=revision, gguf_file=gguf_file)
+        config = read_config(teacher, token=token, revision=revision, gguf_file=gguf_file)
         return text_config(config), source_name(teacher, revision, gguf_file), config
     return text_config(teacher.config), getattr(teacher.config, "_name_or_path", None) or None, None
 
