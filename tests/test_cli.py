@@ -1331,14 +1331,16 @@ def test_eval_reads_a_model_and_its_reference_from_gguf_files(tmp_path, data_dir
     """`eval DIR --gguf-file NAME` and `--reference DIR --reference-gguf-file NAME` score the models read from GGUF
     files as they score the checkpoints `convert_gguf` makes of them; the JSON names the files;
     `--reference-gguf-file` without `--reference` is a usage error. Each file is parsed three times, for its config,
-    its weights and its tokenizer (20 s a parse on the real 270M)."""
+    its weights and its tokenizer (20 s a parse on the real 270M); with `--apply-chat-template` the tokenizer that
+    checked the template is the one that scores."""
     pytest.importorskip("gguf")
-    from conftest import gguf_parses, write_tiny_gguf
+    import transformers
+    from conftest import GEMMA_STYLE_CHAT_TEMPLATE, gguf_parses, write_tiny_gguf
 
     from diet_hf.real_model import convert_gguf
 
-    source = write_tiny_gguf(tmp_path / "source" / "tiny.gguf").parent
-    other = write_tiny_gguf(tmp_path / "other" / "other.gguf", seed=1).parent
+    source = write_tiny_gguf(tmp_path / "source" / "tiny.gguf", chat_template=GEMMA_STYLE_CHAT_TEMPLATE).parent
+    other = write_tiny_gguf(tmp_path / "other" / "other.gguf", seed=1, chat_template=GEMMA_STYLE_CHAT_TEMPLATE).parent
     converted = [
         convert_gguf(d / name, tmp_path / f"{d.name}-c") for d, name in ((source, "tiny.gguf"), (other, "other.gguf"))
     ]
@@ -1357,6 +1359,14 @@ def test_eval_reads_a_model_and_its_reference_from_gguf_files(tmp_path, data_dir
     assert read["gguf_file"] == "tiny.gguf" and read["reference"]["gguf_file"] == "other.gguf"
     assert read["results"] == expected["results"] and read["reference"]["results"] == expected["reference"]["results"]
     assert read["difference"] == expected["difference"]
+    gguf_models = [str(source), "--gguf-file", "tiny.gguf", "--reference", str(other), "--reference-gguf-file"]
+    with gguf_parses() as parses:
+        chat = scored(*gguf_models, "other.gguf", "--apply-chat-template")
+    # the template check loads each tokenizer (transformers 4.57 parses the file twice for one): not loaded again
+    rendered = 1 if int(transformers.__version__.split(".")[0]) >= 5 else 2
+    assert sorted(parses) == ["other.gguf"] * (rendered + 2) + ["tiny.gguf"] * (rendered + 2), parses
+    expected = scored(str(converted[0]), "--reference", str(converted[1]), "--apply-chat-template")
+    assert chat["results"] == expected["results"] and chat["reference"]["results"] == expected["reference"]["results"]
     assert main([*argv, str(tmp_path / "x.json"), str(converted[0]), "--reference-gguf-file", "other.gguf"]) == 2
     assert "`--reference-gguf-file` reads --reference from a GGUF file; give --reference MODEL." in (
         capsys.readouterr().err

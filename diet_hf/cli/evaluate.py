@@ -173,6 +173,14 @@ def _prepare(args) -> None:
             raise ValueError(str(error)) from error
     # the user's texts are read and checked before any model loads
     render_chat = _chat_renderer(args)  # conversations in your texts: the model's chat template
+    # each model's renderer, in the order they are scored: a tokenizer one has loaded is not loaded again
+    args.chat_renderers = [render_chat]
+    if args.reference:
+        args.chat_renderers.append(
+            _ChatRenderer(
+                args.reference, revision=args.reference_revision, token=args.token, gguf_file=args.reference_gguf_file
+            )
+        )
     args.text_data = {
         name: texts[: args.limit] for name, texts in _text_sources(args.texts, "--texts", render_chat).items()
     }
@@ -193,12 +201,8 @@ def _prepare(args) -> None:
                 "`--apply-chat-template` scores --tasks in the model's chat template; --texts, --last-word and "
                 "--wikitext2 are read as they are: give --tasks, or leave the option out."
             )
-        render_chat.check_template("--apply-chat-template")
-        if args.reference:
-            reference = _ChatRenderer(
-                args.reference, revision=args.reference_revision, token=args.token, gguf_file=args.reference_gguf_file
-            )
-            reference.check_template("--apply-chat-template")
+        for renderer in args.chat_renderers:
+            renderer.check_template("--apply-chat-template")
 
 
 def _run_eval(args) -> int:
@@ -232,7 +236,8 @@ def _run_eval(args) -> int:
     results, text_results, word_results, wikitext_results = [], [], [], []
     for index, (name, hub) in enumerate(loading):  # one model in memory at a time; MODEL first
         quantization = args.quantization if index == 0 else None
-        result, texts, words, wikitext = _score(args, name, hub, excluded, quantization, configs[index])
+        tokenizer = args.chat_renderers[index].tokenizer
+        result, texts, words, wikitext = _score(args, name, hub, excluded, quantization, configs[index], tokenizer)
         results += [result] if args.tasks else []
         text_results.append(texts)
         word_results.append(words)
@@ -274,11 +279,12 @@ def _excluded_ids(args, configs: list) -> dict[str, list]:
 
 
 def _score(
-    args, name: str, loading: dict, excluded: dict, quantization: str | None = None, config=None
+    args, name: str, loading: dict, excluded: dict, quantization: str | None = None, config=None, tokenizer=None
 ) -> tuple[dict | None, dict, dict, dict | None]:
     """One model's task results (None without `--tasks`), its texts' perplexity, its last-word accuracy and its
     WikiText-2 perplexity (None without `--wikitext2`) (`quantization`: one of `diet_hf.quantization.QUANTIZATIONS` to
-    load it with; `config`: its config, already read: a GGUF file's metadata is then not parsed again for it)."""
+    load it with; `config`: its config, already read: a GGUF file's metadata is then not parsed again for it;
+    `tokenizer`: its tokenizer where the chat renderer has loaded it)."""
     from ..evaluation import evaluate, last_word_accuracy, perplexity
     from ..evaluation.language_modeling import texts_perplexity_by_source
     from ..loading import load_causal_lm, load_tokenizer
@@ -288,7 +294,7 @@ def _score(
     placed = {"device_map": args.device_map} if args.device_map else {}
     # an image-text checkpoint: its text model
     model = load_causal_lm(name, config, dtype=_dtype(args.dtype), **loading, **placed, **quantized).eval()
-    tokenizer = load_tokenizer(name, config, **loading)
+    tokenizer = tokenizer or load_tokenizer(name, config, **loading)
     result = None
     if args.tasks:
         result = evaluate(
