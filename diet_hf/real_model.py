@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ._io import atomic_directory
 from .constants import CONFIG_FILE, family_for_model_type
-from .loading import load_tokenizer, read_config
+from .loading import load_pretrained, load_tokenizer, read_config
 
 __all__ = ["GEMMA3_270M_CACHE_ENV", "convert_gguf", "load_gemma3_270m"]
 
@@ -46,9 +46,9 @@ def convert_gguf(gguf_file: str | os.PathLike, output_dir: str | os.PathLike) ->
     except Exception as error:  # the GGUF reader raises many types on corrupt files
         raise ValueError(f"Could not read the GGUF file {gguf_file} (corrupt or truncated?): {error}") from error
     family_for_model_type(config.model_type)
-    model = AutoModelForCausalLM.from_pretrained(  # the config handed on: transformers would parse the file again
-        gguf_file.parent, gguf_file=gguf_file.name, config=config, dtype=torch.float32
-    )
+    # read as the pruner reads a GGUF file: into float weights (never GGUF blocks, on any transformers release), with
+    # the config handed on so that transformers does not parse the file again
+    model = load_pretrained(gguf_file.parent, config, gguf_file=gguf_file.name, dtype=torch.float32)
     tokenizer = load_tokenizer(gguf_file.parent, config, gguf_file=gguf_file.name)
     # Dequantized weights are plain float32: drop the GGUF quantizer so the model saves as ordinary safetensors.
     model.hf_quantizer = None
