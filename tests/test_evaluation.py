@@ -100,6 +100,27 @@ def test_acc_and_acc_norm_decisions(word_tokenizer, tmp_path):
     assert result["average"] == pytest.approx(2 / 3)  # ARC's headline metric is acc_norm
 
 
+def test_acc_norm_divides_by_the_choice_without_its_delimiter_and_a_tie_picks_the_first(word_tokenizer, tmp_path):
+    """lm-eval 0.4.13's decisions at their edges: `acc_norm` divides by `len(choice)`, not by the length of the
+    continuation with its leading space (here the two disagree), and equal scores pick the first choice
+    (`np.argmax`)."""
+    table = torch.zeros(len(WORDS), len(WORDS))
+    table[_ids("Answer:"), _ids("bbbb")] = -4.5
+    model = BigramLM(table)
+    lp = model.table.detach()[_ids("Answer:")]
+    a, b = float(lp[_ids("a")]), float(lp[_ids("bbbb")])
+    assert a / 1 < b / 4 and a / 2 > b / 5  # per character of the choice: "bbbb"; counting the space: "a"
+    rows = [
+        {"id": "q0", "question": "The", "choices": {"text": ["a", "bbbb"], "label": ["A", "B"]}, "label": 1},
+        {"id": "q1", "question": "The", "choices": {"text": ["cc", "cc"], "label": ["A", "B"]}, "label": 1},
+    ]
+    _write_task(tmp_path, "arc_easy", "test", rows)
+    result = evaluate(
+        model, word_tokenizer, ["arc_easy"], data_dir=tmp_path, return_predictions=True, disable_progress=True
+    )
+    assert [(p["acc"], p["acc_norm"]) for p in result["predictions"]["arc_easy"]] == [(0, 1), (0, 0)]
+
+
 def test_winogrande_partial_scoring(word_tokenizer, tmp_path):
     table = torch.zeros(len(WORDS), len(WORDS))
     table[_ids("cat"), _ids("sat")] = 3.0  # after "cat" the shared remainder "sat ." is likely

@@ -45,6 +45,30 @@ def test_update_is_the_least_squares_fit_of_the_removed_channels(centered):
     assert error < 0.5 * flap_error
 
 
+@pytest.mark.parametrize("centered", [True, False])
+def test_damping_is_a_ridge_toward_the_dense_columns_scaled_by_the_mean_variance(centered):
+    """`damping` as documented: the ridge lambda = damping x the mean diagonal of the kept channels' covariance (second
+    moment without centering), pulling the kept columns toward the dense ones; brute force by augmented rows."""
+    x = _correlated_inputs()
+    weight = torch.randn(7, x.shape[1], generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    kept = torch.tensor([1, 2, 5, 6, 9])
+    removed = [i for i in range(x.shape[1]) if i not in kept.tolist()]
+    mean, second = x.mean(0), x.T @ x / len(x)
+    damping = 0.3
+    kept_weight, bias = least_squares_update(weight, kept, mean, second, centered=centered, damping=damping)
+    inputs = x - mean if centered else x
+    lam = damping * (inputs[:, kept] ** 2).mean(0).mean()
+    # minimise mean ||W_R x_R - D x_K||^2 + lam ||D||^2 over D, the change of the kept columns
+    design = torch.cat([inputs[:, kept], (len(x) * lam).sqrt() * torch.eye(len(kept), dtype=x.dtype)])
+    target = torch.cat([inputs[:, removed] @ weight[:, removed].T, torch.zeros(len(kept), 7, dtype=x.dtype)])
+    change = torch.linalg.lstsq(design, target).solution.T
+    torch.testing.assert_close(kept_weight, weight[:, kept] + change)
+    if centered:
+        torch.testing.assert_close(bias, weight[:, removed] @ mean[removed] - change @ mean[kept])
+    undamped, _ = least_squares_update(weight, kept, mean, second, centered=centered, damping=0.0)
+    assert (undamped - kept_weight).abs().max() > 1e-3  # the ridge does move the fit here
+
+
 def test_update_edge_cases():
     x = _correlated_inputs(d=6)
     weight = torch.randn(3, 6, dtype=torch.float32)

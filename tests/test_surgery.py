@@ -1,5 +1,7 @@
 """Surgery is exact: the pruned model computes the dense model with the removed dimensions zeroed."""
 
+import copy
+
 import pytest
 import torch
 from conftest import random_batch, tiny_dense_model
@@ -82,8 +84,7 @@ def test_surgery_refuses_a_pruned_model():
 
 def _mean_filled_dense(dense, plan, means):
     """The dense model whose removed input channels of `down_proj` / `o_proj` read their mean instead."""
-    filled = tiny_dense_model(dense.config.model_type, num_key_value_heads=dense.config.num_key_value_heads)
-    filled.load_state_dict(dense.state_dict())
+    filled = copy.deepcopy(dense)  # its config too (e.g. `attention_bias`)
     d = plan.head_dim
 
     def fill(removed, values):
@@ -143,6 +144,44 @@ def test_bias_compensation_equals_mean_filled_dense(family, target):
     assert biases == 2 * layers * dense.config.hidden_size  # one per layer and sublayer, also on removed ones
     assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in plain_model.parameters()) + biases
     assert count_parameters(pruned.config)["total"] == sum(p.numel() for p in pruned.parameters())
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+@pytest.mark.parametrize("target", ["heads", "removed_sublayers"])
+def test_a_dense_o_proj_bias_stays_with_and_without_compensation(family, target):
+    """A dense model with `attention_bias=True` (a config option of both families; no released Gemma sets it): every
+    layer keeps its `o_proj` bias, a wholly removed attention too (on its stand-in), and bias compensation adds the
+    removed heads' mean output to it, not in place of it."""
+    dense = tiny_dense_model(family, num_key_value_heads=2, attention_bias=True)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():  # transformers initializes biases to zero: make them matter
+        for name, param in dense.named_parameters():
+            if name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=g))
+    plan, means = _plan_and_means(dense, target, seed=7)
+    zeroed = copy.deepcopy(dense)  # the removed heads' columns of `o_proj` zeroed, its bias kept
+    d = plan.head_dim
+    with torch.no_grad():
+        for layer_idx, layer in enumerate(zeroed.model.layers):
+            for head in set(range(plan.num_attention_heads)) - set(plan.head_kept_indices[layer_idx]):
+                layer.self_attn.o_proj.weight[:, head * d : (head + 1) * d] = 0
+            removed_mlp = sorted(set(range(plan.intermediate_size)) - set(plan.mlp_kept_indices[layer_idx]))
+            layer.mlp.down_proj.weight[:, removed_mlp] = 0
+    ids = random_batch(2, 12)
+    plain = build_pruned_model(dense, plan)
+    compensated = build_pruned_model(dense, plan, channel_means=means)
+    # the stock `o_proj` has its bias with `attention_bias`; the format's flag adds one where no `o_proj` is left
+    assert plain.config.o_proj_bias == (0 in plan.num_attention_heads_per_layer) and not plain.config.down_proj_bias
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, zeroed(ids).logits, rtol=0, atol=1e-5)
+        filled = _mean_filled_dense(dense, plan, means)(ids).logits
+        torch.testing.assert_close(compensated(ids).logits, filled, rtol=0, atol=1e-5)
+        without = copy.deepcopy(dense)  # the dense `o_proj` biases matter: without them the output is another
+        for layer in without.model.layers:
+            layer.self_attn.o_proj.bias.zero_()
+        assert (_mean_filled_dense(without, plan, means)(ids).logits - filled).abs().max() > 1e-3
+    if target == "removed_sublayers":
+        assert 0 in plan.num_attention_heads_per_layer
 
 
 def test_bias_compensation_rejects_wrong_means():
