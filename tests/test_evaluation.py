@@ -583,6 +583,25 @@ def test_paired_bootstrap_weights_tasks_equally():
     assert mixed["difference"] == 0.125 and mixed["ci95"] == [0.0, 0.375]
 
 
+def test_the_bootstrap_intervals_are_95_percent_intervals():
+    """On 600 examples the bootstraps' intervals are as wide as the normal approximation's 95% interval (mean +- 1.96
+    standard errors), for an accuracy difference and for the log of a perplexity ratio: not a 90% one (1.645)."""
+    g = torch.Generator().manual_seed(3)
+    after = (torch.rand(600, generator=g) < 0.6).int()
+    before = (torch.rand(600, generator=g) < 0.5).int()
+    difference = (after - before).double()
+    standard_error = difference.std(unbiased=False) / math.sqrt(600)
+    low, high = paired_bootstrap(after.tolist(), before.tolist())["ci95"]
+    assert 0.93 < (high - low) / (2 * 1.96 * standard_error) < 1.07
+    nll = torch.randn(600, generator=g, dtype=torch.float64) + 0.5  # per text, the same 10 tokens each
+    compared = paired_bootstrap_perplexity(
+        {"nll": (30 + nll).tolist(), "counts": [10] * 600}, {"nll": [30.0] * 600, "counts": [10] * 600}
+    )
+    low, high = compared["ci95"]
+    log_standard_error = nll.std(unbiased=False) / math.sqrt(600) / 10
+    assert 0.93 < (math.log(high) - math.log(low)) / (2 * 1.96 * log_standard_error) < 1.07
+
+
 @pytest.mark.parametrize(
     "after, before, kwargs, message",
     [

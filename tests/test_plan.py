@@ -147,6 +147,13 @@ def test_heads_are_gqa_valid_and_floors_hold():
     assert plan.intermediate_size_per_layer == [64, 64]
 
 
+@pytest.mark.parametrize("attention_sparsity, kept", [(0.2, 6), (0.3, 6), (0.45, 4)])  # of 8 heads: 6.4, 5.6, 4.4
+def test_the_head_budget_is_the_nearest_whole_number_of_heads(attention_sparsity, kept):
+    config = tiny_gemma2_config(num_hidden_layers=2, num_key_value_heads=4)  # no GQA: no legalization moves a head
+    plan = build_plan(_scores(config=config), config, attention_sparsity=attention_sparsity)
+    assert sum(plan.num_attention_heads_per_layer) == kept
+
+
 def test_sublayer_removal_only_when_allowed():
     config = tiny_gemma2_config()
     mlp = {"a": torch.tensor([[1.0] * 64, [1e-6] * 64])}
