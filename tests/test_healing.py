@@ -123,6 +123,16 @@ def test_coarse_kl_is_exact_at_full_k_and_short_by_the_rest_term():
         assert torch.all(full - coarse <= t_mass.squeeze(-1).exp() * (full.max() + 10))
 
 
+def test_the_rest_buckets_log_mass_is_accurate_in_float32_when_the_top_k_hold_almost_everything():
+    """log(1 - exp(x)) of the top-k's log mass x: near 0 (a confident model's top-k hold nearly all the mass) and far
+    from it, float32 within 1e-4 relative of float64 (`log1p(-exp(x))` alone is 1e-3 off at x = -1e-6)."""
+    from diet_hf.healing.loss import _log1mexp
+
+    x = torch.tensor([-1e-6, -1e-4, -0.01, -0.5, -0.7, -2.0, -20.0], dtype=torch.float64)
+    exact = torch.log(-torch.expm1(x))
+    torch.testing.assert_close(_log1mexp(x.float()).double(), exact, rtol=1e-4, atol=0)
+
+
 @pytest.mark.parametrize("top_k", [None, 128, 7])
 @pytest.mark.parametrize("kd_weight", [1.0, 0.4])
 @pytest.mark.parametrize("frozen_head", [True, False])
