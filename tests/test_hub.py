@@ -595,6 +595,26 @@ def test_atomic_directory_merges_folders_whole_and_restores_one_it_could_not_rep
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_atomic_write_replaces_a_file_whole_or_leaves_it_untouched(tmp_path):
+    """The one write path of every single file diet-hf writes (a plan, an evaluation record, the teacher's cache):
+    the new content appears whole, and a failed write leaves the old file and no temporary file beside it."""
+    from diet_hf._io import atomic_write, atomic_write_text
+
+    target = tmp_path / "sub" / "record.json"
+    atomic_write_text(target, "first")  # its folder made
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second"
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, failing)
+    assert target.read_text() == "second"
+    assert [p.name for p in target.parent.iterdir()] == ["record.json"]
+
+
 @pytest.mark.parametrize("pipelined", [True, False])
 def test_create_pr_opens_a_pull_request_and_leaves_the_main_branch(
     pipelined, local_hub, tmp_path, data_dir, tiny_tokenizer, capsys, monkeypatch
