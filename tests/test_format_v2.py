@@ -269,6 +269,39 @@ def test_a_static_cache_sized_from_the_config_alone_has_each_layers_kv_shape_and
     assert [tuple(layer.keys.shape) for layer in cache.layers] == shapes
 
 
+def test_a_static_cache_sized_alike_for_every_layer_decodes_exactly_past_a_removed_attention():
+    """A static cache allocated before decoding with one KV shape for every layer (transformers 4.57's
+    `early_initialization` takes one head count, as its export wrappers call it; 5.x accepts one too): a removed
+    attention writes its placeholder in that layer's shape, so it decodes as the full forward pass."""
+    from transformers import StaticCache
+    from transformers.generation import utils as generation
+
+    cache_argument = "cache" if "cache" in getattr(generation, "ALL_CACHE_NAMES", ()) else "past_key_values"
+    # the attention removed from a full-attention layer (a sliding one's static layer returns a long prompt's states
+    # without storing them)
+    sizes = {**UNEVEN, "num_attention_heads_per_layer": [4, 4, 4, 0], "num_key_value_heads_per_layer": [2, 2, 2, 0]}
+    model = pruned_model("gemma3_text", seed=4, **sizes)
+    model.generation_config.pad_token_id = 0
+    cache = StaticCache(config=model.config, max_cache_len=16)
+    cache.early_initialization(batch_size=1, num_heads=2, head_dim=8, dtype=torch.float32, device="cpu")
+    shapes = [tuple(layer.keys.shape) for layer in cache.layers]
+    assert shapes[3] == (1, 2, 16, 8)  # the removed attention's layer too
+    ids = random_batch(1, 7, seed=6)
+    out = model.generate(
+        ids,
+        **{cache_argument: cache},
+        max_new_tokens=5,
+        min_new_tokens=5,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    with torch.no_grad():
+        full = model(out.sequences).logits[0, 6:11]
+    assert (torch.stack(out.logits, dim=1)[0] - full).abs().max().item() <= 1e-5
+    assert [tuple(layer.keys.shape) for layer in cache.layers] == shapes
+
+
 # ------------------------------------------------------------------------------------------------ v1 checkpoints
 
 
