@@ -53,21 +53,22 @@ def count_parameters(config, *, dense: bool = False) -> dict[str, int]:
     h = config.hidden_size
     d = head_dim(config)
     qk_norms = family_for_model_type(config.model_type).qk_norms
-    blocks = norms = 0
+    # biases: the stock projections' with `attention_bias` (query, key, value and output of a kept attention), and
+    # those of bias compensation (FLAP), one per layer and sublayer (on a kept attention the same output bias)
+    attention_bias = bool(getattr(config, "attention_bias", False))
+    o_proj_bias = not dense and bool(getattr(config, "o_proj_bias", False))
+    down_proj_bias = not dense and bool(getattr(config, "down_proj_bias", False))
+    blocks = norms = biases = 0
     for layer_idx in range(config.num_hidden_layers):
         width, heads, kv_heads = base_sizes(config) if dense else layer_sizes(config, layer_idx)
         blocks += block_parameters(h, d, width, heads, kv_heads)
         # four norms per layer, less the input norm of a removed attention or MLP (the pruned classes drop it)
         norms += (2 + bool(heads) + bool(width)) * h + (2 * d if qk_norms and heads else 0)
+        if attention_bias and heads:
+            biases += d * (heads + 2 * kv_heads)
+        biases += h * (bool(o_proj_bias or (attention_bias and heads)) + down_proj_bias)
     embeddings = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
-    # bias compensation (FLAP) adds one bias per layer and sublayer; the decoder-block count stays the plan's
-    biases = (
-        0
-        if dense
-        else h
-        * config.num_hidden_layers
-        * sum(bool(getattr(config, name, False)) for name in ("o_proj_bias", "down_proj_bias"))
-    )
+    # the decoder-block count stays the plan's (weights only)
     return {"total": blocks + norms + embeddings + h + biases, "decoder_blocks": blocks}
 
 

@@ -182,6 +182,10 @@ def test_a_dense_o_proj_bias_stays_with_and_without_compensation(family, target)
         assert (_mean_filled_dense(without, plan, means)(ids).logits - filled).abs().max() > 1e-3
     if target == "removed_sublayers":
         assert 0 in plan.num_attention_heads_per_layer
+    # `diet-hf info`, the card and the main job's table count every parameter, the projections' biases included
+    for model in (dense, plain, compensated):
+        assert count_parameters(model)["total"] == sum(p.numel() for p in model.parameters())
+    assert count_parameters(compensated, dense=True)["total"] == sum(p.numel() for p in dense.parameters())
 
 
 def test_bias_compensation_rejects_wrong_means():
