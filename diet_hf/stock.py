@@ -178,10 +178,21 @@ def _check_weights(model) -> None:
         )
 
 
-def _check_biases(layer_idx: int, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuses a layer with a non-zero compensation bias (stock Gemma has no place for one)."""
+def _attention_biases(config, layout) -> set[str]:
+    """The biases of a decoder layer that a stock layer holds: with `attention_bias`, its attention's projections'
+    (and a removed attention's output bias, which a stock attention of all-zero projections outputs alone)."""
+    if not getattr(config, "attention_bias", False):
+        return set()
+    return {f"{layout.attention}.{name}.bias" for name in layout.attention_projection_names} | {
+        f"{layout.attention}.bias"
+    }
+
+
+def _check_biases(layer_idx: int, tensors: dict[str, torch.Tensor], held: set[str]) -> None:
+    """Refuses a layer with a non-zero bias that the stock layer has no place for (not in `held`, the
+    `_attention_biases`): a compensation bias."""
     for name, tensor in tensors.items():
-        if name.endswith("bias") and torch.count_nonzero(tensor):
+        if name.endswith("bias") and name not in held and torch.count_nonzero(tensor):
             raise ValueError(
                 f"The pruned model has compensation biases (layer {layer_idx}: {name}), which stock Gemma has no "
                 "place for: it cannot be exported as a stock model. Prune with `bias_compensation=False` (CLI: "
@@ -197,7 +208,9 @@ def _padded_layer(
     layer's device and in its dtype."""
     like = next(iter(pruned.values()))
     out = {name: torch.zeros(size, dtype=like.dtype, device=like.device) for name, size in shapes.items()}
-    used = {name for name in pruned if name.endswith("bias")}  # checked by `_check_biases`: all zero, dropped
+    removed_bias = f"{layout.attention}.bias"  # a removed attention's output bias (its stand-in's)
+    # biases the stock layer has no place for: checked by `_check_biases`, all zero, dropped
+    used = {name for name in pruned if name.endswith("bias") and name not in out and name != removed_bias}
 
     def put(name: str, fill) -> None:
         fill(out[name], pruned[name])
@@ -210,6 +223,7 @@ def _padded_layer(
         put(mlp["up"], lambda dst, src: dst[:width].copy_(src))
         put(mlp["down"], lambda dst, src: dst[:, :width].copy_(src))
     attn = {role: f"{layout.attention}.{getattr(layout, role)}.weight" for role in ("query", "key", "value", "output")}
+    biases = {role: name[: -len("weight")] + "bias" for role, name in attn.items()}
     if heads:
         group, stock_group = heads // kv, shape.num_attention_heads // shape.num_key_value_heads
         # query head j of KV group r: row block r * group + j of the pruned layer, r * stock_group + j of the stock one
@@ -227,6 +241,15 @@ def _padded_layer(
         put(attn["key"], lambda dst, src: dst[: kv * d].copy_(src))
         put(attn["value"], lambda dst, src: dst[: kv * d].copy_(src))
         put(attn["output"], output_columns)
+        if biases["query"] in out:  # `attention_bias`: the same rows, padded heads with zero bias
+            put(biases["query"], query_rows)
+            put(biases["key"], lambda dst, src: dst[: kv * d].copy_(src))
+            put(biases["value"], lambda dst, src: dst[: kv * d].copy_(src))
+            put(biases["output"], lambda dst, src: dst.copy_(src))
+    elif removed_bias in pruned:
+        if biases["output"] in out:  # all-zero projections: the stock attention outputs this bias alone
+            out[biases["output"]].copy_(pruned[removed_bias])
+        used.add(removed_bias)  # else all zero (`_check_biases`): dropped
     for name, tensor in pruned.items():  # norms (a removed sublayer's input norm is absent: zero, i.e. scale 1)
         if name not in used and name in out and out[name].shape == tensor.shape:
             put(name, lambda dst, src: dst.copy_(src))
@@ -253,8 +276,9 @@ def to_stock_model(model):
     text = text_config(model.config)
     family = next(f for f in FAMILIES if f.pruned_model_type == text.model_type)
     prefix, layers = _decoder_layers(model)
+    held = _attention_biases(text, family.layout)
     for layer_idx, layer in enumerate(layers):
-        _check_biases(layer_idx, layer.state_dict())
+        _check_biases(layer_idx, layer.state_dict(), held)
     shape = stock_shape(text)
     with init_empty_weights():  # parameters on the meta device; buffers (RoPE frequencies) computed as usual
         stock = stock_class(_stock_config(model.config, shape))

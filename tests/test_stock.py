@@ -22,6 +22,7 @@ from huggingface_hub import ModelCard
 from diet_hf import build_pruned_model
 from diet_hf.cli import main
 from diet_hf.hub import save_pruned_model
+from diet_hf.info import count_parameters
 from diet_hf.plan import PruningPlan
 from diet_hf.stock import export_stock, stock_shape, to_stock_model
 
@@ -93,6 +94,29 @@ def test_image_text_and_classifier_models_convert_to_their_stock_classes():
     ids = random_batch()
     with torch.no_grad():
         assert (classifier(ids).logits - stock(ids).logits).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_a_model_with_attention_biases_exports_them(family):
+    """`attention_bias=True` (a config option of both families): the stock layers hold the attention projections'
+    biases, padded heads with zero bias, and a removed attention's output bias on all-zero projections; compensation
+    biases beside them are still refused."""
+    pruned = uneven_pruned_model(family, attention_bias=True)  # layer 0 without attention, layer 1 with fewer heads
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # transformers initializes biases to zero: make them matter
+        for name, param in pruned.named_parameters():
+            if name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=g))
+    assert pruned.config.o_proj_bias  # the removed attention keeps the dense output bias
+    stock = to_stock_model(pruned)
+    assert stock.config.attention_bias
+    ids = random_batch(2, 12)
+    with torch.no_grad():
+        assert (pruned(ids).logits - stock(ids).logits).abs().max().item() <= 1e-5
+    assert count_parameters(stock)["total"] == sum(p.numel() for p in stock.parameters())
+    compensated = uneven_pruned_model(family, compensated=True, attention_bias=True)
+    with pytest.raises(ValueError, match=r"compensation biases \(layer 0: mlp.down_proj.bias\)"):
+        to_stock_model(compensated)
 
 
 def test_compensation_biases_are_refused_unless_all_zero():
