@@ -229,6 +229,30 @@ def test_a_reference_attention_backend_sees_each_layers_configured_heads_and_giv
     assert seen == expected == {0: (2, 1), 1: (4, 2), 3: (4, 2)}
 
 
+def _decodes_as_the_full_forward_pass(model, cache, ids, steps: int) -> None:
+    """Greedy decoding of `steps` tokens into `cache`: every step's logits are the full forward pass's on the same
+    sequence (no argmax near-ties involved), and the cache's layers keep their shapes."""
+    from transformers.generation import utils as generation
+
+    # generate's cache argument: `cache` since 5.2x (`past_key_values` deprecated), `past_key_values` before
+    cache_argument = "cache" if "cache" in getattr(generation, "ALL_CACHE_NAMES", ()) else "past_key_values"
+    model.generation_config.pad_token_id = 0
+    shapes = [tuple(layer.keys.shape) for layer in cache.layers]
+    out = model.generate(
+        ids,
+        **{cache_argument: cache},
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    with torch.no_grad():
+        full = model(out.sequences).logits[0, ids.shape[1] - 1 : ids.shape[1] - 1 + steps]
+    assert (torch.stack(out.logits, dim=1)[0] - full).abs().max().item() <= 1e-5
+    assert [tuple(layer.keys.shape) for layer in cache.layers] == shapes
+
+
 @pytest.mark.skipif(
     not hasattr(transformers.configuration_utils, "get_head_shapes"),
     reason="per-layer StaticCache initialization (`get_head_shapes`) arrived in transformers 5.18",
@@ -236,14 +260,8 @@ def test_a_reference_attention_backend_sees_each_layers_configured_heads_and_giv
 def test_a_static_cache_sized_from_the_config_alone_has_each_layers_kv_shape_and_decodes_exactly():
     from transformers import StaticCache
     from transformers.configuration_utils import get_head_shapes
-    from transformers.generation import utils as generation
-
-    # generate's cache argument: `cache` since 5.2x (`past_key_values` deprecated), `past_key_values` before
-    cache_argument = "cache" if "cache" in getattr(generation, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
     model = _uneven_model()
-    model.generation_config.pad_token_id = 0
-    ids = random_batch(1, 7, seed=5)
     cache = StaticCache(config=model.config, max_cache_len=16)
     num_kv_heads, head_dim = get_head_shapes(model.config)
     assert num_kv_heads == [1, 2, 0, 2] and head_dim == 8
@@ -251,22 +269,13 @@ def test_a_static_cache_sized_from_the_config_alone_has_each_layers_kv_shape_and
         batch_size=1, num_heads=num_kv_heads, head_dim=head_dim, dtype=torch.float32, device="cpu"
     )
     # sliding-window layers hold `sliding_window` (4) positions, full-attention layers `max_cache_len`
-    shapes = [(1, 1, 4, 8), (1, 2, 16, 8), (1, 0, 4, 8), (1, 2, 16, 8)]
-    assert [tuple(layer.keys.shape) for layer in cache.layers] == shapes
-    out = model.generate(
-        ids,
-        **{cache_argument: cache},
-        max_new_tokens=6,
-        min_new_tokens=6,
-        do_sample=False,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
-    # every decoding step's logits are the full forward's on the same sequence (no argmax near-ties involved)
-    with torch.no_grad():
-        full = model(out.sequences).logits[0, 6:12]
-    assert (torch.stack(out.logits, dim=1)[0] - full).abs().max().item() <= 1e-5
-    assert [tuple(layer.keys.shape) for layer in cache.layers] == shapes
+    assert [tuple(layer.keys.shape) for layer in cache.layers] == [
+        (1, 1, 4, 8),
+        (1, 2, 16, 8),
+        (1, 0, 4, 8),
+        (1, 2, 16, 8),
+    ]
+    _decodes_as_the_full_forward_pass(model, cache, random_batch(1, 7, seed=5), steps=6)
 
 
 def test_a_static_cache_sized_alike_for_every_layer_decodes_exactly_past_a_removed_attention():
@@ -274,32 +283,15 @@ def test_a_static_cache_sized_alike_for_every_layer_decodes_exactly_past_a_remov
     `early_initialization` takes one head count, as its export wrappers call it; 5.x accepts one too): a removed
     attention writes its placeholder in that layer's shape, so it decodes as the full forward pass."""
     from transformers import StaticCache
-    from transformers.generation import utils as generation
 
-    cache_argument = "cache" if "cache" in getattr(generation, "ALL_CACHE_NAMES", ()) else "past_key_values"
     # the attention removed from a full-attention layer (a sliding one's static layer returns a long prompt's states
     # without storing them)
     sizes = {**UNEVEN, "num_attention_heads_per_layer": [4, 4, 4, 0], "num_key_value_heads_per_layer": [2, 2, 2, 0]}
     model = pruned_model("gemma3_text", seed=4, **sizes)
-    model.generation_config.pad_token_id = 0
     cache = StaticCache(config=model.config, max_cache_len=16)
     cache.early_initialization(batch_size=1, num_heads=2, head_dim=8, dtype=torch.float32, device="cpu")
-    shapes = [tuple(layer.keys.shape) for layer in cache.layers]
-    assert shapes[3] == (1, 2, 16, 8)  # the removed attention's layer too
-    ids = random_batch(1, 7, seed=6)
-    out = model.generate(
-        ids,
-        **{cache_argument: cache},
-        max_new_tokens=5,
-        min_new_tokens=5,
-        do_sample=False,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
-    with torch.no_grad():
-        full = model(out.sequences).logits[0, 6:11]
-    assert (torch.stack(out.logits, dim=1)[0] - full).abs().max().item() <= 1e-5
-    assert [tuple(layer.keys.shape) for layer in cache.layers] == shapes
+    assert tuple(cache.layers[3].keys.shape) == (1, 2, 16, 8)  # the removed attention's layer too
+    _decodes_as_the_full_forward_pass(model, cache, random_batch(1, 7, seed=6), steps=5)
 
 
 # ------------------------------------------------------------------------------------------------ v1 checkpoints
