@@ -246,6 +246,7 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
         0.25,
     )
     assert ModelCard.load(tmp_path / "o" / "README.md").data.model_name == "x"
+    assert "half of each task" not in (tmp_path / "o" / "README.md").read_text()  # scored on no half: none named
     held = {"mine": {"perplexity": 12.5, "tokens": 1200, "texts": 40, "truncated": 0, "nll": [1.0], "counts": [3]}}
     save_pruned_model(model, tmp_path / "t", plan=pruner.plan, text_evaluation=held)  # without the base model's
     assert (
