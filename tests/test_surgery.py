@@ -13,12 +13,7 @@ from diet_hf.plan import build_plan
 
 def _zeroed_dense(dense, plan):
     """The dense model with every removed MLP dimension and query head zeroed where it enters the residual."""
-    zeroed = tiny_dense_model(
-        dense.config.model_type,
-        attn_logit_softcapping=dense.config.attn_logit_softcapping,
-        num_key_value_heads=dense.config.num_key_value_heads,
-    )
-    zeroed.load_state_dict(dense.state_dict())
+    zeroed = copy.deepcopy(dense)  # its config too (e.g. `attention_bias`)
     d = plan.head_dim
     with torch.no_grad():
         for layer_idx, layer in enumerate(zeroed.model.layers):
@@ -159,14 +154,7 @@ def test_a_dense_o_proj_bias_stays_with_and_without_compensation(family, target)
             if name.endswith("bias"):
                 param.copy_(torch.randn(param.shape, generator=g))
     plan, means = _plan_and_means(dense, target, seed=7)
-    zeroed = copy.deepcopy(dense)  # the removed heads' columns of `o_proj` zeroed, its bias kept
-    d = plan.head_dim
-    with torch.no_grad():
-        for layer_idx, layer in enumerate(zeroed.model.layers):
-            for head in set(range(plan.num_attention_heads)) - set(plan.head_kept_indices[layer_idx]):
-                layer.self_attn.o_proj.weight[:, head * d : (head + 1) * d] = 0
-            removed_mlp = sorted(set(range(plan.intermediate_size)) - set(plan.mlp_kept_indices[layer_idx]))
-            layer.mlp.down_proj.weight[:, removed_mlp] = 0
+    zeroed = _zeroed_dense(dense, plan)  # the removed heads' columns of `o_proj` zeroed, its bias kept
     ids = random_batch(2, 12)
     plain = build_pruned_model(dense, plan)
     compensated = build_pruned_model(dense, plan, channel_means=means)
