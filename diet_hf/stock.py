@@ -222,8 +222,9 @@ def _padded_layer(
         put(mlp["gate"], lambda dst, src: dst[:width].copy_(src))
         put(mlp["up"], lambda dst, src: dst[:width].copy_(src))
         put(mlp["down"], lambda dst, src: dst[:, :width].copy_(src))
-    attn = {role: f"{layout.attention}.{getattr(layout, role)}.weight" for role in ("query", "key", "value", "output")}
-    biases = {role: name[: -len("weight")] + "bias" for role, name in attn.items()}
+    paths = {role: f"{layout.attention}.{getattr(layout, role)}" for role in ("query", "key", "value", "output")}
+    attn = {role: f"{path}.weight" for role, path in paths.items()}
+    biases = {role: f"{path}.bias" for role, path in paths.items()}
     if heads:
         group, stock_group = heads // kv, shape.num_attention_heads // shape.num_key_value_heads
         # query head j of KV group r: row block r * group + j of the pruned layer, r * stock_group + j of the stock one
@@ -237,14 +238,17 @@ def _padded_layer(
             for to, source in slots:
                 dst[:, to * d : (to + 1) * d] = src[:, source * d : (source + 1) * d]
 
+        def kv_rows(dst, src):  # the KV heads in order, the padded ones after them
+            dst[: kv * d].copy_(src)
+
         put(attn["query"], query_rows)
-        put(attn["key"], lambda dst, src: dst[: kv * d].copy_(src))
-        put(attn["value"], lambda dst, src: dst[: kv * d].copy_(src))
+        put(attn["key"], kv_rows)
+        put(attn["value"], kv_rows)
         put(attn["output"], output_columns)
         if biases["query"] in out:  # `attention_bias`: the same rows, padded heads with zero bias
             put(biases["query"], query_rows)
-            put(biases["key"], lambda dst, src: dst[: kv * d].copy_(src))
-            put(biases["value"], lambda dst, src: dst[: kv * d].copy_(src))
+            put(biases["key"], kv_rows)
+            put(biases["value"], kv_rows)
             put(biases["output"], lambda dst, src: dst.copy_(src))
     elif removed_bias in pruned:
         if biases["output"] in out:  # all-zero projections: the stock attention outputs this bias alone
