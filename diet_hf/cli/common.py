@@ -149,13 +149,12 @@ class _ChatRenderer:
 
     def _loaded(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
             from .._io import check_model_location
+            from ..loading import load_tokenizer
 
             check_model_location(self.model, gguf_file=self.gguf_file, gguf_argument="--gguf-file")
             try:  # a GGUF file holds its tokenizer
-                self._tokenizer = AutoTokenizer.from_pretrained(
+                self._tokenizer = load_tokenizer(
                     self.model, revision=self.revision, token=self.token, gguf_file=self.gguf_file
                 )
             except OSError as error:
