@@ -837,7 +837,10 @@ def test_prune_puts_the_perplexity_of_held_out_texts_in_the_card(
             f"{ratio['ratio']:.3f} [{low:.3f}, {high:.3f}] |"
         )
         assert row in (tmp_path / name / "README.md").read_text()
-        assert f"held: perplexity {pruned['perplexity']:.3f} against the dense model's" in printed
+        assert (
+            f"held: perplexity {pruned['perplexity']:.3f} against the dense model's {dense['perplexity']:.3f}, ratio "
+            f"{ratio['ratio']:.3f} [{low:.3f}, {high:.3f}] (12 held-out texts)"
+        ) in printed
     assert main(["--quiet", *argv[:-4], "--eval-texts", "held", "--sparsity", "0.2", "--output", "x"]) == 2
     assert "`--eval-texts`: expected NAME=FILE" in capsys.readouterr().err
 
@@ -917,6 +920,32 @@ def test_eval_of_your_own_multiple_choice_questions(dense_dir, tmp_path, data_di
     ):
         assert main(["--quiet", "eval", str(dense_dir), "--tasks", *tasks]) == 2, tasks
         assert message in capsys.readouterr().err, tasks
+
+
+def test_prune_scores_its_tasks_without_the_examples_it_calibrated_on(tmp_path, data_dir, dense_dir, capsys):
+    """`prune --eval-tasks` leaves out the evaluation examples the profile drew for calibration (a task without a
+    train split, HellaSwag here, calibrates on its evaluation split) and scores the half `--eval-half` names, as
+    `diet-hf eval --half` of the saved model does."""
+    from diet_hf.tasks import split_half
+
+    rows = (data_dir / "hellaswag" / "validation.jsonl").read_text().splitlines()[:12]
+    small = tmp_path / "data" / "hellaswag"
+    small.mkdir(parents=True)
+    (small / "validation.jsonl").write_text("\n".join(rows) + "\n")  # and no train split
+    out = tmp_path / "pruned"
+    argv = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.25", "--tasks", "hellaswag", "--num-samples", "4"]
+    argv += ["--eval-tasks", "hellaswag", "--eval-half", "test", "--data-dir", str(tmp_path / "data")]
+    assert main([*argv, "--output", str(out)]) == 0, capsys.readouterr().err
+    drawn = json.loads((out / "config.json").read_text())["pruning"]["calibration_eval_ids"]["hellaswag"]
+    left = [json.loads(row)["id"] for row in rows if json.loads(row)["id"] not in drawn]
+    tested = sum(split_half("hellaswag", i) == "test" for i in left)
+    assert len(drawn) == 4 and 0 < tested < 8  # both the exclusions and the half change what is scored
+    report = tmp_path / "eval.json"
+    argv = ["--quiet", "eval", str(out), "--tasks", "hellaswag", "--half", "test", "--data-dir", str(small.parent)]
+    assert main([*argv, "--output", str(report)]) == 0
+    score = json.loads(report.read_text())["results"]["hellaswag"]["acc_norm"]
+    row = next(line for line in (out / "README.md").read_text().splitlines() if line.startswith("| hellaswag |"))
+    assert row.startswith(f"| hellaswag | {tested} | acc_norm | ") and f" | {score:.4f} |" in row
 
 
 @pytest.mark.parametrize("inplace", [False, True])
@@ -1000,6 +1029,12 @@ def test_prune_again_from_a_saved_profile_of_your_own_data(dense_dir, tmp_path, 
     with torch.no_grad():
         logits = [model(ids).logits for model in models]
     torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)
+    # the moments' options reach a prune from saved scores: its passes over the data and their products' precision
+    for dtype in ("float32", "bfloat16"):
+        again = [*common[1:], "--scores", str(tmp_path / "scores"), "--output", str(tmp_path / dtype)]
+        assert main([*again, "--moments-dtype", dtype, "--moments-memory-gib", "0.00001"]) == 0
+        assert AutoModelForCausalLM.from_pretrained(tmp_path / dtype).config.pruning["moments_dtype"] == dtype
+        assert "reconstruction (1/2)" in capsys.readouterr().err  # 10 KiB at a time: a pass per layer
 
 
 def test_heal_keeps_the_profile_the_model_was_pruned_from(dense_dir, tmp_path, data_dir, capsys):

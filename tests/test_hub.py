@@ -747,9 +747,16 @@ def test_cli_prune_pushes_and_reads_a_profile_on_the_hub(local_hub, dense_dir, t
     argv = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.25", "--data-dir", str(data_dir)]
     made = [*argv, "--tasks", "rte", "--num-samples", "3", "--output", str(tmp_path / "a")]
     assert main([*made, "--push-scores-to-hub", "org/cli-profile", "--private"]) == 0, capsys.readouterr().err
-    assert "pushed the profile to org/cli-profile (commit " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "pushed the profile to org/cli-profile (commit " in printed
+    first = printed.split("pushed the profile to org/cli-profile (commit ")[1].split(")")[0]
     assert HfApi().model_info("org/cli-profile").private
-    assert main([*argv, "--scores", "org/cli-profile", "--output", str(tmp_path / "b")]) == 0
+    # another profile pushed over it: --scores-revision reads the first one
+    other = [*argv, "--tasks", "piqa", "--num-samples", "3", "--output", str(tmp_path / "other")]
+    assert main([*other, "--push-scores-to-hub", "org/cli-profile"]) == 0
+    assert HfApi().model_info("org/cli-profile").sha != first
+    at = ["--scores", "org/cli-profile", "--scores-revision", first]
+    assert main([*argv, *at, "--output", str(tmp_path / "b")]) == 0
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert main([*argv, "--scores-revision", "main", "--tasks", "rte", "--output", str(tmp_path / "c")]) == 2
@@ -757,6 +764,10 @@ def test_cli_prune_pushes_and_reads_a_profile_on_the_hub(local_hub, dense_dir, t
     both = ["--push-to-hub", "org/m", "--push-scores-to-hub", "org/m", "--output", str(tmp_path / "c")]
     assert main([*made[:-2], *both]) == 2  # one repository for both: the profile's card would replace the model's
     assert "`--push-scores-to-hub` org/m is where --push-to-hub uploads a pruned model" in capsys.readouterr().err
+    # with several sparsities the models go to org/m-20 and org/m-30: a profile there would replace one of their cards
+    several = ["--push-to-hub", "org/m", "--push-scores-to-hub", "org/m-30", "--output", str(tmp_path / "c")]
+    assert main([*made[:-2], *several, "--sparsity", "0.2", "0.3"]) == 2
+    assert "`--push-scores-to-hub` org/m-30 is where --push-to-hub uploads a pruned model" in capsys.readouterr().err
     assert main([*argv, "--scores", "org/not-a-profile", "--output", str(tmp_path / "c")]) == 1
     assert "No importance scores at org/not-a-profile" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
@@ -846,15 +857,23 @@ def test_a_gguf_file_in_a_hub_repository_prunes_and_its_record_names_it(local_hu
     path = write_tiny_gguf(tmp_path / "source" / "tiny.gguf")
     HfApi().create_repo("org/tiny-gguf")
     commit = HfApi().upload_file(path_or_fileobj=str(path), path_in_repo="tiny.gguf", repo_id="org/tiny-gguf").oid
-    HfApi().upload_file(path_or_fileobj=b"# later\n", path_in_repo="README.md", repo_id="org/tiny-gguf")
+    # the main branch moves on to other weights and another tokenizer (a chat template): the revision is read
+    later = write_tiny_gguf(tmp_path / "later" / "tiny.gguf", seed=1, chat_template="{{ 'later' }}")
+    HfApi().upload_file(path_or_fileobj=str(later), path_in_repo="tiny.gguf", repo_id="org/tiny-gguf")
+    local_hub.state.read_paths.clear()
     pruner = DietPruner.from_pretrained("org/tiny-gguf", gguf_file="tiny.gguf", revision=commit)
+    assert pruner.tokenizer.chat_template is None
+    assert not [path for path in local_hub.state.read_paths if "main/tiny.gguf" in path]  # nor a download of it
     pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True)
     expected = pruner.prune(sparsity=0.3)
     assert expected.config.pruning["base_model"] == "org/tiny-gguf"
     assert expected.config.pruning["base_model_revision"] == commit
     argv = ["--quiet", "prune", "org/tiny-gguf", "--gguf-file", "tiny.gguf", "--revision", commit, "--tasks", "rte"]
     argv += ["--num-samples", "3", "--data-dir", str(data_dir), "--sparsity", "0.3", "--output", str(tmp_path / "p")]
-    assert main([*argv, "--push-to-hub", "org/tiny-gguf-diet"]) == 0, capsys.readouterr().err
+    local_hub.state.read_tokens.clear()
+    assert main([*argv, "--push-to-hub", "org/tiny-gguf-diet", "--token", "hf_cli"]) == 0, capsys.readouterr().err
+    assert local_hub.state.commit_tokens[-1] == "hf_cli"
+    assert local_hub.state.read_tokens and set(local_hub.state.read_tokens) == {"hf_cli"}  # the model read with it too
     card = local_hub.state.files_at("org/tiny-gguf-diet", "main")[1]["README.md"].decode()
     assert "| base model | org/tiny-gguf (revision " in card and "read from its GGUF file tiny.gguf" in card
     # the card's commands read the base model from its file, as this one did

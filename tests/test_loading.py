@@ -150,6 +150,14 @@ def test_pruning_an_image_text_checkpoint_prunes_its_text_model(checkpoints, tmp
     saved = json.loads((tmp_path / "alone" / "config.json").read_text())
     assert saved["model_type"] == "pruned_gemma3_text" and "vision_config" not in saved
     assert check_pruned_checkpoint(tmp_path / "alone") == "pruned_gemma3_text"
+    # `prune --text-only` on the command line: the same text checkpoint
+    argv = ["--quiet", "prune", str(image_text_dir), "--sparsity", "0.3", "--tasks", "rte", "boolq"]
+    argv += ["--num-samples", "4", "--batch-size", "4", "--data-dir", str(data_dir), "--text-only"]
+    assert main([*argv, "--output", str(tmp_path / "cli-alone")]) == 0
+    assert check_pruned_checkpoint(tmp_path / "cli-alone") == "pruned_gemma3_text"
+    from_cli = AutoModelForCausalLM.from_pretrained(tmp_path / "cli-alone")
+    with torch.no_grad():
+        torch.testing.assert_close(from_cli(ids).logits, alone(ids).logits, rtol=0, atol=1e-6)
     # a loaded image-text model given to the pruner directly
     full = Gemma3ForConditionalGeneration.from_pretrained(image_text_dir).eval()
     again = DietPruner(full).profile({"a": [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]})
