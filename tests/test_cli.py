@@ -976,6 +976,12 @@ def test_prune_scores_tasks_into_the_card(tmp_path, data_dir, tiny_tokenizer, ca
         eval_argv = ["--quiet", "eval", str(model), "--tasks", "piqa", f"mine={questions}", "--limit", "20"]
         assert main([*eval_argv, "--data-dir", str(data_dir), "--output", str(report)]) == 0
         scored[model] = json.loads(report.read_text())["results"]
+        scored[model]["average"] = json.loads(report.read_text())["average"]
+    differences = printed.split(f"{out} minus the dense model")[1].splitlines()
+    for task, metric in (("piqa", "acc_norm"), ("mine", "acc"), ("average", None)):
+        dense_score, pruned_score = (scored[m][task] if task == "average" else scored[m][task][metric] for m in scored)
+        row = next(line for line in differences if line.startswith(f"{task:16}"))
+        assert row.startswith(f"{task:16}{dense_score:>10.4f}{pruned_score - dense_score:>+12.4f}  [")
     card = (out / "README.md").read_text()
     assert "## Evaluation" in card
     for task, metric, n in (("piqa", "acc_norm", 20), ("mine", "acc", 4)):
@@ -1196,7 +1202,9 @@ def test_prune_scores_eval_tasks_in_the_chat_template(tmp_path, tiny_tokenizer, 
     assert not (tmp_path / "out2").exists()
 
 
-def test_prune_calibration_chat_template_renders_your_questions(tmp_path, data_dir, tiny_tokenizer, capsys):
+def test_prune_calibration_chat_template_renders_your_questions(
+    tmp_path, data_dir, tiny_tokenizer, capsys, monkeypatch
+):
     """`prune --calibration-chat-template`: your questions (`--tasks NAME=FILE`) calibrate in the chat template of
     MODEL's tokenizer, as they are scored with `--apply-chat-template`; a tokenizer without one is a usage error
     before any model loads."""
@@ -1224,6 +1232,15 @@ def test_prune_calibration_chat_template_renders_your_questions(tmp_path, data_d
     assert main(argv) == 2
     assert "`--calibration-chat-template`: the tokenizer of" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+    # the same with registered tasks alone (no question of yours to render first)
+    from diet_hf import DietPruner
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(DietPruner, "from_pretrained", loaded)
+    assert main([*argv[: argv.index("--tasks") + 2], *argv[argv.index("--tasks") + 3 :]]) == 2
+    assert "`--calibration-chat-template`: the tokenizer of" in capsys.readouterr().err
 
 
 LOGGING_PROBE = """
