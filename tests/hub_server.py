@@ -2,7 +2,8 @@
 
 It answers what `huggingface_hub` and transformers use to publish and load a model repository: create repo,
 preupload (every file in the regular upload mode), NDJSON commit (to a branch, or with `create_pr=1` to a new pull
-request's `refs/pr/N`), pull requests opened before their commits (`discussions`, and their details), model-card
+request's `refs/pr/N`), branches (`create_branch`, at the main branch's commit), pull requests opened before their
+commits (`discussions`, and their details), model-card
 YAML validation, revision info, tree
 listing, and HEAD/GET resolve with `ETag`, `X-Repo-Commit` and `Content-Length`. Unknown routes answer 404.
 Repositories live in memory. Faults can be injected: `fail_commits` answers commits with HTTP 500, `drop_commits`
@@ -100,6 +101,18 @@ class _Handler(BaseHTTPRequestHandler):
             if number is None:
                 return self._not_found("RepoNotFound")
             return self._json(200, {"num": number, "url": f"http://{self.headers['Host']}/{match.group(1)}"})
+        match = re.fullmatch(r"/api/models/(.+)/branch/(.+)", path)
+        if match:  # `create_branch`: a branch at the main branch's commit
+            self._body()
+            repo_id, branch = match.groups()
+            with self.state.lock:
+                repo = self.state.repos.get(repo_id)
+                if repo is None:
+                    return self._not_found("RepoNotFound")
+                if branch in repo["branches"]:
+                    return self._json(409, {"error": "Reference already exists"})
+                repo["branches"][branch] = repo["branches"]["main"]
+            return self._json(200, {})
         match = re.fullmatch(r"/api/models/(.+)/(preupload|commit)/(.+)", path)
         if not match:
             self._body()

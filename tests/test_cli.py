@@ -621,6 +621,8 @@ def test_interrupted_save_leaves_no_loadable_directory(tmp_path, monkeypatch):
     save_pruned_model(model, tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "m")(ids).logits, model(ids).logits)
+    # with no `plan=`, the plan surgery attached to the model is saved beside it
+    assert PruningPlan.from_pretrained(tmp_path / "m").to_dict() == model.diet_plan.to_dict()
 
 
 def test_an_interrupted_save_over_an_earlier_one_leaves_the_earlier_one(tmp_path, monkeypatch):

@@ -428,9 +428,13 @@ def test_failed_push_of_a_model_leaves_nothing_and_says_how_to_retry(local_hub, 
 
     local_hub.state.fail_commits = 100
     monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)
-    with pytest.raises(RuntimeError, match=r"(?s)Pushing to 'user/broken' failed: .*Nothing was written locally"):
+    with pytest.raises(
+        RuntimeError, match=r"(?s)Pushing to 'user/broken' failed: .*Nothing was written locally"
+    ) as info:
         push_pruned_model(build_pruned_model(tiny_dense_model("gemma2")), "user/broken")
     local_hub.state.fail_commits = 0
+    # the HTTP error itself, not the message of a local copy: the temporary folder it names is gone
+    assert "local copy" not in str(info.value) and str(info.value).count("failed:") == 1
 
 
 def test_max_shard_size_splits_the_weights_and_a_later_save_removes_the_shards(tmp_path):
@@ -502,6 +506,8 @@ def test_an_invalid_repo_id_fails_before_anything_is_saved(tmp_path, monkeypatch
         push_pruned_model(build_pruned_model(tiny_dense_model("gemma2")), "not a repo!")
     with pytest.raises(ValueError, match=r"`repo_id` 'a/b/c' is not a valid Hub repository id"):
         push_saved_model(tmp_path, "a/b/c")
+    with pytest.raises(ValueError, match=r"`repo_id` must be a Hub repository id like 'you/model-name', got None"):
+        push_saved_model(tmp_path, None)
 
 
 def test_saved_directories_and_files_follow_the_umask(tmp_path):
@@ -636,7 +642,8 @@ def test_create_pr_opens_a_pull_request_and_leaves_the_main_branch(
     pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True).prune(sparsity=0.3)
     first = pruner.push_to_hub(repo)
     main_before = local_hub.state.files_at(repo, "main")
-    url = pruner.push_to_hub(repo, evaluation={"results": {}, "average": 0.5}, create_pr=True)
+    # `revision="main"` says what a pull request is opened against anyway
+    url = pruner.push_to_hub(repo, evaluation={"results": {}, "average": 0.5}, create_pr=True, revision="main")
     assert url.endswith(f"/{repo}/discussions/1")
     assert local_hub.state.files_at(repo, "main") == main_before  # the branch is as it was
     _, proposed = local_hub.state.files_at(repo, "refs/pr/1")
@@ -644,6 +651,12 @@ def test_create_pr_opens_a_pull_request_and_leaves_the_main_branch(
     assert first != url
     with pytest.raises(ValueError, match="`create_pr` opens a pull request against the main branch"):
         push_saved_model(tmp_path, repo, revision="dev", create_pr=True)
+    # without `create_pr`, `revision` is the branch the commit goes to
+    HfApi().create_branch(repo, branch="dev")
+    pruner.push_to_hub(repo, evaluation={"results": {}, "average": 0.25}, revision="dev")
+    assert local_hub.state.files_at(repo, "main") == main_before
+    card = local_hub.state.files_at(repo, "dev")[1]["README.md"]
+    assert card not in (main_before[1]["README.md"], proposed["README.md"])
     # the command line: --create-pr with --push-to-hub, and refused without it before any model loads
     saved = pruner.save_pretrained(tmp_path / "m")
     argv = ["--quiet", "prune", str(saved), "--output", str(tmp_path / "never"), "--sparsity", "0.2", "--create-pr"]
@@ -788,7 +801,12 @@ def test_a_model_pushed_with_its_profile_prunes_its_base_again_from_the_hub(
     files = local_hub.state.files_at("org/with-profile", "main")[1]
     assert {"config.json", "diet_profile/importance_scores.json", "diet_profile/calibration_texts.json"} <= set(files)
     assert "--scores org/with-profile --sparsity 0.3" in files["README.md"].decode()
+    local_hub.state.read_paths.clear()
     assert main([*argv, "--scores", "org/with-profile", "--output", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    # the profile's files are downloaded, not the pruned model's weights beside them
+    assert not [
+        path for path in local_hub.state.read_paths if path.endswith(".safetensors") and "/diet_profile/" not in path
+    ]
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     capsys.readouterr()
