@@ -403,6 +403,22 @@ def test_eval_leaves_out_the_examples_the_pruning_profiled(dense_dir, tmp_path, 
     for scored in (result, result["reference"]):
         assert sorted(scored["results"]["hellaswag"]["excluded_ids"]) == sorted(recorded["hellaswag"])
         assert scored["results"]["rte"]["excluded_ids"] == []
+    # a pruned reference drawn with another seed: the examples either profile read are scored for neither
+    argv = ["--quiet", "prune", str(dense_dir), "--sparsity", "0.2", "--tasks", "hellaswag", "--seed", "1"]
+    assert main([*argv, "--num-samples", "3", "--data-dir", str(data_dir), "--output", str(tmp_path / "q")]) == 0
+    other = AutoModelForCausalLM.from_pretrained(tmp_path / "q").config.pruning["calibration_eval_ids"]["hellaswag"]
+    assert set(other) != set(recorded["hellaswag"])
+    argv = ["eval", str(tmp_path / "p"), "--tasks", "hellaswag", "--limit", "2", "--data-dir", str(data_dir)]
+    assert main([*argv, "--reference", str(tmp_path / "q"), "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for scored in (result, result["reference"]):
+        assert set(scored["results"]["hellaswag"]["excluded_ids"]) == {*recorded["hellaswag"], *other}
+    # tasks the profile read nothing of: nothing said, nothing left out
+    capsys.readouterr()
+    argv = ["eval", str(tmp_path / "p"), "--tasks", "rte", "--limit", "2", "--data-dir", str(data_dir)]
+    assert main([*argv, "--output", str(out)]) == 0
+    assert "left out" not in capsys.readouterr().out
+    assert json.loads(out.read_text())["results"]["rte"]["excluded_ids"] == []
 
 
 def test_eval_of_a_model_without_tokenizer_files(tmp_path, data_dir, capsys):
@@ -945,7 +961,9 @@ def test_prune_scores_its_tasks_without_the_examples_it_calibrated_on(tmp_path, 
     report = tmp_path / "eval.json"
     argv = ["--quiet", "eval", str(out), "--tasks", "hellaswag", "--half", "test", "--data-dir", str(small.parent)]
     assert main([*argv, "--output", str(report)]) == 0
-    score = json.loads(report.read_text())["results"]["hellaswag"]["acc_norm"]
+    scored = json.loads(report.read_text())["results"]["hellaswag"]
+    assert (scored["num_scored"], scored["half"]) == (tested, "test")
+    score = scored["acc_norm"]
     row = next(line for line in (out / "README.md").read_text().splitlines() if line.startswith("| hellaswag |"))
     assert row.startswith(f"| hellaswag | {tested} | acc_norm | ") and f" | {score:.4f} |" in row
 
