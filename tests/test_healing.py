@@ -437,6 +437,43 @@ class _Interrupt:
         self.callback = Raise()
 
 
+def test_the_packed_rows_hold_the_guards_rows_and_as_many_training_rows_as_the_token_budget_takes(tiny_tokenizer):
+    """The data packed into rows: the guard's `validation_sequences` first, then the training rows, cut to the steps
+    `max_tokens` makes (one batch at least); with fewer rows than that, the steps the rows make, no epoch twice; data
+    that leaves no training row is refused, saying how many rows it makes."""
+    from diet_hf.healing.data import pack_sources
+    from diet_hf.healing.run import _packed_rows
+
+    total = pack_sources({"data": TEXTS}, tiny_tokenizer, 16).shape[0]
+    assert total >= 8
+    rows = _packed_rows({"data": TEXTS}, tiny_tokenizer, _small(max_tokens=16 * 2 * 2))  # 2 steps of 2 rows
+    assert (rows.validation.shape[0], rows.train.shape[0], rows.max_steps) == (2, 4, 2)
+    rows = _packed_rows({"data": TEXTS}, tiny_tokenizer, _small(max_tokens=10**6, validation_sequences=total - 3))
+    assert (rows.train.shape[0], rows.max_steps) == (3, 2)  # 3 rows: 2 steps of 2 rows, the last with one
+    with pytest.raises(
+        ValueError, match=rf"packs into {total} sequences of 16 tokens; at least {total + 1} are needed"
+    ):
+        _packed_rows({"data": TEXTS}, tiny_tokenizer, _small(validation_sequences=total))
+
+
+def test_a_students_fingerprint_sees_a_change_that_keeps_each_weights_sum_and_a_change_of_config():
+    """What `resume` compares a student by: its weights' sums and sums of squares and its config. A change that keeps
+    a weight's sum (one entry up, another down by as much) or the weights (a config value) is another student."""
+    from diet_hf.healing.resume import fingerprint
+
+    student = _pair()[1]
+    before = fingerprint(student)
+    assert fingerprint(_pair()[1]) == before  # the same student, built again
+    with torch.no_grad():
+        weight = student.model.layers[0].mlp.down_proj.weight
+        weight[0, 0] += 0.25
+        weight[0, 1] -= 0.25
+    changed = fingerprint(student)
+    assert changed != before
+    student.config.rms_norm_eps *= 10
+    assert fingerprint(student) != changed
+
+
 @pytest.mark.parametrize("stride", [1, 3])
 def test_resume_gives_the_same_weights_and_interrupted_output_is_absent(tmp_path, tiny_tokenizer, stride):
     config = _small(lora_dropout=0.1, position_stride=stride)
