@@ -1239,6 +1239,12 @@ def test_next_token_loss_alone_needs_no_teacher_pass_over_the_training_data(tmp_
     record = healed.config.pruning["healing"]
     assert "next-token loss" in record["objective"] and record["steps"] == 6
     assert len(record["validation_kl_history"]) >= 2  # the guard's measure is still reported
+    # the teacher ran over the guard's rows alone (the work directory stays: no output_dir)
+    cached = sorted(path.name for path in (tmp_path / "w").glob("teacher_*"))
+    assert cached == ["teacher_validation.safetensors"]
+    # three saves (every 2 of 6 steps), the last two kept
+    checkpoints = sorted(path.name for path in (tmp_path / "w" / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-4", "checkpoint-6"]
 
 
 def test_bf16_autocasts_the_training_steps_and_the_teachers_pass_on_cpu(tmp_path, tiny_tokenizer):
