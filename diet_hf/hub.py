@@ -4,6 +4,7 @@ own). Saving with card and plan is one function, `save_pruned_model` (`DietPrune
 call it); `push_pruned_model` and `push_saved_model` upload what it writes."""
 
 import importlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -283,13 +284,12 @@ def local_checkpoint(
     argument: str = "model",
     allow_patterns: list[str] | None = None,
     subject: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """The local directory of a checkpoint: `model_id_or_path` itself where it is read as a local directory
     (`_io.is_local_location`), else the Hub repository's files at `revision` (those matching `allow_patterns`, default
-    all) downloaded into the Hub cache (`snapshot_download`). `FileNotFoundError` where neither is there, opening
-    with `subject` (default: `argument`'s name)."""
-    import os
-
+    all) downloaded into the Hub cache (`snapshot_download`; `cache_dir`: another cache, as `from_pretrained`'s).
+    `FileNotFoundError` where neither is there, opening with `subject` (default: `argument`'s name)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
@@ -305,7 +305,9 @@ def local_checkpoint(
             raise FileNotFoundError(f"{opening}: {directory} does not exist.")
         return local
     try:
-        return Path(snapshot_download(text, revision=revision, token=token, allow_patterns=allow_patterns))
+        return Path(
+            snapshot_download(text, revision=revision, token=token, allow_patterns=allow_patterns, cache_dir=cache_dir)
+        )
     except (HfHubHTTPError, HFValidationError, OSError) as error:
         at = f" at revision {revision}" if revision else ""
         raise FileNotFoundError(

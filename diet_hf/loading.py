@@ -184,30 +184,24 @@ def load_tokenizer(model_id_or_path: str | os.PathLike, config=None, **from_pret
     """`AutoTokenizer.from_pretrained`. Of a GGUF file (`gguf_file=`), `config`, the model's config already read, is
     handed on, as `load_pretrained` hands it on to the model: transformers 4.57 parses the file's metadata again for
     the tokenizer class otherwise (20 s on the 270M). Of a GGUF file in a Hub repository, the file and the tokenizer
-    files beside it are read from the repository at `revision` in the Hub cache (`_gguf_snapshot`)."""
+    files beside it are read from the repository at `revision`, in the Hub cache the model's load filled
+    (`hub.local_checkpoint`): transformers 5.x's tokenizer reads the file from the Hub a second time without the
+    revision it was given, so of a repository whose main branch has moved on it parsed the main branch's file (another
+    tokenizer, and a download of the whole file)."""
     from transformers import AutoTokenizer
 
     gguf_file = from_pretrained_kwargs.get("gguf_file")
     if gguf_file:
-        from ._io import is_local_location
+        from .hub import local_checkpoint
 
         if config is not None:
             from_pretrained_kwargs = {**from_pretrained_kwargs, "config": config}
-        if not is_local_location(model_id_or_path):
-            model_id_or_path = _gguf_snapshot(model_id_or_path, gguf_file, from_pretrained_kwargs)
+        model_id_or_path = local_checkpoint(
+            model_id_or_path,
+            **{k: from_pretrained_kwargs.get(k) for k in ("revision", "token", "cache_dir")},
+            allow_patterns=[gguf_file, *_GGUF_TOKENIZER_FILES],
+        )
     return AutoTokenizer.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
-
-
-def _gguf_snapshot(repo_id, gguf_file: str, from_pretrained_kwargs: dict) -> str:
-    """The Hub cache's directory of `repo_id` at the keywords' `revision`, holding `gguf_file` and the tokenizer files
-    beside it. transformers 5.x's tokenizer reads a GGUF file from the Hub a second time, without the revision it was
-    given: of a repository whose main branch has moved on, it parses the main branch's file (another tokenizer, and a
-    download of the whole file). From a local directory it reads the file it is given."""
-    from huggingface_hub import snapshot_download
-
-    keywords = ("revision", "token", "cache_dir", "local_files_only", "force_download")
-    hub = {k: from_pretrained_kwargs[k] for k in keywords if from_pretrained_kwargs.get(k) is not None}
-    return snapshot_download(str(repo_id), allow_patterns=[gguf_file, *_GGUF_TOKENIZER_FILES], **hub)
 
 
 # `from_pretrained`'s keywords that say where and how to load, none of them a config attribute
