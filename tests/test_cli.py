@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -607,9 +608,75 @@ def test_quiet_silences_the_libraries_deprecation_notices():
         loud = len(caught)
         if not loud:
             pytest.skip("this transformers does not deprecate `is_gradient_checkpointing`")
-        _quiet()
-        model.is_gradient_checkpointing  # noqa: B018
-    assert len(caught) == loud
+        with _quiet():
+            model.is_gradient_checkpointing  # noqa: B018
+        model.is_gradient_checkpointing  # noqa: B018  (the notices are back once the command returns)
+    assert len(caught) == 2 * loud
+
+
+def _restore_switches(state) -> None:
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    tf_level, tf_bars, hub_level, hub_off, ds_level, ds_bars, _ = state
+    transformers.utils.logging.set_verbosity(tf_level)
+    huggingface_hub.utils.logging.set_verbosity(hub_level)
+    datasets.utils.logging.set_verbosity(ds_level)
+    (transformers.utils.logging.enable_progress_bar if tf_bars else transformers.utils.logging.disable_progress_bar)()
+    (huggingface_hub.utils.disable_progress_bars if hub_off else huggingface_hub.utils.enable_progress_bars)()
+    (datasets.enable_progress_bars if ds_bars else datasets.disable_progress_bars)()
+
+
+def test_quiet_silences_every_progress_bar_while_the_command_runs_and_restores_the_libraries(monkeypatch, request):
+    """`--quiet`: a plain tqdm bar that a library draws without a `disable` argument is off while the command runs
+    (tqdm reads `TQDM_DISABLE` only at import), as are the libraries' own bars and log messages; afterwards every
+    switch is as it was (`main` runs in-process too)."""
+    import datasets
+    import huggingface_hub
+    import transformers
+    from tqdm.auto import tqdm
+
+    from diet_hf import cli
+
+    def switches():
+        return (
+            transformers.utils.logging.get_verbosity(),
+            transformers.utils.logging.is_progress_bar_enabled(),
+            huggingface_hub.utils.logging.get_verbosity(),
+            huggingface_hub.utils.are_progress_bars_disabled(),
+            datasets.utils.logging.get_verbosity(),
+            datasets.is_progress_bar_enabled(),
+            os.environ.get("TQDM_DISABLE"),
+        )
+
+    # every switch on, whatever an earlier test in this process left (restored afterwards)
+    state = switches()
+    for library in (transformers.utils.logging, huggingface_hub.utils.logging, datasets.utils.logging):
+        library.set_verbosity_warning()
+    transformers.utils.logging.enable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()
+    datasets.enable_progress_bars()
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    request.addfinalizer(lambda: _restore_switches(state))
+    seen = {}
+
+    def run(args):
+        with tqdm(range(2)) as bar, tqdm(range(2), disable=False) as asked_for:
+            seen.update(bar=bar.disable, asked_for=asked_for.disable, switches=switches())
+        return 0
+
+    before = switches()
+    monkeypatch.setitem(cli.COMMANDS, "info", (None, run))
+    assert main(["--quiet", "info", "x"]) == 0
+    assert seen["bar"] and not seen["asked_for"]  # diet-hf's own bars pass `disable=args.quiet`
+    error = transformers.utils.logging.ERROR
+    assert seen["switches"] == (error, False, error, True, error, False, "1")
+    assert switches() == before
+    with tqdm(range(2)) as bar:
+        assert not bar.disable
+    assert main(["info", "x"]) == 0
+    assert not seen["bar"] and seen["switches"] == before
 
 
 def test_failures_exit_1(tmp_path, capsys):
@@ -1375,6 +1442,7 @@ def test_prune_reads_the_dense_model_from_a_gguf_file(tmp_path, data_dir, capsys
     assert main([*argv, "--gguf-file", "tiny.gguf", "--output", str(tmp_path / "pruned")]) == 0, (
         capsys.readouterr().err
     )
+    assert "GGUF tensors" not in capsys.readouterr().err  # transformers' conversion bar is plain tqdm: off too
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned")
     assert saved.config.pruning["base_model_gguf_file"] == "tiny.gguf"
     assert not hasattr(saved.config, "quantization_config")

@@ -2,6 +2,7 @@
 API, prints results. One module per command (`prepare`: the flags checked and your own data read before any model
 loads; `run`: the work), the parser in `parser`, what they share in `common`."""
 
+import contextlib
 import logging
 import sys
 
@@ -41,10 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"diet-hf {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if args.quiet:
-        _quiet()
-    try:
-        return run(args)
-    except (ValueError, TypeError, FileNotFoundError, OSError, RuntimeError, ImportError) as error:
-        print(f"diet-hf {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+    with _quiet() if args.quiet else contextlib.nullcontext():
+        try:
+            return run(args)
+        except (ValueError, TypeError, FileNotFoundError, OSError, RuntimeError, ImportError) as error:
+            print(f"diet-hf {args.command}: error: {error}", file=sys.stderr)
+            return EXIT_FAILURE

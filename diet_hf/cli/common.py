@@ -1,6 +1,8 @@
 """What the `diet-hf` commands share: exit codes, option values from flags, the quiet switch, your own texts
 and tasks read from the command line, and the paired differences printed."""
 
+import contextlib
+import functools
 import os
 import warnings
 
@@ -37,23 +39,66 @@ def _dtype(name: str):
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def _quiet() -> None:
-    os.environ["TQDM_DISABLE"] = "1"
+@contextlib.contextmanager
+def _quiet():
+    """`--quiet` while a command runs: no progress bars and only the libraries' errors, everything restored afterwards
+    (`main` also runs in-process: notebooks, tests). Bars that the libraries draw with plain tqdm and no `disable`
+    argument (transformers' "Converting and de-quantizing GGUF tensors") are off too: tqdm reads `TQDM_DISABLE` only
+    when it is imported, so its `__init__` takes `disable=True` by default meanwhile."""
     import datasets
     import huggingface_hub
     import transformers
+    from tqdm import std
 
+    hub_logging, tf_logging, ds_logging = (
+        huggingface_hub.utils.logging,
+        transformers.utils.logging,
+        datasets.utils.logging,
+    )
+    levels = (hub_logging.get_verbosity(), tf_logging.get_verbosity(), ds_logging.get_verbosity())
+    bars = (
+        not huggingface_hub.utils.are_progress_bars_disabled(),
+        tf_logging.is_progress_bar_enabled(),
+        datasets.is_progress_bar_enabled(),
+    )
+    environ, tqdm_init = os.environ.get("TQDM_DISABLE"), std.tqdm.__dict__["__init__"]
+    os.environ["TQDM_DISABLE"] = "1"  # for processes started meanwhile (data loader workers)
+    std.tqdm.__init__ = functools.partialmethod(tqdm_init, disable=True)
     # each of these logs through a handler of its own, past the root logger's level (huggingface_hub's "... thrown
     # while requesting HEAD ..." warnings on every retry offline)
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.logging.set_verbosity_error()
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    hub_logging.set_verbosity_error()
     huggingface_hub.utils.disable_progress_bars()
-    datasets.utils.logging.set_verbosity_error()
+    ds_logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    # deprecation notices inside the libraries (e.g. PEFT reading transformers' `is_gradient_checkpointing`): nothing
-    # the user of the command can act on
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
+    try:
+        with warnings.catch_warnings():
+            # deprecation notices inside the libraries (e.g. PEFT reading transformers' `is_gradient_checkpointing`):
+            # nothing the user of the command can act on
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
+            yield
+    finally:
+        std.tqdm.__init__ = tqdm_init
+        if environ is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = environ
+        for set_level, level in zip(
+            (hub_logging.set_verbosity, tf_logging.set_verbosity, ds_logging.set_verbosity), levels, strict=True
+        ):
+            set_level(level)
+        for enable, enabled in zip(
+            (
+                huggingface_hub.utils.enable_progress_bars,
+                tf_logging.enable_progress_bar,
+                datasets.enable_progress_bars,
+            ),
+            bars,
+            strict=True,
+        ):
+            if enabled:
+                enable()
 
 
 def _eval_tasks(words: list[str], headline_metric: str, flag: str, *, preload: bool = False, data_dir=None) -> list:
