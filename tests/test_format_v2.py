@@ -106,9 +106,13 @@ def test_v1_lists_and_per_layer_config_build_the_same_config():
         ({"per_layer_config": {"0": {"head_dim": 4}}}, r"`per_layer_config`\['0'\] overrides \['head_dim'\]"),
         ({"per_layer_config": {"2": {"intermediate_size": 8}}}, r"layer indices in \[0, 2\).*got '2'"),
         ({"per_layer_config": {"x": {}}}, r"keys must be layer indices, got 'x'"),
+        ({"per_layer_config": {"-1": {"intermediate_size": 8}}}, r"layer indices in \[0, 2\).*got '-1'"),
+        ({"per_layer_config": {0: 8}}, r"`per_layer_config`\[0\] must be a dict of attribute overrides, got 8"),
+        ({"per_layer_config": {0: {"skip": ""}}}, r"\['skip'\] must be a list of 'attention' and/or 'mlp', got ''"),
         ({"per_layer_config": {0: {"skip": ["mlp"], "intermediate_size": 8}}}, r"skips the mlp but gives it"),
         ({"per_layer_config": {0: {"skip": "mlp"}}}, r"\['skip'\] must be a list of 'attention' and/or 'mlp'"),
         ({"per_layer_config": {0: {"intermediate_size": -1}}}, r"must be >= 0, got -1 \(layer 0\)"),
+        ({"per_layer_config": {0: {"intermediate_size": True}}}, r"must be an int >= 0, got True \(layer 0\)"),
         ({"per_layer_config": {0: {"num_key_value_heads": 0}}}, r"Layer 0: 4 query heads but 0 KV heads"),
         ({"per_layer_config": {}, "intermediate_size_per_layer": [1, 2]}, r"either as `per_layer_config` or"),
         ({"per_layer_config": [1, 2]}, r"`per_layer_config` must be a dict"),
@@ -117,6 +121,57 @@ def test_v1_lists_and_per_layer_config_build_the_same_config():
 def test_bad_per_layer_config_names_the_argument_and_the_layer(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PrunedGemma2Config(**tiny_config_kwargs(), **kwargs)
+
+
+def _sizes(layer) -> tuple:
+    return layer.intermediate_size, layer.num_attention_heads, layer.num_key_value_heads, sorted(layer.skip or ())
+
+
+def test_per_layer_config_is_indexed_like_a_list_on_every_transformers():
+    """`config.per_layer_config` (transformers' list on 5.14+, the remote code's view before): negative indices and
+    slices give the same layers, an index past either end is an `IndexError`, and iterating it stops at the last
+    layer."""
+    config = PrunedGemma3TextConfig(**tiny_config_kwargs(**UNEVEN))
+    layers = config.per_layer_config
+    assert [_sizes(layer) for layer in layers] == [
+        (22, 2, 1, []),
+        (0, 4, 2, ["mlp"]),
+        (40, 0, 0, ["attention"]),
+        (64, 4, 2, []),
+    ]
+    assert _sizes(layers[-1]) == (64, 4, 2, []) and _sizes(layers[-3]) == (0, 4, 2, ["mlp"])
+    assert [_sizes(layer) for layer in layers[1:3]] == [(0, 4, 2, ["mlp"]), (40, 0, 0, ["attention"])]
+    assert [_sizes(layer) for layer in layers[::-2]] == [(64, 4, 2, []), (0, 4, 2, ["mlp"])]
+    for index in (4, -5):
+        with pytest.raises(IndexError):
+            layers[index]
+
+
+@pytest.mark.skipif(not NATIVE_PER_LAYER_CONFIG, reason="this transformers has no per_layer_config setter")
+def test_per_layer_sizes_set_after_construction_are_checked_when_validated_and_saved(tmp_path):
+    """transformers' `per_layer_config` setter takes any overrides; `validate()`, which `save_pretrained` runs, checks
+    each layer's heads as the constructor does, and a refused save writes no config.json."""
+    config = PrunedGemma3TextConfig(**tiny_config_kwargs())
+    config.per_layer_config = {1: {"num_attention_heads": 3}}
+    message = r"Layer 1: 3 query heads \(`num_attention_heads`\) do not split into 2 KV groups"
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+    with pytest.raises(ValueError, match=message):
+        config.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_the_json_form_is_transformers_own_on_every_transformers():
+    """As transformers 5 writes it, also on 4.x: keys zero-padded to the widest index (so that a JSON sorted by key
+    lists the layers in order), and `per_layer_attributes` None for a config whose layers all keep the global sizes,
+    else the names some layer overrides."""
+    kwargs = tiny_config_kwargs(num_hidden_layers=12)
+    config = PrunedGemma2Config(**kwargs, intermediate_size_per_layer=[8] * 11 + [64])
+    written = json.loads(config.to_json_string())["per_layer_config"]
+    assert list(written) == [f"{i:02d}" for i in range(11)] and written["03"] == {"intermediate_size": 8}
+    assert config.per_layer_attributes == {"intermediate_size"}
+    assert PrunedGemma2Config.from_dict(config.to_dict()).intermediate_size_per_layer == [8] * 11 + [64]
+    assert PrunedGemma2Config(**kwargs).per_layer_attributes is None
 
 
 def test_the_v1_names_are_read_only_views():

@@ -4,7 +4,8 @@ import random
 
 import pytest
 import torch
-from conftest import random_batch, tiny_config_kwargs, tiny_dense_model, uneven_pruned_model
+import transformers
+from conftest import NATIVE_PER_LAYER_CONFIG, random_batch, tiny_config_kwargs, tiny_dense_model, uneven_pruned_model
 
 from diet_hf import (
     PrunedGemma2Config,
@@ -16,6 +17,7 @@ from diet_hf import (
     PrunedGemma3TextConfig,
     to_pruned_model,
 )
+from diet_hf._remote_code.configuration_pruned_gemma import PrunedGemma3Config
 
 PRUNED = {
     "gemma2": (PrunedGemma2Config, PrunedGemma2ForCausalLM),
@@ -59,6 +61,73 @@ def test_config_round_trip(tmp_path, config_class):
     assert loaded.intermediate_size == 64 and loaded.num_attention_heads == 4
 
 
+def test_auto_map_names_the_file_the_config_class_came_from_and_keeps_other_classes_entries(tmp_path):
+    """`config.auto_map`: ours in the module names of the file the config class was loaded from (diet-hf 0.1's
+    checkpoints ship `configuration_pruned_gemma2.py`), an `AutoConfig` entry replaced, entries of other Auto classes
+    (a tokenizer shipped as code beside the weights) kept."""
+    import importlib.util
+    import inspect
+    import shutil
+
+    copy = tmp_path / "configuration_pruned_gemma2.py"
+    shutil.copyfile(inspect.getfile(PrunedGemma2Config), copy)
+    spec = importlib.util.spec_from_file_location("configuration_pruned_gemma2", copy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tokenizer = [None, "shipped_tokenizer.ShippedTokenizer"]
+    config = module.PrunedGemma2Config(
+        **tiny_config_kwargs(), auto_map={"AutoTokenizer": tokenizer, "AutoConfig": "a.B"}
+    )
+    assert config.auto_map == {
+        "AutoConfig": "configuration_pruned_gemma2.PrunedGemma2Config",
+        **{key: f"modeling_pruned_gemma2.{name}" for key, name in PrunedGemma2Config._auto_map_models.items()},
+        "AutoTokenizer": tokenizer,
+    }
+
+
+def test_base_model_size_and_the_image_text_config_refuse_what_they_cannot_hold():
+    config = PrunedGemma2Config(**tiny_config_kwargs(), intermediate_size_per_layer=[8, 64])
+    assert config.base_model_size("intermediate_size") == 64
+    with pytest.raises(ValueError, match=r"`name` must be one of \['intermediate_size', .*got 'hidden_size'"):
+        config.base_model_size("hidden_size")
+    with pytest.raises(
+        ValueError, match=r"`text_config` must be a `PrunedGemma3TextConfig` or its dict, got Gemma3Te"
+    ):
+        PrunedGemma3Config(text_config=transformers.Gemma3TextConfig(**tiny_config_kwargs()))
+
+
+def test_the_image_text_config_keeps_its_text_configs_layers_pruning_record_and_checks():
+    """`PrunedGemma3Config`: the text config's per-layer sizes survive the stock composite `__init__` (which reads the
+    text config globally), the pruning record given to it is the text config's, and `validate()` (run by
+    `save_pretrained`) checks the text layers' heads."""
+    text = {**tiny_config_kwargs(), "per_layer_config": {1: {"skip": ["mlp"]}}}
+    config = PrunedGemma3Config(text_config=text, pruning={"method": "DIET"})
+    assert config.text_config.per_layer_config[1].intermediate_size == 0
+    assert config.text_config.intermediate_size_per_layer == [64, 0]
+    assert config.pruning == config.text_config.pruning == {"method": "DIET"}
+    if NATIVE_PER_LAYER_CONFIG:  # transformers' setter: any overrides, checked on validation (5.x only)
+        config.validate()
+        config.text_config.per_layer_config = {0: {"num_attention_heads": 3}}
+        with pytest.raises(ValueError, match=r"Layer 0: 3 query heads"):
+            config.validate()
+
+
+def test_a_layers_config_has_its_own_sizes_and_shares_every_other_setting_with_the_models():
+    """A stock decoder layer's `config` gives that layer's sizes; every other read and every write reach the model's
+    config (a switch set through one layer, as some stock modules set theirs, holds for the model and every layer)."""
+    model = uneven_pruned_model("gemma3_text")
+    first, second = (layer.self_attn.config for layer in model.model.layers)  # a removed one's stand-in keeps it
+    # a removed sublayer is built at size 1, then replaced
+    assert [(c.intermediate_size, c.num_attention_heads, c.num_key_value_heads) for c in (first, second)] == [
+        (22, 1, 1),
+        (1, 2, 1),
+    ]
+    first.use_cache = False
+    assert model.config.use_cache is False and second.use_cache is False
+    model.config.output_hidden_states = True
+    assert first.output_hidden_states and second.output_hidden_states
+
+
 def test_config_absent_lists_mean_unpruned():
     config = PrunedGemma2Config(**tiny_config_kwargs())
     assert [config.layer_intermediate_size(i) for i in range(2)] == [64, 64]
@@ -69,6 +138,10 @@ def test_config_absent_lists_mean_unpruned():
     ("kwargs", "match"),
     [
         ({"intermediate_size_per_layer": [64]}, r"`intermediate_size_per_layer` must have one entry per layer"),
+        (
+            {"intermediate_size_per_layer": "64"},
+            r"`intermediate_size_per_layer` must be a list of ints, one per layer",
+        ),
         ({"num_attention_heads_per_layer": [4, 4, 4]}, r"`num_attention_heads_per_layer` must have one entry"),
         ({"intermediate_size_per_layer": [64, -1]}, r"`intermediate_size_per_layer`\[1\] must be >= 0.*layer 1"),
         ({"num_attention_heads_per_layer": [3, 4]}, r"Layer 0: 3 query heads .* do not split into 2 KV groups"),
@@ -519,6 +592,29 @@ def test_unpruned_token_classifier_equals_the_stock_head_on_the_stock_decoder(fa
         stock.load_state_dict(classifier.state_dict())
         with torch.no_grad():
             torch.testing.assert_close(stock(ids).logits, logits, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("head", "dropout"),
+    [
+        ({"classifier_dropout": 0.3, "hidden_dropout": 0.2}, 0.3),
+        ({"hidden_dropout": 0.2}, 0.2),
+        ({"classifier_dropout": 0.0, "hidden_dropout": 0.2}, 0.0),
+        ({"token_classification_bias": False}, 0.1),
+    ],
+)
+def test_a_token_classifiers_head_follows_the_config_as_transformers_does(head, dropout):
+    """Dropout (`classifier_dropout`, else `hidden_dropout`, else 0.1) and the score's bias (unless
+    `token_classification_bias` is false) as transformers' own Gemma-2 token classifier reads them."""
+    from transformers import Gemma2Config, Gemma2ForTokenClassification
+
+    pruned = PrunedGemma2ForTokenClassification(PrunedGemma2Config(**tiny_config_kwargs(), **head))
+    stock = Gemma2ForTokenClassification(Gemma2Config(**tiny_config_kwargs(), **head))
+    assert pruned.dropout.p == stock.dropout.p == dropout
+    biased = head.get("token_classification_bias", True)
+    assert (pruned.score.bias is not None) == biased
+    if int(transformers.__version__.split(".")[0]) >= 5:  # 4.57's head always has a bias
+        assert (stock.score.bias is not None) == biased
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
