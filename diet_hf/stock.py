@@ -212,7 +212,12 @@ def _padded_layer(
     # biases the stock layer has no place for: checked by `_check_biases`, all zero, dropped
     used = {name for name in pruned if name.endswith("bias") and name not in out and name != removed_bias}
 
+    missing = []
+
     def put(name: str, fill) -> None:
+        if name not in pruned:  # e.g. a PEFT adapter's layer holds it as `base_layer.weight`
+            missing.append(name)
+            return
         fill(out[name], pruned[name])
         used.add(name)
 
@@ -258,8 +263,13 @@ def _padded_layer(
         if name not in used and name in out and out[name].shape == tensor.shape:
             put(name, lambda dst, src: dst.copy_(src))
     left = sorted(set(pruned) - used)
-    if left:
-        raise ValueError(f"unexpected weights in a pruned decoder layer: {left}")
+    if left or missing:
+        adapter = any(".base_layer." in name or ".lora_" in name for name in left)
+        raise ValueError(
+            f"unexpected weights in a pruned decoder layer: {left}"
+            + (f", and none of {missing}" if missing else "")
+            + ("; merge the PEFT adapter into the weights first (`merge_and_unload()`)" if adapter else "")
+        )
     return out
 
 

@@ -41,7 +41,23 @@ def _uneven_groups_model(family: str):
     return build_pruned_model(dense, plan)
 
 
-SHAPES = {"removed_sublayers": uneven_pruned_model, "uneven_groups": _uneven_groups_model}
+def _everything_removed_model(family: str):
+    """Every attention and every MLP removed: embeddings, norms and the head are all that compute. The stock shape
+    keeps one channel and one head of all-zero projections (a stock module has no size 0)."""
+    dense = tiny_dense_model(family)
+    plan = PruningPlan.keep_all(dense.config)
+    plan.mlp_kept_indices = [[], []]
+    plan.head_kept_indices = [[], []]
+    plan.kv_head_kept_indices = [[], []]
+    plan.__post_init__()
+    return build_pruned_model(dense, plan)
+
+
+SHAPES = {
+    "removed_sublayers": uneven_pruned_model,
+    "uneven_groups": _uneven_groups_model,
+    "everything_removed": _everything_removed_model,
+}
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
@@ -61,6 +77,7 @@ def test_stock_model_computes_what_the_pruned_model_computes(family, shape):
     assert stock.config.intermediate_size == shape_.intermediate_size
     assert stock.config.num_attention_heads == shape_.num_attention_heads
     assert stock.config.num_key_value_heads == shape_.num_key_value_heads
+    assert min(shape_.intermediate_size, shape_.num_key_value_heads) >= 1  # no stock size 0, whatever was removed
     decoder_params = sum(p.numel() for n, p in stock.named_parameters() if "_proj" in n)
     assert decoder_params == shape_.block_parameters + shape_.padded_parameters
     assert stock.config.diet_hf_stock_export == shape_.to_dict()
@@ -221,6 +238,16 @@ def test_export_stock_validates_before_writing(tmp_path, tiny_tokenizer, monkeyp
     monkeypatch.setattr(stock_module, "to_stock_model", broken)
     with pytest.raises(RuntimeError, match="differ from the pruned model's"):
         export_stock(tmp_path / "pruned", tmp_path / "out")
+
+    def not_a_number(model):  # outputs that compare as nothing (NaN) are a difference too
+        stock = convert(model)
+        with torch.no_grad():
+            stock.model.norm.weight.fill_(float("nan"))
+        return stock
+
+    monkeypatch.setattr(stock_module, "to_stock_model", not_a_number)
+    with pytest.raises(RuntimeError, match="differ from the pruned model's by nan"):
+        export_stock(tmp_path / "pruned", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -263,3 +290,57 @@ def test_export_stock_reads_a_pruned_model_from_the_hub_at_a_revision(local_hub,
     assert main([*argv, str(tmp_path / "out2")]) == 1  # main: the dense model
     assert "holds model_type 'gemma2'" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_weights_a_stock_layer_has_no_place_for_are_refused_not_dropped():
+    """A LoRA adapter injected into the pruned model (PEFT's `inject_adapter_in_model`, which keeps the model's class)
+    puts weights into its layers that a stock layer cannot hold: refused, naming them, rather than exported without
+    them."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    pruned = inject_adapter_in_model(LoraConfig(r=2, target_modules=["o_proj"]), uneven_pruned_model("gemma2"))
+    with pytest.raises(
+        ValueError, match=r"unexpected weights in a pruned decoder layer: \['self_attn\.o_proj\.base"
+    ) as error:
+        to_stock_model(pruned)
+    assert "none of ['self_attn.o_proj.weight']" in str(error.value) and "`merge_and_unload()`" in str(error.value)
+
+
+def test_export_stock_keeps_the_class_the_generation_config_and_the_shard_size(tmp_path, tiny_tokenizer):
+    """A saved sequence classifier exports as the stock one (`architectures`), `max_shard_size` shards the weights
+    and a bad one is refused before anything loads; a causal LM's generation config goes with it."""
+    classifier = tiny_pruned_classifier()
+    save_pruned_model(classifier, tmp_path / "classifier", tokenizer=tiny_tokenizer)
+    with pytest.raises(ValueError, match=r"`max_shard_size` must be a number of bytes .* got 'lots'"):
+        export_stock(tmp_path / "classifier", tmp_path / "bad", max_shard_size="lots")
+    out, _ = export_stock(tmp_path / "classifier", tmp_path / "out", max_shard_size="20KB")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["Gemma2ForSequenceClassification"]
+    assert len(list(out.glob("model-*-of-*.safetensors"))) > 1 and (out / "model.safetensors.index.json").is_file()
+    stock = transformers.AutoModelForSequenceClassification.from_pretrained(out)
+    ids = random_batch()
+    with torch.no_grad():
+        assert (stock(ids).logits - classifier(ids).logits).abs().max().item() <= 1e-5
+    pruned = uneven_pruned_model("gemma2")
+    pruned.generation_config.max_new_tokens = 7
+    assert to_stock_model(pruned).generation_config.max_new_tokens == 7
+    assert not (tmp_path / "bad").exists()
+
+
+def test_export_stock_refuses_a_directory_without_a_config_and_a_failed_write_leaves_nothing(
+    tmp_path, tiny_tokenizer, monkeypatch
+):
+    import diet_hf.card
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"`model` must be a directory with a config.json; .*empty has none"):
+        export_stock(tmp_path / "empty", tmp_path / "out")
+    save_pruned_model(uneven_pruned_model("gemma2"), tmp_path / "pruned", tokenizer=tiny_tokenizer)
+
+    def disk_full(*args, **kwargs):  # the card is written last, after the weights and the tokenizer
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(diet_hf.card, "write_stock_card", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export_stock(tmp_path / "pruned", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
