@@ -722,6 +722,17 @@ def test_your_own_multiple_choice_task_scores_as_a_registered_one(tiny_tokenizer
         ([{"context": "Q", "choices": ["a", "b"]}], {}, r"row 0: no 'label' field"),
         ([{"context": "Q", "choices": ["a", "b"], "label": 2}], {}, r"row 0: `label` must be .* from 0 to 1, got 2"),
         ([{"context": "Q", "choices": ["a", "b"], "label": True}], {}, r"`label` must be .* got True"),
+        ([{"context": "Q", "choices": ["a", "b"], "label": -1}], {}, r"`label` must be .* from 0 to 1, got -1"),
+        (
+            [{"context": "Q", "choices": ["a", " "], "label": 0}],
+            {},
+            r"`choices` must be a list of at least two non-empty",
+        ),
+        (
+            [{"id": True, "context": "Q", "choices": ["a", "b"], "label": 0}],
+            {},
+            r"`id` must be a string or an .* True",
+        ),
         ([{"context": "Q", "choices": ["a"], "label": 0}], {}, r"`choices` must be a list of at least two"),
         ([{"context": " ", "choices": ["a", "b"], "label": 0}], {}, r"`context` must be a non-empty string"),
         ([{"id": 1, "context": "Q", "choices": ["a", "b"], "label": 0}] * 2, {}, r"`id` '1' appears twice"),

@@ -210,9 +210,9 @@ def test_your_own_questions_calibrate_on_context_and_an_answer(tmp_path, data_di
     assert load_task_source(f"mine={path}") == ("mine", [*drawn, "a plain text"])
     assert all(text.startswith(q["context"] + " ") for text, q in zip(drawn, questions))
     anonymous = [{k: v for k, v in q.items() if k != "id"} for q in questions]
-    path.write_text("".join(json.dumps(row) + "\n" for row in [{"text": "first"}, *anonymous]))
+    path.write_text("".join(json.dumps(row) + "\n" for row in [{"text": "first"}, {"text": " \n "}, *anonymous]))
     by_position = custom_calibration("mine", multiple_choice_task("mine", anonymous)).texts
-    assert load_task_source(f"mine={path}") == ("mine", ["first", *by_position])
+    assert load_task_source(f"mine={path}") == ("mine", ["first", *by_position])  # a blank text left out
     path.write_text(json.dumps({"context": "Q", "choices": ["a", "b"], "label": 5}) + "\n")
     with pytest.raises(ValueError, match=r"`--tasks` mine: .* line 1: `label` must be"):
         load_task_source(f"mine={path}")
