@@ -178,7 +178,10 @@ def test_cli_export_stock_writes_a_checkpoint_stock_transformers_loads(tmp_path,
     assert "(diet-hf export stock): every layer at MLP width 22, 2 query / 1 KV heads, +3,648 parameters" in (
         capsys.readouterr().out
     )
-    assert main(["export", "stock", str(tmp_path / "pruned"), str(out)]) == 0, capsys.readouterr().err
+    assert main(["export", "stock", str(tmp_path / "pruned"), str(out), "--max-shard-size", "20KB"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert len(list(out.glob("model-*-of-*.safetensors"))) > 1
     printed = capsys.readouterr().out
     assert "as a stock checkpoint: every layer at MLP width 22, 2 query and 1 KV heads" in printed
     assert "the zero padding adds 3,648 parameters (100.0% of the pruned decoder blocks)" in printed
@@ -249,6 +252,12 @@ def test_export_stock_validates_before_writing(tmp_path, tiny_tokenizer, monkeyp
     with pytest.raises(RuntimeError, match="differ from the pruned model's by nan"):
         export_stock(tmp_path / "pruned", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # `diet-hf export stock --no-validation` writes it all the same (`validate=False`)
+    assert main(["--quiet", "export", "stock", str(tmp_path / "pruned"), str(tmp_path / "out")]) == 1
+    assert (
+        main(["--quiet", "export", "stock", str(tmp_path / "pruned"), str(tmp_path / "out"), "--no-validation"]) == 0
+    )
+    assert (tmp_path / "out" / "config.json").is_file()
 
 
 def test_stock_model_keeps_the_dtype_and_shares_the_unpadded_weights():
@@ -285,7 +294,11 @@ def test_export_stock_reads_a_pruned_model_from_the_hub_at_a_revision(local_hub,
     save_pruned_model(uneven_pruned_model("gemma2"), tmp_path / "model", tokenizer=tiny_tokenizer)
     pruned = pruned_then_dense_repo("org/stock-source", tmp_path / "model", "gemma2", tmp_path)
     argv = ["--quiet", "export", "stock", "org/stock-source"]
-    assert main([*argv, str(tmp_path / "out"), "--revision", pruned]) == 0, capsys.readouterr().err
+    local_hub.state.read_tokens.clear()
+    assert main([*argv, str(tmp_path / "out"), "--revision", pruned, "--token", "hf_exporter"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert local_hub.state.read_tokens and set(local_hub.state.read_tokens) == {"hf_exporter"}  # every read
     assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["Gemma2ForCausalLM"]
     assert main([*argv, str(tmp_path / "out2")]) == 1  # main: the dense model
     assert "holds model_type 'gemma2'" in capsys.readouterr().err
