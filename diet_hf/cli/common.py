@@ -50,55 +50,48 @@ def _quiet():
     import transformers
     from tqdm import std
 
-    hub_logging, tf_logging, ds_logging = (
-        huggingface_hub.utils.logging,
-        transformers.utils.logging,
-        datasets.utils.logging,
+    libraries = (huggingface_hub.utils.logging, transformers.utils.logging, datasets.utils.logging)
+    progress_bars = (  # (enabled now, off, on)
+        (
+            not huggingface_hub.utils.are_progress_bars_disabled(),
+            huggingface_hub.utils.disable_progress_bars,
+            huggingface_hub.utils.enable_progress_bars,
+        ),
+        (
+            transformers.utils.logging.is_progress_bar_enabled(),
+            transformers.utils.logging.disable_progress_bar,
+            transformers.utils.logging.enable_progress_bar,
+        ),
+        (datasets.is_progress_bar_enabled(), datasets.disable_progress_bars, datasets.enable_progress_bars),
     )
-    levels = (hub_logging.get_verbosity(), tf_logging.get_verbosity(), ds_logging.get_verbosity())
-    bars = (
-        not huggingface_hub.utils.are_progress_bars_disabled(),
-        tf_logging.is_progress_bar_enabled(),
-        datasets.is_progress_bar_enabled(),
-    )
-    environ, tqdm_init = os.environ.get("TQDM_DISABLE"), std.tqdm.__dict__["__init__"]
-    os.environ["TQDM_DISABLE"] = "1"  # for processes started meanwhile (data loader workers)
-    std.tqdm.__init__ = functools.partialmethod(tqdm_init, disable=True)
-    # each of these logs through a handler of its own, past the root logger's level (huggingface_hub's "... thrown
-    # while requesting HEAD ..." warnings on every retry offline)
-    tf_logging.set_verbosity_error()
-    tf_logging.disable_progress_bar()
-    hub_logging.set_verbosity_error()
-    huggingface_hub.utils.disable_progress_bars()
-    ds_logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    try:
-        with warnings.catch_warnings():
-            # deprecation notices inside the libraries (e.g. PEFT reading transformers' `is_gradient_checkpointing`):
-            # nothing the user of the command can act on
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
-            yield
-    finally:
-        std.tqdm.__init__ = tqdm_init
-        if environ is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = environ
-        for set_level, level in zip(
-            (hub_logging.set_verbosity, tf_logging.set_verbosity, ds_logging.set_verbosity), levels, strict=True
-        ):
-            set_level(level)
-        for enable, enabled in zip(
-            (
-                huggingface_hub.utils.enable_progress_bars,
-                tf_logging.enable_progress_bar,
-                datasets.enable_progress_bars,
-            ),
-            bars,
-            strict=True,
-        ):
+    with contextlib.ExitStack() as undo:  # each switch beside what restores it
+        environ, tqdm_init = os.environ.get("TQDM_DISABLE"), std.tqdm.__dict__["__init__"]
+        undo.callback(_set_environ, "TQDM_DISABLE", environ)
+        os.environ["TQDM_DISABLE"] = "1"  # for processes started meanwhile (data loader workers)
+        undo.callback(setattr, std.tqdm, "__init__", tqdm_init)
+        std.tqdm.__init__ = functools.partialmethod(tqdm_init, disable=True)
+        # each of these logs through a handler of its own, past the root logger's level (huggingface_hub's "...
+        # thrown while requesting HEAD ..." warnings on every retry offline)
+        for library in libraries:
+            undo.callback(library.set_verbosity, library.get_verbosity())
+            library.set_verbosity_error()
+        for enabled, off, on in progress_bars:
             if enabled:
-                enable()
+                undo.callback(on)
+            off()
+        undo.enter_context(warnings.catch_warnings())
+        # deprecation notices inside the libraries (e.g. PEFT reading transformers' `is_gradient_checkpointing`):
+        # nothing the user of the command can act on
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
+        yield
+
+
+def _set_environ(name: str, value: str | None) -> None:
+    """`os.environ[name] = value`, or `name` unset for None."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _eval_tasks(words: list[str], headline_metric: str, flag: str, *, preload: bool = False, data_dir=None) -> list:
