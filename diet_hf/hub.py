@@ -285,10 +285,13 @@ def local_checkpoint(
     allow_patterns: list[str] | None = None,
     subject: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
 ) -> Path:
     """The local directory of a checkpoint: `model_id_or_path` itself where it is read as a local directory
     (`_io.is_local_location`), else the Hub repository's files at `revision` (those matching `allow_patterns`, default
-    all) downloaded into the Hub cache (`snapshot_download`; `cache_dir`: another cache, as `from_pretrained`'s).
+    all) downloaded into the Hub cache (`snapshot_download`; `cache_dir`: another cache, `local_files_only`: the cache
+    alone, asking nothing of the Hub, `force_download`: downloaded again, each as `from_pretrained`'s).
     `FileNotFoundError` where neither is there, opening with `subject` (default: `argument`'s name)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
@@ -306,7 +309,15 @@ def local_checkpoint(
         return local
     try:
         return Path(
-            snapshot_download(text, revision=revision, token=token, allow_patterns=allow_patterns, cache_dir=cache_dir)
+            snapshot_download(
+                text,
+                revision=revision,
+                token=token,
+                allow_patterns=allow_patterns,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                force_download=force_download,
+            )
         )
     except (HfHubHTTPError, HFValidationError, OSError) as error:
         at = f" at revision {revision}" if revision else ""

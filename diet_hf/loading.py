@@ -14,6 +14,7 @@ import copy
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -150,7 +151,15 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
         from_pretrained_kwargs: passed to `from_pretrained` (`dtype`, `device_map`, `revision`, ...).
     """
     if config is None:
-        keys = ("revision", "token", "cache_dir", "trust_remote_code", "gguf_file")
+        keys = (
+            "revision",
+            "token",
+            "cache_dir",
+            "trust_remote_code",
+            "gguf_file",
+            "local_files_only",
+            "force_download",
+        )
         hub = {k: from_pretrained_kwargs[k] for k in keys if from_pretrained_kwargs.get(k) is not None}
         config = read_config(model_id_or_path, **hub)
     if from_pretrained_kwargs.get("gguf_file"):
@@ -185,9 +194,9 @@ def load_tokenizer(model_id_or_path: str | os.PathLike, config=None, **from_pret
     handed on, as `load_pretrained` hands it on to the model: transformers 4.57 parses the file's metadata again for
     the tokenizer class otherwise (20 s on the 270M). Of a GGUF file in a Hub repository, the file and the tokenizer
     files beside it are read from the repository at `revision`, in the Hub cache the model's load filled
-    (`hub.local_checkpoint`): transformers 5.x's tokenizer reads the file from the Hub a second time without the
-    revision it was given, so of a repository whose main branch has moved on it parsed the main branch's file (another
-    tokenizer, and a download of the whole file)."""
+    (`hub.local_checkpoint`, with the load's `local_files_only` and `force_download`): transformers 5.x's tokenizer
+    reads the file from the Hub a second time without the revision it was given, so of a repository whose main branch
+    has moved on it parsed the main branch's file (another tokenizer, and a download of the whole file)."""
     from transformers import AutoTokenizer
 
     gguf_file = from_pretrained_kwargs.get("gguf_file")
@@ -199,6 +208,8 @@ def load_tokenizer(model_id_or_path: str | os.PathLike, config=None, **from_pret
         model_id_or_path = local_checkpoint(
             model_id_or_path,
             **{k: from_pretrained_kwargs.get(k) for k in ("revision", "token", "cache_dir")},
+            local_files_only=bool(from_pretrained_kwargs.get("local_files_only")),
+            force_download=bool(from_pretrained_kwargs.get("force_download")),
             allow_patterns=[gguf_file, *_GGUF_TOKENIZER_FILES],
         )
     return AutoTokenizer.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
@@ -237,16 +248,31 @@ def _gguf_dequantized() -> dict:
     return {"quantization_config": GgufConfig(dequantize=True)}
 
 
-def gguf_commit(model_id_or_path, revision: str | None = None, token: str | None = None) -> str | None:
+def gguf_commit(
+    model_id_or_path,
+    revision: str | None = None,
+    token: str | None = None,
+    *,
+    gguf_file: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+) -> str | None:
     """The commit of the Hub repository a model was read from a GGUF file of at `revision` (transformers records none
     for one, so the pruning record would name no revision); None for a local directory, or where the Hub cannot be
-    asked."""
-    from huggingface_hub import HfApi
+    asked. With `local_files_only` (or `HF_HUB_OFFLINE`) nothing is asked of the Hub: the commit is the one the Hub
+    cache holds `gguf_file` at `revision` under."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
 
     from ._io import is_local_location
 
     if is_local_location(model_id_or_path):
         return None
+    if local_files_only or constants.HF_HUB_OFFLINE:
+        if gguf_file is None:
+            return None
+        cached = try_to_load_from_cache(str(model_id_or_path), gguf_file, cache_dir=cache_dir, revision=revision)
+        # .../snapshots/<commit>/<gguf_file>
+        return Path(cached).parents[len(Path(gguf_file).parts) - 1].name if isinstance(cached, str) else None
     try:
         return HfApi(token=token).model_info(str(model_id_or_path), revision=revision).sha
     except Exception:  # offline, or no permission: the record names no revision, as before

@@ -143,7 +143,7 @@ class DietPruner(_ProfilingMixin):
         check_model_location(model_id_or_path, "model_id_or_path", gguf_file=gguf_file)
         hub_kwargs = {
             k: from_pretrained_kwargs[k]
-            for k in ("revision", "token", "cache_dir", "gguf_file")
+            for k in ("revision", "token", "cache_dir", "gguf_file", "local_files_only", "force_download")
             if from_pretrained_kwargs.get(k) is not None
         }
         config = read_config(model_id_or_path, **hub_kwargs)
@@ -161,9 +161,8 @@ class DietPruner(_ProfilingMixin):
                 tokenizer = load_tokenizer(model_id_or_path, config, **hub_kwargs)
         processor = load_processor(model_id_or_path, **hub_kwargs) if is_image_text(model.config) else None
         if gguf_file is not None and getattr(model.config, "_commit_hash", None) is None:
-            model.config._commit_hash = gguf_commit(
-                model_id_or_path, hub_kwargs.get("revision"), hub_kwargs.get("token")
-            )
+            keywords = ("revision", "token", "gguf_file", "cache_dir", "local_files_only")
+            model.config._commit_hash = gguf_commit(model_id_or_path, **{k: hub_kwargs.get(k) for k in keywords})
         pruner = cls(model.eval(), tokenizer, model_id=str(model_id_or_path), processor=processor)
         if gguf_file is not None:  # read dequantized, the model keeps no GGUF quantization config that would name it
             pruner.gguf_file = os.fspath(gguf_file)

@@ -17,6 +17,7 @@ from diet_hf import DietPruner, ImportanceScores, build_pruned_model
 from diet_hf.card import PLOT_FILE
 from diet_hf.cli import main
 from diet_hf.hub import push_saved_model, remote_code_files, save_pruned_model
+from diet_hf.loading import load_tokenizer
 
 FRESH_LOAD = textwrap.dedent(
     """
@@ -882,6 +883,22 @@ def test_a_gguf_file_in_a_hub_repository_prunes_and_its_record_names_it(local_hu
     pruner = DietPruner.from_pretrained("org/tiny-gguf", gguf_file="tiny.gguf", revision=commit)
     assert pruner.tokenizer.chat_template is None
     assert not [path for path in local_hub.state.read_paths if "main/tiny.gguf" in path]  # nor a download of it
+    # the tokenizer keeps the load's cache keywords: from the cache alone, or downloaded again
+    local_hub.state.read_paths.clear()
+    keywords = {"config": pruner.model.config, "gguf_file": "tiny.gguf", "revision": commit}
+    load_tokenizer("org/tiny-gguf", **keywords, local_files_only=True)
+    with pytest.raises(FileNotFoundError, match="could not be read"):  # the main branch never reached the cache
+        load_tokenizer("org/tiny-gguf", **{**keywords, "revision": None}, local_files_only=True)
+    assert not local_hub.state.read_paths
+    # the whole load from the cache, its record naming the commit the cache holds (transformers' Auto classes look for
+    # a PEFT adapter's adapter_config.json on the Hub even so)
+    offline = DietPruner.from_pretrained(
+        "org/tiny-gguf", gguf_file="tiny.gguf", revision=commit, local_files_only=True
+    )
+    assert not [path for path in local_hub.state.read_paths if not path.endswith("/adapter_config.json")]
+    assert offline.model.config._commit_hash == commit
+    load_tokenizer("org/tiny-gguf", **keywords, force_download=True)
+    assert [path for path in local_hub.state.read_paths if path.endswith(f"{commit}/tiny.gguf")]
     pruner.profile(tasks=["rte"], num_samples=3, data_dir=data_dir, disable_progress=True)
     expected = pruner.prune(sparsity=0.3)
     assert expected.config.pruning["base_model"] == "org/tiny-gguf"
@@ -900,3 +917,28 @@ def test_a_gguf_file_in_a_hub_repository_prunes_and_its_record_names_it(local_hu
     ids = random_batch(vocab_size=expected.config.vocab_size)
     with torch.no_grad():
         torch.testing.assert_close(pushed(ids).logits, expected(ids).logits)
+
+
+def test_a_dense_model_on_the_hub_loads_from_the_cache_alone_or_downloads_again(local_hub, dense_dir):
+    """`DietPruner.from_pretrained(REPO, local_files_only=True)` reads config, weights and tokenizer from the cache an
+    earlier load filled, asking the Hub nothing that transformers' own loads with it would not (transformers' Auto
+    classes look for a PEFT adapter's `adapter_config.json` on the Hub even so), and `force_download=True` reads the
+    files again, as in transformers."""
+    from transformers import AutoTokenizer
+
+    HfApi().create_repo("org/tiny-cached")
+    HfApi().upload_folder(folder_path=str(dense_dir), repo_id="org/tiny-cached")
+    online = DietPruner.from_pretrained("org/tiny-cached")
+    local_hub.state.read_paths.clear()
+    AutoModelForCausalLM.from_pretrained("org/tiny-cached", local_files_only=True)
+    AutoTokenizer.from_pretrained("org/tiny-cached", local_files_only=True)
+    stock_reads = set(local_hub.state.read_paths)
+    assert not [path for path in stock_reads if path.endswith((".safetensors", "/config.json", "tokenizer.json"))]
+    local_hub.state.read_paths.clear()
+    offline = DietPruner.from_pretrained("org/tiny-cached", local_files_only=True)
+    assert set(local_hub.state.read_paths) <= stock_reads
+    assert offline.tokenizer("a b").input_ids == online.tokenizer("a b").input_ids
+    torch.testing.assert_close(offline.model.state_dict(), online.model.state_dict(), rtol=0, atol=0)
+    DietPruner.from_pretrained("org/tiny-cached", force_download=True)
+    downloaded = {path.rsplit("/", 1)[-1] for path in local_hub.state.read_paths if "/resolve/" in path}
+    assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= downloaded
