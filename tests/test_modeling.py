@@ -180,6 +180,23 @@ def test_unpruned_equals_stock(family, attn):
     assert (expected[real] - got[real]).abs().max().item() <= 1e-5
 
 
+def test_a_pruned_model_computes_the_same_under_flex_attention(tmp_path):
+    """A pruned model loaded with transformers' FlexAttention (`attn_implementation="flex_attention"`), over layers of
+    other head counts, one without attention, one sliding: the logits of eager attention, on a padded batch."""
+    layers = ["full_attention", "sliding_attention"]  # layer 0 has no attention: layer 1 slides (4 of 10 tokens)
+    model = uneven_pruned_model("gemma3_text", attn_logit_softcapping=None, layer_types=layers).eval()
+    model.save_pretrained(tmp_path)
+    flex = type(model).from_pretrained(tmp_path, attn_implementation="flex_attention").eval()
+    assert flex.model.layers[1].self_attn.config._attn_implementation == "flex_attention"
+    ids = random_batch()
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        expected, got = model(ids, attention_mask=mask).logits, flex(ids, attention_mask=mask).logits
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 def test_unpruned_equals_stock_with_softcapping(family):
     dense = tiny_dense_model(family, attn_logit_softcapping=5.0, final_logit_softcapping=3.0)
