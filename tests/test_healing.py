@@ -179,8 +179,28 @@ def test_distillation_loss_matches_brute_force(top_k, kd_weight, frozen_head, so
     expected.backward()
     assert torch.allclose(loss, expected, atol=1e-5)
     assert abs(parts["kd"] - float(kd.detach())) < 1e-5
+    # the language-modelling part is computed only where it weighs (a 262k-token cross-entropy is not free)
+    assert parts["lm"] == (0.0 if kd_weight == 1 else pytest.approx(float(F.cross_entropy(logits, labels)), abs=1e-5))
     assert torch.allclose(chunked_grad, student.model.layers[0].mlp.down_proj.weight.grad, atol=1e-6)
     assert bool(checkpointed) is not frozen_head
+
+
+def test_distillation_loss_refuses_what_it_cannot_score():
+    """Labels missing for a loss with a language-modelling part, teacher targets missing for one with a KD part, and
+    no positions at all: each a `ValueError` saying what is missing, not a NaN loss."""
+    _, student = _pair()
+    hidden, labels = torch.randn(6, 32), torch.randint(0, 128, (6,))
+    logprobs = torch.randn(6, 128).log_softmax(-1)
+    with pytest.raises(ValueError, match=r"`labels` are needed when `kd_weight` < 1"):
+        distillation_loss(student, hidden, teacher_ids=None, teacher_logprobs=logprobs, kd_weight=0.5)
+    with pytest.raises(ValueError, match=r"`teacher_logprobs` are needed when `kd_weight` > 0"):
+        distillation_loss(student, hidden, teacher_ids=None, teacher_logprobs=None, labels=labels, kd_weight=0.5)
+    with pytest.raises(ValueError, match="No positions to score"):
+        distillation_loss(student, hidden[:0], teacher_ids=None, teacher_logprobs=logprobs[:0], labels=labels[:0])
+    loss, parts = distillation_loss(
+        student, hidden, teacher_ids=None, teacher_logprobs=None, labels=labels, kd_weight=0
+    )
+    assert parts["kd"] == 0 and loss.item() == pytest.approx(parts["lm"])  # language modelling alone needs no teacher
 
 
 def test_scored_positions_and_teacher_targets_at_them():
