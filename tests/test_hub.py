@@ -367,6 +367,12 @@ def test_card_describes_the_steps_of_the_recipe_that_ran(tmp_path, data_dir, tin
     assert "every layer lost the same share of its MLP width" in default and "every attention head was kept" in default
     assert "refitted by least squares" in default and "reproducing the BOS token's output exactly" in default
     assert "majority vote" not in default
+    # the steps in order, each once, the last after "and"
+    steps = default.split("(recipe `uniform_mlp_mean_ls_bos`): ")[1].split("\n")[0]
+    assert steps.count("least squares") == 1 and "; and each cut output projection was refitted" in steps
+    card = (tmp_path / "uniform_mlp_mean_ls_bos" / "README.md").read_text()
+    assert "The module names are Gemma's (these are the ones PEFT picks for stock Gemma text models):" in card
+    assert "| target sparsity | 30% of the decoder blocks' attention + MLP parameters |" in card
     assert "(recipe `paper`)" in paper and "merged by majority vote" in paper and "and attention head" in paper
     assert "one ranking across all layers" in paper and "least squares" not in paper
     card = (tmp_path / "paper" / "README.md").read_text()
@@ -378,6 +384,10 @@ def test_card_describes_the_steps_of_the_recipe_that_ran(tmp_path, data_dir, tin
     assert "activation magnitudes times the norms of each unit's output-projection columns were profiled" in text
     assert "layers 0 were left whole" in text
     assert "the target was reached in 2 steps, profiling again after each" in text
+    # the MLP and attention targets set apart
+    pruner.prune(mlp_sparsity=0.25, attention_sparsity=0.0, recipe="paper", disable_progress=True)
+    pruner.save_pretrained(tmp_path / "apart")
+    assert "| target sparsity | MLP 25%, attention 0% |" in (tmp_path / "apart" / "README.md").read_text()
 
 
 def test_pruner_save_pretrained_and_push_to_hub_carry_card_plan_and_tokenizer(

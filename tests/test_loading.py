@@ -475,6 +475,8 @@ def test_the_cards_lora_block_names_targets_that_exist(tmp_path, image_text, kep
         assert lora == [] and "LoRA" not in (tmp_path / "README.md").read_text()
         return
     assert len(lora) == 1 and "q_proj" not in lora[0] and "gate_proj" in lora[0]
+    text = (tmp_path / "README.md").read_text()
+    assert "The module names are Gemma's:" in text and "the ones PEFT picks" not in text  # not PEFT's default ones
     namespace = {"model": pruned}
     exec(lora[0], namespace)
     adapted = {n.split(".lora_A")[0] for n, _ in namespace["model"].named_parameters() if ".lora_A." in n}
