@@ -430,6 +430,7 @@ def test_heal_lora_merges_saves_and_reloads_without_diet_hf_or_peft(tmp_path, ti
     assert record["steps"] == 6 and record["tokens_seen"] == 6 * 2 * 16
     assert record["merge_max_abs_logit_diff"] <= 1e-5
     assert len(record["loss_curve"]) == 6
+    assert [entry["step"] for entry in record["validation_kl_history"]] == [0, 2, 4, 6]  # every `eval_steps`
     assert not any("lora" in name for name, _ in healed.named_parameters())
     assert type(healed).__name__ == "PrunedGemma3ForCausalLM"
     with torch.no_grad():
@@ -1254,11 +1255,12 @@ def test_checkpoints_never_load_the_dense_parents_config_into_the_pruned_class(t
 
 def test_next_token_loss_alone_needs_no_teacher_pass_over_the_training_data(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
-    config = _small(kd_weight=0.0, guard=False)
+    config = _small(kd_weight=0.0, guard=False, eval_steps=4)
     healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=config, work_dir=tmp_path / "w")
     record = healed.config.pruning["healing"]
     assert "next-token loss" in record["objective"] and record["steps"] == 6
-    assert len(record["validation_kl_history"]) >= 2  # the guard's measure is still reported
+    # the guard's measure is still reported: before, every `eval_steps`, and at the last step
+    assert [entry["step"] for entry in record["validation_kl_history"]] == [0, 4, 6]
     # the teacher ran over the guard's rows alone (the work directory stays: no output_dir)
     cached = sorted(path.name for path in (tmp_path / "w").glob("teacher_*"))
     assert cached == ["teacher_validation.safetensors"]
@@ -1530,3 +1532,21 @@ def test_cli_heal_reads_the_teacher_from_its_gguf_file(tmp_path, data_dir, capsy
     assert parses == ["tiny.gguf"] * 2, parses
     healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
     assert healing["teacher"] == f"{source}/tiny.gguf"
+
+
+def test_the_loss_bar_counts_the_steps_done_from_where_a_resumed_run_starts():
+    """`LossBar` (drawn where the run is not quiet) shows the steps done out of `max_steps`, starting at a resumed
+    run's step, and the latest training loss."""
+    from types import SimpleNamespace
+
+    from diet_hf.healing.trainer import LossBar
+
+    bar = LossBar()
+    state = SimpleNamespace(max_steps=10, global_step=4)
+    bar.on_train_begin(None, state, None)
+    for step in (5, 6, 7):
+        state.global_step = step
+        bar.on_step_end(None, state, None)
+    bar.on_log(None, state, None, logs={"loss": 1.23456})
+    assert (bar.bar.n, bar.bar.total) == (7, 10) and bar.bar.postfix == "loss=1.2346"
+    bar.on_train_end(None, state, None)
