@@ -127,6 +127,16 @@ def image_text_model(source, text_model):
     return model
 
 
+# `from_pretrained`'s keywords that say where and how a checkpoint's files are read (the config's, the tokenizer's and
+# the processor's loads take them as the model's does)
+HUB_KEYWORDS = ("revision", "token", "cache_dir", "gguf_file", "local_files_only", "force_download")
+
+
+def hub_keywords(from_pretrained_kwargs: dict, *also: str) -> dict:
+    """The `HUB_KEYWORDS` (and the keywords `also`) among `from_pretrained_kwargs` that are set."""
+    return {k: from_pretrained_kwargs[k] for k in (*HUB_KEYWORDS, *also) if from_pretrained_kwargs.get(k) is not None}
+
+
 def read_config(model_id_or_path: str | os.PathLike, **hub_kwargs):
     """`AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)`. Of a GGUF file (`gguf_file=`) it first says what
     the wait is: transformers parses the file's whole metadata for the config, and again for the weights and the
@@ -151,17 +161,7 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
         from_pretrained_kwargs: passed to `from_pretrained` (`dtype`, `device_map`, `revision`, ...).
     """
     if config is None:
-        keys = (
-            "revision",
-            "token",
-            "cache_dir",
-            "trust_remote_code",
-            "gguf_file",
-            "local_files_only",
-            "force_download",
-        )
-        hub = {k: from_pretrained_kwargs[k] for k in keys if from_pretrained_kwargs.get(k) is not None}
-        config = read_config(model_id_or_path, **hub)
+        config = read_config(model_id_or_path, **hub_keywords(from_pretrained_kwargs, "trust_remote_code"))
     if from_pretrained_kwargs.get("gguf_file"):
         if "quantization_config" not in from_pretrained_kwargs:
             from_pretrained_kwargs = {**from_pretrained_kwargs, **_gguf_dequantized()}
@@ -218,19 +218,14 @@ def load_tokenizer(model_id_or_path: str | os.PathLike, config=None, **from_pret
 # `from_pretrained`'s keywords that say where and how to load, none of them a config attribute
 _LOADING_KEYWORDS = frozenset(
     {
+        *HUB_KEYWORDS,
         "attn_implementation",
-        "cache_dir",
         "device_map",
         "dtype",
-        "force_download",
-        "gguf_file",
-        "local_files_only",
         "low_cpu_mem_usage",
         "max_memory",
         "offload_folder",
         "quantization_config",
-        "revision",
-        "token",
         "torch_dtype",
         "trust_remote_code",
     }

@@ -14,6 +14,7 @@ from .importance import ImportanceScores
 from .info import _pruning_record, _record_options
 from .loading import (
     gguf_commit,
+    hub_keywords,
     image_text_model,
     is_image_text,
     load_pretrained,
@@ -141,11 +142,7 @@ class DietPruner(_ProfilingMixin):
             raise ValueError(f"`tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
         gguf_file = from_pretrained_kwargs.get("gguf_file")
         check_model_location(model_id_or_path, "model_id_or_path", gguf_file=gguf_file)
-        hub_kwargs = {
-            k: from_pretrained_kwargs[k]
-            for k in ("revision", "token", "cache_dir", "gguf_file", "local_files_only", "force_download")
-            if from_pretrained_kwargs.get(k) is not None
-        }
+        hub_kwargs = hub_keywords(from_pretrained_kwargs)
         config = read_config(model_id_or_path, **hub_kwargs)
         family_for_model_type(text_config(config).model_type)  # refuse unsupported models before loading weights
         model = load_pretrained(model_id_or_path, config, **from_pretrained_kwargs)
