@@ -31,6 +31,7 @@ from .resume import check_same_run, run_identity, work_directory
 from .teacher import _load_teacher, _precompute, _teacher_config, check_parent
 from .training import (
     _BosBasis,
+    _lora_layers,
     _own_storage,
     _unnamed,
     _validation_kl,
@@ -454,8 +455,11 @@ def _best_state_merged(model, guard, config: HealingConfig, validation: torch.Te
     probe = validation[:1].to(next(model.parameters()).device)
     with torch.no_grad():
         trained_logits = _causal_lm(model)(input_ids=probe).logits.float()
-    # safe_merge writes W + BA into a new tensor: an in-place merge would change every model sharing W (a model fresh
-    # from `build_pruned_model` shares its unsliced weights with the dense parent, often the teacher itself)
+    if config.lora and not rolled_back:
+        # the merge writes W + BA into W in place (PEFT 0.22 does so even with safe_merge), which would change every
+        # model sharing W: a model fresh from `build_pruned_model` shares its unsliced weights with the dense parent,
+        # often the teacher itself. Each merged weight gets its own memory first, one at a time.
+        _own_storage(model, [module.get_base_layer().weight for module in _lora_layers(model)])
     healed = (model.unload() if rolled_back else model.merge_and_unload(safe_merge=True)) if config.lora else model
     healed.eval()
     with torch.no_grad():

@@ -52,9 +52,7 @@ class _BosBasis:
     """
 
     def __init__(self, model, bos_token_id: int):
-        from peft.tuners.lora import LoraLayer
-
-        modules = [m for m in model.modules() if isinstance(m, LoraLayer) and "default" in m.lora_A]
+        modules = _lora_layers(model)
         inputs = {}
 
         def keep(module, args):
@@ -131,13 +129,20 @@ def _unnamed(model):
         model.name_or_path = name
 
 
-def _own_storage(model) -> None:
-    """Gives every trained parameter of `model` its own memory (tied ones stay tied), so training it in place cannot
-    change another model sharing its tensors (a pruned model shares its unsliced weights with the dense parent).
-    Frozen parameters keep theirs: nothing writes to them."""
+def _lora_layers(model) -> list:
+    """The modules of `model` that carry the healing's LoRA adapter ("default")."""
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer) and "default" in m.lora_A]
+
+
+def _own_storage(model, parameters=None) -> None:
+    """Gives every trained parameter of `model` (or each of `parameters`) its own memory (tied ones stay tied), so
+    writing to it in place cannot change another model sharing its tensors (a pruned model shares its unsliced weights
+    with the dense parent). Frozen parameters of `model` keep theirs: nothing writes to them."""
     copies = {}
-    for param in model.parameters():
-        if not param.requires_grad:
+    for param in model.parameters() if parameters is None else parameters:
+        if parameters is None and not param.requires_grad:
             continue
         key = param.data_ptr()
         if key not in copies:
