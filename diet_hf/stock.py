@@ -27,7 +27,7 @@ from transformers import AutoConfig
 from ._io import atomic_directory, check_output_is_not_input
 from .constants import FAMILIES, block_parameters, head_dim, layer_sizes
 from .loading import text_config
-from .surgery import _dispatch, is_quantized, offloaded_weights
+from .surgery import _dispatch, check_no_adapters, is_quantized, offloaded_weights
 
 __all__ = ["StockShape", "export_stock", "stock_shape", "to_stock_model"]
 
@@ -215,7 +215,7 @@ def _padded_layer(
     missing = []
 
     def put(name: str, fill) -> None:
-        if name not in pruned:  # e.g. a PEFT adapter's layer holds it as `base_layer.weight`
+        if name not in pruned:
             missing.append(name)
             return
         fill(out[name], pruned[name])
@@ -264,11 +264,8 @@ def _padded_layer(
             put(name, lambda dst, src: dst.copy_(src))
     left = sorted(set(pruned) - used)
     if left or missing:
-        adapter = any(".base_layer." in name or ".lora_" in name for name in left)
         raise ValueError(
-            f"unexpected weights in a pruned decoder layer: {left}"
-            + (f", and none of {missing}" if missing else "")
-            + ("; merge the PEFT adapter into the weights first (`merge_and_unload()`)" if adapter else "")
+            f"unexpected weights in a pruned decoder layer: {left}" + (f", and none of {missing}" if missing else "")
         )
     return out
 
@@ -285,6 +282,7 @@ def to_stock_model(model):
     `pruning`, the pruning record, stays. `ValueError` for a model that is not a pruned one, has non-zero
     compensation biases, or has no stock class. Save it with `save_pretrained`; the tokenizer is the pruned model's.
     """
+    check_no_adapters(model, "model", "the stock export pads")  # a `PeftModel` too, before its class is read
     stock_class = _stock_class(model)
     _check_weights(model)
     text = text_config(model.config)

@@ -1,6 +1,7 @@
 """Weight surgery: slice a dense Gemma model by a `PruningPlan` into a physically smaller pruned model."""
 
 import copy
+import sys
 
 import torch
 from torch import nn
@@ -15,8 +16,10 @@ from .plan import PruningPlan
 from .reconstruction import DEFAULT_DAMPING, least_squares_update
 
 __all__ = [
+    "adapter_modules",
     "build_pruned_config",
     "build_pruned_model",
+    "check_no_adapters",
     "check_prunable_weights",
     "gguf_file_of",
     "is_quantized",
@@ -37,6 +40,28 @@ def offloaded_weights(model: nn.Module) -> list[str]:
     """The names of `model`'s parameters on the meta device: offloaded by accelerate (a `device_map` that puts
     modules on "cpu" or "disk" keeps their weights out of the modules and loads them for each forward pass)."""
     return [name for name, parameter in model.named_parameters() if parameter.device.type == "meta"]
+
+
+def adapter_modules(model: nn.Module) -> list[str]:
+    """The names of `model`'s modules that hold PEFT adapter weights beside a base layer (LoRA, IA3, ...: PEFT's
+    `BaseTunerLayer`), as `get_peft_model` or `inject_adapter_in_model` leave them until `merge_and_unload()`."""
+    if "peft" not in sys.modules:  # no adapter without PEFT imported (and no import of it for the check)
+        return []
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [name for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
+
+
+def check_no_adapters(model: nn.Module, name: str, action: str) -> None:
+    """Raises `ValueError` naming `name` if `model` holds unmerged PEFT adapters (`adapter_modules`), which `action`
+    (e.g. "pruning cuts") would not see: they live beside the weights it reads, under other names."""
+    adapters = adapter_modules(model)
+    if adapters:
+        raise ValueError(
+            f"`{name}` holds unmerged PEFT adapters ({len(adapters)} layers, e.g. `{adapters[0]}`): {action} the base "
+            "weights alone and would leave the adapters out. Merge them first with PEFT's `merge_and_unload()` (it "
+            "returns the merged model) and pass that."
+        )
 
 
 def quantized_modules(model: nn.Module) -> list[str]:
@@ -82,7 +107,8 @@ def is_quantized(model: nn.Module) -> bool:
 
 def check_prunable_weights(model: nn.Module, name: str = "model") -> None:
     """Raises `ValueError` naming `name` if pruning cannot cut `model`'s weights: offloaded by accelerate (they are
-    loaded per forward pass, so profiling works) or quantized."""
+    loaded per forward pass, so profiling works), quantized, or beside unmerged PEFT adapters."""
+    check_no_adapters(model, name, "pruning cuts")
     offloaded = offloaded_weights(model)
     if offloaded:
         raise ValueError(

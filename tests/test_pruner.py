@@ -241,6 +241,33 @@ def test_a_quantized_model_is_refused_before_any_work(caplog):
     assert build_pruned_model(tiny_dense_model("gemma2")) is not None  # full precision: no complaint
 
 
+def test_a_model_with_unmerged_peft_adapters_is_refused_and_the_merged_one_prunes():
+    """A dense model fine-tuned with LoRA and not yet merged: pruning would cut the base weights and drop the adapters
+    (it failed with a `KeyError` or an `AttributeError` before). Refused, naming `model` and the merge, whether PEFT
+    wrapped the model (`get_peft_model`) or kept its class (`inject_adapter_in_model`, here after the pruner was
+    made: `check_targets`, `prune()` and `build_pruned_model` refuse it too). The merged model prunes."""
+    from peft import LoraConfig, get_peft_model, inject_adapter_in_model
+
+    config = LoraConfig(r=2, target_modules=["down_proj"], init_lora_weights=False)
+    refused = r"`model` holds unmerged PEFT adapters \(2 layers, e\.g\. `[\w.]*model\.layers\.0\.mlp\.down_proj`\)"
+    wrapped = get_peft_model(tiny_dense_model("gemma2"), config)
+    with pytest.raises(ValueError, match=refused + r": pruning cuts the base weights alone .*`merge_and_unload\(\)`"):
+        DietPruner(wrapped)
+    model = tiny_dense_model("gemma2")
+    pruner = DietPruner(model)
+    inject_adapter_in_model(config, model)
+    with pytest.raises(ValueError, match=refused):
+        pruner.check_targets(sparsity=0.2)
+    with pytest.raises(ValueError, match=refused):
+        pruner.prune(sparsity=0.2)
+    with pytest.raises(ValueError, match=refused):
+        build_pruned_model(model)
+    merged = wrapped.merge_and_unload()
+    batches = [{"input_ids": random_batch(2, 8), "attention_mask": torch.ones(2, 8, dtype=torch.long)}]
+    pruned = DietPruner(merged).profile({"a": batches}, disable_progress=True).prune(sparsity=0.25)
+    assert sum(layer.mlp.down_proj.in_features for layer in pruned.model.layers) < 2 * merged.config.intermediate_size
+
+
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 def test_a_model_bitsandbytes_loaded_is_refused_before_any_work(bits, tmp_path):
     """The same refusal for a dense model loaded through `BitsAndBytesConfig` itself (bitsandbytes runs on the CPU),

@@ -305,18 +305,38 @@ def test_export_stock_reads_a_pruned_model_from_the_hub_at_a_revision(local_hub,
     assert not (tmp_path / "out2").exists()
 
 
-def test_weights_a_stock_layer_has_no_place_for_are_refused_not_dropped():
-    """A LoRA adapter injected into the pruned model (PEFT's `inject_adapter_in_model`, which keeps the model's class)
-    puts weights into its layers that a stock layer cannot hold: refused, naming them, rather than exported without
-    them."""
-    from peft import LoraConfig, inject_adapter_in_model
+@pytest.mark.parametrize("how", ["injected", "wrapped"])
+def test_unmerged_peft_adapters_are_refused_and_the_merged_model_exports(how):
+    """LoRA left beside the weights (PEFT's `inject_adapter_in_model` keeps the model's class, `get_peft_model` wraps
+    it): the export pads the base weights alone, so it refuses, naming `model` and the merge; the merged model
+    exports and computes what the adapted one did."""
+    from peft import LoraConfig, get_peft_model, inject_adapter_in_model
 
-    pruned = inject_adapter_in_model(LoraConfig(r=2, target_modules=["o_proj"]), uneven_pruned_model("gemma2"))
-    with pytest.raises(
-        ValueError, match=r"unexpected weights in a pruned decoder layer: \['self_attn\.o_proj\.base"
-    ) as error:
+    config = LoraConfig(r=2, target_modules=["o_proj", "down_proj"], init_lora_weights=False)
+    pruned = uneven_pruned_model("gemma2")
+    ids = random_batch(2, 12)
+    with torch.no_grad():
+        plain = pruned(ids).logits
+    adapted = inject_adapter_in_model(config, pruned) if how == "injected" else get_peft_model(pruned, config)
+    with torch.no_grad():
+        expected = adapted(input_ids=ids).logits
+    assert (expected - plain).abs().max() > 1e-3  # the adapters change what it computes
+    with pytest.raises(ValueError, match=r"`model` holds unmerged PEFT adapters \(\d+ layers, e.g. `") as error:
+        to_stock_model(adapted)
+    assert "`merge_and_unload()`" in str(error.value)
+    if how == "wrapped":
+        stock = to_stock_model(adapted.merge_and_unload())
+        with torch.no_grad():
+            assert (stock(ids).logits - expected).abs().max().item() <= 1e-4
+
+
+def test_weights_a_stock_layer_has_no_place_for_are_refused_not_dropped():
+    """A weight in a pruned layer that the stock layer has no place for is refused, named, rather than exported
+    without it."""
+    pruned = uneven_pruned_model("gemma2")
+    pruned.model.layers[1].self_attn.register_parameter("extra", torch.nn.Parameter(torch.ones(3)))
+    with pytest.raises(ValueError, match=r"unexpected weights in a pruned decoder layer: \['self_attn\.extra'\]$"):
         to_stock_model(pruned)
-    assert "none of ['self_attn.o_proj.weight']" in str(error.value) and "`merge_and_unload()`" in str(error.value)
 
 
 def test_export_stock_keeps_the_class_the_generation_config_and_the_shard_size(tmp_path, tiny_tokenizer):
