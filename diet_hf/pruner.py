@@ -34,6 +34,7 @@ from .plan import PruningPlan, build_plan, check_sparsity_targets
 from .profiling import _moments_bytes, _ProfilingMixin
 from .recipes import DEFAULT_RECIPE, SCORE_KINDS, output_weight_norms, weighted_scores
 from .surgery import (
+    PRUNING_CUTS_BASE_WEIGHTS,
     build_pruned_model,
     check_no_adapters,
     check_prunable_weights,
@@ -79,7 +80,8 @@ class DietPruner(_ProfilingMixin):
                 f"`model` must be a transformers Gemma-2 / Gemma 3 model (a `PreTrainedModel`), got "
                 f"{type(model).__name__}."
             )
-        check_no_adapters(model, "model", "pruning cuts")  # a `PeftModel` too, before its class is read as Gemma's
+        # a `PeftModel` wrapper too, before its class is read as Gemma's
+        check_no_adapters(model, "model", PRUNING_CUTS_BASE_WEIGHTS)
         source = model
         model = text_causal_lm(model)
         # the image-text model whose vision tower and projector the pruned model keeps (None: a text model, or

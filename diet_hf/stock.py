@@ -282,7 +282,8 @@ def to_stock_model(model):
     `pruning`, the pruning record, stays. `ValueError` for a model that is not a pruned one, has non-zero
     compensation biases, or has no stock class. Save it with `save_pretrained`; the tokenizer is the pruned model's.
     """
-    check_no_adapters(model, "model", "the stock export pads")  # a `PeftModel` too, before its class is read
+    # a `PeftModel` wrapper too, before its class is read
+    check_no_adapters(model, "model", "the stock export pads the base weights alone and would leave the adapters out")
     stock_class = _stock_class(model)
     _check_weights(model)
     text = text_config(model.config)

@@ -42,6 +42,9 @@ def offloaded_weights(model: nn.Module) -> list[str]:
     return [name for name, parameter in model.named_parameters() if parameter.device.type == "meta"]
 
 
+PRUNING_CUTS_BASE_WEIGHTS = "pruning cuts the base weights alone and would leave the adapters out"
+
+
 def adapter_modules(model: nn.Module) -> list[str]:
     """The names of `model`'s modules that hold PEFT adapter weights beside a base layer (LoRA, IA3, ...: PEFT's
     `BaseTunerLayer`), as `get_peft_model` or `inject_adapter_in_model` leave them until `merge_and_unload()`."""
@@ -52,15 +55,14 @@ def adapter_modules(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
 
 
-def check_no_adapters(model: nn.Module, name: str, action: str) -> None:
-    """Raises `ValueError` naming `name` if `model` holds unmerged PEFT adapters (`adapter_modules`), which `action`
-    (e.g. "pruning cuts") would not see: they live beside the weights it reads, under other names."""
+def check_no_adapters(model: nn.Module, name: str, why: str) -> None:
+    """Raises `ValueError` naming `name` if `model` holds unmerged PEFT adapters (`adapter_modules`), saying `why`
+    they cannot stay (e.g. "pruning cuts the base weights alone and would leave the adapters out")."""
     adapters = adapter_modules(model)
     if adapters:
         raise ValueError(
-            f"`{name}` holds unmerged PEFT adapters ({len(adapters)} layers, e.g. `{adapters[0]}`): {action} the base "
-            "weights alone and would leave the adapters out. Merge them first with PEFT's `merge_and_unload()` (it "
-            "returns the merged model) and pass that."
+            f"`{name}` holds unmerged PEFT adapters ({len(adapters)} layers, e.g. `{adapters[0]}`): {why}. Merge them "
+            "first with PEFT's `merge_and_unload()` (it returns the merged model) and pass that."
         )
 
 
@@ -108,7 +110,7 @@ def is_quantized(model: nn.Module) -> bool:
 def check_prunable_weights(model: nn.Module, name: str = "model") -> None:
     """Raises `ValueError` naming `name` if pruning cannot cut `model`'s weights: offloaded by accelerate (they are
     loaded per forward pass, so profiling works), quantized, or beside unmerged PEFT adapters."""
-    check_no_adapters(model, name, "pruning cuts")
+    check_no_adapters(model, name, PRUNING_CUTS_BASE_WEIGHTS)
     offloaded = offloaded_weights(model)
     if offloaded:
         raise ValueError(

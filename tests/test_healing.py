@@ -555,6 +555,28 @@ def test_the_run_fingerprint_sums_the_weights_a_slice_at_a_time(monkeypatch):
     assert resume.fingerprint(student) != whole
 
 
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_unmerged_peft_adapters_on_the_student_or_the_teacher_are_refused_before_any_work(tmp_path, wrapped):
+    """A student fine-tuned with LoRA and not merged: healing's own adapters would be added beside (with the same
+    adapter name when injected) or fail on the wrapper; a teacher with adapters is not the merged model the pruner
+    pruned. Both refused, naming the argument and `merge_and_unload()`, before any data is read or work made."""
+    from peft import LoraConfig, get_peft_model, inject_adapter_in_model
+
+    def adapted(model):
+        config = LoraConfig(r=2, target_modules=["down_proj"], init_lora_weights=False)
+        return get_peft_model(model, config) if wrapped else inject_adapter_in_model(config, model)
+
+    dense = tiny_dense_model("gemma3_text", seed=0, vocab_size=128)
+    student = build_pruned_model(dense, PruningPlan.keep_all(dense.config))
+    refused = r"holds unmerged PEFT adapters \(2 layers, e\.g\. `[\w.]*model\.layers\.0\.mlp\.down_proj`\): "
+    with pytest.raises(ValueError, match=r"`student` " + refused + r"healing adds LoRA .*`merge_and_unload\(\)`"):
+        heal(adapted(student), dense, None, None, work_dir=tmp_path / "w")
+    dense = tiny_dense_model("gemma3_text", seed=0, vocab_size=128)
+    with pytest.raises(ValueError, match=r"`teacher` " + refused + "the student was pruned from the merged model"):
+        heal(build_pruned_model(dense, PruningPlan.keep_all(dense.config)), adapted(dense), None, None)
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("lora", [True, False])
 def test_healing_leaves_the_dense_parent_untouched(tmp_path, tiny_tokenizer, lora):
     """A pruned model shares its unsliced weights (here every attention projection and norm) with the dense model it

@@ -17,6 +17,7 @@ from .._io import check_not_a_file, check_output_is_not_input
 from ..constants import family_for_model_type
 from ..importance import load_profile
 from ..loading import image_text_model, is_image_text, text_causal_lm
+from ..surgery import check_no_adapters
 from .config import HealingConfig
 from .data import _collate, _PackedDataset, _text_list, pack_sources
 from .loss import _cast_heads_once, _causal_lm, scored_positions
@@ -119,6 +120,9 @@ def heal(
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
     """
     config = config or HealingConfig()
+    check_no_adapters(student, "student", "healing adds LoRA adapters of its own and merges them into the weights")
+    if isinstance(teacher, torch.nn.Module):
+        check_no_adapters(teacher, "teacher", "the student was pruned from the merged model (the pruner asks for it)")
     # a pruned image-text Gemma 3: its text model is healed, then put back beside its unchanged vision tower
     image_text, student = (student, text_causal_lm(student)) if is_image_text(student.config) else (None, student)
     if not str(getattr(student.config, "model_type", "")).startswith("pruned_"):
