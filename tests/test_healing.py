@@ -842,7 +842,7 @@ def test_a_teacher_that_is_not_the_parent_fails_before_training(tmp_path, tiny_t
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
 
 
-def test_rows_longer_than_the_models_context_are_refused_before_training(tmp_path, tiny_tokenizer):
+def test_rows_longer_than_the_models_context_are_refused_before_training(tmp_path, tiny_tokenizer, capsys):
     """`--seq-len 100000` on a small model ran the teacher's pass over rows of that length until the process was
     killed for memory."""
     teacher, student = _pair()
@@ -850,6 +850,11 @@ def test_rows_longer_than_the_models_context_are_refused_before_training(tmp_pat
     with pytest.raises(ValueError, match=rf"`seq_len` {context + 1} is longer than the model's context"):
         heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(seq_len=context + 1), output_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.healing").exists()
+    # rows of exactly the context are what it was trained to read
+    config = _small(seq_len=context, max_tokens=context * 2 * 2, validation_sequences=1, eval_steps=1)
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS * 4, config=config, work_dir=tmp_path / "w")
+    assert healed.config.pruning["healing"]["options"]["seq_len"] == context
+    assert "healing: 100%" in capsys.readouterr().err  # a progress bar by default
 
 
 def test_a_dense_student_is_refused_by_name_before_training(tmp_path, tiny_tokenizer):

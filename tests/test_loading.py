@@ -33,7 +33,7 @@ from diet_hf.evaluation import evaluate, next_token_logprobs, perplexity
 from diet_hf.healing import heal
 from diet_hf.info import check_pruned_checkpoint
 from diet_hf.loading import image_text_model, load_causal_lm, text_causal_lm, text_config
-from diet_hf.plan import build_plan
+from diet_hf.plan import PruningPlan, build_plan
 
 
 @pytest.fixture
@@ -388,6 +388,7 @@ def test_healing_a_pruned_image_text_model_keeps_its_vision_tower(checkpoints, t
     saved = json.loads((tmp_path / "h" / "config.json").read_text())
     assert saved["model_type"] == "pruned_gemma3" and "healing" in saved["text_config"]["pruning"]
     assert "## Healing" in (tmp_path / "h" / "README.md").read_text()
+    assert PruningPlan.from_pretrained(tmp_path / "h").to_dict() == with_vision.plan.to_dict()  # the plan file too
     # the CLI's heal, eval and info read the saved image-text checkpoint's text model
     with_vision.save_pretrained(tmp_path / "pruned")
     argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", str(image_text_dir), "--data", "rte"]
