@@ -188,7 +188,9 @@ def test_a_hub_users_first_steps_run_without_diet_hf(saved_pruned, tiny_tokenize
       gradients in the adapters only;
     - after fine-tuning: the adapter saved and read back by `AutoPeftModelForCausalLM` (which loads the pruned base
       through its remote code), then merged, saved with `save_pretrained` and loaded again. Both give the adapted
-      model's logits, and the merged save carries the remote code beside its weights."""
+      model's logits, and the merged save carries the remote code beside its weights;
+    - the same through transformers' own PEFT integration (`add_adapter`, an adapter-only save read back by
+      `AutoModelForCausalLM.from_pretrained` and by `load_adapter`, `disable_adapters`)."""
     import shutil
 
     from transformers import PreTrainedTokenizerFast
@@ -215,6 +217,7 @@ def test_a_hub_users_first_steps_run_without_diet_hf(saved_pruned, tiny_tokenize
         # no terminal: a prompt to trust the code would end the script with an error (EOF on its input)
         "card": (snippet + LORA_STEP, []),
         "adapter": (LORA_ROUND_TRIP, [str(saved)]),
+        "integration": (TRANSFORMERS_ADAPTER, [str(saved)]),
     }
     stdout = run_scripts(tmp_path, parts)
     assert "Do you wish to run the custom code" not in stdout["card"]
@@ -235,6 +238,54 @@ def test_a_hub_users_first_steps_run_without_diet_hf(saved_pruned, tiny_tokenize
     assert adapter["merged"] < 1e-5
     assert adapter["class"] == "PrunedGemma3ForCausalLM"
     assert {"configuration_pruned_gemma.py", "modeling_pruned_gemma.py", "model.safetensors"} <= set(adapter["files"])
+
+    integration = printed["integration"]  # transformers' own PEFT integration, on the remote-code class
+    assert integration["moved"] > 1e-3
+    assert integration["base"] == str(saved) and "model.safetensors" not in integration["files"]  # the adapter alone
+    assert integration["from_adapter_dir"] == 0.0 and integration["class"] == "PrunedGemma3ForCausalLM"
+    assert integration["load_adapter"] == 0.0 and integration["disabled"] == 0.0
+    assert integration["trainable"] == integration["adapter_parameters"] > 0
+
+
+# transformers' PEFT integration: `add_adapter` on the loaded pruned model, `save_pretrained` of the adapter alone,
+# `AutoModelForCausalLM.from_pretrained(adapter_dir)` (which finds the pruned base through the adapter's config),
+# `load_adapter` and `disable_adapters`
+TRANSFORMERS_ADAPTER = textwrap.dedent(
+    """
+    import json, os, sys, torch
+    sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        base = model(ids).logits
+    model.add_adapter(LoraConfig(target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    with torch.no_grad():
+        want = model(ids).logits
+    model.save_pretrained("integration-adapter")
+    again = AutoModelForCausalLM.from_pretrained("integration-adapter", trust_remote_code=True).eval()
+    other = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    other.load_adapter("integration-adapter")
+    with torch.no_grad():
+        from_adapter_dir, loaded = again(ids).logits, other(ids).logits
+        other.disable_adapters()
+        disabled = other(ids).logits
+    other.enable_adapters()
+    print(json.dumps({
+        "moved": (want - base).abs().max().item(),
+        "base": json.load(open("integration-adapter/adapter_config.json"))["base_model_name_or_path"],
+        "files": sorted(os.listdir("integration-adapter")),
+        "from_adapter_dir": (from_adapter_dir - want).abs().max().item(),
+        "class": type(again).__name__,
+        "load_adapter": (loaded - want).abs().max().item(),
+        "disabled": (disabled - base).abs().max().item(),
+        "trainable": sum(p.numel() for p in other.parameters() if p.requires_grad),
+        "adapter_parameters": sum(p.numel() for n, p in other.named_parameters() if "lora_" in n),
+    }))
+    """
+)
 
 
 # after the card's blocks: one forward and backward of the PEFT model, and where the gradients went
