@@ -125,6 +125,7 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
     assert push_saved_model(out, "user/tiny-diet") == first
     push_saved_model(out, "user/tiny-diet-copy")
     assert local_hub.state.commit_tokens[-1] == os.environ["HF_TOKEN"]  # no token given: the environment's
+    assert not api.model_info("user/tiny-diet-copy").private  # public unless asked, as transformers' push_to_hub
     assert api.model_info("user/tiny-diet").sha == first
     # loaded from the Hub without diet-hf, from its main branch and at that commit (one process for both)
     for logits in _fresh_load("user/tiny-diet", ids, tmp_path, revisions=(None, first)):
