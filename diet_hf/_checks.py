@@ -2,7 +2,14 @@
 
 import math
 
-__all__ = ["check_finite_outputs", "check_positive_int", "check_shard_size", "is_int_at_least", "is_positive_int"]
+__all__ = [
+    "check_finite_outputs",
+    "check_one_split",
+    "check_positive_int",
+    "check_shard_size",
+    "is_int_at_least",
+    "is_positive_int",
+]
 
 
 def is_int_at_least(value, least: int) -> bool:
@@ -19,6 +26,20 @@ def check_positive_int(name: str, value) -> None:
     """Raises `ValueError` naming the argument `name` unless `value` is an `int` >= 1."""
     if not is_positive_int(value):
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def check_one_split(what: str, data, use: str = "{split}") -> None:
+    """Raises `ValueError` for a `datasets` `DatasetDict` (or `IterableDatasetDict`), which `load_dataset` returns
+    without `split=`: `what` (e.g. "`data`") takes one split's rows, passed as `use` says (`{split}`: one split of it,
+    e.g. "{{'mine': {split}}}" for a mapping of task names)."""
+    columns = getattr(data, "column_names", None)
+    if isinstance(columns, dict):  # a dict of splits: {split: [column, ...]}
+        splits = list(columns)
+        split = f"dataset[{splits[0]!r}]"
+        raise ValueError(
+            f"{what} is a `DatasetDict` of the splits {splits}; pass one split: {use.format(split=split)} (or "
+            f"`load_dataset(..., split={splits[0]!r})`)."
+        )
 
 
 def check_shard_size(name: str, value) -> None:

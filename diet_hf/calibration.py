@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ._checks import check_one_split
 from .tasks import MESSAGES_FIELD, Task, chat_text, custom_calibration, load_calibration
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def named_tasks(tasks) -> dict:
     if isinstance(tasks, (str, Task)):
         tasks = [tasks]
     if isinstance(tasks, Mapping):
+        check_one_split("`tasks`", tasks, use="{{'mine': {split}}}")  # a mapping, but of splits, not task names
         named = dict(tasks)
     else:
         named = {}

@@ -897,6 +897,9 @@ def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
     untexted = datasets.Dataset.from_dict({"sentence": TEXTS})
     with pytest.raises(ValueError, match=r"`data` is a dataset without a `text` column; columns: \['sentence'\]"):
         heal(student, teacher, tiny_tokenizer, untexted, config=_small(), output_dir=tmp_path / "x")
+    splits = datasets.DatasetDict({"validation": datasets.Dataset.from_dict({"text": TEXTS})})
+    with pytest.raises(ValueError, match=r"`data` is a `DatasetDict` of the splits \['validation'\]; pass one split"):
+        heal(student, teacher, tiny_tokenizer, splits, config=_small(), output_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 

@@ -92,6 +92,23 @@ def test_custom_tasks():
     assert custom_calibration("ds", dataset).example_ids == ["ds-0", "ds-1"]
     with pytest.raises(ValueError, match="has no `text` column"):
         custom_calibration("ds", datasets.Dataset.from_dict({"body": ["x"]}))
+    # `load_dataset(...)` without `split=`: named as what it is, with the split to pass
+    splits = datasets.DatasetDict({"train": dataset, "test": dataset})
+    split_message = r"The dataset for task 'ds' is a `DatasetDict` of the splits \['train', 'test'\]; pass one split: "
+    with pytest.raises(
+        ValueError, match=split_message + r"dataset\['train'\] \(or `load_dataset\(\.\.\., split='train'\)`\)\.$"
+    ):
+        custom_calibration("ds", splits)
+    with pytest.raises(ValueError, match=r"The dataset for task 'ds' is a `DatasetDict` of the splits \['train'\]"):
+        custom_calibration("ds", datasets.IterableDatasetDict({"train": dataset.to_iterable_dataset()}))
+    # as `profile(tasks=)` itself, a mapping of splits rather than of task names
+    from diet_hf.calibration import named_tasks
+
+    with pytest.raises(
+        ValueError, match=r"`tasks` is a `DatasetDict` of .*; pass one split: \{'mine': dataset\['train'\]\} \(or"
+    ):
+        named_tasks(splits)
+    assert list(named_tasks({"mine": splits["train"]})) == ["mine"]
     with pytest.raises(TypeError, match="must be a list of strings .* one of its texts is a int: 1"):
         custom_calibration("bad", ["a", 1, 2])
     with pytest.raises(TypeError, match="one of its texts is a NoneType: None"):  # a missing text, not skipped
@@ -283,6 +300,10 @@ def test_your_own_data_errors_name_the_flag_and_what_was_wrong(tmp_path):
         multiple_choice_task("", [question])
     with pytest.raises(ValueError, match=r"row 0: `id` must be a string or an integer, got 1.5"):
         multiple_choice_task("q", [{**question, "id": 1.5}])
+    rows = __import__("datasets").Dataset.from_list([question])
+    assert multiple_choice_task("q", rows).examples[0]["choices"] == question["choices"]
+    with pytest.raises(ValueError, match=r"`rows` of task 'q' is a `DatasetDict` of the splits \['test'\]"):
+        multiple_choice_task("q", __import__("datasets").DatasetDict({"test": rows}))
 
 
 # One row of each task's Hub dataset in that dataset's own schema, and the request lm-eval 0.4.13's template makes

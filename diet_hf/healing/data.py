@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from .._checks import check_one_split
 from ..tasks import get_task, load_examples, wikitext2_text
 
 
@@ -122,6 +123,7 @@ def _collate(items):
 
 def _text_list(data, argument: str = "data") -> list[str]:
     if hasattr(data, "column_names"):
+        check_one_split(f"`{argument}`", data)
         if "text" not in data.column_names:
             raise ValueError(f"`{argument}` is a dataset without a `text` column; columns: {data.column_names}.")
         return list(data["text"])

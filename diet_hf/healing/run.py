@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._checks import OVERFLOW_HINT, check_shard_size
+from .._checks import OVERFLOW_HINT, check_one_split, check_shard_size
 from .._devices import fast_bf16
 from .._io import check_not_a_file, check_output_is_not_input
 from ..constants import family_for_model_type
@@ -153,6 +153,7 @@ def heal(
         )
     config = _resolved_bos_options(config, tokenizer)
     document_bos = tokenizer.bos_token_id if config.separate_documents else None
+    check_one_split("`data`", data)  # a dict, but of splits: not sources to train on side by side
     sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
     held_out = _held_out_sources(eval_texts, sources)  # checked before the data is packed or anything runs
     score_tasks = _task_scorer(eval_tasks, eval_options, student, tokenizer, disable_progress)

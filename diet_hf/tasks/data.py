@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._checks import check_one_split
 from .registry import DEFAULT_CALIBRATION_ANSWER, Task, check_calibration_answer, get_task, split_half
 
 DATA_DIR_ENV = "DIET_DATA_DIR"
@@ -218,6 +219,7 @@ def custom_calibration(
             excluded_eval_ids=[],
         )
     if hasattr(data, "column_names"):
+        check_one_split(f"The dataset for task {name!r}", data)
         if text_column not in data.column_names:
             raise ValueError(f"Dataset for task {name!r} has no `{text_column}` column; columns: {data.column_names}.")
         texts = list(data[text_column])

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .._checks import check_one_split
 from .registry import (
     DEFAULT_CALIBRATION_ANSWER,
     TASKS,
@@ -178,6 +179,7 @@ def multiple_choice_task(
     question's id; give it training questions there, not the ones you evaluate).
     """
     where = f"task {name!r}" + (f" ({source})" if source else "")
+    check_one_split(f"`rows` of {where}", rows)
     examples = [_checked_choice_row(row, i, f"{where} row {i}") for i, row in enumerate(rows)]
     return _own_task(name, examples, headline_metric, where)
 
