@@ -247,20 +247,27 @@ def test_a_hub_users_first_steps_run_without_diet_hf(saved_pruned, tiny_tokenize
     assert integration["trainable"] == integration["adapter_parameters"] > 0
 
 
-# transformers' PEFT integration: `add_adapter` on the loaded pruned model, `save_pretrained` of the adapter alone,
-# `AutoModelForCausalLM.from_pretrained(adapter_dir)` (which finds the pruned base through the adapter's config),
-# `load_adapter` and `disable_adapters`
-TRANSFORMERS_ADAPTER = textwrap.dedent(
+# the start of the fine-tuning scripts: the pruned checkpoint `sys.argv[1]` loaded without diet-hf, and its logits
+PRUNED_LOADED_ALONE = textwrap.dedent(
     """
     import json, os, sys, torch
     sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         base = model(ids).logits
+    """
+)
+
+
+# transformers' PEFT integration: `add_adapter` on the loaded pruned model, `save_pretrained` of the adapter alone,
+# `AutoModelForCausalLM.from_pretrained(adapter_dir)` (which finds the pruned base through the adapter's config),
+# `load_adapter` and `disable_adapters`
+TRANSFORMERS_ADAPTER = PRUNED_LOADED_ALONE + textwrap.dedent(
+    """
+    from peft import LoraConfig
     model.add_adapter(LoraConfig(target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
     with torch.no_grad():
         want = model(ids).logits
@@ -303,17 +310,9 @@ print(json.dumps({
 """
 
 
-LORA_ROUND_TRIP = textwrap.dedent(
+LORA_ROUND_TRIP = PRUNED_LOADED_ALONE + textwrap.dedent(
     """
-    import json, os, sys, torch
-    sys.modules["diet_hf"] = None  # `import diet_hf` fails in this process
     from peft import AutoPeftModelForCausalLM, LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-    ids = torch.tensor([[1, 2, 3, 4, 5]])
-    with torch.no_grad():
-        base = model(ids).logits
     lora = LoraConfig(task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     adapted = get_peft_model(model, lora).eval()
     with torch.no_grad():
