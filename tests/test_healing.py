@@ -630,6 +630,15 @@ def test_guard_rolls_back_when_healing_hurts(tmp_path, tiny_tokenizer):
         assert torch.allclose(healed(ids).logits, before, atol=1e-6)
 
 
+def test_the_time_budget_stops_training_and_the_guard_measures_where_it_stopped(tmp_path, tiny_tokenizer):
+    """`max_time`: once it has passed at the end of a step, training stops there (here after the first of 6 steps),
+    and the guard measures that step, so the healing it keeps is one it has seen."""
+    teacher, student = _pair()
+    healed = heal(student, teacher, tiny_tokenizer, TEXTS, config=_small(max_time=1e-9), work_dir=tmp_path / "w")
+    record = healed.config.pruning["healing"]
+    assert record["steps"] == 1 and [entry["step"] for entry in record["validation_kl_history"]] == [0, 1]
+
+
 def test_full_finetuning_option(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
     embedding = student.get_input_embeddings().weight.detach().clone()
