@@ -375,7 +375,7 @@ def _trainable_model(student, config: HealingConfig):
         if not config.train_embeddings:
             for module in (student.get_input_embeddings(), student.get_output_embeddings()):
                 module.requires_grad_(False)
-        _own_storage(student)
+        _own_storage(p for p in student.parameters() if p.requires_grad)  # frozen ones: nothing writes to them
         model = student
     model.train()
     return model
@@ -464,7 +464,7 @@ def _best_state_merged(model, guard, config: HealingConfig, validation: torch.Te
         # the merge writes W + BA into W in place (PEFT 0.22 does so even with safe_merge), which would change every
         # model sharing W: a model fresh from `build_pruned_model` shares its unsliced weights with the dense parent,
         # often the teacher itself. Each merged weight gets its own memory first, one at a time.
-        _own_storage(model, [module.get_base_layer().weight for module in _lora_layers(model)])
+        _own_storage(module.get_base_layer().weight for module in _lora_layers(model))
     healed = (model.unload() if rolled_back else model.merge_and_unload(safe_merge=True)) if config.lora else model
     healed.eval()
     with torch.no_grad():

@@ -136,14 +136,11 @@ def _lora_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, LoraLayer) and "default" in m.lora_A]
 
 
-def _own_storage(model, parameters=None) -> None:
-    """Gives every trained parameter of `model` (or each of `parameters`) its own memory (tied ones stay tied), so
-    writing to it in place cannot change another model sharing its tensors (a pruned model shares its unsliced weights
-    with the dense parent). Frozen parameters of `model` keep theirs: nothing writes to them."""
+def _own_storage(parameters) -> None:
+    """Gives each of `parameters` its own memory (tied ones stay tied), so writing to it in place cannot change
+    another model sharing its tensors (a pruned model shares its unsliced weights with the dense parent)."""
     copies = {}
-    for param in model.parameters() if parameters is None else parameters:
-        if parameters is None and not param.requires_grad:
-            continue
+    for param in parameters:
         key = param.data_ptr()
         if key not in copies:
             copies[key] = param.data.clone()
