@@ -337,6 +337,11 @@ def test_weights_a_stock_layer_has_no_place_for_are_refused_not_dropped():
     pruned.model.layers[1].self_attn.register_parameter("extra", torch.nn.Parameter(torch.ones(3)))
     with pytest.raises(ValueError, match=r"unexpected weights in a pruned decoder layer: \['self_attn\.extra'\]$"):
         to_stock_model(pruned)
+    # and one it needs and does not find is named too
+    pruned = uneven_pruned_model("gemma2")
+    del pruned.model.layers[1].self_attn.o_proj.weight
+    with pytest.raises(ValueError, match=r"layer: \[\], and none of \['self_attn\.o_proj\.weight'\]$"):
+        to_stock_model(pruned)
 
 
 def test_export_stock_keeps_the_class_the_generation_config_and_the_shard_size(tmp_path, tiny_tokenizer):
