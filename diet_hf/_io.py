@@ -198,9 +198,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.j
 def check_tokenizer_files(model_id_or_path, argument: str = "model") -> None:
     """Raises `ValueError` naming `argument` when `model_id_or_path` is a local directory without tokenizer files (a
     model saved without `tokenizer.save_pretrained`): transformers 4.57 then fails deep inside the tokenizer
-    conversion and 5.x builds a tokenizer of special tokens only. A Hub id passes through."""
+    conversion and 5.x builds a tokenizer of special tokens only. A Hub id passes through, and so does a PEFT
+    adapter's directory, whose base model's tokenizer is read where it holds none (`loading.load_tokenizer`)."""
     path = Path(os.fspath(model_id_or_path)).expanduser()
-    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+    adapter = (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+    if path.is_dir() and not adapter and not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ValueError(
             f"`{argument}`: {path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}). Save the model's "
             "tokenizer there (`tokenizer.save_pretrained(dir)`; `DietPruner.save_pretrained` does it)."

@@ -21,7 +21,7 @@ from .constants import (
     layer_sizes,
 )
 from .importance import ImportanceScores
-from .loading import is_image_text, text_config
+from .loading import is_image_text, peft_adapter, text_config
 from .methods import get_method
 from .options import PruneOptions, _PruneSettings
 from .plan import PruningPlan
@@ -76,6 +76,14 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None, t
     """Per-layer sizes, parameter counts and pruning provenance of a local directory or Hub repository (`token`: for
     a private one, where `HF_TOKEN` or the saved login is not the one to use)."""
     check_model_location(model_id_or_path)
+    adapter = peft_adapter(model_id_or_path, revision=revision, token=token)
+    if adapter is not None:
+        base = adapter["base_model_name_or_path"]
+        raise ValueError(
+            f"{model_id_or_path} holds a PEFT {adapter.get('peft_type', '')} adapter of {base}, not a model of its "
+            f"own: describe the model it adapts with `diet-hf info {base}` (pruning or evaluating the adapter's "
+            "directory reads that model with the adapter merged)."
+        )
     raw, _ = PretrainedConfig.get_config_dict(model_id_or_path, revision=revision, token=token)
     full = AutoConfig.from_pretrained(model_id_or_path, revision=revision, token=token)
     config = text_config(full)  # an image-text Gemma 3: its text decoder, the part diet-hf prunes

@@ -11,6 +11,7 @@ two functions read a pruned image-text checkpoint's text model for healing and s
 """
 
 import copy
+import json
 import logging
 import os
 import sys
@@ -26,6 +27,7 @@ __all__ = [
     "load_pretrained",
     "load_processor",
     "load_tokenizer",
+    "peft_adapter",
     "read_config",
     "text_causal_lm",
     "text_config",
@@ -137,10 +139,55 @@ def hub_keywords(from_pretrained_kwargs: dict, *also: str) -> dict:
     return {k: from_pretrained_kwargs[k] for k in (*HUB_KEYWORDS, *also) if from_pretrained_kwargs.get(k) is not None}
 
 
+ADAPTER_CONFIG = "adapter_config.json"  # what `PeftModel.save_pretrained` writes beside an adapter's weights
+# the `HUB_KEYWORDS` PEFT's reads of an adapter's files take (`hf_hub_download`'s)
+_ADAPTER_HUB_KEYWORDS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+
+
+def peft_adapter(model_id_or_path: str | os.PathLike, **hub_kwargs) -> dict | None:
+    """The `adapter_config.json` of a PEFT adapter checkpoint: a directory or Hub repository that holds an adapter
+    (`PeftModel.save_pretrained`, a LoRA fine-tune's usual output) and no model of its own, which transformers'
+    `from_pretrained` loads as the base model the adapter names with the adapter applied. None for anything else: a
+    local directory with a `config.json` beside an adapter is a model and loads as one, as in transformers; a GGUF
+    file (`gguf_file=`) is a model. A local directory is read without asking the Hub; of a Hub repository the file
+    is looked up as transformers' own loads do (`find_adapter_config_file`, with the `HUB_KEYWORDS` given)."""
+    if hub_kwargs.get("gguf_file"):
+        return None
+    path = Path(os.fspath(model_id_or_path)).expanduser()
+    if path.is_dir():
+        found = path / ADAPTER_CONFIG
+        if (path / "config.json").is_file() or not found.is_file():
+            return None
+    else:
+        from transformers.utils import find_adapter_config_file
+
+        keywords = {k: hub_kwargs[k] for k in _ADAPTER_HUB_KEYWORDS if hub_kwargs.get(k) is not None}
+        found = find_adapter_config_file(os.fspath(model_id_or_path), **keywords)
+        if found is None:
+            return None
+    adapter = json.loads(Path(found).read_text(encoding="utf-8"))
+    if not adapter.get("base_model_name_or_path"):
+        raise ValueError(
+            f"{model_id_or_path} holds a PEFT adapter whose {ADAPTER_CONFIG} names no base model "
+            "(`base_model_name_or_path`): load the base model, apply the adapter with PEFT "
+            "(`PeftModel.from_pretrained(base, adapter).merge_and_unload()`) and pass the merged model."
+        )
+    return adapter
+
+
+def _adapter_base(adapter: dict, keywords: dict) -> tuple[str, dict]:
+    """The base model a PEFT adapter names and the `from_pretrained` keywords to read it with: `keywords`, except
+    that the revision is the one the adapter was trained on (its config's `revision`; the main branch where it names
+    none), not the adapter's own."""
+    return adapter["base_model_name_or_path"], {**keywords, "revision": adapter.get("revision")}
+
+
 def read_config(model_id_or_path: str | os.PathLike, **hub_kwargs):
-    """`AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)`. Of a GGUF file (`gguf_file=`) it first says what
-    the wait is: transformers parses the file's whole metadata for the config, and again for the weights and the
-    tokenizer (about 20 s each for Gemma's 262k-token vocabulary on 2 CPU cores), with no progress bar of its own."""
+    """`AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)`; of a PEFT adapter checkpoint (`peft_adapter`),
+    the config of the base model it names, as transformers' `from_pretrained` reads it. Of a GGUF file
+    (`gguf_file=`) it first says what the wait is: transformers parses the file's whole metadata for the config, and
+    again for the weights and the tokenizer (about 20 s each for Gemma's 262k-token vocabulary on 2 CPU cores), with
+    no progress bar of its own."""
     if hub_kwargs.get("gguf_file"):
         logger.info(
             "Reading %s from %s: transformers parses a GGUF file's whole metadata for the config, then again for the "
@@ -148,7 +195,38 @@ def read_config(model_id_or_path: str | os.PathLike, **hub_kwargs):
             hub_kwargs["gguf_file"],
             model_id_or_path,
         )
+    # asked first: of a checkpoint without config.json, transformers 4.57 returns the default config of any model
+    # type its name contains ("gemma2-lora": a default Gemma2Config)
+    adapter = peft_adapter(model_id_or_path, **hub_kwargs)
+    if adapter is not None:
+        base, keywords = _adapter_base(adapter, hub_kwargs)
+        return AutoConfig.from_pretrained(base, **keywords)
     return AutoConfig.from_pretrained(model_id_or_path, **hub_kwargs)
+
+
+def _merged_adapter(model, adapter_location, adapter: dict, hub_kwargs: dict):
+    """`model` (the base model) with the PEFT adapter at `adapter_location` applied and merged into its weights
+    (PEFT's `PeftModel.from_pretrained` and `merge_and_unload`): pruning cuts the weights the adapter adapts, and
+    every other step of diet-hf reads them as they are. An adapter that cannot be merged (prompt learning: virtual
+    tokens, no weight of the model changed) is refused."""
+    from peft import PeftModel
+
+    keywords = {k: hub_kwargs[k] for k in _ADAPTER_HUB_KEYWORDS if hub_kwargs.get(k) is not None}
+    peft_model = PeftModel.from_pretrained(model, os.fspath(adapter_location), **keywords)
+    config = peft_model.active_peft_config
+    if config.is_prompt_learning or not hasattr(peft_model.base_model, "merge_and_unload"):
+        kind = "prompt-learning adapter (virtual tokens before the input)" if config.is_prompt_learning else "adapter"
+        raise ValueError(
+            f"{adapter_location} holds a PEFT {config.peft_type.value} {kind} that cannot be merged into the model's "
+            f"weights, and diet-hf works on plain weights. Pass its base model, {adapter['base_model_name_or_path']}."
+        )
+    logger.info(
+        "%s is a PEFT %s adapter of %s: the adapter is merged into the base model's weights.",
+        adapter_location,
+        config.peft_type.value,
+        adapter["base_model_name_or_path"],
+    )
+    return peft_model.merge_and_unload()
 
 
 def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pretrained_kwargs):
@@ -162,6 +240,11 @@ def load_pretrained(model_id_or_path: str | os.PathLike, config=None, **from_pre
     """
     if config is None:
         config = read_config(model_id_or_path, **hub_keywords(from_pretrained_kwargs, "trust_remote_code"))
+    adapter = peft_adapter(model_id_or_path, **hub_keywords(from_pretrained_kwargs))
+    if adapter is not None:  # the base model read as any model is, then the adapter merged into it
+        base, keywords = _adapter_base(adapter, from_pretrained_kwargs)
+        model = load_pretrained(base, config, **keywords)
+        return _merged_adapter(model, model_id_or_path, adapter, hub_keywords(from_pretrained_kwargs))
     if from_pretrained_kwargs.get("gguf_file"):
         if "quantization_config" not in from_pretrained_kwargs:
             from_pretrained_kwargs = {**from_pretrained_kwargs, **_gguf_dequantized()}
@@ -196,9 +279,18 @@ def load_tokenizer(model_id_or_path: str | os.PathLike, config=None, **from_pret
     files beside it are read from the repository at `revision`, in the Hub cache the model's load filled
     (`hub.local_checkpoint`, with the load's `local_files_only` and `force_download`): transformers 5.x's tokenizer
     reads the file from the Hub a second time without the revision it was given, so of a repository whose main branch
-    has moved on it parsed the main branch's file (another tokenizer, and a download of the whole file)."""
+    has moved on it parsed the main branch's file (another tokenizer, and a download of the whole file). Of a PEFT
+    adapter checkpoint saved without a tokenizer (`peft_adapter`), the tokenizer of its base model."""
     from transformers import AutoTokenizer
 
+    from ._io import TOKENIZER_FILES
+
+    path = Path(os.fspath(model_id_or_path)).expanduser()
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        adapter = peft_adapter(model_id_or_path, **hub_keywords(from_pretrained_kwargs))
+        if adapter is not None:  # an adapter saved without its tokenizer: the base model's
+            base, keywords = _adapter_base(adapter, from_pretrained_kwargs)
+            return AutoTokenizer.from_pretrained(base, **keywords)
     gguf_file = from_pretrained_kwargs.get("gguf_file")
     if gguf_file:
         from .hub import local_checkpoint
@@ -212,7 +304,14 @@ def load_tokenizer(model_id_or_path: str | os.PathLike, config=None, **from_pret
             force_download=bool(from_pretrained_kwargs.get("force_download")),
             allow_patterns=[gguf_file, *_GGUF_TOKENIZER_FILES],
         )
-    return AutoTokenizer.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
+    try:
+        return AutoTokenizer.from_pretrained(model_id_or_path, **from_pretrained_kwargs)
+    except (OSError, ValueError):  # a Hub repository of an adapter without its tokenizer: the base model's
+        adapter = None if path.is_dir() or gguf_file else peft_adapter(model_id_or_path, **from_pretrained_kwargs)
+        if adapter is None:
+            raise
+    base, keywords = _adapter_base(adapter, from_pretrained_kwargs)
+    return AutoTokenizer.from_pretrained(base, **keywords)
 
 
 # `from_pretrained`'s keywords that say where and how to load, none of them a config attribute

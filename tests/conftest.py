@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3Config,
@@ -92,6 +93,22 @@ def save_dense_checkpoint(path: Path, family: str, tokenizer, seed: int = 0) -> 
     tiny_dense_model(family, seed=seed, vocab_size=len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_lora_adapter(tmp_path: Path, tokenizer, family: str = "gemma2"):
+    """A dense checkpoint of `family` in `tmp_path / "dense"` (with `tokenizer`) and a LoRA adapter of it saved alone
+    in `tmp_path / "gemma2-lora"`, as `PeftModel.save_pretrained` (a LoRA fine-tune) leaves it: no config.json, no
+    tokenizer (and a name in which transformers 4.57's `AutoConfig` finds a model type). Returns the adapter's
+    directory and the adapted model with the adapter merged, what loading the adapter must give."""
+    from peft import LoraConfig, get_peft_model
+
+    save_dense_checkpoint(tmp_path / "dense", family, tokenizer)
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "dense")  # so that the adapter names its base's path
+    config = LoraConfig(r=2, target_modules=["down_proj", "q_proj"], init_lora_weights=False)
+    adapted = get_peft_model(base, config)
+    adapted.save_pretrained(tmp_path / "gemma2-lora")
+    assert not (tmp_path / "gemma2-lora" / "config.json").exists()
+    return tmp_path / "gemma2-lora", adapted.merge_and_unload().eval()
 
 
 # llama.cpp's tensor names of a Gemma decoder layer's modules (convert_hf_to_gguf.py's), as transformers reads them

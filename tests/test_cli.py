@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_tables_well_formed, random_batch, save_dense_checkpoint, tiny_dense_model
+from conftest import (
+    assert_tables_well_formed,
+    random_batch,
+    save_dense_checkpoint,
+    save_lora_adapter,
+    tiny_dense_model,
+)
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from diet_hf import build_pruned_model
@@ -124,6 +130,33 @@ def test_eval_writes_json(dense_dir, tmp_path, data_dir, capsys):
     result = json.loads(out.read_text())
     assert result["results"]["rte"]["num_scored"] == 3
     assert "average" in capsys.readouterr().out
+
+
+def test_prune_and_eval_read_a_lora_adapter_as_its_merged_model(tmp_path, data_dir, tiny_tokenizer, capsys):
+    """`diet-hf prune ADAPTER` and `diet-hf eval ADAPTER` (a LoRA fine-tune saved as an adapter alone) read the base
+    model the adapter names with the adapter merged, as transformers' `from_pretrained` reads it: the same pruned
+    weights and scores as from the merged model saved whole. `diet-hf info ADAPTER` says what it is."""
+    adapter, merged = save_lora_adapter(tmp_path, tiny_tokenizer)
+    merged.save_pretrained(tmp_path / "merged")
+    tiny_tokenizer.save_pretrained(tmp_path / "merged")
+    common = ["--quiet", "--data-dir", str(data_dir)]
+    for source in (adapter, tmp_path / "merged"):
+        argv = ["prune", str(source), "--tasks", "rte", "--num-samples", "3", "--sparsity", "0.25"]
+        assert main([*common[:1], *argv, *common[1:], "--output", str(tmp_path / f"{source.name}-pruned")]) == 0
+        argv = ["eval", str(source), "--reference", str(tmp_path / "dense"), "--tasks", "rte", "--limit", "4"]
+        assert main([*common[:1], *argv, *common[1:], "--output", str(tmp_path / f"{source.name}.json")]) == 0
+    pruned = [AutoModelForCausalLM.from_pretrained(tmp_path / f"{name}-pruned") for name in ("gemma2-lora", "merged")]
+    torch.testing.assert_close(pruned[0].state_dict(), pruned[1].state_dict(), rtol=0, atol=0)
+    assert json.loads((tmp_path / "gemma2-lora-pruned" / "config.json").read_text())["pruning"]["base_model"] == str(
+        adapter
+    )
+    results = [json.loads((tmp_path / f"{name}.json").read_text())["results"] for name in ("gemma2-lora", "merged")]
+    assert results[0] == results[1]
+    assert main(["info", str(adapter)]) == 1  # no model of its own to describe: the message names the base's command
+    assert (
+        f"adapter of {tmp_path / 'dense'}, not a model of its own: describe the model it adapts with `diet-hf info"
+        in (capsys.readouterr().err)
+    )
 
 
 @pytest.mark.parametrize(

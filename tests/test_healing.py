@@ -17,6 +17,7 @@ from conftest import (
     overflowing,
     random_batch,
     run_script,
+    save_lora_adapter,
     tiny_dense_model,
 )
 from torch.utils.checkpoint import checkpoint
@@ -1415,6 +1416,29 @@ def test_the_same_seed_heals_alike_whether_the_teacher_is_given_loaded_or_by_pat
     ids = random_batch()
     with torch.no_grad():
         torch.testing.assert_close(by_path(ids).logits, loaded(ids).logits)
+
+
+def test_a_teacher_given_as_a_lora_adapter_is_its_base_with_the_adapter_merged(tmp_path, tiny_tokenizer):
+    """A dense model fine-tuned with LoRA and saved as an adapter alone (no config.json), the student pruned from the
+    merged model: the adapter's directory as the teacher heals as the merged model given loaded does, where reading
+    its config failed ("Unrecognized model") before. A missing tokenizer is refused by name before any work."""
+    adapter, merged = save_lora_adapter(tmp_path, tiny_tokenizer, family="gemma3_text")
+
+    def student():
+        plan = PruningPlan.keep_all(merged.config)
+        plan.mlp_kept_indices = [list(range(0, 64, 2)), list(range(40))]
+        plan.__post_init__()
+        return build_pruned_model(merged, plan)
+
+    by_path = heal(student(), str(adapter), tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "a")
+    loaded = heal(student(), merged, tiny_tokenizer, TEXTS, config=_small(), work_dir=tmp_path / "b")
+    assert by_path.config.pruning["healing"]["teacher"] == str(adapter)
+    ids = random_batch(vocab_size=merged.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(by_path(ids).logits, loaded(ids).logits)
+    with pytest.raises(ValueError, match="`tokenizer` must be the transformers tokenizer .*, got NoneType"):
+        heal(student(), merged, None, TEXTS, config=_small(), work_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
 
 
 QUESTIONS = [

@@ -930,6 +930,32 @@ def test_a_gguf_file_in_a_hub_repository_prunes_and_its_record_names_it(local_hu
         torch.testing.assert_close(pushed(ids).logits, expected(ids).logits)
 
 
+def test_a_lora_adapter_on_the_hub_prunes_as_its_base_at_its_revision_with_the_adapter_merged(
+    local_hub, dense_dir, tiny_tokenizer
+):
+    """A LoRA adapter pushed alone (no config.json, no tokenizer), of a base model on the Hub that has moved on since:
+    `DietPruner.from_pretrained(ADAPTER)` reads the base at the revision the adapter names (as PEFT does), merges
+    the adapter, and takes the base's tokenizer."""
+    from peft import LoraConfig, get_peft_model
+
+    api = HfApi()
+    api.create_repo("org/tiny-base")
+    commit = api.upload_folder(folder_path=str(dense_dir), repo_id="org/tiny-base").oid
+    base = AutoModelForCausalLM.from_pretrained("org/tiny-base", revision=commit)
+    adapted = get_peft_model(base, LoraConfig(r=2, target_modules=["down_proj"], init_lora_weights=False))
+    adapted.peft_config["default"].revision = commit  # what `get_peft_model(..., revision=)` records
+    adapted.save_pretrained(dense_dir.parent / "adapter")
+    api.create_repo("org/tiny-lora")
+    api.upload_folder(folder_path=str(dense_dir.parent / "adapter"), repo_id="org/tiny-lora")
+    merged = adapted.merge_and_unload()
+    save_dense_checkpoint(dense_dir.parent / "later", "gemma3_text", tiny_tokenizer, seed=3)
+    api.upload_folder(folder_path=str(dense_dir.parent / "later"), repo_id="org/tiny-base")  # main moves on
+    pruner = DietPruner.from_pretrained("org/tiny-lora")
+    torch.testing.assert_close(pruner.model.state_dict(), merged.state_dict(), rtol=0, atol=0)
+    assert pruner.tokenizer("Answer: yes").input_ids == tiny_tokenizer("Answer: yes").input_ids
+    assert pruner.model_id == "org/tiny-lora"
+
+
 def test_a_dense_model_on_the_hub_loads_from_the_cache_alone_or_downloads_again(local_hub, dense_dir):
     """`DietPruner.from_pretrained(REPO, local_files_only=True)` reads config, weights and tokenizer from the cache an
     earlier load filled, asking the Hub nothing that transformers' own loads with it would not (transformers' Auto

@@ -1,5 +1,6 @@
 """DietPruner end to end on tiny models and the real local data; call-order and input errors."""
 
+import copy
 import functools
 import hashlib
 import json
@@ -7,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from conftest import random_batch, tiny_dense_model, uneven_pruned_model
+from conftest import random_batch, save_lora_adapter, tiny_dense_model, uneven_pruned_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 import diet_hf.importance
@@ -266,6 +267,47 @@ def test_a_model_with_unmerged_peft_adapters_is_refused_and_the_merged_one_prune
     batches = [{"input_ids": random_batch(2, 8), "attention_mask": torch.ones(2, 8, dtype=torch.long)}]
     pruned = DietPruner(merged).profile({"a": batches}, disable_progress=True).prune(sparsity=0.25)
     assert sum(layer.mlp.down_proj.in_features for layer in pruned.model.layers) < 2 * merged.config.intermediate_size
+
+
+def test_a_lora_adapter_checkpoint_loads_as_its_base_with_the_adapter_merged(tmp_path, data_dir, tiny_tokenizer):
+    """`AutoModelForCausalLM.from_pretrained(ADAPTER)` loads the base model an adapter names with the adapter
+    applied; so does `DietPruner.from_pretrained`, merging it (pruning cuts plain weights), where it failed in
+    `AutoConfig` ("Unrecognized model") before. The tokenizer is the adapter's, else the base model's; the record
+    names the adapter. A prompt-tuning adapter, which changes no weight, is refused, naming its base."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    adapter, merged = save_lora_adapter(tmp_path, tiny_tokenizer)
+    pruner = DietPruner.from_pretrained(adapter)
+    assert type(pruner.model) is type(merged) and not [
+        m for m in pruner.model.modules() if "lora" in type(m).__name__.lower()
+    ]
+    torch.testing.assert_close(pruner.model.state_dict(), merged.state_dict(), rtol=0, atol=0)
+    ids = random_batch(vocab_size=merged.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(pruner.model(ids).logits, merged(ids).logits)
+    assert pruner.tokenizer("Answer: yes").input_ids == tiny_tokenizer("Answer: yes").input_ids  # the base's
+    pruner.profile(["rte"], num_samples=3, data_dir=data_dir, disable_progress=True)
+    expected = DietPruner(merged, tiny_tokenizer).profile(
+        ["rte"], num_samples=3, data_dir=data_dir, disable_progress=True
+    )
+    torch.testing.assert_close(pruner.scores.mlp["rte"], expected.scores.mlp["rte"])
+    pruned = pruner.prune(sparsity=0.25)
+    assert pruned.config.pruning["base_model"] == str(adapter)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(ids).logits, expected.prune(sparsity=0.25)(ids).logits)
+    # an adapter saved with its tokenizer (as a fine-tune's output usually is) keeps it
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.add_tokens(["<mine>"])
+    tokenizer.save_pretrained(adapter)
+    assert len(DietPruner.from_pretrained(adapter).tokenizer) == len(tiny_tokenizer) + 1
+    prompt = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tmp_path / "dense"),
+        PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2),
+    )
+    prompt.save_pretrained(tmp_path / "gemma2-prompt")  # transformers 4.57 read a default Gemma2Config of the name
+    refused = rf"holds a PEFT PROMPT_TUNING prompt-learning adapter .* Pass its base model, {tmp_path / 'dense'}\."
+    with pytest.raises(ValueError, match=refused):
+        DietPruner.from_pretrained(tmp_path / "gemma2-prompt")
 
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from .._checks import OVERFLOW_HINT, check_one_split, check_shard_size
 from .._devices import fast_bf16
@@ -150,6 +151,11 @@ def heal(
         raise ValueError(
             f"`seq_len` {config.seq_len} is longer than the model's context (`max_position_embeddings` {context}): "
             "pack the healing data into rows it was trained to read."
+        )
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):  # the data are texts
+        raise ValueError(
+            f"`tokenizer` must be the transformers tokenizer of the student and the teacher, got "
+            f"{type(tokenizer).__name__}."
         )
     config = _resolved_bos_options(config, tokenizer)
     document_bos = tokenizer.bos_token_id if config.separate_documents else None
