@@ -1267,6 +1267,37 @@ def test_cli_heal_eval_texts(tmp_path, tiny_tokenizer, capsys, monkeypatch):
     assert not (tmp_path / "h2").exists()
 
 
+def test_cli_heal_refuses_a_fine_tuned_pruned_model_saved_as_its_adapter_and_heals_it_merged(
+    tmp_path, tiny_tokenizer, capsys
+):
+    """A pruned model fine-tuned with LoRA and saved as the adapter alone: `diet-hf heal ADAPTER` says what it is and
+    how to merge it (it failed with "Unrecognized model" before); done as the message says, the merged model heals."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from diet_hf.cli import main
+
+    argv, flags = _saved_pair_for_cli(tmp_path, tiny_tokenizer)
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", trust_remote_code=True)
+    config = LoraConfig(r=2, target_modules=["down_proj"], init_lora_weights=False)
+    get_peft_model(pruned, config).save_pretrained(tmp_path / "pruned-lora")
+    argv[argv.index(str(tmp_path / "pruned"))] = str(tmp_path / "pruned-lora")
+    assert main([*argv, str(tmp_path / "h"), *flags]) == 1
+    assert (
+        f"`model` {tmp_path / 'pruned-lora'} holds a PEFT LORA adapter of {tmp_path / 'pruned'}, not a pruned model"
+        ": healing trains a pruned model's own weights. Merge the adapter into them first (`PeftModel.from_pretrained("
+        f"AutoModelForCausalLM.from_pretrained('{tmp_path / 'pruned'}', trust_remote_code=True), "
+        f"'{tmp_path / 'pruned-lora'}').merge_and_unload()`)"
+    ) in " ".join(capsys.readouterr().err.split())
+    base = AutoModelForCausalLM.from_pretrained(str(tmp_path / "pruned"), trust_remote_code=True)
+    PeftModel.from_pretrained(base, str(tmp_path / "pruned-lora")).merge_and_unload().save_pretrained(
+        tmp_path / "merged"
+    )
+    tiny_tokenizer.save_pretrained(tmp_path / "merged")
+    argv[argv.index(str(tmp_path / "pruned-lora"))] = str(tmp_path / "merged")
+    assert main([*argv, str(tmp_path / "h"), *flags]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]["steps"] > 0
+
+
 def test_teacher_by_path_is_loaded_for_its_pass_only(tmp_path, tiny_tokenizer):
     teacher, student = _pair()
     teacher.save_pretrained(tmp_path / "dense")

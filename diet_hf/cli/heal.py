@@ -174,11 +174,21 @@ def _run_heal(args) -> int:
     from ..healing import HealingConfig, check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
     from ..importance import scores_directory
-    from ..loading import is_image_text, load_causal_lm, load_processor, read_config, text_config
+    from ..loading import is_image_text, load_causal_lm, load_processor, peft_adapter, read_config, text_config
     from ..plan import PruningPlan
 
     config = args.healing_config
     check_model_location(args.model)
+    adapter = peft_adapter(args.model, revision=args.revision, token=args.token)
+    if adapter is not None:  # a fine-tune of a pruned model saved as its adapter alone
+        base = adapter["base_model_name_or_path"]
+        raise ValueError(
+            f"`model` {args.model} holds a PEFT {adapter.get('peft_type', '')} adapter of {base}, not a pruned "
+            "model: healing trains a pruned model's own weights. Merge the adapter into them first (`PeftModel."
+            f"from_pretrained(AutoModelForCausalLM.from_pretrained({base!r}, trust_remote_code=True), "
+            f"{str(args.model)!r}).merge_and_unload()`), save that with `save_pretrained` beside its tokenizer, and "
+            "heal that directory."
+        )
     check_model_location(
         args.teacher, "--teacher", gguf_file=args.teacher_gguf_file, gguf_argument="--teacher-gguf-file"
     )
