@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ._checks import check_positive_int
-from ._io import check_model_location, check_tokenizer_files
+from ._io import check_model_location, check_tokenizer_files, is_local_location
 from .constants import family_for_model_type
 from .importance import ImportanceScores
 from .info import _pruning_record, _record_options
@@ -144,12 +144,24 @@ class DietPruner(_ProfilingMixin):
                 `gguf_file`, as in transformers: the model is read from that GGUF file in the directory or
                 repository (its weights dequantized to float on load, its tokenizer from the file; transformers'
                 GGUF reader needs the `gguf` package), pruned like any other, and saved as an ordinary checkpoint;
-                the record and the card name the file.
+                the record and the card name the file. `subfolder`, as in transformers, of a local directory: the
+                checkpoint in that folder of it, which the record names (of a Hub repository it is refused: download
+                the folder and pass its path).
         """
         if not isinstance(text_only, bool):
             raise ValueError(f"`text_only` must be a bool, got {text_only!r}.")
         if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
             raise ValueError(f"`tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
+        subfolder = from_pretrained_kwargs.pop("subfolder", None)
+        if subfolder:  # transformers' keyword: the checkpoint in a folder of the directory or repository
+            if not is_local_location(model_id_or_path):
+                raise ValueError(
+                    f"`subfolder` is supported for a local directory only; {model_id_or_path} is read as a Hub "
+                    "repository, whose record and card could not name the folder. Download it "
+                    f"(`huggingface_hub.snapshot_download({str(model_id_or_path)!r}, allow_patterns="
+                    f"'{subfolder}/*')`) and pass the folder's path."
+                )
+            model_id_or_path = Path(os.fspath(model_id_or_path)).expanduser() / subfolder  # what the record names
         gguf_file = from_pretrained_kwargs.get("gguf_file")
         check_model_location(model_id_or_path, "model_id_or_path", gguf_file=gguf_file)
         hub_kwargs = hub_keywords(from_pretrained_kwargs)

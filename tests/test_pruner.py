@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from conftest import random_batch, save_lora_adapter, tiny_dense_model, uneven_pruned_model
+from conftest import random_batch, save_dense_checkpoint, save_lora_adapter, tiny_dense_model, uneven_pruned_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 import diet_hf.importance
@@ -708,6 +708,23 @@ def test_from_pretrained_of_a_directory_without_tokenizer_files(tmp_path, caplog
     assert "has no tokenizer files" in caplog.text
     with pytest.raises(ValueError, match="needs a tokenizer"):
         pruner.profile(["rte"], num_samples=2)
+
+
+def test_from_pretrained_reads_a_local_subfolder_and_refuses_a_hub_one(tmp_path, data_dir, tiny_tokenizer):
+    """transformers' `subfolder=`: of a local directory, the checkpoint in that folder, the record naming it (it was
+    refused as "no config.json" in the directory above before); of a Hub repository refused before any request, with
+    the download that gives a path to pass."""
+    save_dense_checkpoint(tmp_path / "repo" / "step-100", "gemma2", tiny_tokenizer)
+    pruner = DietPruner.from_pretrained(tmp_path / "repo", subfolder="step-100")
+    assert pruner.tokenizer is not None and pruner.model_id == str(tmp_path / "repo" / "step-100")
+    expected = AutoModelForCausalLM.from_pretrained(tmp_path / "repo", subfolder="step-100")
+    torch.testing.assert_close(pruner.model.state_dict(), expected.state_dict(), rtol=0, atol=0)
+    pruner.profile(["rte"], num_samples=2, data_dir=data_dir, disable_progress=True)
+    assert pruner.prune(sparsity=0.25).config.pruning["base_model"] == str(tmp_path / "repo" / "step-100")
+    with pytest.raises(
+        ValueError, match=r"`subfolder` is supported for a local directory only; org/repo is read as a Hub"
+    ):
+        DietPruner.from_pretrained("org/repo", subfolder="step-100")
 
 
 def test_default_recipe_merges_by_mean_rank():
