@@ -323,6 +323,18 @@ def test_a_pruned_image_text_checkpoint_ships_its_processor_and_runs_without_die
     full.config.image_token_index = ids["image_token"]
     full.save_pretrained(tmp_path / "dense")
     processor.save_pretrained(tmp_path / "dense")
+    # a LoRA fine-tune of its text decoder saved as the adapter alone: read as the base with the adapter merged, the
+    # base's processor beside it (the adapter has none)
+    from peft import LoraConfig, get_peft_model
+
+    base = Gemma3ForConditionalGeneration.from_pretrained(tmp_path / "dense")
+    lora = LoraConfig(r=2, target_modules=r".*language_model.*down_proj", init_lora_weights=False)
+    adapted = get_peft_model(base, lora)
+    adapted.save_pretrained(tmp_path / "lora")
+    merged = text_causal_lm(adapted.merge_and_unload())
+    from_adapter = DietPruner.from_pretrained(tmp_path / "lora")
+    assert type(from_adapter.processor).__name__ == "Gemma3Processor"
+    torch.testing.assert_close(from_adapter.model.state_dict(), merged.state_dict(), rtol=0, atol=0)
     pruner = DietPruner.from_pretrained(tmp_path / "dense").profile(
         tasks=["rte"], num_samples=4, batch_size=4, data_dir=data_dir, disable_progress=True
     )
