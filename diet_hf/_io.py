@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .constants import ADAPTER_CONFIG_FILE, CONFIG_FILE
+
 __all__ = ["atomic_directory", "atomic_write_text", "current_umask", "apply_umask"]
 
 
@@ -168,7 +170,7 @@ def check_model_location(
         if path.is_dir() and not (path / gguf_file).is_file():
             raise FileNotFoundError(f"`{gguf_argument}`: the local directory {text} holds no file {gguf_file}.")
         return
-    if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+    if path.is_dir() and not any((path / name).is_file() for name in (CONFIG_FILE, ADAPTER_CONFIG_FILE)):
         raise FileNotFoundError(
             f"`{argument}`: the local directory {text} has no config.json, so it holds no saved model; pass the "
             "directory a model was saved to (`save_pretrained`), or a Hub repository id."
@@ -201,7 +203,7 @@ def check_tokenizer_files(model_id_or_path, argument: str = "model") -> None:
     conversion and 5.x builds a tokenizer of special tokens only. A Hub id passes through, and so does a PEFT
     adapter's directory, whose base model's tokenizer is read where it holds none (`loading.load_tokenizer`)."""
     path = Path(os.fspath(model_id_or_path)).expanduser()
-    adapter = (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+    adapter = (path / ADAPTER_CONFIG_FILE).is_file() and not (path / CONFIG_FILE).is_file()
     if path.is_dir() and not adapter and not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ValueError(
             f"`{argument}`: {path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}). Save the model's "

@@ -18,6 +18,9 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
+# what `PeftModel.save_pretrained` writes beside an adapter's weights: with no config.json beside it, a PEFT adapter
+# saved alone, which transformers (and diet-hf, `loading.peft_adapter`) read as its base model with the adapter applied
+ADAPTER_CONFIG_FILE = "adapter_config.json"
 PLAN_FILE = "diet_pruning.json"
 SCORES_WEIGHTS_FILE = "importance_scores.safetensors"
 SCORES_META_FILE = "importance_scores.json"

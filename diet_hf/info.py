@@ -21,7 +21,7 @@ from .constants import (
     layer_sizes,
 )
 from .importance import ImportanceScores
-from .loading import is_image_text, peft_adapter, text_config
+from .loading import adapter_of, is_image_text, peft_adapter, text_config
 from .methods import get_method
 from .options import PruneOptions, _PruneSettings
 from .plan import PruningPlan
@@ -78,10 +78,9 @@ def describe_checkpoint(model_id_or_path: str, *, revision: str | None = None, t
     check_model_location(model_id_or_path)
     adapter = peft_adapter(model_id_or_path, revision=revision, token=token)
     if adapter is not None:
-        base = adapter["base_model_name_or_path"]
         raise ValueError(
-            f"{model_id_or_path} holds a PEFT {adapter.get('peft_type', '')} adapter of {base}, not a model of its "
-            f"own: describe the model it adapts with `diet-hf info {base}` (pruning or evaluating the adapter's "
+            f"{model_id_or_path} holds {adapter_of(adapter)}, not a model of its own: describe the model it adapts "
+            f"with `diet-hf info {adapter['base_model_name_or_path']}` (pruning or evaluating the adapter's "
             "directory reads that model with the adapter merged)."
         )
     raw, _ = PretrainedConfig.get_config_dict(model_id_or_path, revision=revision, token=token)

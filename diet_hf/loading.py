@@ -20,12 +20,15 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from .constants import ADAPTER_CONFIG_FILE, CONFIG_FILE
+
 __all__ = [
     "image_text_model",
     "is_image_text",
     "load_causal_lm",
     "load_pretrained",
     "load_processor",
+    "adapter_of",
     "load_tokenizer",
     "peft_adapter",
     "read_config",
@@ -139,7 +142,6 @@ def hub_keywords(from_pretrained_kwargs: dict, *also: str) -> dict:
     return {k: from_pretrained_kwargs[k] for k in (*HUB_KEYWORDS, *also) if from_pretrained_kwargs.get(k) is not None}
 
 
-ADAPTER_CONFIG = "adapter_config.json"  # what `PeftModel.save_pretrained` writes beside an adapter's weights
 # the `HUB_KEYWORDS` PEFT's reads of an adapter's files take (`hf_hub_download`'s)
 _ADAPTER_HUB_KEYWORDS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
 
@@ -155,8 +157,8 @@ def peft_adapter(model_id_or_path: str | os.PathLike, **hub_kwargs) -> dict | No
         return None
     path = Path(os.fspath(model_id_or_path)).expanduser()
     if path.is_dir():
-        found = path / ADAPTER_CONFIG
-        if (path / "config.json").is_file() or not found.is_file():
+        found = path / ADAPTER_CONFIG_FILE
+        if (path / CONFIG_FILE).is_file() or not found.is_file():
             return None
     else:
         from transformers.utils import find_adapter_config_file
@@ -168,11 +170,17 @@ def peft_adapter(model_id_or_path: str | os.PathLike, **hub_kwargs) -> dict | No
     adapter = json.loads(Path(found).read_text(encoding="utf-8"))
     if not adapter.get("base_model_name_or_path"):
         raise ValueError(
-            f"{model_id_or_path} holds a PEFT adapter whose {ADAPTER_CONFIG} names no base model "
+            f"{model_id_or_path} holds a PEFT adapter whose {ADAPTER_CONFIG_FILE} names no base model "
             "(`base_model_name_or_path`): load the base model, apply the adapter with PEFT "
             "(`PeftModel.from_pretrained(base, adapter).merge_and_unload()`) and pass the merged model."
         )
     return adapter
+
+
+def adapter_of(adapter: dict) -> str:
+    """What a `peft_adapter` is, for messages: "a PEFT LORA adapter of BASE"."""
+    kind = f"PEFT {adapter['peft_type']}" if adapter.get("peft_type") else "PEFT"
+    return f"a {kind} adapter of {adapter['base_model_name_or_path']}"
 
 
 def _adapter_base(adapter: dict, keywords: dict) -> tuple[str, dict]:

@@ -174,7 +174,15 @@ def _run_heal(args) -> int:
     from ..healing import HealingConfig, check_parent, heal
     from ..hub import push_saved_model, register_auto_classes
     from ..importance import scores_directory
-    from ..loading import is_image_text, load_causal_lm, load_processor, peft_adapter, read_config, text_config
+    from ..loading import (
+        adapter_of,
+        is_image_text,
+        load_causal_lm,
+        load_processor,
+        peft_adapter,
+        read_config,
+        text_config,
+    )
     from ..plan import PruningPlan
 
     config = args.healing_config
@@ -183,8 +191,8 @@ def _run_heal(args) -> int:
     if adapter is not None:  # a fine-tune of a pruned model saved as its adapter alone
         base = adapter["base_model_name_or_path"]
         raise ValueError(
-            f"`model` {args.model} holds a PEFT {adapter.get('peft_type', '')} adapter of {base}, not a pruned "
-            "model: healing trains a pruned model's own weights. Merge the adapter into them first (`PeftModel."
+            f"`model` {args.model} holds {adapter_of(adapter)}, not a pruned model: healing trains a pruned "
+            "model's own weights. Merge the adapter into them first (`PeftModel."
             f"from_pretrained(AutoModelForCausalLM.from_pretrained({base!r}, trust_remote_code=True), "
             f"{str(args.model)!r}).merge_and_unload()`), save that with `save_pretrained` beside its tokenizer, and "
             "heal that directory."
