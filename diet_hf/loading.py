@@ -228,12 +228,7 @@ def _merged_adapter(model, adapter_location, adapter: dict, hub_kwargs: dict):
             f"{adapter_location} holds a PEFT {config.peft_type.value} {kind} that cannot be merged into the model's "
             f"weights, and diet-hf works on plain weights. Pass its base model, {adapter['base_model_name_or_path']}."
         )
-    logger.info(
-        "%s is a PEFT %s adapter of %s: the adapter is merged into the base model's weights.",
-        adapter_location,
-        config.peft_type.value,
-        adapter["base_model_name_or_path"],
-    )
+    logger.info("%s holds %s: it is merged into the base model's weights.", adapter_location, adapter_of(adapter))
     return peft_model.merge_and_unload()
 
 
