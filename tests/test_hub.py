@@ -935,7 +935,7 @@ def test_a_lora_adapter_on_the_hub_prunes_as_its_base_at_its_revision_with_the_a
 ):
     """A LoRA adapter pushed alone (no config.json, no tokenizer), of a base model on the Hub that has moved on since:
     `DietPruner.from_pretrained(ADAPTER)` reads the base at the revision the adapter names (as PEFT does), merges
-    the adapter, and takes the base's tokenizer."""
+    the adapter, and takes the base's tokenizer; `revision=` is the adapter's own."""
     from peft import LoraConfig, get_peft_model
 
     api = HfApi()
@@ -946,7 +946,7 @@ def test_a_lora_adapter_on_the_hub_prunes_as_its_base_at_its_revision_with_the_a
     adapted.peft_config["default"].revision = commit  # what `get_peft_model(..., revision=)` records
     adapted.save_pretrained(dense_dir.parent / "adapter")
     api.create_repo("org/tiny-lora")
-    api.upload_folder(folder_path=str(dense_dir.parent / "adapter"), repo_id="org/tiny-lora")
+    first = api.upload_folder(folder_path=str(dense_dir.parent / "adapter"), repo_id="org/tiny-lora").oid
     merged = adapted.merge_and_unload()
     save_dense_checkpoint(dense_dir.parent / "later", "gemma3_text", tiny_tokenizer, seed=3)
     api.upload_folder(folder_path=str(dense_dir.parent / "later"), repo_id="org/tiny-base")  # main moves on
@@ -954,6 +954,17 @@ def test_a_lora_adapter_on_the_hub_prunes_as_its_base_at_its_revision_with_the_a
     torch.testing.assert_close(pruner.model.state_dict(), merged.state_dict(), rtol=0, atol=0)
     assert pruner.tokenizer("Answer: yes").input_ids == tiny_tokenizer("Answer: yes").input_ids
     assert pruner.model_id == "org/tiny-lora"
+    # the adapter trained further and pushed again: `revision` reads the adapter's earlier commit (its base still
+    # at the revision that adapter names)
+    base = AutoModelForCausalLM.from_pretrained("org/tiny-base", revision=commit)
+    again = get_peft_model(base, LoraConfig(r=2, target_modules=["down_proj"], init_lora_weights=False))
+    again.peft_config["default"].revision = commit
+    again.save_pretrained(dense_dir.parent / "adapter-2")
+    api.upload_folder(folder_path=str(dense_dir.parent / "adapter-2"), repo_id="org/tiny-lora")
+    at_first = DietPruner.from_pretrained("org/tiny-lora", revision=first)
+    torch.testing.assert_close(at_first.model.state_dict(), merged.state_dict(), rtol=0, atol=0)
+    latest = DietPruner.from_pretrained("org/tiny-lora")
+    torch.testing.assert_close(latest.model.state_dict(), again.merge_and_unload().state_dict(), rtol=0, atol=0)
 
 
 def test_a_dense_model_on_the_hub_loads_from_the_cache_alone_or_downloads_again(local_hub, dense_dir):
