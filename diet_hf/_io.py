@@ -197,14 +197,23 @@ def check_output_is_not_input(output, argument: str, inputs: dict) -> None:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
 
 
+def is_adapter_directory(path: Path) -> bool:
+    """Whether the local directory `path` holds a PEFT adapter saved alone: `adapter_config.json` and no
+    `config.json` (a model with an adapter saved beside it loads as the model, as in transformers)."""
+    return (path / ADAPTER_CONFIG_FILE).is_file() and not (path / CONFIG_FILE).is_file()
+
+
 def check_tokenizer_files(model_id_or_path, argument: str = "model") -> None:
     """Raises `ValueError` naming `argument` when `model_id_or_path` is a local directory without tokenizer files (a
     model saved without `tokenizer.save_pretrained`): transformers 4.57 then fails deep inside the tokenizer
     conversion and 5.x builds a tokenizer of special tokens only. A Hub id passes through, and so does a PEFT
     adapter's directory, whose base model's tokenizer is read where it holds none (`loading.load_tokenizer`)."""
     path = Path(os.fspath(model_id_or_path)).expanduser()
-    adapter = (path / ADAPTER_CONFIG_FILE).is_file() and not (path / CONFIG_FILE).is_file()
-    if path.is_dir() and not adapter and not any((path / name).is_file() for name in TOKENIZER_FILES):
+    if (
+        path.is_dir()
+        and not is_adapter_directory(path)
+        and not any((path / name).is_file() for name in TOKENIZER_FILES)
+    ):
         raise ValueError(
             f"`{argument}`: {path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}). Save the model's "
             "tokenizer there (`tokenizer.save_pretrained(dir)`; `DietPruner.save_pretrained` does it)."

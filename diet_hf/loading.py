@@ -20,15 +20,16 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .constants import ADAPTER_CONFIG_FILE, CONFIG_FILE
+from ._io import is_adapter_directory
+from .constants import ADAPTER_CONFIG_FILE
 
 __all__ = [
+    "adapter_of",
     "image_text_model",
     "is_image_text",
     "load_causal_lm",
     "load_pretrained",
     "load_processor",
-    "adapter_of",
     "load_tokenizer",
     "peft_adapter",
     "read_config",
@@ -157,9 +158,9 @@ def peft_adapter(model_id_or_path: str | os.PathLike, **hub_kwargs) -> dict | No
         return None
     path = Path(os.fspath(model_id_or_path)).expanduser()
     if path.is_dir():
-        found = path / ADAPTER_CONFIG_FILE
-        if (path / CONFIG_FILE).is_file() or not found.is_file():
+        if not is_adapter_directory(path):
             return None
+        found = path / ADAPTER_CONFIG_FILE
     else:
         from transformers.utils import find_adapter_config_file
 
@@ -382,29 +383,23 @@ def load_causal_lm(model_id_or_path: str | os.PathLike, config=None, **from_pret
     return text_causal_lm(load_pretrained(model_id_or_path, config, **from_pretrained_kwargs))
 
 
-# what `ProcessorMixin.save_pretrained` writes of an image-text processor beside the tokenizer's files
-_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-
-
 def load_processor(model_id_or_path: str | os.PathLike, **hub_kwargs):
     """An image-text checkpoint's processor (its tokenizer and image processor), saved beside a pruned or healed
     image-text model; None, with a warning, where the checkpoint has none that loads. Of a PEFT adapter checkpoint
     (`peft_adapter`) without a processor of its own, its base model's."""
     from transformers import AutoProcessor
 
-    adapter = peft_adapter(model_id_or_path, **hub_kwargs)
-    path = Path(os.fspath(model_id_or_path)).expanduser()
-    if adapter is None or not path.is_dir() or any((path / name).is_file() for name in _PROCESSOR_FILES):
-        try:
-            return AutoProcessor.from_pretrained(model_id_or_path, **hub_kwargs)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-            if adapter is None:
-                logger.warning(
-                    "%s is an image-text model without a processor that loads (%s): the pruned model is saved with "
-                    "its tokenizer alone.",
-                    model_id_or_path,
-                    error,
-                )
-                return None
-    base, keywords = _adapter_base(adapter, hub_kwargs)  # an adapter saved without its base model's processor
+    try:
+        return AutoProcessor.from_pretrained(model_id_or_path, **hub_kwargs)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        adapter = peft_adapter(model_id_or_path, **hub_kwargs)  # asked only now: a model's load asks the Hub no more
+        if adapter is None:
+            logger.warning(
+                "%s is an image-text model without a processor that loads (%s): the pruned model is saved with its "
+                "tokenizer alone.",
+                model_id_or_path,
+                error,
+            )
+            return None
+    base, keywords = _adapter_base(adapter, hub_kwargs)  # an adapter saved without its processor: the base model's
     return load_processor(base, **keywords)

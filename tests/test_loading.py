@@ -324,13 +324,14 @@ def test_a_pruned_image_text_checkpoint_ships_its_processor_and_runs_without_die
     full.save_pretrained(tmp_path / "dense")
     processor.save_pretrained(tmp_path / "dense")
     # a LoRA fine-tune of its text decoder saved as the adapter alone: read as the base with the adapter merged, the
-    # base's processor beside it (the adapter has none)
+    # base's processor beside it (the adapter has none, only the tokenizer)
     from peft import LoraConfig, get_peft_model
 
     base = Gemma3ForConditionalGeneration.from_pretrained(tmp_path / "dense")
     lora = LoraConfig(r=2, target_modules=r".*language_model.*down_proj", init_lora_weights=False)
     adapted = get_peft_model(base, lora)
     adapted.save_pretrained(tmp_path / "lora")
+    tokenizer.save_pretrained(tmp_path / "lora")  # as a fine-tune's output holds it: a tokenizer, no image processor
     merged = text_causal_lm(adapted.merge_and_unload())
     from_adapter = DietPruner.from_pretrained(tmp_path / "lora")
     assert type(from_adapter.processor).__name__ == "Gemma3Processor"
