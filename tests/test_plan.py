@@ -303,6 +303,8 @@ def test_invalid_plan_errors():
         PruningPlan.from_dict({**data, "head_kept_indices": [[0, 1, 2], [0, 1, 2, 3]]})
     with pytest.raises(ValueError, match=r"`mlp_kept_indices\[1\]` must be sorted unique indices in \[0, 64\)"):
         PruningPlan.from_dict({**data, "mlp_kept_indices": [[0], [5, 3]]})
+    with pytest.raises(ValueError, match=r"`mlp_kept_indices\[0\]` must be sorted unique indices in \[0, 64\)"):
+        PruningPlan.from_dict({**data, "mlp_kept_indices": [[0, 64], [0]]})  # one past the last channel
     with pytest.raises(ValueError, match=r"one entry per layer"):
         PruningPlan.from_dict({**data, "mlp_kept_indices": [[0]]})
 
@@ -358,8 +360,13 @@ def test_kept_layers_and_the_one_head_floor_bound_a_target():
     plan = build_plan(scores, config, mlp_sparsity=0.45, keep_layers=[0, -1])
     assert plan.intermediate_size_per_layer[0] == plan.intermediate_size_per_layer[3] == 256
     heads = config.num_attention_heads
-    with pytest.raises(ValueError, match=rf"`attention_sparsity`=0.9 is out of reach.*1 of its {heads} heads"):
+    most = 1 - 4 / (4 * heads)  # one head kept in each of the 4 layers
+    with pytest.raises(
+        ValueError, match=rf"`attention_sparsity`=0.9 is out of reach.*1 of its {heads} heads.* at most {most:.3f} "
+    ):
         build_plan(scores, config, attention_sparsity=0.9)
+    # exactly the most the floor leaves is within reach
+    assert build_plan(scores, config, attention_sparsity=most).num_attention_heads_per_layer == [1] * 4
     assert build_plan(scores, config, attention_sparsity=0.9, allow_sublayer_removal=True).sparsity > 0
 
 
