@@ -461,6 +461,39 @@ def pruned_then_dense_repo(repo_id: str, pruned_dir: Path, family: str, tmp_path
     return pruned
 
 
+@pytest.fixture
+def hub_dataset(local_hub, monkeypatch):
+    """`hub_dataset(repo_id, {config: {split: rows}})` creates a dataset repository on the local Hub as the Hub holds
+    one of several configs (subsets), each split one parquet file `<config>/<split>-00000-of-00001.parquet` and the
+    README's `configs` naming them, and returns its id; `datasets` may ask the Hub during the test (the suite sets
+    `HF_DATASETS_OFFLINE`)."""
+    import io
+
+    import datasets
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+
+    def create(repo_id: str, configs: dict[str, dict[str, list[dict]]]) -> str:
+        card, files = ["---", "configs:"], {}
+        for config, splits in configs.items():
+            card += [f"- config_name: {config}", "  data_files:"]
+            for split, rows in splits.items():
+                path = f"{config}/{split}-00000-of-00001.parquet"
+                buffer = io.BytesIO()
+                datasets.Dataset.from_list(rows).to_parquet(buffer)
+                files[path] = buffer.getvalue()
+                card += [f"  - split: {split}", f"    path: {path}"]
+        files["README.md"] = "\n".join([*card, "---", ""]).encode()
+        api = HfApi()
+        api.create_repo(repo_id, repo_type="dataset", exist_ok=True)  # the worker's Hub may hold it from a test before
+        operations = [CommitOperationAdd(path, content) for path, content in files.items()]
+        api.create_commit(repo_id, operations, commit_message="data", repo_type="dataset")
+        return repo_id
+
+    return create
+
+
 def _require_data() -> Path:
     if not (DATA_DIR / "boolq").is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR} (set DIET_DATA_DIR)")

@@ -1,11 +1,15 @@
 """A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, for tests only.
 
-It answers what `huggingface_hub` and transformers use to publish and load a model repository: create repo,
+It answers what `huggingface_hub` and transformers use to publish and load a model repository, and what `datasets`
+uses to load a dataset repository (`load_dataset(ID, CONFIG)` of parquet files, a README's `configs`): create repo,
 preupload (every file in the regular upload mode), NDJSON commit (to a branch, or with `create_pr=1` to a new pull
 request's `refs/pr/N`), branches (`create_branch`, at the main branch's commit), pull requests opened before their
 commits (`discussions`, and their details), model-card
 YAML validation, revision info, tree
-listing, and HEAD/GET resolve with `ETag`, `X-Repo-Commit` and `Content-Length`. Unknown routes answer 404.
+listing (a folder's children, or with `recursive=true` everything below it; a folder that does not exist answers
+404), and HEAD/GET resolve with `ETag`, `X-Repo-Commit` and `Content-Length`. Unknown routes answer 404. A dataset
+repository is held under `datasets/<id>`, the path of its files' URLs (`/datasets/<id>/resolve/...`); its API routes
+(`/api/datasets/<id>/...`) are answered as a model's of that name.
 Repositories live in memory. Faults can be injected: `fail_commits` answers commits with HTTP 500, `drop_commits`
 closes the connection mid-upload.
 """
@@ -17,7 +21,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 
 def git_blob_sha(content: bytes) -> str:
@@ -76,18 +80,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------------------------------------- routes
     def do_POST(self):  # noqa: N802
-        path = unquote(urlparse(self.path).path)
+        path = _as_model_route(unquote(urlparse(self.path).path))
         if path == "/api/repos/create":
             payload = json.loads(self._body() or b"{}")
             repo_id = "/".join(p for p in (payload.get("organization"), payload["name"]) if p)
+            repo_id = f"datasets/{repo_id}" if payload.get("type") == "dataset" else repo_id
+            first = hashlib.sha1(repo_id.encode()).hexdigest()  # the empty first commit (`datasets` reads its id)
             with self.state.lock:
                 if repo_id in self.state.repos:
                     return self._json(409, {"error": "You already created this model repo", "url": repo_id})
                 self.state.repos[repo_id] = {
                     # huggingface_hub 1.x sends `private`; 2.x sends `visibility` ("public" / "private")
                     "private": bool(payload.get("private")) or payload.get("visibility") == "private",
-                    "commits": {"": {}},
-                    "branches": {"main": ""},
+                    "commits": {first: {}},
+                    "branches": {"main": first},
                 }
             return self._json(200, {"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
         if path == "/api/validate-yaml":  # model-card metadata check made before a README.md is committed
@@ -200,7 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._get(head=False)
 
     def _get(self, head: bool):
-        raw = urlparse(self.path).path  # a revision comes quoted whole (refs%2Fpr%2F1) where a path follows it
+        raw = _as_model_route(urlparse(self.path).path)  # a revision comes quoted whole (refs%2Fpr%2F1) where a path
+        # follows it
         path = unquote(raw)
         auth = self.headers.get("Authorization") or ""
         with self.state.lock:
@@ -229,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(
                 200,
                 {
-                    "id": repo_id,
+                    "id": repo_id.removeprefix("datasets/"),  # a dataset's id as the Hub gives it
                     "modelId": repo_id,
                     "sha": sha,
                     "private": self.state.repos[repo_id]["private"],
@@ -242,11 +249,10 @@ class _Handler(BaseHTTPRequestHandler):
             found = self.state.files_at(repo_id, revision)
             if found is None:
                 return self._not_found("RepoNotFound", head)
-            entries = [
-                {"type": "file", "path": p, "size": len(c), "oid": git_blob_sha(c)}
-                for p, c in sorted(found[1].items())
-                if p.startswith(prefix)
-            ]
+            recursive = parse_qs(urlparse(self.path).query).get("recursive", ["false"])[0].lower() == "true"
+            entries = _tree(found[1], prefix.strip("/"), recursive)
+            if prefix.strip("/") and not entries:  # no such folder, as the Hub answers
+                return self._not_found("EntryNotFound", head)
             return self._json(200, entries)
         match = re.fullmatch(r"/(.+?)/resolve/([^/]+)/(.+)", raw)
         if match:
@@ -266,6 +272,27 @@ class _Handler(BaseHTTPRequestHandler):
             }
             return self._send(200, content, headers, head=head)
         return self._not_found("RepoNotFound", head)
+
+
+def _as_model_route(path: str) -> str:
+    """A dataset repository's API route as the route of the model repository `datasets/<id>` that holds it."""
+    return path.replace("/api/datasets/", "/api/models/datasets/", 1) if path.startswith("/api/datasets/") else path
+
+
+def _tree(files: dict, folder: str, recursive: bool) -> list:
+    """The tree listing of `folder` ("" the root): its files and folders, or with `recursive` everything below it."""
+    start = f"{folder}/" if folder else ""
+    entries = {}
+    for path, content in sorted(files.items()):
+        if not path.startswith(start):
+            continue
+        parts = path[len(start) :].split("/")
+        for depth in range(1, len(parts) if recursive else min(2, len(parts))):  # the folders on the way
+            name = start + "/".join(parts[:depth])
+            entries.setdefault(name, {"type": "directory", "path": name, "oid": git_blob_sha(name.encode())})
+        if recursive or len(parts) == 1:
+            entries[path] = {"type": "file", "path": path, "size": len(content), "oid": git_blob_sha(content)}
+    return list(entries.values())
 
 
 class LocalHub:

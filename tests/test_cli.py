@@ -376,7 +376,7 @@ def test_eval_of_your_own_texts(dense_dir, tmp_path, data_dir, tiny_tokenizer, c
     assert result["texts"]["mine"]["texts"] == 3 and set(result["results"]) == {"rte"}
     capsys.readouterr()
     for bad, message in (
-        (["--texts", "mine"], "`--texts`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got 'mine'"),
+        (["--texts", "mine"], "`--texts`: expected NAME=FILE or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]], got 'mine'"),
         (["--texts", f"a={tmp_path / 'nope.jsonl'}"], "`--texts` a: no file or directory at"),
         (["--texts", f"a={tmp_path / 'short.txt'}", f"a={tmp_path / 'mine.jsonl'}"], "each NAME once; repeated: a"),
     ):
@@ -415,7 +415,7 @@ def test_eval_last_word_accuracy_of_your_texts(dense_dir, tmp_path, tiny_tokeniz
     capsys.readouterr()
     (tmp_path / "oneword.txt").write_text("fine\nyes\n")
     for bad, message in (
-        (["--last-word", "words"], "`--last-word`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got 'words'"),
+        (["--last-word", "words"], "`--last-word`: expected NAME=FILE or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]], got"),
         (["--last-word", f"w={tmp_path / 'oneword.txt'}"], "`--last-word` w: text 0 ('fine') has no context"),
     ):
         assert main(["--quiet", "eval", str(other), *bad]) == 2  # a usage error, before any model loads

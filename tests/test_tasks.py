@@ -155,24 +155,78 @@ def test_wikitext2_last_word_texts(data_dir, monkeypatch):
         wikitext2_last_word_texts()
 
 
-def test_wikitext2_from_the_hub_is_the_data_directorys(data_dir, monkeypatch):
-    """Without a data directory WikiText-2 comes from the Hub (`Salesforce/wikitext`, `wikitext-2-raw-v1`: the same
-    rows as the shared data's files); here `datasets.load_dataset` answers from those files."""
-    import datasets
-
+def test_wikitext2_from_the_hub_is_the_data_directorys(data_dir, hub_dataset, monkeypatch):
+    """Without a data directory WikiText-2 comes from the Hub (`Salesforce/wikitext`, config `wikitext-2-raw-v1`: the
+    same rows as the shared data's files), read by `datasets.load_dataset` from a repository on the local Hub that
+    holds those rows beside another config's."""
     from diet_hf.tasks import wikitext2_text
 
-    def load_dataset(path, name=None, split=None, **kwargs):
-        assert (path, name) == ("Salesforce/wikitext", "wikitext-2-raw-v1")
-        rows = (data_dir / "wikitext2" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
-        return datasets.Dataset.from_dict({"text": [json.loads(line)["text"] for line in rows if line.strip()]})
-
+    rows = {
+        split: [json.loads(line) for line in (data_dir / "wikitext2" / f"{split}.jsonl").read_text().splitlines()]
+        for split in ("test", "validation")
+    }
+    hub_dataset(
+        "Salesforce/wikitext",
+        {
+            "wikitext-103-raw-v1": {split: [{"text": "not WikiText-2"}] for split in rows},
+            "wikitext-2-raw-v1": {split: [{"text": row["text"]} for row in rows[split]] for split in rows},
+        },
+    )
     local = {split: wikitext2_text(split, data_dir=data_dir) for split in ("test", "validation")}
     last_words = wikitext2_last_word_texts(limit=30, data_dir=data_dir)
     monkeypatch.delenv("DIET_DATA_DIR", raising=False)
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     assert {split: wikitext2_text(split) for split in ("test", "validation")} == local
     assert wikitext2_last_word_texts(limit=30) == last_words
+
+
+def test_your_own_data_from_a_config_and_a_slice_of_a_hub_dataset(hub_dataset, tmp_path):
+    """`NAME=ID,CONFIG[:SPLIT[:COLUMN]]` reads a config (subset) of a Hub dataset through `datasets.load_dataset`
+    (here from the local Hub), and a split may be sliced as `datasets` reads it (`train[:3]`), in a saved dataset's
+    splits too. A dataset of several configs with none named is refused, with its configs and how to name one."""
+    import datasets
+
+    from diet_hf.tasks import load_multiple_choice_source, load_task_source
+
+    questions = [{"context": f"Q{i}", "choices": ["a", "b"], "label": i % 2} for i in range(4)]
+    repo = hub_dataset(
+        "org/mine",
+        {
+            "short": {"train": [{"text": f"short {i}"} for i in range(3)]},
+            "long": {"train": [{"text": f"long {i}", "other": f"other {i}"} for i in range(20)]},
+            "questions": {"test": questions},
+        },
+    )
+    assert load_task_source(f"mine={repo},short") == ("mine", ["short 0", "short 1", "short 2"])
+    assert load_task_source(f"mine={repo},long:train[:2]") == ("mine", ["long 0", "long 1"])
+    assert load_task_source(f"mine={repo},long:train[18:]:other") == ("mine", ["other 18", "other 19"])
+    texts = load_task_source(f"mine={repo},long:train[:10%]", flag="--texts", registered=False)[1]
+    assert texts == ["long 0", "long 1"]
+    chosen = load_multiple_choice_source(f"q={repo},questions:test[1:3]").examples
+    assert [q["context"] for q in chosen] == ["Q1", "Q2"]
+    configs = rf"dataset '{repo}' has several configs \(subsets\): short, long, questions; name one after a comma"
+    with pytest.raises(ValueError, match=rf"`--tasks` mine: {configs}: mine={repo},CONFIG\[:SPLIT\[:COLUMN\]\]\.$"):
+        load_task_source(f"mine={repo}:train")
+    with pytest.raises(ValueError, match=rf"`--tasks` q: {configs}: q={repo},CONFIG"):
+        load_multiple_choice_source(f"q={repo}")
+    with pytest.raises(ValueError, match=r"`--tasks` mine: dataset 'org/mine': .*nope"):
+        load_task_source(f"mine={repo},nope")
+    with pytest.raises(ValueError, match=r"`--tasks` mine: an unmatched bracket in the split of '.*long:train\[:2'"):
+        load_task_source(f"mine={repo},long:train[:2")
+    # a saved dataset's splits, sliced and joined as `datasets.load_dataset` would
+    saved = tmp_path / "saved"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"text": f"train {i}"} for i in range(3)]),
+            "validation": datasets.Dataset.from_list([{"text": f"validation {i}"} for i in range(2)]),
+        }
+    ).save_to_disk(str(saved))
+    assert load_task_source(f"mine={saved}:train[:1]+validation[1:]") == ("mine", ["train 0", "validation 1"])
+    with pytest.raises(ValueError, match=r"`--tasks` mine: .*saved has no split 'test\[:1\]'; splits: \['train',"):
+        load_task_source(f"mine={saved}:test[:1]")
+    with pytest.raises(ValueError, match=r"`--tasks` mine: .*saved is a saved dataset, which has no configs; got 'x'"):
+        load_task_source(f"mine={saved},x")
+    with pytest.raises(ValueError, match=r"`--tasks` mine: .*saved:train\[5:\] holds no non-empty texts"):
+        load_task_source(f"mine={saved}:train[5:]")
 
 
 @pytest.mark.parametrize("task", ["hellaswag", "winogrande", "boolq"])
@@ -265,7 +319,7 @@ def test_your_own_data_errors_name_the_flag_and_what_was_wrong(tmp_path):
     d = tmp_path
     calibration = [
         ("=x", r"`--tasks`: expected NAME=SOURCE, got '=x'"),
-        (f"mine={d / 'texts.txt'}:train", r"`--tasks` mine: a file takes no split or column, got '.*texts.txt:train'"),
+        (f"mine={d / 'texts.txt'}:train", r"`--tasks` mine: a file takes no config, split or column, got '.*:train'"),
         (f"mine={d / 'blank.txt'}", r"`--tasks` mine: .*blank.txt holds no non-empty texts"),
         (f"mine={d / 'notext.jsonl'}", r"`--tasks` mine: .*notext.jsonl line 1 has no string `text` field"),
         (
@@ -286,7 +340,7 @@ def test_your_own_data_errors_name_the_flag_and_what_was_wrong(tmp_path):
         load_task_source("mine=C:/data/texts:train")
     questions = [
         ("=x", r"`--tasks`: expected NAME=SOURCE, got '=x'"),
-        (f"q={d / 'questions.jsonl'}:test", r"`--tasks` q: a file takes no split, got '.*questions.jsonl:test'"),
+        (f"q={d / 'questions.jsonl'}:test", r"`--tasks` q: a file takes no config or split, got '.*jsonl:test"),
         (f"q={d / 'texts.txt'}", r"`--tasks` q: .*texts.txt must be .jsonl or .json \(one question object per line\)"),
         (f"q={d / 'single'}", r"`--tasks` q: no 'context', 'choices', 'label' column \(a question needs"),
         (f"q={d / 'split'}:train:context", r"`--tasks` q: questions are read from whole rows; give no column"),
@@ -399,28 +453,24 @@ _LM_EVAL_SOURCES = {
 }
 
 
-def test_examples_from_the_hub_make_lm_evals_requests(monkeypatch):
+def test_examples_from_the_hub_make_lm_evals_requests(hub_dataset, monkeypatch):
     """Without a data directory every registered task reads lm-eval's Hub dataset, and a row in that dataset's own
-    schema becomes the request lm-eval makes of it (through `datasets.load_dataset`, here answered from memory)."""
-    import datasets
-
+    schema becomes the request lm-eval makes of it, read by `datasets.load_dataset` from repositories on the local Hub
+    that hold each task's row in its configuration and evaluation split (ARC's two configurations in one
+    repository, as on the Hub; a task without a configuration reads the repository's default one)."""
     from diet_hf.tasks import evaluation_examples
 
-    calls = []
-
-    def load_dataset(path, name=None, split=None, **kwargs):
-        calls.append((path, name, split))
-        task = next(t for t, source in _LM_EVAL_SOURCES.items() if source[:2] == (path, name))
-        return datasets.Dataset.from_list([_HUB_ROWS[task][0]])
-
+    repositories = {}
+    for task, (path, name, split) in _LM_EVAL_SOURCES.items():
+        repositories.setdefault(path, {})[name or "default"] = {split: [_HUB_ROWS[task][0]]}
+    for path, configs in repositories.items():
+        hub_dataset(path, configs)
     monkeypatch.delenv("DIET_DATA_DIR", raising=False)
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     assert set(_HUB_ROWS) == set(TASKS) == set(_LM_EVAL_SOURCES)
     for name, (_, contexts, continuations, label) in _HUB_ROWS.items():
         (doc,) = load_examples(name, get_task(name).eval_split)
         request = get_task(name).build(doc)
         assert (request.contexts, request.continuations, request.label) == (contexts, continuations, label), name
-        assert calls[-1] == _LM_EVAL_SOURCES[name]
         halves = [evaluation_examples(name, half=half) for half in ("dev", "test")]
         assert sorted(len(h) for h in halves) == [0, 1]  # the Hub row's id falls in one half
 

@@ -61,8 +61,8 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="training text: wikitext2 (its validation split), task names (their train split), `tasks` (the "
         "calibration tasks the model was pruned on that have a train split), or your own texts as NAME=FILE (.jsonl "
         "with a text field, or conversations in a messages field, rendered by MODEL's chat template; or .txt, one "
-        "text per line) or NAME=DATASET[:SPLIT[:COLUMN]]; each source gets an equal "
-        "share",
+        "text per line) or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]] (as `prune --tasks` reads it); each source gets "
+        "an equal share",
     )
     heal.add_argument(
         "--data-chat-template",

@@ -205,27 +205,28 @@ def _own_task(name: str, examples: list[dict], headline_metric: str, where: str)
 def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headline_metric: str = "acc") -> Task:
     """One `diet-hf eval --tasks` word of the form `NAME=SOURCE`: your own multiple-choice questions
     (`multiple_choice_task`) from a `.jsonl` / `.json` file (one object per line) or a `datasets` source
-    `ID_OR_DIR[:SPLIT]` (split `test` by default) with `context`, `choices` and `label` columns, its headline
+    `ID_OR_DIR[,CONFIG][:SPLIT]` (split `test` by default; `_source_parts`) with `context`, `choices` and `label`
+    columns, its headline
     `headline_metric`. Read and checked here, before any model loads; errors name `flag`, the source and the line."""
     name, _, source = argument.partition("=")
     if not name or not source:
         raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
     if name in TASKS:
         raise ValueError(f"`{flag}`: {name!r} is a registered task; give your own questions another name.")
-    location, split, column = _source_parts(source)
+    location, config, split, column = _source_parts(source, f"`{flag}` {name}")
     if column:
         raise ValueError(f"`{flag}` {name}: questions are read from whole rows; give no column, got {source!r}.")
     path = Path(location).expanduser()
     if path.is_file():
-        if split:
-            raise ValueError(f"`{flag}` {name}: a file takes no split, got {source!r}.")
+        if config or split:
+            raise ValueError(f"`{flag}` {name}: a file takes no config or split, got {source!r}.")
         if path.suffix not in (".jsonl", ".json"):
             raise ValueError(f"`{flag}` {name}: {path} must be .jsonl or .json (one question object per line).")
         examples = []  # each checked once, an error naming its line
         for number, row in _json_lines(path, f"`{flag}` {name}"):
             examples.append(_checked_choice_row(row, len(examples), f"`{flag}` {name}: {path} line {number}"))
         return _own_task(name, examples, headline_metric, f"`{flag}` {name}: {path}")
-    dataset = _open_dataset(name, location, path, split or None, flag, default_split="test")
+    dataset = _open_dataset(name, location, path, split or None, flag, config=config or None, default_split="test")
     missing = [key for key in CHOICE_FIELDS if key not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -263,11 +264,13 @@ def load_task_source(
     check_calibration_answer(answer)
     if "=" not in argument:
         if not registered:
-            raise ValueError(f"`{flag}`: expected NAME=FILE or NAME=DATASET[:SPLIT[:COLUMN]], got {argument!r}.")
+            raise ValueError(
+                f"`{flag}`: expected NAME=FILE or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]], got {argument!r}."
+            )
         if argument not in TASKS:
             raise ValueError(
                 f"`{flag}`: {argument!r} is not a registered task ({', '.join(TASKS)}); give your own data as "
-                "NAME=PATH or NAME=DATASET[:SPLIT[:COLUMN]]."
+                "NAME=PATH or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]]."
             )
         return argument, None
     name, source = argument.split("=", 1)
@@ -275,30 +278,39 @@ def load_task_source(
         raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
     if registered and name in TASKS:
         raise ValueError(f"`{flag}`: {name!r} is a registered task; give your own data another name.")
-    location, split, column = _source_parts(source)
+    location, config, split, column = _source_parts(source, f"`{flag}` {name}")
     path = Path(location).expanduser()
     if path.is_file():
-        if split or column:
-            raise ValueError(f"`{flag}` {name}: a file takes no split or column, got {source!r}.")
+        if config or split or column:
+            raise ValueError(f"`{flag}` {name}: a file takes no config, split or column, got {source!r}.")
         texts = _read_text_file(path, name, flag, answer, render_chat, render_question)
     else:
         texts = _read_dataset(
-            name, location, path, split or None, column or None, flag, answer, render_chat, render_question
+            name, location, path, split or None, column or None, flag, answer, render_chat, render_question, config
         )
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
     return name, texts
 
 
-def _source_parts(source: str) -> tuple[str, str, str]:
-    """`(location, split, column)` of `ID_OR_PATH[:SPLIT[:COLUMN]]`: a path that exists as written is whole (a colon
-    in a file name), and a Windows drive (`C:\\...`, `C:/...`) belongs to its path."""
+# `ID_OR_PATH[,CONFIG][:SPLIT[:COLUMN]]` after the location: a split may hold a slice in brackets, colons included
+# (datasets' `train[:200]`, `train[10%:20%]+validation[:5%]`)
+_SPLIT_AND_COLUMN = re.compile(r"(?P<split>(?:[^:\[\]]|\[[^\]]*\])*)(?::(?P<column>.*))?")
+
+
+def _source_parts(source: str, where: str) -> tuple[str, str, str, str]:
+    """`(location, config, split, column)` of `ID_OR_PATH[,CONFIG][:SPLIT[:COLUMN]]`: a path that exists as written
+    is whole (a colon in a file name), a Windows drive (`C:\\...`, `C:/...`) belongs to its path, a comma after the
+    location names a Hub dataset's config (subset), and a split may hold datasets' slice syntax (`train[:200]`)."""
     if Path(source).expanduser().exists():
-        return source, "", ""
+        return source, "", "", ""
     start = 2 if re.match(r"[A-Za-z]:[\\/]", source) else 0
     head, _, rest = source[start:].partition(":")
-    split, _, column = rest.partition(":")
-    return source[:start] + head, split, column
+    location, _, config = head.partition(",")
+    parts = _SPLIT_AND_COLUMN.fullmatch(rest)
+    if parts is None:
+        raise ValueError(f"{where}: an unmatched bracket in the split of {source!r} (a slice: SPLIT[START:END]).")
+    return source[:start] + location, config, parts["split"], parts["column"] or ""
 
 
 def _json_lines(path: Path, where: str):
@@ -354,11 +366,12 @@ def _read_dataset(
     answer: str,
     render_chat: Callable | None,
     render_question: Callable | None = None,
+    config: str | None = None,
 ) -> list[str]:
     """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
     label each make their context and an answer, `answer` as in `load_task_source`, and a `messages` column of
     conversations each one text by `render_chat`; a named column of conversations is read so too)."""
-    loaded = _open_dataset(name, location, path, split, flag)
+    loaded = _open_dataset(name, location, path, split, flag, config=config or None)
     if column is None:
         if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
             rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
@@ -375,31 +388,63 @@ def _read_dataset(
     return [v for v in values if v.strip()]
 
 
-def _open_dataset(name: str, location: str, path: Path, split: str | None, flag: str, *, default_split: str = "train"):
-    """The `datasets.Dataset` a `NAME=ID_OR_DIR[:SPLIT]` word names: a `save_to_disk` directory or a Hub dataset id
-    (split `default_split` unless given); errors name `flag` and what was wrong."""
+def _open_dataset(
+    name: str,
+    location: str,
+    path: Path,
+    split: str | None,
+    flag: str,
+    *,
+    config: str | None = None,
+    default_split: str = "train",
+):
+    """The `datasets.Dataset` a `NAME=ID_OR_DIR[,CONFIG][:SPLIT]` word names: a `save_to_disk` directory or a Hub
+    dataset id, of its config (subset) `config` where it has several, split `default_split` unless given; a split may
+    be sliced as `datasets.load_dataset` reads it (`train[:200]`, `train[:10%]+validation[:10%]`), in a directory's
+    splits too. Errors name `flag` and what was wrong; a Hub dataset with several configs and none named, its configs
+    and how to name one."""
     import datasets
 
+    requested, split = split, split or default_split
     if path.is_dir():
+        if config:
+            raise ValueError(f"`{flag}` {name}: {path} is a saved dataset, which has no configs; got {config!r}.")
         loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            split = split or default_split
-            if split not in loaded:
-                raise ValueError(f"`{flag}` {name}: {path} has no split {split!r}; splits: {sorted(loaded)}.")
-            loaded = loaded[split]
-        elif split:
-            raise ValueError(f"`{flag}` {name}: {path} is a single dataset; it has no split {split!r}.")
-    else:
-        from .._io import looks_like_local_path
-
-        if looks_like_local_path(location):
-            raise FileNotFoundError(f"`{flag}` {name}: no file or directory at {location}.")
+        if not isinstance(loaded, datasets.DatasetDict):
+            if requested:
+                raise ValueError(f"`{flag}` {name}: {path} is a single dataset; it has no split {split!r}.")
+            return loaded
         try:
-            loaded = datasets.load_dataset(location, split=split or default_split)
-        except ValueError as error:  # e.g. an unknown split
-            raise ValueError(f"`{flag}` {name}: dataset {location!r}: {error}") from None
-        except Exception as error:  # the Hub's many failure types, reported with the source named
+            parts = datasets.ReadInstruction.from_spec(split).to_absolute({k: len(v) for k, v in loaded.items()})
+        except ValueError:  # an unknown split, or a slice datasets does not read
+            raise ValueError(f"`{flag}` {name}: {path} has no split {split!r}; splits: {sorted(loaded)}.") from None
+        # a slice's rows (an empty one as no indices: `select` refuses an empty range that starts at the end)
+        pieces = [loaded[p.splitname].select(range(p.from_, p.to) if p.to > p.from_ else []) for p in parts]
+        return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+    from .._io import looks_like_local_path
+
+    if looks_like_local_path(location):
+        raise FileNotFoundError(f"`{flag}` {name}: no file or directory at {location}.")
+    try:
+        return datasets.load_dataset(location, config, split=split)
+    except ValueError as error:  # e.g. an unknown split, or a dataset of several configs and none named
+        if config is None and str(error).startswith("Config name is missing"):
             raise ValueError(
-                f"`{flag}` {name}: could not load dataset {location!r} ({type(error).__name__}: {error})"
-            ) from error
-    return loaded
+                f"`{flag}` {name}: dataset {location!r} has several configs (subsets){_config_names(location)}; "
+                f"name one after a comma: {name}={location},CONFIG[:SPLIT[:COLUMN]]."
+            ) from None
+        raise ValueError(f"`{flag}` {name}: dataset {location!r}: {error}") from None
+    except Exception as error:  # the Hub's many failure types, reported with the source named
+        raise ValueError(
+            f"`{flag}` {name}: could not load dataset {location!r} ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _config_names(location: str) -> str:
+    """ ": a, b" (the Hub dataset's config names), or "" where they cannot be read."""
+    import datasets
+
+    try:
+        return ": " + ", ".join(datasets.get_dataset_config_names(location))
+    except Exception:  # the message then names no configs; the dataset's own load already failed
+        return ""
