@@ -464,9 +464,9 @@ def pruned_then_dense_repo(repo_id: str, pruned_dir: Path, family: str, tmp_path
 @pytest.fixture
 def hub_dataset(local_hub, monkeypatch):
     """`hub_dataset(repo_id, {config: {split: rows}})` creates a dataset repository on the local Hub as the Hub holds
-    one of several configs (subsets), each split one parquet file `<config>/<split>-00000-of-00001.parquet` and the
-    README's `configs` naming them, and returns its id; `datasets` may ask the Hub during the test (the suite sets
-    `HF_DATASETS_OFFLINE`)."""
+    one of several configs (subsets), each split one parquet file `<config>/<split>-00000-of-00001.parquet` (or, for
+    a tuple of row lists, one file each) and the README's `configs` naming them, and returns its id; `datasets` may
+    ask the Hub during the test (the suite sets `HF_DATASETS_OFFLINE`)."""
     import io
 
     import datasets
@@ -479,11 +479,12 @@ def hub_dataset(local_hub, monkeypatch):
         for config, splits in configs.items():
             card += [f"- config_name: {config}", "  data_files:"]
             for split, rows in splits.items():
-                path = f"{config}/{split}-00000-of-00001.parquet"
-                buffer = io.BytesIO()
-                datasets.Dataset.from_list(rows).to_parquet(buffer)
-                files[path] = buffer.getvalue()
-                card += [f"  - split: {split}", f"    path: {path}"]
+                shards = rows if isinstance(rows, tuple) else (rows,)
+                for i, shard in enumerate(shards):
+                    buffer = io.BytesIO()
+                    datasets.Dataset.from_list(shard).to_parquet(buffer)
+                    files[f"{config}/{split}-{i:05d}-of-{len(shards):05d}.parquet"] = buffer.getvalue()
+                card += [f"  - split: {split}", f"    path: {config}/{split}-*.parquet"]
         files["README.md"] = "\n".join([*card, "---", ""]).encode()
         api = HfApi()
         api.create_repo(repo_id, repo_type="dataset", exist_ok=True)  # the worker's Hub may hold it from a test before

@@ -179,10 +179,11 @@ def test_wikitext2_from_the_hub_is_the_data_directorys(data_dir, hub_dataset, mo
     assert wikitext2_last_word_texts(limit=30) == last_words
 
 
-def test_your_own_data_from_a_config_and_a_slice_of_a_hub_dataset(hub_dataset, tmp_path):
+def test_your_own_data_from_a_config_and_a_slice_of_a_hub_dataset(hub_dataset, local_hub, tmp_path):
     """`NAME=ID,CONFIG[:SPLIT[:COLUMN]]` reads a config (subset) of a Hub dataset through `datasets.load_dataset`
     (here from the local Hub), and a split may be sliced as `datasets` reads it (`train[:3]`), in a saved dataset's
-    splits too. A dataset of several configs with none named is refused, with its configs and how to name one."""
+    splits too; a split's first rows are streamed, reading only the files that hold them. A dataset of several
+    configs with none named is refused, with its configs and how to name one."""
     import datasets
 
     from diet_hf.tasks import load_multiple_choice_source, load_task_source
@@ -193,6 +194,7 @@ def test_your_own_data_from_a_config_and_a_slice_of_a_hub_dataset(hub_dataset, t
         {
             "short": {"train": [{"text": f"short {i}"} for i in range(3)]},
             "long": {"train": [{"text": f"long {i}", "other": f"other {i}"} for i in range(20)]},
+            "shards": {"train": tuple([{"text": f"shard {k} row {i}"} for i in range(5)] for k in range(3))},
             "questions": {"test": questions},
         },
     )
@@ -203,7 +205,19 @@ def test_your_own_data_from_a_config_and_a_slice_of_a_hub_dataset(hub_dataset, t
     assert texts == ["long 0", "long 1"]
     chosen = load_multiple_choice_source(f"q={repo},questions:test[1:3]").examples
     assert [q["context"] for q in chosen] == ["Q1", "Q2"]
-    configs = rf"dataset '{repo}' has several configs \(subsets\): short, long, questions; name one after a comma"
+    # the first rows of a split are streamed: of a split in three files, the third is not read for rows of the first
+    # (`datasets` opens one file ahead, with range requests)
+    reads = len(local_hub.state.read_paths)
+    expected = ["shard 0 row 1", "shard 0 row 2"]
+    assert load_task_source(f"mine={repo},shards:train[1:3]") == ("mine", expected)
+    assert not any("train-00002-of-00003" in path for path in local_hub.state.read_paths[reads:])
+    assert load_task_source(f"mine={repo},shards:train[:60%]")[1][-1] == "shard 1 row 3"  # read whole, then sliced
+    assert any("train-00002-of-00003" in path for path in local_hub.state.read_paths[reads:])
+    assert load_task_source(f"mine={repo},long:train[18:30]")[1] == ["long 18", "long 19"]
+    with pytest.raises(ValueError, match=r"`--tasks` mine: .*long:train\[30:40\] holds no non-empty texts"):
+        load_task_source(f"mine={repo},long:train[30:40]")
+    configs = rf"dataset '{repo}' has several configs \(subsets\): short, long, shards, questions; name one"
+    configs += " after a comma"
     with pytest.raises(ValueError, match=rf"`--tasks` mine: {configs}: mine={repo},CONFIG\[:SPLIT\[:COLUMN\]\]\.$"):
         load_task_source(f"mine={repo}:train")
     with pytest.raises(ValueError, match=rf"`--tasks` q: {configs}: q={repo},CONFIG"):

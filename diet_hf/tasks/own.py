@@ -388,6 +388,10 @@ def _read_dataset(
     return [v for v in values if v.strip()]
 
 
+# a split's rows START to STOP, both counts (not percentages, not from the end): `train[:200]`, `train[100:300]`
+_HEAD_SLICE = re.compile(r"(?P<split>[\w.-]+)\[(?P<start>\d*):(?P<stop>\d+)\]")
+
+
 def _open_dataset(
     name: str,
     location: str,
@@ -401,8 +405,10 @@ def _open_dataset(
     """The `datasets.Dataset` a `NAME=ID_OR_DIR[,CONFIG][:SPLIT]` word names: a `save_to_disk` directory or a Hub
     dataset id, of its config (subset) `config` where it has several, split `default_split` unless given; a split may
     be sliced as `datasets.load_dataset` reads it (`train[:200]`, `train[:10%]+validation[:10%]`), in a directory's
-    splits too. Errors name `flag` and what was wrong; a Hub dataset with several configs and none named, its configs
-    and how to name one."""
+    splits too. A Hub split's rows START to STOP (`train[:200]`, `train[100:300]`) are streamed: `load_dataset` would
+    download every file of the split before slicing (hundreds of GB for a web corpus), the stream reads the files that
+    hold those rows, in the same order. Errors name `flag` and what was wrong; a Hub dataset with several configs and
+    none named, its configs and how to name one."""
     import datasets
 
     requested, split = split, split or default_split
@@ -426,6 +432,15 @@ def _open_dataset(
     if looks_like_local_path(location):
         raise FileNotFoundError(f"`{flag}` {name}: no file or directory at {location}.")
     try:
+        head = _HEAD_SLICE.fullmatch(split)
+        if head:  # the first rows of a split: streamed, so that only the files that hold them are read
+            streamed = datasets.load_dataset(location, config, split=head["split"], streaming=True)
+            start, stop = int(head["start"] or 0), int(head["stop"])
+            rows = list(streamed.skip(start).take(max(stop - start, 0)))
+            features = streamed.features  # of the files' schema; None where the stream does not know it
+            if rows:
+                return datasets.Dataset.from_list(rows, features=features)
+            return datasets.Dataset.from_dict({column: [] for column in features or {}}, features=features)
         return datasets.load_dataset(location, config, split=split)
     except ValueError as error:  # e.g. an unknown split, or a dataset of several configs and none named
         if config is None and str(error).startswith("Config name is missing"):
