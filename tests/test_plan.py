@@ -326,6 +326,42 @@ def _layer_scores(config, seed=0):
     return ImportanceScores(mlp, heads, {"model_type": config.model_type})
 
 
+@pytest.mark.parametrize("merge", ["vote", "mean"])
+def test_a_task_weight_counts_the_task_that_many_times(merge):
+    """`task_weights`: a weight of 2 merges as the task given twice, and a weight of 0 as the task left out."""
+    config = tiny_gemma2_config(num_hidden_layers=3, intermediate_size=64, layer_types=["sliding_attention"] * 3)
+    scores = _layer_scores(config)  # tasks t0, t1, t2, which disagree
+    options = {"sparsity": 0.3, "merge": merge, "round_to": 1}
+
+    def subset(mlp_tasks: dict):
+        heads = {name: scores.heads[source] for name, source in mlp_tasks.items()}
+        return ImportanceScores({n: scores.mlp[s] for n, s in mlp_tasks.items()}, heads, dict(scores.provenance))
+
+    twice = build_plan(subset({"t0": "t0", "t0 again": "t0", "t1": "t1", "t2": "t2"}), config, **options)
+    weighted = build_plan(scores, config, task_weights={"t0": 2.0, "t1": 1.0, "t2": 1.0}, **options)
+    assert weighted.mlp_kept_indices == twice.mlp_kept_indices
+    assert weighted.mlp_kept_indices != build_plan(scores, config, **options).mlp_kept_indices
+    alone = build_plan(subset({"t1": "t1"}), config, **options)
+    assert build_plan(scores, config, task_weights={"t1": 1.0}, **options).mlp_kept_indices == alone.mlp_kept_indices
+
+
+@pytest.mark.parametrize("mode", ["layer", "standardize"])
+def test_mlp_normalization_removes_each_layers_scale(mode):
+    """Under a global ranking, `mlp_normalize="layer"` gives the same plan when a layer's scores are all multiplied
+    by one factor, and `"standardize"` (FLAP's z-scores) when they are also shifted; raw scores do not."""
+    config = tiny_gemma2_config(num_hidden_layers=3, intermediate_size=64, layer_types=["sliding_attention"] * 3)
+    scores = _layer_scores(config)
+    scale = torch.tensor([[1.0], [7.0], [0.2]])
+    shift = torch.tensor([[0.0], [3.0], [-0.1]]) if mode == "standardize" else 0.0
+    moved = ImportanceScores(
+        {t: s * scale + shift for t, s in scores.mlp.items()}, dict(scores.heads), dict(scores.provenance)
+    )
+    options = {"sparsity": 0.3, "allocation": "global", "round_to": 1}
+    for normalize, same in ((mode, True), ("none", False)):
+        plans = [build_plan(s, config, mlp_normalize=normalize, **options).mlp_kept_indices for s in (scores, moved)]
+        assert (plans[0] == plans[1]) is same, normalize
+
+
 def test_a_target_past_the_floors_is_refused_with_the_most_that_can_be_removed():
     # the default keeps every head and at least 128 of 2048 channels per layer (5%, rounded up to a multiple of 64)
     config = tiny_gemma2_config(
