@@ -362,6 +362,26 @@ def test_mlp_normalization_removes_each_layers_scale(mode):
         assert (plans[0] == plans[1]) is same, normalize
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_rounding_moves_the_layer_whose_next_or_last_unit_the_order_ranks_first_or_last(seed):
+    """When every layer's count rounds alike (uniform allocation), the total is mended one multiple at a time: the
+    layer whose next unit comes first in the priority order gains one, or the layer whose last kept unit comes last
+    loses one (`_round_counts`' docstring, re-derived here from the order itself)."""
+    from diet_hf.selection import _round_counts
+
+    layers, units, multiple = 3, 128, 32
+    order = torch.randperm(layers * units, generator=torch.Generator().manual_seed(seed))
+    positions = [[p for p, index in enumerate(order.tolist()) if index // units == layer] for layer in range(layers)]
+    # 44 each rounds down to 32: 36 short of the total, so the layer whose 33rd unit comes first gains 32
+    gains = min(range(layers), key=lambda layer: positions[layer][32])
+    expected = [64 if layer == gains else 32 for layer in range(layers)]
+    assert _round_counts([44] * layers, multiple, 0, units, order) == expected
+    # 48 each rounds up to 64: 48 over, so the layer whose 64th unit comes last loses 32
+    loses = max(range(layers), key=lambda layer: positions[layer][63])
+    expected = [32 if layer == loses else 64 for layer in range(layers)]
+    assert _round_counts([48] * layers, multiple, 0, units, order) == expected
+
+
 def test_a_target_past_the_floors_is_refused_with_the_most_that_can_be_removed():
     # the default keeps every head and at least 128 of 2048 channels per layer (5%, rounded up to a multiple of 64)
     config = tiny_gemma2_config(
