@@ -115,6 +115,9 @@ def test_custom_tasks():
         custom_calibration("bad", ["a", None])
     with pytest.raises(ValueError, match="Custom task 'none' has no texts"):
         custom_calibration("none", [])
+    # one string (a path, say) is refused, not calibrated on as its characters
+    with pytest.raises(TypeError, match=r"Custom task 'mine' is one string \('train.jsonl'\), not a list of texts"):
+        custom_calibration("mine", "train.jsonl")
 
 
 def test_a_task_owns_its_metrics_and_its_headline_is_one_of_them():

@@ -223,6 +223,13 @@ def custom_calibration(
         if text_column not in data.column_names:
             raise ValueError(f"Dataset for task {name!r} has no `{text_column}` column; columns: {data.column_names}.")
         texts = list(data[text_column])
+    elif isinstance(data, str):  # read as a list, it would calibrate on its characters
+        raise TypeError(
+            f"Custom task {name!r} is one string ({data!r:.60}), not a list of texts. Pass a list of strings or a "
+            f"Dataset; a file or dataset source as the command line names it is read by "
+            f"`diet_hf.tasks.load_task_source({name + '=SOURCE'!r})[1]` (SOURCE a file, or "
+            "DATASET[,CONFIG][:SPLIT[:COLUMN]])."
+        )
     else:
         texts = list(data)
     if not texts:
