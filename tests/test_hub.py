@@ -132,7 +132,29 @@ def test_cli_prune_push_then_load_anywhere(local_hub, dense_dir, tmp_path, data_
         assert (logits - expected_logits).abs().max().item() <= 1e-5
 
 
-def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, data_dir, capsys):
+def test_your_own_data_on_the_hub_is_read_with_the_token_given(local_hub, hub_dataset, dense_dir, tmp_path, capsys):
+    """`--token` also reads your own data from a Hub dataset (a private one, say): `eval --texts` / `--tasks` and
+    `prune --tasks` / `--eval-texts` / `--eval-tasks` send it on every read of the dataset's repository."""
+    questions = [{"context": f"Question {i}?", "choices": ["yes", "no"], "label": i % 2} for i in range(4)]
+    texts = [{"text": f"A text of your own, number {i}."} for i in range(8)]
+    repo = hub_dataset("user/own-data", {"texts": {"train": texts}, "questions": {"test": questions}})
+    mine, asked = f"mine={repo},texts:train[:6]", f"q={repo},questions"
+    commands = {
+        "eval": ["eval", str(dense_dir), "--texts", mine, "--tasks", asked],
+        "prune": ["prune", str(dense_dir), "--tasks", mine, "--sparsity", "0.2", "--output", str(tmp_path / "p")]
+        + ["--eval-texts", f"held={repo},texts:train[6:]", "--eval-tasks", asked],
+    }
+    for command, argv in commands.items():
+        local_hub.state.read_tokens.clear()
+        local_hub.state.read_paths.clear()
+        assert main(["--quiet", *argv, "--token", "hf_own_data"]) == 0, capsys.readouterr().err
+        reads = zip(local_hub.state.read_tokens, local_hub.state.read_paths)
+        tokens = [token for token, path in reads if "user/own-data" in path]
+        assert tokens and set(tokens) == {"hf_own_data"}, command
+    capsys.readouterr()
+
+
+def test_cli_heal_pushes_the_healed_model(local_hub, hub_dataset, tmp_path, tiny_tokenizer, data_dir, capsys):
     """`diet-hf heal --push-to-hub`: the healed checkpoint (card naming the repository and the healing) in one
     commit, loadable from the Hub without diet-hf with the logits of the local copy."""
     from test_healing import _pair
@@ -148,15 +170,22 @@ def test_cli_heal_pushes_the_healed_model(local_hub, tmp_path, tiny_tokenizer, d
     local_hub.state.read_paths.clear()
     out = tmp_path / "healed"
     argv = ["--quiet", "heal", str(tmp_path / "pruned"), "--teacher", "user/tiny-teacher", "--output", str(out)]
-    argv += ["--data", "rte", "--data-dir", str(data_dir), "--seq-len", "16", "--max-tokens", "64"]
+    # your own data from a Hub dataset, read with that token too
+    texts = [{"text": f"Your own healing text number {i}, a little longer than a few words."} for i in range(6)]
+    hub_dataset("user/own-healing-data", {"default": {"train": texts}})
+    argv += ["--data", "rte", "mine=user/own-healing-data", "--data-dir", str(data_dir), "--seq-len", "16"]
+    argv += ["--max-tokens", "64"]
     argv += ["--gradient-accumulation-steps", "1", "--validation-sequences", "2", "--top-k", "4", "--lora-r", "2"]
     argv += ["--push-to-hub", "user/tiny-healed", "--private", "--token", "hf_healing_token"]
     assert main(argv) == 0, capsys.readouterr().err
     assert "pushed" in capsys.readouterr().out and not (tmp_path / "healed.healing").exists()
     assert local_hub.state.commit_tokens[-1] == "hf_healing_token"
     reads = zip(local_hub.state.read_tokens, local_hub.state.read_paths)
+    reads = list(reads)
     teacher_reads = [token for token, path in reads if "tiny-teacher" in path]
     assert teacher_reads and set(teacher_reads) == {"hf_healing_token"}
+    data_reads = [token for token, path in reads if "own-healing-data" in path]
+    assert data_reads and set(data_reads) == {"hf_healing_token"}
     api = HfApi()
     assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(
         api.list_repo_files("user/tiny-healed")

@@ -94,7 +94,9 @@ def _set_environ(name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
-def _eval_tasks(words: list[str], headline_metric: str, flag: str, *, preload: bool = False, data_dir=None) -> list:
+def _eval_tasks(
+    words: list[str], headline_metric: str, flag: str, *, preload: bool = False, data_dir=None, token=None
+) -> list:
     """The tasks of `diet-hf eval --tasks` / `prune` and `heal --eval-tasks`: registered names as they are, your own
     multiple-choice questions (`NAME=SOURCE`, read and checked now) as `Task`s with `headline_metric`. With
     `preload` (prune, heal: the scores come after minutes of work) the registered tasks' data is loaded now too (from
@@ -104,7 +106,7 @@ def _eval_tasks(words: list[str], headline_metric: str, flag: str, *, preload: b
     tasks = []
     for word in words:
         if "=" in word:
-            tasks.append(load_multiple_choice_source(word, flag=flag, headline_metric=headline_metric))
+            tasks.append(load_multiple_choice_source(word, flag=flag, headline_metric=headline_metric, token=token))
         elif word in TASKS:
             tasks.append(word)
         else:
@@ -214,14 +216,14 @@ def _chat_renderer(args) -> _ChatRenderer:
     )
 
 
-def _text_sources(words: list[str] | None, flag: str, render_chat=None) -> dict[str, list[str]]:
+def _text_sources(words: list[str] | None, flag: str, render_chat=None, token=None) -> dict[str, list[str]]:
     """`NAME=SOURCE` words of `flag` read as `prune --tasks` reads them (`ValueError` naming the flag), each name
     once; conversations rendered by `render_chat`."""
     from ..tasks import load_task_source
 
     # questions read with their correct answers: these texts are scored or trained on, not calibrated on
     sources = [
-        load_task_source(word, flag=flag, registered=False, answer="gold", render_chat=render_chat)
+        load_task_source(word, flag=flag, registered=False, answer="gold", render_chat=render_chat, token=token)
         for word in words or []
     ]
     names = [name for name, _ in sources]
@@ -235,9 +237,14 @@ def _read_held_out_flags(args, render_chat: _ChatRenderer) -> None:
     """`prune` and `heal`'s `--eval-texts` and `--eval-tasks`: your texts and questions read and checked, and the
     registered tasks' data loaded, before any model loads (`args.eval_text_data`, `args.eval_task_list`);
     conversations rendered by `render_chat`, the command's own (one tokenizer load for all of its data)."""
-    args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts", render_chat)
+    args.eval_text_data = _text_sources(args.eval_texts, "--eval-texts", render_chat, args.token)
     args.eval_task_list = _eval_tasks(
-        args.eval_tasks or [], args.eval_own_headline, "--eval-tasks", preload=True, data_dir=args.data_dir
+        args.eval_tasks or [],
+        args.eval_own_headline,
+        "--eval-tasks",
+        preload=True,
+        data_dir=args.data_dir,
+        token=args.token,
     )
     if args.eval_apply_chat_template:  # before any model loads, not after the profile or the training
         if not args.eval_task_list:

@@ -184,10 +184,12 @@ def _prepare(args) -> None:
             )
         )
     args.text_data = {
-        name: texts[: args.limit] for name, texts in _text_sources(args.texts, "--texts", render_chat).items()
+        name: texts[: args.limit]
+        for name, texts in _text_sources(args.texts, "--texts", render_chat, args.token).items()
     }
     args.last_word_data = {
-        name: texts[: args.limit] for name, texts in _text_sources(args.last_word, "--last-word", render_chat).items()
+        name: texts[: args.limit]
+        for name, texts in _text_sources(args.last_word, "--last-word", render_chat, args.token).items()
     }
     for name, texts in args.last_word_data.items():
         split_last_words(texts, f"`--last-word` {name}")
@@ -196,7 +198,7 @@ def _prepare(args) -> None:
     if args.tasks is None:
         args.tasks = [] if args.text_data or args.last_word_data or args.wikitext2 else list(PAPER_TASKS)
     # your own questions are read and checked before any model loads
-    args.tasks = _eval_tasks(args.tasks, args.own_headline, "--tasks")
+    args.tasks = _eval_tasks(args.tasks, args.own_headline, "--tasks", token=args.token)
     if args.apply_chat_template:  # every model scored has a chat template, checked before any model loads
         if not args.tasks:
             raise ValueError(

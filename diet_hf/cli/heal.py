@@ -146,6 +146,7 @@ def _prepare(args) -> None:
                 answer="gold",
                 render_chat=render_chat,
                 render_question=args.question_form,
+                token=args.token,
             )
             if name in ("wikitext2", "tasks", *TASKS) or name in args.own_data:
                 raise ValueError(f"`--data` {name}: the name is taken; give your texts another name.")

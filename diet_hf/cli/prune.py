@@ -223,7 +223,9 @@ def _prepare(args) -> None:
         None
         if args.scores
         else dict(
-            load_task_source(word, answer=answer, render_chat=render_chat, render_question=render_question)
+            load_task_source(
+                word, answer=answer, render_chat=render_chat, render_question=render_question, token=args.token
+            )
             for word in args.tasks
         )
     )

@@ -202,12 +202,15 @@ def _own_task(name: str, examples: list[dict], headline_metric: str, where: str)
     return Task(name, "", None, "evaluation", None, _own_choice, _no_hub, headline_metric, examples=tuple(examples))
 
 
-def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headline_metric: str = "acc") -> Task:
+def load_multiple_choice_source(
+    argument: str, *, flag: str = "--tasks", headline_metric: str = "acc", token: str | None = None
+) -> Task:
     """One `diet-hf eval --tasks` word of the form `NAME=SOURCE`: your own multiple-choice questions
     (`multiple_choice_task`) from a `.jsonl` / `.json` file (one object per line) or a `datasets` source
     `ID_OR_DIR[,CONFIG][:SPLIT]` (split `test` by default; `_source_parts`) with `context`, `choices` and `label`
     columns, its headline
-    `headline_metric`. Read and checked here, before any model loads; errors name `flag`, the source and the line."""
+    `headline_metric`; a Hub dataset is read with `token` (a private one). Read and checked here, before any model
+    loads; errors name `flag`, the source and the line."""
     name, _, source = argument.partition("=")
     if not name or not source:
         raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
@@ -226,7 +229,9 @@ def load_multiple_choice_source(argument: str, *, flag: str = "--tasks", headlin
         for number, row in _json_lines(path, f"`{flag}` {name}"):
             examples.append(_checked_choice_row(row, len(examples), f"`{flag}` {name}: {path} line {number}"))
         return _own_task(name, examples, headline_metric, f"`{flag}` {name}: {path}")
-    dataset = _open_dataset(name, location, path, split or None, flag, config=config or None, default_split="test")
+    dataset = _open_dataset(
+        name, location, path, split or None, flag, config=config or None, default_split="test", token=token
+    )
     missing = [key for key in CHOICE_FIELDS if key not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -246,6 +251,7 @@ def load_task_source(
     answer: str = DEFAULT_CALIBRATION_ANSWER,
     render_chat: Callable[[list], str] | None = None,
     render_question: Callable | None = None,
+    token: str | None = None,
 ) -> tuple[str, list[str] | None]:
     """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
     calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
@@ -260,7 +266,8 @@ def load_task_source(
     `{"role", "content"}` and no `text`; in a dataset, a `messages` column) each make one text by `render_chat`
     (`chat_text` with the model's tokenizer; the command line loads the tokenizer at the first conversation).
     `render_question` changes a question's prompt before its answer (`chat_calibration_request`, for
-    `ProfileOptions.calibration_chat_template`)."""
+    `ProfileOptions.calibration_chat_template`). A Hub dataset is read with `token` (a private one; default: the
+    `HF_TOKEN` or login `datasets` reads)."""
     check_calibration_answer(answer)
     if "=" not in argument:
         if not registered:
@@ -286,7 +293,17 @@ def load_task_source(
         texts = _read_text_file(path, name, flag, answer, render_chat, render_question)
     else:
         texts = _read_dataset(
-            name, location, path, split or None, column or None, flag, answer, render_chat, render_question, config
+            name,
+            location,
+            path,
+            split or None,
+            column or None,
+            flag,
+            answer,
+            render_chat,
+            render_question,
+            config,
+            token,
         )
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
@@ -367,11 +384,12 @@ def _read_dataset(
     render_chat: Callable | None,
     render_question: Callable | None = None,
     config: str | None = None,
+    token: str | None = None,
 ) -> list[str]:
     """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
     label each make their context and an answer, `answer` as in `load_task_source`, and a `messages` column of
     conversations each one text by `render_chat`; a named column of conversations is read so too)."""
-    loaded = _open_dataset(name, location, path, split, flag, config=config or None)
+    loaded = _open_dataset(name, location, path, split, flag, config=config or None, token=token)
     if column is None:
         if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
             rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
@@ -401,6 +419,7 @@ def _open_dataset(
     *,
     config: str | None = None,
     default_split: str = "train",
+    token: str | None = None,
 ):
     """The `datasets.Dataset` a `NAME=ID_OR_DIR[,CONFIG][:SPLIT]` word names: a `save_to_disk` directory or a Hub
     dataset id, of its config (subset) `config` where it has several, split `default_split` unless given; a split may
@@ -408,7 +427,7 @@ def _open_dataset(
     splits too. A Hub split's rows START to STOP (`train[:200]`, `train[100:300]`) are streamed: `load_dataset` would
     download every file of the split before slicing (hundreds of GB for a web corpus), the stream reads the files that
     hold those rows, in the same order. Errors name `flag` and what was wrong; a Hub dataset with several configs and
-    none named, its configs and how to name one."""
+    none named, its configs and how to name one. A Hub dataset is read with `token` where one is given."""
     import datasets
 
     requested, split = split, split or default_split
@@ -434,18 +453,19 @@ def _open_dataset(
     try:
         head = _HEAD_SLICE.fullmatch(split)
         if head:  # the first rows of a split: streamed, so that only the files that hold them are read
-            streamed = datasets.load_dataset(location, config, split=head["split"], streaming=True)
+            streamed = datasets.load_dataset(location, config, split=head["split"], streaming=True, token=token)
             start, stop = int(head["start"] or 0), int(head["stop"])
             rows = list(streamed.skip(start).take(max(stop - start, 0)))
             features = streamed.features  # of the files' schema; None where the stream does not know it
             if rows:
                 return datasets.Dataset.from_list(rows, features=features)
             return datasets.Dataset.from_dict({column: [] for column in features or {}}, features=features)
-        return datasets.load_dataset(location, config, split=split)
+        return datasets.load_dataset(location, config, split=split, token=token)
     except ValueError as error:  # e.g. an unknown split, or a dataset of several configs and none named
         if config is None and str(error).startswith("Config name is missing"):
+            configs = _config_names(location, token)
             raise ValueError(
-                f"`{flag}` {name}: dataset {location!r} has several configs (subsets){_config_names(location)}; "
+                f"`{flag}` {name}: dataset {location!r} has several configs (subsets){configs}; "
                 f"name one after a comma: {name}={location},CONFIG[:SPLIT[:COLUMN]]."
             ) from None
         raise ValueError(f"`{flag}` {name}: dataset {location!r}: {error}") from None
@@ -455,11 +475,11 @@ def _open_dataset(
         ) from error
 
 
-def _config_names(location: str) -> str:
+def _config_names(location: str, token: str | None) -> str:
     """ ": a, b" (the Hub dataset's config names), or "" where they cannot be read."""
     import datasets
 
     try:
-        return ": " + ", ".join(datasets.get_dataset_config_names(location))
+        return ": " + ", ".join(datasets.get_dataset_config_names(location, token=token))
     except Exception:  # the message then names no configs; the dataset's own load already failed
         return ""
