@@ -272,10 +272,26 @@ def _card_subject(config) -> tuple[dict, bool, object, str, str]:
     )
 
 
+def _card_datasets(record: dict) -> list[str] | None:
+    """The Hub datasets of the registered tasks the model was calibrated on, and of the registered sources it was
+    healed on (WikiText-2, task names), in that order, each once: the card's `datasets`, which the Hub links the
+    model from. Your own data is not named: what it was is not recorded."""
+    from .tasks import TASKS
+    from .tasks.data import WIKITEXT2_HUB
+
+    healed_on = ((record.get("healing") or {}).get("data") or {}).get("sources") or []
+    names = [*(record.get("tasks") or []), *healed_on]
+    hub = {**{name: task.hub_path for name, task in TASKS.items()}, "wikitext2": WIKITEXT2_HUB[0]}
+    datasets = list(dict.fromkeys(hub[name] for name in names if name in hub))
+    return datasets or None
+
+
 def _card_data(record: dict, config, image_text: bool, **extra) -> ModelCardData:
-    """A card's metadata: base model, library, pipeline, tags, license (and `extra` fields)."""
+    """A card's metadata: base model, calibration and healing datasets, library, pipeline, tags, license (and
+    `extra` fields)."""
     return ModelCardData(
         base_model=_hub_model_id(record.get("base_model")),
+        datasets=_card_datasets(record),
         library_name="transformers",
         pipeline_tag="image-text-to-text" if image_text else "text-generation",
         tags=["diet", "pruned", "structured-pruning", type(config).model_type.removeprefix("pruned_")],

@@ -193,6 +193,7 @@ def test_cli_heal_pushes_the_healed_model(local_hub, hub_dataset, tmp_path, tiny
     assert api.model_info("user/tiny-healed").private
     card = (out / "README.md").read_text()
     assert 'from_pretrained("user/tiny-healed"' in card and "heal" in card.lower()
+    assert ModelCard.load(out / "README.md").data.datasets == ["nyu-mll/glue"]  # healed on RTE (and your own data)
     assert_tables_well_formed(card)
     config = json.loads((out / "config.json").read_text())
     assert config["pruning"]["healing"]["tokens_seen"] == 64
@@ -249,6 +250,13 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     save_pruned_model(model, tmp_path / "m", tokenizer=tiny_tokenizer, plan=pruner.plan, evaluation=evaluation)
     card = ModelCard.load(tmp_path / "m" / "README.md")
     assert card.data.base_model == "google/gemma-2-2b"
+    assert card.data.datasets == ["nyu-mll/glue"]  # calibrated on RTE: its Hub dataset, which links the model
+    from diet_hf.card import _card_datasets
+
+    record = {"tasks": ["boolq", "rte", "arc_easy", "arc_challenge", "mine"]}  # ARC's two tasks: one dataset
+    record["healing"] = {"data": {"sources": ["wikitext2", "rte", "own"]}}  # your own data: not named
+    expected = ["aps/super_glue", "nyu-mll/glue", "allenai/ai2_arc", "Salesforce/wikitext"]
+    assert _card_datasets(record) == expected and _card_datasets({"tasks": ["mine"]}) is None
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
     assert {"diet", "pruned", "structured-pruning"} <= set(card.data.tags)
     assert card.data.license == "gemma"
