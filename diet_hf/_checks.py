@@ -42,6 +42,17 @@ def check_one_split(what: str, data, use: str = "{split}") -> None:
         )
 
 
+def dataset_columns(data) -> list[str]:
+    """The column names of a `datasets` `Dataset` or `IterableDataset`; of a stream whose features are not known
+    before it is read (a streamed JSON or CSV dataset, `IterableDataset.from_generator`: `column_names` is None), the
+    keys of its first row (none for an empty stream)."""
+    columns = data.column_names
+    if columns is None:
+        first = next(iter(data), None)
+        columns = list(first) if isinstance(first, dict) else []
+    return list(columns)
+
+
 def check_shard_size(name: str, value) -> None:
     """Raises `ValueError` naming the argument `name` unless `value` is None or a shard size transformers'
     `save_pretrained(max_shard_size=)` takes: a positive number of bytes, or a string such as "2GB" or "500MB"."""

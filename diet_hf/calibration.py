@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ._checks import check_one_split
+from ._checks import check_one_split, dataset_columns
 from .tasks import MESSAGES_FIELD, Task, chat_text, custom_calibration, load_calibration
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ def rendered_conversations(name: str, data, tokenizer):
     with a `messages` column and no `text`) as the texts the tokenizer's chat template renders (`tasks.chat_text`);
     any other data as it is."""
     if hasattr(data, "column_names"):
-        if "text" in data.column_names or MESSAGES_FIELD not in data.column_names:
+        columns = dataset_columns(data)
+        if "text" in columns or MESSAGES_FIELD not in columns:
             return data
         data = list(data[MESSAGES_FIELD])
     elif not (isinstance(data, (list, tuple)) and data and isinstance(data[0], (list, tuple))):

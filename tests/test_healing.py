@@ -907,6 +907,11 @@ def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
     untexted = datasets.Dataset.from_dict({"sentence": TEXTS})
     with pytest.raises(ValueError, match=r"`data` is a dataset without a `text` column; columns: \['sentence'\]"):
         heal(student, teacher, tiny_tokenizer, untexted, config=_small(), output_dir=tmp_path / "x")
+    # a stream whose columns are known only once it is read (a streamed JSON dataset): its first row's
+    streamed = datasets.IterableDataset.from_generator(lambda: ({"sentence": text} for text in TEXTS))
+    assert streamed.column_names is None
+    with pytest.raises(ValueError, match=r"`data` is a dataset without a `text` column; columns: \['sentence'\]"):
+        heal(student, teacher, tiny_tokenizer, streamed, config=_small(), output_dir=tmp_path / "x")
     splits = datasets.DatasetDict({"validation": datasets.Dataset.from_dict({"text": TEXTS})})
     with pytest.raises(ValueError, match=r"`data` is a `DatasetDict` of the splits \['validation'\]; pass one split"):
         heal(student, teacher, tiny_tokenizer, splits, config=_small(), output_dir=tmp_path / "x")

@@ -807,8 +807,8 @@ def test_profiling_many_texts_of_your_own_says_all_are_read(tiny_tokenizer, capl
 
 
 def test_profile_on_conversations_renders_them_with_the_chat_template(tiny_tokenizer):
-    """Conversations (a list of message lists, or a dataset's `messages` column) profile as the texts the tokenizer's
-    chat template renders; without a tokenizer the error says what is needed."""
+    """Conversations (a list of message lists, or a dataset's or a stream's `messages` column) profile as the texts the
+    tokenizer's chat template renders; without a tokenizer the error says what is needed."""
     import datasets
     from conftest import chat_tokenizer
 
@@ -822,9 +822,11 @@ def test_profile_on_conversations_renders_them_with_the_chat_template(tiny_token
     texts = [chat_text(tokenizer, m) for m in conversations]
     dense = tiny_dense_model("gemma3_text", vocab_size=len(tokenizer))
     dataset = datasets.Dataset.from_list([{"messages": m} for m in conversations])
+    # and a stream of them whose columns are known only once it is read (a streamed JSON dataset)
+    streamed = datasets.IterableDataset.from_generator(lambda: ({"messages": m} for m in conversations))
     profiles = [
         DietPruner(dense, tokenizer).profile({"mine": data}, disable_progress=True).scores
-        for data in (texts, conversations, dataset)
+        for data in (texts, conversations, dataset, streamed)
     ]
     for profile in profiles[1:]:
         for layer, (a, b) in enumerate(zip(profile.mlp["mine"], profiles[0].mlp["mine"])):

@@ -92,6 +92,13 @@ def test_custom_tasks():
     assert custom_calibration("ds", dataset).example_ids == ["ds-0", "ds-1"]
     with pytest.raises(ValueError, match="has no `text` column"):
         custom_calibration("ds", datasets.Dataset.from_dict({"body": ["x"]}))
+    # a stream (`load_dataset(..., streaming=True)`, a sample of it taken); one whose columns are known only once it
+    # is read (a streamed JSON dataset) is read too, and its columns named from its first row
+    assert custom_calibration("ds", dataset.to_iterable_dataset().take(1)).texts == ["x"]
+    unknown = datasets.IterableDataset.from_generator(lambda: ({"text": t} for t in ["x", "y", "z"]))
+    assert unknown.column_names is None and custom_calibration("ds", unknown.take(2)).texts == ["x", "y"]
+    with pytest.raises(ValueError, match=r"has no `text` column; columns: \['body'\]"):
+        custom_calibration("ds", datasets.IterableDataset.from_generator(lambda: iter([{"body": "x"}])))
     # `load_dataset(...)` without `split=`: named as what it is, with the split to pass
     splits = datasets.DatasetDict({"train": dataset, "test": dataset})
     split_message = r"The dataset for task 'ds' is a `DatasetDict` of the splits \['train', 'test'\]; pass one split: "

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .._checks import check_one_split
+from .._checks import check_one_split, dataset_columns
 from ..tasks import get_task, load_examples, wikitext2_text
 
 
@@ -124,8 +124,9 @@ def _collate(items):
 def _text_list(data, argument: str = "data") -> list[str]:
     if hasattr(data, "column_names"):
         check_one_split(f"`{argument}`", data)
-        if "text" not in data.column_names:
-            raise ValueError(f"`{argument}` is a dataset without a `text` column; columns: {data.column_names}.")
+        columns = dataset_columns(data)
+        if "text" not in columns:
+            raise ValueError(f"`{argument}` is a dataset without a `text` column; columns: {columns}.")
         return list(data["text"])
     if isinstance(data, str):
         raise TypeError(f"`{argument}` must be a list of strings (or a dataset), not one string.")

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._checks import check_one_split
+from .._checks import check_one_split, dataset_columns
 from .registry import DEFAULT_CALIBRATION_ANSWER, Task, check_calibration_answer, get_task, split_half
 
 DATA_DIR_ENV = "DIET_DATA_DIR"
@@ -220,8 +220,9 @@ def custom_calibration(
         )
     if hasattr(data, "column_names"):
         check_one_split(f"The dataset for task {name!r}", data)
-        if text_column not in data.column_names:
-            raise ValueError(f"Dataset for task {name!r} has no `{text_column}` column; columns: {data.column_names}.")
+        columns = dataset_columns(data)
+        if text_column not in columns:
+            raise ValueError(f"Dataset for task {name!r} has no `{text_column}` column; columns: {columns}.")
         texts = list(data[text_column])
     elif isinstance(data, str):  # read as a list, it would calibrate on its characters
         raise TypeError(
