@@ -507,6 +507,13 @@ def test_anchor_is_reproduced_exactly_and_is_the_limit_of_weighting_it(centered)
     assert plain_data_error <= data_error < sliced_error
     with pytest.raises(ValueError, match=r"`anchor` must have shape \(12,\), got \(11,\)"):
         least_squares_update(weight, kept, mean, second, centered=centered, anchor=anchor[:11])
+    # an anchor that is zero on every kept channel: no change of the kept columns can move its output, so the fit is
+    # the plain one (finite; without the bias, its removed channels' output cannot be reproduced)
+    silent = anchor.clone()
+    silent[kept] = 0
+    unmoved, unmoved_bias = least_squares_update(weight, kept, mean, second, centered=False, anchor=silent)
+    reference, _ = least_squares_update(weight, kept, mean, second, centered=False)
+    assert unmoved_bias is None and torch.equal(unmoved, reference)
 
 
 def test_the_update_of_a_parameter_tracks_no_gradient():
