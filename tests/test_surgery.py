@@ -70,6 +70,25 @@ def test_pruned_equals_zeroed_dense(family, kv_heads, target):
         assert 0 in plan.intermediate_size_per_layer and 0 in plan.num_attention_heads_per_layer
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_fewer_query_heads_on_every_kv_head_equals_zeroed_dense(family):
+    """A layer that keeps every KV head but fewer query heads on each (a plan GQA legalization allows, though its
+    own choice of equal counts keeps fewer KV heads) is sliced and computes the dense layer with those heads zeroed."""
+    from diet_hf.plan import PruningPlan
+
+    dense = tiny_dense_model(family, num_key_value_heads=2)  # 4 query heads, 2 per KV head
+    plan = PruningPlan.keep_all(dense.config)
+    plan.head_kept_indices = [[0, 2], [1, 3]]  # one query head of each group
+    plan.__post_init__()
+    pruned = build_pruned_model(dense, plan)
+    ids = random_batch(2, 12)
+    with torch.no_grad():
+        assert (_zeroed_dense(dense, plan)(ids).logits - pruned(ids).logits).abs().max().item() <= 1e-5
+    kept, _ = plan.block_parameters()
+    block = sum(p.numel() for n, p in pruned.named_parameters() if ".mlp." in n or "self_attn" in n and "_proj" in n)
+    assert block == kept  # the query and output projections sliced: half their heads
+
+
 def test_surgery_refuses_a_pruned_model():
     dense = tiny_dense_model("gemma2")
     pruned = build_pruned_model(dense)
