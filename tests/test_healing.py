@@ -904,6 +904,13 @@ def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
         heal(student, teacher, tiny_tokenizer, [], config=_small(), output_dir=tmp_path / "x")
     with pytest.raises(ValueError, match="at least 3 are needed"):
         heal(student, teacher, tiny_tokenizer, TEXTS[:2], config=_small(), output_dir=tmp_path / "x")
+    # blank texts (a dataset's empty rows) are not trained on as BOS and EOS alone: left out, as on the command line
+    from diet_hf.healing.data import training_texts
+
+    assert training_texts(["", *TEXTS[:2], " \n"]) == TEXTS[:2]
+    assert training_texts(datasets.Dataset.from_dict({"text": ["", TEXTS[0]]})) == TEXTS[:1]
+    with pytest.raises(ValueError, match="healing data is empty"):
+        heal(student, teacher, tiny_tokenizer, ["", " "], config=_small(), output_dir=tmp_path / "x")
     untexted = datasets.Dataset.from_dict({"sentence": TEXTS})
     with pytest.raises(ValueError, match=r"`data` is a dataset without a `text` column; columns: \['sentence'\]"):
         heal(student, teacher, tiny_tokenizer, untexted, config=_small(), output_dir=tmp_path / "x")

@@ -122,6 +122,11 @@ def test_custom_tasks():
         custom_calibration("bad", ["a", None])
     with pytest.raises(ValueError, match="Custom task 'none' has no texts"):
         custom_calibration("none", [])
+    # blank texts (a dataset's empty rows) are left out, as the command line leaves them out; the ids keep positions
+    blanks = custom_calibration("mine", ["", "a", " \n", "b"])
+    assert (blanks.texts, blanks.example_ids) == (["a", "b"], ["mine-1", "mine-3"])
+    with pytest.raises(ValueError, match="Custom task 'mine' has no non-empty texts: every one of its 2 is blank"):
+        custom_calibration("mine", ["", "  "])
     # one string (a path, say) is refused, not calibrated on as its characters
     with pytest.raises(TypeError, match=r"Custom task 'mine' is one string \('train.jsonl'\), not a list of texts"):
         custom_calibration("mine", "train.jsonl")

@@ -122,6 +122,7 @@ def _collate(items):
 
 
 def _text_list(data, argument: str = "data") -> list[str]:
+    """The texts of a list or of a dataset's `text` column."""
     if hasattr(data, "column_names"):
         check_one_split(f"`{argument}`", data)
         columns = dataset_columns(data)
@@ -131,3 +132,10 @@ def _text_list(data, argument: str = "data") -> list[str]:
     if isinstance(data, str):
         raise TypeError(f"`{argument}` must be a list of strings (or a dataset), not one string.")
     return list(data)
+
+
+def training_texts(data) -> list[str]:
+    """`_text_list(data)` without the blank texts, each of which would be trained on as BOS and EOS alone (a
+    dataset's empty rows; the command line leaves them out of your files and datasets). Anything not a string stays,
+    for `pack_texts` to refuse."""
+    return [t for t in _text_list(data) if not isinstance(t, str) or t.strip()]

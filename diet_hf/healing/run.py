@@ -20,7 +20,7 @@ from ..importance import load_profile
 from ..loading import image_text_model, is_image_text, text_causal_lm
 from ..surgery import check_no_adapters
 from .config import HealingConfig
-from .data import _collate, _PackedDataset, _text_list, pack_sources
+from .data import _collate, _PackedDataset, pack_sources, training_texts
 from .loss import _cast_heads_once, _causal_lm, scored_positions
 from .record import (
     _held_out_records,
@@ -160,7 +160,9 @@ def heal(
     config = _resolved_bos_options(config, tokenizer)
     document_bos = tokenizer.bos_token_id if config.separate_documents else None
     check_one_split("`data`", data)  # a dict, but of splits: not sources to train on side by side
-    sources = {name: _text_list(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()}
+    sources = {
+        name: training_texts(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()
+    }
     held_out = _held_out_sources(eval_texts, sources)  # checked before the data is packed or anything runs
     score_tasks = _task_scorer(eval_tasks, eval_options, student, tokenizer, disable_progress)
     rows = _packed_rows(sources, tokenizer, config)

@@ -2,6 +2,7 @@
 texts drawn from train splits, your own calibration texts, and WikiText-2."""
 
 import json
+import logging
 import os
 import random
 from collections.abc import Iterable
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from .._checks import check_one_split, dataset_columns
 from .registry import DEFAULT_CALIBRATION_ANSWER, Task, check_calibration_answer, get_task, split_half
+
+logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "DIET_DATA_DIR"
 
@@ -241,6 +244,13 @@ def custom_calibration(
             f"Custom task {name!r} must be a list of strings or a Dataset with a text column; one of its texts is a "
             f"{type(wrong[0]).__name__}: {wrong[0]!r:.80}."
         )
+    # a blank text would be profiled as its BOS alone (a dataset's empty rows, WikiText's one in three): left out, as
+    # the command line leaves them out of your files and datasets; the ids keep each text's position
+    kept = [i for i, text in enumerate(texts) if text.strip()]
+    if not kept:
+        raise ValueError(f"Custom task {name!r} has no non-empty texts: every one of its {len(texts)} is blank.")
+    if len(kept) < len(texts):
+        logger.info("Task %r: %d blank texts of %d left out.", name, len(texts) - len(kept), len(texts))
     return CalibrationSet(
-        task=name, texts=texts, example_ids=[f"{name}-{i}" for i in range(len(texts))], excluded_eval_ids=[]
+        task=name, texts=[texts[i] for i in kept], example_ids=[f"{name}-{i}" for i in kept], excluded_eval_ids=[]
     )
