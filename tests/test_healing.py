@@ -911,6 +911,15 @@ def test_empty_or_tiny_data_fails_clearly(tmp_path, tiny_tokenizer):
     assert training_texts(datasets.Dataset.from_dict({"text": ["", TEXTS[0]]})) == TEXTS[:1]
     with pytest.raises(ValueError, match="healing data is empty"):
         heal(student, teacher, tiny_tokenizer, ["", " "], config=_small(), output_dir=tmp_path / "x")
+    # texts that are not strings, no data, options not a `HealingConfig`: each named
+    with pytest.raises(TypeError, match=r"The healing data must be texts \(strings\); one of them is a int: 3"):
+        heal(student, teacher, tiny_tokenizer, [*TEXTS, 3], config=_small(), output_dir=tmp_path / "x")
+    with pytest.raises(TypeError, match=r"`data` is None: pass the healing texts"):
+        heal(student, teacher, tiny_tokenizer, None, config=_small(), output_dir=tmp_path / "x")
+    with pytest.raises(
+        TypeError, match=r"`config` must be a `HealingConfig`, got dict: pass `HealingConfig\(\*\*config\)`"
+    ):
+        heal(student, teacher, tiny_tokenizer, TEXTS, config={"max_tokens": 64}, output_dir=tmp_path / "x")
     untexted = datasets.Dataset.from_dict({"sentence": TEXTS})
     with pytest.raises(ValueError, match=r"`data` is a dataset without a `text` column; columns: \['sentence'\]"):
         heal(student, teacher, tiny_tokenizer, untexted, config=_small(), output_dir=tmp_path / "x")

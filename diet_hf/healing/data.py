@@ -50,9 +50,14 @@ def pack_texts(texts: list[str], tokenizer, seq_len: int, *, seed: int = 0, bos_
     stream into rows of `seq_len` tokens (the remainder is dropped) and shuffles the rows. With `bos_rows` every row
     starts with BOS: a row that does not start at a document gets BOS inserted before its `seq_len - 1` tokens
     (`cut_rows`). Returns (rows, seq_len)."""
-    if not texts or not all(isinstance(t, str) for t in texts):
+    if not texts:
         raise ValueError(
             "The healing data is empty: give a non-empty list of strings or a dataset with a text column."
+        )
+    wrong = next((t for t in texts if not isinstance(t, str)), None)
+    if wrong is not None:
+        raise TypeError(
+            f"The healing data must be texts (strings); one of them is a {type(wrong).__name__}: {wrong!r:.80}."
         )
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)

@@ -120,7 +120,17 @@ def heal(
     Returns:
         The healed pruned model (LoRA merged), with `config.pruning["healing"]` describing the healing.
     """
-    config = config or HealingConfig()
+    config = HealingConfig() if config is None else config
+    if not isinstance(config, HealingConfig):
+        raise TypeError(
+            f"`config` must be a `HealingConfig`, got {type(config).__name__}"
+            + (": pass `HealingConfig(**config)`." if isinstance(config, dict) else ".")
+        )
+    if data is None:
+        raise TypeError(
+            "`data` is None: pass the healing texts (a list of strings, a dataset with a `text` column, or a dict of "
+            "them); for registered sources, the texts of `healing_texts(['wikitext2', ...])`."
+        )
     check_no_adapters(student, "student", "healing adds LoRA adapters of its own and merges them into the weights")
     if isinstance(teacher, torch.nn.Module):
         check_no_adapters(teacher, "teacher", "the student was pruned from the merged model (the pruner asks for it)")
