@@ -2,7 +2,7 @@
 texts, questions (`Task`s), conversations (rendered in the tokenizer's chat template) or token batches (checked)."""
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -21,10 +21,12 @@ def _checked_token_batches(name: str, data) -> list:
         raise ValueError(f"Custom task {name!r}: no token batches.")
     for i, batch in enumerate(batches):
         if not isinstance(batch, Mapping) or not {"input_ids", "attention_mask"} <= set(batch):
+            got = f"a mapping of {sorted(batch)}" if isinstance(batch, Mapping) else type(batch).__name__
+            rows = " (rows with a `text` field: `[row['text'] for row in rows]`)" if isinstance(batch, Mapping) else ""
             raise TypeError(
                 f"Custom task {name!r}: token batch {i} must be a mapping with `input_ids` and `attention_mask` "
-                f"tensors (a tokenizer's output with `return_tensors='pt'`), got {type(batch).__name__}; or pass "
-                "a list of strings or a `datasets.Dataset` with a `text` column."
+                f"tensors (a tokenizer's output with `return_tensors='pt'`), got {got}; or pass a list of "
+                f"strings{rows} or a `datasets.Dataset` with a `text` column."
             )
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if not (torch.is_tensor(ids) and torch.is_tensor(mask) and ids.dim() == 2 and ids.shape == mask.shape):
@@ -69,6 +71,10 @@ def named_tasks(tasks) -> dict:
     """`profile(tasks=)` as {name: its data, or None for a registered task read by its name}."""
     if isinstance(tasks, (str, Task)):
         tasks = [tasks]
+    if not isinstance(tasks, Iterable):
+        raise TypeError(
+            f"`tasks` must be task names, a dict of task name to data, or a `Task`, got {type(tasks).__name__}."
+        )
     if isinstance(tasks, Mapping):
         check_one_split("`tasks`", tasks, use="{{'mine': {split}}}")  # a mapping, but of splits, not task names
         named = dict(tasks)

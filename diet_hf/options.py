@@ -234,6 +234,15 @@ class ProfileOptions:
 def with_overrides(options_class, options, values: dict, caller: str):
     """`options` (an `options_class` instance, or `None` for the defaults) with the keyword `values` of `caller`
     applied and validated; `TypeError` names keywords that are no field of `options_class`."""
+    if options is not None and not isinstance(options, options_class):
+        raise TypeError(
+            f"{caller}(options=) must be a `diet_hf.options.{options_class.__name__}`, got {type(options).__name__}"
+            + (
+                f": pass `{options_class.__name__}(**options)`, or the options as keywords."
+                if isinstance(options, dict)
+                else "."
+            )
+        )
     names = [spec.name for spec in fields(options_class)]
     unknown = sorted(set(values) - set(names))
     if unknown:

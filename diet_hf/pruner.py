@@ -52,6 +52,13 @@ logger = logging.getLogger(__name__)
 METHODS = tuple(SCORING_METHODS)  # "diet" and the baselines (`diet_hf.methods`)
 
 
+def _check_tokenizer_type(tokenizer) -> None:
+    """`ValueError` unless `tokenizer` is None or a transformers tokenizer (an image-text model's processor goes in
+    `processor=`)."""
+    if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise ValueError(f"`tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
+
+
 class DietPruner(_ProfilingMixin):
     """Training-free, task-aware structured pruning (DIET) of a dense Gemma-2 or Gemma 3 text model.
 
@@ -75,6 +82,7 @@ class DietPruner(_ProfilingMixin):
     def __init__(self, model, tokenizer=None, *, model_id: str | None = None, processor=None, text_only: bool = False):
         if not isinstance(text_only, bool):
             raise ValueError(f"`text_only` must be a bool, got {text_only!r}.")
+        _check_tokenizer_type(tokenizer)
         if not hasattr(model, "config"):
             raise TypeError(
                 f"`model` must be a transformers Gemma-2 / Gemma 3 model (a `PreTrainedModel`), got "
@@ -150,8 +158,7 @@ class DietPruner(_ProfilingMixin):
         """
         if not isinstance(text_only, bool):
             raise ValueError(f"`text_only` must be a bool, got {text_only!r}.")
-        if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
-            raise ValueError(f"`tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
+        _check_tokenizer_type(tokenizer)
         subfolder = from_pretrained_kwargs.pop("subfolder", None)
         if subfolder:  # transformers' keyword: the checkpoint in a folder of the directory or repository
             if not is_local_location(model_id_or_path):

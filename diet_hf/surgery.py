@@ -2,6 +2,7 @@
 
 import copy
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -364,6 +365,11 @@ def build_pruned_model(
         dense model whose removed MLP dimensions and heads are zeroed (with `channel_means`: replaced by those means;
         with `input_moments`: by their least-squares prediction from the kept channels).
     """
+    if plan is not None and not isinstance(plan, PruningPlan):
+        raise TypeError(
+            f"`plan` must be a `PruningPlan` (or None: keep everything), got {type(plan).__name__}"
+            + (": read a saved one with `PruningPlan.from_pretrained`." if isinstance(plan, (str, Path)) else ".")
+        )
     if not isinstance(inplace, bool):
         raise ValueError(f"`inplace` must be a bool, got {inplace!r}.")
     check_prunable_weights(model)

@@ -240,6 +240,16 @@ def test_errors(word_tokenizer, tmp_path):
     ):
         with pytest.raises(ValueError, match=r"`tokenizer` has no vocabulary: its 3 tokens are all special tokens"):
             call()
+    # a model that is not loaded: named, before anything reads it
+    for call in (
+        lambda: evaluate(None, word_tokenizer, ["piqa"], data_dir=tmp_path),
+        lambda: loglikelihoods("org/model", word_tokenizer, [("The", " cat")]),
+        lambda: perplexity("org/model", word_tokenizer, data_dir=tmp_path),
+        lambda: next_token_logprobs(None, word_tokenizer, ["The"]),
+        lambda: texts_perplexity("org/model", word_tokenizer, ["The cat"]),
+    ):
+        with pytest.raises(TypeError, match=r"`model` must be a loaded causal LM to .*, got (NoneType|str: load it)"):
+            call()
     (tmp_path / "piqa").mkdir()
     (tmp_path / "piqa" / "validation.jsonl").write_text("")
     with pytest.raises(ValueError, match=r"The `validation` split of task 'piqa' is empty"):

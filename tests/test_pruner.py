@@ -169,6 +169,22 @@ def test_unknown_task_and_bad_arguments(data_dir):
         pruner.profile({"a": [{"input_ids": ids[0], "attention_mask": torch.ones_like(ids)}]})
     with pytest.raises(ValueError, match=r"Custom task 'a': no token batches"):
         pruner.profile({"a": iter([])})
+    # rows with a `text` field: named as such, with the texts to pass
+    with pytest.raises(TypeError, match=r"token batch 0 .* got a mapping of \['text'\]; .* `\[row\['text'\] for row"):
+        pruner.profile({"a": [{"text": "a text"}]})
+    with pytest.raises(
+        TypeError, match=r"`tasks` must be task names, a dict of task name to data, or a `Task`, got int"
+    ):
+        pruner.profile(tasks=3)
+    with pytest.raises(ValueError, match=r"`tokenizer` must be a transformers tokenizer, got str"):
+        DietPruner(tiny_dense_model("gemma2"), "google/gemma-2-2b")
+    pruner.profile({"a": [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]}, disable_progress=True)
+    with pytest.raises(TypeError, match=r"prune\(options=\) must be a `diet_hf.options.PruneOptions`, got dict: pass"):
+        pruner.prune(sparsity=0.2, options={"merge": "mean"})
+    from diet_hf import build_pruned_model
+
+    with pytest.raises(TypeError, match=r"`plan` must be a `PruningPlan` .*, got str: read a saved one with"):
+        build_pruned_model(tiny_dense_model("gemma2"), "pruned/diet_pruning.json")
 
 
 def test_failed_score_save_leaves_nothing(tmp_path, monkeypatch):

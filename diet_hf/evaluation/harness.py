@@ -6,7 +6,7 @@ import os
 
 from .._checks import check_finite_outputs, check_positive_int, is_positive_int
 from ..tasks import HALVES, PAPER_TASKS, Task, chat_request, check_chat_template, evaluation_examples, get_task
-from .scorer import check_tokenizer
+from .scorer import check_scorable
 from .strategies import loglikelihoods
 
 __all__ = ["evaluate"]
@@ -51,7 +51,7 @@ def evaluate(
         `average` (of each task's `Task.headline_metric`: `acc` for BoolQ, RTE, WinoGrande, `acc_norm` for the
         others) and `tasks` (and `apply_chat_template: True` where the chat template was applied).
     """
-    check_tokenizer(tokenizer, "to score text")
+    check_scorable(model, tokenizer, "to score text")
     if apply_chat_template:
         check_chat_template(tokenizer, "apply_chat_template")
     if limit is not None and not is_positive_int(limit):

@@ -11,7 +11,7 @@ from .._batching import pad_id
 from .._checks import check_finite_outputs, check_positive_int, is_int_at_least
 from ..loading import text_causal_lm
 from ..tasks import wikitext2_text
-from .scorer import Scorer, check_tokenizer, encode_pair, left_padded
+from .scorer import Scorer, check_scorable, encode_pair, left_padded
 
 __all__ = [
     "kl_divergence",
@@ -31,7 +31,7 @@ def next_token_logprobs(
     Prompts are tokenized as the evaluator tokenizes contexts (Gemma's BOS included), batched by length with left
     padding; only the last position goes through the LM head. A progress bar counts the prompts unless
     `disable_progress`."""
-    check_tokenizer(tokenizer, "to encode the prompts")
+    check_scorable(model, tokenizer, "to encode the prompts")
     if isinstance(prompts, str):
         raise ValueError("`prompts` must be a list of prompts, got one string (pass `[prompt]`).")
     if not prompts:
@@ -83,7 +83,7 @@ def perplexity(
     `perplexity`, `tokens`, `windows`, `max_length`, and per window `nll` (summed negative log-likelihood in nats) and
     `counts` (its predicted tokens): what `paired_bootstrap_perplexity` compares between two models, over windows.
     """
-    check_tokenizer(tokenizer, "to encode WikiText-2")
+    check_scorable(model, tokenizer, "to encode WikiText-2")
     for name, value, least in (("max_length", max_length, 2), ("max_windows", max_windows, 1)):
         if value is not None and not is_int_at_least(value, least):
             raise ValueError(f"`{name}` must be an integer >= {least} or None, got {value!r}.")
@@ -151,7 +151,7 @@ def texts_perplexity(
         log-likelihood in nats) and `counts` (its predicted tokens), in the order of `texts`: what
         `paired_bootstrap_perplexity` compares between two models.
     """
-    check_tokenizer(tokenizer, "to encode the texts")
+    check_scorable(model, tokenizer, "to encode the texts")
     texts = _text_list(texts)
     if not all(isinstance(text, str) for text in texts):
         raise ValueError("`texts` must hold strings only.")
@@ -258,7 +258,7 @@ def last_word_accuracy(
         log-likelihood per text), `texts`, and per text `correct` (1 or 0; what `paired_bootstrap` compares between
         two models) and `loglikelihood` (of its target, in nats), in the order of `texts`.
     """
-    check_tokenizer(tokenizer, "to encode the texts")
+    check_scorable(model, tokenizer, "to encode the texts")
     texts = _text_list(texts)
     check_positive_int("batch_size", batch_size)
     pairs = [encode_pair(tokenizer, context, " " + word) for context, word in split_last_words(texts)]

@@ -10,7 +10,17 @@ import torch.nn.functional as F
 from .._batching import pad_rows
 from ..constants import FAMILIES
 
-__all__ = ["HeadQueue", "Scorer", "check_tokenizer", "encode_pair", "left_padded"]
+__all__ = ["HeadQueue", "Scorer", "check_scorable", "check_tokenizer", "encode_pair", "left_padded"]
+
+
+def check_scorable(model, tokenizer, purpose: str) -> None:
+    """`TypeError` unless `model` is a loaded model (not None, not a Hub id); then `check_tokenizer`."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"`model` must be a loaded causal LM {purpose}, got {type(model).__name__}"
+            + (": load it first (`AutoModelForCausalLM.from_pretrained`)." if isinstance(model, str) else ".")
+        )
+    check_tokenizer(tokenizer, purpose)
 
 
 def check_tokenizer(tokenizer, purpose: str) -> None:

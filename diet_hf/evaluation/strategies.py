@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .._batching import pad_id
 from ..loading import text_causal_lm
-from .scorer import HeadQueue, Scorer, check_tokenizer, encode_pair, left_padded
+from .scorer import HeadQueue, Scorer, check_scorable, encode_pair, left_padded
 
 __all__ = ["PackedContexts", "Request", "SeparatePairs", "SharedContextCache", "loglikelihoods"]
 
@@ -181,7 +181,7 @@ def loglikelihoods(
     then counts contexts. Pairs longer than `max_length` (the model's context, capped at 2048) are left-truncated as
     lm-eval does, without sharing.
     """
-    check_tokenizer(tokenizer, "to score text")
+    check_scorable(model, tokenizer, "to score text")
     model = text_causal_lm(model)  # an image-text Gemma 3 (dense or pruned): its text model scores text
     max_length = max_length or min(getattr(model.config, "max_position_embeddings", 2048), 2048)
     groups: dict[tuple[int, ...], list[Request]] = {}
