@@ -89,6 +89,14 @@ def test_fewer_query_heads_on_every_kv_head_equals_zeroed_dense(family):
     assert block == kept  # the query and output projections sliced: half their heads
 
 
+def test_the_pruned_model_is_in_the_dense_models_mode():
+    """Built from a model in eval mode (`from_pretrained`'s) the pruned model is in eval mode; from one in training
+    mode (fine-tuned, say), in training mode: a model's mode does not change under surgery."""
+    dense = tiny_dense_model("gemma2")
+    assert build_pruned_model(dense.eval(), None).training is False
+    assert build_pruned_model(dense.train(), None).training is True
+
+
 def test_surgery_refuses_a_pruned_model():
     dense = tiny_dense_model("gemma2")
     pruned = build_pruned_model(dense)
