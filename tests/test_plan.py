@@ -380,6 +380,11 @@ def test_rounding_moves_the_layer_whose_next_or_last_unit_the_order_ranks_first_
     loses = max(range(layers), key=lambda layer: positions[layer][63])
     expected = [32 if layer == loses else 64 for layer in range(layers)]
     assert _round_counts([48] * layers, multiple, 0, units, order) == expected
+    # counts that round unlike: the layer rounded furthest the other way moves first, before any tie-break; 47 went
+    # down by 15, each 107 by 11 (224 of 261: one multiple short)
+    assert _round_counts([47, 107, 107], multiple, 0, units, order) == [64, 96, 96]
+    # and a layer may gain up to its whole width: 110 went down by 14 to 96, each 45 by 13 (160 of 200)
+    assert _round_counts([110, 45, 45], multiple, 0, units, order) == [128, 32, 32]
 
 
 def test_a_target_past_the_floors_is_refused_with_the_most_that_can_be_removed():
