@@ -476,7 +476,7 @@ def _open_dataset(
 
 
 def _config_names(location: str, token: str | None) -> str:
-    """ ": a, b" (the Hub dataset's config names), or "" where they cannot be read."""
+    """The Hub dataset's config names as `": a, b"`, for a message; `""` where they cannot be read."""
     import datasets
 
     try:
