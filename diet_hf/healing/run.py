@@ -126,11 +126,6 @@ def heal(
             f"`config` must be a `HealingConfig`, got {type(config).__name__}"
             + (": pass `HealingConfig(**config)`." if isinstance(config, dict) else ".")
         )
-    if data is None:
-        raise TypeError(
-            "`data` is None: pass the healing texts (a list of strings, a dataset with a `text` column, or a dict of "
-            "them); for registered sources, the texts of `healing_texts(['wikitext2', ...])`."
-        )
     check_no_adapters(student, "student", "healing adds LoRA adapters of its own and merges them into the weights")
     if isinstance(teacher, torch.nn.Module):
         check_no_adapters(teacher, "teacher", "the student was pruned from the merged model (the pruner asks for it)")
@@ -169,6 +164,11 @@ def heal(
         )
     config = _resolved_bos_options(config, tokenizer)
     document_bos = tokenizer.bos_token_id if config.separate_documents else None
+    if data is None:
+        raise TypeError(
+            "`data` is None: pass the healing texts (a list of strings, a dataset with a `text` column, or a dict of "
+            "them); for registered sources, the texts of `healing_texts(['wikitext2', ...])`."
+        )
     check_one_split("`data`", data)  # a dict, but of splits: not sources to train on side by side
     sources = {
         name: training_texts(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()
