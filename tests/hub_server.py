@@ -206,8 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._get(head=False)
 
     def _get(self, head: bool):
-        raw = _as_model_route(urlparse(self.path).path)  # a revision comes quoted whole (refs%2Fpr%2F1) where a path
-        # follows it
+        # a revision comes quoted whole (refs%2Fpr%2F1) where a path follows it
+        raw = _as_model_route(urlparse(self.path).path)
         path = unquote(raw)
         auth = self.headers.get("Authorization") or ""
         with self.state.lock:
