@@ -208,9 +208,8 @@ def load_multiple_choice_source(
     """One `diet-hf eval --tasks` word of the form `NAME=SOURCE`: your own multiple-choice questions
     (`multiple_choice_task`) from a `.jsonl` / `.json` file (one object per line) or a `datasets` source
     `ID_OR_DIR[,CONFIG][:SPLIT]` (split `test` by default; `_source_parts`) with `context`, `choices` and `label`
-    columns, its headline
-    `headline_metric`; a Hub dataset is read with `token` (a private one). Read and checked here, before any model
-    loads; errors name `flag`, the source and the line."""
+    columns, its headline `headline_metric`; a Hub dataset is read with `token` (a private one). Read and checked
+    here, before any model loads; errors name `flag`, the source and the line."""
     name, _, source = argument.partition("=")
     if not name or not source:
         raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
@@ -229,9 +228,7 @@ def load_multiple_choice_source(
         for number, row in _json_lines(path, f"`{flag}` {name}"):
             examples.append(_checked_choice_row(row, len(examples), f"`{flag}` {name}: {path} line {number}"))
         return _own_task(name, examples, headline_metric, f"`{flag}` {name}: {path}")
-    dataset = _open_dataset(
-        name, location, path, split or None, flag, config=config or None, default_split="test", token=token
-    )
+    dataset = _open_dataset(name, location, path, split, flag, config=config, default_split="test", token=token)
     missing = [key for key in CHOICE_FIELDS if key not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -293,17 +290,7 @@ def load_task_source(
         texts = _read_text_file(path, name, flag, answer, render_chat, render_question)
     else:
         texts = _read_dataset(
-            name,
-            location,
-            path,
-            split or None,
-            column or None,
-            flag,
-            answer,
-            render_chat,
-            render_question,
-            config,
-            token,
+            name, location, path, split, column, flag, answer, render_chat, render_question, config=config, token=token
         )
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
@@ -315,19 +302,20 @@ def load_task_source(
 _SPLIT_AND_COLUMN = re.compile(r"(?P<split>(?:[^:\[\]]|\[[^\]]*\])*)(?::(?P<column>.*))?")
 
 
-def _source_parts(source: str, where: str) -> tuple[str, str, str, str]:
-    """`(location, config, split, column)` of `ID_OR_PATH[,CONFIG][:SPLIT[:COLUMN]]`: a path that exists as written
-    is whole (a colon in a file name), a Windows drive (`C:\\...`, `C:/...`) belongs to its path, a comma after the
-    location names a Hub dataset's config (subset), and a split may hold datasets' slice syntax (`train[:200]`)."""
+def _source_parts(source: str, where: str) -> tuple[str, str | None, str | None, str | None]:
+    """`(location, config, split, column)` of `ID_OR_PATH[,CONFIG][:SPLIT[:COLUMN]]`, None for a part not given: a
+    path that exists as written is whole (a colon in a file name), a Windows drive (`C:\\...`, `C:/...`) belongs to
+    its path, a comma after the location names a Hub dataset's config (subset), and a split may hold datasets' slice
+    syntax (`train[:200]`)."""
     if Path(source).expanduser().exists():
-        return source, "", "", ""
+        return source, None, None, None
     start = 2 if re.match(r"[A-Za-z]:[\\/]", source) else 0
     head, _, rest = source[start:].partition(":")
     location, _, config = head.partition(",")
     parts = _SPLIT_AND_COLUMN.fullmatch(rest)
     if parts is None:
         raise ValueError(f"{where}: an unmatched bracket in the split of {source!r} (a slice: SPLIT[START:END]).")
-    return source[:start] + location, config, parts["split"], parts["column"] or ""
+    return source[:start] + location, config or None, parts["split"] or None, parts["column"] or None
 
 
 def _json_lines(path: Path, where: str):
@@ -389,7 +377,7 @@ def _read_dataset(
     """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
     label each make their context and an answer, `answer` as in `load_task_source`, and a `messages` column of
     conversations each one text by `render_chat`; a named column of conversations is read so too)."""
-    loaded = _open_dataset(name, location, path, split, flag, config=config or None, token=token)
+    loaded = _open_dataset(name, location, path, split, flag, config=config, token=token)
     if column is None:
         if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
             rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
