@@ -8,6 +8,7 @@ from .card_tables import _cell, _eval_results, _evaluation_lines, _healing_lines
 from .constants import PROFILE_SUBFOLDER, base_sizes, family_for_model_type, layer_sizes
 from .info import count_parameters
 from .loading import is_image_text, text_config
+from .tasks import source_label
 
 __all__ = ["PLOT_FILE", "write_model_card", "write_stock_card"]
 
@@ -273,17 +274,25 @@ def _card_subject(config) -> tuple[dict, bool, object, str, str]:
 
 
 def _card_datasets(record: dict) -> list[str] | None:
-    """The Hub datasets of the registered tasks the model was calibrated on, and of the registered sources it was
-    healed on (WikiText-2, task names), in that order, each once: the card's `datasets`, which the Hub links the
-    model from. Your own data is not named: what it was is not recorded."""
+    """The Hub datasets the model was calibrated on and then healed on, in that order, each once: the card's
+    `datasets`, which the Hub links the model from. A registered task or source (WikiText-2) by its name; your own
+    data where its source was recorded as a Hub dataset (`task_sources`, healing's `own_sources`)."""
     from .tasks import TASKS
     from .tasks.data import WIKITEXT2_HUB
 
-    healed_on = ((record.get("healing") or {}).get("data") or {}).get("sources") or []
-    names = [*(record.get("tasks") or []), *healed_on]
     hub = {**{name: task.hub_path for name, task in TASKS.items()}, "wikitext2": WIKITEXT2_HUB[0]}
-    datasets = list(dict.fromkeys(hub[name] for name in names if name in hub))
-    return datasets or None
+    healing = (record.get("healing") or {}).get("data") or {}
+    datasets = []
+    for names, own in (
+        (record.get("tasks"), record.get("task_sources")),
+        (healing.get("sources"), healing.get("own_sources")),
+    ):
+        own = own or {}
+        for name in names or []:
+            dataset = own[name].get("dataset") if name in own else hub.get(name)
+            if dataset:
+                datasets.append(dataset)
+    return list(dict.fromkeys(datasets)) or None
 
 
 def _card_data(record: dict, config, image_text: bool, **extra) -> ModelCardData:
@@ -406,7 +415,11 @@ def _how_it_was_pruned_lines(record: dict, config, image_text: bool) -> list[str
     """The card's "How it was pruned" table: base model, part pruned, calibration, targets, sizes and options."""
     counts, base = count_parameters(config), count_parameters(config, dense=True)
     target = record.get("target") or {}
-    tasks = ", ".join(record.get("tasks") or []) or "unknown"
+    sources = record.get("task_sources") or {}
+    tasks = [
+        f"{task} ({source_label(sources[task])})" if task in sources else task for task in record.get("tasks") or []
+    ]
+    tasks = ", ".join(tasks) or "unknown"
     return [
         "## How it was pruned",
         "",

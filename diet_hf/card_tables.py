@@ -1,6 +1,8 @@
 """The model card's result sections: the evaluation table (beside the base model's), perplexity on held-out texts,
 and the healing record with its held-out texts and tasks."""
 
+from .tasks import source_label
+
 __all__ = ["OWN_QUESTIONS"]
 
 
@@ -46,6 +48,8 @@ def _eval_results(evaluation: dict) -> list:
     results = []
     for task, row in evaluation["results"].items():
         spec = None if row.get("own_questions") else TASKS.get(task)
+        # your own questions read from a Hub dataset are named by it, so the Hub links the result to its page
+        hub = (row.get("source") or {}) if "dataset" in (row.get("source") or {}) else {}
         metric = row.get("headline_metric") or (spec.headline_metric if spec else "acc")
         if row.get(metric) is None:
             continue
@@ -56,10 +60,11 @@ def _eval_results(evaluation: dict) -> list:
                 task_type="text-generation",
                 task_name="zero-shot multiple choice, scored as lm-eval-harness 0.4 scores it"
                 + (" with the chat template" if evaluation.get("apply_chat_template") else ""),
-                dataset_type=spec.hub_path if spec else task,
+                dataset_type=spec.hub_path if spec else hub.get("dataset", task),
                 dataset_name=f"{task} ({scored})",
-                dataset_config=spec.hub_name if spec else None,
-                dataset_split=spec.eval_split if spec else None,
+                dataset_config=spec.hub_name if spec else hub.get("config"),
+                dataset_split=spec.eval_split if spec else hub.get("split"),
+                dataset_revision=hub.get("revision"),
                 metric_type=metric,
                 metric_name=metric,
                 metric_value=round(float(row[metric]), 4),
@@ -157,8 +162,9 @@ def _healing_lines(healing: dict | None) -> list[str]:
     if not healing:
         return []
     data = healing.get("data") or {}
-    splits = data.get("splits") or {}
-    sources = ", ".join(f"{name} ({split})" for name, split in splits.items()) or ", ".join(data.get("sources") or [])
+    # each source with its split, or for your own texts where they were read (a local path is not recorded)
+    where = {**(data.get("splits") or {}), **{n: source_label(s) for n, s in (data.get("own_sources") or {}).items()}}
+    sources = ", ".join(f"{name} ({where[name]})" if name in where else name for name in data.get("sources") or [])
     if data.get("questions_in_chat_template"):
         sources += "; questions in the model's chat template"
     curve = healing.get("loss_curve") or []

@@ -249,6 +249,9 @@ def _pruning_record(
         # of an image-text base model: whether the pruned model keeps its vision tower and projector (unchanged)
         "vision_tower": ("kept" if is_image_text(pruned.config) else "dropped") if architecture else None,
         "tasks": scores.tasks,
+        # where your own tasks' data was read (`tasks.SourceTexts.source`: a Hub dataset at a commit, or "local"
+        # without its path), where the profile knows it; registered tasks are named by `tasks`
+        "task_sources": scores.provenance.get("sources") or None,
         "num_samples": scores.provenance.get("num_samples"),
         # what each task's profile read: `num_samples` for a registered task (fewer where its data is short), every
         # text of your own (None: token batches)

@@ -124,6 +124,9 @@ class _ProfilingMixin:
             "calibration_chat_template": options.calibration_chat_template,
             "sample_ids": sample_ids,
             "excluded_eval_ids": excluded,
+            # where your own tasks' data was read, where known (`tasks.SourceTexts`): the record and the card's
+            # `datasets` name a Hub dataset
+            "sources": {n: d.source for n, d in calibration.items() if isinstance(d, CalibrationSet) and d.source},
             "diet_hf_version": diet_hf.__version__,
         }
         self.scores = ImportanceScores(mlp, heads, provenance, channel_stats=channels or None)

@@ -376,7 +376,10 @@ def test_eval_of_your_own_texts(dense_dir, tmp_path, data_dir, tiny_tokenizer, c
     assert result["texts"]["mine"]["texts"] == 3 and set(result["results"]) == {"rte"}
     capsys.readouterr()
     for bad, message in (
-        (["--texts", "mine"], "`--texts`: expected NAME=FILE or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]], got 'mine'"),
+        (
+            ["--texts", "mine"],
+            "`--texts`: expected NAME=FILE or NAME=DATASET[@REVISION][,CONFIG][:SPLIT[:COLUMN]], got",
+        ),
         (["--texts", f"a={tmp_path / 'nope.jsonl'}"], "`--texts` a: no file or directory at"),
         (["--texts", f"a={tmp_path / 'short.txt'}", f"a={tmp_path / 'mine.jsonl'}"], "each NAME once; repeated: a"),
     ):
@@ -415,7 +418,7 @@ def test_eval_last_word_accuracy_of_your_texts(dense_dir, tmp_path, tiny_tokeniz
     capsys.readouterr()
     (tmp_path / "oneword.txt").write_text("fine\nyes\n")
     for bad, message in (
-        (["--last-word", "words"], "`--last-word`: expected NAME=FILE or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]], got"),
+        (["--last-word", "words"], "`--last-word`: expected NAME=FILE or NAME=DATASET[@REVISION][,CONFIG]"),
         (["--last-word", f"w={tmp_path / 'oneword.txt'}"], "`--last-word` w: text 0 ('fine') has no context"),
     ):
         assert main(["--quiet", "eval", str(other), *bad]) == 2  # a usage error, before any model loads
@@ -505,11 +508,13 @@ def test_info_on_a_saved_profile(tmp_path, data_dir, tiny_tokenizer, capsys):
     (your own texts marked), the shapes, how questions were written, and the command that prunes from it."""
     import diet_hf
     from diet_hf import DietPruner
+    from diet_hf.tasks import SourceTexts
 
     pruner = DietPruner(
         tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer)), tiny_tokenizer, model_id="o/m"
     )
-    texts = [f"My own text {i}." for i in range(3)]
+    # your texts, with where you read them stated (`load_task_source` states it for what it reads)
+    texts = SourceTexts([f"My own text {i}." for i in range(3)], {"dataset": "org/texts", "split": "train"})
     pruner.profile(tasks={"rte": None, "mine": texts}, num_samples=3, data_dir=data_dir, disable_progress=True)
     pruner.save_scores(tmp_path / "scores")
     assert main(["info", str(tmp_path / "scores"), "--json"]) == 0
@@ -524,7 +529,7 @@ def test_info_on_a_saved_profile(tmp_path, data_dir, tiny_tokenizer, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"{tmp_path / 'scores'}: a DIET profile of o/m, model_type gemma3_text, 2 layers x 64")
     assert "\nrte                                         3\n" in out
-    assert "\nmine (your data)                            3\n" in out
+    assert "\nmine (your data)                            3\nmine was read from org/texts:train\n" in out
     assert "questions' calibration texts end in a choice drawn per example" in out
     assert f"prune from it: diet-hf prune o/m --scores {tmp_path / 'scores'} --sparsity S --output DIR" in out
 

@@ -1051,7 +1051,10 @@ def test_cli_heal_on_your_own_texts(tmp_path, tiny_tokenizer, capsys, monkeypatc
     assert main([*argv, str(tmp_path / "h"), *data, *flags]) == 0
     assert "2 steps, 64 tokens" in capsys.readouterr().out
     healing = json.loads((tmp_path / "h" / "config.json").read_text())["pruning"]["healing"]
-    assert healing["data"] == {"sources": ["mine"], "splits": {"mine": str(tmp_path / "mine.txt")}}
+    # where your texts were read, without the local path: the record goes into a config and card that get published
+    assert healing["data"] == {"sources": ["mine"], "splits": {}, "own_sources": {"mine": {"local": "file"}}}
+    saved = [(tmp_path / "h" / name).read_text() for name in ("config.json", "README.md")]
+    assert all("mine.txt" not in text for text in saved) and "| data | mine (a local file) |" in saved[1]
     # `tasks` names the model's own calibration data, which is not saved with it
     config = json.loads((tmp_path / "pruned" / "config.json").read_text())
     config["pruning"] = {"tasks": ["rte", "support"]}

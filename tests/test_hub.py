@@ -152,6 +152,20 @@ def test_your_own_data_on_the_hub_is_read_with_the_token_given(local_hub, hub_da
         tokens = [token for token, path in reads if "user/own-data" in path]
         assert tokens and set(tokens) == {"hf_own_data"}, command
     capsys.readouterr()
+    # the pruned model records where your texts were read, at the dataset's commit, and its card links the dataset
+    commit = HfApi().dataset_info(repo).sha
+    record = json.loads((tmp_path / "p" / "config.json").read_text())["pruning"]
+    read = {"dataset": repo, "revision": commit, "config": "texts", "split": "train[:6]", "column": "text"}
+    assert record["task_sources"] == {"mine": read}
+    card = ModelCard.load(tmp_path / "p" / "README.md")
+    assert (
+        card.data.datasets == [repo]
+        and f"| calibration tasks | mine ({repo}@{commit[:7]},texts:train[:6]:text) |" in card.text
+    )
+    # and the scores on your questions name the dataset (its config, split and commit) they were read from
+    (result,) = [r for r in card.data.eval_results if r.dataset_name.startswith("q ")]
+    assert (result.dataset_type, result.dataset_config, result.dataset_split) == (repo, "questions", "test")
+    assert result.dataset_revision == commit
 
 
 def test_cli_heal_pushes_the_healed_model(local_hub, hub_dataset, tmp_path, tiny_tokenizer, data_dir, capsys):
@@ -193,7 +207,13 @@ def test_cli_heal_pushes_the_healed_model(local_hub, hub_dataset, tmp_path, tiny
     assert api.model_info("user/tiny-healed").private
     card = (out / "README.md").read_text()
     assert 'from_pretrained("user/tiny-healed"' in card and "heal" in card.lower()
-    assert ModelCard.load(out / "README.md").data.datasets == ["nyu-mll/glue"]  # healed on RTE (and your own data)
+    # healed on RTE and your own Hub dataset: both link the model, and the record names the commit it was read at
+    assert ModelCard.load(out / "README.md").data.datasets == ["nyu-mll/glue", "user/own-healing-data"]
+    commit = api.dataset_info("user/own-healing-data").sha
+    own = json.loads((out / "config.json").read_text())["pruning"]["healing"]["data"]["own_sources"]
+    read = {"dataset": "user/own-healing-data", "revision": commit, "config": None, "split": "train", "column": "text"}
+    assert own == {"mine": read}
+    assert f"mine (user/own-healing-data@{commit[:7]}:train:text)" in card
     assert_tables_well_formed(card)
     config = json.loads((out / "config.json").read_text())
     assert config["pruning"]["healing"]["tokens_seen"] == 64
@@ -254,9 +274,17 @@ def test_model_card_parses_with_metadata_and_plot(tmp_path, data_dir, tiny_token
     from diet_hf.card import _card_datasets
 
     record = {"tasks": ["boolq", "rte", "arc_easy", "arc_challenge", "mine"]}  # ARC's two tasks: one dataset
-    record["healing"] = {"data": {"sources": ["wikitext2", "rte", "own"]}}  # your own data: not named
+    record["healing"] = {
+        "data": {"sources": ["wikitext2", "rte", "own"]}
+    }  # your own data of unknown source: not named
     expected = ["aps/super_glue", "nyu-mll/glue", "allenai/ai2_arc", "Salesforce/wikitext"]
     assert _card_datasets(record) == expected and _card_datasets({"tasks": ["mine"]}) is None
+    # your own data read from a Hub dataset is named, in its place; a local file is not
+    record["task_sources"] = {"mine": {"dataset": "org/texts", "split": "train"}}
+    record["healing"]["data"]["own_sources"] = {"own": {"local": "file"}}
+    record["healing"]["data"]["sources"].insert(0, "more")
+    record["healing"]["data"]["own_sources"]["more"] = {"dataset": "org/more"}
+    assert _card_datasets(record) == [*expected[:3], "org/texts", "org/more", *expected[3:]]
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
     assert {"diet", "pruned", "structured-pruning"} <= set(card.data.tags)
     assert card.data.license == "gemma"
@@ -740,13 +768,14 @@ def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(
     path that is not there, is a `FileNotFoundError` naming it (with `missing_ok`, a model without a profile is
     `None`; a path that is not there, or a profile without its weights, is still the error)."""
     from diet_hf.importance import scores_directory
+    from diet_hf.tasks import SourceTexts
 
     mine = [f"My own calibration text number {i}, about support tickets." for i in range(4)]
     vocab = len(tiny_tokenizer)
 
     def profiled(seed):
         pruner = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
-        tasks = {"rte": None, "mine": mine}
+        tasks = {"rte": None, "mine": SourceTexts(mine, {"dataset": "org/tickets", "split": "train"})}
         return pruner.profile(tasks=tasks, num_samples=3, seed=seed, data_dir=data_dir, disable_progress=True)
 
     first = profiled(0)
@@ -761,6 +790,8 @@ def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(
     card = ModelCard(files["README.md"].decode())
     assert card.data.base_model == "org/dense" and "pruning-profile" in card.data.tags
     assert 'load_scores("org/profile")' in card.text and "| rte | 3 |" in card.text
+    # the datasets it was calibrated on: RTE's, and yours where its source is stated
+    assert card.data.datasets == ["nyu-mll/glue", "org/tickets"] and "| mine (org/tickets:train) | 4 |" in card.text
 
     fresh = DietPruner(tiny_dense_model("gemma3_text", vocab_size=vocab), tiny_tokenizer, model_id="org/dense")
     pruned = fresh.load_scores("org/profile", revision=commit, data_dir=data_dir).prune(sparsity=0.3)

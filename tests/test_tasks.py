@@ -265,6 +265,59 @@ def test_your_own_data_from_a_config_and_a_slice_of_a_hub_dataset(hub_dataset, l
             load(word)
 
 
+def test_your_own_data_records_where_it_was_read(hub_dataset, tmp_path, tiny_tokenizer, monkeypatch):
+    """Texts and questions read from a source carry it: a Hub dataset at the commit read (a revision named after `@`,
+    a branch or a commit, is read there), its config, split and column; a local file or saved dataset without its
+    path. A profile records the sources; `source_label` writes one as the command line names it."""
+    import datasets
+    from conftest import tiny_dense_model
+    from huggingface_hub import HfApi
+
+    from diet_hf import DietPruner
+    from diet_hf.tasks import SourceTexts, load_multiple_choice_source, load_task_source, source_label
+
+    questions = [{"context": f"Q{i}", "choices": ["a", "b"], "label": i % 2} for i in range(2)]
+    repo = hub_dataset(
+        "org/sourced", {"texts": {"train": [{"text": "old 0"}, {"text": "old 1"}]}, "q": {"test": questions}}
+    )
+    first = HfApi().dataset_info(repo).sha
+    hub_dataset(repo, {"texts": {"train": [{"text": "new 0"}, {"text": "new 1"}]}, "q": {"test": questions}})
+    latest = HfApi().dataset_info(repo).sha
+    assert first != latest
+    texts = load_task_source(f"mine={repo},texts:train[:1]")[1]
+    assert isinstance(texts, SourceTexts) and texts == ["new 0"]
+    read = {"dataset": repo, "revision": latest, "config": "texts", "split": "train[:1]", "column": "text"}
+    assert texts.source == read
+    assert source_label(texts.source) == f"{repo}@{latest[:7]},texts:train[:1]:text"
+    # at a revision: the data of that commit, streamed or read whole
+    assert load_task_source(f"mine={repo}@{first},texts:train[1:2]")[1] == ["old 1"]
+    pinned = load_task_source(f"mine={repo}@{first},texts")[1]
+    assert pinned == ["old 0", "old 1"] and pinned.source == {**read, "revision": first, "split": "train"}
+    assert load_task_source(f"mine={repo}@main,texts")[1].source["revision"] == latest  # a branch: its commit
+    with monkeypatch.context() as offline:  # datasets' cache, read at no commit the Hub can confirm
+        offline.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+        cached = load_task_source(f"mine={repo},texts")[1]
+        assert cached == ["new 0", "new 1"] and cached.source["revision"] is None
+    asked = load_multiple_choice_source(f"q={repo},q")
+    assert asked.data_source == {"dataset": repo, "revision": latest, "config": "q", "split": "test", "column": None}
+    for word in (f"mine={repo}@,texts", "mine=@main"):
+        with pytest.raises(ValueError, match=r"`--tasks` mine: expected DATASET@REVISION \(a branch, tag or commit\)"):
+            load_task_source(word)
+    # local sources: what they were, not where (the path would go into a published config and card)
+    (tmp_path / "mine.txt").write_text("a local text\n")
+    assert load_task_source(f"mine={tmp_path / 'mine.txt'}")[1].source == {"local": "file"}
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "saved"}])}).save_to_disk(str(tmp_path / "d"))
+    saved = load_task_source(f"mine={tmp_path / 'd'}:train")[1].source
+    assert saved == {"local": "directory", "split": "train", "column": "text"}
+    assert [source_label(s) for s in (saved, {"local": "file"})] == ["a local dataset", "a local file"]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
+    assert load_multiple_choice_source(f"q={tmp_path / 'q.jsonl'}").data_source == {"local": "file"}
+    # a profile records each of your tasks' source (texts, questions); data given as plain lists has none
+    pruner = DietPruner(tiny_dense_model("gemma3_text", vocab_size=len(tiny_tokenizer)), tiny_tokenizer)
+    pruner.profile(tasks={"mine": texts, "q": asked, "plain": ["a text of unknown source"]}, disable_progress=True)
+    assert pruner.scores.provenance["sources"] == {"mine": read, "q": asked.data_source}
+
+
 @pytest.mark.parametrize("task", ["hellaswag", "winogrande", "boolq"])
 def test_calibration_texts_end_in_a_choice_drawn_per_example(task, data_dir):
     """`answer="any"` (the default) ends each text in one of its example's choices, drawn from the task's name and

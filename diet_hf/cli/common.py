@@ -112,7 +112,7 @@ def _eval_tasks(
         else:
             raise ValueError(
                 f"`{flag}`: {word!r} is not a registered task ({', '.join(TASKS)}); give your own multiple-choice "
-                "questions as NAME=FILE.jsonl or NAME=DATASET[,CONFIG][:SPLIT]."
+                "questions as NAME=FILE.jsonl or NAME=DATASET[@REVISION][,CONFIG][:SPLIT]."
             )
     names = [task if isinstance(task, str) else task.name for task in tasks]
     if len(set(names)) < len(names):

@@ -25,10 +25,11 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         metavar="TASK",
         help=f"tasks to score, of {', '.join(TASKS)}, and your own multiple-choice questions as NAME=FILE (.jsonl, "
         "one question per line: context, the prompt as scored; choices, each scored after it and a space; label, the "
-        "gold choice's index; optional id) or NAME=DATASET[,CONFIG][:SPLIT] (a Hub dataset id, with its config "
-        "where it has several, or a save_to_disk directory, with those columns; default split test; a split may be "
-        "sliced: test[:500]), scored like the registered tasks (acc and acc_norm; the headline "
-        "--own-headline) (default: the paper's seven, or none when --texts, --last-word or --wikitext2 is given)",
+        "gold choice's index; optional id) or NAME=DATASET[@REVISION][,CONFIG][:SPLIT] (a Hub dataset id, at a "
+        "revision and with its config where it has several, or a save_to_disk directory, with those columns; default "
+        "split test; a split may be sliced: test[:500]), scored like the registered tasks (acc and acc_norm; the "
+        "headline --own-headline) (default: the paper's seven, or none when --texts, --last-word or --wikitext2 is "
+        "given)",
     )
     evaluate.add_argument(
         "--texts",
@@ -38,9 +39,10 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="your own held-out texts, scored by perplexity (each read alone from BOS, as a prompt is read; not the "
         "texts you calibrated on): NAME=FILE (.jsonl with a text field, or conversations in a messages field, "
         "rendered by MODEL's chat template; or .txt, one text per line) or "
-        "NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]] (a Hub dataset id, with its config where it has several, or a "
-        "save_to_disk directory; default split train, column text; a split may be sliced: train[:200]); with "
-        "--reference, the perplexity ratio with its 95%% paired-bootstrap interval over the texts",
+        "NAME=DATASET[@REVISION][,CONFIG][:SPLIT[:COLUMN]] (a Hub dataset id, at a revision and with its config "
+        "where it has several, or a save_to_disk directory; default split train, column text; a split may be "
+        "sliced: train[:200]); with --reference, the perplexity ratio with its 95%% paired-bootstrap interval over "
+        "the texts",
     )
     evaluate.add_argument(
         "--last-word",

@@ -61,8 +61,8 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         help="training text: wikitext2 (its validation split), task names (their train split), `tasks` (the "
         "calibration tasks the model was pruned on that have a train split), or your own texts as NAME=FILE (.jsonl "
         "with a text field, or conversations in a messages field, rendered by MODEL's chat template; or .txt, one "
-        "text per line) or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]] (as `prune --tasks` reads it); each source gets "
-        "an equal share",
+        "text per line) or NAME=DATASET[@REVISION][,CONFIG][:SPLIT[:COLUMN]] (as `prune --tasks` reads it); each "
+        "source gets an equal share",
     )
     heal.add_argument(
         "--data-chat-template",
@@ -150,7 +150,7 @@ def _prepare(args) -> None:
             )
             if name in ("wikitext2", "tasks", *TASKS) or name in args.own_data:
                 raise ValueError(f"`--data` {name}: the name is taken; give your texts another name.")
-            args.own_data[name] = (texts, word.split("=", 1)[1])
+            args.own_data[name] = texts  # its `source` goes into the record, a local path left out
         elif word not in ("wikitext2", "tasks", *TASKS):
             raise ValueError(
                 f"`--data`: {word!r} is not wikitext2, tasks, a registered task ({', '.join(TASKS)}) or "
@@ -301,7 +301,7 @@ def _healing_data(args, calibration: list[str]) -> tuple[dict, dict]:
     for source in args.data:
         if "=" in source:  # your own texts, read before any model loaded
             name = source.split("=", 1)[0]
-            data[name], splits[name] = args.own_data[name]
+            data[name] = args.own_data[name]  # its source in words: the record's `own_sources` (heal records them)
             continue
         # `tasks`: the model's calibration tasks that are registered and have a train split here; others are skipped
         for name in [t for t in calibration if t in TASKS] if source == "tasks" else [source]:

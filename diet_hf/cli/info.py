@@ -74,6 +74,7 @@ def _run_info(args) -> int:
 def _print_profile(args) -> int:
     """A saved profile: the model it was made on, its tasks and their calibration examples, its shapes."""
     from ..info import describe_profile
+    from ..tasks import source_label
 
     description = describe_profile(args.model, revision=args.revision, token=args.token)
     if args.json:
@@ -89,6 +90,8 @@ def _print_profile(args) -> int:
     for task, count in description["tasks"].items():
         own = " (your data)" if task in description["own_tasks"] else ""
         print(f"{task + own:24}{'?' if count is None else count:>21}")
+    for task, source in (description["provenance"].get("sources") or {}).items():
+        print(f"{task} was read from {source_label(source)}")
     ending = "the gold answer" if description["calibration_answer"] == "gold" else "a choice drawn per example"
     chat = ", in the model's chat template" if description["calibration_chat_template"] else ""
     print(f"questions' calibration texts end in {ending}{chat}")

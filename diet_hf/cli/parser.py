@@ -170,8 +170,9 @@ def _add_task_evaluation_flags(parser: argparse.ArgumentParser, scored: str) -> 
         nargs="+",
         default=None,
         metavar="TASK",
-        help="tasks to score, as `eval --tasks` reads them (registered names, your own multiple-choice questions as "
-        f"NAME=FILE or NAME=DATASET[,CONFIG][:SPLIT]; not the questions you calibrate or heal on), {scored}",
+        help="tasks to score, as `eval --tasks` reads them (registered names, your own multiple-choice questions "
+        "as NAME=FILE or NAME=DATASET[@REVISION][,CONFIG][:SPLIT]; not the questions you calibrate or heal on), "
+        f"{scored}",
     )
     parser.add_argument("--eval-limit", type=_positive_int, default=None, help="first N examples of each task")
     parser.add_argument(

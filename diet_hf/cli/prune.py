@@ -77,8 +77,9 @@ def _add_parser(commands, quiet_after: argparse.ArgumentParser) -> None:
         "data as NAME=FILE (.jsonl with a text field, or questions with context, choices and label, as `eval "
         "--tasks` reads them, each calibrating on its context and one of its choices, as --calibration-answer "
         "says; or conversations in a messages field, rendered by MODEL's chat template; or .txt, one text per line) "
-        "or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]] (a Hub dataset id, with its config where it has several, or a "
-        "save_to_disk directory; default split train, column text; a split may be sliced: train[:200]), mixed freely",
+        "or NAME=DATASET[@REVISION][,CONFIG][:SPLIT[:COLUMN]] (a Hub dataset id, at a revision and with its config "
+        "where it has several, or a save_to_disk directory; default split train, column text; a split may be "
+        "sliced: train[:200]), mixed freely",
     )
     _add_dataclass_flags(prune, ProfileOptions)  # every calibration option, with its help text
     prune.add_argument("--data-dir", default=None, help="local data directory (default: $DIET_DATA_DIR, else Hub)")

@@ -47,7 +47,8 @@ def evaluate(
 
     Returns:
         `dict` with `results` (per task: `acc`, `acc_norm` (None where the task has no such metric), `acc_stderr`,
-        `num_scored`, `excluded_ids`, `headline_metric`, `own_questions`: a `multiple_choice_task` of yours),
+        `num_scored`, `excluded_ids`, `headline_metric`, `own_questions`: a `multiple_choice_task` of yours, and
+        `source`, where its questions were read, where known: `Task.data_source`),
         `average` (of each task's `Task.headline_metric`: `acc` for BoolQ, RTE, WinoGrande, `acc_norm` for the
         others) and `tasks` (and `apply_chat_template: True` where the chat template was applied).
     """
@@ -124,6 +125,8 @@ def _task_result(spec: Task, requests: list, lls: list[float], excluded: set, ha
         "headline_metric": spec.headline_metric,
         "own_questions": spec.examples is not None,  # your own multiple-choice task, not a registered one
     }
+    if spec.data_source:  # where your questions were read (`load_multiple_choice_source`): the card's model-index
+        result["source"] = spec.data_source
     return result, chosen
 
 

@@ -19,6 +19,7 @@ from ..constants import family_for_model_type
 from ..importance import load_profile
 from ..loading import image_text_model, is_image_text, text_causal_lm
 from ..surgery import check_no_adapters
+from ..tasks import SourceTexts
 from .config import HealingConfig
 from .data import _collate, _PackedDataset, pack_sources, training_texts
 from .loss import _cast_heads_once, _causal_lm, scored_positions
@@ -83,7 +84,8 @@ def heal(
         output_dir (*optional*): where to save the healed model (atomically: absent or complete, never half-written).
         work_dir (*optional*): checkpoints and the teacher's cached targets (default `<output_dir>.healing`); kept
             until the healed model is saved, so an interrupted run resumes with `resume=True`.
-        data_record (`dict`, *optional*): what the data is (sources, splits), recorded in the card.
+        data_record (`dict`, *optional*): what the data is (sources, splits), recorded in the card; where your texts
+            are `tasks.SourceTexts` (`load_task_source` reads them so), their sources are recorded beside it.
         callbacks (`list[TrainerCallback]`, *optional*): more `Trainer` callbacks.
         repo_id (`str`, *optional*): the Hub repository the saved model is meant for (its card's usage snippet names
             it); upload `output_dir` with `diet_hf.hub.push_saved_model`.
@@ -170,9 +172,10 @@ def heal(
             "them); for registered sources, the texts of `healing_texts(['wikitext2', ...])`."
         )
     check_one_split("`data`", data)  # a dict, but of splits: not sources to train on side by side
-    sources = {
-        name: training_texts(texts) for name, texts in (data if isinstance(data, dict) else {"data": data}).items()
-    }
+    given = data if isinstance(data, dict) else {"data": data}
+    sources = {name: training_texts(texts) for name, texts in given.items()}
+    # where your texts were read (`tasks.load_task_source`): the record, and the card's `datasets` for a Hub one
+    own_sources = {name: t.source for name, t in given.items() if isinstance(t, SourceTexts) and t.source}
     held_out = _held_out_sources(eval_texts, sources)  # checked before the data is packed or anything runs
     score_tasks = _task_scorer(eval_tasks, eval_options, student, tokenizer, disable_progress)
     rows = _packed_rows(sources, tokenizer, config)
@@ -212,7 +215,10 @@ def heal(
     record = {
         "method": "knowledge distillation from the dense parent",
         "teacher": teacher_name,
-        "data": data_record or {"sources": list(sources), "splits": None},
+        "data": {
+            **(data_record or {"sources": list(sources), "splits": None}),
+            **({"own_sources": own_sources} if own_sources else {}),
+        },
         **_run_record(config, rows, trainer, guard, before, seconds, merge_error, rolled_back),
     }
     healed_scores = _scored_on_held_out(healed, tokenizer, held_out, score_tasks, disable_progress)

@@ -22,6 +22,7 @@ from .data import (
 from .own import (
     CHOICE_FIELDS,
     MESSAGES_FIELD,
+    SourceTexts,
     chat_calibration_request,
     chat_request,
     chat_text,
@@ -29,6 +30,7 @@ from .own import (
     load_multiple_choice_source,
     load_task_source,
     multiple_choice_task,
+    source_label,
 )
 from .registry import HALVES, PAPER_TASKS, TASKS, MultipleChoiceRequest, Task, get_task, split_half
 
@@ -40,6 +42,8 @@ __all__ = [
     "load_task_source",
     "load_multiple_choice_source",
     "multiple_choice_task",
+    "SourceTexts",
+    "source_label",
     "CHOICE_FIELDS",
     "MESSAGES_FIELD",
     "DATA_DIR_ENV",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._checks import check_one_split, dataset_columns
+from .own import SourceTexts
 from .registry import DEFAULT_CALIBRATION_ANSWER, Task, check_calibration_answer, get_task, split_half
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,9 @@ class CalibrationSet:
     texts: list[str]
     example_ids: list[str]
     excluded_eval_ids: list[str]
+    # where your own texts or questions were read (`SourceTexts.source`, `Task.data_source`); None: a registered task
+    # (its data is its name's) or data whose source is not known
+    source: dict | None = None
 
 
 def load_calibration(
@@ -220,6 +224,7 @@ def custom_calibration(
             texts=[data.calibration_text(doc, answer, render) for doc in data.examples],
             example_ids=[str(doc["id"]) for doc in data.examples],
             excluded_eval_ids=[],
+            source=data.data_source,
         )
     if hasattr(data, "column_names"):
         check_one_split(f"The dataset for task {name!r}", data)
@@ -232,7 +237,7 @@ def custom_calibration(
             f"Custom task {name!r} is one string ({data!r:.60}), not a list of texts. Pass a list of strings or a "
             f"Dataset; a file or dataset source as the command line names it is read by "
             f"`diet_hf.tasks.load_task_source({name + '=SOURCE'!r})[1]` (SOURCE a file, or "
-            "DATASET[,CONFIG][:SPLIT[:COLUMN]])."
+            "DATASET[@REVISION][,CONFIG][:SPLIT[:COLUMN]])."
         )
     else:
         texts = list(data)
@@ -252,5 +257,9 @@ def custom_calibration(
     if len(kept) < len(texts):
         logger.info("Task %r: %d blank texts of %d left out.", name, len(texts) - len(kept), len(texts))
     return CalibrationSet(
-        task=name, texts=[texts[i] for i in kept], example_ids=[f"{name}-{i}" for i in kept], excluded_eval_ids=[]
+        task=name,
+        texts=[texts[i] for i in kept],
+        example_ids=[f"{name}-{i}" for i in kept],
+        excluded_eval_ids=[],
+        source=data.source if isinstance(data, SourceTexts) else None,
     )

@@ -27,6 +27,33 @@ CHOICE_FIELDS = ("context", "choices", "label")
 MESSAGES_FIELD = "messages"
 
 
+class SourceTexts(list):
+    """Your texts as `load_task_source` read them: a list of strings that also holds `source`, where they came from
+    (`{"dataset", "revision", "config", "split", "column"}` for a Hub dataset, the commit it was read at as its
+    revision; `{"local": "file"}` or `{"local": "directory", ...}` for a local one, whose path is not kept: records go
+    into configs and cards that are published). `profile()` and `heal()` record it; the card names a Hub dataset in
+    its `datasets` metadata. Build one to state the source of texts you read yourself:
+    `SourceTexts(texts, {"dataset": "acme/tickets", "split": "train"})`."""
+
+    def __init__(self, texts: Iterable = (), source: dict | None = None):
+        super().__init__(texts)
+        self.source = dict(source) if source is not None else None
+
+
+def source_label(source: dict) -> str:
+    """A recorded source in words: `DATASET@REVISION,CONFIG:SPLIT:COLUMN` as the command line names a Hub dataset
+    (the revision shortened to 7 characters where it is a commit), "a local file" or "a local dataset" otherwise."""
+    if "dataset" not in source:
+        return "a local file" if source.get("local") == "file" else "a local dataset"
+    revision = source.get("revision")
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        revision = revision[:7]
+    label = source["dataset"] + (f"@{revision}" if revision else "")
+    label += f",{source['config']}" if source.get("config") else ""
+    split, column = source.get("split") or "", source.get("column")
+    return label + (f":{split}:{column}" if column else f":{split}" if split else "")
+
+
 def _checked_messages(messages, where: str) -> list:
     """A conversation, checked: a non-empty list of objects, each with a string `role` and a `content` (a string, or
     the list of typed parts that multimodal templates read); `where` names it in the error."""
@@ -184,8 +211,11 @@ def multiple_choice_task(
     return _own_task(name, examples, headline_metric, where)
 
 
-def _own_task(name: str, examples: list[dict], headline_metric: str, where: str) -> Task:
-    """The `Task` of your own questions, each already checked (`_checked_choice_row`); `where` names them in errors."""
+def _own_task(
+    name: str, examples: list[dict], headline_metric: str, where: str, data_source: dict | None = None
+) -> Task:
+    """The `Task` of your own questions, each already checked (`_checked_choice_row`); `where` names them in errors;
+    `data_source`: where they were read (`SourceTexts.source`)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
     if name in TASKS:
@@ -199,7 +229,10 @@ def _own_task(name: str, examples: list[dict], headline_metric: str, where: str)
         if example["id"] in seen:
             raise ValueError(f"{where}: `id` {example['id']!r} appears twice; ids must be unique.")
         seen.add(example["id"])
-    return Task(name, "", None, "evaluation", None, _own_choice, _no_hub, headline_metric, examples=tuple(examples))
+    return Task(
+        name, "", None, "evaluation", None, _own_choice, _no_hub, headline_metric,
+        examples=tuple(examples), data_source=data_source,
+    )  # fmt: skip
 
 
 def load_multiple_choice_source(
@@ -207,9 +240,10 @@ def load_multiple_choice_source(
 ) -> Task:
     """One `diet-hf eval --tasks` word of the form `NAME=SOURCE`: your own multiple-choice questions
     (`multiple_choice_task`) from a `.jsonl` / `.json` file (one object per line) or a `datasets` source
-    `ID_OR_DIR[,CONFIG][:SPLIT]` (split `test` by default; `_source_parts`) with `context`, `choices` and `label`
-    columns, its headline `headline_metric`; a Hub dataset is read with `token` (a private one). Read and checked
-    here, before any model loads; errors name `flag`, the source and the line."""
+    `ID_OR_DIR[@REVISION][,CONFIG][:SPLIT]` (split `test` by default; `_source_parts`, `_open_dataset`) with `context`,
+    `choices` and `label` columns, its headline `headline_metric`; a Hub dataset is read with `token` (a private one).
+    Read and checked here, before any model loads; errors name `flag`, the source and the line. The task's
+    `data_source` records where (`SourceTexts.source`)."""
     name, _, source = argument.partition("=")
     if not name or not source:
         raise ValueError(f"`{flag}`: expected NAME=SOURCE, got {argument!r}.")
@@ -227,8 +261,10 @@ def load_multiple_choice_source(
         examples = []  # each checked once, an error naming its line
         for number, row in _json_lines(path, f"`{flag}` {name}"):
             examples.append(_checked_choice_row(row, len(examples), f"`{flag}` {name}: {path} line {number}"))
-        return _own_task(name, examples, headline_metric, f"`{flag}` {name}: {path}")
-    dataset = _open_dataset(name, location, path, split, flag, config=config, default_split="test", token=token)
+        return _own_task(name, examples, headline_metric, f"`{flag}` {name}: {path}", {"local": "file"})
+    dataset, source = _open_dataset(
+        name, location, path, split, flag, config=config, default_split="test", token=token
+    )
     missing = [key for key in CHOICE_FIELDS if key not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -237,7 +273,7 @@ def load_multiple_choice_source(
         )
     where = f"`{flag}` {name}: {location}"  # the errors name the flag, as the file's do
     examples = [_checked_choice_row(row, i, f"{where} row {i}") for i, row in enumerate(dataset)]
-    return _own_task(name, examples, headline_metric, where)
+    return _own_task(name, examples, headline_metric, where, source)
 
 
 def load_task_source(
@@ -269,12 +305,12 @@ def load_task_source(
     if "=" not in argument:
         if not registered:
             raise ValueError(
-                f"`{flag}`: expected NAME=FILE or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]], got {argument!r}."
+                f"`{flag}`: expected NAME=FILE or NAME=DATASET[@REVISION][,CONFIG][:SPLIT[:COLUMN]], got {argument!r}."
             )
         if argument not in TASKS:
             raise ValueError(
                 f"`{flag}`: {argument!r} is not a registered task ({', '.join(TASKS)}); give your own data as "
-                "NAME=PATH or NAME=DATASET[,CONFIG][:SPLIT[:COLUMN]]."
+                "NAME=PATH or NAME=DATASET[@REVISION][,CONFIG][:SPLIT[:COLUMN]]."
             )
         return argument, None
     name, source = argument.split("=", 1)
@@ -288,25 +324,26 @@ def load_task_source(
         if config or split or column:
             raise ValueError(f"`{flag}` {name}: a file takes no config, split or column, got {source!r}.")
         texts = _read_text_file(path, name, flag, answer, render_chat, render_question)
+        record = {"local": "file"}
     else:
-        texts = _read_dataset(
+        texts, record = _read_dataset(
             name, location, path, split, column, flag, answer, render_chat, render_question, config=config, token=token
         )
     if not texts:
         raise ValueError(f"`{flag}` {name}: {source} holds no non-empty texts.")
-    return name, texts
+    return name, SourceTexts(texts, record)
 
 
-# `ID_OR_PATH[,CONFIG][:SPLIT[:COLUMN]]` after the location: a split may hold a slice in brackets, colons included
-# (datasets' `train[:200]`, `train[10%:20%]+validation[:5%]`)
+# `ID_OR_PATH[@REVISION][,CONFIG][:SPLIT[:COLUMN]]` after the location: a split may hold a slice in brackets, colons
+# included (datasets' `train[:200]`, `train[10%:20%]+validation[:5%]`)
 _SPLIT_AND_COLUMN = re.compile(r"(?P<split>(?:[^:\[\]]|\[[^\]]*\])*)(?::(?P<column>.*))?")
 
 
 def _source_parts(source: str, where: str) -> tuple[str, str | None, str | None, str | None]:
-    """`(location, config, split, column)` of `ID_OR_PATH[,CONFIG][:SPLIT[:COLUMN]]`, None for a part not given: a
-    path that exists as written is whole (a colon in a file name), a Windows drive (`C:\\...`, `C:/...`) belongs to
-    its path, a comma after the location names a Hub dataset's config (subset), and a split may hold datasets' slice
-    syntax (`train[:200]`)."""
+    """`(location, config, split, column)` of `ID_OR_PATH[@REVISION][,CONFIG][:SPLIT[:COLUMN]]`, None for a part not
+    given (the location keeps its `@REVISION`, which `_open_dataset` reads): a path that exists as written is whole (a
+    colon in a file name), a Windows drive (`C:\\...`, `C:/...`) belongs to its path, a comma after the location
+    names a Hub dataset's config (subset), and a split may hold datasets' slice syntax (`train[:200]`)."""
     if Path(source).expanduser().exists():
         return source, None, None, None
     start = 2 if re.match(r"[A-Za-z]:[\\/]", source) else 0
@@ -373,25 +410,28 @@ def _read_dataset(
     render_question: Callable | None = None,
     config: str | None = None,
     token: str | None = None,
-) -> list[str]:
+) -> tuple[list[str], dict]:
     """The texts of a dataset's `column` (`text` unless named; without one, questions with context, choices and
     label each make their context and an answer, `answer` as in `load_task_source`, and a `messages` column of
-    conversations each one text by `render_chat`; a named column of conversations is read so too)."""
-    loaded = _open_dataset(name, location, path, split, flag, config=config, token=token)
+    conversations each one text by `render_chat`; a named column of conversations is read so too), and their source
+    record (`SourceTexts.source`; the column read, None for questions)."""
+    loaded, source = _open_dataset(name, location, path, split, flag, config=config, token=token)
     if column is None:
         if "text" not in loaded.column_names and all(key in loaded.column_names for key in CHOICE_FIELDS):
             rows = [_checked_choice_row(row, i, f"`{flag}` {name}: row {i}") for i, row in enumerate(loaded)]
-            return [_question_text(name, row, answer, render_question) for row in rows]
+            return [_question_text(name, row, answer, render_question) for row in rows], source
         conversations = "text" not in loaded.column_names and MESSAGES_FIELD in loaded.column_names
         column = MESSAGES_FIELD if conversations else "text"
     if column not in loaded.column_names:
         raise ValueError(f"`{flag}` {name}: no column {column!r}; columns: {loaded.column_names}.")
+    source = {**source, "column": column}
     values = list(loaded[column])
     if values and all(isinstance(v, list) for v in values):
-        return [_conversation_text(v, render_chat, f"`{flag}` {name}: row {i}") for i, v in enumerate(values)]
+        texts = [_conversation_text(v, render_chat, f"`{flag}` {name}: row {i}") for i, v in enumerate(values)]
+        return texts, source
     if not all(isinstance(v, str) for v in values):
         raise ValueError(f"`{flag}` {name}: column {column!r} does not hold strings (nor conversations).")
-    return [v for v in values if v.strip()]
+    return [v for v in values if v.strip()], source
 
 
 # a split's rows START to STOP, both counts (not percentages, not from the end): `train[:200]`, `train[100:300]`
@@ -409,13 +449,16 @@ def _open_dataset(
     default_split: str = "train",
     token: str | None = None,
 ):
-    """The `datasets.Dataset` a `NAME=ID_OR_DIR[,CONFIG][:SPLIT]` word names: a `save_to_disk` directory or a Hub
-    dataset id, of its config (subset) `config` where it has several, split `default_split` unless given; a split may
-    be sliced as `datasets.load_dataset` reads it (`train[:200]`, `train[:10%]+validation[:10%]`), in a directory's
-    splits too. A Hub split's rows START to STOP (`train[:200]`, `train[100:300]`) are streamed: `load_dataset` would
-    download every file of the split before slicing (hundreds of GB for a web corpus), the stream reads the files that
-    hold those rows, in the same order. Errors name `flag` and what was wrong; a Hub dataset with several configs and
-    none named, its configs and how to name one. A Hub dataset is read with `token` where one is given."""
+    """The `datasets.Dataset` a `NAME=ID_OR_DIR[@REVISION][,CONFIG][:SPLIT]` word names, and its source record
+    (`SourceTexts.source`, its column None): a `save_to_disk` directory or a Hub dataset id, at `REVISION` (a
+    branch, tag or commit) where one is named, of its config (subset) `config` where it has several, split
+    `default_split` unless given; a split may be sliced as `datasets.load_dataset` reads it (`train[:200]`,
+    `train[:10%]+validation[:10%]`), in a directory's splits too. A Hub dataset is read at the commit its revision
+    points to when the read starts (recorded as the source's revision; offline, the revision as named). A Hub split's
+    rows START to STOP (`train[:200]`, `train[100:300]`) are streamed: `load_dataset` would download every file of the
+    split before slicing (hundreds of GB for a web corpus), the stream reads the files that hold those rows, in the
+    same order. Errors name `flag` and what was wrong; a Hub dataset with several configs and none named, its configs
+    and how to name one. A Hub dataset is read with `token` where one is given."""
     import datasets
 
     requested, split = split, split or default_split
@@ -426,29 +469,36 @@ def _open_dataset(
         if not isinstance(loaded, datasets.DatasetDict):
             if requested:
                 raise ValueError(f"`{flag}` {name}: {path} is a single dataset; it has no split {split!r}.")
-            return loaded
+            return loaded, {"local": "directory"}
         try:
             parts = datasets.ReadInstruction.from_spec(split).to_absolute({k: len(v) for k, v in loaded.items()})
         except ValueError:  # an unknown split, or a slice datasets does not read
             raise ValueError(f"`{flag}` {name}: {path} has no split {split!r}; splits: {sorted(loaded)}.") from None
         # a slice's rows (an empty one as no indices: `select` refuses an empty range that starts at the end)
         pieces = [loaded[p.splitname].select(range(p.from_, p.to) if p.to > p.from_ else []) for p in parts]
-        return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+        whole = pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+        return whole, {"local": "directory", "split": split}
     from .._io import looks_like_local_path
 
-    if looks_like_local_path(location):
+    dataset_id, at, revision = location.partition("@")  # a revision may hold slashes: `refs/pr/1`
+    if looks_like_local_path(dataset_id):
         raise FileNotFoundError(f"`{flag}` {name}: no file or directory at {location}.")
+    if not dataset_id or (at and not revision):
+        raise ValueError(f"`{flag}` {name}: expected DATASET@REVISION (a branch, tag or commit), got {location!r}.")
+    location, revision = dataset_id, _dataset_commit(dataset_id, revision or None, token)
+    source = {"dataset": location, "revision": revision, "config": config, "split": split, "column": None}
     try:
         head = _HEAD_SLICE.fullmatch(split)
+        hub = {"revision": revision, "token": token}
         if head:  # the first rows of a split: streamed, so that only the files that hold them are read
-            streamed = datasets.load_dataset(location, config, split=head["split"], streaming=True, token=token)
+            streamed = datasets.load_dataset(location, config, split=head["split"], streaming=True, **hub)
             start, stop = int(head["start"] or 0), int(head["stop"])
             rows = list(streamed.skip(start).take(max(stop - start, 0)))
             features = streamed.features  # of the files' schema; None where the stream does not know it
             if rows:
-                return datasets.Dataset.from_list(rows, features=features)
-            return datasets.Dataset.from_dict({column: [] for column in features or {}}, features=features)
-        return datasets.load_dataset(location, config, split=split, token=token)
+                return datasets.Dataset.from_list(rows, features=features), source
+            return datasets.Dataset.from_dict({column: [] for column in features or {}}, features=features), source
+        return datasets.load_dataset(location, config, split=split, **hub), source
     except ValueError as error:  # e.g. an unknown split, or a dataset of several configs and none named
         if config is None and str(error).startswith("Config name is missing"):
             configs = _config_names(location, token)
@@ -461,6 +511,21 @@ def _open_dataset(
         raise ValueError(
             f"`{flag}` {name}: could not load dataset {location!r} ({type(error).__name__}: {error})"
         ) from error
+
+
+def _dataset_commit(location: str, revision: str | None, token: str | None) -> str | None:
+    """The commit `revision` (None: the main branch) of the Hub dataset `location` points to now, so the read and its
+    record name the same data; `revision` itself where the Hub cannot say (offline, or no such dataset, which the read
+    then reports)."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    if datasets.config.HF_HUB_OFFLINE:
+        return revision
+    try:
+        return HfApi().dataset_info(location, revision=revision, token=token).sha or revision
+    except Exception:  # the read that follows fails with the dataset named, or reads datasets' cache
+        return revision
 
 
 def _config_names(location: str, token: str | None) -> str:

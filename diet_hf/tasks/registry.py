@@ -56,6 +56,8 @@ class Task:
     metrics: tuple[str, ...] = ("acc", "acc_norm")
     # Your own task (`multiple_choice_task`): its evaluation examples, held in memory instead of a data source.
     examples: tuple[dict, ...] | None = field(default=None, repr=False, compare=False)
+    # where your own task's questions were read (`load_multiple_choice_source`; `SourceTexts.source`), for the record
+    data_source: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.headline_metric not in self.metrics:
