@@ -1,10 +1,12 @@
 """Argument checks shared by the public functions and option dataclasses: one wording for every message."""
 
 import math
+import os
 
 __all__ = [
     "check_finite_outputs",
     "check_one_split",
+    "check_path",
     "check_positive_int",
     "check_shard_size",
     "is_int_at_least",
@@ -51,6 +53,15 @@ def dataset_columns(data) -> list[str]:
         first = next(iter(data), None)
         columns = list(first) if isinstance(first, dict) else []
     return list(columns)
+
+
+def check_path(name: str, value, what: str = "a path") -> None:
+    """Raises `TypeError` naming the argument `name` unless `value` is a path (a `str` or an `os.PathLike`; `what`
+    it should be, in the message), and `ValueError` for an empty one (which would name the working directory)."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"`{name}` must be {what} (a `str` or `os.PathLike`), got {type(value).__name__}: {value!r}.")
+    if not os.fspath(value):
+        raise ValueError(f"`{name}` is an empty path.")
 
 
 def check_shard_size(name: str, value) -> None:

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ._checks import check_path
 from .constants import ADAPTER_CONFIG_FILE, CONFIG_FILE
 
 __all__ = ["atomic_directory", "atomic_write_text", "current_umask", "apply_umask"]
@@ -159,6 +160,7 @@ def check_model_location(
     (`org/name`) passes through, so a missing local directory is not reported as an invalid Hub repo id. With
     `gguf_file` (a GGUF file's name inside the directory or repository, as transformers' `from_pretrained` takes it;
     `gguf_argument` names it in errors), a local directory must hold that file instead."""
+    check_path(argument, model_id_or_path, "a Hub repository id or a local directory")
     text = os.fspath(model_id_or_path)
     path = Path(text).expanduser()
     if gguf_file is not None and (not isinstance(gguf_file, str | os.PathLike) or not os.fspath(gguf_file)):

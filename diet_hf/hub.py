@@ -22,7 +22,7 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from ._checks import check_shard_size
+from ._checks import check_path, check_shard_size
 from ._io import atomic_directory, check_output_is_not_input
 from .constants import PROFILE_SUBFOLDER, REMOTE_CODE_FILES
 
@@ -120,7 +120,11 @@ def save_pruned_model(
     """
     from .card import write_model_card
 
+    check_path("save_directory", save_directory)
     check_shard_size("max_shard_size", max_shard_size)
+    check_card_results(evaluation, dense_evaluation, text_evaluation, dense_text_evaluation)
+    if repo_id is not None:  # the card's usage snippet names it
+        check_repo_id(repo_id)
     target = Path(save_directory)
     base = (getattr(model.config, "pruning", None) or {}).get("base_model")
     if base:
@@ -325,6 +329,31 @@ def local_checkpoint(
             f"{opening}: {it} is no local directory, and the Hub repository{at} could not be read "
             f"({str(error).splitlines()[0]})."
         ) from error
+
+
+def check_card_results(evaluation, dense_evaluation, text_evaluation, dense_text_evaluation) -> None:
+    """Raises naming the argument, before anything is saved, unless each of the card's results is None (or empty:
+    no section) or what its function returns: `evaluation` / `dense_evaluation` what `evaluation.evaluate` returns,
+    `text_evaluation` / `dense_text_evaluation` `{name: texts_perplexity(...)}`; the base model's results only beside
+    this model's (alone they would go into no table)."""
+    for name, value in (("evaluation", evaluation), ("dense_evaluation", dense_evaluation)):
+        if value and not (isinstance(value, dict) and isinstance(value.get("results"), dict)):
+            raise TypeError(
+                f"`{name}` must be what `diet_hf.evaluation.evaluate` returns (a dict with `results` and `average`), "
+                f"got {type(value).__name__}: {value!r:.80}."
+            )
+    for name, value in (("text_evaluation", text_evaluation), ("dense_text_evaluation", dense_text_evaluation)):
+        if value and not (
+            isinstance(value, dict) and all(isinstance(r, dict) and "perplexity" in r for r in value.values())
+        ):
+            raise TypeError(
+                f"`{name}` must be `{{name: diet_hf.evaluation.texts_perplexity(...)}}`, one result per set of texts, "
+                f"got {type(value).__name__}: {value!r:.80}."
+            )
+    pairs = (("evaluation", evaluation, dense_evaluation), ("text_evaluation", text_evaluation, dense_text_evaluation))
+    for name, own, dense in pairs:
+        if dense and not own:
+            raise ValueError(f"`dense_{name}` is the base model's, shown beside `{name}`: pass `{name}` too.")
 
 
 def check_repo_id(repo_id) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ._checks import check_path
 from ._io import atomic_directory
 from .constants import CONFIG_FILE, PROFILE_SUBFOLDER, SCORES_META_FILE, SCORES_TEXTS_FILE, SCORES_WEIGHTS_FILE
 
@@ -124,6 +125,7 @@ class ImportanceScores:
         `calibration_texts` (`{task: texts}`, the tasks whose data was passed to `profile()`) go beside them, so a
         later prune that needs the calibration data (the reconstruction) can read them again; `{}` is written when
         there are none, so an earlier save's texts never outlive it."""
+        check_path("save_directory", save_directory)
         with atomic_directory(save_directory, merge=True) as tmp:  # other files there stay
             texts = {"tasks": calibration_texts or {}}
             (tmp / SCORES_TEXTS_FILE).write_text(json.dumps(texts, ensure_ascii=False) + "\n", encoding="utf-8")

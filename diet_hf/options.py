@@ -11,7 +11,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import NamedTuple
 
-from ._checks import check_positive_int
+from ._checks import check_positive_int, is_int_at_least
 from .importance import ImportanceScores
 from .methods import get_method, method_options
 from .moments import MOMENTS_DTYPES
@@ -219,8 +219,13 @@ class ProfileOptions:
 
     def __post_init__(self):
         _check_choices(self)
-        for name in ("num_samples", "batch_size", "max_length"):
+        for name in ("num_samples", "batch_size"):
             check_positive_int(name, getattr(self, name))
+        if not is_int_at_least(self.max_length, 2):  # 1: every text cut to its BOS, the same state for all of them
+            raise ValueError(
+                f"`max_length` must be an integer >= 2 (BOS and at least one token of each text), got "
+                f"{self.max_length!r}."
+            )
         _check_number("moments_memory_gib", self.moments_memory_gib, low=0)
         if self.moments_memory_gib <= 0:
             raise ValueError(f"`moments_memory_gib` must be a number > 0, got {self.moments_memory_gib!r}.")

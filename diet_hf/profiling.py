@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ._batching import pad_id, pad_rows
-from ._checks import OVERFLOW_HINT
+from ._checks import OVERFLOW_HINT, check_path
 from .calibration import calibration_sets, named_tasks, rendered_conversations
 from .importance import ImportanceScores, load_profile
 from .moments import (
@@ -330,6 +330,7 @@ class _ProfilingMixin:
         reconstruction's input moments may take at once, in its passes over that data, and the precision of their
         x x^T products.
         """
+        check_path("directory", directory)
         given = {"moments_memory_gib": moments_memory_gib, "moments_dtype": moments_dtype}
         checked = ProfileOptions(**{k: v for k, v in given.items() if v is not None})  # validated as the options are
         scores, texts = load_profile(directory, revision=revision, token=token)

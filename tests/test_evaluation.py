@@ -193,6 +193,8 @@ def test_dev_and_test_halves_partition_the_examples(word_tokenizer, tmp_path):
     assert [p["id"] for p in limited["predictions"]["piqa"]] == [i for i in scored["test"] if i != "p0"][:3]
     with pytest.raises(ValueError, match=r"`half` must be one of \('dev', 'test'\) or None, got 'train'"):
         evaluate(model, word_tokenizer, ["piqa"], data_dir=tmp_path, half="train", disable_progress=True)
+    with pytest.raises(ValueError, match=r"`tasks` is empty: name at least one task"):  # was a ZeroDivisionError
+        evaluate(model, word_tokenizer, [], data_dir=tmp_path, disable_progress=True)
 
 
 def test_split_half_is_a_fixed_hash_of_task_and_id(data_dir):

@@ -398,6 +398,14 @@ def test_healing_config_validation():
         ("position_stride", 512, r"`position_stride` must be smaller than `seq_len` \(512\), got 512"),
         ("max_time", 0, r"`max_time` must be > 0 seconds or None, got 0"),
         ("lora_dropout", 1.0, r"`lora_dropout` must be in \[0, 1\), got 1.0"),
+        # warmup longer than training would never reach the learning rate
+        ("warmup_ratio", 1.5, r"`warmup_ratio` must be in \[0, 1\], got 1.5"),
+        ("weight_decay", -0.01, r"`weight_decay` must be >= 0, got -0.01"),
+        ("kd_weight", "0.5", r"`kd_weight` must be a number, got '0.5'"),
+        ("max_time", "20m", r"`max_time` must be a number, got '20m'"),
+        ("guard", "yes", r"`guard` must be True or False, got 'yes'"),
+        ("release_memory", 1, r"`release_memory` must be True or False, got 1"),
+        ("bf16", "auto", r"`bf16` must be True, False or None, got 'auto'"),
     ]:
         with pytest.raises(ValueError, match=message):
             HealingConfig(**{field: value, **({"seq_len": 512} if field == "position_stride" else {})})
@@ -865,6 +873,26 @@ def test_rows_longer_than_the_models_context_are_refused_before_training(tmp_pat
     healed = heal(student, teacher, tiny_tokenizer, TEXTS * 4, config=config, work_dir=tmp_path / "w")
     assert healed.config.pruning["healing"]["options"]["seq_len"] == context
     assert "healing: 100%" in capsys.readouterr().err  # a progress bar by default
+
+
+def test_heal_arguments_of_the_wrong_type_are_named_before_any_work(tmp_path, tiny_tokenizer):
+    """Each failed deep inside before (`AttributeError` on None, a bare `os.fspath` or `dict()` error)."""
+    teacher, student = _pair(vocab_size=len(tiny_tokenizer))
+    out = tmp_path / "healed"
+    for kwargs, error, message in [
+        ({"student": None}, TypeError, r"`student` must be a pruned model made by diet-hf, got NoneType"),
+        ({"teacher": 3}, TypeError, r"`teacher` must be the dense parent: a model, a Hub id or a directory, got int"),
+        ({"output_dir": 3}, TypeError, r"`output_dir` must be a path \(a `str` or `os.PathLike`\), got int: 3"),
+        ({"work_dir": ""}, ValueError, r"`work_dir` is an empty path"),
+        ({"resume": "yes"}, TypeError, r"`resume` must be True or False, got 'yes'"),
+        ({"eval_options": "limit=5"}, TypeError, r"`eval_options` must be a dict, got str: 'limit=5'"),
+        ({"data_record": ["rte"]}, TypeError, r"`data_record` must be a dict, got list"),
+        ({"callbacks": [print]}, TypeError, r"`callbacks` must be a list of transformers `TrainerCallback`s"),
+    ]:
+        given = {"student": student, "teacher": teacher, "output_dir": out, **kwargs}
+        with pytest.raises(error, match=message):
+            heal(given.pop("student"), given.pop("teacher"), tiny_tokenizer, TEXTS, config=_small(), **given)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_dense_student_is_refused_by_name_before_training(tmp_path, tiny_tokenizer):

@@ -575,6 +575,35 @@ def test_save_targets_that_are_not_a_new_or_model_directory(tmp_path, monkeypatc
         save_pruned_model(model, dense)
 
 
+def test_what_the_card_shows_is_checked_before_anything_is_saved(tmp_path):
+    """The card's results and the repository its snippet names, of the wrong type or alone: named before the save
+    (they failed while the card was written: "string indices must be integers", `AttributeError`; a base model's
+    evaluation without this model's, or an invalid repository id, went into the card unremarked)."""
+    model = build_pruned_model(tiny_dense_model("gemma2"))
+    evaluation = {"results": {"rte": {"acc": 0.5, "acc_norm": 0.5, "num_scored": 4}}, "average": 0.5}
+    texts = {"mine": {"perplexity": 12.0, "texts": 2, "tokens": 10}}
+    for kwargs, error, message in [
+        ({"evaluation": "rte 0.5"}, TypeError, r"`evaluation` must be what `diet_hf.evaluation.evaluate` returns"),
+        ({"evaluation": [0.5]}, TypeError, r"`evaluation` must be .* got list: \[0.5\]"),
+        (
+            {"dense_evaluation": evaluation},
+            ValueError,
+            r"`dense_evaluation` is the base model's, .* pass `evaluation`",
+        ),
+        ({"text_evaluation": [12.0]}, TypeError, r"`text_evaluation` must be `\{name: diet_hf.evaluation.texts_perp"),
+        ({"text_evaluation": {"mine": 12.0}}, TypeError, r"`text_evaluation` must be .* got dict"),
+        ({"dense_text_evaluation": texts}, ValueError, r"pass `text_evaluation` too"),
+        ({"repo_id": "not a repo!"}, ValueError, r"`repo_id` 'not a repo!' is not a valid Hub repository id"),
+    ]:
+        with pytest.raises(error, match=message):
+            save_pruned_model(model, tmp_path / "m", **kwargs)
+    for where in (None, 3):
+        with pytest.raises(TypeError, match=r"`save_directory` must be a path \(a `str` or `os.PathLike`\), got"):
+            save_pruned_model(model, where)
+    assert list(tmp_path.iterdir()) == []
+    save_pruned_model(model, tmp_path / "m", evaluation=evaluation, dense_evaluation=evaluation, text_evaluation=texts)
+
+
 def test_an_invalid_repo_id_fails_before_anything_is_saved(tmp_path, monkeypatch):
     from diet_hf.hub import push_pruned_model
 

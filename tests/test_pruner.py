@@ -178,6 +178,13 @@ def test_unknown_task_and_bad_arguments(data_dir):
         pruner.profile(tasks=3)
     with pytest.raises(ValueError, match=r"`tokenizer` must be a transformers tokenizer, got str"):
         DietPruner(tiny_dense_model("gemma2"), "google/gemma-2-2b")
+    # a location that is not a path: named (a bare `os.fspath` error before)
+    with pytest.raises(TypeError, match=r"`model_id_or_path` must be a Hub repository id or a local directory"):
+        DietPruner.from_pretrained(None)
+    with pytest.raises(TypeError, match=r"`data_dir` must be a path \(a `str` or `os.PathLike`\), got int: 3"):
+        pruner.profile(tasks=["rte"], data_dir=3)
+    with pytest.raises(TypeError, match=r"`directory` must be a path .* got NoneType"):
+        pruner.load_scores(None)
     pruner.profile({"a": [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]}, disable_progress=True)
     with pytest.raises(TypeError, match=r"prune\(options=\) must be a `diet_hf.options.PruneOptions`, got dict: pass"):
         pruner.prune(sparsity=0.2, options={"merge": "mean"})
@@ -674,6 +681,11 @@ def test_prune_options_name_the_bad_field(values, message):
         ({"seed": True}, r"`seed` must be an integer, got True"),
         ({"moments_memory_gib": 0}, r"`moments_memory_gib` must be a number > 0, got 0"),
         ({"channel_stats": "yes"}, r"`channel_stats` must be True or False, got 'yes'"),
+        # one token is the BOS alone: every text the same state
+        (
+            {"max_length": 1},
+            r"`max_length` must be an integer >= 2 \(BOS and at least one token of each text\), got 1",
+        ),
     ],
 )
 def test_profile_options_name_the_bad_field(values, message):

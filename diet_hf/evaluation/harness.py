@@ -59,6 +59,8 @@ def evaluate(
         raise ValueError(f"`limit` must be >= 1, got {limit!r}.")
     check_positive_int("batch_size", batch_size)
     tasks = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)  # one name, as `DietPruner.profile` takes it
+    if not tasks:
+        raise ValueError("`tasks` is empty: name at least one task (registered, or your own `multiple_choice_task`).")
     if half is not None and half not in HALVES:
         raise ValueError(f"`half` must be one of {HALVES} or None, got {half!r}.")
     specs = [task if isinstance(task, Task) else get_task(task) for task in tasks]

@@ -121,6 +121,20 @@ class HealingConfig:
             check_positive_int(name, getattr(self, name))
         if not is_int_at_least(self.seed, 0):
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
+        numbers = ("learning_rate", "warmup_ratio", "weight_decay", "lora_dropout", "kd_weight", "temperature")
+        for name in (*numbers, "hidden_weight", *(("max_time",) if self.max_time is not None else ())):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"`{name}` must be a number, got {value!r}.")
+        for name in ("bos_rows", "lora", "train_embeddings", "guard", "release_memory"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if not (self.bf16 is None or isinstance(self.bf16, bool)):
+            raise ValueError(f"`bf16` must be True, False or None, got {self.bf16!r}.")
+        if not 0.0 <= self.warmup_ratio <= 1.0:  # more would never reach `learning_rate`
+            raise ValueError(f"`warmup_ratio` must be in [0, 1], got {self.warmup_ratio!r}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}.")
         if self.top_k is not None and not is_positive_int(self.top_k):
             raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
         if not (isinstance(self.hidden_weight, (int, float)) and self.hidden_weight >= 0):

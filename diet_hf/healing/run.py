@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .._checks import OVERFLOW_HINT, check_one_split, check_shard_size
+from .._checks import OVERFLOW_HINT, check_one_split, check_path, check_shard_size
 from .._devices import fast_bf16
 from .._io import check_not_a_file, check_output_is_not_input
 from ..constants import family_for_model_type
@@ -128,6 +128,7 @@ def heal(
             f"`config` must be a `HealingConfig`, got {type(config).__name__}"
             + (": pass `HealingConfig(**config)`." if isinstance(config, dict) else ".")
         )
+    _check_heal_arguments(student, teacher, output_dir, work_dir, resume, data_record, callbacks, eval_options)
     check_no_adapters(student, "student", "healing adds LoRA adapters of its own and merges them into the weights")
     if isinstance(teacher, torch.nn.Module):
         check_no_adapters(teacher, "teacher", "the student was pruned from the merged model (the pruner asks for it)")
@@ -296,6 +297,35 @@ def _resolved_bos_options(config: HealingConfig, tokenizer) -> HealingConfig:
     if config.separate_documents is None:
         config = replace(config, separate_documents=has_bos)
     return config
+
+
+def _check_heal_arguments(student, teacher, output_dir, work_dir, resume, data_record, callbacks, eval_options):
+    """`heal`'s arguments of the wrong type, named before anything runs (each failed deep inside before)."""
+    from transformers import TrainerCallback
+
+    if not isinstance(student, torch.nn.Module):  # a PEFT wrapper too, which the adapter check then names
+        raise TypeError(f"`student` must be a pruned model made by diet-hf, got {type(student).__name__}.")
+    if not isinstance(teacher, str | os.PathLike | torch.nn.Module):
+        raise TypeError(
+            f"`teacher` must be the dense parent: a model, a Hub id or a directory, got {type(teacher).__name__}."
+        )
+    for name, value in (("output_dir", output_dir), ("work_dir", work_dir)):
+        if value is not None:
+            check_path(name, value)
+    if not isinstance(resume, bool):
+        raise TypeError(f"`resume` must be True or False, got {resume!r}.")
+    for name, value in (("data_record", data_record), ("eval_options", eval_options)):
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"`{name}` must be a dict, got {type(value).__name__}: {value!r:.60}.")
+
+    def is_callback(value) -> bool:  # Trainer takes instances and classes
+        return isinstance(value, TrainerCallback) or (isinstance(value, type) and issubclass(value, TrainerCallback))
+
+    if callbacks is not None and not (isinstance(callbacks, list | tuple) and all(map(is_callback, callbacks))):
+        raise TypeError(
+            f"`callbacks` must be a list of transformers `TrainerCallback`s (instances or classes), got "
+            f"{callbacks!r:.80}."
+        )
 
 
 def _packed_rows(sources: dict[str, list[str]], tokenizer, config: HealingConfig) -> _Rows:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._checks import check_one_split, dataset_columns
+from .._checks import check_one_split, check_path, dataset_columns
 from .own import SourceTexts
 from .registry import DEFAULT_CALIBRATION_ANSWER, Task, check_calibration_answer, get_task, split_half
 
@@ -20,6 +20,8 @@ DATA_DIR_ENV = "DIET_DATA_DIR"
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     """`data_dir`, else `$DIET_DATA_DIR`, else `None` (load from the Hub)."""
+    if data_dir is not None:
+        check_path("data_dir", data_dir)
     value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     return None if value in (None, "") else Path(value)
 
