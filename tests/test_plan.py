@@ -439,10 +439,13 @@ def test_importance_scores_are_checked_when_made_and_loaded(tmp_path):
         ImportanceScores({}, {})
     with pytest.raises(ValueError, match=r"All tasks must have equal score shapes, got MLP"):
         ImportanceScores({"a": mlp, "b": torch.ones(2, 6)}, {"a": heads, "b": heads})
+    with pytest.raises(ValueError, match=r"All tasks must have equal score shapes, got MLP .* heads \{"):
+        ImportanceScores({"a": mlp, "b": mlp}, {"a": heads, "b": torch.ones(2, 3)})  # the heads' alone
     with pytest.raises(ValueError, match=r"Scores of task 'a' must be \(num_layers, units\), got shape \(8,\)"):
         ImportanceScores({"a": torch.ones(8)}, {"a": heads})
     ImportanceScores({"a": mlp}, {"a": heads}).save_pretrained(tmp_path / "scores")
-    assert ImportanceScores.from_pretrained(tmp_path / "scores").tasks == ["a"]
+    loaded = ImportanceScores.from_pretrained(tmp_path / "scores")
+    assert loaded.tasks == ["a"] and loaded.num_hidden_layers == 2
     (tmp_path / "scores" / "importance_scores.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"No importance scores in .*scores: importance_scores.safetensors is"):
         ImportanceScores.from_pretrained(tmp_path / "scores")

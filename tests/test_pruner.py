@@ -852,9 +852,10 @@ def test_profile_on_conversations_renders_them_with_the_chat_template(tiny_token
     dataset = datasets.Dataset.from_list([{"messages": m} for m in conversations])
     # and a stream of them whose columns are known only once it is read (a streamed JSON dataset)
     streamed = datasets.IterableDataset.from_generator(lambda: ({"messages": m} for m in conversations))
+    rendered = datasets.Dataset.from_dict({"text": texts, "messages": conversations})  # a text column is read as is
     profiles = [
         DietPruner(dense, tokenizer).profile({"mine": data}, disable_progress=True).scores
-        for data in (texts, conversations, dataset, streamed)
+        for data in (texts, conversations, dataset, streamed, rendered)
     ]
     for profile in profiles[1:]:
         for layer, (a, b) in enumerate(zip(profile.mlp["mine"], profiles[0].mlp["mine"])):

@@ -287,9 +287,10 @@ def load_task_source(
     token: str | None = None,
 ) -> tuple[str, list[str] | None]:
     """One `diet-hf prune --tasks` word: a registered task name (`(name, None)`), or `NAME=SOURCE` for the user's own
-    calibration texts (`(name, texts)`). SOURCE is a file (`.jsonl` / `.json` lines with a `text` field, or `.txt`
-    with one text per non-empty line), or a `datasets` source `ID_OR_DIR[:SPLIT[:COLUMN]]` (a Hub dataset id, or a
-    directory saved with `save_to_disk`; split `train` and column `text` by default). Everything is read and checked
+    calibration texts (`(name, texts)`, the texts a `SourceTexts` that records where they were read). SOURCE is a file
+    (`.jsonl` / `.json` lines with a `text` field, or `.txt` with one text per non-empty line), or a `datasets` source
+    `ID_OR_DIR[@REVISION][,CONFIG][:SPLIT[:COLUMN]]` (a Hub dataset id, or a directory saved with `save_to_disk`;
+    split `train` and column `text` by default; `_source_parts`, `_open_dataset`). Everything is read and checked
     here, so a bad path, split or column fails before any model is loaded; the error names what was wrong (and
     `flag`, the option it came from). With `registered=False` (your texts alone, e.g. `diet-hf eval --texts`) only
     `NAME=SOURCE` is accepted, under any name. Rows that are questions (`context`, `choices`, `label` and no `text`)
