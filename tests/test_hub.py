@@ -809,6 +809,9 @@ def test_a_profile_pushed_to_the_hub_prunes_anywhere_at_any_revision(
 
     first = profiled(0)
     commit = first.push_scores_to_hub("org/profile")
+    # the scores' own push commits to the main branch too (a pull request only with `create_pr=True`)
+    direct = first.scores.push_to_hub("org/profile-direct")
+    assert direct == HfApi().model_info("org/profile-direct").sha
     expected = first.prune(sparsity=0.3).state_dict()
     profiled(1).push_scores_to_hub("org/profile")  # the main branch moves on
     files = local_hub.state.files_at("org/profile", commit)[1]
