@@ -141,7 +141,8 @@ def _text_lines(results: dict, dense_results: dict | None, base: str) -> list[st
     else:
         lines += ["| texts | count | tokens | perplexity |", "|---|---|---|---|"]
     for name, result in results.items():
-        row = f"| {_cell(name)} | {result['texts']} | {result['tokens']:,} |"
+        read = f" ({source_label(result['source'])})" if result.get("source") else ""  # where they were read
+        row = f"| {_cell(name + read)} | {result['texts']} | {result['tokens']:,} |"
         if dense_results and name in dense_results:
             ratio = paired_bootstrap_perplexity(result, dense_results[name])
             low, high = ratio["ci95"]

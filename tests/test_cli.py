@@ -956,8 +956,8 @@ def test_prune_puts_the_perplexity_of_held_out_texts_in_the_card(
         ratio = paired_bootstrap_perplexity(pruned, dense)
         low, high = ratio["ci95"]
         row = (
-            f"| held | 12 | {pruned['tokens']:,} | {dense['perplexity']:.3f} | {pruned['perplexity']:.3f} | "
-            f"{ratio['ratio']:.3f} [{low:.3f}, {high:.3f}] |"
+            f"| held (a local file) | 12 | {pruned['tokens']:,} | {dense['perplexity']:.3f} | "
+            f"{pruned['perplexity']:.3f} | {ratio['ratio']:.3f} [{low:.3f}, {high:.3f}] |"
         )
         assert row in (tmp_path / name / "README.md").read_text()
         assert (

@@ -162,6 +162,7 @@ def test_your_own_data_on_the_hub_is_read_with_the_token_given(local_hub, hub_da
         card.data.datasets == [repo]
         and f"| calibration tasks | mine ({repo}@{commit[:7]},texts:train[:6]:text) |" in card.text
     )
+    assert f"| held ({repo}@{commit[:7]},texts:train[6:]:text) | 2 |" in card.text  # your held-out texts too
     # and the scores on your questions name the dataset (its config, split and commit) they were read from
     (result,) = [r for r in card.data.eval_results if r.dataset_name.startswith("q ")]
     assert (result.dataset_type, result.dataset_config, result.dataset_split) == (repo, "questions", "test")

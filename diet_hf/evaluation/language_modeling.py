@@ -201,11 +201,18 @@ def texts_perplexity_by_source(
     model, tokenizer, sources: dict[str, list[str]], *, batch_size: int = 8, disable_progress: bool = False
 ) -> dict:
     """`texts_perplexity` of each source's texts, `{name: result}` (empty for no sources): what `diet-hf eval
-    --texts`, `prune --eval-texts` and healing's held-out texts score."""
-    return {
-        name: texts_perplexity(model, tokenizer, texts, batch_size=batch_size, disable_progress=disable_progress)
-        for name, texts in sources.items()
-    }
+    --texts`, `prune --eval-texts` and healing's held-out texts score. Texts read from a source (`tasks.SourceTexts`)
+    name it in their result's `source`, which the card shows."""
+    from ..tasks import SourceTexts
+
+    results = {}
+    for name, texts in sources.items():
+        results[name] = texts_perplexity(
+            model, tokenizer, texts, batch_size=batch_size, disable_progress=disable_progress
+        )
+        if isinstance(texts, SourceTexts) and texts.source:
+            results[name]["source"] = texts.source
+    return results
 
 
 def _text_list(texts) -> list:
