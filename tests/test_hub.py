@@ -513,6 +513,10 @@ def test_failed_push_of_a_model_leaves_nothing_and_says_how_to_retry(local_hub, 
     local_hub.state.fail_commits = 0
     # the HTTP error itself, not the message of a local copy: the temporary folder it names is gone
     assert "local copy" not in str(info.value) and str(info.value).count("failed:") == 1
+    # once the Hub answers: a commit on the main branch of a public repository (`create_pr`, `private` to change it)
+    commit = push_pruned_model(build_pruned_model(tiny_dense_model("gemma2")), "user/broken")
+    info = HfApi().model_info("user/broken")
+    assert commit == info.sha and not info.private
 
 
 def test_max_shard_size_splits_the_weights_and_a_later_save_removes_the_shards(tmp_path):
