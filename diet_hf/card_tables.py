@@ -49,7 +49,8 @@ def _eval_results(evaluation: dict) -> list:
     for task, row in evaluation["results"].items():
         spec = None if row.get("own_questions") else TASKS.get(task)
         # your own questions read from a Hub dataset are named by it, so the Hub links the result to its page
-        hub = (row.get("source") or {}) if "dataset" in (row.get("source") or {}) else {}
+        source = row.get("source") or {}
+        hub = source if "dataset" in source else {}
         metric = row.get("headline_metric") or (spec.headline_metric if spec else "acc")
         if row.get(metric) is None:
             continue
