@@ -8,7 +8,7 @@ from .card_tables import _cell, _eval_results, _evaluation_lines, _healing_lines
 from .constants import PROFILE_SUBFOLDER, base_sizes, family_for_model_type, layer_sizes
 from .info import count_parameters
 from .loading import is_image_text, text_config
-from .tasks import source_label
+from .tasks.own import named_with_source
 
 __all__ = ["PLOT_FILE", "write_model_card", "write_stock_card"]
 
@@ -416,10 +416,7 @@ def _how_it_was_pruned_lines(record: dict, config, image_text: bool) -> list[str
     counts, base = count_parameters(config), count_parameters(config, dense=True)
     target = record.get("target") or {}
     sources = record.get("task_sources") or {}
-    tasks = [
-        f"{task} ({source_label(sources[task])})" if task in sources else task for task in record.get("tasks") or []
-    ]
-    tasks = ", ".join(tasks) or "unknown"
+    tasks = ", ".join(named_with_source(task, sources.get(task)) for task in record.get("tasks") or []) or "unknown"
     return [
         "## How it was pruned",
         "",

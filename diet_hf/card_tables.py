@@ -1,7 +1,7 @@
 """The model card's result sections: the evaluation table (beside the base model's), perplexity on held-out texts,
 and the healing record with its held-out texts and tasks."""
 
-from .tasks import source_label
+from .tasks.own import named_with_source, source_label
 
 __all__ = ["OWN_QUESTIONS"]
 
@@ -142,8 +142,7 @@ def _text_lines(results: dict, dense_results: dict | None, base: str) -> list[st
     else:
         lines += ["| texts | count | tokens | perplexity |", "|---|---|---|---|"]
     for name, result in results.items():
-        read = f" ({source_label(result['source'])})" if result.get("source") else ""  # where they were read
-        row = f"| {_cell(name + read)} | {result['texts']} | {result['tokens']:,} |"
+        row = f"| {_cell(named_with_source(name, result.get('source')))} | {result['texts']} | {result['tokens']:,} |"
         if dense_results and name in dense_results:
             ratio = paired_bootstrap_perplexity(result, dense_results[name])
             low, high = ratio["ci95"]

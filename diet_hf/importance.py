@@ -275,14 +275,15 @@ def _check_not_a_model_repo(repo_id: str, revision: str | None, token: str | Non
 def _profile_card(scores: ImportanceScores, repo_id: str) -> str:
     """The card of a profile pushed to the Hub: what was profiled, on what, and how to prune from it."""
     from .card import _card_datasets
-    from .tasks import source_label
+    from .tasks.own import named_with_source
 
     provenance = scores.provenance
     model = provenance.get("model_id") or "MODEL"
     samples = {task: len(ids) for task, ids in (provenance.get("sample_ids") or {}).items()}
     sources = provenance.get("sources") or {}  # your own tasks' data, where it was read (`tasks.SourceTexts`)
-    names = {task: f"{task} ({source_label(sources[task])})" if task in sources else task for task in scores.tasks}
-    rows = "\n".join(f"| {names[task]} | {samples.get(task, '')} |" for task in scores.tasks)
+    rows = "\n".join(
+        f"| {named_with_source(task, sources.get(task))} | {samples.get(task, '')} |" for task in scores.tasks
+    )
     meta = {"library_name": "diet-hf", "tags": ["diet-hf", "pruning-profile"]}
     if provenance.get("model_id"):
         meta["base_model"] = provenance["model_id"]

@@ -137,7 +137,7 @@ class HealingConfig:
             raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}.")
         if self.top_k is not None and not is_positive_int(self.top_k):
             raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
-        if not (isinstance(self.hidden_weight, (int, float)) and self.hidden_weight >= 0):
+        if not self.hidden_weight >= 0:  # a number: checked above
             raise ValueError(f"`hidden_weight` must be a number >= 0, got {self.hidden_weight!r}.")
         if not 0.0 <= self.kd_weight <= 1.0:
             raise ValueError(f"`kd_weight` must be in [0, 1], got {self.kd_weight!r}.")

@@ -54,6 +54,11 @@ def source_label(source: dict) -> str:
     return label + (f":{split}:{column}" if column else f":{split}" if split else "")
 
 
+def named_with_source(name: str, source: dict | None) -> str:
+    """`name` as the card's tables show it: `NAME (SOURCE)` where its source was recorded (`source_label`)."""
+    return f"{name} ({source_label(source)})" if source else name
+
+
 def _checked_messages(messages, where: str) -> list:
     """A conversation, checked: a non-empty list of objects, each with a string `role` and a `content` (a string, or
     the list of typed parts that multimodal templates read); `where` names it in the error."""
